@@ -1,0 +1,248 @@
+"""Labeled frames in DeepLabCut's on-disk layout.
+
+A labeled set is a folder holding ``CollectedData*.csv`` (and/or the matching ``.h5``)
+and images under ``labeled-data/<video>/<image>``. The table has three header rows
+(``scorer``, ``bodyparts``, ``coords``) and either three index columns
+(``labeled-data``, video, image; DeepLabCut >= 2.2) or one column holding the
+relative path (older projects). An empty cell is a keypoint the labeler could not
+see: it stays NaN here and is masked out of losses and metrics, never set to zero.
+
+Reading and writing go through pandas so that DeepLabCut, Facemap and other keypoint
+tools read what we write. Validation of the images themselves lives in
+``vit_facemap.validate``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from vit_facemap.errors import DataError, RunExistsError
+
+H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
+HEADER_NAMES = ("scorer", "bodyparts", "coords")
+
+
+@dataclass
+class LabeledFrames:
+    """Hand-placed (or predicted) keypoints for a set of frames.
+
+    ``keypoints`` has shape (n_frames, n_keypoints, 2) holding (x, y) in the image's
+    own pixel coordinates (origin top-left), NaN where a keypoint is missing.
+    ``index`` holds each frame's path relative to ``root`` in POSIX form
+    (``labeled-data/<video>/<image>``).
+    """
+
+    root: Path
+    index: list[str]
+    keypoints: np.ndarray
+    bodyparts: list[str]
+    scorer: str = "vit-facemap"
+    likelihood: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.index = [str(PurePosixPath(str(i).replace("\\", "/"))) for i in self.index]
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float64)
+        self.bodyparts = [str(b) for b in self.bodyparts]
+        n, k = len(self.index), len(self.bodyparts)
+        if self.keypoints.shape != (n, k, 2):
+            raise ValueError(
+                f"keypoints must have shape (n_frames={n}, n_keypoints={k}, 2), "
+                f"got {self.keypoints.shape}"
+            )
+        if self.likelihood is not None:
+            self.likelihood = np.asarray(self.likelihood, dtype=np.float64)
+            if self.likelihood.shape != (n, k):
+                raise ValueError(f"likelihood must have shape ({n}, {k}), got {self.likelihood.shape}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def videos(self) -> np.ndarray:
+        """The video (folder under ``labeled-data``) of each frame."""
+        return np.array([video_of(i) for i in self.index])
+
+    @property
+    def image_paths(self) -> list[Path]:
+        return [self.root / i for i in self.index]
+
+    @property
+    def missing(self) -> np.ndarray:
+        """(n_frames, n_keypoints) boolean mask of missing keypoints."""
+        return np.isnan(self.keypoints).any(axis=-1)
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> LabeledFrames:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return LabeledFrames(
+            root=self.root,
+            index=[self.index[i] for i in rows],
+            keypoints=self.keypoints[rows].copy(),
+            bodyparts=list(self.bodyparts),
+            scorer=self.scorer,
+            likelihood=None if self.likelihood is None else self.likelihood[rows].copy(),
+        )
+
+    def to_dataframe(self, three_level_index: bool = True) -> pd.DataFrame:
+        """The table in DeepLabCut's layout (labels, or predictions when ``likelihood`` is set)."""
+        coords = ["x", "y"] if self.likelihood is None else ["x", "y", "likelihood"]
+        columns = pd.MultiIndex.from_product(
+            [[self.scorer], self.bodyparts, coords], names=list(HEADER_NAMES)
+        )
+        values = self.keypoints
+        if self.likelihood is not None:
+            values = np.concatenate([values, self.likelihood[..., None]], axis=-1)
+        data = values.reshape(len(self), -1)
+        if three_level_index:
+            index = pd.MultiIndex.from_tuples([tuple(i.split("/", 2)) for i in self.index])
+        else:
+            index = pd.Index(self.index)
+        return pd.DataFrame(data, index=index, columns=columns)
+
+
+def video_of(relpath: str) -> str:
+    """The video name of ``labeled-data/<video>/<image>`` (or ``<video>/<image>``)."""
+    parts = PurePosixPath(relpath).parts
+    if len(parts) >= 3 and parts[0] == "labeled-data":
+        return parts[1]
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def find_label_file(root: str | Path) -> Path:
+    """The ``CollectedData*.csv`` (preferred) or ``.h5`` inside a labeled set's folder."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError("no such file or folder", root)
+    if root.is_file():
+        return root
+    for pattern in ("CollectedData*.csv", "CollectedData*.h5"):
+        found = sorted(root.glob(pattern))
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise DataError(f"several label files ({names}); pass the one to use", root)
+        if found:
+            return found[0]
+    raise DataError(
+        "no CollectedData*.csv or CollectedData*.h5 here: is this a labeled set in "
+        "DeepLabCut's layout (labels table beside a labeled-data/ folder)?",
+        root,
+    )
+
+
+def _count_index_columns(path: Path) -> int:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = [row for _, row in zip(range(3), csv.reader(fh), strict=False)]
+    if len(rows) < 3 or [r[0].strip().lower() if r else "" for r in rows] != list(HEADER_NAMES):
+        first = [r[0] if r else "" for r in rows]
+        raise DataError(
+            "not a DeepLabCut labels table: the first column of the first three rows must "
+            f"read scorer / bodyparts / coords, found {first}",
+            path,
+        )
+    scorer_row = rows[0]
+    n = 1
+    while n < len(scorer_row) and scorer_row[n].strip() == "":
+        n += 1
+    if n not in (1, 3):
+        raise DataError(
+            f"expected 1 or 3 index columns before the first keypoint column, found {n}", path
+        )
+    return n
+
+
+def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames:
+    if not isinstance(df.columns, pd.MultiIndex) or df.columns.nlevels != 3:
+        raise DataError("columns must have three header levels (scorer, bodyparts, coords)", path)
+    if len(df) == 0:
+        raise DataError("the labels table has no frames", path)
+    scorers = df.columns.get_level_values(0).unique()
+    if len(scorers) != 1:
+        raise DataError(f"expected one scorer, found {list(scorers)}", path)
+    coords = df.columns.get_level_values(2)
+    bad = sorted(set(coords) - {"x", "y", "likelihood"})
+    if bad:
+        raise DataError(f"unknown coords {bad}; each keypoint needs an x and a y column", path)
+    bodyparts = list(dict.fromkeys(df.columns.get_level_values(1)))
+    xy = np.empty((len(df), len(bodyparts), 2))
+    has_likelihood = "likelihood" in set(coords)
+    lik = np.empty((len(df), len(bodyparts))) if has_likelihood else None
+    for k, bp in enumerate(bodyparts):
+        sub = df.xs(bp, axis=1, level=1)
+        sub.columns = sub.columns.get_level_values(-1)
+        for c, name in enumerate(("x", "y")):
+            if name not in sub.columns:
+                raise DataError(f"keypoint '{bp}' has no '{name}' column", path)
+            try:
+                xy[:, k, c] = pd.to_numeric(sub[name].squeeze(axis=1) if sub[name].ndim == 2 else sub[name])
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"keypoint '{bp}' column '{name}' is not numeric: {exc}", path) from exc
+        if lik is not None:
+            lik[:, k] = pd.to_numeric(sub["likelihood"]) if "likelihood" in sub.columns else np.nan
+    if isinstance(df.index, pd.MultiIndex):
+        index = ["/".join(str(p) for p in tup) for tup in df.index]
+    else:
+        index = [str(i) for i in df.index]
+    dupes = pd.Index(index)[pd.Index(index).duplicated()].unique()
+    if len(dupes):
+        raise DataError(f"duplicate rows for {len(dupes)} frame(s), e.g. {dupes[0]}", path)
+    return LabeledFrames(
+        root=root, index=index, keypoints=xy, bodyparts=bodyparts,
+        scorer=str(scorers[0]), likelihood=lik,
+    )
+
+
+def read_labels(path: str | Path) -> LabeledFrames:
+    """Read a labeled set: its folder, or its ``CollectedData*.csv`` / ``.h5`` file.
+
+    Raises :class:`DataError` naming the file for anything that is not DeepLabCut's layout.
+    """
+    file = find_label_file(path)
+    root = file.parent
+    if file.suffix.lower() == ".csv":
+        n_index = _count_index_columns(file)
+        try:
+            df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise DataError(f"cannot parse the labels table: {exc}", file) from exc
+        if n_index == 1 and df.index.name is not None:
+            df.index.name = None
+    elif file.suffix.lower() in (".h5", ".hdf5"):
+        try:
+            df = pd.read_hdf(file, key=H5_KEY)
+        except (KeyError, OSError, ValueError) as exc:
+            raise DataError(f"cannot read key '{H5_KEY}' from the HDF5 file: {exc}", file) from exc
+    else:
+        raise DataError("labels must be a .csv or .h5 file in DeepLabCut's layout", file)
+    return _frame_from_table(df, root, file)
+
+
+def write_labels(
+    frames: LabeledFrames, path: str | Path, *, overwrite: bool = False,
+    three_level_index: bool = True,
+) -> Path:
+    """Write ``frames`` as a DeepLabCut table; the format follows the suffix (.csv or .h5).
+
+    An existing file is never replaced unless ``overwrite`` is true.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RunExistsError(path)
+    df = frames.to_dataframe(three_level_index=three_level_index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        df.to_csv(path)
+    elif path.suffix.lower() in (".h5", ".hdf5"):
+        tmp = path.with_name(path.name + ".tmp")
+        df.to_hdf(tmp, key=H5_KEY, mode="w")  # fixed format, as DeepLabCut writes labels
+        tmp.replace(path)
+    else:
+        raise ValueError(f"{path}: unsupported suffix; use .csv or .h5")
+    return path

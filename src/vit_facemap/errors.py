@@ -1,0 +1,25 @@
+"""Errors raised for user mistakes.
+
+User-facing errors name the file and what is wrong with it; the command line prints
+their message without a traceback (see ``vit_facemap.cli``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data: a missing or corrupt file, a malformed table, inconsistent labels."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+
+class RunExistsError(FileExistsError):
+    """An output (run directory, traces file) exists and overwriting was not asked for."""
+
+    def __init__(self, path: str | Path, hint: str = "pass --overwrite to replace it") -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: already exists; {hint}")

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
+from vit_facemap.errors import DataError, RunExistsError
+
+
+def _frames(tmp_path):
+    kp = np.arange(3 * 2 * 2, dtype=float).reshape(3, 2, 2) + 0.125
+    kp[1, 0] = np.nan
+    index = [f"labeled-data/vid{v}/img{i:03d}.png" for v, i in [(0, 1), (0, 2), (1, 1)]]
+    return LabeledFrames(tmp_path, index, kp, ["eye", "nose"], scorer="me")
+
+
+@pytest.mark.parametrize("name", ["CollectedData_me.csv", "CollectedData_me.h5"])
+@pytest.mark.parametrize("three", [True, False])
+def test_round_trip_is_lossless(tmp_path, name, three):
+    f = _frames(tmp_path)
+    write_labels(f, tmp_path / name, three_level_index=three)
+    g = read_labels(tmp_path)
+    assert g.index == f.index
+    assert g.bodyparts == f.bodyparts and g.scorer == "me"
+    np.testing.assert_array_equal(g.keypoints, f.keypoints)
+    assert list(g.videos) == ["vid0", "vid0", "vid1"]
+    assert g.missing.tolist() == [[False, False], [True, False], [False, False]]
+
+
+def test_write_refuses_to_overwrite(tmp_path):
+    f = _frames(tmp_path)
+    write_labels(f, tmp_path / "CollectedData_me.csv")
+    with pytest.raises(RunExistsError, match="already exists"):
+        write_labels(f, tmp_path / "CollectedData_me.csv")
+
+
+def test_header_that_is_not_deeplabcut(tmp_path):
+    bad = tmp_path / "CollectedData_x.csv"
+    bad.write_text("frame,eye_x,eye_y\nlabeled-data/v/a.png,1,2\n")
+    with pytest.raises(DataError, match=r"CollectedData_x.csv: not a DeepLabCut labels table"):
+        read_labels(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_labels(tmp_path / "nope")
