@@ -1,0 +1,49 @@
+"""Where data lives and how big a run is.
+
+Nothing here is a hidden global: functions take explicit arguments and fall back to
+environment variables only where a user would expect to set one.
+
+- ``VIT_FACEMAP_DATA``: folder holding the real labeled sets (``g7c1``, ``schroeder``).
+- ``VIT_FACEMAP_PROFILE``: default run size for notebooks (``test``, ``quick``,
+  ``default``, ``full``); papermill passes it explicitly when building the book.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROFILES = ("test", "quick", "default", "full")
+DATA_ENV = "VIT_FACEMAP_DATA"
+PROFILE_ENV = "VIT_FACEMAP_PROFILE"
+REAL_SETS = ("g7c1", "schroeder")
+
+
+def data_root(path: str | Path | None = None) -> Path | None:
+    """The folder of real labeled sets: ``path``, else ``$VIT_FACEMAP_DATA``.
+
+    Returns None when neither is given or the folder does not exist, in which case
+    callers use generated frames and must say so.
+    """
+    candidate = path if path not in (None, "") else os.environ.get(DATA_ENV) or None
+    if candidate is None:
+        return None
+    candidate = Path(candidate).expanduser()
+    return candidate if candidate.is_dir() else None
+
+
+def real_set(name: str, root: str | Path | None = None) -> Path | None:
+    """The folder of real set ``name`` under :func:`data_root`, or None if absent."""
+    base = data_root(root)
+    if base is None:
+        return None
+    folder = base / name
+    return folder if folder.is_dir() else None
+
+
+def profile(value: str | None = None) -> str:
+    """The run profile: ``value``, else ``$VIT_FACEMAP_PROFILE``, else ``default``."""
+    p = value or os.environ.get(PROFILE_ENV) or "default"
+    if p not in PROFILES:
+        raise ValueError(f"unknown profile {p!r}; choose one of {', '.join(PROFILES)}")
+    return p

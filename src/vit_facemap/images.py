@@ -1,0 +1,46 @@
+"""Reading frames, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vit_facemap.errors import DataError
+
+
+def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
+    """Read an image as uint8: (H, W) for grayscale, (H, W, 3) for colour.
+
+    ``mode`` forces ``"L"`` (grayscale) or ``"RGB"``. RGB frames whose channels are
+    equal are returned as they are stored; convert with ``mode="L"`` when a model is gray.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("image file is missing", path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now so truncated / corrupt files fail here, with the path
+            if mode is not None:
+                im = im.convert(mode)
+            elif im.mode not in ("L", "RGB"):
+                im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image ({exc})", path) from exc
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr / max(1, arr.max()) * 255, 0, 255).astype(np.uint8)
+    return arr
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header, without decoding the pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("image file is missing", path)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image header ({exc})", path) from exc
