@@ -1,0 +1,69 @@
+"""Facial measures on hand-made keypoints (values worked out by hand)."""
+
+import numpy as np
+import pytest
+
+from vit_facemap.measures import facial_measures
+
+SCHROEDER = ["nose", "leftpupil", "dorsalpupil", "rightpupil", "ventralpupil",
+             "lefteyelid", "dorsaleyelid", "righteyelid", "ventraleyelid"]
+G7C1 = ["eye top", "eye front", "eye bottom", "eye back", "nose top", "nose tip",
+        "nose bottom", "whisker 1", "whisker 2", "whisker 3", "mouth", "lip"]
+
+
+def schroeder_frame():
+    # pupil 6 wide, 4 tall around (100, 50); eyelids 20 wide, 8 tall
+    return np.array([[0, 0], [97, 50], [100, 48], [103, 50], [100, 52],
+                     [90, 50], [100, 46], [110, 50], [100, 54]], float)
+
+
+def test_pupil_measures_by_hand():
+    kp = np.stack([schroeder_frame(), schroeder_frame()])
+    kp[1, 2] = np.nan  # dorsal pupil missing in frame 1
+    m = facial_measures(kp, SCHROEDER)
+    assert len(m) == 2
+    assert m.loc[0, "pupil_horizontal"] == pytest.approx(6)
+    assert m.loc[0, "pupil_vertical"] == pytest.approx(4)
+    assert m.loc[0, "pupil_diameter"] == pytest.approx(5)
+    assert m.loc[0, "eye_width"] == pytest.approx(20)
+    assert m.loc[0, "eye_aperture"] == pytest.approx(8 / 20)
+    assert m.loc[0, "pupil_eye_ratio"] == pytest.approx(5 / 20)
+    assert (m.loc[0, "pupil_x"], m.loc[0, "pupil_y"]) == pytest.approx((100, 50))
+    # a missing keypoint makes exactly the measures that need it NaN
+    assert np.isnan(m.loc[1, "pupil_diameter"]) and np.isnan(m.loc[1, "pupil_eye_ratio"])
+    assert m.loc[1, "eye_width"] == pytest.approx(20)
+    assert m.loc[1, "pupil_horizontal"] == pytest.approx(6)
+
+
+def test_only_measures_the_bodyparts_allow():
+    kp = schroeder_frame()[None, 5:]  # eyelids only
+    m = facial_measures(kp, SCHROEDER[5:])
+    assert set(m.columns) == {"eye_width", "eye_aperture"}
+    assert facial_measures(np.zeros((3, 1, 2)), ["nose"]).shape == (3, 0)
+
+
+def test_face_positions_relative_to_eye():
+    kp = np.full((1, 12, 2), np.nan)
+    # eye centred at (10, 10), back (0,10) -> front (20,10): width 20, forward = +x
+    kp[0, :4] = [[10, 5], [20, 10], [10, 15], [0, 10]]
+    kp[0, 5] = [50, 30]  # nose tip: 40 ahead, 20 below -> (2, 1) eye widths
+    m = facial_measures(kp, G7C1)
+    assert m.loc[0, "eye_width"] == pytest.approx(20)
+    assert m.loc[0, "eye_aperture"] == pytest.approx(10 / 20)
+    assert m.loc[0, "nose_tip_forward"] == pytest.approx(2)
+    assert m.loc[0, "nose_tip_down"] == pytest.approx(1)
+    assert m.loc[0, "nose_tip_distance"] == pytest.approx(np.sqrt(5))
+    assert np.isnan(m.loc[0, "mouth_forward"])
+    # a mouse facing the other way: the eye axis flips, forward stays forward, down stays down
+    flipped = kp.copy()
+    flipped[..., 0] = 100 - flipped[..., 0]
+    mf = facial_measures(flipped, G7C1)
+    assert mf.loc[0, "nose_tip_forward"] == pytest.approx(2)
+    assert mf.loc[0, "nose_tip_down"] == pytest.approx(1)
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="bodyparts"):
+        facial_measures(np.zeros((2, 3, 2)), ["a", "b"])
+    with pytest.raises(ValueError, match="shape"):
+        facial_measures(np.zeros((2, 3)), ["a", "b", "c"])
