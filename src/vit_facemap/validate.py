@@ -1,0 +1,232 @@
+"""Checks at the door: a labeled set is read, then validated before anything trains on it.
+
+Every problem names the file it is about and says what is wrong, so a user can fix it
+without reading a traceback. :func:`validate_set` collects all problems into a
+:class:`ValidationReport` (errors stop a run, warnings are printed);
+:func:`load_set` reads and validates in one call and raises :class:`DataError` on the
+first error, mentioning how many more there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vit_facemap.dlc import LabeledFrames, find_label_file, read_labels
+from vit_facemap.errors import DataError
+from vit_facemap.images import image_size, load_image
+
+# Tools disagree on whether pixel centres sit at integers or half-integers, so a label up to
+# one pixel past the border is still a click on the border pixel; further is outside.
+EDGE_TOLERANCE = 1.0
+MAX_LISTED = 5  # problems of one kind listed by name before "... and N more"
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the input: the file it is about and what is wrong."""
+
+    path: Path | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path is not None else self.message
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_set` found. ``ok`` is true when there are no errors."""
+
+    source: Path | None
+    n_frames: int
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    # (width, height) of each frame, when the images were checked
+    image_sizes: list[tuple[int, int] | None] = field(default_factory=list, repr=False)
+    # "L" or "RGB" of each frame, when the images were decoded
+    image_modes: list[str | None] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`DataError` for the first error, saying how many others there are."""
+        if not self.errors:
+            return
+        first = self.errors[0]
+        more = len(self.errors) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''}; run `vit-facemap data inspect` to list them)" if more else ""
+        raise DataError(first.message + suffix, first.path)
+
+    def summary(self) -> str:
+        lines = [f"{self.n_frames} frames, {len(self.errors)} errors, {len(self.warnings)} warnings"]
+        lines += [f"error: {p}" for p in self.errors]
+        lines += [f"warning: {p}" for p in self.warnings]
+        return "\n".join(lines)
+
+
+def check_keypoint_names(
+    frames: LabeledFrames, expected: Sequence[str], source: str | Path | None = None
+) -> None:
+    """Raise :class:`DataError` unless ``frames`` has exactly the keypoints ``expected``, in order.
+
+    ``source`` names what the expected names come from (e.g. a trained model's folder), so
+    the message says which two things disagree.
+    """
+    got, want = list(frames.bodyparts), [str(e) for e in expected]
+    if got == want:
+        return
+    where = f" of {source}" if source is not None else ""
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    if not missing and not extra:
+        msg = (f"keypoints are in a different order than those{where}: "
+               f"labels have {got}, expected {want}")
+    else:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        msg = (f"keypoint names differ from those{where}: {'; '.join(parts)} "
+               f"(expected {want})")
+    raise DataError(msg, _label_path(frames))
+
+
+def _label_path(frames: LabeledFrames) -> Path:
+    try:
+        return find_label_file(frames.root)
+    except DataError:
+        return frames.root
+
+
+def _message(exc: DataError) -> str:
+    """The message of a DataError without the path prefix it adds."""
+    text = str(exc)
+    prefix = f"{exc.path}: " if exc.path is not None else ""
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def validate_set(
+    frames: LabeledFrames,
+    *,
+    check_images: bool = True,
+    decode: bool = True,
+    expected_bodyparts: Sequence[str] | None = None,
+    expected_source: str | Path | None = None,
+) -> ValidationReport:
+    """Check labels and (optionally) images of a labeled set; returns every problem found.
+
+    ``check_images`` opens each frame: missing files are errors; with ``decode`` the pixels
+    are decoded too, so truncated or corrupt PNG/JPEG files are caught here rather than in
+    the middle of training. Coordinates are checked against each image's own size.
+    """
+    label_file = _label_path(frames)
+    report = ValidationReport(source=label_file, n_frames=len(frames))
+    err, warn = report.errors.append, report.warnings.append
+
+    if len(frames) == 0:
+        err(Problem(label_file, "the set is empty: the labels table has no frames"))
+        return report
+    if len(frames.bodyparts) == 0:
+        err(Problem(label_file, "the labels table has no keypoint columns"))
+        return report
+    if expected_bodyparts is not None:
+        try:
+            check_keypoint_names(frames, expected_bodyparts, expected_source)
+        except DataError as exc:
+            err(Problem(exc.path, _message(exc)))
+
+    index = pd.Index(frames.index)
+    dupes = index[index.duplicated()].unique().tolist()
+    if dupes:
+        err(Problem(label_file, f"duplicate rows for {len(dupes)} frame(s): {_listed(dupes)}"))
+
+    names = list(map(str, frames.bodyparts))
+    dup_names = sorted({n for n in names if names.count(n) > 1})
+    if dup_names:
+        err(Problem(label_file, f"keypoint names used twice: {dup_names}"))
+
+    kp = frames.keypoints
+    if not np.isfinite(kp[~np.isnan(kp)]).all():
+        err(Problem(label_file, "coordinates hold infinite values"))
+    missing = frames.missing
+    half = np.isnan(kp).any(-1) & ~np.isnan(kp).all(-1)
+    if half.any():
+        rows, cols = np.nonzero(half)
+        which = [f"{frames.index[r]} '{names[c]}'" for r, c in zip(rows, cols, strict=True)]
+        err(Problem(label_file, f"keypoints with only one of x / y: {_listed(which)}"))
+    never = [names[k] for k in np.flatnonzero(missing.all(axis=0))]
+    if never:
+        err(Problem(label_file, f"keypoint(s) {never} are missing in all {len(frames)} frames: "
+                                "nothing to learn them from (drop the column or label them)"))
+    blank = [frames.index[i] for i in np.flatnonzero(missing.all(axis=1))]
+    if blank and len(blank) < len(frames):
+        warn(Problem(label_file, f"{len(blank)} frame(s) have no labeled keypoint: {_listed(blank)}"))
+    zeros = (kp == 0).all(-1)
+    if zeros.any():
+        rows, cols = np.nonzero(zeros)
+        which = [f"{frames.index[r]} '{names[c]}'" for r, c in zip(rows, cols, strict=True)]
+        warn(Problem(label_file, "keypoints at exactly (0, 0), often a missing label written as "
+                                 f"zero (leave the cell empty instead): {_listed(which)}"))
+
+    if not check_images:
+        return report
+    outside: list[str] = []
+    for i, path in enumerate(frames.image_paths):
+        try:
+            if decode:
+                arr = load_image(path)
+                h, w = arr.shape[:2]
+                report.image_modes.append("RGB" if arr.ndim == 3 else "L")
+            else:
+                w, h = image_size(path)
+                report.image_modes.append(None)
+        except DataError as exc:
+            err(Problem(exc.path, _message(exc)))
+            report.image_sizes.append(None)
+            report.image_modes.append(None)
+            continue
+        report.image_sizes.append((w, h))
+        xy = kp[i]
+        lo, hi_x, hi_y = -EDGE_TOLERANCE, w + EDGE_TOLERANCE - 1, h + EDGE_TOLERANCE - 1
+        bad = ~np.isnan(xy[:, 0]) & (
+            (xy[:, 0] < lo) | (xy[:, 0] > hi_x) | (xy[:, 1] < lo) | (xy[:, 1] > hi_y)
+        )
+        for k in np.flatnonzero(bad):
+            outside.append(f"{frames.index[i]} '{names[k]}' at ({xy[k, 0]:.1f}, {xy[k, 1]:.1f}) "
+                           f"in a {w}x{h} image")
+    if outside:
+        err(Problem(label_file, f"{len(outside)} keypoint(s) lie outside their image: "
+                                f"{_listed(outside)}"))
+    sizes = {s for s in report.image_sizes if s is not None}
+    if len(sizes) > 1:
+        warn(Problem(label_file, f"frames come in {len(sizes)} sizes: "
+                                 f"{_listed(sorted(f'{w}x{h}' for w, h in sizes))}"))
+    return report
+
+
+def load_set(
+    path: str | Path,
+    expected_bodyparts: Sequence[str] | None = None,
+    *,
+    check_images: bool = True,
+    decode: bool = True,
+    expected_source: str | Path | None = None,
+) -> LabeledFrames:
+    """Read a labeled set (folder or label file) and validate it; raise :class:`DataError` if bad."""
+    frames = read_labels(path)
+    report = validate_set(frames, check_images=check_images, decode=decode,
+                          expected_bodyparts=expected_bodyparts, expected_source=expected_source)
+    report.raise_for_errors()
+    return frames

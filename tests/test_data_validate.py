@@ -1,0 +1,260 @@
+"""Validation at the door: every bad input is a real broken file, and the message names it."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
+from vit_facemap.errors import DataError
+from vit_facemap.validate import check_keypoint_names, load_set, validate_set
+
+NAMES = ["eye top", "nose tip", "mouth"]
+
+
+def make_set(root: Path, n: int = 4, size=(40, 30), mode="L", names=NAMES, fmt="png") -> LabeledFrames:
+    """A tiny labeled set on disk: n frames in two videos, keypoints inside the image."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    index = [f"labeled-data/vid{i % 2}/img{i:03d}.{fmt}" for i in range(n)]
+    for rel in index:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        shape = (h, w, 3) if mode == "RGB" else (h, w)
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(p)
+    kp = np.stack([rng.uniform(0, w - 1, (n, len(names))), rng.uniform(0, h - 1, (n, len(names)))], -1)
+    frames = LabeledFrames(root, index, kp, names, scorer="tester")
+    write_labels(frames, root / "CollectedData_tester.csv")
+    return frames
+
+
+def test_valid_set_loads_gray_and_rgb_any_size(tmp_path):
+    for mode, size in [("L", (40, 30)), ("RGB", (17, 53))]:
+        root = tmp_path / mode
+        make_set(root, size=size, mode=mode)
+        frames = load_set(root, expected_bodyparts=NAMES)
+        report = validate_set(frames)
+        assert report.ok and report.warnings == []
+        assert set(report.image_sizes) == {size}
+        assert set(report.image_modes) == {mode}
+
+
+def test_any_number_of_keypoints_with_any_names(tmp_path):
+    names = [f"part-{i} (é)" for i in range(17)]
+    make_set(tmp_path, names=names)
+    frames = load_set(tmp_path)
+    assert frames.bodyparts == names and frames.keypoints.shape == (4, 17, 2)
+
+
+def test_empty_cells_are_missing_not_zero(tmp_path):
+    make_set(tmp_path)
+    csv = tmp_path / "CollectedData_tester.csv"
+    lines = csv.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[3] = cells[4] = ""  # first keypoint of the first frame not visible
+    lines[3] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    frames = load_set(tmp_path)
+    assert np.isnan(frames.keypoints[0, 0]).all()
+    assert frames.missing[0].tolist() == [True, False, False]
+    assert not (frames.keypoints == 0).any()
+
+
+def test_old_single_column_index(tmp_path):
+    """Older DeepLabCut projects keep the relative path in one index column."""
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,tester,tester\n"
+        "bodyparts,eye,eye\n"
+        "coords,x,y\n"
+        "labeled-data/vid0/img000.png,3.5,4.25\n"
+        "labeled-data/vid1/img001.png,,\n"
+    )
+    frames = load_set(tmp_path)
+    assert frames.index == ["labeled-data/vid0/img000.png", "labeled-data/vid1/img001.png"]
+    assert list(frames.videos) == ["vid0", "vid1"]
+    np.testing.assert_array_equal(frames.keypoints[0, 0], [3.5, 4.25])
+    assert frames.missing[:, 0].tolist() == [False, True]
+
+
+def test_missing_image(tmp_path):
+    make_set(tmp_path)
+    gone = tmp_path / "labeled-data/vid1/img001.png"
+    gone.unlink()
+    with pytest.raises(DataError, match=r"img001.png: image file is missing"):
+        load_set(tmp_path)
+
+
+def test_truncated_png(tmp_path):
+    make_set(tmp_path)
+    bad = tmp_path / "labeled-data/vid0/img002.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"img002.png: cannot decode image"):
+        load_set(tmp_path)
+    # reading only the headers does not see it; decoding does
+    assert validate_set(read_labels(tmp_path), decode=False).ok
+
+
+def test_truncated_jpeg(tmp_path):
+    make_set(tmp_path, fmt="jpg")
+    bad = tmp_path / "labeled-data/vid1/img003.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match=r"img003.jpg: cannot decode image"):
+        load_set(tmp_path)
+
+
+def test_not_an_image(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "labeled-data/vid0/img000.png").write_text("this is not a PNG")
+    with pytest.raises(DataError, match=r"img000.png: cannot decode image"):
+        load_set(tmp_path)
+
+
+def test_header_not_deeplabcut(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "image,eye_x,eye_y\nlabeled-data/vid0/img000.png,1,2\n"
+    )
+    with pytest.raises(DataError, match=r"CollectedData_tester.csv: not a DeepLabCut labels table"):
+        load_set(tmp_path)
+
+
+def test_wrong_coords_columns(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,,tester,tester\n"
+        "bodyparts,,,eye,eye\n"
+        "coords,,,x,z\n"
+        "labeled-data,vid0,img000.png,1,2\n"
+    )
+    with pytest.raises(DataError, match=r"CollectedData_tester.csv: unknown coords \['z'\]"):
+        load_set(tmp_path)
+
+
+def test_keypoint_without_y_column(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,,tester,tester,tester\n"
+        "bodyparts,,,eye,eye,nose\n"
+        "coords,,,x,y,x\n"
+        "labeled-data,vid0,img000.png,1,2,3\n"
+    )
+    with pytest.raises(DataError, match=r"keypoint 'nose' has no 'y' column"):
+        load_set(tmp_path)
+
+
+def test_non_numeric_coordinate(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,,tester,tester\n"
+        "bodyparts,,,eye,eye\n"
+        "coords,,,x,y\n"
+        "labeled-data,vid0,img000.png,1,abc\n"
+    )
+    with pytest.raises(DataError, match=r"keypoint 'eye' column 'y' is not numeric"):
+        load_set(tmp_path)
+
+
+def test_wrong_number_of_index_columns(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,tester,tester\n"
+        "bodyparts,,eye,eye\n"
+        "coords,,x,y\n"
+        "vid0,img000.png,1,2\n"
+    )
+    with pytest.raises(DataError, match=r"expected 1 or 3 index columns"):
+        load_set(tmp_path)
+
+
+def test_coordinates_outside_the_image(tmp_path):
+    make_set(tmp_path, size=(40, 30))
+    csv = tmp_path / "CollectedData_tester.csv"
+    lines = csv.read_text().splitlines()
+    cells = lines[4].split(",")
+    cells[5] = "45.0"  # x of 'nose tip' in img001, past the 40-pixel width
+    lines[4] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"1 keypoint\(s\) lie outside their image: "
+                                        r"labeled-data/vid1/img001.png 'nose tip' at \(45.0"):
+        load_set(tmp_path)
+
+
+def test_duplicate_rows(tmp_path):
+    make_set(tmp_path)
+    csv = tmp_path / "CollectedData_tester.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines + [lines[3]]) + "\n")
+    with pytest.raises(DataError, match=r"CollectedData_tester.csv: duplicate rows for 1 frame"):
+        load_set(tmp_path)
+
+
+def test_duplicate_rows_in_memory(tmp_path):
+    f = make_set(tmp_path)
+    g = LabeledFrames(tmp_path, f.index + f.index[:1], np.concatenate([f.keypoints, f.keypoints[:1]]),
+                      f.bodyparts)
+    report = validate_set(g, check_images=False)
+    assert not report.ok and "duplicate rows" in str(report.errors[0])
+
+
+def test_keypoint_names_differ_from_model(tmp_path):
+    frames = make_set(tmp_path)
+    check_keypoint_names(frames, NAMES, "runs/model")
+    with pytest.raises(DataError, match=r"CollectedData_tester.csv: keypoint names differ from "
+                                        r"those of runs/model: missing \['lip'\]; unexpected \['mouth'\]"):
+        check_keypoint_names(frames, ["eye top", "nose tip", "lip"], "runs/model")
+    with pytest.raises(DataError, match=r"different order"):
+        check_keypoint_names(frames, NAMES[::-1], "runs/model")
+    with pytest.raises(DataError, match=r"keypoint names differ"):
+        load_set(tmp_path, expected_bodyparts=["a", "b", "c"])
+
+
+def test_empty_set(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,,tester,tester\nbodyparts,,,eye,eye\ncoords,,,x,y\n"
+    )
+    with pytest.raises(DataError, match=r"CollectedData_tester.csv: the labels table has no frames"):
+        load_set(tmp_path)
+    empty = LabeledFrames(tmp_path, [], np.zeros((0, 1, 2)), ["eye"])
+    report = validate_set(empty)
+    assert "the set is empty" in str(report.errors[0])
+
+
+def test_keypoint_missing_in_every_frame(tmp_path):
+    make_set(tmp_path)
+    csv = tmp_path / "CollectedData_tester.csv"
+    lines = csv.read_text().splitlines()
+    for r in range(3, len(lines)):
+        cells = lines[r].split(",")
+        cells[7] = cells[8] = ""  # 'mouth' never labeled
+        lines[r] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"keypoint\(s\) \['mouth'\] are missing in all 4 frames"):
+        load_set(tmp_path)
+
+
+def test_no_folder_and_no_label_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_set(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"no CollectedData\*.csv"):
+        load_set(tmp_path)
+
+
+def test_zero_coordinates_warn(tmp_path):
+    f = make_set(tmp_path)
+    f.keypoints[1, 2] = 0.0
+    report = validate_set(f)
+    assert report.ok
+    assert "exactly (0, 0)" in str(report.warnings[0]) and "'mouth'" in str(report.warnings[0])
+
+
+def test_several_problems_are_counted(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "labeled-data/vid0/img000.png").unlink()
+    (tmp_path / "labeled-data/vid1/img001.png").unlink()
+    with pytest.raises(DataError, match=r"img000.png: image file is missing \(and 1 more problem;"):
+        load_set(tmp_path)
