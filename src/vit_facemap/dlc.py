@@ -246,3 +246,47 @@ def write_labels(
     else:
         raise ValueError(f"{path}: unsupported suffix; use .csv or .h5")
     return path
+
+
+def predictions_dataframe(
+    keypoints: np.ndarray, likelihood: np.ndarray, bodyparts: Sequence[str],
+    scorer: str = "vit-facemap", frames: Sequence[int] | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Tracked keypoints as DeepLabCut's ``analyze_videos`` lays them out.
+
+    Columns ``scorer / bodyparts / coords`` with coords ``x, y, likelihood``; the index is
+    the frame number (integers), not an image path as in a labels table.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    likelihood = np.asarray(likelihood, dtype=np.float64)
+    n, k = keypoints.shape[:2]
+    if keypoints.shape != (n, len(bodyparts), 2) or likelihood.shape != (n, k):
+        raise ValueError(
+            f"need keypoints (n, {len(bodyparts)}, 2) and likelihood (n, {len(bodyparts)}), "
+            f"got {keypoints.shape} and {likelihood.shape}")
+    columns = pd.MultiIndex.from_product(
+        [[scorer], [str(b) for b in bodyparts], ["x", "y", "likelihood"]],
+        names=list(HEADER_NAMES))
+    index = pd.Index(np.arange(n) if frames is None else np.asarray(frames, dtype=np.int64))
+    data = np.concatenate([keypoints, likelihood[..., None]], axis=-1).reshape(n, 3 * k)
+    return pd.DataFrame(data, index=index, columns=columns)
+
+
+def write_predictions(df: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a :func:`predictions_dataframe` to ``.csv`` or ``.h5`` (table format and key
+    ``df_with_missing``, as DeepLabCut writes predictions); never replaces a file unless
+    ``overwrite``. The HDF5 file is written beside and renamed, so a crash leaves no half file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RunExistsError(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix.lower() == ".csv":
+        df.to_csv(tmp)
+    elif path.suffix.lower() in (".h5", ".hdf5"):
+        df.to_hdf(tmp, key=H5_KEY, format="table", mode="w")
+    else:
+        raise ValueError(f"{path}: unsupported suffix; use .csv or .h5")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,79 @@
+"""``vit-facemap track RUN VIDEO... --out DIR``: keypoints through whole videos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vit_facemap.errors import DataError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "track", help="track keypoints through videos (DeepLabCut-layout CSV/H5 + measures)",
+        description="Track the keypoints of a trained run through one or more videos. "
+        "Writes <video>_<scorer>.csv/.h5 in DeepLabCut's prediction layout, per-frame time "
+        "stamps, facial measures and a JSON summary under --out.")
+    p.add_argument("run", help="folder of a trained run (see `vit-facemap train`)")
+    p.add_argument("videos", nargs="+", help="video files (.mp4, .avi, .mkv, .mj2, ...)")
+    p.add_argument("--out", required=True, help="folder for the results")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--start", type=int, default=0, help="first frame to track (default 0)")
+    p.add_argument("--stop", type=int, default=None, help="frame to stop before (default: end)")
+    p.add_argument("--crop", default=None, metavar="x0,y0,x1,y1",
+                   help="track only this box (pixels); coordinates are written in the full frame")
+    p.add_argument("--resize", action="store_true",
+                   help="scale frames (or the crop) to the size the model was trained on")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead (default 4)")
+    p.add_argument("--decode-threads", type=int, default=0,
+                   help="FFmpeg decoding threads (default 0: one)")
+    p.add_argument("--scorer", default="vit-facemap", help="scorer name in the tables and file names")
+    p.add_argument("--formats", default="csv,h5", help="comma list of csv, h5 (default both)")
+    p.add_argument("--no-measures", action="store_true", help="skip the facial measures")
+    p.add_argument("--overlay", action="store_true", help="also write a video with the keypoints drawn")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument("--resume", action="store_true",
+                   help="continue half-done videos from the next frame; skip finished ones")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vit_facemap.track import TrackOptions, track_video
+    from vit_facemap.video import VideoDecodeError, parse_crop
+
+    try:
+        crop = parse_crop(args.crop)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    bad = sorted(set(formats) - {"csv", "h5"})
+    if bad or not formats:
+        raise DataError(f"--formats takes csv and/or h5, got {args.formats!r}")
+    try:
+        from vit_facemap.predict import load_predictor
+    except ImportError as exc:
+        raise DataError(f"cannot load a trained model: {exc}") from exc
+    predictor = load_predictor(args.run, device=args.device)
+    options = TrackOptions(
+        start=args.start, stop=args.stop, crop=crop, resize=args.resize,
+        batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,
+        scorer=args.scorer, formats=formats, measures=not args.no_measures,
+        overlay=args.overlay, overwrite=args.overwrite, resume=args.resume,
+        progress=not args.no_progress, extra={"run": str(args.run)})
+    failed = 0
+    for video in args.videos:
+        try:
+            summary = track_video(predictor, video, args.out, options)
+        except VideoDecodeError as exc:
+            print(f"vit-facemap track: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if summary.get("skipped"):
+            print(f"{video}: {summary['skipped']}, skipped")
+            continue
+        fps = summary.get("fps")
+        print(f"{video}: {summary['frames_tracked']} frames -> {summary['outputs']['csv' if 'csv' in formats else 'h5']}"
+              + (f" ({fps:.1f} frames/s)" if fps else ""))
+    return 2 if failed else 0

@@ -1,0 +1,369 @@
+"""Track keypoints through a video and write them where keypoint tools can read them.
+
+:func:`track_video` takes any *predictor* with the interface of
+:class:`vit_facemap.predict.KeypointPredictor` (``bodyparts``, ``frame_size`` (W, H) or
+None, ``channels``, ``predict(frames) -> (xy, confidence)``), decodes the video in a
+background thread while the predictor runs on the previous batch, and writes:
+
+- ``<video>_<scorer>.csv`` / ``.h5``: keypoints in the full frame's pixels with a
+  likelihood per keypoint, in DeepLabCut's prediction layout (index = frame number,
+  HDF5 key ``df_with_missing``), which DeepLabCut, Facemap and other tools read;
+- ``<video>_<scorer>_frames.csv``: each frame's time stamp (pts and seconds), so videos
+  with a variable frame rate are described exactly;
+- ``<video>_<scorer>_measures.csv``: facial measures per frame
+  (:func:`vit_facemap.measures.facial_measures`) where the keypoint names allow them;
+- ``<video>_<scorer>_track.json``: settings, provenance, speed and whether the video
+  was tracked to its end;
+- optionally ``<video>_<scorer>_overlay.mp4`` with the keypoints drawn on the frames.
+
+While it runs, every batch is appended to ``<video>_<scorer>.partial.bin`` beside a small
+``.state.json``; an interrupted run continues from the next frame with ``resume=True``.
+A truncated or corrupt video stops at the first bad frame: the frames before it are
+written as above (``complete: false`` in the JSON) and :class:`VideoDecodeError` is
+raised, naming the file, the frame and what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from vit_facemap.dlc import predictions_dataframe, write_predictions
+from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.runinfo import describe, write_json
+from vit_facemap.video import (
+    BackgroundBatches,
+    VideoDecodeError,
+    check_crop,
+    probe,
+)
+
+STATE_VERSION = 1
+
+
+class Predictor(Protocol):
+    bodyparts: list[str]
+    frame_size: tuple[int, int] | None
+    channels: int
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class TrackOptions:
+    """How to track one video (saved in the summary JSON and the resume state)."""
+
+    start: int = 0
+    stop: int | None = None  # exclusive; None = to the end
+    crop: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in full-frame pixels
+    resize: bool = False  # scale the (cropped) frames to the predictor's frame size
+    batch_size: int = 32
+    prefetch: int = 4  # batches decoded ahead of the model
+    decode_threads: int = 0  # FFmpeg threads for decoding (0: one)
+    scorer: str = "vit-facemap"
+    formats: tuple[str, ...] = ("csv", "h5")
+    measures: bool = True
+    overlay: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded as given (e.g. run dir)
+
+
+def output_paths(video: str | Path, out_dir: str | Path, scorer: str = "vit-facemap",
+                 ) -> dict[str, Path]:
+    """Where :func:`track_video` writes the results for ``video``."""
+    base = Path(out_dir) / f"{Path(video).stem}_{scorer}"
+    return {
+        "csv": base.with_name(base.name + ".csv"),
+        "h5": base.with_name(base.name + ".h5"),
+        "frames": base.with_name(base.name + "_frames.csv"),
+        "measures": base.with_name(base.name + "_measures.csv"),
+        "summary": base.with_name(base.name + "_track.json"),
+        "overlay": base.with_name(base.name + "_overlay.mp4"),
+        "partial": base.with_name(base.name + ".partial.bin"),
+        "state": base.with_name(base.name + ".state.json"),
+    }
+
+
+FINAL_OUTPUTS = ("csv", "h5", "frames", "measures", "summary", "overlay")
+
+
+def _region(options: TrackOptions, predictor: Predictor, info, path: Path):
+    """The crop box, the size frames are handed to the model at, and the resize target."""
+    box = check_crop(options.crop, info.width, info.height, path)
+    size = (box[2] - box[0], box[3] - box[1])
+    want = getattr(predictor, "frame_size", None)
+    want = None if want is None else (int(want[0]), int(want[1]))
+    resize = None
+    if want is not None and size != want:
+        if not options.resize:
+            what = "the crop box is" if options.crop else "the frames are"
+            raise DataError(
+                f"{what} {size[0]}x{size[1]} pixels but the model was trained on "
+                f"{want[0]}x{want[1]} frames; pass --crop x0,y0,x1,y1 to cut a region of "
+                f"that size or --resize to scale the frames to it", path)
+        resize = want
+    return box, resize
+
+
+def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -> dict:
+    return {
+        "version": STATE_VERSION,
+        "video": str(info.path.resolve()),
+        "frame_size": [info.width, info.height],
+        "start": options.start, "stop": options.stop, "crop": list(box),
+        "resize": None if resize is None else list(resize),
+        "scorer": options.scorer, "bodyparts": list(predictor.bodyparts),
+    }
+
+
+def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -> np.ndarray:
+    state = json.loads(paths["state"].read_text())
+    differs = sorted(k for k in key if state.get("key", {}).get(k) != key[k])
+    if differs:
+        raise DataError(
+            f"cannot resume: the half-done run in {paths['state'].name} used other settings "
+            f"({', '.join(differs)}); pass --overwrite to start again", video)
+    rows = np.fromfile(paths["partial"], dtype=np.float64) if paths["partial"].exists() \
+        else np.empty(0)
+    whole = len(rows) // n_cols * n_cols  # a crash mid-write leaves a partial row
+    if whole != len(rows):
+        with open(paths["partial"], "r+b") as fh:
+            fh.truncate(whole * 8)
+    return rows[:whole].reshape(-1, n_cols)
+
+
+def _color(predictor: Predictor) -> str:
+    return "rgb" if int(getattr(predictor, "channels", 1)) == 3 else "gray"
+
+
+def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
+                options: TrackOptions | None = None) -> dict[str, Any]:
+    """Track ``video`` with ``predictor`` and write the results under ``out_dir``.
+
+    Returns the summary also written to ``<video>_<scorer>_track.json``: frames tracked,
+    frames/s end to end and of the model alone, output paths, ``complete``. Raises
+    :class:`RunExistsError` for existing outputs (unless ``overwrite``/``resume``),
+    :class:`DataError` for a video the model cannot take, :class:`VideoDecodeError` after
+    writing what was tracked when the video breaks part way.
+    """
+    options = options or TrackOptions()
+    video = Path(video)
+    out_dir = Path(out_dir)
+    info = probe(video)
+    box, resize = _region(options, predictor, info, video)
+    paths = output_paths(video, out_dir, options.scorer)
+    bodyparts = list(predictor.bodyparts)
+    k = len(bodyparts)
+    n_cols = 3 + 3 * k  # frame, pts, time, then x, y, likelihood per keypoint
+    key = _state_key(options, predictor, info, box, resize)
+
+    existing = [paths[n] for n in FINAL_OUTPUTS if paths[n].exists()]
+    half_done = paths["state"].exists()
+    if options.overwrite:
+        for p in [*existing, paths["partial"], paths["state"]]:
+            p.unlink(missing_ok=True)
+        existing, half_done = [], False
+    elif options.resume and not half_done and paths["summary"].exists():
+        summary = json.loads(paths["summary"].read_text())
+        if summary.get("complete"):
+            summary["skipped"] = "already tracked to the end"
+            return summary
+    elif not options.resume and (existing or half_done):
+        hint = ("pass --resume to continue the half-done run or --overwrite to start again"
+                if half_done else "pass --overwrite to replace it")
+        raise RunExistsError(existing[0] if existing else paths["state"], hint)
+
+    rows = (_load_partial(paths, key, n_cols, video) if options.resume and half_done
+            else np.empty((0, n_cols)))
+    first = int(rows[-1, 0]) + 1 if len(rows) else options.start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not len(rows):
+        paths["partial"].unlink(missing_ok=True)
+        write_json({"key": key, "options": asdict(options)}, paths["state"])
+
+    sx = (box[2] - box[0]) / resize[0] if resize else 1.0
+    sy = (box[3] - box[1]) / resize[1] if resize else 1.0
+    total = (options.stop if options.stop is not None else (info.n_frames or 0)) - first
+    overlay = _Overlay(paths["overlay"], info.fps, len(rows) > 0) if options.overlay else None
+    error: VideoDecodeError | None = None
+    n_new = 0
+    model_s = 0.0
+    t0 = time.perf_counter()
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max(total, 0) or None, desc=video.name, unit="frame",
+                   disable=not options.progress)
+        reader = BackgroundBatches(
+            video, options.batch_size, options.prefetch, start=first, stop=options.stop,
+            color=_color(predictor), crop=None if options.crop is None else box,
+            resize=resize, threads=options.decode_threads)
+        with reader, open(paths["partial"], "ab") as sink, bar:
+            try:
+                for batch in reader:
+                    m0 = time.perf_counter()
+                    xy, conf = _predict(predictor, batch.frames)
+                    model_s += time.perf_counter() - m0
+                    if overlay is not None:
+                        overlay.add(batch.frames, xy)
+                    full = np.empty_like(xy, dtype=np.float64)
+                    full[..., 0] = xy[..., 0] * sx + box[0]
+                    full[..., 1] = xy[..., 1] * sy + box[1]
+                    block = np.concatenate([
+                        np.stack([batch.indices, batch.pts, batch.times], axis=1),
+                        np.concatenate([full, conf[..., None]], axis=-1).reshape(len(batch), -1),
+                    ], axis=1).astype(np.float64)
+                    sink.write(block.tobytes())
+                    sink.flush()
+                    n_new += len(batch)
+                    bar.update(len(batch))
+            except VideoDecodeError as exc:
+                error = exc
+    finally:
+        if overlay is not None:
+            overlay.close()
+    wall = time.perf_counter() - t0
+
+    rows = np.fromfile(paths["partial"], dtype=np.float64).reshape(-1, n_cols)
+    summary = _write_outputs(rows, bodyparts, paths, options, info, box, resize)
+    summary.update(
+        complete=error is None, error=None if error is None else str(error),
+        frames_this_run=n_new, resumed_from=first if first != options.start else None,
+        wall_s=wall, fps=n_new / wall if wall > 0 else None,
+        model_fps=n_new / model_s if model_s > 0 else None,
+        outputs={n: str(paths[n]) for n in FINAL_OUTPUTS if paths[n].exists() or n == "summary"},
+    )
+    device = str(getattr(predictor, "device", "cpu"))
+    record = describe(options, device, predictor=_predictor_info(predictor),
+                      **summary)
+    write_json(record, paths["summary"])
+    if error is None:
+        paths["partial"].unlink(missing_ok=True)
+        paths["state"].unlink(missing_ok=True)
+    else:
+        raise VideoDecodeError(
+            f"decoding stopped at frame {error.frame}; the {len(rows)} frames tracked before "
+            f"it are written to {paths['csv'] if 'csv' in options.formats else paths['h5']} "
+            f"({error})", video, error.frame)
+    return summary
+
+
+def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import torch
+
+        with torch.inference_mode():
+            xy, conf = predictor.predict(frames)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        xy, conf = predictor.predict(frames)
+    xy, conf = np.asarray(xy, dtype=np.float64), np.asarray(conf, dtype=np.float64)
+    b, k = len(frames), len(predictor.bodyparts)
+    if xy.shape != (b, k, 2) or conf.shape != (b, k):
+        raise ValueError(f"predictor returned xy {xy.shape} and confidence {conf.shape}; "
+                         f"expected ({b}, {k}, 2) and ({b}, {k})")
+    return xy, conf
+
+
+def _predictor_info(predictor: Predictor) -> dict[str, Any]:
+    out = {"type": type(predictor).__name__, "bodyparts": list(predictor.bodyparts),
+           "frame_size": getattr(predictor, "frame_size", None),
+           "channels": getattr(predictor, "channels", None)}
+    for name in ("run_dir", "model_name", "device"):
+        if hasattr(predictor, name):
+            out[name] = str(getattr(predictor, name))
+    return out
+
+
+def _write_outputs(rows: np.ndarray, bodyparts: list[str], paths: dict[str, Path],
+                   options: TrackOptions, info, box, resize) -> dict[str, Any]:
+    k = len(bodyparts)
+    frames = rows[:, 0].astype(np.int64)
+    values = rows[:, 3:].reshape(len(rows), k, 3)
+    xy, lik = values[..., :2], values[..., 2]
+    df = predictions_dataframe(xy, lik, bodyparts, options.scorer, frames)
+    df.index.name = None
+    for fmt in options.formats:
+        if fmt not in ("csv", "h5"):
+            raise ValueError(f"unknown output format {fmt!r}; use csv and/or h5")
+        write_predictions(df, paths[fmt], overwrite=True)
+    times = pd.DataFrame({"pts": rows[:, 1].astype(np.int64), "time_s": rows[:, 2]},
+                         index=pd.Index(frames, name="frame"))
+    times.to_csv(paths["frames"])
+    n_measures = 0
+    if options.measures and len(rows):
+        from vit_facemap.measures import facial_measures
+
+        measures = facial_measures(xy, bodyparts)
+        n_measures = measures.shape[1]
+        if n_measures:
+            measures.index = pd.Index(frames, name="frame")
+            measures.insert(0, "time_s", rows[:, 2])
+            measures.to_csv(paths["measures"])
+    return {
+        "video": str(info.path), "frame_size": [info.width, info.height],
+        "video_frames": info.n_frames, "video_fps": info.fps, "codec": info.codec,
+        "crop": list(box), "resize": None if resize is None else list(resize),
+        "frames_tracked": int(len(rows)),
+        "first_frame": int(frames[0]) if len(rows) else None,
+        "last_frame": int(frames[-1]) if len(rows) else None,
+        "measures": int(n_measures),
+    }
+
+
+class _Overlay:
+    """Keypoints drawn on the frames the model saw, encoded as H.264 (``--overlay``)."""
+
+    def __init__(self, path: Path, fps: float | None, append: bool) -> None:
+        self.path = path
+        self.fps = fps or 30.0
+        self.container = None
+        self.stream = None
+        if append:  # an overlay cannot be appended to; a resumed run writes the rest anew
+            path.unlink(missing_ok=True)
+
+    def _open(self, w: int, h: int) -> None:
+        from fractions import Fraction
+
+        import av
+
+        self.container = av.open(str(self.path), "w")
+        self.stream = self.container.add_stream(
+            "libx264", rate=Fraction(self.fps).limit_denominator(1000))
+        self.stream.width, self.stream.height = w + w % 2, h + h % 2
+        self.stream.pix_fmt = "yuv420p"
+
+    def add(self, frames: np.ndarray, xy: np.ndarray) -> None:
+        import av
+        from matplotlib import colormaps
+
+        h, w = frames.shape[1:3]
+        if self.container is None:
+            self._open(w, h)
+        colors = (np.array(colormaps["tab20"].colors)[np.arange(xy.shape[1]) % 20] * 255
+                  ).astype(np.uint8)
+        r = max(2, round(min(w, h) / 100))
+        for frame, pts in zip(frames, xy, strict=True):
+            rgb = np.repeat(frame[..., None], 3, axis=-1) if frame.ndim == 2 else frame.copy()
+            canvas = np.zeros((h + h % 2, w + w % 2, 3), np.uint8)
+            canvas[:h, :w] = rgb
+            for c, (x, y) in zip(colors, pts, strict=True):
+                if np.isfinite(x) and np.isfinite(y):
+                    xi, yi = int(round(x)), int(round(y))
+                    canvas[max(yi - r, 0): yi + r + 1, max(xi - r, 0): xi + r + 1] = c
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.container is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            self.container = None

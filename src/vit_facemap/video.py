@@ -1,0 +1,337 @@
+"""Reading videos in batches of frames, with frame numbers and time stamps.
+
+Anything FFmpeg decodes (through PyAV) is read: .mp4, .avi, .mkv, .mj2, .mov, ... Frames
+are numbered in decoding order from 0, the way DeepLabCut numbers the rows of its
+predictions; each frame also keeps its own presentation time stamp, so videos with a
+variable frame rate are described exactly rather than by ``index / fps``.
+
+Real files break: a copy stopped half way, a crashed recording. A decode failure, or a
+file that ends before the frames its header announces, raises :class:`VideoDecodeError`
+naming the file and the first frame that could not be read; the frames before it have
+already been handed out, so callers keep them.
+
+:class:`BackgroundBatches` decodes in a thread while the caller runs a model, with a
+bounded queue so that memory stays flat on long videos.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vit_facemap.errors import DataError
+
+
+class VideoDecodeError(DataError):
+    """Decoding stopped at ``frame``: the file is truncated or corrupt from there on."""
+
+    def __init__(self, message: str, path: str | Path, frame: int) -> None:
+        self.frame = int(frame)
+        super().__init__(message, path)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    n_frames: int | None  # from the container header; None when it does not say
+    fps: float | None  # average frame rate from the header
+    duration_s: float | None
+    codec: str
+    container: str
+
+
+@dataclass
+class FrameBatch:
+    """A batch of frames: ``frames`` (B, H, W) or (B, H, W, 3) uint8; per-frame ``indices``
+    (frame numbers from 0), ``pts`` (in the stream's time base, -1 if unknown) and
+    ``times`` (seconds, NaN if unknown)."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    pts: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _open(path: Path):
+    import av
+
+    if not path.exists():
+        raise DataError("no such video file", path)
+    if path.is_dir():
+        raise DataError("is a folder, not a video file", path)
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot open as a video (truncated, corrupt or not a video?): {exc}",
+                        path) from exc
+    if not container.streams.video:
+        container.close()
+        raise DataError("has no video stream", path)
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Size, frame count, frame rate and codec of a video, from its header (no decoding)."""
+    path = Path(path)
+    with _open(path) as container:
+        return _info(path, container)
+
+
+def _info(path: Path, container) -> VideoInfo:
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    rate = stream.average_rate or stream.guessed_rate
+    return VideoInfo(
+        path=path, width=int(ctx.width), height=int(ctx.height),
+        n_frames=int(stream.frames) if stream.frames else None,
+        fps=float(rate) if rate else None, duration_s=duration,
+        codec=ctx.name, container=container.format.name,
+    )
+
+
+def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    """``"x0,y0,x1,y1"`` (pixels, x1/y1 exclusive) as a tuple; None passes through."""
+    if text in (None, ""):
+        return None
+    try:
+        box = tuple(int(v) for v in str(text).split(","))
+    except ValueError as exc:
+        raise ValueError(f"crop must be four integers x0,y0,x1,y1, got {text!r}") from exc
+    if len(box) != 4:
+        raise ValueError(f"crop must be four integers x0,y0,x1,y1, got {text!r}")
+    return box  # type: ignore[return-value]
+
+
+def check_crop(crop: tuple[int, int, int, int] | None, width: int, height: int,
+               path: Path) -> tuple[int, int, int, int]:
+    """The crop box checked against the frame size (the whole frame when None)."""
+    if crop is None:
+        return (0, 0, width, height)
+    x0, y0, x1, y1 = crop
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise DataError(
+            f"crop box {x0},{y0},{x1},{y1} does not fit in the {width}x{height} frames "
+            "(need 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height)", path)
+    return (x0, y0, x1, y1)
+
+
+def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
+                color: str = "gray", crop: tuple[int, int, int, int] | None = None,
+                resize: tuple[int, int] | None = None, threads: int = 0,
+                ) -> Iterator[tuple[int, int, float, np.ndarray]]:
+    """Yield ``(index, pts, time_s, frame)`` for frames ``start <= index < stop``.
+
+    ``color`` is ``"gray"`` (H, W) or ``"rgb"`` (H, W, 3). ``crop`` (x0, y0, x1, y1) is
+    cut from each frame, then ``resize`` (W, H) scales the cut, both before conversion
+    to an array. ``threads`` > 0 lets FFmpeg decode with that many threads (0: one).
+    Raises :class:`VideoDecodeError` where decoding breaks, after the good frames.
+    """
+    import av
+
+    if color not in ("gray", "rgb"):
+        raise ValueError(f"color must be 'gray' or 'rgb', got {color!r}")
+    if start < 0 or (stop is not None and stop < start):
+        raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+    path = Path(path)
+    fmt = "gray" if color == "gray" else "rgb24"
+    container = _open(path)
+    try:
+        info = _info(path, container)
+        x0, y0, x1, y1 = check_crop(crop, info.width, info.height, path)
+        full = (x0, y0, x1, y1) == (0, 0, info.width, info.height)
+        stream = container.streams.video[0]
+        if threads > 0:
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = threads
+        time_base = stream.time_base
+        index = 0
+        last_time = None
+        broken: Exception | None = None
+
+        def frames_of(decoded) -> Iterator[tuple[int, int, float, np.ndarray]]:
+            nonlocal index, last_time
+            for frame in decoded:
+                i = index
+                index += 1
+                t = frame.time
+                last_time = t if t is not None else last_time
+                if i < start:
+                    continue  # decoded for the reference chain only; no conversion
+                if stop is not None and i >= stop:
+                    return
+                if not full:
+                    arr = frame.to_ndarray(format=fmt)[y0:y1, x0:x1]
+                    if resize is not None:
+                        arr = _resize(arr, resize)
+                elif resize is not None and resize != (info.width, info.height):
+                    arr = frame.reformat(width=resize[0], height=resize[1],
+                                         format=fmt).to_ndarray()
+                else:
+                    arr = frame.to_ndarray(format=fmt)
+                pts = -1 if frame.pts is None else int(frame.pts)
+                yield i, pts, (float("nan") if t is None else float(t)), arr
+
+        try:
+            for packet in container.demux(stream):
+                if stop is not None and index >= stop:
+                    return
+                try:
+                    decoded = packet.decode()
+                except av.error.EOFError:
+                    break
+                except av.error.FFmpegError as exc:
+                    broken = exc
+                    break
+                yield from frames_of(decoded)
+            # Frames the decoder still holds (reordering, frame threads).
+            try:
+                yield from frames_of(stream.codec_context.decode(None))
+            except av.error.EOFError:
+                pass
+            except av.error.FFmpegError as exc:
+                broken = broken or exc
+        except av.error.FFmpegError as exc:  # demuxing itself failed
+            broken = exc
+        if stop is not None and index >= stop:
+            return
+        if broken is not None:
+            raise VideoDecodeError(
+                f"decoding failed at frame {index} ({broken}); the file is truncated or "
+                f"corrupt from there on ({index} frames read before)", path, index)
+        short = _ended_early(info, index, last_time, time_base)
+        if short:
+            raise VideoDecodeError(
+                f"the video ends at frame {index} but {short}: the file is truncated "
+                f"({index} frames read)", path, index)
+        if index < start:
+            raise DataError(f"start frame {start} is past the end of the video "
+                            f"({index} frames)", path)
+    finally:
+        container.close()
+
+
+def _ended_early(info: VideoInfo, n_read: int, last_time: float | None, time_base) -> str:
+    """Why the header says there should be more frames than ``n_read`` ('' if it does not)."""
+    if info.n_frames is not None:
+        return f"its header announces {info.n_frames} frames" if n_read < info.n_frames else ""
+    if info.duration_s and info.fps and last_time is not None:
+        step = 1.0 / info.fps
+        # Two frame intervals of slack: headers round durations, the last frame has length.
+        if last_time + step < info.duration_s - 2 * step:
+            return (f"its header announces {info.duration_s:.3f} s and the last frame read "
+                    f"is at {last_time:.3f} s")
+    return ""
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
+
+
+def iter_batches(path: str | Path, batch_size: int = 32, **kwargs) -> Iterator[FrameBatch]:
+    """:func:`iter_frames` grouped into :class:`FrameBatch` es of up to ``batch_size``.
+
+    On a decode failure the frames read before it are yielded as a last (short) batch,
+    then :class:`VideoDecodeError` is raised.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    buf: list[tuple[int, int, float, np.ndarray]] = []
+
+    def flush() -> FrameBatch:
+        batch = FrameBatch(
+            frames=np.stack([b[3] for b in buf]),
+            indices=np.array([b[0] for b in buf], dtype=np.int64),
+            pts=np.array([b[1] for b in buf], dtype=np.int64),
+            times=np.array([b[2] for b in buf], dtype=np.float64),
+        )
+        buf.clear()
+        return batch
+
+    try:
+        for item in iter_frames(path, **kwargs):
+            buf.append(item)
+            if len(buf) == batch_size:
+                yield flush()
+    except VideoDecodeError:
+        if buf:
+            yield flush()
+        raise
+    if buf:
+        yield flush()
+
+
+_DONE = object()
+
+
+class BackgroundBatches:
+    """Iterate :func:`iter_batches` decoded in a background thread.
+
+    At most ``prefetch`` batches wait in the queue, so decoding runs ahead of the model
+    without filling memory. Errors of the decoder (e.g. :class:`VideoDecodeError`) are
+    raised in the caller's thread after the batches decoded before them. Use as a
+    context manager (or call :meth:`close`) so the thread stops when the caller stops early.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 32, prefetch: int = 4,
+                 **kwargs) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._gen = iter_batches(path, batch_size, **kwargs)
+        self._thread = threading.Thread(target=self._work, name="video-decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            for batch in self._gen:
+                if not self._put(batch):
+                    return
+            self._put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+        finally:
+            self._gen.close()
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundBatches:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

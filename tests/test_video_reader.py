@@ -1,0 +1,110 @@
+"""The video reader: formats, frame ranges, crops, time stamps, broken files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vit_facemap.errors import DataError
+from vit_facemap.testvideo import spot_frames, spot_positions, write_frames, write_test_video
+from vit_facemap.video import (
+    BackgroundBatches,
+    VideoDecodeError,
+    iter_batches,
+    parse_crop,
+    probe,
+)
+
+SIZE = (96, 72)
+
+
+def spot_centre(frame: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(frame > 200)
+    return np.array([xs.mean(), ys.mean()])
+
+
+def read_all(path, **kw):
+    batches = list(iter_batches(path, 16, **kw))
+    return (np.concatenate([b.frames for b in batches]), np.concatenate([b.indices for b in batches]),
+            np.concatenate([b.times for b in batches]))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv", ".mj2"])
+def test_formats_round_trip(tmp_path, suffix):
+    path = write_test_video(tmp_path / f"v{suffix}", 40, SIZE, fps=25)
+    info = probe(path)
+    assert (info.width, info.height) == SIZE
+    assert info.fps == pytest.approx(25)
+    frames, idx, times = read_all(path)
+    assert frames.shape == (40, SIZE[1], SIZE[0]) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(idx, np.arange(40))
+    np.testing.assert_allclose(times, np.arange(40) / 25, atol=1e-3)
+    truth = spot_positions(40, SIZE)
+    found = np.array([spot_centre(f) for f in frames])
+    np.testing.assert_allclose(found, truth, atol=1.0)
+
+
+def test_range_crop_rgb(tmp_path):
+    path = write_test_video(tmp_path / "v.avi", 30, SIZE)
+    frames, idx, _ = read_all(path, start=5, stop=12, crop=(10, 20, 60, 50), color="rgb")
+    np.testing.assert_array_equal(idx, np.arange(5, 12))
+    assert frames.shape == (7, 30, 50, 3)
+    full, _, _ = read_all(path, stop=12)
+    np.testing.assert_array_equal(frames[..., 0], full[5:12, 20:50, 10:60])
+    with pytest.raises(DataError, match="does not fit"):
+        read_all(path, crop=(0, 0, 200, 10))
+    assert parse_crop("1,2,3,4") == (1, 2, 3, 4)
+    with pytest.raises(ValueError):
+        parse_crop("1,2,3")
+
+
+def test_variable_frame_rate_times(tmp_path):
+    pts = np.cumsum([0, 33, 33, 50, 20, 100, 33, 33, 40, 33])  # ms, irregular
+    path = write_frames(tmp_path / "vfr.mkv", spot_frames(10, SIZE), fps=30, pts=pts)
+    _, idx, times = read_all(path)
+    np.testing.assert_array_equal(idx, np.arange(10))
+    np.testing.assert_allclose(times, pts / 1000, atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mkv"])
+def test_truncated_video_names_file_and_frame(tmp_path, suffix):
+    path = write_test_video(tmp_path / f"v{suffix}", 40, SIZE)
+    data = path.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    got = []
+    with pytest.raises(VideoDecodeError) as err:
+        for batch in iter_batches(cut, 8):
+            got.append(batch.indices)
+    n = len(np.concatenate(got))
+    assert 5 < n < 40
+    assert err.value.frame == n
+    assert "cut" + suffix in str(err.value) and f"frame {n}" in str(err.value)
+
+
+def test_not_a_video(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(DataError, match="notes.mp4"):
+        probe(bad)
+    with pytest.raises(DataError, match="no such"):
+        probe(tmp_path / "missing.avi")
+
+
+def test_background_reader_same_frames_and_errors(tmp_path):
+    path = write_test_video(tmp_path / "v.avi", 30, SIZE)
+    with BackgroundBatches(path, 8, prefetch=2) as reader:
+        frames = np.concatenate([b.frames for b in reader])
+    np.testing.assert_array_equal(frames, read_all(path)[0])
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    n = 0
+    with pytest.raises(VideoDecodeError), BackgroundBatches(cut, 8) as reader:
+        for b in reader:
+            n += len(b)
+    assert n > 0
+    # Stopping early ends the thread instead of leaving it blocked on a full queue.
+    reader = BackgroundBatches(path, 1, prefetch=1)
+    next(iter(reader))
+    reader.close()
+    assert not reader._thread.is_alive()

@@ -1,0 +1,203 @@
+"""Tracking whole videos: DeepLabCut-layout outputs, ranges, crops, resume, broken files.
+
+The predictor here is a deterministic test double with the interface of
+``vit_facemap.predict.KeypointPredictor``: it finds the bright spot that
+``vit_facemap.testvideo`` draws, so every written coordinate has a known true value.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.testvideo import spot_positions, write_test_video
+from vit_facemap.track import TrackOptions, output_paths, track_video
+from vit_facemap.video import VideoDecodeError
+
+SIZE = (96, 72)
+N = 40
+PUPIL = ["leftpupil", "rightpupil", "dorsalpupil", "ventralpupil"]
+OFFSETS = np.array([[-3, 0], [3, 0], [0, -3], [0, 3]], dtype=float)
+
+
+class SpotPredictor:
+    """Four 'pupil' points 3 px around the brightest spot; confidence = spot brightness / 255."""
+
+    bodyparts = PUPIL
+    channels = 1
+
+    def __init__(self, frame_size=None, fail_after=None):
+        self.frame_size = frame_size
+        self.fail_after = fail_after
+        self.calls = 0
+
+    def predict(self, frames):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-video
+        xy = np.empty((len(frames), 4, 2))
+        conf = np.empty((len(frames), 4))
+        for i, f in enumerate(frames):
+            ys, xs = np.nonzero(f > 200)
+            xy[i] = np.array([xs.mean(), ys.mean()]) + OFFSETS
+            conf[i] = f.max() / 255
+        return xy, conf
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_test_video(tmp_path_factory.mktemp("vid") / "face.avi", N, SIZE, fps=25)
+
+
+def truth(frames=slice(None)):
+    return spot_positions(N, SIZE)[frames][:, None, :] + OFFSETS
+
+
+def opts(**kw):
+    kw.setdefault("batch_size", 8)
+    kw.setdefault("progress", False)
+    return TrackOptions(**kw)
+
+
+def load_xy(path):
+    df = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+    return df, df.to_numpy().reshape(len(df), -1, 3)
+
+
+def test_deeplabcut_layout_csv_and_h5(tmp_path, video):
+    summary = track_video(SpotPredictor(), video, tmp_path, opts())
+    paths = output_paths(video, tmp_path)
+    assert summary["complete"] and summary["frames_tracked"] == N and summary["fps"] > 0
+    df, vals = load_xy(paths["csv"])
+    h5 = pd.read_hdf(paths["h5"], "df_with_missing")
+    assert list(df.columns.names) == ["scorer", "bodyparts", "coords"]
+    assert list(h5.columns.names) == ["scorer", "bodyparts", "coords"]
+    assert df.columns.get_level_values(0).unique().tolist() == ["vit-facemap"]
+    assert df.columns.get_level_values(1).unique().tolist() == PUPIL
+    assert df.columns.get_level_values(2)[:3].tolist() == ["x", "y", "likelihood"]
+    assert df.index.tolist() == list(range(N)) and h5.index.tolist() == list(range(N))
+    np.testing.assert_allclose(h5.to_numpy(), df.to_numpy())
+    np.testing.assert_allclose(vals[..., :2], truth(), atol=1.0)
+    assert np.all((vals[..., 2] > 0.9) & (vals[..., 2] <= 1))
+    times = pd.read_csv(paths["frames"], index_col=0)
+    np.testing.assert_allclose(times["time_s"], np.arange(N) / 25, atol=1e-3)
+    measures = pd.read_csv(paths["measures"], index_col=0)
+    np.testing.assert_allclose(measures["pupil_diameter"], 6.0, atol=1e-6)
+    record = json.loads(paths["summary"].read_text())
+    assert record["complete"] and "versions" in record and record["frames_tracked"] == N
+    assert not paths["partial"].exists() and not paths["state"].exists()
+
+
+def test_existing_output_refused_unless_overwrite(tmp_path, video):
+    track_video(SpotPredictor(), video, tmp_path, opts(formats=("csv",), measures=False))
+    csv = output_paths(video, tmp_path)["csv"]
+    before = csv.read_bytes()
+    with pytest.raises(RunExistsError, match="overwrite"):
+        track_video(SpotPredictor(), video, tmp_path, opts(formats=("csv",), stop=5))
+    assert csv.read_bytes() == before
+    track_video(SpotPredictor(), video, tmp_path, opts(formats=("csv",), stop=5, overwrite=True))
+    assert len(load_xy(csv)[0]) == 5
+
+
+def test_frame_range(tmp_path, video):
+    s = track_video(SpotPredictor(), video, tmp_path, opts(start=7, stop=19, formats=("csv",)))
+    df, vals = load_xy(output_paths(video, tmp_path)["csv"])
+    assert df.index.tolist() == list(range(7, 19)) and s["frames_tracked"] == 12
+    np.testing.assert_allclose(vals[..., :2], truth(slice(7, 19)), atol=1.0)
+
+
+def test_crop_maps_back_to_full_frame(tmp_path, video):
+    track_video(SpotPredictor(), video, tmp_path, opts(crop=(10, 8, 90, 66), formats=("csv",)))
+    _, vals = load_xy(output_paths(video, tmp_path)["csv"])
+    np.testing.assert_allclose(vals[..., :2], truth(), atol=1.0)
+
+
+def test_wrong_frame_size_refused_unless_crop_or_resize(tmp_path, video):
+    with pytest.raises(DataError, match="96x72 pixels but the model was trained on 80x60"):
+        track_video(SpotPredictor(frame_size=(80, 60)), video, tmp_path, opts())
+    assert not list(tmp_path.iterdir())  # nothing written
+    # A crop of the trained size fits.
+    track_video(SpotPredictor(frame_size=(80, 60)), video, tmp_path / "crop",
+                opts(crop=(8, 6, 88, 66), formats=("csv",)))
+    _, vals = load_xy(output_paths(video, tmp_path / "crop")["csv"])
+    np.testing.assert_allclose(vals[..., :2], truth(), atol=1.0)
+    # Resizing scales coordinates back (the spot blurs when scaled, hence the tolerance).
+    track_video(SpotPredictor(frame_size=(48, 36)), video, tmp_path / "resize",
+                opts(resize=True, formats=("csv",)))
+    _, vals = load_xy(output_paths(video, tmp_path / "resize")["csv"])
+    spot = vals[:, :2, :2].mean(axis=1)  # left/right points average to the spot centre
+    np.testing.assert_allclose(spot, truth()[:, :2].mean(axis=1), atol=2.0)
+
+
+def test_truncated_video_keeps_frames_before_break(tmp_path, video):
+    cut = tmp_path / "broken.avi"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    with pytest.raises(VideoDecodeError) as err:
+        track_video(SpotPredictor(), cut, tmp_path / "out", opts())
+    n = err.value.frame
+    assert 5 < n < N and "broken.avi" in str(err.value) and f"frame {n}" in str(err.value)
+    paths = output_paths(cut, tmp_path / "out")
+    df, vals = load_xy(paths["csv"])
+    assert df.index.tolist() == list(range(n))
+    np.testing.assert_allclose(vals[..., :2], truth(slice(0, n)), atol=1.0)
+    record = json.loads(paths["summary"].read_text())
+    assert record["complete"] is False and record["frames_tracked"] == n
+    assert f"frame {n}" in record["error"]
+
+
+def test_resume_continues_after_interrupt(tmp_path, video):
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=2), video, tmp_path, opts())
+    paths = output_paths(video, tmp_path)
+    assert paths["state"].exists() and not paths["csv"].exists()
+    with pytest.raises(RunExistsError, match="--resume"):
+        track_video(SpotPredictor(), video, tmp_path, opts())
+    resumed = SpotPredictor()
+    s = track_video(resumed, video, tmp_path, opts(resume=True))
+    assert s["resumed_from"] == 16 and s["frames_this_run"] == N - 16 and resumed.calls == 3
+    df, vals = load_xy(paths["csv"])
+    assert df.index.tolist() == list(range(N))
+    np.testing.assert_allclose(vals[..., :2], truth(), atol=1.0)
+    assert not paths["state"].exists()
+    # Resuming a finished video skips it; other settings than the half-done run's are refused.
+    assert track_video(SpotPredictor(), video, tmp_path, opts(resume=True))["skipped"]
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=1), video, tmp_path / "b", opts())
+    with pytest.raises(DataError, match="other settings"):
+        track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True, stop=20))
+
+
+def test_overlay_video(tmp_path, video):
+    from vit_facemap.video import probe
+
+    track_video(SpotPredictor(), video, tmp_path, opts(overlay=True, stop=10, formats=("csv",)))
+    info = probe(output_paths(video, tmp_path)["overlay"])
+    assert info.n_frames == 10 and (info.width, info.height) == SIZE
+
+
+def test_command_line(tmp_path, video, monkeypatch, capsys):
+    import sys
+    import types
+
+    from vit_facemap.cli import main
+
+    fake = types.ModuleType("vit_facemap.predict")
+    fake.load_predictor = lambda run_dir, device="auto": SpotPredictor()
+    monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
+    cut = tmp_path / "broken.avi"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    out = tmp_path / "out"
+    args = ["track", "run", str(cut), str(video), "--out", str(out), "--no-progress",
+            "--crop", "0,0,96,72", "--stop", "30"]
+    assert main(args) == 2  # the broken video fails; the good one is still tracked
+    err = capsys.readouterr().err
+    assert "broken.avi" in err and "decoding stopped at frame" in err
+    assert len(load_xy(output_paths(video, out)["csv"])[0]) == 30
+    assert main(args[:2] + args[3:]) == 2  # existing outputs of the good video
+    assert "already exists" in capsys.readouterr().err
+    assert main(["track", "run", str(video), "--out", str(out), "--crop", "1,2"]) == 2
+    assert "four integers" in capsys.readouterr().err
