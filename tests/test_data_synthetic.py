@@ -1,0 +1,134 @@
+"""The generated frames: deterministic, keypoints on the drawn features, states in their boxes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vit_facemap.errors import RunExistsError
+from vit_facemap.synthetic import (
+    G7C1_KEYPOINTS,
+    SCHROEDER_KEYPOINTS,
+    generate_frames,
+    write_state_set,
+    write_synthetic_set,
+)
+from vit_facemap.validate import load_set, validate_set
+
+
+def test_same_seed_same_frames_other_seed_other_frames():
+    a = generate_frames(6, seed=3)
+    b = generate_frames(6, seed=3)
+    c = generate_frames(6, seed=4)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.frames.keypoints, b.frames.keypoints)
+    assert not np.array_equal(a.images, c.images)
+
+
+@pytest.mark.parametrize("size", [(160, 120), (97, 211)])
+@pytest.mark.parametrize("layout,names", [("g7c1", G7C1_KEYPOINTS), ("schroeder", SCHROEDER_KEYPOINTS)])
+def test_shapes_names_and_videos(size, layout, names):
+    d = generate_frames(9, seed=0, size=size, layout=layout, n_videos=3)
+    w, h = size
+    assert d.images.shape == (9, h, w) and d.images.dtype == np.uint8
+    assert d.frames.bodyparts == list(names)
+    assert sorted(set(d.frames.videos)) == [f"synthetic_video{v:02d}" for v in range(3)]
+    kp = d.frames.keypoints
+    seen = ~np.isnan(kp[..., 0])
+    assert seen.mean() > 0.8
+    assert (kp[seen][:, 0] >= 0).all() and (kp[seen][:, 0] <= w - 1).all()
+    assert (kp[seen][:, 1] >= 0).all() and (kp[seen][:, 1] <= h - 1).all()
+
+
+def test_colour_frames():
+    d = generate_frames(2, seed=0, color=True)
+    assert d.images.shape == (2, 120, 160, 3)
+    assert d.images[..., 0].mean() > d.images[..., 2].mean()  # brownish fur
+
+
+def _window(img, xy, r=2):
+    x, y = np.round(xy).astype(int)
+    return img[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1].astype(float)
+
+
+def test_keypoints_land_on_the_drawn_features():
+    d = generate_frames(12, seed=1, size=(320, 240), n_videos=3)
+    names = d.frames.bodyparts
+    for img, kp in zip(d.images, d.frames.keypoints, strict=True):
+        pts = dict(zip(names, kp, strict=True))
+        eye_centre = np.mean([pts[k] for k in ("eye top", "eye front", "eye bottom", "eye back")], 0)
+        fur = np.median(_window(img, (pts["whisker 1"] + pts["eye bottom"]) / 2, 6))
+        # the eye is dark against the fur around it; lids' corners sit on its dark rim
+        assert _window(img, eye_centre, 1).mean() < 0.6 * fur
+        for k in ("eye front", "eye back"):
+            assert _window(img, pts[k], 1).min() < 0.75 * fur
+        # nose tip, mouth and lip lie on the head's outline: fur on one side, background on the other
+        for k in ("nose tip", "mouth", "lip"):
+            win = _window(img, pts[k], 6)
+            assert win.max() - win.min() > 0.3 * fur, k
+
+
+def test_pupil_points_ring_the_dark_pupil():
+    d = generate_frames(8, seed=2, size=(720, 540), layout="schroeder", n_videos=2)
+    for img, kp in zip(d.images, d.frames.keypoints, strict=True):
+        pupil = kp[1:5]
+        if np.isnan(pupil).any():
+            continue
+        centre = pupil.mean(0)
+        radius = np.linalg.norm(pupil - centre, axis=1).mean()
+        assert radius > 3
+        inside = _window(img, centre + np.array([radius * 0.4, radius * 0.4]), 1).mean()
+        iris = _window(img, centre + np.array([radius * 1.3, 0]), 1).mean()
+        assert inside < iris
+
+
+@pytest.mark.parametrize("task,classes", [("pupil", ("constricted", "dilated")), ("eye", ("closed", "open"))])
+def test_states_change_only_inside_their_box(task, classes):
+    d = generate_frames(40, seed=5, task=task, n_videos=4, size=(160, 120))
+    assert set(d.states) == set(classes)
+    assert 10 <= (d.states == classes[0]).sum() <= 30
+    boxes = d.state_boxes
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    dark_in, dark_out = {c: [] for c in classes}, {c: [] for c in classes}
+    for img, state, (x0, y0, x1, y1) in zip(d.images, d.states, boxes, strict=True):
+        inside = np.zeros(img.shape, bool)
+        inside[int(y0): int(np.ceil(y1)) + 1, int(x0): int(np.ceil(x1)) + 1] = True
+        dark = img < 40
+        dark_in[state].append(dark[inside].mean())
+        dark_out[state].append(dark[~inside].mean())
+    # dilated pupils and open eyes show more dark pixels, but only inside the box
+    assert np.mean(dark_in[classes[1]]) > np.mean(dark_in[classes[0]]) + 0.03
+    assert abs(np.mean(dark_out[classes[1]]) - np.mean(dark_out[classes[0]])) < 0.03
+
+
+def test_write_synthetic_set_is_a_valid_deeplabcut_set(tmp_path):
+    folder = write_synthetic_set(tmp_path / "syn", n_frames=10, n_videos=2, seed=0,
+                                 layout="schroeder", p_missing=0.1)
+    frames = load_set(folder, expected_bodyparts=SCHROEDER_KEYPOINTS)
+    assert len(frames) == 10 and sorted(set(frames.videos)) == ["synthetic_video00", "synthetic_video01"]
+    assert (folder / "CollectedData_synthetic.csv").is_file() and (folder / "synthetic.json").is_file()
+    assert frames.missing.any()  # p_missing left empty cells, read back as NaN
+    mem = generate_frames(10, seed=0, n_videos=2, layout="schroeder", p_missing=0.1)
+    np.testing.assert_allclose(frames.keypoints, mem.frames.keypoints, atol=1e-6)
+    assert validate_set(frames).ok
+    with pytest.raises(RunExistsError):
+        write_synthetic_set(folder, n_frames=10)
+
+
+def test_write_state_set(tmp_path):
+    folder = write_state_set(tmp_path / "states", n_frames=12, task="eye", n_videos=3, seed=1)
+    groups = pd.read_csv(folder / "groups.csv")
+    regions = pd.read_csv(folder / "regions.csv")
+    assert list(groups.columns) == ["image", "group"] and len(groups) == 12
+    assert set(regions["class"]) <= {"open", "closed"}
+    assert groups["group"].nunique() == 3
+    for image, cls in zip(regions["image"], regions["class"], strict=True):
+        assert image.startswith(f"{cls}/") and (folder / image).is_file()
+    with pytest.raises(RunExistsError):
+        write_state_set(folder, n_frames=4)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown layout"):
+        generate_frames(2, layout="rat")
+    with pytest.raises(ValueError, match="unknown task"):
+        generate_frames(2, task="mood")
