@@ -7,10 +7,60 @@ judged on copies of its training frames. Splits are seeded and saved with the ru
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, LeaveOneGroupOut
+
+from vit_facemap.errors import DataError
+
+if TYPE_CHECKING:
+    from vit_facemap.dlc import LabeledFrames
+
+# A recording date (2022-03-28) inside a session name; what comes before it names the animal.
+_DATE = re.compile(r"(?:19|20)\d\d-\d\d-\d\d")
+
+
+def animal_of(video: str) -> str:
+    """The animal of a session named ``<animal>[_]<YYYY-MM-DD>...``.
+
+    Session names in the Schroeder set put the animal first and the date right after it,
+    with or without an underscore (``Glaucus2022-03-281``, ``FG0032023-03-118``,
+    ``Bellinda_2022-07-25_1_Video0``); a tag between the two (``SS112_Reward_2022-08-23...``)
+    is cut at the first underscore. A name without a date is its own animal (``eye3``).
+    """
+    video = str(video)
+    m = _DATE.search(video)
+    if m is None or m.start() == 0:
+        return video
+    head = video[: m.start()].rstrip("_- ")
+    return head.split("_", 1)[0] or video
+
+
+def groups_for(frames: LabeledFrames, by: str = "video") -> np.ndarray:
+    """Each frame's group for a group-aware split: its ``video`` or its ``animal``."""
+    videos = frames.videos
+    if by == "video":
+        return videos
+    if by == "animal":
+        return np.array([animal_of(v) for v in videos])
+    raise ValueError(f"unknown grouping {by!r}; use 'video' or 'animal'")
+
+
+def group_kfold(groups: np.ndarray | list[str], n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_folds`` (train, held-out) pairs; each group is held out in exactly one fold.
+
+    With ``n_folds`` equal to the number of groups this is leave-one-group-out
+    (e.g. leave-one-animal-out on the Schroeder set).
+    """
+    groups = np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    if not 2 <= n_folds <= n_groups:
+        raise ValueError(f"n_folds must be between 2 and the number of groups ({n_groups})")
+    return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
 
 
 def group_split(
@@ -52,3 +102,30 @@ def save_split(path: str | Path, index: list[str], train: np.ndarray, val: np.nd
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def load_split(path: str | Path, index: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Train / validation row indices into ``index`` from a split saved by :func:`save_split`.
+
+    Frames are matched by their relative path, so the split survives reordering of the
+    labels table; frames named in the split but absent from ``index`` are an error.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        train_names, val_names = record["train"], record["val"]
+    except FileNotFoundError as exc:
+        raise DataError("split file is missing", path) from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"not a split file (needs 'train' and 'val' lists): {exc}", path) from exc
+    position = {name: i for i, name in enumerate(index)}
+    absent = [n for n in [*train_names, *val_names] if n not in position]
+    if absent:
+        raise DataError(f"{len(absent)} frame(s) of the split are not in this set, "
+                        f"e.g. {absent[0]}", path)
+    overlap = set(train_names) & set(val_names)
+    if overlap:
+        raise DataError(f"{len(overlap)} frame(s) are in both train and val", path)
+    train = np.sort([position[n] for n in train_names]).astype(int)
+    val = np.sort([position[n] for n in val_names]).astype(int)
+    return train, val

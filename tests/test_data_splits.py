@@ -1,0 +1,103 @@
+"""Group-aware splits: by video or by animal, saved with the run and read back."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vit_facemap.errors import DataError
+from vit_facemap.splits import (
+    animal_of,
+    group_kfold,
+    group_split,
+    groups_for,
+    leave_one_group_out,
+    load_split,
+    save_split,
+)
+from vit_facemap.synthetic import generate_frames
+
+SCHROEDER_SESSIONS = {
+    "Bellinda_2022-07-25_1_Video0": "Bellinda",
+    "Elias2022-09-06": "Elias",
+    "Eos_2022-10-20_2_Video0": "Eos",
+    "FG001_2022-05-31_1_Video3": "FG001",
+    "FG002_2022-10-26_2_Video1": "FG002",
+    "FG0032023-03-118": "FG003",
+    "FG0032023-03-133": "FG003",
+    "FG0032023-03-136": "FG003",
+    "FG0032023-03-147": "FG003",
+    "FG0042023-06-125": "FG004",
+    "Giuseppina2023-01-243": "Giuseppina",
+    "Giuseppina2023-02-223": "Giuseppina",
+    "Glaucus2022-03-281": "Glaucus",
+    "Glaucus2022-08-103": "Glaucus",
+    "Glaucus2022-11-101": "Glaucus",
+    "Io2023-02-152": "Io",
+    "Janus2023-01-181": "Janus",
+    "Morpheus2023-02-21": "Morpheus",
+    "Oephelia2023-07-211": "Oephelia",
+    "SS1092022-04-071": "SS109",
+    "SS112_Reward_2022-08-23_2_Video1": "SS112",
+    "SS1132022-12-141": "SS113",
+    "eye3": "eye3",
+}
+
+
+def test_animal_of_all_schroeder_sessions():
+    got = {s: animal_of(s) for s in SCHROEDER_SESSIONS}
+    assert got == SCHROEDER_SESSIONS
+    assert len(SCHROEDER_SESSIONS) == 23 and len(set(got.values())) == 17
+
+
+def test_groups_for_video_and_animal():
+    d = generate_frames(6, n_videos=3)
+    assert list(groups_for(d.frames, "video")) == list(d.frames.videos)
+    assert list(groups_for(d.frames, "animal")) == list(d.frames.videos)  # no date: own animal
+    with pytest.raises(ValueError, match="unknown grouping"):
+        groups_for(d.frames, "frame")
+
+
+def test_leave_animal_out_folds_keep_animals_apart():
+    videos = np.repeat(list(SCHROEDER_SESSIONS), 3)
+    animals = np.array([animal_of(v) for v in videos])
+    folds = leave_one_group_out(animals)
+    assert len(folds) == 17
+    for train, held in folds:
+        assert len(set(animals[held])) == 1 and set(animals[held]).isdisjoint(animals[train])
+    k = group_kfold(animals, 5)
+    assert len(k) == 5
+    held_all = np.concatenate([h for _, h in k])
+    assert sorted(held_all) == list(range(len(animals)))
+    for train, held in k:
+        assert set(animals[held]).isdisjoint(animals[train])
+
+
+def test_split_saved_and_loaded_by_frame_name(tmp_path):
+    d = generate_frames(12, n_videos=4)
+    groups = groups_for(d.frames)
+    train, val = group_split(groups, val_groups=1, seed=0)
+    assert set(groups[train]).isdisjoint(groups[val])
+    path = save_split(tmp_path / "run/split.json", d.frames.index, train, val, groups, seed=0)
+    record = json.loads(path.read_text())
+    assert len(record["val_groups"]) == 1
+    t2, v2 = load_split(path, d.frames.index)
+    np.testing.assert_array_equal(t2, train)
+    np.testing.assert_array_equal(v2, val)
+    # reordered labels table: same frames, new rows
+    order = np.arange(12)[::-1]
+    reordered = [d.frames.index[i] for i in order]
+    t3, _ = load_split(path, reordered)
+    assert sorted(reordered[i] for i in t3) == sorted(d.frames.index[i] for i in train)
+
+
+def test_bad_split_files(tmp_path):
+    index = ["labeled-data/a/1.png", "labeled-data/b/1.png"]
+    with pytest.raises(DataError, match="split file is missing"):
+        load_split(tmp_path / "none.json", index)
+    (tmp_path / "bad.json").write_text("{\"train\": []}")
+    with pytest.raises(DataError, match="bad.json: not a split file"):
+        load_split(tmp_path / "bad.json", index)
+    (tmp_path / "other.json").write_text(json.dumps({"train": ["labeled-data/c/1.png"], "val": []}))
+    with pytest.raises(DataError, match="1 frame\\(s\\) of the split are not in this set"):
+        load_split(tmp_path / "other.json", index)
