@@ -1,0 +1,177 @@
+"""Re-execute the book's notebooks with papermill, in order, and record how they ran.
+
+Every ``notebooks/[0-9][0-9]_*.ipynb`` gets the same parameters (``profile``, ``device``,
+``data_dir``, ``seed``, ``out_dir``) and runs with ``notebooks/`` as working directory.
+Executed copies go to ``_build/executed/``, which is what MyST builds the book from; the
+committed notebooks stay without outputs. A failing notebook stops the run with a non-zero
+exit; its partly executed copy is kept next to the others for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vit_facemap import config, runinfo
+
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+RECORD_JSON = "build_record.json"
+RECORD_MD = "build_record.md"
+# Cells whose outputs are embedded in the manuscript show the figure, not the code, in the
+# paper; the notebook pages still offer the code (the renderer folds it away).
+LABEL_LINE = re.compile(r"^#\|\s*label:\s*(fig|tbl)-", re.MULTILINE)
+
+
+@dataclass
+class BookSettings:
+    """What every notebook receives as papermill parameters."""
+
+    profile: str = "default"
+    device: str = "auto"
+    data_dir: str = ""
+    seed: int = 0
+    out_dir: str = "_build/results"
+
+    def parameters(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    executed: str
+    wall_s: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class BuildRecord:
+    settings: BookSettings
+    device_resolved: str
+    real_data: bool
+    notebooks: list[NotebookRun] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def find_notebooks(folder: str | Path) -> list[Path]:
+    """The book's notebooks in execution order (``01_...`` before ``02_...``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"notebook folder {folder} does not exist")
+    return sorted(folder.glob(NOTEBOOK_GLOB))
+
+
+def hide_labeled_inputs(path: str | Path) -> int:
+    """Tag cells that carry a ``#| label: fig-``/``tbl-`` line with ``remove-input``.
+
+    Returns how many cells were tagged. Only the executed copy is changed.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    n = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not LABEL_LINE.search(cell.source):
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if "remove-input" not in tags:
+            tags.append("remove-input")
+            n += 1
+    if n:
+        nbformat.write(nb, str(path))
+    return n
+
+
+def execute_notebook(source: Path, executed: Path, settings: BookSettings, *,
+                     kernel_name: str = "python3") -> None:
+    """Run one notebook with papermill (cwd = its folder); raises on a failing cell."""
+    import papermill
+
+    os.environ.setdefault("JUPYTER_ALLOW_ROOT", "1")
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(source),
+        str(executed),
+        parameters=settings.parameters(),
+        cwd=str(source.parent),
+        kernel_name=kernel_name,
+        progress_bar=False,
+        log_output=False,
+        request_save_on_cell_execute=True,
+    )
+
+
+def record_markdown(record: BuildRecord) -> str:
+    """The build record as MyST markdown (included by the manuscript's provenance page)."""
+    s = record.settings
+    data = ("the real labeled sets under the data folder" if record.real_data
+            else "generated frames (no real data folder was given)")
+    lines = [
+        f"This build ran the notebooks with profile **`{s.profile}`** on device "
+        f"**`{record.device_resolved}`** (asked for `{s.device}`), seed `{s.seed}`, using {data}. "
+        f"Executing all notebooks took {record.wall_s / 60:.1f} min of wall time.",
+        "",
+        "| Notebook | Wall time (s) | Status |",
+        "| --- | ---: | --- |",
+    ]
+    for run in record.notebooks:
+        lines.append(f"| `{run.name}` | {run.wall_s:.1f} | {'ok' if run.ok else 'FAILED'} |")
+    if not record.notebooks:
+        lines.append("| (no notebooks yet) | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_record(record: BuildRecord, folder: Path, extra: dict[str, Any] | None = None) -> Path:
+    provenance = runinfo.describe(record.settings, record.device_resolved,
+                                  real_data=record.real_data,
+                                  notebooks=[asdict(r) for r in record.notebooks],
+                                  wall_s=record.wall_s, **(extra or {}))
+    runinfo.write_json(provenance, folder / RECORD_JSON)
+    (folder / RECORD_MD).write_text(record_markdown(record))
+    return folder / RECORD_JSON
+
+
+def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: BookSettings, *,
+                kernel_name: str = "python3", log=print) -> BuildRecord:
+    """Execute every notebook in order; raises ``RuntimeError`` naming the first failure.
+
+    The record (JSON + markdown) is written in ``executed_dir`` in every case, so the
+    provenance of a failed build is kept as well.
+    """
+    notebooks_dir = Path(notebooks_dir).resolve()
+    executed_dir = Path(executed_dir).resolve()
+    config.profile(settings.profile)  # validates the name before spending any time
+    device = runinfo.resolve_device(settings.device)
+    record = BuildRecord(settings=settings, device_resolved=device,
+                         real_data=config.data_root(settings.data_dir) is not None)
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    for stale in executed_dir.glob(NOTEBOOK_GLOB):
+        stale.unlink()  # a notebook removed from the repo must not linger in the book
+    start = time.perf_counter()
+    failure: str | None = None
+    for source in find_notebooks(notebooks_dir):
+        target = executed_dir / source.name
+        log(f"[book] executing {source.name} (profile={settings.profile}, device={device})")
+        t0 = time.perf_counter()
+        try:
+            execute_notebook(source, target, settings, kernel_name=kernel_name)
+            ok, error = True, ""
+        except Exception as exc:  # papermill raises its own error types; keep the message
+            ok, error = False, f"{type(exc).__name__}: {exc}"
+        wall = time.perf_counter() - t0
+        record.notebooks.append(NotebookRun(source.name, str(target), round(wall, 2), ok, error))
+        log(f"[book] {source.name}: {'ok' if ok else 'FAILED'} in {wall:.1f} s")
+        if not ok:
+            failure = f"notebook {source} failed (executed copy: {target}):\n{error}"
+            break
+        hide_labeled_inputs(target)
+    record.wall_s = round(time.perf_counter() - start, 2)
+    write_record(record, executed_dir)
+    if failure:
+        raise RuntimeError(failure)
+    return record

@@ -1,0 +1,81 @@
+"""Compile the arXiv zip exactly as arXiv would (plain ``latexmk -pdf``) and complete it.
+
+MyST writes ``exports/arxiv.zip`` with the .tex files, figures and ``main.bib``. This step
+unpacks it into a clean folder, compiles it with pdflatex through latexmk, fails on
+undefined references or citations, copies the PDF to ``exports/paper.pdf`` and adds the
+generated ``.bbl`` to the zip (arXiv does not run BibTeX reliably, so it wants the .bbl).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+UNDEFINED = re.compile(
+    r"(LaTeX Warning: (Reference|Citation) .* undefined|There were undefined (references|citations)"
+    r"|Package natbib Warning: Citation .* undefined)"
+)
+
+
+def main_tex(folder: Path) -> str:
+    """The top-level .tex of an unpacked export: the one with ``\\documentclass``."""
+    tops = sorted(p.name for p in folder.glob("*.tex")
+                  if "\\documentclass" in p.read_text(errors="replace"))
+    if len(tops) != 1:
+        raise RuntimeError(f"expected one .tex with \\documentclass in the arXiv zip, found {tops}")
+    return tops[0]
+
+
+def compile_zip(zip_path: str | Path, pdf_out: str | Path, *, keep: str | Path | None = None,
+                latexmk: str = "latexmk") -> Path:
+    """Compile ``zip_path`` with ``latexmk -pdf``; write ``pdf_out`` and add the .bbl to the zip."""
+    zip_path, pdf_out = Path(zip_path), Path(pdf_out)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"{zip_path} does not exist: the TeX export did not run")
+    if shutil.which(latexmk) is None:
+        raise FileNotFoundError("latexmk was not found; run 'make sysdeps'")
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="vit-facemap-tex-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(work)
+    top = main_tex(work)
+    cmd = [latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", top]
+    proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    log_file = work / (Path(top).stem + ".log")
+    log = log_file.read_text(errors="replace") if log_file.exists() else proc.stdout
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise RuntimeError(f"latexmk -pdf failed on {zip_path} (in {work}):\n{tail}")
+    bad = sorted({m.group(0) for m in UNDEFINED.finditer(log)})
+    if bad:
+        raise RuntimeError(f"LaTeX found undefined references in {zip_path}: " + "; ".join(bad))
+    pdf = work / (Path(top).stem + ".pdf")
+    bbl = work / (Path(top).stem + ".bbl")
+    if not pdf.is_file():
+        raise RuntimeError(f"latexmk ran but wrote no PDF in {work}")
+    if not bbl.is_file():
+        raise RuntimeError(f"no .bbl was written in {work}: is the bibliography in the template?")
+    pdf_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pdf, pdf_out)
+    add_to_zip(zip_path, bbl)
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return pdf_out
+
+
+def add_to_zip(zip_path: Path, file: Path) -> None:
+    """Put ``file`` at the top of the zip, replacing an older copy (rewrites atomically)."""
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if item.filename != file.name:
+                dst.writestr(item, src.read(item.filename))
+        dst.write(file, file.name)
+    tmp.replace(zip_path)

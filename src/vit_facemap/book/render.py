@@ -1,0 +1,446 @@
+"""Render MyST's page ASTs (``myst build --site``) into a static HTML book that works offline.
+
+``myst build --site`` with the project's local site template writes ``_build/site/config.json``
+(project metadata and page order) and one ``content/<slug>.json`` per page with the page's
+AST (mdast), its frontmatter and its bibliography. This module turns those into
+``_build/html/<slug>.html`` with navigation, a title block, numbered figures and equations,
+cross-references, citations, notebook outputs (images, tables, text) and a stylesheet, with
+nothing fetched from the internet: equations use the MathML that MyST's KaTeX pass already
+put in the AST, which browsers display natively.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATIC = Path(__file__).parent / "static"
+MATHML = re.compile(r"<math\b.*?</math>", re.DOTALL)
+Node = dict[str, Any]
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+@dataclass
+class Page:
+    slug: str
+    title: str
+    level: int
+    data: Node
+
+    @property
+    def filename(self) -> str:
+        return "index.html" if self.slug == "index" else f"{self.slug}.html"
+
+
+@dataclass
+class Context:
+    """What rendering one page needs to know about the others."""
+
+    page: Page
+    pages: dict[str, Page]
+    in_embed: bool = False
+    unknown: set[str] = field(default_factory=set)
+
+    def href(self, url: str | None, html_id: str | None) -> str:
+        anchor = f"#{html_id}" if html_id else ""
+        if not url:
+            return anchor or "#"
+        slug = url.strip("/").split("/")[-1] or "index"
+        target = self.pages.get(slug)
+        name = target.filename if target else f"{slug}.html"
+        return f"{name}{anchor}"
+
+
+def load_site(site_dir: str | Path) -> tuple[dict[str, Any], list[Page]]:
+    """Project metadata and pages in reading order from ``_build/site``."""
+    site_dir = Path(site_dir)
+    cfg_path = site_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing: run 'myst build --site' first")
+    cfg = json.loads(cfg_path.read_text())
+    if not cfg.get("projects"):
+        raise ValueError(f"{cfg_path} lists no project")
+    project = cfg["projects"][0]
+    order = [(project.get("index", "index"), None, 0)]
+    order += [(p["slug"], p.get("title"), p.get("level", 1)) for p in project.get("pages", [])
+              if p.get("slug")]
+    headings = [(p.get("title"), p.get("level", 1)) for p in project.get("pages", [])
+                if not p.get("slug")]
+    pages = []
+    for slug, title, level in order:
+        path = site_dir / "content" / f"{slug}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing although config.json lists page {slug!r}")
+        data = json.loads(path.read_text())
+        title = title or data.get("frontmatter", {}).get("title") or slug
+        pages.append(Page("index" if slug == order[0][0] else slug, title, level, data))
+    project["_headings"] = headings
+    return project, pages
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+def children(node: Node, ctx: Context) -> str:
+    return "".join(render_node(c, ctx) for c in node.get("children", []))
+
+
+def _math(node: Node, display: bool) -> str:
+    found = MATHML.search(node.get("html") or "")
+    if found:
+        return found.group(0)
+    tag = "pre" if display else "code"  # no MathML (KaTeX failed): show the TeX source
+    return f'<{tag} class="math-source">{esc(node.get("value", ""))}</{tag}>'
+
+
+def _output(node: Node, ctx: Context) -> str:
+    data = node.get("jupyter_data") or {}
+    kind = data.get("output_type")
+    if kind == "stream":
+        cls = "stderr" if data.get("name") == "stderr" else "stdout"
+        text = data.get("text", "")
+        if isinstance(text, dict):
+            text = text.get("content", "")
+        return f'<pre class="output {cls}">{esc(text)}</pre>'
+    if kind == "error":
+        tb = "\n".join(data.get("traceback", []))
+        tb = re.sub(r"\x1b\[[0-9;]*m", "", tb)
+        return f'<pre class="output error">{esc(data.get("ename"))}: {esc(data.get("evalue"))}\n{esc(tb)}</pre>'
+    bundle = data.get("data") or {}
+    for mime in ("image/png", "image/jpeg", "image/gif", "image/svg+xml"):
+        if mime in bundle:
+            item = bundle[mime]
+            src = item.get("path", "").lstrip("/")
+            if src:
+                alt = (bundle.get("text/plain") or {}).get("content", "output")
+                return f'<img class="output-image" src="{esc(src)}" alt="{esc(alt)}">'
+    if "text/html" in bundle:
+        content = bundle["text/html"].get("content", "")
+        return f'<div class="output html">{content}</div>'
+    if "text/markdown" in bundle and node.get("children"):
+        return f'<div class="output markdown">{children(node, ctx)}</div>'
+    if "text/latex" in bundle:
+        return f'<pre class="output">{esc(bundle["text/latex"].get("content", ""))}</pre>'
+    if "text/plain" in bundle:
+        return f'<pre class="output">{esc(bundle["text/plain"].get("content", ""))}</pre>'
+    return ""
+
+
+def _code(node: Node, ctx: Context) -> str:
+    body = f'<pre class="code"><code class="language-{esc(node.get("lang", ""))}">{esc(node.get("value", ""))}</code></pre>'
+    visibility = node.get("visibility")
+    if node.get("executable") and ctx.in_embed:  # a figure embedded from a notebook
+        return ""
+    if visibility in ("remove", "hide"):
+        return f'<details class="code-fold"><summary>Show code</summary>{body}</details>'
+    return body
+
+
+def _container(node: Node, ctx: Context) -> str:
+    embed = bool(node.get("source"))
+    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown)
+    kind = node.get("kind", "figure")
+    attrs = f' id="{esc(node["html_id"])}"' if node.get("html_id") else ""
+    body = children(node, inner_ctx)
+    source = node.get("source")
+    if source and source.get("url"):
+        link = ctx.href(source.get("url"), source.get("label"))
+        body += (f'<p class="figure-source">Computed in <a href="{esc(link)}">'
+                 f'{esc(source.get("title") or source.get("slug"))}</a></p>')
+    return f'<figure class="{esc(kind)}"{attrs}>{body}</figure>'
+
+
+def _cross_reference(node: Node, ctx: Context) -> str:
+    text = children(node, ctx)
+    if not node.get("resolved", True) and not node.get("url") and not node.get("html_id"):
+        return f'<span class="unresolved">{text}</span>'
+    href = ctx.href(node.get("url") if node.get("remote") else None, node.get("html_id"))
+    return f'<a class="xref" href="{esc(href)}">{text}</a>'
+
+
+def _cite(node: Node, ctx: Context) -> str:
+    label = node.get("label") or node.get("identifier")
+    text = children(node, ctx) or esc(label)
+    return f'<a class="cite" href="#cite-{esc(label)}">{text}</a>'
+
+
+def _cite_group(node: Node, ctx: Context) -> str:
+    parts = [render_node(c, ctx) for c in node.get("children", [])]
+    if node.get("kind") == "parenthetical":
+        return "(" + "; ".join(parts) + ")"
+    return ", ".join(parts)
+
+
+def _heading(node: Node, ctx: Context) -> str:
+    depth = min(max(int(node.get("depth", 2)), 2), 6)
+    hid = node.get("html_id") or node.get("identifier")
+    attrs = f' id="{esc(hid)}"' if hid else ""
+    number = f'<span class="heading-number">{esc(node["enumerator"])}</span> ' if node.get(
+        "enumerated") and node.get("enumerator") else ""
+    return f"<h{depth}{attrs}>{number}{children(node, ctx)}</h{depth}>"
+
+
+def _math_block(node: Node, ctx: Context) -> str:
+    hid = node.get("html_id") or node.get("identifier")
+    attrs = f' id="{esc(hid)}"' if hid else ""
+    number = f'<span class="eqno">({esc(node["enumerator"])})</span>' if node.get(
+        "enumerator") else ""
+    return f'<div class="math-display"{attrs}>{_math(node, True)}{number}</div>'
+
+
+def _table(node: Node, ctx: Context) -> str:
+    rows = []
+    for row in node.get("children", []):
+        cells = []
+        for cell in row.get("children", []):
+            tag = "th" if cell.get("header") else "td"
+            align = f' style="text-align:{esc(cell["align"])}"' if cell.get("align") else ""
+            cells.append(f"<{tag}{align}>{children(cell, ctx)}</{tag}>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return '<table class="table">' + "".join(rows) + "</table>"
+
+
+def _simple(tag: str, cls: str = "") -> Callable[[Node, Context], str]:
+    attr = f' class="{cls}"' if cls else ""
+
+    def render(node: Node, ctx: Context) -> str:
+        hid = node.get("html_id")
+        id_attr = f' id="{esc(hid)}"' if hid and tag not in ("span", "em", "strong") else ""
+        return f"<{tag}{attr}{id_attr}>{children(node, ctx)}</{tag}>"
+
+    return render
+
+
+def _list(node: Node, ctx: Context) -> str:
+    tag = "ol" if node.get("ordered") else "ul"
+    start = f' start="{int(node["start"])}"' if node.get("ordered") and node.get("start") else ""
+    return f"<{tag}{start}>{children(node, ctx)}</{tag}>"
+
+
+def _link(node: Node, ctx: Context) -> str:
+    url = node.get("url", "")
+    if node.get("internal") or (url.startswith("/") and not url.startswith("//")):
+        url = ctx.href(url.split("#")[0], url.split("#")[1] if "#" in url else None)
+    return f'<a href="{esc(url)}">{children(node, ctx) or esc(url)}</a>'
+
+
+def _image(node: Node, ctx: Context) -> str:
+    src = node.get("urlSource") if str(node.get("url", "")).startswith("http") else None
+    src = (src or node.get("url", "")).lstrip("/")
+    return f'<img src="{esc(src)}" alt="{esc(node.get("alt", ""))}">'
+
+
+def _admonition(node: Node, ctx: Context) -> str:
+    kind = node.get("kind", "note")
+    return f'<aside class="admonition {esc(kind)}">{children(node, ctx)}</aside>'
+
+
+def _caption_number(node: Node, ctx: Context) -> str:
+    return f'<span class="caption-number">{children(node, ctx)}</span> '
+
+
+RENDERERS: dict[str, Callable[[Node, Context], str]] = {
+    "root": children,
+    "block": lambda n, c: f'<section class="block">{children(n, c)}</section>',
+    "paragraph": _simple("p"),
+    "text": lambda n, c: esc(n.get("value", "")),
+    "emphasis": _simple("em"),
+    "strong": _simple("strong"),
+    "underline": _simple("u"),
+    "delete": _simple("del"),
+    "subscript": _simple("sub"),
+    "superscript": _simple("sup"),
+    "smallcaps": _simple("span", "smallcaps"),
+    "inlineCode": lambda n, c: f"<code>{esc(n.get('value', ''))}</code>",
+    "code": _code,
+    "heading": _heading,
+    "list": _list,
+    "listItem": _simple("li"),
+    "blockquote": _simple("blockquote"),
+    "thematicBreak": lambda n, c: "<hr>",
+    "break": lambda n, c: "<br>",
+    "link": _link,
+    "image": _image,
+    "math": _math_block,
+    "inlineMath": lambda n, c: _math(n, False),
+    "crossReference": _cross_reference,
+    "cite": _cite,
+    "citeGroup": _cite_group,
+    "container": _container,
+    "caption": _simple("figcaption"),
+    "legend": _simple("div", "legend"),
+    "captionNumber": _caption_number,
+    "outputs": _simple("div", "outputs"),
+    "output": _output,
+    "table": _table,
+    "admonition": _admonition,
+    "admonitionTitle": _simple("p", "admonition-title"),
+    "div": _simple("div"),
+    "span": _simple("span"),
+    "abbreviation": lambda n, c: f'<abbr title="{esc(n.get("title", ""))}">{children(n, c)}</abbr>',
+    "footnoteReference": lambda n, c: f'<sup><a href="#fn-{esc(n.get("identifier"))}">{esc(n.get("enumerator", n.get("identifier")))}</a></sup>',
+    "footnoteDefinition": lambda n, c: f'<div class="footnote" id="fn-{esc(n.get("identifier"))}"><sup>{esc(n.get("enumerator", ""))}</sup> {children(n, c)}</div>',
+    "definitionList": _simple("dl"),
+    "definitionTerm": _simple("dt"),
+    "definitionDescription": _simple("dd"),
+    "comment": lambda n, c: "",
+    "html": lambda n, c: n.get("value", ""),
+    "embed": children,
+    "include": children,
+    "mystDirective": children,
+    "mystRole": children,
+}
+
+
+def render_node(node: Node, ctx: Context) -> str:
+    if node.get("visibility") == "remove" and node.get("type") != "code":
+        return ""
+    renderer = RENDERERS.get(node.get("type", ""))
+    if renderer is None:
+        ctx.unknown.add(str(node.get("type")))
+        return children(node, ctx) if node.get("children") else esc(node.get("value", ""))
+    return renderer(node, ctx)
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def title_block(project: dict[str, Any], page: Page, ctx: Context) -> str:
+    fm = page.data.get("frontmatter", {})
+    authors = fm.get("authors") or project.get("authors") or []
+    affiliations = fm.get("affiliations") or project.get("affiliations") or []
+    aff_index = {a["id"]: i + 1 for i, a in enumerate(affiliations)}
+    people = []
+    for author in authors:
+        marks = ",".join(str(aff_index[a]) for a in author.get("affiliations", [])
+                         if a in aff_index)
+        orcid = author.get("orcid")
+        orcid_html = (f' <a class="orcid" href="https://orcid.org/{esc(orcid)}">ORCID {esc(orcid)}</a>'
+                      if orcid else "")
+        people.append(f'<span class="author">{esc(author.get("name", ""))}'
+                      f'{f"<sup>{marks}</sup>" if marks else ""}{orcid_html}</span>')
+    affs = "".join(f'<li><sup>{i + 1}</sup> {esc(a.get("name", a.get("id")))}</li>'
+                   for i, a in enumerate(affiliations))
+    out = [f'<header class="title-block"><h1 class="title">{esc(project.get("title") or fm.get("title", ""))}</h1>',
+           f'<p class="authors">{", ".join(people)}</p>', f'<ul class="affiliations">{affs}</ul>']
+    abstract = (fm.get("parts") or {}).get("abstract")
+    if abstract and abstract.get("mdast"):
+        out.append('<section class="abstract"><h2>Abstract</h2>'
+                   f'{render_node(abstract["mdast"], ctx)}</section>')
+    out.append("</header>")
+    return "".join(out)
+
+
+def bibliography(page: Page) -> str:
+    cite = (page.data.get("references") or {}).get("cite") or {}
+    order, data = cite.get("order") or [], cite.get("data") or {}
+    if not order:
+        return ""
+    items = "".join(f'<li id="cite-{esc(label)}">{data[label].get("html", esc(label))}</li>'
+                    for label in order if label in data)
+    return f'<section class="bibliography"><h2>References</h2><ol>{items}</ol></section>'
+
+
+def navigation(project: dict[str, Any], pages: list[Page], current: Page) -> str:
+    items = []
+    for page in pages:
+        cls = ' class="current"' if page is current else ""
+        title = "Title, abstract, introduction" if page.slug == "index" else page.title
+        items.append(f'<li class="level-{page.level}"><a{cls} href="{page.filename}">{esc(title)}</a></li>')
+    return (f'<nav class="sidebar"><p class="book-title"><a href="index.html">'
+            f'{esc(project.get("short_title") or project.get("title", "Book"))}</a></p>'
+            f'<ol>{"".join(items)}</ol></nav>')
+
+
+def prev_next(pages: list[Page], i: int) -> str:
+    out = ['<nav class="prev-next">']
+    if i > 0:
+        out.append(f'<a class="prev" href="{pages[i - 1].filename}">&larr; {esc(pages[i - 1].title)}</a>')
+    if i + 1 < len(pages):
+        out.append(f'<a class="next" href="{pages[i + 1].filename}">{esc(pages[i + 1].title)} &rarr;</a>')
+    out.append("</nav>")
+    return "".join(out)
+
+
+def build_note(record: dict[str, Any] | None) -> str:
+    if not record:
+        return ('<p class="build-note">No notebook run record was found: this copy was built '
+                'without executing the notebooks.</p>')
+    s = record.get("settings", {})
+    dev = (record.get("device") or {}).get("device", "?")
+    wall = record.get("wall_s", 0) / 60
+    return (f'<p class="build-note">Built from notebooks executed with profile '
+            f'<code>{esc(s.get("profile"))}</code> on device <code>{esc(dev)}</code> '
+            f'({wall:.1f} min, {esc(record.get("created", ""))}); see '
+            f'<a href="provenance.html">Build provenance</a>.</p>')
+
+
+def render_page(project: dict[str, Any], pages: list[Page], i: int,
+                record: dict[str, Any] | None = None) -> tuple[str, set[str]]:
+    page = pages[i]
+    ctx = Context(page, {p.slug: p for p in pages})
+    body = []
+    fm = page.data.get("frontmatter", {})
+    if page.slug == "index":
+        body.append(title_block(project, page, ctx))
+        body.append(build_note(record))
+        toc = "".join(f'<li><a href="{p.filename}">{esc(p.title)}</a></li>' for p in pages[1:])
+        body.append(f'<section class="contents"><h2>Contents</h2><ol>{toc}</ol></section>')
+    else:
+        body.append(f'<h1 class="page-title">{esc(fm.get("title") or page.title)}</h1>')
+    body.append(render_node(page.data.get("mdast", {}), ctx))
+    body.append(bibliography(page))
+    body.append(prev_next(pages, i))
+    title = fm.get("title") or page.title
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title>
+<link rel="stylesheet" href="style.css">
+</head><body>
+{navigation(project, pages, page)}
+<main class="page">{''.join(body)}</main>
+</body></html>
+"""
+    return doc, ctx.unknown
+
+
+def render_book(site_dir: str | Path, out_dir: str | Path, *,
+                record_path: str | Path | None = None) -> list[Path]:
+    """Write the HTML book from ``site_dir`` into ``out_dir``; returns the written pages.
+
+    ``out_dir`` is replaced as a whole so that pages of removed notebooks do not linger.
+    """
+    site_dir, out_dir = Path(site_dir), Path(out_dir)
+    project, pages = load_site(site_dir)
+    record = None
+    if record_path and Path(record_path).is_file():
+        record = json.loads(Path(record_path).read_text())
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    public = site_dir / "public"
+    if public.is_dir():
+        for item in public.iterdir():
+            if item.is_file() and item.suffix not in (".md", ".ipynb"):
+                shutil.copy2(item, out_dir / item.name)
+    shutil.copy2(STATIC / "style.css", out_dir / "style.css")
+    written, unknown = [], set()
+    for i, page in enumerate(pages):
+        doc, missing = render_page(project, pages, i, record)
+        unknown |= missing
+        path = out_dir / page.filename
+        path.write_text(doc)
+        written.append(path)
+    if unknown:
+        print(f"[book] note: rendered these MyST node types as plain content: {sorted(unknown)}")
+    return written
