@@ -50,10 +50,23 @@ def test_animal_of_all_schroeder_sessions():
     assert len(SCHROEDER_SESSIONS) == 23 and len(set(got.values())) == 17
 
 
-def test_groups_for_video_and_animal():
-    d = generate_frames(6, n_videos=3)
+def test_animal_of_names_without_a_date():
+    assert animal_of("cam1_G7c1_1") == animal_of("cam1_G7c1_2") == "G7c1"
+    assert animal_of("eye3") == "eye3"
+    assert animal_of("synthetic_video01") == "synthetic_video01"
+
+
+def test_groups_for_video_and_animal(tmp_path):
+    d = generate_frames(6, n_videos=3, root=tmp_path)
     assert list(groups_for(d.frames, "video")) == list(d.frames.videos)
     assert list(groups_for(d.frames, "animal")) == list(d.frames.videos)  # no date: own animal
+    (tmp_path / "animals.csv").write_text(
+        "video,animal\nsynthetic_video00,m1\nsynthetic_video01,m1\nsynthetic_video02,m2\n")
+    assert list(groups_for(d.frames, "animal")) == ["m1", "m1", "m2"] * 2
+    assert list(groups_for(d.frames, "animal", animals={})) == list(d.frames.videos)
+    (tmp_path / "animals.csv").write_text("session,mouse\na,b\n")
+    with pytest.raises(DataError, match="animals.csv: needs columns"):
+        groups_for(d.frames, "animal")
     with pytest.raises(ValueError, match="unknown grouping"):
         groups_for(d.frames, "frame")
 

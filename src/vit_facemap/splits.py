@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 # A recording date (2022-03-28) inside a session name; what comes before it names the animal.
 _DATE = re.compile(r"(?:19|20)\d\d-\d\d-\d\d")
+_CAMERA_PREFIX = re.compile(r"^cam(?:era)?\d*[_-]", re.IGNORECASE)
+_PART_SUFFIX = re.compile(r"[_-]\d+$")
+ANIMALS_FILE = "animals.csv"  # optional table (video, animal) beside the labels
 
 
 def animal_of(video: str) -> str:
@@ -30,23 +33,49 @@ def animal_of(video: str) -> str:
     Session names in the Schroeder set put the animal first and the date right after it,
     with or without an underscore (``Glaucus2022-03-281``, ``FG0032023-03-118``,
     ``Bellinda_2022-07-25_1_Video0``); a tag between the two (``SS112_Reward_2022-08-23...``)
-    is cut at the first underscore. A name without a date is its own animal (``eye3``).
+    is cut at the first underscore. Without a date, a camera prefix and a trailing part
+    number are dropped (``cam1_G7c1_2`` -> ``G7c1``) and the rest is the animal (``eye3``).
+    When in doubt sessions are merged rather than split: a merged group cannot leak frames
+    of one animal into both sides of a split. Where names say nothing, put an
+    ``animals.csv`` (columns ``video``, ``animal``) beside the labels (see :func:`groups_for`).
     """
     video = str(video)
     m = _DATE.search(video)
     if m is None or m.start() == 0:
-        return video
+        name = _PART_SUFFIX.sub("", _CAMERA_PREFIX.sub("", video))
+        return name or video
     head = video[: m.start()].rstrip("_- ")
     return head.split("_", 1)[0] or video
 
 
-def groups_for(frames: LabeledFrames, by: str = "video") -> np.ndarray:
-    """Each frame's group for a group-aware split: its ``video`` or its ``animal``."""
+def read_animals(root: str | Path) -> dict[str, str] | None:
+    """The ``animals.csv`` table (video -> animal) in a set's folder, or None if there is none."""
+    path = Path(root) / ANIMALS_FILE
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str)
+        return dict(zip(table["video"], table["animal"], strict=True))
+    except (KeyError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"needs columns 'video' and 'animal': {exc}", path) from exc
+
+
+def groups_for(frames: LabeledFrames, by: str = "video",
+               animals: dict[str, str] | None = None) -> np.ndarray:
+    """Each frame's group for a group-aware split: its ``video`` or its ``animal``.
+
+    Animals come from ``animals`` (video -> animal), else from ``animals.csv`` in the
+    set's folder, else from the session names (:func:`animal_of`).
+    """
     videos = frames.videos
     if by == "video":
         return videos
     if by == "animal":
-        return np.array([animal_of(v) for v in videos])
+        table = animals if animals is not None else read_animals(frames.root)
+        table = table or {}
+        return np.array([table.get(v, animal_of(v)) for v in videos])
     raise ValueError(f"unknown grouping {by!r}; use 'video' or 'animal'")
 
 

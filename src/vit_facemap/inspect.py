@@ -1,0 +1,146 @@
+"""What is in a labeled set: frames, videos, animals, keypoints, missing labels, spread.
+
+Used by ``vit-facemap data inspect`` and by the data notebook. The numbers come from the
+labels table and the images themselves (validated on the way, see
+:mod:`vit_facemap.validate`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vit_facemap.dlc import LabeledFrames, read_labels
+from vit_facemap.splits import groups_for
+from vit_facemap.validate import validate_set
+
+
+@dataclass
+class SetSummary:
+    """A labeled set in numbers. ``missing`` counts frames without each keypoint."""
+
+    source: str
+    n_frames: int
+    n_videos: int
+    n_animals: int
+    keypoints: list[str]
+    missing: dict[str, int]
+    n_frames_with_missing: int
+    frames_per_video: dict[str, int]
+    animals: dict[str, list[str]]
+    image_sizes: dict[str, int] = field(default_factory=dict)
+    image_modes: dict[str, int] = field(default_factory=dict)
+    # per keypoint, pixels: mean position, SD over all frames, pooled SD within videos
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def keypoint_spread(frames: LabeledFrames) -> pd.DataFrame:
+    """Per keypoint: labeled frames, mean x / y, SD of x / y over all frames, and the SD
+    within videos (pooled), all in pixels; missing labels are left out, not counted as zero.
+
+    ``sd`` is the root of the summed x and y variances (a radius); ``sd_within_video`` is
+    the same for positions relative to each video's mean, i.e. how much the keypoint moves
+    once the camera placement is fixed.
+    """
+    kp = frames.keypoints
+    videos = frames.videos
+    rows = []
+    for k, name in enumerate(frames.bodyparts):
+        xy = kp[:, k]
+        seen = ~np.isnan(xy).any(axis=1)
+        pts = xy[seen]
+        centred = []
+        for v in np.unique(videos[seen]):
+            p = pts[videos[seen] == v]
+            centred.append(p - p.mean(axis=0))
+        centred = np.concatenate(centred) if centred else np.zeros((0, 2))
+        var = pts.var(axis=0, ddof=1) if len(pts) > 1 else np.full(2, np.nan)
+        within = (centred**2).sum(axis=0) / max(1, len(centred) - len(np.unique(videos[seen])))
+        rows.append(dict(
+            keypoint=name, labeled=int(seen.sum()), missing=int((~seen).sum()),
+            mean_x=float(pts[:, 0].mean()) if len(pts) else np.nan,
+            mean_y=float(pts[:, 1].mean()) if len(pts) else np.nan,
+            sd_x=float(np.sqrt(var[0])), sd_y=float(np.sqrt(var[1])),
+            sd=float(np.sqrt(var.sum())),
+            sd_within_video=float(np.sqrt(within.sum())) if len(centred) > 1 else np.nan,
+        ))
+    return pd.DataFrame(rows).set_index("keypoint")
+
+
+def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool = True,
+              source: str | Path | None = None) -> SetSummary:
+    """Count and check a labeled set already read into memory."""
+    report = validate_set(frames, check_images=check_images, decode=decode)
+    videos = frames.videos
+    animals = groups_for(frames, "animal")
+    by_animal: dict[str, list[str]] = {}
+    for v, a in sorted(set(zip(videos.tolist(), animals.tolist(), strict=True))):
+        by_animal.setdefault(a, []).append(v)
+    missing = frames.missing
+    spread = keypoint_spread(frames) if len(frames) else pd.DataFrame()
+    return SetSummary(
+        source=str(source if source is not None else report.source),
+        n_frames=len(frames),
+        n_videos=len(set(videos.tolist())),
+        n_animals=len(by_animal),
+        keypoints=list(frames.bodyparts),
+        missing={k: int(missing[:, i].sum()) for i, k in enumerate(frames.bodyparts)},
+        n_frames_with_missing=int(missing.any(axis=1).sum()),
+        frames_per_video=dict(sorted(Counter(videos.tolist()).items())),
+        animals=by_animal,
+        image_sizes={f"{w}x{h}": n for (w, h), n in
+                     sorted(Counter(s for s in report.image_sizes if s is not None).items())},
+        image_modes=dict(Counter(m for m in report.image_modes if m is not None)),
+        spread={k: {c: round(float(v), 3) for c, v in row.items()}
+                for k, row in spread.drop(columns=["labeled", "missing"], errors="ignore")
+                .to_dict(orient="index").items()},
+        errors=[str(p) for p in report.errors],
+        warnings=[str(p) for p in report.warnings],
+    )
+
+
+def inspect_set(path: str | Path, *, check_images: bool = True, decode: bool = True) -> SetSummary:
+    """Read a labeled set (folder or label file) and summarize it.
+
+    A table that cannot be read raises :class:`~vit_facemap.errors.DataError`; problems
+    found while checking (corrupt images, labels outside the image, ...) are listed in
+    ``errors`` so that all of them can be shown at once.
+    """
+    frames = read_labels(path)
+    return summarize(frames, check_images=check_images, decode=decode)
+
+
+def format_summary(s: SetSummary) -> str:
+    """A plain-text report for the terminal."""
+    lines = [
+        f"set:        {s.source}",
+        f"frames:     {s.n_frames} ({s.n_frames_with_missing} with some keypoints missing)",
+        f"videos:     {s.n_videos}",
+        f"animals:    {s.n_animals} (from the session names: {', '.join(s.animals)})",
+        f"keypoints:  {len(s.keypoints)}",
+        f"image size: {', '.join(f'{k} ({n})' for k, n in s.image_sizes.items()) or 'not checked'}",
+    ]
+    if s.image_modes:
+        lines.append(f"colour:     {', '.join(f'{k} ({n})' for k, n in s.image_modes.items())}")
+    lines.append("")
+    lines.append(f"{'keypoint':<18}{'missing':>8}{'mean x':>9}{'mean y':>9}{'SD':>8}{'SD in video':>13}")
+    for k in s.keypoints:
+        sp = s.spread.get(k, {})
+        lines.append(f"{k:<18}{s.missing[k]:>8}{sp.get('mean_x', np.nan):>9.1f}"
+                     f"{sp.get('mean_y', np.nan):>9.1f}{sp.get('sd', np.nan):>8.1f}"
+                     f"{sp.get('sd_within_video', np.nan):>13.1f}")
+    lines.append("")
+    lines.append("frames per video:")
+    lines += [f"  {v}: {n}" for v, n in s.frames_per_video.items()]
+    lines += [f"warning: {w}" for w in s.warnings]
+    lines += [f"error: {e}" for e in s.errors]
+    return "\n".join(lines)

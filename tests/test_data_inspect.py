@@ -1,0 +1,88 @@
+"""`vit-facemap data inspect` and the summary behind it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vit_facemap.cli import main
+from vit_facemap.dlc import LabeledFrames
+from vit_facemap.inspect import inspect_set, keypoint_spread
+from vit_facemap.synthetic import write_synthetic_set
+
+
+@pytest.fixture(scope="module")
+def synthetic_set(tmp_path_factory):
+    return write_synthetic_set(tmp_path_factory.mktemp("syn") / "set", n_frames=12, n_videos=3,
+                               seed=0, p_missing=0.1)
+
+
+def test_keypoint_spread_by_hand(tmp_path):
+    kp = np.array([
+        [[0, 0], [10, 10]],
+        [[2, 0], [np.nan, np.nan]],
+        [[10, 4], [12, 10]],
+        [[12, 4], [14, 10]],
+    ], dtype=float)
+    index = ["labeled-data/a/1.png", "labeled-data/a/2.png", "labeled-data/b/1.png", "labeled-data/b/2.png"]
+    s = keypoint_spread(LabeledFrames(tmp_path, index, kp, ["p", "q"]))
+    assert s.loc["p", "labeled"] == 4 and s.loc["q", "missing"] == 1
+    assert s.loc["p", "mean_x"] == 6 and s.loc["q", "mean_x"] == 12
+    assert s.loc["p", "sd_x"] == pytest.approx(np.std([0, 2, 10, 12], ddof=1))
+    # within each video x moves by +-1 and y not at all: pooled SD = sqrt(4 / (4 - 2))
+    assert s.loc["p", "sd_within_video"] == pytest.approx(np.sqrt(2))
+    assert s.loc["q", "sd_y"] == 0
+
+
+def test_inspect_json(synthetic_set, capsys):
+    assert main(["data", "inspect", str(synthetic_set), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_frames"] == 12 and out["n_videos"] == 3
+    assert len(out["keypoints"]) == 12 and out["keypoints"][0] == "eye top"
+    assert set(out["missing"]) == set(out["keypoints"])
+    assert sum(out["missing"].values()) > 0  # p_missing = 0.1
+    assert out["image_sizes"] == {"160x120": 12}
+    assert out["errors"] == []
+    s = inspect_set(synthetic_set)
+    assert s.missing == out["missing"]
+
+
+def test_inspect_text(synthetic_set, capsys):
+    assert main(["data", "inspect", str(synthetic_set)]) == 0
+    text = capsys.readouterr().out
+    assert "frames:     12" in text and "videos:     3" in text and "eye top" in text
+
+
+def test_inspect_bad_folder_exits_with_message(tmp_path, capsys):
+    assert main(["data", "inspect", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing: no such file or folder" in err and "Traceback" not in err
+
+
+def test_inspect_lists_every_broken_image(tmp_path, capsys):
+    folder = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=2, seed=0)
+    for name in ("img0000.png", "img0001.png"):
+        p = folder / "labeled-data/synthetic_video00" / name
+        p.write_bytes(p.read_bytes()[:100])
+    assert main(["data", "inspect", str(folder), "--json"]) == 2
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert len(out["errors"]) == 2 and all("cannot decode image" in e for e in out["errors"])
+    assert "2 problems found" in captured.err and "Traceback" not in captured.err
+
+
+def test_inspect_not_deeplabcut(tmp_path, capsys):
+    (tmp_path / "CollectedData_x.csv").write_text("a,b\n1,2\n")
+    assert main(["data", "inspect", str(tmp_path)]) == 2
+    assert "not a DeepLabCut labels table" in capsys.readouterr().err
+
+
+def test_synthetic_command(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["data", "synthetic", str(out), "--frames", "4", "--size", "64x48",
+                 "--layout", "schroeder"]) == 0
+    assert inspect_set(out).n_frames == 4
+    assert main(["data", "synthetic", str(out), "--frames", "4"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["data", "synthetic", str(tmp_path / "st"), "--frames", "6", "--states", "pupil"]) == 0
+    assert (tmp_path / "st" / "groups.csv").is_file()

@@ -1,0 +1,61 @@
+"""The two real sets, when this machine has them (VIT_FACEMAP_DATA or /work/shared/data)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vit_facemap.config import real_set
+from vit_facemap.dlc import read_labels, write_labels
+from vit_facemap.inspect import summarize
+from vit_facemap.splits import groups_for
+from vit_facemap.synthetic import G7C1_KEYPOINTS, SCHROEDER_KEYPOINTS
+from vit_facemap.validate import load_set
+
+ROOT = os.environ.get("VIT_FACEMAP_DATA") or "/work/shared/data"
+
+
+def _set(name):
+    folder = real_set(name, ROOT)
+    if folder is None:
+        pytest.skip(f"real set {name!r} not found under {ROOT} (set VIT_FACEMAP_DATA)")
+    return folder
+
+
+def test_g7c1_counts():
+    frames = load_set(_set("g7c1"), expected_bodyparts=G7C1_KEYPOINTS, decode=False)
+    s = summarize(frames, decode=False)
+    assert (s.n_frames, s.n_videos, len(s.keypoints), s.n_frames_with_missing) == (210, 2, 12, 11)
+    assert s.image_sizes == {"864x646": 210}
+    assert s.n_animals == 1  # cam1_G7c1_1 and cam1_G7c1_2: one mouse
+    assert s.errors == []
+
+
+def test_schroeder_counts():
+    frames = load_set(_set("schroeder"), expected_bodyparts=SCHROEDER_KEYPOINTS, decode=False)
+    s = summarize(frames, decode=False)
+    assert (s.n_frames, s.n_videos, s.n_animals, len(s.keypoints)) == (508, 23, 17, 9)
+    assert s.image_sizes == {"720x540": 508}
+    assert len(set(groups_for(frames, "animal"))) == 17
+
+
+def test_g7c1_round_trip_is_lossless(tmp_path):
+    folder = _set("g7c1")
+    original = read_labels(folder)
+    csv = write_labels(original, tmp_path / "CollectedData_copy.csv")
+    # the same table as the source, cell for cell: header rows as text, numbers equal as
+    # numbers (127.0820 is written 127.082), empty cells still empty
+    src = [line.split(",") for line in Path(folder, "CollectedData.csv").read_text().splitlines()]
+    out = [line.split(",") for line in csv.read_text().splitlines()]
+    assert out[:3] == src[:3] and len(out) == len(src)
+    for a, b in zip(out[3:], src[3:], strict=True):
+        assert a[:3] == b[:3]
+        assert [c == "" for c in a] == [c == "" for c in b]
+        assert [float(c) for c in a[3:] if c] == [float(c) for c in b[3:] if c]
+    for path in (csv, write_labels(original, tmp_path / "CollectedData_copy.h5")):
+        back = read_labels(path)
+        assert back.index == original.index and back.bodyparts == original.bodyparts
+        assert back.scorer == original.scorer
+        np.testing.assert_array_equal(back.keypoints, original.keypoints)  # NaN where missing
+        assert back.missing.sum() == original.missing.sum() == 19
