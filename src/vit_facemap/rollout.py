@@ -1,0 +1,294 @@
+"""Attention rollout and gradient-weighted rollout for timm Vision Transformers.
+
+Attention rollout (Abnar & Zuidema 2020) follows how information from the input patches
+reaches the CLS token through the layers. Each layer's attention matrix (heads fused by
+mean, max or min) gets the identity added for the residual connection, every row is
+renormalised to sum to one, and the layers are multiplied together:
+``R = Â_L ... Â_2 Â_1`` with ``Â_l = norm_rows(A_l + I)``. The CLS row of ``R`` over the
+patch tokens is the map. Rows are normalised with the sum kept as a column
+(``a / a.sum(-1, keepdim=True)``); dividing by ``a.sum(-1)`` without keeping the
+dimension broadcasts over columns instead of rows, a mistake the tests guard against.
+
+An optional ``discard_ratio`` zeroes the weakest fraction of each fused attention matrix
+before the identity is added (suppressing diffuse low attention); entries in the CLS
+token's row and column are never discarded.
+
+The gradient-weighted variant is class-specific: each head's attention is weighted by the
+gradient of the target class score with respect to it, negative contributions are
+clipped, and heads are averaged, ``Ā_l = mean_h (∇A_l ⊙ A_l)^+``; the same rollout
+(identity, row normalisation, product) then runs on these matrices (in the spirit of
+Chefer et al. 2021).
+
+Attention matrices are captured by forward hooks on each attention module's
+``attn_drop`` (its input is the softmaxed attention); timm's fused attention never forms
+that matrix, so ``fused_attn`` is switched off while capturing and restored afterwards.
+Any module that contains a timm ``VisionTransformer`` (a classifier, a keypoint tracker
+with its own head) works: pass the module and, if needed, how to get a scalar score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import nn
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def find_vit(module: nn.Module) -> nn.Module:
+    """The first timm ``VisionTransformer`` inside ``module`` (or ``module`` itself)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    for m in module.modules():
+        if isinstance(m, VisionTransformer):
+            return m
+    raise TypeError(f"no timm VisionTransformer inside {type(module).__name__}")
+
+
+def _attention_modules(vit: nn.Module) -> list[nn.Module]:
+    mods = [b.attn for b in vit.blocks if hasattr(b, "attn") and hasattr(b.attn, "attn_drop")]
+    if not mods:
+        raise TypeError("the transformer's blocks have no attention modules with attn_drop")
+    return mods
+
+
+@contextmanager
+def capture_attention(module: nn.Module, keep_grad: bool = False):
+    """Collect each layer's attention (B, heads, T, T) during forward passes inside the block.
+
+    Yields a dict with ``"attn"`` (list, one tensor per layer in order) and, when
+    ``keep_grad``, ``"grad"`` (filled in by ``backward``, same order).
+    """
+    vit = find_vit(module)
+    mods = _attention_modules(vit)
+    store: dict[str, list] = {"attn": [None] * len(mods), "grad": [None] * len(mods)}
+    handles, fused = [], []
+    for i, m in enumerate(mods):
+        fused.append(getattr(m, "fused_attn", False))
+        m.fused_attn = False
+
+        def hook(_mod, inputs, _output, i=i):
+            a = inputs[0]
+            store["attn"][i] = a if keep_grad else a.detach()
+            if keep_grad and a.requires_grad:
+                a.register_hook(lambda g, i=i: store["grad"].__setitem__(i, g.detach()))
+
+        handles.append(m.attn_drop.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+        for m, f in zip(mods, fused, strict=True):
+            m.fused_attn = f
+
+
+def fuse_heads(attn: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """(B, H, T, T) -> (B, T, T) by mean, max or min over heads."""
+    if how == "mean":
+        return attn.mean(1)
+    if how == "max":
+        return attn.amax(1)
+    if how == "min":
+        return attn.amin(1)
+    raise ValueError(f"unknown head fusion {how!r}; choose one of {', '.join(HEAD_FUSIONS)}")
+
+
+def _discard(a: torch.Tensor, ratio: float, n_prefix: int) -> torch.Tensor:
+    """Zero the weakest ``ratio`` of entries of each (T, T) matrix, sparing CLS row/column."""
+    if ratio <= 0:
+        return a
+    a = a.clone()
+    b, t, _ = a.shape
+    protect = torch.zeros(t, t, dtype=torch.bool)
+    protect[:n_prefix, :] = True
+    protect[:, :n_prefix] = True
+    free = ~protect.flatten()
+    flat = a.view(b, -1)
+    k = int(free.sum() * ratio)
+    if k == 0:
+        return a
+    vals = flat[:, free]
+    idx = vals.topk(k, dim=-1, largest=False).indices
+    vals.scatter_(-1, idx, 0.0)
+    flat[:, free] = vals
+    return a
+
+
+def rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean",
+            discard_ratio: float = 0.0, n_prefix: int = 1,
+            fused: bool = False) -> torch.Tensor:
+    """Roll attention out through the layers: (B, T, T) joint attention.
+
+    ``attentions`` are per-layer (B, H, T, T) tensors (or (B, T, T) already fused when
+    ``fused``), first layer first.
+    """
+    joint = None
+    for a in attentions:
+        a = a.detach().float()
+        a = a if fused else fuse_heads(a, head_fusion)
+        a = _discard(a, discard_ratio, n_prefix)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype)
+        a = a + eye
+        a = a / a.sum(dim=-1, keepdim=True)
+        joint = a if joint is None else a @ joint
+    if joint is None:
+        raise ValueError("no attention matrices to roll out")
+    return joint
+
+
+@dataclass
+class RolloutMaps:
+    """Per-image maps over the patch grid, each summing to one; ``scores`` are class probabilities."""
+
+    maps: np.ndarray  # (B, grid_h, grid_w)
+    grid: tuple[int, int]
+    target: np.ndarray  # class (or output) index explained per image
+    scores: np.ndarray | None = None
+
+
+def _grid(vit: nn.Module) -> tuple[int, int]:
+    g = vit.patch_embed.grid_size
+    return int(g[0]), int(g[1])
+
+
+def _cls_map(joint: torch.Tensor, vit: nn.Module) -> np.ndarray:
+    n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
+    gh, gw = _grid(vit)
+    m = joint[:, 0, n_prefix:].clamp(min=0)
+    m = m / m.sum(-1, keepdim=True).clamp(min=1e-12)
+    return rearrange(m, "b (h w) -> b h w", h=gh, w=gw).cpu().numpy()
+
+
+@torch.no_grad()
+def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean",
+                      discard_ratio: float = 0.0) -> RolloutMaps:
+    """Attention-rollout maps of the CLS token over the patches for a batch ``x``."""
+    vit = find_vit(model)
+    was_training = model.training
+    model.eval()
+    with capture_attention(model) as store:
+        out = model(x)
+    model.train(was_training)
+    joint = rollout(store["attn"], head_fusion, discard_ratio,
+                    int(getattr(vit, "num_prefix_tokens", 1)))
+    scores = out.softmax(-1).cpu().numpy() if out.ndim == 2 else None
+    target = scores.argmax(1) if scores is not None else np.zeros(len(x), dtype=int)
+    return RolloutMaps(_cls_map(joint, vit), _grid(vit), target, scores)
+
+
+def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | None = None,
+                     score: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     discard_ratio: float = 0.0) -> RolloutMaps:
+    """Class-specific rollout: attention weighted by the gradient of the target's score.
+
+    ``target`` is a class per image (default: the predicted class). For models whose output
+    is not class logits (a keypoint tracker), ``score`` maps the output to one scalar per
+    image (e.g. the summed heatmap of one keypoint).
+    """
+    vit = find_vit(model)
+    was_training = model.training
+    model.eval()
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), capture_attention(model, keep_grad=True) as store:
+        out = model(x)
+        if score is not None:
+            s = score(out)
+            tgt = np.zeros(len(x), dtype=int)
+            probs = None
+        else:
+            probs = out.softmax(-1).detach().cpu().numpy()
+            tgt = probs.argmax(1) if target is None else np.broadcast_to(
+                np.asarray(target), (len(x),)).astype(int)
+            s = out[torch.arange(len(x)), torch.as_tensor(tgt)]
+        model.zero_grad(set_to_none=True)
+        s.sum().backward()
+    model.train(was_training)
+    fusedl = []
+    for a, g in zip(store["attn"], store["grad"], strict=True):
+        if g is None:
+            raise RuntimeError("no gradient reached an attention matrix")
+        fusedl.append((a.detach() * g).clamp(min=0).mean(1))
+    joint = rollout(fusedl, discard_ratio=discard_ratio, n_prefix=int(
+        getattr(vit, "num_prefix_tokens", 1)), fused=True)
+    return RolloutMaps(_cls_map(joint, vit), _grid(vit), np.asarray(tgt), probs)
+
+
+# ----- checking the maps ------------------------------------------------------------------
+
+def upsample(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (gh, gw) map spread over an image of (height, width), mass preserved per cell."""
+    gh, gw = grid_map.shape
+    rows = np.minimum((np.arange(height) * gh) // height, gh - 1)
+    cols = np.minimum((np.arange(width) * gw) // width, gw - 1)
+    cell_area = np.bincount(rows, minlength=gh)[:, None] * np.bincount(cols, minlength=gw)[None]
+    return (grid_map / np.maximum(cell_area, 1))[rows][:, cols]
+
+
+def mass_in_box(grid_map: np.ndarray, box: Sequence[float], height: int,
+                width: int) -> tuple[float, float]:
+    """(share of the map's mass inside ``box`` (x0, y0, x1, y1), box share of the image: chance)."""
+    dense = upsample(np.asarray(grid_map, dtype=np.float64), height, width)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    c0, c1 = int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.ceil(x1), 0, width))
+    r0, r1 = int(np.clip(np.floor(y0), 0, height)), int(np.clip(np.ceil(y1), 0, height))
+    total = dense.sum()
+    inside = dense[r0:r1, c0:c1].sum()
+    chance = (r1 - r0) * (c1 - c0) / (height * width)
+    return (float(inside / total) if total > 0 else float("nan")), float(chance)
+
+
+def deletion_curve(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
+                   grid_map: np.ndarray, target: int, fill: float, steps: int = 16,
+                   order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Target-class probability as grid cells are filled with ``fill``, most-attended first.
+
+    ``predict`` maps a stack of images (S, H, W) to class probabilities (S, C). ``order``
+    (cell indices) replaces the attention order, e.g. a random permutation as the control.
+    Returns (fraction of cells removed, probability), ``steps + 1`` points from 0 to 1.
+    """
+    gh, gw = grid_map.shape
+    h, w = image.shape[:2]
+    if order is None:
+        order = np.argsort(-np.asarray(grid_map).ravel(), kind="stable")
+    counts = np.unique(np.linspace(0, gh * gw, steps + 1).round().astype(int))
+    rows = np.minimum((np.arange(h) * gh) // h, gh - 1)
+    cols = np.minimum((np.arange(w) * gw) // w, gw - 1)
+    cell_of = rows[:, None] * gw + cols[None]
+    rank = np.empty(gh * gw, dtype=int)
+    rank[order] = np.arange(gh * gw)
+    pixel_rank = rank[cell_of]
+    stack = np.repeat(np.asarray(image)[None], len(counts), axis=0).astype(np.float32)
+    for i, n in enumerate(counts):
+        stack[i][pixel_rank < n] = fill
+    probs = np.asarray(predict(stack))[:, target]
+    return counts / (gh * gw), probs
+
+
+def curve_auc(fraction: np.ndarray, prob: np.ndarray) -> float:
+    """Area under a deletion curve (trapezoid); lower means the map found what mattered."""
+    return float(np.trapezoid(prob, fraction))
+
+
+def overlay(image: np.ndarray, grid_map: np.ndarray, alpha: float = 0.5,
+            cmap: str = "inferno") -> np.ndarray:
+    """The map, upsampled smoothly and coloured, blended over a grayscale image: RGB uint8."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.mean(-1)
+    h, w = img.shape
+    m = np.asarray(grid_map, dtype=np.float32)
+    m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR))
+    m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
+    colour = colormaps[cmap](m)[..., :3]
+    gray = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+    out = (1 - alpha) * gray[..., None] + alpha * colour
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)

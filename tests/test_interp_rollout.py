@@ -1,0 +1,129 @@
+"""Attention rollout against a two-layer example worked out by hand, and on a tiny timm ViT."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vit_facemap.rollout import (
+    attention_rollout,
+    capture_attention,
+    curve_auc,
+    deletion_curve,
+    gradient_rollout,
+    mass_in_box,
+    overlay,
+    rollout,
+    upsample,
+)
+
+# tokens: CLS, patch 1, patch 2; two heads, fused by max (rows then no longer sum to one,
+# which is where normalising rows matters)
+L1 = torch.tensor([[[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                   [[0.2, 0.2, 0.6], [0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]])[None]
+L2 = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]] * 2)[None]
+# By hand: max over heads of L1 = [[.5,.5,.6],[0,1,0],[.5,0,1]]; + I -> rows sum 2.6, 2, 2.5
+# -> Â1 = [[15/26, 5/26, 6/26], [0, 1, 0], [1/5, 0, 4/5]];  Â2 = [[1/2, 0, 1/2], [0, 1, 0], [0, 0, 1]]
+# R = Â2 Â1:
+EXPECTED = np.array([
+    [15 / 52 + 1 / 10, 5 / 52, 6 / 52 + 2 / 5],
+    [0.0, 1.0, 0.0],
+    [1 / 5, 0.0, 4 / 5],
+])
+
+
+def test_rollout_matches_hand_computed_two_layer_example():
+    r = rollout([L1, L2], head_fusion="max")[0].numpy()
+    np.testing.assert_allclose(r, EXPECTED, atol=1e-6)
+    np.testing.assert_allclose(r.sum(-1), 1.0, atol=1e-6)
+
+
+def test_hand_example_catches_the_broadcasting_bug():
+    # the widely copied normalisation a / a.sum(dim=-1) divides columns, not rows
+    joint = None
+    for layer in (L1, L2):
+        a = layer.amax(1) + torch.eye(3)
+        a = a / a.sum(dim=-1)
+        joint = a if joint is None else a @ joint
+    assert not np.allclose(joint[0].numpy(), EXPECTED, atol=1e-3)
+
+
+def test_mean_fusion_and_discard_spares_cls():
+    r = rollout([L1, L2], head_fusion="mean")[0].numpy()
+    np.testing.assert_allclose(r.sum(-1), 1.0, atol=1e-6)
+    a = torch.tensor([[[0.1, 0.05, 0.85], [0.01, 0.9, 0.09], [0.3, 0.3, 0.4]]])
+    d = rollout([a[:, None]], discard_ratio=0.5)[0]
+    # entries of the CLS row/column stay non-zero even though 0.01 and 0.05 are the weakest
+    assert d[0, 1] > 0 and d[1, 0] > 0
+    # of the four patch-patch entries the two weakest (0.09, 0.3) were zeroed
+    assert d[1, 2] == 0 and d[2, 1] == 0
+    with pytest.raises(ValueError, match="head fusion"):
+        rollout([L1], head_fusion="median")
+
+
+def tiny_vit():
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
+                             depth=2, num_heads=2, global_pool="token").eval()
+
+
+def test_capture_and_rollout_on_timm_vit_inside_a_wrapper():
+    vit = tiny_vit()
+    wrapper = nn.Sequential(vit)  # rollout must find the ViT inside any module
+    x = torch.randn(2, 1, 16, 16)
+    fused_before = [b.attn.fused_attn for b in vit.blocks]
+    with capture_attention(wrapper) as store:
+        wrapper(x)
+    assert len(store["attn"]) == 2 and store["attn"][0].shape == (2, 2, 17, 17)
+    np.testing.assert_allclose(store["attn"][0].sum(-1).numpy(), 1.0, atol=1e-5)
+    assert [b.attn.fused_attn for b in vit.blocks] == fused_before  # restored
+    maps = attention_rollout(wrapper, x)
+    assert maps.maps.shape == (2, 4, 4) and maps.grid == (4, 4)
+    np.testing.assert_allclose(maps.maps.sum((1, 2)), 1.0, atol=1e-5)
+    # the captured attention rolled out by hand gives the same map
+    joint = rollout(store["attn"])
+    np.testing.assert_allclose(maps.maps[0].ravel(),
+                               (joint[0, 0, 1:] / joint[0, 0, 1:].sum()).numpy(), atol=1e-5)
+
+
+def test_gradient_rollout_is_class_specific():
+    vit = tiny_vit()
+    x = torch.randn(1, 1, 16, 16)
+    a = gradient_rollout(vit, x, target=0).maps
+    b = gradient_rollout(vit, x, target=1).maps
+    assert a.shape == (1, 4, 4) and np.isfinite(a).all()
+    np.testing.assert_allclose(a.sum(), 1.0, atol=1e-5)
+    assert not np.allclose(a, b)
+    # a scalar score instead of class logits (how a keypoint tracker would be explained)
+    c = gradient_rollout(vit, x, score=lambda out: out[:, 2])
+    np.testing.assert_allclose(c.maps, gradient_rollout(vit, x, target=2).maps, atol=1e-6)
+
+
+def test_mass_in_box_and_upsample():
+    m = np.zeros((2, 2))
+    m[0, 0] = 1.0
+    dense = upsample(m, 10, 10)
+    assert dense.sum() == pytest.approx(1.0)
+    inside, chance = mass_in_box(m, (0, 0, 5, 5), 10, 10)
+    assert inside == pytest.approx(1.0) and chance == pytest.approx(0.25)
+    inside, chance = mass_in_box(np.ones((2, 2)), (0, 0, 10, 5), 10, 10)
+    assert inside == pytest.approx(0.5) and chance == pytest.approx(0.5)
+    assert overlay(np.zeros((10, 12)), m).shape == (10, 12, 3)
+
+
+def test_deletion_curve_on_a_model_that_reads_one_patch():
+    # the "model" is confident in class 1 exactly when the top-left quarter is bright
+    def predict(stack):
+        p1 = stack[:, :5, :5].mean(axis=(1, 2)).clip(0, 1)
+        return np.stack([1 - p1, p1], 1)
+
+    img = np.zeros((10, 10), np.float32)
+    img[:5, :5] = 1
+    right = np.array([[1.0, 0], [0, 0]])
+    frac, prob = deletion_curve(predict, img, right, target=1, fill=0.0, steps=4)
+    assert frac[0] == 0 and frac[-1] == 1 and prob[0] == 1 and prob[1] == 0
+    wrong = np.array([[0.0, 0], [0, 1]])
+    _, prob_wrong = deletion_curve(predict, img, wrong, target=1, fill=0.0, steps=4)
+    assert curve_auc(frac, prob) < curve_auc(frac, prob_wrong)
