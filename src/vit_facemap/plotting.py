@@ -1,0 +1,126 @@
+"""Figures of labeled frames: keypoints over frames, and how much each keypoint moves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from vit_facemap.dlc import LabeledFrames
+from vit_facemap.images import load_image
+from vit_facemap.inspect import keypoint_spread
+
+
+def keypoint_colors(names: Sequence[str]) -> dict[str, tuple]:
+    """One distinct colour per keypoint (tab10 up to 10 keypoints, tab20 beyond)."""
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _image(frames: LabeledFrames, row: int, images: np.ndarray | None) -> np.ndarray:
+    return images[row] if images is not None else load_image(frames.image_paths[row])
+
+
+def plot_frames(
+    frames: LabeledFrames,
+    rows: Sequence[int] | None = None,
+    *,
+    images: np.ndarray | None = None,
+    ncols: int = 3,
+    panel_width: float = 3.2,
+    marker_size: float = 28,
+    titles: bool = True,
+) -> Figure:
+    """Frames with their keypoints drawn on top, one colour per keypoint, shared legend.
+
+    ``images`` gives the pixels for frames held in memory (generated ones); otherwise they
+    are read from ``frames.image_paths``. Missing keypoints are simply not drawn.
+    """
+    rows = list(range(min(len(frames), 6))) if rows is None else list(rows)
+    if not rows:
+        raise ValueError("no frames to plot")
+    ncols = max(1, min(ncols, len(rows)))
+    nrows = int(np.ceil(len(rows) / ncols))
+    first = _image(frames, rows[0], images)
+    aspect = first.shape[0] / first.shape[1]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols + 1.8,
+                                                    panel_width * aspect * nrows + 0.3),
+                             squeeze=False, layout="constrained")
+    colors = keypoint_colors(frames.bodyparts)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        img = _image(frames, row, images)
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        for k, name in enumerate(frames.bodyparts):
+            x, y = frames.keypoints[row, k]
+            if np.isfinite(x) and np.isfinite(y):
+                ax.scatter(x, y, s=marker_size, color=colors[name], edgecolors="white",
+                           linewidths=0.6, label=name)
+        if titles:
+            ax.set_title(frames.index[row].split("/", 1)[-1], fontsize=7)
+        ax.set_axis_off()
+    for ax in list(axes.flat)[len(rows):]:
+        ax.set_axis_off()
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[n], markeredgecolor="white",
+                          label=n) for n in frames.bodyparts]
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False,
+               title="keypoint", title_fontsize=8)
+    return fig
+
+
+def mean_frame(frames: LabeledFrames, rows: Sequence[int] | None = None,
+               images: np.ndarray | None = None) -> np.ndarray:
+    """The average of frames of one size (grayscale), for a backdrop of the label scatter."""
+    rows = list(range(len(frames))) if rows is None else list(rows)
+    acc, n, shape = None, 0, None
+    for r in rows:
+        img = _image(frames, r, images).astype(np.float64)
+        if img.ndim == 3:
+            img = img.mean(axis=-1)
+        if shape is None:
+            shape, acc = img.shape, np.zeros(img.shape)
+        if img.shape != shape:
+            continue  # frames of another size cannot be averaged with these
+        acc += img
+        n += 1
+    return acc / max(n, 1)
+
+
+def plot_spread(
+    frames: LabeledFrames,
+    *,
+    images: np.ndarray | None = None,
+    backdrop_frames: int = 40,
+    seed: int = 0,
+    panel_width: float = 4.2,
+) -> Figure:
+    """Left: every label of every frame over the mean frame. Right: per-keypoint SD (pixels)
+    over all frames and within videos (movement once the camera placement is fixed)."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(frames))
+    pick = np.sort(rng.choice(rows, size=min(backdrop_frames, len(rows)), replace=False))
+    backdrop = mean_frame(frames, pick, images)
+    aspect = backdrop.shape[0] / backdrop.shape[1]
+    fig, (ax_img, ax_bar) = plt.subplots(
+        1, 2, figsize=(panel_width * 2.2, max(panel_width * aspect, 0.28 * len(frames.bodyparts) + 1)),
+        width_ratios=[1.3, 1], layout="constrained")
+    ax_img.imshow(backdrop, cmap="gray")
+    colors = keypoint_colors(frames.bodyparts)
+    for k, name in enumerate(frames.bodyparts):
+        xy = frames.keypoints[:, k]
+        ok = np.isfinite(xy).all(axis=1)
+        ax_img.scatter(xy[ok, 0], xy[ok, 1], s=4, alpha=0.5, color=colors[name], linewidths=0)
+    ax_img.set_axis_off()
+    ax_img.set_title(f"all labels over the mean of {len(pick)} frames", fontsize=9)
+    spread = keypoint_spread(frames)
+    y = np.arange(len(spread))
+    ax_bar.barh(y + 0.2, spread["sd"], height=0.4, color=[colors[n] for n in spread.index],
+                label="all frames")
+    ax_bar.barh(y - 0.2, spread["sd_within_video"], height=0.4, color="0.6", label="within videos")
+    ax_bar.set_yticks(y, spread.index, fontsize=8)
+    ax_bar.invert_yaxis()
+    ax_bar.set_xlabel("SD of position (pixels)")
+    ax_bar.legend(fontsize=8, frameon=False)
+    ax_bar.spines[["top", "right"]].set_visible(False)
+    return fig
