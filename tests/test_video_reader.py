@@ -108,3 +108,14 @@ def test_background_reader_same_frames_and_errors(tmp_path):
     next(iter(reader))
     reader.close()
     assert not reader._thread.is_alive()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])  # limited-range and full-range luma
+def test_fast_gray_equals_ffmpeg_gray(tmp_path, suffix):
+    import av
+
+    path = write_test_video(tmp_path / f"v{suffix}", 6, SIZE)
+    with av.open(str(path)) as c:
+        expected = np.stack([f.to_ndarray(format="gray") for f in c.decode(video=0)])
+    np.testing.assert_array_equal(read_all(path)[0], expected)
+    np.testing.assert_array_equal(read_all(path, crop=(3, 5, 50, 40))[0], expected[:, 5:40, 3:50])

@@ -90,3 +90,29 @@ def write_test_video(path: str | Path, n_frames: int = 60, size: tuple[int, int]
                      fps: float = 30.0, codec: str | None = None, seed: int = 0) -> Path:
     """Write a test video of ``n_frames`` frames of ``size`` (W, H); see the module docstring."""
     return write_frames(path, spot_frames(n_frames, size, seed), fps=fps, codec=codec)
+
+
+def write_clip(images, path: str | Path, fps: float = 30.0, n_frames: int | None = None,
+               codec: str | None = None) -> Path:
+    """Encode a sequence of images (paths or uint8 arrays, all one size) as a video clip.
+
+    The images are used in the order given, repeated from the start until ``n_frames``
+    frames are written (default: each image once). Used to assemble a short clip from
+    labeled frames when no original video is at hand; such a clip is not a recording
+    in time order, and callers say so.
+    """
+    from vit_facemap.images import load_image
+
+    images = list(images)
+    if not images:
+        raise ValueError("no images to write")
+    n = len(images) if n_frames is None else int(n_frames)
+    frames = [load_image(images[i % len(images)], mode="L") if not isinstance(images[0], np.ndarray)
+              else images[i % len(images)] for i in range(n)]
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise ValueError(f"images come in several sizes {sorted(shapes)}; a clip needs one")
+    h, w = frames[0].shape[:2]
+    if w % 2 or h % 2:  # 4:2:0 video needs even sides: drop the last row/column
+        frames = [f[: h - h % 2, : w - w % 2] for f in frames]
+    return write_frames(path, np.stack(frames), fps=fps, codec=codec)

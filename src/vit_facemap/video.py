@@ -159,6 +159,7 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
         time_base = stream.time_base
+        gray = _GrayFromLuma() if color == "gray" else None
         index = 0
         last_time = None
         broken: Exception | None = None
@@ -174,15 +175,17 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
                     continue  # decoded for the reference chain only; no conversion
                 if stop is not None and i >= stop:
                     return
-                if not full:
-                    arr = frame.to_ndarray(format=fmt)[y0:y1, x0:x1]
-                    if resize is not None:
-                        arr = _resize(arr, resize)
-                elif resize is not None and resize != (info.width, info.height):
+                if resize is not None and full and resize != (info.width, info.height):
                     arr = frame.reformat(width=resize[0], height=resize[1],
                                          format=fmt).to_ndarray()
                 else:
-                    arr = frame.to_ndarray(format=fmt)
+                    arr = gray(frame, y0, y1, x0, x1) if gray is not None else None
+                    if arr is None:
+                        arr = frame.to_ndarray(format=fmt)
+                        if not full:
+                            arr = arr[y0:y1, x0:x1]
+                    if resize is not None and not full:
+                        arr = _resize(arr, resize)
                 pts = -1 if frame.pts is None else int(frame.pts)
                 yield i, pts, (float("nan") if t is None else float(t)), arr
 
@@ -223,6 +226,73 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
                             f"({index} frames)", path)
     finally:
         container.close()
+
+
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+class _GrayFromLuma:
+    """Gray frames straight from the luma plane of planar YUV video (most camera codecs).
+
+    FFmpeg's own gray conversion (swscale) costs about half as much as decoding an H.264
+    frame; reading the Y plane (through a 256-entry table for limited-range video) costs a
+    fraction of that. The table
+    is built by passing every Y value through swscale once per pixel format and colour
+    range, and checked against swscale on the first real frame: any mismatch (a format
+    whose conversion is not a per-pixel map) switches back to swscale for the whole video.
+    """
+
+    FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "gray",
+               "nv12", "yuv410p", "yuv411p", "yuv440p", "yuvj440p"}
+
+    def __init__(self) -> None:
+        self.luts: dict[tuple[str, int], np.ndarray | None] = {}
+
+    def _lut(self, frame) -> np.ndarray | None:
+        key = (frame.format.name, int(frame.color_range))
+        if key not in self.luts:
+            lut = None
+            if key[0] in self.FORMATS:
+                try:
+                    lut = self._probe(frame, key[0])
+                except (ValueError, TypeError, RuntimeError):  # odd plane layout: use swscale
+                    lut = None
+            self.luts[key] = lut
+        return self.luts[key]
+
+    def _probe(self, frame, fmt: str) -> np.ndarray | None:
+        """The Y -> gray table of swscale for ``fmt`` and the frame's colour range, or None
+        when it does not reproduce swscale's output on ``frame``."""
+        import av
+
+        probe_frame = av.VideoFrame(16, 16, fmt)
+        plane = probe_frame.planes[0]
+        buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size).copy()
+        buf[:, :16] = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every Y value once
+        plane.update(buf.tobytes())
+        for other in probe_frame.planes[1:]:
+            other.update(np.full(other.buffer_size, 128, np.uint8).tobytes())
+        probe_frame.color_range = frame.color_range
+        lut = probe_frame.to_ndarray(format="gray").reshape(256).copy()
+        if not np.array_equal(self._luma(frame, lut), frame.to_ndarray(format="gray")):
+            return None
+        return lut
+
+    @staticmethod
+    def _luma(frame, lut: np.ndarray, y0: int = 0, y1: int | None = None, x0: int = 0,
+              x1: int | None = None) -> np.ndarray:
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        y = y[: plane.height, : plane.width][y0:y1, x0:x1]
+        if lut is _IDENTITY or np.array_equal(lut, _IDENTITY):
+            return np.array(y)  # full-range luma is the gray image: copy out of FFmpeg's buffer
+        import cv2  # installed with albumentations; its LUT is several times numpy's take
+
+        return cv2.LUT(np.ascontiguousarray(y), lut)
+
+    def __call__(self, frame, y0: int, y1: int, x0: int, x1: int) -> np.ndarray | None:
+        lut = self._lut(frame)
+        return None if lut is None else self._luma(frame, lut, y0, y1, x0, x1)
 
 
 def _ended_early(info: VideoInfo, n_read: int, last_time: float | None, time_base) -> str:

@@ -1,0 +1,152 @@
+"""Frames per second of video tracking: decoding alone, the model alone, end to end.
+
+For each model (the default hybrid ViT, the CNN baseline, FMnet; trained runs with
+``--runs``, or untrained models built from their configurations, since speed does not
+depend on the weights) on the same video and machine:
+
+- ``decode``: reading the video into uint8 gray frames, nothing else (the ceiling);
+- ``model``: ``predictor.predict`` on frames already in memory (crop, resize, network,
+  decoding of the heatmaps);
+- ``end_to_end``: ``vit_facemap.track.track_video`` writing CSV + H5 + measures, with
+  decoding in a background thread.
+
+Without ``--video`` a clip is assembled from the real g7c1 frames in frame-name order
+(``$VIT_FACEMAP_DATA``), else from generated frames of the same size; it says which.
+
+    python benchmarks/track_speed.py --threads 2 --frames 300 --out _build/results/track_speed.json
+    python benchmarks/track_speed.py --device cuda --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vit_facemap.config import real_set
+from vit_facemap.models import ModelConfig, build_model, count_parameters
+from vit_facemap.predict import KeypointPredictor, load_predictor
+from vit_facemap.runinfo import describe, resolve_device, write_json
+from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames
+from vit_facemap.testvideo import write_clip
+from vit_facemap.track import TrackOptions, track_video
+from vit_facemap.train import TrainConfig
+from vit_facemap.transforms import full_frame_box
+from vit_facemap.video import iter_batches, probe
+
+FAMILIES = {
+    "vit": lambda: TrainConfig().model,  # the default model of the project
+    "cnn": lambda: ModelConfig(family="cnn"),
+    "fmnet": lambda: ModelConfig(family="fmnet"),
+}
+
+
+def untrained_predictor(name: str, frame_size: tuple[int, int], device: str) -> KeypointPredictor:
+    cfg = FAMILIES[name]()
+    model = build_model(cfg, len(G7C1_KEYPOINTS)).to(device).eval()
+    run_config = {
+        "bodyparts": list(G7C1_KEYPOINTS), "frame_size": list(frame_size),
+        "channels": cfg.channels, "mapping": asdict(full_frame_box(frame_size, cfg.input_size)),
+    }
+    predictor = KeypointPredictor(model, run_config, device)
+    predictor.model_name = f"{name} (untrained: {cfg.family}, input {cfg.input_w}x{cfg.input_h}, " \
+                           f"{count_parameters(model) / 1e6:.2f} M parameters)"
+    return predictor
+
+
+def make_clip(path: Path, n_frames: int, seed: int) -> str:
+    g7c1 = real_set("g7c1")
+    if g7c1 is not None:
+        folder = sorted((g7c1 / "labeled-data").iterdir())[0]
+        images = sorted(folder.glob("*.png"))
+        write_clip(images, path, fps=30, n_frames=n_frames)
+        return (f"clip assembled from the real g7c1 labeled frames of {folder.name} in frame-name "
+                f"order ({len(images)} frames, looped to {n_frames}), H.264")
+    frames = generate_frames(min(n_frames, 60), seed=seed, size=(864, 646), n_videos=1).images
+    write_clip(list(frames), path, fps=30, n_frames=n_frames)
+    return f"NO REAL DATA: clip of {min(n_frames, 60)} generated 864x646 frames looped to {n_frames}"
+
+
+def decode_fps(video: Path, batch_size: int, repeats: int) -> float:
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = sum(len(b) for b in iter_batches(video, batch_size, color="gray"))
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def model_fps(predictor, frames: np.ndarray, batch_size: int, device: str) -> float:
+    predictor.predict(frames[:batch_size])  # warm-up (allocations, cudnn choices)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), batch_size):
+        predictor.predict(frames[i:i + batch_size])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return len(frames) / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--video", type=Path, help="video to track (default: an assembled clip)")
+    p.add_argument("--frames", type=int, default=300, help="frames of the assembled clip")
+    p.add_argument("--models", default="vit,cnn,fmnet",
+                   help="untrained models to build: comma list of vit, cnn, fmnet ('' for none)")
+    p.add_argument("--runs", nargs="*", default=[], help="trained run folders to time as well")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2, help="decode timings (best of)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("_build/results/track_speed.json"))
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.video is None:
+            video = tmp / "clip.mp4"
+            source = make_clip(video, args.frames, args.seed)
+        else:
+            video, source = args.video, f"given video {args.video}"
+        info = probe(video)
+        print(f"video: {source}; {info.width}x{info.height}, {info.n_frames} frames, {info.codec}")
+        frames = np.concatenate([b.frames for b in iter_batches(video, 256, color="gray")])
+        dec = decode_fps(video, args.batch_size, args.repeats)
+        print(f"decode only: {dec:.0f} frames/s")
+        rows = []
+        predictors = [(n, lambda n=n: untrained_predictor(n, (info.width, info.height), device))
+                      for n in args.models.split(",") if n]
+        predictors += [(str(r), lambda r=r: load_predictor(r, device)) for r in args.runs]
+        for name, make in predictors:
+            predictor = make()
+            m = model_fps(predictor, frames, args.batch_size, device)
+            opts = TrackOptions(batch_size=args.batch_size, progress=False, overwrite=True,
+                                scorer=f"bench-{len(rows)}")
+            summary = track_video(predictor, video, tmp / "out", opts)
+            row = {"model": name, "description": getattr(predictor, "model_name", name),
+                   "model_fps": m, "end_to_end_fps": summary["fps"],
+                   "frames": summary["frames_tracked"]}
+            rows.append(row)
+            print(f"{name:>6}: model {m:7.1f} frames/s, end to end {summary['fps']:7.1f} frames/s"
+                  f"  [{row['description']}]")
+    record = describe(vars(args), device, video=source, frame_size=[info.width, info.height],
+                      decode_fps=dec, results=rows, load_average=os.getloadavg(),
+                      command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    write_json(record, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
