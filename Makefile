@@ -13,8 +13,12 @@ DATA ?= $(or $(VIT_FACEMAP_DATA),$(wildcard ../shared/data))
 export VIT_FACEMAP_DATA := $(DATA)
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
+# Jupyter refuses to run as root unless told; containers and CI often are root.
+export JUPYTER_ALLOW_ROOT := 1
+BOOK := $(BIN)/python -m vit_facemap.book
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install sysdeps test lint paper notebooks book clean
+.PHONY: all install sysdeps test lint paper notebooks book html tex pdf html-online clean
 
 all: paper
 
@@ -35,3 +39,42 @@ lint: install
 
 clean:
 	rm -rf _build exports
+
+# --- the paper ------------------------------------------------------------------------
+# make paper [PROFILE=quick|default|full] [DEVICE=auto|cpu|cuda]: re-execute every notebook,
+# then build _build/html/ (offline HTML book), exports/arxiv.zip and exports/paper.pdf.
+# Each step fails loudly: a failing notebook, a MyST warning (unresolved reference or
+# citation), a LaTeX error or a missing export stops the build with a non-zero status.
+paper: install sysdeps
+	$(MAKE) --no-print-directory notebooks
+	$(MAKE) --no-print-directory book
+
+# Debian TeX for the PDF; installed only when missing (apt-get as root, else with sudo).
+sysdeps:
+	@if command -v pdflatex >/dev/null && command -v xelatex >/dev/null && command -v latexmk >/dev/null \
+	  && kpsewhich authblk.sty newunicodechar.sty >/dev/null; then \
+	  echo "sysdeps: TeX (pdflatex, xelatex, latexmk, latex-extra) found"; \
+	else \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y \
+	    texlive-xetex texlive-latex-extra latexmk; \
+	fi
+
+notebooks: install
+	$(BOOK) execute --profile $(PROFILE) --device $(DEVICE) --seed $(SEED) --data-dir "$(DATA)"
+
+book: html tex pdf
+	$(BOOK) check
+
+html: install
+	$(BOOK) html
+
+tex: install
+	$(BOOK) tex
+
+pdf: tex
+	$(BOOK) pdf
+
+# With internet access: the same book in MyST's own book theme (_build/online/_build/html).
+html-online: install
+	@test -f _build/executed/build_record.md || $(MAKE) --no-print-directory notebooks
+	$(BOOK) html-online

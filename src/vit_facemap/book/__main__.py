@@ -5,6 +5,7 @@
 - ``tex``: ``myst build --tex`` into ``exports/arxiv.zip`` (fails on warnings or no zip).
 - ``pdf``: compile the zip with ``latexmk -pdf`` into ``exports/paper.pdf``; adds the .bbl.
 - ``check``: every promised output exists and is complete.
+- ``html-online``: MyST's book theme in ``_build/online/_build/html`` (needs the internet).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from vit_facemap.book import check, execute, latex, mystbuild, render
+from vit_facemap.book import check, execute, latex, mystbuild, online, render
 
 EXECUTED = Path("_build/executed")
 SITE = Path("_build/site")
@@ -22,8 +23,10 @@ HTML = Path("_build/html")
 
 
 def _execute(args: argparse.Namespace) -> int:
+    # notebooks run in notebooks/, so relative folders are made absolute first
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else ""
     settings = execute.BookSettings(profile=args.profile, device=args.device,
-                                    data_dir=args.data_dir, seed=args.seed,
+                                    data_dir=data_dir, seed=args.seed,
                                     out_dir=str(Path(args.out_dir).resolve()))
     record = execute.execute_all(args.notebooks, args.executed, settings)
     print(f"[book] executed {len(record.notebooks)} notebooks in {record.wall_s / 60:.1f} min "
@@ -56,6 +59,15 @@ def _pdf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _online(args: argparse.Namespace) -> int:
+    if not (EXECUTED / execute.RECORD_MD).exists():
+        raise RuntimeError(f"{EXECUTED / execute.RECORD_MD} is missing: run the notebooks first "
+                           "(make notebooks)")
+    out = online.build_online(".")
+    print(f"[book] MyST book theme site in {out}/")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     problems = check.missing_exports(".")
     for p in problems:
@@ -84,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", default="", help="compile in this folder and keep it")
     p.set_defaults(func=_pdf)
     sub.add_parser("check", help="all exports exist").set_defaults(func=_check)
+    sub.add_parser("html-online", help="MyST book theme site (needs the internet)"
+                   ).set_defaults(func=_online)
     return parser
 
 

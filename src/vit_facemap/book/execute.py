@@ -23,6 +23,7 @@ RECORD_JSON = "build_record.json"
 RECORD_MD = "build_record.md"
 # Cells whose outputs are embedded in the manuscript show the figure, not the code, in the
 # paper; the notebook pages still offer the code (the renderer folds it away).
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 LABEL_LINE = re.compile(r"^#\|\s*label:\s*(fig|tbl)-", re.MULTILINE)
 
 
@@ -94,6 +95,21 @@ def execute_notebook(source: Path, executed: Path, settings: BookSettings, *,
 
     os.environ.setdefault("JUPYTER_ALLOW_ROOT", "1")
     executed.parent.mkdir(parents=True, exist_ok=True)
+    # Build tools export MPLBACKEND=Agg, under which plt.show() in a kernel displays
+    # nothing; the book needs the figures as cell outputs, so kernels get the inline backend.
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    try:
+        _papermill(papermill, source, executed, settings, kernel_name)
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
+
+
+def _papermill(papermill, source: Path, executed: Path, settings: BookSettings,
+               kernel_name: str) -> None:
     papermill.execute_notebook(
         str(source),
         str(executed),

@@ -49,6 +49,7 @@ class Context:
     pages: dict[str, Page]
     in_embed: bool = False
     unknown: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
 
     def href(self, url: str | None, html_id: str | None) -> str:
         anchor = f"#{html_id}" if html_id else ""
@@ -147,7 +148,11 @@ def _code(node: Node, ctx: Context) -> str:
 
 def _container(node: Node, ctx: Context) -> str:
     embed = bool(node.get("source"))
-    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown)
+    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems)
+    if embed and not _has_output(node):
+        ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
+                            f"{node['source'].get('label')!r} from {node['source'].get('location')}"
+                            " but that cell has no output")
     kind = node.get("kind", "figure")
     attrs = f' id="{esc(node["html_id"])}"' if node.get("html_id") else ""
     body = children(node, inner_ctx)
@@ -157,6 +162,12 @@ def _container(node: Node, ctx: Context) -> str:
         body += (f'<p class="figure-source">Computed in <a href="{esc(link)}">'
                  f'{esc(source.get("title") or source.get("slug"))}</a></p>')
     return f'<figure class="{esc(kind)}"{attrs}>{body}</figure>'
+
+
+def _has_output(node: Node) -> bool:
+    if node.get("type") in ("image", "output") and (node.get("jupyter_data") or node.get("url")):
+        return True
+    return any(_has_output(c) for c in node.get("children", []))
 
 
 def _cross_reference(node: Node, ctx: Context) -> str:
@@ -385,7 +396,7 @@ def build_note(record: dict[str, Any] | None) -> str:
 
 
 def render_page(project: dict[str, Any], pages: list[Page], i: int,
-                record: dict[str, Any] | None = None) -> tuple[str, set[str]]:
+                record: dict[str, Any] | None = None) -> tuple[str, Context]:
     page = pages[i]
     ctx = Context(page, {p.slug: p for p in pages})
     body = []
@@ -411,7 +422,7 @@ def render_page(project: dict[str, Any], pages: list[Page], i: int,
 <main class="page">{''.join(body)}</main>
 </body></html>
 """
-    return doc, ctx.unknown
+    return doc, ctx
 
 
 def render_book(site_dir: str | Path, out_dir: str | Path, *,
@@ -434,13 +445,16 @@ def render_book(site_dir: str | Path, out_dir: str | Path, *,
             if item.is_file() and item.suffix not in (".md", ".ipynb"):
                 shutil.copy2(item, out_dir / item.name)
     shutil.copy2(STATIC / "style.css", out_dir / "style.css")
-    written, unknown = [], set()
+    written, unknown, problems = [], set(), []
     for i, page in enumerate(pages):
-        doc, missing = render_page(project, pages, i, record)
-        unknown |= missing
+        doc, ctx = render_page(project, pages, i, record)
+        unknown |= ctx.unknown
+        problems += ctx.problems
         path = out_dir / page.filename
         path.write_text(doc)
         written.append(path)
     if unknown:
         print(f"[book] note: rendered these MyST node types as plain content: {sorted(unknown)}")
+    if problems:
+        raise RuntimeError("the book embeds outputs that do not exist:\n  " + "\n  ".join(problems))
     return written
