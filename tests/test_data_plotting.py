@@ -41,3 +41,14 @@ def test_plot_spread_and_mean_frame():
 def test_colours_are_distinct():
     names = [f"k{i}" for i in range(20)]
     assert len(set(keypoint_colors(names).values())) == 20
+
+
+def test_plot_states_outlines_the_region():
+    from vit_facemap.plotting import plot_states
+
+    d = generate_frames(8, task="pupil", n_videos=2)
+    fig = plot_states(d, n_per_class=2)
+    boxed = [ax for ax in fig.axes if ax.patches]
+    assert len(boxed) == 4
+    x0, y0 = boxed[0].patches[0].get_xy()
+    assert (x0, y0) in {(b[0], b[1]) for b in d.state_boxes}

@@ -114,3 +114,21 @@ def test_bad_split_files(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"train": ["labeled-data/c/1.png"], "val": []}))
     with pytest.raises(DataError, match="1 frame\\(s\\) of the split are not in this set"):
         load_split(tmp_path / "other.json", index)
+
+
+def test_recommended_split_groups_by_animal_or_video(tmp_path):
+    from vit_facemap.dlc import LabeledFrames
+    from vit_facemap.splits import recommended_split, split_table
+
+    sessions = list(SCHROEDER_SESSIONS)
+    index = [f"labeled-data/{s}/img{i}.png" for s in sessions for i in range(2)]
+    frames = LabeledFrames(tmp_path, index, np.zeros((len(index), 1, 2)), ["nose"])
+    train, val, by = recommended_split(frames, seed=0)
+    animals = groups_for(frames, "animal")
+    assert by == "animal" and set(animals[train]).isdisjoint(animals[val])
+    assert len(set(animals[val])) == round(0.2 * 17)
+    table = split_table(frames, train, val)
+    assert table["frames"].sum() == len(index) and set(table["split"]) == {"train", "validation"}
+    two = generate_frames(4, n_videos=2)
+    train, val, by = recommended_split(two.frames, seed=0)
+    assert by == "video" and len(set(two.frames.videos[val])) == 1

@@ -124,3 +124,29 @@ def plot_spread(
     ax_bar.legend(fontsize=8, frameon=False)
     ax_bar.spines[["top", "right"]].set_visible(False)
     return fig
+
+
+def plot_states(data, n_per_class: int = 3, *, panel_width: float = 2.6) -> Figure:
+    """Generated frames of a state task, one row per class, with the region that carries
+    the state outlined (``data`` is a :class:`vit_facemap.synthetic.SyntheticSet`)."""
+    if data.states is None:
+        raise ValueError("these frames have no facial states (generate them with task=...)")
+    classes = sorted(set(data.states.tolist()))
+    h, w = data.images.shape[1:3]
+    fig, axes = plt.subplots(len(classes), n_per_class, squeeze=False, layout="constrained",
+                             figsize=(panel_width * n_per_class, panel_width * h / w * len(classes) + 0.3))
+    for r, cls in enumerate(classes):
+        rows = np.flatnonzero(data.states == cls)[:n_per_class]
+        for c in range(n_per_class):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c >= len(rows):
+                continue
+            img = data.images[rows[c]]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            x0, y0, x1, y1 = data.state_boxes[rows[c]]
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="#ffcc00",
+                                       linewidth=1.2))
+            if c == 0:
+                ax.set_title(f"{data.task}: {cls}", fontsize=9, loc="left")
+    return fig

@@ -158,3 +158,36 @@ def load_split(path: str | Path, index: Sequence[str]) -> tuple[np.ndarray, np.n
     train = np.sort([position[n] for n in train_names]).astype(int)
     val = np.sort([position[n] for n in val_names]).astype(int)
     return train, val
+
+
+def recommended_split(
+    frames: LabeledFrames, seed: int = 0, val_fraction: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The project's train / validation split of a labeled set: ``(train, val, by)``.
+
+    Frames are grouped by animal when the set has more than two animals (so validation
+    frames come from mice the model never saw), else by video (e.g. ``g7c1``: two videos
+    of one mouse, one for training and one for validation). At least one group, and about
+    ``val_fraction`` of them, go to validation.
+    """
+    animals = groups_for(frames, "animal")
+    by = "animal" if len(np.unique(animals)) > 2 else "video"
+    groups = animals if by == "animal" else groups_for(frames, "video")
+    n_groups = len(np.unique(groups))
+    n_val = max(1, int(round(val_fraction * n_groups)))
+    train, val = group_split(groups, val_groups=n_val, seed=seed)
+    return train, val, by
+
+
+def split_table(frames: LabeledFrames, train: np.ndarray, val: np.ndarray):
+    """One row per video: its animal, the side of the split it is on, and its frame count."""
+    import pandas as pd
+
+    side = np.full(len(frames), "", dtype=object)
+    side[train], side[val] = "train", "validation"
+    table = pd.DataFrame({"video": frames.videos, "animal": groups_for(frames, "animal"),
+                          "split": side})
+    table = table[table["split"] != ""]
+    out = table.groupby(["split", "animal", "video"]).size().rename("frames").reset_index()
+    return out.sort_values(["split", "animal", "video"], ascending=[False, True, True],
+                           ignore_index=True)
