@@ -1,0 +1,233 @@
+"""The book builder: renderer on a tiny MyST AST, papermill runner, export checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from vit_facemap.book import check, execute, latex, mystbuild, render
+
+MATHML = '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><mi>y</mi></math>'
+
+
+def _text(value):
+    return {"type": "text", "value": value}
+
+
+def _site(tmp_path: Path, *, with_output: bool = True) -> Path:
+    """A two-page site as `myst build --site` writes it: an index and a notebook page."""
+    site = tmp_path / "site"
+    (site / "content").mkdir(parents=True)
+    (site / "public").mkdir()
+    (site / "public" / "abc.png").write_bytes(b"\x89PNG fake")
+    (site / "config.json").write_text(json.dumps({"projects": [{
+        "title": "Tiny paper", "short_title": "Tiny", "index": "index",
+        "authors": [{"name": "A. Author", "affiliations": ["lab"], "orcid": "0000-0002-1825-0097"}],
+        "affiliations": [{"id": "lab", "name": "Some Lab"}],
+        "pages": [{"slug": "nb", "title": "Notebook page", "level": 1}],
+    }]}))
+    output = {"type": "output", "jupyter_data": {"output_type": "display_data", "data": {
+        "image/png": {"path": "/abc.png"}, "text/plain": {"content": "<Figure>"}}}}
+    figure = {"type": "container", "kind": "figure", "html_id": "fig-a", "label": "fig-a",
+              "source": {"url": "/nb", "label": "fig-nb", "title": "Notebook page"},
+              "children": [
+                  {"type": "code", "executable": True, "value": "plot()", "visibility": "remove"},
+                  {"type": "outputs", "children": [output] if with_output else []},
+                  {"type": "caption", "children": [{"type": "paragraph", "children": [
+                      {"type": "captionNumber", "children": [_text("Figure 1:")]},
+                      _text("A caption.")]}]},
+              ]}
+    index = {"frontmatter": {"title": "Intro", "parts": {"abstract": {"mdast": {
+        "type": "root", "children": [{"type": "paragraph", "children": [_text("We study mice.")]}]}}}},
+        "mdast": {"type": "root", "children": [{"type": "block", "children": [
+            {"type": "heading", "depth": 2, "html_id": "intro", "children": [_text("Introduction")]},
+            {"type": "paragraph", "children": [
+                _text("See "),
+                {"type": "crossReference", "remote": True, "url": "/nb", "html_id": "fig-nb",
+                 "resolved": True, "children": [_text("Figure 1")]},
+                _text(" and "),
+                {"type": "citeGroup", "kind": "parenthetical", "children": [
+                    {"type": "cite", "label": "doe2020", "children": [_text("Doe, 2020")]}]},
+                _text(" <b>not bold</b>."),
+            ]},
+            {"type": "math", "html_id": "eq-y", "enumerator": "1",
+             "html": f'<span class="katex">{MATHML}</span>', "value": "y"},
+            figure,
+        ]}]},
+        "references": {"cite": {"order": ["doe2020"], "data": {"doe2020": {
+            "html": 'Doe, J. (2020). A study. <a href="https://doi.org/10.1/x">10.1/x</a>'}}}}}
+    nb = {"frontmatter": {"title": "Notebook page"}, "mdast": {"type": "root", "children": [
+        {"type": "block", "children": [
+            {"type": "container", "kind": "figure", "html_id": "fig-nb", "children": [
+                {"type": "code", "executable": True, "value": "plot()", "visibility": "remove"},
+                {"type": "outputs", "children": [output]}]},
+            {"type": "table", "children": [
+                {"type": "tableRow", "children": [{"type": "tableCell", "header": True,
+                                                   "children": [_text("a")]}]},
+                {"type": "tableRow", "children": [{"type": "tableCell",
+                                                   "children": [_text("1")]}]}]},
+        ]}]}}
+    (site / "content" / "index.json").write_text(json.dumps(index))
+    (site / "content" / "nb.json").write_text(json.dumps(nb))
+    return site
+
+
+def test_render_book_writes_linked_pages(tmp_path):
+    out = tmp_path / "html"
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"settings": {"profile": "quick"}, "device": {"device": "cpu"},
+                                  "wall_s": 120, "created": "2026-01-01"}))
+    pages = render.render_book(_site(tmp_path), out, record_path=record)
+    assert [p.name for p in pages] == ["index.html", "nb.html"]
+    index = (out / "index.html").read_text()
+    assert "Tiny paper" in index and "A. Author<sup>1</sup>" in index and "Some Lab" in index
+    assert "orcid.org/0000-0002-1825-0097" in index
+    assert "We study mice." in index  # abstract
+    assert "profile <code>quick</code> on device <code>cpu</code>" in index
+    assert '<a class="xref" href="nb.html#fig-nb">Figure 1</a>' in index
+    assert '(<a class="cite" href="#cite-doe2020">Doe, 2020</a>)' in index
+    assert 'id="cite-doe2020"' in index and "10.1/x" in index
+    assert MATHML in index and '<span class="eqno">(1)</span>' in index
+    assert '<img class="output-image" src="abc.png"' in index
+    assert "plot()" not in index  # code of an embedded figure stays in the notebook page
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in index  # text is escaped
+    assert 'href="nb.html"' in index and "https://cdn" not in index
+    nb = (out / "nb.html").read_text()
+    assert "<details" in nb and "plot()" in nb  # folded code on the notebook page
+    assert "<th>a</th>" in nb and "<td>1</td>" in nb
+    assert (out / "abc.png").exists() and (out / "style.css").exists()
+
+
+def test_render_fails_on_embed_without_output(tmp_path):
+    with pytest.raises(RuntimeError, match="fig-a"):
+        render.render_book(_site(tmp_path, with_output=False), tmp_path / "html")
+
+
+def test_render_needs_site(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        render.load_site(tmp_path)
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        'profile = "default"\ndevice = "auto"\ndata_dir = ""\nseed = 0\nout_dir = "x"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+def test_runner_passes_parameters_and_records(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_a.ipynb", "#| label: fig-x\nimport json, os, pathlib\n"
+              "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+              "pathlib.Path(out_dir, 'p.json').write_text(json.dumps(dict(profile=profile, "
+              "device=device, data_dir=data_dir, seed=seed, cwd=os.getcwd())))")
+    (nbs / "notes.ipynb").write_text("not a book notebook")  # no NN_ prefix: ignored
+    out = tmp_path / "results"
+    settings = execute.BookSettings(profile="test", device="cpu", data_dir="", seed=3,
+                                    out_dir=str(out))
+    record = execute.execute_all(nbs, tmp_path / "executed", settings, log=lambda m: None)
+    got = json.loads((out / "p.json").read_text())
+    assert got == {"profile": "test", "device": "cpu", "data_dir": "", "seed": 3,
+                   "cwd": str(nbs.resolve())}
+    assert [r.name for r in record.notebooks] == ["01_a.ipynb"] and record.notebooks[0].ok
+    saved = json.loads((tmp_path / "executed" / execute.RECORD_JSON).read_text())
+    assert saved["settings"]["profile"] == "test" and saved["notebooks"][0]["wall_s"] > 0
+    assert "profile **`test`**" in (tmp_path / "executed" / execute.RECORD_MD).read_text()
+    executed = nbformat.read(str(tmp_path / "executed" / "01_a.ipynb"), as_version=4)
+    assert "remove-input" in executed.cells[-1].metadata["tags"]
+    assert not any(c.get("outputs") for c in nbformat.read(str(nbs / "01_a.ipynb"), 4).cells
+                   if c.cell_type == "code")  # the committed notebook is left alone
+
+
+def test_runner_fails_on_a_failing_notebook(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_bad.ipynb", "raise ValueError('broken on purpose')")
+    _notebook(nbs / "02_never.ipynb", "pass")
+    with pytest.raises(RuntimeError, match="01_bad.ipynb"):
+        execute.execute_all(nbs, tmp_path / "executed", execute.BookSettings(
+            profile="test", device="cpu", out_dir=str(tmp_path)), log=lambda m: None)
+    saved = json.loads((tmp_path / "executed" / execute.RECORD_JSON).read_text())
+    assert [n["ok"] for n in saved["notebooks"]] == [False]  # stopped at the first failure
+    assert "broken on purpose" in saved["notebooks"][0]["error"]
+
+
+def test_runner_rejects_unknown_profile(tmp_path):
+    (tmp_path / "nb").mkdir()
+    with pytest.raises(ValueError, match="profile"):
+        execute.execute_all(tmp_path / "nb", tmp_path / "ex", execute.BookSettings(profile="huge"))
+
+
+def _zip(path: Path, files: dict[str, str | bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_missing_exports_are_reported(tmp_path):
+    problems = check.missing_exports(tmp_path)
+    assert len(problems) == 3 and any("paper.pdf" in p for p in problems)
+    (tmp_path / "_build/html").mkdir(parents=True)
+    (tmp_path / "_build/html/index.html").write_text("<html></html>")
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports/paper.pdf").write_bytes(b"%PDF-1.5 ...")
+    tex = "\\documentclass{article}\n\\includegraphics[width=1cm]{files/a.png}\n"
+    _zip(tmp_path / "exports/arxiv.zip", {"arxiv.tex": tex, "main.bib": "", "files/a.png": b"x"})
+    assert check.missing_exports(tmp_path) == [f"{tmp_path}/exports/arxiv.zip has no .bbl file"]
+    _zip(tmp_path / "exports/arxiv.zip", {"arxiv.tex": tex, "main.bib": "", "arxiv.bbl": ""})
+    assert check.missing_exports(tmp_path) == [
+        f"{tmp_path}/exports/arxiv.zip lacks the figure files/a.png"]
+
+
+def test_myst_log_problems():
+    log = ("📖 Built content/index.md in 2 s.\n"
+           "  - ⚠️  Could not link citation with label \"nobody2020\".\n"
+           "⛔️ myst.yml 'source' must be valid URL\n"
+           "   │     Update available! v1.11.0 ≫ v1.8.3     │\n")
+    found = mystbuild.problems(log)
+    assert len(found) == 2 and "nobody2020" in found[0]
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk is not installed")
+def test_compile_zip_adds_bbl(tmp_path):
+    tex = ("\\documentclass{article}\\usepackage{natbib}\\begin{document}\n"
+           "A claim \\citep{doe2020}.\\bibliographystyle{plainnat}\\bibliography{main}"
+           "\\end{document}\n")
+    bib = "@article{doe2020, author={Doe, Jane}, title={A study}, journal={J}, year={2020}}\n"
+    zpath = _zip(tmp_path / "arxiv.zip", {"arxiv.tex": tex, "main.bib": bib})
+    pdf = latex.compile_zip(zpath, tmp_path / "paper.pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert "arxiv.bbl" in zipfile.ZipFile(zpath).namelist()
+    bad = _zip(tmp_path / "bad.zip", {"arxiv.tex": tex.replace("doe2020", "nobody"),
+                                       "main.bib": bib})
+    with pytest.raises(RuntimeError, match="undefined"):
+        latex.compile_zip(bad, tmp_path / "bad.pdf")
+
+
+def test_vit_diagram_draws_patch_grid():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vit_facemap.diagrams import DiagramSettings, example_frame, patchify, vit_diagram
+
+    frame, source = example_frame(None, size=(64, 48))
+    assert frame.shape == (48, 64) and "generated" in source
+    patches = patchify(frame, 16)
+    assert patches.shape == (12, 16, 16)
+    np.testing.assert_array_equal(patches[5], frame[16:32, 16:32])  # row-major order
+    with pytest.raises(ValueError, match="patches"):
+        patchify(frame[:, :60], 16)
+    fig = vit_diagram(frame, DiagramSettings(patch=16, size=(64, 48), tokens_shown=3))
+    assert len(fig.axes) == 1
