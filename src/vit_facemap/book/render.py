@@ -74,8 +74,6 @@ def load_site(site_dir: str | Path) -> tuple[dict[str, Any], list[Page]]:
     order = [(project.get("index", "index"), None, 0)]
     order += [(p["slug"], p.get("title"), p.get("level", 1)) for p in project.get("pages", [])
               if p.get("slug")]
-    headings = [(p.get("title"), p.get("level", 1)) for p in project.get("pages", [])
-                if not p.get("slug")]
     pages = []
     for slug, title, level in order:
         path = site_dir / "content" / f"{slug}.json"
@@ -84,7 +82,12 @@ def load_site(site_dir: str | Path) -> tuple[dict[str, Any], list[Page]]:
         data = json.loads(path.read_text())
         title = title or data.get("frontmatter", {}).get("title") or slug
         pages.append(Page("index" if slug == order[0][0] else slug, title, level, data))
-    project["_headings"] = headings
+    # the order of pages and of group titles (toc entries without a file) for navigation
+    nav: list[tuple[str, str, int]] = [("page", order[0][0], 0)]
+    nav += [("page", p["slug"], p.get("level", 1)) if p.get("slug")
+            else ("heading", p.get("title", ""), p.get("level", 1))
+            for p in project.get("pages", [])]
+    project["_nav"] = nav
     return project, pages
 
 
@@ -362,11 +365,17 @@ def bibliography(page: Page) -> str:
 
 
 def navigation(project: dict[str, Any], pages: list[Page], current: Page) -> str:
+    by_slug = {p.slug: p for p in pages}
+    by_slug.setdefault("index", pages[0])
     items = []
-    for page in pages:
+    for kind, key, level in project.get("_nav") or [("page", p.slug, p.level) for p in pages]:
+        if kind == "heading":
+            items.append(f'<li class="nav-heading">{esc(key)}</li>')
+            continue
+        page = by_slug.get(key) or by_slug.get("index")
         cls = ' class="current"' if page is current else ""
         title = "Title, abstract, introduction" if page.slug == "index" else page.title
-        items.append(f'<li class="level-{page.level}"><a{cls} href="{page.filename}">{esc(title)}</a></li>')
+        items.append(f'<li class="level-{level}"><a{cls} href="{page.filename}">{esc(title)}</a></li>')
     return (f'<nav class="sidebar"><p class="book-title"><a href="index.html">'
             f'{esc(project.get("short_title") or project.get("title", "Book"))}</a></p>'
             f'<ol>{"".join(items)}</ol></nav>')
@@ -395,6 +404,18 @@ def build_note(record: dict[str, Any] | None) -> str:
             f'<a href="provenance.html">Build provenance</a>.</p>')
 
 
+def _starts_with_heading(node: Node) -> bool:
+    while node.get("children"):
+        node = node["children"][0]
+        if node.get("type") == "heading":
+            return True
+    return False
+
+
+def _slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def render_page(project: dict[str, Any], pages: list[Page], i: int,
                 record: dict[str, Any] | None = None) -> tuple[str, Context]:
     page = pages[i]
@@ -406,6 +427,9 @@ def render_page(project: dict[str, Any], pages: list[Page], i: int,
         body.append(build_note(record))
         toc = "".join(f'<li><a href="{p.filename}">{esc(p.title)}</a></li>' for p in pages[1:])
         body.append(f'<section class="contents"><h2>Contents</h2><ol>{toc}</ol></section>')
+        if not _starts_with_heading(page.data.get("mdast", {})) and fm.get("title"):
+            # MyST took the first heading as the page title; the page still shows it
+            body.append(f'<h2 id="{esc(_slugify(fm["title"]))}">{esc(fm["title"])}</h2>')
     else:
         body.append(f'<h1 class="page-title">{esc(fm.get("title") or page.title)}</h1>')
     body.append(render_node(page.data.get("mdast", {}), ctx))
