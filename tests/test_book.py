@@ -231,3 +231,9 @@ def test_vit_diagram_draws_patch_grid():
         patchify(frame[:, :60], 16)
     fig = vit_diagram(frame, DiagramSettings(patch=16, size=(64, 48), tokens_shown=3))
     assert len(fig.axes) == 1
+
+
+def test_bold_math_becomes_unicode_letters():
+    got = render.unicode_variants('<mi mathvariant="bold">z</mi><mi mathvariant="double-struck">R'
+                                  '</mi><mi mathvariant="normal">s</mi>')
+    assert got == '<mi>\U0001d433</mi><mi>\u211d</mi><mi mathvariant="normal">s</mi>'

@@ -98,10 +98,39 @@ def children(node: Node, ctx: Context) -> str:
     return "".join(render_node(c, ctx) for c in node.get("children", []))
 
 
+# Browsers implement MathML Core, which ignores mathvariant except "normal"; bold and
+# double-struck letters are therefore written as the Unicode mathematical alphanumerics.
+_VARIANT = re.compile(r'<mi mathvariant="(bold|bold-italic|double-struck)">([^<]+)</mi>')
+_DOUBLE_STRUCK_EXCEPTIONS = {"C": "\u2102", "H": "\u210d", "N": "\u2115", "P": "\u2119",
+                             "Q": "\u211a", "R": "\u211d", "Z": "\u2124"}
+
+
+def _variant_char(ch: str, variant: str) -> str:
+    upper = {"bold": 0x1D400, "bold-italic": 0x1D468, "double-struck": 0x1D538}[variant]
+    if variant == "double-struck" and ch in _DOUBLE_STRUCK_EXCEPTIONS:
+        return _DOUBLE_STRUCK_EXCEPTIONS[ch]
+    if "A" <= ch <= "Z":
+        return chr(upper + ord(ch) - ord("A"))
+    if "a" <= ch <= "z":
+        return chr(upper + 26 + ord(ch) - ord("a"))
+    if "0" <= ch <= "9" and variant == "bold":
+        return chr(0x1D7CE + ord(ch) - ord("0"))
+    return ch
+
+
+def unicode_variants(mathml: str) -> str:
+    """Replace ``<mi mathvariant="bold">x</mi>`` and friends by Unicode math letters."""
+    def swap(m: re.Match) -> str:
+        text = "".join(_variant_char(c, m.group(1)) for c in m.group(2))
+        return f"<mi>{text}</mi>"
+
+    return _VARIANT.sub(swap, mathml)
+
+
 def _math(node: Node, display: bool) -> str:
     found = MATHML.search(node.get("html") or "")
     if found:
-        return found.group(0)
+        return unicode_variants(found.group(0))
     tag = "pre" if display else "code"  # no MathML (KaTeX failed): show the TeX source
     return f'<{tag} class="math-source">{esc(node.get("value", ""))}</{tag}>'
 
