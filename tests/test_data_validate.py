@@ -258,3 +258,29 @@ def test_several_problems_are_counted(tmp_path):
     (tmp_path / "labeled-data/vid1/img001.png").unlink()
     with pytest.raises(DataError, match=r"img000.png: image file is missing \(and 1 more problem;"):
         load_set(tmp_path)
+
+
+def test_ragged_csv_row(tmp_path):
+    make_set(tmp_path)
+    csv = tmp_path / "CollectedData_tester.csv"
+    lines = csv.read_text().splitlines()
+    lines[4] += ",12.5,7"  # two cells more than the header has columns
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"CollectedData_tester.csv: line 5 has 11 cells but the header has 9"):
+        load_set(tmp_path)
+
+
+def test_h5_with_wrong_key(tmp_path):
+    frames = make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").unlink()
+    frames.to_dataframe().to_hdf(tmp_path / "CollectedData_tester.h5", key="predictions")
+    with pytest.raises(DataError, match=r"CollectedData_tester.h5: cannot read key 'df_with_missing'"):
+        load_set(tmp_path)
+
+
+def test_h5_labels_load_and_validate(tmp_path):
+    frames = make_set(tmp_path, mode="RGB")
+    (tmp_path / "CollectedData_tester.csv").unlink()
+    write_labels(frames, tmp_path / "CollectedData_tester.h5")
+    back = load_set(tmp_path, expected_bodyparts=NAMES)
+    np.testing.assert_array_equal(back.keypoints, frames.keypoints)

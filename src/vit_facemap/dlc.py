@@ -137,6 +137,16 @@ def find_label_file(root: str | Path) -> Path:
     )
 
 
+def _check_row_lengths(path: Path, n_columns: int) -> None:
+    """Every row must have as many cells as the header: pandas silently drops extra cells."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for line_no, row in enumerate(csv.reader(fh), start=1):
+            if row and len(row) != n_columns:
+                raise DataError(
+                    f"line {line_no} has {len(row)} cells but the header has {n_columns}: "
+                    "cannot parse the labels table (a shifted or extra value?)", path)
+
+
 def _count_index_columns(path: Path) -> int:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = [row for _, row in zip(range(3), csv.reader(fh), strict=False)]
@@ -147,6 +157,7 @@ def _count_index_columns(path: Path) -> int:
             f"read scorer / bodyparts / coords, found {first}",
             path,
         )
+    _check_row_lengths(path, len(rows[2]))
     scorer_row = rows[0]
     n = 1
     while n < len(scorer_row) and scorer_row[n].strip() == "":
