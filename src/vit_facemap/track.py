@@ -198,7 +198,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     model_s = 0.0
     t0 = time.perf_counter()
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=max(total, 0) or None, desc=video.name, unit="frame",
                    disable=not options.progress)

@@ -1,0 +1,39 @@
+"""Clips assembled from labeled frames, and finding a run that did not see the clip's video."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from vit_facemap.clips import find_run, labeled_clip
+from vit_facemap.dlc import read_labels
+from vit_facemap.synthetic import write_synthetic_set
+from vit_facemap.video import iter_batches
+
+
+def test_labeled_clip_in_name_order(tmp_path):
+    labels = read_labels(write_synthetic_set(tmp_path / "set", 8, 2, size=(64, 48)))
+    shuffled = labels.subset(np.random.default_rng(0).permutation(len(labels)))
+    clip, sub = labeled_clip(shuffled, "synthetic_video01", tmp_path / "clip.avi", max_frames=3)
+    assert sub.index == sorted(i for i in labels.index if "video01" in i)[:3]
+    frames = np.concatenate([b.frames for b in iter_batches(clip, 8)])
+    assert frames.shape == (3, 48, 64)
+
+
+def test_find_run_skips_runs_trained_on_the_video(tmp_path):
+    def run(name, bodyparts, train):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"bodyparts": bodyparts}))
+        (d / "model.safetensors").write_bytes(b"")
+        (d / "split.json").write_text(json.dumps({"train": train, "val": []}))
+        return d
+
+    a = run("a", ["p", "q"], ["labeled-data/v1/img0.png"])
+    run("b", ["p", "q"], ["labeled-data/v2/img0.png"])
+    run("c", ["other"], ["labeled-data/v1/img0.png"])
+    assert find_run(tmp_path / "runs", ["p", "q"], not_trained_on="v2") == a
+    assert find_run(tmp_path / "runs", ["p", "q"], not_trained_on="v3") is not None
+    assert find_run(tmp_path / "runs", ["x"]) is None
+    assert find_run(tmp_path / "missing") is None
