@@ -1,0 +1,39 @@
+"""``vit-facemap evaluate``: errors of a trained run on a labeled set it may never have seen."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate a trained tracker on a labeled set",
+        description="Predict every frame of a labeled set (DeepLabCut layout, the run's keypoint "
+                    "names) and write errors in frame pixels as JSON, plus a DeepLabCut table of "
+                    "the predictions with likelihoods.",
+    )
+    p.add_argument("run_dir", help="run folder written by `vit-facemap train`")
+    p.add_argument("--data", required=True, help="labeled set folder or its CollectedData file")
+    p.add_argument("--json", required=True, help="metrics file to write")
+    p.add_argument("--predictions", default=None,
+                   help="per-frame predictions (.csv or .h5; default: next to --json)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vit_facemap.errors import RunExistsError
+    from vit_facemap.evaluate import evaluate_run
+
+    out = Path(args.json)
+    if out.exists() and not args.overwrite:
+        raise RunExistsError(out)
+    m = evaluate_run(args.run_dir, args.data, out, args.predictions, device=args.device,
+                     overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{m['n_frames']} frames: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "
+          f"PCK@{m['pck_threshold']} {m['pck']:.3f} -> {out}")
+    return 0

@@ -1,0 +1,54 @@
+"""A torch Dataset over labeled frames, cropped and resized once, augmented per sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from vit_facemap.augment import KeypointAugmenter
+from vit_facemap.dlc import LabeledFrames
+from vit_facemap.images import load_image
+from vit_facemap.transforms import InputMapping, normalise, to_channels
+
+
+def load_inputs(
+    frames: LabeledFrames, mapping: InputMapping, channels: int,
+    frame_size: tuple[int, int] | None = None, progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model-sized uint8 inputs (N, h, w, C) and keypoints in input pixels (N, K, 2)."""
+    images, kps = [], []
+    for path, kp in tqdm(zip(frames.image_paths, frames.keypoints, strict=True), total=len(frames),
+                         desc="load frames", disable=not progress):
+        img = load_image(path)
+        size = (img.shape[1], img.shape[0])
+        m = mapping.for_frame_size(frame_size, size)
+        img = to_channels(img, 3 if img.ndim == 3 and channels == 3 else 1)
+        img = to_channels(m.apply(img), channels)
+        images.append(img)
+        kps.append(m.to_input(kp))
+    return np.stack(images), np.stack(kps).astype(np.float32)
+
+
+class KeypointDataset(Dataset):
+    """Items: ``(image float (C, h, w), keypoints (K, 2) in input pixels with NaN = missing)``."""
+
+    def __init__(self, images: np.ndarray, keypoints: np.ndarray,
+                 augmenter: KeypointAugmenter | None = None) -> None:
+        self.images = images
+        self.keypoints = keypoints
+        self.augmenter = augmenter
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, kp = self.images[i], self.keypoints[i]
+        if self.augmenter is not None:
+            squeeze = img.shape[-1] == 1
+            img, kp = self.augmenter(img[..., 0] if squeeze else img, kp)
+            if img.ndim == 2:
+                img = img[..., None]
+        x = normalise(img[None])[0]
+        return torch.from_numpy(x), torch.as_tensor(np.asarray(kp, dtype=np.float32))

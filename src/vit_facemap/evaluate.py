@@ -1,0 +1,74 @@
+"""Evaluate a trained run on any labeled set in DeepLabCut's layout with the run's keypoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.images import load_image
+from vit_facemap.metrics import keypoint_metrics
+from vit_facemap.runinfo import describe, write_json
+from vit_facemap.validate import load_set
+
+
+def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predictions (N, K, 2), confidences (N, K) and model+decode time (s) for a labeled set.
+
+    Frames of different sizes are predicted in separate batches (each maps back exactly).
+    """
+    kps = np.full(frames.keypoints.shape, np.nan)
+    confs = np.zeros(frames.keypoints.shape[:2])
+    seconds = 0.0
+    paths = frames.image_paths
+    for start in tqdm(range(0, len(frames), batch_size), desc="predict", disable=not progress):
+        rows = list(range(start, min(len(frames), start + batch_size)))
+        images = [load_image(paths[i]) for i in rows]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for j, img in enumerate(images):
+            by_shape.setdefault(img.shape, []).append(j)
+        for js in by_shape.values():
+            batch = np.stack([images[j] for j in js])
+            t = time.perf_counter()
+            kp, conf = predictor.predict(batch)
+            seconds += time.perf_counter() - t
+            for j, k, c in zip(js, kp, conf, strict=True):
+                kps[rows[j]] = k
+                confs[rows[j]] = c
+    return kps, confs, seconds
+
+
+def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
+                 predictions_out: str | Path | None = None, device: str = "auto",
+                 overwrite: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
+
+    Raises :class:`~vit_facemap.errors.DataError` when the set's keypoint names differ from
+    the run's.
+    """
+    from vit_facemap.predict import load_predictor
+
+    predictor = load_predictor(run_dir, device)
+    frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
+                      decode=False)
+    pred, conf, seconds = predict_frames(predictor, frames, progress=progress)
+    metrics = keypoint_metrics(pred, frames.keypoints, frames.bodyparts)
+    metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
+    metrics["run"] = str(run_dir)
+    metrics["data"] = str(data)
+    metrics["provenance"] = describe(None, predictor.device, task="evaluate")
+    if json_out is not None:
+        write_json(metrics, json_out, overwrite=overwrite)
+        if predictions_out is None:
+            predictions_out = Path(json_out).with_suffix(".predictions.csv")
+    if predictions_out is not None:
+        table = LabeledFrames(root=frames.root, index=frames.index, keypoints=pred,
+                              bodyparts=frames.bodyparts, scorer="vit-facemap", likelihood=conf)
+        write_labels(table, predictions_out, overwrite=overwrite)
+        metrics["predictions"] = str(predictions_out)
+    return metrics

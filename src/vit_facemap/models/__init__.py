@@ -1,0 +1,121 @@
+"""Keypoint models: a backbone (ViT, hybrid ViT, CNN, FMnet) and a head (heatmap or regression).
+
+:class:`ModelConfig` describes a model completely and is saved (JSON) beside its weights
+(safetensors), so :func:`build_model` rebuilds it for prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vit_facemap.models.heads import HeatmapHead, RegressionHead, SkipHeatmapHead
+
+FAMILIES = ("vit", "hybrid", "cnn", "fmnet")
+HEADS = ("heatmap", "regression")
+
+
+@dataclass
+class ModelConfig:
+    family: str = "hybrid"          # vit | hybrid | cnn | fmnet
+    head: str = "heatmap"           # heatmap | regression (CLS token)
+    size: str = "tiny"              # ViT width: tiny | small | base
+    depth: int | None = 4           # transformer blocks (None: the size's default, 12)
+    embed_dim: int | None = 128     # token width (None: the size's default)
+    num_heads: int | None = 4
+    patch_size: int = 16            # plain ViT only
+    stem_widths: list[int] = field(default_factory=lambda: [24, 48, 96, 128])  # hybrid conv stem
+    skip: bool = True               # hybrid heatmap head: fuse the stem's stride-4 map
+    timm_name: str | None = None    # a registered timm model instead (vit or cnn)
+    cnn_out_index: int = 3          # CNN: which stage feeds the head (3: stride 16 for ResNets)
+    decoder_channels: int = 64
+    n_up: int = 2                   # 2x deconvolutions in the heatmap head
+    channels: int = 1               # 1 (gray) or 3 (RGB)
+    input_w: int = 192
+    input_h: int = 128
+    drop_path: float = 0.0
+    weights: str | None = None      # local pretrained backbone weights (safetensors)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; choose one of {FAMILIES}")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
+        if self.family == "fmnet" and self.head != "heatmap":
+            raise ValueError("FMnet only has a heatmap head")
+        self.stem_widths = [int(w) for w in self.stem_widths]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.input_w, self.input_h
+
+
+class KeypointModel(nn.Module):
+    """``forward(x)`` returns ``{"heatmap": (B, K, h, w)}`` or ``{"coords": (B, K, 2), "vis": (B, K)}``.
+
+    ``stride`` is the number of input pixels per heatmap cell.
+    """
+
+    def __init__(self, config: ModelConfig, n_keypoints: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_keypoints = n_keypoints
+        c = config
+        self.fmnet = None
+        self.backbone = None
+        if c.family == "fmnet":
+            from vit_facemap.models.fmnet import FMnetModel
+
+            self.fmnet = FMnetModel(n_keypoints, c.channels, c.input_size)
+            self.stride = self.fmnet.stride
+            return
+        if c.family in ("vit", "hybrid"):
+            from vit_facemap.models.vit import build_vit
+
+            self.backbone = build_vit(
+                size=c.size, patch_size=c.patch_size, input_size=c.input_size,
+                in_chans=c.channels, depth=c.depth, embed_dim=c.embed_dim,
+                num_heads=c.num_heads, hybrid=c.family == "hybrid",
+                stem_widths=tuple(c.stem_widths), timm_name=c.timm_name, weights=c.weights,
+                drop_path=c.drop_path,
+            )
+        else:
+            from vit_facemap.models.cnn import CNNBackbone
+
+            self.backbone = CNNBackbone(c.timm_name or "resnet18", c.channels, c.cnn_out_index,
+                                        c.weights)
+        feat = self.backbone.num_features
+        stem = getattr(self.backbone, "stem", None)
+        self.use_skip = c.head == "heatmap" and c.skip and stem is not None
+        if self.use_skip:
+            self.head = SkipHeatmapHead(feat, stem.skip_channels, n_keypoints, c.decoder_channels)
+            self.stride = 4
+        elif c.head == "heatmap":
+            self.head = HeatmapHead(feat, n_keypoints, c.n_up, c.decoder_channels)
+            self.stride = self.backbone.stride // 2**c.n_up
+        else:
+            self.head = RegressionHead(feat, n_keypoints)
+            self.stride = 1
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.fmnet is not None:
+            return {"heatmap": self.fmnet(x)}
+        grid, token = self.backbone(x)
+        if self.use_skip:
+            return {"heatmap": self.head(grid, self.backbone.stem.skip)}
+        if self.config.head == "heatmap":
+            return {"heatmap": self.head(grid)}
+        coords, vis = self.head(token)
+        scale = torch.tensor([self.config.input_w - 1, self.config.input_h - 1],
+                             device=coords.device, dtype=coords.dtype)
+        return {"coords": coords * scale, "vis": vis}
+
+
+def build_model(config: ModelConfig, n_keypoints: int) -> KeypointModel:
+    return KeypointModel(config, n_keypoints)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,139 @@
+"""Vision Transformer backbones (timm) that return a token grid for the keypoint heads.
+
+Plain ViTs of any size and patch (``vit_tiny_patch16_224``-style, built by timm at the
+configured input size and channel count) and a hybrid with a small convolutional stem in
+place of the patch embedding (the idea of timm's ``vit_*_r50_*`` hybrids, at a size that
+trains on a CPU). Weights come from a local safetensors file through timm's
+``pretrained_cfg_overlay=dict(file=...)``, which also resamples position embeddings and
+adapts input channels.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import timm
+import torch
+from einops import rearrange
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import HybridEmbed
+from torch import nn
+
+SIZES = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+
+
+class ConvStem(nn.Module):
+    """Stride-``2**n`` stack of stride-2 3x3 conv-BN-ReLU layers; the hybrid's patch embedding.
+
+    The stride-4 feature map is kept in ``self.skip`` after each forward pass, so the
+    heatmap head can add fine detail back (timm's hybrid embedding only passes on the
+    last map).
+    """
+
+    def __init__(self, in_chans: int, widths: tuple[int, ...] = (24, 48, 96, 128)) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList()
+        c = in_chans
+        for w in widths:
+            self.stages.append(nn.Sequential(
+                nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True)))
+            c = w
+        self.num_features = c
+        self.stride = 2 ** len(widths)
+        self.skip_channels = widths[1] if len(widths) > 1 else widths[0]
+        self.skip: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i == 1 or len(self.stages) == 1:
+                self.skip = x
+        return x
+
+
+class ViTBackbone(nn.Module):
+    """A timm ViT; ``forward`` returns (grid features (B, D, h, w), CLS token (B, D))."""
+
+    def __init__(self, vit: VisionTransformer) -> None:
+        super().__init__()
+        self.vit = vit
+        self.grid = tuple(vit.patch_embed.grid_size)
+        self.num_features = vit.embed_dim
+        h_in = vit.patch_embed.img_size[0]
+        self.stride = h_in // self.grid[0]
+
+    @property
+    def stem(self) -> ConvStem | None:
+        """The hybrid's conv stem (None for a plain ViT)."""
+        backbone = getattr(self.vit.patch_embed, "backbone", None)
+        return backbone if isinstance(backbone, ConvStem) else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.vit.forward_features(x)
+        n_prefix = self.vit.num_prefix_tokens
+        grid = rearrange(tokens[:, n_prefix:], "b (h w) d -> b d h w", h=self.grid[0], w=self.grid[1])
+        cls = tokens[:, 0] if n_prefix else tokens.mean(1)
+        return grid, cls
+
+
+def build_vit(
+    size: str = "tiny",
+    patch_size: int = 16,
+    input_size: tuple[int, int] = (192, 128),
+    in_chans: int = 1,
+    depth: int | None = None,
+    embed_dim: int | None = None,
+    num_heads: int | None = None,
+    hybrid: bool = False,
+    stem_widths: tuple[int, ...] = (32, 64, 128),
+    timm_name: str | None = None,
+    weights: str | None = None,
+    drop_path: float = 0.0,
+) -> ViTBackbone:
+    """A ViT backbone for ``input_size`` = (width, height).
+
+    ``timm_name`` builds a registered timm model (e.g. ``vit_small_patch8_224``,
+    ``vit_base_r50_s16_224``) instead of the ``size`` / ``patch_size`` recipe; ``weights``
+    (a safetensors or .pth file) loads through timm's pretrained machinery.
+    """
+    w, h = input_size
+    if hybrid:
+        stem = ConvStem(in_chans, tuple(stem_widths))
+        if h % stem.stride or w % stem.stride:
+            raise ValueError(f"input {w}x{h} must be a multiple of the stem stride {stem.stride}")
+        args = dict(SIZES[size])
+        for key, value in (("depth", depth), ("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if value is not None:
+                args[key] = value
+        vit = VisionTransformer(
+            img_size=(h, w), patch_size=1, in_chans=in_chans, num_classes=0,
+            embed_layer=partial(HybridEmbed, backbone=stem), drop_path_rate=drop_path, **args,
+        )
+        if weights:
+            from vit_facemap.models.weights import load_weights
+
+            load_weights(vit, weights)
+        return ViTBackbone(vit)
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"input {w}x{h} must be a multiple of the patch size {patch_size}")
+    kwargs: dict = dict(img_size=(h, w), in_chans=in_chans, num_classes=0, drop_path_rate=drop_path)
+    if timm_name is None:
+        timm_name = f"vit_{size}_patch16_224"
+        kwargs["patch_size"] = patch_size
+        for key, value in (("depth", depth), ("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if value is not None:
+                kwargs[key] = value
+    if weights:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    vit = timm.create_model(timm_name, **kwargs)
+    if not isinstance(vit, VisionTransformer):
+        raise ValueError(f"{timm_name} is not a timm VisionTransformer")
+    if not isinstance(vit.patch_embed, PatchEmbed | HybridEmbed):
+        raise ValueError(f"{timm_name}: unsupported patch embedding")
+    return ViTBackbone(vit)

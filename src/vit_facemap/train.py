@@ -1,0 +1,387 @@
+"""Training loop for keypoint models: AdamW, warm-up + cosine, clipping, AMP on GPU, resume.
+
+A run directory holds everything needed to use or continue a run:
+
+- ``config.json``: the :class:`TrainConfig`, keypoint names, frame size and crop box;
+- ``model.safetensors``: the weights (best validation epoch, or the last one without a
+  validation split);
+- ``last.pt``: the full training state for ``--resume`` (weights, optimiser, schedule,
+  epoch, random states), written after every epoch;
+- ``metrics.csv``: one row per epoch (loss, validation errors in frame pixels, lr, time);
+- ``split.json`` and ``runinfo.json``: which frames trained / validated, provenance.
+
+The schedule is set in optimiser steps, not epochs, so one recipe takes the same time on
+a set of 200 or 500 frames; validation runs after every pass over the training frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vit_facemap.augment import AugmentConfig, KeypointAugmenter
+from vit_facemap.datasets import KeypointDataset, load_inputs
+from vit_facemap.dlc import LabeledFrames
+from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.images import image_size
+from vit_facemap.models import KeypointModel, ModelConfig, build_model
+from vit_facemap.models.heads import gaussian_targets, local_soft_argmax, soft_argmax
+from vit_facemap.models.weights import load_weights, save_weights
+from vit_facemap.runinfo import describe, resolve_device, write_json
+from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "last.pt"
+METRICS_FILE = "metrics.csv"
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    steps: int = 3000               # optimiser steps in all
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 150
+    clip: float = 1.0
+    sigma: float = 1.0              # heatmap target width, in heatmap cells
+    coord_weight: float = 0.1       # weight of the L1 loss on soft-argmax coordinates
+    crop: str = "labels"            # labels: box around the training labels; full: whole frame
+    crop_margin: float = 0.15
+    amp: bool = True                # mixed precision (GPU only)
+    max_minutes: float | None = None  # stop early (and say so) past this wall time
+    num_threads: int = 2
+    num_workers: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        model = ModelConfig(**d.pop("model", {}))
+        augment = AugmentConfig(**d.pop("augment", {}))
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(model=model, augment=augment, **d)
+
+
+def profile_config(profile: str) -> TrainConfig:
+    """The recipe of each run profile (see ``vit_facemap.config.PROFILES``)."""
+    if profile == "test":
+        return TrainConfig(
+            model=ModelConfig(family="hybrid", depth=1, stem_widths=[8, 16, 32], decoder_channels=16,
+                              input_w=64, input_h=48),
+            steps=8, batch_size=4, warmup_steps=2,
+        )
+    if profile == "quick":
+        return TrainConfig(steps=300, warmup_steps=30)
+    if profile == "full":
+        return TrainConfig(steps=20000, batch_size=32, warmup_steps=1000,
+                           model=ModelConfig(depth=8, input_w=256, input_h=192))
+    if profile == "default":
+        return TrainConfig()
+    raise ValueError(f"unknown profile {profile!r}")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def heatmap_to_input(cells: torch.Tensor, stride: int) -> torch.Tensor:
+    """Heatmap cell coordinates -> input pixel coordinates (cell j covers pixels [j*s, (j+1)*s))."""
+    return cells * stride + (stride - 1) / 2
+
+
+def input_to_heatmap(uv: torch.Tensor, stride: int) -> torch.Tensor:
+    return (uv - (stride - 1) / 2) / stride
+
+
+def keypoint_loss(out: dict[str, torch.Tensor], target: torch.Tensor, model: KeypointModel,
+                  sigma: float, coord_weight: float) -> torch.Tensor:
+    """Loss over visible keypoints only (NaN targets are masked out)."""
+    visible = ~torch.isnan(target).any(-1)
+    n_vis = visible.sum().clamp_min(1)
+    if "heatmap" in out:
+        logits = out["heatmap"].float()
+        h, w = logits.shape[-2:]
+        cells = input_to_heatmap(target, model.stride)
+        tmap = gaussian_targets(cells, visible.float(), (h, w), sigma)
+        logp = F.log_softmax(logits.flatten(2), -1).view_as(logits)
+        ce = -(tmap * logp).sum((-1, -2))
+        pred, _ = soft_argmax(logits)
+        l1 = (pred - torch.nan_to_num(cells)).abs().sum(-1)
+        per = ce + coord_weight * l1
+        return (per * visible).sum() / n_vis
+    size = torch.tensor([model.config.input_w, model.config.input_h], device=target.device)
+    l1 = ((out["coords"].float() - torch.nan_to_num(target)) / size).abs().sum(-1)
+    bce = F.binary_cross_entropy_with_logits(out["vis"].float(), visible.float(), reduction="mean")
+    return (l1 * visible).sum() / n_vis + 0.1 * bce
+
+
+@torch.inference_mode()
+def decode(out: dict[str, torch.Tensor], stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output -> keypoints in input pixels (B, K, 2) and confidence in [0, 1] (B, K)."""
+    if "heatmap" in out:
+        cells, conf = local_soft_argmax(out["heatmap"].float())
+        return heatmap_to_input(cells, stride), conf
+    return out["coords"].float(), torch.sigmoid(out["vis"].float())
+
+
+@torch.inference_mode()
+def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, device: str,
+                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints (input pixels) and confidence for normalised inputs (N, C, h, w)."""
+    model.eval()
+    kps, confs = [], []
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i:i + batch_size]).to(device)
+        with torch.autocast(device_type="cuda", enabled=device.startswith("cuda")):
+            out = model(x)
+        kp, conf = decode(out, model.stride)
+        kps.append(kp.cpu().numpy())
+        confs.append(conf.cpu().numpy())
+    return np.concatenate(kps), np.concatenate(confs)
+
+
+def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[int, int]) -> InputMapping:
+    size = config.model.input_size
+    if config.crop == "labels":
+        return label_box(keypoints, frame_size, size, config.crop_margin)
+    if config.crop == "full":
+        return full_frame_box(frame_size, size)
+    raise ValueError(f"unknown crop {config.crop!r}; use labels or full")
+
+
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            if not (out / STATE_FILE).is_file():
+                raise DataError(f"nothing to resume: no {STATE_FILE} in the run folder", out)
+            return
+        if not overwrite:
+            raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
+        for name in (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json",
+                     "runinfo.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
+    sizes = {image_size(p) for p in frames.image_paths[: min(len(frames), 20)]}
+    if len(sizes) > 1:
+        raise DataError(f"frames come in several sizes {sorted(sizes)}; the tracker needs one size",
+                        frames.root)
+    return sizes.pop()
+
+
+def _lr_lambda(config: TrainConfig):
+    def f(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / max(1, config.warmup_steps)
+        t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def errors_px(pred_frame: np.ndarray, true_frame: np.ndarray) -> np.ndarray:
+    """Euclidean error per frame and keypoint (NaN where the label is missing)."""
+    return np.sqrt(((pred_frame - true_frame) ** 2).sum(-1))
+
+
+def fit(
+    config: TrainConfig,
+    train_frames: LabeledFrames,
+    out: str | Path,
+    val_frames: LabeledFrames | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    extra_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a keypoint model on ``train_frames``; returns a summary (also in ``runinfo.json``)."""
+    out = Path(out)
+    prepare_run_dir(out, overwrite, resume)
+    device = resolve_device(device)
+    torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+    frame_size = _frame_size(train_frames)
+    mapping = crop_mapping(config, train_frames.keypoints, frame_size)
+    run_config = {
+        "train": asdict(config), "bodyparts": list(train_frames.bodyparts),
+        "frame_size": list(frame_size), "mapping": asdict(mapping),
+        "channels": config.model.channels,
+    }
+    if resume:
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        if saved["bodyparts"] != run_config["bodyparts"]:
+            raise DataError("the run to resume was trained on other keypoints", out / CONFIG_FILE)
+        mapping = InputMapping(**saved["mapping"])
+        run_config = saved
+        config = TrainConfig.from_dict(saved["train"])
+    else:
+        write_json(run_config, out / CONFIG_FILE)
+    n_k = len(train_frames.bodyparts)
+
+    t_load = time.perf_counter()
+    x_tr, k_tr = load_inputs(train_frames, mapping, config.model.channels, frame_size, progress)
+    augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed)
+    train_ds = KeypointDataset(x_tr, k_tr, augmenter)
+    val_x = None
+    if val_frames is not None and len(val_frames):
+        vx, _ = load_inputs(val_frames, mapping, config.model.channels, frame_size, progress)
+        val_x = torch.from_numpy(normalise(vx))
+    load_s = time.perf_counter() - t_load
+
+    model = build_model(config.model, n_k).to(device)
+    if device == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    use_amp = config.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    step, epoch, best, history = 0, 0, math.inf, []
+    elapsed_before = 0.0
+    if resume:
+        state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, epoch, best = state["step"], state["epoch"], state["best"]
+        elapsed_before = state.get("train_s", 0.0)
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        augmenter.rng = np.random.default_rng(config.seed + 1000 * epoch)
+        history = _read_metrics(out / METRICS_FILE)
+
+    gen = torch.Generator().manual_seed(config.seed + epoch)
+    loader = DataLoader(train_ds, batch_size=min(config.batch_size, len(train_ds)), shuffle=True,
+                        drop_last=len(train_ds) >= config.batch_size, generator=gen,
+                        num_workers=config.num_workers)
+    t0 = time.perf_counter() - elapsed_before
+    stopped_early = False
+    bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress)
+    while step < config.steps:
+        model.train()
+        losses = []
+        for x, kp in loader:
+            if step >= config.steps:
+                break
+            x, kp = x.to(device, non_blocking=True), kp.to(device)
+            if device == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", enabled=use_amp):
+                outputs = model(x)
+            loss = keypoint_loss(outputs, kp, model, config.sigma, config.coord_weight)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        epoch += 1
+        row: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
+                               "lr": opt.param_groups[0]["lr"],
+                               "train_s": time.perf_counter() - t0}
+        score = None
+        if val_x is not None:
+            pred, _ = predict_inputs(model, val_x, device)
+            err = errors_px(mapping.for_frame_size(frame_size, frame_size).to_frame(pred),
+                            val_frames.keypoints)
+            row["val_mean_px"] = float(np.nanmean(err))
+            row["val_median_px"] = float(np.nanmedian(err))
+            score = row["val_mean_px"]
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_px=f"{score:.2f}")
+        history.append(row)
+        _write_metrics(out / METRICS_FILE, history)
+        improved = score is None or score < best
+        if improved:
+            best = score if score is not None else best
+            save_weights(model, out / WEIGHTS_FILE)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "step": step, "epoch": epoch, "best": best,
+                    "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
+                   out / (STATE_FILE + ".tmp"))
+        (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
+        if config.max_minutes is not None and (time.perf_counter() - t0) > 60 * config.max_minutes:
+            stopped_early = step < config.steps
+            break
+    bar.close()
+    train_s = time.perf_counter() - t0
+    summary = {
+        "steps": step, "epochs": epoch, "train_s": train_s, "load_s": load_s,
+        "best_val_mean_px": None if math.isinf(best) else best,
+        "stopped_early_time_limit": stopped_early,
+        "n_train_frames": len(train_frames),
+        "n_val_frames": 0 if val_frames is None else len(val_frames),
+        "train_videos": sorted(set(train_frames.videos.tolist())),
+        "val_videos": [] if val_frames is None else sorted(set(val_frames.videos.tolist())),
+    }
+    write_json({"train": train_frames.index,
+                "val": [] if val_frames is None else val_frames.index}, out / "split.json")
+    write_json(describe(config, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
+    return summary
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
+                for r in csv.DictReader(fh)]
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, dict[str, Any]]:
+    """The trained model (eval mode) and the run's saved configuration."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise DataError(f"not a trained run: {CONFIG_FILE} is missing", run_dir)
+    if not (run_dir / WEIGHTS_FILE).is_file():
+        raise DataError(f"not a trained run: {WEIGHTS_FILE} is missing", run_dir)
+    run_config = json.loads(cfg_path.read_text())
+    config = TrainConfig.from_dict(run_config["train"])
+    model_cfg = config.model
+    model_cfg.weights = None  # the run's own weights replace any starting point
+    model = build_model(model_cfg, len(run_config["bodyparts"]))
+    load_weights(model, run_dir / WEIGHTS_FILE)
+    model.to(device).eval()
+    return model, run_config

@@ -1,0 +1,144 @@
+"""Frames to model input and back: crop box, resize, exact inverse for keypoints.
+
+The rigs are head-fixed, so the face sits in the same region of every frame. A run keeps
+one crop box (from the training labels' extent plus a margin), cuts it out of each frame
+(padding with zeros where it passes the border) and resizes it to the model's input with
+``cv2.resize`` (area interpolation: no aliasing when shrinking). ``cv2.resize`` aligns pixel
+centres, so a point ``x`` of the frame lands at ``(x - x0 + 0.5) * s - 0.5`` in the input;
+:meth:`InputMapping.to_frame` is the exact inverse of :meth:`InputMapping.to_input`.
+Coordinates follow DeepLabCut: pixel centres at integers, origin top-left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class InputMapping:
+    """A crop box ``[x0, x0 + box_w) x [y0, y0 + box_h)`` of a frame resized to ``input_w x input_h``."""
+
+    x0: int
+    y0: int
+    box_w: int
+    box_h: int
+    input_w: int
+    input_h: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.input_w / self.box_w, self.input_h / self.box_h
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Frame pixel coordinates (..., 2) -> input pixel coordinates (NaN stays NaN)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        sx, sy = self.scale
+        out = np.empty_like(xy)
+        out[..., 0] = (xy[..., 0] - self.x0 + 0.5) * sx - 0.5
+        out[..., 1] = (xy[..., 1] - self.y0 + 0.5) * sy - 0.5
+        return out
+
+    def to_frame(self, uv: np.ndarray) -> np.ndarray:
+        """Input pixel coordinates (..., 2) -> frame pixel coordinates; inverse of :meth:`to_input`."""
+        uv = np.asarray(uv, dtype=np.float64)
+        sx, sy = self.scale
+        out = np.empty_like(uv)
+        out[..., 0] = (uv[..., 0] + 0.5) / sx - 0.5 + self.x0
+        out[..., 1] = (uv[..., 1] + 0.5) / sy - 0.5 + self.y0
+        return out
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Crop (zero padding outside the frame) and resize one image (H, W) or (H, W, C)."""
+        h, w = image.shape[:2]
+        x1, y1 = self.x0 + self.box_w, self.y0 + self.box_h
+        pad_l, pad_t = max(0, -self.x0), max(0, -self.y0)
+        pad_r, pad_b = max(0, x1 - w), max(0, y1 - h)
+        crop = image[max(0, self.y0):min(h, y1), max(0, self.x0):min(w, x1)]
+        if pad_l or pad_t or pad_r or pad_b:
+            crop = cv2.copyMakeBorder(crop, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_CONSTANT, value=0)
+        if crop.shape[1] == self.input_w and crop.shape[0] == self.input_h:
+            return np.ascontiguousarray(crop)
+        interp = cv2.INTER_AREA if self.box_w >= self.input_w else cv2.INTER_LINEAR
+        return cv2.resize(crop, (self.input_w, self.input_h), interpolation=interp)
+
+    def for_frame_size(self, train_size: tuple[int, int] | None, size: tuple[int, int]) -> InputMapping:
+        """The same box on a frame of another size (the box scales with the frame)."""
+        if train_size is None or tuple(train_size) == tuple(size):
+            return self
+        fx, fy = size[0] / train_size[0], size[1] / train_size[1]
+        return InputMapping(
+            x0=int(round(self.x0 * fx)), y0=int(round(self.y0 * fy)),
+            box_w=max(1, int(round(self.box_w * fx))), box_h=max(1, int(round(self.box_h * fy))),
+            input_w=self.input_w, input_h=self.input_h,
+        )
+
+
+def full_frame_box(frame_size: tuple[int, int], input_size: tuple[int, int]) -> InputMapping:
+    """The whole frame, padded on the right/bottom to the input's aspect ratio."""
+    w, h = frame_size
+    iw, ih = input_size
+    bw, bh = _fit_aspect(w, h, iw / ih)
+    return InputMapping(0, 0, bw, bh, iw, ih)
+
+
+def _fit_aspect(bw: float, bh: float, aspect: float) -> tuple[int, int]:
+    if bw / bh < aspect:
+        bw = bh * aspect
+    else:
+        bh = bw / aspect
+    return int(np.ceil(bw)), int(np.ceil(bh))
+
+
+def label_box(
+    keypoints: np.ndarray,
+    frame_size: tuple[int, int],
+    input_size: tuple[int, int],
+    margin: float = 0.15,
+) -> InputMapping:
+    """Crop box around all labeled keypoints of the training frames, plus ``margin``.
+
+    ``margin`` is a fraction of the box's larger side added on every side, so that an animal
+    moving a bit further than in the training frames stays inside. The box takes the input's
+    aspect ratio (grown, never shrunk) and is clipped to the frame where that keeps it large
+    enough; any remainder is zero padding at predict time.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    kp = kp[~np.isnan(kp).any(axis=1)]
+    if len(kp) == 0:
+        return full_frame_box(frame_size, input_size)
+    lo, hi = kp.min(axis=0), kp.max(axis=0)
+    pad = margin * float(max(hi - lo))
+    lo, hi = lo - pad, hi + pad
+    iw, ih = input_size
+    bw, bh = _fit_aspect(hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, iw / ih)
+    fw, fh = frame_size
+    cx, cy = (lo + hi) / 2
+    x0 = int(round(cx - bw / 2))
+    y0 = int(round(cy - bh / 2))
+    # Slide the box inside the frame where it fits, so less of it is padding.
+    if bw <= fw:
+        x0 = min(max(x0, 0), fw - bw)
+    if bh <= fh:
+        y0 = min(max(y0, 0), fh - bh)
+    return InputMapping(x0, y0, bw, bh, iw, ih)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Gray (H, W) or RGB (H, W, 3) uint8 to ``channels`` (1 or 3), as (H, W, C)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
+    return np.repeat(image[..., :1], 3, axis=-1)
+
+
+def normalise(batch: np.ndarray) -> np.ndarray:
+    """uint8 (B, H, W, C) -> float32 (B, C, H, W) around zero (fixed statistics, set-independent)."""
+    x = batch.astype(np.float32) / 255.0
+    x = (x - 0.45) / 0.25
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

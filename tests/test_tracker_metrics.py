@@ -1,0 +1,45 @@
+"""Metric values on hand-made cases."""
+
+import numpy as np
+
+from vit_facemap.metrics import keypoint_metrics, reference_lengths
+
+
+def test_hand_made_errors_and_pck():
+    bp = ["eye front", "eye back", "nose"]
+    true = np.array([[[0.0, 0.0], [100.0, 0.0], [50.0, 50.0]],
+                     [[0.0, 0.0], [100.0, 0.0], [np.nan, np.nan]]])
+    pred = true.copy()
+    pred[0, 0] += [3.0, 4.0]     # 5 px
+    pred[0, 2] += [0.0, 20.0]    # 20 px
+    pred[1, 1] += [6.0, 8.0]     # 10 px
+    pred[1, 2] = [999.0, 999.0]  # label missing: ignored
+    m = keypoint_metrics(pred, true, bp, pck_threshold=0.1)
+    errs = np.array([5.0, 0.0, 20.0, 0.0, 10.0])
+    assert np.isclose(m["mean_px"], errs.mean())
+    assert np.isclose(m["median_px"], 5.0)
+    assert np.isclose(m["rmse_px"], np.sqrt((errs**2).mean()))
+    # reference length 100 px -> threshold 10 px: 5, 0, 0, 10 correct; 20 not
+    assert np.isclose(m["pck"], 4 / 5)
+    assert m["reference"] == "eye front to eye back"
+    assert m["n_frames"] == 2 and m["n_keypoints_labeled"] == 5
+    assert np.isclose(m["per_keypoint"]["nose"]["mean_px"], 20.0)
+    assert m["per_keypoint"]["nose"]["n"] == 1
+    assert np.isclose(m["per_keypoint"]["eye back"]["pck"], 1.0)
+    assert np.isclose(m["mean_normalised"], (errs / 100).mean())
+
+
+def test_reference_fallbacks():
+    true = np.array([[[0.0, 0.0], [30.0, 40.0]]])
+    length, name = reference_lengths(true, ["a", "b"])
+    assert np.isclose(length[0], 50.0) and "bounding-box" in name
+    true = np.array([[[0.0, 0.0], [10.0, 0.0]], [[np.nan, np.nan], [1.0, 1.0]]])
+    length, _ = reference_lengths(true, ["lefteyelid", "righteyelid"])
+    assert np.allclose(length, [10.0, 10.0])  # a frame without the pair uses the median
+
+
+def test_missing_prediction_counts_as_a_miss():
+    true = np.zeros((1, 2, 2))
+    pred = np.array([[[0.0, 0.0], [np.nan, np.nan]]])
+    m = keypoint_metrics(pred, true, ["a", "b"])
+    assert m["mean_px"] == np.inf and m["pck"] == 0.5

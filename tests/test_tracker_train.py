@@ -1,0 +1,128 @@
+"""The training loop, run folders, prediction API, evaluation and CLI on tiny generated data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vit_facemap.cli import main
+from vit_facemap.dlc import read_labels, write_labels
+from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.evaluate import evaluate_run
+from vit_facemap.models import ModelConfig, build_model
+from vit_facemap.predict import load_predictor
+from vit_facemap.synthetic import write_synthetic_set
+from vit_facemap.train import TrainConfig, fit, keypoint_loss, profile_config
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "set"
+    write_synthetic_set(folder, n_frames=16, n_videos=2, seed=1, size=(64, 48), p_missing=0.1)
+    return folder
+
+
+def _config(steps=6) -> TrainConfig:
+    cfg = profile_config("test")
+    cfg.steps = steps
+    cfg.num_threads = 1
+    return cfg
+
+
+def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    assert np.isnan(frames.keypoints).any()  # the loss must cope with missing keypoints
+    videos = frames.videos
+    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    run = tmp_path / "run"
+    s = fit(_config(4), tr, run, va, device="cpu", progress=False)
+    assert s["steps"] == 4 and s["epochs"] == 2  # 8 frames, batch 4: two steps per epoch
+    for name in ("config.json", "model.safetensors", "last.pt", "metrics.csv", "runinfo.json",
+                 "split.json"):
+        assert (run / name).is_file(), name
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_mean_px" in rows[0]
+    with pytest.raises(RunExistsError):
+        fit(_config(4), tr, run, va, device="cpu", progress=False)
+    # resume continues from the saved step up to the new total
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["steps"] = 8
+    (run / "config.json").write_text(json.dumps(cfg))
+    s2 = fit(_config(8), tr, run, va, device="cpu", resume=True, progress=False)
+    assert s2["steps"] == 8 and s2["epochs"] == 4
+    assert len((run / "metrics.csv").read_text().splitlines()) == 5
+    s3 = fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert s3["steps"] == 4
+
+
+def test_missing_keypoints_are_masked():
+    cfg = ModelConfig(family="hybrid", depth=1, stem_widths=[8, 16, 32], decoder_channels=8,
+                      input_w=64, input_h=48, embed_dim=32, num_heads=2)
+    model = build_model(cfg, 3)
+    x = torch.randn(2, 1, 48, 64)
+    target = torch.tensor([[[10.0, 10.0], [np.nan, np.nan], [30.0, 20.0]],
+                           [[5.0, 5.0], [np.nan, np.nan], [np.nan, np.nan]]])
+    out = model(x)
+    out["heatmap"].retain_grad()
+    loss = keypoint_loss(out, target, model, sigma=1.0, coord_weight=0.1)
+    assert torch.isfinite(loss)
+    loss.backward()
+    g = out["heatmap"].grad
+    assert g[:, 1].abs().max() == 0 and g[1, 2].abs().max() == 0  # no signal from missing ones
+    assert g[0, 0].abs().max() > 0
+    reg = build_model(ModelConfig(family="vit", head="regression", depth=1, patch_size=16,
+                                  input_w=64, input_h=48, embed_dim=32, num_heads=2), 3)
+    assert torch.isfinite(keypoint_loss(reg(x), target, reg, 1.0, 0.1))
+
+
+def test_predictor_api_and_evaluate(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    run = tmp_path / "run"
+    fit(_config(4), frames, run, None, device="cpu", progress=False)
+    p = load_predictor(run, device="cpu")
+    assert p.bodyparts == frames.bodyparts and p.frame_size == (64, 48) and p.channels == 1
+    from vit_facemap.images import load_image
+
+    batch = np.stack([load_image(q) for q in frames.image_paths[:3]])
+    kp, conf = p.predict(batch)
+    assert kp.shape == (3, len(frames.bodyparts), 2) and conf.shape == (3, len(frames.bodyparts))
+    assert np.isfinite(kp).all() and (conf >= 0).all() and (conf <= 1).all()
+    kp_rgb, _ = p.predict(np.repeat(batch[..., None], 3, axis=-1))
+    assert np.allclose(kp, kp_rgb, atol=1e-4)
+    m = evaluate_run(run, tiny_set, tmp_path / "m.json", device="cpu", progress=False)
+    saved = json.loads((tmp_path / "m.json").read_text())
+    for key in ("mean_px", "median_px", "rmse_px", "pck", "per_keypoint", "n_frames"):
+        assert key in saved
+    assert saved["n_frames"] == 16
+    table = read_labels(tmp_path / "m.predictions.csv")
+    assert table.likelihood is not None and np.allclose(table.keypoints[:3], kp, atol=1e-6)
+    assert m["mean_px"] == pytest.approx(saved["mean_px"])
+    # a set with other keypoint names is refused with a clear DataError
+    other = read_labels(tiny_set)
+    other.bodyparts = [b + "_x" for b in other.bodyparts]
+    write_labels(other, tiny_set.parent / "CollectedData_other.csv", overwrite=True)
+    (tiny_set.parent / "labeled-data").symlink_to(tiny_set / "labeled-data")
+    with pytest.raises(DataError, match="keypoint names differ"):
+        evaluate_run(run, tiny_set.parent / "CollectedData_other.csv", None, device="cpu",
+                     progress=False)
+
+
+def test_cli_exit_codes(tiny_set, tmp_path):
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    args = ["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+            "--config", str(cfg), "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 2  # exists, no --overwrite
+    assert main(args + ["--overwrite", "--val-groups", "1"]) == 0
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2"),
+                 "--profile", "test"]) == 2
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert json.loads(out.read_text())["n_frames"] == 16
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out)]) == 2
+    assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
+                 str(tmp_path / "x.json")]) == 2

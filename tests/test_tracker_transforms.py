@@ -1,0 +1,96 @@
+"""Crop/resize mapping: exact inverse, image and keypoints move together; augmentation."""
+
+import numpy as np
+import pytest
+
+from vit_facemap.augment import AugmentConfig, KeypointAugmenter
+from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise, to_channels
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_inverse_is_exact(seed):
+    r = np.random.default_rng(seed)
+    m = InputMapping(int(r.integers(-50, 50)), int(r.integers(-50, 50)), int(r.integers(20, 900)),
+                     int(r.integers(20, 700)), int(r.integers(16, 300)), int(r.integers(16, 300)))
+    xy = r.uniform(-100, 1000, size=(7, 5, 2))
+    assert np.abs(m.to_frame(m.to_input(xy)) - xy).max() < 1e-6
+    uv = r.uniform(0, 300, size=(3, 2))
+    assert np.abs(m.to_input(m.to_frame(uv)) - uv).max() < 1e-6
+    nan = np.full((1, 2), np.nan)
+    assert np.isnan(m.to_frame(m.to_input(nan))).all()
+
+
+def test_resize_moves_a_bright_pixel_where_the_mapping_says():
+    img = np.zeros((60, 80), np.uint8)
+    img[20:24, 40:44] = 255  # a 4x4 block centred at (41.5, 21.5)
+    m = InputMapping(0, 0, 80, 60, 40, 30)  # halve
+    out = m.apply(img)
+    assert out.shape == (30, 40)
+    ys, xs = np.nonzero(out == out.max())
+    centre = np.array([xs.mean(), ys.mean()])
+    assert np.allclose(m.to_input(np.array([41.5, 21.5])), centre)
+
+
+def test_crop_with_padding_outside_the_frame():
+    img = np.full((10, 10), 7, np.uint8)
+    m = InputMapping(-5, -5, 20, 20, 20, 20)
+    out = m.apply(img)
+    assert out.shape == (20, 20)
+    assert out[0, 0] == 0 and out[10, 10] == 7
+    assert np.allclose(m.to_input(np.array([0.0, 0.0])), [5.0, 5.0])
+
+
+def test_label_box_contains_labels_and_keeps_aspect():
+    kp = np.array([[[100.0, 50.0], [400.0, 300.0], [np.nan, np.nan]]])
+    m = label_box(kp, (864, 646), (192, 128), margin=0.1)
+    uv = m.to_input(kp[0, :2])
+    assert (uv >= 0).all() and (uv[:, 0] < 192).all() and (uv[:, 1] < 128).all()
+    assert abs(m.box_w / m.box_h - 1.5) < 0.02
+    f = full_frame_box((864, 646), (64, 48))
+    assert f.box_w >= 864 and f.box_h >= 646
+
+
+def test_frame_size_change_scales_the_box():
+    m = InputMapping(100, 50, 400, 300, 80, 60)
+    big = m.for_frame_size((720, 540), (1440, 1080))
+    assert (big.x0, big.y0, big.box_w, big.box_h) == (200, 100, 800, 600)
+    assert np.allclose(big.to_input(np.array([1000.0, 700.0])) ,
+                       m.to_input(np.array([500.0, 350.0])), atol=0.1)
+
+
+def test_channels_and_normalise():
+    g = np.zeros((4, 5), np.uint8)
+    assert to_channels(g, 3).shape == (4, 5, 3)
+    assert to_channels(np.zeros((4, 5, 3), np.uint8), 1).shape == (4, 5, 1)
+    x = normalise(np.zeros((2, 4, 5, 1), np.uint8))
+    assert x.shape == (2, 1, 4, 5) and x.dtype == np.float32
+
+
+def test_augment_keypoints_leaving_become_missing():
+    bp = ["a", "b", "c"]
+    aug = KeypointAugmenter(AugmentConfig(rotate=0, scale=0, translate=0.3, p_geometric=1.0), bp, 0)
+    img = np.zeros((48, 64), np.uint8)
+    kp = np.array([[0.5, 0.5], [32.0, 24.0], [np.nan, np.nan]])
+    n_lost = 0
+    for _ in range(20):
+        out_img, out = aug(img, kp)
+        assert out_img.shape == img.shape
+        assert np.isnan(out[2]).all()  # missing stays missing
+        inside = ~np.isnan(out).any(-1)
+        assert ((out[inside] >= -0.5) & (out[inside] <= [63.5, 47.5])).all()  # never clipped
+        n_lost += np.isnan(out[0]).any()
+    assert n_lost > 0  # the corner point leaves the image sometimes
+
+
+def test_flip_needs_pairs_and_swaps_them():
+    with pytest.raises(ValueError, match="flip_pairs"):
+        KeypointAugmenter(AugmentConfig(hflip=0.5), ["l", "r"])
+    cfg = AugmentConfig(rotate=0, scale=0, translate=0, p_geometric=0, hflip=1.0, brightness=0,
+                        contrast=0, blur=0, noise=0, flip_pairs=[["l", "r"]])
+    aug = KeypointAugmenter(cfg, ["l", "r", "m"])
+    img = np.zeros((10, 20), np.uint8)
+    img[5, 2] = 255  # left point
+    _, out = aug(img, np.array([[2.0, 5.0], [17.0, 5.0], [10.0, 1.0]]))
+    # "l" now holds the mirrored right point and vice versa; the image's x flips about its middle
+    assert out[0, 0] < 10 and out[1, 0] > 10
+    assert abs(out[0, 0] + 17.0 - 19.0) <= 1.0 and abs(out[2, 0] + 10.0 - 19.0) <= 1.0
