@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 from scipy.interpolate import splev, splprep
-from scipy.ndimage import gaussian_filter, zoom
+from scipy.ndimage import gaussian_filter
 
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.errors import RunExistsError
@@ -335,14 +335,15 @@ class _Canvas:
             return None
         sl, off = win
         layer = np.zeros((sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
-        for p in pts:
-            p = p - off
-            seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
-            t = np.concatenate([[0], np.cumsum(seg)])
-            s = np.linspace(0, t[-1], max(2, int(t[-1] * 2)))
-            x, y = np.round(np.interp(s, t, p[:, 0])), np.round(np.interp(s, t, p[:, 1]))
-            keep = (x >= 0) & (x < layer.shape[1]) & (y >= 0) & (y < layer.shape[0])
-            np.add.at(layer, (y[keep].astype(int), x[keep].astype(int)), 0.5)
+        # all polylines at once: about two samples per pixel along every segment
+        starts = np.concatenate([q[:-1] for q in pts]) - off
+        steps = np.concatenate([np.diff(q, axis=0) for q in pts])
+        k = np.maximum(1, np.ceil(np.hypot(steps[:, 0], steps[:, 1]) * 2)).astype(int)
+        seg = np.repeat(np.arange(len(k)), k)
+        frac = (np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)) / np.repeat(k, k)
+        xy = np.round(starts[seg] + steps[seg] * frac[:, None]).astype(int)
+        keep = (xy[:, 0] >= 0) & (xy[:, 0] < layer.shape[1]) & (xy[:, 1] >= 0) & (xy[:, 1] < layer.shape[0])
+        np.add.at(layer, (xy[keep, 1], xy[keep, 0]), 0.5)
         layer = gaussian_filter(layer, sigma)
         # a line of unit density blurred by sigma peaks at 1 / (sqrt(2 pi) sigma)
         return sl, np.clip(layer * sigma * 2.5, 0, 1)
@@ -373,8 +374,9 @@ class _Canvas:
 
 def _smooth_noise(r: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
     """Unit-variance noise varying over about ``cell`` pixels (cheap at any frame size)."""
-    small = r.normal(size=(h // cell + 3, w // cell + 3))
-    big = zoom(small, cell, order=1)[:h, :w]
+    small = r.normal(size=(h // cell + 3, w // cell + 3)).astype(np.float32)
+    big = np.asarray(Image.fromarray(small, mode="F").resize(
+        (small.shape[1] * cell, small.shape[0] * cell), Image.Resampling.BILINEAR))[:h, :w]
     return big / max(big.std(), 1e-6)
 
 
