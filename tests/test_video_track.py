@@ -201,3 +201,18 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["track", "run", str(video), "--out", str(out), "--crop", "1,2"]) == 2
     assert "four integers" in capsys.readouterr().err
+
+
+def test_nwb_output(tmp_path, video):
+    pytest.importorskip("ndx_pose")
+    from pynwb import NWBHDF5IO
+
+    track_video(SpotPredictor(), video, tmp_path, opts(nwb=True, stop=10, formats=("csv",)))
+    _, vals = load_xy(output_paths(video, tmp_path)["csv"])
+    with NWBHDF5IO(str(output_paths(video, tmp_path)["nwb"]), "r") as io:
+        pose = io.read().processing["behavior"]["PoseEstimation"]
+        series = pose.pose_estimation_series["leftpupil"]
+        np.testing.assert_allclose(series.data[:], vals[:, 0, :2])
+        np.testing.assert_allclose(series.confidence[:], vals[:, 0, 2])
+        np.testing.assert_allclose(series.timestamps[:], np.arange(10) / 25, atol=1e-3)
+        assert list(pose.skeleton.nodes[:]) == PUPIL

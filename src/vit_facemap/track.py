@@ -14,7 +14,8 @@ background thread while the predictor runs on the previous batch, and writes:
   (:func:`vit_facemap.measures.facial_measures`) where the keypoint names allow them;
 - ``<video>_<scorer>_track.json``: settings, provenance, speed and whether the video
   was tracked to its end;
-- optionally ``<video>_<scorer>_overlay.mp4`` with the keypoints drawn on the frames.
+- optionally ``<video>_<scorer>_overlay.mp4`` with the keypoints drawn on the frames, and
+  ``<video>_<scorer>.nwb`` (NWB with ndx-pose, when ``pynwb`` and ``ndx-pose`` are installed).
 
 While it runs, every batch is appended to ``<video>_<scorer>.partial.bin`` beside a small
 ``.state.json``; an interrupted run continues from the next frame with ``resume=True``.
@@ -70,6 +71,7 @@ class TrackOptions:
     formats: tuple[str, ...] = ("csv", "h5")
     measures: bool = True
     overlay: bool = False
+    nwb: bool = False  # also write NWB (ndx-pose); needs the optional pynwb + ndx-pose
     overwrite: bool = False
     resume: bool = False
     progress: bool = True
@@ -87,12 +89,13 @@ def output_paths(video: str | Path, out_dir: str | Path, scorer: str = "vit-face
         "measures": base.with_name(base.name + "_measures.csv"),
         "summary": base.with_name(base.name + "_track.json"),
         "overlay": base.with_name(base.name + "_overlay.mp4"),
+        "nwb": base.with_name(base.name + ".nwb"),
         "partial": base.with_name(base.name + ".partial.bin"),
         "state": base.with_name(base.name + ".state.json"),
     }
 
 
-FINAL_OUTPUTS = ("csv", "h5", "frames", "measures", "summary", "overlay")
+FINAL_OUTPUTS = ("csv", "h5", "frames", "measures", "summary", "overlay", "nwb")
 
 
 def _region(options: TrackOptions, predictor: Predictor, info, path: Path):
@@ -157,6 +160,11 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     options = options or TrackOptions()
     video = Path(video)
     out_dir = Path(out_dir)
+    if options.nwb:
+        from vit_facemap.nwb import INSTALL_HINT, nwb_available
+
+        if not nwb_available():
+            raise DataError(INSTALL_HINT)
     info = probe(video)
     box, resize = _region(options, predictor, info, video)
     paths = output_paths(video, out_dir, options.scorer)
@@ -297,6 +305,11 @@ def _write_outputs(rows: np.ndarray, bodyparts: list[str], paths: dict[str, Path
     times = pd.DataFrame({"pts": rows[:, 1].astype(np.int64), "time_s": rows[:, 2]},
                          index=pd.Index(frames, name="frame"))
     times.to_csv(paths["frames"])
+    if options.nwb:
+        from vit_facemap.nwb import write_nwb
+
+        write_nwb(paths["nwb"], xy, lik, bodyparts, rows[:, 2], video=info.path,
+                  frame_size=(info.width, info.height), scorer=options.scorer, overwrite=True)
     n_measures = 0
     if options.measures and len(rows):
         from vit_facemap.measures import facial_measures

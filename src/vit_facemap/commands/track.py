@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--formats", default="csv,h5", help="comma list of csv, h5 (default both)")
     p.add_argument("--no-measures", action="store_true", help="skip the facial measures")
     p.add_argument("--overlay", action="store_true", help="also write a video with the keypoints drawn")
+    p.add_argument("--nwb", action="store_true",
+                   help="also write NWB with ndx-pose (needs: pip install 'vit-facemap[nwb]')")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--resume", action="store_true",
                    help="continue half-done videos from the next frame; skip finished ones")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         start=args.start, stop=args.stop, crop=crop, resize=args.resize,
         batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,
         scorer=args.scorer, formats=formats, measures=not args.no_measures,
-        overlay=args.overlay, overwrite=args.overwrite, resume=args.resume,
+        overlay=args.overlay, nwb=args.nwb, overwrite=args.overwrite, resume=args.resume,
         progress=not args.no_progress, extra={"run": str(args.run)})
     failed = 0
     for video in args.videos:
