@@ -123,6 +123,12 @@ def test_write_state_set(tmp_path):
     assert groups["group"].nunique() == 3
     for image, cls in zip(regions["image"], regions["class"], strict=True):
         assert image.startswith(f"{cls}/") and (folder / image).is_file()
+    eyes = pd.read_csv(folder / "eyes.csv")
+    assert list(eyes.columns) == ["image", "x", "y", "width"] and (eyes["width"] > 5).all()
+    boxes = regions[["x0", "y0", "x1", "y1"]].to_numpy()
+    inside = ((eyes["x"] >= boxes[:, 0]) & (eyes["x"] <= boxes[:, 2])
+              & (eyes["y"] >= boxes[:, 1]) & (eyes["y"] <= boxes[:, 3]))
+    assert inside.all()  # the eye centre lies in the region of the eye task
     with pytest.raises(RunExistsError):
         write_state_set(folder, n_frames=4)
 

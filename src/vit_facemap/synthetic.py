@@ -122,13 +122,13 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 def _video_look(seed: int, video: int, layout: str) -> VideoLook:
     r = _rng(seed, 1, video)
     if layout == "g7c1":  # close-up framing as in the ViT_Facemap recordings
-        origin = (0.15 + r.uniform(-0.03, 0.03), 0.26 + r.uniform(-0.04, 0.04))
+        origin = (0.15 + r.uniform(-0.03, 0.03), 0.29 + r.uniform(-0.03, 0.03))
         scale = 0.70 * r.uniform(0.9, 1.08)
     else:  # wider framing around the eye, as in the Schroeder lab recordings
         origin = (0.29 + r.uniform(-0.04, 0.04), 0.36 + r.uniform(-0.04, 0.04))
         scale = 0.42 * r.uniform(0.9, 1.1)
     return VideoLook(
-        angle=r.uniform(-8, 12), scale=scale, origin=origin,
+        angle=r.uniform(-4, 12), scale=scale, origin=origin,
         background=r.uniform(0.03, 0.2), fur=r.uniform(0.35, 0.6),
         light_angle=r.uniform(0, 2 * np.pi), light_strength=r.uniform(0.05, 0.25),
         eye_size=r.uniform(0.9, 1.1), nose_size=r.uniform(0.9, 1.1),
@@ -576,23 +576,35 @@ def write_state_set(
 
     ``folder/<class>/<video>_imgNNNN.png``; ``folder/groups.csv`` (``image``, ``group``: the
     video, for group-aware splits) and ``folder/regions.csv`` (``image``, ``class``,
-    ``group``, ``x0``, ``y0``, ``x1``, ``y1``: the region that carries the state), with
-    ``image`` relative to ``folder``.
+    ``group``, ``x0``, ``y0``, ``x1``, ``y1``: the region that carries the state) and
+    ``folder/eyes.csv`` (``image``, ``x``, ``y``, ``width``: eye centre and corner-to-corner
+    width from the eyelid keypoints), with ``image`` relative to ``folder``; the layout
+    read by :func:`vit_facemap.states.read_image_set`.
     """
     folder = _prepare(folder, "groups.csv", overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            task=task, root=folder)
+    names = data.frames.bodyparts
+    corners = ("eye front", "eye back") if layout == "g7c1" else ("lefteyelid", "righteyelid")
+    lids = [names.index(k) for k in names if "eye" in k and "pupil" not in k]
     rows = []
-    for img, rel, state, box in zip(data.images, data.frames.index, data.states,
-                                    data.state_boxes, strict=True):
+    for i, (img, rel, state, box) in enumerate(zip(data.images, data.frames.index, data.states,
+                                                   data.state_boxes, strict=True)):
         video, name = rel.split("/")[1:]
         image = f"{state}/{video}_{name}"
         _save_png(img, folder / image)
+        kp = data.frames.keypoints[i]
+        centre = kp[lids].mean(axis=0)
+        width = np.linalg.norm(kp[names.index(corners[1])] - kp[names.index(corners[0])])
         rows.append(dict(image=image, **{"class": state}, group=video,
-                         x0=box[0], y0=box[1], x1=box[2], y1=box[3]))
+                         x0=box[0], y0=box[1], x1=box[2], y1=box[3],
+                         x=centre[0], y=centre[1], width=width))
     table = pd.DataFrame(rows)
     table[["image", "group"]].to_csv(folder / "groups.csv", index=False)
-    table.to_csv(folder / "regions.csv", index=False, float_format="%.2f")
+    table[["image", "class", "group", "x0", "y0", "x1", "y1"]].to_csv(
+        folder / "regions.csv", index=False, float_format="%.2f")
+    table[["image", "x", "y", "width"]].to_csv(folder / "eyes.csv", index=False,
+                                               float_format="%.3f")
     (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     return folder
 
