@@ -197,6 +197,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         paths["partial"].unlink(missing_ok=True)
         write_json({"key": key, "options": asdict(options)}, paths["state"])
 
+    import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
+
     sx = (box[2] - box[0]) / resize[0] if resize else 1.0
     sy = (box[3] - box[1]) / resize[1] if resize else 1.0
     total = (options.stop if options.stop is not None else (info.n_frames or 0)) - first
