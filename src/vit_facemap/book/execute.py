@@ -116,7 +116,7 @@ def _papermill(papermill, source: Path, executed: Path, settings: BookSettings,
         parameters=settings.parameters(),
         cwd=str(source.parent),
         kernel_name=kernel_name,
-        progress_bar=False,
+        progress_bar=True,  # per-cell tqdm bar: long notebooks show where they are
         log_output=False,
         request_save_on_cell_execute=True,
     )
