@@ -284,3 +284,14 @@ def test_h5_labels_load_and_validate(tmp_path):
     write_labels(frames, tmp_path / "CollectedData_tester.h5")
     back = load_set(tmp_path, expected_bodyparts=NAMES)
     np.testing.assert_array_equal(back.keypoints, frames.keypoints)
+
+
+def test_labels_without_any_images(tmp_path):
+    make_set(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "labeled-data")
+    report = validate_set(read_labels(tmp_path))
+    assert len(report.errors) == 1
+    assert "none of the 4 images of the table exist" in str(report.errors[0])
+    assert "which is missing" in str(report.errors[0])

@@ -182,6 +182,13 @@ def validate_set(
 
     if not check_images:
         return report
+    if not any(p.is_file() for p in frames.image_paths):
+        # one clear message instead of one per frame when the images were never copied
+        where = frames.root / "labeled-data"
+        err(Problem(label_file, f"none of the {len(frames)} images of the table exist "
+                                f"(expected under {where}{'' if where.is_dir() else ', which is missing'}; "
+                                f"e.g. {frames.index[0]})"))
+        return report
     outside: list[str] = []
     for i, path in enumerate(frames.image_paths):
         try:
