@@ -1,0 +1,497 @@
+"""Facial-state classifiers: HOG + random forest (Dolensek et al. 2020) and a small ViT.
+
+Both work on the same input so that they can be compared frame for frame:
+
+- ``crop="eye"``: a square of side ``crop_factor`` eye widths centred on the eye. At
+  training time the eye box comes from the set's ``eyes.csv`` (eyelid keypoints); at
+  evaluation time, on frames without keypoints, from an :class:`~vit_facemap.eyes.EyeLocator`
+  trained on the same training frames and saved in the run.
+- ``crop="frame"``: the whole frame resized to a square (no keypoints needed anywhere).
+
+The ViT is a timm ``VisionTransformer`` with a CLS-token head, trained from scratch (no
+pretrained weights can be downloaded here; ``init_weights`` may name a local safetensors
+file) with strong augmentation: random zoom, shift, rotation, mirror, contrast, gamma and
+noise. The forest uses HOG with Dolensek et al.'s settings (8 orientations, 32-pixel
+cells, 1x1 blocks, square-root transform) on the crop resized to ``hog_size`` pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+from tqdm.auto import tqdm
+
+from vit_facemap.errors import DataError
+from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
+from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
+from vit_facemap.images import load_image
+
+MODELS = ("vit", "hog-rf")
+CROPS = ("eye", "frame")
+MARGIN = 1.25  # crops are cut this much larger than the model's view, room for augmentation
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    model: str = "vit"
+    crop: str = "eye"
+    crop_factor: float = 2.0  # view side in eye widths
+    # ViT
+    image_size: int = 64
+    patch_size: int = 8
+    stem: str = "conv"  # "conv": small convolutional stem (Xiao et al. 2021); "patch": linear
+    embed_dim: int = 96
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 2.0
+    drop_path: float = 0.1
+    epochs: int = 80
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    init_weights: str | None = None
+    # HOG + RF
+    hog_size: int = 128
+    n_trees: int = 500
+    # eye locator (crop="eye")
+    locator: LocatorConfig = field(default_factory=LocatorConfig)
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.crop not in CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; choose one of {', '.join(CROPS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        d = dict(d)
+        d["locator"] = LocatorConfig(**d.get("locator", {}))
+        return cls(**d)
+
+
+# Run sizes per profile: test = seconds on generated frames, default = the book's CPU run.
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "test": {"epochs": 3, "n_trees": 20, "embed_dim": 32, "depth": 2, "num_heads": 2,
+             "locator": {"epochs": 3, "channels": 8}},
+    "quick": {"epochs": 15, "n_trees": 100, "locator": {"epochs": 15}},
+    "default": {},
+    "full": {"epochs": 300, "embed_dim": 192, "depth": 6, "num_heads": 3,
+             "locator": {"epochs": 150}},
+}
+
+
+def profile_config(profile: str = "default", **overrides: Any) -> ClassifierConfig:
+    """The classifier settings of a run profile, with ``overrides`` on top."""
+    if profile not in PROFILE_SETTINGS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_SETTINGS)}")
+    d = asdict(ClassifierConfig())
+    for src in (PROFILE_SETTINGS[profile], overrides):
+        for k, v in src.items():
+            if k == "locator":
+                d["locator"] = {**d["locator"], **v}
+            else:
+                d[k] = v
+    return ClassifierConfig.from_dict(d)
+
+
+def load_frames(paths: Sequence[str | Path], progress: bool = False) -> list[np.ndarray]:
+    return [load_image(p, "L") for p in tqdm(paths, desc="frames", disable=not progress)]
+
+
+class ConvStemEmbed(torch.nn.Module):
+    """Patch embedding by stride-2 3x3 convolutions instead of one linear patch projection.
+
+    Early convolutions give a ViT the locality it otherwise has to learn from data, which
+    matters with a few hundred training images (Xiao et al. 2021). Same interface as timm's
+    ``PatchEmbed``: (B, C, H, W) -> (B, tokens, dim) over a ``grid_size`` grid.
+    """
+
+    def __init__(self, img_size: int = 64, patch_size: int = 8, in_chans: int = 1,
+                 embed_dim: int = 96, bias: bool = True, **_: Any) -> None:
+        super().__init__()
+        n = int(np.log2(patch_size))
+        if 2 ** n != patch_size:
+            raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
+        layers, c = [], in_chans
+        for i in range(n):
+            o = min(embed_dim, 16 * 2 ** i)
+            layers += [torch.nn.Conv2d(c, o, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(o),
+                       torch.nn.ReLU(inplace=True)]
+            c = o
+        layers.append(torch.nn.Conv2d(c, embed_dim, 1, bias=bias))
+        self.proj = torch.nn.Sequential(*layers)
+        self.img_size = (img_size, img_size)
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def feat_ratio(self, as_scalar: bool = True) -> int:
+        return self.patch_size[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def make_vit(config: ClassifierConfig, num_classes: int) -> torch.nn.Module:
+    from timm.layers import PatchEmbed
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        embed_layer=ConvStemEmbed if config.stem == "conv" else PatchEmbed,
+        img_size=config.image_size, patch_size=config.patch_size, in_chans=1,
+        num_classes=num_classes, embed_dim=config.embed_dim, depth=config.depth,
+        num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, class_token=True,
+        global_pool="token", drop_path_rate=config.drop_path,
+    )
+
+
+def _standardize_batch(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / (std + 1e-6)
+
+
+def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """The model's view of margin crops: the centre 1/MARGIN, randomly jittered when ``gen``."""
+    x = torch.from_numpy(np.asarray(crops, dtype=np.float32))[:, None] / 255
+    n = x.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    if gen is None:
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / MARGIN
+        grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+        return _standardize_batch(F.grid_sample(x, grid, align_corners=False))
+    s = torch.empty(n).uniform_(0.85, 1.2, generator=gen)
+    a = torch.empty(n).uniform_(-0.3, 0.3, generator=gen)  # radians
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    k = 1 / (MARGIN * s)
+    theta[:, 0, 0] = k * torch.cos(a) * flip
+    theta[:, 0, 1] = -k * torch.sin(a)
+    theta[:, 1, 0] = k * torch.sin(a) * flip
+    theta[:, 1, 1] = k * torch.cos(a)
+    theta[:, :, 2] = torch.empty(n, 2).uniform_(-0.12, 0.12, generator=gen)
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False).clamp(1e-4, 1)
+    gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.5, 0.5, generator=gen))
+    x = x ** gamma
+    x = _standardize_batch(x) * torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=gen)
+    return x + 0.1 * torch.randn(x.shape, generator=gen)
+
+
+@dataclass
+class FacialStateClassifier:
+    """A trained classifier: config, class names, the model and (for eye crops) the locator."""
+
+    config: ClassifierConfig
+    classes: list[str]
+    model: Any = None  # timm VisionTransformer or RandomForestClassifier
+    locator: EyeLocator | None = None
+
+    # ----- inputs --------------------------------------------------------------------
+    def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
+              view: bool = False) -> np.ndarray:
+        """Model-input crops (N, S, S) uint8: with margin (``view=False``) or the view itself.
+
+        ``boxes`` (x, y, width) default to the locator's predictions.
+        """
+        c = self.config
+        size = c.image_size if c.model == "vit" else c.hog_size
+        margin = 1.0 if view else MARGIN
+        out_size = int(round(size * margin))
+        if c.crop == "frame":
+            return resize_frames_uint8(frames, out_size, margin)
+        if boxes is None:
+            boxes = self.locate(frames)
+        return crop_eyes(frames, boxes, c.crop_factor * margin, out_size)
+
+    def locate(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        if self.locator is None:
+            raise DataError("this classifier works on eye crops but has no eye locator")
+        return self.locator.predict(frames)
+
+    # ----- training ------------------------------------------------------------------
+    def fit(self, frames: Sequence[np.ndarray], labels: np.ndarray,
+            boxes: np.ndarray | None = None, progress: bool = True) -> FacialStateClassifier:
+        c = self.config
+        labels = np.asarray(labels)
+        if c.crop == "eye":
+            if boxes is None or not np.isfinite(boxes).all():
+                raise DataError("eye crops need the eye box of every training image (eyes.csv "
+                                "with image,x,y,width); use --crop frame for sets without one")
+            if self.locator is None:
+                self.locator = EyeLocator.fit(frames, boxes, replace(c.locator, seed=c.seed),
+                                              progress=progress)
+        if c.model == "hog-rf":
+            feats = hog_features(self.crops(frames, boxes, view=True), self.hog_config)
+            self.model = RandomForestClassifier(
+                n_estimators=c.n_trees, class_weight="balanced_subsample", random_state=c.seed,
+                n_jobs=1).fit(feats, labels)
+        else:
+            self.model = self._fit_vit(self.crops(frames, boxes), labels, progress)
+        return self
+
+    @property
+    def hog_config(self) -> HogConfig:
+        return HogConfig()
+
+    def _fit_vit(self, crops: np.ndarray, labels: np.ndarray, progress: bool) -> torch.nn.Module:
+        c = self.config
+        torch.manual_seed(c.seed)
+        gen = torch.Generator().manual_seed(c.seed)
+        model = make_vit(c, len(self.classes))
+        if c.init_weights:
+            load_vit_weights(model, c.init_weights)
+        dev = torch.device(c.device)
+        model.to(dev)
+        counts = np.bincount(labels, minlength=len(self.classes)).astype(np.float32)
+        weight = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts)).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        steps = c.epochs * int(np.ceil(len(crops) / c.batch_size))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=steps, pct_start=0.1)
+        y = torch.from_numpy(labels.astype(np.int64)).to(dev)
+        model.train()
+        for _ in tqdm(range(c.epochs), desc="ViT", disable=not progress):
+            for b in torch.randperm(len(crops), generator=gen).split(c.batch_size):
+                x = _view(crops[b.numpy()], c.image_size, gen).to(dev)
+                loss = F.cross_entropy(model(x), y[b.to(dev)], weight=weight,
+                                       label_smoothing=c.label_smoothing)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        model.eval()
+        return model.cpu()
+
+    # ----- prediction ----------------------------------------------------------------
+    def inputs(self, crops: np.ndarray) -> torch.Tensor | np.ndarray:
+        """Model inputs from margin crops (:meth:`crops`): tensors for the ViT, HOG for the forest."""
+        if self.config.model == "vit":
+            return _view(crops, self.config.image_size)
+        return hog_features(center_view(crops, self.config.hog_size), self.hog_config)
+
+    @torch.no_grad()
+    def predict_proba(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
+                      batch_size: int = 64) -> np.ndarray:
+        crops = self.crops(frames, boxes)
+        if self.config.model == "hog-rf":
+            return self.model.predict_proba(self.inputs(crops))
+        self.model.eval()
+        out = [self.model(self.inputs(crops[i:i + batch_size])).softmax(-1).numpy()
+               for i in range(0, len(crops), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def predict(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> np.ndarray:
+        return self.predict_proba(frames, boxes).argmax(1)
+
+    def hog_importance_map(self) -> np.ndarray:
+        """The forest's feature importances summed over orientations, as a (rows, cols) cell map."""
+        if self.config.model != "hog-rf":
+            raise ValueError("importance maps are for the hog-rf model")
+        hc = self.hog_config
+        rows, cols = hog_grid_shape(self.config.hog_size, self.config.hog_size, hc)
+        imp = self.model.feature_importances_.reshape(rows, cols, hc.cells_per_block ** 2,
+                                                      hc.orientations)
+        return imp.sum(axis=(2, 3))
+
+    # ----- saving --------------------------------------------------------------------
+    def save(self, run: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        run = Path(run)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(
+            {"config": asdict(self.config), "classes": self.classes}, indent=2) + "\n")
+        tensors: dict[str, torch.Tensor] = {}
+        if self.locator is not None:
+            tensors.update(self.locator.state_dict())
+        if self.config.model == "vit":
+            tensors.update({f"vit.{k}": v.contiguous() for k, v in self.model.state_dict().items()})
+        else:
+            import joblib
+
+            joblib.dump(self.model, run / "model.joblib", compress=3)
+        if tensors:
+            save_file(tensors, str(run / "model.safetensors"))
+
+    @classmethod
+    def load(cls, run: str | Path) -> FacialStateClassifier:
+        from safetensors.torch import load_file
+
+        run = Path(run)
+        cfg_file = run / "config.json"
+        if not cfg_file.is_file():
+            raise DataError("not a classifier run (no config.json); train one with "
+                            "'vit-facemap classify train'", run)
+        try:
+            meta = json.loads(cfg_file.read_text())
+            config = ClassifierConfig.from_dict(meta["config"])
+            classes = list(meta["classes"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
+        tensors = load_file(str(run / "model.safetensors")) if (run / "model.safetensors").is_file() else {}
+        clf = cls(config, classes)
+        if config.crop == "eye":
+            clf.locator = EyeLocator.from_state_dict(config.locator, tensors)
+        if config.model == "vit":
+            model = make_vit(config, len(classes))
+            model.load_state_dict({k.removeprefix("vit."): v for k, v in tensors.items()
+                                   if k.startswith("vit.")})
+            model.eval()
+            clf.model = model
+        else:
+            import joblib
+
+            if not (run / "model.joblib").is_file():
+                raise DataError("the forest (model.joblib) is missing from this run", run)
+            clf.model = joblib.load(run / "model.joblib")
+        return clf
+
+
+def center_view(crops: np.ndarray, size: int) -> np.ndarray:
+    """The centre 1/MARGIN of margin crops, resized to ``size`` (uint8)."""
+    from PIL import Image
+
+    out = np.empty((len(crops), size, size), dtype=np.uint8)
+    for i, c in enumerate(crops):
+        s = c.shape[0]
+        lo = (s - s / MARGIN) / 2
+        box = (lo, lo, s - lo, s - lo)
+        out[i] = np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR, box=box))
+    return out
+
+
+def resize_frames_uint8(frames: Sequence[np.ndarray], size: int, margin: float) -> np.ndarray:
+    """Whole frames squashed to a square, padded by ``margin`` so views match eye crops."""
+    from PIL import Image
+
+    inner = int(round(size / margin))
+    pad = (size - inner) // 2
+    out = np.zeros((len(frames), size, size), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        im = Image.fromarray(np.asarray(f, dtype=np.uint8)).resize((inner, inner), Image.BILINEAR,
+                                                                    reducing_gap=2.0)
+        out[i, pad:pad + inner, pad:pad + inner] = np.asarray(im)
+    return out
+
+
+def load_vit_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Initialise from a local safetensors file; the head is kept only if its shape fits."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("initial weights file is missing", path)
+    state = {k.removeprefix("vit."): v for k, v in load_file(str(path)).items()}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise DataError("no tensor in this file fits the ViT's layers", path)
+    model.load_state_dict(usable, strict=False)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
+                           groups: np.ndarray | None = None) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1 and confusion matrix, overall and per group."""
+    labels = all_labels = list(range(len(classes)))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+
+    def block(t: np.ndarray, p: np.ndarray, labels: list[int] | None) -> dict[str, Any]:
+        # per group: macro-F1 over the classes present in that group (many hold one state)
+        return {
+            "n": int(len(t)),
+            "accuracy": float(accuracy_score(t, p)),
+            "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(np.unique(t)) > 1
+            else float(accuracy_score(t, p)),
+            "macro_f1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+            "confusion": confusion_matrix(t, p, labels=all_labels).tolist(),
+        }
+
+    out = block(y_true, y_pred, labels)
+    out["labels"] = list(classes)
+    if groups is not None and len(groups) and any(str(g) for g in groups):
+        groups = np.asarray(groups).astype(str)
+        out["per_group"] = {g: block(y_true[groups == g], y_pred[groups == g], None)
+                            for g in sorted(set(groups))}
+    return out
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold results of group-aware cross-validation (each group held out once)."""
+
+    classes: list[str]
+    labels: np.ndarray
+    groups: np.ndarray
+    fold: np.ndarray  # fold in which each image was held out
+    boxes: np.ndarray | None  # eye boxes used at test time (locator predictions)
+    proba: dict[str, np.ndarray]  # model name -> (N, n_classes) held-out probabilities
+    metrics: dict[str, dict[str, Any]]
+    models: dict[str, list[FacialStateClassifier]]  # per fold, for maps and deletion curves
+    wall_s: dict[str, float]
+
+
+def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.ndarray,
+                   classes: Sequence[str], configs: dict[str, ClassifierConfig],
+                   boxes: np.ndarray | None = None, n_splits: int = 4, seed: int = 0,
+                   oracle_boxes: bool = False, progress: bool = True) -> CrossValidation:
+    """Leave-groups-out CV: stratified group k-fold, every group (animal) held out once.
+
+    All models of one fold share the eye locator trained on that fold's training frames,
+    so they are judged on the very same crops. ``oracle_boxes`` uses the labeled eye boxes
+    at test time too (an upper bound that isolates the locator's share of the error).
+    """
+    import time
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = np.asarray(labels)
+    groups = np.asarray(groups).astype(str)
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise DataError(f"group-aware cross-validation needs at least 2 groups, found {n_groups}")
+    k = min(n_splits, n_groups)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold = np.full(len(labels), -1)
+    proba = {name: np.full((len(labels), len(classes)), np.nan) for name in configs}
+    models: dict[str, list[FacialStateClassifier]] = {name: [] for name in configs}
+    wall = dict.fromkeys(configs, 0.0)
+    used_boxes = None if boxes is None else np.full((len(labels), 3), np.nan)
+    for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+        fold[te] = f
+        tr_frames = [frames[i] for i in tr]
+        te_frames = [frames[i] for i in te]
+        locator = None
+        te_boxes = None
+        if any(c.crop == "eye" for c in configs.values()):
+            first = next(c for c in configs.values() if c.crop == "eye")
+            t0 = time.perf_counter()
+            locator = EyeLocator.fit(tr_frames, boxes[tr], replace(first.locator, seed=seed),
+                                     progress=progress)
+            te_boxes = boxes[te] if oracle_boxes else locator.predict(te_frames)
+            used_boxes[te] = te_boxes
+            for name, c in configs.items():  # the locator's time counts for every eye model
+                if c.crop == "eye":
+                    wall[name] += time.perf_counter() - t0
+        for name, c in configs.items():
+            t0 = time.perf_counter()
+            clf = FacialStateClassifier(c, list(classes), locator=locator if c.crop == "eye"
+                                        else None)
+            clf.fit(tr_frames, labels[tr], None if boxes is None else boxes[tr], progress=progress)
+            proba[name][te] = clf.predict_proba(te_frames, te_boxes if c.crop == "eye" else None)
+            wall[name] += time.perf_counter() - t0
+            models[name].append(clf)
+    metrics = {name: classification_metrics(labels, p.argmax(1), classes, groups)
+               for name, p in proba.items()}
+    return CrossValidation(list(classes), labels, groups, fold, used_boxes, proba, metrics,
+                           models, wall)

@@ -1,0 +1,188 @@
+"""``vit-facemap classify``: train and evaluate facial-state classifiers on class folders.
+
+``classify train --data DIR --out RUN`` trains on images laid out ``DIR/<class>/<image>``;
+``classify evaluate RUN --data DIR --json OUT.json`` scores a run on another such set;
+``classify make-pupil-set LABELS OUT`` writes the pupil-state task of a DeepLabCut set.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vit_facemap.config import PROFILES
+from vit_facemap.errors import DataError, RunExistsError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "classify", help="facial-state classifiers (HOG + random forest, ViT)",
+        description="Train and evaluate facial-state classifiers on images in class folders "
+                    "(DIR/<class>/<image>).",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    t = sub.add_parser("train", help="train a classifier on a class-folder set")
+    t.add_argument("--data", required=True, help="folder of class folders DIR/<class>/<image>")
+    t.add_argument("--out", required=True, help="run folder to create")
+    t.add_argument("--model", choices=("vit", "hog-rf"), default="vit")
+    t.add_argument("--crop", choices=("eye", "frame"), default="eye",
+                   help="eye: a crop around the eye (needs DIR/eyes.csv to train the eye "
+                        "locator); frame: the whole frame")
+    _group_args(t)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda (ViT training)")
+    t.add_argument("--profile", choices=PROFILES, default="default")
+    t.add_argument("--epochs", type=int, default=None, help="ViT epochs (overrides the profile)")
+    t.add_argument("--init-weights", default=None,
+                   help="local safetensors file to initialise the ViT from")
+    t.add_argument("--cv", type=int, default=0, metavar="K",
+                   help="also report K-fold group-aware cross-validation (needs groups)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("evaluate", help="score a trained classifier on a class-folder set")
+    e.add_argument("run_dir", metavar="RUN", help="run folder written by 'classify train'")
+    e.add_argument("--data", required=True, help="folder of class folders DIR/<class>/<image>")
+    e.add_argument("--json", required=True, help="where to write the metrics (JSON)")
+    _group_args(e)
+    e.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    e.set_defaults(func=run_evaluate)
+
+    m = sub.add_parser("make-pupil-set",
+                       help="write the pupil-state task of a DeepLabCut set as class folders")
+    m.add_argument("labels", help="labeled set (folder or CollectedData file)")
+    m.add_argument("out", help="folder to create (constricted/, dilated/, groups.csv, eyes.csv)")
+    m.add_argument("--constricted-below", type=float, default=0.25)
+    m.add_argument("--dilated-above", type=float, default=0.35)
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=run_make_set)
+
+
+def _group_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--groups", default=None,
+                   help="CSV with columns image,group (default: DIR/groups.csv if present)")
+    g.add_argument("--group-regex", default=None,
+                   help="regex on each image's path relative to DIR; group = first capture group")
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise RunExistsError(path)
+    if path.exists() and path.is_dir() and any(path.iterdir()) and \
+            not (path / "config.json").exists():
+        raise DataError("refusing to overwrite a folder that is not a classifier run", path)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    import numpy as np
+
+    from vit_facemap.classifier import (
+        FacialStateClassifier,
+        classification_metrics,
+        cross_validate,
+        load_frames,
+        profile_config,
+    )
+    from vit_facemap.runinfo import describe, resolve_device, timed, write_json
+    from vit_facemap.states import read_image_set
+
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    device = resolve_device(args.device)
+    overrides = {"model": args.model, "crop": args.crop, "seed": args.seed, "device": device}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.init_weights:
+        overrides["init_weights"] = args.init_weights
+    config = profile_config(args.profile, **overrides)
+    data = read_image_set(args.data, groups=args.groups, group_regex=args.group_regex)
+    if config.crop == "eye" and (data.eyes is None or not np.isfinite(data.eyes).all()):
+        raise DataError("--crop eye needs eyes.csv (image,x,y,width) with the eye box of every "
+                        "image to train the eye locator; use --crop frame otherwise", data.root)
+    progress = not args.quiet
+    frames = load_frames(data.paths, progress=progress)
+    record = {}
+    with timed() as t:
+        clf = FacialStateClassifier(config, data.classes).fit(frames, data.labels, data.eyes,
+                                                               progress=progress)
+    record["train_wall_s"] = t["wall_s"]
+    record["train_metrics"] = classification_metrics(
+        data.labels, clf.predict(frames, data.eyes if config.crop == "eye" else None),
+        data.classes, data.groups)
+    if args.cv:
+        if len(set(data.groups.tolist()) - {""}) < 2:
+            raise DataError("--cv needs groups (groups.csv or --group-regex) with at least "
+                            "two groups", data.root)
+        with timed() as t:
+            cv = cross_validate(frames, data.labels, data.groups, data.classes,
+                                {config.model: config}, data.eyes, n_splits=args.cv,
+                                seed=args.seed, progress=progress)
+        record["cv"] = {"n_splits": args.cv, "metrics": cv.metrics[config.model],
+                        "wall_s": t["wall_s"]}
+    if out.exists():
+        shutil.rmtree(out)
+    clf.save(out)
+    write_json(describe(config, device, profile=args.profile, data=str(Path(args.data).resolve()),
+                        classes=data.classes, n_images=len(data),
+                        class_counts=np.bincount(data.labels, minlength=len(data.classes)).tolist(),
+                        groups=sorted(set(data.groups.tolist()) - {""}), **record),
+               out / "provenance.json")
+    m = record["train_metrics"]
+    print(f"trained {config.model} ({config.crop} crop) on {len(data)} images of "
+          f"{len(data.classes)} classes in {record['train_wall_s']:.0f} s -> {out}")
+    print(f"training-set macro-F1 {m['macro_f1']:.3f} (optimistic: seen images)")
+    if args.cv:
+        c = record["cv"]["metrics"]
+        print(f"{args.cv}-fold group CV: accuracy {c['accuracy']:.3f}, balanced accuracy "
+              f"{c['balanced_accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from vit_facemap.classifier import FacialStateClassifier, classification_metrics, load_frames
+    from vit_facemap.runinfo import describe, timed, write_json
+    from vit_facemap.states import read_image_set
+
+    out = Path(args.json)
+    if out.exists() and not args.overwrite:
+        raise RunExistsError(out)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise DataError("no such run folder", run_dir)
+    clf = FacialStateClassifier.load(run_dir)
+    data = read_image_set(args.data, groups=args.groups, group_regex=args.group_regex,
+                          classes=clf.classes)
+    frames = load_frames(data.paths, progress=True)
+    with timed() as t:
+        proba = clf.predict_proba(frames)
+    metrics = classification_metrics(data.labels, proba.argmax(1), clf.classes, data.groups)
+    metrics["predictions"] = [
+        {"image": n, "true": clf.classes[y], "predicted": clf.classes[p],
+         "probabilities": [round(float(v), 4) for v in pr]}
+        for n, y, p, pr in zip(data.names, data.labels, proba.argmax(1), proba, strict=True)]
+    metrics["provenance"] = describe(clf.config, "cpu", run=str(run_dir.resolve()),
+                                     data=str(Path(args.data).resolve()),
+                                     predict_wall_s=t["wall_s"])
+    write_json(metrics, out)
+    print(f"{len(data)} images: accuracy {metrics['accuracy']:.3f}, balanced accuracy "
+          f"{metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} -> {out}")
+    return 0
+
+
+def run_make_set(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vit_facemap.states import write_pupil_state_set
+
+    s = write_pupil_state_set(args.labels, args.out, overwrite=args.overwrite,
+                              constricted_below=args.constricted_below,
+                              dilated_above=args.dilated_above)
+    counts = np.bincount(s.labels, minlength=len(s.classes))
+    print(", ".join(f"{n} {c}" for c, n in zip(s.classes, counts, strict=True))
+          + f" frames of {len(set(s.groups.tolist()))} animals -> {args.out}")
+    return 0

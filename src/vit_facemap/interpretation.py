@@ -1,0 +1,220 @@
+"""The interpretation study: HOG + RF vs ViT, leave-animals-out, and checks of their maps.
+
+:func:`run_study` cross-validates both classifiers on a class-folder set (every group, an
+animal, held out once; the two models share each fold's eye locator, so they see the same
+crops), then checks what each model looks at on the held-out frames:
+
+- *attention mass*: the share of the map inside the region that carries the state
+  (``regions.csv``: for the pupil task the eyelid keypoints' box, padded), against that
+  region's share of the model's view (what a uniform map would give: chance);
+- *deletion*: the probability of the predicted class as the most-attended grid cells are
+  blanked first, against random orders (the control); a lower area under the curve means
+  the map found what the model relies on.
+
+For the ViT the map is attention rollout (per image); for the forest it is the feature
+importances summed per HOG cell (one map for all images: a forest has no per-image
+attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vit_facemap.classifier import (
+    MARGIN,
+    ClassifierConfig,
+    CrossValidation,
+    FacialStateClassifier,
+    center_view,
+    cross_validate,
+    load_frames,
+    profile_config,
+)
+from vit_facemap.rollout import attention_rollout, curve_auc, deletion_curve, mass_in_box
+from vit_facemap.states import ImageSet, read_image_set, read_regions
+
+
+@dataclass
+class StudySettings:
+    profile: str = "default"
+    n_splits: int = 4
+    seed: int = 0
+    deletion_steps: int = 16
+    random_orders: int = 3
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
+    max_map_images: int = 400  # maps and deletion curves on at most this many held-out images
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    settings: StudySettings
+    data: ImageSet
+    frames: list[np.ndarray]
+    configs: dict[str, ClassifierConfig]
+    cv: CrossValidation
+    regions: np.ndarray | None
+    maps: dict[str, dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def view_box(region: np.ndarray, eye: np.ndarray, factor: float, size: int) -> np.ndarray:
+    """A frame-pixel box (x0, y0, x1, y1) in the coordinates of the model's view of side ``size``."""
+    x, y, w = eye
+    side = factor * w
+    scale = size / side
+    return np.array([(region[0] - (x - side / 2)) * scale, (region[1] - (y - side / 2)) * scale,
+                     (region[2] - (x - side / 2)) * scale, (region[3] - (y - side / 2)) * scale])
+
+
+def _vit_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
+              rng: np.random.Generator) -> dict[str, np.ndarray]:
+    x = clf.inputs(crops)
+    r = attention_rollout(clf.model, x, st.head_fusion, st.discard_ratio)
+    out = {"maps": r.maps, "target": r.target, "aucs": [], "random_aucs": [], "curves": [],
+           "random_curves": []}
+    model = clf.model
+
+    def predict(stack: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(stack)[:, None]).softmax(-1).numpy()
+
+    for i in range(len(crops)):
+        img = x[i, 0].numpy()
+        frac, p = deletion_curve(predict, img, r.maps[i], int(r.target[i]), 0.0, st.deletion_steps)
+        rand = [deletion_curve(predict, img, r.maps[i], int(r.target[i]), 0.0, st.deletion_steps,
+                               order=rng.permutation(r.maps[i].size))[1]
+                for _ in range(st.random_orders)]
+        out["curves"].append(p)
+        out["random_curves"].append(np.mean(rand, 0))
+        out["aucs"].append(curve_auc(frac, p))
+        out["random_aucs"].append(float(np.mean([curve_auc(frac, q) for q in rand])))
+    out["fraction"] = frac if len(crops) else np.zeros(0)
+    return out
+
+
+def _forest_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    from vit_facemap.hog import hog_features
+
+    imp = clf.hog_importance_map()
+    imp = imp / imp.sum()
+    views = center_view(crops, clf.config.hog_size)
+
+    def predict(stack: np.ndarray) -> np.ndarray:
+        return clf.model.predict_proba(hog_features(np.clip(stack, 0, 255).astype(np.uint8),
+                                                    clf.hog_config))
+
+    proba = predict(views.astype(np.float32))
+    target = proba.argmax(1)
+    out = {"maps": np.repeat(imp[None], len(views), 0), "target": target, "aucs": [],
+           "random_aucs": [], "curves": [], "random_curves": []}
+    for i, v in enumerate(views):
+        fill = float(v.mean())
+        frac, p = deletion_curve(predict, v, imp, int(target[i]), fill, st.deletion_steps)
+        rand = [deletion_curve(predict, v, imp, int(target[i]), fill, st.deletion_steps,
+                               order=rng.permutation(imp.size))[1]
+                for _ in range(st.random_orders)]
+        out["curves"].append(p)
+        out["random_curves"].append(np.mean(rand, 0))
+        out["aucs"].append(curve_auc(frac, p))
+        out["random_aucs"].append(float(np.mean([curve_auc(frac, q) for q in rand])))
+    out["fraction"] = frac if len(views) else np.zeros(0)
+    return out
+
+
+def check_maps(cv: CrossValidation, frames: list[np.ndarray], regions: np.ndarray | None,
+               st: StudySettings, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Attention mass in the region and deletion curves for every model, on held-out images."""
+    rng = np.random.default_rng(st.seed)
+    n = len(cv.labels)
+    chosen = np.sort(rng.permutation(n)[: st.max_map_images])
+    results: dict[str, dict[str, Any]] = {}
+    for name, models in cv.models.items():
+        per: dict[str, list] = {"index": [], "maps": [], "target": [], "aucs": [],
+                                "random_aucs": [], "curves": [], "random_curves": [],
+                                "mass": [], "chance": []}
+        frac = None
+        for f, clf in enumerate(tqdm(models, desc=f"maps {name}", disable=not progress)):
+            rows = chosen[cv.fold[chosen] == f]
+            if not len(rows):
+                continue
+            fr = [frames[i] for i in rows]
+            boxes = cv.boxes[rows] if clf.config.crop == "eye" else None
+            crops = clf.crops(fr, boxes)
+            res = (_vit_maps if clf.config.model == "vit" else _forest_maps)(clf, crops, st, rng)
+            frac = res["fraction"]
+            for k in ("maps", "target", "aucs", "random_aucs", "curves", "random_curves"):
+                per[k].extend(list(res[k]))
+            per["index"].extend(rows.tolist())
+            for j, i in enumerate(rows):
+                if regions is None or clf.config.crop != "eye" or not np.isfinite(regions[i]).all():
+                    per["mass"].append(np.nan)
+                    per["chance"].append(np.nan)
+                    continue
+                size = res["maps"][j].shape[0] * 8  # nominal view side; only ratios matter
+                vb = view_box(regions[i], cv.boxes[i], clf.config.crop_factor, size)
+                m, c = mass_in_box(res["maps"][j], vb, size, size)
+                per["mass"].append(m)
+                per["chance"].append(c)
+        out = {k: np.asarray(v) for k, v in per.items()}
+        out["fraction"] = frac
+        results[name] = out
+    return results
+
+
+def summarize(cv: CrossValidation, maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Metrics and map checks as plain numbers (what the benchmark writes as JSON)."""
+    out: dict[str, Any] = {"classes": cv.classes, "n_images": int(len(cv.labels)),
+                           "groups": sorted(set(cv.groups.tolist())),
+                           "class_counts": np.bincount(cv.labels,
+                                                       minlength=len(cv.classes)).tolist()}
+    if cv.boxes is not None:
+        out["note_boxes"] = "eye crops at test time come from the fold's eye locator"
+    for name, met in cv.metrics.items():
+        m = maps.get(name, {})
+        mass, chance = m.get("mass", np.array([])), m.get("chance", np.array([]))
+        ok = np.isfinite(mass) & (chance > 0) if len(mass) else np.array([], bool)
+        out[name] = {
+            "accuracy": met["accuracy"], "balanced_accuracy": met["balanced_accuracy"],
+            "macro_f1": met["macro_f1"], "confusion": met["confusion"], "labels": met["labels"],
+            "per_group": met.get("per_group", {}), "wall_s": cv.wall_s[name],
+            "map_images": int(len(m.get("aucs", []))),
+            "attention_mass_in_region": float(np.mean(mass[ok])) if ok.any() else None,
+            "region_share_chance": float(np.mean(chance[ok])) if ok.any() else None,
+            "images_with_region_in_view": int(ok.sum()),
+            "deletion_auc": float(np.mean(m["aucs"])) if len(m.get("aucs", [])) else None,
+            "deletion_auc_random": float(np.mean(m["random_aucs"]))
+            if len(m.get("random_aucs", [])) else None,
+        }
+    return out
+
+
+def run_study(data_dir: str | Path, settings: StudySettings | None = None,
+              models: tuple[str, ...] = ("hog-rf", "vit"), progress: bool = True,
+              oracle_boxes: bool = False) -> Study:
+    """Cross-validate the models on ``data_dir`` and check their maps (see module docstring)."""
+    settings = settings or StudySettings()
+    data = read_image_set(data_dir)
+    if data.eyes is None:
+        raise ValueError(f"{data_dir}: the study uses eye crops and needs eyes.csv")
+    frames = load_frames(data.paths, progress=progress)
+    configs = {m: profile_config(settings.profile, model=m, seed=settings.seed,
+                                 **settings.overrides) for m in models}
+    cv = cross_validate(frames, data.labels, data.groups, data.classes, configs, data.eyes,
+                        n_splits=settings.n_splits, seed=settings.seed,
+                        oracle_boxes=oracle_boxes, progress=progress)
+    regions = read_regions(data)
+    maps = check_maps(cv, frames, regions, settings, progress)
+    summary = summarize(cv, maps)
+    summary["settings"] = asdict(settings)
+    summary["oracle_boxes"] = oracle_boxes
+    summary["view"] = {"crop_factor": configs[models[0]].crop_factor, "margin": MARGIN}
+    return Study(settings, data, frames, configs, cv, regions, maps, summary)

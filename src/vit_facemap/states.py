@@ -1,0 +1,313 @@
+"""Facial states as image classes: pupil-state labels and class-folder image sets.
+
+A class-folder set is what any lab can make by hand: ``DIR/<class>/<image>``, with an
+optional ``DIR/groups.csv`` (``image,group``: the animal or session of each image, for
+group-aware cross-validation) and an optional ``DIR/eyes.csv`` (``image,x,y,width``: the
+eye centre and width in pixels, used to train the eye locator of eye-crop classifiers).
+``image`` in both tables is the path relative to ``DIR`` (``dilated/a.png``).
+
+The pupil-state task of the Schroeder mice is derived from hand-placed keypoints: a frame
+is *constricted* when pupil diameter / eye width < 0.25 and *dilated* when > 0.35; frames
+in between are left out so the two classes are separated by a margin.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from vit_facemap.dlc import LabeledFrames, read_labels
+from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.measures import facial_measures
+from vit_facemap.splits import animal_of
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CONSTRICTED_BELOW = 0.25
+DILATED_ABOVE = 0.35
+EYELID_POINTS = ("lefteyelid", "righteyelid", "dorsaleyelid", "ventraleyelid")
+G7C1_EYE_POINTS = ("eyetop", "eyefront", "eyebottom", "eyeback")
+
+@dataclass
+class ImageSet:
+    """Images with class labels, optional groups and optional eye boxes."""
+
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray  # int class index per image
+    classes: list[str]
+    groups: np.ndarray  # str group per image ("" when unknown)
+    eyes: np.ndarray | None = None  # (N, 3) x, y, width; NaN rows where unknown
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.relative_to(self.root).as_posix() for p in self.paths]
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> ImageSet:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return ImageSet(self.root, [self.paths[i] for i in rows], self.labels[rows],
+                        list(self.classes), self.groups[rows],
+                        None if self.eyes is None else self.eyes[rows])
+
+
+def pupil_states(frames: LabeledFrames, constricted_below: float = CONSTRICTED_BELOW,
+                 dilated_above: float = DILATED_ABOVE) -> np.ndarray:
+    """Per frame ``"constricted"``, ``"dilated"`` or ``""`` (between thresholds or unmeasurable)."""
+    ratio = facial_measures(frames.keypoints, frames.bodyparts)
+    if "pupil_eye_ratio" not in ratio:
+        raise DataError(
+            "pupil states need leftpupil, rightpupil, dorsalpupil, ventralpupil, lefteyelid "
+            f"and righteyelid keypoints; this set has {frames.bodyparts}", frames.root)
+    r = ratio["pupil_eye_ratio"].to_numpy()
+    out = np.full(len(r), "", dtype=object)
+    out[r < constricted_below] = "constricted"
+    out[r > dilated_above] = "dilated"
+    return out
+
+
+def eye_boxes(keypoints: np.ndarray, bodyparts: Sequence[str]) -> np.ndarray:
+    """(N, 3) eye centre x, y and eye width from eyelid (or g7c1 eye) keypoints; NaN if missing."""
+    m = facial_measures(keypoints, bodyparts)
+    key = [re.sub(r"[\s_\-]+", "", b.lower()) for b in bodyparts]
+    names = EYELID_POINTS if all(n in key for n in EYELID_POINTS) else G7C1_EYE_POINTS
+    if not all(n in key for n in names) or "eye_width" not in m:
+        raise ValueError(f"no eyelid or eye keypoints among {list(bodyparts)}")
+    idx = [key.index(n) for n in names]
+    centre = np.asarray(keypoints, float)[:, idx].mean(axis=1)
+    return np.column_stack([centre, m["eye_width"].to_numpy()])
+
+
+def eyelid_regions(keypoints: np.ndarray, bodyparts: Sequence[str],
+                   pad: float = 0.1) -> np.ndarray:
+    """(N, 4) box x0, y0, x1, y1 around the eyelid (or eye) keypoints, padded by ``pad`` eye widths."""
+    key = [re.sub(r"[\s_\-]+", "", b.lower()) for b in bodyparts]
+    names = EYELID_POINTS if all(n in key for n in EYELID_POINTS) else G7C1_EYE_POINTS
+    if not all(n in key for n in names):
+        raise ValueError(f"no eyelid or eye keypoints among {list(bodyparts)}")
+    pts = np.asarray(keypoints, float)[:, [key.index(n) for n in names]]
+    width = eye_boxes(keypoints, bodyparts)[:, 2:3]
+    return np.concatenate([pts.min(1) - pad * width, pts.max(1) + pad * width], axis=1)
+
+
+def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: bool = False,
+                          constricted_below: float = CONSTRICTED_BELOW,
+                          dilated_above: float = DILATED_ABOVE) -> ImageSet:
+    """Write the pupil-state task of a DeepLabCut set as a class-folder set.
+
+    ``out/constricted/*.png``, ``out/dilated/*.png`` (copies of the frames, named
+    ``<video>__<image>``), ``out/groups.csv`` (animal of each frame), ``out/eyes.csv``
+    (eye centre and width from the eyelid keypoints) and ``out/regions.csv`` (the eyelid
+    keypoints' box, padded by 0.1 eye width: where attention maps should point). Refuses to touch an existing ``out`` unless
+    ``overwrite``.
+    """
+    frames = read_labels(labels)
+    states = pupil_states(frames, constricted_below, dilated_above)
+    eyes = eye_boxes(frames.keypoints, frames.bodyparts)
+    regions = eyelid_regions(frames.keypoints, frames.bodyparts)
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise RunExistsError(out)
+        if not (out / "groups.csv").exists() and any(out.iterdir()):
+            raise DataError("refusing to overwrite a folder that is not a class-folder set "
+                            "written by vit-facemap (no groups.csv)", out)
+        shutil.rmtree(out)
+    rows = []
+    for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
+        if not state:
+            continue
+        src = frames.root / rel
+        if not src.is_file():
+            raise DataError("image file is missing", src)
+        video = frames.videos[i]
+        name = f"{state}/{video}__{PurePosixPath(rel).name}"
+        (out / state).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / name)
+        rows.append((name, animal_of(video), *eyes[i], *regions[i]))
+    with open(out / "groups.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "group"])
+        w.writerows(r[:2] for r in rows)
+    with open(out / "eyes.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "x", "y", "width"])
+        w.writerows([r[0], f"{r[2]:.3f}", f"{r[3]:.3f}", f"{r[4]:.3f}"] for r in rows)
+    with open(out / "regions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "x0", "y0", "x1", "y1"])
+        w.writerows([r[0], *(f"{v:.2f}" for v in r[5:9])] for r in rows)
+    return read_image_set(out)
+
+
+def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        have = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise DataError(f"table needs columns {list(columns)}, missing {missing} "
+                            f"(found {have})", path)
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+
+
+def _lookup(table: list[dict[str, str]], key: str, names: list[str], path: Path) -> dict:
+    """Map table rows to images by relative path, or by file name when that is unique."""
+    by_rel = {r[key]: r for r in table}
+    by_name: dict[str, list[dict]] = {}
+    for r in table:
+        by_name.setdefault(PurePosixPath(r[key]).name, []).append(r)
+    out = {}
+    for n in names:
+        row = by_rel.get(n)
+        if row is None:
+            cands = by_name.get(PurePosixPath(n).name, [])
+            row = cands[0] if len(cands) == 1 else None
+        if row is not None:
+            out[n] = row
+    return out
+
+
+def read_image_set(root: str | Path, *, groups: str | Path | None = None,
+                   group_regex: str | None = None,
+                   classes: Sequence[str] | None = None) -> ImageSet:
+    """Read a class-folder set ``root/<class>/<image>``.
+
+    Groups come from ``groups`` (CSV ``image,group``; default ``root/groups.csv`` when it
+    exists) or from ``group_regex`` applied to each image's relative path (its first
+    capture group, or the whole match). ``classes`` fixes the class order (a trained
+    model's); by default the sorted folder names.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("no such folder (expected class folders DIR/<class>/<image>)", root)
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = [d for d in found if any(p.suffix.lower() in IMAGE_SUFFIXES
+                                       for p in (root / d).iterdir())]
+    if classes is None:
+        classes = folders
+        if len(classes) < 2:
+            raise DataError(f"need at least two class folders holding images, found {folders}",
+                            root)
+    classes = list(classes)
+    unknown = sorted(set(folders) - set(classes))
+    if unknown:
+        raise DataError(f"class folders {unknown} are not among the model's classes {classes}",
+                        root)
+    paths, labels = [], []
+    for c, name in enumerate(classes):
+        if not (root / name).is_dir():
+            continue
+        for p in sorted((root / name).iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(p)
+                labels.append(c)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders", root)
+    names = [p.relative_to(root).as_posix() for p in paths]
+    group = np.full(len(paths), "", dtype=object)
+    if group_regex:
+        try:
+            rx = re.compile(group_regex)
+        except re.error as exc:
+            raise DataError(f"bad --group-regex {group_regex!r}: {exc}") from exc
+        for i, n in enumerate(names):
+            m = rx.search(n)
+            if m is None:
+                raise DataError(f"--group-regex {group_regex!r} does not match this image",
+                                paths[i])
+            group[i] = m.group(1) if rx.groups else m.group(0)
+    else:
+        gfile = Path(groups) if groups else root / "groups.csv"
+        if groups and not gfile.is_file():
+            raise DataError("groups table is missing", gfile)
+        if gfile.is_file():
+            rows = _lookup(_read_table(gfile, ["image", "group"]), "image", names, gfile)
+            lacking = [n for n in names if n not in rows]
+            if lacking:
+                raise DataError(f"{len(lacking)} image(s) have no group, e.g. {lacking[0]}",
+                                gfile)
+            group = np.array([rows[n]["group"] for n in names], dtype=object)
+    eyes = None
+    efile = root / "eyes.csv"
+    if efile.is_file():
+        rows = _lookup(_read_table(efile, ["image", "x", "y", "width"]), "image", names, efile)
+        eyes = np.full((len(names), 3), np.nan)
+        for i, n in enumerate(names):
+            if n in rows:
+                try:
+                    eyes[i] = [float(rows[n][k]) for k in ("x", "y", "width")]
+                except ValueError as exc:
+                    raise DataError(f"eye box of {n} is not numeric: {exc}", efile) from exc
+    return ImageSet(root, paths, np.asarray(labels, dtype=np.int64), classes,
+                    np.asarray(group, dtype=object), eyes)
+
+
+def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "pupil",
+                              n_videos: int = 4, seed: int = 0, *,
+                              size: tuple[int, int] = (160, 120),
+                              overwrite: bool = False) -> ImageSet:
+    """A class-folder set of generated frames (:mod:`vit_facemap.synthetic`) for a state task.
+
+    Besides ``groups.csv`` (the video) and ``eyes.csv`` (from the generated eyelid
+    keypoints) it writes ``regions.csv`` (``image,x0,y0,x1,y1``): the region whose
+    appearance carries the class, which an attention map should point at.
+    """
+    from PIL import Image
+
+    from vit_facemap.synthetic import generate_frames
+
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise RunExistsError(out)
+        if not (out / "groups.csv").exists() and any(out.iterdir()):
+            raise DataError("refusing to overwrite a folder that is not a class-folder set "
+                            "written by vit-facemap (no groups.csv)", out)
+        shutil.rmtree(out)
+    data = generate_frames(n_frames, seed=seed, size=size, layout="schroeder",
+                           n_videos=n_videos, task=task)
+    eyes = eye_boxes(data.frames.keypoints, data.frames.bodyparts)
+    rows = []
+    for i, rel in enumerate(data.frames.index):
+        video = data.frames.videos[i]
+        name = f"{data.states[i]}/{video}__{PurePosixPath(rel).name}"
+        (out / data.states[i]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.images[i]).save(out / name)
+        rows.append((name, video, eyes[i], data.state_boxes[i]))
+    with open(out / "groups.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "group"])
+        w.writerows((r[0], r[1]) for r in rows)
+    with open(out / "eyes.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "x", "y", "width"])
+        w.writerows([r[0], *(f"{v:.3f}" for v in r[2])] for r in rows)
+    with open(out / "regions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "x0", "y0", "x1", "y1"])
+        w.writerows([r[0], *(f"{v:.2f}" for v in r[3])] for r in rows)
+    return read_image_set(out)
+
+
+def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndarray | None:
+    """(N, 4) boxes x0, y0, x1, y1 from ``regions.csv`` (default: in the set's folder), or None."""
+    path = Path(path) if path else image_set.root / "regions.csv"
+    if not path.is_file():
+        return None
+    rows = _lookup(_read_table(path, ["image", "x0", "y0", "x1", "y1"]), "image",
+                   image_set.names, path)
+    out = np.full((len(image_set), 4), np.nan)
+    for i, n in enumerate(image_set.names):
+        if n in rows:
+            out[i] = [float(rows[n][k]) for k in ("x0", "y0", "x1", "y1")]
+    return out

@@ -1,0 +1,151 @@
+"""Pupil-state labels, class-folder sets and the classify command on tiny generated data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vit_facemap.cli import main
+from vit_facemap.classifier import FacialStateClassifier, classification_metrics, profile_config
+from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.states import (
+    pupil_states,
+    read_image_set,
+    write_generated_state_set,
+    write_pupil_state_set,
+)
+
+BODYPARTS = ["nose", "leftpupil", "dorsalpupil", "rightpupil", "ventralpupil",
+             "lefteyelid", "dorsaleyelid", "righteyelid", "ventraleyelid"]
+
+
+def frame(pupil: float) -> np.ndarray:
+    # eye 40 px wide centred at (60, 40); a round pupil of diameter `pupil`
+    r = pupil / 2
+    return np.array([[10, 40], [60 - r, 40], [60, 40 - r], [60 + r, 40], [60, 40 + r],
+                     [40, 40], [60, 30], [80, 40], [60, 50]], float)
+
+
+@pytest.fixture(scope="module")
+def dlc_set(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("dlc")
+    pupils = [6.0, 9.9, 10.1, 12.0, 14.0, 16.0]  # ratios .15 .2475 .2525 .30 .35 .40
+    index = [f"labeled-data/Glaucus2022-03-281/img{i}.png" for i in range(3)] + \
+            [f"labeled-data/FG0032023-03-118/img{i}.png" for i in range(3)]
+    for rel in index:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((80, 120), 100, np.uint8)).save(root / rel)
+    frames = LabeledFrames(root, index, np.stack([frame(p) for p in pupils]), BODYPARTS)
+    write_labels(frames, root / "CollectedData_test.csv")
+    return root, frames
+
+
+def test_pupil_state_thresholds(dlc_set):
+    _, frames = dlc_set
+    states = pupil_states(frames)
+    # 14 / 40 = 0.35 exactly is neither (strictly above 0.35 is dilated)
+    assert list(states) == ["constricted", "constricted", "", "", "", "dilated"]
+
+
+def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
+    root, _ = dlc_set
+    out = tmp_path / "pupil"
+    s = write_pupil_state_set(root, out)
+    assert s.classes == ["constricted", "dilated"]
+    assert np.bincount(s.labels).tolist() == [2, 1]
+    assert sorted(set(s.groups)) == ["FG003", "Glaucus"]  # animals, not sessions
+    np.testing.assert_allclose(s.eyes[0], [60, 40, 40])
+    assert (out / "regions.csv").is_file()
+    with pytest.raises(RunExistsError):
+        write_pupil_state_set(root, out)
+    # groups from a regex instead of the table
+    s2 = read_image_set(out, group_regex=r"/([A-Za-z]+)")
+    assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
+
+
+def test_read_image_set_errors(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        read_image_set(tmp_path / "nope")
+    (tmp_path / "only").mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "only" / "a.png")
+    with pytest.raises(DataError, match="at least two class folders"):
+        read_image_set(tmp_path)
+    (tmp_path / "other").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "other" / "b.png")
+    (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\n")
+    with pytest.raises(DataError, match="have no group"):
+        read_image_set(tmp_path)
+    (tmp_path / "groups.csv").write_text("picture,animal\n")
+    with pytest.raises(DataError, match="needs columns"):
+        read_image_set(tmp_path)
+
+
+def test_metrics_by_hand():
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["a", "b"],
+                               np.array(["x", "x", "y", "y"]))
+    assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == 0.75
+    assert m["confusion"] == [[1, 1], [0, 2]]
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m["per_group"]["y"]["accuracy"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def gen_set(tmp_path_factory):
+    return write_generated_state_set(tmp_path_factory.mktemp("gen") / "set", 16, n_videos=2,
+                                     size=(96, 72))
+
+
+def test_classifier_save_load_roundtrip(gen_set, tmp_path):
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths)
+    for model in ("vit", "hog-rf"):
+        clf = FacialStateClassifier(profile_config("test", model=model), gen_set.classes)
+        clf.fit(frames, gen_set.labels, gen_set.eyes, progress=False)
+        p = clf.predict_proba(frames)
+        assert p.shape == (16, 2) and np.allclose(p.sum(1), 1)
+        clf.save(tmp_path / model)
+        again = FacialStateClassifier.load(tmp_path / model)
+        np.testing.assert_allclose(again.predict_proba(frames), p, atol=1e-5)
+
+
+def test_classify_cli(gen_set, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+            "--model", "hog-rf", "--profile", "test", "--quiet"]
+    assert main(args) == 0
+    assert (run / "provenance.json").is_file() and (run / "model.joblib").is_file()
+    # an existing run is never replaced silently
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    out = tmp_path / "eval.json"
+    assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "confusion", "labels",
+            "per_group"} <= set(res)
+    assert res["labels"] == ["constricted", "dilated"]
+    assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
+                 "--json", str(out)]) == 2
+    assert main(["classify", "evaluate", str(tmp_path / "none"), "--data",
+                 str(gen_set.root), "--json", str(tmp_path / "x.json")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "noeyes"
+    shutil.copytree(gen_set.root, data)
+    (data / "eyes.csv").unlink()
+    rc = main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+               "--profile", "test", "--quiet"])
+    assert rc == 2
+    assert "eyes.csv" in capsys.readouterr().err
+    assert main(["classify", "train", "--data", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "r"), "--profile", "test"]) == 2
