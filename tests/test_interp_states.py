@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from vit_facemap.cli import main
 from vit_facemap.classifier import FacialStateClassifier, classification_metrics, profile_config
+from vit_facemap.cli import main
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.states import (
