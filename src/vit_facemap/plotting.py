@@ -116,7 +116,7 @@ def plot_spread(
     spread = keypoint_spread(frames)
     y = np.arange(len(spread))
     ax_bar.barh(y + 0.2, spread["sd"], height=0.4, color=[colors[n] for n in spread.index],
-                label="all frames")
+                label="all frames (keypoint colour)")
     ax_bar.barh(y - 0.2, spread["sd_within_video"], height=0.4, color="0.6", label="within videos")
     ax_bar.set_yticks(y, spread.index, fontsize=8)
     ax_bar.invert_yaxis()
