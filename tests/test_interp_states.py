@@ -149,3 +149,26 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert "eyes.csv" in capsys.readouterr().err
     assert main(["classify", "train", "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--profile", "test"]) == 2
+
+
+def test_rollout_cli(gen_set, tmp_path, capsys):
+    run = tmp_path / "vit"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--profile", "test", "--quiet"]) == 0
+    images = [str(p) for p in gen_set.paths[:2]]
+    out = tmp_path / "maps"
+    assert main(["rollout", str(run), *images, "--out", str(out)]) == 0
+    m = np.load(out / f"{gen_set.paths[0].stem}_map.npy")
+    assert m.shape == (8, 8) and m.sum() == pytest.approx(1, abs=1e-4)
+    assert (out / f"{gen_set.paths[0].stem}_rollout.png").is_file()
+    rec = json.loads((out / "rollout.json").read_text())
+    assert len(rec["images"]) == 2 and rec["images"][0]["predicted"] in gen_set.classes
+    assert main(["rollout", str(run), *images, "--out", str(out)]) == 2  # no silent overwrite
+    assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
+                 "--method", "gradient", "--target", "dilated"]) == 0
+    assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
+                 "--target", "sleepy"]) == 2
+    assert "not one of the run's classes" in capsys.readouterr().err
+    assert main(["rollout", str(run), str(tmp_path / "nope.png"), "--out",
+                 str(tmp_path / "m2")]) == 2
+    assert "image file is missing" in capsys.readouterr().err

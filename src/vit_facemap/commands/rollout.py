@@ -1,0 +1,100 @@
+"""``vit-facemap rollout RUN IMAGE... --out DIR``: attention maps of a classifier run.
+
+For a ViT run: attention rollout (or its gradient-weighted, class-specific variant) over
+the model's view of each image (the eye crop found by the run's eye locator, or the whole
+frame). For a HOG + random forest run: the forest's feature importances per HOG cell.
+Writes, per image, ``<name>_rollout.png`` (the map over the view) and ``<name>_map.npy``
+(the raw grid map, summing to one), plus ``rollout.json`` (predictions, crop boxes,
+settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vit_facemap.errors import DataError, RunExistsError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "rollout", help="attention maps (rollout) of a classifier run on images",
+        description="Attention rollout of a trained classifier on images: PNG overlays and "
+                    "raw maps (.npy).",
+    )
+    p.add_argument("run_dir", metavar="RUN", help="run folder written by 'classify train'")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("--out", required=True, help="folder to write overlays and maps into")
+    p.add_argument("--method", choices=("rollout", "gradient"), default="rollout",
+                   help="plain attention rollout, or gradient-weighted (class-specific)")
+    p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
+    p.add_argument("--discard-ratio", type=float, default=0.0,
+                   help="share of the weakest attention to drop per layer (never the CLS token)")
+    p.add_argument("--target", default=None,
+                   help="class to explain (gradient method; default: the predicted class)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
+    from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
+    from vit_facemap.runinfo import describe, write_json
+
+    if not 0 <= args.discard_ratio < 1:
+        raise DataError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise RunExistsError(out)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise DataError("no such run folder", run_dir)
+    clf = FacialStateClassifier.load(run_dir)
+    target = None
+    if args.target is not None:
+        if args.target not in clf.classes:
+            raise DataError(f"--target {args.target!r} is not one of the run's classes "
+                            f"{clf.classes}")
+        target = clf.classes.index(args.target)
+    paths = [Path(p) for p in args.images]
+    frames = load_frames(paths)
+    boxes = clf.locate(frames) if clf.config.crop == "eye" else None
+    crops = clf.crops(frames, boxes)
+    proba = clf.predict_proba(frames, boxes)
+    if clf.config.model == "vit":
+        x = clf.inputs(crops)
+        if args.method == "gradient":
+            maps = gradient_rollout(clf.model, x, target=target,
+                                    discard_ratio=args.discard_ratio).maps
+        else:
+            maps = attention_rollout(clf.model, x, args.head_fusion, args.discard_ratio).maps
+        views = center_view(crops, clf.config.image_size * 4)
+        kind = f"attention {args.method}"
+    else:
+        imp = clf.hog_importance_map()
+        maps = np.repeat((imp / imp.sum())[None], len(frames), 0)
+        views = center_view(crops, clf.config.hog_size)
+        kind = "forest importance per HOG cell"
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    stems: set[str] = set()
+    for i, p in enumerate(paths):
+        stem = p.stem
+        while stem in stems:  # same file name from different folders
+            stem += "_"
+        stems.add(stem)
+        Image.fromarray(overlay(views[i], maps[i])).save(out / f"{stem}_rollout.png")
+        np.save(out / f"{stem}_map.npy", maps[i].astype(np.float32))
+        records.append({"image": str(p), "name": stem,
+                        "predicted": clf.classes[int(proba[i].argmax())],
+                        "probabilities": dict(zip(clf.classes, map(float, proba[i]), strict=True)),
+                        "eye_box": None if boxes is None else [float(v) for v in boxes[i]]})
+    write_json(describe({"method": args.method, "head_fusion": args.head_fusion,
+                         "discard_ratio": args.discard_ratio, "target": args.target},
+                        "cpu", run=str(run_dir.resolve()), map=kind, images=records),
+               out / "rollout.json")
+    print(f"{kind} maps of {len(paths)} image(s) -> {out}")
+    return 0
