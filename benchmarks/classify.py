@@ -1,0 +1,91 @@
+"""Benchmark: pupil state of the Schroeder mice, HOG + RF vs ViT, leave-animals-out.
+
+Writes the pupil-state task (constricted: pupil / eye width < 0.25, dilated: > 0.35) as a
+class-folder set under ``--work``, cross-validates both classifiers with every animal held
+out once (stratified group k-fold over animals; both models share each fold's eye locator),
+and checks their maps: attention mass inside the eyelid box vs that box's share of the
+view, and deletion-curve AUCs against random orders. Also runs the generated pupil task,
+whose class-carrying region is known by construction.
+
+    python benchmarks/classify.py --profile default --json _build/benchmarks/classify.json
+
+Without real data (``$VIT_FACEMAP_DATA`` unset) only the generated task runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from vit_facemap.config import PROFILES, real_set
+from vit_facemap.interpretation import StudySettings, run_study
+from vit_facemap.runinfo import describe, timed, write_json
+from vit_facemap.states import write_generated_state_set, write_pupil_state_set
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", choices=PROFILES, default="default")
+    p.add_argument("--data-root", default=None, help="folder holding schroeder/ (default: "
+                                                     "$VIT_FACEMAP_DATA)")
+    p.add_argument("--work", default="_build/benchmarks/classify_sets",
+                   help="where the class-folder sets are written")
+    p.add_argument("--json", default="_build/benchmarks/classify.json")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--oracle-boxes", action="store_true",
+                   help="crop test frames at the labeled eye (isolates the locator's error)")
+    p.add_argument("--skip-generated", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    settings = StudySettings(profile=args.profile, n_splits=args.folds, seed=args.seed)
+    results: dict = {}
+    with timed() as total:
+        schroeder = real_set("schroeder", args.data_root)
+        if schroeder is not None:
+            folder = work / "schroeder_pupil"
+            s = write_pupil_state_set(schroeder, folder, overwrite=True)
+            print(f"schroeder pupil task: {len(s)} frames, classes {s.classes}, "
+                  f"counts {[int((s.labels == i).sum()) for i in range(len(s.classes))]}, "
+                  f"{len(set(s.groups.tolist()))} animals", flush=True)
+            study = run_study(folder, settings, oracle_boxes=args.oracle_boxes)
+            results["schroeder_pupil"] = study.summary
+            _print(study.summary)
+        else:
+            print("no real data (VIT_FACEMAP_DATA): schroeder task skipped", file=sys.stderr)
+        if not args.skip_generated:
+            n = 32 if args.profile == "test" else 160
+            folder = write_generated_state_set(work / "generated_pupil", n, n_videos=8,
+                                               seed=args.seed, overwrite=True).root
+            study = run_study(folder, settings, oracle_boxes=args.oracle_boxes)
+            results["generated_pupil"] = study.summary
+            _print(study.summary)
+    results["provenance"] = describe(settings, "cpu", wall_s=total["wall_s"],
+                                     oracle_boxes=args.oracle_boxes)
+    write_json(results, args.json)
+    print(f"-> {args.json} ({total['wall_s']:.0f} s)")
+    return 0
+
+
+def _print(summary: dict) -> None:
+    for name in ("hog-rf", "vit"):
+        r = summary.get(name)
+        if not r:
+            continue
+        mass, chance = r["attention_mass_in_region"], r["region_share_chance"]
+        print(f"  {name:7s} macro-F1 {r['macro_f1']:.3f}  balanced acc "
+              f"{r['balanced_accuracy']:.3f}  acc {r['accuracy']:.3f}  "
+              f"map mass in region {mass if mass is None else round(mass, 3)} "
+              f"(chance {chance if chance is None else round(chance, 3)})  deletion AUC "
+              f"{r['deletion_auc']:.3f} vs random {r['deletion_auc_random']:.3f}  "
+              f"({r['wall_s']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
