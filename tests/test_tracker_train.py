@@ -126,3 +126,14 @@ def test_cli_exit_codes(tiny_set, tmp_path):
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out)]) == 2
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
                  str(tmp_path / "x.json")]) == 2
+
+
+def test_schedule_follows_steps_or_time_whichever_is_further():
+    from vit_facemap.train import lr_factor, training_progress
+
+    assert lr_factor(0.0, 0.1) < 0.01 and lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1) == pytest.approx(0.5) and lr_factor(1.0, 0.1) == pytest.approx(0.0)
+    cfg = TrainConfig(steps=100, max_minutes=1.0)
+    assert training_progress(10, 6.0, cfg) == pytest.approx(0.1)
+    assert training_progress(10, 30.0, cfg) == pytest.approx(0.5)  # time budget dominates
+    assert training_progress(50, 0.0, TrainConfig(steps=100)) == pytest.approx(0.5)

@@ -12,6 +12,11 @@ A run directory holds everything needed to use or continue a run:
 
 The schedule is set in optimiser steps, not epochs, so one recipe takes the same time on
 a set of 200 or 500 frames; validation runs after every pass over the training frames.
+With ``max_minutes`` the schedule is also budgeted in wall time: training progress is the
+larger of steps done / ``steps`` and time spent / ``max_minutes``, warm-up and cosine decay
+follow that progress, and training ends when it reaches 1. A slow machine therefore runs
+fewer steps but still completes the learning-rate schedule within the budget (the number
+of steps done is recorded).
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ class TrainConfig:
     crop: str = "labels"            # labels: box around the training labels; full: whole frame
     crop_margin: float = 0.15
     amp: bool = True                # mixed precision (GPU only)
-    max_minutes: float | None = None  # stop early (and say so) past this wall time
+    max_minutes: float | None = None  # wall-time budget of the schedule (see module docs)
+    keep: str = "best"              # best (by validation error, when there is one) | last
     num_threads: int = 2
     num_workers: int = 0
     seed: int = 0
@@ -94,7 +100,8 @@ def profile_config(profile: str) -> TrainConfig:
         return TrainConfig(steps=20000, batch_size=32, warmup_steps=1000,
                            model=ModelConfig(depth=8, input_w=256, input_h=192))
     if profile == "default":
-        return TrainConfig()
+        # 2 CPU cores, 30 minutes in all: the schedule is budgeted to 25 minutes of training
+        return TrainConfig(max_minutes=25.0)
     raise ValueError(f"unknown profile {profile!r}")
 
 
@@ -190,13 +197,19 @@ def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
     return sizes.pop()
 
 
-def _lr_lambda(config: TrainConfig):
-    def f(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / max(1, config.warmup_steps)
-        t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    return f
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to zero."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    t = (progress - warmup) / max(1e-9, 1 - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def training_progress(step: int, seconds: float, config: TrainConfig) -> float:
+    p = step / max(1, config.steps)
+    if config.max_minutes is not None:
+        p = max(p, seconds / (60 * config.max_minutes))
+    return p
 
 
 def errors_px(pred_frame: np.ndarray, true_frame: np.ndarray) -> np.ndarray:
@@ -257,7 +270,7 @@ def fit(
         (no_decay if p.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    warmup = config.warmup_steps / max(1, config.steps)
     use_amp = config.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -267,7 +280,6 @@ def fit(
         state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         step, epoch, best = state["step"], state["epoch"], state["best"]
         elapsed_before = state.get("train_s", 0.0)
         torch.set_rng_state(state["torch_rng"])
@@ -280,14 +292,17 @@ def fit(
                         drop_last=len(train_ds) >= config.batch_size, generator=gen,
                         num_workers=config.num_workers)
     t0 = time.perf_counter() - elapsed_before
-    stopped_early = False
+    progress_now = training_progress(step, elapsed_before, config)
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress)
-    while step < config.steps:
+    while progress_now < 1:
         model.train()
         losses = []
         for x, kp in loader:
-            if step >= config.steps:
+            progress_now = training_progress(step, time.perf_counter() - t0, config)
+            if progress_now >= 1:
                 break
+            for g in opt.param_groups:
+                g["lr"] = config.lr * lr_factor(progress_now, warmup)
             x, kp = x.to(device, non_blocking=True), kp.to(device)
             if device == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -300,11 +315,12 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             scaler.step(opt)
             scaler.update()
-            sched.step()
             step += 1
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if not losses:
+            break
         epoch += 1
         row: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
                                "lr": opt.param_groups[0]["lr"],
@@ -320,24 +336,23 @@ def fit(
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_px=f"{score:.2f}")
         history.append(row)
         _write_metrics(out / METRICS_FILE, history)
-        improved = score is None or score < best
+        improved = score is None or config.keep == "last" or score < best
         if improved:
-            best = score if score is not None else best
+            best = score if score is not None and score < best else best
             save_weights(model, out / WEIGHTS_FILE)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "step": step, "epoch": epoch, "best": best,
-                    "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
+                    "step": step, "epoch": epoch, "best": best,
+                    "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate()},
                    out / (STATE_FILE + ".tmp"))
         (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
-        if config.max_minutes is not None and (time.perf_counter() - t0) > 60 * config.max_minutes:
-            stopped_early = step < config.steps
-            break
+        progress_now = training_progress(step, time.perf_counter() - t0, config)
     bar.close()
     train_s = time.perf_counter() - t0
     summary = {
         "steps": step, "epochs": epoch, "train_s": train_s, "load_s": load_s,
         "best_val_mean_px": None if math.isinf(best) else best,
-        "stopped_early_time_limit": stopped_early,
+        "stopped_by_time_budget": step < config.steps,
         "n_train_frames": len(train_frames),
         "n_val_frames": 0 if val_frames is None else len(val_frames),
         "train_videos": sorted(set(train_frames.videos.tolist())),

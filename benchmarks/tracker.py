@@ -1,0 +1,232 @@
+"""Benchmark of keypoint trackers on the real sets: error, PCK, training time, frames/s.
+
+Every model is trained and evaluated by the same harness on the same group splits:
+
+- ``g7c1``: leave-video-out, train on ``cam1_G7c1_1`` and test on ``cam1_G7c1_2``
+  (``--both-directions`` adds the reverse);
+- ``schroeder``: leave-animal-out, a seeded group split holding out ``--test-animals``
+  animals (``vit_facemap.splits.animal_of`` names the animal of each session).
+
+Models: mean shape, HOG + random forest (Dolensek settings), plain ViT with CLS regression
+(the original ViT_Facemap head), plain ViT with a heatmap head, the hybrid conv-stem ViT
+(the default recipe), a ResNet-18 with the same heatmap head, Facemap's FMnet (if the
+``facemap`` package is installed), plus ablations of the default recipe. Neural models get
+the same wall-time budget (``--minutes``) and the same step cap; the held-out frames are
+only monitored during training (weights of the last step are evaluated, never the best
+held-out epoch).
+
+Writes ``tracker.json`` (rows + provenance) and ``tracker.csv`` to ``--out``, and one run
+folder per model (learning curves in ``metrics.csv``, predictions in DeepLabCut layout).
+
+    python benchmarks/tracker.py --minutes 8 --sets g7c1
+    python benchmarks/tracker.py --quick            # minutes, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vit_facemap.augment import AugmentConfig
+from vit_facemap.baselines import HogForestConfig, HogForestPredictor, MeanShapePredictor
+from vit_facemap.config import real_set
+from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.evaluate import predict_frames
+from vit_facemap.images import load_image
+from vit_facemap.metrics import keypoint_metrics
+from vit_facemap.models import ModelConfig, count_parameters
+from vit_facemap.models.fmnet import facemap_available
+from vit_facemap.predict import load_predictor
+from vit_facemap.runinfo import describe, write_json
+from vit_facemap.splits import animal_of, group_split
+from vit_facemap.train import TrainConfig, fit, profile_config
+
+NEURAL = {
+    # name: (description, function of the default TrainConfig -> TrainConfig)
+    "hybrid": ("hybrid conv-stem ViT + skip heatmap head (default recipe)", lambda c: c),
+    "vit_regression": ("plain ViT/16, CLS-token regression (original study's head)",
+                       lambda c: _model(c, family="vit", head="regression", patch_size=16)),
+    "vit_heatmap": ("plain ViT/16 + deconvolution heatmap head",
+                    lambda c: _model(c, family="vit", patch_size=16, n_up=2)),
+    "cnn": ("ResNet-18 (stride 16) + deconvolution heatmap head",
+            lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3, n_up=2)),
+    "fmnet": ("Facemap FMnet (facemap.pose.facemap_network)", lambda c: _model(c, family="fmnet")),
+}
+ABLATIONS = {
+    "hybrid_no_crop": ("default recipe on the whole frame (no crop to the face)",
+                       lambda c: _set(c, crop="full")),
+    "hybrid_no_skip": ("default recipe without the stem skip (stride-8 heatmap)",
+                       lambda c: _model(c, skip=False, n_up=1)),
+    "hybrid_no_augment": ("default recipe without augmentation",
+                          lambda c: _set(c, augment=AugmentConfig(
+                              rotate=0, scale=0, translate=0, brightness=0, contrast=0, blur=0,
+                              noise=0, p_geometric=0))),
+    "hybrid_regression": ("hybrid backbone, CLS-token regression head",
+                          lambda c: _model(c, head="regression")),
+}
+
+
+def _model(c: TrainConfig, **kw) -> TrainConfig:
+    c = copy.deepcopy(c)
+    c.model = ModelConfig(**{**c.model.__dict__, **kw})
+    return c
+
+
+def _set(c: TrainConfig, **kw) -> TrainConfig:
+    c = copy.deepcopy(c)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
+              both_directions: bool) -> list[tuple[str, np.ndarray]]:
+    """(split name, boolean test mask) pairs."""
+    videos = frames.videos
+    if name == "g7c1" and "cam1_G7c1_1" in set(videos):
+        out = [("train cam1_G7c1_1 / test cam1_G7c1_2", videos == "cam1_G7c1_2")]
+        if both_directions:
+            out.append(("train cam1_G7c1_2 / test cam1_G7c1_1", videos == "cam1_G7c1_1"))
+        return out
+    animals = np.array([animal_of(v) for v in videos])
+    groups = animals if len(set(animals)) > 1 else videos
+    n_test = test_animals if len(set(groups)) > 2 * test_animals else 1
+    _, test = group_split(groups, n_test, seed)
+    mask = np.zeros(len(frames), bool)
+    mask[test] = True
+    held = sorted(set(groups[mask].tolist()))
+    return [(f"held-out animals {', '.join(held)}", mask)]
+
+
+def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
+    """Frames per second of ``predictor.predict`` on in-memory uint8 frames (batches of 32)."""
+    predictor.predict(images[:8])
+    t = time.perf_counter()
+    n = 0
+    for _ in range(repeats):
+        for i in range(0, len(images), 32):
+            predictor.predict(images[i:i + 32])
+            n += len(images[i:i + 32])
+    return n / (time.perf_counter() - t)
+
+
+def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrames,
+            test: LabeledFrames, out: Path, cfg: TrainConfig, args: argparse.Namespace) -> dict:
+    row = {"set": set_name, "split": split_name, "model": model_name,
+           "n_train": len(train), "n_test": len(test)}
+    t0 = time.perf_counter()
+    run_dir = out / "runs" / set_name / model_name
+    if model_name == "mean_shape":
+        predictor = MeanShapePredictor(train)
+        row.update(description="mean training pose", train_s=time.perf_counter() - t0)
+    elif model_name == "hog_forest":
+        hcfg = HogForestConfig(n_estimators=50 if args.quick else 200, seed=args.seed)
+        predictor = HogForestPredictor(hcfg).fit(train)
+        row.update(description="HOG (8 or., 32-px cells, 1x1 blocks, sqrt) + random forest",
+                   train_s=time.perf_counter() - t0)
+    else:
+        table = {**NEURAL, **ABLATIONS}
+        description, make = table[model_name]
+        c = make(copy.deepcopy(cfg))
+        summary = fit(c, train, run_dir, test, device=args.device, overwrite=True,
+                      progress=not args.no_progress)
+        predictor = load_predictor(run_dir, args.device)
+        row.update(description=description, train_s=summary["train_s"], steps=summary["steps"],
+                   epochs=summary["epochs"], params=count_parameters(predictor.model),
+                   input=f"{c.model.input_w}x{c.model.input_h}", crop=c.crop)
+    pred, conf, _ = predict_frames(predictor, test)
+    m = keypoint_metrics(pred, test.keypoints, test.bodyparts)
+    images = np.stack([load_image(p) for p in test.image_paths[:64]])
+    torch.set_num_threads(2)
+    row.update(mean_px=m["mean_px"], median_px=m["median_px"], rmse_px=m["rmse_px"], pck=m["pck"],
+               mean_normalised=m["mean_normalised"], reference=m["reference"],
+               predict_fps=fps_of(predictor, images))
+    row["per_keypoint_mean_px"] = {k: v["mean_px"] for k, v in m["per_keypoint"].items()}
+    pred_table = LabeledFrames(test.root, test.index, pred, test.bodyparts, "vit-facemap", conf)
+    write_labels(pred_table, out / "predictions" / set_name / f"{model_name}.csv", overwrite=True)
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="folder of real sets (default $VIT_FACEMAP_DATA)")
+    p.add_argument("--sets", default="g7c1,schroeder")
+    p.add_argument("--models", default="mean_shape,hog_forest,vit_regression,hybrid,cnn,fmnet")
+    p.add_argument("--ablations", default="", help=f"comma list of {', '.join(ABLATIONS)}")
+    p.add_argument("--minutes", type=float, default=8.0, help="training budget per neural model")
+    p.add_argument("--steps", type=int, default=3000, help="step cap per neural model")
+    p.add_argument("--test-animals", type=int, default=4)
+    p.add_argument("--both-directions", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test")
+    p.add_argument("--profile", default="default", help="base recipe (vit_facemap.train profiles)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="benchmark on generated frames instead of the real sets")
+    p.add_argument("--out", default="_build/results/tracker")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    cfg = profile_config(args.profile)
+    cfg.seed = args.seed
+    cfg.keep = "last"
+    if args.profile != "test":
+        cfg.steps = args.steps
+        cfg.max_minutes = args.minutes
+    if args.quick:
+        cfg.steps, cfg.max_minutes, cfg.warmup_steps = 20, 1.0, 4
+    models = [m for m in args.models.split(",") if m]
+    models += [a for a in args.ablations.split(",") if a]
+    if "fmnet" in models and not facemap_available():
+        print("facemap is not installed (pip install --no-deps facemap): skipping fmnet")
+        models.remove("fmnet")
+    rows = []
+    sets = [s for s in args.sets.split(",") if s]
+    if args.synthetic:
+        from vit_facemap.synthetic import write_synthetic_set
+
+        synthetic = write_synthetic_set(out / "synthetic_set", n_frames=48, n_videos=3,
+                                        seed=args.seed, size=(96, 72), p_missing=0.05,
+                                        overwrite=True)
+        sets = ["synthetic"]
+    for set_name in sets:
+        folder = synthetic if args.synthetic else real_set(set_name, args.data)
+        if folder is None:
+            print(f"{set_name}: not found under the data folder; skipped", file=sys.stderr)
+            continue
+        from vit_facemap.validate import load_set
+
+        frames = load_set(folder, decode=False)
+        for split_name, test_mask in splits_of(set_name, frames, args.test_animals, args.seed,
+                                               args.both_directions):
+            train, test = frames.subset(~test_mask), frames.subset(test_mask)
+            for model_name in models:
+                print(f"== {set_name} | {split_name} | {model_name}", flush=True)
+                row = run_one(model_name, set_name, split_name, train, test, out, cfg, args)
+                print({k: v for k, v in row.items() if k != "per_keypoint_mean_px"}, flush=True)
+                rows.append(row)
+                _save(rows, out, cfg, args)
+    if not rows:
+        print("no real data found: nothing benchmarked", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _save(rows: list[dict], out: Path, cfg: TrainConfig, args: argparse.Namespace) -> None:
+    write_json({"rows": rows, "synthetic": args.synthetic,
+                "provenance": describe(cfg, args.device, args=vars(args))},
+               out / "tracker.json")
+    flat = pd.DataFrame([{k: v for k, v in r.items() if k != "per_keypoint_mean_px"} for r in rows])
+    flat.to_csv(out / "tracker.csv", index=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
