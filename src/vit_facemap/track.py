@@ -316,7 +316,8 @@ def _write_outputs(rows: np.ndarray, bodyparts: list[str], paths: dict[str, Path
     if options.measures and len(rows):
         from vit_facemap.measures import facial_measures
 
-        measures = facial_measures(xy, bodyparts)
+        with np.errstate(divide="ignore", invalid="ignore"):  # degenerate frames give NaN
+            measures = facial_measures(xy, bodyparts)
         n_measures = measures.shape[1]
         if n_measures:
             measures.index = pd.Index(frames, name="frame")
