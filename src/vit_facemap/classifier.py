@@ -54,7 +54,7 @@ class ClassifierConfig:
     num_heads: int = 3
     mlp_ratio: float = 2.0
     drop_path: float = 0.1
-    epochs: int = 80
+    epochs: int = 60
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05

@@ -30,7 +30,7 @@ class LocatorConfig:
     width: int = 128  # the frame is resized to width x height for the locator
     height: int = 96
     channels: int = 32
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
