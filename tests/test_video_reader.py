@@ -118,4 +118,5 @@ def test_fast_gray_equals_ffmpeg_gray(tmp_path, suffix):
     with av.open(str(path)) as c:
         expected = np.stack([f.to_ndarray(format="gray") for f in c.decode(video=0)])
     np.testing.assert_array_equal(read_all(path)[0], expected)
+    np.testing.assert_array_equal(read_all(path, threads=2)[0], expected)  # FFmpeg threads
     np.testing.assert_array_equal(read_all(path, crop=(3, 5, 50, 40))[0], expected[:, 5:40, 3:50])
