@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Facemap's FMnet is an optional peer in the tracker benchmark; its own pins clash with ours
+	# and the network needs only torch, hence --no-deps (skipped with a note where pip cannot reach it)
+	$(BIN)/python -m pip install --quiet --no-deps 'facemap==1.0.8' || echo "note: facemap not installed; the FMnet peer is skipped"
 	touch $@
 
 install: $(VENV)/.installed
