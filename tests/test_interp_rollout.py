@@ -127,3 +127,21 @@ def test_deletion_curve_on_a_model_that_reads_one_patch():
     wrong = np.array([[0.0, 0], [0, 1]])
     _, prob_wrong = deletion_curve(predict, img, wrong, target=1, fill=0.0, steps=4)
     assert curve_auc(frac, prob) < curve_auc(frac, prob_wrong)
+
+
+def test_rollout_on_the_keypoint_tracker():
+    from vit_facemap.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="hybrid", head="heatmap", depth=1, embed_dim=16, num_heads=2,
+                      stem_widths=[4, 8, 8, 16], input_w=64, input_h=32, decoder_channels=8)
+    model = build_model(cfg, n_keypoints=3).eval()
+    x = torch.randn(1, 1, 32, 64)
+    maps = attention_rollout(model, x)
+    assert maps.scores is None and np.isclose(maps.maps.sum(), 1)
+    gh, gw = maps.grid
+    q = attention_rollout(model, x, query=gw + 1)  # the patch token at grid (1, 1)
+    assert q.maps.shape == (1, gh, gw) and not np.allclose(q.maps, maps.maps)
+    g = gradient_rollout(model, x, score=lambda out: out["heatmap"][:, 0].flatten(1).amax(1),
+                         query=gw + 1)
+    assert np.isfinite(g.maps).all() and np.isclose(g.maps.sum(), 1)

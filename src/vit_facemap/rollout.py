@@ -157,18 +157,25 @@ def _grid(vit: nn.Module) -> tuple[int, int]:
     return int(g[0]), int(g[1])
 
 
-def _cls_map(joint: torch.Tensor, vit: nn.Module) -> np.ndarray:
+def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
+    """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches."""
     n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
     gh, gw = _grid(vit)
-    m = joint[:, 0, n_prefix:].clamp(min=0)
+    row = 0 if query is None else n_prefix + int(query)
+    m = joint[:, row, n_prefix:].clamp(min=0)
     m = m / m.sum(-1, keepdim=True).clamp(min=1e-12)
     return rearrange(m, "b (h w) -> b h w", h=gh, w=gw).cpu().numpy()
 
 
 @torch.no_grad()
 def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mean",
-                      discard_ratio: float = 0.0) -> RolloutMaps:
-    """Attention-rollout maps of the CLS token over the patches for a batch ``x``."""
+                      discard_ratio: float = 0.0, query: int | None = None) -> RolloutMaps:
+    """Attention-rollout maps of the CLS token over the patches for a batch ``x``.
+
+    ``query`` reads the row of one patch token instead (row-major index on the patch grid):
+    for a heatmap keypoint tracker, whose output at a place comes from the patch tokens there
+    rather than from the CLS token.
+    """
     vit = find_vit(model)
     was_training = model.training
     model.eval()
@@ -177,19 +184,21 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     model.train(was_training)
     joint = rollout(store["attn"], head_fusion, discard_ratio,
                     int(getattr(vit, "num_prefix_tokens", 1)))
-    scores = out.softmax(-1).cpu().numpy() if out.ndim == 2 else None
+    is_logits = isinstance(out, torch.Tensor) and out.ndim == 2
+    scores = out.softmax(-1).cpu().numpy() if is_logits else None
     target = scores.argmax(1) if scores is not None else np.zeros(len(x), dtype=int)
-    return RolloutMaps(_cls_map(joint, vit), _grid(vit), target, scores)
+    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), target, scores)
 
 
 def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | None = None,
                      score: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                     discard_ratio: float = 0.0) -> RolloutMaps:
+                     discard_ratio: float = 0.0, query: int | None = None) -> RolloutMaps:
     """Class-specific rollout: attention weighted by the gradient of the target's score.
 
     ``target`` is a class per image (default: the predicted class). For models whose output
     is not class logits (a keypoint tracker), ``score`` maps the output to one scalar per
-    image (e.g. the summed heatmap of one keypoint).
+    image (e.g. the peak heatmap logit of one keypoint); ``query`` as in
+    :func:`attention_rollout`.
     """
     vit = find_vit(model)
     was_training = model.training
@@ -216,7 +225,7 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
         fusedl.append((a.detach() * g).clamp(min=0).mean(1))
     joint = rollout(fusedl, discard_ratio=discard_ratio, n_prefix=int(
         getattr(vit, "num_prefix_tokens", 1)), fused=True)
-    return RolloutMaps(_cls_map(joint, vit), _grid(vit), np.asarray(tgt), probs)
+    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), np.asarray(tgt), probs)
 
 
 # ----- checking the maps ------------------------------------------------------------------
