@@ -197,6 +197,20 @@ def summarize(cv: CrossValidation, maps: dict[str, dict[str, Any]]) -> dict[str,
     return out
 
 
+def locator_error(found: np.ndarray | None, truth: np.ndarray) -> dict[str, float] | None:
+    """How far the held-out eye boxes are from the labeled ones, in eye widths."""
+    if found is None:
+        return None
+    ok = np.isfinite(found).all(1) & np.isfinite(truth).all(1)
+    err = np.linalg.norm(found[ok, :2] - truth[ok, :2], axis=1) / truth[ok, 2]
+    if not len(err):
+        return None
+    return {"median_centre_error_eye_widths": float(np.median(err)),
+            "share_within_half_eye_width": float(np.mean(err < 0.5)),
+            "share_within_one_eye_width": float(np.mean(err < 1.0)),
+            "median_width_ratio": float(np.median(found[ok, 2] / truth[ok, 2]))}
+
+
 def run_study(data_dir: str | Path, settings: StudySettings | None = None,
               models: tuple[str, ...] = ("hog-rf", "vit"), progress: bool = True,
               oracle_boxes: bool = False) -> Study:
@@ -217,4 +231,5 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
     summary["settings"] = asdict(settings)
     summary["oracle_boxes"] = oracle_boxes
     summary["view"] = {"crop_factor": configs[models[0]].crop_factor, "margin": MARGIN}
+    summary["locator"] = locator_error(cv.boxes, data.eyes)
     return Study(settings, data, frames, configs, cv, regions, maps, summary)
