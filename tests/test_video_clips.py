@@ -35,5 +35,7 @@ def test_find_run_skips_runs_trained_on_the_video(tmp_path):
     run("c", ["other"], ["labeled-data/v1/img0.png"])
     assert find_run(tmp_path / "runs", ["p", "q"], not_trained_on="v2") == a
     assert find_run(tmp_path / "runs", ["p", "q"], not_trained_on="v3") is not None
+    assert find_run(tmp_path / "runs", ["p", "q"], name="b") == tmp_path / "runs" / "b"
+    assert find_run(tmp_path / "runs", ["p", "q"], not_trained_on="v2", name="b") is None
     assert find_run(tmp_path / "runs", ["x"]) is None
     assert find_run(tmp_path / "missing") is None

@@ -36,10 +36,11 @@ def labeled_clip(frames: LabeledFrames, video: str, path: str | Path, fps: float
 
 
 def find_run(folder: str | Path, bodyparts: list[str] | None = None,
-             not_trained_on: str | None = None) -> Path | None:
+             not_trained_on: str | None = None, name: str | None = None) -> Path | None:
     """The newest trained run (``config.json`` + ``model.safetensors``) under ``folder`` whose
-    keypoints are ``bodyparts`` (any when None) and, when ``not_trained_on`` names a video,
-    whose ``split.json`` shows it was not trained on that video; None if there is none."""
+    keypoints are ``bodyparts`` (any when None), whose folder is called ``name`` (any when
+    None) and, when ``not_trained_on`` names a video, whose ``split.json`` shows it was not
+    trained on that video; None if there is none."""
     from vit_facemap.dlc import video_of
 
     folder = Path(folder)
@@ -48,7 +49,7 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
     found = []
     for cfg in folder.rglob("config.json"):
         run = cfg.parent
-        if not (run / "model.safetensors").is_file():
+        if not (run / "model.safetensors").is_file() or (name is not None and run.name != name):
             continue
         try:
             saved = json.loads(cfg.read_text())
