@@ -103,6 +103,12 @@ def test_existing_output_refused_unless_overwrite(tmp_path, video):
     assert len(load_xy(csv)[0]) == 5
 
 
+def test_start_past_end_leaves_nothing(tmp_path, video):
+    with pytest.raises(DataError, match="past the end"):
+        track_video(SpotPredictor(), video, tmp_path, opts(start=N + 5))
+    assert not list(tmp_path.iterdir())
+
+
 def test_frame_range(tmp_path, video):
     s = track_video(SpotPredictor(), video, tmp_path, opts(start=7, stop=19, formats=("csv",)))
     df, vals = load_xy(output_paths(video, tmp_path)["csv"])

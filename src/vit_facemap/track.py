@@ -237,6 +237,14 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
                     bar.update(len(batch))
             except VideoDecodeError as exc:
                 error = exc
+    except Exception:
+        # Nothing tracked in a fresh run (e.g. --start past the end): leave no half-done
+        # state behind that would make the next run ask for --resume. With frames done the
+        # state stays, so --resume continues after the cause is fixed (Ctrl-C included).
+        if not n_new and first == options.start and paths["partial"].stat().st_size == 0:
+            paths["partial"].unlink(missing_ok=True)
+            paths["state"].unlink(missing_ok=True)
+        raise
     finally:
         if overlay is not None:
             overlay.close()
