@@ -61,6 +61,20 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str) -> 
     return predictor
 
 
+def gflops_per_frame(predictor) -> float | None:
+    """Forward-pass GFLOP per frame at the model's input size (machine-independent cost)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = predictor.mapping
+    x = torch.zeros(1, predictor.channels, m.input_h, m.input_w, device=predictor.device)
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            predictor.model(x)
+    except RuntimeError:  # an operator the counter cannot trace
+        return None
+    return counter.get_total_flops() / 1e9
+
+
 def make_clip(path: Path, n_frames: int, seed: int) -> str:
     g7c1 = real_set("g7c1")
     if g7c1 is not None:
@@ -135,11 +149,12 @@ def main(argv=None) -> int:
                                 scorer=f"bench-{len(rows)}")
             summary = track_video(predictor, video, tmp / "out", opts)
             row = {"model": name, "description": getattr(predictor, "model_name", name),
+                   "gflop_per_frame": gflops_per_frame(predictor),
                    "model_fps": m, "end_to_end_fps": summary["fps"],
                    "frames": summary["frames_tracked"]}
             rows.append(row)
-            print(f"{name:>6}: model {m:7.1f} frames/s, end to end {summary['fps']:7.1f} frames/s"
-                  f"  [{row['description']}]")
+            print(f"{name:>6}: model {m:7.1f} frames/s, end to end {summary['fps']:7.1f} frames/s, "
+                  f"{row['gflop_per_frame'] or float('nan'):.2f} GFLOP/frame  [{row['description']}]")
     record = describe(vars(args), device, video=source, frame_size=[info.width, info.height],
                       decode_fps=dec, results=rows, load_average=os.getloadavg(),
                       command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
