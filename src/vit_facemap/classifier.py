@@ -460,6 +460,8 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise DataError(f"group-aware cross-validation needs at least 2 groups, found {n_groups}")
+    if boxes is None and any(c.crop == "eye" for c in configs.values()):
+        raise DataError("eye-crop models need the eye box of every image (eyes.csv)")
     k = min(n_splits, n_groups)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     fold = np.full(len(labels), -1)
