@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,7 +148,9 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     torch.set_num_threads(2)
     row.update(mean_px=m["mean_px"], median_px=m["median_px"], rmse_px=m["rmse_px"], pck=m["pck"],
                mean_normalised=m["mean_normalised"], reference=m["reference"],
-               predict_fps=fps_of(predictor, images))
+               predict_fps=fps_of(predictor, images),
+               # other processes on the machine slow every timing: record how busy it was
+               load_average_1min=os.getloadavg()[0])
     row["per_keypoint_mean_px"] = {k: v["mean_px"] for k, v in m["per_keypoint"].items()}
     pred_table = LabeledFrames(test.root, test.index, pred, test.bodyparts, "vit-facemap", conf)
     write_labels(pred_table, out / "predictions" / set_name / f"{model_name}.csv", overwrite=True)

@@ -270,7 +270,8 @@ def fit(
         (no_decay if p.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    warmup = config.warmup_steps / max(1, config.steps)
+    # warm-up as a share of training, capped so that a short run still decays
+    warmup = min(config.warmup_steps / max(1, config.steps), 0.2)
     use_amp = config.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
