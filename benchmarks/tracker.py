@@ -69,6 +69,8 @@ ABLATIONS = {
                           lambda c: _set(c, augment=AugmentConfig(
                               rotate=0, scale=0, translate=0, brightness=0, contrast=0, blur=0,
                               noise=0, p_geometric=0))),
+    "hybrid_mim": ("default recipe after masked-image pre-training on the training frames "
+                   "(30% of the budget)", lambda c: _set(c, pretrain_share=0.3)),
     "hybrid_regression": ("hybrid backbone, CLS-token regression head",
                           lambda c: _model(c, head="regression")),
 }

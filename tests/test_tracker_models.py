@@ -77,3 +77,25 @@ def test_weights_from_a_local_file_through_timm(tmp_path):
                          tmp_path / "hyb.safetensors")
     x = torch.randn(1, 1, 48, 64)
     assert np.allclose(hyb.eval()(x)["heatmap"].detach(), again.eval()(x)["heatmap"].detach())
+
+
+def test_masked_image_modelling_learns_and_masks_only_blanked_pixels():
+    from vit_facemap.models.mae import MaskedImageModel
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL, family="hybrid", stem_widths=[8, 16, 32, 64]), 3)
+    mim = MaskedImageModel(model.backbone, 1)
+    x = torch.randn(4, 1, 48, 64).cumsum(-1) / 8  # smooth-ish images
+    mask = mim.random_mask(x, 0.5, torch.Generator().manual_seed(0))
+    assert mask.shape == (4, 1, 3, 4) and mask.sum() == 4 * 6
+    opt = torch.optim.AdamW(mim.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = mim(x, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0]
+    # the backbone is shared: pre-training changed the keypoint model's weights
+    assert mim.backbone is model.backbone

@@ -137,3 +137,11 @@ def test_schedule_follows_steps_or_time_whichever_is_further():
     assert training_progress(10, 6.0, cfg) == pytest.approx(0.1)
     assert training_progress(10, 30.0, cfg) == pytest.approx(0.5)  # time budget dominates
     assert training_progress(50, 0.0, TrainConfig(steps=100)) == pytest.approx(0.5)
+
+
+def test_fit_with_masked_pretraining(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    cfg = _config(2)
+    cfg.pretrain_share = 1.0
+    s = fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert s["steps"] == 2 and s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])

@@ -70,6 +70,8 @@ class TrainConfig:
     amp: bool = True                # mixed precision (GPU only)
     max_minutes: float | None = None  # wall-time budget of the schedule (see module docs)
     keep: str = "best"              # best (by validation error, when there is one) | last
+    pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
+    mask_ratio: float = 0.5         # share of patches blanked in pre-training
     num_threads: int = 2
     num_workers: int = 0
     seed: int = 0
@@ -263,6 +265,12 @@ def fit(
     load_s = time.perf_counter() - t_load
 
     model = build_model(config.model, n_k).to(device)
+    pretrain_s, pretrain_loss = 0.0, None
+    if config.pretrain_share > 0 and not resume:
+        pretrain_s, pretrain_loss = pretrain_backbone(model, train_ds, config, device, progress)
+        if config.max_minutes is not None:
+            config = TrainConfig.from_dict({**asdict(config), "pretrain_share": 0.0,
+                                            "max_minutes": config.max_minutes - pretrain_s / 60})
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -354,6 +362,7 @@ def fit(
         "steps": step, "epochs": epoch, "train_s": train_s, "load_s": load_s,
         "best_val_mean_px": None if math.isinf(best) else best,
         "stopped_by_time_budget": step < config.steps,
+        "pretrain_s": pretrain_s, "pretrain_final_loss": pretrain_loss,
         "n_train_frames": len(train_frames),
         "n_val_frames": 0 if val_frames is None else len(val_frames),
         "train_videos": sorted(set(train_frames.videos.tolist())),
@@ -363,6 +372,50 @@ def fit(
                 "val": [] if val_frames is None else val_frames.index}, out / "split.json")
     write_json(describe(config, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
+
+
+def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: TrainConfig,
+                      device: str, progress: bool = True) -> tuple[float, float | None]:
+    """Masked image modelling on the training frames; returns (seconds, last loss).
+
+    Runs ``pretrain_share * steps`` steps (or that share of the time budget) with its own
+    warm-up + cosine schedule, then hands the backbone to supervised training.
+    """
+    from vit_facemap.models.mae import MaskedImageModel
+
+    if model.backbone is None:
+        raise ValueError(f"masked pre-training needs a ViT or CNN backbone, not {config.model.family}")
+    mim = MaskedImageModel(model.backbone, config.model.channels).to(device)
+    opt = torch.optim.AdamW(mim.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = max(1, int(config.pretrain_share * config.steps))
+    budget = None if config.max_minutes is None else config.pretrain_share * config.max_minutes
+    pre_cfg = TrainConfig(steps=steps, max_minutes=budget)
+    gen = torch.Generator().manual_seed(config.seed + 7)
+    loader = DataLoader(dataset, batch_size=min(config.batch_size, len(dataset)), shuffle=True,
+                        drop_last=len(dataset) >= config.batch_size, generator=gen)
+    t0 = time.perf_counter()
+    step, loss_value = 0, None
+    bar = tqdm(total=steps, desc="pre-train (masked)", disable=not progress)
+    mim.train()
+    while training_progress(step, time.perf_counter() - t0, pre_cfg) < 1:
+        for x, _ in loader:
+            p = training_progress(step, time.perf_counter() - t0, pre_cfg)
+            if p >= 1:
+                break
+            for g in opt.param_groups:
+                g["lr"] = config.lr * lr_factor(p, 0.1)
+            x = x.to(device)
+            loss = mim(x, mim.random_mask(x, config.mask_ratio, gen))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(mim.parameters(), config.clip)
+            opt.step()
+            step += 1
+            loss_value = float(loss.detach())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+    bar.close()
+    return time.perf_counter() - t0, loss_value
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
