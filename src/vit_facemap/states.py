@@ -256,15 +256,15 @@ def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "
                               n_videos: int = 4, seed: int = 0, *,
                               size: tuple[int, int] = (160, 120),
                               overwrite: bool = False) -> ImageSet:
-    """A class-folder set of generated frames (:mod:`vit_facemap.synthetic`) for a state task.
+    """A class-folder set of generated frames (Schroeder layout) for a state task, read back.
 
-    Besides ``groups.csv`` (the video) and ``eyes.csv`` (from the generated eyelid
-    keypoints) it writes ``regions.csv`` (``image,x0,y0,x1,y1``): the region whose
-    appearance carries the class, which an attention map should point at.
+    :func:`vit_facemap.synthetic.write_state_set` writes the images, ``groups.csv`` (the
+    video), ``eyes.csv`` (from the generated eyelid keypoints) and ``regions.csv``: the
+    region whose appearance carries the class, which an attention map should point at.
+    Unlike that writer, an existing folder is replaced as a whole with ``overwrite`` (so no
+    stale class folder survives), and only when it is a set written by vit-facemap.
     """
-    from PIL import Image
-
-    from vit_facemap.synthetic import generate_frames
+    from vit_facemap.synthetic import write_state_set
 
     out = Path(out)
     if out.exists():
@@ -274,28 +274,7 @@ def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "
             raise DataError("refusing to overwrite a folder that is not a class-folder set "
                             "written by vit-facemap (no groups.csv)", out)
         shutil.rmtree(out)
-    data = generate_frames(n_frames, seed=seed, size=size, layout="schroeder",
-                           n_videos=n_videos, task=task)
-    eyes = eye_boxes(data.frames.keypoints, data.frames.bodyparts)
-    rows = []
-    for i, rel in enumerate(data.frames.index):
-        video = data.frames.videos[i]
-        name = f"{data.states[i]}/{video}__{PurePosixPath(rel).name}"
-        (out / data.states[i]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(data.images[i]).save(out / name)
-        rows.append((name, video, eyes[i], data.state_boxes[i]))
-    with open(out / "groups.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "group"])
-        w.writerows((r[0], r[1]) for r in rows)
-    with open(out / "eyes.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "x", "y", "width"])
-        w.writerows([r[0], *(f"{v:.3f}" for v in r[2])] for r in rows)
-    with open(out / "regions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "x0", "y0", "x1", "y1"])
-        w.writerows([r[0], *(f"{v:.2f}" for v in r[3])] for r in rows)
+    write_state_set(out, n_frames, task, n_videos, seed, size=size, layout="schroeder")
     return read_image_set(out)
 
 
