@@ -34,9 +34,12 @@ from vit_facemap.errors import DataError
 from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
 from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
 from vit_facemap.images import load_image
+from vit_facemap.states import SetMeasures
 
 MODELS = ("vit", "hog-rf")
 CROPS = ("eye", "frame")
+DECISIONS = ("head", "ratio")
+RATIO = "ratio"  # the measure that pupil-state classes threshold (see vit_facemap.states)
 MARGIN = 1.25  # crops are cut this much larger than the model's view, room for augmentation
 
 
@@ -60,6 +63,13 @@ class ClassifierConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     init_weights: str | None = None
+    # geometry supervision: when the set has measures (measures.csv), a linear head on the
+    # CLS token regresses them (pupil / eye width ratio, eye-relative keypoints) beside the
+    # class head, with this loss weight (0: off)
+    aux_weight: float = 1.0
+    # "head": the class head decides; "ratio": the predicted pupil / eye width ratio against
+    # the threshold between the training classes (falls back to the head without measures)
+    decision: str = "head"
     # HOG + RF
     hog_size: int = 128
     n_trees: int = 500
@@ -73,6 +83,9 @@ class ClassifierConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.crop not in CROPS:
             raise ValueError(f"unknown crop {self.crop!r}; choose one of {', '.join(CROPS)}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"unknown decision {self.decision!r}; choose one of "
+                             f"{', '.join(DECISIONS)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
@@ -163,15 +176,21 @@ def _standardize_batch(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + 1e-6)
 
 
-def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """The model's view of margin crops: the centre 1/MARGIN, randomly jittered when ``gen``."""
+def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None,
+          return_theta: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The model's view of margin crops: the centre 1/MARGIN, randomly jittered when ``gen``.
+
+    ``return_theta`` also gives the (N, 2, 3) affine map from view to crop coordinates
+    (both in [-1, 1]), which moves geometry targets with the image.
+    """
     x = torch.from_numpy(np.asarray(crops, dtype=np.float32))[:, None] / 255
     n = x.shape[0]
     theta = torch.zeros(n, 2, 3)
     if gen is None:
         theta[:, 0, 0] = theta[:, 1, 1] = 1 / MARGIN
         grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
-        return _standardize_batch(F.grid_sample(x, grid, align_corners=False))
+        out = _standardize_batch(F.grid_sample(x, grid, align_corners=False))
+        return (out, theta) if return_theta else out
     s = torch.empty(n).uniform_(0.85, 1.2, generator=gen)
     a = torch.empty(n).uniform_(-0.3, 0.3, generator=gen)  # radians
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
@@ -186,7 +205,77 @@ def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None) -> t
     gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.5, 0.5, generator=gen))
     x = x ** gamma
     x = _standardize_batch(x) * torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=gen)
-    return x + 0.1 * torch.randn(x.shape, generator=gen)
+    x = x + 0.1 * torch.randn(x.shape, generator=gen)
+    return (x, theta) if return_theta else x
+
+
+def _point_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
+    """Column pairs (``<p>_x``, ``<p>_y``) of the geometry targets that are image positions."""
+    return [(i, names.index(n[:-2] + "_y")) for i, n in enumerate(names)
+            if n.endswith("_x") and n[:-2] + "_y" in names]
+
+
+def _mirror_permutation(names: Sequence[str]) -> list[int]:
+    """Column order after a mirror: ``left*`` and ``right*`` targets swap (image sides)."""
+    perm = list(range(len(names)))
+    for i, n in enumerate(names):
+        for a, b in (("left", "right"), ("right", "left")):
+            if a in n and n.replace(a, b) in names:
+                perm[i] = list(names).index(n.replace(a, b))
+    return perm
+
+
+def view_targets(values: np.ndarray, names: Sequence[str], theta: torch.Tensor,
+                 crop_factor: float) -> torch.Tensor:
+    """Geometry targets as seen in the (augmented) view.
+
+    ``values`` (N, M) are crop-independent: ratios stay as they are (similarity transforms
+    keep them), positions ``<p>_x``/``<p>_y`` are in eye widths from the eye-box centre and
+    are mapped into view coordinates ([-1, 1]) through the inverse of ``theta``; after a
+    mirror, left and right targets swap so that "left" stays the image's left.
+    """
+    v = torch.as_tensor(np.asarray(values, dtype=np.float32)).clone()
+    pairs = _point_pairs(list(names))
+    if pairs:
+        ix, iy = [p[0] for p in pairs], [p[1] for p in pairs]
+        u = torch.stack([v[:, ix], v[:, iy]], -1) / (crop_factor * MARGIN / 2)  # (N, P, 2)
+        a_inv = torch.linalg.inv(theta[:, :, :2])
+        w = torch.einsum("nij,npj->npi", a_inv, u - theta[:, None, :, 2])
+        v[:, ix], v[:, iy] = w[..., 0], w[..., 1]
+    flipped = torch.linalg.det(theta[:, :, :2]) < 0
+    perm = _mirror_permutation(list(names))
+    return torch.where(flipped[:, None], v[:, perm], v)
+
+
+class GeometryHead(torch.nn.Module):
+    """A linear map from the ViT's pre-logits (CLS token) to standardized geometry targets."""
+
+    def __init__(self, dim: int, n_out: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(dim, n_out)
+        self.register_buffer("mean", torch.zeros(n_out))
+        self.register_buffer("std", torch.ones(n_out))
+
+    def forward(self, pre_logits: torch.Tensor) -> torch.Tensor:
+        """Standardized predictions; ``* std + mean`` gives the targets' units."""
+        return self.fc(pre_logits)
+
+
+def ratio_rule(ratio: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, Any] | None:
+    """The threshold on the ratio that separates two classes of the training set, or None.
+
+    The classes are ordered by their median ratio; the threshold is the midpoint of the gap
+    between them (for the pupil task the midpoint of 0.25 and 0.35, up to the sample).
+    """
+    ok = np.isfinite(ratio) & (labels >= 0)
+    if n_classes != 2 or any(((labels == c) & ok).sum() == 0 for c in range(2)):
+        return None
+    med = [np.median(ratio[ok & (labels == c)]) for c in range(2)]
+    low, high = (0, 1) if med[0] <= med[1] else (1, 0)
+    top_low = float(np.max(ratio[ok & (labels == low)]))
+    bottom_high = float(np.min(ratio[ok & (labels == high)]))
+    thr = (top_low + bottom_high) / 2 if top_low < bottom_high else float(np.mean(med))
+    return {"threshold": thr, "low": low, "high": high}
 
 
 @dataclass
@@ -197,6 +286,9 @@ class FacialStateClassifier:
     classes: list[str]
     model: Any = None  # timm VisionTransformer or RandomForestClassifier
     locator: EyeLocator | None = None
+    geometry: GeometryHead | None = None  # ViT trained with measures: their regression head
+    measure_names: list[str] = field(default_factory=list)
+    rule: dict[str, Any] | None = None  # ratio threshold between the classes (decision="ratio")
 
     # ----- inputs --------------------------------------------------------------------
     def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
@@ -222,7 +314,17 @@ class FacialStateClassifier:
 
     # ----- training ------------------------------------------------------------------
     def fit(self, frames: Sequence[np.ndarray], labels: np.ndarray,
-            boxes: np.ndarray | None = None, progress: bool = True) -> FacialStateClassifier:
+            boxes: np.ndarray | None = None, progress: bool = True,
+            measures: np.ndarray | None = None, measure_names: Sequence[str] = (),
+            extra: tuple[Sequence[np.ndarray], np.ndarray, np.ndarray] | None = None,
+            ) -> FacialStateClassifier:
+        """Train on ``frames`` with class ``labels``.
+
+        ``measures`` (N, M) with column names ``measure_names`` (the set's measures.csv;
+        NaN where unknown) train the ViT's geometry head; ``extra`` (frames, boxes,
+        measures) are further images without a class (between the pupil thresholds) that
+        train only that head. The forest ignores both.
+        """
         c = self.config
         labels = np.asarray(labels)
         if c.crop == "eye":
@@ -237,15 +339,31 @@ class FacialStateClassifier:
             self.model = RandomForestClassifier(
                 n_estimators=c.n_trees, class_weight="balanced_subsample", random_state=c.seed,
                 n_jobs=1).fit(feats, labels)
+            return self
+        crops = self.crops(frames, boxes)
+        use_geometry = measures is not None and c.aux_weight > 0 and len(measure_names) > 0
+        if use_geometry:
+            measures = np.asarray(measures, dtype=np.float64)
+            self.measure_names = list(measure_names)
+            if RATIO in self.measure_names:
+                self.rule = ratio_rule(measures[:, self.measure_names.index(RATIO)], labels,
+                                       len(self.classes))
+            if extra is not None and len(extra[0]):
+                e_frames, e_boxes, e_measures = extra
+                crops = np.concatenate([crops, self.crops(e_frames, e_boxes)])
+                labels = np.concatenate([labels, np.full(len(e_frames), -1)])
+                measures = np.concatenate([measures, np.asarray(e_measures, np.float64)])
         else:
-            self.model = self._fit_vit(self.crops(frames, boxes), labels, progress)
+            measures = None
+        self.model = self._fit_vit(crops, labels, measures, progress)
         return self
 
     @property
     def hog_config(self) -> HogConfig:
         return HogConfig()
 
-    def _fit_vit(self, crops: np.ndarray, labels: np.ndarray, progress: bool) -> torch.nn.Module:
+    def _fit_vit(self, crops: np.ndarray, labels: np.ndarray, measures: np.ndarray | None,
+                 progress: bool) -> torch.nn.Module:
         c = self.config
         torch.manual_seed(c.seed)
         gen = torch.Generator().manual_seed(c.seed)
@@ -254,23 +372,53 @@ class FacialStateClassifier:
             load_vit_weights(model, c.init_weights)
         dev = torch.device(c.device)
         model.to(dev)
-        counts = np.bincount(labels, minlength=len(self.classes)).astype(np.float32)
+        params = list(model.parameters())
+        head = None
+        if measures is not None:
+            head = GeometryHead(c.embed_dim, measures.shape[1])
+            # standardize with the statistics of the (unaugmented) view, per column
+            _, theta0 = _view(crops[:1], c.image_size, return_theta=True)
+            t0 = view_targets(measures, self.measure_names, theta0.expand(len(measures), 2, 3),
+                              c.crop_factor).numpy()
+            mean, std = np.nanmean(t0, 0), np.nanstd(t0, 0)
+            head.mean.copy_(torch.from_numpy(np.nan_to_num(mean)).float())
+            head.std.copy_(torch.from_numpy(np.where(np.isfinite(std) & (std > 1e-6), std,
+                                                     1.0)).float())
+            head.to(dev)
+            params += list(head.parameters())
+        labeled = labels[labels >= 0]
+        counts = np.bincount(labeled, minlength=len(self.classes)).astype(np.float32)
         weight = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts)).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         steps = c.epochs * int(np.ceil(len(crops) / c.batch_size))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=steps, pct_start=0.1)
         y = torch.from_numpy(labels.astype(np.int64)).to(dev)
         model.train()
         for _ in tqdm(range(c.epochs), desc="ViT", disable=not progress):
             for b in torch.randperm(len(crops), generator=gen).split(c.batch_size):
-                x = _view(crops[b.numpy()], c.image_size, gen).to(dev)
-                loss = F.cross_entropy(model(x), y[b.to(dev)], weight=weight,
-                                       label_smoothing=c.label_smoothing)
+                x, theta = _view(crops[b.numpy()], c.image_size, gen, return_theta=True)
+                yb = y[b.to(dev)]
+                pre = model.forward_head(model.forward_features(x.to(dev)), pre_logits=True)
+                loss = torch.zeros((), device=dev)
+                if (yb >= 0).any():
+                    loss = F.cross_entropy(model.head(pre), yb, weight=weight, ignore_index=-1,
+                                           label_smoothing=c.label_smoothing)
+                if head is not None:
+                    t = view_targets(measures[b.numpy()], self.measure_names, theta,
+                                     c.crop_factor).to(dev)
+                    t = (t - head.mean) / head.std
+                    ok = torch.isfinite(t)
+                    if ok.any():
+                        err = F.smooth_l1_loss(head(pre)[ok], t[ok], beta=0.5)
+                        loss = loss + c.aux_weight * err
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 sched.step()
         model.eval()
+        if head is not None:
+            head.eval()
+            self.geometry = head.cpu()
         return model.cpu()
 
     # ----- prediction ----------------------------------------------------------------
@@ -286,10 +434,43 @@ class FacialStateClassifier:
         crops = self.crops(frames, boxes)
         if self.config.model == "hog-rf":
             return self.model.predict_proba(self.inputs(crops))
+        proba, geometry = self._vit_outputs(crops, batch_size)
+        if self.config.decision == "ratio" and self.rule is not None and geometry is not None:
+            return self._ratio_proba(geometry[:, self.measure_names.index(RATIO)])
+        return proba
+
+    @torch.no_grad()
+    def predict_measures(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
+                         batch_size: int = 64) -> np.ndarray | None:
+        """The geometry head's predictions (N, M) in the measures' units (view coordinates
+        for positions), or None for a model without one."""
+        if self.geometry is None:
+            return None
+        return self._vit_outputs(self.crops(frames, boxes), batch_size)[1]
+
+    @torch.no_grad()
+    def _vit_outputs(self, crops: np.ndarray, batch_size: int
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
         self.model.eval()
-        out = [self.model(self.inputs(crops[i:i + batch_size])).softmax(-1).numpy()
-               for i in range(0, len(crops), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+        probs, geo = [], []
+        for i in range(0, len(crops), batch_size):
+            pre = self.model.forward_head(self.model.forward_features(
+                self.inputs(crops[i:i + batch_size])), pre_logits=True)
+            probs.append(self.model.head(pre).softmax(-1).numpy())
+            if self.geometry is not None:
+                g = self.geometry
+                geo.append((g(pre) * g.std + g.mean).numpy())
+        if not probs:
+            return np.zeros((0, len(self.classes))), None
+        return np.concatenate(probs), np.concatenate(geo) if geo else None
+
+    def _ratio_proba(self, ratio: np.ndarray) -> np.ndarray:
+        # a soft step at the threshold; its width (0.02) is a fifth of the 0.25-0.35 margin
+        r = self.rule
+        p_high = 1 / (1 + np.exp(-(ratio - r["threshold"]) / 0.02))
+        out = np.zeros((len(ratio), len(self.classes)))
+        out[:, r["high"]], out[:, r["low"]] = p_high, 1 - p_high
+        return out
 
     def predict(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> np.ndarray:
         return self.predict_proba(frames, boxes).argmax(1)
@@ -311,10 +492,14 @@ class FacialStateClassifier:
         run = Path(run)
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(
-            {"config": asdict(self.config), "classes": self.classes}, indent=2) + "\n")
+            {"config": asdict(self.config), "classes": self.classes,
+             "measures": self.measure_names, "ratio_rule": self.rule}, indent=2) + "\n")
         tensors: dict[str, torch.Tensor] = {}
         if self.locator is not None:
             tensors.update(self.locator.state_dict())
+        if self.geometry is not None:
+            tensors.update({f"geometry.{k}": v.contiguous()
+                            for k, v in self.geometry.state_dict().items()})
         if self.config.model == "vit":
             tensors.update({f"vit.{k}": v.contiguous() for k, v in self.model.state_dict().items()})
         else:
@@ -337,10 +522,18 @@ class FacialStateClassifier:
             meta = json.loads(cfg_file.read_text())
             config = ClassifierConfig.from_dict(meta["config"])
             classes = list(meta["classes"])
+            measure_names = list(meta.get("measures") or [])
+            rule = meta.get("ratio_rule")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
         tensors = load_file(str(run / "model.safetensors")) if (run / "model.safetensors").is_file() else {}
-        clf = cls(config, classes)
+        clf = cls(config, classes, measure_names=measure_names, rule=rule)
+        if measure_names and "geometry.fc.weight" in tensors:
+            clf.geometry = GeometryHead(config.embed_dim, len(measure_names))
+            clf.geometry.load_state_dict({k.removeprefix("geometry."): v
+                                          for k, v in tensors.items()
+                                          if k.startswith("geometry.")})
+            clf.geometry.eval()
         if config.crop == "eye":
             clf.locator = EyeLocator.from_state_dict(config.locator, tensors)
         if config.model == "vit":
@@ -444,12 +637,15 @@ class CrossValidation:
 def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.ndarray,
                    classes: Sequence[str], configs: dict[str, ClassifierConfig],
                    boxes: np.ndarray | None = None, n_splits: int = 4, seed: int = 0,
-                   oracle_boxes: bool = False, progress: bool = True) -> CrossValidation:
+                   oracle_boxes: bool = False, progress: bool = True,
+                   measures: SetMeasures | None = None) -> CrossValidation:
     """Leave-groups-out CV: stratified group k-fold, every group (animal) held out once.
 
     All models of one fold share the eye locator trained on that fold's training frames,
     so they are judged on the very same crops. ``oracle_boxes`` uses the labeled eye boxes
     at test time too (an upper bound that isolates the locator's share of the error).
+    ``measures`` (the set's measures.csv) train the ViTs' geometry heads; its images
+    without a class join training only from the fold's training groups.
     """
     import time
 
@@ -469,10 +665,18 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     models: dict[str, list[FacialStateClassifier]] = {name: [] for name in configs}
     wall = dict.fromkeys(configs, 0.0)
     used_boxes = None if boxes is None else np.full((len(labels), 3), np.nan)
+    extra_frames = load_frames(measures.extra_paths) if measures is not None and any(
+        c.model == "vit" and c.aux_weight > 0 for c in configs.values()) else []
     for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
         fold[te] = f
         tr_frames = [frames[i] for i in tr]
         te_frames = [frames[i] for i in te]
+        geo: dict[str, Any] = {}
+        if measures is not None:
+            keep = np.flatnonzero(~np.isin(measures.extra_groups.astype(str), groups[te]))
+            geo = {"measures": measures.values[tr], "measure_names": measures.names,
+                   "extra": ([extra_frames[i] for i in keep] if extra_frames else [],
+                             measures.extra_eyes[keep], measures.extra_values[keep])}
         locator = None
         te_boxes = None
         if any(c.crop == "eye" for c in configs.values()):
@@ -489,7 +693,8 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
             t0 = time.perf_counter()
             clf = FacialStateClassifier(c, list(classes), locator=locator if c.crop == "eye"
                                         else None)
-            clf.fit(tr_frames, labels[tr], None if boxes is None else boxes[tr], progress=progress)
+            clf.fit(tr_frames, labels[tr], None if boxes is None else boxes[tr], progress=progress,
+                    **geo)
             proba[name][te] = clf.predict_proba(te_frames, te_boxes if c.crop == "eye" else None)
             wall[name] += time.perf_counter() - t0
             models[name].append(clf)

@@ -37,7 +37,7 @@ from vit_facemap.classifier import (
     profile_config,
 )
 from vit_facemap.rollout import attention_rollout, curve_auc, deletion_curve, mass_in_box
-from vit_facemap.states import ImageSet, read_image_set, read_regions
+from vit_facemap.states import ImageSet, read_image_set, read_measures, read_regions
 
 
 @dataclass
@@ -50,6 +50,7 @@ class StudySettings:
     head_fusion: str = "mean"
     discard_ratio: float = 0.0
     max_map_images: int = 400  # maps and deletion curves on at most this many held-out images
+    use_measures: bool = True  # train the ViT's geometry head on the set's measures.csv
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -224,7 +225,8 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
                                  **settings.overrides) for m in models}
     cv = cross_validate(frames, data.labels, data.groups, data.classes, configs, data.eyes,
                         n_splits=settings.n_splits, seed=settings.seed,
-                        oracle_boxes=oracle_boxes, progress=progress)
+                        oracle_boxes=oracle_boxes, progress=progress,
+                        measures=read_measures(data) if settings.use_measures else None)
     regions = read_regions(data)
     maps = check_maps(cv, frames, regions, settings, progress)
     summary = summarize(cv, maps)

@@ -32,6 +32,8 @@ CONSTRICTED_BELOW = 0.25
 DILATED_ABOVE = 0.35
 EYELID_POINTS = ("lefteyelid", "righteyelid", "dorsaleyelid", "ventraleyelid")
 G7C1_EYE_POINTS = ("eyetop", "eyefront", "eyebottom", "eyeback")
+PUPIL_POINTS = ("leftpupil", "rightpupil", "dorsalpupil", "ventralpupil")
+BETWEEN = ".between"  # frames between the thresholds: no class, measures only (hidden folder)
 
 @dataclass
 class ImageSet:
@@ -87,6 +89,45 @@ def eye_boxes(keypoints: np.ndarray, bodyparts: Sequence[str]) -> np.ndarray:
     return np.column_stack([centre, m["eye_width"].to_numpy()])
 
 
+def geometry_measures(keypoints: np.ndarray, bodyparts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Crop-independent pupil geometry per frame, the targets of a ViT's geometry head.
+
+    ``ratio`` (pupil diameter / eye width, what the classes threshold), ``pupil_horizontal``
+    and ``pupil_vertical`` (over eye width), and each pupil and eyelid keypoint as
+    ``<name>_x``, ``<name>_y`` in eye widths from the eye-box centre (:func:`eye_boxes`).
+    """
+    m = facial_measures(keypoints, bodyparts)
+    boxes = eye_boxes(keypoints, bodyparts)
+    w = boxes[:, 2]
+    out = {"ratio": m["pupil_eye_ratio"].to_numpy(),
+           "pupil_horizontal": m["pupil_horizontal"].to_numpy() / w,
+           "pupil_vertical": m["pupil_vertical"].to_numpy() / w}
+    key = [re.sub(r"[\s_\-]+", "", b.lower()) for b in bodyparts]
+    kp = np.asarray(keypoints, float)
+    for name in PUPIL_POINTS + EYELID_POINTS:
+        i = key.index(name)
+        out[f"{name}_x"] = (kp[:, i, 0] - boxes[:, 0]) / w
+        out[f"{name}_y"] = (kp[:, i, 1] - boxes[:, 1]) / w
+    return out
+
+
+@dataclass
+class SetMeasures:
+    """A set's measures.csv: geometry per class image, and images without a class.
+
+    ``values`` (N, M) follow the set's image order (NaN where an image has no row);
+    ``extra_*`` are images listed in the table outside the class folders (for the pupil
+    task: frames between the thresholds, in ``.between/``), usable as regression targets.
+    """
+
+    names: list[str]
+    values: np.ndarray
+    extra_paths: list[Path]
+    extra_values: np.ndarray
+    extra_eyes: np.ndarray
+    extra_groups: np.ndarray
+
+
 def eyelid_regions(keypoints: np.ndarray, bodyparts: Sequence[str],
                    pad: float = 0.1) -> np.ndarray:
     """(N, 4) box x0, y0, x1, y1 around the eyelid (or eye) keypoints, padded by ``pad`` eye widths."""
@@ -107,13 +148,17 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     ``out/constricted/*.png``, ``out/dilated/*.png`` (copies of the frames, named
     ``<video>__<image>``), ``out/groups.csv`` (animal of each frame), ``out/eyes.csv``
     (eye centre and width from the eyelid keypoints) and ``out/regions.csv`` (the eyelid
-    keypoints' box, padded by 0.1 eye width: where attention maps should point). Refuses to touch an existing ``out`` unless
-    ``overwrite``.
+    keypoints' box, padded by 0.1 eye width: where attention maps should point) and
+    ``out/measures.csv`` (:func:`geometry_measures` of every measurable frame, with its
+    group and eye box; frames between the thresholds are copied to ``out/.between/``,
+    which class-folder readers skip, and serve only as regression targets). Refuses to
+    touch an existing ``out`` unless ``overwrite``.
     """
     frames = read_labels(labels)
     states = pupil_states(frames, constricted_below, dilated_above)
     eyes = eye_boxes(frames.keypoints, frames.bodyparts)
     regions = eyelid_regions(frames.keypoints, frames.bodyparts)
+    geometry = geometry_measures(frames.keypoints, frames.bodyparts)
     out = Path(out)
     if out.exists():
         if not overwrite:
@@ -122,18 +167,24 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
             raise DataError("refusing to overwrite a folder that is not a class-folder set "
                             "written by vit-facemap (no groups.csv)", out)
         shutil.rmtree(out)
-    rows = []
+    rows, between, measure_rows = [], [], []
     for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
-        if not state:
-            continue
+        values = [geometry[k][i] for k in geometry]
+        if not state and not (np.isfinite(values).all() and np.isfinite(eyes[i]).all()):
+            continue  # unmeasurable frames get no class and no measures
+        folder = state or BETWEEN
         src = frames.root / rel
         if not src.is_file():
             raise DataError("image file is missing", src)
         video = frames.videos[i]
-        name = f"{state}/{video}__{PurePosixPath(rel).name}"
-        (out / state).mkdir(parents=True, exist_ok=True)
+        name = f"{folder}/{video}__{PurePosixPath(rel).name}"
+        (out / folder).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, out / name)
-        rows.append((name, animal_of(video), *eyes[i], *regions[i]))
+        measure_rows.append((name, animal_of(video), *eyes[i], *values))
+        if state:
+            rows.append((name, animal_of(video), *eyes[i], *regions[i]))
+        else:
+            between.append(name)
     with open(out / "groups.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image", "group"])
@@ -146,6 +197,11 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
         w = csv.writer(fh)
         w.writerow(["image", "x0", "y0", "x1", "y1"])
         w.writerows([r[0], *(f"{v:.2f}" for v in r[5:9])] for r in rows)
+    with open(out / "measures.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "group", "x", "y", "width", *geometry])
+        w.writerows([r[0], r[1], *(f"{v:.3f}" for v in r[2:5]), *(f"{v:.5f}" for v in r[5:])]
+                    for r in measure_rows)
     return read_image_set(out)
 
 
@@ -276,6 +332,44 @@ def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "
         shutil.rmtree(out)
     write_state_set(out, n_frames, task, n_videos, seed, size=size, layout="schroeder")
     return read_image_set(out)
+
+
+def read_measures(image_set: ImageSet, path: str | Path | None = None) -> SetMeasures | None:
+    """The set's ``measures.csv`` (default: in its folder), or None when there is none.
+
+    Columns: ``image`` (path relative to the set), optional ``group``, ``x``, ``y``,
+    ``width`` (eye box, needed for images outside the class folders), then numeric measures.
+    """
+    path = Path(path) if path else image_set.root / "measures.csv"
+    if not path.is_file():
+        return None
+    table = _read_table(path, ["image"])
+    fixed = {"image", "group", "x", "y", "width"}
+    names = [k for k in (table[0] if table else {}) if k not in fixed]
+    if not names:
+        raise DataError("measures table has no measure columns besides image, group, x, y, "
+                        "width", path)
+
+    def numbers(row: dict[str, str], keys: Sequence[str]) -> list[float]:
+        try:
+            return [float(row[k]) if row.get(k, "") != "" else np.nan for k in keys]
+        except ValueError as exc:
+            raise DataError(f"measures of {row['image']} are not numeric: {exc}", path) from exc
+
+    rows = _lookup(table, "image", image_set.names, path)
+    values = np.full((len(image_set), len(names)), np.nan)
+    for i, n in enumerate(image_set.names):
+        if n in rows:
+            values[i] = numbers(rows[n], names)
+    known = set(image_set.names)
+    extra = [r for r in table if r["image"] not in known
+             and PurePosixPath(r["image"]).parts[0] not in image_set.classes
+             and (image_set.root / r["image"]).is_file()]
+    return SetMeasures(
+        names, values, [image_set.root / r["image"] for r in extra],
+        np.array([numbers(r, names) for r in extra]).reshape(len(extra), len(names)),
+        np.array([numbers(r, ("x", "y", "width")) for r in extra]).reshape(len(extra), 3),
+        np.array([r.get("group", "") for r in extra], dtype=object))
 
 
 def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndarray | None:

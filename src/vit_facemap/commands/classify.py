@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, default=None, help="ViT epochs (overrides the profile)")
     t.add_argument("--init-weights", default=None,
                    help="local safetensors file to initialise the ViT from")
+    t.add_argument("--no-measures", action="store_true",
+                   help="ignore DIR/measures.csv (by default the ViT also learns to regress "
+                        "the pupil geometry it lists)")
     t.add_argument("--cv", type=int, default=0, metavar="K",
                    help="also report K-fold group-aware cross-validation (needs groups)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -89,7 +92,7 @@ def run_train(args: argparse.Namespace) -> int:
         profile_config,
     )
     from vit_facemap.runinfo import describe, resolve_device, timed, write_json
-    from vit_facemap.states import read_image_set
+    from vit_facemap.states import read_image_set, read_measures
 
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -106,10 +109,17 @@ def run_train(args: argparse.Namespace) -> int:
                         "image to train the eye locator; use --crop frame otherwise", data.root)
     progress = not args.quiet
     frames = load_frames(data.paths, progress=progress)
-    record = {}
+    measures = None if args.no_measures else read_measures(data)
+    geo = {}
+    if measures is not None and config.model == "vit":
+        geo = {"measures": measures.values, "measure_names": measures.names,
+               "extra": (load_frames(measures.extra_paths), measures.extra_eyes,
+                         measures.extra_values)}
+    record = {"measures": measures.names if geo else None,
+              "measure_only_images": len(measures.extra_paths) if geo else 0}
     with timed() as t:
         clf = FacialStateClassifier(config, data.classes).fit(frames, data.labels, data.eyes,
-                                                               progress=progress)
+                                                               progress=progress, **geo)
     record["train_wall_s"] = t["wall_s"]
     record["train_metrics"] = classification_metrics(
         data.labels, clf.predict(frames, data.eyes if config.crop == "eye" else None),
@@ -121,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         with timed() as t:
             cv = cross_validate(frames, data.labels, data.groups, data.classes,
                                 {config.model: config}, data.eyes, n_splits=args.cv,
-                                seed=args.seed, progress=progress)
+                                seed=args.seed, progress=progress, measures=measures)
         record["cv"] = {"n_splits": args.cv, "metrics": cv.metrics[config.model],
                         "wall_s": t["wall_s"]}
     if out.exists():

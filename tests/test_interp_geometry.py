@@ -1,0 +1,166 @@
+"""Geometry supervision of the pupil-state ViT: measures.csv, view targets, ratio decisions."""
+
+import numpy as np
+import pytest
+import torch
+
+from vit_facemap.classifier import (
+    MARGIN,
+    FacialStateClassifier,
+    _view,
+    cross_validate,
+    load_frames,
+    profile_config,
+    ratio_rule,
+    view_targets,
+)
+from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.states import (
+    BETWEEN,
+    read_image_set,
+    read_measures,
+    write_generated_state_set,
+    write_pupil_state_set,
+)
+
+BODYPARTS = ["nose", "leftpupil", "dorsalpupil", "rightpupil", "ventralpupil",
+             "lefteyelid", "dorsaleyelid", "righteyelid", "ventraleyelid"]
+
+
+def keypoints(pupil: float, dx: float = 0.0) -> np.ndarray:
+    # eye 40 px wide centred at (60 + dx, 40); a round pupil of diameter `pupil`
+    r, c = pupil / 2, 60 + dx
+    return np.array([[10, 40], [c - r, 40], [c, 40 - r], [c + r, 40], [c, 40 + r],
+                     [c - 20, 40], [c, 30], [c + 20, 40], [c, 50]], float)
+
+
+@pytest.fixture(scope="module")
+def dlc_set(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("dlc")
+    pupils = [6.0, 9.9, 12.0, 16.0]  # ratios .15 .2475 .30 .40
+    index = [f"labeled-data/Glaucus2022-03-281/img{i}.png" for i in range(2)] + \
+            [f"labeled-data/FG0032023-03-118/img{i}.png" for i in range(2)]
+    for rel in index:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((80, 120), 100, np.uint8)).save(root / rel)
+    kp = np.stack([keypoints(p, dx=4.0 * i) for i, p in enumerate(pupils)])
+    write_labels(LabeledFrames(root, index, kp, BODYPARTS), root / "CollectedData_test.csv")
+    return root
+
+
+def test_measures_table_and_between_frames(dlc_set, tmp_path):
+    s = write_pupil_state_set(dlc_set, tmp_path / "pupil")
+    assert len(s) == 3 and s.classes == ["constricted", "dilated"]  # .between is no class
+    m = read_measures(s)
+    assert m is not None
+    ratio = m.values[:, m.names.index("ratio")]
+    np.testing.assert_allclose(sorted(ratio), [0.15, 0.2475, 0.40], atol=1e-4)
+    # positions are in eye widths from the eye-box centre, whatever the frame position
+    np.testing.assert_allclose(m.values[:, m.names.index("lefteyelid_x")], -0.5, atol=1e-4)
+    np.testing.assert_allclose(m.values[:, m.names.index("righteyelid_x")], 0.5, atol=1e-4)
+    # the frame between the thresholds: measures only, with its group and eye box
+    assert len(m.extra_paths) == 1 and m.extra_paths[0].parent.name == BETWEEN
+    assert m.extra_paths[0].is_file()
+    np.testing.assert_allclose(m.extra_values[0, m.names.index("ratio")], 0.30, atol=1e-4)
+    np.testing.assert_allclose(m.extra_eyes[0], [68, 40, 40], atol=1e-3)
+    assert m.extra_groups.tolist() == ["FG003"]
+
+
+def test_set_without_measures_reads_none(tmp_path):
+    s = write_generated_state_set(tmp_path / "g", 8, n_videos=2, size=(96, 72))
+    assert read_measures(s) is None
+
+
+def test_view_targets_follow_the_augmented_image():
+    # a crop with one bright dot; the target moved by the view's affine map must land on it
+    cf, size = 2.0, 32
+    side = int(round(size * MARGIN))
+    gen = torch.Generator().manual_seed(3)
+    names = ["ratio", "leftdot_x", "leftdot_y", "rightdot_x", "rightdot_y"]
+    hits = 0
+    for _ in range(12):
+        p = np.random.default_rng(hits).uniform(-0.35, 0.35, 2)  # eye widths from the centre
+        crop = np.zeros((1, side, side), np.uint8)
+        px = (p / (cf * MARGIN) + 0.5) * side  # pixel position in the margin crop
+        crop[0, int(px[1]), int(px[0])] = 255
+        x, theta = _view(crop, size, gen, return_theta=True)
+        t = view_targets(np.array([[0.3, *p, *p]]), names, theta, cf)[0]
+        assert t[0] == pytest.approx(0.3)  # ratios are kept
+        iy, ix = np.unravel_index(int(x[0, 0].argmax()), (size, size))
+        want = (t[1:3].numpy() + 1) / 2 * size  # [-1, 1] view units -> pixels
+        if np.hypot(ix + 0.5 - want[0], iy + 0.5 - want[1]) < 2.5:
+            hits += 1
+        if torch.linalg.det(theta[0, :, :2]) < 0:  # mirrored: left and right swapped
+            assert torch.equal(t[1:3], t[3:5])
+    assert hits >= 11
+
+
+def test_view_targets_without_augmentation():
+    _, theta = _view(np.zeros((2, 40, 40), np.uint8), 32, return_theta=True)
+    t = view_targets(np.array([[1.0, 0.0], [-0.5, 0.25]]), ["a_x", "a_y"], theta, 2.0)
+    # crop_factor 2: the view is two eye widths wide, one eye width from the centre its edge
+    np.testing.assert_allclose(t.numpy(), [[1.0, 0.0], [-0.5, 0.25]], atol=1e-5)
+
+
+def test_ratio_rule():
+    r = ratio_rule(np.array([0.1, 0.2, 0.24, 0.36, 0.5]), np.array([1, 1, 1, 0, 0]), 2)
+    assert r == {"threshold": pytest.approx(0.30), "low": 1, "high": 0}
+    assert ratio_rule(np.array([0.1, 0.2]), np.array([0, 0]), 2) is None
+    assert ratio_rule(np.array([0.1, 0.2, 0.3]), np.array([0, 1, 2]), 3) is None
+
+
+@pytest.fixture(scope="module")
+def gen_with_measures(tmp_path_factory):
+    s = write_generated_state_set(tmp_path_factory.mktemp("g") / "set", 16, n_videos=4,
+                                  size=(96, 72))
+    frames = load_frames(s.paths)
+    rng = np.random.default_rng(0)
+    # a made-up ratio that follows the class, and one position
+    ratio = np.where(s.labels == 1, 0.4, 0.2) + rng.normal(0, 0.02, len(s))
+    values = np.column_stack([ratio, rng.uniform(-0.3, 0.3, len(s)), np.full(len(s), 0.1)])
+    return s, frames, values, ["ratio", "dot_x", "dot_y"]
+
+
+def test_fit_with_measures_save_load_and_ratio_decision(gen_with_measures, tmp_path):
+    s, frames, values, names = gen_with_measures
+    extra = (frames[:3], s.eyes[:3], values[:3])
+    clf = FacialStateClassifier(profile_config("test", decision="ratio"), s.classes)
+    clf.fit(frames, s.labels, s.eyes, progress=False, measures=values, measure_names=names,
+            extra=extra)
+    assert clf.geometry is not None and clf.rule["high"] == 1
+    geo = clf.predict_measures(frames, s.eyes)
+    assert geo.shape == (16, 3) and np.isfinite(geo).all()
+    p = clf.predict_proba(frames)
+    assert p.shape == (16, 2) and np.allclose(p.sum(1), 1)
+    clf.save(tmp_path / "run")
+    again = FacialStateClassifier.load(tmp_path / "run")
+    assert again.measure_names == names and again.rule == clf.rule
+    np.testing.assert_allclose(again.predict_proba(frames), p, atol=1e-5)
+    # without measures the same config trains the class head only (and decides with it)
+    plain = FacialStateClassifier(profile_config("test", decision="ratio"), s.classes,
+                                  locator=clf.locator)
+    plain.fit(frames, s.labels, s.eyes, progress=False)
+    assert plain.geometry is None and plain.predict_measures(frames) is None
+    assert plain.predict_proba(frames).shape == (16, 2)
+
+
+def test_cross_validate_passes_measures(gen_with_measures):
+    from vit_facemap.states import SetMeasures
+
+    s, frames, values, names = gen_with_measures
+    m = SetMeasures(names, values, [s.paths[0]], values[:1], s.eyes[:1],
+                    np.array([s.groups[0]], dtype=object))
+    cv = cross_validate(frames, s.labels, s.groups, s.classes,
+                        {"vit": profile_config("test", epochs=1)}, s.eyes, n_splits=2,
+                        progress=False, measures=m)
+    assert all(c.geometry is not None for c in cv.models["vit"])
+    assert np.isfinite(cv.proba["vit"]).all()
+
+
+def test_read_image_set_skips_hidden_between_folder(dlc_set, tmp_path):
+    out = tmp_path / "p"
+    write_pupil_state_set(dlc_set, out)
+    assert (out / BETWEEN).is_dir()
+    assert BETWEEN not in read_image_set(out).classes
