@@ -15,6 +15,7 @@ Without ``--video`` a clip is assembled from the real g7c1 frames in frame-name 
 
     python benchmarks/track_speed.py --threads 2 --frames 300 --out _build/results/track_speed.json
     python benchmarks/track_speed.py --device cuda --batch-size 64
+    python benchmarks/track_speed.py --compile      # also after torch.compile
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2, help="decode timings (best of)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true",
+                   help="also time each model after torch.compile (what `track --compile` does)")
     p.add_argument("--out", type=Path, default=Path("_build/results/track_speed.json"))
     args = p.parse_args(argv)
 
@@ -143,18 +146,25 @@ def main(argv=None) -> int:
                       for n in args.models.split(",") if n]
         predictors += [(str(r), lambda r=r: load_predictor(r, device)) for r in args.runs]
         for name, make in predictors:
-            predictor = make()
-            m = model_fps(predictor, frames, args.batch_size, device)
-            opts = TrackOptions(batch_size=args.batch_size, progress=False, overwrite=True,
-                                scorer=f"bench-{len(rows)}")
-            summary = track_video(predictor, video, tmp / "out", opts)
-            row = {"model": name, "description": getattr(predictor, "model_name", name),
-                   "gflop_per_frame": gflops_per_frame(predictor),
-                   "model_fps": m, "end_to_end_fps": summary["fps"],
-                   "frames": summary["frames_tracked"]}
-            rows.append(row)
-            print(f"{name:>6}: model {m:7.1f} frames/s, end to end {summary['fps']:7.1f} frames/s, "
-                  f"{row['gflop_per_frame'] or float('nan'):.2f} GFLOP/frame  [{row['description']}]")
+            for compiled in (False, True) if args.compile else (False,):
+                predictor = make()
+                if compiled and not predictor.compile(batch_size=args.batch_size):
+                    print(f"{name}: torch.compile failed ({predictor.compile_error})")
+                    continue
+                m = model_fps(predictor, frames, args.batch_size, device)
+                opts = TrackOptions(batch_size=args.batch_size, progress=False, overwrite=True,
+                                    scorer=f"bench-{len(rows)}")
+                summary = track_video(predictor, video, tmp / "out", opts)
+                row = {"model": name, "description": getattr(predictor, "model_name", name),
+                       "compiled": compiled, "compile_s": predictor.compile_s,
+                       "gflop_per_frame": gflops_per_frame(predictor),
+                       "model_fps": m, "end_to_end_fps": summary["fps"],
+                       "frames": summary["frames_tracked"]}
+                rows.append(row)
+                print(f"{name:>6}{' (compiled)' if compiled else '':11}: model {m:7.1f} frames/s, "
+                      f"end to end {summary['fps']:7.1f} frames/s, "
+                      f"{row['gflop_per_frame'] or float('nan'):.2f} GFLOP/frame  "
+                      f"[{row['description']}]")
     record = describe(vars(args), device, video=source, frame_size=[info.width, info.height],
                       decode_fps=dec, results=rows, load_average=os.getloadavg(),
                       command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))

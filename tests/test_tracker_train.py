@@ -145,3 +145,41 @@ def test_fit_with_masked_pretraining(tiny_set, tmp_path):
     cfg.pretrain_share = 1.0
     s = fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
     assert s["steps"] == 2 and s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])
+
+
+def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monkeypatch):
+    import torch
+
+    from vit_facemap.images import load_image
+
+    frames = read_labels(tiny_set)
+    run = tmp_path / "run"
+    fit(_config(2), frames, run, None, device="cpu", progress=False)
+    batch = np.stack([load_image(q) for q in frames.image_paths[:5]])
+    eager = load_predictor(run, device="cpu")
+    kp, conf = eager.predict(batch)
+
+    seen = []
+
+    def fake_compile(model, **kw):  # records the batch sizes the "compiled" graph gets
+        def forward(x):
+            seen.append(x.shape[0])
+            return model(x)
+        return forward
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    p = load_predictor(run, device="cpu")
+    assert p.compile(batch_size=4) and p.compiled and p.compile_s is not None
+    kp2, conf2 = p.predict(batch)  # 5 frames: a batch of 4 and a short one padded to 4
+    assert set(seen) == {4}
+    assert np.allclose(kp, kp2, atol=1e-4) and np.allclose(conf, conf2, atol=1e-5)
+
+    def broken(model, **kw):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    q = load_predictor(run, device="cpu")
+    with pytest.warns(RuntimeWarning, match="eager mode"):
+        assert not q.compile()
+    assert not q.compiled and "no C compiler" in q.compile_error
+    assert np.allclose(q.predict(batch)[0], kp, atol=1e-6)

@@ -294,7 +294,7 @@ def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     out = {"type": type(predictor).__name__, "bodyparts": list(predictor.bodyparts),
            "frame_size": getattr(predictor, "frame_size", None),
            "channels": getattr(predictor, "channels", None)}
-    for name in ("run_dir", "model_name", "device"):
+    for name in ("run_dir", "model_name", "device", "compiled", "compile_s"):
         if hasattr(predictor, name):
             out[name] = str(getattr(predictor, name))
     return out

@@ -7,6 +7,10 @@ import sys
 
 from vit_facemap.errors import DataError
 
+# A compile costs about a minute on 2 CPU cores and saves ~15 ms a frame: worth it from a
+# few thousand frames on.
+COMPILE_FROM_FRAMES = 5000
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,13 +41,17 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--resume", action="store_true",
                    help="continue half-done videos from the next frame; skip finished ones")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the model: about 2x the frames/s on a CPU after a compile "
+                        "of about a minute; auto: on when the videos hold at least "
+                        f"{COMPILE_FROM_FRAMES} frames to track")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vit_facemap.track import TrackOptions, track_video
-    from vit_facemap.video import VideoDecodeError, parse_crop
+    from vit_facemap.video import VideoDecodeError, parse_crop, probe
 
     try:
         crop = parse_crop(args.crop)
@@ -64,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
         scorer=args.scorer, formats=formats, measures=not args.no_measures,
         overlay=args.overlay, nwb=args.nwb, overwrite=args.overwrite, resume=args.resume,
         progress=not args.no_progress, extra={"run": str(args.run)})
+    if args.compile != "off":
+        n = 0
+        for video in args.videos:
+            try:
+                n += (args.stop or probe(video).n_frames or 0) - args.start
+            except DataError:
+                pass  # the video's own error comes from track_video below
+        if args.compile == "on" or n >= COMPILE_FROM_FRAMES:
+            if predictor.compile(batch_size=args.batch_size):
+                print(f"compiled the model in {predictor.compile_s:.0f} s")
+            else:
+                print(f"could not compile the model ({predictor.compile_error}); eager mode",
+                      file=sys.stderr)
     failed = 0
     for video in args.videos:
         try:
