@@ -183,3 +183,23 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
         assert not q.compile()
     assert not q.compiled and "no C compiler" in q.compile_error
     assert np.allclose(q.predict(batch)[0], kp, atol=1e-6)
+
+
+def test_validation_interval_and_best_weights(tiny_set, tmp_path):
+    import pandas as pd
+
+    frames = read_labels(tiny_set)
+    videos = sorted(set(frames.videos))
+    train, val = frames.subset(frames.videos == videos[0]), frames.subset(frames.videos == videos[1])
+    cfg = _config(steps=3 * (len(train) // 4))  # three epochs of batch 4
+    cfg.val_every_steps = 1000
+    fit(cfg, train, tmp_path / "run", val, device="cpu", progress=False)
+    m = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert len(m) == 3
+    # with an interval longer than the run only the end is validated (the last epoch, and the
+    # one before it when that one projects to end training)
+    assert m["val_mean_px"].isna().iloc[0] and m["val_mean_px"].notna().iloc[-1]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    cfg.val_every_steps = 1
+    fit(cfg, train, tmp_path / "run2", val, device="cpu", progress=False)
+    assert pd.read_csv(tmp_path / "run2" / "metrics.csv")["val_mean_px"].notna().all()

@@ -70,6 +70,7 @@ class TrainConfig:
     amp: bool = True                # mixed precision (GPU only)
     max_minutes: float | None = None  # wall-time budget of the schedule (see module docs)
     keep: str = "best"              # best (by validation error, when there is one) | last
+    val_every_steps: int = 50       # validate after the epoch in which this many steps passed
     pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
     mask_ratio: float = 0.5         # share of patches blanked in pre-training
     num_threads: int = 2
@@ -284,6 +285,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, epoch, best, history = 0, 0, math.inf, []
+    last_val_step = 0
     elapsed_before = 0.0
     if resume:
         state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
@@ -306,6 +308,7 @@ def fit(
     while progress_now < 1:
         model.train()
         losses = []
+        epoch_start_progress = progress_now
         for x, kp in loader:
             progress_now = training_progress(step, time.perf_counter() - t0, config)
             if progress_now >= 1:
@@ -335,7 +338,15 @@ def fit(
                                "lr": opt.param_groups[0]["lr"],
                                "train_s": time.perf_counter() - t0}
         score = None
-        if val_x is not None:
+        progress_now = training_progress(step, time.perf_counter() - t0, config)
+        # On a small set an epoch is a few steps and a pass over the validation frames costs
+        # as much as those steps: validate every epoch that completes val_every_steps steps
+        # (every epoch on larger sets) and at the end, so validation cannot eat the budget.
+        # (the epoch that will end training, as projected from this one's length, is validated)
+        last_epoch = 2 * progress_now - epoch_start_progress >= 1
+        due = step - last_val_step >= config.val_every_steps or last_epoch
+        if val_x is not None and due:
+            last_val_step = step
             pred, _ = predict_inputs(model, val_x, device)
             err = errors_px(mapping.for_frame_size(frame_size, frame_size).to_frame(pred),
                             val_frames.keypoints)
@@ -345,7 +356,8 @@ def fit(
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_px=f"{score:.2f}")
         history.append(row)
         _write_metrics(out / METRICS_FILE, history)
-        improved = score is None or config.keep == "last" or score < best
+        improved = (config.keep == "last" or (val_x is None and score is None)
+                    or (score is not None and score < best))
         if improved:
             best = score if score is not None and score < best else best
             save_weights(model, out / WEIGHTS_FILE)
@@ -355,7 +367,6 @@ def fit(
                     "python_rng": random.getstate()},
                    out / (STATE_FILE + ".tmp"))
         (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
-        progress_now = training_progress(step, time.perf_counter() - t0, config)
     bar.close()
     train_s = time.perf_counter() - t0
     summary = {
