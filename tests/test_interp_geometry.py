@@ -164,3 +164,15 @@ def test_read_image_set_skips_hidden_between_folder(dlc_set, tmp_path):
     write_pupil_state_set(dlc_set, out)
     assert (out / BETWEEN).is_dir()
     assert BETWEEN not in read_image_set(out).classes
+
+
+def test_equalize_crops_brings_out_a_dark_pupil():
+    from vit_facemap.classifier import equalize_crops
+
+    yy, xx = np.mgrid[:40, :40]
+    crop = np.full((40, 40), 30, np.uint8)  # a dark eye ...
+    crop[(yy - 20) ** 2 + (xx - 20) ** 2 < 36] = 22  # ... with a slightly darker pupil
+    out = equalize_crops(crop[None])
+    assert out.dtype == np.uint8 and out.shape == (1, 40, 40)
+    pupil, iris = out[0][(yy - 20) ** 2 + (xx - 20) ** 2 < 16], out[0][:, :5]
+    assert iris.mean() - pupil.mean() > 4 * (30 - 22)

@@ -11,7 +11,12 @@ Both work on the same input so that they can be compared frame for frame:
 The ViT is a timm ``VisionTransformer`` with a CLS-token head, trained from scratch (no
 pretrained weights can be downloaded here; ``init_weights`` may name a local safetensors
 file) with strong augmentation: random zoom, shift, rotation, mirror, contrast, gamma and
-noise. The forest uses HOG with Dolensek et al.'s settings (8 orientations, 32-pixel
+noise. Its crops are contrast-equalised (CLAHE: a dark pupil in a dark eye stays visible
+under every rig's exposure). When the set has a ``measures.csv`` (written by
+:func:`vit_facemap.states.write_pupil_state_set`: the pupil / eye width ratio and the
+pupil and eyelid keypoints relative to the eye box), a second linear head on the CLS token
+learns to regress them, also on frames between the class thresholds; the class head still
+decides (``decision="ratio"`` would threshold the regressed ratio instead). The forest uses HOG with Dolensek et al.'s settings (8 orientations, 32-pixel
 cells, 1x1 blocks, square-root transform) on the crop resized to ``hog_size`` pixels.
 """
 
@@ -47,7 +52,9 @@ MARGIN = 1.25  # crops are cut this much larger than the model's view, room for 
 class ClassifierConfig:
     model: str = "vit"
     crop: str = "eye"
-    crop_factor: float = 2.0  # view side in eye widths
+    # view side in eye widths: 1.5 keeps the eyelids in view and the pupil ~1.3x larger than
+    # 2.0 did (pupil-state CV on the Schroeder mice with labeled eye boxes: see the benchmark)
+    crop_factor: float = 1.5
     # ViT
     image_size: int = 64
     patch_size: int = 8
@@ -63,6 +70,9 @@ class ClassifierConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     init_weights: str | None = None
+    # "clahe": adaptive histogram equalisation of the ViT's crops, so a dark pupil in a dark
+    # eye keeps its edge under every rig's exposure; "none": raw crops
+    contrast: str = "clahe"
     # geometry supervision: when the set has measures (measures.csv), a linear head on the
     # CLS token regresses them (pupil / eye width ratio, eye-relative keypoints) beside the
     # class head, with this loss weight (0: off)
@@ -83,6 +93,8 @@ class ClassifierConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.crop not in CROPS:
             raise ValueError(f"unknown crop {self.crop!r}; choose one of {', '.join(CROPS)}")
+        if self.contrast not in ("none", "clahe"):
+            raise ValueError(f"unknown contrast {self.contrast!r}; choose none or clahe")
         if self.decision not in DECISIONS:
             raise ValueError(f"unknown decision {self.decision!r}; choose one of "
                              f"{', '.join(DECISIONS)}")
@@ -90,6 +102,7 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         d = dict(d)
+        d.setdefault("contrast", "none")  # runs saved before CLAHE was an option had none
         d["locator"] = LocatorConfig(**d.get("locator", {}))
         return cls(**d)
 
@@ -305,7 +318,10 @@ class FacialStateClassifier:
             return resize_frames_uint8(frames, out_size, margin)
         if boxes is None:
             boxes = self.locate(frames)
-        return crop_eyes(frames, boxes, c.crop_factor * margin, out_size)
+        out = crop_eyes(frames, boxes, c.crop_factor * margin, out_size)
+        if c.model == "vit" and c.contrast == "clahe":
+            out = equalize_crops(out)
+        return out
 
     def locate(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         if self.locator is None:
@@ -323,7 +339,8 @@ class FacialStateClassifier:
         ``measures`` (N, M) with column names ``measure_names`` (the set's measures.csv;
         NaN where unknown) train the ViT's geometry head; ``extra`` (frames, boxes,
         measures) are further images without a class (between the pupil thresholds) that
-        train only that head. The forest ignores both.
+        train only that head, and the eye locator (they have eye boxes). The forest ignores
+        the measures.
         """
         c = self.config
         labels = np.asarray(labels)
@@ -332,8 +349,8 @@ class FacialStateClassifier:
                 raise DataError("eye crops need the eye box of every training image (eyes.csv "
                                 "with image,x,y,width); use --crop frame for sets without one")
             if self.locator is None:
-                self.locator = EyeLocator.fit(frames, boxes, replace(c.locator, seed=c.seed),
-                                              progress=progress)
+                self.locator = fit_locator(frames, boxes, replace(c.locator, seed=c.seed),
+                                           extra, progress)
         if c.model == "hog-rf":
             feats = hog_features(self.crops(frames, boxes, view=True), self.hog_config)
             self.model = RandomForestClassifier(
@@ -551,6 +568,18 @@ class FacialStateClassifier:
         return clf
 
 
+def equalize_crops(crops: np.ndarray, clip_limit: float = 0.02) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of each crop (uint8 in, uint8 out)."""
+    from skimage.exposure import equalize_adapthist
+
+    out = np.empty_like(crops)
+    for i, c in enumerate(crops):
+        kernel = max(8, c.shape[0] // 4)
+        out[i] = np.round(equalize_adapthist(c, kernel_size=kernel, clip_limit=clip_limit)
+                          * 255).astype(np.uint8)
+    return out
+
+
 def center_view(crops: np.ndarray, size: int) -> np.ndarray:
     """The centre 1/MARGIN of margin crops, resized to ``size`` (uint8)."""
     from PIL import Image
@@ -634,6 +663,17 @@ class CrossValidation:
     wall_s: dict[str, float]
 
 
+def fit_locator(frames: Sequence[np.ndarray], boxes: np.ndarray, config: LocatorConfig,
+                extra: tuple[Sequence[np.ndarray], np.ndarray, Any] | None = None,
+                progress: bool = True) -> EyeLocator:
+    """The eye locator, trained on the class images and on ``extra`` images with eye boxes."""
+    if extra is not None and len(extra[0]):
+        ok = np.isfinite(np.asarray(extra[1], float)).all(1)
+        frames = list(frames) + [f for f, k in zip(extra[0], ok, strict=True) if k]
+        boxes = np.concatenate([boxes, np.asarray(extra[1], float)[ok]])
+    return EyeLocator.fit(frames, boxes, config, progress=progress)
+
+
 def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.ndarray,
                    classes: Sequence[str], configs: dict[str, ClassifierConfig],
                    boxes: np.ndarray | None = None, n_splits: int = 4, seed: int = 0,
@@ -645,7 +685,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     so they are judged on the very same crops. ``oracle_boxes`` uses the labeled eye boxes
     at test time too (an upper bound that isolates the locator's share of the error).
     ``measures`` (the set's measures.csv) train the ViTs' geometry heads; its images
-    without a class join training only from the fold's training groups.
+    without a class (only those of the fold's training groups) also train the locator.
     """
     import time
 
@@ -665,8 +705,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     models: dict[str, list[FacialStateClassifier]] = {name: [] for name in configs}
     wall = dict.fromkeys(configs, 0.0)
     used_boxes = None if boxes is None else np.full((len(labels), 3), np.nan)
-    extra_frames = load_frames(measures.extra_paths) if measures is not None and any(
-        c.model == "vit" and c.aux_weight > 0 for c in configs.values()) else []
+    extra_frames = load_frames(measures.extra_paths) if measures is not None else []
     for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
         fold[te] = f
         tr_frames = [frames[i] for i in tr]
@@ -682,8 +721,8 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         if any(c.crop == "eye" for c in configs.values()):
             first = next(c for c in configs.values() if c.crop == "eye")
             t0 = time.perf_counter()
-            locator = EyeLocator.fit(tr_frames, boxes[tr], replace(first.locator, seed=seed),
-                                     progress=progress)
+            locator = fit_locator(tr_frames, boxes[tr], replace(first.locator, seed=seed),
+                                  geo.get("extra"), progress)
             te_boxes = boxes[te] if oracle_boxes else locator.predict(te_frames)
             used_boxes[te] = te_boxes
             for name, c in configs.items():  # the locator's time counts for every eye model

@@ -35,6 +35,13 @@ class LocatorConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     sigma: float = 1.0  # target heatmap spread, in heatmap cells
+    zoom: float = 1.25  # training zoom drawn from [1/zoom, zoom]
+    rotation: float = 0.0  # training rotation drawn from [-rotation, rotation] radians
+    shift: float = 0.15  # training shift, in half frame sizes
+    # "peak": the eye is read from the heatmap around its highest cell, so a second bright
+    # spot elsewhere (a head-plate ring) cannot pull the answer between the two; "mean":
+    # soft-argmax over the whole heatmap
+    decode: str = "mean"
     seed: int = 0
 
 
@@ -83,10 +90,21 @@ class LocatorNet(nn.Module):
         self.heat = nn.Conv2d(2 * c, 1, 1)
         self.size = nn.Linear(2 * c, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits over heatmap cells (N, h*w), log eye width / frame width (N,))."""
+    def forward(self, x: torch.Tensor, peak: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits over heatmap cells (N, h*w), log eye width / frame width (N,)).
+
+        ``peak``: logits outside a 5 x 5 window around each heatmap's highest cell are
+        masked out (so the soft-argmax and the width read only the strongest candidate).
+        """
         f = self.features(x)
         logits = self.heat(f).flatten(1)
+        if peak:
+            h, w = f.shape[2:]
+            top = logits.argmax(-1)
+            ys, xs = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+            near = ((ys[None] - (top // w)[:, None]).abs() <= 2) & \
+                   ((xs[None] - (top % w)[:, None]).abs() <= 2)
+            logits = logits.masked_fill(~near, float("-inf"))
         weights = logits.softmax(-1)
         pooled = torch.einsum("nchw,nhw->nc", f, weights.view(-1, *f.shape[2:]))
         return logits, self.size(pooled).squeeze(-1)
@@ -100,21 +118,30 @@ def _soft_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([(p.sum(1) * xs).sum(-1), (p.sum(2) * ys).sum(-1)], -1)
 
 
-def _augment(x: torch.Tensor, pts: torch.Tensor, logw: torch.Tensor, gen: torch.Generator):
-    """Random scale, shift, mirror and contrast; points (normalised [0,1]) move with the image."""
+def _augment(x: torch.Tensor, pts: torch.Tensor, logw: torch.Tensor, gen: torch.Generator,
+             zoom: float = 1.25, rotation: float = 0.0, shift: float = 0.15):
+    """Random zoom, rotation, shift, mirror and contrast; points (normalised [0,1]) move with
+    the image."""
     n = x.shape[0]
-    s = torch.empty(n).uniform_(0.8, 1.25, generator=gen)  # zoom factor of the output
-    t = torch.empty(n, 2).uniform_(-0.15, 0.15, generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
-    sx = torch.where(flip, -1 / s, 1 / s)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 1, 1] = sx, 1 / s
-    theta[:, :, 2] = t
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    s = torch.exp(torch.empty(n).uniform_(-np.log(zoom), np.log(zoom), generator=gen))
+    a = torch.empty(n).uniform_(-rotation, rotation, generator=gen)
+    t = torch.empty(n, 2).uniform_(-shift, shift, generator=gen)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    # output v -> input u = A v + t, A = rotation * scale * mirror; the frame's aspect ratio
+    # is kept by rotating in pixel units (aspect = width / height)
+    aspect = x.shape[3] / x.shape[2]
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.zeros(n, 3, 3)
+    theta[:, 0, 0] = cos * flip
+    theta[:, 0, 1] = -sin / aspect
+    theta[:, 1, 0] = sin * aspect * flip
+    theta[:, 1, 1] = cos
+    theta[:, :2, 2] = t
+    theta[:, 2, 2] = 1
+    grid = F.affine_grid(theta[:, :2], list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    # input coordinate u = A v + t (in [-1, 1]); so v = A^-1 (u - t)
     u = pts * 2 - 1
-    v = torch.stack([(u[:, 0] - t[:, 0]) / sx, (u[:, 1] - t[:, 1]) * s], -1)
+    v = torch.einsum("nij,nj->ni", torch.linalg.inv(theta[:, :2, :2]), u - t)
     gain = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.5, generator=gen)
     bias = torch.empty(n, 1, 1, 1).uniform_(-0.5, 0.5, generator=gen)
     out = out * gain + bias + 0.1 * torch.randn(out.shape, generator=gen)
@@ -154,7 +181,8 @@ class EyeLocator:
         for _ in tqdm(range(config.epochs), desc="eye locator", disable=not progress):
             order = torch.randperm(len(x), generator=gen)
             for b in order.split(config.batch_size):
-                xb, pb, lb = _augment(x[b], pts[b], logw[b], gen)
+                xb, pb, lb = _augment(x[b], pts[b], logw[b], gen, config.zoom,
+                                      config.rotation, config.shift)
                 logits, lw = net(xb)
                 # Gaussian target heatmap around the true centre (in cell units)
                 d2 = ((gx[None] - pb[:, 0, None, None]) * w) ** 2 + \
@@ -171,15 +199,17 @@ class EyeLocator:
         return cls(config, net)
 
     @torch.no_grad()
-    def predict(self, frames: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def predict(self, frames: Sequence[np.ndarray], batch_size: int = 32,
+                decode: str | None = None) -> np.ndarray:
         c = self.config
+        peak = (decode or c.decode) == "peak"
         h, w = c.height // 8, c.width // 8
         out = []
         self.net.eval()
         for i in range(0, len(frames), batch_size):
             chunk = frames[i:i + batch_size]
             x = torch.from_numpy(resize_frames(chunk, c.width, c.height))
-            logits, lw = self.net(x)
+            logits, lw = self.net(x, peak=peak)
             xy = _soft_argmax(logits, h, w).numpy()
             sizes = np.array([[f.shape[1], f.shape[0]] for f in chunk], dtype=np.float64)
             out.append(np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]]))

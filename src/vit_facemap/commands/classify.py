@@ -111,7 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
     frames = load_frames(data.paths, progress=progress)
     measures = None if args.no_measures else read_measures(data)
     geo = {}
-    if measures is not None and config.model == "vit":
+    if measures is not None:  # the forest uses only the extra images' eye boxes (locator)
         geo = {"measures": measures.values, "measure_names": measures.names,
                "extra": (load_frames(measures.extra_paths), measures.extra_eyes,
                          measures.extra_values)}
