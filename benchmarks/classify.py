@@ -3,7 +3,9 @@
 Writes the pupil-state task (constricted: pupil / eye width < 0.25, dilated: > 0.35) as a
 class-folder set under ``--work``, cross-validates both classifiers with every animal held
 out once (stratified group k-fold over animals; both models share each fold's eye locator),
-and checks their maps: attention mass inside the eyelid box vs that box's share of the
+and checks their maps (the set's ``measures.csv``, pupil geometry per frame including the
+frames between the thresholds, trains the ViT's geometry head and, with those frames, the
+eye locator): attention mass inside the eyelid box vs that box's share of the
 view, and deletion-curve AUCs against random orders. Also runs the generated pupil task,
 whose class-carrying region is known by construction.
 

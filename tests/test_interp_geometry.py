@@ -176,3 +176,25 @@ def test_equalize_crops_brings_out_a_dark_pupil():
     assert out.dtype == np.uint8 and out.shape == (1, 40, 40)
     pupil, iris = out[0][(yy - 20) ** 2 + (xx - 20) ** 2 < 16], out[0][:, :5]
     assert iris.mean() - pupil.mean() > 4 * (30 - 22)
+
+
+def test_classify_cli_trains_the_geometry_head_from_measures(dlc_set, tmp_path, capsys):
+    import json
+
+    from vit_facemap.cli import main
+
+    data = tmp_path / "pupil"
+    assert main(["classify", "make-pupil-set", str(dlc_set), str(data)]) == 0
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "--out", str(run), "--profile",
+                 "test", "--quiet"]) == 0
+    prov = json.loads((run / "provenance.json").read_text())
+    assert "ratio" in prov["measures"] and prov["measure_only_images"] == 1
+    assert FacialStateClassifier.load(run).geometry is not None
+    out = tmp_path / "m.json"
+    assert main(["classify", "evaluate", str(run), "--data", str(data), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == 3
+    plain = tmp_path / "plain"
+    assert main(["classify", "train", "--data", str(data), "--out", str(plain), "--profile",
+                 "test", "--quiet", "--no-measures"]) == 0
+    assert FacialStateClassifier.load(plain).geometry is None

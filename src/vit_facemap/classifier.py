@@ -103,7 +103,8 @@ class ClassifierConfig:
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         d = dict(d)
         d.setdefault("contrast", "none")  # runs saved before CLAHE was an option had none
-        d["locator"] = LocatorConfig(**d.get("locator", {}))
+        # runs saved before peak decoding existed read the whole heatmap
+        d["locator"] = LocatorConfig(**{"decode": "mean", **d.get("locator", {})})
         return cls(**d)
 
 
