@@ -2,7 +2,8 @@
 
 Both work on the same input so that they can be compared frame for frame:
 
-- ``crop="eye"``: a square of side ``crop_factor`` eye widths centred on the eye. At
+- ``crop="eye"``: a square of side ``crop_factor`` eye widths (ViT 1.5, forest 2.0 by
+  default) centred on the eye. At
   training time the eye box comes from the set's ``eyes.csv`` (eyelid keypoints); at
   evaluation time, on frames without keypoints, from an :class:`~vit_facemap.eyes.EyeLocator`
   trained on the same training frames and saved in the run.
@@ -44,6 +45,10 @@ from vit_facemap.states import SetMeasures
 MODELS = ("vit", "hog-rf")
 CROPS = ("eye", "frame")
 DECISIONS = ("head", "ratio")
+# Default view side per model, in eye widths. The ViT sees 1.5 (the eyelids stay in view and
+# the pupil is 1.3x larger than at 2.0); the forest keeps the 2.0 it had, on which HOG did
+# better with labeled eye boxes (pupil-state CV on the Schroeder mice, benchmarks/classify.py).
+CROP_FACTORS = {"vit": 1.5, "hog-rf": 2.0}
 RATIO = "ratio"  # the measure that pupil-state classes threshold (see vit_facemap.states)
 MARGIN = 1.25  # crops are cut this much larger than the model's view, room for augmentation
 
@@ -52,9 +57,8 @@ MARGIN = 1.25  # crops are cut this much larger than the model's view, room for 
 class ClassifierConfig:
     model: str = "vit"
     crop: str = "eye"
-    # view side in eye widths: 1.5 keeps the eyelids in view and the pupil ~1.3x larger than
-    # 2.0 did (pupil-state CV on the Schroeder mice with labeled eye boxes: see the benchmark)
-    crop_factor: float = 1.5
+    # view side in eye widths; None: the model's own default (CROP_FACTORS)
+    crop_factor: float | None = None
     # ViT
     image_size: int = 64
     patch_size: int = 8
@@ -93,6 +97,8 @@ class ClassifierConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.crop not in CROPS:
             raise ValueError(f"unknown crop {self.crop!r}; choose one of {', '.join(CROPS)}")
+        if self.crop_factor is None:
+            object.__setattr__(self, "crop_factor", CROP_FACTORS[self.model])
         if self.contrast not in ("none", "clahe"):
             raise ValueError(f"unknown contrast {self.contrast!r}; choose none or clahe")
         if self.decision not in DECISIONS:
@@ -124,6 +130,7 @@ def profile_config(profile: str = "default", **overrides: Any) -> ClassifierConf
     if profile not in PROFILE_SETTINGS:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_SETTINGS)}")
     d = asdict(ClassifierConfig())
+    d["crop_factor"] = None  # the model's own unless a profile or override sets one
     for src in (PROFILE_SETTINGS[profile], overrides):
         for k, v in src.items():
             if k == "locator":

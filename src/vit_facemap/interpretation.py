@@ -232,6 +232,7 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
     summary = summarize(cv, maps)
     summary["settings"] = asdict(settings)
     summary["oracle_boxes"] = oracle_boxes
-    summary["view"] = {"crop_factor": configs[models[0]].crop_factor, "margin": MARGIN}
+    summary["view"] = {"crop_factor": {m: c.crop_factor for m, c in configs.items()},
+                       "margin": MARGIN}
     summary["locator"] = locator_error(cv.boxes, data.eyes)
     return Study(settings, data, frames, configs, cv, regions, maps, summary)
