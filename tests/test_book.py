@@ -237,3 +237,18 @@ def test_bold_math_becomes_unicode_letters():
     got = render.unicode_variants('<mi mathvariant="bold">z</mi><mi mathvariant="double-struck">R'
                                   '</mi><mi mathvariant="normal">s</mi>')
     assert got == '<mi>\U0001d433</mi><mi>\u211d</mi><mi mathvariant="normal">s</mi>'
+
+
+def test_notebook_cell_options_are_valid_yaml():
+    """MyST reads ``#| key: value`` lines as YAML: an unquoted ': ' in a caption breaks the build."""
+    import json
+
+    import yaml
+
+    for nb in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            lines = "".join(cell["source"]).splitlines()
+            options = [ln[3:] for ln in lines if ln.startswith("#| ")]
+            if options:
+                parsed = yaml.safe_load("\n".join(options))
+                assert isinstance(parsed, dict), f"{nb.name}: cell options {options} are not YAML"
