@@ -73,6 +73,7 @@ class ClassifierConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
+    shift: float = 0.12  # training shift of the view, in half view sides
     init_weights: str | None = None
     # "clahe": adaptive histogram equalisation of the ViT's crops, so a dark pupil in a dark
     # eye keeps its edge under every rig's exposure; "none": raw crops
@@ -198,7 +199,7 @@ def _standardize_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None,
-          return_theta: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+          return_theta: bool = False, shift: float = 0.12) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The model's view of margin crops: the centre 1/MARGIN, randomly jittered when ``gen``.
 
     ``return_theta`` also gives the (N, 2, 3) affine map from view to crop coordinates
@@ -220,7 +221,7 @@ def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None,
     theta[:, 0, 1] = -k * torch.sin(a)
     theta[:, 1, 0] = k * torch.sin(a) * flip
     theta[:, 1, 1] = k * torch.cos(a)
-    theta[:, :, 2] = torch.empty(n, 2).uniform_(-0.12, 0.12, generator=gen)
+    theta[:, :, 2] = torch.empty(n, 2).uniform_(-shift, shift, generator=gen)
     grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
     x = F.grid_sample(x, grid, align_corners=False).clamp(1e-4, 1)
     gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.5, 0.5, generator=gen))
@@ -421,7 +422,8 @@ class FacialStateClassifier:
         model.train()
         for _ in tqdm(range(c.epochs), desc="ViT", disable=not progress):
             for b in torch.randperm(len(crops), generator=gen).split(c.batch_size):
-                x, theta = _view(crops[b.numpy()], c.image_size, gen, return_theta=True)
+                x, theta = _view(crops[b.numpy()], c.image_size, gen, return_theta=True,
+                                 shift=c.shift)
                 yb = y[b.to(dev)]
                 pre = model.forward_head(model.forward_features(x.to(dev)), pre_logits=True)
                 loss = torch.zeros((), device=dev)
