@@ -4,9 +4,10 @@
 ((B, H, W) gray or (B, H, W, 3) RGB), crops and resizes it like training did, runs the
 model under ``torch.inference_mode`` and maps the keypoints back to the frames' pixels.
 
-:meth:`KeypointPredictor.compile` hands the network to ``torch.compile`` (fused kernels;
-about twice the frames/s of eager mode on our 2-core CPU, after a compile of about a
-minute, so it pays on long videos). Batches are padded to one fixed size so that the
+:meth:`KeypointPredictor.compile` hands the network to ``torch.compile`` (fused kernels,
+after a compile of up to a minute). It is opt-in: on our idle 2-core CPU the compiled
+default ViT was not faster than eager mode (``benchmarks/track_speed.py --compile``
+measures it on a given machine); it may pay on other hardware. Batches are padded to one fixed size so that the
 compiled graph is never rebuilt for a short last batch. Where compiling fails (no C
 compiler, an unsupported platform) the predictor stays in eager mode and says why.
 """

@@ -7,8 +7,8 @@ import sys
 
 from vit_facemap.errors import DataError
 
-# A compile costs about a minute on 2 CPU cores and saves ~15 ms a frame: worth it from a
-# few thousand frames on.
+# A compile costs up to a minute on 2 CPU cores; where it pays (it did not for the default
+# ViT on our CPU, see track_speed.py --compile), it does so only on long videos.
 COMPILE_FROM_FRAMES = 5000
 
 
@@ -41,9 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--resume", action="store_true",
                    help="continue half-done videos from the next frame; skip finished ones")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="torch.compile the model: about 2x the frames/s on a CPU after a compile "
-                        "of about a minute; auto: on when the videos hold at least "
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="off",
+                   help="torch.compile the model (default off: on our idle 2-core CPU it was "
+                        "no faster for the default ViT; measure with benchmarks/track_speed.py "
+                        "--compile); auto: on when the videos hold at least "
                         f"{COMPILE_FROM_FRAMES} frames to track")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
