@@ -87,18 +87,9 @@ def _vit_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
         with torch.no_grad():
             return model(torch.from_numpy(stack)[:, None]).softmax(-1).numpy()
 
-    for i in range(len(crops)):
-        img = x[i, 0].numpy()
-        frac, p = deletion_curve(predict, img, r.maps[i], int(r.target[i]), 0.0, st.deletion_steps)
-        rand = [deletion_curve(predict, img, r.maps[i], int(r.target[i]), 0.0, st.deletion_steps,
-                               order=rng.permutation(r.maps[i].size))[1]
-                for _ in range(st.random_orders)]
-        out["curves"].append(p)
-        out["random_curves"].append(np.mean(rand, 0))
-        out["aucs"].append(curve_auc(frac, p))
-        out["random_aucs"].append(float(np.mean([curve_auc(frac, q) for q in rand])))
-    out["fraction"] = frac if len(crops) else np.zeros(0)
-    return out
+    images = [x[i, 0].numpy() for i in range(len(crops))]
+    return _deletion_checks(out, predict, images, list(r.maps), r.target, [0.0] * len(images),
+                            st, rng)
 
 
 def _forest_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
@@ -117,17 +108,25 @@ def _forest_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySetting
     target = proba.argmax(1)
     out = {"maps": np.repeat(imp[None], len(views), 0), "target": target, "aucs": [],
            "random_aucs": [], "curves": [], "random_curves": []}
-    for i, v in enumerate(views):
-        fill = float(v.mean())
-        frac, p = deletion_curve(predict, v, imp, int(target[i]), fill, st.deletion_steps)
-        rand = [deletion_curve(predict, v, imp, int(target[i]), fill, st.deletion_steps,
-                               order=rng.permutation(imp.size))[1]
+    return _deletion_checks(out, predict, list(views), [imp] * len(views), target,
+                            [float(v.mean()) for v in views], st, rng)
+
+
+def _deletion_checks(out: dict, predict, images: list[np.ndarray], maps: list[np.ndarray],
+                     targets: np.ndarray, fills: list[float], st: StudySettings,
+                     rng: np.random.Generator) -> dict:
+    """Deletion curve per image in map order and in ``st.random_orders`` random orders."""
+    frac = np.zeros(0)
+    for img, m, t, fill in zip(images, maps, targets, fills, strict=True):
+        frac, p = deletion_curve(predict, img, m, int(t), fill, st.deletion_steps)
+        rand = [deletion_curve(predict, img, m, int(t), fill, st.deletion_steps,
+                               order=rng.permutation(m.size))[1]
                 for _ in range(st.random_orders)]
         out["curves"].append(p)
         out["random_curves"].append(np.mean(rand, 0))
         out["aucs"].append(curve_auc(frac, p))
         out["random_aucs"].append(float(np.mean([curve_auc(frac, q) for q in rand])))
-    out["fraction"] = frac if len(views) else np.zeros(0)
+    out["fraction"] = frac
     return out
 
 

@@ -140,6 +140,17 @@ def eyelid_regions(keypoints: np.ndarray, bodyparts: Sequence[str],
     return np.concatenate([pts.min(1) - pad * width, pts.max(1) + pad * width], axis=1)
 
 
+def _clear_set_folder(out: Path, overwrite: bool) -> None:
+    """Remove an existing class-folder set at ``out`` (only with ``overwrite``, only ours)."""
+    if out.exists():
+        if not overwrite:
+            raise RunExistsError(out)
+        if not (out / "groups.csv").exists() and any(out.iterdir()):
+            raise DataError("refusing to overwrite a folder that is not a class-folder set "
+                            "written by vit-facemap (no groups.csv)", out)
+        shutil.rmtree(out)
+
+
 def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: bool = False,
                           constricted_below: float = CONSTRICTED_BELOW,
                           dilated_above: float = DILATED_ABOVE) -> ImageSet:
@@ -160,13 +171,7 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     regions = eyelid_regions(frames.keypoints, frames.bodyparts)
     geometry = geometry_measures(frames.keypoints, frames.bodyparts)
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise RunExistsError(out)
-        if not (out / "groups.csv").exists() and any(out.iterdir()):
-            raise DataError("refusing to overwrite a folder that is not a class-folder set "
-                            "written by vit-facemap (no groups.csv)", out)
-        shutil.rmtree(out)
+    _clear_set_folder(out, overwrite)
     rows, between, measure_rows = [], [], []
     for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
         values = [geometry[k][i] for k in geometry]
@@ -323,13 +328,7 @@ def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "
     from vit_facemap.synthetic import write_state_set
 
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise RunExistsError(out)
-        if not (out / "groups.csv").exists() and any(out.iterdir()):
-            raise DataError("refusing to overwrite a folder that is not a class-folder set "
-                            "written by vit-facemap (no groups.csv)", out)
-        shutil.rmtree(out)
+    _clear_set_folder(out, overwrite)
     write_state_set(out, n_frames, task, n_videos, seed, size=size, layout="schroeder")
     return read_image_set(out)
 
