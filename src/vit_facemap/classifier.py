@@ -110,8 +110,8 @@ class ClassifierConfig:
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         d = dict(d)
         d.setdefault("contrast", "none")  # runs saved before CLAHE was an option had none
-        # runs saved before peak decoding existed read the whole heatmap
-        d["locator"] = LocatorConfig(**{"decode": "mean", **d.get("locator", {})})
+        # runs saved before peak decoding (or the crop stage) existed read the whole heatmap
+        d["locator"] = LocatorConfig(**{"decode": "mean", "refine_steps": 0, **d.get("locator", {})})
         return cls(**d)
 
 

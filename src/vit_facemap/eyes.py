@@ -8,6 +8,14 @@ convolutional network: a spatial-softmax heatmap gives the centre (soft-argmax),
 heatmap-weighted features give the eye width. Small and convolutional on purpose: it
 trains in a minute on a CPU from a few hundred frames and must generalise across rigs.
 
+The whole frame is seen at about one heatmap cell per eye width, which is too coarse to
+centre a crop of 1.5 eye widths and lets a bright ring or whisker pad win on an unfamiliar
+rig. So a second network of the same shape looks again at a full-resolution crop of
+``refine_factor`` eye widths around each of the ``candidates`` strongest coarse peaks: it
+scores whether the crop holds the eye (trained with crops elsewhere in the frame as
+negatives), the best-scoring candidate wins, and ``refine_steps`` passes re-centre it and
+re-measure its width.
+
 Crops are square, ``side = factor * eye width`` centred on the eye, resized with PIL
 (antialiased); parts outside the frame are black.
 """
@@ -46,6 +54,15 @@ class LocatorConfig:
     # soft-argmax over the whole heatmap
     decode: str = "peak"
     seed: int = 0
+    # second stage on full-resolution crops (0 refine steps: the coarse answer only, as in
+    # runs saved before the stage existed)
+    refine_steps: int = 2
+    candidates: int = 3
+    refine_factor: float = 3.0  # crop side, in eye widths
+    refine_size: int = 96
+    refine_jitter: float = 0.4  # training crop offset (SD, eye widths)
+    refine_zoom: float = 1.4  # training crop size off by a factor in [1/zoom, zoom]
+    refine_negatives: float = 0.3  # share of training crops away from the eye
 
 
 def standardize(img: np.ndarray) -> np.ndarray:
@@ -93,24 +110,90 @@ class LocatorNet(nn.Module):
         self.heat = nn.Conv2d(2 * c, 1, 1)
         self.size = nn.Linear(2 * c, 1)
 
-    def forward(self, x: torch.Tensor, peak: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits over heatmap cells (N, h*w), log eye width / frame width (N,)).
+    def forward(self, x: torch.Tensor, peak: bool = False, centre: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits over heatmap cells (N, h*w), log eye width / input width (N,)).
 
-        ``peak``: logits outside a 5 x 5 window around each heatmap's highest cell are
-        masked out (so the soft-argmax and the width read only the strongest candidate).
+        ``peak``: logits outside a 5 x 5 window around each heatmap's highest cell (or around
+        the cell index ``centre`` (N,), when given) are masked out, so the soft-argmax and
+        the width read only that candidate.
         """
         f = self.features(x)
         logits = self.heat(f).flatten(1)
-        if peak:
-            h, w = f.shape[2:]
-            top = logits.argmax(-1)
-            ys, xs = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
-            near = ((ys[None] - (top // w)[:, None]).abs() <= 2) & \
-                   ((xs[None] - (top % w)[:, None]).abs() <= 2)
-            logits = logits.masked_fill(~near, float("-inf"))
+        if peak or centre is not None:
+            logits = logits.masked_fill(~_near(logits if centre is None else centre, *f.shape[2:]),
+                                        float("-inf"))
         weights = logits.softmax(-1)
         pooled = torch.einsum("nchw,nhw->nc", f, weights.view(-1, *f.shape[2:]))
         return logits, self.size(pooled).squeeze(-1)
+
+
+class RefineNet(LocatorNet):
+    """The second stage: a crop's eye heatmap and width, plus a score that the crop holds the eye."""
+
+    def __init__(self, channels: int = 32) -> None:
+        super().__init__(channels)
+        self.score = nn.Linear(4 * channels, 1)
+
+    def forward(self, x: torch.Tensor, peak: bool = False, centre: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        logits = self.heat(f).flatten(1)
+        # the score sees the crop as a whole (mean and max over cells), before any masking
+        score = self.score(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)).squeeze(-1)
+        if peak:
+            logits = logits.masked_fill(~_near(logits, *f.shape[2:]), float("-inf"))
+        weights = logits.softmax(-1)
+        pooled = torch.einsum("nchw,nhw->nc", f, weights.view(-1, *f.shape[2:]))
+        return logits, self.size(pooled).squeeze(-1), score
+
+
+def _near(logits_or_cells: torch.Tensor, h: int, w: int, radius: int = 2) -> torch.Tensor:
+    """(N, h*w) mask of the cells within ``radius`` of each row's highest cell (or given cell)."""
+    top = logits_or_cells.argmax(-1) if logits_or_cells.ndim == 2 else logits_or_cells
+    ys, xs = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+    return ((ys[None] - (top // w)[:, None]).abs() <= radius) & \
+           ((xs[None] - (top % w)[:, None]).abs() <= radius)
+
+
+def crop_views(frames: Sequence[np.ndarray], centres: np.ndarray, sides: np.ndarray, size: int,
+               angles: np.ndarray | None = None, flips: np.ndarray | None = None) -> torch.Tensor:
+    """Standardized square views (N, 1, size, size) of side ``sides`` frame pixels, centred at
+    ``centres`` (N, 2), optionally rotated (radians) and mirrored (flip -1); black outside.
+
+    Frames are box-filtered first when the view shrinks them more than 1.5x (no aliasing).
+    """
+    n = len(frames)
+    angles = np.zeros(n) if angles is None else angles
+    flips = np.ones(n) if flips is None else flips
+    out = torch.empty(n, 1, size, size)
+    for i, f in enumerate(frames):
+        img = torch.from_numpy(np.asarray(f, dtype=np.float32))[None, None]
+        hgt, wid = img.shape[2:]
+        k = int(sides[i] / size / 1.5) + 1
+        if k > 1:
+            img = F.avg_pool2d(img, k, ceil_mode=True)
+        cos, sin = np.cos(angles[i]), np.sin(angles[i])
+        half = sides[i] / 2
+        # view v in [-1, 1]^2 -> frame pixel c + half * R(angle) diag(flip, 1) v -> grid units
+        a = np.array([[cos * flips[i], -sin], [sin * flips[i], cos]]) * half
+        theta = np.zeros((2, 3))
+        theta[0, :2], theta[1, :2] = a[0] * 2 / wid, a[1] * 2 / hgt
+        theta[:, 2] = [2 * centres[i, 0] / wid - 1, 2 * centres[i, 1] / hgt - 1]
+        grid = F.affine_grid(torch.tensor(theta, dtype=torch.float32)[None], [1, 1, size, size],
+                             align_corners=False)
+        v = F.grid_sample(img, grid, align_corners=False, padding_mode="zeros")[0, 0]
+        out[i, 0] = (v - v.mean()) / (v.std() + 1e-6)
+    return out
+
+
+def _view_coords(points: np.ndarray, centres: np.ndarray, sides: np.ndarray,
+                 angles: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """Frame points (N, 2) in the [0, 1] units of the views made by :func:`crop_views`."""
+    d = (points - centres) / (sides[:, None] / 2)
+    cos, sin = np.cos(-angles), np.sin(-angles)
+    v = np.column_stack([(cos * d[:, 0] - sin * d[:, 1]) * flips, sin * d[:, 0] + cos * d[:, 1]])
+    return (v + 1) / 2
 
 
 def _soft_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -151,12 +234,65 @@ def _augment(x: torch.Tensor, pts: torch.Tensor, logw: torch.Tensor, gen: torch.
     return out, (v + 1) / 2, logw + torch.log(s)
 
 
+def _fit_refine(frames: Sequence[np.ndarray], boxes: np.ndarray, config: LocatorConfig,
+                progress: bool = True) -> RefineNet:
+    """Train the crop stage on jittered crops around the labeled eyes and crops elsewhere."""
+    c = config
+    rng = np.random.default_rng(c.seed + 1)
+    net = RefineNet(c.channels)
+    opt = torch.optim.AdamW(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    n_batches = int(np.ceil(len(frames) / c.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=c.epochs * n_batches)
+    cells = c.refine_size // 8
+    gy, gx = torch.meshgrid((torch.arange(cells) + 0.5) / cells, (torch.arange(cells) + 0.5) / cells,
+                            indexing="ij")
+    sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+    net.train()
+    for _ in tqdm(range(c.epochs), desc="eye locator, crop stage", disable=not progress):
+        for b in np.array_split(rng.permutation(len(frames)), n_batches):
+            m = len(b)
+            eye, width = boxes[b, :2], boxes[b, 2]
+            centres = eye + rng.normal(0, c.refine_jitter, (m, 2)) * width[:, None]
+            neg = rng.random(m) < c.refine_negatives
+            centres[neg] = rng.random((int(neg.sum()), 2)) * sizes[b][neg]
+            sides = c.refine_factor * width * np.exp(rng.uniform(-np.log(c.refine_zoom),
+                                                                np.log(c.refine_zoom), m))
+            angles = rng.uniform(-c.rotation, c.rotation, m)
+            flips = np.where(rng.random(m) < 0.5, -1.0, 1.0)
+            x = crop_views([frames[i] for i in b], centres, sides, c.refine_size, angles, flips)
+            x = x * torch.from_numpy(rng.uniform(0.6, 1.5, (m, 1, 1, 1))).float() + \
+                torch.from_numpy(rng.uniform(-0.5, 0.5, (m, 1, 1, 1))).float() + \
+                0.1 * torch.from_numpy(rng.standard_normal(x.shape)).float()
+            pv = torch.from_numpy(_view_coords(eye, centres, sides, angles, flips)).float()
+            inside = ((pv > 0.05) & (pv < 0.95)).all(1)
+            dist = np.linalg.norm(eye - centres, axis=1) / width
+            target_score = torch.from_numpy(np.exp(-dist ** 2 / (2 * 0.5 ** 2))).float()
+            logits, lw, score = net(x)
+            loss = F.binary_cross_entropy_with_logits(score, target_score)
+            if inside.any():
+                d2 = ((gx[None] - pv[inside, 0, None, None]) * cells) ** 2 + \
+                     ((gy[None] - pv[inside, 1, None, None]) * cells) ** 2
+                target = torch.softmax(-d2.flatten(1) / (2 * c.sigma ** 2), -1)
+                li = logits[inside]
+                loss = loss - (target * li.log_softmax(-1)).sum(-1).mean()
+                loss = loss + 10 * (_soft_argmax(li, cells, cells) - pv[inside]).abs().sum(-1).mean()
+                lwt = torch.from_numpy(np.log(width / sides)).float()[inside]
+                loss = loss + (lw[inside] - lwt).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    return net
+
+
 @dataclass
 class EyeLocator:
     """A trained locator; :meth:`predict` returns (x, y, width) in each frame's own pixels."""
 
     config: LocatorConfig
     net: LocatorNet
+    refine: RefineNet | None = None
 
     @classmethod
     def fit(cls, frames: Sequence[np.ndarray], boxes: np.ndarray,
@@ -199,27 +335,60 @@ class EyeLocator:
                 opt.step()
                 sched.step()
         net.eval()
-        return cls(config, net)
+        refine = _fit_refine(frames, boxes, config, progress) if config.refine_steps > 0 else None
+        return cls(config, net, refine)
 
     @torch.no_grad()
     def predict(self, frames: Sequence[np.ndarray], batch_size: int = 32,
                 decode: str | None = None) -> np.ndarray:
-        c = self.config
-        peak = (decode or c.decode) == "peak"
-        h, w = c.height // 8, c.width // 8
-        out = []
-        self.net.eval()
-        for i in range(0, len(frames), batch_size):
-            chunk = frames[i:i + batch_size]
-            x = torch.from_numpy(resize_frames(chunk, c.width, c.height))
-            logits, lw = self.net(x, peak=peak)
-            xy = _soft_argmax(logits, h, w).numpy()
-            sizes = np.array([[f.shape[1], f.shape[0]] for f in chunk], dtype=np.float64)
-            out.append(np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]]))
+        out = [self._predict(frames[i:i + batch_size], decode)
+               for i in range(0, len(frames), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 3))
 
+    def _predict(self, frames: Sequence[np.ndarray], decode: str | None) -> np.ndarray:
+        c = self.config
+        h, w = c.height // 8, c.width // 8
+        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+        x = torch.from_numpy(resize_frames(frames, c.width, c.height))
+        self.net.eval()
+
+        def box(logits: torch.Tensor, lw: torch.Tensor) -> np.ndarray:
+            xy = _soft_argmax(logits, h, w).numpy()
+            return np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]])
+
+        if self.refine is None or c.refine_steps == 0:
+            return box(*self.net(x, peak=(decode or c.decode) == "peak"))
+        # the strongest coarse peaks, each at least three cells from the ones before it
+        logits, _ = self.net(x)
+        candidates = []
+        for _ in range(max(1, c.candidates)):
+            top = logits.argmax(-1)
+            candidates.append(box(*self.net(x, centre=top)))
+            logits = logits.masked_fill(_near(top, h, w), float("-inf"))
+        scored = [self._refine(frames, b) for b in candidates]
+        best = np.argmax(np.stack([s for _, s in scored]), 0)
+        found = np.stack([b for b, _ in scored])[best, np.arange(len(frames))]
+        for _ in range(c.refine_steps - 1):
+            found, _ = self._refine(frames, found)
+        return found
+
+    def _refine(self, frames: Sequence[np.ndarray], boxes: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes looked at again on crops around ``boxes``, and each crop's eye score."""
+        c = self.config
+        cells = c.refine_size // 8
+        sides = c.refine_factor * boxes[:, 2]
+        x = crop_views(frames, boxes[:, :2], sides, c.refine_size)
+        logits, lw, score = self.refine(x, peak=True)
+        pv = _soft_argmax(logits, cells, cells).numpy()
+        xy = boxes[:, :2] + (pv * 2 - 1) * sides[:, None] / 2
+        return np.column_stack([xy, np.exp(lw.numpy()) * sides]), score.numpy()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"locator.{k}": v for k, v in self.net.state_dict().items()}
+        state = {f"locator.{k}": v for k, v in self.net.state_dict().items()}
+        if self.refine is not None:
+            state.update({f"locator_refine.{k}": v for k, v in self.refine.state_dict().items()})
+        return state
 
     @classmethod
     def from_state_dict(cls, config: LocatorConfig, state: dict[str, torch.Tensor]) -> EyeLocator:
@@ -227,5 +396,11 @@ class EyeLocator:
         net.load_state_dict({k.removeprefix("locator."): v for k, v in state.items()
                              if k.startswith("locator.")})
         net.eval()
-        return cls(config, net)
+        refine = None
+        if config.refine_steps > 0:
+            refine = RefineNet(config.channels)
+            refine.load_state_dict({k.removeprefix("locator_refine."): v for k, v in state.items()
+                                    if k.startswith("locator_refine.")})
+            refine.eval()
+        return cls(config, net, refine)
 

@@ -1,0 +1,81 @@
+"""The eye locator: crop geometry of its second stage, saving and loading, old runs."""
+
+import numpy as np
+import pytest
+import torch
+
+from vit_facemap.eyes import EyeLocator, LocatorConfig, _view_coords, crop_views
+
+TINY = LocatorConfig(epochs=2, channels=8, batch_size=4, refine_size=32)
+
+
+@pytest.mark.parametrize("angle,flip", [(0.0, 1.0), (0.3, 1.0), (-0.5, -1.0)])
+def test_view_coords_follow_the_crop(angle, flip):
+    # one bright blob off the crop centre: where the view shows it is where _view_coords says
+    # (pixel i covers [i, i + 1), so its centre is at i + 0.5)
+    dot = np.array([[70.5, 50.5]])
+    yy, xx = np.mgrid[:120, :160] + 0.5
+    frame = (250 * np.exp(-((xx - dot[0, 0]) ** 2 + (yy - dot[0, 1]) ** 2) / 8)).astype(np.uint8)
+    centre, side = np.array([[80.0, 60.0]]), np.array([64.0])
+    view = crop_views([frame], centre, side, 64, np.array([angle]), np.array([flip]))[0, 0].numpy()
+    weight = np.clip(view - np.percentile(view, 99), 0, None)
+    vy, vx = np.mgrid[:64, :64] + 0.5
+    seen = np.array([(weight * vx).sum(), (weight * vy).sum()]) / weight.sum()
+    expected = _view_coords(dot, centre, side, np.array([angle]), np.array([flip]))[0] * 64
+    np.testing.assert_allclose(seen, expected, atol=0.5)
+
+
+def test_crop_outside_the_frame_is_black_and_standardized():
+    frame = np.full((40, 40), 200, np.uint8)
+    view = crop_views([frame], np.array([[0.0, 0.0]]), np.array([40.0]), 16)[0, 0]
+    assert view[:4, :4].max() < view[-4:, -4:].min()  # the frame's corner, not the padding
+    assert abs(float(view.mean())) < 1e-4
+
+
+def _frames(n: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    frames, boxes = [], []
+    for _ in range(n):
+        f = rng.integers(0, 40, (90, 120)).astype(np.uint8)
+        x, y = rng.uniform(30, 90), rng.uniform(25, 65)
+        yy, xx = np.mgrid[:90, :120]
+        f[(xx - x) ** 2 / 144 + (yy - y) ** 2 / 64 < 1] = 220  # an eye 24 px wide
+        frames.append(f)
+        boxes.append([x, y, 24.0])
+    return frames, np.array(boxes)
+
+
+def test_locator_with_crop_stage_round_trips_through_its_state():
+    frames, boxes = _frames()
+    loc = EyeLocator.fit(frames, boxes, TINY, progress=False)
+    assert loc.refine is not None
+    found = loc.predict(frames)
+    assert found.shape == (8, 3) and np.isfinite(found).all()
+    state = loc.state_dict()
+    assert any(k.startswith("locator_refine.") for k in state)
+    again = EyeLocator.from_state_dict(TINY, state).predict(frames)
+    np.testing.assert_allclose(found, again, rtol=1e-5, atol=1e-4)
+
+
+def test_runs_saved_before_the_crop_stage_still_load():
+    # such runs stored only the coarse network; their config had no refine settings
+    from vit_facemap.classifier import ClassifierConfig
+
+    frames, boxes = _frames()
+    old = EyeLocator.fit(frames, boxes, LocatorConfig(epochs=1, channels=8, refine_steps=0),
+                         progress=False)
+    state = {k: v for k, v in old.state_dict().items()}
+    assert not any(k.startswith("locator_refine.") for k in state)
+    cfg = ClassifierConfig.from_dict({"model": "vit", "locator": {"epochs": 1, "channels": 8}})
+    assert cfg.locator.refine_steps == 0
+    loaded = EyeLocator.from_state_dict(cfg.locator, state)
+    assert loaded.refine is None and loaded.predict(frames[:2]).shape == (2, 3)
+
+
+def test_locator_is_seeded():
+    frames, boxes = _frames()
+    torch.manual_seed(123)
+    a = EyeLocator.fit(frames, boxes, TINY, progress=False).predict(frames[:3])
+    torch.manual_seed(456)
+    b = EyeLocator.fit(frames, boxes, TINY, progress=False).predict(frames[:3])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
