@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oracle-boxes", action="store_true",
                    help="crop test frames at the labeled eye (isolates the locator's error)")
     p.add_argument("--skip-generated", action="store_true")
+    p.add_argument("--predict", action="append", default=[],
+                   help="also score the same trained ViTs with another prediction-time "
+                        "setting, key=v1,v2 (tta, decision)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             study = run_study(folder, settings, oracle_boxes=args.oracle_boxes)
             results["schroeder_pupil"] = study.summary
             _print(study.summary)
+            if args.predict:
+                results["schroeder_pupil"]["predict_variants"] = _variants(study, args.predict)
         else:
             print("no real data (VIT_FACEMAP_DATA): schroeder task skipped", file=sys.stderr)
         if not args.skip_generated:
@@ -73,6 +78,34 @@ def main(argv: list[str] | None = None) -> int:
     write_json(results, args.json)
     print(f"-> {args.json} ({total['wall_s']:.0f} s)")
     return 0
+
+
+def _variants(study, settings: list[str]) -> dict[str, dict]:
+    """Out-of-fold metrics of the study's ViTs under other prediction-time settings."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from vit_facemap.classifier import classification_metrics
+
+    cv, out = study.cv, {}
+    for key, values in (s.split("=", 1) for s in settings):
+        for value in values.split(","):
+            proba = np.full((len(cv.labels), len(cv.classes)), np.nan)
+            for f, clf in enumerate(cv.models["vit"]):
+                te = np.flatnonzero(cv.fold == f)
+                other = replace(clf.config, **{key: value})
+                saved, clf.config = clf.config, other
+                try:
+                    proba[te] = clf.predict_proba([study.frames[i] for i in te], cv.boxes[te])
+                finally:
+                    clf.config = saved
+            m = classification_metrics(cv.labels, proba.argmax(1), cv.classes, cv.groups)
+            out[f"{key}={value}"] = {k: m[k] for k in ("macro_f1", "balanced_accuracy",
+                                                         "accuracy", "confusion")}
+            print(f"  vit with {key}={value}: macro-F1 {m['macro_f1']:.3f}  balanced acc "
+                  f"{m['balanced_accuracy']:.3f}", flush=True)
+    return out
 
 
 def _print(summary: dict) -> None:

@@ -138,6 +138,12 @@ def test_fit_with_measures_save_load_and_ratio_decision(gen_with_measures, tmp_p
     again = FacialStateClassifier.load(tmp_path / "run")
     assert again.measure_names == names and again.rule == clf.rule
     np.testing.assert_allclose(again.predict_proba(frames), p, atol=1e-5)
+    # "mean": halfway between the class head and the ratio rule
+    from dataclasses import replace
+
+    head = replace(clf, config=replace(clf.config, decision="head")).predict_proba(frames)
+    mean = replace(clf, config=replace(clf.config, decision="mean")).predict_proba(frames)
+    np.testing.assert_allclose(mean, (head + p) / 2, atol=1e-6)
     # without measures the same config trains the class head only (and decides with it)
     plain = FacialStateClassifier(profile_config("test", decision="ratio"), s.classes,
                                   locator=clf.locator)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from vit_facemap.classifier import FacialStateClassifier, classification_metrics, profile_config
 from vit_facemap.cli import main
@@ -112,6 +113,36 @@ def test_classifier_save_load_roundtrip(gen_set, tmp_path):
         clf.save(tmp_path / model)
         again = FacialStateClassifier.load(tmp_path / model)
         np.testing.assert_allclose(again.predict_proba(frames), p, atol=1e-5)
+
+
+def test_mirror_tta_averages_the_view_and_its_mirror(gen_set):
+    from dataclasses import replace
+
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths)
+    clf = FacialStateClassifier(profile_config("test", tta="none"), gen_set.classes)
+    clf.fit(frames, gen_set.labels, gen_set.eyes, progress=False)
+    plain = clf.predict_proba(frames, gen_set.eyes)
+    x = clf.inputs(clf.crops(frames, gen_set.eyes))
+    with torch.no_grad():
+        mirrored = clf.model(x.flip(-1)).softmax(-1).numpy()
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # the test would be void otherwise
+    clf.config = replace(clf.config, tta="mirror")
+    np.testing.assert_allclose(clf.predict_proba(frames, gen_set.eyes), (plain + mirrored) / 2,
+                               atol=1e-5)
+    # six views: three zooms, each also mirrored
+    from vit_facemap.classifier import _view
+
+    crops = clf.crops(frames, gen_set.eyes)
+    with torch.no_grad():
+        views = [_view(crops, clf.config.image_size, zoom=z) for z in (0.9, 1.0, 1.1)]
+        six = np.mean([clf.model(v.flip(-1) if m else v).softmax(-1).numpy()
+                       for v in views for m in (False, True)], 0)
+    clf.config = replace(clf.config, tta="mirror-zoom")
+    np.testing.assert_allclose(clf.predict_proba(frames, gen_set.eyes), six, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown tta"):
+        profile_config("test", tta="flip")
 
 
 def test_classify_cli(gen_set, tmp_path, capsys):

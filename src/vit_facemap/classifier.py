@@ -17,8 +17,11 @@ under every rig's exposure). When the set has a ``measures.csv`` (written by
 :func:`vit_facemap.states.write_pupil_state_set`: the pupil / eye width ratio and the
 pupil and eyelid keypoints relative to the eye box), a second linear head on the CLS token
 learns to regress them, also on frames between the class thresholds; the class head still
-decides (``decision="ratio"`` would threshold the regressed ratio instead). The forest uses HOG with Dolensek et al.'s settings (8 orientations, 32-pixel
-cells, 1x1 blocks, square-root transform) on the crop resized to ``hog_size`` pixels.
+decides (``decision="ratio"`` would threshold the regressed ratio instead, ``"mean"``
+average the two). At test time the class probabilities are averaged over the view and its
+mirror image (``tta``). The forest uses HOG with Dolensek et al.'s settings (8
+orientations, 32-pixel cells, 1x1 blocks, square-root transform) on the crop resized to
+``hog_size`` pixels.
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ from vit_facemap.states import SetMeasures
 
 MODELS = ("vit", "hog-rf")
 CROPS = ("eye", "frame")
-DECISIONS = ("head", "ratio")
+DECISIONS = ("head", "ratio", "mean")
+# test-time views of the ViT (zoom, mirror): each is inside training's augmentation range
+TTA_VIEWS = {"none": [(1.0, False)], "mirror": [(1.0, False), (1.0, True)],
+             "mirror-zoom": [(z, m) for z in (0.9, 1.0, 1.1) for m in (False, True)]}
 # Default view side per model, in eye widths. The ViT sees 1.5 (the eyelids stay in view and
 # the pupil is 1.3x larger than at 2.0); the forest keeps the 2.0 it had, on which HOG did
 # better with labeled eye boxes (pupil-state CV on the Schroeder mice, benchmarks/classify.py).
@@ -83,8 +89,13 @@ class ClassifierConfig:
     # class head, with this loss weight (0: off)
     aux_weight: float = 1.0
     # "head": the class head decides; "ratio": the predicted pupil / eye width ratio against
-    # the threshold between the training classes (falls back to the head without measures)
+    # the threshold between the training classes (falls back to the head without measures);
+    # "mean": the average of the two
     decision: str = "head"
+    # "mirror": class probabilities averaged over the view and its mirror image (training
+    # mirrors too, and a left or right eye is the same eye); "mirror-zoom": also over views
+    # 0.9 and 1.1 times as wide; "none": the view alone
+    tta: str = "mirror"
     # HOG + RF
     hog_size: int = 128
     n_trees: int = 500
@@ -102,6 +113,8 @@ class ClassifierConfig:
             object.__setattr__(self, "crop_factor", CROP_FACTORS[self.model])
         if self.contrast not in ("none", "clahe"):
             raise ValueError(f"unknown contrast {self.contrast!r}; choose none or clahe")
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"unknown tta {self.tta!r}; choose one of {', '.join(TTA_VIEWS)}")
         if self.decision not in DECISIONS:
             raise ValueError(f"unknown decision {self.decision!r}; choose one of "
                              f"{', '.join(DECISIONS)}")
@@ -110,6 +123,7 @@ class ClassifierConfig:
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         d = dict(d)
         d.setdefault("contrast", "none")  # runs saved before CLAHE was an option had none
+        d.setdefault("tta", "none")  # nor test-time mirroring
         # runs saved before peak decoding (or the crop stage) existed read the whole heatmap
         d["locator"] = LocatorConfig(**{"decode": "mean", "refine_steps": 0, **d.get("locator", {})})
         return cls(**d)
@@ -199,8 +213,10 @@ def _standardize_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None,
-          return_theta: bool = False, shift: float = 0.12) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The model's view of margin crops: the centre 1/MARGIN, randomly jittered when ``gen``.
+          return_theta: bool = False, shift: float = 0.12, zoom: float = 1.0
+          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The model's view of margin crops: the centre 1/(MARGIN * zoom), randomly jittered when
+    ``gen`` (then ``zoom`` is drawn from training's range instead).
 
     ``return_theta`` also gives the (N, 2, 3) affine map from view to crop coordinates
     (both in [-1, 1]), which moves geometry targets with the image.
@@ -209,7 +225,7 @@ def _view(crops: np.ndarray, size: int, gen: torch.Generator | None = None,
     n = x.shape[0]
     theta = torch.zeros(n, 2, 3)
     if gen is None:
-        theta[:, 0, 0] = theta[:, 1, 1] = 1 / MARGIN
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / (MARGIN * zoom)
         grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
         out = _standardize_batch(F.grid_sample(x, grid, align_corners=False))
         return (out, theta) if return_theta else out
@@ -462,8 +478,9 @@ class FacialStateClassifier:
         if self.config.model == "hog-rf":
             return self.model.predict_proba(self.inputs(crops))
         proba, geometry = self._vit_outputs(crops, batch_size)
-        if self.config.decision == "ratio" and self.rule is not None and geometry is not None:
-            return self._ratio_proba(geometry[:, self.measure_names.index(RATIO)])
+        if self.config.decision != "head" and self.rule is not None and geometry is not None:
+            by_ratio = self._ratio_proba(geometry[:, self.measure_names.index(RATIO)])
+            return by_ratio if self.config.decision == "ratio" else (proba + by_ratio) / 2
         return proba
 
     @torch.no_grad()
@@ -481,9 +498,18 @@ class FacialStateClassifier:
         self.model.eval()
         probs, geo = [], []
         for i in range(0, len(crops), batch_size):
-            pre = self.model.forward_head(self.model.forward_features(
-                self.inputs(crops[i:i + batch_size])), pre_logits=True)
-            probs.append(self.model.head(pre).softmax(-1).numpy())
+            x = self.inputs(crops[i:i + batch_size])
+            pre = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            p = torch.zeros(len(x), len(self.classes))
+            views = TTA_VIEWS[self.config.tta]
+            for zoom, mirror in views:
+                v = x if zoom == 1.0 else _view(crops[i:i + batch_size], self.config.image_size,
+                                                zoom=zoom)
+                v = v.flip(-1) if mirror else v
+                pv = pre if (zoom, mirror) == (1.0, False) else self.model.forward_head(
+                    self.model.forward_features(v), pre_logits=True)
+                p += self.model.head(pv).softmax(-1) / len(views)
+            probs.append(p.numpy())
             if self.geometry is not None:
                 g = self.geometry
                 geo.append((g(pre) * g.std + g.mean).numpy())
