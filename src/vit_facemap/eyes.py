@@ -206,6 +206,19 @@ def _soft_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([(p.sum(1) * xs).sum(-1), (p.sum(2) * ys).sum(-1)], -1)
 
 
+def _centre_loss(logits: torch.Tensor, pts: torch.Tensor, h: int, w: int,
+                 sigma: float) -> torch.Tensor:
+    """Cross-entropy to a Gaussian heatmap around ``pts`` ([0, 1] units) plus an L1 term on
+    the soft-argmax, shared by both stages."""
+    gy, gx = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w,
+                            indexing="ij")
+    d2 = ((gx[None] - pts[:, 0, None, None]) * w) ** 2 + \
+         ((gy[None] - pts[:, 1, None, None]) * h) ** 2
+    target = torch.softmax(-d2.flatten(1) / (2 * sigma ** 2), -1)
+    loss = -(target * logits.log_softmax(-1)).sum(-1).mean()
+    return loss + 10 * (_soft_argmax(logits, h, w) - pts).abs().sum(-1).mean()
+
+
 def _augment(x: torch.Tensor, pts: torch.Tensor, logw: torch.Tensor, gen: torch.Generator,
              zoom: float = 1.25, rotation: float = 0.0, shift: float = 0.15):
     """Random zoom, rotation, shift, mirror and contrast; points (normalised [0,1]) move with
@@ -246,8 +259,6 @@ def _fit_refine(frames: Sequence[np.ndarray], boxes: np.ndarray, config: Locator
     n_batches = int(np.ceil(len(frames) / c.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=c.epochs * n_batches)
     cells = c.refine_size // 8
-    gy, gx = torch.meshgrid((torch.arange(cells) + 0.5) / cells, (torch.arange(cells) + 0.5) / cells,
-                            indexing="ij")
     sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
     net.train()
     for _ in tqdm(range(c.epochs), desc="eye locator, crop stage", disable=not progress):
@@ -272,12 +283,7 @@ def _fit_refine(frames: Sequence[np.ndarray], boxes: np.ndarray, config: Locator
             logits, lw, score = net(x)
             loss = F.binary_cross_entropy_with_logits(score, target_score)
             if inside.any():
-                d2 = ((gx[None] - pv[inside, 0, None, None]) * cells) ** 2 + \
-                     ((gy[None] - pv[inside, 1, None, None]) * cells) ** 2
-                target = torch.softmax(-d2.flatten(1) / (2 * c.sigma ** 2), -1)
-                li = logits[inside]
-                loss = loss - (target * li.log_softmax(-1)).sum(-1).mean()
-                loss = loss + 10 * (_soft_argmax(li, cells, cells) - pv[inside]).abs().sum(-1).mean()
+                loss = loss + _centre_loss(logits[inside], pv[inside], cells, cells, c.sigma)
                 lwt = torch.from_numpy(np.log(width / sides)).float()[inside]
                 loss = loss + (lw[inside] - lwt).abs().mean()
             opt.zero_grad()
@@ -316,8 +322,6 @@ class EyeLocator:
         steps = config.epochs * int(np.ceil(len(x) / config.batch_size))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
         h, w = config.height // 8, config.width // 8
-        gy, gx = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w,
-                                indexing="ij")
         net.train()
         for _ in tqdm(range(config.epochs), desc="eye locator", disable=not progress):
             order = torch.randperm(len(x), generator=gen)
@@ -325,13 +329,7 @@ class EyeLocator:
                 xb, pb, lb = _augment(x[b], pts[b], logw[b], gen, config.zoom,
                                       config.rotation, config.shift)
                 logits, lw = net(xb)
-                # Gaussian target heatmap around the true centre (in cell units)
-                d2 = ((gx[None] - pb[:, 0, None, None]) * w) ** 2 + \
-                     ((gy[None] - pb[:, 1, None, None]) * h) ** 2
-                target = torch.softmax(-d2.flatten(1) / (2 * config.sigma ** 2), -1)
-                loss = -(target * logits.log_softmax(-1)).sum(-1).mean()
-                loss = loss + 10 * (_soft_argmax(logits, h, w) - pb).abs().sum(-1).mean()
-                loss = loss + (lw - lb).abs().mean()
+                loss = _centre_loss(logits, pb, h, w, config.sigma) + (lw - lb).abs().mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
