@@ -121,7 +121,11 @@ class LocatorNet(nn.Module):
         the width read only that candidate.
         """
         f = self.features(x)
-        logits = self.heat(f).flatten(1)
+        return self.read(f, self.heat(f).flatten(1), peak, centre)
+
+    def read(self, f: torch.Tensor, logits: torch.Tensor, peak: bool = False,
+             centre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from features and heatmap logits already computed."""
         if peak or centre is not None:
             logits = logits.masked_fill(~_near(logits if centre is None else centre, *f.shape[2:]),
                                         float("-inf"))
@@ -137,17 +141,12 @@ class RefineNet(LocatorNet):
         super().__init__(channels)
         self.score = nn.Linear(4 * channels, 1)
 
-    def forward(self, x: torch.Tensor, peak: bool = False, centre: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, peak: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.features(x)
-        logits = self.heat(f).flatten(1)
         # the score sees the crop as a whole (mean and max over cells), before any masking
         score = self.score(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)).squeeze(-1)
-        if peak:
-            logits = logits.masked_fill(~_near(logits, *f.shape[2:]), float("-inf"))
-        weights = logits.softmax(-1)
-        pooled = torch.einsum("nchw,nhw->nc", f, weights.view(-1, *f.shape[2:]))
-        return logits, self.size(pooled).squeeze(-1), score
+        return (*self.read(f, self.heat(f).flatten(1), peak), score)
 
 
 def _near(logits_or_cells: torch.Tensor, h: int, w: int, radius: int = 2) -> torch.Tensor:
@@ -359,11 +358,13 @@ class EyeLocator:
         if self.refine is None or c.refine_steps == 0:
             return box(*self.net(x, peak=(decode or c.decode) == "peak"))
         # the strongest coarse peaks, each at least three cells from the ones before it
-        logits, _ = self.net(x)
+        f = self.net.features(x)
+        heat = self.net.heat(f).flatten(1)
+        logits = heat
         candidates = []
         for _ in range(max(1, c.candidates)):
             top = logits.argmax(-1)
-            candidates.append(box(*self.net(x, centre=top)))
+            candidates.append(box(*self.net.read(f, heat, centre=top)))
             logits = logits.masked_fill(_near(top, h, w), float("-inf"))
         scored = [self._refine(frames, b) for b in candidates]
         best = np.argmax(np.stack([s for _, s in scored]), 0)
