@@ -34,6 +34,7 @@ import torch
 from vit_facemap.config import real_set
 from vit_facemap.models import ModelConfig, build_model, count_parameters
 from vit_facemap.predict import KeypointPredictor, load_predictor
+from vit_facemap.refine import refine_groups
 from vit_facemap.runinfo import describe, resolve_device, write_json
 from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames
 from vit_facemap.testvideo import write_clip
@@ -56,9 +57,25 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str) -> 
         "bodyparts": list(G7C1_KEYPOINTS), "frame_size": list(frame_size),
         "channels": cfg.channels, "mapping": asdict(full_frame_box(frame_size, cfg.input_size)),
     }
-    predictor = KeypointPredictor(model, run_config, device)
-    predictor.model_name = f"{name} (untrained: {cfg.family}, input {cfg.input_w}x{cfg.input_h}, " \
-                           f"{count_parameters(model) / 1e6:.2f} M parameters)"
+    refiners, extra = [], ""
+    if name == "vit":
+        # the default recipe's second stage: the same network on a crop around the eye points
+        rc = TrainConfig().refine
+        idx = refine_groups(G7C1_KEYPOINTS, rc)["eye"]
+        cfg2 = ModelConfig(**{**asdict(cfg), "input_w": rc.input_size, "input_h": rc.input_size})
+        model2 = build_model(cfg2, len(idx)).to(device).eval()
+        refiners = [KeypointPredictor(model2, {
+            "bodyparts": [G7C1_KEYPOINTS[i] for i in idx], "frame_size": list(frame_size),
+            "channels": cfg.channels, "mapping": None,
+            "refine_of": {"indices": idx, "frame_size": list(frame_size),
+                          # the eye of g7c1 spans about a sixth of the frame width
+                          "side_px": rc.factor * frame_size[0] / 6},
+        }, device)]
+        extra = f" + eye stage {rc.input_size}x{rc.input_size}"
+    predictor = KeypointPredictor(model, run_config, device, refiners=refiners)
+    n_params = count_parameters(model) + sum(count_parameters(r.model) for r in refiners)
+    predictor.model_name = f"{name} (untrained: {cfg.family}, input {cfg.input_w}x{cfg.input_h}" \
+                           f"{extra}, {n_params / 1e6:.2f} M parameters)"
     return predictor
 
 
@@ -66,14 +83,17 @@ def gflops_per_frame(predictor) -> float | None:
     """Forward-pass GFLOP per frame at the model's input size (machine-independent cost)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    m = predictor.mapping
-    x = torch.zeros(1, predictor.channels, m.input_h, m.input_w, device=predictor.device)
-    try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            predictor.model(x)
-    except RuntimeError:  # an operator the counter cannot trace
-        return None
-    return counter.get_total_flops() / 1e9
+    total = 0.0
+    for p in (predictor, *getattr(predictor, "refiners", [])):
+        c = p.model.config
+        x = torch.zeros(1, p.channels, c.input_h, c.input_w, device=p.device)
+        try:
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                p.model(x)
+        except RuntimeError:  # an operator the counter cannot trace
+            return None
+        total += counter.get_total_flops() / 1e9
+    return total
 
 
 def make_clip(path: Path, n_frames: int, seed: int) -> str:

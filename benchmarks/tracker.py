@@ -45,20 +45,25 @@ from vit_facemap.metrics import keypoint_metrics
 from vit_facemap.models import ModelConfig, count_parameters
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.predict import load_predictor
+from vit_facemap.refine import RefineConfig
 from vit_facemap.runinfo import describe, write_json
 from vit_facemap.splits import animal_of, group_split
 from vit_facemap.train import TrainConfig, fit, profile_config
 
 NEURAL = {
     # name: (description, function of the default TrainConfig -> TrainConfig)
-    "hybrid": ("hybrid conv-stem ViT + skip heatmap head (default recipe)", lambda c: c),
+    # The peers run as their authors built them, one network on the face box; the
+    # two-stage ablations below give them our second (eye crop) stage as well.
+    "hybrid": ("hybrid conv-stem ViT + skip heatmap head, two stages (default recipe)",
+               lambda c: c),
     "vit_regression": ("plain ViT/16, CLS-token regression (original study's head)",
-                       lambda c: _model(c, family="vit", head="regression", patch_size=16)),
+                       lambda c: _one(_model(c, family="vit", head="regression", patch_size=16))),
     "vit_heatmap": ("plain ViT/16 + deconvolution heatmap head",
-                    lambda c: _model(c, family="vit", patch_size=16, n_up=2)),
+                    lambda c: _one(_model(c, family="vit", patch_size=16, n_up=2))),
     "cnn": ("ResNet-18 (stride 16) + deconvolution heatmap head",
-            lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3, n_up=2)),
-    "fmnet": ("Facemap FMnet (facemap.pose.facemap_network)", lambda c: _model(c, family="fmnet")),
+            lambda c: _one(_model(c, family="cnn", timm_name="resnet18", cnn_out_index=3, n_up=2))),
+    "fmnet": ("Facemap FMnet (facemap.pose.facemap_network)",
+              lambda c: _one(_model(c, family="fmnet"))),
 }
 ABLATIONS = {
     "hybrid_no_crop": ("default recipe on the whole frame (no crop to the face)",
@@ -73,6 +78,15 @@ ABLATIONS = {
                    "(30% of the budget)", lambda c: _set(c, pretrain_share=0.3)),
     "hybrid_regression": ("hybrid backbone, CLS-token regression head",
                           lambda c: _model(c, head="regression")),
+    "hybrid_one_stage": ("default recipe without the second (eye crop) stage: the whole budget "
+                         "to the first", lambda c: _one(c)),
+    "hybrid_parts": ("default recipe with a second stage for each of the eye, nose, whisker and "
+                     "mouth groups (half of the budget)",
+                     lambda c: _set(c, refine=RefineConfig(share=0.5, auto="parts"))),
+    "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
+                      lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
+                                       n_up=2)),
+    "fmnet_two_stage": ("FMnet in our two-stage recipe", lambda c: _model(c, family="fmnet")),
 }
 
 
@@ -80,6 +94,11 @@ def _model(c: TrainConfig, **kw) -> TrainConfig:
     c = copy.deepcopy(c)
     c.model = ModelConfig(**{**c.model.__dict__, **kw})
     return c
+
+
+def _one(c: TrainConfig) -> TrainConfig:
+    """One stage: the whole budget to the network on the face box."""
+    return _set(c, refine=RefineConfig(share=0.0))
 
 
 def _set(c: TrainConfig, **kw) -> TrainConfig:
@@ -154,6 +173,15 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                # other processes on the machine slow every timing: record how busy it was
                load_average_1min=os.getloadavg()[0])
     row["per_keypoint_mean_px"] = {k: v["mean_px"] for k, v in m["per_keypoint"].items()}
+    if getattr(predictor, "refiners", None):
+        # what the second (eye) stage bought: the same run's first stage alone
+        first = load_predictor(run_dir, args.device, refine=False)
+        pred1, _, _ = predict_frames(first, test)
+        m1 = keypoint_metrics(pred1, test.keypoints, test.bodyparts)
+        row.update(stage1_mean_px=m1["mean_px"], stage1_median_px=m1["median_px"],
+                   stage1_pck=m1["pck"],
+                   refine_steps={g: r["steps"] for g, r in summary["refine"].items()},
+                   stage1_per_keypoint_mean_px={k: v["mean_px"] for k, v in m1["per_keypoint"].items()})
     pred_table = LabeledFrames(test.root, test.index, pred, test.bodyparts, "vit-facemap", conf)
     write_labels(pred_table, out / "predictions" / set_name / f"{model_name}.csv", overwrite=True)
     return row
@@ -216,7 +244,7 @@ def main(argv=None) -> int:
             for model_name in models:
                 print(f"== {set_name} | {split_name} | {model_name}", flush=True)
                 row = run_one(model_name, set_name, split_name, train, test, out, cfg, args)
-                print({k: v for k, v in row.items() if k != "per_keypoint_mean_px"}, flush=True)
+                print({k: v for k, v in row.items() if "per_keypoint" not in k}, flush=True)
                 rows.append(row)
                 _save(rows, out, cfg, args)
     if not rows:
@@ -229,7 +257,7 @@ def _save(rows: list[dict], out: Path, cfg: TrainConfig, args: argparse.Namespac
     write_json({"rows": rows, "synthetic": args.synthetic,
                 "provenance": describe(cfg, args.device, args=vars(args))},
                out / "tracker.json")
-    flat = pd.DataFrame([{k: v for k, v in r.items() if k != "per_keypoint_mean_px"} for r in rows])
+    flat = pd.DataFrame([{k: v for k, v in r.items() if "per_keypoint" not in k} for r in rows])
     flat.to_csv(out / "tracker.csv", index=False)
 
 

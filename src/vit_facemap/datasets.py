@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -14,17 +16,28 @@ from vit_facemap.transforms import InputMapping, normalise, to_channels
 
 
 def load_inputs(
-    frames: LabeledFrames, mapping: InputMapping, channels: int,
+    frames: LabeledFrames, mapping: InputMapping | Sequence[InputMapping], channels: int,
     frame_size: tuple[int, int] | None = None, progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Model-sized uint8 inputs (N, h, w, C) and keypoints in input pixels (N, K, 2)."""
+    """Model-sized uint8 inputs (N, h, w, C) and keypoints in input pixels (N, K, 2).
+
+    ``mapping`` is one crop box for all frames, or one per frame (in the frame's own
+    pixels, as the second, top-down stage uses); a frame listed several times in a row
+    is read once.
+    """
+    per_frame = not isinstance(mapping, InputMapping)
+    if per_frame and len(mapping) != len(frames):
+        raise ValueError(f"{len(mapping)} crop boxes for {len(frames)} frames")
     images, kps = [], []
-    for path, kp in tqdm(zip(frames.image_paths, frames.keypoints, strict=True), total=len(frames),
-                         desc="load frames", disable=not progress):
-        img = load_image(path)
-        size = (img.shape[1], img.shape[0])
-        m = mapping.for_frame_size(frame_size, size)
-        img = to_channels(img, 3 if img.ndim == 3 and channels == 3 else 1)
+    last_path, frame = None, None
+    for i, (path, kp) in enumerate(tqdm(zip(frames.image_paths, frames.keypoints, strict=True),
+                                        total=len(frames), desc="load frames",
+                                        disable=not progress)):
+        if path != last_path:
+            frame, last_path = load_image(path), path
+        size = (frame.shape[1], frame.shape[0])
+        m = mapping[i] if per_frame else mapping.for_frame_size(frame_size, size)
+        img = to_channels(frame, 3 if frame.ndim == 3 and channels == 3 else 1)
         img = to_channels(m.apply(img), channels)
         images.append(img)
         kps.append(m.to_input(kp))

@@ -10,6 +10,11 @@ default ViT was not faster than eager mode (``benchmarks/track_speed.py --compil
 measures it on a given machine); it may pay on other hardware. Batches are padded to one fixed size so that the
 compiled graph is never rebuilt for a short last batch. Where compiling fails (no C
 compiler, an unsupported platform) the predictor stays in eager mode and says why.
+
+A run with a second, top-down stage (``<run>/refine/<group>/``, see
+:mod:`vit_facemap.refine`) predicts in two passes: the first stage on the face box, then
+each group's network on a crop around the first stage's estimate of that group (the eye,
+by default), whose keypoints and confidences replace the first stage's.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vit_facemap.refine import REFINE_DIR, crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
-from vit_facemap.train import decode, load_run
+from vit_facemap.train import CONFIG_FILE, WEIGHTS_FILE, decode, load_run
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
 
@@ -30,14 +36,17 @@ class KeypointPredictor:
     """A trained keypoint model with its crop box; see :meth:`predict`."""
 
     def __init__(self, model: torch.nn.Module, run_config: dict, device: str = "cpu",
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, refiners: list[KeypointPredictor] | None = None) -> None:
         self.model = model
         self.device = device
         self.bodyparts: list[str] = list(run_config["bodyparts"])
         fs = run_config.get("frame_size")
         self.frame_size: tuple[int, int] | None = (int(fs[0]), int(fs[1])) if fs else None
         self.channels: int = int(run_config.get("channels", 1))
-        self.mapping = InputMapping(**run_config["mapping"])
+        # a second stage has no fixed box: each frame gets one around the first stage's eye
+        self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None
+        self.refine_of: dict | None = run_config.get("refine_of")
+        self.refiners = list(refiners or [])
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -94,28 +103,29 @@ class KeypointPredictor:
     def mapping_for(self, width: int, height: int) -> InputMapping:
         return self.mapping.for_frame_size(self.frame_size, (width, height))
 
-    def prepare(self, frames: np.ndarray) -> tuple[np.ndarray, InputMapping]:
-        """Model inputs (B, C, h, w) float32 for a uint8 batch, and the mapping used."""
+    @staticmethod
+    def _as_batch(frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
-        if frames.ndim == 2 or (frames.ndim == 3 and frames.shape[-1] == 3 and self._single_rgb(frames)):
+        if frames.ndim == 2:  # one gray frame; a 3-D array is a gray batch, never one RGB frame
             frames = frames[None]
         if frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] not in (1, 3)):
             raise ValueError(f"frames must be (B, H, W) or (B, H, W, 3) uint8, got {frames.shape}")
         if frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        return frames
+
+    def prepare(self, frames: np.ndarray) -> tuple[np.ndarray, InputMapping]:
+        """Model inputs (B, C, h, w) float32 for a uint8 batch, and the mapping used."""
+        if self.mapping is None:
+            raise ValueError("this is a second-stage model: it predicts in given crop boxes only")
+        frames = self._as_batch(frames)
         h, w = frames.shape[1:3]
         m = self.mapping_for(w, h)
         inputs = np.stack([to_channels(m.apply(f), self.channels) for f in frames])
         return normalise(inputs), m
 
-    @staticmethod
-    def _single_rgb(frames: np.ndarray) -> bool:
-        return False  # a (B, H, W) batch with W == 3 is never meant; 3-D input is a gray batch
-
-    @torch.inference_mode()
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (B, K, 2) in the frames' pixels and confidence (B, K) in [0, 1]."""
-        x, m = self.prepare(frames)
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints in input pixels and confidence for normalised inputs, in batches."""
         kps, confs = [], []
         for i in range(0, len(x), self.batch_size):
             chunk = x[i:i + self.batch_size]
@@ -125,12 +135,64 @@ class KeypointPredictor:
             kp, conf = decode(out, self.model.stride)
             kps.append(kp[: len(chunk)].cpu().numpy())
             confs.append(conf[: len(chunk)].cpu().numpy())
-        kp = m.to_frame(np.concatenate(kps))
-        return kp, np.clip(np.concatenate(confs), 0.0, 1.0)
+        return np.concatenate(kps), np.clip(np.concatenate(confs), 0.0, 1.0)
+
+    @torch.inference_mode()
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (B, K, 2) in the frames' pixels and confidence (B, K) in [0, 1]."""
+        frames = self._as_batch(frames)
+        x, m = self.prepare(frames)
+        kp, conf = self._run(x)
+        kp = m.to_frame(kp)
+        for refiner in self.refiners:
+            kp, conf = refiner.refine_keypoints(frames, kp, conf)
+        return kp, conf
+
+    @torch.inference_mode()
+    def predict_in_boxes(self, frames: np.ndarray, boxes: list[InputMapping]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (B, K, 2) in frame pixels and confidence, each frame seen through its own box."""
+        frames = self._as_batch(frames)
+        if len(boxes) != len(frames):
+            raise ValueError(f"{len(boxes)} crop boxes for {len(frames)} frames")
+        x = normalise(np.stack([to_channels(b.apply(f), self.channels)
+                                for f, b in zip(frames, boxes, strict=True)]))
+        kp, conf = self._run(x)
+        return np.stack([b.to_frame(p) for b, p in zip(boxes, kp, strict=True)]), conf
+
+    def refine_keypoints(self, frames: np.ndarray, kp: np.ndarray, conf: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage's ``kp``/``conf`` with this second-stage model's keypoints put in."""
+        info = self.refine_of
+        if info is None:
+            raise ValueError("not a second-stage model: its run config has no refine_of")
+        idx = list(info["indices"])
+        # the crop scales with the frame, like the first stage's box
+        side = float(info["side_px"]) * frames.shape[2] / float(info["frame_size"][0])
+        centres = group_centres(kp, idx)
+        ok = np.flatnonzero(np.isfinite(centres).all(-1))
+        if len(ok) == 0:
+            return kp, conf
+        size = self.model.config.input_w
+        kp2, conf2 = self.predict_in_boxes(frames[ok], crop_mappings(centres[ok], side, size))
+        kp, conf = kp.copy(), conf.copy()
+        kp[np.ix_(ok, idx)] = kp2
+        conf[np.ix_(ok, idx)] = conf2
+        return kp, conf
 
 
-def load_predictor(run_dir: str | Path, device: str = "auto") -> KeypointPredictor:
-    """The predictor of a trained run (``vit-facemap train`` output folder)."""
+def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True) -> KeypointPredictor:
+    """The predictor of a trained run (``vit-facemap train`` output folder).
+
+    A run with a second stage predicts with both; ``refine=False`` uses the first alone
+    (to measure what the second stage adds).
+    """
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
-    return KeypointPredictor(model, run_config, device)
+    refiners = []
+    folder = Path(run_dir) / REFINE_DIR
+    stages = sorted(folder.iterdir()) if refine and folder.is_dir() else []
+    for stage in stages:
+        if (stage / CONFIG_FILE).is_file() and (stage / WEIGHTS_FILE).is_file():
+            refiners.append(KeypointPredictor(*load_run(stage, device), device))
+    return KeypointPredictor(model, run_config, device, refiners=refiners)

@@ -9,6 +9,9 @@ A run directory holds everything needed to use or continue a run:
   epoch, random states), written after every epoch;
 - ``metrics.csv``: one row per epoch (loss, validation errors in frame pixels, lr, time);
 - ``split.json`` and ``runinfo.json``: which frames trained / validated, provenance.
+- ``refine/<group>/``: the second, top-down stage for each keypoint group
+  (:mod:`vit_facemap.refine`), itself a run folder of this layout whose ``config.json`` also
+  names the refined keypoints and the crop side.
 
 The schedule is set in optimiser steps, not epochs, so one recipe takes the same time on
 a set of 200 or 500 frames; validation runs after every pass over the training frames.
@@ -44,6 +47,15 @@ from vit_facemap.images import image_size
 from vit_facemap.models import KeypointModel, ModelConfig, build_model
 from vit_facemap.models.heads import gaussian_targets, local_soft_argmax, soft_argmax
 from vit_facemap.models.weights import load_weights, save_weights
+from vit_facemap.refine import (
+    REFINE_DIR,
+    RefineConfig,
+    crop_mappings,
+    crop_side,
+    group_centres,
+    refine_groups,
+    training_crops,
+)
 from vit_facemap.runinfo import describe, resolve_device, write_json
 from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise
 
@@ -72,6 +84,7 @@ class TrainConfig:
     keep: str = "best"              # best (by validation error, when there is one) | last
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
     pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
+    refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye stage
     mask_ratio: float = 0.5         # share of patches blanked in pre-training
     num_threads: int = 2
     num_workers: int = 0
@@ -82,11 +95,24 @@ class TrainConfig:
         d = dict(d)
         model = ModelConfig(**d.pop("model", {}))
         augment = AugmentConfig(**d.pop("augment", {}))
+        # runs saved before the second stage existed trained one stage
+        refine = RefineConfig(**d.pop("refine", {"share": 0.0}))
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}")
-        return cls(model=model, augment=augment, **d)
+        return cls(model=model, augment=augment, refine=refine, **d)
+
+    def stage(self, share: float, **model: Any) -> TrainConfig:
+        """This recipe with ``share`` of its steps and minutes, one stage, other model settings."""
+        d = asdict(self)
+        d["steps"] = max(1, int(round(self.steps * share)))
+        d["warmup_steps"] = int(round(self.warmup_steps * share))
+        if self.max_minutes is not None:
+            d["max_minutes"] = self.max_minutes * share
+        d["refine"] = {**d["refine"], "share": 0.0}
+        d["model"] = {**d["model"], **model}
+        return TrainConfig.from_dict(d)
 
 
 def profile_config(profile: str) -> TrainConfig:
@@ -95,7 +121,7 @@ def profile_config(profile: str) -> TrainConfig:
         return TrainConfig(
             model=ModelConfig(family="hybrid", depth=1, stem_widths=[8, 16, 32], decoder_channels=16,
                               input_w=64, input_h=48),
-            steps=8, batch_size=4, warmup_steps=2,
+            steps=8, batch_size=4, warmup_steps=2, refine=RefineConfig(share=0.0),
         )
     if profile == "quick":
         return TrainConfig(steps=300, warmup_steps=30)
@@ -186,9 +212,15 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
             return
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
-        for name in (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json",
-                     "runinfo.json"):
-            (out / name).unlink(missing_ok=True)
+        # only the files a run writes: anything else of the user's in the folder stays
+        stages = sorted((out / REFINE_DIR).glob("*/")) if (out / REFINE_DIR).is_dir() else []
+        for folder in (out, *stages):
+            for name in (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json",
+                         "runinfo.json"):
+                (folder / name).unlink(missing_ok=True)
+        for folder in (*stages, out / REFINE_DIR):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -230,38 +262,57 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     extra_info: dict[str, Any] | None = None,
+    *,
+    boxes: list[InputMapping] | None = None,
+    val_boxes: list[InputMapping] | None = None,
+    stage_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train a keypoint model on ``train_frames``; returns a summary (also in ``runinfo.json``)."""
+    """Train a keypoint model on ``train_frames``; returns a summary (also in ``runinfo.json``).
+
+    With ``config.refine.share > 0`` and keypoint groups to refine (by default the eye and
+    pupil points), the first stage gets ``1 - share`` of the budget and a second, top-down
+    stage per group (:mod:`vit_facemap.refine`) the rest, saved in ``out/refine/<group>/``.
+    ``boxes`` / ``val_boxes`` (one crop box per frame) and ``stage_info`` are how that
+    second stage is trained; callers leave them out.
+    """
     out = Path(out)
     prepare_run_dir(out, overwrite, resume)
     device = resolve_device(device)
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     frame_size = _frame_size(train_frames)
-    mapping = crop_mapping(config, train_frames.keypoints, frame_size)
+    mapping = None if boxes is not None else crop_mapping(config, train_frames.keypoints, frame_size)
     run_config = {
         "train": asdict(config), "bodyparts": list(train_frames.bodyparts),
-        "frame_size": list(frame_size), "mapping": asdict(mapping),
-        "channels": config.model.channels,
+        "frame_size": list(frame_size), "mapping": None if mapping is None else asdict(mapping),
+        "channels": config.model.channels, **(stage_info or {}),
     }
     if resume:
         saved = json.loads((out / CONFIG_FILE).read_text())
         if saved["bodyparts"] != run_config["bodyparts"]:
             raise DataError("the run to resume was trained on other keypoints", out / CONFIG_FILE)
-        mapping = InputMapping(**saved["mapping"])
+        if boxes is None:
+            mapping = InputMapping(**saved["mapping"])
         run_config = saved
         config = TrainConfig.from_dict(saved["train"])
     else:
         write_json(run_config, out / CONFIG_FILE)
+    recipe = config
+    groups = (refine_groups(train_frames.bodyparts, config.refine)
+              if config.refine.share > 0 and boxes is None else {})
+    if groups:
+        config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
 
     t_load = time.perf_counter()
-    x_tr, k_tr = load_inputs(train_frames, mapping, config.model.channels, frame_size, progress)
+    x_tr, k_tr = load_inputs(train_frames, boxes if boxes is not None else mapping,
+                             config.model.channels, frame_size, progress)
     augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed)
     train_ds = KeypointDataset(x_tr, k_tr, augmenter)
     val_x = None
-    if val_frames is not None and len(val_frames):
-        vx, _ = load_inputs(val_frames, mapping, config.model.channels, frame_size, progress)
+    val_map = val_boxes if boxes is not None else mapping
+    if val_frames is not None and len(val_frames) and val_map is not None:
+        vx, _ = load_inputs(val_frames, val_map, config.model.channels, frame_size, progress)
         val_x = torch.from_numpy(normalise(vx))
     load_s = time.perf_counter() - t_load
 
@@ -348,8 +399,7 @@ def fit(
         if val_x is not None and due:
             last_val_step = step
             pred, _ = predict_inputs(model, val_x, device)
-            err = errors_px(mapping.for_frame_size(frame_size, frame_size).to_frame(pred),
-                            val_frames.keypoints)
+            err = errors_px(to_frame(val_map, pred), val_frames.keypoints)
             row["val_mean_px"] = float(np.nanmean(err))
             row["val_median_px"] = float(np.nanmedian(err))
             score = row["val_mean_px"]
@@ -381,8 +431,56 @@ def fit(
     }
     write_json({"train": train_frames.index,
                 "val": [] if val_frames is None else val_frames.index}, out / "split.json")
-    write_json(describe(config, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
+    if groups:
+        # written before the second stage starts, so an interrupted run still describes stage 1
+        write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
+        summary["refine"] = {}
+        for name, idx in groups.items():
+            s2 = _fit_refine(recipe, name, idx, len(groups), train_frames, val_frames, out, device,
+                             resume, progress)
+            summary["refine"][name] = s2
+            summary["train_s"] += s2["train_s"]
+    write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
+
+
+def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.ndarray:
+    """Input pixels (N, K, 2) -> frame pixels, through one crop box or one per frame."""
+    if isinstance(mapping, InputMapping):
+        return mapping.to_frame(uv)
+    return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
+
+
+def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
+                train_frames: LabeledFrames, val_frames: LabeledFrames | None, out: Path,
+                device: str, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train one group's second stage on crops around its keypoints (:mod:`vit_facemap.refine`)."""
+    rc = recipe.refine
+    parts = [train_frames.bodyparts[i] for i in idx]
+    run1 = json.loads((out / CONFIG_FILE).read_text())
+    m1 = InputMapping(**run1["mapping"])
+    side = crop_side(train_frames.keypoints, idx, max(m1.box_w, m1.box_h), rc)
+    rows, boxes = training_crops(train_frames.keypoints, idx, side, rc, recipe.seed)
+    crops = LabeledFrames(train_frames.root, [train_frames.index[r] for r in rows],
+                          train_frames.keypoints[rows][:, idx], parts, train_frames.scorer)
+    config = recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
+    val_crops, val_boxes = None, None
+    if val_frames is not None and len(val_frames):
+        # validated where it will work: around the first stage's estimates, not the labels
+        model1, run1 = load_run(out, device)
+        vx, _ = load_inputs(val_frames, m1, recipe.model.channels, tuple(run1["frame_size"]))
+        pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device)
+        centres = group_centres(m1.to_frame(pred1), idx)
+        ok = np.isfinite(centres).all(-1)
+        val_crops = LabeledFrames(val_frames.root, [val_frames.index[r] for r in np.flatnonzero(ok)],
+                                  val_frames.keypoints[ok][:, idx], parts, val_frames.scorer)
+        val_boxes = crop_mappings(centres[ok], side, rc.input_size)
+    folder = out / REFINE_DIR / name
+    again = resume and (folder / STATE_FILE).is_file()
+    info = {"refine_of": {"group": name, "parts": parts, "indices": idx, "side_px": side,
+                          "frame_size": list(_frame_size(train_frames))}}
+    return fit(config, crops, folder, val_crops, device=device, overwrite=not again, resume=again,
+               progress=progress, boxes=boxes, val_boxes=val_boxes, stage_info=info)
 
 
 def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: TrainConfig,

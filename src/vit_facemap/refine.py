@@ -1,0 +1,146 @@
+"""Second, top-down stage of the tracker: the eye (or other parts) seen again on a crop.
+
+The first stage sees the whole face box shrunk to the model input: on ``schroeder`` one
+input pixel is about four frame pixels and the pupil is five input pixels wide, so a
+pupil point cannot be placed to a few frame pixels however well the network learns. The
+second stage is a keypoint model of the same family trained on square crops around the
+eye (``factor`` times the eye's typical extent in the training labels, resized to
+``input_size``), at close to the frame's own resolution. At prediction time the crop is
+centred on the first stage's estimate of the refined keypoints, and their positions and
+confidences are replaced by the second stage's.
+
+Training crops are centred on the labels' centre, shifted by up to ``jitter`` of the crop
+side and resized by up to ``zoom``, so the second stage learns to work from an imperfect
+first estimate; ``copies`` such crops are cut per labeled frame.
+
+Keypoints are refined in groups, one second-stage network per group, each with an equal
+part of ``share`` of the budget. By default (``auto="eye"``) the one group is every
+keypoint whose name holds "eye" or "pupil"; ``auto="parts"`` also makes groups of the
+nose, whisker and mouth points; ``groups`` names them explicitly. A group of one point
+has no extent, so its crop side is ``point_side`` of the first stage's box. The run
+keeps each group's network in ``<run>/refine/<group>/`` (an ordinary run folder whose
+``config.json`` names the refined keypoints and the crop side), so a run without that
+folder predicts with one stage.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vit_facemap.transforms import InputMapping
+
+REFINE_DIR = "refine"
+# groups made from keypoint names (a name joins the first group with one of its words)
+AUTO_GROUPS = {
+    "eye": ("eye", "pupil"),
+    "nose": ("nose",),
+    "whisker": ("whisker",),
+    "mouth": ("mouth", "lip", "jaw", "chin", "tongue"),
+}
+AUTO = ("eye", "parts")
+
+
+@dataclass
+class RefineConfig:
+    share: float = 0.3          # share of the training budget (steps and minutes) for stage 2; 0: off
+    groups: list[list[str]] = field(default_factory=list)  # keypoint groups; empty: see auto
+    auto: str = "eye"           # eye: the eye and pupil points | parts: eye, nose, whisker, mouth
+    factor: float = 2.0         # crop side, in units of the group's median extent
+    point_side: float = 0.2     # a one-point group's crop side, as a share of the first stage's box
+    input_size: int = 128       # crop side in model input pixels
+    jitter: float = 0.12        # training crop centre shift, uniform, in crop sides
+    zoom: float = 0.15          # training crop side scaled by a factor in [1 - zoom, 1 + zoom]
+    copies: int = 4             # training crops cut per labeled frame
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share < 1.0:
+            raise ValueError(f"refine share must be in [0, 1), got {self.share}")
+        if self.factor <= 0 or self.input_size < 16 or self.copies < 1:
+            raise ValueError("refine factor must be > 0, input_size >= 16 and copies >= 1")
+        if self.auto not in AUTO:
+            raise ValueError(f"refine auto must be one of {AUTO}, got {self.auto!r}")
+        self.groups = [[str(p) for p in g] for g in self.groups]
+
+
+def refine_groups(bodyparts: Sequence[str], config: RefineConfig) -> dict[str, list[int]]:
+    """Group name -> indices of the keypoints that group's second stage refines (empty: none)."""
+    names = list(bodyparts)
+    if config.groups:
+        out = {}
+        for i, group in enumerate(config.groups, 1):
+            unknown = [p for p in group if p not in names]
+            if unknown:
+                raise ValueError(f"refine group {group} names {unknown}, which are not among the "
+                                 f"keypoints {names}")
+            out[f"group{i}"] = [names.index(p) for p in group]
+        return out
+    wanted = ["eye"] if config.auto == "eye" else list(AUTO_GROUPS)
+    out = {}
+    for i, n in enumerate(names):
+        group = next((g for g, words in AUTO_GROUPS.items()
+                      if any(w in n.lower() for w in words)), None)
+        if group in wanted:
+            out.setdefault(group, []).append(i)
+    return out
+
+
+def group_centres(keypoints: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+    """Centre (N, 2) of each frame's points ``idx``: the middle of their bounding box (NaN if none)."""
+    kp = np.asarray(keypoints, dtype=np.float64)[:, list(idx)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames are expected
+        return (np.nanmin(kp, axis=1) + np.nanmax(kp, axis=1)) / 2
+
+
+def group_extent(keypoints: np.ndarray, idx: Sequence[int]) -> float:
+    """Median over frames of the larger side of the points' bounding box (0 for a single point)."""
+    kp = np.asarray(keypoints, dtype=np.float64)[:, list(idx)]
+    n_vis = (~np.isnan(kp).any(-1)).sum(1)
+    if not n_vis.any():
+        raise ValueError("no training frame has any of the refined keypoints labeled")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        side = np.nanmax(np.nanmax(kp, axis=1) - np.nanmin(kp, axis=1), axis=-1)
+    side = side[(n_vis >= 2) & np.isfinite(side)]
+    return float(np.median(side)) if len(side) else 0.0
+
+
+def crop_side(keypoints: np.ndarray, idx: Sequence[int], box_side: float, config: RefineConfig
+              ) -> float:
+    """A group's crop side in frame pixels: ``factor`` extents, or ``point_side`` of the box
+    for a group without extent (one point)."""
+    extent = group_extent(keypoints, idx)
+    return max(config.factor * extent if extent > 0 else config.point_side * box_side, 8.0)
+
+
+def crop_mappings(centres: np.ndarray, sides: np.ndarray | float, input_size: int) -> list[InputMapping]:
+    """Square crop boxes of the given sides around ``centres`` (frame pixels), one per frame."""
+    centres = np.asarray(centres, dtype=np.float64)
+    sides = np.broadcast_to(np.asarray(sides, dtype=np.float64), (len(centres),))
+    out = []
+    for (cx, cy), s in zip(centres, sides, strict=True):
+        s = max(1, int(round(s)))
+        out.append(InputMapping(int(round(cx - s / 2)), int(round(cy - s / 2)), s, s,
+                                input_size, input_size))
+    return out
+
+
+def training_crops(keypoints: np.ndarray, idx: Sequence[int], side: float, config: RefineConfig,
+                   seed: int) -> tuple[np.ndarray, list[InputMapping]]:
+    """Rows of the frames to repeat and one jittered crop box per repeat.
+
+    Frames without any refined point labeled are left out. Each kept frame appears
+    ``config.copies`` times in a row (so a loader reads its image once).
+    """
+    rng = np.random.default_rng(seed)
+    centres = group_centres(keypoints, idx)
+    rows = np.flatnonzero(np.isfinite(centres).all(-1))
+    rows = np.repeat(rows, config.copies)
+    shift = rng.uniform(-config.jitter, config.jitter, (len(rows), 2)) * side
+    sides = side * rng.uniform(1 - config.zoom, 1 + config.zoom, len(rows))
+    return rows, crop_mappings(centres[rows] + shift, sides, config.input_size)
+

@@ -1,0 +1,189 @@
+"""The tracker's second, top-down stage: crop geometry, training, run folders, prediction."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from vit_facemap.datasets import load_inputs
+from vit_facemap.dlc import read_labels
+from vit_facemap.images import load_image
+from vit_facemap.predict import load_predictor
+from vit_facemap.refine import (
+    RefineConfig,
+    crop_mappings,
+    crop_side,
+    group_centres,
+    group_extent,
+    refine_groups,
+    training_crops,
+)
+from vit_facemap.synthetic import write_synthetic_set
+from vit_facemap.train import TrainConfig, fit, profile_config
+from vit_facemap.transforms import InputMapping
+
+SCHROEDER = ["nose", "leftpupil", "dorsalpupil", "rightpupil", "ventralpupil",
+             "lefteyelid", "dorsaleyelid", "righteyelid", "ventraleyelid"]
+
+
+@pytest.fixture(scope="module")
+def eye_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refine") / "set"
+    write_synthetic_set(folder, n_frames=12, n_videos=2, seed=3, size=(96, 72), layout="schroeder",
+                        p_missing=0.1)
+    return folder
+
+
+def _config(share=0.5) -> TrainConfig:
+    cfg = profile_config("test")
+    cfg.steps, cfg.num_threads = 8, 1
+    cfg.refine = RefineConfig(share=share, input_size=32, copies=2)
+    return cfg
+
+
+def test_refined_groups_by_name():
+    assert refine_groups(SCHROEDER, RefineConfig()) == {"eye": list(range(1, 9))}
+    assert refine_groups(SCHROEDER, RefineConfig(auto="parts")) == {"nose": [0],
+                                                                   "eye": list(range(1, 9))}
+    g7 = ["eye top", "eye front", "nose tip", "whisker 1", "Lip", "ear"]
+    assert refine_groups(g7, RefineConfig()) == {"eye": [0, 1]}
+    assert refine_groups(g7, RefineConfig(auto="parts")) == {
+        "eye": [0, 1], "nose": [2], "whisker": [3], "mouth": [4]}  # the ear stays in stage 1
+    assert refine_groups(g7, RefineConfig(groups=[["nose tip", "ear"], ["Lip"]])) == {
+        "group1": [2, 5], "group2": [4]}
+    assert refine_groups(["nose", "mouth"], RefineConfig()) == {}
+    with pytest.raises(ValueError, match="not among the keypoints"):
+        refine_groups(g7, RefineConfig(groups=[["pupil"]]))
+    with pytest.raises(ValueError, match="share"):
+        RefineConfig(share=1.0)
+    with pytest.raises(ValueError, match="auto"):
+        RefineConfig(auto="all")
+
+
+def test_centres_and_extent_by_hand():
+    kp = np.array([
+        [[0, 0], [10, 4], [4, 2]],          # box 0..10 x 0..4: centre (5, 2), side 10
+        [[2, 2], [np.nan, np.nan], [8, 10]],  # centre (5, 6), side 8
+        [[np.nan, np.nan], [np.nan, np.nan], [1, 1]],  # one point: its own centre, no extent
+        [[np.nan, np.nan]] * 3,             # nothing labeled
+    ], float)
+    c = group_centres(kp, [0, 1, 2])
+    np.testing.assert_allclose(c[:3], [[5, 2], [5, 6], [1, 1]])
+    assert np.isnan(c[3]).all()
+    assert group_extent(kp, [0, 1, 2]) == pytest.approx(9.0)  # median of 10 and 8
+    assert group_extent(kp[2:], [0, 1, 2]) == 0.0  # a lone point has no extent
+    with pytest.raises(ValueError, match="any of the refined"):
+        group_extent(kp[3:], [0, 1, 2])
+    cfg = RefineConfig(factor=2.0, point_side=0.1)
+    assert crop_side(kp, [0, 1, 2], 400.0, cfg) == pytest.approx(18.0)
+    assert crop_side(kp[2:3], [0, 1, 2], 400.0, cfg) == pytest.approx(40.0)  # 0.1 of the box
+
+
+def test_crop_boxes_round_trip():
+    (m,) = crop_mappings(np.array([[50.0, 40.0]]), 20.0, 64)
+    assert (m.x0, m.y0, m.box_w, m.box_h, m.input_w) == (40, 30, 20, 20, 64)
+    pts = np.array([[50.0, 40.0], [41.5, 49.0]])
+    np.testing.assert_allclose(m.to_frame(m.to_input(pts)), pts)
+    # the centre lands in the middle of the input
+    np.testing.assert_allclose(m.to_input(np.array([49.5, 39.5])), [31.5, 31.5])
+
+
+def test_training_crops_are_seeded_and_jittered():
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(100, 140, (5, 3, 2))
+    kp[2] = np.nan  # a frame without the eye is left out
+    cfg = RefineConfig(jitter=0.1, zoom=0.2, copies=3)
+    rows, boxes = training_crops(kp, [0, 1, 2], 50.0, cfg, seed=4)
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1, 3, 3, 3, 4, 4, 4]
+    rows2, boxes2 = training_crops(kp, [0, 1, 2], 50.0, cfg, seed=4)
+    assert boxes == boxes2
+    centres = group_centres(kp, [0, 1, 2])[rows]
+    for b, c in zip(boxes, centres, strict=True):
+        assert 40 - 1 <= b.box_w <= 60 + 1
+        mid = np.array([b.x0 + b.box_w / 2, b.y0 + b.box_h / 2])
+        assert np.abs(mid - c).max() <= 0.1 * 50 + 1
+    assert len({(b.x0, b.y0) for b in boxes}) > 4  # copies differ
+
+
+def test_load_inputs_per_frame_boxes(eye_set):
+    frames = read_labels(eye_set).subset([0, 0, 1])
+    boxes = [InputMapping(10, 5, 40, 40, 32, 32), InputMapping(20, 5, 40, 40, 32, 32),
+             InputMapping(10, 5, 40, 40, 32, 32)]
+    x, k = load_inputs(frames, boxes, 1)
+    assert x.shape == (3, 32, 32, 1)
+    # the same frame through shifted boxes: the picture moves by the shift (10 px = 8 input px)
+    np.testing.assert_allclose(k[0] - k[1], np.tile([8.0, 0.0], (k.shape[1], 1)), atol=1e-4,
+                               equal_nan=True)
+    with pytest.raises(ValueError, match="crop boxes"):
+        load_inputs(frames, boxes[:2], 1)
+
+
+def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
+    frames = read_labels(eye_set)
+    v = frames.videos
+    tr, va = frames.subset(v == v[0]), frames.subset(v != v[0])
+    run = tmp_path / "run"
+    s = fit(_config(0.5), tr, run, va, device="cpu", progress=False)
+    assert s["steps"] == 4 and s["refine"]["eye"]["steps"] == 4  # the step budget is shared
+    saved = json.loads((run / "refine" / "eye" / "config.json").read_text())
+    assert saved["refine_of"]["parts"] == SCHROEDER[1:]
+    assert saved["mapping"] is None and saved["bodyparts"] == SCHROEDER[1:]
+    both, first = load_predictor(run, "cpu"), load_predictor(run, "cpu", refine=False)
+    assert len(both.refiners) == 1 and first.refiners == []
+    images = np.stack([load_image(p) for p in va.image_paths])
+    kp2, c2 = both.predict(images)
+    kp1, c1 = first.predict(images)
+    assert kp2.shape == kp1.shape == (len(va), 9, 2)
+    np.testing.assert_array_equal(kp2[:, 0], kp1[:, 0])  # the nose is the first stage's
+    assert not np.allclose(kp2[:, 1:], kp1[:, 1:])
+    assert np.all((c2 >= 0) & (c2 <= 1))
+    # the second stage alone cannot place a whole frame
+    with pytest.raises(ValueError, match="second-stage"):
+        both.refiners[0].predict(images)
+    # retraining the folder as one stage removes the stale second stage, nothing else
+    (run / "notes.txt").write_text("mine")
+    fit(_config(0.0), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert not (run / "refine").exists() and (run / "notes.txt").read_text() == "mine"
+    assert load_predictor(run, "cpu").refiners == []
+
+
+def test_one_network_per_group(eye_set, tmp_path):
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.refine.auto = "parts"
+    s = fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert sorted(s["refine"]) == ["eye", "nose"]
+    assert s["refine"]["eye"]["steps"] == s["refine"]["nose"]["steps"] == 2  # 4 steps shared
+    nose = json.loads((tmp_path / "run" / "refine" / "nose" / "config.json").read_text())
+    assert nose["refine_of"]["indices"] == [0]
+    box = json.loads((tmp_path / "run" / "config.json").read_text())["mapping"]
+    # a lone point has no extent: its crop is point_side of the first stage's box (or 8 px)
+    assert nose["refine_of"]["side_px"] == pytest.approx(
+        max(0.2 * max(box["box_w"], box["box_h"]), 8.0))
+    p = load_predictor(tmp_path / "run", "cpu")
+    assert [r.refine_of["group"] for r in p.refiners] == ["eye", "nose"]
+    kp, conf = p.predict(np.stack([load_image(q) for q in frames.image_paths[:3]]))
+    assert kp.shape == (3, 9, 2) and np.isfinite(kp).all()
+
+
+def test_two_stage_run_resumes(eye_set, tmp_path):
+    frames = read_labels(eye_set)
+    run = tmp_path / "run"
+    fit(_config(0.5), frames, run, None, device="cpu", progress=False)
+    for folder in (run, run / "refine" / "eye"):
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["train"]["steps"] = 12 if folder == run else 6
+        (folder / "config.json").write_text(json.dumps(cfg))
+    s = fit(_config(0.5), frames, run, None, device="cpu", resume=True, progress=False)
+    assert s["steps"] == 6 and s["refine"]["eye"]["steps"] == 6
+
+
+def test_old_configs_train_one_stage():
+    d = asdict(TrainConfig())
+    d.pop("refine")
+    assert TrainConfig.from_dict(d).refine.share == 0.0
+    assert TrainConfig().refine.share > 0  # the recipe has the second stage
+    st = TrainConfig(steps=1000, warmup_steps=100, max_minutes=10.0).stage(0.3, input_w=64)
+    assert (st.steps, st.warmup_steps, st.max_minutes, st.model.input_w) == (300, 30, 3.0, 64)
+    assert st.refine.share == 0.0
