@@ -45,11 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--predict", action="append", default=[],
                    help="also score the same trained ViTs with another prediction-time "
                         "setting, key=v1,v2 (tta, decision)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training setting on top of the profile (e.g. ensemble=3)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
-    settings = StudySettings(profile=args.profile, n_splits=args.folds, seed=args.seed)
+    settings = StudySettings(profile=args.profile, n_splits=args.folds, seed=args.seed,
+                             overrides=dict(_setting(s) for s in args.set))
     results: dict = {}
     with timed() as total:
         schroeder = real_set("schroeder", args.data_root)
@@ -78,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     write_json(results, args.json)
     print(f"-> {args.json} ({total['wall_s']:.0f} s)")
     return 0
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as JSON where it parses (numbers, true), else text."""
+    import json
+
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _variants(study, settings: list[str]) -> dict[str, dict]:

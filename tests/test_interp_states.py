@@ -145,6 +145,44 @@ def test_mirror_tta_averages_the_view_and_its_mirror(gen_set):
         profile_config("test", tta="flip")
 
 
+def test_ensemble_averages_its_members(gen_set, tmp_path):
+    from vit_facemap.classifier import load_frames
+    from vit_facemap.rollout import attention_rollout
+
+    frames = load_frames(gen_set.paths)
+    clf = FacialStateClassifier(profile_config("test", ensemble=3, tta="none"), gen_set.classes)
+    clf.fit(frames, gen_set.labels, gen_set.eyes, progress=False)
+    assert len(clf.vits) == 3
+    x = clf.inputs(clf.crops(frames, gen_set.eyes))
+    with torch.no_grad():
+        each = [m(x).softmax(-1).numpy() for m, _ in clf.vits]
+    assert not np.allclose(each[0], each[1], atol=1e-4)  # seeds differ, else the test is void
+    p = clf.predict_proba(frames, gen_set.eyes)
+    np.testing.assert_allclose(p, np.mean(each, 0), atol=1e-5)
+    # member 0 is the single model of the same seed: an ensemble only adds members
+    one = FacialStateClassifier(profile_config("test", tta="none"), gen_set.classes)
+    one.fit(frames, gen_set.labels, gen_set.eyes, progress=False)
+    np.testing.assert_allclose(one.predict_proba(frames, gen_set.eyes), each[0], atol=1e-5)
+    clf.save(tmp_path / "ens")
+    again = FacialStateClassifier.load(tmp_path / "ens")
+    np.testing.assert_allclose(again.predict_proba(frames, gen_set.eyes), p, atol=1e-5)
+    # a file with fewer members than its config names is refused
+    cfg = json.loads((tmp_path / "ens" / "config.json").read_text())
+    cfg["config"]["ensemble"] = 4
+    (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match="ViT 4 of the ensemble"):
+        FacialStateClassifier.load(tmp_path / "ens")
+    with pytest.raises(ValueError, match="ensemble"):
+        profile_config("test", ensemble=0)
+    # the interpretation study maps an ensemble by its members' mean map
+    from vit_facemap.interpretation import StudySettings, _vit_maps
+
+    res = _vit_maps(clf, clf.crops(frames[:2], gen_set.eyes[:2]),
+                    StudySettings(deletion_steps=2, random_orders=1), np.random.default_rng(0))
+    want = np.mean([attention_rollout(m, x[:2]).maps for m, _ in clf.vits], 0)
+    np.testing.assert_allclose(res["maps"], want, atol=1e-6)
+
+
 def test_classify_cli(gen_set, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["classify", "train", "--data", str(gen_set.root), "--out", str(run),

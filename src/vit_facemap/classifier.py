@@ -96,6 +96,9 @@ class ClassifierConfig:
     # mirrors too, and a left or right eye is the same eye); "mirror-zoom": also over views
     # 0.9 and 1.1 times as wide; "none": the view alone
     tta: str = "mirror"
+    # ViTs trained with seeds seed, seed + 1, ...; their class probabilities (and geometry)
+    # are averaged
+    ensemble: int = 1
     # HOG + RF
     hog_size: int = 128
     n_trees: int = 500
@@ -118,6 +121,8 @@ class ClassifierConfig:
         if self.decision not in DECISIONS:
             raise ValueError(f"unknown decision {self.decision!r}; choose one of "
                              f"{', '.join(DECISIONS)}")
+        if int(self.ensemble) < 1:
+            raise ValueError(f"ensemble must be at least 1 ViT, got {self.ensemble}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
@@ -327,6 +332,13 @@ class FacialStateClassifier:
     geometry: GeometryHead | None = None  # ViT trained with measures: their regression head
     measure_names: list[str] = field(default_factory=list)
     rule: dict[str, Any] | None = None  # ratio threshold between the classes (decision="ratio")
+    # further ViTs of an ensemble (config.ensemble > 1), each with its geometry head
+    members: list[tuple[Any, GeometryHead | None]] = field(default_factory=list)
+
+    @property
+    def vits(self) -> list[tuple[Any, GeometryHead | None]]:
+        """Every ViT of the classifier with its geometry head (one unless an ensemble)."""
+        return [(self.model, self.geometry), *self.members] if self.config.model == "vit" else []
 
     # ----- inputs --------------------------------------------------------------------
     def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
@@ -397,7 +409,9 @@ class FacialStateClassifier:
                 measures = np.concatenate([measures, np.asarray(e_measures, np.float64)])
         else:
             measures = None
-        self.model = self._fit_vit(crops, labels, measures, progress)
+        trained = [self._fit_vit(crops, labels, measures, progress, c.seed + i)
+                   for i in range(c.ensemble)]
+        (self.model, self.geometry), self.members = trained[0], trained[1:]
         return self
 
     @property
@@ -405,10 +419,10 @@ class FacialStateClassifier:
         return HogConfig()
 
     def _fit_vit(self, crops: np.ndarray, labels: np.ndarray, measures: np.ndarray | None,
-                 progress: bool) -> torch.nn.Module:
+                 progress: bool, seed: int) -> tuple[torch.nn.Module, GeometryHead | None]:
         c = self.config
-        torch.manual_seed(c.seed)
-        gen = torch.Generator().manual_seed(c.seed)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
         model = make_vit(c, len(self.classes))
         if c.init_weights:
             load_vit_weights(model, c.init_weights)
@@ -461,8 +475,8 @@ class FacialStateClassifier:
         model.eval()
         if head is not None:
             head.eval()
-            self.geometry = head.cpu()
-        return model.cpu()
+            head = head.cpu()
+        return model.cpu(), head
 
     # ----- prediction ----------------------------------------------------------------
     def inputs(self, crops: np.ndarray) -> torch.Tensor | np.ndarray:
@@ -495,24 +509,30 @@ class FacialStateClassifier:
     @torch.no_grad()
     def _vit_outputs(self, crops: np.ndarray, batch_size: int
                      ) -> tuple[np.ndarray, np.ndarray | None]:
-        self.model.eval()
+        """Class probabilities and geometry, each averaged over views and ensemble members."""
+        vits = self.vits
         probs, geo = [], []
+        views = TTA_VIEWS[self.config.tta]
         for i in range(0, len(crops), batch_size):
             x = self.inputs(crops[i:i + batch_size])
-            pre = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-            p = torch.zeros(len(x), len(self.classes))
-            views = TTA_VIEWS[self.config.tta]
+            inputs = []
             for zoom, mirror in views:
                 v = x if zoom == 1.0 else _view(crops[i:i + batch_size], self.config.image_size,
                                                 zoom=zoom)
-                v = v.flip(-1) if mirror else v
-                pv = pre if (zoom, mirror) == (1.0, False) else self.model.forward_head(
-                    self.model.forward_features(v), pre_logits=True)
-                p += self.model.head(pv).softmax(-1) / len(views)
+                inputs.append(v.flip(-1) if mirror else v)
+            p = torch.zeros(len(x), len(self.classes))
+            g_sum = None
+            for model, g in vits:
+                model.eval()
+                for j, v in enumerate(inputs):
+                    pre = model.forward_head(model.forward_features(v), pre_logits=True)
+                    p += model.head(pre).softmax(-1) / (len(views) * len(vits))
+                    if j == 0 and g is not None:  # geometry is read from the plain view
+                        out = (g(pre) * g.std + g.mean) / len(vits)
+                        g_sum = out if g_sum is None else g_sum + out
             probs.append(p.numpy())
-            if self.geometry is not None:
-                g = self.geometry
-                geo.append((g(pre) * g.std + g.mean).numpy())
+            if g_sum is not None:
+                geo.append(g_sum.numpy())
         if not probs:
             return np.zeros((0, len(self.classes))), None
         return np.concatenate(probs), np.concatenate(geo) if geo else None
@@ -550,11 +570,15 @@ class FacialStateClassifier:
         tensors: dict[str, torch.Tensor] = {}
         if self.locator is not None:
             tensors.update(self.locator.state_dict())
-        if self.geometry is not None:
-            tensors.update({f"geometry.{k}": v.contiguous()
-                            for k, v in self.geometry.state_dict().items()})
         if self.config.model == "vit":
-            tensors.update({f"vit.{k}": v.contiguous() for k, v in self.model.state_dict().items()})
+            # member 0 keeps the prefixes of runs saved before ensembles existed
+            for i, (model, geometry) in enumerate(self.vits):
+                tag = "" if i == 0 else str(i)
+                tensors.update({f"vit{tag}.{k}": v.contiguous()
+                                for k, v in model.state_dict().items()})
+                if geometry is not None:
+                    tensors.update({f"geometry{tag}.{k}": v.contiguous()
+                                    for k, v in geometry.state_dict().items()})
         else:
             import joblib
 
@@ -581,20 +605,29 @@ class FacialStateClassifier:
             raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
         tensors = load_file(str(run / "model.safetensors")) if (run / "model.safetensors").is_file() else {}
         clf = cls(config, classes, measure_names=measure_names, rule=rule)
-        if measure_names and "geometry.fc.weight" in tensors:
-            clf.geometry = GeometryHead(config.embed_dim, len(measure_names))
-            clf.geometry.load_state_dict({k.removeprefix("geometry."): v
-                                          for k, v in tensors.items()
-                                          if k.startswith("geometry.")})
-            clf.geometry.eval()
         if config.crop == "eye":
             clf.locator = EyeLocator.from_state_dict(config.locator, tensors)
         if config.model == "vit":
-            model = make_vit(config, len(classes))
-            model.load_state_dict({k.removeprefix("vit."): v for k, v in tensors.items()
-                                   if k.startswith("vit.")})
-            model.eval()
-            clf.model = model
+            vits = []
+            for i in range(config.ensemble):
+                tag = "" if i == 0 else str(i)
+                part = {k.removeprefix(f"vit{tag}."): v for k, v in tensors.items()
+                        if k.startswith(f"vit{tag}.")}
+                if not part:
+                    raise DataError(f"ViT {i + 1} of the ensemble of {config.ensemble} is "
+                                    "missing from model.safetensors", run)
+                model = make_vit(config, len(classes))
+                model.load_state_dict(part)
+                model.eval()
+                geometry = None
+                if measure_names and f"geometry{tag}.fc.weight" in tensors:
+                    geometry = GeometryHead(config.embed_dim, len(measure_names))
+                    geometry.load_state_dict({k.removeprefix(f"geometry{tag}."): v
+                                              for k, v in tensors.items()
+                                              if k.startswith(f"geometry{tag}.")})
+                    geometry.eval()
+                vits.append((model, geometry))
+            (clf.model, clf.geometry), clf.members = vits[0], vits[1:]
         else:
             import joblib
 

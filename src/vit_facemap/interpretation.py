@@ -78,17 +78,21 @@ def view_box(region: np.ndarray, eye: np.ndarray, factor: float, size: int) -> n
 def _vit_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
               rng: np.random.Generator) -> dict[str, np.ndarray]:
     x = clf.inputs(crops)
-    r = attention_rollout(clf.model, x, st.head_fusion, st.discard_ratio)
-    out = {"maps": r.maps, "target": r.target, "aucs": [], "random_aucs": [], "curves": [],
-           "random_curves": []}
-    model = clf.model
+    models = [m for m, _ in clf.vits]
+    # an ensemble's map is the mean of its members' maps; its prediction the mean probability
+    maps = np.mean([attention_rollout(m, x, st.head_fusion, st.discard_ratio).maps
+                    for m in models], axis=0)
 
     def predict(stack: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model(torch.from_numpy(stack)[:, None]).softmax(-1).numpy()
+            xs = torch.from_numpy(stack)[:, None]
+            return np.mean([m(xs).softmax(-1).numpy() for m in models], axis=0)
 
     images = [x[i, 0].numpy() for i in range(len(crops))]
-    return _deletion_checks(out, predict, images, list(r.maps), r.target, [0.0] * len(images),
+    target = predict(np.stack(images)).argmax(1)
+    out = {"maps": maps, "target": target, "aucs": [], "random_aucs": [], "curves": [],
+           "random_curves": []}
+    return _deletion_checks(out, predict, images, list(maps), target, [0.0] * len(images),
                             st, rng)
 
 

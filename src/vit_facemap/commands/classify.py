@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda (ViT training)")
     t.add_argument("--profile", choices=PROFILES, default="default")
     t.add_argument("--epochs", type=int, default=None, help="ViT epochs (overrides the profile)")
+    t.add_argument("--ensemble", type=int, default=None,
+                   help="ViTs trained with seeds seed, seed+1, ... and averaged (overrides the profile)")
     t.add_argument("--init-weights", default=None,
                    help="local safetensors file to initialise the ViT from")
     t.add_argument("--no-measures", action="store_true",
@@ -100,6 +102,8 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {"model": args.model, "crop": args.crop, "seed": args.seed, "device": device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.ensemble is not None:
+        overrides["ensemble"] = args.ensemble
     if args.init_weights:
         overrides["init_weights"] = args.init_weights
     config = profile_config(args.profile, **overrides)

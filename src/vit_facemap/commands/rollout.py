@@ -66,11 +66,16 @@ def run(args: argparse.Namespace) -> int:
     proba = clf.predict_proba(frames, boxes)
     if clf.config.model == "vit":
         x = clf.inputs(crops)
+        if args.method == "gradient" and target is None:
+            target = proba.argmax(1)  # an ensemble's members explain the ensemble's class
+        # an ensemble's map is the mean of its members' maps
         if args.method == "gradient":
-            maps = gradient_rollout(clf.model, x, target=target,
-                                    discard_ratio=args.discard_ratio).maps
+            maps = np.mean([gradient_rollout(m, x, target=target,
+                                             discard_ratio=args.discard_ratio).maps
+                            for m, _ in clf.vits], axis=0)
         else:
-            maps = attention_rollout(clf.model, x, args.head_fusion, args.discard_ratio).maps
+            maps = np.mean([attention_rollout(m, x, args.head_fusion, args.discard_ratio).maps
+                            for m, _ in clf.vits], axis=0)
         views = center_view(crops, clf.config.image_size * 4)
         kind = f"attention {args.method}"
     else:
