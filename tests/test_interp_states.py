@@ -174,6 +174,22 @@ def test_ensemble_averages_its_members(gen_set, tmp_path):
         FacialStateClassifier.load(tmp_path / "ens")
     with pytest.raises(ValueError, match="ensemble"):
         profile_config("test", ensemble=0)
+    # geometry is read from the plain view whatever the test-time views (and averaged)
+    from dataclasses import replace
+
+    from vit_facemap.classifier import RATIO
+
+    geo = FacialStateClassifier(profile_config("test", ensemble=2, tta="mirror-zoom"),
+                                gen_set.classes)
+    ratios = np.linspace(0.2, 0.4, len(frames))[:, None]
+    geo.fit(frames, gen_set.labels, gen_set.eyes, progress=False, measures=ratios,
+            measure_names=[RATIO])
+    with torch.no_grad():
+        want_geo = np.mean([(g(m.forward_head(m.forward_features(x), pre_logits=True)) * g.std
+                             + g.mean).numpy() for m, g in geo.vits], 0)
+    np.testing.assert_allclose(geo.predict_measures(frames, gen_set.eyes), want_geo, atol=1e-5)
+    geo.config = replace(geo.config, tta="none")
+    np.testing.assert_allclose(geo.predict_measures(frames, gen_set.eyes), want_geo, atol=1e-5)
     # the interpretation study maps an ensemble by its members' mean map
     from vit_facemap.interpretation import StudySettings, _vit_maps
 

@@ -4,10 +4,12 @@ import json
 from dataclasses import asdict
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from vit_facemap.datasets import load_inputs
 from vit_facemap.dlc import read_labels
+from vit_facemap.errors import DataError
 from vit_facemap.images import load_image
 from vit_facemap.predict import load_predictor
 from vit_facemap.refine import (
@@ -55,6 +57,8 @@ def test_refined_groups_by_name():
     assert refine_groups(["nose", "mouth"], RefineConfig()) == {}
     with pytest.raises(ValueError, match="not among the keypoints"):
         refine_groups(g7, RefineConfig(groups=[["pupil"]]))
+    with pytest.raises(ValueError, match="overlap"):
+        refine_groups(g7, RefineConfig(groups=[["nose tip", "ear"], ["ear"]]))
     with pytest.raises(ValueError, match="share"):
         RefineConfig(share=1.0)
     with pytest.raises(ValueError, match="auto"):
@@ -175,8 +179,31 @@ def test_two_stage_run_resumes(eye_set, tmp_path):
         cfg = json.loads((folder / "config.json").read_text())
         cfg["train"]["steps"] = 12 if folder == run else 6
         (folder / "config.json").write_text(json.dumps(cfg))
+    rows_before = pd.read_csv(run / "refine" / "eye" / "metrics.csv")
     s = fit(_config(0.5), frames, run, None, device="cpu", resume=True, progress=False)
     assert s["steps"] == 6 and s["refine"]["eye"]["steps"] == 6
+    # continued, not retrained: the earlier epochs' rows are kept
+    rows = pd.read_csv(run / "refine" / "eye" / "metrics.csv")
+    assert len(rows) > len(rows_before)
+    np.testing.assert_allclose(rows["train_loss"][: len(rows_before)], rows_before["train_loss"])
+
+
+def test_unfinished_or_unlabeled_second_stage(eye_set, tmp_path):
+    frames = read_labels(eye_set)
+    run = tmp_path / "run"
+    fit(_config(0.5), frames, run, None, device="cpu", progress=False)
+    (run / "refine" / "eye" / "runinfo.json").unlink()  # as if stopped during stage 2
+    with pytest.warns(RuntimeWarning, match="did not finish"):
+        p = load_predictor(run, "cpu")
+    assert p.refiners == []
+    # a group with no label at all is refused before any training
+    empty = frames.subset(np.arange(len(frames)))
+    empty.keypoints[:, 0] = np.nan
+    cfg = _config(0.5)
+    cfg.refine.auto = "parts"
+    with pytest.raises(DataError, match="no labeled point"):
+        fit(cfg, empty, tmp_path / "run2", None, device="cpu", progress=False)
+    assert not (tmp_path / "run2" / "model.safetensors").exists()
 
 
 def test_old_configs_train_one_stage():

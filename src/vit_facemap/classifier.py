@@ -524,10 +524,10 @@ class FacialStateClassifier:
             g_sum = None
             for model, g in vits:
                 model.eval()
-                for j, v in enumerate(inputs):
+                for view, v in zip(views, inputs, strict=True):
                     pre = model.forward_head(model.forward_features(v), pre_logits=True)
                     p += model.head(pre).softmax(-1) / (len(views) * len(vits))
-                    if j == 0 and g is not None:  # geometry is read from the plain view
+                    if view == (1.0, False) and g is not None:  # geometry: the plain view
                         out = (g(pre) * g.std + g.mean) / len(vits)
                         g_sum = out if g_sum is None else g_sum + out
             probs.append(p.numpy())

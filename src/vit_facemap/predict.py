@@ -28,7 +28,7 @@ import torch
 
 from vit_facemap.refine import REFINE_DIR, crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
-from vit_facemap.train import CONFIG_FILE, WEIGHTS_FILE, decode, load_run
+from vit_facemap.train import CONFIG_FILE, decode, load_run
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
 
@@ -193,6 +193,11 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
     folder = Path(run_dir) / REFINE_DIR
     stages = sorted(folder.iterdir()) if refine and folder.is_dir() else []
     for stage in stages:
-        if (stage / CONFIG_FILE).is_file() and (stage / WEIGHTS_FILE).is_file():
-            refiners.append(KeypointPredictor(*load_run(stage, device), device))
+        if not (stage / CONFIG_FILE).is_file():
+            continue
+        if not (stage / "runinfo.json").is_file():  # written when a stage's training ends
+            warnings.warn(f"{stage}: this second stage did not finish training (resume the run); "
+                          "its keypoints come from the first stage", RuntimeWarning, stacklevel=2)
+            continue
+        refiners.append(KeypointPredictor(*load_run(stage, device), device))
     return KeypointPredictor(model, run_config, device, refiners=refiners)

@@ -76,6 +76,10 @@ def refine_groups(bodyparts: Sequence[str], config: RefineConfig) -> dict[str, l
             if unknown:
                 raise ValueError(f"refine group {group} names {unknown}, which are not among the "
                                  f"keypoints {names}")
+            taken = [p for p in group if any(names.index(p) in g for g in out.values())]
+            if taken:
+                # a later group would be cropped around points an earlier one already moved
+                raise ValueError(f"refine groups overlap: {taken} are in more than one group")
             out[f"group{i}"] = [names.index(p) for p in group]
         return out
     wanted = ["eye"] if config.auto == "eye" else list(AUTO_GROUPS)

@@ -300,6 +300,11 @@ def fit(
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
+    for name, idx in groups.items():
+        # fail now, not after the first stage has spent its budget
+        if not np.isfinite(train_frames.keypoints[:, idx]).all(-1).any():
+            raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
+                            "has no labeled point in any training frame", train_frames.root)
     if groups:
         config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
@@ -468,10 +473,14 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     if val_frames is not None and len(val_frames):
         # validated where it will work: around the first stage's estimates, not the labels
         model1, run1 = load_run(out, device)
-        vx, _ = load_inputs(val_frames, m1, recipe.model.channels, tuple(run1["frame_size"]))
+        train_size = tuple(run1["frame_size"])
+        vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device)
-        centres = group_centres(m1.to_frame(pred1), idx)
-        ok = np.isfinite(centres).all(-1)
+        m_val = m1.for_frame_size(train_size, _frame_size(val_frames))
+        centres = group_centres(m_val.to_frame(pred1), idx)
+        # frames without a label of this group cannot score it
+        ok = (np.isfinite(centres).all(-1)
+              & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
         val_crops = LabeledFrames(val_frames.root, [val_frames.index[r] for r in np.flatnonzero(ok)],
                                   val_frames.keypoints[ok][:, idx], parts, val_frames.scorer)
         val_boxes = crop_mappings(centres[ok], side, rc.input_size)

@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
     from PIL import Image
 
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
@@ -66,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     proba = clf.predict_proba(frames, boxes)
     if clf.config.model == "vit":
         x = clf.inputs(crops)
-        if args.method == "gradient" and target is None:
-            target = proba.argmax(1)  # an ensemble's members explain the ensemble's class
+        if args.method == "gradient" and target is None and len(clf.vits) > 1:
+            # the members of an ensemble explain the ensemble's class on the plain view
+            with torch.no_grad():
+                target = np.mean([m(x).softmax(-1).numpy() for m, _ in clf.vits], 0).argmax(1)
         # an ensemble's map is the mean of its members' maps
         if args.method == "gradient":
             maps = np.mean([gradient_rollout(m, x, target=target,
