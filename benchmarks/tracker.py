@@ -3,7 +3,9 @@
 Every model is trained and evaluated by the same harness on the same group splits:
 
 - ``g7c1``: leave-video-out, train on ``cam1_G7c1_1`` and test on ``cam1_G7c1_2``
-  (``--both-directions`` adds the reverse);
+  (``--both-directions`` adds the reverse); ``--g7c1-split later`` instead trains on both
+  videos and holds out the later 20% of each (``vit_facemap.splits.later_frames_split``),
+  closer to judging on further frames of the same rig, but easier than a new video;
 - ``schroeder``: leave-animal-out, a seeded group split holding out ``--test-animals``
   animals (``vit_facemap.splits.animal_of`` names the animal of each session).
 
@@ -47,7 +49,7 @@ from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.predict import load_predictor
 from vit_facemap.refine import RefineConfig
 from vit_facemap.runinfo import describe, write_json
-from vit_facemap.splits import animal_of, group_split
+from vit_facemap.splits import animal_of, group_split, later_frames_split
 from vit_facemap.train import TrainConfig, fit, profile_config
 
 NEURAL = {
@@ -109,13 +111,28 @@ def _set(c: TrainConfig, **kw) -> TrainConfig:
 
 
 def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
-              both_directions: bool) -> list[tuple[str, np.ndarray]]:
-    """(split name, boolean test mask) pairs."""
+              both_directions: bool, g7c1_split: str = "video"
+              ) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(folder key, split name, train mask, test mask) for each split of one set."""
     videos = frames.videos
+
+    def masks(test: np.ndarray, train: np.ndarray | None = None):
+        train = ~test if train is None else train
+        return train, test
+
     if name == "g7c1" and "cam1_G7c1_1" in set(videos):
-        out = [("train cam1_G7c1_1 / test cam1_G7c1_2", videos == "cam1_G7c1_2")]
-        if both_directions:
-            out.append(("train cam1_G7c1_2 / test cam1_G7c1_1", videos == "cam1_G7c1_1"))
+        out = []
+        if g7c1_split in ("video", "both"):
+            out.append((name, "train cam1_G7c1_1 / test cam1_G7c1_2",
+                        *masks(videos == "cam1_G7c1_2")))
+            if both_directions:
+                out.append((f"{name}-reverse", "train cam1_G7c1_2 / test cam1_G7c1_1",
+                            *masks(videos == "cam1_G7c1_1")))
+        if g7c1_split in ("later", "both"):
+            tr, te = later_frames_split(frames)
+            train, test = np.zeros(len(frames), bool), np.zeros(len(frames), bool)
+            train[tr], test[te] = True, True
+            out.append((f"{name}-later", "both videos, later 20% of each held out", train, test))
         return out
     animals = np.array([animal_of(v) for v in videos])
     groups = animals if len(set(animals)) > 1 else videos
@@ -124,7 +141,7 @@ def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
     mask = np.zeros(len(frames), bool)
     mask[test] = True
     held = sorted(set(groups[mask].tolist()))
-    return [(f"held-out animals {', '.join(held)}", mask)]
+    return [(name, f"held-out animals {', '.join(held)}", *masks(mask))]
 
 
 def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
@@ -140,11 +157,13 @@ def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
 
 
 def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrames,
-            test: LabeledFrames, out: Path, cfg: TrainConfig, args: argparse.Namespace) -> dict:
+            test: LabeledFrames, out: Path, cfg: TrainConfig, args: argparse.Namespace,
+            key: str | None = None) -> dict:
     row = {"set": set_name, "split": split_name, "model": model_name,
            "n_train": len(train), "n_test": len(test)}
     t0 = time.perf_counter()
-    run_dir = out / "runs" / set_name / model_name
+    key = key or set_name  # one folder per split of a set
+    run_dir = out / "runs" / key / model_name
     if model_name == "mean_shape":
         predictor = MeanShapePredictor(train)
         row.update(description="mean training pose", train_s=time.perf_counter() - t0)
@@ -183,7 +202,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                    refine_steps={g: r["steps"] for g, r in summary["refine"].items()},
                    stage1_per_keypoint_mean_px={k: v["mean_px"] for k, v in m1["per_keypoint"].items()})
     pred_table = LabeledFrames(test.root, test.index, pred, test.bodyparts, "vit-facemap", conf)
-    write_labels(pred_table, out / "predictions" / set_name / f"{model_name}.csv", overwrite=True)
+    write_labels(pred_table, out / "predictions" / key / f"{model_name}.csv", overwrite=True)
     return row
 
 
@@ -197,6 +216,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3000, help="step cap per neural model")
     p.add_argument("--test-animals", type=int, default=4)
     p.add_argument("--both-directions", action="store_true")
+    p.add_argument("--g7c1-split", choices=("video", "later", "both"), default="video",
+                   help="g7c1: leave-video-out, or both videos with the later 20%% of each held "
+                        "out (a stand-in for further frames of the same rig), or both")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test")
@@ -238,12 +260,14 @@ def main(argv=None) -> int:
         from vit_facemap.validate import load_set
 
         frames = load_set(folder, decode=False)
-        for split_name, test_mask in splits_of(set_name, frames, args.test_animals, args.seed,
-                                               args.both_directions):
-            train, test = frames.subset(~test_mask), frames.subset(test_mask)
+        for key, split_name, train_mask, test_mask in splits_of(
+                set_name, frames, args.test_animals, args.seed, args.both_directions,
+                args.g7c1_split):
+            train, test = frames.subset(train_mask), frames.subset(test_mask)
             for model_name in models:
                 print(f"== {set_name} | {split_name} | {model_name}", flush=True)
-                row = run_one(model_name, set_name, split_name, train, test, out, cfg, args)
+                row = run_one(model_name, set_name, split_name, train, test, out, cfg, args,
+                              key=key)
                 print({k: v for k, v in row.items() if "per_keypoint" not in k}, flush=True)
                 rows.append(row)
                 _save(rows, out, cfg, args)

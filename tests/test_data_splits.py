@@ -5,12 +5,14 @@ import json
 import numpy as np
 import pytest
 
+from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError
 from vit_facemap.splits import (
     animal_of,
     group_kfold,
     group_split,
     groups_for,
+    later_frames_split,
     leave_one_group_out,
     load_split,
     save_split,
@@ -132,3 +134,24 @@ def test_recommended_split_groups_by_animal_or_video(tmp_path):
     two = generate_frames(4, n_videos=2)
     train, val, by = recommended_split(two.frames, seed=0)
     assert by == "video" and len(set(two.frames.videos[val])) == 1
+
+
+def test_later_frames_split_holds_out_each_videos_last_stretch(tmp_path):
+    numbers = {"a": [10, 900, 400, 1000, 5000, 5200, 4800, 7000, 9000, 9500],
+               "b": [100, 200, 8000, 300]}
+    index = [f"labeled-data/{v}/img{n:04d}.png" for v, ns in numbers.items() for n in ns]
+    frames = LabeledFrames(tmp_path, index, np.zeros((len(index), 1, 2)), ["nose"])
+    train, test = later_frames_split(frames, share=0.2, gap=300)
+    names = lambda rows: sorted(index[i].split("/", 1)[1] for i in rows)  # noqa: E731
+    # a: 9000 and 9500 are its last 20%; 7000 lies 2000 frames before them, outside the gap
+    assert names(test) == ["a/img9000.png", "a/img9500.png", "b/img8000.png"]
+    assert "a/img7000.png" in names(train) and len(train) == len(index) - 3
+    train, test = later_frames_split(frames, share=0.2, gap=2500)
+    assert "a/img7000.png" not in names(train) and "a/img7000.png" not in names(test)
+    bad = LabeledFrames(tmp_path, ["labeled-data/a/first.png", "labeled-data/a/img2.png"],
+                        np.zeros((2, 1, 2)), ["nose"])
+    with pytest.raises(DataError, match="first.png: the image name holds no frame number"):
+        later_frames_split(bad)
+    one = LabeledFrames(tmp_path, ["labeled-data/a/img1.png"], np.zeros((1, 1, 2)), ["nose"])
+    with pytest.raises(ValueError, match="too few"):
+        later_frames_split(one)

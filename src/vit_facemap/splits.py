@@ -191,3 +191,45 @@ def split_table(frames: LabeledFrames, train: np.ndarray, val: np.ndarray):
     out = table.groupby(["split", "animal", "video"]).size().rename("frames").reset_index()
     return out.sort_values(["split", "animal", "video"], ascending=[False, True, True],
                            ignore_index=True)
+
+
+_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def frame_numbers(frames: LabeledFrames) -> np.ndarray:
+    """Each labeled frame's number in its video, read from the image name (``img0051.png``: 51)."""
+    numbers = []
+    for name in frames.index:
+        m = _FRAME_NUMBER.search(Path(name).stem)
+        if m is None:
+            raise DataError("the image name holds no frame number (a later-frames split "
+                            "needs names such as img0051.png)", Path(frames.root) / name)
+        numbers.append(int(m.group(1)))
+    return np.array(numbers, dtype=int)
+
+
+def later_frames_split(frames: LabeledFrames, share: float = 0.2,
+                       gap: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Train / test row indices: the last ``share`` of every video's labeled frames are held out.
+
+    This stands in for "further frames of the same rigs": the model sees every video, but
+    is judged on a later stretch of each. Training frames within ``gap`` frame numbers
+    before a video's first test frame are dropped from both sides, so that no training
+    frame is a near-copy of a test frame (at 30 frames/s, 300 frames are 10 s).
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must be between 0 and 1, got {share}")
+    numbers = frame_numbers(frames)
+    videos = frames.videos
+    train, test = [], []
+    for video in np.unique(videos):
+        rows = np.flatnonzero(videos == video)
+        rows = rows[np.argsort(numbers[rows], kind="stable")]
+        n_test = max(1, int(round(share * len(rows))))
+        if n_test >= len(rows):
+            raise ValueError(f"video {video!r} has {len(rows)} labeled frame(s): too few to "
+                             "hold out a later stretch and keep earlier frames for training")
+        first = numbers[rows[-n_test]]
+        test.extend(rows[-n_test:].tolist())
+        train.extend(r for r in rows[:-n_test] if numbers[r] < first - gap)
+    return np.sort(np.array(train, int)), np.sort(np.array(test, int))
