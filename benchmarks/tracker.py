@@ -43,6 +43,7 @@ from vit_facemap.config import real_set
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.evaluate import predict_frames
 from vit_facemap.images import load_image
+from vit_facemap.labelcheck import label_slips, mask_slips
 from vit_facemap.metrics import keypoint_metrics
 from vit_facemap.models import ModelConfig, count_parameters
 from vit_facemap.models.fmnet import facemap_available
@@ -85,6 +86,9 @@ ABLATIONS = {
     "hybrid_parts": ("default recipe with a second stage for each of the eye, nose, whisker and "
                      "mouth groups (half of the budget)",
                      lambda c: _set(c, refine=RefineConfig(share=0.5, auto="parts"))),
+    "hybrid_mask_slips": ("default recipe leaving out training labels that sit where another "
+                          "keypoint usually is (vit_facemap.labelcheck)",
+                          lambda c: _set(c, mask_slips=True)),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
@@ -158,7 +162,7 @@ def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
 
 def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrames,
             test: LabeledFrames, out: Path, cfg: TrainConfig, args: argparse.Namespace,
-            key: str | None = None) -> dict:
+            key: str | None = None, clean: LabeledFrames | None = None) -> dict:
     row = {"set": set_name, "split": split_name, "model": model_name,
            "n_train": len(train), "n_test": len(test)}
     t0 = time.perf_counter()
@@ -192,6 +196,12 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                # other processes on the machine slow every timing: record how busy it was
                load_average_1min=os.getloadavg()[0])
     row["per_keypoint_mean_px"] = {k: v["mean_px"] for k, v in m["per_keypoint"].items()}
+    if clean is not None:
+        mc = keypoint_metrics(pred, clean.keypoints, clean.bodyparts)
+        row.update(n_slipped_test_labels=int(np.isnan(clean.keypoints[..., 0]).sum()
+                                             - np.isnan(test.keypoints[..., 0]).sum()),
+                   clean_mean_px=mc["mean_px"], clean_median_px=mc["median_px"],
+                   clean_pck=mc["pck"])
     if getattr(predictor, "refiners", None):
         # what the second (eye) stage bought: the same run's first stage alone
         first = load_predictor(run_dir, args.device, refine=False)
@@ -264,10 +274,13 @@ def main(argv=None) -> int:
                 set_name, frames, args.test_animals, args.seed, args.both_directions,
                 args.g7c1_split):
             train, test = frames.subset(train_mask), frames.subset(test_mask)
+            # the same test frames without labels that slipped onto another keypoint's place
+            slips = label_slips(frames)
+            clean = mask_slips(test, slips[slips["frame"].isin(test.index)])
             for model_name in models:
                 print(f"== {set_name} | {split_name} | {model_name}", flush=True)
                 row = run_one(model_name, set_name, split_name, train, test, out, cfg, args,
-                              key=key)
+                              key=key, clean=clean)
                 print({k: v for k, v in row.items() if "per_keypoint" not in k}, flush=True)
                 rows.append(row)
                 _save(rows, out, cfg, args)

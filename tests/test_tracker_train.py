@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vit_facemap.cli import main
-from vit_facemap.dlc import read_labels, write_labels
+from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.evaluate import evaluate_run
 from vit_facemap.models import ModelConfig, build_model
@@ -203,3 +203,22 @@ def test_validation_interval_and_best_weights(tiny_set, tmp_path):
     cfg.val_every_steps = 1
     fit(cfg, train, tmp_path / "run2", val, device="cpu", progress=False)
     assert pd.read_csv(tmp_path / "run2" / "metrics.csv")["val_mean_px"].notna().all()
+
+
+def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    rows = np.flatnonzero(frames.videos == frames.videos[0])
+    kp = frames.keypoints.copy()
+    # 'eye top' of one frame clicked where this video's nose tip sits
+    kp[rows[0], 0] = np.nanmedian(kp[rows, frames.bodyparts.index("nose tip")], axis=0)
+    bad = LabeledFrames(frames.root, frames.index, kp, frames.bodyparts)
+    cfg = _config(2)
+    cfg.mask_slips = True
+    with pytest.warns(UserWarning, match="left out 1 training label"):
+        fit(cfg, bad, tmp_path / "masked", device="cpu", progress=False)
+    saved = json.loads((tmp_path / "masked" / "config.json").read_text())
+    assert [(m["frame"], m["keypoint"], m["near"]) for m in saved["masked_labels"]] == [
+        (frames.index[rows[0]], "eye top", "nose tip")]
+    assert saved["train"]["mask_slips"] is True
+    fit(_config(2), bad, tmp_path / "kept", device="cpu", progress=False)
+    assert "masked_labels" not in json.loads((tmp_path / "kept" / "config.json").read_text())

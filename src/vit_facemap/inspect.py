@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vit_facemap.dlc import LabeledFrames, read_labels
+from vit_facemap.labelcheck import describe_slips, label_slips
 from vit_facemap.splits import groups_for
 from vit_facemap.validate import validate_set
 
@@ -38,6 +39,8 @@ class SetSummary:
     spread: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # labels lying where another keypoint usually is (vit_facemap.labelcheck)
+    label_slips: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +90,7 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
         by_animal.setdefault(a, []).append(v)
     missing = frames.missing
     spread = keypoint_spread(frames) if len(frames) else pd.DataFrame()
+    slips = label_slips(frames)
     return SetSummary(
         source=str(source if source is not None else report.source),
         n_frames=len(frames),
@@ -104,7 +108,8 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
                 for k, row in spread.drop(columns=["labeled", "missing"], errors="ignore")
                 .to_dict(orient="index").items()},
         errors=[str(p) for p in report.errors],
-        warnings=[str(p) for p in report.warnings],
+        warnings=[str(p) for p in report.warnings] + describe_slips(slips),
+        label_slips=slips.round(1).to_dict(orient="records"),
     )
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.images import image_size
+from vit_facemap.labelcheck import label_slips, mask_slips
 from vit_facemap.models import KeypointModel, ModelConfig, build_model
 from vit_facemap.models.heads import gaussian_targets, local_soft_argmax, soft_argmax
 from vit_facemap.models.weights import load_weights, save_weights
@@ -85,6 +87,9 @@ class TrainConfig:
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
     pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
     refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye stage
+    # leave out training labels that sit where another keypoint usually is (slipped or
+    # swapped labels, vit_facemap.labelcheck), as if they were missing
+    mask_slips: bool = False
     mask_ratio: float = 0.5         # share of patches blanked in pre-training
     num_threads: int = 2
     num_workers: int = 0
@@ -280,6 +285,15 @@ def fit(
     device = resolve_device(device)
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
+    masked = []
+    if config.mask_slips and boxes is None:
+        slips = label_slips(train_frames)
+        train_frames = mask_slips(train_frames, slips)
+        masked = slips.round(1).to_dict(orient="records")
+        if masked:
+            warnings.warn(f"left out {len(masked)} training label(s) that sit where another "
+                          "keypoint usually is (listed in config.json: masked_labels)",
+                          stacklevel=2)
     frame_size = _frame_size(train_frames)
     mapping = None if boxes is not None else crop_mapping(config, train_frames.keypoints, frame_size)
     run_config = {
@@ -287,6 +301,8 @@ def fit(
         "frame_size": list(frame_size), "mapping": None if mapping is None else asdict(mapping),
         "channels": config.model.channels, **(stage_info or {}),
     }
+    if masked:
+        run_config["masked_labels"] = masked
     if resume:
         saved = json.loads((out / CONFIG_FILE).read_text())
         if saved["bodyparts"] != run_config["bodyparts"]:

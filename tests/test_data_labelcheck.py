@@ -1,0 +1,51 @@
+"""Labels that slipped onto another keypoint's place: found, reported, left out of training."""
+
+import json
+
+import numpy as np
+
+from vit_facemap.cli import main
+from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
+from vit_facemap.labelcheck import describe_slips, label_slips, mask_slips
+
+
+def _row(rng, a=(0, 0), b=(50, 0), c=(100, 0)):
+    return np.array([a, b, c], float) + rng.uniform(-1, 1, (3, 2))
+
+
+def _frames(tmp_path, slip: bool) -> LabeledFrames:
+    rng = np.random.default_rng(0)
+    kp = np.stack([_row(rng) + 100 for _ in range(10)])
+    if slip:  # frame 3: 'a' clicked on b's place, 'b' on c's, 'c' skipped
+        kp[3] = [[150, 100], [200, 100], [np.nan, np.nan]]
+    index = [f"labeled-data/v/img{i:03d}.png" for i in range(10)]
+    return LabeledFrames(tmp_path, index, kp, ["a", "b", "c"])
+
+
+def test_slipped_labels_are_found_and_masked(tmp_path):
+    assert label_slips(_frames(tmp_path, slip=False)).empty
+    frames = _frames(tmp_path, slip=True)
+    slips = label_slips(frames)
+    assert list(zip(slips["frame"], slips["keypoint"], slips["near"], strict=True)) == [
+        ("labeled-data/v/img003.png", "a", "b"), ("labeled-data/v/img003.png", "b", "c")]
+    assert np.allclose(slips["offset_px"], 50, atol=2) and (slips["near_px"] < 2).all()
+    masked = mask_slips(frames, slips)
+    assert np.isnan(masked.keypoints[3]).all()
+    assert np.isfinite(frames.keypoints[3, :2]).all()  # the input is left as it was
+    assert np.array_equal(masked.keypoints[:3], frames.keypoints[:3])
+    lines = describe_slips(slips, limit=1)
+    assert "img003.png: 'a' lies 50 px from its usual place" in lines[0]
+    assert "where 'b' usually is" in lines[0] and lines[1] == "... and 1 more"
+    # a video with fewer frames than min_frames is not judged
+    assert label_slips(frames, min_frames=11).empty
+
+
+def test_inspect_reports_slips(tmp_path, capsys):
+    frames = _frames(tmp_path, slip=True)
+    write_labels(frames, tmp_path / "CollectedData.csv")
+    assert main(["data", "inspect", str(tmp_path / "CollectedData.csv"), "--no-images",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [s["keypoint"] for s in out["label_slips"]] == ["a", "b"]
+    assert any("slipped or swapped" in w for w in out["warnings"])
+    assert read_labels(tmp_path / "CollectedData.csv").keypoints[3, 0, 0] == 150  # untouched
