@@ -22,10 +22,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: paper
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# the lock pins every dependency to the versions the published numbers were measured with
+	$(BIN)/python -m pip install --quiet -c requirements-lock.txt -e '.[dev]'
 	# Facemap's FMnet is an optional peer in the tracker benchmark; its own pins clash with ours
 	# and the network needs only torch, hence --no-deps (skipped with a note where pip cannot reach it)
 	$(BIN)/python -m pip install --quiet --no-deps 'facemap==1.0.8' || echo "note: facemap not installed; the FMnet peer is skipped"
