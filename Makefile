@@ -25,7 +25,7 @@ all: paper
 $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# the lock pins every dependency to the versions the published numbers were measured with
+	# the lock pins every dependency to the versions of the last measured runs (see its header)
 	$(BIN)/python -m pip install --quiet -c requirements-lock.txt -e '.[dev]'
 	# Facemap's FMnet is an optional peer in the tracker benchmark; its own pins clash with ours
 	# and the network needs only torch, hence --no-deps (skipped with a note where pip cannot reach it)

@@ -17,6 +17,9 @@ the same wall-time budget (``--minutes``) and the same step cap; the held-out fr
 only monitored during training (weights of the last step are evaluated, never the best
 held-out epoch).
 
+Each row also gives the errors with the test labels that ``vit_facemap.labelcheck`` flags
+as slipped onto another keypoint's place (found on the whole set) left out: ``clean_*``.
+
 Writes ``tracker.json`` (rows + provenance) and ``tracker.csv`` to ``--out``, and one run
 folder per model (learning curves in ``metrics.csv``, predictions in DeepLabCut layout).
 
@@ -138,6 +141,9 @@ def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
             train[tr], test[te] = True, True
             out.append((f"{name}-later", "both videos, later 20% of each held out", train, test))
         return out
+    if g7c1_split != "video" and name == "g7c1":
+        print("g7c1: the videos cam1_G7c1_1/2 are not there; --g7c1-split is ignored",
+              file=sys.stderr)
     animals = np.array([animal_of(v) for v in videos])
     groups = animals if len(set(animals)) > 1 else videos
     n_test = test_animals if len(set(groups)) > 2 * test_animals else 1

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from vit_facemap.cli import main
-from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
+from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.labelcheck import describe_slips, label_slips, mask_slips
 
 
@@ -48,4 +48,17 @@ def test_inspect_reports_slips(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [s["keypoint"] for s in out["label_slips"]] == ["a", "b"]
     assert any("slipped or swapped" in w for w in out["warnings"])
-    assert read_labels(tmp_path / "CollectedData.csv").keypoints[3, 0, 0] == 150  # untouched
+
+
+def test_a_slipped_run_is_followed_past_labels_that_moved_little(tmp_path):
+    # 'b' scatters by 5 px, so a move of 18 px is under its own limit (4 x 5 = 20 px), but it
+    # sits next to a flagged label and on 'c''s place: the whole run a -> b -> c slipped
+    b_x = np.where(np.arange(10) % 2 == 0, 45.0, 55.0)
+    kp = np.zeros((10, 4, 2))
+    kp[:, :, 0] = np.c_[np.zeros(10), b_x, np.full(10, 68.0), np.full(10, 150.0)]
+    kp[3, :3] = [[50, 0], [68, 0], [150, 0]]  # a on b, b on c, c on d; d stays
+    index = [f"labeled-data/v/img{i:03d}.png" for i in range(10)]
+    slips = label_slips(LabeledFrames(tmp_path, index, kp, ["a", "b", "c", "d"]))
+    assert list(zip(slips["keypoint"], slips["near"], strict=True)) == [
+        ("a", "b"), ("b", "c"), ("c", "d")]
+    assert slips.loc[1, "offset_px"] < 4 * slips.loc[1, "typical_px"]

@@ -155,3 +155,7 @@ def test_later_frames_split_holds_out_each_videos_last_stretch(tmp_path):
     one = LabeledFrames(tmp_path, ["labeled-data/a/img1.png"], np.zeros((1, 1, 2)), ["nose"])
     with pytest.raises(ValueError, match="too few"):
         later_frames_split(one)
+    close = LabeledFrames(tmp_path, [f"labeled-data/a/img{n}.png" for n in (100, 200, 300)],
+                          np.zeros((3, 1, 2)), ["nose"])
+    with pytest.raises(ValueError, match="none is left for training"):
+        later_frames_split(close, share=0.3, gap=300)

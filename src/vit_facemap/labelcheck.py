@@ -31,7 +31,9 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     median of its labels and its typical scatter the median distance of its labels from
     that place. A label is flagged when it lies more than ``factor`` times its typical
     scatter (and more than ``min_px``) from its own usual place, and ``ratio`` times
-    closer to another keypoint's usual place (``near``). Columns: ``frame`` (path in the
+    closer to another keypoint's usual place (``near``); a label next to a flagged one in
+    labeling order is flagged too when it lies more than twice its typical scatter from
+    its place and nearer to another keypoint's (a slip moves a run of labels). Columns: ``frame`` (path in the
     set), ``keypoint``, ``near``, ``offset_px`` (distance from its own usual place),
     ``near_px`` (from the other's) and ``typical_px`` (its typical scatter).
     """
@@ -50,18 +52,37 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
             dist = np.linalg.norm(pts[:, :, None, :] - usual[None, None], axis=-1)
             own = np.diagonal(dist, axis1=1, axis2=2)
             typical = np.nanmedian(own, axis=0)
-        for f, k in zip(*np.nonzero(np.isfinite(own)), strict=True):
-            limit = max(factor * typical[k], min_px)
-            if not own[f, k] > limit:
-                continue
-            others = dist[f, k].copy()
-            others[k] = np.inf
-            others[~np.isfinite(others)] = np.inf
-            j = int(np.argmin(others))
-            if others[j] * ratio < own[f, k]:
+        for f in range(len(idx)):
+            flagged: dict[int, tuple[int, float]] = {}
+            for k in np.flatnonzero(np.isfinite(own[f])):
+                j, near = _nearest_other(dist[f, k], k)
+                if own[f, k] > max(factor * typical[k], min_px) and near * ratio < own[f, k]:
+                    flagged[k] = (j, near)
+            # a slip shifts a run of labels in labeling order; its inner links may move less
+            # than the limit, so a neighbour of a flagged label needs only to lie nearer to
+            # another keypoint's place than to its own
+            grown = bool(flagged)
+            while grown:
+                grown = False
+                for k in np.flatnonzero(np.isfinite(own[f])):
+                    if k in flagged or not ({k - 1, k + 1} & set(flagged)):
+                        continue
+                    j, near = _nearest_other(dist[f, k], k)
+                    if own[f, k] > max(2 * typical[k], min_px) and near < own[f, k]:
+                        flagged[k], grown = (j, near), True
+            for k in sorted(flagged):
+                j, near = flagged[k]
                 rows.append((frames.index[idx[f]], names[k], names[j], float(own[f, k]),
-                             float(others[j]), float(typical[k])))
+                             float(near), float(typical[k])))
     return pd.DataFrame(rows, columns=SLIP_COLUMNS)
+
+
+def _nearest_other(dist: np.ndarray, k: int) -> tuple[int, float]:
+    """The keypoint (other than ``k``) whose usual place is nearest, and its distance."""
+    d = np.where(np.isfinite(dist), dist, np.inf)
+    d[k] = np.inf
+    j = int(np.argmin(d))
+    return j, float(d[j])
 
 
 def mask_slips(frames: LabeledFrames, slips: pd.DataFrame) -> LabeledFrames:
@@ -74,8 +95,9 @@ def mask_slips(frames: LabeledFrames, slips: pd.DataFrame) -> LabeledFrames:
     return replace(frames, keypoints=kp)
 
 
-def describe_slips(slips: pd.DataFrame, limit: int = 10) -> list[str]:
+def describe_slips(slips: pd.DataFrame, limit: int | None = None) -> list[str]:
     """One line per flagged label (at most ``limit``, then a count of the rest)."""
+    limit = len(slips) if limit is None else limit
     lines = [f"{r.frame}: '{r.keypoint}' lies {r.offset_px:.0f} px from its usual place "
              f"(typically {r.typical_px:.0f}) and {r.near_px:.0f} px from where '{r.near}' "
              "usually is (slipped or swapped label?)"

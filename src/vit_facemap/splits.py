@@ -212,10 +212,11 @@ def later_frames_split(frames: LabeledFrames, share: float = 0.2,
                        gap: int = 300) -> tuple[np.ndarray, np.ndarray]:
     """Train / test row indices: the last ``share`` of every video's labeled frames are held out.
 
-    This stands in for "further frames of the same rigs": the model sees every video, but
-    is judged on a later stretch of each. Training frames within ``gap`` frame numbers
-    before a video's first test frame are dropped from both sides, so that no training
-    frame is a near-copy of a test frame (at 30 frames/s, 300 frames are 10 s).
+    This stands in for "further frames of the same rigs": the model trains on every video,
+    but is judged on a later stretch of each. Frames within ``gap`` frame numbers before a
+    video's first test frame are left out (of training; they are not test frames either),
+    so that no training frame is a near-copy of a test frame (at 30 frames/s, 300 frames
+    are 10 s). A video with no training frame left is an error.
     """
     if not 0 < share < 1:
         raise ValueError(f"share must be between 0 and 1, got {share}")
@@ -230,6 +231,10 @@ def later_frames_split(frames: LabeledFrames, share: float = 0.2,
             raise ValueError(f"video {video!r} has {len(rows)} labeled frame(s): too few to "
                              "hold out a later stretch and keep earlier frames for training")
         first = numbers[rows[-n_test]]
+        kept = [r for r in rows[:-n_test] if numbers[r] < first - gap]
+        if not kept:
+            raise ValueError(f"video {video!r}: every earlier labeled frame lies within {gap} "
+                             "frames of the held-out stretch, so none is left for training")
         test.extend(rows[-n_test:].tolist())
-        train.extend(r for r in rows[:-n_test] if numbers[r] < first - gap)
+        train.extend(kept)
     return np.sort(np.array(train, int)), np.sort(np.array(test, int))
