@@ -123,9 +123,8 @@ def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
     """(folder key, split name, train mask, test mask) for each split of one set."""
     videos = frames.videos
 
-    def masks(test: np.ndarray, train: np.ndarray | None = None):
-        train = ~test if train is None else train
-        return train, test
+    def masks(test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ~test, test
 
     if name == "g7c1" and "cam1_G7c1_1" in set(videos):
         out = []
@@ -276,12 +275,12 @@ def main(argv=None) -> int:
         from vit_facemap.validate import load_set
 
         frames = load_set(folder, decode=False)
+        slips = label_slips(frames)
         for key, split_name, train_mask, test_mask in splits_of(
                 set_name, frames, args.test_animals, args.seed, args.both_directions,
                 args.g7c1_split):
             train, test = frames.subset(train_mask), frames.subset(test_mask)
             # the same test frames without labels that slipped onto another keypoint's place
-            slips = label_slips(frames)
             clean = mask_slips(test, slips[slips["frame"].isin(test.index)])
             for model_name in models:
                 print(f"== {set_name} | {split_name} | {model_name}", flush=True)

@@ -31,11 +31,13 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     median of its labels and its typical scatter the median distance of its labels from
     that place. A label is flagged when it lies more than ``factor`` times its typical
     scatter (and more than ``min_px``) from its own usual place, and ``ratio`` times
-    closer to another keypoint's usual place (``near``); a label next to a flagged one in
-    labeling order is flagged too when it lies more than twice its typical scatter from
-    its place and nearer to another keypoint's (a slip moves a run of labels). Columns: ``frame`` (path in the
-    set), ``keypoint``, ``near``, ``offset_px`` (distance from its own usual place),
-    ``near_px`` (from the other's) and ``typical_px`` (its typical scatter).
+    closer to another keypoint's usual place (``near``). A slip moves a run of labels, so
+    a label next to a flagged one in labeling order is flagged too when it lies more than
+    twice its typical scatter from its place and nearer to another keypoint's.
+
+    Columns: ``frame`` (path in the set), ``keypoint``, ``near``, ``offset_px`` (distance
+    from its own usual place), ``near_px`` (from the other's) and ``typical_px`` (its
+    typical scatter).
     """
     rows = []
     videos = frames.videos
