@@ -79,3 +79,28 @@ def test_locator_is_seeded():
     torch.manual_seed(456)
     b = EyeLocator.fit(frames, boxes, TINY, progress=False).predict(frames[:3])
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_crop_stage_learns_to_reject_the_coarse_stage_s_wrong_peaks(monkeypatch):
+    import vit_facemap.eyes as eyes
+
+    frames, boxes = _frames()
+    seen = {}
+    real = eyes._fit_refine
+
+    def spy(frames_, boxes_, config, progress=True, hard=None):
+        seen["hard"] = hard
+        return real(frames_, boxes_, config, progress, hard)
+
+    monkeypatch.setattr(eyes, "_fit_refine", spy)
+    loc = EyeLocator.fit(frames, boxes, TINY, progress=False)
+    cand = loc._candidates(frames)
+    assert cand.shape == (TINY.candidates, len(frames), 3) and np.isfinite(cand).all()
+    hard = seen["hard"]
+    assert len(hard) == len(frames) and sum(len(h) for h in hard) > 0
+    for h, box in zip(hard, boxes, strict=True):
+        # every hard negative is a candidate more than one eye width from the labeled eye
+        assert (np.linalg.norm(h[:, :2] - box[:2], axis=1) > box[2]).all()
+    EyeLocator.fit(frames, boxes, TINY.__class__(**{**TINY.__dict__, "refine_hard": 0.0}),
+                   progress=False)
+    assert seen["hard"] is None

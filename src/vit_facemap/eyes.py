@@ -65,6 +65,9 @@ class LocatorConfig:
     refine_jitter: float = 0.4  # training crop offset (SD, eye widths)
     refine_zoom: float = 1.4  # training crop size off by a factor in [1/zoom, zoom]
     refine_negatives: float = 0.3  # share of training crops away from the eye
+    # share of those negatives cut at the coarse stage's own wrong peaks on the training
+    # frames (the head-plate glints and rings it confuses with an eye), the rest anywhere
+    refine_hard: float = 0.5
 
 
 def standardize(img: np.ndarray) -> np.ndarray:
@@ -249,8 +252,14 @@ def _augment(x: torch.Tensor, pts: torch.Tensor, logw: torch.Tensor, gen: torch.
 
 
 def _fit_refine(frames: Sequence[np.ndarray], boxes: np.ndarray, config: LocatorConfig,
-                progress: bool = True) -> RefineNet:
-    """Train the crop stage on jittered crops around the labeled eyes and crops elsewhere."""
+                progress: bool = True, hard: list[np.ndarray] | None = None) -> RefineNet:
+    """Train the crop stage on jittered crops around the labeled eyes and crops elsewhere.
+
+    ``hard`` (per frame, (K, 3) boxes x, y, width) are wrong candidates of the coarse stage:
+    a ``refine_hard`` share of the negative crops is cut around one of them, at the side
+    the prediction would use, so the score learns to reject what the coarse stage mistakes
+    for an eye.
+    """
     c = config
     rng = np.random.default_rng(c.seed + 1)
     net = RefineNet(c.channels)
@@ -269,6 +278,13 @@ def _fit_refine(frames: Sequence[np.ndarray], boxes: np.ndarray, config: Locator
             centres[neg] = rng.random((int(neg.sum()), 2)) * sizes[b][neg]
             sides = c.refine_factor * width * np.exp(rng.uniform(-np.log(c.refine_zoom),
                                                                 np.log(c.refine_zoom), m))
+            if hard is not None:
+                for j in np.flatnonzero(neg & (rng.random(m) < c.refine_hard)):
+                    pool = hard[b[j]]
+                    if len(pool):
+                        x, y, wd = pool[rng.integers(len(pool))]
+                        centres[j] = (x, y) + rng.normal(0, 0.1, 2) * wd
+                        sides[j] = c.refine_factor * wd * np.exp(rng.uniform(-0.1, 0.1))
             angles = rng.uniform(-c.rotation, c.rotation, m)
             flips = np.where(rng.random(m) < 0.5, -1.0, 1.0)
             x = crop_views([frames[i] for i in b], centres, sides, c.refine_size, angles, flips)
@@ -334,8 +350,16 @@ class EyeLocator:
                 opt.step()
                 sched.step()
         net.eval()
-        refine = _fit_refine(frames, boxes, config, progress) if config.refine_steps > 0 else None
-        return cls(config, net, refine)
+        if config.refine_steps == 0:
+            return cls(config, net)
+        hard = None
+        if config.refine_hard > 0:
+            cand = np.concatenate([cls(config, net)._candidates(frames[i:i + 32])
+                                   for i in range(0, len(frames), 32)], axis=1)
+            # a candidate more than one eye width from the labeled eye is a wrong one
+            far = np.linalg.norm(cand[..., :2] - boxes[None, :, :2], axis=-1) > boxes[None, :, 2]
+            hard = [cand[far[:, i], i] for i in range(len(frames))]
+        return cls(config, net, _fit_refine(frames, boxes, config, progress, hard))
 
     @torch.no_grad()
     def predict(self, frames: Sequence[np.ndarray], batch_size: int = 32,
@@ -346,32 +370,37 @@ class EyeLocator:
 
     def _predict(self, frames: Sequence[np.ndarray], decode: str | None) -> np.ndarray:
         c = self.config
-        h, w = c.height // 8, c.width // 8
-        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
-        x = torch.from_numpy(resize_frames(frames, c.width, c.height))
         self.net.eval()
-
-        def box(logits: torch.Tensor, lw: torch.Tensor) -> np.ndarray:
-            xy = _soft_argmax(logits, h, w).numpy()
-            return np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]])
-
         if self.refine is None or c.refine_steps == 0:
-            return box(*self.net(x, peak=(decode or c.decode) == "peak"))
-        # the strongest coarse peaks, each at least three cells from the ones before it
-        f = self.net.features(x)
-        heat = self.net.heat(f).flatten(1)
-        logits = heat
-        candidates = []
-        for _ in range(max(1, c.candidates)):
-            top = logits.argmax(-1)
-            candidates.append(box(*self.net.read(f, heat, centre=top)))
-            logits = logits.masked_fill(_near(top, h, w), float("-inf"))
-        scored = [self._refine(frames, b) for b in candidates]
+            sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+            x = torch.from_numpy(resize_frames(frames, c.width, c.height))
+            logits, lw = self.net(x, peak=(decode or c.decode) == "peak")
+            xy = _soft_argmax(logits, c.height // 8, c.width // 8).numpy()
+            return np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]])
+        scored = [self._refine(frames, b) for b in self._candidates(frames)]
         best = np.argmax(np.stack([s for _, s in scored]), 0)
         found = np.stack([b for b, _ in scored])[best, np.arange(len(frames))]
         for _ in range(c.refine_steps - 1):
             found, _ = self._refine(frames, found)
         return found
+
+    @torch.no_grad()
+    def _candidates(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """(candidates, N, 3) boxes at the strongest coarse peaks, each at least three
+        cells from the ones before it."""
+        c = self.config
+        h, w = c.height // 8, c.width // 8
+        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+        f = self.net.features(torch.from_numpy(resize_frames(frames, c.width, c.height)))
+        heat = self.net.heat(f).flatten(1)
+        logits, out = heat, []
+        for _ in range(max(1, c.candidates)):
+            top = logits.argmax(-1)
+            lg, lw = self.net.read(f, heat, centre=top)
+            xy = _soft_argmax(lg, h, w).numpy()
+            out.append(np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]]))
+            logits = logits.masked_fill(_near(top, h, w), float("-inf"))
+        return np.stack(out)
 
     def _refine(self, frames: Sequence[np.ndarray], boxes: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
