@@ -68,6 +68,7 @@ def test_runs_saved_before_the_crop_stage_still_load():
     assert not any(k.startswith("locator_refine.") for k in state)
     cfg = ClassifierConfig.from_dict({"model": "vit", "locator": {"epochs": 1, "channels": 8}})
     assert cfg.locator.refine_steps == 0
+    assert cfg.heatmap_weight == 0.0  # nor keypoint heatmaps: loaded as trained
     loaded = EyeLocator.from_state_dict(cfg.locator, state)
     assert loaded.refine is None and loaded.predict(frames[:2]).shape == (2, 3)
 

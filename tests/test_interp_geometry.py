@@ -204,3 +204,95 @@ def test_classify_cli_trains_the_geometry_head_from_measures(dlc_set, tmp_path, 
     assert main(["classify", "train", "--data", str(data), "--out", str(plain), "--profile",
                  "test", "--quiet", "--no-measures"]) == 0
     assert FacialStateClassifier.load(plain).geometry is None
+
+
+def _peaked(cells: dict[int, tuple[float, float]], k: int, side: int = 32) -> torch.Tensor:
+    """Heatmap logits (1, k, side, side) with one sharp peak per map at the given cell."""
+    logits = torch.full((1, k, side, side), -50.0)
+    for i, (x, y) in cells.items():
+        logits[0, i, int(y), int(x)] = 50.0
+    return logits
+
+
+def test_keypoint_ratio_equals_the_measure_by_hand():
+    from vit_facemap.classifier import keypoint_ratio
+
+    names = ["leftpupil", "dorsalpupil", "rightpupil", "ventralpupil", "lefteyelid",
+             "righteyelid"]
+    # eye 20 cells wide; pupil 6 cells across and 4 cells high: (6 + 4) / 2 / 20 = 0.25
+    at = {0: (13, 16), 1: (16, 14), 2: (19, 16), 3: (16, 18), 4: (6, 16), 5: (26, 16)}
+    np.testing.assert_allclose(keypoint_ratio(_peaked(at, 6), names), [0.25], atol=1e-6)
+    # a point the maps do not hold: no ratio
+    assert np.isnan(keypoint_ratio(_peaked(at, 6), ["nose", *names[1:]])).all()
+
+
+def test_heatmap_loss_prefers_maps_at_the_points_and_skips_unknown_ones():
+    from vit_facemap.classifier import heatmap_loss
+
+    # view coordinates [-1, 1] -> cell (v + 1) / 2 * 32 - 0.5: -0.5 -> 7.5, 0.25 -> 19.5
+    pts = torch.tensor([[[-0.5, 0.25], [float("nan"), float("nan")]]])
+    right = _peaked({0: (7.5, 19.5), 1: (0, 0)}, 2) / 25
+    wrong = _peaked({0: (20, 5), 1: (0, 0)}, 2) / 25
+    assert heatmap_loss(right, pts) < heatmap_loss(wrong, pts)
+    # the unknown second point adds nothing whatever its map
+    other = _peaked({0: (7.5, 19.5), 1: (30, 30)}, 2) / 25
+    assert torch.isclose(heatmap_loss(right, pts), heatmap_loss(other, pts))
+    outside = torch.tensor([[[1.5, 0.0], [float("nan"), 0.0]]])
+    assert heatmap_loss(right, outside) == 0
+    # half a cell matters: cell i spans [i, i + 1) of the 32 in view units, so a point a
+    # quarter cell right of and below the centre of cell (7, 19) costs least on that cell
+    centre = torch.tensor([[[(7.75 / 32) * 2 - 1, (19.75 / 32) * 2 - 1]]])
+    costs = {(x, y): float(heatmap_loss(_peaked({0: (x, y)}, 1) / 25, centre))
+             for x in (6, 7, 8) for y in (18, 19, 20)}
+    assert min(costs, key=costs.get) == (7, 19)
+
+
+def test_keypoint_heatmaps_train_save_load_and_decide(dlc_set, tmp_path):
+    from dataclasses import replace
+
+    s = write_pupil_state_set(dlc_set, tmp_path / "pupil")
+    m = read_measures(s)
+    frames = load_frames(s.paths)
+    clf = FacialStateClassifier(profile_config("test", decision="keypoints"), s.classes)
+    clf.fit(frames, s.labels, s.eyes, progress=False, measures=m.values, measure_names=m.names)
+    assert clf.geometry.heatmap is not None
+    ratio = clf.predict_keypoint_ratio(frames, s.eyes)
+    assert ratio.shape == (3,) and np.isfinite(ratio).all()
+    p = clf.predict_proba(frames, s.eyes)
+    np.testing.assert_allclose(p, clf._ratio_proba(ratio), atol=1e-6)
+    clf.save(tmp_path / "run")
+    again = FacialStateClassifier.load(tmp_path / "run")
+    assert again.geometry.heatmap is not None
+    np.testing.assert_allclose(again.predict_keypoint_ratio(frames, s.eyes), ratio, atol=1e-5)
+    # without heatmaps (weight 0, as in runs saved before them) "keypoints" falls back to the head
+    plain = FacialStateClassifier(profile_config("test", decision="keypoints",
+                                                 heatmap_weight=0.0), s.classes,
+                                  locator=clf.locator)
+    plain.fit(frames, s.labels, s.eyes, progress=False, measures=m.values, measure_names=m.names)
+    assert plain.geometry.heatmap is None and plain.predict_keypoint_ratio(frames, s.eyes) is None
+    head = replace(plain, config=replace(plain.config, decision="head"))
+    np.testing.assert_allclose(plain.predict_proba(frames, s.eyes),
+                               head.predict_proba(frames, s.eyes), atol=1e-6)
+    # and such a run (geometry head without heatmap tensors) loads as it was trained
+    plain.save(tmp_path / "plain")
+    loaded = FacialStateClassifier.load(tmp_path / "plain")
+    assert loaded.geometry is not None and loaded.geometry.heatmap is None
+    np.testing.assert_allclose(loaded.predict_measures(frames, s.eyes),
+                               plain.predict_measures(frames, s.eyes), atol=1e-5)
+
+
+def test_keypoint_decision_keeps_the_head_where_no_ratio_can_be_measured(gen_with_measures):
+    from dataclasses import replace
+
+    # the measures hold one point ("dot"): heatmaps train, but no pupil ratio comes from them
+    s, frames, values, names = gen_with_measures
+    clf = FacialStateClassifier(profile_config("test", decision="keypoints"), s.classes)
+    clf.fit(frames, s.labels, s.eyes, progress=False, measures=values, measure_names=names)
+    assert clf.geometry.heatmap is not None
+    assert np.isnan(clf.predict_keypoint_ratio(frames, s.eyes)).all()
+    head = replace(clf, config=replace(clf.config, decision="head"))
+    p = clf.predict_proba(frames, s.eyes)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p, head.predict_proba(frames, s.eyes), atol=1e-6)
+    assert FacialStateClassifier(profile_config("test", model="hog-rf"), s.classes
+                                 ).predict_keypoint_ratio(frames, s.eyes) is None

@@ -12,8 +12,9 @@ The whole frame is seen at about one heatmap cell per eye width, which is too co
 centre a crop of 1.5 eye widths and lets a bright ring or whisker pad win on an unfamiliar
 rig. So a second network of the same shape looks again at a full-resolution crop of
 ``refine_factor`` eye widths around each of the ``candidates`` strongest coarse peaks: it
-scores whether the crop holds the eye (trained with crops elsewhere in the frame as
-negatives), the best-scoring candidate wins, and ``refine_steps`` passes re-centre it and
+scores whether the crop holds the eye (trained with crops elsewhere in the frame, and at
+the coarse stage's own wrong peaks on the training frames, as negatives), the best-scoring
+candidate wins, and ``refine_steps`` passes re-centre it and
 re-measure its width.
 
 Crops are square, ``side = factor * eye width`` centred on the eye, resized with PIL
@@ -65,8 +66,9 @@ class LocatorConfig:
     refine_jitter: float = 0.4  # training crop offset (SD, eye widths)
     refine_zoom: float = 1.4  # training crop size off by a factor in [1/zoom, zoom]
     refine_negatives: float = 0.3  # share of training crops away from the eye
-    # share of those negatives cut at the coarse stage's own wrong peaks on the training
-    # frames (the head-plate glints and rings it confuses with an eye), the rest anywhere
+    # share of those negatives cut at the coarse stage's other strong peaks (more than one
+    # eye width from the eye) on the training frames, where glints and head-plate rings
+    # draw it; the rest anywhere
     refine_hard: float = 0.5
 
 
@@ -350,7 +352,7 @@ class EyeLocator:
                 opt.step()
                 sched.step()
         net.eval()
-        if config.refine_steps == 0:
+        if config.refine_steps <= 0:
             return cls(config, net)
         hard = None
         if config.refine_hard > 0:
@@ -371,7 +373,7 @@ class EyeLocator:
     def _predict(self, frames: Sequence[np.ndarray], decode: str | None) -> np.ndarray:
         c = self.config
         self.net.eval()
-        if self.refine is None or c.refine_steps == 0:
+        if self.refine is None or c.refine_steps <= 0:
             sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
             x = torch.from_numpy(resize_frames(frames, c.width, c.height))
             logits, lw = self.net(x, peak=(decode or c.decode) == "peak")
