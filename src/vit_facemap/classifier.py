@@ -351,23 +351,18 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float = 1.0)
     return -(target * F.log_softmax(logits.flatten(2), -1)).sum(-1)[ok].mean()
 
 
-PUPIL_RATIO_POINTS = ("leftpupil", "rightpupil", "dorsalpupil", "ventralpupil", "lefteyelid",
-                      "righteyelid")
-
-
 def keypoint_ratio(logits: torch.Tensor, names: Sequence[str]) -> np.ndarray:
-    """Pupil diameter / eye width (as in :mod:`vit_facemap.measures`) from heatmap peaks.
-
-    ``names`` are the heatmaps' point names; NaN when a needed point is not among them.
-    """
+    """Pupil diameter / eye width (:func:`vit_facemap.measures.facial_measures`) from the
+    heatmap peaks; ``names`` are the heatmaps' point names. NaN when a needed point is not
+    among them."""
+    from vit_facemap.measures import facial_measures
     from vit_facemap.models.heads import local_soft_argmax
 
-    if not all(n in names for n in PUPIL_RATIO_POINTS):
-        return np.full(len(logits), np.nan)
     xy, _ = local_soft_argmax(logits)
-    lp, rp, dp, vp, le, re_ = (xy[:, list(names).index(n)] for n in PUPIL_RATIO_POINTS)
-    diameter = ((rp - lp).norm(dim=-1) + (vp - dp).norm(dim=-1)) / 2
-    return (diameter / (re_ - le).norm(dim=-1).clamp_min(1e-6)).numpy()
+    m = facial_measures(xy.numpy(), names)
+    if "pupil_eye_ratio" not in m:
+        return np.full(len(logits), np.nan)
+    return m["pupil_eye_ratio"].to_numpy()
 
 
 def ratio_rule(ratio: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, Any] | None:

@@ -210,6 +210,14 @@ def _soft_argmax(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([(p.sum(1) * xs).sum(-1), (p.sum(2) * ys).sum(-1)], -1)
 
 
+def _boxes(logits: torch.Tensor, lw: torch.Tensor, config: LocatorConfig,
+           sizes: np.ndarray) -> np.ndarray:
+    """(N, 3) boxes x, y, width in frame pixels from the coarse stage's outputs; ``sizes``
+    (N, 2) are the frames' widths and heights."""
+    xy = _soft_argmax(logits, config.height // 8, config.width // 8).numpy()
+    return np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]])
+
+
 def _centre_loss(logits: torch.Tensor, pts: torch.Tensor, h: int, w: int,
                  sigma: float) -> torch.Tensor:
     """Cross-entropy to a Gaussian heatmap around ``pts`` ([0, 1] units) plus an L1 term on
@@ -376,9 +384,7 @@ class EyeLocator:
         if self.refine is None or c.refine_steps <= 0:
             sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
             x = torch.from_numpy(resize_frames(frames, c.width, c.height))
-            logits, lw = self.net(x, peak=(decode or c.decode) == "peak")
-            xy = _soft_argmax(logits, c.height // 8, c.width // 8).numpy()
-            return np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]])
+            return _boxes(*self.net(x, peak=(decode or c.decode) == "peak"), c, sizes)
         scored = [self._refine(frames, b) for b in self._candidates(frames)]
         best = np.argmax(np.stack([s for _, s in scored]), 0)
         found = np.stack([b for b, _ in scored])[best, np.arange(len(frames))]
@@ -398,9 +404,7 @@ class EyeLocator:
         logits, out = heat, []
         for _ in range(max(1, c.candidates)):
             top = logits.argmax(-1)
-            lg, lw = self.net.read(f, heat, centre=top)
-            xy = _soft_argmax(lg, h, w).numpy()
-            out.append(np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]]))
+            out.append(_boxes(*self.net.read(f, heat, centre=top), c, sizes))
             logits = logits.masked_fill(_near(top, h, w), float("-inf"))
         return np.stack(out)
 
