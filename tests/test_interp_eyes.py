@@ -105,3 +105,34 @@ def test_crop_stage_learns_to_reject_the_coarse_stage_s_wrong_peaks(monkeypatch)
     EyeLocator.fit(frames, boxes, TINY.__class__(**{**TINY.__dict__, "refine_hard": 0.0}),
                    progress=False)
     assert seen["hard"] is None
+
+
+def test_hard_negative_crops_are_cut_at_the_wrong_candidates(monkeypatch):
+    import vit_facemap.eyes as eyes
+
+    frames, boxes = _frames()
+    # one wrong candidate per frame, far from the eye, with its own width
+    wrong = np.column_stack([np.full(len(frames), 10.0), np.full(len(frames), 80.0),
+                             np.full(len(frames), 30.0)])
+    cut = []
+    real = eyes.crop_views
+
+    def spy(frames_, centres, sides, size, *args, **kw):
+        cut.append((centres.copy(), np.asarray(sides).copy()))
+        return real(frames_, centres, sides, size, *args, **kw)
+
+    monkeypatch.setattr(eyes, "crop_views", spy)
+    config = TINY.__class__(**{**TINY.__dict__, "refine_negatives": 1.0, "refine_hard": 1.0})
+    eyes._fit_refine(frames, boxes, config, progress=False, hard=[w[None] for w in wrong])
+    centres = np.concatenate([c for c, _ in cut])
+    sides = np.concatenate([s for _, s in cut])
+    assert len(centres) == config.epochs * len(frames)
+    # every crop is a negative and every negative a hard one: centred within a few tenths of
+    # the candidate's width of it, at the side the prediction would cut there
+    assert (np.linalg.norm(centres - wrong[0, :2], axis=1) < 0.5 * 30).all()
+    np.testing.assert_allclose(sides, config.refine_factor * 30, rtol=0.11)
+    # with no hard pool the negatives land anywhere in the frame
+    cut.clear()
+    eyes._fit_refine(frames, boxes, config, progress=False, hard=None)
+    far = np.linalg.norm(np.concatenate([c for c, _ in cut]) - wrong[0, :2], axis=1) > 15
+    assert far.mean() > 0.5

@@ -23,7 +23,7 @@ Crops are square, ``side = factor * eye width`` centred on the eye, resized with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,18 @@ def resize_frames(frames: Sequence[np.ndarray], width: int, height: int) -> np.n
                                                                     reducing_gap=2.0)
         out[i, 0] = standardize(np.asarray(im))
     return out
+
+
+def frame_sizes(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, 2) width and height of each frame, as floats for mapping coordinates."""
+    return np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64).reshape(-1, 2)
+
+
+def _in_batches(fn: Callable[[Sequence[np.ndarray]], np.ndarray], frames: Sequence[np.ndarray],
+                batch_size: int, axis: int = 0) -> np.ndarray:
+    """``fn`` over batches of frames (bounded memory), joined along the frames' axis."""
+    return np.concatenate([fn(frames[i:i + batch_size])
+                           for i in range(0, len(frames), batch_size)], axis=axis)
 
 
 def crop_eyes(frames: Sequence[np.ndarray], boxes: np.ndarray, factor: float, size: int) -> np.ndarray:
@@ -277,7 +289,7 @@ def _fit_refine(frames: Sequence[np.ndarray], boxes: np.ndarray, config: Locator
     n_batches = int(np.ceil(len(frames) / c.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=c.epochs * n_batches)
     cells = c.refine_size // 8
-    sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+    sizes = frame_sizes(frames)
     net.train()
     for _ in tqdm(range(c.epochs), desc="eye locator, crop stage", disable=not progress):
         for b in np.array_split(rng.permutation(len(frames)), n_batches):
@@ -339,7 +351,7 @@ class EyeLocator:
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
         x = torch.from_numpy(resize_frames(frames, config.width, config.height))
-        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+        sizes = frame_sizes(frames)
         pts = torch.from_numpy(boxes[:, :2] / sizes).float()
         logw = torch.from_numpy(np.log(boxes[:, 2] / sizes[:, 0])).float()
         net = LocatorNet(config.channels)
@@ -364,8 +376,7 @@ class EyeLocator:
             return cls(config, net)
         hard = None
         if config.refine_hard > 0:
-            cand = np.concatenate([cls(config, net)._candidates(frames[i:i + 32])
-                                   for i in range(0, len(frames), 32)], axis=1)
+            cand = _in_batches(cls(config, net)._candidates, frames, 32, axis=1)
             # a candidate more than one eye width from the labeled eye is a wrong one
             far = np.linalg.norm(cand[..., :2] - boxes[None, :, :2], axis=-1) > boxes[None, :, 2]
             hard = [cand[far[:, i], i] for i in range(len(frames))]
@@ -374,15 +385,15 @@ class EyeLocator:
     @torch.no_grad()
     def predict(self, frames: Sequence[np.ndarray], batch_size: int = 32,
                 decode: str | None = None) -> np.ndarray:
-        out = [self._predict(frames[i:i + batch_size], decode)
-               for i in range(0, len(frames), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 3))
+        if not len(frames):
+            return np.zeros((0, 3))
+        return _in_batches(lambda f: self._predict(f, decode), frames, batch_size)
 
     def _predict(self, frames: Sequence[np.ndarray], decode: str | None) -> np.ndarray:
         c = self.config
         self.net.eval()
         if self.refine is None or c.refine_steps <= 0:
-            sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+            sizes = frame_sizes(frames)
             x = torch.from_numpy(resize_frames(frames, c.width, c.height))
             return _boxes(*self.net(x, peak=(decode or c.decode) == "peak"), c, sizes)
         scored = [self._refine(frames, b) for b in self._candidates(frames)]
@@ -398,7 +409,7 @@ class EyeLocator:
         cells from the ones before it."""
         c = self.config
         h, w = c.height // 8, c.width // 8
-        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
+        sizes = frame_sizes(frames)
         f = self.net.features(torch.from_numpy(resize_frames(frames, c.width, c.height)))
         heat = self.net.heat(f).flatten(1)
         logits, out = heat, []
