@@ -18,7 +18,7 @@ export JUPYTER_ALLOW_ROOT := 1
 BOOK := $(BIN)/python -m vit_facemap.book
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install sysdeps test lint paper notebooks book html tex pdf html-online clean
+.PHONY: all install sysdeps test lint images paper notebooks book html tex pdf html-online clean
 
 all: paper
 
@@ -40,6 +40,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+
+# drawings of the manuscript that show no data (committed; a test checks they match the code)
+images: install
+	$(BIN)/python -m vit_facemap.diagrams images/overview.png
 
 clean:
 	rm -rf _build exports

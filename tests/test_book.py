@@ -233,6 +233,48 @@ def test_vit_diagram_draws_patch_grid():
     assert len(fig.axes) == 1
 
 
+def test_export_gets_tables_as_tables_and_page_links_as_references():
+    files = {
+        "arxiv.tex": "\\documentclass{article}\\input{arxiv-intro}\\input{arxiv-results}",
+        "arxiv-intro.tex": "\\section{Introduction}\nSee \\href{/results}{Results} and "
+                           "\\href{https://doi.org/x}{a paper}.\n",
+        "arxiv-results.tex": "\\section{Results}\n\\begin{figure}\n\\caption[]{A table.}\n"
+                             "\\label{tbl-a}\n\\begin{tabular}{l}x\\end{tabular}\n\\end{figure}\n"
+                             "\\begin{figure}[!htbp]\n\\includegraphics{a.png}\n\\label{fig-b}\n"
+                             "\\end{figure}\n",
+    }
+    out = latex.polish_tex(files, "arxiv.tex")
+    assert out["arxiv.tex"] == files["arxiv.tex"]
+    intro = out["arxiv-intro.tex"]
+    assert "See Section~\\ref{page-results} and" in intro
+    assert "\\href{https://doi.org/x}{a paper}" in intro  # real links stay links
+    res = out["arxiv-results.tex"]
+    assert res.startswith("\\section{Results}\\label{page-results}\n")
+    # the labeled table becomes a table; the figure after it stays a figure
+    assert res.count("\\begin{table}") == 1 and res.count("\\end{table}") == 1
+    assert res.index("\\end{table}") < res.index("\\begin{figure}[!htbp]")
+    assert res.count("\\begin{figure}") == 1 and "\\label{fig-b}\n\\end{figure}" in res
+
+
+def test_committed_overview_figure_is_what_the_code_draws(tmp_path):
+    # images/overview.png is a drawing, not a result: it must follow its code, which a
+    # forgotten redraw after editing OVERVIEW would break
+    import matplotlib
+    from PIL import Image
+
+    matplotlib.use("Agg")
+    from vit_facemap.diagrams import main
+
+    root = Path(__file__).resolve().parents[1]
+    main([str(tmp_path / "overview.png")])
+    fresh = np.asarray(Image.open(tmp_path / "overview.png").convert("L"), dtype=float)
+    kept = np.asarray(Image.open(root / "images" / "overview.png").convert("L"), dtype=float)
+    assert fresh.shape == kept.shape
+    changed = (np.abs(fresh - kept) > 64).mean()  # a changed word moves ~1e-3 of the pixels
+    assert changed < 1e-4, "redraw it: python -m vit_facemap.diagrams images/overview.png"
+    assert "../images/overview.png" in (root / "content" / "index.md").read_text()
+
+
 def test_bold_math_becomes_unicode_letters():
     got = render.unicode_variants('<mi mathvariant="bold">z</mi><mi mathvariant="double-struck">R'
                                   '</mi><mi mathvariant="normal">s</mi>')

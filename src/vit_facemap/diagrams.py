@@ -3,6 +3,10 @@
 :func:`vit_diagram` draws how a Vision Transformer reads one frame of a mouse face:
 the frame cut into patches, patches flattened into tokens, a class token and position
 embeddings, a stack of encoder blocks, and the keypoint and facial-state heads.
+:func:`overview_diagram` draws what the toolkit does, from labeled frames to keypoints,
+facial measures, facial states and checked attention maps; it is the paper's first figure,
+kept as ``images/overview.png`` because it shows no data and no result
+(``python -m vit_facemap.diagrams images/overview.png`` redraws it).
 """
 
 from __future__ import annotations
@@ -209,3 +213,74 @@ def vit_diagram(frame: np.ndarray, settings: DiagramSettings | None = None, *,
             "(sketch)", ha="center", va="top", fontsize=7.5, style="italic")
     _arrow(ax, hx0 + 2.65, 3.2, hx0 + 3.25, 3.2)
     return fig
+
+
+# The overview's stages: (column, row, colour, title, what it is); rows are the three tools.
+OVERVIEW = [
+    (0, 1, "#8C8C8C", "labeled frames", "a few hundred side views,\nDeepLabCut layout"),
+    (1, 0, COLORS["patch"], "keypoint tracker", "hybrid ViT, heatmaps\n+ crop stage for the eye"),
+    (2, 0, COLORS["patch"], "keypoints", "eye, pupil, nose,\nwhiskers, mouth"),
+    (3, 0, COLORS["norm"], "facial measures", "pupil / eye width,\neye aperture, positions"),
+    (1, 1, COLORS["cls"], "eye locator", "coarse map + crop stage\nfinds the eye box"),
+    (2, 1, COLORS["cls"], "state classifier", "ViT (CLS head) vs\nHOG + random forest"),
+    (3, 1, COLORS["cls"], "facial state", "e.g. pupil constricted\nor dilated"),
+    (1, 2, COLORS["attn"], "attention rollout", "of the classifier\nand the tracker"),
+    (2, 2, COLORS["attn"], "map checks", "mass in the eye box,\ndeletion vs random order"),
+    (3, 2, COLORS["attn"], "what the model used", "overlays on\nheld-out frames"),
+]
+
+
+def overview_diagram():
+    """Draw the toolkit's three tools as a flow chart; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(9.5, 3.4))  # small enough that its text reads at text width
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(-0.2, 16.2)
+    ax.set_ylim(-0.4, 5.4)
+    ax.axis("off")
+    w, h, dx, dy = 3.2, 1.25, 4.2, 1.8
+    pos = {}
+    for col, row, color, title, text in OVERVIEW:
+        x, y = col * dx, 3.6 - row * dy
+        pos[title] = (x, y)
+        _box(ax, x, y, w, h, color, "", alpha=1.0)
+        dark = color != COLORS["norm"]
+        ax.text(x + w / 2, y + h * 0.7, title, ha="center", va="center", fontsize=9.5,
+                weight="bold", color="white" if dark else "black")
+        ax.text(x + w / 2, y + h * 0.3, text, ha="center", va="center", fontsize=8,
+                color="white" if dark else "black")
+    x0, y0 = pos["labeled frames"]
+    for row_start in ("keypoint tracker", "eye locator"):
+        x1, y1 = pos[row_start]
+        _arrow(ax, x0 + w + 0.05, y0 + h / 2, x1 - 0.05, y1 + h / 2)
+    for a, b in [("keypoint tracker", "keypoints"), ("keypoints", "facial measures"),
+                 ("eye locator", "state classifier"), ("state classifier", "facial state"),
+                 ("attention rollout", "map checks"), ("map checks", "what the model used")]:
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        _arrow(ax, xa + w + 0.05, ya + h / 2, xb - 0.05, yb + h / 2)
+    # rollout reads a trained network (its box names both; one arrow keeps the chart clean)
+    xs, ys = pos["state classifier"]
+    xr, yr = pos["attention rollout"]
+    _arrow(ax, xs + w / 2, ys - 0.05, xr + w / 2, yr + h + 0.05, ls="--")
+    ax.text(pos["labeled frames"][0] + w / 2, 0.2, "held out: whole videos or animals",
+            ha="center", va="center", fontsize=8, style="italic", color="#555555")
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m vit_facemap.diagrams OUT.png``: redraw the overview figure."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("out", type=Path)
+    args = p.parse_args(argv)
+    fig = overview_diagram()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # no time stamp in the file, so redrawing an unchanged figure leaves git clean
+    fig.savefig(args.out, dpi=150, metadata={"Software": None})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

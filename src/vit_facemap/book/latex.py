@@ -4,6 +4,10 @@ MyST writes ``exports/arxiv.zip`` with the .tex files, figures and ``main.bib``.
 unpacks it into a clean folder, compiles it with pdflatex through latexmk, fails on
 undefined references or citations, copies the PDF to ``exports/paper.pdf`` and adds the
 generated ``.bbl`` to the zip (arXiv does not run BibTeX reliably, so it wants the .bbl).
+
+:func:`polish_zip` mends two things MyST's export gets wrong for a one-file article: tables
+embedded from notebooks arrive in ``figure`` environments (captioned "Figure n"), and a
+reference to another page becomes a web link (``\\href{/methods}{Methods}``), dead in a PDF.
 """
 
 from __future__ import annotations
@@ -68,6 +72,54 @@ def compile_zip(zip_path: str | Path, pdf_out: str | Path, *, keep: str | Path |
     if keep is None:
         shutil.rmtree(work, ignore_errors=True)
     return pdf_out
+
+
+TABLE_FIGURE = re.compile(r"\\begin\{figure\}(\[[^\]]*\])?((?:(?!\\end\{figure\}).)*?"
+                          r"\\label\{tbl-(?:(?!\\end\{figure\}).)*?)\\end\{figure\}", re.S)
+PAGE_LINK = re.compile(r"\\href\{/([A-Za-z0-9_-]+)\}\{[^{}]*\}")
+SECTION = re.compile(r"^(\\section\*?\{.*\})$", re.M)
+
+
+def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
+    """The export's .tex files (name -> text) with tables as tables and page links as refs.
+
+    ``main`` is the top-level file; a page ``/slug`` is the file ``<main stem>-<slug>.tex``,
+    whose first ``\\section`` gets the label ``page-<slug>`` that its links now point to.
+    """
+    stem = Path(main).stem
+    pages = {Path(n).stem.removeprefix(stem + "-"): n for n in files
+             if n != main and Path(n).stem.startswith(stem + "-")}
+    out = {}
+    for name, text in files.items():
+        text = TABLE_FIGURE.sub(lambda m: "\\begin{table}[!htbp]" + m.group(2) + "\\end{table}",
+                                text)
+        text = PAGE_LINK.sub(lambda m: f"Section~\\ref{{page-{m.group(1)}}}"
+                             if m.group(1) in pages else m.group(0), text)
+        out[name] = text
+    for slug, name in pages.items():
+        out[name] = SECTION.sub(lambda m, s=slug: m.group(1) + f"\\label{{page-{s}}}",
+                                out[name], count=1)
+    return out
+
+
+def polish_zip(zip_path: str | Path) -> None:
+    """Apply :func:`polish_tex` to the .tex files of the arXiv zip (rewritten atomically)."""
+    zip_path = Path(zip_path)
+    with zipfile.ZipFile(zip_path) as zf:
+        tex = {i.filename: zf.read(i.filename).decode() for i in zf.infolist()
+               if i.filename.endswith(".tex") and "/" not in i.filename}
+        tops = [n for n, t in tex.items() if "\\documentclass" in t]
+        if len(tops) != 1:
+            raise RuntimeError(f"expected one .tex with \\documentclass in {zip_path}, found {tops}")
+        new = polish_tex(tex, tops[0])
+        tmp = zip_path.with_name(zip_path.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in zf.infolist():
+                if item.filename in new:
+                    dst.writestr(item, new[item.filename])
+                else:
+                    dst.writestr(item, zf.read(item.filename))
+    tmp.replace(zip_path)
 
 
 def add_to_zip(zip_path: Path, file: Path) -> None:
