@@ -233,18 +233,20 @@ def test_vit_diagram_draws_patch_grid():
     assert len(fig.axes) == 1
 
 
+EXPORT = {
+    "arxiv.tex": "\\documentclass{article}\\input{arxiv-intro}\\input{arxiv-results}",
+    "arxiv-intro.tex": "\\section{Introduction}\nSee \\href{/results}{Results} and "
+                       "\\href{https://doi.org/x}{a paper}.\n",
+    "arxiv-results.tex": "\\section{Results}\n\\begin{figure}\n\\caption[]{A table.}\n"
+                         "\\label{tbl-a}\n\\begin{tabular}{l}x\\end{tabular}\n\\end{figure}\n"
+                         "\\begin{figure}[!htbp]\n\\includegraphics{a.png}\n\\label{fig-b}\n"
+                         "\\end{figure}\n",
+}
+
+
 def test_export_gets_tables_as_tables_and_page_links_as_references():
-    files = {
-        "arxiv.tex": "\\documentclass{article}\\input{arxiv-intro}\\input{arxiv-results}",
-        "arxiv-intro.tex": "\\section{Introduction}\nSee \\href{/results}{Results} and "
-                           "\\href{https://doi.org/x}{a paper}.\n",
-        "arxiv-results.tex": "\\section{Results}\n\\begin{figure}\n\\caption[]{A table.}\n"
-                             "\\label{tbl-a}\n\\begin{tabular}{l}x\\end{tabular}\n\\end{figure}\n"
-                             "\\begin{figure}[!htbp]\n\\includegraphics{a.png}\n\\label{fig-b}\n"
-                             "\\end{figure}\n",
-    }
-    out = latex.polish_tex(files, "arxiv.tex")
-    assert out["arxiv.tex"] == files["arxiv.tex"]
+    out = latex.polish_tex(EXPORT, "arxiv.tex")
+    assert out["arxiv.tex"] == EXPORT["arxiv.tex"]
     intro = out["arxiv-intro.tex"]
     assert "See Section~\\ref{page-results} and" in intro
     assert "\\href{https://doi.org/x}{a paper}" in intro  # real links stay links
@@ -254,24 +256,56 @@ def test_export_gets_tables_as_tables_and_page_links_as_references():
     assert res.count("\\begin{table}") == 1 and res.count("\\end{table}") == 1
     assert res.index("\\end{table}") < res.index("\\begin{figure}[!htbp]")
     assert res.count("\\begin{figure}") == 1 and "\\label{fig-b}\n\\end{figure}" in res
+    assert latex.polish_tex(out, "arxiv.tex") == out  # a second pass changes nothing
+
+
+@pytest.mark.parametrize("page,text,problem", [
+    ("arxiv-intro.tex", "See \\href{/missing}{Missing}.", "not part of the paper"),
+    ("arxiv-intro.tex", "See \\href{/results#sec-x}{there}.", "not part of the paper"),
+    ("arxiv-results.tex", "\\section*{Results}\n", "no numbered"),
+])
+def test_export_refuses_page_links_it_cannot_turn_into_references(page, text, problem):
+    files = {**EXPORT, page: text}
+    with pytest.raises(RuntimeError, match=problem):
+        latex.polish_tex(files, "arxiv.tex")
+
+
+def test_polish_zip_rewrites_the_pages_and_keeps_the_rest(tmp_path):
+    zpath = tmp_path / "arxiv.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for name, text in EXPORT.items():
+            zf.writestr(name, text)
+        zf.writestr("files/a.png", b"\x89PNG")
+    latex.polish_zip(zpath)
+    with zipfile.ZipFile(zpath) as zf:
+        assert sorted(zf.namelist()) == sorted([*EXPORT, "files/a.png"])
+        assert zf.read("files/a.png") == b"\x89PNG"
+        assert "\\begin{table}" in zf.read("arxiv-results.tex").decode()
+    assert not (tmp_path / "arxiv.zip.tmp").exists()
+    with zipfile.ZipFile(zpath, "a") as zf:
+        zf.writestr("arxiv-more.tex", "\\href{/nowhere}{x}")
+    before = zpath.read_bytes()
+    with pytest.raises(RuntimeError, match="not part of the paper"):
+        latex.polish_zip(zpath)
+    assert zpath.read_bytes() == before and not (tmp_path / "arxiv.zip.tmp").exists()
 
 
 def test_committed_overview_figure_is_what_the_code_draws(tmp_path):
     # images/overview.png is a drawing, not a result: it must follow its code, which a
-    # forgotten redraw after editing OVERVIEW would break
+    # forgotten redraw after editing the drawing would break
     import matplotlib
     from PIL import Image
 
     matplotlib.use("Agg")
-    from vit_facemap.diagrams import main
+    from vit_facemap.diagrams import main, overview_fingerprint
 
     root = Path(__file__).resolve().parents[1]
+    kept = Image.open(root / "images" / "overview.png")
+    assert kept.text.get("Comment") == f"drawing {overview_fingerprint()}", \
+        "redraw it: make images"
     main([str(tmp_path / "overview.png")])
-    fresh = np.asarray(Image.open(tmp_path / "overview.png").convert("L"), dtype=float)
-    kept = np.asarray(Image.open(root / "images" / "overview.png").convert("L"), dtype=float)
-    assert fresh.shape == kept.shape
-    changed = (np.abs(fresh - kept) > 64).mean()  # a changed word moves ~1e-3 of the pixels
-    assert changed < 1e-4, "redraw it: python -m vit_facemap.diagrams images/overview.png"
+    fresh = Image.open(tmp_path / "overview.png")
+    assert fresh.size == kept.size and fresh.text == kept.text
     assert "../images/overview.png" in (root / "content" / "index.md").read_text()
 
 

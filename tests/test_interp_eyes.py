@@ -111,28 +111,32 @@ def test_hard_negative_crops_are_cut_at_the_wrong_candidates(monkeypatch):
     import vit_facemap.eyes as eyes
 
     frames, boxes = _frames()
-    # one wrong candidate per frame, far from the eye, with its own width
-    wrong = np.column_stack([np.full(len(frames), 10.0), np.full(len(frames), 80.0),
-                             np.full(len(frames), 30.0)])
+    # one wrong candidate per frame, far from its eye, each with its own place and width
+    n = len(frames)
+    wrong = np.column_stack([np.linspace(5, 115, n), np.full(n, 80.0), np.linspace(20, 60, n)])
     cut = []
     real = eyes.crop_views
 
     def spy(frames_, centres, sides, size, *args, **kw):
-        cut.append((centres.copy(), np.asarray(sides).copy()))
+        idx = [next(i for i, f in enumerate(frames) if f is g) for g in frames_]
+        cut.append((np.array(idx), centres.copy(), np.asarray(sides).copy()))
         return real(frames_, centres, sides, size, *args, **kw)
 
     monkeypatch.setattr(eyes, "crop_views", spy)
     config = TINY.__class__(**{**TINY.__dict__, "refine_negatives": 1.0, "refine_hard": 1.0})
     eyes._fit_refine(frames, boxes, config, progress=False, hard=[w[None] for w in wrong])
-    centres = np.concatenate([c for c, _ in cut])
-    sides = np.concatenate([s for _, s in cut])
-    assert len(centres) == config.epochs * len(frames)
+    idx = np.concatenate([i for i, _, _ in cut])
+    centres = np.concatenate([c for _, c, _ in cut])
+    sides = np.concatenate([s for _, _, s in cut])
+    assert len(idx) == config.epochs * n
     # every crop is a negative and every negative a hard one: centred within a few tenths of
-    # the candidate's width of it, at the side the prediction would cut there
-    assert (np.linalg.norm(centres - wrong[0, :2], axis=1) < 0.5 * 30).all()
-    np.testing.assert_allclose(sides, config.refine_factor * 30, rtol=0.11)
+    # its own frame's candidate width of that candidate, at the side the prediction would cut
+    dist = np.linalg.norm(centres - wrong[idx, :2], axis=1)
+    assert (dist < 0.5 * wrong[idx, 2]).all()
+    np.testing.assert_allclose(sides, config.refine_factor * wrong[idx, 2], rtol=0.11)
     # with no hard pool the negatives land anywhere in the frame
     cut.clear()
     eyes._fit_refine(frames, boxes, config, progress=False, hard=None)
-    far = np.linalg.norm(np.concatenate([c for c, _ in cut]) - wrong[0, :2], axis=1) > 15
+    idx = np.concatenate([i for i, _, _ in cut])
+    far = np.linalg.norm(np.concatenate([c for _, c, _ in cut]) - wrong[idx, :2], axis=1) > 20
     assert far.mean() > 0.5

@@ -268,9 +268,24 @@ def overview_diagram():
     return fig
 
 
+def overview_fingerprint() -> str:
+    """A hash of the overview's stages and drawing code, stored in the PNG it writes.
+
+    A test compares it with the committed image's, so an edit of the drawing that is not
+    redrawn fails, whatever fonts another install would render the pixels with.
+    """
+    import hashlib
+    import inspect
+
+    code = "".join(inspect.getsource(f) for f in (overview_diagram, _box, _arrow))
+    return hashlib.sha256((code + repr(OVERVIEW) + repr(COLORS)).encode()).hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m vit_facemap.diagrams OUT.png``: redraw the overview figure."""
     import argparse
+
+    import matplotlib.pyplot as plt
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("out", type=Path)
@@ -278,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     fig = overview_diagram()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # no time stamp in the file, so redrawing an unchanged figure leaves git clean
-    fig.savefig(args.out, dpi=150, metadata={"Software": None})
+    fig.savefig(args.out, dpi=150, metadata={"Software": None,
+                                             "Comment": f"drawing {overview_fingerprint()}"})
+    plt.close(fig)
     print(f"wrote {args.out}")
 
 

@@ -77,49 +77,65 @@ def compile_zip(zip_path: str | Path, pdf_out: str | Path, *, keep: str | Path |
 TABLE_FIGURE = re.compile(r"\\begin\{figure\}(\[[^\]]*\])?((?:(?!\\end\{figure\}).)*?"
                           r"\\label\{tbl-(?:(?!\\end\{figure\}).)*?)\\end\{figure\}", re.S)
 PAGE_LINK = re.compile(r"\\href\{/([A-Za-z0-9_-]+)\}\{[^{}]*\}")
-SECTION = re.compile(r"^(\\section\*?\{.*\})$", re.M)
+SECTION = re.compile(r"^(\\section\{.*?\})(\\label\{page-[^}]*\})?$", re.M)
 
 
 def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
     """The export's .tex files (name -> text) with tables as tables and page links as refs.
 
     ``main`` is the top-level file; a page ``/slug`` is the file ``<main stem>-<slug>.tex``,
-    whose first ``\\section`` gets the label ``page-<slug>`` that its links now point to.
+    whose first numbered ``\\section`` gets the label ``page-<slug>`` that its links now
+    point to. A page link left over (to no page, with an anchor or formatted text) is an
+    error rather than a dead link in the PDF. Running it twice changes nothing.
     """
     stem = Path(main).stem
     pages = {Path(n).stem.removeprefix(stem + "-"): n for n in files
              if n != main and Path(n).stem.startswith(stem + "-")}
-    out = {}
+    out, linked = {}, set()
+
+    def ref(m: re.Match) -> str:
+        if m.group(1) not in pages:
+            return m.group(0)
+        linked.add(m.group(1))
+        return f"Section~\\ref{{page-{m.group(1)}}}"
+
     for name, text in files.items():
         text = TABLE_FIGURE.sub(lambda m: "\\begin{table}[!htbp]" + m.group(2) + "\\end{table}",
                                 text)
-        text = PAGE_LINK.sub(lambda m: f"Section~\\ref{{page-{m.group(1)}}}"
-                             if m.group(1) in pages else m.group(0), text)
+        text = PAGE_LINK.sub(ref, text)
+        left = re.findall(r"\\href\{/[^}]*\}", text)
+        if left:
+            raise RuntimeError(f"{name}: links to pages that are not part of the paper: {left}")
         out[name] = text
     for slug, name in pages.items():
-        out[name] = SECTION.sub(lambda m, s=slug: m.group(1) + f"\\label{{page-{s}}}",
-                                out[name], count=1)
+        out[name], n = SECTION.subn(lambda m, s=slug: m.group(1) + f"\\label{{page-{s}}}",
+                                    out[name], count=1)
+        if n == 0 and slug in linked:
+            raise RuntimeError(f"{name} has no numbered \\section for links to /{slug} to refer to")
     return out
 
 
 def polish_zip(zip_path: str | Path) -> None:
     """Apply :func:`polish_tex` to the .tex files of the arXiv zip (rewritten atomically)."""
     zip_path = Path(zip_path)
-    with zipfile.ZipFile(zip_path) as zf:
-        tex = {i.filename: zf.read(i.filename).decode() for i in zf.infolist()
-               if i.filename.endswith(".tex") and "/" not in i.filename}
-        tops = [n for n, t in tex.items() if "\\documentclass" in t]
-        if len(tops) != 1:
-            raise RuntimeError(f"expected one .tex with \\documentclass in {zip_path}, found {tops}")
-        new = polish_tex(tex, tops[0])
-        tmp = zip_path.with_name(zip_path.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-            for item in zf.infolist():
-                if item.filename in new:
-                    dst.writestr(item, new[item.filename])
-                else:
-                    dst.writestr(item, zf.read(item.filename))
-    tmp.replace(zip_path)
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            # MyST writes every page at the top of the zip; files/ only holds figures
+            tex = {i.filename: zf.read(i.filename).decode() for i in zf.infolist()
+                   if i.filename.endswith(".tex") and "/" not in i.filename}
+            tops = [n for n, t in tex.items() if "\\documentclass" in t]
+            if len(tops) != 1:
+                raise RuntimeError(f"expected one .tex with \\documentclass in {zip_path}, "
+                                   f"found {tops}")
+            new = polish_tex(tex, tops[0])
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+                for item in zf.infolist():
+                    data = new.get(item.filename)
+                    dst.writestr(item, data if data is not None else zf.read(item.filename))
+        tmp.replace(zip_path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def add_to_zip(zip_path: Path, file: Path) -> None:
