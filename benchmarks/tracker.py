@@ -92,6 +92,8 @@ ABLATIONS = {
     "hybrid_mask_slips": ("default recipe leaving out training labels that sit where another "
                           "keypoint usually is (vit_facemap.labelcheck)",
                           lambda c: _set(c, mask_slips=True)),
+    "hybrid_hires": ("default recipe with a 288x192 first-stage input (1.5x the side, 2.25x "
+                     "the tokens)", lambda c: _model(c, input_w=288, input_h=192)),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
