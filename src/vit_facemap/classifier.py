@@ -339,7 +339,7 @@ class GeometryHead(torch.nn.Module):
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """Cross-entropy of the heatmaps' spatial softmax to Gaussians at ``points`` (B, K, 2),
     given in view coordinates ([-1, 1], edges); points unknown or outside the view are skipped."""
-    from vit_facemap.models.heads import gaussian_targets
+    from vit_facemap.models.heads import heatmap_cross_entropy
 
     h, w = logits.shape[-2:]
     cells = torch.stack([(points[..., 0] + 1) / 2 * w, (points[..., 1] + 1) / 2 * h], -1) - 0.5
@@ -347,8 +347,7 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float = 1.0)
         (cells[..., 1] > -0.5) & (cells[..., 1] < h - 0.5)
     if not ok.any():
         return logits.sum() * 0
-    target = gaussian_targets(cells, ok.float(), (h, w), sigma).flatten(2)
-    return -(target * F.log_softmax(logits.flatten(2), -1)).sum(-1)[ok].mean()
+    return heatmap_cross_entropy(logits, cells, ok.float(), sigma)[ok].mean()
 
 
 def keypoint_ratio(logits: torch.Tensor, names: Sequence[str]) -> np.ndarray:

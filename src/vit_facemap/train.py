@@ -47,7 +47,7 @@ from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.images import image_size
 from vit_facemap.labelcheck import label_slips, mask_slips
 from vit_facemap.models import KeypointModel, ModelConfig, build_model
-from vit_facemap.models.heads import gaussian_targets, local_soft_argmax, soft_argmax
+from vit_facemap.models.heads import heatmap_cross_entropy, local_soft_argmax, soft_argmax
 from vit_facemap.models.weights import load_weights, save_weights
 from vit_facemap.refine import (
     REFINE_DIR,
@@ -160,11 +160,8 @@ def keypoint_loss(out: dict[str, torch.Tensor], target: torch.Tensor, model: Key
     n_vis = visible.sum().clamp_min(1)
     if "heatmap" in out:
         logits = out["heatmap"].float()
-        h, w = logits.shape[-2:]
         cells = input_to_heatmap(target, model.stride)
-        tmap = gaussian_targets(cells, visible.float(), (h, w), sigma)
-        logp = F.log_softmax(logits.flatten(2), -1).view_as(logits)
-        ce = -(tmap * logp).sum((-1, -2))
+        ce = heatmap_cross_entropy(logits, cells, visible.float(), sigma)
         pred, _ = soft_argmax(logits)
         l1 = (pred - torch.nan_to_num(cells)).abs().sum(-1)
         per = ce + coord_weight * l1

@@ -130,3 +130,11 @@ def gaussian_targets(
     g = gy[..., :, None] * gx[..., None, :]
     g = g / g.sum((-1, -2), keepdim=True).clamp_min(1e-12)
     return g * visible[..., None, None]
+
+
+def heatmap_cross_entropy(logits: torch.Tensor, coords: torch.Tensor, visible: torch.Tensor,
+                          sigma: float) -> torch.Tensor:
+    """Cross-entropy (B, K) of each heatmap's spatial softmax to a Gaussian at ``coords``
+    (heatmap cells); 0 where ``visible`` is 0, so callers average over what they count."""
+    target = gaussian_targets(coords, visible, tuple(logits.shape[-2:]), sigma)
+    return -(target.flatten(2) * F.log_softmax(logits.flatten(2), -1)).sum(-1)
