@@ -94,6 +94,9 @@ ABLATIONS = {
                           lambda c: _set(c, mask_slips=True)),
     "hybrid_hires": ("default recipe with a 288x192 first-stage input (1.5x the side, 2.25x "
                      "the tokens)", lambda c: _model(c, input_w=288, input_h=192)),
+    "hybrid_flip": ("default recipe with horizontal flips (half the samples), left / right "
+                    "keypoint names swapped", lambda c: _set(c, augment=AugmentConfig(
+                        hflip=0.5, flip_pairs="auto"))),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
@@ -191,7 +194,10 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                       progress=not args.no_progress)
         predictor = load_predictor(run_dir, args.device)
         row.update(description=description, train_s=summary["train_s"], steps=summary["steps"],
-                   epochs=summary["epochs"], params=count_parameters(predictor.model),
+                   epochs=summary["epochs"],
+                   # every stage the tracker runs, as track_speed.py counts them
+                   params=count_parameters(predictor.model)
+                   + sum(count_parameters(r.model) for r in predictor.refiners),
                    input=f"{c.model.input_w}x{c.model.input_h}", crop=c.crop)
     pred, conf, _ = predict_frames(predictor, test)
     m = keypoint_metrics(pred, test.keypoints, test.bodyparts)

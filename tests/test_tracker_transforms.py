@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vit_facemap.augment import AugmentConfig, KeypointAugmenter
+from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
 from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise, to_channels
 
 
@@ -94,3 +94,32 @@ def test_flip_needs_pairs_and_swaps_them():
     # "l" now holds the mirrored right point and vice versa; the image's x flips about its middle
     assert out[0, 0] < 10 and out[1, 0] > 10
     assert abs(out[0, 0] + 17.0 - 19.0) <= 1.0 and abs(out[2, 0] + 10.0 - 19.0) <= 1.0
+
+
+def test_mirror_pairs_from_names():
+    schroeder = ["nose", "leftpupil", "dorsalpupil", "rightpupil", "lefteyelid", "righteyelid"]
+    assert mirror_pairs(schroeder) == [["leftpupil", "rightpupil"], ["lefteyelid", "righteyelid"]]
+    assert mirror_pairs(["eye_L", "eye_R", "Left ear", "Right ear", "left paw"]) == [
+        ["eye_L", "eye_R"], ["Left ear", "Right ear"]]
+    # anatomical names say nothing about the image side; "lip" holds no side word
+    assert mirror_pairs(["eye front", "eye back", "lip", "whisker 1"]) == []
+
+
+def test_auto_flip_pairs_swap_like_declared_ones():
+    bp = ["lefteye", "righteye", "nose"]
+    kw = dict(rotate=0, scale=0, translate=0, p_geometric=0, hflip=1.0, brightness=0, contrast=0,
+              blur=0, noise=0)
+    img = np.zeros((10, 20), np.uint8)
+    kp = np.array([[2.0, 5.0], [17.0, 6.0], [10.0, 1.0]])
+    _, auto = KeypointAugmenter(AugmentConfig(**kw, flip_pairs="auto"), bp)(img, kp)
+    _, given = KeypointAugmenter(AugmentConfig(**kw, flip_pairs=[["lefteye", "righteye"]]), bp)(img, kp)
+    np.testing.assert_allclose(auto, given)
+    assert auto[0, 1] == pytest.approx(6.0)  # "lefteye" now holds the mirrored right eye
+    # anatomical names keep their points in the mirror image; only the x coordinate flips
+    aug = KeypointAugmenter(AugmentConfig(**kw, flip_pairs="auto"), ["eye front", "eye back", "lip"])
+    assert aug.pairs == []
+    _, out = aug(img, kp)
+    np.testing.assert_allclose(out[:, 1], kp[:, 1])
+    np.testing.assert_allclose(out[:, 0], 19.0 - kp[:, 0], atol=1.0)
+    with pytest.raises(ValueError, match="or 'auto'"):
+        KeypointAugmenter(AugmentConfig(**kw), bp)

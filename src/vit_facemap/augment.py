@@ -3,15 +3,49 @@
 Geometry (rotation, scale, translation, optional horizontal flip) moves the keypoints
 with the pixels; keypoints that leave the image become missing (NaN), never clipped to
 the border. Flipping swaps left/right keypoints, so it is only allowed with a declared
-pairing. Missing keypoints ride along at a dummy position and come back as NaN.
+pairing: ``flip_pairs`` lists them, or ``"auto"`` pairs the names that differ only in
+left / right (:func:`mirror_pairs`) and takes every other name to be anatomical, the same
+point in the mirror image (``eye front``, ``nose tip``). Side names are read as sides of the
+*image*, as in ``schroeder``, where ``lefteyelid`` is the image-left eye corner whichever
+way the mouse faces. A set whose names mean something else under a mirror (``eye1`` /
+``eye2`` for image sides) must list its pairs or not flip. Missing keypoints ride along at
+a dummy position and come back as NaN.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import albumentations as A
 import numpy as np
+
+_SIDE = re.compile(r"left|right|(?<![a-z])l(?![a-z])|(?<![a-z])r(?![a-z])", re.IGNORECASE)
+_OTHER = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+
+def mirror_pairs(bodyparts: Sequence[str]) -> list[list[str]]:
+    """Pairs of keypoint names that differ only in the side they name.
+
+    ``leftpupil`` / ``rightpupil``, ``eye_L`` / ``eye_R`` and ``Left ear`` / ``Right ear``
+    pair up; a side word without a partner (``left ear`` alone) is left as it is.
+    """
+    names = list(bodyparts)
+
+    def other(name: str) -> str:
+        def swap(m: re.Match) -> str:
+            word = _OTHER[m.group(0).lower()]
+            return word.upper() if m.group(0).isupper() else (
+                word.capitalize() if m.group(0)[0].isupper() else word)
+        return _SIDE.sub(swap, name)
+
+    pairs = []
+    for name in names:
+        partner = other(name)
+        if partner != name and partner in names and [partner, name] not in pairs:
+            pairs.append([name, partner])
+    return pairs
 
 
 @dataclass
@@ -24,7 +58,7 @@ class AugmentConfig:
     blur: float = 0.2             # probability of a Gaussian blur
     noise: float = 0.2            # probability of Gaussian noise
     hflip: float = 0.0            # probability; needs flip_pairs
-    flip_pairs: list[list[str]] = field(default_factory=list)
+    flip_pairs: list[list[str]] | str = field(default_factory=list)  # or "auto": mirror_pairs
     p_geometric: float = 0.9
 
 
@@ -34,11 +68,15 @@ class KeypointAugmenter:
     def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0) -> None:
         self.config = config
         c = config
-        if c.hflip > 0 and not c.flip_pairs:
+        pairs = mirror_pairs(bodyparts) if c.flip_pairs == "auto" else c.flip_pairs
+        if isinstance(pairs, str):
+            raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
+        if c.hflip > 0 and not pairs and c.flip_pairs != "auto":
             raise ValueError("horizontal flips need flip_pairs naming left/right keypoints "
-                             "(e.g. [['leftpupil', 'rightpupil']]); none were given")
+                             "(e.g. [['leftpupil', 'rightpupil']]), or 'auto'; none were given")
+        self.pairs = [list(p) for p in pairs]
         self.swap = np.arange(len(bodyparts))
-        for a, b in c.flip_pairs:
+        for a, b in pairs:
             if a not in bodyparts or b not in bodyparts:
                 raise ValueError(f"flip pair {a!r}/{b!r} is not among the keypoints {bodyparts}")
             i, j = bodyparts.index(a), bodyparts.index(b)
