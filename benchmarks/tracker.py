@@ -17,7 +17,9 @@ the same wall-time budget (``--minutes``) and the same step cap; the held-out fr
 only monitored during training (weights of the last step are evaluated, never the best
 held-out epoch).
 
-Each row also gives the errors with the test labels that ``vit_facemap.labelcheck`` flags
+Each row also gives the error on the training frames themselves (``train_mean_px``,
+``train_median_px``, per keypoint: how well the model fits the labels it learned from), and
+the errors with the test labels that ``vit_facemap.labelcheck`` flags
 as slipped onto another keypoint's place (found on the whole set) left out: ``clean_*``.
 
 Writes ``tracker.json`` (rows + provenance) and ``tracker.csv`` to ``--out``, and one run
@@ -94,6 +96,8 @@ ABLATIONS = {
                           lambda c: _set(c, mask_slips=True)),
     "hybrid_hires": ("default recipe with a 288x192 first-stage input (1.5x the side, 2.25x "
                      "the tokens)", lambda c: _model(c, input_w=288, input_h=192)),
+    "hybrid_eye_hires": ("default recipe with a 192x192 eye-stage input (1.5x the side)",
+                         lambda c: _set(c, refine=RefineConfig(input_size=192))),
     "hybrid_flip": ("default recipe with horizontal flips (half the samples), left / right "
                     "keypoint names swapped", lambda c: _set(c, augment=AugmentConfig(
                         hflip=0.5, flip_pairs="auto"))),
@@ -209,6 +213,13 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                # other processes on the machine slow every timing: record how busy it was
                load_average_1min=os.getloadavg()[0])
     row["per_keypoint_mean_px"] = {k: v["mean_px"] for k, v in m["per_keypoint"].items()}
+    # the same error on the frames the model trained on: a model that cannot get near its
+    # own training labels is limited by fit (budget, resolution, label noise), not by
+    # generalisation, and no held-out error will be lower
+    pred_tr, _, _ = predict_frames(predictor, train)
+    mt = keypoint_metrics(pred_tr, train.keypoints, train.bodyparts)
+    row.update(train_mean_px=mt["mean_px"], train_median_px=mt["median_px"],
+               per_keypoint_train_mean_px={k: v["mean_px"] for k, v in mt["per_keypoint"].items()})
     if clean is not None:
         mc = keypoint_metrics(pred, clean.keypoints, clean.bodyparts)
         row.update(n_slipped_test_labels=int(np.isnan(clean.keypoints[..., 0]).sum()
