@@ -101,8 +101,16 @@ def test_mirror_pairs_from_names():
     assert mirror_pairs(schroeder) == [["leftpupil", "rightpupil"], ["lefteyelid", "righteyelid"]]
     assert mirror_pairs(["eye_L", "eye_R", "Left ear", "Right ear", "left paw"]) == [
         ["eye_L", "eye_R"], ["Left ear", "Right ear"]]
-    # anatomical names say nothing about the image side; "lip" holds no side word
+    # partners are found whatever their case; camelCase sides count
+    assert mirror_pairs(["eye_l", "eye_R", "ear_Left", "ear_RIGHT", "pawL", "pawR"]) == [
+        ["eye_l", "eye_R"], ["ear_Left", "ear_RIGHT"], ["pawL", "pawR"]]
+    # anatomical names say nothing about the image side; "lip" holds no side word, and
+    # "left" / "right" inside another word ("cleft", "upright") or a letter before a digit
+    # ("r1") is no side either
     assert mirror_pairs(["eye front", "eye back", "lip", "whisker 1"]) == []
+    assert mirror_pairs(["cleft", "cright", "upright", "upleft", "whisker r1", "whisker l1"]) == []
+    # a name differing from another only in case is no side
+    assert mirror_pairs(["lEFT", "right", "left"]) == [["right", "left"]]
 
 
 def test_auto_flip_pairs_swap_like_declared_ones():
@@ -123,3 +131,11 @@ def test_auto_flip_pairs_swap_like_declared_ones():
     np.testing.assert_allclose(out[:, 0], 19.0 - kp[:, 0], atol=1.0)
     with pytest.raises(ValueError, match="or 'auto'"):
         KeypointAugmenter(AugmentConfig(**kw), bp)
+    with pytest.raises(ValueError, match="list of name pairs or 'auto'"):
+        KeypointAugmenter(AugmentConfig(**kw, flip_pairs="Auto"), bp)
+    # a side name without a partner would keep its label on the wrong side of the mirror
+    with pytest.raises(ValueError, match=r"\['left paw'\] name a side"):
+        KeypointAugmenter(AugmentConfig(**kw, flip_pairs="auto"), ["lefteye", "righteye", "left paw"])
+    # a keypoint in two pairs makes the swap no mirror
+    with pytest.raises(ValueError, match="more than once"):
+        KeypointAugmenter(AugmentConfig(**kw, flip_pairs=[["a", "b"], ["b", "c"]]), ["a", "b", "c"])

@@ -21,29 +21,44 @@ from dataclasses import dataclass, field
 import albumentations as A
 import numpy as np
 
-_SIDE = re.compile(r"left|right|(?<![a-z])l(?![a-z])|(?<![a-z])r(?![a-z])", re.IGNORECASE)
+# a side word: "left" / "right" not preceded by a letter ("leftpupil", "eye_right", not
+# "cleft" or "upright"), capitalised after a lower-case letter ("eyeLeft"), or a lone L / R
+# ("eye_L", "nose(r)", "eyeR"; not "r1")
+_SIDE = re.compile(r"(?<![A-Za-z])(?:left|right|Left|Right|LEFT|RIGHT)|(?<=[a-z])(?:Left|Right|LEFT|RIGHT)"
+                   r"|(?<![A-Za-z0-9])[lLrR](?![A-Za-z0-9])|(?<=[a-z])[LR](?![A-Za-z0-9])")
 _OTHER = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+
+def _mirrored(name: str) -> str:
+    """``name`` with every side word swapped for the other side, in the same case."""
+    def swap(m: re.Match) -> str:
+        word, new = m.group(0), _OTHER[m.group(0).lower()]
+        if word.isupper():
+            return new.upper()
+        return new.capitalize() if word[0].isupper() else new
+    return _SIDE.sub(swap, name)
+
+
+def side_names(bodyparts: Sequence[str]) -> list[str]:
+    """The keypoint names that name a side (left / right, L / R)."""
+    return [n for n in bodyparts if _SIDE.search(n)]
 
 
 def mirror_pairs(bodyparts: Sequence[str]) -> list[list[str]]:
     """Pairs of keypoint names that differ only in the side they name.
 
-    ``leftpupil`` / ``rightpupil``, ``eye_L`` / ``eye_R`` and ``Left ear`` / ``Right ear``
-    pair up; a side word without a partner (``left ear`` alone) is left as it is.
+    ``leftpupil`` / ``rightpupil``, ``eye_L`` / ``eye_r`` and ``Left ear`` / ``Right ear``
+    pair up (case is ignored when looking for the partner). Names with a side word and no
+    partner are not paired; :class:`KeypointAugmenter` refuses to flip them (see
+    :func:`side_names`).
     """
     names = list(bodyparts)
-
-    def other(name: str) -> str:
-        def swap(m: re.Match) -> str:
-            word = _OTHER[m.group(0).lower()]
-            return word.upper() if m.group(0).isupper() else (
-                word.capitalize() if m.group(0)[0].isupper() else word)
-        return _SIDE.sub(swap, name)
-
-    pairs = []
+    lower = {n.lower(): n for n in names}
+    pairs: list[list[str]] = []
     for name in names:
-        partner = other(name)
-        if partner != name and partner in names and [partner, name] not in pairs:
+        mirrored = _mirrored(name)
+        partner = lower.get(mirrored.lower()) if mirrored != name else None
+        if partner is not None and partner != name and [partner, name] not in pairs:
             pairs.append([name, partner])
     return pairs
 
@@ -68,17 +83,34 @@ class KeypointAugmenter:
     def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0) -> None:
         self.config = config
         c = config
-        pairs = mirror_pairs(bodyparts) if c.flip_pairs == "auto" else c.flip_pairs
+        bodyparts = list(bodyparts)
+        auto = c.flip_pairs == "auto"
+        pairs = mirror_pairs(bodyparts) if auto else c.flip_pairs
         if isinstance(pairs, str):
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
-        if c.hflip > 0 and not pairs and c.flip_pairs != "auto":
+        if c.hflip > 0 and not pairs and not auto:
             raise ValueError("horizontal flips need flip_pairs naming left/right keypoints "
                              "(e.g. [['leftpupil', 'rightpupil']]), or 'auto'; none were given")
+        if c.hflip > 0 and auto:
+            paired = {n for p in pairs for n in p}
+            lone = [n for n in side_names(bodyparts) if n not in paired]
+            if lone:
+                # a lone side name would keep its label on the wrong side of a mirrored face
+                raise ValueError(f"flip_pairs='auto': the keypoints {lone} name a side but have no "
+                                 "partner of the other side; list flip_pairs or set hflip=0")
         self.pairs = [list(p) for p in pairs]
         self.swap = np.arange(len(bodyparts))
-        for a, b in pairs:
+        seen: set[str] = set()
+        for pair in self.pairs:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"a flip pair names two different keypoints, got {pair}")
+            a, b = pair
             if a not in bodyparts or b not in bodyparts:
                 raise ValueError(f"flip pair {a!r}/{b!r} is not among the keypoints {bodyparts}")
+            twice = sorted({a, b} & seen)
+            if twice:
+                raise ValueError(f"flip pairs name {twice} more than once: {self.pairs}")
+            seen |= {a, b}
             i, j = bodyparts.index(a), bodyparts.index(b)
             self.swap[i], self.swap[j] = j, i
         geo = A.Affine(

@@ -443,6 +443,8 @@ def fit(
         "stopped_by_time_budget": step < config.steps,
         "pretrain_s": pretrain_s, "pretrain_final_loss": pretrain_loss,
         "n_train_frames": len(train_frames),
+        # the keypoints a horizontal flip swaps, as resolved for these names ("auto" included)
+        "flip_pairs": augmenter.pairs if config.augment.hflip > 0 else [],
         "n_val_frames": 0 if val_frames is None else len(val_frames),
         "train_videos": sorted(set(train_frames.videos.tolist())),
         "val_videos": [] if val_frames is None else sorted(set(val_frames.videos.tolist())),
