@@ -12,6 +12,7 @@ from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.evaluate import evaluate_run
 from vit_facemap.models import ModelConfig, build_model
 from vit_facemap.predict import load_predictor
+from vit_facemap.refine import RefineConfig
 from vit_facemap.synthetic import write_synthetic_set
 from vit_facemap.train import TrainConfig, fit, keypoint_loss, profile_config
 
@@ -154,9 +155,12 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
 
     frames = read_labels(tiny_set)
     run = tmp_path / "run"
-    fit(_config(2), frames, run, None, device="cpu", progress=False)
+    cfg = _config(2)
+    cfg.refine = RefineConfig(share=0.5, input_size=32, copies=1)  # an eye stage as well
+    fit(cfg, frames, run, None, device="cpu", progress=False)
     batch = np.stack([load_image(q) for q in frames.image_paths[:5]])
     eager = load_predictor(run, device="cpu")
+    assert len(eager.refiners) == 1
     kp, conf = eager.predict(batch)
 
     seen = []
@@ -170,8 +174,10 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     monkeypatch.setattr(torch, "compile", fake_compile)
     p = load_predictor(run, device="cpu")
     assert p.compile(batch_size=4) and p.compiled and p.compile_s is not None
+    assert p.refiners[0].compiled  # the eye stage is compiled with the first
+    seen.clear()
     kp2, conf2 = p.predict(batch)  # 5 frames: a batch of 4 and a short one padded to 4
-    assert set(seen) == {4}
+    assert seen == [4, 4, 4, 4]  # both stages, each in two padded batches
     assert np.allclose(kp, kp2, atol=1e-4) and np.allclose(conf, conf2, atol=1e-5)
 
     def broken(model, **kw):

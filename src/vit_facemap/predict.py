@@ -61,7 +61,8 @@ class KeypointPredictor:
         ``batch_size`` (default: the predictor's) becomes the one batch size the graph is
         built for; pass the size the caller's batches have. A first run on ``example`` (or
         zeros of the training frame size) triggers the compilation, so its cost is paid
-        here and recorded in ``compile_s``.
+        here and recorded in ``compile_s``. Second stages are compiled with the first, for
+        the same batch size; one that fails to compile stays eager on its own.
         """
         if self.compiled:
             return True
@@ -70,11 +71,15 @@ class KeypointPredictor:
         t = time.perf_counter()
         try:
             forward = torch.compile(self.model, dynamic=False)
-            if example is None:
-                w, h = self.frame_size or (self.mapping.box_w, self.mapping.box_h)
-                shape = (h, w) if self.channels == 1 else (h, w, 3)
-                example = np.zeros((self.batch_size, *shape), np.uint8)
-            x, _ = self.prepare(np.asarray(example)[: self.batch_size])
+            if self.mapping is None:  # a second stage sees crops of its own input size
+                cfg = self.model.config
+                x = np.zeros((self.batch_size, self.channels, cfg.input_h, cfg.input_w), np.float32)
+            else:
+                if example is None:
+                    w, h = self.frame_size or (self.mapping.box_w, self.mapping.box_h)
+                    shape = (h, w) if self.channels == 1 else (h, w, 3)
+                    example = np.zeros((self.batch_size, *shape), np.uint8)
+                x, _ = self.prepare(np.asarray(example)[: self.batch_size])
             with torch.inference_mode():
                 forward(self._to_device(self._pad(x, force=True)))
         except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
@@ -84,6 +89,8 @@ class KeypointPredictor:
             return False
         self._forward = forward
         self.compiled = True
+        for refiner in self.refiners:
+            refiner.compile(self.batch_size)
         self.compile_s = time.perf_counter() - t
         return True
 
