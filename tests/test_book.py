@@ -238,7 +238,9 @@ EXPORT = {
     "arxiv-intro.tex": "\\section{Introduction}\nSee \\href{/results}{Results} and "
                        "\\href{https://doi.org/x}{a paper}.\n",
     "arxiv-results.tex": "\\section{Results}\n\\begin{figure}\n\\caption[]{A table.}\n"
-                         "\\label{tbl-a}\n\\begin{tabular}{l}x\\end{tabular}\n\\end{figure}\n"
+                         "\\label{tbl-a}\n\\begin{tabular}{p{\\dimexpr 0.5\\linewidth-2\\tabcolsep}"
+                         "p{\\dimexpr 0.5\\linewidth-2\\tabcolsep}}\na & b\\\\\n\\end{tabular}\n"
+                         "\\end{figure}\n"
                          "\\begin{figure}[!htbp]\n\\includegraphics{a.png}\n\\label{fig-b}\n"
                          "\\end{figure}\n",
 }
@@ -256,6 +258,9 @@ def test_export_gets_tables_as_tables_and_page_links_as_references():
     assert res.count("\\begin{table}") == 1 and res.count("\\end{table}") == 1
     assert res.index("\\end{table}") < res.index("\\begin{figure}[!htbp]")
     assert res.count("\\begin{figure}") == 1 and "\\label{fig-b}\n\\end{figure}" in res
+    # its equal paragraph columns become natural ones, shrunk to the line only when wider
+    assert ("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            "\\begin{tabular}{ll}\na & b\\\\\n\\end{tabular}}\n\\end{table}") in res
     assert latex.polish_tex(out, "arxiv.tex") == out  # a second pass changes nothing
 
 

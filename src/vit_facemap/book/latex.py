@@ -5,9 +5,10 @@ unpacks it into a clean folder, compiles it with pdflatex through latexmk, fails
 undefined references or citations, copies the PDF to ``exports/paper.pdf`` and adds the
 generated ``.bbl`` to the zip (arXiv does not run BibTeX reliably, so it wants the .bbl).
 
-:func:`polish_zip` mends two things MyST's export gets wrong for a one-file article: tables
-embedded from notebooks arrive in ``figure`` environments (captioned "Figure n"), and a
-reference to another page becomes a web link (``\\href{/methods}{Methods}``), dead in a PDF.
+:func:`polish_zip` mends what MyST's export gets wrong for a one-file article: tables
+embedded from notebooks arrive in ``figure`` environments (captioned "Figure n") with
+equal-width columns that long entries overrun, and a reference to another page becomes a
+web link (``\\href{/methods}{Methods}``), dead in a PDF.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def compile_zip(zip_path: str | Path, pdf_out: str | Path, *, keep: str | Path |
 
 TABLE_FIGURE = re.compile(r"\\begin\{figure\}(\[[^\]]*\])?((?:(?!\\end\{figure\}).)*?"
                           r"\\label\{tbl-(?:(?!\\end\{figure\}).)*?)\\end\{figure\}", re.S)
+# MyST gives every column of a notebook table the same paragraph width, so a long model
+# name runs into the next column; natural widths, shrunk to the line only when wider
+TABULAR = re.compile(r"\\begin\{tabular\}\{((?:p\{[^{}]*\}|[lcr|])+)\}(.*?\\end\{tabular\})", re.S)
+FIT_WIDTH = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
 PAGE_LINK = re.compile(r"\\href\{/([A-Za-z0-9_-]+)\}\{[^{}]*\}")
 SECTION = re.compile(r"^(\\section\{.*?\})(\\label\{page-[^}]*\})?$", re.M)
 
@@ -100,8 +105,8 @@ def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
         return f"Section~\\ref{{page-{m.group(1)}}}"
 
     for name, text in files.items():
-        text = TABLE_FIGURE.sub(lambda m: "\\begin{table}[!htbp]" + m.group(2) + "\\end{table}",
-                                text)
+        text = TABLE_FIGURE.sub(lambda m: "\\begin{table}[!htbp]" + _fit_tabular(m.group(2))
+                                + "\\end{table}", text)
         text = PAGE_LINK.sub(ref, text)
         left = re.findall(r"\\href\{/[^}]*\}", text)
         if left:
@@ -113,6 +118,14 @@ def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
         if n == 0 and slug in linked:
             raise RuntimeError(f"{name} has no numbered \\section for links to /{slug} to refer to")
     return out
+
+
+def _fit_tabular(body: str) -> str:
+    """A table's body with its tabular at natural column widths, no wider than the line."""
+    def fit(m: re.Match) -> str:
+        n = len(re.findall(r"p\{[^{}]*\}|[lcr]", m.group(1)))
+        return FIT_WIDTH + "\\begin{tabular}{" + "l" * n + "}" + m.group(2) + "}"
+    return TABULAR.sub(fit, body)
 
 
 def polish_zip(zip_path: str | Path) -> None:
