@@ -177,6 +177,7 @@ def main(argv=None) -> int:
                 summary = track_video(predictor, video, tmp / "out", opts)
                 row = {"model": name, "description": getattr(predictor, "model_name", name),
                        "compiled": compiled, "compile_s": predictor.compile_s,
+                       "compile_error": predictor.compile_error,
                        "gflop_per_frame": gflops_per_frame(predictor),
                        "model_fps": m, "end_to_end_fps": summary["fps"],
                        "frames": summary["frames_tracked"]}

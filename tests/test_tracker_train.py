@@ -190,6 +190,21 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     assert not q.compiled and "no C compiler" in q.compile_error
     assert np.allclose(q.predict(batch)[0], kp, atol=1e-6)
 
+    # a second stage that fails to compile stays eager on its own, and the first says so
+    r = load_predictor(run, device="cpu")
+
+    def refiner_broken(model, **kw):
+        if model is r.refiners[0].model:
+            raise RuntimeError("unsupported op")
+        return fake_compile(model)
+
+    monkeypatch.setattr(torch, "compile", refiner_broken)
+    with pytest.warns(RuntimeWarning, match="a second stage stays in eager mode"):
+        assert r.compile(batch_size=4)
+    assert r.compiled and not r.refiners[0].compiled
+    assert "second stage 1: RuntimeError: unsupported op" in r.compile_error
+    assert np.allclose(r.predict(batch)[0], kp, atol=1e-4)
+
 
 def test_validation_interval_and_best_weights(tiny_set, tmp_path):
     import pandas as pd

@@ -80,17 +80,22 @@ class KeypointPredictor:
                     shape = (h, w) if self.channels == 1 else (h, w, 3)
                     example = np.zeros((self.batch_size, *shape), np.uint8)
                 x, _ = self.prepare(np.asarray(example)[: self.batch_size])
-            with torch.inference_mode():
+            # the same autocast as _run: a graph compiled without it is compiled again
+            with torch.inference_mode(), torch.autocast(device_type="cuda",
+                                                        enabled=self.device.startswith("cuda")):
                 forward(self._to_device(self._pad(x, force=True)))
         except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
             self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            warnings.warn(f"torch.compile failed, tracking in eager mode ({self.compile_error})",
+            which = "a second stage stays" if self.mapping is None else "tracking"
+            warnings.warn(f"torch.compile failed, {which} in eager mode ({self.compile_error})",
                           RuntimeWarning, stacklevel=2)
             return False
         self._forward = forward
         self.compiled = True
-        for refiner in self.refiners:
-            refiner.compile(self.batch_size)
+        failed = [f"second stage {i + 1}: {r.compile_error}" for i, r in enumerate(self.refiners)
+                  if not r.compile(self.batch_size)]
+        # the first stage is compiled; a second stage that is not is said here too
+        self.compile_error = "; ".join(failed) or None
         self.compile_s = time.perf_counter() - t
         return True
 

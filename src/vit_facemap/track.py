@@ -294,9 +294,13 @@ def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     out = {"type": type(predictor).__name__, "bodyparts": list(predictor.bodyparts),
            "frame_size": getattr(predictor, "frame_size", None),
            "channels": getattr(predictor, "channels", None)}
-    for name in ("run_dir", "model_name", "device", "compiled", "compile_s"):
+    for name in ("run_dir", "model_name", "device", "compiled", "compile_s", "compile_error"):
         if hasattr(predictor, name):
             out[name] = str(getattr(predictor, name))
+    # which stages ran compiled (a second stage that failed to compile runs eager)
+    refiners = getattr(predictor, "refiners", [])
+    if refiners:
+        out["second_stages_compiled"] = [bool(r.compiled) for r in refiners]
     return out
 
 

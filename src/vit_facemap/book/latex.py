@@ -79,7 +79,7 @@ TABLE_FIGURE = re.compile(r"\\begin\{figure\}(\[[^\]]*\])?((?:(?!\\end\{figure\}
                           r"\\label\{tbl-(?:(?!\\end\{figure\}).)*?)\\end\{figure\}", re.S)
 # MyST gives every column of a notebook table the same paragraph width, so a long model
 # name runs into the next column; natural widths, shrunk to the line only when wider
-TABULAR = re.compile(r"\\begin\{tabular\}\{((?:p\{[^{}]*\}|[lcr|])+)\}(.*?\\end\{tabular\})", re.S)
+TABULAR = re.compile(r"\\begin\{tabular\}\{((?:p\{\\dimexpr[^{}]*\})+)\}(.*?\\end\{tabular\})", re.S)
 FIT_WIDTH = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
 PAGE_LINK = re.compile(r"\\href\{/([A-Za-z0-9_-]+)\}\{[^{}]*\}")
 SECTION = re.compile(r"^(\\section\{.*?\})(\\label\{page-[^}]*\})?$", re.M)
@@ -123,7 +123,7 @@ def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
 def _fit_tabular(body: str) -> str:
     """A table's body with its tabular at natural column widths, no wider than the line."""
     def fit(m: re.Match) -> str:
-        n = len(re.findall(r"p\{[^{}]*\}|[lcr]", m.group(1)))
+        n = m.group(1).count("p{")
         return FIT_WIDTH + "\\begin{tabular}{" + "l" * n + "}" + m.group(2) + "}"
     return TABULAR.sub(fit, body)
 
