@@ -175,6 +175,11 @@ def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
     return n / (time.perf_counter() - t)
 
 
+def per_keypoint_means(metrics: dict) -> dict[str, float]:
+    """Keypoint name -> mean error, from :func:`vit_facemap.metrics.keypoint_metrics`."""
+    return {k: v["mean_px"] for k, v in metrics["per_keypoint"].items()}
+
+
 def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrames,
             test: LabeledFrames, out: Path, cfg: TrainConfig, args: argparse.Namespace,
             key: str | None = None, clean: LabeledFrames | None = None) -> dict:
@@ -213,7 +218,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                predict_fps=fps_of(predictor, images),
                # other processes on the machine slow every timing: record how busy it was
                load_average_1min=os.getloadavg()[0])
-    row["per_keypoint_mean_px"] = {k: v["mean_px"] for k, v in m["per_keypoint"].items()}
+    row["per_keypoint_mean_px"] = per_keypoint_means(m)
     # the same error on the frames the model trained on: a model that cannot get near its
     # own training labels is limited by its fit (budget, resolution) or by the labels'
     # scatter, and is rarely much closer to new labels of the same kind (measured against
@@ -221,7 +226,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     pred_tr, _, _ = predict_frames(predictor, train)
     mt = keypoint_metrics(pred_tr, train.keypoints, train.bodyparts)
     row.update(train_mean_px=mt["mean_px"], train_median_px=mt["median_px"],
-               per_keypoint_train_mean_px={k: v["mean_px"] for k, v in mt["per_keypoint"].items()})
+               per_keypoint_train_mean_px=per_keypoint_means(mt))
     if clean is not None:
         mc = keypoint_metrics(pred, clean.keypoints, clean.bodyparts)
         row.update(n_slipped_test_labels=int(np.isnan(clean.keypoints[..., 0]).sum()
@@ -236,7 +241,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         row.update(stage1_mean_px=m1["mean_px"], stage1_median_px=m1["median_px"],
                    stage1_pck=m1["pck"],
                    refine_steps={g: r["steps"] for g, r in summary["refine"].items()},
-                   stage1_per_keypoint_mean_px={k: v["mean_px"] for k, v in m1["per_keypoint"].items()})
+                   stage1_per_keypoint_mean_px=per_keypoint_means(m1))
     pred_table = LabeledFrames(test.root, test.index, pred, test.bodyparts, "vit-facemap", conf)
     write_labels(pred_table, out / "predictions" / key / f"{model_name}.csv", overwrite=True)
     return row

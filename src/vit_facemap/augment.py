@@ -58,7 +58,7 @@ def mirror_pairs(bodyparts: Sequence[str]) -> list[list[str]]:
     for name in names:
         mirrored = _mirrored(name)
         partner = lower.get(mirrored.lower()) if mirrored != name else None
-        if partner is not None and partner != name and [partner, name] not in pairs:
+        if partner is not None and [partner, name] not in pairs:
             pairs.append([name, partner])
     return pairs
 

@@ -81,8 +81,7 @@ class KeypointPredictor:
                     example = np.zeros((self.batch_size, *shape), np.uint8)
                 x, _ = self.prepare(np.asarray(example)[: self.batch_size])
             # the same autocast as _run: a graph compiled without it is compiled again
-            with torch.inference_mode(), torch.autocast(device_type="cuda",
-                                                        enabled=self.device.startswith("cuda")):
+            with torch.inference_mode(), self._autocast():
                 forward(self._to_device(self._pad(x, force=True)))
         except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
             self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -105,6 +104,10 @@ class KeypointPredictor:
             return x
         pad = np.zeros((self.batch_size - len(x), *x.shape[1:]), x.dtype)
         return np.concatenate([x, pad])
+
+    def _autocast(self) -> torch.autocast:
+        """Mixed precision on a GPU, none on the CPU."""
+        return torch.autocast(device_type="cuda", enabled=self.device.startswith("cuda"))
 
     def _to_device(self, x: np.ndarray) -> torch.Tensor:
         xb = torch.from_numpy(x).to(self.device)
@@ -142,7 +145,7 @@ class KeypointPredictor:
         for i in range(0, len(x), self.batch_size):
             chunk = x[i:i + self.batch_size]
             xb = self._to_device(self._pad(chunk))
-            with torch.autocast(device_type="cuda", enabled=self.device.startswith("cuda")):
+            with self._autocast():
                 out = self._forward(xb)
             kp, conf = decode(out, self.model.stride)
             kps.append(kp[: len(chunk)].cpu().numpy())
