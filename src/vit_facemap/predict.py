@@ -28,7 +28,7 @@ import torch
 
 from vit_facemap.refine import REFINE_DIR, crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
-from vit_facemap.train import CONFIG_FILE, decode, load_run
+from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
 
@@ -81,7 +81,7 @@ class KeypointPredictor:
                     example = np.zeros((self.batch_size, *shape), np.uint8)
                 x, _ = self.prepare(np.asarray(example)[: self.batch_size])
             # the same autocast as _run: a graph compiled without it is compiled again
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), inference_autocast(self.device):
                 forward(self._to_device(self._pad(x, force=True)))
         except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
             self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -104,10 +104,6 @@ class KeypointPredictor:
             return x
         pad = np.zeros((self.batch_size - len(x), *x.shape[1:]), x.dtype)
         return np.concatenate([x, pad])
-
-    def _autocast(self) -> torch.autocast:
-        """Mixed precision on a GPU, none on the CPU."""
-        return torch.autocast(device_type="cuda", enabled=self.device.startswith("cuda"))
 
     def _to_device(self, x: np.ndarray) -> torch.Tensor:
         xb = torch.from_numpy(x).to(self.device)
@@ -145,7 +141,7 @@ class KeypointPredictor:
         for i in range(0, len(x), self.batch_size):
             chunk = x[i:i + self.batch_size]
             xb = self._to_device(self._pad(chunk))
-            with self._autocast():
+            with inference_autocast(self.device):
                 out = self._forward(xb)
             kp, conf = decode(out, self.model.stride)
             kps.append(kp[: len(chunk)].cpu().numpy())

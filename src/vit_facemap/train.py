@@ -181,6 +181,11 @@ def decode(out: dict[str, torch.Tensor], stride: int) -> tuple[torch.Tensor, tor
     return out["coords"].float(), torch.sigmoid(out["vis"].float())
 
 
+def inference_autocast(device: str) -> torch.autocast:
+    """Mixed precision for prediction on a GPU, none on the CPU."""
+    return torch.autocast(device_type="cuda", enabled=device.startswith("cuda"))
+
+
 @torch.inference_mode()
 def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, device: str,
                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +194,7 @@ def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, devi
     kps, confs = [], []
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(images[i:i + batch_size]).to(device)
-        with torch.autocast(device_type="cuda", enabled=device.startswith("cuda")):
+        with inference_autocast(device):
             out = model(x)
         kp, conf = decode(out, model.stride)
         kps.append(kp.cpu().numpy())
