@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vit_facemap.commands import SCALES_HELP, scales_arg
 from vit_facemap.config import real_set
 from vit_facemap.models import ModelConfig, build_model, count_parameters
-from vit_facemap.predict import KeypointPredictor, load_predictor
+from vit_facemap.predict import TEST_SCALES, KeypointPredictor, load_predictor
 from vit_facemap.refine import refine_groups
 from vit_facemap.runinfo import describe, resolve_device, write_json
 from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames
@@ -50,7 +51,8 @@ FAMILIES = {
 }
 
 
-def untrained_predictor(name: str, frame_size: tuple[int, int], device: str) -> KeypointPredictor:
+def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
+                        scales: tuple[float, ...] = TEST_SCALES) -> KeypointPredictor:
     cfg = FAMILIES[name]()
     model = build_model(cfg, len(G7C1_KEYPOINTS)).to(device).eval()
     run_config = {
@@ -70,9 +72,9 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str) -> 
             "refine_of": {"indices": idx, "frame_size": list(frame_size),
                           # the eye of g7c1 spans about a sixth of the frame width
                           "side_px": rc.factor * frame_size[0] / 6},
-        }, device)]
+        }, device, scales=scales)]
         extra = f" + eye stage {rc.input_size}x{rc.input_size}"
-    predictor = KeypointPredictor(model, run_config, device, refiners=refiners)
+    predictor = KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)
     n_params = count_parameters(model) + sum(count_parameters(r.model) for r in refiners)
     predictor.model_name = f"{name} (untrained: {cfg.family}, input {cfg.input_w}x{cfg.input_h}" \
                            f"{extra}, {n_params / 1e6:.2f} M parameters)"
@@ -80,7 +82,7 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str) -> 
 
 
 def gflops_per_frame(predictor) -> float | None:
-    """Forward-pass GFLOP per frame at the model's input size (machine-independent cost)."""
+    """Forward-pass GFLOP per frame at the model's input size, every stage and box size."""
     from torch.utils.flop_counter import FlopCounterMode
 
     total = 0.0
@@ -92,7 +94,7 @@ def gflops_per_frame(predictor) -> float | None:
                 p.model(x)
         except RuntimeError:  # an operator the counter cannot trace
             return None
-        total += counter.get_total_flops() / 1e9
+        total += counter.get_total_flops() / 1e9 * len(getattr(p, "scales", (1.0,)))
     return total
 
 
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--scales", type=scales_arg, default=TEST_SCALES, help=SCALES_HELP)
     p.add_argument("--repeats", type=int, default=2, help="decode timings (best of)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true",
@@ -162,9 +165,11 @@ def main(argv=None) -> int:
         dec = decode_fps(video, args.batch_size, args.repeats)
         print(f"decode only: {dec:.0f} frames/s")
         rows = []
-        predictors = [(n, lambda n=n: untrained_predictor(n, (info.width, info.height), device))
+        size = (info.width, info.height)
+        predictors = [(n, lambda n=n: untrained_predictor(n, size, device, args.scales))
                       for n in args.models.split(",") if n]
-        predictors += [(str(r), lambda r=r: load_predictor(r, device)) for r in args.runs]
+        predictors += [(str(r), lambda r=r: load_predictor(r, device, scales=args.scales))
+                       for r in args.runs]
         for name, make in predictors:
             for compiled in (False, True) if args.compile else (False,):
                 predictor = make()
@@ -177,6 +182,7 @@ def main(argv=None) -> int:
                 summary = track_video(predictor, video, tmp / "out", opts)
                 row = {"model": name, "description": getattr(predictor, "model_name", name),
                        "compiled": compiled, "compile_s": predictor.compile_s,
+                       "scales": list(predictor.scales),
                        "compile_error": predictor.compile_error,
                        "gflop_per_frame": gflops_per_frame(predictor),
                        "model_fps": m, "end_to_end_fps": summary["fps"],

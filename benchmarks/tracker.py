@@ -175,6 +175,12 @@ def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
     return n / (time.perf_counter() - t)
 
 
+def score(predictor, frames: LabeledFrames) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """Metrics of ``predictor`` on labeled ``frames``, and its (keypoints, confidences)."""
+    pred, conf, _ = predict_frames(predictor, frames)
+    return keypoint_metrics(pred, frames.keypoints, frames.bodyparts), (pred, conf)
+
+
 def per_keypoint_means(metrics: dict) -> dict[str, float]:
     """Keypoint name -> mean error, from :func:`vit_facemap.metrics.keypoint_metrics`."""
     return {k: v["mean_px"] for k, v in metrics["per_keypoint"].items()}
@@ -203,14 +209,18 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         summary = fit(c, train, run_dir, test, device=args.device, overwrite=True,
                       progress=not args.no_progress)
         predictor = load_predictor(run_dir, args.device)
+        # what averaging over box sizes buys (vit_facemap.predict): the same weights, one size
+        ms, _ = score(load_predictor(run_dir, args.device, scales=(1.0,)), test)
+        row.update(scales=list(predictor.scales), one_scale_mean_px=ms["mean_px"],
+                   one_scale_median_px=ms["median_px"], one_scale_pck=ms["pck"],
+                   one_scale_per_keypoint_mean_px=per_keypoint_means(ms))
         row.update(description=description, train_s=summary["train_s"], steps=summary["steps"],
                    epochs=summary["epochs"],
                    # every stage the tracker runs, as track_speed.py counts them
                    params=count_parameters(predictor.model)
                    + sum(count_parameters(r.model) for r in predictor.refiners),
                    input=f"{c.model.input_w}x{c.model.input_h}", crop=c.crop)
-    pred, conf, _ = predict_frames(predictor, test)
-    m = keypoint_metrics(pred, test.keypoints, test.bodyparts)
+    m, (pred, conf) = score(predictor, test)
     images = np.stack([load_image(p) for p in test.image_paths[:64]])
     torch.set_num_threads(2)
     row.update(mean_px=m["mean_px"], median_px=m["median_px"], rmse_px=m["rmse_px"], pck=m["pck"],
@@ -223,8 +233,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     # own training labels is limited by its fit (budget, resolution) or by the labels'
     # scatter, and is rarely much closer to new labels of the same kind (measured against
     # the labels as given, including any a run left out of training, e.g. mask_slips)
-    pred_tr, _, _ = predict_frames(predictor, train)
-    mt = keypoint_metrics(pred_tr, train.keypoints, train.bodyparts)
+    mt, _ = score(predictor, train)
     row.update(train_mean_px=mt["mean_px"], train_median_px=mt["median_px"],
                per_keypoint_train_mean_px=per_keypoint_means(mt))
     if clean is not None:
@@ -235,9 +244,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                    clean_pck=mc["pck"])
     if getattr(predictor, "refiners", None):
         # what the second (eye) stage bought: the same run's first stage alone
-        first = load_predictor(run_dir, args.device, refine=False)
-        pred1, _, _ = predict_frames(first, test)
-        m1 = keypoint_metrics(pred1, test.keypoints, test.bodyparts)
+        m1, _ = score(load_predictor(run_dir, args.device, refine=False), test)
         row.update(stage1_mean_px=m1["mean_px"], stage1_median_px=m1["median_px"],
                    stage1_pck=m1["pck"],
                    refine_steps={g: r["steps"] for g, r in summary["refine"].items()},

@@ -91,11 +91,20 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
     assert np.isfinite(kp).all() and (conf >= 0).all() and (conf <= 1).all()
     kp_rgb, _ = p.predict(np.repeat(batch[..., None], 3, axis=-1))
     assert np.allclose(kp, kp_rgb, atol=1e-4)
+    # each box size alone, then their mean: what the default predictor returns
+    single = [load_predictor(run, device="cpu", scales=(f,)).predict(batch) for f in p.scales]
+    assert len(p.scales) > 1 and not np.allclose(single[0][0], single[-1][0])
+    assert np.allclose(kp, np.mean([k for k, _ in single], 0), atol=1e-5)
+    assert np.allclose(conf, np.mean([c for _, c in single], 0), atol=1e-6)
+    for bad in ((), (1.0, 0.0), (float("nan"),)):
+        with pytest.raises(ValueError, match="positive box-size factors"):
+            load_predictor(run, device="cpu", scales=bad)
     m = evaluate_run(run, tiny_set, tmp_path / "m.json", device="cpu", progress=False)
     saved = json.loads((tmp_path / "m.json").read_text())
     for key in ("mean_px", "median_px", "rmse_px", "pck", "per_keypoint", "n_frames"):
         assert key in saved
     assert saved["n_frames"] == 16
+    assert saved["scales"] == list(p.scales)
     table = read_labels(tmp_path / "m.predictions.csv")
     assert table.likelihood is not None and np.allclose(table.keypoints[:3], kp, atol=1e-6)
     assert m["mean_px"] == pytest.approx(saved["mean_px"])
@@ -124,6 +133,11 @@ def test_cli_exit_codes(tiny_set, tmp_path):
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet"]) == 0
     assert json.loads(out.read_text())["n_frames"] == 16
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
+                 "--device", "cpu", "--quiet", "--overwrite", "--scales", "1"]) == 0
+    assert json.loads(out.read_text())["scales"] == [1.0]
+    with pytest.raises(SystemExit):  # argparse: a usage error
+        main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out), "--scales", "0,1"])
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out)]) == 2
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
                  str(tmp_path / "x.json")]) == 2
@@ -177,7 +191,8 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     assert p.refiners[0].compiled  # the eye stage is compiled with the first
     seen.clear()
     kp2, conf2 = p.predict(batch)  # 5 frames: a batch of 4 and a short one padded to 4
-    assert seen == [4, 4, 4, 4]  # both stages, each in two padded batches
+    # both stages, each in two padded batches per box size
+    assert seen == [4, 4] * 2 * len(p.scales)
     assert np.allclose(kp, kp2, atol=1e-4) and np.allclose(conf, conf2, atol=1e-5)
 
     def broken(model, **kw):

@@ -31,6 +31,18 @@ def test_resize_moves_a_bright_pixel_where_the_mapping_says():
     assert np.allclose(m.to_input(np.array([41.5, 21.5])), centre)
 
 
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.5])
+def test_scaled_box_keeps_its_centre_and_input(factor):
+    m = InputMapping(13, -7, 200, 150, 96, 64)
+    s = m.scaled(factor)
+    assert (s.input_w, s.input_h) == (96, 64)
+    assert abs(s.box_w - 200 * factor) <= 0.5 and abs(s.box_h - 150 * factor) <= 0.5
+    # the centre moves by at most the half pixel of rounding
+    assert abs((s.x0 + s.box_w / 2) - (13 + 100)) <= 0.5
+    assert abs((s.y0 + s.box_h / 2) - (-7 + 75)) <= 0.5
+    assert m.scaled(1.0) is m
+
+
 def test_crop_with_padding_outside_the_frame():
     img = np.full((10, 10), 7, np.uint8)
     m = InputMapping(-5, -5, 20, 20, 20, 20)

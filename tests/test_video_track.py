@@ -192,7 +192,7 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     from vit_facemap.cli import main
 
     fake = types.ModuleType("vit_facemap.predict")
-    fake.load_predictor = lambda run_dir, device="auto": SpotPredictor()
+    fake.load_predictor = lambda run_dir, device="auto", scales=None: SpotPredictor()
     monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
     cut = tmp_path / "broken.avi"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])

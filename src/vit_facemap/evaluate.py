@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +46,25 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
 
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
                  predictions_out: str | Path | None = None, device: str = "auto",
-                 overwrite: bool = True, progress: bool = True) -> dict[str, Any]:
+                 overwrite: bool = True, progress: bool = True,
+                 scales: Sequence[float] | None = None) -> dict[str, Any]:
     """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
+
+    ``scales``: the box sizes the predictor averages over (default
+    :data:`vit_facemap.predict.TEST_SCALES`).
 
     Raises :class:`~vit_facemap.errors.DataError` when the set's keypoint names differ from
     the run's.
     """
     from vit_facemap.predict import load_predictor
 
-    predictor = load_predictor(run_dir, device)
+    predictor = load_predictor(run_dir, device, scales=scales)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
     pred, conf, seconds = predict_frames(predictor, frames, progress=progress)
     metrics = keypoint_metrics(pred, frames.keypoints, frames.bodyparts)
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
+    metrics["scales"] = list(predictor.scales)
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     metrics["provenance"] = describe(None, predictor.device, task="evaluate")

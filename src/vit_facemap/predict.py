@@ -15,12 +15,19 @@ A run with a second, top-down stage (``<run>/refine/<group>/``, see
 :mod:`vit_facemap.refine`) predicts in two passes: the first stage on the face box, then
 each group's network on a crop around the first stage's estimate of that group (the eye,
 by default), whose keypoints and confidences replace the first stage's.
+
+Each stage looks at every frame through its box at a few sizes (``scales``, by default
+0.9, 1 and 1.1 times the box) and averages the keypoints and confidences in frame
+pixels, at three times the compute; ``scales=(1.0,)`` predicts from the box alone.
+``benchmarks/tracker.py`` scores every run both ways (``one_scale_*``) to show what the
+average buys.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +38,26 @@ from vit_facemap.runinfo import resolve_device
 from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
+# box sizes each stage averages over (see the module docs)
+TEST_SCALES: tuple[float, ...] = (0.9, 1.0, 1.1)
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """``scales`` as a tuple of positive box-size factors; ValueError otherwise."""
+    out = tuple(float(s) for s in scales)
+    if not out or not all(np.isfinite(s) and s > 0 for s in out):
+        raise ValueError(f"scales must be one or more positive box-size factors, got {list(scales)}")
+    return out
+
 
 class KeypointPredictor:
     """A trained keypoint model with its crop box; see :meth:`predict`."""
 
     def __init__(self, model: torch.nn.Module, run_config: dict, device: str = "cpu",
-                 batch_size: int = 64, refiners: list[KeypointPredictor] | None = None) -> None:
+                 batch_size: int = 64, refiners: list[KeypointPredictor] | None = None,
+                 scales: Sequence[float] = TEST_SCALES) -> None:
         self.model = model
+        self.scales = check_scales(scales)
         self.device = device
         self.bodyparts: list[str] = list(run_config["bodyparts"])
         fs = run_config.get("frame_size")
@@ -114,6 +134,12 @@ class KeypointPredictor:
     def mapping_for(self, width: int, height: int) -> InputMapping:
         return self.mapping.for_frame_size(self.frame_size, (width, height))
 
+    def _frame_box(self, frames: np.ndarray) -> InputMapping:
+        """The first stage's crop box on frames of this batch's size."""
+        if self.mapping is None:
+            raise ValueError("this is a second-stage model: it predicts in given crop boxes only")
+        return self.mapping_for(frames.shape[2], frames.shape[1])
+
     @staticmethod
     def _as_batch(frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
@@ -127,11 +153,8 @@ class KeypointPredictor:
 
     def prepare(self, frames: np.ndarray) -> tuple[np.ndarray, InputMapping]:
         """Model inputs (B, C, h, w) float32 for a uint8 batch, and the mapping used."""
-        if self.mapping is None:
-            raise ValueError("this is a second-stage model: it predicts in given crop boxes only")
         frames = self._as_batch(frames)
-        h, w = frames.shape[1:3]
-        m = self.mapping_for(w, h)
+        m = self._frame_box(frames)
         inputs = np.stack([to_channels(m.apply(f), self.channels) for f in frames])
         return normalise(inputs), m
 
@@ -152,9 +175,7 @@ class KeypointPredictor:
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints (B, K, 2) in the frames' pixels and confidence (B, K) in [0, 1]."""
         frames = self._as_batch(frames)
-        x, m = self.prepare(frames)
-        kp, conf = self._run(x)
-        kp = m.to_frame(kp)
+        kp, conf = self._predict_boxes(frames, [self._frame_box(frames)] * len(frames))
         for refiner in self.refiners:
             kp, conf = refiner.refine_keypoints(frames, kp, conf)
         return kp, conf
@@ -166,10 +187,20 @@ class KeypointPredictor:
         frames = self._as_batch(frames)
         if len(boxes) != len(frames):
             raise ValueError(f"{len(boxes)} crop boxes for {len(frames)} frames")
-        x = normalise(np.stack([to_channels(b.apply(f), self.channels)
-                                for f, b in zip(frames, boxes, strict=True)]))
-        kp, conf = self._run(x)
-        return np.stack([b.to_frame(p) for b, p in zip(boxes, kp, strict=True)]), conf
+        return self._predict_boxes(frames, boxes)
+
+    def _predict_boxes(self, frames: np.ndarray, boxes: list[InputMapping]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """The mean over ``self.scales`` of the keypoints (frame pixels) and confidences."""
+        kps, confs = [], []
+        for s in self.scales:
+            scaled = [b.scaled(s) for b in boxes]
+            x = normalise(np.stack([to_channels(b.apply(f), self.channels)
+                                    for f, b in zip(frames, scaled, strict=True)]))
+            kp, conf = self._run(x)
+            kps.append(np.stack([b.to_frame(p) for b, p in zip(scaled, kp, strict=True)]))
+            confs.append(conf)
+        return np.mean(kps, axis=0), np.mean(confs, axis=0)
 
     def refine_keypoints(self, frames: np.ndarray, kp: np.ndarray, conf: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -192,12 +223,16 @@ class KeypointPredictor:
         return kp, conf
 
 
-def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True) -> KeypointPredictor:
+def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True,
+                   scales: Sequence[float] | None = None) -> KeypointPredictor:
     """The predictor of a trained run (``vit-facemap train`` output folder).
 
     A run with a second stage predicts with both; ``refine=False`` uses the first alone
-    (to measure what the second stage adds).
+    (to measure what the second stage adds). Every stage averages over the box sizes
+    ``scales`` (default :data:`TEST_SCALES`, see the module docs); ``(1.0,)`` is three
+    times faster.
     """
+    scales = TEST_SCALES if scales is None else scales
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
     refiners = []
@@ -210,5 +245,5 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
             warnings.warn(f"{stage}: this second stage did not finish training (resume the run); "
                           "its keypoints come from the first stage", RuntimeWarning, stacklevel=2)
             continue
-        refiners.append(KeypointPredictor(*load_run(stage, device), device))
-    return KeypointPredictor(model, run_config, device, refiners=refiners)
+        refiners.append(KeypointPredictor(*load_run(stage, device), device, scales=scales))
+    return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)

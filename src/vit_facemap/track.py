@@ -124,6 +124,8 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "start": options.start, "stop": options.stop, "crop": list(box),
         "resize": None if resize is None else list(resize),
         "scorer": options.scorer, "bodyparts": list(predictor.bodyparts),
+        # frames predicted at other box sizes would not match the rest of the video
+        "scales": list(getattr(predictor, "scales", [1.0])),
     }
 
 
@@ -297,6 +299,8 @@ def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     for name in ("run_dir", "model_name", "device", "compiled", "compile_s", "compile_error"):
         if hasattr(predictor, name):
             out[name] = str(getattr(predictor, name))
+    if hasattr(predictor, "scales"):
+        out["scales"] = list(predictor.scales)
     # which stages ran compiled (a second stage that failed to compile runs eager)
     refiners = getattr(predictor, "refiners", [])
     if refiners:

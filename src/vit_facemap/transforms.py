@@ -64,6 +64,16 @@ class InputMapping:
         interp = cv2.INTER_AREA if self.box_w >= self.input_w else cv2.INTER_LINEAR
         return cv2.resize(crop, (self.input_w, self.input_h), interpolation=interp)
 
+    def scaled(self, factor: float) -> InputMapping:
+        """The box grown (``factor`` > 1) or shrunk about its centre; same input size."""
+        if factor == 1:
+            return self
+        w = max(1, int(round(self.box_w * factor)))
+        h = max(1, int(round(self.box_h * factor)))
+        return InputMapping(x0=int(round(self.x0 + (self.box_w - w) / 2)),
+                            y0=int(round(self.y0 + (self.box_h - h) / 2)),
+                            box_w=w, box_h=h, input_w=self.input_w, input_h=self.input_h)
+
     def for_frame_size(self, train_size: tuple[int, int] | None, size: tuple[int, int]) -> InputMapping:
         """The same box on a frame of another size (the box scales with the frame)."""
         if train_size is None or tuple(train_size) == tuple(size):

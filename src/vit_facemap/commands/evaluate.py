@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vit_facemap.commands import SCALES_HELP, scales_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions", default=None,
                    help="per-frame predictions (.csv or .h5; default: next to --json)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise RunExistsError(out)
     m = evaluate_run(args.run_dir, args.data, out, args.predictions, device=args.device,
-                     overwrite=args.overwrite, progress=not args.quiet)
+                     overwrite=args.overwrite, progress=not args.quiet, scales=args.scales)
     print(f"{m['n_frames']} frames: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "
           f"PCK@{m['pck_threshold']} {m['pck']:.3f} -> {out}")
     return 0

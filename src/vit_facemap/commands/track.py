@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vit_facemap.commands import SCALES_HELP, scales_arg
 from vit_facemap.errors import DataError
 
 # A compile costs up to a minute on 2 CPU cores; where it pays (it did not for the default
@@ -29,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--resize", action="store_true",
                    help="scale frames (or the crop) to the size the model was trained on")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--decode-threads", type=int, default=0,
                    help="FFmpeg decoding threads (default 0: one)")
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         from vit_facemap.predict import load_predictor
     except ImportError as exc:
         raise DataError(f"cannot load a trained model: {exc}") from exc
-    predictor = load_predictor(args.run, device=args.device)
+    predictor = load_predictor(args.run, device=args.device, scales=args.scales)
     options = TrackOptions(
         start=args.start, stop=args.stop, crop=crop, resize=args.resize,
         batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,
