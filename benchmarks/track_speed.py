@@ -34,7 +34,7 @@ import torch
 from vit_facemap.commands import SCALES_HELP, scales_arg
 from vit_facemap.config import real_set
 from vit_facemap.models import ModelConfig, build_model, count_parameters
-from vit_facemap.predict import TEST_SCALES, KeypointPredictor, load_predictor
+from vit_facemap.predict import KeypointPredictor, load_predictor
 from vit_facemap.refine import refine_groups
 from vit_facemap.runinfo import describe, resolve_device, write_json
 from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames
@@ -52,7 +52,7 @@ FAMILIES = {
 
 
 def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
-                        scales: tuple[float, ...] = TEST_SCALES) -> KeypointPredictor:
+                        scales: tuple[float, ...] | None = None) -> KeypointPredictor:
     cfg = FAMILIES[name]()
     model = build_model(cfg, len(G7C1_KEYPOINTS)).to(device).eval()
     run_config = {
@@ -72,7 +72,7 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
             "refine_of": {"indices": idx, "frame_size": list(frame_size),
                           # the eye of g7c1 spans about a sixth of the frame width
                           "side_px": rc.factor * frame_size[0] / 6},
-        }, device, scales=scales)]
+        }, device)]
         extra = f" + eye stage {rc.input_size}x{rc.input_size}"
     predictor = KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)
     n_params = count_parameters(model) + sum(count_parameters(r.model) for r in refiners)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--scales", type=scales_arg, default=TEST_SCALES, help=SCALES_HELP)
+    p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--repeats", type=int, default=2, help="decode timings (best of)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true",

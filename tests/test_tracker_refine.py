@@ -142,6 +142,17 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     np.testing.assert_array_equal(kp2[:, 0], kp1[:, 0])  # the nose is the first stage's
     assert not np.allclose(kp2[:, 1:], kp1[:, 1:])
     assert np.all((c2 >= 0) & (c2 <= 1))
+    # every stage averages its box at each size: the second stage's keypoints are the
+    # mean of its predictions in the scaled eye boxes around the first stage's estimate
+    eye = both.refiners[0]
+    assert eye.scales == both.scales and len(both.scales) > 1
+    side = float(eye.refine_of["side_px"]) * images.shape[2] / float(eye.refine_of["frame_size"][0])
+    boxes = crop_mappings(group_centres(kp1, eye.refine_of["indices"]), side, eye.model.config.input_w)
+    one = load_predictor(run, "cpu", scales=(1.0,)).refiners[0]
+    single = [one.predict_in_boxes(images, [b.scaled(f) for b in boxes]) for f in both.scales]
+    np.testing.assert_allclose(eye.predict_in_boxes(images, boxes)[0],
+                               np.mean([k for k, _ in single], 0), atol=1e-5)
+    np.testing.assert_allclose(kp2[:, 1:], np.mean([k for k, _ in single], 0), atol=1e-5)
     # the second stage alone cannot place a whole frame
     with pytest.raises(ValueError, match="second-stage"):
         both.refiners[0].predict(images)

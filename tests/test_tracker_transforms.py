@@ -43,6 +43,17 @@ def test_scaled_box_keeps_its_centre_and_input(factor):
     assert m.scaled(1.0) is m
 
 
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_scaled_box_maps_a_bright_pixel_back(factor):
+    img = np.zeros((60, 80), np.uint8)
+    img[20:24, 40:44] = 255  # a 4x4 block centred at (41.5, 21.5)
+    m = InputMapping(7, 3, 67, 49, 67, 49).scaled(factor)  # odd sides: rounding
+    out = m.apply(img).astype(float)
+    ys, xs = np.mgrid[: out.shape[0], : out.shape[1]]
+    centre = np.array([(xs * out).sum(), (ys * out).sum()]) / out.sum()
+    assert np.abs(m.to_frame(centre) - [41.5, 21.5]).max() < 0.05
+
+
 def test_crop_with_padding_outside_the_frame():
     img = np.full((10, 10), 7, np.uint8)
     m = InputMapping(-5, -5, 20, 20, 20, 20)

@@ -175,6 +175,19 @@ def test_resume_continues_after_interrupt(tmp_path, video):
         track_video(SpotPredictor(fail_after=1), video, tmp_path / "b", opts())
     with pytest.raises(DataError, match="other settings"):
         track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True, stop=20))
+    # frames predicted at other crop-box sizes are not mixed into one video
+    other = SpotPredictor()
+    other.scales = (0.9, 1.0, 1.1)
+    with pytest.raises(DataError, match="scales"):
+        track_video(other, video, tmp_path / "b", opts(resume=True))
+    # a state written before box sizes were recorded was predicted from the box alone
+    state = output_paths(video, tmp_path / "b")["state"]
+    saved = json.loads(state.read_text())
+    del saved["key"]["scales"]
+    state.write_text(json.dumps(saved))
+    assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["resumed_from"] == 8
+    record = json.loads(output_paths(video, tmp_path / "b")["summary"].read_text())
+    assert record["predictor"]["scales"] == [1.0]
 
 
 def test_overlay_video(tmp_path, video):
@@ -192,7 +205,13 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     from vit_facemap.cli import main
 
     fake = types.ModuleType("vit_facemap.predict")
-    fake.load_predictor = lambda run_dir, device="auto", scales=None: SpotPredictor()
+    asked = []
+
+    def load_predictor(run_dir, device="auto", scales=None):
+        asked.append(scales)
+        return SpotPredictor()
+
+    fake.load_predictor = load_predictor
     monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
     cut = tmp_path / "broken.avi"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
@@ -207,6 +226,13 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["track", "run", str(video), "--out", str(out), "--crop", "1,2"]) == 2
     assert "four integers" in capsys.readouterr().err
+    assert asked[0] is None  # the predictor's default box sizes
+    assert main(["track", "run", str(video), "--out", str(tmp_path / "o2"), "--stop", "4",
+                 "--crop", "0,0,96,72", "--no-progress", "--scales", "1,1.2"]) == 0
+    assert asked[-1] == (1.0, 1.2)
+    for bad in ("1,,1.1", "0", "-1", "inf", "nan", "a"):
+        with pytest.raises(SystemExit):  # argparse's usage error
+            main(["track", "run", str(video), "--out", str(out), "--scales", bad])
 
 
 def test_nwb_output(tmp_path, video):

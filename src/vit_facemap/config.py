@@ -1,4 +1,4 @@
-"""Where data lives and how big a run is.
+"""Where data lives, how big a run is, and the box sizes a tracker predicts at.
 
 Nothing here is a hidden global: functions take explicit arguments and fall back to
 environment variables only where a user would expect to set one.
@@ -10,13 +10,34 @@ environment variables only where a user would expect to set one.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 PROFILES = ("test", "quick", "default", "full")
 DATA_ENV = "VIT_FACEMAP_DATA"
 PROFILE_ENV = "VIT_FACEMAP_PROFILE"
 REAL_SETS = ("g7c1", "schroeder")
+# crop-box sizes (factors about the box centre) a trained tracker averages over
+# (vit_facemap.predict); kept here, free of torch, for the command line's help
+TEST_SCALES: tuple[float, ...] = (0.9, 1.0, 1.1)
+
+
+def check_scales(scales: Sequence[float] | None) -> tuple[float, ...]:
+    """``scales`` (None: :data:`TEST_SCALES`) as a tuple of positive box-size factors.
+
+    Raises ValueError for an empty list or a factor that is not a positive finite number.
+    """
+    if scales is None:
+        return TEST_SCALES
+    try:
+        out = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or not all(math.isfinite(s) and s > 0 for s in out):
+        raise ValueError(f"scales must be one or more positive box-size factors, got {scales!r}")
+    return out
 
 
 def data_root(path: str | Path | None = None) -> Path | None:

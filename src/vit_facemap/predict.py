@@ -17,10 +17,11 @@ each group's network on a crop around the first stage's estimate of that group (
 by default), whose keypoints and confidences replace the first stage's.
 
 Each stage looks at every frame through its box at a few sizes (``scales``, by default
-0.9, 1 and 1.1 times the box) and averages the keypoints and confidences in frame
-pixels, at three times the compute; ``scales=(1.0,)`` predicts from the box alone.
-``benchmarks/tracker.py`` scores every run both ways (``one_scale_*``) to show what the
-average buys.
+:data:`vit_facemap.config.TEST_SCALES`: 0.9, 1 and 1.1 times the box) and averages the
+keypoints and confidences in frame pixels, at three times the model compute;
+``scales=(1.0,)`` predicts from the box alone. The averaged confidence does not say
+whether the views agreed. ``benchmarks/tracker.py`` scores every run both ways
+(``one_scale_*``).
 """
 
 from __future__ import annotations
@@ -33,29 +34,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vit_facemap.config import check_scales
 from vit_facemap.refine import REFINE_DIR, crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
 from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
-# box sizes each stage averages over (see the module docs)
-TEST_SCALES: tuple[float, ...] = (0.9, 1.0, 1.1)
-
-
-def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
-    """``scales`` as a tuple of positive box-size factors; ValueError otherwise."""
-    out = tuple(float(s) for s in scales)
-    if not out or not all(np.isfinite(s) and s > 0 for s in out):
-        raise ValueError(f"scales must be one or more positive box-size factors, got {list(scales)}")
-    return out
-
 
 class KeypointPredictor:
-    """A trained keypoint model with its crop box; see :meth:`predict`."""
+    """A trained keypoint model with its crop box; see :meth:`predict`.
+
+    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`) applies to the second stages in ``refiners`` too:
+    one predictor looks at a frame at one set of box sizes.
+    """
 
     def __init__(self, model: torch.nn.Module, run_config: dict, device: str = "cpu",
                  batch_size: int = 64, refiners: list[KeypointPredictor] | None = None,
-                 scales: Sequence[float] = TEST_SCALES) -> None:
+                 scales: Sequence[float] | None = None) -> None:
         self.model = model
         self.scales = check_scales(scales)
         self.device = device
@@ -67,6 +62,8 @@ class KeypointPredictor:
         self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None
         self.refine_of: dict | None = run_config.get("refine_of")
         self.refiners = list(refiners or [])
+        for refiner in self.refiners:
+            refiner.scales = self.scales
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -75,13 +72,13 @@ class KeypointPredictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
 
-    def compile(self, batch_size: int | None = None, example: np.ndarray | None = None) -> bool:
+    def compile(self, batch_size: int | None = None) -> bool:
         """Compile the network with ``torch.compile``; True if it worked (else eager mode stays).
 
         ``batch_size`` (default: the predictor's) becomes the one batch size the graph is
-        built for; pass the size the caller's batches have. A first run on ``example`` (or
-        zeros of the training frame size) triggers the compilation, so its cost is paid
-        here and recorded in ``compile_s``. Second stages are compiled with the first, for
+        built for; pass the size the caller's batches have. A first run on zeros of the
+        network's input size triggers the compilation, so its cost is paid here and
+        recorded in ``compile_s``. Second stages are compiled with the first, for
         the same batch size; one that fails to compile stays eager on its own.
         """
         if self.compiled:
@@ -91,15 +88,8 @@ class KeypointPredictor:
         t = time.perf_counter()
         try:
             forward = torch.compile(self.model, dynamic=False)
-            if self.mapping is None:  # a second stage sees crops of its own input size
-                cfg = self.model.config
-                x = np.zeros((self.batch_size, self.channels, cfg.input_h, cfg.input_w), np.float32)
-            else:
-                if example is None:
-                    w, h = self.frame_size or (self.mapping.box_w, self.mapping.box_h)
-                    shape = (h, w) if self.channels == 1 else (h, w, 3)
-                    example = np.zeros((self.batch_size, *shape), np.uint8)
-                x, _ = self.prepare(np.asarray(example)[: self.batch_size])
+            cfg = self.model.config
+            x = np.zeros((self.batch_size, self.channels, cfg.input_h, cfg.input_w), np.float32)
             # the same autocast as _run: a graph compiled without it is compiled again
             with torch.inference_mode(), inference_autocast(self.device):
                 forward(self._to_device(self._pad(x, force=True)))
@@ -151,13 +141,6 @@ class KeypointPredictor:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
         return frames
 
-    def prepare(self, frames: np.ndarray) -> tuple[np.ndarray, InputMapping]:
-        """Model inputs (B, C, h, w) float32 for a uint8 batch, and the mapping used."""
-        frames = self._as_batch(frames)
-        m = self._frame_box(frames)
-        inputs = np.stack([to_channels(m.apply(f), self.channels) for f in frames])
-        return normalise(inputs), m
-
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints in input pixels and confidence for normalised inputs, in batches."""
         kps, confs = [], []
@@ -183,7 +166,8 @@ class KeypointPredictor:
     @torch.inference_mode()
     def predict_in_boxes(self, frames: np.ndarray, boxes: list[InputMapping]
                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (B, K, 2) in frame pixels and confidence, each frame seen through its own box."""
+        """Keypoints (B, K, 2) in frame pixels and confidence, each frame seen through its own
+        box (averaged over that box at each of ``scales``)."""
         frames = self._as_batch(frames)
         if len(boxes) != len(frames):
             raise ValueError(f"{len(boxes)} crop boxes for {len(frames)} frames")
@@ -192,15 +176,16 @@ class KeypointPredictor:
     def _predict_boxes(self, frames: np.ndarray, boxes: list[InputMapping]
                        ) -> tuple[np.ndarray, np.ndarray]:
         """The mean over ``self.scales`` of the keypoints (frame pixels) and confidences."""
-        kps, confs = [], []
-        for s in self.scales:
-            scaled = [b.scaled(s) for b in boxes]
-            x = normalise(np.stack([to_channels(b.apply(f), self.channels)
-                                    for f, b in zip(frames, scaled, strict=True)]))
-            kp, conf = self._run(x)
-            kps.append(np.stack([b.to_frame(p) for b, p in zip(scaled, kp, strict=True)]))
-            confs.append(conf)
-        return np.mean(kps, axis=0), np.mean(confs, axis=0)
+        # every box size in one pass, so a compiled graph pads one short batch, not one per size
+        scaled = [b.scaled(s) for s in self.scales for b in boxes]
+        x = normalise(np.stack([to_channels(b.apply(f), self.channels)
+                                for b, f in zip(scaled, list(frames) * len(self.scales),
+                                                strict=True)]))
+        kp, conf = self._run(x)
+        kp = np.stack([b.to_frame(p) for b, p in zip(scaled, kp, strict=True)])
+        n = len(frames)
+        return (kp.reshape(len(self.scales), n, *kp.shape[1:]).mean(0),
+                conf.reshape(len(self.scales), n, -1).mean(0))
 
     def refine_keypoints(self, frames: np.ndarray, kp: np.ndarray, conf: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -229,10 +214,9 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
 
     A run with a second stage predicts with both; ``refine=False`` uses the first alone
     (to measure what the second stage adds). Every stage averages over the box sizes
-    ``scales`` (default :data:`TEST_SCALES`, see the module docs); ``(1.0,)`` is three
-    times faster.
+    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`, see the module docs); ``(1.0,)`` needs a third
+    of the model compute.
     """
-    scales = TEST_SCALES if scales is None else scales
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
     refiners = []
@@ -245,5 +229,5 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
             warnings.warn(f"{stage}: this second stage did not finish training (resume the run); "
                           "its keypoints come from the first stage", RuntimeWarning, stacklevel=2)
             continue
-        refiners.append(KeypointPredictor(*load_run(stage, device), device, scales=scales))
+        refiners.append(KeypointPredictor(*load_run(stage, device), device))
     return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)

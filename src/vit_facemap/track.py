@@ -125,13 +125,15 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "resize": None if resize is None else list(resize),
         "scorer": options.scorer, "bodyparts": list(predictor.bodyparts),
         # frames predicted at other box sizes would not match the rest of the video
-        "scales": list(getattr(predictor, "scales", [1.0])),
+        "scales": _scales_of(predictor),
     }
 
 
 def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -> np.ndarray:
     state = json.loads(paths["state"].read_text())
-    differs = sorted(k for k in key if state.get("key", {}).get(k) != key[k])
+    # states written before box sizes were recorded were predicted from the box alone
+    saved = {"scales": [1.0], **state.get("key", {})}
+    differs = sorted(k for k in key if saved.get(k) != key[k])
     if differs:
         raise DataError(
             f"cannot resume: the half-done run in {paths['state'].name} used other settings "
@@ -292,6 +294,11 @@ def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.n
     return xy, conf
 
 
+def _scales_of(predictor: Predictor) -> list[float]:
+    """The crop-box sizes a predictor averages over (one, the box, for any other predictor)."""
+    return [float(s) for s in getattr(predictor, "scales", (1.0,))]
+
+
 def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     out = {"type": type(predictor).__name__, "bodyparts": list(predictor.bodyparts),
            "frame_size": getattr(predictor, "frame_size", None),
@@ -299,8 +306,7 @@ def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     for name in ("run_dir", "model_name", "device", "compiled", "compile_s", "compile_error"):
         if hasattr(predictor, name):
             out[name] = str(getattr(predictor, name))
-    if hasattr(predictor, "scales"):
-        out["scales"] = list(predictor.scales)
+    out["scales"] = _scales_of(predictor)
     # which stages ran compiled (a second stage that failed to compile runs eager)
     refiners = getattr(predictor, "refiners", [])
     if refiners:
