@@ -39,7 +39,7 @@ test: install
 	VIT_FACEMAP_PROFILE=test $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks notebooks
 
 # drawings of the manuscript that show no data (committed; a test checks they match the code)
 images: install
