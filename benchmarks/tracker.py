@@ -102,6 +102,10 @@ ABLATIONS = {
     "hybrid_flip": ("default recipe with horizontal flips (half the samples), left / right "
                     "keypoint names swapped", lambda c: _set(c, augment=replace(
                         c.augment, hflip=0.5, flip_pairs="auto"))),
+    "hybrid_strong_geometry": ("default recipe with twice the rotation (30 degrees), scale (30%) and "
+                               "shift (16%) of its augmentation, for rigs filmed from other angles",
+                               lambda c: _set(c, augment=replace(c.augment, rotate=30.0, scale=0.3,
+                                                                 translate=0.16))),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
