@@ -51,7 +51,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
 
     ``scales``: the box sizes the predictor averages over (default
-    :data:`vit_facemap.predict.TEST_SCALES`).
+    :data:`vit_facemap.config.TEST_SCALES`).
 
     Raises :class:`~vit_facemap.errors.DataError` when the set's keypoint names differ from
     the run's.

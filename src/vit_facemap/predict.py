@@ -44,8 +44,8 @@ from vit_facemap.transforms import InputMapping, normalise, to_channels
 class KeypointPredictor:
     """A trained keypoint model with its crop box; see :meth:`predict`.
 
-    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`) applies to the second stages in ``refiners`` too:
-    one predictor looks at a frame at one set of box sizes.
+    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`) applies to the second stages
+    in ``refiners`` too: one predictor looks at a frame at one set of box sizes.
     """
 
     def __init__(self, model: torch.nn.Module, run_config: dict, device: str = "cpu",
