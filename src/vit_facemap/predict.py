@@ -214,8 +214,8 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
 
     A run with a second stage predicts with both; ``refine=False`` uses the first alone
     (to measure what the second stage adds). Every stage averages over the box sizes
-    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`, see the module docs); ``(1.0,)`` needs a third
-    of the model compute.
+    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`, see the module docs);
+    ``(1.0,)`` needs a third of the model compute.
     """
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
