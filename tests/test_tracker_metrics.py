@@ -1,8 +1,9 @@
 """Metric values on hand-made cases."""
 
 import numpy as np
+import pytest
 
-from vit_facemap.metrics import keypoint_metrics, reference_lengths
+from vit_facemap.metrics import group_metrics, keypoint_metrics, reference_lengths
 
 
 def test_hand_made_errors_and_pck():
@@ -43,3 +44,20 @@ def test_missing_prediction_counts_as_a_miss():
     pred = np.array([[[0.0, 0.0], [np.nan, np.nan]]])
     m = keypoint_metrics(pred, true, ["a", "b"])
     assert m["mean_px"] == np.inf and m["pck"] == 0.5
+
+
+def test_group_metrics_split_the_frames_by_group():
+    bp = ["eye front", "eye back"]
+    true = np.tile([[0.0, 0.0], [100.0, 0.0]], (3, 1, 1))
+    pred = true.copy()
+    pred[0, 0] += [3.0, 4.0]    # video a: errors 5, 0
+    pred[1:, 1] += [0.0, 30.0]  # video b: errors 0, 30, 0, 30
+    g = group_metrics(pred, true, bp, ["a", "b", "b"])
+    assert list(g) == ["a", "b"]
+    assert np.isclose(g["a"]["mean_px"], 2.5) and g["a"]["n_frames"] == 1
+    assert np.isclose(g["b"]["mean_px"], 15.0) and np.isclose(g["b"]["pck"], 0.5)
+    assert g["b"]["n_frames"] == 2
+    # the overall mean weights frames, not groups
+    assert np.isclose(keypoint_metrics(pred, true, bp)["mean_px"], 65 / 6)
+    with pytest.raises(ValueError, match="2 group names for 3 frames"):
+        group_metrics(pred, true, bp, ["a", "b"])

@@ -105,6 +105,9 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
         assert key in saved
     assert saved["n_frames"] == 16
     assert saved["scales"] == list(p.scales)
+    videos = read_labels(tiny_set).videos
+    assert sorted(saved["per_video"]) == sorted(set(videos.tolist()))
+    assert sum(v["n_frames"] for v in saved["per_video"].values()) == 16
     table = read_labels(tmp_path / "m.predictions.csv")
     assert table.likelihood is not None and np.allclose(table.keypoints[:3], kp, atol=1e-6)
     assert m["mean_px"] == pytest.approx(saved["mean_px"])

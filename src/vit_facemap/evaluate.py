@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.images import load_image
-from vit_facemap.metrics import keypoint_metrics
+from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import describe, write_json
 from vit_facemap.validate import load_set
 
@@ -63,6 +63,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
                       decode=False)
     pred, conf, seconds = predict_frames(predictor, frames, progress=progress)
     metrics = keypoint_metrics(pred, frames.keypoints, frames.bodyparts)
+    metrics["per_video"] = group_metrics(pred, frames.keypoints, frames.bodyparts, frames.videos)
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
     metrics["scales"] = list(predictor.scales)
     metrics["run"] = str(run_dir)

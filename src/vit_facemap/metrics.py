@@ -86,3 +86,24 @@ def keypoint_metrics(
                          for k, bp in enumerate(bodyparts)},
     }
     return out
+
+
+def group_metrics(
+    pred: np.ndarray, true: np.ndarray, bodyparts: Sequence[str], groups: Sequence[str],
+    pck_threshold: float = 0.1,
+) -> dict[str, dict[str, Any]]:
+    """Mean and median error, PCK and frame count of each group of frames (a video, an animal).
+
+    A mean over all frames hides an animal or a rig that the model cannot follow; this is
+    the same table per group, keyed by the group's name.
+    """
+    groups = np.asarray(groups).astype(str)
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if len(groups) != len(true):
+        raise ValueError(f"{len(groups)} group names for {len(true)} frames")
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        rows = groups == g
+        m = keypoint_metrics(pred[rows], true[rows], bodyparts, pck_threshold)
+        out[g] = {k: m[k] for k in ("mean_px", "median_px", "pck", "n_frames")}
+    return out
