@@ -328,7 +328,7 @@ def main(argv=None) -> int:
                 row = run_one(model_name, set_name, split_name, train, test, out, cfg, args,
                               key=key, clean=clean)
                 print({k: v for k, v in row.items() if "per_" not in k}, flush=True)
-                print("mean px per animal:", {a: v["mean_px"] and round(v["mean_px"], 2)
+                print("mean px per animal:", {a: None if v["mean_px"] is None else round(v["mean_px"], 2)
                                               for a, v in row["per_animal"].items()}, flush=True)
                 rows.append(row)
                 _save(rows, out, cfg, args)
