@@ -39,7 +39,7 @@ from vit_facemap.refine import refine_groups
 from vit_facemap.runinfo import describe, resolve_device, write_json
 from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames
 from vit_facemap.testvideo import write_clip
-from vit_facemap.track import TrackOptions, track_video
+from vit_facemap.track import TrackOptions, scales_of, track_video
 from vit_facemap.train import TrainConfig
 from vit_facemap.transforms import full_frame_box
 from vit_facemap.video import iter_batches, probe
@@ -94,7 +94,7 @@ def gflops_per_frame(predictor) -> float | None:
                 p.model(x)
         except RuntimeError:  # an operator the counter cannot trace
             return None
-        total += counter.get_total_flops() / 1e9 * len(getattr(p, "scales", (1.0,)))
+        total += counter.get_total_flops() / 1e9 * len(scales_of(p))
     return total
 
 

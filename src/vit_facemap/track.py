@@ -125,7 +125,7 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "resize": None if resize is None else list(resize),
         "scorer": options.scorer, "bodyparts": list(predictor.bodyparts),
         # frames predicted at other box sizes would not match the rest of the video
-        "scales": _scales_of(predictor),
+        "scales": scales_of(predictor),
     }
 
 
@@ -294,7 +294,7 @@ def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.n
     return xy, conf
 
 
-def _scales_of(predictor: Predictor) -> list[float]:
+def scales_of(predictor: Predictor) -> list[float]:
     """The crop-box sizes a predictor averages over (one, the box, for any other predictor)."""
     return [float(s) for s in getattr(predictor, "scales", (1.0,))]
 
@@ -306,7 +306,7 @@ def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     for name in ("run_dir", "model_name", "device", "compiled", "compile_s", "compile_error"):
         if hasattr(predictor, name):
             out[name] = str(getattr(predictor, name))
-    out["scales"] = _scales_of(predictor)
+    out["scales"] = scales_of(predictor)
     # which stages ran compiled (a second stage that failed to compile runs eager)
     refiners = getattr(predictor, "refiners", [])
     if refiners:
