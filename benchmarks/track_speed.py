@@ -61,19 +61,21 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
     }
     refiners, extra = [], ""
     if name == "vit":
-        # the default recipe's second stage: the same network on a crop around the eye points
+        # the default recipe's second stages: the same network on a crop around each group
         rc = TrainConfig().refine
-        idx = refine_groups(G7C1_KEYPOINTS, rc)["eye"]
         cfg2 = ModelConfig(**{**asdict(cfg), "input_w": rc.input_size, "input_h": rc.input_size})
-        model2 = build_model(cfg2, len(idx)).to(device).eval()
-        refiners = [KeypointPredictor(model2, {
-            "bodyparts": [G7C1_KEYPOINTS[i] for i in idx], "frame_size": list(frame_size),
-            "channels": cfg.channels, "mapping": None,
-            "refine_of": {"indices": idx, "frame_size": list(frame_size),
-                          # the eye of g7c1 spans about a sixth of the frame width
-                          "side_px": rc.factor * frame_size[0] / 6},
-        }, device)]
-        extra = f" + eye stage {rc.input_size}x{rc.input_size}"
+        groups = refine_groups(G7C1_KEYPOINTS, rc)
+        for idx in groups.values():
+            model2 = build_model(cfg2, len(idx)).to(device).eval()
+            refiners.append(KeypointPredictor(model2, {
+                "bodyparts": [G7C1_KEYPOINTS[i] for i in idx], "frame_size": list(frame_size),
+                "channels": cfg.channels, "mapping": None,
+                "refine_of": {"indices": idx, "frame_size": list(frame_size),
+                              # the eye of g7c1 spans about a sixth of the frame width; the
+                              # crop's side does not change the cost (it is resized)
+                              "side_px": rc.factor * frame_size[0] / 6},
+            }, device))
+        extra = f" + {' and '.join(groups)} stages {rc.input_size}x{rc.input_size}"
     predictor = KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)
     n_params = count_parameters(model) + sum(count_parameters(r.model) for r in refiners)
     predictor.model_name = f"{name} (untrained: {cfg.family}, input {cfg.input_w}x{cfg.input_h}" \

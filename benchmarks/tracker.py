@@ -62,7 +62,7 @@ from vit_facemap.train import TrainConfig, fit, profile_config
 NEURAL = {
     # name: (description, function of the default TrainConfig -> TrainConfig)
     # The peers run as their authors built them, one network on the face box; the
-    # two-stage ablations below give them our second (eye crop) stage as well.
+    # two-stage ablations below give them our second (eye and nose crop) stages as well.
     "hybrid": ("hybrid conv-stem ViT + skip heatmap head, two stages (default recipe)",
                lambda c: c),
     "vit_regression": ("plain ViT/16, CLS-token regression (original study's head)",
@@ -87,8 +87,11 @@ ABLATIONS = {
                    "(30% of the budget)", lambda c: _set(c, pretrain_share=0.3)),
     "hybrid_regression": ("hybrid backbone, CLS-token regression head",
                           lambda c: _model(c, head="regression")),
-    "hybrid_one_stage": ("default recipe without the second (eye crop) stage: the whole budget "
-                         "to the first", lambda c: _one(c)),
+    "hybrid_one_stage": ("default recipe without the second (eye and nose crop) stages: the "
+                         "whole budget to the first", lambda c: _one(c)),
+    "hybrid_eye_stage": ("default recipe with an eye stage alone (30% of the budget; the default "
+                         "until the nose stage was added)",
+                         lambda c: _set(c, refine=replace(c.refine, share=0.3, auto="eye"))),
     "hybrid_parts": ("default recipe with a second stage for each of the eye, nose, whisker and "
                      "mouth groups (half of the budget)",
                      lambda c: _set(c, refine=replace(c.refine, share=0.5, auto="parts"))),
@@ -251,7 +254,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                    clean_mean_px=mc["mean_px"], clean_median_px=mc["median_px"],
                    clean_pck=mc["pck"])
     if getattr(predictor, "refiners", None):
-        # what the second (eye) stage bought: the same run's first stage alone
+        # what the second (eye, nose) stages bought: the same run's first stage alone
         m1, _ = score(load_predictor(run_dir, args.device, refine=False), test)
         row.update(stage1_mean_px=m1["mean_px"], stage1_median_px=m1["median_px"],
                    stage1_pck=m1["pck"],
@@ -269,7 +272,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="mean_shape,hog_forest,vit_regression,hybrid,cnn,fmnet")
     p.add_argument("--ablations", default="", help=f"comma list of {', '.join(ABLATIONS)}")
     p.add_argument("--minutes", type=float, default=8.0, help="training budget per neural model")
-    p.add_argument("--steps", type=int, default=3000, help="step cap per neural model")
+    p.add_argument("--steps", type=int, default=TrainConfig().steps,
+                   help="step cap per neural model (default: the default recipe's)")
     p.add_argument("--test-animals", type=int, default=4)
     p.add_argument("--both-directions", action="store_true")
     p.add_argument("--g7c1-split", choices=("video", "later", "both"), default="video",

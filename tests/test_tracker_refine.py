@@ -40,21 +40,25 @@ def eye_set(tmp_path_factory):
 def _config(share=0.5) -> TrainConfig:
     cfg = profile_config("test")
     cfg.steps, cfg.num_threads = 8, 1
-    cfg.refine = RefineConfig(share=share, input_size=32, copies=2)
+    cfg.refine = RefineConfig(share=share, auto="eye", input_size=32, copies=2)
     return cfg
 
 
 def test_refined_groups_by_name():
-    assert refine_groups(SCHROEDER, RefineConfig()) == {"eye": list(range(1, 9))}
+    # the default: the eye and the nose, each its own second stage
+    assert refine_groups(SCHROEDER, RefineConfig()) == {"nose": [0], "eye": list(range(1, 9))}
+    assert refine_groups(SCHROEDER, RefineConfig(auto="eye")) == {"eye": list(range(1, 9))}
     assert refine_groups(SCHROEDER, RefineConfig(auto="parts")) == {"nose": [0],
                                                                    "eye": list(range(1, 9))}
     g7 = ["eye top", "eye front", "nose tip", "whisker 1", "Lip", "ear"]
-    assert refine_groups(g7, RefineConfig()) == {"eye": [0, 1]}
+    assert refine_groups(g7, RefineConfig()) == {"eye": [0, 1], "nose": [2]}
+    assert refine_groups(g7, RefineConfig(auto="eye")) == {"eye": [0, 1]}
     assert refine_groups(g7, RefineConfig(auto="parts")) == {
         "eye": [0, 1], "nose": [2], "whisker": [3], "mouth": [4]}  # the ear stays in stage 1
     assert refine_groups(g7, RefineConfig(groups=[["nose tip", "ear"], ["Lip"]])) == {
         "group1": [2, 5], "group2": [4]}
-    assert refine_groups(["nose", "mouth"], RefineConfig()) == {}
+    assert refine_groups(["nose", "mouth"], RefineConfig()) == {"nose": [0]}
+    assert refine_groups(["nose", "mouth"], RefineConfig(auto="eye")) == {}
     with pytest.raises(ValueError, match="not among the keypoints"):
         refine_groups(g7, RefineConfig(groups=[["pupil"]]))
     with pytest.raises(ValueError, match="overlap"):

@@ -173,7 +173,7 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     frames = read_labels(tiny_set)
     run = tmp_path / "run"
     cfg = _config(2)
-    cfg.refine = RefineConfig(share=0.5, input_size=32, copies=1)  # an eye stage as well
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=1)  # an eye stage too
     fit(cfg, frames, run, None, device="cpu", progress=False)
     batch = np.stack([load_image(q) for q in frames.image_paths[:5]])
     eager = load_predictor(run, device="cpu")

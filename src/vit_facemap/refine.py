@@ -14,9 +14,10 @@ side and resized by up to ``zoom``, so the second stage learns to work from an i
 first estimate; ``copies`` such crops are cut per labeled frame.
 
 Keypoints are refined in groups, one second-stage network per group, each with an equal
-part of ``share`` of the budget. By default (``auto="eye"``) the one group is every
-keypoint whose name holds "eye" or "pupil"; ``auto="parts"`` also makes groups of the
-nose, whisker and mouth points; ``groups`` names them explicitly. A group of one point
+part of ``share`` of the budget. By default (``auto="eye+nose"``) there are two groups:
+every keypoint whose name holds "eye" or "pupil", and every one whose name holds "nose";
+``auto="eye"`` makes the first alone, ``auto="parts"`` also groups the whisker and mouth
+points; ``groups`` names them explicitly. A group of one point
 has no extent, so its crop side is ``point_side`` of the first stage's box. The run
 keeps each group's network in ``<run>/refine/<group>/`` (an ordinary run folder whose
 ``config.json`` names the refined keypoints and the crop side), so a run without that
@@ -41,14 +42,15 @@ AUTO_GROUPS = {
     "whisker": ("whisker",),
     "mouth": ("mouth", "lip", "jaw", "chin", "tongue"),
 }
-AUTO = ("eye", "parts")
+# auto setting -> the groups it makes (those the keypoint names allow)
+AUTO = {"eye": ("eye",), "eye+nose": ("eye", "nose"), "parts": tuple(AUTO_GROUPS)}
 
 
 @dataclass
 class RefineConfig:
-    share: float = 0.3          # share of the training budget (steps and minutes) for stage 2; 0: off
+    share: float = 0.45         # share of the training budget (steps and minutes) for stage 2; 0: off
     groups: list[list[str]] = field(default_factory=list)  # keypoint groups; empty: see auto
-    auto: str = "eye"           # eye: the eye and pupil points | parts: eye, nose, whisker, mouth
+    auto: str = "eye+nose"      # eye: eye and pupil points | eye+nose: and the nose | parts: all four
     factor: float = 2.0         # crop side, in units of the group's median extent
     point_side: float = 0.2     # a one-point group's crop side, as a share of the first stage's box
     input_size: int = 128       # crop side in model input pixels
@@ -62,7 +64,7 @@ class RefineConfig:
         if self.factor <= 0 or self.input_size < 16 or self.copies < 1:
             raise ValueError("refine factor must be > 0, input_size >= 16 and copies >= 1")
         if self.auto not in AUTO:
-            raise ValueError(f"refine auto must be one of {AUTO}, got {self.auto!r}")
+            raise ValueError(f"refine auto must be one of {tuple(AUTO)}, got {self.auto!r}")
         self.groups = [[str(p) for p in g] for g in self.groups]
 
 
@@ -82,7 +84,7 @@ def refine_groups(bodyparts: Sequence[str], config: RefineConfig) -> dict[str, l
                 raise ValueError(f"refine groups overlap: {taken} are in more than one group")
             out[f"group{i}"] = [names.index(p) for p in group]
         return out
-    wanted = ["eye"] if config.auto == "eye" else list(AUTO_GROUPS)
+    wanted = AUTO[config.auto]
     out = {}
     for i, n in enumerate(names):
         group = next((g for g, words in AUTO_GROUPS.items()

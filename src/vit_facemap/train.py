@@ -71,7 +71,7 @@ METRICS_FILE = "metrics.csv"
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    steps: int = 3000               # optimiser steps in all
+    steps: int = 4000               # optimiser steps in all (both stages)
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -86,7 +86,7 @@ class TrainConfig:
     keep: str = "best"              # best (by validation error, when there is one) | last
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
     pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
-    refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye stage
+    refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye and nose stages
     # leave out training labels that sit where another keypoint usually is (slipped or
     # swapped labels, vit_facemap.labelcheck), as if they were missing
     mask_slips: bool = False
@@ -134,8 +134,9 @@ def profile_config(profile: str) -> TrainConfig:
         return TrainConfig(steps=20000, batch_size=32, warmup_steps=1000,
                            model=ModelConfig(depth=8, input_w=256, input_h=192))
     if profile == "default":
-        # 2 CPU cores, 30 minutes in all: the schedule is budgeted to 25 minutes of training
-        return TrainConfig(max_minutes=25.0)
+        # 2 CPU cores, 30 minutes in all: at most 28 minutes of training, the rest for
+        # reading frames and saving (each stage stops at its share of steps or of minutes)
+        return TrainConfig(max_minutes=28.0)
     raise ValueError(f"unknown profile {profile!r}")
 
 
