@@ -13,8 +13,8 @@ compiler, an unsupported platform) the predictor stays in eager mode and says wh
 
 A run with a second, top-down stage (``<run>/refine/<group>/``, see
 :mod:`vit_facemap.refine`) predicts in two passes: the first stage on the face box, then
-each group's network on a crop around the first stage's estimate of that group (the eye,
-by default), whose keypoints and confidences replace the first stage's.
+each group's network on a crop around the first stage's estimate of that group (the eye
+and the nose, by default), whose keypoints and confidences replace the first stage's.
 
 Each stage looks at every frame through its box at a few sizes (``scales``, by default
 :data:`vit_facemap.config.TEST_SCALES`: 0.9, 1 and 1.1 times the box) and averages the
@@ -58,7 +58,8 @@ class KeypointPredictor:
         fs = run_config.get("frame_size")
         self.frame_size: tuple[int, int] | None = (int(fs[0]), int(fs[1])) if fs else None
         self.channels: int = int(run_config.get("channels", 1))
-        # a second stage has no fixed box: each frame gets one around the first stage's eye
+        # a second stage has no fixed box: each frame gets one around the first stage's
+        # estimate of its group
         self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None
         self.refine_of: dict | None = run_config.get("refine_of")
         self.refiners = list(refiners or [])

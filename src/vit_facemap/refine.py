@@ -1,4 +1,4 @@
-"""Second, top-down stage of the tracker: the eye (or other parts) seen again on a crop.
+"""Second, top-down stages of the tracker: the eye, nose or other parts seen again on a crop.
 
 The first stage sees the whole face box shrunk to the model input: on ``schroeder`` one
 input pixel is about four frame pixels and the pupil is five input pixels wide, so a
