@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import sys
 import time
@@ -55,7 +56,7 @@ from vit_facemap.models import ModelConfig, count_parameters
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.predict import load_predictor
 from vit_facemap.refine import RefineConfig
-from vit_facemap.runinfo import describe, write_json
+from vit_facemap.runinfo import describe, jsonable, write_json
 from vit_facemap.splits import animal_of, group_split, groups_for, later_frames_split
 from vit_facemap.train import TrainConfig, fit, profile_config
 
@@ -287,6 +288,9 @@ def main(argv=None) -> int:
                    help="benchmark on generated frames instead of the real sets")
     p.add_argument("--out", default="_build/results/tracker")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep OUT/tracker.json, without training, when a finished run of the same "
+                        "settings and recipe wrote it")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     out = Path(args.out)
@@ -298,6 +302,9 @@ def main(argv=None) -> int:
         cfg.max_minutes = args.minutes
     if args.quick:
         cfg.steps, cfg.max_minutes, cfg.warmup_steps = 20, 1.0, 4
+    if args.reuse and reusable(out / "tracker.json", args, cfg):
+        print(f"{out / 'tracker.json'}: a finished table of these settings; kept")
+        return 0
     models = [m for m in args.models.split(",") if m]
     models += [a for a in args.ablations.split(",") if a]
     if "fmnet" in models and not facemap_available():
@@ -339,11 +346,39 @@ def main(argv=None) -> int:
     if not rows:
         print("no real data found: nothing benchmarked", file=sys.stderr)
         return 1
+    _save(rows, out, cfg, args, complete=True)
     return 0
 
 
-def _save(rows: list[dict], out: Path, cfg: TrainConfig, args: argparse.Namespace) -> None:
-    write_json({"rows": rows, "synthetic": args.synthetic,
+# arguments that do not change the table
+_NOT_SETTINGS = ("out", "no_progress", "reuse")
+
+
+def reusable(table: Path, args: argparse.Namespace, cfg: TrainConfig) -> bool:
+    """Whether ``table`` is a finished benchmark of the same arguments and training recipe.
+
+    A table saved part-way (the run was stopped) or by older code with another recipe is
+    not: reusing it would report numbers of something else.
+    """
+    if not table.is_file():
+        return False
+    try:
+        saved = json.loads(table.read_text())
+        prov = saved["provenance"]
+    except (ValueError, KeyError, TypeError):
+        return False
+
+    def settings(a: dict) -> dict:
+        return {k: v for k, v in a.items() if k not in _NOT_SETTINGS}
+
+    return (saved.get("complete") is True
+            and settings(prov.get("args", {})) == settings(jsonable(vars(args)))
+            and prov.get("settings") == jsonable(cfg))
+
+
+def _save(rows: list[dict], out: Path, cfg: TrainConfig, args: argparse.Namespace,
+          complete: bool = False) -> None:
+    write_json({"rows": rows, "synthetic": args.synthetic, "complete": complete,
                 "provenance": describe(cfg, args.device, args=vars(args))},
                out / "tracker.json")
     flat = pd.DataFrame([{k: v for k, v in r.items() if "per_" not in k} for r in rows])

@@ -34,3 +34,32 @@ def test_each_recipe_builds_a_model_and_leaves_the_default_alone(name):
         pytest.importorskip("facemap")
     model = KeypointModel(cfg.model, n_keypoints=3)
     assert model.stride > 0 and min(cfg.model.input_size) > 0
+
+
+def test_saved_table_is_reused_only_when_finished_with_the_same_settings(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench"
+    base = ["--synthetic", "--profile", "test", "--models", "mean_shape", "--no-progress",
+            "--out", str(out)]
+    assert BENCH.main(base) == 0
+    table = out / "tracker.json"
+    first = json.loads(table.read_text())
+    assert first["complete"] is True
+    capsys.readouterr()
+
+    assert BENCH.main(base + ["--reuse"]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert json.loads(table.read_text()) == first  # not run again
+
+    # a table stopped part-way, or written for another recipe, is run again
+    for edit in ({"complete": False}, {"provenance": {**first["provenance"], "settings": {
+            **first["provenance"]["settings"], "steps": 1}}}):
+        table.write_text(json.dumps({**first, **edit}))
+        assert BENCH.main(base + ["--reuse"]) == 0
+        assert "kept" not in capsys.readouterr().out
+        assert json.loads(table.read_text())["complete"] is True
+    # and so is one of other settings
+    assert BENCH.main(base + ["--reuse", "--seed", "1"]) == 0
+    assert "kept" not in capsys.readouterr().out
+    assert json.loads(table.read_text())["provenance"]["args"]["seed"] == 1
