@@ -225,6 +225,10 @@ def test_old_configs_train_one_stage():
     d = asdict(TrainConfig())
     d.pop("refine")
     assert TrainConfig.from_dict(d).refine.share == 0.0
+    d["refine"] = {"share": 0.3}  # saved before refine groups could be chosen: the eye alone
+    assert TrainConfig.from_dict(d).refine.auto == "eye"
+    d["refine"] = asdict(TrainConfig().refine)
+    assert TrainConfig.from_dict(d).refine == TrainConfig().refine
     assert TrainConfig().refine.share > 0  # the recipe has the second stage
     st = TrainConfig(steps=1000, warmup_steps=100, max_minutes=10.0).stage(0.3, input_w=64)
     assert (st.steps, st.warmup_steps, st.max_minutes, st.model.input_w) == (300, 30, 3.0, 64)

@@ -100,8 +100,9 @@ class TrainConfig:
         d = dict(d)
         model = ModelConfig(**d.pop("model", {}))
         augment = AugmentConfig(**d.pop("augment", {}))
-        # runs saved before the second stage existed trained one stage
-        refine = RefineConfig(**d.pop("refine", {"share": 0.0}))
+        # runs saved before the second stage existed trained one stage, and those saved
+        # before groups could be chosen refined the eye alone
+        refine = RefineConfig(**{"auto": "eye", **d.pop("refine", {"share": 0.0})})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
