@@ -279,8 +279,9 @@ def fit(
     """Train a keypoint model on ``train_frames``; returns a summary (also in ``runinfo.json``).
 
     With ``config.refine.share > 0`` and keypoint groups to refine (by default the eye and
-    pupil points, and the nose points), the first stage gets ``1 - share`` of the budget and a second, top-down
-    stage per group (:mod:`vit_facemap.refine`) the rest, saved in ``out/refine/<group>/``.
+    pupil points, and the nose points), the first stage gets ``1 - share`` of the budget and
+    a second, top-down stage per group (:mod:`vit_facemap.refine`) the rest, saved in
+    ``out/refine/<group>/``.
     ``boxes`` / ``val_boxes`` (one crop box per frame) and ``stage_info`` are how that
     second stage is trained; callers leave them out.
     """
