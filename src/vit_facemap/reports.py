@@ -1,0 +1,215 @@
+"""The book's tables and verdicts, built from the results the benchmarks and studies saved.
+
+The notebooks only call these and show what they return, so everything a page states about
+a result (which columns, which groups, whether a target is met) is code the tests reach.
+Inputs are the saved records themselves (``tracker.json``'s rows, the interpretation
+study's summary, measured speeds), checked here so a stale or hand-edited file fails with
+the name of what is missing instead of a ``KeyError`` deep in pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import DataError
+
+# column order of the tracker table; columns a benchmark did not write are left out
+TRACKER_COLUMNS = ("set", "model", "mean_px", "median_px", "rmse_px", "pck",
+                   "one_scale_mean_px", "stage1_mean_px", "train_mean_px", "train_s", "steps",
+                   "predict_fps", "n_train", "n_test")
+# short headers, so the table fits the width of a page of the paper
+TRACKER_SHORT_NAMES = {
+    "mean_px": "mean px", "median_px": "median px", "rmse_px": "RMSE px", "pck": "PCK",
+    "one_scale_mean_px": "one size px", "stage1_mean_px": "stage 1 px",
+    "train_mean_px": "fit px", "train_s": "train s", "predict_fps": "frames/s",
+    "n_train": "train", "n_test": "test",
+}
+CLASSIFIER_NAMES = {"hog-rf": "HOG + random forest", "vit": "ViT (from scratch)"}
+
+
+def _require(record: Mapping, keys: Iterable[str], what: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(f"{what} lacks {', '.join(map(repr, missing))}; it was written by "
+                        "other code or edited by hand: run the benchmark again")
+
+
+def _rows(rows: Sequence[Mapping], keys: Iterable[str]) -> list[Mapping]:
+    if not len(rows):
+        raise DataError("the tracker benchmark's table has no rows")
+    keys = tuple(keys)
+    for i, r in enumerate(rows):
+        _require(r, keys, f"row {i} of the tracker table ({r.get('model', '?')})")
+    return list(rows)
+
+
+def tracker_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``tracker.json`` written by ``benchmarks/tracker.py``."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no tracker table (benchmarks/tracker.py writes it)") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list):
+        raise DataError(f"{path}: no 'rows' list; not a table of benchmarks/tracker.py")
+    if saved.get("complete") is False:
+        raise DataError(f"{path}: the benchmark stopped part-way; its table is incomplete")
+    return saved["rows"]
+
+
+def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.DataFrame:
+    """One line per set and model: held-out error, PCK, fit, training time and speed."""
+    rows = _rows(rows, ("set", "model", "mean_px"))
+    table = pd.DataFrame(rows)
+    table = table[[c for c in TRACKER_COLUMNS if c in table.columns]]
+    return table.rename(columns=TRACKER_SHORT_NAMES) if short_names else table
+
+
+def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """Mean held-out error of every model per held-out animal, one column per model.
+
+    A set whose held-out frames come from one animal is broken down by video instead (the
+    choice is made per set, so all of its models are shown by the same groups). The index is
+    (set, held out, frames); models keep the order of the rows.
+    """
+    rows = _rows(rows, ("set", "model", "per_animal", "per_video"))
+    animals: dict[str, set] = {}
+    for r in rows:
+        animals.setdefault(r["set"], set()).update(r["per_animal"])
+    long = []
+    for r in rows:
+        groups = r["per_animal"] if len(animals[r["set"]]) > 1 else r["per_video"]
+        for g, v in groups.items():
+            _require(v, ("n_frames", "mean_px"), f"{r['model']}'s errors for {g!r}")
+            long.append({"set": r["set"], "held out": g, "frames": v["n_frames"],
+                         "model": r["model"], "mean_px": v["mean_px"]})
+    if not long:
+        raise DataError("the tracker table has no per-animal or per-video errors")
+    wide = pd.DataFrame(long).pivot_table(index=["set", "held out", "frames"], columns="model",
+                                          values="mean_px", sort=False)
+    wide = wide[[m for m in dict.fromkeys(r["model"] for r in rows) if m in wide.columns]]
+    wide.columns.name = None  # else the pivot's "model" label shows as a stray header cell
+    return wide
+
+
+_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "wall_s")
+_MAP_CHECKS = ("deletion_auc", "deletion_auc_random")
+
+
+def classifier_table(summary: Mapping) -> pd.DataFrame:
+    """Accuracy, balanced accuracy, macro-F1 and time of the two state classifiers."""
+    table = []
+    for name, label in CLASSIFIER_NAMES.items():
+        _require(summary, (name,), "the interpretation summary")
+        r = summary[name]
+        _require(r, _SCORES, f"the interpretation summary's {name!r} entry")
+        table.append({"model": label, "accuracy": r["accuracy"],
+                      "balanced accuracy": r["balanced_accuracy"], "macro-F1": r["macro_f1"],
+                      "train + predict (s)": r["wall_s"]})
+    return pd.DataFrame(table).set_index("model")
+
+
+def classifier_findings(summary: Mapping, source: str, *, target: float = 0.85,
+                        margin: float = 0.01) -> list[str]:
+    """What the interpretation study found, one sentence per line, from its summary.
+
+    ``target`` is the ViT's macro-F1 the project asks for; a map "ranks the cells the model
+    relies on" when deleting cells in its order lowers the deletion AUC by more than
+    ``margin`` below random orders.
+    """
+    for name in CLASSIFIER_NAMES:
+        _require(summary, (name,), "the interpretation summary")
+        _require(summary[name], ("macro_f1", *_MAP_CHECKS),
+                 f"the interpretation summary's {name!r} entry")
+    h, v = summary["hog-rf"], summary["vit"]
+    lines = [f"Data: {source}."]
+    lines.append(f"Leave-animals-out macro-F1: ViT {v['macro_f1']:.3f}, HOG + RF "
+                 f"{h['macro_f1']:.3f}; " + ("the ViT is ahead." if v["macro_f1"] > h["macro_f1"]
+                                            else "the ViT does NOT beat the HOG + random-forest "
+                                                 "baseline on these frames."))
+    lines.append(f"The project's target (ViT macro-F1 >= {target}) is "
+                 + ("met." if v["macro_f1"] >= target else "not met."))
+    for name, r in (("ViT", v), ("HOG + RF", h)):
+        if r.get("attention_mass_in_region") is not None:
+            ratio = r["attention_mass_in_region"] / max(r["region_share_chance"], 1e-9)
+            lines.append(f"{name}: {r['attention_mass_in_region']:.2f} of the map inside the eye "
+                         f"region vs {r['region_share_chance']:.2f} by chance ({ratio:.1f}x), on "
+                         f"{r['images_with_region_in_view']} held-out crops that contain the "
+                         "region.")
+        if r["deletion_auc"] is None or r["deletion_auc_random"] is None:
+            lines.append(f"{name}: no deletion curves (no maps were drawn).")
+            continue
+        ranks = r["deletion_auc"] < r["deletion_auc_random"] - margin
+        lines.append(f"{name}: deletion AUC {r['deletion_auc']:.3f} with the map's order vs "
+                     f"{r['deletion_auc_random']:.3f} in random order: the map "
+                     + ("ranks cells the model relies on above random." if ranks else
+                        "is no better than random at finding what the model relies on."))
+    loc = summary.get("locator")
+    if loc:
+        lines.append(f"Eye locator on held-out animals: crop centre within half an eye width of "
+                     f"the labeled eye on {loc['share_within_half_eye_width']:.0%} of frames, "
+                     f"within one eye width on {loc['share_within_one_eye_width']:.0%} (median "
+                     f"error {loc['median_centre_error_eye_widths']:.2f} eye widths). Where it "
+                     "misses the eye, both classifiers see fur or background, and the eye region "
+                     "is not in the crop: the locator bounds what either classifier can do.")
+    return lines
+
+
+def best_fps(work: Callable[[], Any], n_frames: int, repeats: int = 2) -> float:
+    """Frames per second of the fastest of ``repeats`` calls of ``work`` on ``n_frames``.
+
+    The fastest, since other processes on a shared machine only ever slow a run down.
+    """
+    if n_frames <= 0 or repeats <= 0:
+        raise ValueError(f"need n_frames > 0 and repeats > 0, got {n_frames} and {repeats}")
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t0)
+    return n_frames / max(min(times), 1e-9)
+
+
+def _sizes(scales: Sequence[float]) -> str:
+    return ", ".join(f"{s:g}" for s in scales)
+
+
+def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
+                scales: Sequence[float], benchmark: str | Path | None = None) -> pd.DataFrame:
+    """Frames/s of decoding, the model alone and the whole tracking pipeline on this clip.
+
+    Rows of the speed benchmark (``benchmarks/track_speed.py``'s JSON) are added when
+    ``benchmark`` names a file that exists.
+    """
+    here = _sizes(scales)
+    rows = [dict(source="this clip", model="-", stage="decode only", box_sizes="-",
+                 frames_per_s=decode_fps),
+            dict(source="this clip", model="default (this run)", stage="model only",
+                 box_sizes=here, frames_per_s=model_fps),
+            dict(source="this clip", model="default (this run)", stage="end to end",
+                 box_sizes=here, frames_per_s=end_to_end_fps)]
+    if benchmark is not None and Path(benchmark).is_file():
+        try:
+            b = json.loads(Path(benchmark).read_text())
+        except ValueError as e:
+            raise DataError(f"{benchmark}: not valid JSON ({e})") from None
+        _require(b, ("decode_fps", "results"), f"{benchmark}")
+        rows.append(dict(source="benchmark", model="-", stage="decode only", box_sizes="-",
+                         frames_per_s=b["decode_fps"]))
+        for r in b["results"]:
+            _require(r, ("model", "model_fps", "end_to_end_fps"), f"a result in {benchmark}")
+            # results written before box sizes were recorded predicted from the box alone
+            s = _sizes(r.get("scales", [1.0]))
+            rows.append(dict(source="benchmark", model=r["model"], stage="model only",
+                             box_sizes=s, frames_per_s=r["model_fps"]))
+            rows.append(dict(source="benchmark", model=r["model"], stage="end to end",
+                             box_sizes=s, frames_per_s=r["end_to_end_fps"]))
+    return pd.DataFrame(rows)

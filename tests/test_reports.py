@@ -1,0 +1,159 @@
+"""The book's tables and verdicts from saved results (vit_facemap.reports)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vit_facemap.errors import DataError
+from vit_facemap.reports import (
+    best_fps,
+    classifier_findings,
+    classifier_table,
+    per_group_table,
+    speed_table,
+    tracker_rows,
+    tracker_table,
+)
+
+
+def _row(set_name, model, mean, animals, videos):
+    return {"set": set_name, "model": model, "mean_px": mean, "median_px": mean / 2,
+            "pck": 0.5, "n_train": 10, "n_test": 4, "description": "not shown",
+            "per_animal": {a: {"n_frames": n, "mean_px": m} for a, (n, m) in animals.items()},
+            "per_video": {v: {"n_frames": n, "mean_px": m} for v, (n, m) in videos.items()}}
+
+
+@pytest.fixture
+def rows():
+    # one set of one animal (broken down by video), one of two animals
+    return [
+        _row("g7c1", "mean_shape", 17.0, {"G7c1": (4, 17.0)}, {"v1": (3, 15.0), "v2": (1, 23.0)}),
+        _row("g7c1", "hybrid", 9.0, {"G7c1": (4, 9.0)}, {"v1": (3, 8.0), "v2": (1, 12.0)}),
+        _row("schroeder", "mean_shape", 99.0, {"FG001": (2, 150.0), "Io": (2, 48.0)},
+             {"s1": (2, 150.0), "s2": (2, 48.0)}),
+        # a model that lacks one animal (it never predicted it) leaves a gap, not a shift
+        _row("schroeder", "hybrid", 5.0, {"Io": (2, 5.0)}, {"s2": (2, 5.0)}),
+    ]
+
+
+def test_tracker_table_keeps_known_columns_in_order(rows):
+    t = tracker_table(rows)
+    assert list(t.columns) == ["set", "model", "mean_px", "median_px", "pck", "n_train", "n_test"]
+    assert t["mean_px"].tolist() == [17.0, 9.0, 99.0, 5.0]
+    short = tracker_table(rows, short_names=True)
+    assert list(short.columns) == ["set", "model", "mean px", "median px", "PCK", "train", "test"]
+
+
+def test_tracker_table_names_a_row_without_errors(rows):
+    del rows[1]["mean_px"]
+    with pytest.raises(DataError, match="row 1 .*hybrid.*'mean_px'"):
+        tracker_table(rows)
+    with pytest.raises(DataError, match="no rows"):
+        tracker_table([])
+
+
+def test_per_group_table_by_animal_or_by_video(rows):
+    t = per_group_table(rows)
+    assert list(t.columns) == ["mean_shape", "hybrid"]  # the rows' order, not alphabetical
+    assert t.columns.name is None
+    # g7c1 has one held-out animal: its videos are the groups
+    assert t.loc[("g7c1", "v1", 3)].tolist() == [15.0, 8.0]
+    assert t.loc[("g7c1", "v2", 1)].tolist() == [23.0, 12.0]
+    assert t.loc[("schroeder", "Io", 2)].tolist() == [48.0, 5.0]
+    # the set has two held-out animals: by animal for every model, a gap where one is missing
+    fg = t.loc[("schroeder", "FG001", 2)]
+    assert fg["mean_shape"] == 150.0 and np.isnan(fg["hybrid"])
+    assert ("schroeder", "s2", 2) not in t.index
+
+
+def test_per_group_table_names_a_broken_group(rows):
+    del rows[0]["per_video"]["v1"]["n_frames"]
+    with pytest.raises(DataError, match="mean_shape's errors for 'v1'.*'n_frames'"):
+        per_group_table(rows)
+
+
+def test_tracker_rows_reads_finished_tables_only(tmp_path, rows):
+    path = tmp_path / "tracker.json"
+    with pytest.raises(DataError, match="no tracker table"):
+        tracker_rows(path)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        tracker_rows(path)
+    path.write_text(json.dumps({"rows": rows, "complete": False}))
+    with pytest.raises(DataError, match="stopped part-way"):
+        tracker_rows(path)
+    path.write_text(json.dumps({"results": []}))
+    with pytest.raises(DataError, match="no 'rows' list"):
+        tracker_rows(path)
+    path.write_text(json.dumps({"rows": rows, "complete": True}))
+    assert tracker_rows(path) == rows
+
+
+def _summary(vit_f1=0.9, hog_f1=0.6, vit_auc=0.40, with_maps=True):
+    def entry(f1, auc):
+        return {"accuracy": f1, "balanced_accuracy": f1, "macro_f1": f1, "wall_s": 12.0,
+                "attention_mass_in_region": 0.6 if with_maps else None,
+                "region_share_chance": 0.5 if with_maps else None,
+                "images_with_region_in_view": 10 if with_maps else 0,
+                "deletion_auc": auc if with_maps else None,
+                "deletion_auc_random": 0.5 if with_maps else None}
+    return {"vit": entry(vit_f1, vit_auc), "hog-rf": entry(hog_f1, 0.495),
+            "locator": {"share_within_half_eye_width": 0.8, "share_within_one_eye_width": 0.93,
+                        "median_centre_error_eye_widths": 0.21}}
+
+
+def test_classifier_table():
+    t = classifier_table(_summary())
+    assert t.index.tolist() == ["HOG + random forest", "ViT (from scratch)"]
+    assert t.loc["ViT (from scratch)", "macro-F1"] == 0.9
+    with pytest.raises(DataError, match="'vit'"):
+        classifier_table({"hog-rf": _summary()["hog-rf"]})
+
+
+def test_classifier_findings_follow_the_numbers():
+    text = "\n".join(classifier_findings(_summary(), "test frames"))
+    assert "the ViT is ahead" in text and "is met." in text
+    assert "0.60 of the map inside the eye region vs 0.50 by chance (1.2x)" in text
+    # ViT: 0.40 vs 0.50 ranks; HOG + RF: 0.495 vs 0.5 is within the margin
+    assert "ViT: deletion AUC 0.400 with the map's order vs 0.500 in random order: the map ranks" in text
+    assert "HOG + RF: deletion AUC 0.495 with the map's order vs 0.500 in random order: the map is no better" in text
+    assert "within half an eye width of the labeled eye on 80%" in text
+
+    text = "\n".join(classifier_findings(_summary(vit_f1=0.55), "test frames"))
+    assert "does NOT beat" in text and "is not met." in text
+    text = "\n".join(classifier_findings(_summary(vit_f1=0.85), "x", target=0.85))
+    assert "is met." in text  # the target is inclusive
+    text = "\n".join(classifier_findings(_summary(with_maps=False), "x"))
+    assert "no deletion curves" in text and "of the map inside" not in text
+
+
+def test_best_fps_takes_the_fastest_run():
+    calls = iter([0.05, 0.0])
+
+    def work():
+        import time
+        time.sleep(next(calls))
+
+    fps = best_fps(work, 10, repeats=2)
+    assert fps > 10 / 0.05  # the second, instant call counts
+    with pytest.raises(ValueError, match="n_frames > 0"):
+        best_fps(work, 0)
+
+
+def test_speed_table_adds_the_benchmark(tmp_path):
+    t = speed_table(300.0, 40.0, 30.0, (0.9, 1.0, 1.15))
+    assert t["stage"].tolist() == ["decode only", "model only", "end to end"]
+    assert t["box_sizes"].tolist() == ["-", "0.9, 1, 1.15", "0.9, 1, 1.15"]
+    bench = tmp_path / "track_speed.json"
+    assert len(speed_table(300.0, 40.0, 30.0, (1.0,), bench)) == 3  # absent: left out
+    bench.write_text(json.dumps({"decode_fps": 250.0, "results": [
+        {"model": "vit", "model_fps": 20.0, "end_to_end_fps": 15.0},  # written before scales
+        {"model": "cnn", "model_fps": 25.0, "end_to_end_fps": 18.0, "scales": [1.0, 1.2]}]}))
+    t = speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+    assert len(t) == 8
+    assert t[t["model"] == "vit"]["box_sizes"].tolist() == ["1", "1"]
+    assert t[t["model"] == "cnn"]["frames_per_s"].tolist() == [25.0, 18.0]
+    bench.write_text(json.dumps({"results": []}))
+    with pytest.raises(DataError, match="track_speed.json lacks 'decode_fps'"):
+        speed_table(300.0, 40.0, 30.0, (1.0,), bench)
