@@ -264,6 +264,22 @@ def test_export_gets_tables_as_tables_and_page_links_as_references():
     assert latex.polish_tex(out, "arxiv.tex") == out  # a second pass changes nothing
 
 
+def test_export_wraps_a_long_text_column_instead_of_shrinking_the_table():
+    long = ", ".join(f"eye point {i} (4.{i}5 vs 4.66)" for i in range(6))
+    col = "p{\\dimexpr 0.33\\linewidth-2\\tabcolsep}"
+    table = ("\\begin{figure}\n\\caption[]{T.}\n\\label{tbl-f}\n\\begin{tabular}{" + col * 3
+             + "}\n\\toprule\nset & mean\\_px & keypoints \\\\\n\\hline\ng7c1 & 9.65 & "
+             + long + " \\\\\n\\bottomrule\n\\end{tabular}\n\\end{figure}\n")
+    res = latex.polish_tex({**EXPORT, "arxiv-results.tex": "\\section{Results}\n" + table},
+                           "arxiv.tex")["arxiv-results.tex"]
+    assert "\\begin{tabular}{ll" + latex.WRAP_COLUMN + "}" in res
+    # short cells alone keep natural widths
+    short = table.replace(long, "none")
+    res = latex.polish_tex({**EXPORT, "arxiv-results.tex": "\\section{Results}\n" + short},
+                           "arxiv.tex")["arxiv-results.tex"]
+    assert "\\begin{tabular}{lll}" in res
+
+
 @pytest.mark.parametrize("page,text,problem", [
     ("arxiv-intro.tex", "See \\href{/missing}{Missing}.", "not part of the paper"),
     ("arxiv-intro.tex", "See \\href{/results#sec-x}{there}.", "not part of the paper"),

@@ -12,6 +12,7 @@ from vit_facemap.reports import (
     classifier_table,
     per_group_table,
     speed_table,
+    tracker_findings,
     tracker_rows,
     tracker_table,
 )
@@ -157,3 +158,22 @@ def test_speed_table_adds_the_benchmark(tmp_path):
     bench.write_text(json.dumps({"results": []}))
     with pytest.raises(DataError, match="track_speed.json lacks 'decode_fps'"):
         speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+
+
+def test_tracker_findings_say_where_the_default_falls_short(rows):
+    for r, per in zip(rows, ({"eye": 4.0, "nose": 20.0}, {"eye": 4.5, "nose": 6.0},
+                             {"eye": 90.0, "nose": 100.0}, {"eye": 3.0, "nose": 7.0}),
+                      strict=True):
+        r["per_keypoint_mean_px"] = per
+    rows.append(_row("schroeder", "cnn", 4.0, {"Io": (2, 4.0)}, {"s2": (2, 4.0)}))
+    f = tracker_findings(rows)
+    assert f.index.tolist() == ["g7c1", "schroeder"]
+    g = f.loc["g7c1"]
+    assert (g["next best"], g["its mean px"], g["margin px"]) == ("mean_shape", 17.0, 8.0)
+    assert g["default leads"] == "yes"
+    assert g["keypoints not beating mean_shape"] == "eye (4.50 vs 4.00)"
+    s = f.loc["schroeder"]
+    assert (s["next best"], s["margin px"], s["default leads"]) == ("cnn", -1.0, "NO")
+    assert s["keypoints not beating mean_shape"] == "none"
+    with pytest.raises(DataError, match="no set .*'fmnet'"):
+        tracker_findings(rows, default="fmnet")

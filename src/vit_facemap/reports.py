@@ -100,6 +100,40 @@ def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     return wide
 
 
+def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
+                     reference: str = "mean_shape") -> pd.DataFrame:
+    """Per set, whether the ``default`` model leads on mean error and where it does not beat
+    the ``reference`` (mean shape) keypoint by keypoint: the two checks the tracker must pass.
+
+    ``margin px`` is the next-best model's mean minus the default's (positive: the default
+    leads). A set without the default model, or without another model, is left out.
+    """
+    rows = _rows(rows, ("set", "model", "mean_px"))
+    found = []
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        mine = {r["model"]: r for r in rows if r["set"] == set_name}
+        if default not in mine or len(mine) < 2:
+            continue
+        d = mine[default]
+        others = sorted((r["mean_px"], m) for m, r in mine.items() if m != default)
+        best_px, best = others[0]
+        worse = "none"
+        if reference in mine and reference != default:
+            _require(d, ("per_keypoint_mean_px",), f"the {default!r} row of {set_name!r}")
+            ref = mine[reference].get("per_keypoint_mean_px", {})
+            miss = [f"{k} ({v:.2f} vs {ref[k]:.2f})"
+                    for k, v in d["per_keypoint_mean_px"].items() if k in ref and v >= ref[k]]
+            worse = ", ".join(miss) or "none"
+        found.append({"set": set_name, "default mean px": d["mean_px"],
+                      "next best": best, "its mean px": best_px,
+                      "margin px": best_px - d["mean_px"],
+                      "default leads": "yes" if d["mean_px"] < best_px else "NO",
+                      f"keypoints not beating {reference}": worse})
+    if not found:
+        raise DataError(f"no set of the tracker table has the model {default!r} and another")
+    return pd.DataFrame(found).set_index("set")
+
+
 _SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "wall_s")
 _MAP_CHECKS = ("deletion_auc", "deletion_auc_random")
 

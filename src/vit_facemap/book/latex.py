@@ -120,11 +120,33 @@ def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
     return out
 
 
+# a column with a cell longer than this (visible characters) wraps in a fixed width, so
+# one long text cell does not shrink the whole table to an unreadable size
+WRAP_CHARS = 40
+WRAP_COLUMN = ">{\\raggedright\\arraybackslash}p{0.3\\linewidth}"
+
+
+def _visible_length(cell: str) -> int:
+    return len(re.sub(r"\\[A-Za-z]+\*?|[{}\\]", "", cell).strip())
+
+
+def _column_lengths(tabular: str, n: int) -> list[int]:
+    longest = [0] * n
+    for row in re.split(r"\\\\", tabular):
+        cells = re.split(r"(?<!\\)&", row)
+        if len(cells) != n:  # \toprule, \hline, the end of the tabular
+            continue
+        longest = [max(a, _visible_length(c)) for a, c in zip(longest, cells, strict=True)]
+    return longest
+
+
 def _fit_tabular(body: str) -> str:
     """A table's body with its tabular at natural column widths, no wider than the line."""
     def fit(m: re.Match) -> str:
         n = m.group(1).count("p{")
-        return FIT_WIDTH + "\\begin{tabular}{" + "l" * n + "}" + m.group(2) + "}"
+        spec = "".join(WRAP_COLUMN if k > WRAP_CHARS else "l"
+                       for k in _column_lengths(m.group(2), n))
+        return FIT_WIDTH + "\\begin{tabular}{" + spec + "}" + m.group(2) + "}"
     return TABULAR.sub(fit, body)
 
 
