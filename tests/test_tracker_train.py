@@ -57,6 +57,65 @@ def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
     assert s3["steps"] == 4
 
 
+def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    tr = frames.subset(frames.videos == frames.videos[0])
+    run = tmp_path / "run"
+    fit(_config(2), tr, run, None, device="cpu", progress=False)
+    (run / "notes.txt").write_text("the user's")
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def backups():
+        return sorted(tmp_path.glob(".run.replaced-*"))
+
+    # bad data: refused before anything is moved
+    import shutil
+
+    from PIL import Image
+    shutil.copytree(tiny_set, tmp_path / "odd")
+    odd = read_labels(tmp_path / "odd").subset(frames.videos == frames.videos[0])
+    Image.new("L", (80, 60)).save(odd.image_paths[-1])
+    with pytest.raises(DataError, match="several sizes"):
+        fit(_config(2), odd, run, None, device="cpu", overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old and not backups()
+
+    # a failure after the old files were set aside, before the new run saved any state
+    def broken(*args, **kwargs):
+        raise DataError("cannot decode image", tmp_path / "x.png")
+    monkeypatch.setattr(train_module, "load_inputs", broken)
+    with pytest.raises(DataError, match="cannot decode"):
+        fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old and not backups()
+    monkeypatch.undo()
+
+    # an interruption mid-training: the new run stays resumable, the old one is kept aside
+    real_save = train_module.save_weights
+
+    calls = []
+
+    def interrupted(model, path):  # in the second epoch, after the first saved its state
+        real_save(model, path)
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="kept in"):
+        fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
+    (kept,) = backups()
+    assert (kept / "model.safetensors").read_bytes() == old["model.safetensors"]
+    assert (run / "config.json").is_file() and (run / "notes.txt").is_file()
+    monkeypatch.undo()
+
+    # a finished replacement drops the old files and keeps the user's
+    fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert (run / "notes.txt").read_text() == "the user's"
+    assert backups() == [kept]  # an earlier interrupted replacement's backup is not touched
+    with pytest.raises(DataError, match="is a file"):
+        fit(_config(2), tr, run / "notes.txt", None, device="cpu", progress=False)
+
+
 def test_missing_keypoints_are_masked():
     cfg = ModelConfig(family="hybrid", depth=1, stem_widths=[8, 16, 32], decoder_channels=8,
                       input_w=64, input_h=48, embed_dim=32, num_heads=2)

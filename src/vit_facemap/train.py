@@ -28,6 +28,8 @@ import csv
 import json
 import math
 import random
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -213,24 +215,78 @@ def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[i
     raise ValueError(f"unknown crop {config.crop!r}; use labels or full")
 
 
-def prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json", "runinfo.json")
+
+
+def _run_files(out: Path) -> list[Path]:
+    """The files a run wrote in ``out`` and its second stages' folders, relative to ``out``."""
+    stages = sorted((out / REFINE_DIR).glob("*/")) if (out / REFINE_DIR).is_dir() else []
+    return [(folder / name).relative_to(out) for folder in (out, *stages) for name in RUN_FILES
+            if (folder / name).is_file()]
+
+
+def _remove_empty_stage_dirs(out: Path) -> None:
+    stages = sorted((out / REFINE_DIR).glob("*/")) if (out / REFINE_DIR).is_dir() else []
+    for folder in (*stages, out / REFINE_DIR):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _move_files(src: Path, dst: Path, files: list[Path]) -> None:
+    for rel in files:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).replace(dst / rel)
+
+
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> Path | None:
+    """Make ``out`` ready for a run; with ``overwrite``, set the old run's files aside.
+
+    Returns the folder (next to ``out``) that holds the replaced run's files, or None. The
+    caller deletes it once the new run is saved, or puts the files back if it fails, so a
+    retrain that stops on bad data or an error never loses the run it was replacing.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError("the run folder is a file; give a folder for the run", out)
+    backup = None
     if out.exists() and any(out.iterdir()):
         if resume:
             if not (out / STATE_FILE).is_file():
                 raise DataError(f"nothing to resume: no {STATE_FILE} in the run folder", out)
-            return
+            return None
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
         # only the files a run writes: anything else of the user's in the folder stays
-        stages = sorted((out / REFINE_DIR).glob("*/")) if (out / REFINE_DIR).is_dir() else []
-        for folder in (out, *stages):
-            for name in (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json",
-                         "runinfo.json"):
-                (folder / name).unlink(missing_ok=True)
-        for folder in (*stages, out / REFINE_DIR):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        files = _run_files(out)
+        if files:
+            # a new folder each time: an earlier interrupted replacement's backup stays whole
+            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            _move_files(out, backup, files)
+        _remove_empty_stage_dirs(out)
     out.mkdir(parents=True, exist_ok=True)
+    return backup
+
+
+def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
+    """Drop the replaced run once the new one is saved (``ok``); else keep both.
+
+    A new run that failed before saving any training state is removed and the old one put
+    back. One that saved state (interrupted mid-training) stays, so ``--resume`` can continue
+    it, and the old run's files stay in ``backup``, which the warning names.
+    """
+    if backup is None:
+        return
+    if ok:
+        shutil.rmtree(backup, ignore_errors=True)
+    elif (out / STATE_FILE).is_file():
+        warnings.warn(f"{out}: the new run stopped part-way and can be resumed; the run it "
+                      f"replaces is kept in {backup}", stacklevel=3)
+    else:
+        for rel in _run_files(out):
+            (out / rel).unlink()
+        (out / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
+        _remove_empty_stage_dirs(out)
+        _move_files(backup, out, _run_files(backup))
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
@@ -286,7 +342,23 @@ def fit(
     second stage is trained; callers leave them out.
     """
     out = Path(out)
-    prepare_run_dir(out, overwrite, resume)
+    _frame_size(train_frames)  # bad data fails before a run it would replace is touched
+    backup = prepare_run_dir(out, overwrite, resume)
+    try:
+        summary = _fit(config, train_frames, out, val_frames, device, resume, progress,
+                       extra_info, boxes=boxes, val_boxes=val_boxes, stage_info=stage_info)
+    except BaseException:
+        _finish_replacing(out, backup, ok=False)
+        raise
+    _finish_replacing(out, backup, ok=True)
+    return summary
+
+
+def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
+         val_frames: LabeledFrames | None, device: str, resume: bool, progress: bool,
+         extra_info: dict[str, Any] | None, *, boxes: list[InputMapping] | None,
+         val_boxes: list[InputMapping] | None, stage_info: dict[str, Any] | None
+         ) -> dict[str, Any]:
     device = resolve_device(device)
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
