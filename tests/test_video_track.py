@@ -234,6 +234,24 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
         with pytest.raises(SystemExit):  # argparse's usage error
             main(["track", "run", str(video), "--out", str(out), "--scales", bad])
 
+    # a video that is not one (text named .avi) is reported; the next video is still tracked
+    fake_video = tmp_path / "notes.avi"
+    fake_video.write_text("not a video")
+    assert main(["track", "run", str(fake_video), str(video), "--out", str(tmp_path / "o3"),
+                 "--crop", "0,0,96,72", "--no-progress", "--stop", "3"]) == 2
+    assert "notes.avi" in capsys.readouterr().err
+    assert output_paths(video, tmp_path / "o3")["csv"].is_file()
+    # two videos of one name would write the same files: refused before anything is written
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / video.name
+    twin.write_bytes(video.read_bytes())
+    assert main(["track", "run", str(video), str(twin), "--out", str(tmp_path / "o4")]) == 2
+    assert "same results" in capsys.readouterr().err and not (tmp_path / "o4").exists()
+    for bad, what in ((["--start", "10", "--stop", "5"], "start < stop"),
+                      (["--batch-size", "0"], "batch_size must be at least 1")):
+        assert main(["track", "run", str(video), "--out", str(tmp_path / "o5"), *bad]) == 2
+        assert what in capsys.readouterr().err
+
 
 def test_nwb_output(tmp_path, video):
     pytest.importorskip("ndx_pose")

@@ -77,6 +77,16 @@ class TrackOptions:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded as given (e.g. run dir)
 
+    def __post_init__(self) -> None:
+        # checked here, before any video is opened, rather than deep in the decoder
+        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            raise DataError(f"need 0 <= start < stop, got start {self.start}, stop {self.stop}")
+        for name in ("batch_size", "prefetch"):
+            if getattr(self, name) < 1:
+                raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.decode_threads < 0:
+            raise DataError(f"decode_threads must be 0 or more, got {self.decode_threads}")
+
 
 def output_paths(video: str | Path, out_dir: str | Path, scorer: str = "vit-facemap",
                  ) -> dict[str, Path]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vit_facemap.commands import SCALES_HELP, scales_arg
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, RunExistsError
 
 # A compile costs up to a minute on 2 CPU cores; where it pays (it did not for the default
 # ViT on our CPU, see track_speed.py --compile), it does so only on long videos.
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vit_facemap.track import TrackOptions, track_video
-    from vit_facemap.video import VideoDecodeError, parse_crop, probe
+    from vit_facemap.video import parse_crop, probe
 
     try:
         crop = parse_crop(args.crop)
@@ -68,6 +68,20 @@ def run(args: argparse.Namespace) -> int:
         from vit_facemap.predict import load_predictor
     except ImportError as exc:
         raise DataError(f"cannot load a trained model: {exc}") from exc
+    from collections import Counter
+    from pathlib import Path
+
+    from vit_facemap.track import output_paths
+
+    # two videos of one name (from two folders) would write to the same result files
+    names = Counter(output_paths(v, args.out, args.scorer)["csv"].name for v in args.videos)
+    clash = sorted(n for n, k in names.items() if k > 1)
+    if clash:
+        same = [v for v in args.videos
+                if output_paths(v, args.out, args.scorer)["csv"].name in clash]
+        raise DataError(f"videos {', '.join(map(str, same))} would write the same results "
+                        f"({', '.join(clash)}); track them into separate --out folders",
+                        Path(args.out))
     predictor = load_predictor(args.run, device=args.device, scales=args.scales)
     options = TrackOptions(
         start=args.start, stop=args.stop, crop=crop, resize=args.resize,
@@ -92,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     for video in args.videos:
         try:
             summary = track_video(predictor, video, args.out, options)
-        except VideoDecodeError as exc:
+        except (DataError, RunExistsError) as exc:  # a decode error too
+            # one bad video (corrupt, or its results already there) does not stop the rest
             print(f"vit-facemap track: error: {exc}", file=sys.stderr)
             failed += 1
             continue
