@@ -321,3 +321,51 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     assert saved["train"]["mask_slips"] is True
     fit(_config(2), bad, tmp_path / "kept", device="cpu", progress=False)
     assert "masked_labels" not in json.loads((tmp_path / "kept" / "config.json").read_text())
+
+
+@pytest.mark.parametrize("settings,problem", [
+    ({"steps": "abc"}, "steps='abc' .expected int"),
+    ({"batch_size": 0}, "batch_size >= 1"),
+    ({"lr": None}, "lr=None"),
+    ({"max_minutes": -1}, "max_minutes > 0"),
+    ({"keep": "worst"}, "keep must be"),
+    ({"model": {"depth": "x"}}, "depth='x'"),
+    ({"model": {"channels": 2}}, "1 .gray. or 3"),
+    ({"augment": {"hflip": 2}}, "hflip is a probability"),
+    ({"refine": {"copies": 1.5}}, "copies=1.5"),
+])
+def test_bad_training_settings_are_named(settings, problem):
+    with pytest.raises(ValueError, match=problem):
+        TrainConfig.from_dict(settings)
+
+
+def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):
+    import shutil
+
+    frames = read_labels(tiny_set)
+    run = tmp_path / "run"
+    fit(_config(2), frames, run, None, device="cpu", progress=False)
+    cases = {
+        "config.json": ["{not json", "{}", json.dumps({"train": {"steps": "x"}, "bodyparts": []})],
+        "model.safetensors": [b"\x00" * 100],
+    }
+    for name, contents in cases.items():
+        for content in contents:
+            bad = tmp_path / "bad"
+            shutil.rmtree(bad, ignore_errors=True)
+            shutil.copytree(run, bad)
+            (bad / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+            with pytest.raises(DataError, match=name.replace(".", r"\.")):
+                load_predictor(bad, device="cpu")
+    # weights of a run with other keypoints
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["bodyparts"] = cfg["bodyparts"][:2]
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match="not written for the model"):
+        load_predictor(other, device="cpu")
+    # a truncated training state refuses to resume, naming the file
+    (run / "last.pt").write_bytes(b"\x00" * 200)
+    with pytest.raises(DataError, match=r"last\.pt.*cannot resume"):
+        fit(_config(4), frames, run, None, device="cpu", resume=True, progress=False)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import albumentations as A
 import numpy as np
 
+from vit_facemap.config import check_fields
+
 # a side word: "left" / "right" not preceded by a letter ("leftpupil", "eye_right", not
 # "cleft" or "upright"), capitalised after a lower-case letter ("eyeLeft"), or a lone L / R
 # ("eye_L", "nose(r)", "eyeR"; not "r1")
@@ -75,6 +77,12 @@ class AugmentConfig:
     hflip: float = 0.0            # probability; needs flip_pairs
     flip_pairs: list[list[str]] | str = field(default_factory=list)  # or "auto": mirror_pairs
     p_geometric: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_fields(self, "augmentation")
+        for name in ("hflip", "blur", "noise", "p_geometric"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"augmentation {name} is a probability, got {getattr(self, name)}")
 
 
 class KeypointAugmenter:

@@ -10,8 +10,11 @@ environment variables only where a user would expect to set one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,3 +71,38 @@ def profile(value: str | None = None) -> str:
     if p not in PROFILES:
         raise ValueError(f"unknown profile {p!r}; choose one of {', '.join(PROFILES)}")
     return p
+
+
+def _fits(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, list | tuple) and all(
+            _fits(v, args[0]) for v in value) if args else isinstance(value, list | tuple)
+    return True  # nested configurations check themselves
+
+
+def check_fields(config, what: str) -> None:
+    """Raise ValueError naming every field of the dataclass ``config`` whose value has the
+    wrong type (a config file's ``"steps": "abc"``), before it fails deep inside torch."""
+    hints = typing.get_type_hints(type(config))
+    bad = [f"{f.name}={getattr(config, f.name)!r} (expected {_hint_name(hints[f.name])})"
+           for f in dataclasses.fields(config) if not _fits(getattr(config, f.name), hints[f.name])]
+    if bad:
+        raise ValueError(f"bad {what} settings: {', '.join(bad)}")
+
+
+def _hint_name(hint) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")

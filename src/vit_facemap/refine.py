@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vit_facemap.config import check_fields
 from vit_facemap.transforms import InputMapping
 
 REFINE_DIR = "refine"
@@ -59,6 +60,7 @@ class RefineConfig:
     copies: int = 4             # training crops cut per labeled frame
 
     def __post_init__(self) -> None:
+        check_fields(self, "refine")
         if not 0.0 <= self.share < 1.0:
             raise ValueError(f"refine share must be in [0, 1), got {self.share}")
         if self.factor <= 0 or self.input_size < 16 or self.copies < 1:

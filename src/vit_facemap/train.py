@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from vit_facemap.augment import AugmentConfig, KeypointAugmenter
+from vit_facemap.config import check_fields
 from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError, RunExistsError
@@ -96,6 +97,24 @@ class TrainConfig:
     num_threads: int = 2
     num_workers: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, "training")
+        positive = {"steps": 1, "batch_size": 1, "num_threads": 1, "val_every_steps": 1}
+        low = [f"{k} >= {v}" for k, v in positive.items() if getattr(self, k) < v]
+        low += [f"{k} >= 0" for k in ("warmup_steps", "num_workers", "weight_decay", "clip",
+                                      "crop_margin") if getattr(self, k) < 0]
+        low += [f"{k} > 0" for k in ("lr", "sigma") if getattr(self, k) <= 0]
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            low.append("max_minutes > 0 (or null for no time budget)")
+        if not 0 <= self.pretrain_share < 1 or not 0 < self.mask_ratio < 1:
+            low.append("0 <= pretrain_share < 1 and 0 < mask_ratio < 1")
+        if low:
+            raise ValueError(f"training settings need {', '.join(low)}")
+        if self.crop not in ("labels", "full"):
+            raise ValueError(f"crop must be 'labels' or 'full', got {self.crop!r}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -381,7 +400,10 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
     if masked:
         run_config["masked_labels"] = masked
     if resume:
-        saved = json.loads((out / CONFIG_FILE).read_text())
+        try:
+            saved = json.loads((out / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read the run to resume ({exc})", out / CONFIG_FILE) from None
         if saved["bodyparts"] != run_config["bodyparts"]:
             raise DataError("the run to resume was trained on other keypoints", out / CONFIG_FILE)
         if boxes is None:
@@ -437,10 +459,15 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
     last_val_step = 0
     elapsed_before = 0.0
     if resume:
-        state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, epoch, best = state["step"], state["epoch"], state["best"]
+        try:
+            state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            step, epoch, best = state["step"], state["epoch"], state["best"]
+        except Exception as exc:  # truncated file, or the state of another model
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"cannot resume from this training state (corrupt, or saved for "
+                            f"another model): {first[:300]}", out / STATE_FILE) from None
         elapsed_before = state.get("train_s", 0.0)
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
@@ -659,11 +686,22 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
         raise DataError(f"not a trained run: {CONFIG_FILE} is missing", run_dir)
     if not (run_dir / WEIGHTS_FILE).is_file():
         raise DataError(f"not a trained run: {WEIGHTS_FILE} is missing", run_dir)
-    run_config = json.loads(cfg_path.read_text())
-    config = TrainConfig.from_dict(run_config["train"])
+    try:
+        run_config = json.loads(cfg_path.read_text())
+        config = TrainConfig.from_dict(run_config["train"])
+        n_keypoints = len(run_config["bodyparts"])
+    except (ValueError, KeyError, TypeError) as exc:
+        # hand-edited, truncated, or written by something else
+        raise DataError(f"not a run configuration this version can read ({exc!r})",
+                        cfg_path) from None
     model_cfg = config.model
     model_cfg.weights = None  # the run's own weights replace any starting point
-    model = build_model(model_cfg, len(run_config["bodyparts"]))
-    load_weights(model, run_dir / WEIGHTS_FILE)
+    model = build_model(model_cfg, n_keypoints)
+    try:
+        load_weights(model, run_dir / WEIGHTS_FILE)
+    except Exception as exc:  # safetensors, torch: corrupt file or weights of another model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot load the run's weights (corrupt, or not written for the model "
+                        f"in {CONFIG_FILE}): {first[:300]}", run_dir / WEIGHTS_FILE) from None
     model.to(device).eval()
     return model, run_config

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from vit_facemap.config import check_fields
 from vit_facemap.models.heads import HeatmapHead, RegressionHead, SkipHeatmapHead
 
 FAMILIES = ("vit", "hybrid", "cnn", "fmnet")
@@ -39,6 +40,15 @@ class ModelConfig:
     weights: str | None = None      # local pretrained backbone weights (safetensors)
 
     def __post_init__(self) -> None:
+        check_fields(self, "model")
+        for name in ("depth", "embed_dim", "num_heads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"model {name} must be at least 1, got {getattr(self, name)}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"model channels must be 1 (gray) or 3 (RGB), got {self.channels}")
+        if min(self.input_w, self.input_h, self.patch_size, self.decoder_channels) < 1:
+            raise ValueError("model input_w, input_h, patch_size and decoder_channels must be "
+                             "at least 1")
         if self.family not in FAMILIES:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {FAMILIES}")
         if self.head not in HEADS:
