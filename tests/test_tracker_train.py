@@ -369,3 +369,21 @@ def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):
     (run / "last.pt").write_bytes(b"\x00" * 200)
     with pytest.raises(DataError, match=r"last\.pt.*cannot resume"):
         fit(_config(4), frames, run, None, device="cpu", resume=True, progress=False)
+
+
+def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    run = tmp_path / "run"
+    fit(_config(2), frames, run, None, device="cpu", progress=False)
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "p.csv").write_text("mine")
+    base = ["evaluate", str(run), "--data", str(tiny_set), "--device", "cpu", "--quiet"]
+    # the table exists: refused, and no JSON is left behind
+    assert main(base + ["--json", str(out / "m.json"), "--predictions", str(out / "p.csv")]) == 2
+    assert not (out / "m.json").exists() and (out / "p.csv").read_text() == "mine"
+    with pytest.raises(DataError, match="unsupported suffix"):
+        evaluate_run(run, tiny_set, out / "m.json", out / "p.txt", device="cpu", progress=False)
+    with pytest.raises(DataError, match="is a folder"):
+        evaluate_run(run, tiny_set, out, device="cpu", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["p.csv"]

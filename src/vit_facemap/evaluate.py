@@ -11,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import describe, write_json
@@ -44,6 +45,19 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
     return kps, confs, seconds
 
 
+def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
+                  overwrite: bool) -> None:
+    """Refuse, before any work, outputs that exist (unless ``overwrite``), are folders, or
+    a prediction table of a format we cannot write: an evaluation never stops half-written."""
+    if table_out is not None and Path(table_out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
+        raise DataError("unsupported suffix for the prediction table; use .csv or .h5", table_out)
+    for path in (Path(p) for p in (json_out, table_out) if p is not None):
+        if path.is_dir():
+            raise DataError("is a folder; give a file name for the results", path)
+        if path.exists() and not overwrite:
+            raise RunExistsError(path)
+
+
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
                  predictions_out: str | Path | None = None, device: str = "auto",
                  overwrite: bool = True, progress: bool = True,
@@ -58,6 +72,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     """
     from vit_facemap.predict import load_predictor
 
+    if json_out is not None and predictions_out is None:
+        predictions_out = Path(json_out).with_suffix(".predictions.csv")
+    check_outputs(json_out, predictions_out, overwrite)
     predictor = load_predictor(run_dir, device, scales=scales)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
@@ -71,8 +88,6 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["provenance"] = describe(None, predictor.device, task="evaluate")
     if json_out is not None:
         write_json(metrics, json_out, overwrite=overwrite)
-        if predictions_out is None:
-            predictions_out = Path(json_out).with_suffix(".predictions.csv")
     if predictions_out is not None:
         table = LabeledFrames(root=frames.root, index=frames.index, keypoints=pred,
                               bodyparts=frames.bodyparts, scorer="vit-facemap", likelihood=conf)

@@ -29,12 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vit_facemap.errors import RunExistsError
     from vit_facemap.evaluate import evaluate_run
 
     out = Path(args.json)
-    if out.exists() and not args.overwrite:
-        raise RunExistsError(out)
     m = evaluate_run(args.run_dir, args.data, out, args.predictions, device=args.device,
                      overwrite=args.overwrite, progress=not args.quiet, scales=args.scales)
     print(f"{m['n_frames']} frames: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "
