@@ -42,3 +42,19 @@ def test_header_that_is_not_deeplabcut(tmp_path):
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_labels(tmp_path / "nope")
+
+
+def test_table_that_is_not_utf8(tmp_path):
+    f = _frames(tmp_path)
+    path = write_labels(f, tmp_path / "CollectedData_me.csv")
+    path.write_bytes(path.read_bytes().replace(b"nose", "n\u00f6se".encode("latin-1")))
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: not UTF-8 text"):
+        read_labels(tmp_path)
+
+
+def test_corrupt_hdf5_table(tmp_path):
+    f = _frames(tmp_path)
+    path = write_labels(f, tmp_path / "CollectedData_me.h5")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"CollectedData_me.h5: cannot read key .*corrupt"):
+        read_labels(tmp_path)

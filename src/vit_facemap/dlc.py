@@ -218,9 +218,12 @@ def read_labels(path: str | Path) -> LabeledFrames:
     file = find_label_file(path)
     root = file.parent
     if file.suffix.lower() == ".csv":
-        n_index = _count_index_columns(file)
         try:
+            n_index = _count_index_columns(file)
             df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV",
+                            file) from None
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot parse the labels table: {exc}", file) from exc
         if n_index == 1 and df.index.name is not None:
@@ -228,8 +231,10 @@ def read_labels(path: str | Path) -> LabeledFrames:
     elif file.suffix.lower() in (".h5", ".hdf5"):
         try:
             df = pd.read_hdf(file, key=H5_KEY)
-        except (KeyError, OSError, ValueError) as exc:
-            raise DataError(f"cannot read key '{H5_KEY}' from the HDF5 file: {exc}", file) from exc
+        except Exception as exc:  # PyTables raises its own types for a corrupt file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"cannot read key '{H5_KEY}' from the HDF5 file (corrupt, or not "
+                            f"DeepLabCut's layout): {first[:300]}", file) from None
     else:
         raise DataError("labels must be a .csv or .h5 file in DeepLabCut's layout", file)
     return _frame_from_table(df, root, file)
