@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.validate import check_keypoint_names, load_set, validate_set
 
 NAMES = ["eye top", "nose tip", "mouth"]
@@ -71,7 +71,8 @@ def test_old_single_column_index(tmp_path):
         "labeled-data/vid0/img000.png,3.5,4.25\n"
         "labeled-data/vid1/img001.png,,\n"
     )
-    frames = load_set(tmp_path)
+    with pytest.warns(DataWarning, match="1 frame"):  # the second frame has no label
+        frames = load_set(tmp_path)
     assert frames.index == ["labeled-data/vid0/img000.png", "labeled-data/vid1/img001.png"]
     assert list(frames.videos) == ["vid0", "vid1"]
     np.testing.assert_array_equal(frames.keypoints[0, 0], [3.5, 4.25])
@@ -233,8 +234,11 @@ def test_keypoint_missing_in_every_frame(tmp_path):
         cells[7] = cells[8] = ""  # 'mouth' never labeled
         lines[r] = ",".join(cells)
     csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"keypoint\(s\) \['mouth'\] are missing in all 4 frames"):
+    with pytest.raises(DataError, match=r"keypoint\(s\) \['mouth'\] are missing in all 4 frames"
+                                         ".*nothing to learn"):
         load_set(tmp_path)
+    with pytest.raises(DataError, match="nothing to score them against"):  # evaluating a run
+        load_set(tmp_path, expected_bodyparts=NAMES)
 
 
 def test_no_folder_and_no_label_file(tmp_path):
@@ -250,6 +254,10 @@ def test_zero_coordinates_warn(tmp_path):
     report = validate_set(f)
     assert report.ok
     assert "exactly (0, 0)" in str(report.warnings[0]) and "'mouth'" in str(report.warnings[0])
+    write_labels(f, tmp_path / "CollectedData_tester.csv", overwrite=True)
+    # load_set raises for errors only; what does not stop a run reaches the user as a warning
+    with pytest.warns(DataWarning, match=r"CollectedData_tester.csv: .*exactly \(0, 0\)"):
+        load_set(tmp_path)
 
 
 def test_several_problems_are_counted(tmp_path):

@@ -17,6 +17,10 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {message}" if self.path is not None else message)
 
 
+class DataWarning(UserWarning):
+    """Something odd in the input that does not stop a run (a frame with no labels)."""
+
+
 class RunExistsError(FileExistsError):
     """An output (run directory, traces file) exists and overwriting was not asked for."""
 

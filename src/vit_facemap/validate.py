@@ -9,6 +9,7 @@ first error, mentioning how many more there are.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vit_facemap.dlc import LabeledFrames, find_label_file, read_labels
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import image_size, load_image
 
 # Tools disagree on whether pixel centres sit at integers or half-integers, so a label up to
@@ -168,8 +169,11 @@ def validate_set(
         err(Problem(label_file, f"keypoints with only one of x / y: {_listed(which)}"))
     never = [names[k] for k in np.flatnonzero(missing.all(axis=0))]
     if never:
+        why = ("nothing to score them against (label them, or evaluate on a set that has them)"
+               if expected_bodyparts is not None else
+               "nothing to learn them from (drop the column or label them)")
         err(Problem(label_file, f"keypoint(s) {never} are missing in all {len(frames)} frames: "
-                                "nothing to learn them from (drop the column or label them)"))
+                                + why))
     blank = [frames.index[i] for i in np.flatnonzero(missing.all(axis=1))]
     if blank and len(blank) < len(frames):
         warn(Problem(label_file, f"{len(blank)} frame(s) have no labeled keypoint: {_listed(blank)}"))
@@ -231,9 +235,13 @@ def load_set(
     decode: bool = True,
     expected_source: str | Path | None = None,
 ) -> LabeledFrames:
-    """Read a labeled set (folder or label file) and validate it; raise :class:`DataError` if bad."""
+    """Read a labeled set (folder or label file) and validate it; raise :class:`DataError` if
+    bad. Problems that do not stop a run (frames without labels, labels at (0, 0), ...) are
+    issued as warnings, so a command line shows them."""
     frames = read_labels(path)
     report = validate_set(frames, check_images=check_images, decode=decode,
                           expected_bodyparts=expected_bodyparts, expected_source=expected_source)
     report.raise_for_errors()
+    for problem in report.warnings:
+        warnings.warn(str(problem), DataWarning, stacklevel=2)
     return frames
