@@ -247,6 +247,8 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     twin.write_bytes(video.read_bytes())
     assert main(["track", "run", str(video), str(twin), "--out", str(tmp_path / "o4")]) == 2
     assert "same results" in capsys.readouterr().err and not (tmp_path / "o4").exists()
+    assert main(["track", "run", str(video), "--out", str(fake_video)]) == 2
+    assert "--out is a file" in capsys.readouterr().err and fake_video.read_text() == "not a video"
     for bad, what in ((["--start", "10", "--stop", "5"], "start < stop"),
                       (["--batch-size", "0"], "batch_size must be at least 1")):
         assert main(["track", "run", str(video), "--out", str(tmp_path / "o5"), *bad]) == 2

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     from vit_facemap.track import output_paths
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DataError("--out is a file; give a folder for the results", Path(args.out))
     # two videos of one name (from two folders) would write to the same result files
     names = Counter(output_paths(v, args.out, args.scorer)["csv"].name for v in args.videos)
     clash = sorted(n for n, k in names.items() if k > 1)
