@@ -278,6 +278,11 @@ def test_export_wraps_a_long_text_column_instead_of_shrinking_the_table():
     res = latex.polish_tex({**EXPORT, "arxiv-results.tex": "\\section{Results}\n" + short},
                            "arxiv.tex")["arxiv-results.tex"]
     assert "\\begin{tabular}{lll}" in res
+    # a short link's long target is not text on the page
+    link = "\\href{https://example.org/" + "x" * 60 + "}{run}"
+    res = latex.polish_tex({**EXPORT, "arxiv-results.tex": "\\section{Results}\n"
+                            + table.replace(long, link)}, "arxiv.tex")["arxiv-results.tex"]
+    assert "\\begin{tabular}{lll}" in res
 
 
 @pytest.mark.parametrize("page,text,problem", [

@@ -177,3 +177,32 @@ def test_tracker_findings_say_where_the_default_falls_short(rows):
     assert s["keypoints not beating mean_shape"] == "none"
     with pytest.raises(DataError, match="no set .*'fmnet'"):
         tracker_findings(rows, default="fmnet")
+
+
+def test_splits_of_one_set_are_kept_apart(rows):
+    # benchmarks/tracker.py --both-directions: one set, two splits, the same models in each
+    two = []
+    for split, shift in (("train v1", 0.0), ("train v2", 10.0)):
+        for r in rows[:2]:
+            r = {**r, "split": split, "mean_px": r["mean_px"] + shift,
+                 "per_keypoint_mean_px": {"eye": 4.0 + shift, "nose": None}}
+            two.append(r)
+    two[3]["mean_px"] = 30.0  # hybrid behind the mean shape on the second split only
+    f = tracker_findings(two)
+    assert f.index.tolist() == ["g7c1 (train v1)", "g7c1 (train v2)"]
+    assert f["default leads"].tolist() == ["yes", "NO"]
+    # a keypoint with no held-out labels (None) is not compared; equal errors count as a miss
+    assert f["keypoints not beating mean_shape"].tolist() == ["eye (4.00 vs 4.00)",
+                                                            "eye (14.00 vs 14.00)"]
+    t = per_group_table(two)
+    assert t.index.get_level_values("set").unique().tolist() == ["g7c1 (train v1)",
+                                                                 "g7c1 (train v2)"]
+    with pytest.raises(DataError, match="'hybrid' twice"):
+        per_group_table([rows[1], rows[1]])
+
+
+def test_per_group_table_keeps_groups_without_an_error(rows):
+    rows[0]["per_video"]["v2"]["mean_px"] = None
+    rows[1]["per_video"]["v2"]["mean_px"] = None  # no labels a model could be scored on
+    t = per_group_table(rows)
+    assert np.isnan(t.loc[("g7c1", "v2", 1)]).all()

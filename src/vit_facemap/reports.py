@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
@@ -73,6 +74,16 @@ def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.D
     return table.rename(columns=TRACKER_SHORT_NAMES) if short_names else table
 
 
+def set_labels(rows: Sequence[Mapping]) -> list[str]:
+    """The set each row belongs to, with its split named where a set was split several ways
+    (``benchmarks/tracker.py --both-directions``): rows of different splits never mix."""
+    splits: dict[str, set] = {}
+    for r in rows:
+        splits.setdefault(r["set"], set()).add(r.get("split"))
+    return [r["set"] if len(splits[r["set"]]) == 1 else f"{r['set']} ({r.get('split')})"
+            for r in rows]
+
+
 def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Mean held-out error of every model per held-out animal, one column per model.
 
@@ -81,20 +92,30 @@ def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     (set, held out, frames); models keep the order of the rows.
     """
     rows = _rows(rows, ("set", "model", "per_animal", "per_video"))
+    labels = set_labels(rows)
     animals: dict[str, set] = {}
-    for r in rows:
-        animals.setdefault(r["set"], set()).update(r["per_animal"])
+    for r, s in zip(rows, labels, strict=True):
+        animals.setdefault(s, set()).update(r["per_animal"])
     long = []
-    for r in rows:
-        groups = r["per_animal"] if len(animals[r["set"]]) > 1 else r["per_video"]
+    for r, s in zip(rows, labels, strict=True):
+        groups = r["per_animal"] if len(animals[s]) > 1 else r["per_video"]
         for g, v in groups.items():
             _require(v, ("n_frames", "mean_px"), f"{r['model']}'s errors for {g!r}")
-            long.append({"set": r["set"], "held out": g, "frames": v["n_frames"],
-                         "model": r["model"], "mean_px": v["mean_px"]})
+            long.append({"set": s, "held out": g, "frames": v["n_frames"],
+                         "model": r["model"],
+                         "mean_px": np.nan if v["mean_px"] is None else v["mean_px"]})
     if not long:
         raise DataError("the tracker table has no per-animal or per-video errors")
-    wide = pd.DataFrame(long).pivot_table(index=["set", "held out", "frames"], columns="model",
-                                          values="mean_px", sort=False)
+    long = pd.DataFrame(long)
+    twice = long.duplicated(["set", "held out", "model"])
+    if twice.any():
+        first = long[twice].iloc[0]
+        raise DataError(f"the tracker table has {first['model']!r} twice for {first['set']!r}, "
+                        f"{first['held out']!r}")
+    order = list(dict.fromkeys(long["set"]))
+    wide = long.pivot(index=["set", "held out", "frames"], columns="model", values="mean_px")
+    # pivot sorts; keep the benchmark's order of sets, then groups by name
+    wide = wide.sort_index(key=lambda ix: ix.map(order.index) if ix.name == "set" else ix)
     wide = wide[[m for m in dict.fromkeys(r["model"] for r in rows) if m in wide.columns]]
     wide.columns.name = None  # else the pivot's "model" label shows as a stray header cell
     return wide
@@ -109,9 +130,10 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
     leads). A set without the default model, or without another model, is left out.
     """
     rows = _rows(rows, ("set", "model", "mean_px"))
+    labels = set_labels(rows)
     found = []
-    for set_name in dict.fromkeys(r["set"] for r in rows):
-        mine = {r["model"]: r for r in rows if r["set"] == set_name}
+    for set_name in dict.fromkeys(labels):
+        mine = {r["model"]: r for r, s in zip(rows, labels, strict=True) if s == set_name}
         if default not in mine or len(mine) < 2:
             continue
         d = mine[default]
@@ -121,8 +143,10 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
         if reference in mine and reference != default:
             _require(d, ("per_keypoint_mean_px",), f"the {default!r} row of {set_name!r}")
             ref = mine[reference].get("per_keypoint_mean_px", {})
+            # a keypoint without labels in the held-out frames has no error (None) to compare
             miss = [f"{k} ({v:.2f} vs {ref[k]:.2f})"
-                    for k, v in d["per_keypoint_mean_px"].items() if k in ref and v >= ref[k]]
+                    for k, v in d["per_keypoint_mean_px"].items()
+                    if v is not None and ref.get(k) is not None and v >= ref[k]]
             worse = ", ".join(miss) or "none"
         found.append({"set": set_name, "default mean px": d["mean_px"],
                       "next best": best, "its mean px": best_px,

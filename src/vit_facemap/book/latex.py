@@ -127,6 +127,7 @@ WRAP_COLUMN = ">{\\raggedright\\arraybackslash}p{0.3\\linewidth}"
 
 
 def _visible_length(cell: str) -> int:
+    cell = re.sub(r"\\href\{[^{}]*\}", "", cell)  # a link's target is not printed
     return len(re.sub(r"\\[A-Za-z]+\*?|[{}\\]", "", cell).strip())
 
 
