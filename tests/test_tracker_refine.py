@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -219,6 +220,28 @@ def test_unfinished_or_unlabeled_second_stage(eye_set, tmp_path):
     with pytest.raises(DataError, match="no labeled point"):
         fit(cfg, empty, tmp_path / "run2", None, device="cpu", progress=False)
     assert not (tmp_path / "run2" / "model.safetensors").exists()
+
+
+def test_replacing_a_two_stage_run_that_fails_restores_both_stages(eye_set, tmp_path,
+                                                                     monkeypatch):
+    import vit_facemap.train as train_module
+
+    frames = read_labels(eye_set)
+    run = tmp_path / "run"
+    fit(_config(0.5), frames, run, None, device="cpu", progress=False)
+    files = sorted(p.relative_to(run) for p in run.rglob("*") if p.is_file())
+    before = {p: (run / p).read_bytes() for p in files}
+    assert Path("refine/eye/model.safetensors") in before
+
+    def broken(*args, **kwargs):  # the new run's second stage fails
+        raise DataError("cannot cut the eye crops", tmp_path)
+    monkeypatch.setattr(train_module, "_fit_refine", broken)
+    with pytest.raises(DataError), pytest.warns(UserWarning, match="can be resumed"):
+        fit(_config(0.5), frames, run, None, device="cpu", overwrite=True, progress=False)
+    # the new first stage saved its state, so it stays (resumable) and the old run is aside
+    (backup,) = run.glob(".replaced-*")
+    assert {p: (backup / p).read_bytes() for p in files} == before
+    assert not (run / "refine" / "eye" / "model.safetensors").exists()
 
 
 def test_old_configs_train_one_stage():

@@ -68,7 +68,7 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     old = {p.name: p.read_bytes() for p in run.iterdir()}
 
     def backups():
-        return sorted(tmp_path.glob(".run.replaced-*"))
+        return sorted(run.glob(".replaced-*"))
 
     # bad data: refused before anything is moved
     import shutil
@@ -106,6 +106,7 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     (kept,) = backups()
     assert (kept / "model.safetensors").read_bytes() == old["model.safetensors"]
     assert (run / "config.json").is_file() and (run / "notes.txt").is_file()
+    load_predictor(run, device="cpu")  # the hidden backup is not mistaken for part of the run
     monkeypatch.undo()
 
     # a finished replacement drops the old files and keeps the user's
@@ -333,10 +334,19 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     ({"model": {"channels": 2}}, "1 .gray. or 3"),
     ({"augment": {"hflip": 2}}, "hflip is a probability"),
     ({"refine": {"copies": 1.5}}, "copies=1.5"),
+    ({"lr": float("nan")}, "lr > 0"),
+    ({"steps": True}, "steps=True"),
 ])
 def test_bad_training_settings_are_named(settings, problem):
     with pytest.raises(ValueError, match=problem):
         TrainConfig.from_dict(settings)
+
+
+def test_settings_computed_with_numpy_are_numbers():
+    c = TrainConfig(steps=np.int64(10), lr=np.float32(1e-3), max_minutes=np.float64(2.5))
+    assert c.steps == 10
+    with pytest.raises(ValueError, match="model=.*expected .*ModelConfig"):
+        TrainConfig(model={"depth": 2})
 
 
 def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 PROFILES = ("test", "quick", "default", "full")
 DATA_ENV = "VIT_FACEMAP_DATA"
@@ -80,18 +83,21 @@ def _fits(value, hint) -> bool:
     if hint is type(None):
         return value is None
     if hint is bool:
-        return isinstance(value, bool)
+        return isinstance(value, bool | np.bool_)
+    # numpy scalars count (a value computed with numpy); True is not a number of steps
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
     if hint is str:
         return isinstance(value, str)
     if origin in (list, tuple):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return isinstance(value, list | tuple) and all(
             _fits(v, args[0]) for v in value) if args else isinstance(value, list | tuple)
-    return True  # nested configurations check themselves
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)  # its own fields it checks itself
+    return True
 
 
 def check_fields(config, what: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError, RunExistsError, first_line
 
 H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
 HEADER_NAMES = ("scorer", "bodyparts", "coords")
@@ -232,9 +232,8 @@ def read_labels(path: str | Path) -> LabeledFrames:
         try:
             df = pd.read_hdf(file, key=H5_KEY)
         except Exception as exc:  # PyTables raises its own types for a corrupt file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"cannot read key '{H5_KEY}' from the HDF5 file (corrupt, or not "
-                            f"DeepLabCut's layout): {first[:300]}", file) from None
+                            f"DeepLabCut's layout): {first_line(exc)}", file) from None
     else:
         raise DataError("labels must be a .csv or .h5 file in DeepLabCut's layout", file)
     return _frame_from_table(df, root, file)

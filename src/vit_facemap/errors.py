@@ -17,6 +17,13 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {message}" if self.path is not None else message)
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), for a one-line
+    error that wraps a library's long one."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class DataWarning(UserWarning):
     """Something odd in the input that does not stop a run (a frame with no labels)."""
 

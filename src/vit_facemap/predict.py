@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from vit_facemap.config import check_scales
+from vit_facemap.errors import first_line
 from vit_facemap.refine import REFINE_DIR, crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
 from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run
@@ -95,7 +96,7 @@ class KeypointPredictor:
             with torch.inference_mode(), inference_autocast(self.device):
                 forward(self._to_device(self._pad(x, force=True)))
         except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
-            self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.compile_error = f"{type(exc).__name__}: {first_line(exc)}"
             which = "a second stage stays" if self.mapping is None else "tracking"
             warnings.warn(f"torch.compile failed, {which} in eager mode ({self.compile_error})",
                           RuntimeWarning, stacklevel=2)
@@ -222,7 +223,8 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
     model, run_config = load_run(run_dir, device)
     refiners = []
     folder = Path(run_dir) / REFINE_DIR
-    stages = sorted(folder.iterdir()) if refine and folder.is_dir() else []
+    stages = sorted(p for p in folder.iterdir()
+                    if not p.name.startswith(".")) if refine and folder.is_dir() else []
     for stage in stages:
         if not (stage / CONFIG_FILE).is_file():
             continue

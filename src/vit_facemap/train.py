@@ -46,7 +46,7 @@ from vit_facemap.augment import AugmentConfig, KeypointAugmenter
 from vit_facemap.config import check_fields
 from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError, RunExistsError, first_line
 from vit_facemap.images import image_size
 from vit_facemap.labelcheck import label_slips, mask_slips
 from vit_facemap.models import KeypointModel, ModelConfig, build_model
@@ -100,12 +100,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "training")
+        # written as "not (ok)" so that NaN, which fails every comparison, is refused too
         positive = {"steps": 1, "batch_size": 1, "num_threads": 1, "val_every_steps": 1}
-        low = [f"{k} >= {v}" for k, v in positive.items() if getattr(self, k) < v]
+        low = [f"{k} >= {v}" for k, v in positive.items() if not getattr(self, k) >= v]
         low += [f"{k} >= 0" for k in ("warmup_steps", "num_workers", "weight_decay", "clip",
-                                      "crop_margin") if getattr(self, k) < 0]
-        low += [f"{k} > 0" for k in ("lr", "sigma") if getattr(self, k) <= 0]
-        if self.max_minutes is not None and self.max_minutes <= 0:
+                                      "crop_margin", "coord_weight") if not getattr(self, k) >= 0]
+        low += [f"{k} > 0" for k in ("lr", "sigma") if not getattr(self, k) > 0]
+        if self.max_minutes is not None and not self.max_minutes > 0:
             low.append("max_minutes > 0 (or null for no time budget)")
         if not 0 <= self.pretrain_share < 1 or not 0 < self.mask_ratio < 1:
             low.append("0 <= pretrain_share < 1 and 0 < mask_ratio < 1")
@@ -237,32 +238,48 @@ def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[i
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json", "runinfo.json")
 
 
+def _stage_dirs(out: Path) -> list[Path]:
+    folder = out / REFINE_DIR
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
+
+
 def _run_files(out: Path) -> list[Path]:
     """The files a run wrote in ``out`` and its second stages' folders, relative to ``out``."""
-    stages = sorted((out / REFINE_DIR).glob("*/")) if (out / REFINE_DIR).is_dir() else []
+    stages = _stage_dirs(out)
     return [(folder / name).relative_to(out) for folder in (out, *stages) for name in RUN_FILES
             if (folder / name).is_file()]
 
 
 def _remove_empty_stage_dirs(out: Path) -> None:
-    stages = sorted((out / REFINE_DIR).glob("*/")) if (out / REFINE_DIR).is_dir() else []
-    for folder in (*stages, out / REFINE_DIR):
+    for folder in (*_stage_dirs(out), out / REFINE_DIR):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
 
 def _move_files(src: Path, dst: Path, files: list[Path]) -> None:
-    for rel in files:
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        (src / rel).replace(dst / rel)
+    """Move ``files`` (relative paths) from ``src`` to ``dst``: all of them, or none."""
+    moved = []
+    try:
+        for rel in files:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).replace(dst / rel)
+            moved.append(rel)
+    except OSError:
+        for rel in moved:
+            (dst / rel).replace(src / rel)
+        raise
 
 
-def prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> Path | None:
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: bool = True
+                    ) -> Path | None:
     """Make ``out`` ready for a run; with ``overwrite``, set the old run's files aside.
 
-    Returns the folder (next to ``out``) that holds the replaced run's files, or None. The
-    caller deletes it once the new run is saved, or puts the files back if it fails, so a
-    retrain that stops on bad data or an error never loses the run it was replacing.
+    Returns the hidden folder inside ``out`` that holds the replaced run's files, or None.
+    The caller deletes it once the new run is saved, or puts the files back if it fails, so
+    a retrain that stops on bad data or an error never loses the run it was replacing.
+    ``keep_replaced=False`` deletes them at once (a second stage's unfinished files, whose
+    run as a whole was already set aside or is being resumed).
     """
     if out.exists() and not out.is_dir():
         raise DataError("the run folder is a file; give a folder for the run", out)
@@ -276,10 +293,18 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> Path | None:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
         # only the files a run writes: anything else of the user's in the folder stays
         files = _run_files(out)
-        if files:
-            # a new folder each time: an earlier interrupted replacement's backup stays whole
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-            _move_files(out, backup, files)
+        if files and keep_replaced:
+            # inside the run folder (same file system, writable wherever the run is), a new
+            # one each time: an earlier interrupted replacement's backup stays whole
+            backup = Path(tempfile.mkdtemp(prefix=".replaced-", dir=out))
+            try:
+                _move_files(out, backup, files)
+            except OSError:
+                backup.rmdir()
+                raise
+        else:
+            for rel in files:
+                (out / rel).unlink()
         _remove_empty_stage_dirs(out)
     out.mkdir(parents=True, exist_ok=True)
     return backup
@@ -362,7 +387,8 @@ def fit(
     """
     out = Path(out)
     _frame_size(train_frames)  # bad data fails before a run it would replace is touched
-    backup = prepare_run_dir(out, overwrite, resume)
+    # a second stage (boxes given) is part of a run its caller already set aside
+    backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
     try:
         summary = _fit(config, train_frames, out, val_frames, device, resume, progress,
                        extra_info, boxes=boxes, val_boxes=val_boxes, stage_info=stage_info)
@@ -441,8 +467,10 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
     if config.pretrain_share > 0 and not resume:
         pretrain_s, pretrain_loss = pretrain_backbone(model, train_ds, config, device, progress)
         if config.max_minutes is not None:
+            # at least a few seconds: pre-training may overrun its share of the budget
+            left = max(config.max_minutes - pretrain_s / 60, 0.05)
             config = TrainConfig.from_dict({**asdict(config), "pretrain_share": 0.0,
-                                            "max_minutes": config.max_minutes - pretrain_s / 60})
+                                            "max_minutes": left})
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -465,9 +493,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
             opt.load_state_dict(state["optimizer"])
             step, epoch, best = state["step"], state["epoch"], state["best"]
         except Exception as exc:  # truncated file, or the state of another model
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"cannot resume from this training state (corrupt, or saved for "
-                            f"another model): {first[:300]}", out / STATE_FILE) from None
+                            f"another model): {first_line(exc)}", out / STATE_FILE) from None
         elapsed_before = state.get("train_s", 0.0)
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
@@ -700,8 +727,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
     try:
         load_weights(model, run_dir / WEIGHTS_FILE)
     except Exception as exc:  # safetensors, torch: corrupt file or weights of another model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot load the run's weights (corrupt, or not written for the model "
-                        f"in {CONFIG_FILE}): {first[:300]}", run_dir / WEIGHTS_FILE) from None
+                        f"in {CONFIG_FILE}): {first_line(exc)}", run_dir / WEIGHTS_FILE) from None
     model.to(device).eval()
     return model, run_config

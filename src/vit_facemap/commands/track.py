@@ -84,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"videos {', '.join(map(str, same))} would write the same results "
                         f"({', '.join(clash)}); track them into separate --out folders",
                         Path(args.out))
-    predictor = load_predictor(args.run, device=args.device, scales=args.scales)
     options = TrackOptions(
         start=args.start, stop=args.stop, crop=crop, resize=args.resize,
         batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,
         scorer=args.scorer, formats=formats, measures=not args.no_measures,
         overlay=args.overlay, nwb=args.nwb, overwrite=args.overwrite, resume=args.resume,
         progress=not args.no_progress, extra={"run": str(args.run)})
+    predictor = load_predictor(args.run, device=args.device, scales=args.scales)
     if args.compile != "off":
         n = 0
         for video in args.videos:
