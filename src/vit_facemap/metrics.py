@@ -55,7 +55,8 @@ def _summary(err: np.ndarray, correct: np.ndarray, norm: np.ndarray) -> dict[str
     return {
         "mean_px": float(e.mean()), "median_px": float(np.median(e)),
         "rmse_px": float(np.sqrt((e**2).mean())), "pck": float(correct[ok].mean()),
-        "mean_normalised": float(np.nanmean(norm[ok])), "n": n,
+        "mean_normalised": float(np.nanmean(norm[ok])) if not np.isnan(norm[ok]).all() else None,
+        "n": n,
     }
 
 
@@ -71,7 +72,8 @@ def keypoint_metrics(
     # a prediction that is NaN where a label exists counts as a miss of infinite error
     err = np.where(np.isnan(err) & ~np.isnan(true).any(-1), np.inf, err)
     ref, ref_name = reference_lengths(true, bodyparts)
-    norm = err / ref[:, None]
+    with np.errstate(invalid="ignore"):  # a missed keypoint (inf) in a frame without a reference
+        norm = err / ref[:, None]
     correct = err <= pck_threshold * ref[:, None]
     overall = _summary(err, correct, norm)
     out: dict[str, Any] = {
