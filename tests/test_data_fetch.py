@@ -87,6 +87,28 @@ def test_fetch_converts_to_deeplabcut_layout(upstream, tmp_path):
     assert len(upstream["requests"]) == n
     with pytest.raises(RunExistsError):
         fetch_set("schroeder", dest, cache=tmp_path / "cache", registry=reg, progress=False)
+    # --overwrite replaces a fetched set only once the new one is complete ...
+    (dest / "SOURCE.json").write_text((dest / "SOURCE.json").read_text() + " ")
+    fetch_set("schroeder", dest, cache=tmp_path / "cache", registry=reg, overwrite=True,
+              progress=False)
+    assert (dest / "SOURCE.json").read_text().endswith("}\n")
+    assert not (tmp_path / "schroeder.replaced").exists()
+    # ... and never deletes a folder of the user's own, nor a set when the download fails
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="no SOURCE.json"):
+        fetch_set("schroeder", mine, cache=tmp_path / "cache", registry=reg, overwrite=True,
+                  progress=False)
+    assert (mine / "notes.txt").read_text() == "mine"
+    gone = replace(upstream["source"], url=upstream["source"].url.replace("f7b98d3", "nope"))
+    with pytest.raises(DataError, match="cannot download"):
+        fetch_set("schroeder", dest, cache=tmp_path / "nocache", registry={"schroeder": gone},
+                  overwrite=True, progress=False)
+    assert load_set(dest, expected_bodyparts=["nose", "eye"]).keypoints.shape == (6, 2, 2)
+    with pytest.raises(DataError, match="is a file"):
+        fetch_set("schroeder", mine / "notes.txt", cache=tmp_path / "cache", registry=reg,
+                  progress=False)
 
 
 def test_hash_mismatch_is_refused(upstream, tmp_path):

@@ -236,17 +236,25 @@ def fetch_set(
 ) -> Path:
     """Download (or reuse from ``cache``) a registered set and write it converted to ``dest``.
 
-    An existing set in ``dest`` is kept unless ``overwrite``. Returns ``dest``.
+    An existing set in ``dest`` is kept unless ``overwrite``; with it, only a set this
+    function wrote (it holds ``SOURCE.json``) is replaced, and only once the new one is
+    complete, so a failed download leaves the old set as it was. Returns ``dest``.
     """
     registry = REGISTRY if registry is None else registry
     if name not in registry:
         raise DataError(f"unknown set {name!r}; known: {', '.join(registry)}")
     source = registry[name]
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
+    if dest.exists() and not dest.is_dir():
+        raise DataError("--dest is a file; give a folder for the set", dest)
+    replace = dest.exists() and any(dest.iterdir())
+    if replace:
         if not overwrite:
             raise RunExistsError(dest)
-        shutil.rmtree(dest)
+        if not (dest / "SOURCE.json").is_file():
+            # a folder of the user's own, not a set fetched here: never deleted
+            raise DataError("holds files that are not a set written by `data fetch` "
+                            "(no SOURCE.json); choose another --dest", dest)
     archive = download(source, cache, progress=progress)
     digest = file_sha256(archive)
     if source.sha256 is None:
@@ -266,9 +274,16 @@ def fetch_set(
             indent=2) + "\n")
         validate_set(read_labels(staging), decode=False).raise_for_errors()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            dest.rmdir()
-        staging.rename(dest)  # the set appears complete or not at all
+        if replace:
+            old = dest.with_name(dest.name + ".replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            staging.rename(dest)  # the set appears complete or not at all
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if dest.exists():
+                dest.rmdir()
+            staging.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
