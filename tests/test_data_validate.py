@@ -303,3 +303,28 @@ def test_labels_without_any_images(tmp_path):
     assert len(report.errors) == 1
     assert "none of the 4 images of the table exist" in str(report.errors[0])
     assert "which is missing" in str(report.errors[0])
+
+
+def test_sixteen_bit_frames_keep_their_grey_levels(tmp_path):
+    from vit_facemap.images import load_image
+
+    ramp = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I")  # PIL keeps it 16-bit
+    for mode in (None, "L"):
+        gray = load_image(tmp_path / "deep.png", mode)
+        assert gray.dtype == np.uint8 and gray.shape == (48, 64)
+        np.testing.assert_array_equal(gray, np.round(ramp / 257.0).astype(np.uint8))
+        assert len(np.unique(gray)) > 200  # PIL's own convert("L") leaves 2 levels
+    assert load_image(tmp_path / "deep.png", "RGB").shape == (48, 64, 3)
+
+
+def test_image_too_large_to_decode(tmp_path, monkeypatch):
+    from vit_facemap.images import image_size, load_image
+
+    Image.new("L", (80, 60)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 80 x 60 is over twice the limit
+    for read in (load_image, image_size):
+        with pytest.raises(DataError, match=r"big.png: image too large"):
+            read(tmp_path / "big.png")

@@ -22,11 +22,21 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # decode now so truncated / corrupt files fail here, with the path
+            if im.mode.startswith("I;16") or im.mode == "I":
+                # PIL's convert clips 16-bit values to 0..255 (a binary image); map the
+                # 16-bit range onto 8 bits instead, the same for every frame
+                deep = np.asarray(im).astype(np.float64)
+                # 32-bit "I" images holding 8-bit values (some TIFF writers) stay as they are
+                scale = 257.0 if im.mode != "I" or deep.max() > 255 else 1.0
+                gray = np.clip(np.round(deep / scale), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1) if mode == "RGB" else gray
             if mode is not None:
                 im = im.convert(mode)
             elif im.mode not in ("L", "RGB"):
                 im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
             arr = np.asarray(im)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image too large to decode safely ({exc})", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode image ({exc})", path) from exc
     if arr.dtype != np.uint8:
@@ -42,5 +52,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image too large to decode safely ({exc})", path) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot read image header ({exc})", path) from exc

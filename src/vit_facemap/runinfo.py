@@ -24,10 +24,13 @@ def resolve_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    from vit_facemap.errors import DataError
+
+    # DataError: the command line prints one line, not a traceback
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible")
+        raise DataError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu")
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+        raise DataError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
 
 
