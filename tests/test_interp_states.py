@@ -9,10 +9,11 @@ import torch
 from vit_facemap.classifier import FacialStateClassifier, classification_metrics, profile_config
 from vit_facemap.cli import main
 from vit_facemap.dlc import LabeledFrames, write_labels
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError, DataWarning, RunExistsError
 from vit_facemap.states import (
     pupil_states,
     read_image_set,
+    read_measures,
     write_generated_state_set,
     write_pupil_state_set,
 )
@@ -84,6 +85,27 @@ def test_read_image_set_errors(tmp_path):
     (tmp_path / "groups.csv").write_text("picture,animal\n")
     with pytest.raises(DataError, match="needs columns"):
         read_image_set(tmp_path)
+    bad_tables = {
+        "image,group\nonly/a.png,m1\nother/b.png,\n": "have no group",  # an empty group
+        "image,group\nonly/a.png,m1\nother/b.png,m2\nonly/a.png,m3\n": "two different rows",
+        "image,group\nonly/a.png,m\xf61\nother/b.png,m2\n": "not UTF-8",
+    }
+    for text, problem in bad_tables.items():
+        (tmp_path / "groups.csv").write_bytes(text.encode("latin-1"))
+        with pytest.raises(DataError, match=f"groups.csv: .*{problem}"):
+            read_image_set(tmp_path)
+    (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\nother/b.png,m2\n"
+                                         "other/gone.png,m2\n")
+    with pytest.warns(DataWarning, match="1 row.* name no image of the set, e.g. other/gone.png"):
+        assert list(read_image_set(tmp_path).groups) == ["m1", "m2"]
+    (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\nother/b.png,m2\n")
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,4,4,-3\n")
+    with pytest.raises(DataError, match="eyes.csv: eye box of only/a.png needs .* width > 0"):
+        read_image_set(tmp_path)
+    (tmp_path / "eyes.csv").unlink()
+    (tmp_path / "measures.csv").write_text("image,pupil\nelsewhere/c.png,0.3\n")
+    with pytest.raises(DataError, match="measures.csv: no row names an image"):
+        read_measures(read_image_set(tmp_path))
 
 
 def test_metrics_by_hand():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -23,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from vit_facemap.dlc import LabeledFrames, read_labels
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError, DataWarning, RunExistsError
 from vit_facemap.measures import facial_measures
 from vit_facemap.splits import animal_of
 
@@ -211,14 +212,35 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
 
 
 def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        have = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in columns if c not in have]
-        if missing:
-            raise DataError(f"table needs columns {list(columns)}, missing {missing} "
-                            f"(found {have})", path)
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            have = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise DataError(f"table needs columns {list(columns)}, missing {missing} "
+                                f"(found {have})", path)
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV",
+                        path) from None
+    key = columns[0] if columns else None
+    if key is not None:
+        seen: dict[str, dict[str, str]] = {}
+        for row in rows:
+            if row[key] in seen and seen[row[key]] != row:
+                raise DataError(f"{row[key]} has two different rows", path)
+            seen[row[key]] = row
+    return rows
+
+
+def _warn_unmatched(table: list[dict[str, str]], rows: dict, path: Path) -> None:
+    """A table row that names no image of the set is likely a typo or a moved file."""
+    used = {id(r) for r in rows.values()}
+    unmatched = [r["image"] for r in table if id(r) not in used]
+    if unmatched:
+        warnings.warn(f"{path}: {len(unmatched)} row(s) name no image of the set, e.g. "
+                      f"{unmatched[0]}", DataWarning, stacklevel=3)
 
 
 def _lookup(table: list[dict[str, str]], key: str, names: list[str], path: Path) -> dict:
@@ -292,11 +314,13 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
         if groups and not gfile.is_file():
             raise DataError("groups table is missing", gfile)
         if gfile.is_file():
-            rows = _lookup(_read_table(gfile, ["image", "group"]), "image", names, gfile)
-            lacking = [n for n in names if n not in rows]
+            table = _read_table(gfile, ["image", "group"])
+            rows = _lookup(table, "image", names, gfile)
+            lacking = [n for n in names if n not in rows or not rows[n]["group"]]
             if lacking:
                 raise DataError(f"{len(lacking)} image(s) have no group, e.g. {lacking[0]}",
                                 gfile)
+            _warn_unmatched(table, rows, gfile)
             group = np.array([rows[n]["group"] for n in names], dtype=object)
     eyes = None
     efile = root / "eyes.csv"
@@ -309,6 +333,9 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
                     eyes[i] = [float(rows[n][k]) for k in ("x", "y", "width")]
                 except ValueError as exc:
                     raise DataError(f"eye box of {n} is not numeric: {exc}", efile) from exc
+                if not eyes[i, 2] > 0 or not np.isfinite(eyes[i]).all():
+                    raise DataError(f"eye box of {n} needs finite x, y and a width > 0, got "
+                                    f"{rows[n]['x']}, {rows[n]['y']}, {rows[n]['width']}", efile)
     return ImageSet(root, paths, np.asarray(labels, dtype=np.int64), classes,
                     np.asarray(group, dtype=object), eyes)
 
@@ -364,6 +391,9 @@ def read_measures(image_set: ImageSet, path: str | Path | None = None) -> SetMea
     extra = [r for r in table if r["image"] not in known
              and PurePosixPath(r["image"]).parts[0] not in image_set.classes
              and (image_set.root / r["image"]).is_file()]
+    if not rows and not extra:
+        raise DataError("no row names an image of the set (image paths are relative to the "
+                        f"set's folder, e.g. {image_set.names[0]})", path)
     return SetMeasures(
         names, values, [image_set.root / r["image"] for r in extra],
         np.array([numbers(r, names) for r in extra]).reshape(len(extra), len(names)),
