@@ -135,6 +135,18 @@ def test_classifier_save_load_roundtrip(gen_set, tmp_path):
         clf.save(tmp_path / model)
         again = FacialStateClassifier.load(tmp_path / model)
         np.testing.assert_allclose(again.predict_proba(frames), p, atol=1e-5)
+    # corrupt files of a saved run: one line naming the run, not a library traceback
+    import shutil
+
+    from vit_facemap.classifier import load_vit_weights
+    for model, name in (("vit", "model.safetensors"), ("hog-rf", "model.joblib")):
+        bad = tmp_path / f"bad-{model}"
+        shutil.copytree(tmp_path / model, bad)
+        (bad / name).write_bytes(b"\x00" * 64)
+        with pytest.raises(DataError, match=f"bad-{model}: cannot load the trained model"):
+            FacialStateClassifier.load(bad)
+    with pytest.raises(DataError, match="cannot read initial weights"):
+        load_vit_weights(torch.nn.Linear(1, 1), tmp_path / "bad-hog-rf" / "model.joblib")
 
 
 def test_mirror_tta_averages_the_view_and_its_mirror(gen_set):

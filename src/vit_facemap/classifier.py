@@ -42,7 +42,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 from tqdm.auto import tqdm
 
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, first_line
 from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
 from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
 from vit_facemap.images import load_image
@@ -687,8 +687,6 @@ class FacialStateClassifier:
 
     @classmethod
     def load(cls, run: str | Path) -> FacialStateClassifier:
-        from safetensors.torch import load_file
-
         run = Path(run)
         cfg_file = run / "config.json"
         if not cfg_file.is_file():
@@ -702,6 +700,20 @@ class FacialStateClassifier:
             rule = meta.get("ratio_rule")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
+        try:
+            return cls._restore(run, config, classes, measure_names, rule)
+        except DataError:
+            raise
+        except Exception as exc:  # safetensors, torch, joblib: corrupt files or other shapes
+            raise DataError("cannot load the trained model (a file is corrupt, or was not "
+                            f"written for the settings in config.json): {first_line(exc)}",
+                            run) from None
+
+    @classmethod
+    def _restore(cls, run: Path, config: ClassifierConfig, classes: list[str],
+                 measure_names: list[str], rule: Any) -> FacialStateClassifier:
+        from safetensors.torch import load_file
+
         tensors = load_file(str(run / "model.safetensors")) if (run / "model.safetensors").is_file() else {}
         clf = cls(config, classes, measure_names=measure_names, rule=rule)
         if config.crop == "eye":
@@ -784,7 +796,10 @@ def load_vit_weights(model: torch.nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise DataError("initial weights file is missing", path)
-    state = {k.removeprefix("vit."): v for k, v in load_file(str(path)).items()}
+    try:
+        state = {k.removeprefix("vit."): v for k, v in load_file(str(path)).items()}
+    except Exception as exc:  # not a safetensors file, or a truncated one
+        raise DataError(f"cannot read initial weights: {first_line(exc)}", path) from None
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
