@@ -254,6 +254,20 @@ def test_classify_cli(gen_set, tmp_path, capsys):
     assert main(["classify", "evaluate", str(tmp_path / "none"), "--data",
                  str(gen_set.root), "--json", str(tmp_path / "x.json")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+    # option values and output paths that cannot work are refused before any training
+    for extra, problem in ((["--cv", "1"], "--cv needs K >= 2"),
+                           (["--epochs", "0"], "--epochs must be at least 1"),
+                           (["--ensemble", "0"], "bad classifier settings"),
+                           (["--device", "tpu"], "unknown device")):
+        assert main(["classify", "train", "--data", str(gen_set.root), "--out",
+                     str(tmp_path / "r2"), "--profile", "test", "--quiet", *extra]) == 2
+        assert problem in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+    assert main(args[:5] + [str(out)] + args[6:] + ["--overwrite"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
+                 "--json", str(tmp_path), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
@@ -291,3 +305,11 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert main(["rollout", str(run), str(tmp_path / "nope.png"), "--out",
                  str(tmp_path / "m2")]) == 2
     assert "image file is missing" in capsys.readouterr().err
+    # --overwrite replaces earlier maps, never a folder holding other things (a class folder)
+    before = sorted(p.name for p in (gen_set.root / "dilated").iterdir())
+    assert main(["rollout", str(run), *images, "--out", str(gen_set.root / "dilated"),
+                 "--overwrite"]) == 2
+    assert "not rollout results" in capsys.readouterr().err
+    assert sorted(p.name for p in (gen_set.root / "dilated").iterdir()) == before
+    assert main(["rollout", str(run), *images, "--out", images[0]]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -74,6 +74,8 @@ def _group_args(p: argparse.ArgumentParser) -> None:
 
 
 def _check_out(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise DataError("--out is a file; give a folder for the run", path)
     if path.exists() and not overwrite:
         raise RunExistsError(path)
     if path.exists() and path.is_dir() and any(path.iterdir()) and \
@@ -99,6 +101,11 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out(out, args.overwrite)
     device = resolve_device(args.device)
+    # checked before any image is read or any model trained
+    if args.epochs is not None and args.epochs < 1:
+        raise DataError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.cv and args.cv < 2:
+        raise DataError(f"--cv needs K >= 2 folds (0: no cross-validation), got {args.cv}")
     overrides = {"model": args.model, "crop": args.crop, "seed": args.seed, "device": device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -106,7 +113,10 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["ensemble"] = args.ensemble
     if args.init_weights:
         overrides["init_weights"] = args.init_weights
-    config = profile_config(args.profile, **overrides)
+    try:
+        config = profile_config(args.profile, **overrides)
+    except ValueError as exc:
+        raise DataError(f"bad classifier settings: {exc}") from None
     data = read_image_set(args.data, groups=args.groups, group_regex=args.group_regex)
     if config.crop == "eye" and (data.eyes is None or not np.isfinite(data.eyes).all()):
         raise DataError("--crop eye needs eyes.csv (image,x,y,width) with the eye box of every "
@@ -163,6 +173,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from vit_facemap.states import read_image_set
 
     out = Path(args.json)
+    if out.is_dir():
+        raise DataError("--json is a folder; give a file name for the metrics", out)
     if out.exists() and not args.overwrite:
         raise RunExistsError(out)
     run_dir = Path(args.run_dir)

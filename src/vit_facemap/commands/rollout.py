@@ -48,8 +48,18 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.discard_ratio < 1:
         raise DataError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise RunExistsError(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("--out is a file; give a folder for the maps", out)
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise RunExistsError(out)
+        # --overwrite replaces an earlier rollout's files, never a folder of other things
+        # (a class folder of images, say)
+        others = [p.name for p in out.iterdir() if not (
+            p.name == "rollout.json" or p.name.endswith(("_rollout.png", "_map.npy")))]
+        if others:
+            raise DataError(f"holds files that are not rollout results (e.g. {others[0]}); "
+                            "choose another --out", out)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DataError("no such run folder", run_dir)
