@@ -104,7 +104,9 @@ def crop_eyes(frames: Sequence[np.ndarray], boxes: np.ndarray, factor: float, si
     """Square crops (N, size, size) uint8 of side ``factor * width`` centred on each (x, y, width)."""
     out = np.zeros((len(frames), size, size), dtype=np.uint8)
     for i, (f, (x, y, w)) in enumerate(zip(frames, np.asarray(boxes, float), strict=True)):
-        half = factor * w / 2
+        # a box from an untrained locator can be far larger than the frame; past twice the
+        # frame's size a crop is only black border, and PIL would allocate all of it
+        half = min(factor * w / 2, 2 * max(np.shape(f)[:2]))
         box = (x - half, y - half, x + half, y + half)
         im = Image.fromarray(np.asarray(f, dtype=np.uint8))
         # crop() pads outside the frame with black; round to whole pixels first
