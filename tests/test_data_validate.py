@@ -318,6 +318,12 @@ def test_sixteen_bit_frames_keep_their_grey_levels(tmp_path):
         np.testing.assert_array_equal(gray, np.round(ramp / 257.0).astype(np.uint8))
         assert len(np.unique(gray)) > 200  # PIL's own convert("L") leaves 2 levels
     assert load_image(tmp_path / "deep.png", "RGB").shape == (48, 64, 3)
+    # 32-bit "I" (how older Pillow opens 16-bit PNGs): the same mapping, whatever the frame holds
+    Image.fromarray(ramp.astype(np.int32)[:4, :4] // 1000).save(tmp_path / "deep.tif")
+    with Image.open(tmp_path / "deep.tif") as im:
+        assert im.mode == "I"
+    np.testing.assert_array_equal(load_image(tmp_path / "deep.tif"),
+                                  np.round(ramp[:4, :4] // 1000 / 257.0).astype(np.uint8))
 
 
 def test_image_too_large_to_decode(tmp_path, monkeypatch):

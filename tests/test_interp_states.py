@@ -1,6 +1,7 @@
 """Pupil-state labels, class-folder sets and the classify command on tiny generated data."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -98,7 +99,15 @@ def test_read_image_set_errors(tmp_path):
                                          "other/gone.png,m2\n")
     with pytest.warns(DataWarning, match="1 row.* name no image of the set, e.g. other/gone.png"):
         assert list(read_image_set(tmp_path).groups) == ["m1", "m2"]
-    (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\nother/b.png,m2\n")
+    # a row repeated exactly is one row, not an unmatched one
+    (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\nother/b.png,m2\n"
+                                         "only/a.png,m1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image_set(tmp_path)
+    # no eye box (an eyelid point unlabeled) is NaN, as the package's own writer puts it
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,nan,nan,nan\n")
+    assert np.isnan(read_image_set(tmp_path).eyes).all()
     (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,4,4,-3\n")
     with pytest.raises(DataError, match="eyes.csv: eye box of only/a.png needs .* width > 0"):
         read_image_set(tmp_path)

@@ -194,6 +194,7 @@ def test_splits_of_one_set_are_kept_apart(rows):
     # a keypoint with no held-out labels (None) is not compared; equal errors count as a miss
     assert f["keypoints not beating mean_shape"].tolist() == ["eye (4.00 vs 4.00)",
                                                             "eye (14.00 vs 14.00)"]
+    assert tracker_table(two)["set"].tolist() == ["g7c1 (train v1)"] * 2 + ["g7c1 (train v2)"] * 2
     t = per_group_table(two)
     assert t.index.get_level_values("set").unique().tolist() == ["g7c1 (train v1)",
                                                                  "g7c1 (train v2)"]

@@ -106,7 +106,6 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     (kept,) = backups()
     assert (kept / "model.safetensors").read_bytes() == old["model.safetensors"]
     assert (run / "config.json").is_file() and (run / "notes.txt").is_file()
-    load_predictor(run, device="cpu")  # the hidden backup is not mistaken for part of the run
     monkeypatch.undo()
 
     # a finished replacement drops the old files and keeps the user's
@@ -397,3 +396,26 @@ def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path):
     with pytest.raises(DataError, match="is a folder"):
         evaluate_run(run, tiny_set, out, device="cpu", progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["p.csv"]
+
+
+def test_setting_a_run_aside_is_all_or_nothing(tiny_set, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from vit_facemap.train import prepare_run_dir
+
+    frames = read_labels(tiny_set)
+    run = tmp_path / "run"
+    fit(_config(2), frames, run, None, device="cpu", progress=False)
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+    real, calls = Path.replace, []
+
+    def flaky(self, target):
+        calls.append(self)
+        if len(calls) == 3:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, target)
+    monkeypatch.setattr(Path, "replace", flaky)
+    with pytest.raises(PermissionError):
+        prepare_run_dir(run, overwrite=True, resume=False)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old  # no .replaced-* left either

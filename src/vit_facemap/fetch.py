@@ -278,7 +278,11 @@ def fetch_set(
             old = dest.with_name(dest.name + ".replaced")
             shutil.rmtree(old, ignore_errors=True)
             dest.rename(old)
-            staging.rename(dest)  # the set appears complete or not at all
+            try:
+                staging.rename(dest)  # the set appears complete or not at all
+            except OSError:
+                old.rename(dest)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             if dest.exists():

@@ -25,10 +25,9 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
             if im.mode.startswith("I;16") or im.mode == "I":
                 # PIL's convert clips 16-bit values to 0..255 (a binary image); map the
                 # 16-bit range onto 8 bits instead, the same for every frame
+                # ("I" too: older Pillow opens 16-bit PNGs so; one scale for every frame)
                 deep = np.asarray(im).astype(np.float64)
-                # 32-bit "I" images holding 8-bit values (some TIFF writers) stay as they are
-                scale = 257.0 if im.mode != "I" or deep.max() > 255 else 1.0
-                gray = np.clip(np.round(deep / scale), 0, 255).astype(np.uint8)
+                gray = np.clip(np.round(deep / 257.0), 0, 255).astype(np.uint8)
                 return np.repeat(gray[..., None], 3, axis=-1) if mode == "RGB" else gray
             if mode is not None:
                 im = im.convert(mode)

@@ -69,7 +69,7 @@ def tracker_rows(path: str | Path) -> list[dict]:
 def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.DataFrame:
     """One line per set and model: held-out error, PCK, fit, training time and speed."""
     rows = _rows(rows, ("set", "model", "mean_px"))
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).assign(set=set_labels(rows))  # splits of one set apart
     table = table[[c for c in TRACKER_COLUMNS if c in table.columns]]
     return table.rename(columns=TRACKER_SHORT_NAMES) if short_names else table
 

@@ -236,8 +236,8 @@ def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
 
 def _warn_unmatched(table: list[dict[str, str]], rows: dict, path: Path) -> None:
     """A table row that names no image of the set is likely a typo or a moved file."""
-    used = {id(r) for r in rows.values()}
-    unmatched = [r["image"] for r in table if id(r) not in used]
+    used = {r["image"] for r in rows.values()}
+    unmatched = [r["image"] for r in table if r["image"] not in used]
     if unmatched:
         warnings.warn(f"{path}: {len(unmatched)} row(s) name no image of the set, e.g. "
                       f"{unmatched[0]}", DataWarning, stacklevel=3)
@@ -333,7 +333,10 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
                     eyes[i] = [float(rows[n][k]) for k in ("x", "y", "width")]
                 except ValueError as exc:
                     raise DataError(f"eye box of {n} is not numeric: {exc}", efile) from exc
-                if not eyes[i, 2] > 0 or not np.isfinite(eyes[i]).all():
+                # NaN: no box for this image (an eyelid point was not labeled); a box that
+                # is there must be usable
+                if not np.isnan(eyes[i]).any() and (not np.isfinite(eyes[i]).all()
+                                                    or not eyes[i, 2] > 0):
                     raise DataError(f"eye box of {n} needs finite x, y and a width > 0, got "
                                     f"{rows[n]['x']}, {rows[n]['y']}, {rows[n]['width']}", efile)
     return ImageSet(root, paths, np.asarray(labels, dtype=np.int64), classes,

@@ -300,7 +300,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             try:
                 _move_files(out, backup, files)
             except OSError:
-                backup.rmdir()
+                shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
                 raise
         else:
             for rel in files:
