@@ -124,6 +124,11 @@ def test_unreachable_url(upstream, tmp_path):
     with pytest.raises(DataError, match="cannot download"):
         fetch_set("schroeder", tmp_path / "out", cache=tmp_path / "cache",
                   registry={"schroeder": gone}, progress=False)
+    # no server at all (as offline): the message says so
+    closed = replace(upstream["source"], url="http://127.0.0.1:9/x.zip")
+    with pytest.raises(DataError, match="no network connection"):
+        fetch_set("schroeder", tmp_path / "out", cache=tmp_path / "cache",
+                  registry={"schroeder": closed}, progress=False)
 
 
 def test_moved_files_are_reported(upstream, tmp_path):

@@ -19,9 +19,13 @@ class DataError(ValueError):
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when it has none), for a one-line
-    error that wraps a library's long one."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    error that wraps a library's long one. HDF5's messages open with a banner ("HDF5 error
+    back trace") and end with the cause: for those, the last line."""
+    lines = [s for s in str(exc).strip().splitlines() if s.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if "back trace" in lines[0] else lines[0]
+    return line.strip()[:limit]
 
 
 class DataWarning(UserWarning):

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError, RunExistsError, first_line
 from vit_facemap.validate import validate_set
 
 
@@ -109,7 +109,13 @@ def download(source: Source, cache: str | Path | None = None, progress: bool = T
         raise DataError(f"download of {source.url} failed its SHA-256 check: {exc}",
                         cache / fname) from exc
     except Exception as exc:  # requests' connection and HTTP errors
-        raise DataError(f"cannot download {source.url}: {exc}", cache / fname) from exc
+        import requests
+
+        hint = (" (no network connection: fetch the set on a machine that is online and "
+                "copy it, or point VIT_FACEMAP_DATA at a copy)"
+                if isinstance(exc, requests.ConnectionError) else "")
+        raise DataError(f"cannot download {source.url}{hint}: {first_line(exc)}",
+                        cache / fname) from exc
 
 
 def _unpack(archive: Path, into: Path) -> Path:

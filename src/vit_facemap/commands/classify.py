@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--json", required=True, help="where to write the metrics (JSON)")
     _group_args(e)
     e.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=run_evaluate)
 
     m = sub.add_parser("make-pupil-set",
@@ -183,7 +184,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     clf = FacialStateClassifier.load(run_dir)
     data = read_image_set(args.data, groups=args.groups, group_regex=args.group_regex,
                           classes=clf.classes)
-    frames = load_frames(data.paths, progress=True)
+    frames = load_frames(data.paths, progress=not args.quiet)
     with timed() as t:
         proba = clf.predict_proba(frames)
     metrics = classification_metrics(data.labels, proba.argmax(1), clf.classes, data.groups)
