@@ -267,7 +267,8 @@ def test_classify_cli(gen_set, tmp_path, capsys):
     for extra, problem in ((["--cv", "1"], "--cv needs K >= 2"),
                            (["--epochs", "0"], "--epochs must be at least 1"),
                            (["--ensemble", "0"], "bad classifier settings"),
-                           (["--device", "tpu"], "unknown device")):
+                           (["--device", "tpu"], "unknown device"),
+                           (["--model", "hog-rf", "--epochs", "3"], "are for --model vit")):
         assert main(["classify", "train", "--data", str(gen_set.root), "--out",
                      str(tmp_path / "r2"), "--profile", "test", "--quiet", *extra]) == 2
         assert problem in capsys.readouterr().err
@@ -277,6 +278,9 @@ def test_classify_cli(gen_set, tmp_path, capsys):
     assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
                  "--json", str(tmp_path), "--overwrite"]) == 2
     assert "is a folder" in capsys.readouterr().err
+    assert main(["rollout", str(run), str(gen_set.paths[0]), "--out", str(tmp_path / "m"),
+                 "--method", "gradient"]) == 2  # a forest has no per-class map
+    assert "are for ViT runs" in capsys.readouterr().err
 
 
 def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):

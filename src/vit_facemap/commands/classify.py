@@ -105,6 +105,10 @@ def run_train(args: argparse.Namespace) -> int:
     # checked before any image is read or any model trained
     if args.epochs is not None and args.epochs < 1:
         raise DataError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.model != "vit" and (args.init_weights or args.ensemble is not None
+                                or args.epochs is not None):
+        raise DataError("--init-weights, --ensemble and --epochs are for --model vit; a "
+                        f"{args.model} model would ignore them")
     if args.cv and args.cv < 2:
         raise DataError(f"--cv needs K >= 2 folds (0: no cross-validation), got {args.cv}")
     overrides = {"model": args.model, "crop": args.crop, "seed": args.seed, "device": device}
