@@ -112,6 +112,12 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
     assert (run / "notes.txt").read_text() == "the user's"
     assert backups() == [kept]  # an earlier interrupted replacement's backup is not touched
+    # ... until a resumed run finishes: the replacement it completes was asked for
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["steps"] = 4
+    (run / "config.json").write_text(json.dumps(cfg))
+    fit(_config(4), tr, run, None, device="cpu", resume=True, progress=False)
+    assert backups() == [] and (run / "notes.txt").is_file()
     with pytest.raises(DataError, match="is a file"):
         fit(_config(2), tr, run / "notes.txt", None, device="cpu", progress=False)
 

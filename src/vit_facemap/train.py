@@ -323,7 +323,8 @@ def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
         shutil.rmtree(backup, ignore_errors=True)
     elif (out / STATE_FILE).is_file():
         warnings.warn(f"{out}: the new run stopped part-way and can be resumed; the run it "
-                      f"replaces is kept in {backup}", stacklevel=3)
+                      f"replaces is kept in {backup} until the new one finishes",
+                      stacklevel=3)
     else:
         for rel in _run_files(out):
             (out / rel).unlink()
@@ -396,6 +397,11 @@ def fit(
         _finish_replacing(out, backup, ok=False)
         raise
     _finish_replacing(out, backup, ok=True)
+    if resume and boxes is None:
+        # an --overwrite that was interrupted and is now resumed to the end is complete:
+        # the run it replaced goes, as it would have without the interruption
+        for old in out.glob(".replaced-*"):
+            shutil.rmtree(old, ignore_errors=True)
     return summary
 
 
