@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from vit_facemap.errors import DataError, RunExistsError, first_line
+from vit_facemap.errors import DataError, RunExistsError, first_line, not_utf8
 
 H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
 HEADER_NAMES = ("scorer", "bodyparts", "coords")
@@ -222,8 +222,7 @@ def read_labels(path: str | Path) -> LabeledFrames:
             n_index = _count_index_columns(file)
             df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)))
         except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV",
-                            file) from None
+            raise not_utf8(exc, file) from None
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot parse the labels table: {exc}", file) from exc
         if n_index == 1 and df.index.name is not None:

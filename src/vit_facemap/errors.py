@@ -28,6 +28,11 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return line.strip()[:limit]
 
 
+def not_utf8(exc: UnicodeDecodeError, path: str | Path) -> DataError:
+    """The error for a table that is not UTF-8 text (saved as Latin-1 by a spreadsheet, say)."""
+    return DataError(f"not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV", path)
+
+
 class DataWarning(UserWarning):
     """Something odd in the input that does not stop a run (a frame with no labels)."""
 

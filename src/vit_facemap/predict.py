@@ -36,9 +36,9 @@ import torch
 
 from vit_facemap.config import check_scales
 from vit_facemap.errors import first_line
-from vit_facemap.refine import REFINE_DIR, crop_mappings, group_centres
+from vit_facemap.refine import crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
-from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run
+from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run, stage_dirs
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
 
@@ -222,9 +222,7 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
     refiners = []
-    folder = Path(run_dir) / REFINE_DIR
-    stages = sorted(p for p in folder.iterdir()
-                    if not p.name.startswith(".")) if refine and folder.is_dir() else []
+    stages = stage_dirs(Path(run_dir)) if refine else []
     for stage in stages:
         if not (stage / CONFIG_FILE).is_file():
             continue

@@ -56,13 +56,13 @@ def tracker_rows(path: str | Path) -> list[dict]:
     try:
         saved = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: no tracker table (benchmarks/tracker.py writes it)") from None
+        raise DataError("no tracker table (benchmarks/tracker.py writes it)", path) from None
     except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+        raise DataError(f"not valid JSON ({e})", path) from None
     if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list):
-        raise DataError(f"{path}: no 'rows' list; not a table of benchmarks/tracker.py")
+        raise DataError("no 'rows' list; not a table of benchmarks/tracker.py", path)
     if saved.get("complete") is False:
-        raise DataError(f"{path}: the benchmark stopped part-way; its table is incomplete")
+        raise DataError("the benchmark stopped part-way; its table is incomplete", path)
     return saved["rows"]
 
 

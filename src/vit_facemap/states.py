@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from vit_facemap.dlc import LabeledFrames, read_labels
-from vit_facemap.errors import DataError, DataWarning, RunExistsError
+from vit_facemap.errors import DataError, DataWarning, RunExistsError, not_utf8
 from vit_facemap.measures import facial_measures
 from vit_facemap.splits import animal_of
 
@@ -222,8 +222,7 @@ def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
                                 f"(found {have})", path)
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (byte {exc.start}); save the table as UTF-8 CSV",
-                        path) from None
+        raise not_utf8(exc, path) from None
     key = columns[0] if columns else None
     if key is not None:
         seen: dict[str, dict[str, str]] = {}

@@ -238,7 +238,8 @@ def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[i
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json", "runinfo.json")
 
 
-def _stage_dirs(out: Path) -> list[Path]:
+def stage_dirs(out: Path) -> list[Path]:
+    """A run's second-stage folders (``out/refine/<group>``); hidden folders are not stages."""
     folder = out / REFINE_DIR
     return sorted(p for p in folder.iterdir()
                   if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
@@ -246,13 +247,16 @@ def _stage_dirs(out: Path) -> list[Path]:
 
 def _run_files(out: Path) -> list[Path]:
     """The files a run wrote in ``out`` and its second stages' folders, relative to ``out``."""
-    stages = _stage_dirs(out)
+    stages = stage_dirs(out)
     return [(folder / name).relative_to(out) for folder in (out, *stages) for name in RUN_FILES
             if (folder / name).is_file()]
 
 
-def _remove_empty_stage_dirs(out: Path) -> None:
-    for folder in (*_stage_dirs(out), out / REFINE_DIR):
+def _delete_run_files(out: Path) -> None:
+    """Delete the files a run wrote (not a user's own) and the stage folders left empty."""
+    for rel in _run_files(out):
+        (out / rel).unlink()
+    for folder in (*stage_dirs(out), out / REFINE_DIR):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
@@ -302,10 +306,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             except OSError:
                 shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
                 raise
-        else:
-            for rel in files:
-                (out / rel).unlink()
-        _remove_empty_stage_dirs(out)
+        _delete_run_files(out)  # what was not moved aside (keep_replaced=False: all of it)
     out.mkdir(parents=True, exist_ok=True)
     return backup
 
@@ -326,10 +327,8 @@ def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
                       f"replaces is kept in {backup} until the new one finishes",
                       stacklevel=3)
     else:
-        for rel in _run_files(out):
-            (out / rel).unlink()
+        _delete_run_files(out)
         (out / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
-        _remove_empty_stage_dirs(out)
         _move_files(backup, out, _run_files(backup))
         shutil.rmtree(backup, ignore_errors=True)
 
@@ -387,12 +386,13 @@ def fit(
     second stage is trained; callers leave them out.
     """
     out = Path(out)
-    _frame_size(train_frames)  # bad data fails before a run it would replace is touched
+    frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
     try:
-        summary = _fit(config, train_frames, out, val_frames, device, resume, progress,
-                       extra_info, boxes=boxes, val_boxes=val_boxes, stage_info=stage_info)
+        summary = _fit(config, train_frames, frame_size, out, val_frames, device, resume,
+                       progress, extra_info, boxes=boxes, val_boxes=val_boxes,
+                       stage_info=stage_info)
     except BaseException:
         _finish_replacing(out, backup, ok=False)
         raise
@@ -405,8 +405,8 @@ def fit(
     return summary
 
 
-def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
-         val_frames: LabeledFrames | None, device: str, resume: bool, progress: bool,
+def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int, int],
+         out: Path, val_frames: LabeledFrames | None, device: str, resume: bool, progress: bool,
          extra_info: dict[str, Any] | None, *, boxes: list[InputMapping] | None,
          val_boxes: list[InputMapping] | None, stage_info: dict[str, Any] | None
          ) -> dict[str, Any]:
@@ -422,7 +422,6 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, out: Path,
             warnings.warn(f"left out {len(masked)} training label(s) that sit where another "
                           "keypoint usually is (listed in config.json: masked_labels)",
                           stacklevel=2)
-    frame_size = _frame_size(train_frames)
     mapping = None if boxes is not None else crop_mapping(config, train_frames.keypoints, frame_size)
     run_config = {
         "train": asdict(config), "bodyparts": list(train_frames.bodyparts),

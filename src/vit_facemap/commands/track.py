@@ -76,11 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DataError("--out is a file; give a folder for the results", Path(args.out))
     # two videos of one name (from two folders) would write to the same result files
-    names = Counter(output_paths(v, args.out, args.scorer)["csv"].name for v in args.videos)
-    clash = sorted(n for n, k in names.items() if k > 1)
+    result = [output_paths(v, args.out, args.scorer)["csv"].name for v in args.videos]
+    clash = sorted(n for n, k in Counter(result).items() if k > 1)
     if clash:
-        same = [v for v in args.videos
-                if output_paths(v, args.out, args.scorer)["csv"].name in clash]
+        same = [v for v, name in zip(args.videos, result, strict=True) if name in clash]
         raise DataError(f"videos {', '.join(map(str, same))} would write the same results "
                         f"({', '.join(clash)}); track them into separate --out folders",
                         Path(args.out))
