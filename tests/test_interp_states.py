@@ -154,8 +154,16 @@ def test_classifier_save_load_roundtrip(gen_set, tmp_path):
         (bad / name).write_bytes(b"\x00" * 64)
         with pytest.raises(DataError, match=f"bad-{model}: cannot load the trained model"):
             FacialStateClassifier.load(bad)
-    with pytest.raises(DataError, match="cannot read initial weights"):
+    with pytest.raises(DataError, match="model.joblib: cannot read weights"):
         load_vit_weights(torch.nn.Linear(1, 1), tmp_path / "bad-hog-rf" / "model.joblib")
+    # a saved ViT run starts another ViT (--init-weights): every layer, the head as well
+    from vit_facemap.classifier import make_vit
+
+    saved = FacialStateClassifier.load(tmp_path / "vit")
+    fresh = make_vit(saved.config, len(saved.classes))
+    load_vit_weights(fresh, tmp_path / "vit" / "model.safetensors")
+    for k, v in saved.vits[0][0].state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
 
 
 def test_mirror_tta_averages_the_view_and_its_mirror(gen_set):

@@ -55,9 +55,8 @@ def test_soft_argmax_finds_a_sub_cell_peak():
     assert 0.5 < conf.item() <= 1.0
 
 
-def test_weights_from_a_local_file_through_timm(tmp_path):
-    """The local-file path of pretrained weights (timm pretrained_cfg_overlay)."""
-    # square, as published checkpoints are (timm infers the source grid as a square)
+def test_weights_from_a_local_file(tmp_path):
+    """Pretrained weights from a file: timm checkpoints, this project's runs, other grids."""
     kw = dict(size="tiny", patch_size=16, input_size=(64, 64), in_chans=1, depth=1, embed_dim=32,
               num_heads=2)
     source = build_vit(**kw)
@@ -66,17 +65,88 @@ def test_weights_from_a_local_file_through_timm(tmp_path):
     for (k, a), (_, b) in zip(source.vit.state_dict().items(), loaded.vit.state_dict().items(),
                               strict=True):
         assert torch.equal(a, b), k
-    # the same file at another input size and aspect: timm resamples the position embedding
+    # the same file at another input size and aspect: the position embedding is resampled
     other = build_vit(**{**kw, "input_size": (96, 48)}, weights=str(path))
     assert other.vit.pos_embed.shape[1] == 1 + 6 * 3
-    # a hybrid backbone loads its own weights file (strictly)
+    # from a non-square grid (the default recipe's aspect) too: the file records its grid
+    wide = save_weights(build_vit(**{**kw, "input_size": (96, 64)}).vit, tmp_path / "wide.safetensors")
+    assert build_vit(**{**kw, "input_size": (128, 96)}, weights=str(wide)).vit.pos_embed.shape[1] == 49
+    # an RGB file into a gray model: timm's input-conv adaptation sums the colours
+    rgb = build_vit(**{**kw, "in_chans": 3})
+    gray = build_vit(**kw, weights=str(save_weights(rgb.vit, tmp_path / "rgb.safetensors")))
+    assert torch.allclose(gray.vit.patch_embed.proj.weight[:, 0],
+                          rgb.vit.patch_embed.proj.weight.sum(1))
+    # a trained keypoint run's weights (backbone.vit.* plus a head) start a backbone
     hyb = build_model(ModelConfig(**SMALL, family="hybrid", stem_widths=[8, 16, 32, 64]), 3)
-    save_weights(hyb, tmp_path / "hyb.safetensors")
-    again = load_weights(build_model(ModelConfig(**SMALL, family="hybrid",
-                                                 stem_widths=[8, 16, 32, 64]), 3),
-                         tmp_path / "hyb.safetensors")
+    run_file = save_weights(hyb, tmp_path / "hyb.safetensors")
+    again = build_model(ModelConfig(**SMALL, family="hybrid", stem_widths=[8, 16, 32, 64],
+                                    weights=str(run_file)), 5)
+    for k, v in hyb.backbone.vit.state_dict().items():
+        assert torch.equal(v, again.backbone.vit.state_dict()[k]), k
+    # ... and load whole into a model of the same keypoints (prediction's path)
+    same = load_weights(build_model(ModelConfig(**SMALL, family="hybrid",
+                                                stem_widths=[8, 16, 32, 64]), 3), run_file)
     x = torch.randn(1, 1, 48, 64)
-    assert np.allclose(hyb.eval()(x)["heatmap"].detach(), again.eval()(x)["heatmap"].detach())
+    assert np.allclose(hyb.eval()(x)["heatmap"].detach(), same.eval()(x)["heatmap"].detach())
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    """A file that fits only part of the backbone must not leave the rest random unnoticed."""
+    from vit_facemap.errors import DataError
+
+    kw = dict(size="tiny", patch_size=16, input_size=(64, 64), in_chans=1, embed_dim=32,
+              num_heads=2)
+    two = save_weights(build_vit(**kw, depth=2).vit, tmp_path / "two.safetensors")
+    with pytest.raises(DataError, match=r"two.safetensors: weights do not fit.*missing: blocks\.2"):
+        build_vit(**kw, depth=4, weights=str(two))
+    with pytest.raises(DataError, match="not in the model: blocks.1"):
+        build_vit(**kw, depth=1, weights=str(two))
+    with pytest.raises(DataError, match="other shape"):
+        build_vit(**{**kw, "embed_dim": 64}, depth=2, weights=str(two))
+    with pytest.raises(DataError, match="missing.safetensors: weights file not found"):
+        build_vit(**kw, depth=2, weights=str(tmp_path / "missing.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="junk.safetensors: cannot read weights"):
+        build_vit(**kw, depth=2, weights=str(tmp_path / "junk.safetensors"))
+    # CNNs: a ResNet-18 file (classifier and last stage included) starts a ResNet-18 cut at
+    # stage 3; it does not fit a ResNet-34
+    import timm
+
+    r18 = save_weights(timm.create_model("resnet18", in_chans=1), tmp_path / "r18.safetensors")
+    cnn = dict(SMALL, family="cnn", cnn_out_index=2, n_up=0, weights=str(r18))
+    build_model(ModelConfig(**cnn, timm_name="resnet18"), 3)
+    with pytest.raises(DataError, match="r18.safetensors: weights do not fit.*missing: layer1.2"):
+        build_model(ModelConfig(**cnn, timm_name="resnet34"), 3)
+
+
+def test_hub_weights_offline_say_so(monkeypatch):
+    from vit_facemap.errors import DataError
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError, match="cannot fetch model.safetensors from the hub.*without a network"):
+        build_vit(input_size=(64, 64), depth=1, embed_dim=32, num_heads=2,
+                  weights="hf-hub:timm/no_such_model_here")
+
+
+def test_model_config_sizes_and_strides():
+    # a named size gives timm's dimensions unless they are set explicitly
+    assert ModelConfig(family="vit", size="small").embed_dim == 384
+    assert ModelConfig(family="vit", size="small", depth=2).depth == 2
+    assert (ModelConfig().depth, ModelConfig().embed_dim) == (4, 128)  # the CPU recipe
+    with pytest.raises(ValueError, match="unknown ViT size"):
+        ModelConfig(size="huge")
+    with pytest.raises(ValueError, match="hybrid family is this project's conv stem"):
+        ModelConfig(family="hybrid", timm_name="vit_base_r50_s16_224")
+    # a registered model's own patch decides what input sizes are whole
+    with pytest.raises(ValueError, match="multiple of vit_small_patch32_224's patch size 32x32"):
+        build_vit(timm_name="vit_small_patch32_224", input_size=(208, 144))
+    with pytest.raises(ValueError, match="multiple of the CNN's stride 16"):
+        build_model(ModelConfig(family="cnn", input_w=200, input_h=192), 3)
+    # a one-stage stem's skip map is at stride 2, and the model says so
+    one = build_model(ModelConfig(**SMALL, family="hybrid", stem_widths=[16]), 3)
+    assert one(torch.randn(1, 1, 48, 64))["heatmap"].shape[-2:] == (24, 32) and one.stride == 2
 
 
 def test_masked_image_modelling_learns_and_masks_only_blanked_pixels():

@@ -790,21 +790,11 @@ def resize_frames_uint8(frames: Sequence[np.ndarray], size: int, margin: float) 
 
 
 def load_vit_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Initialise from a local safetensors file; the head is kept only if its shape fits."""
-    from safetensors.torch import load_file
+    """Initialise from a file (or ``hf-hub:org/name``): every layer of the ViT must fit; the
+    class head is kept only if its shape does (a run with the same classes)."""
+    from vit_facemap.models.weights import load_pretrained
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("initial weights file is missing", path)
-    try:
-        state = {k.removeprefix("vit."): v for k, v in load_file(str(path)).items()}
-    except Exception as exc:  # not a safetensors file, or a truncated one
-        raise DataError(f"cannot read initial weights: {first_line(exc)}", path) from None
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise DataError("no tensor in this file fits the ViT's layers", path)
-    model.load_state_dict(usable, strict=False)
+    load_pretrained(model, path, optional=("head.",))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],

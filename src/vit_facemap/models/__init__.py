@@ -13,8 +13,10 @@ from torch import nn
 
 from vit_facemap.config import check_fields
 from vit_facemap.models.heads import HeatmapHead, RegressionHead, SkipHeatmapHead
+from vit_facemap.models.vit import SIZES
 
 FAMILIES = ("vit", "hybrid", "cnn", "fmnet")
+RECIPE = dict(depth=4, embed_dim=128, num_heads=4)  # the ViT of the default recipe
 HEADS = ("heatmap", "regression")
 
 
@@ -22,10 +24,12 @@ HEADS = ("heatmap", "regression")
 class ModelConfig:
     family: str = "hybrid"          # vit | hybrid | cnn | fmnet
     head: str = "heatmap"           # heatmap | regression (CLS token)
-    size: str = "tiny"              # ViT width: tiny | small | base
-    depth: int | None = 4           # transformer blocks (None: the size's default, 12)
-    embed_dim: int | None = 128     # token width (None: the size's default)
-    num_heads: int | None = 4
+    # ViT size: tiny | small | base (timm's, 12 blocks), or None for this project's CPU-sized
+    # recipe (4 blocks of 128); depth, embed_dim and num_heads given explicitly override it
+    size: str | None = None
+    depth: int | None = None
+    embed_dim: int | None = None
+    num_heads: int | None = None
     patch_size: int = 16            # plain ViT only
     stem_widths: list[int] = field(default_factory=lambda: [24, 48, 96, 128])  # hybrid conv stem
     skip: bool = True               # hybrid heatmap head: fuse the stem's stride-4 map
@@ -41,6 +45,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "model")
+        if self.size is not None and self.size not in SIZES:
+            raise ValueError(f"unknown ViT size {self.size!r}; choose one of {tuple(SIZES)}")
+        base = SIZES[self.size] if self.size else RECIPE
+        for name in ("depth", "embed_dim", "num_heads"):
+            if getattr(self, name) is None and not self.timm_name:  # a timm_name fixes its own
+                setattr(self, name, base[name])
         for name in ("depth", "embed_dim", "num_heads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"model {name} must be at least 1, got {getattr(self, name)}")
@@ -55,6 +65,10 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
+        if self.family == "hybrid" and self.timm_name:
+            raise ValueError(f"timm_name {self.timm_name!r} names a registered model; the hybrid "
+                             "family is this project's conv stem (family 'vit' builds timm's "
+                             "hybrids such as vit_base_r50_s16_224)")
         self.stem_widths = [int(w) for w in self.stem_widths]
 
     @property
@@ -85,7 +99,7 @@ class KeypointModel(nn.Module):
             from vit_facemap.models.vit import build_vit
 
             self.backbone = build_vit(
-                size=c.size, patch_size=c.patch_size, input_size=c.input_size,
+                size=c.size or "tiny", patch_size=c.patch_size, input_size=c.input_size,
                 in_chans=c.channels, depth=c.depth, embed_dim=c.embed_dim,
                 num_heads=c.num_heads, hybrid=c.family == "hybrid",
                 stem_widths=tuple(c.stem_widths), timm_name=c.timm_name, weights=c.weights,
@@ -96,12 +110,16 @@ class KeypointModel(nn.Module):
 
             self.backbone = CNNBackbone(c.timm_name or "resnet18", c.channels, c.cnn_out_index,
                                         c.weights)
+            # the heads and masked pre-training assume whole cells at the network's stride
+            if c.input_w % self.backbone.stride or c.input_h % self.backbone.stride:
+                raise ValueError(f"input {c.input_w}x{c.input_h} must be a multiple of the "
+                                 f"CNN's stride {self.backbone.stride}")
         feat = self.backbone.num_features
         stem = getattr(self.backbone, "stem", None)
         self.use_skip = c.head == "heatmap" and c.skip and stem is not None
         if self.use_skip:
             self.head = SkipHeatmapHead(feat, stem.skip_channels, n_keypoints, c.decoder_channels)
-            self.stride = 4
+            self.stride = stem.skip_stride
         elif c.head == "heatmap":
             self.head = HeatmapHead(feat, n_keypoints, c.n_up, c.decoder_channels)
             self.stride = self.backbone.stride // 2**c.n_up

@@ -1,4 +1,4 @@
-"""Convolutional backbones from timm (ResNets, no pretrained weights) for the same heads."""
+"""Convolutional backbones from timm (ResNets; weights from a local file or the hub) for the same heads."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ class CNNBackbone(nn.Module):
     def __init__(self, name: str = "resnet18", in_chans: int = 1, out_index: int = 3,
                  weights: str | None = None) -> None:
         super().__init__()
-        kwargs: dict = dict(features_only=True, out_indices=(out_index,), in_chans=in_chans)
+        self.net = timm.create_model(name, features_only=True, out_indices=(out_index,),
+                                     in_chans=in_chans)
         if weights:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
-        self.net = timm.create_model(name, **kwargs)
+            from vit_facemap.models.weights import load_pretrained
+
+            load_pretrained(self.net, weights)
         self.num_features = self.net.feature_info.channels()[-1]
         self.stride = self.net.feature_info.reduction()[-1]
 

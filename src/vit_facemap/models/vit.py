@@ -3,9 +3,9 @@
 Plain ViTs of any size and patch (``vit_tiny_patch16_224``-style, built by timm at the
 configured input size and channel count) and a hybrid with a small convolutional stem in
 place of the patch embedding (the idea of timm's ``vit_*_r50_*`` hybrids, at a size that
-trains on a CPU). Weights come from a local safetensors file through timm's
-``pretrained_cfg_overlay=dict(file=...)``, which also resamples position embeddings and
-adapts input channels.
+trains on a CPU). Weights come from a local file or the hub
+(:func:`vit_facemap.models.weights.load_pretrained`: position embeddings resampled to the
+input's token grid, input channels adapted, every tensor of the backbone required).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class ConvStem(nn.Module):
         self.num_features = c
         self.stride = 2 ** len(widths)
         self.skip_channels = widths[1] if len(widths) > 1 else widths[0]
+        self.skip_stride = 4 if len(widths) > 1 else 2
         self.skip: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,10 +100,14 @@ def build_vit(
     """A ViT backbone for ``input_size`` = (width, height).
 
     ``timm_name`` builds a registered timm model (e.g. ``vit_small_patch8_224``,
-    ``vit_base_r50_s16_224``) instead of the ``size`` / ``patch_size`` recipe; ``weights``
-    (a safetensors or .pth file) loads through timm's pretrained machinery.
+    ``vit_base_r50_s16_224``) instead of the ``size`` / ``patch_size`` recipe (not with
+    ``hybrid``, this project's own stem); ``weights`` (a safetensors or .pth file, or
+    ``hf-hub:org/name``) starts the backbone from a file.
     """
     w, h = input_size
+    if hybrid and timm_name:
+        raise ValueError(f"timm_name {timm_name!r} names a registered model; the hybrid family "
+                         "is this project's conv stem (use family 'vit' for timm's hybrids)")
     if hybrid:
         stem = ConvStem(in_chans, tuple(stem_widths))
         if h % stem.stride or w % stem.stride:
@@ -115,25 +120,28 @@ def build_vit(
             img_size=(h, w), patch_size=1, in_chans=in_chans, num_classes=0,
             embed_layer=partial(HybridEmbed, backbone=stem), drop_path_rate=drop_path, **args,
         )
-        if weights:
-            from vit_facemap.models.weights import load_weights
-
-            load_weights(vit, weights)
-        return ViTBackbone(vit)
-    if h % patch_size or w % patch_size:
-        raise ValueError(f"input {w}x{h} must be a multiple of the patch size {patch_size}")
-    kwargs: dict = dict(img_size=(h, w), in_chans=in_chans, num_classes=0, drop_path_rate=drop_path)
-    if timm_name is None:
-        timm_name = f"vit_{size}_patch16_224"
-        kwargs["patch_size"] = patch_size
-        for key, value in (("depth", depth), ("embed_dim", embed_dim), ("num_heads", num_heads)):
-            if value is not None:
-                kwargs[key] = value
+    else:
+        kwargs: dict = dict(img_size=(h, w), in_chans=in_chans, num_classes=0,
+                            drop_path_rate=drop_path)
+        if timm_name is None:
+            timm_name = f"vit_{size}_patch16_224"
+            kwargs["patch_size"] = patch_size
+            for key, value in (("depth", depth), ("embed_dim", embed_dim),
+                               ("num_heads", num_heads)):
+                if value is not None:
+                    kwargs[key] = value
+        vit = timm.create_model(timm_name, **kwargs)
+        if not isinstance(vit, VisionTransformer):
+            raise ValueError(f"{timm_name} is not a timm VisionTransformer")
+        if not isinstance(vit.patch_embed, PatchEmbed | HybridEmbed):
+            raise ValueError(f"{timm_name}: unsupported patch embedding")
+        # the model's own patch (a timm_name fixes it): timm would drop the remainder silently
+        ph, pw = (int(v) for v in vit.patch_embed.feat_ratio(as_scalar=False))
+        if h % ph or w % pw:
+            raise ValueError(f"input {w}x{h} must be a multiple of {timm_name}'s patch size "
+                             f"{pw}x{ph}")
     if weights:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
-    vit = timm.create_model(timm_name, **kwargs)
-    if not isinstance(vit, VisionTransformer):
-        raise ValueError(f"{timm_name} is not a timm VisionTransformer")
-    if not isinstance(vit.patch_embed, PatchEmbed | HybridEmbed):
-        raise ValueError(f"{timm_name}: unsupported patch embedding")
+        from vit_facemap.models.weights import load_pretrained
+
+        load_pretrained(vit, weights)
     return ViTBackbone(vit)
