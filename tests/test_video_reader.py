@@ -82,6 +82,21 @@ def test_truncated_video_names_file_and_frame(tmp_path, suffix):
     assert "cut" + suffix in str(err.value) and f"frame {n}" in str(err.value)
 
 
+def test_damaged_frames_are_named(tmp_path):
+    """Zeroed bytes mid-file: H.264 conceals the damage and decodes on; the frames are named."""
+    from vit_facemap.errors import DataWarning
+
+    rng = np.random.default_rng(0)
+    path = write_frames(tmp_path / "v.mp4", rng.integers(0, 255, (60, 64, 96), dtype=np.uint8))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 500] = bytes(500)
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.warns(DataWarning, match=r"damaged.mp4: \d+ frame\(s\) decoded from damaged data.*frames \d+"):
+        frames, indices, _ = read_all(bad)
+    assert len(frames) == 60  # still every frame: the user decides what to do with them
+
+
 def test_not_a_video(tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")

@@ -268,3 +268,24 @@ def test_nwb_output(tmp_path, video):
         np.testing.assert_allclose(series.confidence[:], vals[:, 0, 2])
         np.testing.assert_allclose(series.timestamps[:], np.arange(10) / 25, atol=1e-3)
         assert list(pose.skeleton.nodes[:]) == PUPIL
+
+
+class CentroidPredictor(SpotPredictor):
+    """The spot's brightness-weighted centre: exact for a resized spot, so it shows bias."""
+
+    def predict(self, frames):
+        xy = np.empty((len(frames), 4, 2))
+        for i, f in enumerate(frames):
+            wgt = np.clip(f.astype(float) - 160, 0, None)
+            ys, xs = np.mgrid[: f.shape[0], : f.shape[1]]
+            xy[i] = np.array([(wgt * xs).sum(), (wgt * ys).sum()]) / wgt.sum() + OFFSETS
+        return xy, np.ones((len(frames), 4))
+
+
+def test_resized_coordinates_map_pixel_centres(tmp_path, video):
+    """Frame pixel i covers [i, i+1): at half size, input pixel j is frame 2j + 0.5."""
+    track_video(CentroidPredictor(frame_size=(48, 36)), video, tmp_path,
+                opts(resize=True, formats=("csv",)))
+    _, vals = load_xy(output_paths(video, tmp_path)["csv"])
+    bias = (vals[..., :2] - truth()).reshape(-1, 2).mean(0)
+    assert np.abs(bias).max() < 0.2, bias  # was -0.5 px in x and y before

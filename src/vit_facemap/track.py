@@ -238,9 +238,10 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
                     model_s += time.perf_counter() - m0
                     if overlay is not None:
                         overlay.add(batch.frames, xy)
+                    # pixel centres: pixel i of the resized cut spans [i, i+1) * s of the frame
                     full = np.empty_like(xy, dtype=np.float64)
-                    full[..., 0] = xy[..., 0] * sx + box[0]
-                    full[..., 1] = xy[..., 1] * sy + box[1]
+                    full[..., 0] = (xy[..., 0] + 0.5) * sx - 0.5 + box[0]
+                    full[..., 1] = (xy[..., 1] + 0.5) * sy - 0.5 + box[1]
                     block = np.concatenate([
                         np.stack([batch.indices, batch.pts, batch.times], axis=1),
                         np.concatenate([full, conf[..., None]], axis=-1).reshape(len(batch), -1),

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, DataWarning
 
 
 class VideoDecodeError(DataError):
@@ -139,7 +140,9 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
     ``color`` is ``"gray"`` (H, W) or ``"rgb"`` (H, W, 3). ``crop`` (x0, y0, x1, y1) is
     cut from each frame, then ``resize`` (W, H) scales the cut, both before conversion
     to an array. ``threads`` > 0 lets FFmpeg decode with that many threads (0: one).
-    Raises :class:`VideoDecodeError` where decoding breaks, after the good frames.
+    Raises :class:`VideoDecodeError` where decoding breaks, after the good frames; frames
+    the decoder flags as corrupt (damaged data it concealed and decoded anyway) are yielded
+    and named in a :class:`~vit_facemap.errors.DataWarning` once reading ends.
     """
     import av
 
@@ -149,6 +152,7 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
     path = Path(path)
     fmt = "gray" if color == "gray" else "rgb24"
+    corrupt: list[int] = []
     container = _open(path)
     try:
         info = _info(path, container)
@@ -175,6 +179,8 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
                     continue  # decoded for the reference chain only; no conversion
                 if stop is not None and i >= stop:
                     return
+                if frame.is_corrupt:
+                    corrupt.append(i)
                 if resize is not None and full and resize != (info.width, info.height):
                     arr = frame.reformat(width=resize[0], height=resize[1],
                                          format=fmt).to_ndarray()
@@ -226,6 +232,12 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
                             f"({index} frames)", path)
     finally:
         container.close()
+        if corrupt:  # also when the caller stops early: the frames it got are named
+            shown = ", ".join(map(str, corrupt[:10])) + (" ..." if len(corrupt) > 10 else "")
+            warnings.warn(DataWarning(
+                f"{path}: {len(corrupt)} frame(s) decoded from damaged data (the decoder "
+                f"concealed the damage; their keypoints may be wrong): frames {shown}"),
+                stacklevel=2)
 
 
 _IDENTITY = np.arange(256, dtype=np.uint8)
