@@ -138,3 +138,15 @@ def test_bad_arguments():
         generate_frames(2, layout="rat")
     with pytest.raises(ValueError, match="unknown task"):
         generate_frames(2, task="mood")
+
+
+def test_filled_shapes_are_centred_on_their_points():
+    """A disc drawn about (30.3, 20.7) has its mass there (PIL's fill sat 0.5 px up-left)."""
+    from vit_facemap.synthetic import _Canvas
+
+    t = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    disc = np.stack([30.3 + 7 * np.cos(t), 20.7 + 7 * np.sin(t)], 1)
+    sl, m = _Canvas(64, 48, lambda q: q).mask(disc, soft=0)
+    ys, xs = np.mgrid[sl]
+    centre = np.array([(m * xs).sum(), (m * ys).sum()]) / m.sum()
+    np.testing.assert_allclose(centre, [30.3, 20.7], atol=0.15)

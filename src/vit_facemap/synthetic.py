@@ -322,7 +322,8 @@ class _Canvas:
         canvas = Image.new("L", (sl[1].stop - sl[1].start, sl[0].stop - sl[0].start), 0)
         draw = ImageDraw.Draw(canvas)
         for q in polys:
-            draw.polygon([tuple(v) for v in (q - off).tolist()], fill=255)
+            # PIL fills the pixels whose corner lies inside; +0.5 puts the shape on its keypoints
+            draw.polygon([tuple(v) for v in (q - off + 0.5).tolist()], fill=255)
         m = np.asarray(canvas, dtype=np.float64) / 255.0
         return sl, (gaussian_filter(m, soft) if soft > 0 else m)
 
