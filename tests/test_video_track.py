@@ -270,6 +270,28 @@ def test_nwb_output(tmp_path, video):
         assert list(pose.skeleton.nodes[:]) == PUPIL
 
 
+def test_nwb_from_a_later_frame_and_a_raw_stream(tmp_path, video):
+    """Tracking from frame 10: the source video is still described from its first frame. A
+    raw H.264 stream has no time stamps: NWB gets frame / fps instead of failing at the end."""
+    pytest.importorskip("ndx_pose")
+    from pynwb import NWBHDF5IO
+
+    from vit_facemap.testvideo import spot_frames, write_frames
+
+    raw = write_frames(tmp_path / "raw.h264", spot_frames(20, SIZE), fps=25, codec="libx264")
+    for src, name in ((video, "later"), (raw, "raw")):
+        track_video(SpotPredictor(), src, tmp_path / name,
+                    opts(nwb=True, start=10, stop=20, formats=("csv",)))
+        with NWBHDF5IO(str(output_paths(src, tmp_path / name)["nwb"]), "r") as io:
+            f = io.read()
+            source = f.acquisition["source_video"]
+            assert (source.rate, source.starting_time) == (25.0, 0.0)
+            series = f.processing["behavior"]["PoseEstimation"].pose_estimation_series["leftpupil"]
+            np.testing.assert_allclose(series.timestamps[:], np.arange(10, 20) / 25, atol=1e-3)
+            assert "tracked frames 10 to 19" in f.notes
+            assert f.session_start_time.timestamp() == pytest.approx(src.stat().st_mtime, abs=1)
+
+
 class CentroidPredictor(SpotPredictor):
     """The spot's brightness-weighted centre: exact for a resized spot, so it shows bias."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vit_facemap.errors import RunExistsError
+from vit_facemap.errors import DataError, RunExistsError
 
 INSTALL_HINT = "writing NWB needs pynwb and ndx-pose: pip install 'vit-facemap[nwb]'"
 
@@ -32,30 +32,53 @@ def nwb_available() -> bool:
 def write_nwb(path: str | Path, keypoints: np.ndarray, likelihood: np.ndarray,
               bodyparts: Sequence[str], times_s: np.ndarray, *, video: str | Path,
               frame_size: tuple[int, int], scorer: str = "vit-facemap",
+              frames: np.ndarray | None = None, fps: float | None = None,
+              n_video_frames: int | None = None, session_start: datetime | None = None,
               overwrite: bool = False) -> Path:
-    """Write keypoints (N, K, 2), likelihood (N, K) and per-frame times (N,) to ``path``."""
+    """Write keypoints (N, K, 2), likelihood (N, K) and per-frame times (N,) to ``path``.
+
+    ``frames`` are the video frame numbers of the N rows (default 0..N-1). Frames without a
+    time stamp (raw streams have none) get ``frame / fps``. The source video is described
+    from its first frame at the nominal ``fps`` when known (``n_video_frames`` long, by default
+    up to the last tracked frame), so its frames line up with the file's even when tracking
+    started later. ``session_start`` defaults to the video's
+    recording time (its ``creation_time`` tag, else the file's modification time).
+    """
     from ndx_pose import PoseEstimation, PoseEstimationSeries, Skeleton, Skeletons
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.image import ImageSeries
 
     from vit_facemap import __version__
 
-    path = Path(path)
+    path, video = Path(path), Path(video)
     if path.exists() and not overwrite:
         raise RunExistsError(path)
-    times_s = np.asarray(times_s, dtype=np.float64)
-    if len(times_s) and not np.all(np.isfinite(times_s)):
-        raise ValueError("every frame needs a time stamp for NWB")
-    video = Path(video)
+    times_s = np.asarray(times_s, dtype=np.float64).copy()
+    frames = np.arange(len(times_s)) if frames is None else np.asarray(frames, dtype=np.int64)
+    missing = ~np.isfinite(times_s)
+    if missing.any():
+        if not fps:
+            raise DataError("frames without time stamps and no frame rate in the header; NWB "
+                            "needs a time for every frame (track without --nwb)", video)
+        times_s[missing] = frames[missing] / fps
+    if session_start is None:
+        session_start, start_source = recording_start(video)
+    else:
+        start_source = "given"
     nwb = NWBFile(
         session_description=f"orofacial keypoints tracked by vit-facemap in {video.name}",
-        identifier=str(uuid.uuid4()), session_start_time=datetime.now(UTC),
+        identifier=str(uuid.uuid4()), session_start_time=session_start,
+        notes=f"session start: {start_source}; tracked frames {int(frames[0]) if len(frames) else 0}"
+              f" to {int(frames[-1]) if len(frames) else 0} of the video"
+              + ("; some time stamps from frame / fps" if missing.any() else ""),
     )
+    n_video = n_video_frames or (int(frames[-1]) + 1 if len(frames) else 0)
+    timing = (dict(rate=float(fps), starting_time=0.0, num_samples=n_video) if fps
+              else dict(timestamps=times_s))  # no rate: the tracked frames' own times
     source = ImageSeries(
         name="source_video", description="the tracked video (not copied into this file)",
         external_file=[str(video)], format="external", starting_frame=[0],
-        dimension=[int(frame_size[0]), int(frame_size[1])],
-        timestamps=times_s, unit="n.a.",
+        dimension=[int(frame_size[0]), int(frame_size[1])], unit="n.a.", **timing,
     )
     nwb.add_acquisition(source)
     skeleton = Skeleton(name="face", nodes=[str(b) for b in bodyparts],
@@ -86,3 +109,21 @@ def write_nwb(path: str | Path, keypoints: np.ndarray, likelihood: np.ndarray,
         io.write(nwb)
     tmp.replace(path)
     return path
+
+
+def recording_start(video: str | Path) -> tuple[datetime, str]:
+    """When the video was recorded: its container's ``creation_time`` tag, else the file's
+    modification time (what a camera's writer leaves), with which one was used."""
+    video = Path(video)
+    try:
+        import av
+
+        with av.open(str(video)) as container:
+            tag = container.metadata.get("creation_time")
+        if tag:
+            when = datetime.fromisoformat(tag.replace("Z", "+00:00"))
+            return (when if when.tzinfo else when.replace(tzinfo=UTC)), "the video's creation_time"
+    except Exception:  # PyAV's errors, a tag that is not a date: fall back to the file's time
+        pass
+    return (datetime.fromtimestamp(video.stat().st_mtime, UTC),
+            "the video file's modification time")

@@ -344,7 +344,8 @@ def _write_outputs(rows: np.ndarray, bodyparts: list[str], paths: dict[str, Path
         from vit_facemap.nwb import write_nwb
 
         write_nwb(paths["nwb"], xy, lik, bodyparts, rows[:, 2], video=info.path,
-                  frame_size=(info.width, info.height), scorer=options.scorer, overwrite=True)
+                  frame_size=(info.width, info.height), scorer=options.scorer, frames=frames,
+                  fps=info.fps, n_video_frames=info.n_frames, overwrite=True)
     n_measures = 0
     if options.measures and len(rows):
         from vit_facemap.measures import facial_measures
