@@ -120,9 +120,9 @@ def test_weights_of_another_model_are_refused(tmp_path):
 
 
 def test_hub_weights_offline_say_so(monkeypatch):
-    from vit_facemap.errors import DataError
-
     import huggingface_hub.constants
+
+    from vit_facemap.errors import DataError
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="cannot fetch model.safetensors from the hub.*without a network"):

@@ -87,7 +87,7 @@ def fetch_hub_weights(source: str) -> Path:
         return Path(hf_hub_download(repo, filename))
     except Exception as exc:
         raise DataError(f"{source}: cannot fetch {filename} from the hub ({first_line(exc)}); "
-                        "without a network, download the file elsewhere and give its path")
+                        "without a network, download the file elsewhere and give its path") from None
 
 
 def load_pretrained(model: nn.Module, source: str | Path, optional: tuple[str, ...] = ()) -> nn.Module:
