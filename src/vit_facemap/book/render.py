@@ -159,13 +159,28 @@ def _output(node: Node, ctx: Context) -> str:
     if "text/html" in bundle:
         content = bundle["text/html"].get("content", "")
         return f'<div class="output html">{content}</div>'
-    if "text/markdown" in bundle and node.get("children"):
-        return f'<div class="output markdown">{children(node, ctx)}</div>'
+    if "text/markdown" in bundle:
+        # MyST (1.11) does not parse a Markdown output into children: render its source
+        source = bundle["text/markdown"].get("content", "")
+        body = children(node, ctx) if node.get("children") else markdown_html(
+            "".join(source) if isinstance(source, list) else source)
+        return f'<div class="output markdown">{body}</div>'
     if "text/latex" in bundle:
         return f'<pre class="output">{esc(bundle["text/latex"].get("content", ""))}</pre>'
     if "text/plain" in bundle:
         return f'<pre class="output">{esc(bundle["text/plain"].get("content", ""))}</pre>'
     return ""
+
+
+def markdown_html(text: str) -> str:
+    """HTML of a notebook's Markdown output (``IPython.display.Markdown``), CommonMark + tables.
+
+    Raw HTML in it passes through, as ``text/html`` outputs do: notebook outputs are the
+    book's own content.
+    """
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(text)
 
 
 def _code(node: Node, ctx: Context) -> str:
