@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vit_facemap.book.execute import NOTE_MD
+
 STATIC = Path(__file__).parent / "static"
 MATHML = re.compile(r"<math\b.*?</math>", re.DOTALL)
 Node = dict[str, Any]
@@ -442,10 +444,19 @@ def build_note(record: dict[str, Any] | None) -> str:
     s = record.get("settings", {})
     dev = (record.get("device") or {}).get("device", "?")
     wall = record.get("wall_s", 0) / 60
+    data = {True: "the real labeled sets", False: "<strong>generated frames, not real mice</strong>"
+            }.get(record.get("real_data"), "data the record does not name")
     return (f'<p class="build-note">Built from notebooks executed with profile '
             f'<code>{esc(s.get("profile"))}</code> on device <code>{esc(dev)}</code> '
-            f'({wall:.1f} min, {esc(record.get("created", ""))}); see '
+            f'on {data} ({wall:.1f} min, {esc(record.get("created", ""))}); see '
             f'<a href="provenance.html">Build provenance</a>.</p>')
+
+
+def _includes_note(node: Node) -> bool:
+    """Whether the page includes the build note itself (then the title block need not)."""
+    if node.get("type") == "include" and str(node.get("file", "")).endswith(NOTE_MD):
+        return True
+    return any(_includes_note(c) for c in node.get("children", []))
 
 
 def _starts_with_heading(node: Node) -> bool:
@@ -468,7 +479,8 @@ def render_page(project: dict[str, Any], pages: list[Page], i: int,
     fm = page.data.get("frontmatter", {})
     if page.slug == "index":
         body.append(title_block(project, page, ctx))
-        body.append(build_note(record))
+        if not _includes_note(page.data.get("mdast", {})):
+            body.append(build_note(record))
         toc = "".join(f'<li><a href="{p.filename}">{esc(p.title)}</a></li>' for p in pages[1:])
         body.append(f'<section class="contents"><h2>Contents</h2><ol>{toc}</ol></section>')
         if not _starts_with_heading(page.data.get("mdast", {})) and fm.get("title"):

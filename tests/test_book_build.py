@@ -1,0 +1,62 @@
+"""The book's build steps: the build note on the first page, refusing partial runs,
+no stale outputs after a failed step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vit_facemap.book import execute, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _record(real_data: bool) -> execute.BuildRecord:
+    return execute.BuildRecord(settings=execute.BookSettings(profile="quick", device="auto"),
+                               device_resolved="cpu", real_data=real_data)
+
+
+def test_build_note_warns_about_generated_data():
+    note = execute.note_markdown(_record(real_data=False))
+    assert note.startswith("::::{warning} Built on generated data\n")
+    assert "says nothing about real mice" in note
+    assert "profile `quick` on device `cpu`" in note and "@sec-provenance" in note
+    real = execute.note_markdown(_record(real_data=True))
+    assert "{warning}" not in real and "real labeled sets" in real
+    assert "profile `quick` on device `cpu`" in real
+
+
+def test_record_is_written_with_the_note(tmp_path):
+    execute.write_record(_record(real_data=False), tmp_path)
+    assert (tmp_path / execute.NOTE_MD).read_text() == execute.note_markdown(
+        _record(real_data=False))
+
+
+def test_first_page_includes_the_note_before_any_prose():
+    """content/index.md includes the note right below its first heading, so page 1 of the
+    PDF and the HTML title page carry it (MyST's title is that first heading)."""
+    text = (ROOT / "content/index.md").read_text()
+    body = text.split("\n---\n", 1)[1]  # after the frontmatter with the abstract
+    blocks = [b for b in body.strip().split("\n\n") if b.strip()]
+    assert blocks[0].splitlines()[-1] == "# Introduction"
+    assert blocks[1] == f"```{{include}} ../_build/executed/{execute.NOTE_MD}\n```"
+    # the provenance page the note points to
+    assert re.search(r"^label: sec-provenance$", (ROOT / "content/provenance.md").read_text(),
+                     re.M)
+
+
+def test_title_page_note_names_the_data_unless_the_page_includes_the_note():
+    record = {"settings": {"profile": "test"}, "device": {"device": "cpu"}, "wall_s": 60,
+              "real_data": False}
+    assert "generated frames, not real mice" in render.build_note(record)
+    assert "the real labeled sets" in render.build_note({**record, "real_data": True})
+    page = render.Page("index", "Intro", 0, {"mdast": {"type": "root", "children": [
+        {"type": "include", "file": f"../_build/executed/{execute.NOTE_MD}", "children": [
+            {"type": "admonition", "kind": "warning", "children": [
+                {"type": "paragraph", "children": [{"type": "text", "value": "Generated!"}]}]}]}]}})
+    doc, _ = render.render_page({"title": "T"}, [page], 0, record)
+    assert "Generated!" in doc and 'class="admonition warning"' in doc
+    assert 'class="build-note"' not in doc  # said once, by the included note
+    page.data["mdast"]["children"] = []
+    doc, _ = render.render_page({"title": "T"}, [page], 0, record)
+    assert 'class="build-note"' in doc and "generated frames" in doc
