@@ -60,3 +60,29 @@ def test_title_page_note_names_the_data_unless_the_page_includes_the_note():
     page.data["mdast"]["children"] = []
     doc, _ = render.render_page({"title": "T"}, [page], 0, record)
     assert 'class="build-note"' in doc and "generated frames" in doc
+
+
+def _cells(label_prefix: str):
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if cell.cell_type == "code" and re.search(rf"^#\|\s*label:\s*{label_prefix}",
+                                                      cell.source, re.M):
+                yield path.name, cell.source
+
+
+def test_notebook_tables_are_numbered_as_tables_through_the_book():
+    """``#| caption:`` makes MyST number a table cell as a figure ("Figure 19" for a table);
+    ``#| tbl-cap:`` makes it a table, and the numbering continues across pages so the
+    notebook pages' tables do not restart at 1 beside the manuscript's Tables 1-5."""
+    import yaml
+
+    tables = list(_cells("tbl-"))
+    assert tables
+    for name, source in tables:
+        options = yaml.safe_load("\n".join(ln[3:] for ln in source.splitlines()
+                                           if ln.startswith("#| ")))
+        assert "tbl-cap" in options and "caption" not in options, f"{name}: {options['label']}"
+    numbering = yaml.safe_load((ROOT / "myst.yml").read_text())["project"]["numbering"]
+    assert all(numbering[kind] == {"continue": True} for kind in ("figure", "table"))
