@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from vit_facemap.book import execute, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +88,46 @@ def test_notebook_tables_are_numbered_as_tables_through_the_book():
         assert "tbl-cap" in options and "caption" not in options, f"{name}: {options['label']}"
     numbering = yaml.safe_load((ROOT / "myst.yml").read_text())["project"]["numbering"]
     assert all(numbering[kind] == {"continue": True} for kind in ("figure", "table"))
+
+
+def _run(folder: Path, *oks: bool) -> None:
+    """A notebook run's files as ``make notebooks`` leaves them, one notebook per flag."""
+    record = _record(real_data=True)
+    for i, ok in enumerate(oks):
+        name = f"0{i + 1}_nb.ipynb"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+        record.notebooks.append(execute.NotebookRun(
+            name, str(folder / name), 1.0, ok,
+            "" if ok else "PapermillExecutionError: cell 3 raised\nTraceback ..."))
+    execute.write_record(record, folder)
+
+
+@pytest.mark.parametrize("step", ["html", "tex", "pdf", "html-online"])
+def test_book_steps_refuse_a_failed_notebook_run(tmp_path, monkeypatch, capsys, step):
+    from vit_facemap.book import __main__ as book
+    from vit_facemap.book import latex, mystbuild, online
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the book was built from a failed notebook run")
+
+    for module, name in ((mystbuild, "build"), (latex, "compile_zip"),
+                         (online, "build_online")):
+        monkeypatch.setattr(module, name, must_not_run)
+    monkeypatch.chdir(tmp_path)
+    _run(Path("_build/executed"), True, False)
+    assert book.main([step]) == 1
+    err = capsys.readouterr().err
+    assert "02_nb.ipynb" in err and "PapermillExecutionError: cell 3 raised" in err
+    assert "make notebooks" in err
+
+
+def test_complete_run_names_what_is_missing(tmp_path):
+    with pytest.raises(RuntimeError, match="build_record.json is missing"):
+        execute.complete_run(tmp_path)
+    _run(tmp_path, True, True)
+    assert [r["name"] for r in execute.complete_run(tmp_path)["notebooks"]] == [
+        "01_nb.ipynb", "02_nb.ipynb"]
+    (tmp_path / execute.NOTE_MD).unlink()  # a run by an older version of the runner
+    with pytest.raises(RuntimeError, match="build_note.md"):
+        execute.complete_run(tmp_path)

@@ -9,6 +9,7 @@ exit; its partly executed copy is kept next to the others for inspection.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -170,6 +171,39 @@ def write_record(record: BuildRecord, folder: Path, extra: dict[str, Any] | None
     (folder / RECORD_MD).write_text(record_markdown(record))
     (folder / NOTE_MD).write_text(note_markdown(record))
     return folder / RECORD_JSON
+
+
+def complete_run(folder: str | Path) -> dict[str, Any]:
+    """The build record in ``folder`` if its last run executed every notebook; else raises.
+
+    The book steps call this first: a failing notebook still writes its record and a partly
+    executed copy, and a book built from those would look finished. ``RuntimeError`` names
+    the failed notebook, or the file that is missing.
+    """
+    folder = Path(folder)
+    path = folder / RECORD_JSON
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: run the notebooks first (make notebooks)")
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as e:
+        raise RuntimeError(f"{path} is not valid JSON ({e}): run make notebooks again") from None
+    runs = record.get("notebooks") or []
+    failed = [r for r in runs if not r.get("ok")]
+    if failed:
+        first = failed[0]
+        error = (first.get("error") or "no error recorded").strip().splitlines()[0]
+        raise RuntimeError(f"the last notebook run failed at {first.get('name')} ({error}); "
+                           f"{path} records a partial run and the book is not built from it: "
+                           "fix the notebook and run make notebooks again")
+    if not runs:
+        raise RuntimeError(f"{path} records no executed notebook: run make notebooks")
+    missing = [str(folder / n) for n in (RECORD_MD, NOTE_MD) if not (folder / n).is_file()]
+    missing += [str(folder / r["name"]) for r in runs if not (folder / r["name"]).is_file()]
+    if missing:
+        raise RuntimeError(f"the notebook run in {folder} is incomplete, missing "
+                           f"{', '.join(missing)}: run make notebooks again")
+    return record
 
 
 def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: BookSettings, *,
