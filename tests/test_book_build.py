@@ -131,3 +131,37 @@ def test_complete_run_names_what_is_missing(tmp_path):
     (tmp_path / execute.NOTE_MD).unlink()  # a run by an older version of the runner
     with pytest.raises(RuntimeError, match="build_note.md"):
         execute.complete_run(tmp_path)
+
+
+def test_failed_html_and_pdf_steps_leave_no_earlier_output(tmp_path, monkeypatch, capsys):
+    from vit_facemap.book import __main__ as book
+    from vit_facemap.book import check, mystbuild
+
+    def myst_fails(*args, **kwargs):
+        raise RuntimeError("myst build --site exited with status 1")
+
+    monkeypatch.setattr(mystbuild, "build", myst_fails)
+    monkeypatch.chdir(tmp_path)
+    _run(Path("_build/executed"), True)
+    for old in (book.HTML / "index.html", check.PAPER_PDF):
+        old.parent.mkdir(parents=True)
+        old.write_text("from an earlier build")
+    assert book.main(["html"]) == 1
+    assert not book.HTML.exists()
+    # no zip: latexmk never runs, and the earlier PDF is gone all the same
+    assert book.main(["pdf"]) == 1
+    assert not check.PAPER_PDF.exists()
+    assert "arxiv.zip does not exist" in capsys.readouterr().err
+
+
+def test_a_failed_rendering_leaves_no_html_folder(tmp_path):
+    from test_book import _site
+
+    out = tmp_path / "html"
+    (out / "old").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="fig-a"):
+        render.render_book(_site(tmp_path / "bad", with_output=False), out)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad"]
+    render.render_book(_site(tmp_path / "good"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["abc.png", "index.html", "nb.html",
+                                                     "style.css"]

@@ -40,6 +40,8 @@ def _execute(args: argparse.Namespace) -> int:
 
 def _html(args: argparse.Namespace) -> int:
     execute.complete_run(EXECUTED)
+    # a failed myst build must not leave the book of an earlier build looking current
+    shutil.rmtree(HTML, ignore_errors=True)
     shutil.rmtree(SITE, ignore_errors=True)
     mystbuild.build(["--site", "--strict"], expect=[SITE / "config.json"])
     pages = render.render_book(SITE, HTML, record_path=EXECUTED / execute.RECORD_JSON)

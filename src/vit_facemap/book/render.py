@@ -15,6 +15,7 @@ import html
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -509,16 +510,29 @@ def render_book(site_dir: str | Path, out_dir: str | Path, *,
                 record_path: str | Path | None = None) -> list[Path]:
     """Write the HTML book from ``site_dir`` into ``out_dir``; returns the written pages.
 
-    ``out_dir`` is replaced as a whole so that pages of removed notebooks do not linger.
+    ``out_dir`` is replaced as a whole so that pages of removed notebooks do not linger. The
+    pages are written into a temporary folder beside it that is renamed into place once every
+    page rendered: a failed rendering leaves no ``out_dir``, neither half-written nor old.
     """
     site_dir, out_dir = Path(site_dir), Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
     project, pages = load_site(site_dir)
     record = None
     if record_path and Path(record_path).is_file():
         record = json.loads(Path(record_path).read_text())
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        written = _write_book(site_dir, tmp, project, pages, record)
+        tmp.chmod(0o755)  # mkdtemp's folder is private; the book's is not
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out_dir / p.name for p in written]
+
+
+def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: list[Page],
+                record: dict[str, Any] | None) -> list[Path]:
     public = site_dir / "public"
     if public.is_dir():
         for item in public.iterdir():
