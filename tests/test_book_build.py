@@ -3,6 +3,7 @@ no stale outputs after a failed step."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -165,3 +166,27 @@ def test_a_failed_rendering_leaves_no_html_folder(tmp_path):
     render.render_book(_site(tmp_path / "good"), out)
     assert sorted(p.name for p in out.iterdir()) == ["abc.png", "index.html", "nb.html",
                                                      "style.css"]
+
+
+def test_an_embed_of_a_label_no_cell_has_says_so(tmp_path):
+    """``:::{figure} #fig-nonexistent``: MyST builds the site without a warning and leaves
+    the embed with its label only; the book names the missing label."""
+    from test_book import _site
+
+    site = _site(tmp_path)
+    index = json.loads((site / "content/index.json").read_text())
+    figure = index["mdast"]["children"][0]["children"][-1]
+    figure["source"] = {"label": "fig-nonexistent"}
+    figure["children"] = [{"type": "_lift", "source": {"label": "fig-nonexistent"}}]
+    (site / "content/index.json").write_text(json.dumps(index))
+    with pytest.raises(RuntimeError, match="no notebook cell has label 'fig-nonexistent'"):
+        render.render_book(site, tmp_path / "html")
+
+
+def test_myst_tex_error_on_an_unresolved_embed_gets_a_hint(monkeypatch):
+    from vit_facemap.book import mystbuild
+
+    log = '\u26d4\ufe0f Unhandled LaTeX conversion for node of "_lift"\n'
+    monkeypatch.setattr(mystbuild, "run_myst", lambda args, root=".": (0, log))
+    with pytest.raises(RuntimeError, match="whose label no notebook cell has"):
+        mystbuild.build(["--tex"])

@@ -200,9 +200,15 @@ def _container(node: Node, ctx: Context) -> str:
     embed = bool(node.get("source"))
     inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems)
     if embed and not _has_output(node):
-        ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
-                            f"{node['source'].get('label')!r} from {node['source'].get('location')}"
-                            " but that cell has no output")
+        src = node["source"]
+        if not (src.get("location") or src.get("url")):  # MyST found nothing to embed
+            ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
+                                f"#{src.get('label')}, but no notebook cell has label "
+                                f"{src.get('label')!r}")
+        else:
+            ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
+                                f"{src.get('label')!r} from {src.get('location') or src['url']}"
+                                " but that cell has no output")
     kind = node.get("kind", "figure")
     attrs = f' id="{esc(node["html_id"])}"' if node.get("html_id") else ""
     body = children(node, inner_ctx)
