@@ -34,6 +34,11 @@ def _site(tmp_path: Path, *, with_output: bool = True) -> Path:
     }]}))
     output = {"type": "output", "jupyter_data": {"output_type": "display_data", "data": {
         "image/png": {"path": "/abc.png"}, "text/plain": {"content": "<Figure>"}}}}
+    # as MyST 1.11 writes an IPython.display.Markdown output: the source, no parsed children
+    markdown = {"type": "output", "children": [], "jupyter_data": {
+        "output_type": "display_data", "data": {
+            "text/markdown": {"content": "**No real data** (`data_dir`): generated frames."},
+            "text/plain": {"content": "<IPython.core.display.Markdown object>"}}}}
     figure = {"type": "container", "kind": "figure", "html_id": "fig-a", "label": "fig-a",
               "source": {"url": "/nb", "label": "fig-nb", "title": "Notebook page"},
               "children": [
@@ -67,6 +72,7 @@ def _site(tmp_path: Path, *, with_output: bool = True) -> Path:
             {"type": "container", "kind": "figure", "html_id": "fig-nb", "children": [
                 {"type": "code", "executable": True, "value": "plot()", "visibility": "remove"},
                 {"type": "outputs", "children": [output]}]},
+            {"type": "outputs", "children": [markdown]},
             {"type": "table", "children": [
                 {"type": "tableRow", "children": [{"type": "tableCell", "header": True,
                                                    "children": [_text("a")]}]},
@@ -101,6 +107,9 @@ def test_render_book_writes_linked_pages(tmp_path):
     nb = (out / "nb.html").read_text()
     assert "<details" in nb and "plot()" in nb  # folded code on the notebook page
     assert "<th>a</th>" in nb and "<td>1</td>" in nb
+    assert ("<p><strong>No real data</strong> (<code>data_dir</code>): generated frames.</p>"
+            in nb)
+    assert "IPython.core.display.Markdown" not in nb
     assert (out / "abc.png").exists() and (out / "style.css").exists()
 
 

@@ -12,6 +12,7 @@ from vit_facemap.reports import (
     classifier_table,
     per_group_table,
     speed_table,
+    tracker_curves,
     tracker_findings,
     tracker_rows,
     tracker_table,
@@ -207,3 +208,42 @@ def test_per_group_table_keeps_groups_without_an_error(rows):
     rows[1]["per_video"]["v2"]["mean_px"] = None  # no labels a model could be scored on
     t = per_group_table(rows)
     assert np.isnan(t.loc[("g7c1", "v2", 1)]).all()
+
+
+def _log(folder, steps=3):
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("step,train_loss,val_mean_px\n" + "".join(
+        f"{i},{1.0 / (i + 1)},{'' if i % 2 else 5.0 - i}\n" for i in range(steps)))
+
+
+def test_tracker_curves_draw_the_tables_models_only(tmp_path):
+    """A run folder left by an earlier benchmark (fmnet, trained when Facemap was installed)
+    is not in the table and must not be drawn beside it."""
+    rows = [{"set": "g7c1", "model": m} for m in ("mean_shape", "hybrid", "cnn")]
+    runs = tmp_path / "runs"
+    _log(runs / "g7c1" / "hybrid")
+    _log(runs / "g7c1" / "hybrid" / "refine" / "eye")
+    _log(runs / "g7c1" / "cnn")
+    _log(runs / "g7c1" / "fmnet")  # stale
+    curves = tracker_curves(rows, runs)
+    assert list(curves) == ["g7c1"]
+    assert [(label, stage) for label, stage, _ in curves["g7c1"]] == [
+        ("hybrid", False), ("hybrid eye stage", True), ("cnn", False)]
+    assert list(curves["g7c1"][0][2]["step"]) == [0, 1, 2]
+
+    from vit_facemap.plotting import plot_tracker_curves
+
+    fig = plot_tracker_curves(curves)
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["hybrid", "hybrid eye stage", "cnn"]
+
+
+def test_tracker_curves_name_a_set_without_logs(tmp_path):
+    rows = [{"set": "g7c1", "model": "hybrid"}]
+    _log(tmp_path / "g7c1" / "fmnet")
+    with pytest.raises(DataError, match="no training log.*'hybrid'"):
+        tracker_curves(rows, tmp_path)
+    (tmp_path / "g7c1" / "hybrid").mkdir()
+    (tmp_path / "g7c1" / "hybrid" / "metrics.csv").write_text("epoch,loss\n0,1\n")
+    with pytest.raises(DataError, match="lacks 'step', 'train_loss'"):
+        tracker_curves(rows, tmp_path)

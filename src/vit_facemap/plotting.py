@@ -1,11 +1,13 @@
-"""Figures of labeled frames: keypoints over frames, and how much each keypoint moves."""
+"""Figures of labeled frames (keypoints over frames, how much each keypoint moves, facial
+states) and of the tracker benchmark's training logs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from vit_facemap.dlc import LabeledFrames
@@ -149,4 +151,28 @@ def plot_states(data, n_per_class: int = 3, *, panel_width: float = 2.6) -> Figu
                                        linewidth=1.2))
             if c == 0:
                 ax.set_title(f"{data.task}: {cls}", fontsize=9, loc="left")
+    return fig
+
+
+def plot_tracker_curves(curves: Mapping[str, Sequence[tuple[str, bool, pd.DataFrame]]]
+                        ) -> Figure:
+    """Training loss and held-out error against steps, one row per set.
+
+    ``curves`` is what :func:`vit_facemap.reports.tracker_curves` returns; second stages are
+    dashed. The held-out error is drawn where it was logged (validation steps only).
+    """
+    fig, axes = plt.subplots(len(curves), 2, figsize=(9, 3.0 * len(curves)), squeeze=False)
+    for (ax_loss, ax_val), (set_name, runs) in zip(axes, curves.items(), strict=True):
+        for label, stage, m in runs:
+            line, = ax_loss.plot(m["step"], m["train_loss"], label=label,
+                                 ls="--" if stage else "-")
+            if "val_mean_px" in m:
+                v = m.dropna(subset=["val_mean_px"])
+                ax_val.plot(v["step"], v["val_mean_px"], marker="o", ms=3,
+                            color=line.get_color(), ls=line.get_linestyle(), label=label)
+        ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title=set_name)
+        ax_val.set(xlabel="step", ylabel="held-out mean error (px)", yscale="log",
+                   title=set_name)
+        ax_val.legend(fontsize=7)
+    fig.tight_layout()
     return fig

@@ -84,6 +84,42 @@ def set_labels(rows: Sequence[Mapping]) -> list[str]:
             for r in rows]
 
 
+def tracker_curves(rows: Sequence[Mapping], runs_dir: str | Path
+                   ) -> dict[str, list[tuple[str, bool, pd.DataFrame]]]:
+    """The training logs of the models in the tracker table, per set (sets sorted by name).
+
+    Each set maps to ``(label, second stage, metrics)`` in the table's order of models: a run's
+    ``runs_dir/<set>/<model>/metrics.csv``, then the curves its second stages keep in
+    ``refine/<group>/metrics.csv`` (labelled ``"<model> <group> stage"``). Only the table's
+    models are read, so a run folder left from an earlier benchmark with other models does
+    not appear; models that train no network (mean shape, HOG forest) have no log. A set
+    whose models left no log at all, or a log without ``step`` and ``train_loss``, is a
+    ``DataError``.
+    """
+    rows = _rows(rows, ("set", "model"))
+    runs_dir = Path(runs_dir)
+    curves: dict[str, list[tuple[str, bool, pd.DataFrame]]] = {}
+    for set_name in sorted({r["set"] for r in rows}):
+        found = []
+        for model in dict.fromkeys(r["model"] for r in rows if r["set"] == set_name):
+            run = runs_dir / set_name / model
+            logs = [(model, False, run / "metrics.csv")]
+            logs += [(f"{model} {p.parent.name} stage", True, p)
+                     for p in sorted(run.glob("refine/*/metrics.csv"))]
+            for label, stage, path in logs:
+                if not path.is_file():
+                    continue
+                metrics = pd.read_csv(path)
+                _require(metrics.columns, ("step", "train_loss"), f"training log {path}")
+                found.append((label, stage, metrics))
+        if not found:
+            raise DataError(f"no training log (metrics.csv) of the table's models "
+                            f"{sorted({r['model'] for r in rows if r['set'] == set_name})}",
+                            runs_dir / set_name)
+        curves[set_name] = found
+    return curves
+
+
 def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Mean held-out error of every model per held-out animal, one column per model.
 

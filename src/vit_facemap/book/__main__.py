@@ -6,6 +6,10 @@
 - ``pdf``: compile the zip with ``latexmk -pdf`` into ``exports/paper.pdf``; adds the .bbl.
 - ``check``: every promised output exists and is complete.
 - ``html-online``: MyST's book theme in ``_build/online/_build/html`` (needs the internet).
+
+The steps that build the book refuse a notebook run that failed or is incomplete
+(:func:`execute.complete_run`), so running one by hand after a failed ``make notebooks``
+does not turn a partial run into a finished-looking book.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ def _execute(args: argparse.Namespace) -> int:
 
 
 def _html(args: argparse.Namespace) -> int:
-    if not (EXECUTED / execute.RECORD_MD).exists():
-        raise RuntimeError(f"{EXECUTED / execute.RECORD_MD} is missing: run the notebooks first "
-                           "(make notebooks)")
+    execute.complete_run(EXECUTED)
+    # a failed myst build must not leave the book of an earlier build looking current
+    shutil.rmtree(HTML, ignore_errors=True)
     shutil.rmtree(SITE, ignore_errors=True)
     mystbuild.build(["--site", "--strict"], expect=[SITE / "config.json"])
     pages = render.render_book(SITE, HTML, record_path=EXECUTED / execute.RECORD_JSON)
@@ -46,6 +50,7 @@ def _html(args: argparse.Namespace) -> int:
 
 
 def _tex(args: argparse.Namespace) -> int:
+    execute.complete_run(EXECUTED)
     zip_path = check.ARXIV_ZIP
     zip_path.unlink(missing_ok=True)  # a stale zip must not pass for a fresh export
     mystbuild.build(["--tex", "--strict"], expect=[zip_path])
@@ -54,6 +59,7 @@ def _tex(args: argparse.Namespace) -> int:
 
 
 def _pdf(args: argparse.Namespace) -> int:
+    execute.complete_run(EXECUTED)
     pdf = latex.compile_zip(check.ARXIV_ZIP, check.PAPER_PDF,
                             keep=args.keep if args.keep else None)
     print(f"[book] compiled {check.ARXIV_ZIP} with latexmk -pdf -> {pdf} (.bbl added to the zip)")
@@ -61,9 +67,7 @@ def _pdf(args: argparse.Namespace) -> int:
 
 
 def _online(args: argparse.Namespace) -> int:
-    if not (EXECUTED / execute.RECORD_MD).exists():
-        raise RuntimeError(f"{EXECUTED / execute.RECORD_MD} is missing: run the notebooks first "
-                           "(make notebooks)")
+    execute.complete_run(EXECUTED)
     out = online.build_online(".")
     print(f"[book] MyST book theme site in {out}/")
     return 0

@@ -39,6 +39,7 @@ def compile_zip(zip_path: str | Path, pdf_out: str | Path, *, keep: str | Path |
                 latexmk: str = "latexmk") -> Path:
     """Compile ``zip_path`` with ``latexmk -pdf``; write ``pdf_out`` and add the .bbl to the zip."""
     zip_path, pdf_out = Path(zip_path), Path(pdf_out)
+    pdf_out.unlink(missing_ok=True)  # a failed compile must not leave an earlier PDF behind
     if not zip_path.is_file():
         raise FileNotFoundError(f"{zip_path} does not exist: the TeX export did not run")
     if shutil.which(latexmk) is None:

@@ -64,6 +64,10 @@ def build(args: list[str], root: str | Path = ".", *, expect: list[str | Path] =
         errors.append(f"myst build {' '.join(args)} exited with status {code}")
     if found:
         errors.append("MyST reported problems:\n  " + "\n  ".join(found))
+        if any('"_lift"' in line for line in found):
+            # what MyST's TeX export says about an embed it could not resolve
+            errors.append("(a '_lift' node is an embed such as ':::{figure} #fig-x' whose label "
+                          "no notebook cell has)")
     if missing:
         errors.append("expected outputs are missing: " + ", ".join(missing))
     if errors:

@@ -15,10 +15,13 @@ import html
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vit_facemap.book.execute import NOTE_MD
 
 STATIC = Path(__file__).parent / "static"
 MATHML = re.compile(r"<math\b.*?</math>", re.DOTALL)
@@ -159,13 +162,28 @@ def _output(node: Node, ctx: Context) -> str:
     if "text/html" in bundle:
         content = bundle["text/html"].get("content", "")
         return f'<div class="output html">{content}</div>'
-    if "text/markdown" in bundle and node.get("children"):
-        return f'<div class="output markdown">{children(node, ctx)}</div>'
+    if "text/markdown" in bundle:
+        # MyST (1.11) does not parse a Markdown output into children: render its source
+        source = bundle["text/markdown"].get("content", "")
+        body = children(node, ctx) if node.get("children") else markdown_html(
+            "".join(source) if isinstance(source, list) else source)
+        return f'<div class="output markdown">{body}</div>'
     if "text/latex" in bundle:
         return f'<pre class="output">{esc(bundle["text/latex"].get("content", ""))}</pre>'
     if "text/plain" in bundle:
         return f'<pre class="output">{esc(bundle["text/plain"].get("content", ""))}</pre>'
     return ""
+
+
+def markdown_html(text: str) -> str:
+    """HTML of a notebook's Markdown output (``IPython.display.Markdown``), CommonMark + tables.
+
+    Raw HTML in it passes through, as ``text/html`` outputs do: notebook outputs are the
+    book's own content.
+    """
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(text)
 
 
 def _code(node: Node, ctx: Context) -> str:
@@ -182,9 +200,15 @@ def _container(node: Node, ctx: Context) -> str:
     embed = bool(node.get("source"))
     inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems)
     if embed and not _has_output(node):
-        ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
-                            f"{node['source'].get('label')!r} from {node['source'].get('location')}"
-                            " but that cell has no output")
+        src = node["source"]
+        if not (src.get("location") or src.get("url")):  # MyST found nothing to embed
+            ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
+                                f"#{src.get('label')}, but no notebook cell has label "
+                                f"{src.get('label')!r}")
+        else:
+            ctx.problems.append(f"page {ctx.page.slug!r}: figure {node.get('label')!r} embeds "
+                                f"{src.get('label')!r} from {src.get('location') or src['url']}"
+                                " but that cell has no output")
     kind = node.get("kind", "figure")
     attrs = f' id="{esc(node["html_id"])}"' if node.get("html_id") else ""
     body = children(node, inner_ctx)
@@ -427,10 +451,19 @@ def build_note(record: dict[str, Any] | None) -> str:
     s = record.get("settings", {})
     dev = (record.get("device") or {}).get("device", "?")
     wall = record.get("wall_s", 0) / 60
+    data = {True: "the real labeled sets", False: "<strong>generated frames, not real mice</strong>"
+            }.get(record.get("real_data"), "data the record does not name")
     return (f'<p class="build-note">Built from notebooks executed with profile '
             f'<code>{esc(s.get("profile"))}</code> on device <code>{esc(dev)}</code> '
-            f'({wall:.1f} min, {esc(record.get("created", ""))}); see '
+            f'on {data} ({wall:.1f} min, {esc(record.get("created", ""))}); see '
             f'<a href="provenance.html">Build provenance</a>.</p>')
+
+
+def _includes_note(node: Node) -> bool:
+    """Whether the page includes the build note itself (then the title block need not)."""
+    if node.get("type") == "include" and str(node.get("file", "")).endswith(NOTE_MD):
+        return True
+    return any(_includes_note(c) for c in node.get("children", []))
 
 
 def _starts_with_heading(node: Node) -> bool:
@@ -453,7 +486,8 @@ def render_page(project: dict[str, Any], pages: list[Page], i: int,
     fm = page.data.get("frontmatter", {})
     if page.slug == "index":
         body.append(title_block(project, page, ctx))
-        body.append(build_note(record))
+        if not _includes_note(page.data.get("mdast", {})):
+            body.append(build_note(record))
         toc = "".join(f'<li><a href="{p.filename}">{esc(p.title)}</a></li>' for p in pages[1:])
         body.append(f'<section class="contents"><h2>Contents</h2><ol>{toc}</ol></section>')
         if not _starts_with_heading(page.data.get("mdast", {})) and fm.get("title"):
@@ -482,16 +516,29 @@ def render_book(site_dir: str | Path, out_dir: str | Path, *,
                 record_path: str | Path | None = None) -> list[Path]:
     """Write the HTML book from ``site_dir`` into ``out_dir``; returns the written pages.
 
-    ``out_dir`` is replaced as a whole so that pages of removed notebooks do not linger.
+    ``out_dir`` is replaced as a whole so that pages of removed notebooks do not linger. The
+    pages are written into a temporary folder beside it that is renamed into place once every
+    page rendered: a failed rendering leaves no ``out_dir``, neither half-written nor old.
     """
     site_dir, out_dir = Path(site_dir), Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
     project, pages = load_site(site_dir)
     record = None
     if record_path and Path(record_path).is_file():
         record = json.loads(Path(record_path).read_text())
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        written = _write_book(site_dir, tmp, project, pages, record)
+        tmp.chmod(0o755)  # mkdtemp's folder is private; the book's is not
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out_dir / p.name for p in written]
+
+
+def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: list[Page],
+                record: dict[str, Any] | None) -> list[Path]:
     public = site_dir / "public"
     if public.is_dir():
         for item in public.iterdir():
