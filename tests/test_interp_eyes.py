@@ -9,20 +9,39 @@ from vit_facemap.eyes import EyeLocator, LocatorConfig, _view_coords, crop_views
 TINY = LocatorConfig(epochs=2, channels=8, batch_size=4, refine_size=32)
 
 
-@pytest.mark.parametrize("angle,flip", [(0.0, 1.0), (0.3, 1.0), (-0.5, -1.0)])
-def test_view_coords_follow_the_crop(angle, flip):
+@pytest.mark.parametrize("angle,flip,side,size", [
+    (0.0, 1.0, 64.0, 64), (0.3, 1.0, 64.0, 64), (-0.5, -1.0, 64.0, 64),
+    (0.0, 1.0, 150.0, 32), (0.4, -1.0, 150.0, 32),  # shrunk 4.7x: box-filtered in 4x4 blocks
+])
+def test_view_coords_follow_the_crop(angle, flip, side, size):
     # one bright blob off the crop centre: where the view shows it is where _view_coords says
-    # (pixel i covers [i, i + 1), so its centre is at i + 0.5)
-    dot = np.array([[70.5, 50.5]])
-    yy, xx = np.mgrid[:120, :160] + 0.5
-    frame = (250 * np.exp(-((xx - dot[0, 0]) ** 2 + (yy - dot[0, 1]) ** 2) / 8)).astype(np.uint8)
-    centre, side = np.array([[80.0, 60.0]]), np.array([64.0])
-    view = crop_views([frame], centre, side, 64, np.array([angle]), np.array([flip]))[0, 0].numpy()
-    weight = np.clip(view - np.percentile(view, 99), 0, None)
-    vy, vx = np.mgrid[:64, :64] + 0.5
+    # (frame pixel x is centred at x, as the keypoints are; the frame is not a multiple of
+    # the filter's block)
+    dot = np.array([[70.3, 50.6]])
+    yy, xx = np.mgrid[:123, :161]
+    blob = 4 * side / 64
+    frame = (250 * np.exp(-((xx - dot[0, 0]) ** 2 + (yy - dot[0, 1]) ** 2) / blob**2)).astype(np.uint8)
+    centre = np.array([[80.0, 60.0]])
+    view = crop_views([frame], centre, np.array([side]), size, np.array([angle]),
+                      np.array([flip]))[0, 0].numpy()
+    weight = np.clip(view - np.percentile(view, 90), 0, None)
+    vy, vx = np.mgrid[:size, :size] + 0.5  # view units: pixel j's centre is (j + 0.5) / size
     seen = np.array([(weight * vx).sum(), (weight * vy).sum()]) / weight.sum()
-    expected = _view_coords(dot, centre, side, np.array([angle]), np.array([flip]))[0] * 64
-    np.testing.assert_allclose(seen, expected, atol=0.5)
+    expected = _view_coords(dot, centre, np.array([side]), np.array([angle]), np.array([flip]))[0]
+    np.testing.assert_allclose(seen, expected * size, atol=0.15)  # was 0.5 px off
+
+
+def test_eye_crops_are_centred_on_the_eye():
+    from vit_facemap.eyes import crop_eyes
+
+    yy, xx = np.mgrid[:120, :160]
+    for x, y, w in ((70.0, 50.0, 20.0), (90.3, 61.7, 31.0)):
+        frame = (250 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)).astype(np.uint8)
+        crop = crop_eyes([frame], np.array([[x, y, w]]), 3.0, 60)[0].astype(float)
+        cy, cx = np.mgrid[:60, :60]
+        seen = np.array([(crop * cx).sum(), (crop * cy).sum()]) / crop.sum()
+        # the crop's centre, (size - 1) / 2, up to the rounding of its edges to whole pixels
+        np.testing.assert_allclose(seen, [29.5, 29.5], atol=0.5 * 60 / (3 * w) + 0.05)
 
 
 def test_crop_outside_the_frame_is_black_and_standardized():

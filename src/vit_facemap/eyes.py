@@ -107,7 +107,8 @@ def crop_eyes(frames: Sequence[np.ndarray], boxes: np.ndarray, factor: float, si
         # a box from an untrained locator can be far larger than the frame; past twice the
         # frame's size a crop is only black border, and PIL would allocate all of it
         half = min(factor * w / 2, 2 * max(np.shape(f)[:2]))
-        box = (x - half, y - half, x + half, y + half)
+        # PIL's boxes are in pixel corners: the centre of pixel x is at x + 0.5
+        box = (x + 0.5 - half, y + 0.5 - half, x + 0.5 + half, y + 0.5 + half)
         im = Image.fromarray(np.asarray(f, dtype=np.uint8))
         # crop() pads outside the frame with black; round to whole pixels first
         box_i = tuple(int(round(v)) for v in box)
@@ -193,13 +194,17 @@ def crop_views(frames: Sequence[np.ndarray], centres: np.ndarray, sides: np.ndar
         k = int(sides[i] / size / 1.5) + 1
         if k > 1:
             img = F.avg_pool2d(img, k, ceil_mode=True)
+            # the pooled image spans whole blocks: its extent in frame pixels grows to k * cells
+            hgt, wid = img.shape[2] * k, img.shape[3] * k
         cos, sin = np.cos(angles[i]), np.sin(angles[i])
         half = sides[i] / 2
         # view v in [-1, 1]^2 -> frame pixel c + half * R(angle) diag(flip, 1) v -> grid units
         a = np.array([[cos * flips[i], -sin], [sin * flips[i], cos]]) * half
         theta = np.zeros((2, 3))
         theta[0, :2], theta[1, :2] = a[0] * 2 / wid, a[1] * 2 / hgt
-        theta[:, 2] = [2 * centres[i, 0] / wid - 1, 2 * centres[i, 1] / hgt - 1]
+        # grid units (align_corners=False): -1 and 1 are the outer edges, pixel x's centre
+        # is at (2x + 1) / width - 1
+        theta[:, 2] = [(2 * centres[i, 0] + 1) / wid - 1, (2 * centres[i, 1] + 1) / hgt - 1]
         grid = F.affine_grid(torch.tensor(theta, dtype=torch.float32)[None], [1, 1, size, size],
                              align_corners=False)
         v = F.grid_sample(img, grid, align_corners=False, padding_mode="zeros")[0, 0]
@@ -229,7 +234,7 @@ def _boxes(logits: torch.Tensor, lw: torch.Tensor, config: LocatorConfig,
     """(N, 3) boxes x, y, width in frame pixels from the coarse stage's outputs; ``sizes``
     (N, 2) are the frames' widths and heights."""
     xy = _soft_argmax(logits, config.height // 8, config.width // 8).numpy()
-    return np.column_stack([xy * sizes, np.exp(lw.numpy()) * sizes[:, 0]])
+    return np.column_stack([xy * sizes - 0.5, np.exp(lw.numpy()) * sizes[:, 0]])
 
 
 def _centre_loss(logits: torch.Tensor, pts: torch.Tensor, h: int, w: int,
@@ -354,7 +359,8 @@ class EyeLocator:
         gen = torch.Generator().manual_seed(config.seed)
         x = torch.from_numpy(resize_frames(frames, config.width, config.height))
         sizes = frame_sizes(frames)
-        pts = torch.from_numpy(boxes[:, :2] / sizes).float()
+        # [0, 1] frame units as the resized input sees them: pixel x's centre is (x + 0.5) / W
+        pts = torch.from_numpy((boxes[:, :2] + 0.5) / sizes).float()
         logw = torch.from_numpy(np.log(boxes[:, 2] / sizes[:, 0])).float()
         net = LocatorNet(config.channels)
         opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
