@@ -37,6 +37,9 @@ def test_reference_fallbacks():
     true = np.array([[[0.0, 0.0], [10.0, 0.0]], [[np.nan, np.nan], [1.0, 1.0]]])
     length, _ = reference_lengths(true, ["lefteyelid", "righteyelid"])
     assert np.allclose(length, [10.0, 10.0])  # a frame without the pair uses the median
+    # a frame with one labeled point has no bounding box: the median, not a length of 0
+    true = np.array([[[0.0, 0.0], [30.0, 40.0]], [[5.0, 5.0], [np.nan, np.nan]]])
+    assert np.allclose(reference_lengths(true, ["a", "b"])[0], [50.0, 50.0])
 
 
 def test_missing_prediction_counts_as_a_miss():

@@ -34,6 +34,8 @@ def reference_lengths(true: np.ndarray, bodyparts: Sequence[str]) -> tuple[np.nd
     else:
         lo, hi = np.nanmin(true, axis=1), np.nanmax(true, axis=1)
         length = np.linalg.norm(hi - lo, axis=-1)
+        # one labeled point spans nothing: no length of its own (the set's median below)
+        length[(np.isfinite(true).all(-1)).sum(1) < 2] = np.nan
         name = "labeled-keypoint bounding-box diagonal"
     if np.isnan(length).all():
         return np.full(len(true), np.nan), name
