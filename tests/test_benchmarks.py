@@ -141,3 +141,57 @@ def test_tracker_trains_without_validation_frames_unless_monitored(tmp_path):
     assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
     split = json.loads((out / "runs" / "synthetic" / "hybrid" / "split.json").read_text())
     assert split["val"] == []  # the budget goes to training only
+
+
+# --- track_speed.py -----------------------------------------------------------------------
+
+
+SPEED = _script("track_speed")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run trained on 96x72 generated frames (seconds, profile test)."""
+    out = tmp_path_factory.mktemp("tracker")
+    assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
+    return out / "runs" / "synthetic" / "hybrid"
+
+
+def test_track_speed_times_a_run_of_another_frame_size_on_the_given_frames(tmp_path, tiny_run):
+    from vit_facemap.synthetic import generate_frames
+    from vit_facemap.testvideo import write_clip
+
+    video = tmp_path / "clip.mp4"
+    write_clip(list(generate_frames(12, seed=0, size=(128, 96), n_videos=1).images), video,
+               fps=30, n_frames=12)
+    out = tmp_path / "speed.json"
+    assert SPEED.main(["--models", "", "--runs", str(tiny_run), "--video", str(video),
+                       "--frames", "5", "--repeats", "1", "--threads", "1",
+                       "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    [row] = record["results"]
+    assert row["resized_to"] == [96, 72] and row["frames"] == 5  # --frames honoured
+    assert record["wall_s"] > 0 and record["device"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--models", "vitt"], "vitt"),
+    (["--video", "/nonexistent.mp4"], "/nonexistent.mp4"),
+    (["--threads", "0"], "--threads"),
+    (["--runs", "/no/such/run"], "/no/such/run"),
+    (["--device", "cudax"], "cudax"),
+])
+def test_track_speed_checks_arguments_before_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "speed.json"
+    assert SPEED.main(["--models", "", "--frames", "2", *extra, "--out", str(out)]) == 2
+    assert words in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_track_speed_keeps_earlier_results(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    out.write_text("{}")
+    assert SPEED.main(["--models", "vitt", "--out", str(out)]) == 2
+    assert SPEED.main(["--models", "", "--frames", "2", "--out", str(out)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert out.read_text() == "{}"
