@@ -389,11 +389,11 @@ def _main(argv: list[str] | None) -> int:
         for set_name in sets:
             folder = real_set(set_name, root)
             if folder is None:
-                print(f"{set_name}: not found in {where}; skipped", file=sys.stderr)
+                print(f"{set_name}: not found {where}; skipped", file=sys.stderr)
                 continue
             folders[set_name] = folder
         if not folders:
-            print(f"no real data found in {where}: nothing benchmarked", file=sys.stderr)
+            print(f"no real set found {where}: nothing benchmarked", file=sys.stderr)
             return 1
     fingerprints = {"code": code_fingerprint(__file__),
                     "data": {k: data_fingerprint(f) for k, f in folders.items()}}

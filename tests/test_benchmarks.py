@@ -195,3 +195,22 @@ def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     assert SPEED.main(["--models", "", "--frames", "2", "--out", str(out)]) == 2
     assert "--overwrite" in _one_error_line(capsys)
     assert out.read_text() == "{}"
+
+
+# --- bench_data.py ------------------------------------------------------------------------
+
+
+DATA = _script("bench_data")
+
+
+def test_bench_data_checks_out_and_data_before_timing(tmp_path, capsys):
+    assert DATA.main(["--out", str(tmp_path)]) == 2
+    assert "is a folder" in _one_error_line(capsys)
+    missing = tmp_path / "no_such_data"
+    assert DATA.main(["--data", str(missing), "--out", str(tmp_path / "d.json")]) == 2
+    assert str(missing) in _one_error_line(capsys)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("{}")
+    assert DATA.main(["--out", str(earlier)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert earlier.read_text() == "{}"

@@ -135,7 +135,8 @@ def check_output(path: str | Path, overwrite: bool = False, *,
 
 
 def data_folder(path: str | Path | None) -> tuple[Path | None, str]:
-    """The folder of real sets and where it came from, for messages that name it.
+    """The folder of real sets, and where it was looked for as words to follow "not found"
+    in a message (``in /data``; ``(no data folder: ...)``).
 
     ``path`` (a command line's ``--data``) must be a folder when given: a typo would
     otherwise run on generated frames, or on nothing, without saying why.
@@ -146,12 +147,12 @@ def data_folder(path: str | Path | None) -> tuple[Path | None, str]:
     if path not in (None, ""):
         if not Path(path).expanduser().is_dir():
             raise DataError("the data folder given does not exist or is not a folder", path)
-        return data_root(path), str(Path(path).expanduser())
+        return data_root(path), f"in {Path(path).expanduser()}"
     env = os.environ.get(DATA_ENV) or ""
     if not env:
-        return None, f"no data folder (--data / ${DATA_ENV} not set)"
+        return None, f"(no data folder: --data and ${DATA_ENV} not set)"
     root = data_root(env)
-    return root, env if root is not None else f"${DATA_ENV}={env} (not a folder)"
+    return root, f"in {env}" if root is not None else f"(${DATA_ENV}={env} is not a folder)"
 
 
 def _digest(files: list[Path], base: Path) -> str:
