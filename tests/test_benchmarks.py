@@ -214,3 +214,36 @@ def test_bench_data_checks_out_and_data_before_timing(tmp_path, capsys):
     assert DATA.main(["--out", str(earlier)]) == 2
     assert "--overwrite" in _one_error_line(capsys)
     assert earlier.read_text() == "{}"
+
+
+# --- classify.py --------------------------------------------------------------------------
+
+
+CLASSIFY = _script("classify")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--predict", "tta=mirror-zom"], "mirror-zom"),
+    (["--predict", "tta"], "key=value"),
+    (["--predict", "tda=none"], "tda"),
+    (["--set", "ensembel=3"], "valid keys"),
+    (["--set", "ensemble=0"], "ensemble"),
+    (["--folds", "1"], "--folds"),
+    (["--data-root", "/no/such/data"], "/no/such/data"),
+])
+def test_classify_checks_settings_before_the_study(tmp_path, capsys, extra, words):
+    out = tmp_path / "c.json"
+    argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(out), *extra]
+    assert CLASSIFY.main(argv) == 2
+    assert words in _one_error_line(capsys)
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
+def test_classify_keeps_an_earlier_json_and_refuses_a_folder(tmp_path, capsys):
+    earlier = tmp_path / "c.json"
+    earlier.write_text("{}")
+    for json_arg in (earlier, tmp_path):
+        argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(json_arg)]
+        assert CLASSIFY.main(argv) == 2
+        assert str(json_arg) in _one_error_line(capsys)
+    assert earlier.read_text() == "{}" and not (tmp_path / "w").exists()
