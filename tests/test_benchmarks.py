@@ -247,3 +247,32 @@ def test_classify_keeps_an_earlier_json_and_refuses_a_folder(tmp_path, capsys):
         assert CLASSIFY.main(argv) == 2
         assert str(json_arg) in _one_error_line(capsys)
     assert earlier.read_text() == "{}" and not (tmp_path / "w").exists()
+
+
+# --- locator.py ---------------------------------------------------------------------------
+
+
+LOCATOR = _script("locator")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["refine_step=0"], "refine_steps"),  # the message names the valid keys
+    (["refine_steps"], "key=value"),
+    (["--predict", "candidatez=1,3"], "candidatez"),
+    (["--folds", "1"], "--folds"),
+    (["--data-root", "/no/such/data"], "/no/such/data"),
+])
+def test_locator_checks_settings_before_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "l.json"
+    argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(out), *extra]
+    assert LOCATOR.main(argv) == 2
+    assert words in _one_error_line(capsys)
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
+def test_locator_keeps_an_earlier_json(tmp_path, capsys):
+    earlier = tmp_path / "l.json"
+    earlier.write_text("{}")
+    assert LOCATOR.main(["--work", str(tmp_path / "w"), "--json", str(earlier)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert earlier.read_text() == "{}"
