@@ -11,24 +11,40 @@ whose class-carrying region is known by construction.
 
     python benchmarks/classify.py --profile default --json _build/benchmarks/classify.json
 
-Without real data (``$VIT_FACEMAP_DATA`` unset) only the generated task runs.
+Without real data (``$VIT_FACEMAP_DATA`` unset) only the generated task runs; ``--predict``
+variants are scored on every task that runs. An earlier ``--json`` is replaced only with
+``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from vit_facemap.classifier import ClassifierConfig, profile_config
 from vit_facemap.config import PROFILES, real_set
+from vit_facemap.errors import DataError, argument_errors, check_keys, run_reporting
 from vit_facemap.interpretation import StudySettings, run_study
-from vit_facemap.runinfo import describe, timed, write_json
+from vit_facemap.runinfo import (
+    check_output,
+    data_folder,
+    describe,
+    resolve_device,
+    timed,
+    write_json,
+)
 from vit_facemap.states import write_generated_state_set, write_pupil_state_set
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_reporting("classify.py", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", choices=PROFILES, default="default")
     p.add_argument("--data-root", default=None, help="folder holding schroeder/ (default: "
@@ -36,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="_build/benchmarks/classify_sets",
                    help="where the class-folder sets are written")
     p.add_argument("--json", default="_build/benchmarks/classify.json")
-    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --json")
+    p.add_argument("--folds", type=int, default=4,
+                   help="cross-validation folds (at most one per animal: more are clipped)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--oracle-boxes", action="store_true",
@@ -48,39 +66,80 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a training setting on top of the profile (e.g. ensemble=3)")
     args = p.parse_args(argv)
+    # every setting is built before any work: a typo used to fail after the whole study
+    with argument_errors():
+        if args.folds < 2:
+            raise DataError(f"--folds must be at least 2, got {args.folds}")
+        if args.threads < 0:
+            raise DataError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+        overrides = dict(_setting(s) for s in args.set)
+        check_keys(ClassifierConfig, list(overrides), "--set key")
+        configs = {m: profile_config(args.profile, model=m, seed=args.seed, **overrides)
+                   for m in ("hog-rf", "vit")}
+        variants = _predict_settings(args.predict)
+        check_keys(ClassifierConfig, sorted({k for k, _ in variants}), "--predict key")
+        for k, v in variants:
+            replace(configs["vit"], **{k: v})
+        device = resolve_device(configs["vit"].device)
+    check_output(args.json, args.overwrite)
+    root, where = data_folder(args.data_root)
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
     settings = StudySettings(profile=args.profile, n_splits=args.folds, seed=args.seed,
-                             overrides=dict(_setting(s) for s in args.set))
+                             overrides=overrides)
     results: dict = {}
     with timed() as total:
-        schroeder = real_set("schroeder", args.data_root)
+        schroeder = real_set("schroeder", root)
         if schroeder is not None:
             folder = work / "schroeder_pupil"
             s = write_pupil_state_set(schroeder, folder, overwrite=True)
             print(f"schroeder pupil task: {len(s)} frames, classes {s.classes}, "
                   f"counts {[int((s.labels == i).sum()) for i in range(len(s.classes))]}, "
                   f"{len(set(s.groups.tolist()))} animals", flush=True)
+            _say_folds(args.folds, s.groups)
             study = run_study(folder, settings, oracle_boxes=args.oracle_boxes)
             results["schroeder_pupil"] = study.summary
             _print(study.summary)
-            if args.predict:
-                results["schroeder_pupil"]["predict_variants"] = _variants(study, args.predict)
+            if variants:
+                results["schroeder_pupil"]["predict_variants"] = _variants(study, variants)
         else:
-            print("no real data (VIT_FACEMAP_DATA): schroeder task skipped", file=sys.stderr)
+            print(f"schroeder: not found {where}; task skipped", file=sys.stderr)
         if not args.skip_generated:
             n = 32 if args.profile == "test" else 160
-            folder = write_generated_state_set(work / "generated_pupil", n, n_videos=8,
-                                               seed=args.seed, overwrite=True).root
-            study = run_study(folder, settings, oracle_boxes=args.oracle_boxes)
+            generated = write_generated_state_set(work / "generated_pupil", n, n_videos=8,
+                                                  seed=args.seed, overwrite=True)
+            _say_folds(args.folds, generated.groups)
+            study = run_study(generated.root, settings, oracle_boxes=args.oracle_boxes)
             results["generated_pupil"] = study.summary
             _print(study.summary)
-    results["provenance"] = describe(settings, "cpu", wall_s=total["wall_s"],
-                                     oracle_boxes=args.oracle_boxes)
-    write_json(results, args.json)
+            if variants:
+                results["generated_pupil"]["predict_variants"] = _variants(study, variants)
+    results["provenance"] = describe(settings, device, wall_s=total["wall_s"],
+                                     oracle_boxes=args.oracle_boxes, args=vars(args),
+                                     data_root=None if root is None else str(root))
+    write_json(results, args.json, overwrite=args.overwrite)
     print(f"-> {args.json} ({total['wall_s']:.0f} s)")
     return 0
+
+
+def _say_folds(folds: int, groups) -> None:
+    """The study holds out each animal once at most: more folds than animals are clipped."""
+    n = len(set(groups.tolist()))
+    if folds > n:
+        print(f"--folds {folds}: the set has {n} animals; {n} folds (each animal held out "
+              f"once)", flush=True)
+
+
+def _predict_settings(texts: list[str]) -> list[tuple[str, str]]:
+    """``key=v1,v2`` -> [(key, v1), (key, v2)]."""
+    out = []
+    for text in texts:
+        key, sep, values = text.partition("=")
+        if not sep or not values:
+            raise DataError(f"--predict {text!r}: give key=value1,value2")
+        out += [(key, v) for v in values.split(",")]
+    return out
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -94,31 +153,28 @@ def _setting(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _variants(study, settings: list[str]) -> dict[str, dict]:
+def _variants(study, settings: list[tuple[str, str]]) -> dict[str, dict]:
     """Out-of-fold metrics of the study's ViTs under other prediction-time settings."""
-    from dataclasses import replace
-
     import numpy as np
 
     from vit_facemap.classifier import classification_metrics
 
     cv, out = study.cv, {}
-    for key, values in (s.split("=", 1) for s in settings):
-        for value in values.split(","):
-            proba = np.full((len(cv.labels), len(cv.classes)), np.nan)
-            for f, clf in enumerate(cv.models["vit"]):
-                te = np.flatnonzero(cv.fold == f)
-                other = replace(clf.config, **{key: value})
-                saved, clf.config = clf.config, other
-                try:
-                    proba[te] = clf.predict_proba([study.frames[i] for i in te], cv.boxes[te])
-                finally:
-                    clf.config = saved
-            m = classification_metrics(cv.labels, proba.argmax(1), cv.classes, cv.groups)
-            out[f"{key}={value}"] = {k: m[k] for k in ("macro_f1", "balanced_accuracy",
-                                                         "accuracy", "confusion")}
-            print(f"  vit with {key}={value}: macro-F1 {m['macro_f1']:.3f}  balanced acc "
-                  f"{m['balanced_accuracy']:.3f}", flush=True)
+    for key, value in settings:
+        proba = np.full((len(cv.labels), len(cv.classes)), np.nan)
+        for f, clf in enumerate(cv.models["vit"]):
+            te = np.flatnonzero(cv.fold == f)
+            other = replace(clf.config, **{key: value})
+            saved, clf.config = clf.config, other
+            try:
+                proba[te] = clf.predict_proba([study.frames[i] for i in te], cv.boxes[te])
+            finally:
+                clf.config = saved
+        m = classification_metrics(cv.labels, proba.argmax(1), cv.classes, cv.groups)
+        out[f"{key}={value}"] = {k: m[k] for k in ("macro_f1", "balanced_accuracy",
+                                                     "accuracy", "confusion")}
+        print(f"  vit with {key}={value}: macro-F1 {m['macro_f1']:.3f}  balanced acc "
+              f"{m['balanced_accuracy']:.3f}", flush=True)
     return out
 
 

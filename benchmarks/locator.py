@@ -24,8 +24,10 @@ import torch
 
 from vit_facemap.classifier import fit_locator, load_frames, profile_config
 from vit_facemap.config import PROFILES, real_set
+from vit_facemap.errors import DataError, argument_errors, check_keys, run_reporting
+from vit_facemap.eyes import LocatorConfig
 from vit_facemap.interpretation import locator_error
-from vit_facemap.runinfo import describe, timed, write_json
+from vit_facemap.runinfo import check_output, data_folder, describe, timed, write_json
 from vit_facemap.states import read_image_set, read_measures, write_pupil_state_set
 
 
@@ -38,47 +40,82 @@ def _value(text: str):
     return text
 
 
+def _pairs(texts: list[str], what: str) -> list[tuple[str, str]]:
+    out = []
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not value:
+            raise DataError(f"{what} {text!r}: give key=value")
+        out.append((key, value))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_reporting("locator.py", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", help="locator settings, key=value")
     p.add_argument("--profile", choices=PROFILES, default="default")
     p.add_argument("--data-root", default=None)
     p.add_argument("--work", default="_build/benchmarks/classify_sets")
     p.add_argument("--json", default="_build/benchmarks/locator.json")
-    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --json")
+    p.add_argument("--folds", type=int, default=4,
+                   help="cross-validation folds (at most one per animal: more are clipped, as "
+                        "in classify.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--predict", action="append", default=[],
                    help="prediction-time setting to compare, key=v1,v2,...")
     args = p.parse_args(argv)
+    # settings are built before any work: a wrong key used to be a TypeError after loading
+    with argument_errors():
+        if args.folds < 2:
+            raise DataError(f"--folds must be at least 2, got {args.folds}")
+        if args.threads < 0:
+            raise DataError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+        overrides = {k: _value(v) for k, v in _pairs(args.overrides, "setting")}
+        check_keys(LocatorConfig, list(overrides), "locator setting")
+        # the seed the folds are trained with, recorded as such (was the profile's 0)
+        config = replace(profile_config(args.profile).locator, **overrides, seed=args.seed)
+        variants = [(k, _value(v)) for k, vs in _pairs(args.predict, "--predict")
+                    for v in vs.split(",")]
+        check_keys(LocatorConfig, sorted({k for k, _ in variants}), "--predict key")
+        for k, v in variants:
+            replace(config, **{k: v})
+    check_output(args.json, args.overwrite)
+    root, where = data_folder(args.data_root)
+    schroeder = real_set("schroeder", root)
+    if schroeder is None:
+        print(f"schroeder: not found {where}; the locator benchmark needs it", file=sys.stderr)
+        return 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    schroeder = real_set("schroeder", args.data_root)
-    if schroeder is None:
-        print("no real data ($VIT_FACEMAP_DATA unset): the locator benchmark needs schroeder")
-        return 1
     from sklearn.model_selection import StratifiedGroupKFold
 
-    folder = Path(args.work) / "schroeder_pupil"
-    write_pupil_state_set(schroeder, folder, overwrite=True)
-    data = read_image_set(folder)
-    measures = read_measures(data)
-    frames = load_frames(data.paths)
-    extra = load_frames(measures.extra_paths) if measures is not None else []
-    groups = data.groups.astype(str)
-    config = profile_config(args.profile).locator
-    config = replace(config, **{k: _value(v) for k, v in (o.split("=", 1) for o in args.overrides)})
-    found = np.full((len(data), 3), np.nan)
-    variants = [(k, _value(v)) for k, vs in (o.split("=", 1) for o in args.predict)
-                for v in vs.split(",")]
-    found_variant = {f"{k}={v}": np.full((len(data), 3), np.nan) for k, v in variants}
-    splitter = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
-    fit_s = 0.0
     with timed() as total:
+        folder = Path(args.work) / "schroeder_pupil"
+        write_pupil_state_set(schroeder, folder, overwrite=True)
+        data = read_image_set(folder)
+        measures = read_measures(data)
+        frames = load_frames(data.paths)
+        extra = load_frames(measures.extra_paths) if measures is not None else []
+        groups = data.groups.astype(str)
+        n_groups = len(set(groups))
+        folds = min(args.folds, n_groups)
+        if folds < args.folds:
+            print(f"--folds {args.folds}: the set has {n_groups} animals; {folds} folds (each "
+                  f"animal held out once)", flush=True)
+        found = np.full((len(data), 3), np.nan)
+        found_variant = {f"{k}={v}": np.full((len(data), 3), np.nan) for k, v in variants}
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=args.seed)
+        fit_s = 0.0
         for tr, te in splitter.split(np.zeros(len(data)), data.labels, groups):
             keep = np.flatnonzero(~np.isin(measures.extra_groups.astype(str), groups[te]))
             t0 = time.perf_counter()
-            loc = fit_locator([frames[i] for i in tr], data.eyes[tr], replace(config, seed=args.seed),
+            loc = fit_locator([frames[i] for i in tr], data.eyes[tr], config,
                               ([extra[i] for i in keep], measures.extra_eyes[keep], None))
             fit_s += time.perf_counter() - t0
             found[te] = loc.predict([frames[i] for i in te])
@@ -90,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                       "share_within_one_eye_width": float(np.mean(err[groups == g] < 1))}
                   for g in sorted(set(groups))}
     summary = {"config": asdict(config), "overall": locator_error(found, data.eyes),
-               "per_animal": per_animal,
-               "predict_variants": {k: locator_error(f, data.eyes) for k, f in found_variant.items()}, "fit_s_per_fold": fit_s / args.folds,
-               "wall_s": total["wall_s"], "run": describe()}
+               "per_animal": per_animal, "folds": folds,
+               "predict_variants": {k: locator_error(f, data.eyes) for k, f in found_variant.items()},
+               "fit_s_per_fold": fit_s / folds, "wall_s": total["wall_s"],
+               # the locator trains on the CPU (fit_locator has no device setting)
+               "run": describe(config, "cpu", args=vars(args), wall_s=total["wall_s"],
+                               data_root=str(root))}
     print(f"locator {asdict(config)}")
     for k, v in summary["overall"].items():
         print(f"  {k}: {v:.3f}")
@@ -102,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in summary["predict_variants"].items():
         print(f"  predicting with {k}: " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
     print(f"  fit {summary['fit_s_per_fold']:.0f} s per fold, {total['wall_s']:.0f} s in all")
-    write_json(summary, args.json)
+    write_json(summary, args.json, overwrite=args.overwrite)
     return 0
 
 

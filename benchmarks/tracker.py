@@ -7,23 +7,26 @@ Every model is trained and evaluated by the same harness on the same group split
   videos and holds out the later 20% of each (``vit_facemap.splits.later_frames_split``),
   closer to judging on further frames of the same rig, but easier than a new video;
 - ``schroeder``: leave-animal-out, a seeded group split holding out ``--test-animals``
-  animals (``vit_facemap.splits.animal_of`` names the animal of each session).
+  animals (``vit_facemap.splits.groups_for``: the set's ``animals.csv``, else the session
+  names).
 
 Models: mean shape, HOG + random forest (Dolensek settings), plain ViT with CLS regression
 (the original ViT_Facemap head), plain ViT with a heatmap head, the hybrid conv-stem ViT
 (the default recipe), a ResNet-18 with the same heatmap head, Facemap's FMnet (if the
 ``facemap`` package is installed), plus ablations of the default recipe. Neural models get
-the same wall-time budget (``--minutes``) and the same step cap; the held-out frames are
-only monitored during training (weights of the last step are evaluated, never the best
-held-out epoch).
+the same wall-time budget (``--minutes``) and the same step cap (both the ``--profile``'s
+own unless given); the weights of the last step are evaluated, never the best held-out
+epoch. ``--monitor`` also scores the held-out frames during training, for learning curves.
 
 Each row also gives the error on the training frames themselves (``train_mean_px``,
 ``train_median_px``, per keypoint: how well the model fits the labels it learned from), and
 the errors with the test labels that ``vit_facemap.labelcheck`` flags
 as slipped onto another keypoint's place (found on the whole set) left out: ``clean_*``.
 
-Writes ``tracker.json`` (rows + provenance) and ``tracker.csv`` to ``--out``, and one run
-folder per model (learning curves in ``metrics.csv``, predictions in DeepLabCut layout).
+Writes ``tracker.json`` (rows + provenance: settings, resolved device, code and data
+fingerprints, wall time) and ``tracker.csv`` to ``--out``, and one run folder per model
+(learning curves in ``metrics.csv``, predictions in DeepLabCut layout). An earlier table is
+replaced only with ``--overwrite``; ``--reuse`` keeps one of the same settings, code and data.
 
     python benchmarks/tracker.py --minutes 8 --sets g7c1
     python benchmarks/tracker.py --quick            # minutes, for a smoke test
@@ -46,8 +49,9 @@ import torch
 
 from vit_facemap.augment import AugmentConfig
 from vit_facemap.baselines import HogForestConfig, HogForestPredictor, MeanShapePredictor
-from vit_facemap.config import real_set
+from vit_facemap.config import REAL_SETS, real_set
 from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.errors import DataError, RunExistsError, argument_errors, run_reporting
 from vit_facemap.evaluate import predict_frames
 from vit_facemap.images import load_image
 from vit_facemap.labelcheck import label_slips, mask_slips
@@ -56,8 +60,16 @@ from vit_facemap.models import ModelConfig, count_parameters
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.predict import load_predictor
 from vit_facemap.refine import RefineConfig
-from vit_facemap.runinfo import describe, jsonable, write_json
-from vit_facemap.splits import animal_of, group_split, groups_for, later_frames_split
+from vit_facemap.runinfo import (
+    code_fingerprint,
+    data_fingerprint,
+    data_folder,
+    describe,
+    jsonable,
+    resolve_device,
+    write_json,
+)
+from vit_facemap.splits import group_split, groups_for, later_frames_split
 from vit_facemap.train import TrainConfig, fit, profile_config
 
 NEURAL = {
@@ -135,7 +147,7 @@ def _set(c: TrainConfig, **kw) -> TrainConfig:
     return c
 
 
-def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
+def splits_of(name: str, frames: LabeledFrames, test_animals: int | None, seed: int,
               both_directions: bool, g7c1_split: str = "video"
               ) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(folder key, split name, train mask, test mask) for each split of one set."""
@@ -161,9 +173,19 @@ def splits_of(name: str, frames: LabeledFrames, test_animals: int, seed: int,
     if g7c1_split != "video" and name == "g7c1":
         print("g7c1: the videos cam1_G7c1_1/2 are not there; --g7c1-split is ignored",
               file=sys.stderr)
-    animals = np.array([animal_of(v) for v in videos])
+    # animals.csv where the set has one, as the per-animal metrics group them: session
+    # names alone can put one animal on both sides
+    animals = groups_for(frames, "animal")
     groups = animals if len(set(animals)) > 1 else videos
-    n_test = test_animals if len(set(groups)) > 2 * test_animals else 1
+    n_groups = len(set(groups))
+    if test_animals is None:
+        n_test = 4 if n_groups > 8 else 1
+    elif test_animals >= n_groups:
+        what = "animals" if groups is animals else "videos (one animal)"
+        raise DataError(f"--test-animals {test_animals} leaves no training group: the set has "
+                        f"{n_groups} {what}", frames.root)
+    else:
+        n_test = test_animals
     _, test = group_split(groups, n_test, seed)
     mask = np.zeros(len(frames), bool)
     mask[test] = True
@@ -196,7 +218,8 @@ def per_keypoint_means(metrics: dict) -> dict[str, float]:
 
 def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrames,
             test: LabeledFrames, out: Path, cfg: TrainConfig, args: argparse.Namespace,
-            key: str | None = None, clean: LabeledFrames | None = None) -> dict:
+            key: str | None = None, clean: LabeledFrames | None = None, device: str = "cpu",
+            overwrite: bool = False) -> dict:
     row = {"set": set_name, "split": split_name, "model": model_name,
            "n_train": len(train), "n_test": len(test)}
     t0 = time.perf_counter()
@@ -214,11 +237,13 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         table = {**NEURAL, **ABLATIONS}
         description, make = table[model_name]
         c = make(copy.deepcopy(cfg))
-        summary = fit(c, train, run_dir, test, device=args.device, overwrite=True,
-                      progress=not args.no_progress)
-        predictor = load_predictor(run_dir, args.device)
+        # without --monitor no validation frames: their passes would eat the time budget,
+        # and the test frames are scored below anyway (keep="last": nothing is selected on them)
+        summary = fit(c, train, run_dir, test if args.monitor else None, device=device,
+                      overwrite=overwrite, progress=not args.no_progress)
+        predictor = load_predictor(run_dir, device)
         # what averaging over box sizes buys (vit_facemap.predict): the same weights, one size
-        ms, _ = score(load_predictor(run_dir, args.device, scales=(1.0,)), test)
+        ms, _ = score(load_predictor(run_dir, device, scales=(1.0,)), test)
         row.update(scales=list(predictor.scales), one_scale_mean_px=ms["mean_px"],
                    one_scale_median_px=ms["median_px"], one_scale_pck=ms["pck"],
                    one_scale_per_keypoint_mean_px=per_keypoint_means(ms))
@@ -256,7 +281,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                    clean_pck=mc["pck"])
     if getattr(predictor, "refiners", None):
         # what the second (eye, nose) stages bought: the same run's first stage alone
-        m1, _ = score(load_predictor(run_dir, args.device, refine=False), test)
+        m1, _ = score(load_predictor(run_dir, device, refine=False), test)
         row.update(stage1_mean_px=m1["mean_px"], stage1_median_px=m1["median_px"],
                    stage1_pck=m1["pck"],
                    refine_steps={g: r["steps"] for g, r in summary["refine"].items()},
@@ -266,16 +291,26 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     return row
 
 
-def main(argv=None) -> int:
+BASELINES = ("mean_shape", "hog_forest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting("tracker.py", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="folder of real sets (default $VIT_FACEMAP_DATA)")
     p.add_argument("--sets", default="g7c1,schroeder")
     p.add_argument("--models", default="mean_shape,hog_forest,vit_regression,hybrid,cnn,fmnet")
     p.add_argument("--ablations", default="", help=f"comma list of {', '.join(ABLATIONS)}")
-    p.add_argument("--minutes", type=float, default=8.0, help="training budget per neural model")
-    p.add_argument("--steps", type=int, default=TrainConfig().steps,
-                   help="step cap per neural model (default: the default recipe's)")
-    p.add_argument("--test-animals", type=int, default=4)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training budget per neural model (default: the profile's own)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="step cap per neural model (default: the profile's own)")
+    p.add_argument("--test-animals", type=int, default=None,
+                   help="animals held out on schroeder (default: 4, or 1 on a set of at most "
+                        "8 animals); a number given must leave training animals")
     p.add_argument("--both-directions", action="store_true")
     p.add_argument("--g7c1-split", choices=("video", "later", "both"), default="video",
                    help="g7c1: leave-video-out, or both videos with the later 20%% of each held "
@@ -286,100 +321,181 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="default", help="base recipe (vit_facemap.train profiles)")
     p.add_argument("--synthetic", action="store_true",
                    help="benchmark on generated frames instead of the real sets")
+    p.add_argument("--monitor", action="store_true",
+                   help="pass the test frames to training as validation, for held-out learning "
+                        "curves in metrics.csv; the validation passes count against --minutes, "
+                        "more for models slow to predict (weights of the last step are evaluated "
+                        "either way)")
     p.add_argument("--out", default="_build/results/tracker")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier table and run folders in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--reuse", action="store_true",
                    help="keep OUT/tracker.json, without training, when a finished run of the same "
-                        "settings and recipe wrote it")
+                        "settings, recipe, code and data wrote it; resume one stopped part-way")
     args = p.parse_args(argv)
+    t_start = time.perf_counter()
     torch.set_num_threads(2)
     out = Path(args.out)
-    cfg = profile_config(args.profile)
-    cfg.seed = args.seed
-    cfg.keep = "last"
-    if args.profile != "test":
-        cfg.steps = args.steps
-        cfg.max_minutes = args.minutes
-    if args.quick:
-        cfg.steps, cfg.max_minutes, cfg.warmup_steps = 20, 1.0, 4
-    if args.reuse and reusable(out / "tracker.json", args, cfg):
-        print(f"{out / 'tracker.json'}: a finished table of these settings; kept")
-        return 0
+    table_path = out / "tracker.json"
+
+    # every check of the arguments before any training: a typo must not cost the models
+    # that would have run before it
+    with argument_errors():
+        device = resolve_device(args.device)
+        cfg = profile_config(args.profile)
+        cfg.seed = args.seed
+        cfg.keep = "last"
+        if args.quick:
+            cfg.steps, cfg.max_minutes, cfg.warmup_steps = 20, 1.0, 4
+        # a number given wins over the profile's (and --quick's); none given keeps them
+        if args.steps is not None:
+            cfg.steps = args.steps
+        if args.minutes is not None:
+            cfg.max_minutes = args.minutes
+        cfg.__post_init__()
+        if args.test_animals is not None and args.test_animals < 1:
+            raise DataError(f"--test-animals must be at least 1, got {args.test_animals}")
+    if out.exists() and not out.is_dir():
+        raise DataError("--out is a file; give a folder for the table and runs", out)
     models = [m for m in args.models.split(",") if m]
     models += [a for a in args.ablations.split(",") if a]
+    known = (*BASELINES, *NEURAL, *ABLATIONS)
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise DataError(f"unknown model {', '.join(map(repr, unknown))}; choose from "
+                        f"{', '.join(known)}")
     if "fmnet" in models and not facemap_available():
         print("facemap is not installed (pip install --no-deps facemap): skipping fmnet")
         models.remove("fmnet")
-    rows = []
     sets = [s for s in args.sets.split(",") if s]
+    bad_sets = [s for s in sets if s not in REAL_SETS]
+    if bad_sets and not args.synthetic:
+        raise DataError(f"unknown set {', '.join(map(repr, bad_sets))}; choose from "
+                        f"{', '.join(REAL_SETS)}")
+
+    from vit_facemap.validate import load_set
+
+    folders: dict[str, Path] = {}
     if args.synthetic:
         from vit_facemap.synthetic import write_synthetic_set
 
-        synthetic = write_synthetic_set(out / "synthetic_set", n_frames=48, n_videos=3,
-                                        seed=args.seed, size=(96, 72), p_missing=0.05,
-                                        overwrite=True)
-        sets = ["synthetic"]
-    for set_name in sets:
-        folder = synthetic if args.synthetic else real_set(set_name, args.data)
-        if folder is None:
-            print(f"{set_name}: not found under the data folder; skipped", file=sys.stderr)
-            continue
-        from vit_facemap.validate import load_set
-
+        # generated input, not results: the same settings give the same frames
+        folders["synthetic"] = write_synthetic_set(
+            out / "synthetic_set", n_frames=48, n_videos=3, seed=args.seed, size=(96, 72),
+            p_missing=0.05, overwrite=True)
+    else:
+        root, where = data_folder(args.data)
+        for set_name in sets:
+            folder = real_set(set_name, root)
+            if folder is None:
+                print(f"{set_name}: not found {where}; skipped", file=sys.stderr)
+                continue
+            folders[set_name] = folder
+        if not folders:
+            print(f"no real set found {where}: nothing benchmarked", file=sys.stderr)
+            return 1
+    fingerprints = {"code": code_fingerprint(__file__),
+                    "data": {k: data_fingerprint(f) for k, f in folders.items()}}
+    plan = []  # (set, key, split, frames, train mask, test mask), all splits before training
+    for set_name, folder in folders.items():
         frames = load_set(folder, decode=False)
-        slips = label_slips(frames)
         for key, split_name, train_mask, test_mask in splits_of(
                 set_name, frames, args.test_animals, args.seed, args.both_directions,
                 args.g7c1_split):
-            train, test = frames.subset(train_mask), frames.subset(test_mask)
-            # the same test frames without labels that slipped onto another keypoint's place
-            clean = mask_slips(test, slips[slips["frame"].isin(test.index)])
-            for model_name in models:
-                print(f"== {set_name} | {split_name} | {model_name}", flush=True)
-                row = run_one(model_name, set_name, split_name, train, test, out, cfg, args,
-                              key=key, clean=clean)
-                print({k: v for k, v in row.items() if "per_" not in k}, flush=True)
-                print("mean px per animal:", {a: None if v["mean_px"] is None else round(v["mean_px"], 2)
-                                              for a, v in row["per_animal"].items()}, flush=True)
-                rows.append(row)
-                _save(rows, out, cfg, args)
-    if not rows:
-        print("no real data found: nothing benchmarked", file=sys.stderr)
-        return 1
-    _save(rows, out, cfg, args, complete=True)
+            plan.append((set_name, key, split_name, frames, train_mask, test_mask))
+
+    rows: list[dict] = []
+    state, why = saved_state(table_path, args, cfg, fingerprints)
+    if args.reuse and state == "complete":
+        print(f"{table_path}: a finished table of these settings; kept")
+        return 0
+    if args.reuse and state == "partial":
+        rows = json.loads(table_path.read_text())["rows"]
+        print(f"{table_path}: stopped part-way with these settings; resuming after "
+              f"{len(rows)} rows", flush=True)
+    elif table_path.exists() and not args.overwrite:
+        hint = (f"not reused: {why}; " if args.reuse else "") + \
+            "pass --overwrite to replace it" + ("" if args.reuse else
+                                                 " (or --reuse to keep a table of these settings)")
+        raise RunExistsError(table_path, hint)
+    elif args.reuse and table_path.exists():
+        print(f"{table_path}: not reused ({why}); replaced", flush=True)
+    done = {(r["set"], r["split"], r["model"]) for r in rows}
+    # a resumed table's missing rows are of these settings: their run folders may be replaced
+    replace_runs = args.overwrite or bool(rows)
+    if not replace_runs:
+        for _, key, _, _, _, _ in plan:
+            for m in models:
+                if m not in BASELINES and (out / "runs" / key / m).exists():
+                    raise RunExistsError(out / "runs" / key / m)
+
+    for set_name, key, split_name, frames, train_mask, test_mask in plan:
+        slips = label_slips(frames)
+        train, test = frames.subset(train_mask), frames.subset(test_mask)
+        # the same test frames without labels that slipped onto another keypoint's place
+        clean = mask_slips(test, slips[slips["frame"].isin(test.index)])
+        for model_name in models:
+            if (set_name, split_name, model_name) in done:
+                continue
+            print(f"== {set_name} | {split_name} | {model_name}", flush=True)
+            row = run_one(model_name, set_name, split_name, train, test, out, cfg, args,
+                          key=key, clean=clean, device=device, overwrite=replace_runs)
+            print({k: v for k, v in row.items() if "per_" not in k}, flush=True)
+            print("mean px per animal:", {a: None if v["mean_px"] is None else round(v["mean_px"], 2)
+                                          for a, v in row["per_animal"].items()}, flush=True)
+            rows.append(row)
+            _save(rows, out, cfg, args, device, fingerprints, time.perf_counter() - t_start)
+    _save(rows, out, cfg, args, device, fingerprints, time.perf_counter() - t_start,
+          complete=True)
     return 0
 
 
 # arguments that do not change the table
-_NOT_SETTINGS = ("out", "no_progress", "reuse")
+_NOT_SETTINGS = ("out", "no_progress", "reuse", "overwrite")
 
 
-def reusable(table: Path, args: argparse.Namespace, cfg: TrainConfig) -> bool:
-    """Whether ``table`` is a finished benchmark of the same arguments and training recipe.
+def saved_state(table: Path, args: argparse.Namespace, cfg: TrainConfig,
+                fingerprints: dict) -> tuple[str | None, str]:
+    """Whether ``table`` holds a benchmark of the same arguments, recipe, code and data:
+    ``"complete"``, ``"partial"`` (stopped part-way) or None, and why not when None.
 
-    A table saved part-way (the run was stopped) or by older code with another recipe is
-    not: reusing it would report numbers of something else.
+    A table of other code or data under the same path is not: model code changed, or new
+    labels, and reusing it would report numbers of something else.
     """
     if not table.is_file():
-        return False
+        return None, "no table"
     try:
         saved = json.loads(table.read_text())
         prov = saved["provenance"]
-    except (ValueError, KeyError, TypeError):
-        return False
+        saved_args, rows = prov.get("args", {}), saved["rows"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, "not a table of this benchmark"
 
     def settings(a: dict) -> dict:
         return {k: v for k, v in a.items() if k not in _NOT_SETTINGS}
 
-    return (saved.get("complete") is True
-            and settings(prov.get("args", {})) == settings(jsonable(vars(args)))
-            and prov.get("settings") == jsonable(cfg))
+    now = settings(jsonable(vars(args)))
+    if settings(saved_args) != now:
+        diff = sorted(k for k in set(now) | set(saved_args)
+                      if k not in _NOT_SETTINGS and saved_args.get(k) != now.get(k))
+        return None, f"other arguments ({', '.join(diff)})"
+    if prov.get("settings") != jsonable(cfg):
+        return None, "another training recipe"
+    if prov.get("code") != fingerprints["code"]:
+        return None, "other code (package version or sources changed)"
+    if prov.get("data") != jsonable(fingerprints["data"]):
+        return None, "other data (label tables or frames changed)"
+    if not isinstance(rows, list):
+        return None, "not a table of this benchmark"
+    return ("complete" if saved.get("complete") is True else "partial"), ""
 
 
-def _save(rows: list[dict], out: Path, cfg: TrainConfig, args: argparse.Namespace,
-          complete: bool = False) -> None:
+def _save(rows: list[dict], out: Path, cfg: TrainConfig, args: argparse.Namespace, device: str,
+          fingerprints: dict, wall_s: float, complete: bool = False) -> None:
     write_json({"rows": rows, "synthetic": args.synthetic, "complete": complete,
-                "provenance": describe(cfg, args.device, args=vars(args))},
+                "provenance": describe(cfg, device, args=vars(args), wall_s=wall_s,
+                                       **fingerprints)},
                out / "tracker.json")
     flat = pd.DataFrame([{k: v for k, v in r.items() if "per_" not in k} for r in rows])
     flat.to_csv(out / "tracker.csv", index=False)

@@ -52,14 +52,27 @@ def test_saved_table_is_reused_only_when_finished_with_the_same_settings(tmp_pat
     assert "kept" in capsys.readouterr().out
     assert json.loads(table.read_text()) == first  # not run again
 
-    # a table stopped part-way, or written for another recipe, is run again
-    for edit in ({"complete": False}, {"provenance": {**first["provenance"], "settings": {
-            **first["provenance"]["settings"], "steps": 1}}}):
-        table.write_text(json.dumps({**first, **edit}))
-        assert BENCH.main(base + ["--reuse"]) == 0
+    # a table stopped part-way with these settings is finished, not started again
+    partial = {**first, "complete": False, "rows": []}
+    table.write_text(json.dumps(partial))
+    assert BENCH.main(base + ["--reuse"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert json.loads(table.read_text())["complete"] is True
+
+    # one written for another recipe, or other code, is not reused: refused without
+    # --overwrite (saying why), replaced with it
+    for edit, why in (({"settings": {**first["provenance"]["settings"], "steps": 1}},
+                       "another training recipe"),
+                      ({"code": {**first["provenance"]["code"], "sources_sha256": "0"}},
+                       "other code")):
+        table.write_text(json.dumps({**first, "provenance": {**first["provenance"], **edit}}))
+        assert BENCH.main(base + ["--reuse"]) == 2
+        assert why in capsys.readouterr().err
+        assert BENCH.main(base + ["--reuse", "--overwrite"]) == 0
         assert "kept" not in capsys.readouterr().out
         assert json.loads(table.read_text())["complete"] is True
     # and so is one of other settings
-    assert BENCH.main(base + ["--reuse", "--seed", "1"]) == 0
-    assert "kept" not in capsys.readouterr().out
+    assert BENCH.main(base + ["--reuse", "--seed", "1"]) == 2
+    assert "seed" in capsys.readouterr().err
+    assert BENCH.main(base + ["--reuse", "--seed", "1", "--overwrite"]) == 0
     assert json.loads(table.read_text())["provenance"]["args"]["seed"] == 1

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from vit_facemap import __version__, commands
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import run_reporting
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,15 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        result = args.func(args)
-    except (DataError, RunExistsError, FileNotFoundError) as exc:
-        print(f"vit-facemap {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"vit-facemap {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return int(result or 0)
+    return run_reporting(f"vit-facemap {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

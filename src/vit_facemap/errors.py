@@ -6,6 +6,9 @@ their message without a traceback (see ``vit_facemap.cli``).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,3 +46,43 @@ class RunExistsError(FileExistsError):
     def __init__(self, path: str | Path, hint: str = "pass --overwrite to replace it") -> None:
         self.path = Path(path)
         super().__init__(f"{self.path}: already exists; {hint}")
+
+
+# what a command line reports in one line, without a traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (DataError, RunExistsError, FileNotFoundError)
+
+
+def run_reporting(prog: str, func: Callable[[], int | None]) -> int:
+    """``func()``'s exit status; a user mistake prints ``prog: error: ...`` and gives 2."""
+    try:
+        return int(func() or 0)
+    except USER_ERRORS as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+@contextmanager
+def argument_errors(what: str = "") -> Iterator[None]:
+    """Checks of the arguments: a ValueError they raise (a config's own validation, say) is a
+    user mistake, reported in one line; later, a ValueError is a bug and keeps its traceback."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what}{': ' if what else ''}{first_line(exc)}") from None
+
+
+def check_keys(cls: type, keys: list[str] | tuple[str, ...] | set[str], what: str) -> None:
+    """A DataError naming the valid keys when ``keys`` holds one that is not a field of the
+    dataclass ``cls`` (``replace`` and ``cls(**kw)`` would raise a bare TypeError)."""
+    from dataclasses import fields
+
+    valid = [f.name for f in fields(cls)]
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise DataError(f"unknown {what} {', '.join(map(repr, unknown))}; valid keys: "
+                        f"{', '.join(valid)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -27,10 +28,10 @@ def resolve_device(device: str = "auto") -> str:
     from vit_facemap.errors import DataError
 
     # DataError: the command line prints one line, not a traceback
+    if device != "cpu" and re.fullmatch(r"cuda(:\d+)?", device) is None:
+        raise DataError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DataError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise DataError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
 
 
@@ -111,3 +112,76 @@ def write_json(obj: Any, path: str | Path, *, overwrite: bool = True) -> Path:
     tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def check_output(path: str | Path, overwrite: bool = False, *,
+                 hint: str = "pass --overwrite to replace it") -> Path:
+    """Refuse, before any work, an output that cannot be written or would replace results.
+
+    A benchmark that only found out when writing would have spent its run for nothing, or
+    silently replaced the numbers of an earlier one.
+    """
+    from vit_facemap.errors import DataError, RunExistsError
+
+    path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder; give a file name for the JSON", path)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"{parent} is a file, not a folder", path)
+    if path.exists() and not overwrite:
+        raise RunExistsError(path, hint)
+    return path
+
+
+def data_folder(path: str | Path | None) -> tuple[Path | None, str]:
+    """The folder of real sets, and where it was looked for as words to follow "not found"
+    in a message (``in /data``; ``(no data folder: ...)``).
+
+    ``path`` (a command line's ``--data``) must be a folder when given: a typo would
+    otherwise run on generated frames, or on nothing, without saying why.
+    """
+    from vit_facemap.config import DATA_ENV, data_root
+    from vit_facemap.errors import DataError
+
+    if path not in (None, ""):
+        if not Path(path).expanduser().is_dir():
+            raise DataError("the data folder given does not exist or is not a folder", path)
+        return data_root(path), f"in {Path(path).expanduser()}"
+    env = os.environ.get(DATA_ENV) or ""
+    if not env:
+        return None, f"(no data folder: --data and ${DATA_ENV} not set)"
+    root = data_root(env)
+    return root, f"in {env}" if root is not None else f"(${DATA_ENV}={env} is not a folder)"
+
+
+def _digest(files: list[Path], base: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_fingerprint(*extra: str | Path) -> dict[str, str]:
+    """The package version and a hash of its sources (plus ``extra`` files, e.g. the script
+    itself): results of other code are told apart even when the version was not bumped."""
+    import vit_facemap
+
+    src = Path(vit_facemap.__file__).resolve().parent
+    files = [f for f in src.rglob("*.py") if "__pycache__" not in f.parts]
+    out = {"version": vit_facemap.__version__, "sources_sha256": _digest(files, src)}
+    for e in extra:
+        e = Path(e).resolve()
+        out[e.name] = _digest([e], e.parent)
+    return out
+
+
+def data_fingerprint(folder: str | Path) -> dict[str, Any]:
+    """A hash of a labeled set's tables (labels, animals; CSV and H5) and its image count:
+    new labels or frames under the same path give another fingerprint."""
+    folder = Path(folder)
+    tables = [f for f in folder.rglob("*") if f.suffix in (".csv", ".h5") and f.is_file()]
+    images = sum(1 for f in folder.rglob("*.png"))
+    return {"tables": len(tables), "tables_sha256": _digest(tables, folder), "images": images}

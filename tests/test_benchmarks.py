@@ -1,0 +1,278 @@
+"""The benchmark scripts refuse bad arguments before any work, never replace results unasked,
+and record what they ran (tiny generated data: seconds each)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vit_facemap.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TRACKER = _script("tracker")
+
+
+def _tracker_args(out: Path, *extra: str) -> list[str]:
+    return ["--synthetic", "--profile", "test", "--models", "mean_shape", "--no-progress",
+            "--out", str(out), *extra]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+# --- tracker.py ---------------------------------------------------------------------------
+
+
+def test_tracker_refuses_to_replace_a_table_before_any_work(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out)) == 0
+    table = out / "tracker.json"
+    before = table.read_text()
+    capsys.readouterr()
+    assert TRACKER.main(_tracker_args(out)) == 2
+    line = _one_error_line(capsys)
+    assert "tracker.json" in line and "--overwrite" in line
+    assert table.read_text() == before
+    assert TRACKER.main(_tracker_args(out, "--overwrite")) == 0
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--models", "mean_shape,hybird"], "hybird"),
+    (["--device", "cudax"], "cudax"),
+    (["--test-animals", "3"], "--test-animals 3"),  # the generated set has 3 videos
+    (["--steps", "0"], "steps"),
+])
+def test_tracker_checks_arguments_before_training(tmp_path, capsys, extra, words):
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, *extra)) == 2
+    assert words in _one_error_line(capsys)
+    assert not (out / "tracker.json").exists() and not (out / "runs").exists()
+
+
+def test_tracker_out_or_data_of_the_wrong_kind_is_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert TRACKER.main(_tracker_args(afile)) == 2
+    assert "afile" in _one_error_line(capsys)
+    missing = tmp_path / "no_such_folder"
+    assert TRACKER.main(["--data", str(missing), "--out", str(tmp_path / "t")]) == 2
+    assert str(missing) in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("extra, steps, minutes", [
+    (["--profile", "quick"], 300, None),  # the profile's own budget
+    (["--profile", "test", "--steps", "50", "--minutes", "0.5"], 50, 0.5),  # given: used
+    (["--profile", "test"], 8, None),
+])
+def test_tracker_budget_is_the_profiles_unless_given(tmp_path, extra, steps, minutes):
+    out = tmp_path / "t"
+    args = ["--synthetic", "--models", "mean_shape", "--no-progress", "--out", str(out),
+            "--device", "auto", *extra]
+    assert TRACKER.main(args) == 0
+    prov = json.loads((out / "tracker.json").read_text())["provenance"]
+    assert (prov["settings"]["steps"], prov["settings"]["max_minutes"]) == (steps, minutes)
+    # the device as used, not as asked for; the run's total wall time
+    assert prov["device"]["device"] == "cpu" and prov["wall_s"] > 0
+    assert prov["code"]["sources_sha256"] and prov["data"]["synthetic"]["tables_sha256"]
+
+
+def _frames_of(root: Path, videos: list[str]):
+    from vit_facemap.dlc import LabeledFrames
+
+    index = [f"labeled-data/{v}/img{i}.png" for v in videos for i in range(2)]
+    kp = np.ones((len(index), 1, 2))
+    return LabeledFrames(root, index, kp, ["nose"], "me")
+
+
+def test_tracker_leave_animal_out_split_follows_animals_csv(tmp_path):
+    # session names that look like six animals; animals.csv says they are three
+    videos = ["A1_s1", "B1_s1", "C1_s1", "D1_s1", "E1_s1", "F1_s1"]
+    (tmp_path / "animals.csv").write_text(
+        "video,animal\n" + "".join(f"{v},{'xyz'[i // 2]}\n" for i, v in enumerate(videos)))
+    frames = _frames_of(tmp_path, videos)
+    from vit_facemap.splits import groups_for
+
+    animals = groups_for(frames, "animal")
+    for seed in range(6):
+        [(_, name, train, test)] = TRACKER.splits_of("schroeder", frames, 1, seed, False)
+        assert not set(animals[train]) & set(animals[test])
+        assert name == f"held-out animals {', '.join(sorted(set(animals[test])))}"
+
+
+def test_tracker_test_animals_that_cannot_be_honoured_is_an_error(tmp_path):
+    frames = _frames_of(tmp_path, ["A1", "B1", "C1"])
+    with pytest.raises(DataError, match="--test-animals 3"):
+        TRACKER.splits_of("schroeder", frames, 3, 0, False)
+    [(_, _, _, test)] = TRACKER.splits_of("schroeder", frames, 2, 0, False)
+    assert len(set(frames.videos[test])) == 2  # honoured, not replaced by 1
+    [(_, _, _, test)] = TRACKER.splits_of("schroeder", frames, None, 0, False)
+    assert len(set(frames.videos[test])) == 1  # the default on a small set
+
+
+def test_tracker_reuse_notices_changed_data(tmp_path, capsys):
+    out = tmp_path / "t"
+    args = _tracker_args(out, "--reuse")
+    assert TRACKER.main(args) == 0
+    table = out / "tracker.json"
+    saved = json.loads(table.read_text())
+    saved["provenance"]["data"]["synthetic"]["tables_sha256"] = "0"
+    table.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert TRACKER.main(args) == 2
+    assert "other data" in _one_error_line(capsys)
+
+
+def test_tracker_trains_without_validation_frames_unless_monitored(tmp_path):
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
+    split = json.loads((out / "runs" / "synthetic" / "hybrid" / "split.json").read_text())
+    assert split["val"] == []  # the budget goes to training only
+
+
+# --- track_speed.py -----------------------------------------------------------------------
+
+
+SPEED = _script("track_speed")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run trained on 96x72 generated frames (seconds, profile test)."""
+    out = tmp_path_factory.mktemp("tracker")
+    assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
+    return out / "runs" / "synthetic" / "hybrid"
+
+
+def test_track_speed_times_a_run_of_another_frame_size_on_the_given_frames(tmp_path, tiny_run):
+    from vit_facemap.synthetic import generate_frames
+    from vit_facemap.testvideo import write_clip
+
+    video = tmp_path / "clip.mp4"
+    write_clip(list(generate_frames(12, seed=0, size=(128, 96), n_videos=1).images), video,
+               fps=30, n_frames=12)
+    out = tmp_path / "speed.json"
+    assert SPEED.main(["--models", "", "--runs", str(tiny_run), "--video", str(video),
+                       "--frames", "5", "--repeats", "1", "--threads", "1",
+                       "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    [row] = record["results"]
+    assert row["resized_to"] == [96, 72] and row["frames"] == 5  # --frames honoured
+    assert record["wall_s"] > 0 and record["device"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--models", "vitt"], "vitt"),
+    (["--video", "/nonexistent.mp4"], "/nonexistent.mp4"),
+    (["--threads", "0"], "--threads"),
+    (["--runs", "/no/such/run"], "/no/such/run"),
+    (["--device", "cudax"], "cudax"),
+])
+def test_track_speed_checks_arguments_before_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "speed.json"
+    assert SPEED.main(["--models", "", "--frames", "2", *extra, "--out", str(out)]) == 2
+    assert words in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_track_speed_keeps_earlier_results(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    out.write_text("{}")
+    assert SPEED.main(["--models", "vitt", "--out", str(out)]) == 2
+    assert SPEED.main(["--models", "", "--frames", "2", "--out", str(out)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert out.read_text() == "{}"
+
+
+# --- bench_data.py ------------------------------------------------------------------------
+
+
+DATA = _script("bench_data")
+
+
+def test_bench_data_checks_out_and_data_before_timing(tmp_path, capsys):
+    assert DATA.main(["--out", str(tmp_path)]) == 2
+    assert "is a folder" in _one_error_line(capsys)
+    missing = tmp_path / "no_such_data"
+    assert DATA.main(["--data", str(missing), "--out", str(tmp_path / "d.json")]) == 2
+    assert str(missing) in _one_error_line(capsys)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("{}")
+    assert DATA.main(["--out", str(earlier)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert earlier.read_text() == "{}"
+
+
+# --- classify.py --------------------------------------------------------------------------
+
+
+CLASSIFY = _script("classify")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--predict", "tta=mirror-zom"], "mirror-zom"),
+    (["--predict", "tta"], "key=value"),
+    (["--predict", "tda=none"], "tda"),
+    (["--set", "ensembel=3"], "valid keys"),
+    (["--set", "ensemble=0"], "ensemble"),
+    (["--folds", "1"], "--folds"),
+    (["--data-root", "/no/such/data"], "/no/such/data"),
+])
+def test_classify_checks_settings_before_the_study(tmp_path, capsys, extra, words):
+    out = tmp_path / "c.json"
+    argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(out), *extra]
+    assert CLASSIFY.main(argv) == 2
+    assert words in _one_error_line(capsys)
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
+def test_classify_keeps_an_earlier_json_and_refuses_a_folder(tmp_path, capsys):
+    earlier = tmp_path / "c.json"
+    earlier.write_text("{}")
+    for json_arg in (earlier, tmp_path):
+        argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(json_arg)]
+        assert CLASSIFY.main(argv) == 2
+        assert str(json_arg) in _one_error_line(capsys)
+    assert earlier.read_text() == "{}" and not (tmp_path / "w").exists()
+
+
+# --- locator.py ---------------------------------------------------------------------------
+
+
+LOCATOR = _script("locator")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["refine_step=0"], "refine_steps"),  # the message names the valid keys
+    (["refine_steps"], "key=value"),
+    (["--predict", "candidatez=1,3"], "candidatez"),
+    (["--folds", "1"], "--folds"),
+    (["--data-root", "/no/such/data"], "/no/such/data"),
+])
+def test_locator_checks_settings_before_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "l.json"
+    argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(out), *extra]
+    assert LOCATOR.main(argv) == 2
+    assert words in _one_error_line(capsys)
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
+def test_locator_keeps_an_earlier_json(tmp_path, capsys):
+    earlier = tmp_path / "l.json"
+    earlier.write_text("{}")
+    assert LOCATOR.main(["--work", str(tmp_path / "w"), "--json", str(earlier)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert earlier.read_text() == "{}"
