@@ -165,6 +165,35 @@ def test_cross_validate_passes_measures(gen_with_measures):
     assert np.isfinite(cv.proba["vit"]).all()
 
 
+
+def test_unclassed_images_of_unknown_groups_do_not_train_any_fold(gen_with_measures, monkeypatch):
+    """An extra image whose group the folds do not use could show a held-out animal."""
+    import vit_facemap.classifier as C
+    from vit_facemap.errors import DataWarning
+    from vit_facemap.states import SetMeasures
+
+    s, frames, values, names = gen_with_measures
+    m = SetMeasures(names, values, [s.paths[0], s.paths[1]], values[:2], s.eyes[:2],
+                    np.array([s.groups[0], "an animal under another name"], dtype=object))
+    seen, fit_locator = [], C.fit_locator
+    monkeypatch.setattr(C, "fit_locator", lambda fr, bx, cfg, extra, progress: (
+        seen.append(len(extra[0])), fit_locator(fr, bx, cfg, extra, progress))[1])
+    with pytest.warns(DataWarning, match="1 image.* group the cross-validation does not use"):
+        cross_validate(frames, s.labels, s.groups, s.classes,
+                       {"hog": profile_config("test", model="hog-rf")}, s.eyes, n_splits=2,
+                       progress=False, measures=m)
+    # the known group's image trains the fold that holds that group out of its test set only
+    assert sorted(seen) == [0, 1]
+
+
+def test_forest_with_a_class_missing_from_training_gives_every_column(gen_with_measures):
+    s, frames, _, _ = gen_with_measures
+    clf = FacialStateClassifier(profile_config("test", model="hog-rf"), [*s.classes, "third"])
+    clf.fit(frames, s.labels, s.eyes, progress=False)
+    p = clf.predict_proba(frames, s.eyes)
+    assert p.shape == (len(frames), 3) and (p[:, 2] == 0).all() and np.allclose(p.sum(1), 1)
+
+
 def test_read_image_set_skips_hidden_between_folder(dlc_set, tmp_path):
     out = tmp_path / "p"
     write_pupil_state_set(dlc_set, out)

@@ -30,6 +30,7 @@ transform) on the crop resized to ``hog_size`` pixels.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,7 +43,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 from tqdm.auto import tqdm
 
-from vit_facemap.errors import DataError, first_line
+from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
 from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
 from vit_facemap.images import load_image
@@ -559,7 +560,11 @@ class FacialStateClassifier:
                       batch_size: int = 64) -> np.ndarray:
         crops = self.crops(frames, boxes)
         if self.config.model == "hog-rf":
-            return self.model.predict_proba(self.inputs(crops))
+            # the forest has a column only for the classes it saw: a class missing from a
+            # fold's training frames gets probability 0
+            proba = np.zeros((len(crops), len(self.classes)))
+            proba[:, self.model.classes_] = self.model.predict_proba(self.inputs(crops))
+            return proba
         keypoints = self.config.decision == "keypoints"
         proba, geometry, kp_ratio = self._vit_outputs(crops, batch_size, keypoints)
         if keypoints:
@@ -665,6 +670,7 @@ class FacialStateClassifier:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(
             {"config": asdict(self.config), "classes": self.classes,
+             **({"hog": asdict(self.hog_config)} if self.config.model == "hog-rf" else {}),
              "measures": self.measure_names, "ratio_rule": self.rule}, indent=2) + "\n")
         tensors: dict[str, torch.Tensor] = {}
         if self.locator is not None:
@@ -881,13 +887,26 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     wall = dict.fromkeys(configs, 0.0)
     used_boxes = None if boxes is None else np.full((len(labels), 3), np.nan)
     extra_frames = load_frames(measures.extra_paths) if measures is not None else []
+    if measures is not None:
+        # an image without a class trains a fold only when its group is one of the fold's
+        # training groups; a group the folds do not use (animals in measures.csv, videos in
+        # groups.csv; none given) could be a test animal's frame, so it is left out
+        extra_groups = measures.extra_groups.astype(str)
+        known_extra = np.isin(extra_groups, groups)
+        if len(extra_groups) and not known_extra.all():
+            odd = sorted(set(extra_groups[~known_extra]))
+            warnings.warn(DataWarning(
+                f"{(~known_extra).sum()} image(s) of measures.csv without a class have a group "
+                f"the cross-validation does not use ({', '.join(map(repr, odd[:3]))}"
+                f"{' ...' if len(odd) > 3 else ''}); they are left out of training, since "
+                "they could show a held-out animal"), stacklevel=2)
     for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
         fold[te] = f
         tr_frames = [frames[i] for i in tr]
         te_frames = [frames[i] for i in te]
         geo: dict[str, Any] = {}
         if measures is not None:
-            keep = np.flatnonzero(~np.isin(measures.extra_groups.astype(str), groups[te]))
+            keep = np.flatnonzero(known_extra & ~np.isin(extra_groups, groups[te]))
             geo = {"measures": measures.values[tr], "measure_names": measures.names,
                    "extra": ([extra_frames[i] for i in keep] if extra_frames else [],
                              measures.extra_eyes[keep], measures.extra_values[keep])}

@@ -21,6 +21,10 @@ class HogConfig:
     pixels_per_cell: int = 32
     cells_per_block: int = 1
     transform_sqrt: bool = True
+    # with one-cell blocks each cell's histogram is normalised on its own; Dolensek et al.
+    # do not name the norm: scikit-image's default (since 0.15), pinned so a version change
+    # cannot change the features
+    block_norm: str = "L2-Hys"
 
 
 def hog_features(images: np.ndarray, config: HogConfig = HogConfig(), progress: bool = False) -> np.ndarray:
@@ -37,6 +41,7 @@ def hog_features(images: np.ndarray, config: HogConfig = HogConfig(), progress: 
             pixels_per_cell=(config.pixels_per_cell, config.pixels_per_cell),
             cells_per_block=(config.cells_per_block, config.cells_per_block),
             transform_sqrt=config.transform_sqrt,
+            block_norm=config.block_norm,
             feature_vector=True,
         )
         for img in tqdm(images, desc="HOG", disable=not progress)
