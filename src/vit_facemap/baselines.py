@@ -20,7 +20,7 @@ from sklearn.ensemble import RandomForestRegressor
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.hog import hog_features
 from vit_facemap.images import load_image
-from vit_facemap.transforms import InputMapping, label_box, to_channels
+from vit_facemap.transforms import InputMapping, label_box, rescale_points, to_channels
 
 
 class MeanShapePredictor:
@@ -38,8 +38,7 @@ class MeanShapePredictor:
         n = len(frames)
         kp = np.repeat(self.mean[None], n, axis=0)
         if self.frame_size is not None:
-            h, w = frames.shape[1:3]
-            kp = kp * np.array([w / self.frame_size[0], h / self.frame_size[1]])
+            kp = rescale_points(kp, self.frame_size, (frames.shape[2], frames.shape[1]))
         return kp, np.ones(kp.shape[:2])
 
 
@@ -97,7 +96,9 @@ class HogForestPredictor:
         frames = np.asarray(frames)
         imgs = [to_channels(f, 1)[..., 0] for f in frames]
         feats = self._features(imgs)
-        kp = self.forest.predict(feats).reshape(len(frames), -1, 2)
+        # the forest answers in the training frames' pixels
+        kp = rescale_points(self.forest.predict(feats).reshape(len(frames), -1, 2),
+                            self.frame_size, (frames.shape[2], frames.shape[1]))
         # spread of the trees' votes as a rough confidence: 1 / (1 + std in px / 10)
         per_tree = np.stack([t.predict(feats) for t in self.forest.estimators_[:20]])
         spread = per_tree.reshape(per_tree.shape[0], len(frames), -1, 2).std(0).mean(-1)

@@ -86,6 +86,14 @@ class InputMapping:
         )
 
 
+def rescale_points(xy: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
+                   ) -> np.ndarray:
+    """Pixel coordinates (..., 2) on frames of ``from_size`` (W, H) -> the same places on
+    frames of ``to_size``; pixel centres stay pixel centres ((x + 0.5) * s - 0.5)."""
+    s = np.array([to_size[0] / from_size[0], to_size[1] / from_size[1]])
+    return (np.asarray(xy, dtype=np.float64) + 0.5) * s - 0.5
+
+
 def full_frame_box(frame_size: tuple[int, int], input_size: tuple[int, int]) -> InputMapping:
     """The whole frame, padded on the right/bottom to the input's aspect ratio."""
     w, h = frame_size

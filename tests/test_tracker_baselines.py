@@ -1,0 +1,34 @@
+"""The keypoint baselines (mean shape, HOG + random forest) on frames of another size."""
+
+import numpy as np
+from PIL import Image
+
+from vit_facemap.baselines import HogForestConfig, HogForestPredictor, MeanShapePredictor
+from vit_facemap.dlc import find_label_file, read_labels
+from vit_facemap.images import load_image
+from vit_facemap.synthetic import write_synthetic_set
+from vit_facemap.transforms import rescale_points
+
+
+def test_rescale_points_keeps_pixel_centres():
+    # frame pixel 0 spans [-0.5, 0.5): at twice the size it is pixels 0 and 1, centred at 0.5
+    np.testing.assert_allclose(rescale_points([[0.0, 0.0], [9.0, 4.0]], (10, 5), (20, 10)),
+                               [[0.5, 0.5], [18.5, 8.5]])
+
+
+def test_baselines_answer_in_the_pixels_of_the_frames_given(tmp_path):
+    root = write_synthetic_set(tmp_path / "set", 12, 2, size=(128, 96))
+    frames = read_labels(find_label_file(root))
+    images = np.stack([load_image(p)[..., 0] if load_image(p).ndim == 3 else load_image(p)
+                       for p in frames.image_paths])
+    double = np.stack([np.asarray(Image.fromarray(f).resize((256, 192), Image.BILINEAR))
+                       for f in images])
+    mean = MeanShapePredictor(frames, frame_size=(128, 96))
+    np.testing.assert_allclose(mean.predict(double)[0][0],
+                               rescale_points(mean.predict(images)[0][0], (128, 96), (256, 192)))
+    forest = HogForestPredictor(HogForestConfig(crop_width=64, n_estimators=5, n_jobs=1)).fit(frames)
+    one, two = forest.predict(images)[0], forest.predict(double)[0]
+    # the same frames at twice the size: the same places, in the larger frames' pixels (the
+    # forest sees slightly different crops, hence the tolerance; it answered in the
+    # training frames' pixels, half the size, before)
+    np.testing.assert_allclose(two, rescale_points(one, (128, 96), (256, 192)), atol=6.0)
