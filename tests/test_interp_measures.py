@@ -35,6 +35,19 @@ def test_pupil_measures_by_hand():
     assert m.loc[1, "pupil_horizontal"] == pytest.approx(6)
 
 
+def test_an_eye_of_no_width_has_no_ratios():
+    kp = schroeder_frame()[None].copy()
+    kp[0, 7] = kp[0, 5]  # eye corners on one point
+    with np.errstate(all="raise"):  # and no divide-by-zero warning either
+        m = facial_measures(kp, SCHROEDER)
+    assert m.loc[0, "eye_width"] == 0
+    assert np.isnan(m.loc[0, "eye_aperture"]) and np.isnan(m.loc[0, "pupil_eye_ratio"])
+    face = np.zeros((1, len(G7C1), 2))
+    face[0, G7C1.index("nose tip")] = [5, 5]
+    m = facial_measures(face, G7C1)
+    assert np.isnan(m.loc[0, "eye_aperture"]) and np.isnan(m.loc[0, "nose_tip_distance"])
+
+
 def test_only_measures_the_bodyparts_allow():
     kp = schroeder_frame()[None, 5:]  # eyelids only
     m = facial_measures(kp, SCHROEDER[5:])

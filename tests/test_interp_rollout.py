@@ -88,6 +88,22 @@ def test_capture_and_rollout_on_timm_vit_inside_a_wrapper():
                                (joint[0, 0, 1:] / joint[0, 0, 1:].sum()).numpy(), atol=1e-5)
 
 
+def test_rollout_of_a_vit_without_cls_token_pools_the_patch_rows():
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
+                            depth=2, num_heads=2, class_token=False, global_pool="avg").eval()
+    x = torch.randn(1, 1, 16, 16)
+    with capture_attention(vit) as store:
+        vit(x)
+    joint = rollout(store["attn"], n_prefix=0)[0]
+    expected = joint.mean(0) / joint.mean(0).sum()  # what the pooled prediction attends to
+    # (reading "row 0" took patch (0, 0)'s attention for the CLS token's)
+    np.testing.assert_allclose(attention_rollout(vit, x).maps[0].ravel(), expected.numpy(),
+                               atol=1e-5)
+
+
 def test_gradient_rollout_is_class_specific():
     vit = tiny_vit()
     x = torch.randn(1, 1, 16, 16)

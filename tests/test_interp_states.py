@@ -321,8 +321,20 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
                  "--method", "gradient", "--target", "dilated"]) == 0
     assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
-                 "--target", "sleepy"]) == 2
+                 "--method", "gradient", "--target", "sleepy"]) == 2
     assert "not one of the run's classes" in capsys.readouterr().err
+    # by default the gradient map explains the class reported next to it
+    assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
+                 "--method", "gradient"]) == 0
+    rec = json.loads((out / "rollout.json").read_text())
+    assert all(r["explained"] == r["predicted"] for r in rec["images"])
+    # an option of the other method is refused, not recorded as if it had been used
+    for other, words in ((["--target", "dilated"], "--target is for --method gradient"),
+                         (["--method", "gradient", "--head-fusion", "max"],
+                          "--head-fusion is for --method rollout")):
+        assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
+                     *other]) == 2
+        assert words in capsys.readouterr().err
     assert main(["rollout", str(run), str(tmp_path / "nope.png"), "--out",
                  str(tmp_path / "m2")]) == 2
     assert "image file is missing" in capsys.readouterr().err

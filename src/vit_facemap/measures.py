@@ -93,17 +93,20 @@ def facial_measures(keypoints: np.ndarray, bodyparts: Sequence[str]) -> pd.DataF
         out["pupil_x"], out["pupil_y"] = centre[:, 0], centre[:, 1]
     if has("lefteyelid", "righteyelid"):
         out["eye_width"] = _dist(pt("lefteyelid"), pt("righteyelid"))
+        # an eye of no width (corners on one point) has no ratios: NaN, not inf, which
+        # would pass any pupil threshold
+        per_width = 1 / np.where(out["eye_width"] > 0, out["eye_width"], np.nan)
         if has("dorsaleyelid", "ventraleyelid"):
-            out["eye_aperture"] = _dist(pt("dorsaleyelid"), pt("ventraleyelid")) / out["eye_width"]
+            out["eye_aperture"] = _dist(pt("dorsaleyelid"), pt("ventraleyelid")) * per_width
         if "pupil_diameter" in out:
-            out["pupil_eye_ratio"] = out["pupil_diameter"] / out["eye_width"]
+            out["pupil_eye_ratio"] = out["pupil_diameter"] * per_width
     # --- 12-keypoint face (g7c1) ---------------------------------------------------------
     if has(*EYE_POINTS):
         centre = np.stack([pt(n) for n in EYE_POINTS]).mean(axis=0)
         axis = pt("eyefront") - pt("eyeback")
-        width = np.linalg.norm(axis, axis=-1)
+        out["eye_width"] = np.linalg.norm(axis, axis=-1)
+        width = np.where(out["eye_width"] > 0, out["eye_width"], np.nan)  # as above
         out["eye_x"], out["eye_y"] = centre[:, 0], centre[:, 1]
-        out["eye_width"] = width
         out["eye_aperture"] = _dist(pt("eyetop"), pt("eyebottom")) / width
         with np.errstate(invalid="ignore", divide="ignore"):
             u = axis / width[:, None]

@@ -105,7 +105,7 @@ def _discard(a: torch.Tensor, ratio: float, n_prefix: int) -> torch.Tensor:
         return a
     a = a.clone()
     b, t, _ = a.shape
-    protect = torch.zeros(t, t, dtype=torch.bool)
+    protect = torch.zeros(t, t, dtype=torch.bool, device=a.device)
     protect[:n_prefix, :] = True
     protect[:, :n_prefix] = True
     free = ~protect.flatten()
@@ -133,7 +133,7 @@ def rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean",
         a = a.detach().float()
         a = a if fused else fuse_heads(a, head_fusion)
         a = _discard(a, discard_ratio, n_prefix)
-        eye = torch.eye(a.shape[-1], dtype=a.dtype)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         a = a + eye
         a = a / a.sum(dim=-1, keepdim=True)
         joint = a if joint is None else a @ joint
@@ -158,11 +158,18 @@ def _grid(vit: nn.Module) -> tuple[int, int]:
 
 
 def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
-    """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches."""
+    """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches.
+
+    A ViT without a CLS token (average pooling; registers only) pools its patch tokens: its
+    map is the mean of their rows, as its prediction is the mean of their outputs.
+    """
     n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
     gh, gw = _grid(vit)
-    row = 0 if query is None else n_prefix + int(query)
-    m = joint[:, row, n_prefix:].clamp(min=0)
+    if query is None and not getattr(vit, "has_class_token", True):
+        m = joint[:, n_prefix:, n_prefix:].mean(1).clamp(min=0)
+    else:
+        row = 0 if query is None else n_prefix + int(query)
+        m = joint[:, row, n_prefix:].clamp(min=0)
     m = m / m.sum(-1, keepdim=True).clamp(min=1e-12)
     return rearrange(m, "b (h w) -> b h w", h=gh, w=gw).cpu().numpy()
 

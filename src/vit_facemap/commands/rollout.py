@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to write overlays and maps into")
     p.add_argument("--method", choices=("rollout", "gradient"), default="rollout",
                    help="plain attention rollout, or gradient-weighted (class-specific)")
-    p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
+    p.add_argument("--head-fusion", choices=("mean", "max", "min"), default=None,
+                   help="how the heads' attention is fused per layer (rollout method; default mean)")
     p.add_argument("--discard-ratio", type=float, default=0.0,
                    help="share of the weakest attention to drop per layer (never the CLS token)")
     p.add_argument("--target", default=None,
@@ -38,7 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from PIL import Image
 
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
@@ -69,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--method gradient and --target are for ViT runs; this run is a "
                         f"{clf.config.model} model (its map is the forest's importance per "
                         "HOG cell)", run_dir)
+    # options of the other method would be recorded as if they had shaped the maps
+    if args.method == "rollout" and args.target is not None:
+        raise DataError("--target is for --method gradient: plain rollout follows the CLS "
+                        "token's attention, the same for every class")
+    if args.method == "gradient" and args.head_fusion is not None:
+        raise DataError("--head-fusion is for --method rollout: the gradient method weights "
+                        "each head by its gradient")
+    head_fusion = args.head_fusion or "mean"
     target = None
     if args.target is not None:
         if args.target not in clf.classes:
@@ -82,17 +90,17 @@ def run(args: argparse.Namespace) -> int:
     proba = clf.predict_proba(frames, boxes)
     if clf.config.model == "vit":
         x = clf.inputs(crops)
-        if args.method == "gradient" and target is None and len(clf.vits) > 1:
-            # the members of an ensemble explain the ensemble's class on the plain view
-            with torch.no_grad():
-                target = np.mean([m(x).softmax(-1).numpy() for m, _ in clf.vits], 0).argmax(1)
+        if args.method == "gradient" and target is None:
+            # the class the run predicts (mirror averaging, geometry decisions included), so
+            # the map explains the class reported next to it
+            target = proba.argmax(1)
         # an ensemble's map is the mean of its members' maps
         if args.method == "gradient":
             maps = np.mean([gradient_rollout(m, x, target=target,
                                              discard_ratio=args.discard_ratio).maps
                             for m, _ in clf.vits], axis=0)
         else:
-            maps = np.mean([attention_rollout(m, x, args.head_fusion, args.discard_ratio).maps
+            maps = np.mean([attention_rollout(m, x, head_fusion, args.discard_ratio).maps
                             for m, _ in clf.vits], axis=0)
         views = center_view(crops, clf.config.image_size * 4)
         kind = f"attention {args.method}"
@@ -113,9 +121,13 @@ def run(args: argparse.Namespace) -> int:
         np.save(out / f"{stem}_map.npy", maps[i].astype(np.float32))
         records.append({"image": str(p), "name": stem,
                         "predicted": clf.classes[int(proba[i].argmax())],
+                        # the class the map is for (plain rollout and the forest: none)
+                        "explained": None if target is None else
+                        clf.classes[int(np.broadcast_to(target, (len(paths),))[i])],
                         "probabilities": dict(zip(clf.classes, map(float, proba[i]), strict=True)),
                         "eye_box": None if boxes is None else [float(v) for v in boxes[i]]})
-    write_json(describe({"method": args.method, "head_fusion": args.head_fusion,
+    write_json(describe({"method": args.method,
+                         "head_fusion": head_fusion if args.method == "rollout" else None,
                          "discard_ratio": args.discard_ratio, "target": args.target},
                         "cpu", run=str(run_dir.resolve()), map=kind, images=records),
                out / "rollout.json")
