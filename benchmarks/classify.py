@@ -33,6 +33,7 @@ from vit_facemap.runinfo import (
     check_output,
     data_folder,
     describe,
+    parse_settings,
     resolve_device,
     timed,
     write_json,
@@ -72,11 +73,11 @@ def _main(argv: list[str] | None) -> int:
             raise DataError(f"--folds must be at least 2, got {args.folds}")
         if args.threads < 0:
             raise DataError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
-        overrides = dict(_setting(s) for s in args.set)
+        overrides = dict(parse_settings(args.set, "--set"))
         check_keys(ClassifierConfig, list(overrides), "--set key")
         configs = {m: profile_config(args.profile, model=m, seed=args.seed, **overrides)
                    for m in ("hog-rf", "vit")}
-        variants = _predict_settings(args.predict)
+        variants = parse_settings(args.predict, "--predict", many=True)
         check_keys(ClassifierConfig, sorted({k for k, _ in variants}), "--predict key")
         for k, v in variants:
             replace(configs["vit"], **{k: v})
@@ -129,28 +130,6 @@ def _say_folds(folds: int, groups) -> None:
     if folds > n:
         print(f"--folds {folds}: the set has {n} animals; {n} folds (each animal held out "
               f"once)", flush=True)
-
-
-def _predict_settings(texts: list[str]) -> list[tuple[str, str]]:
-    """``key=v1,v2`` -> [(key, v1), (key, v2)]."""
-    out = []
-    for text in texts:
-        key, sep, values = text.partition("=")
-        if not sep or not values:
-            raise DataError(f"--predict {text!r}: give key=value1,value2")
-        out += [(key, v) for v in values.split(",")]
-    return out
-
-
-def _setting(text: str) -> tuple[str, object]:
-    """``key=value`` with the value read as JSON where it parses (numbers, true), else text."""
-    import json
-
-    key, _, value = text.partition("=")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def _variants(study, settings: list[tuple[str, str]]) -> dict[str, dict]:

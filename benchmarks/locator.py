@@ -27,27 +27,15 @@ from vit_facemap.config import PROFILES, real_set
 from vit_facemap.errors import DataError, argument_errors, check_keys, run_reporting
 from vit_facemap.eyes import LocatorConfig
 from vit_facemap.interpretation import locator_error
-from vit_facemap.runinfo import check_output, data_folder, describe, timed, write_json
+from vit_facemap.runinfo import (
+    check_output,
+    data_folder,
+    describe,
+    parse_settings,
+    timed,
+    write_json,
+)
 from vit_facemap.states import read_image_set, read_measures, write_pupil_state_set
-
-
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _pairs(texts: list[str], what: str) -> list[tuple[str, str]]:
-    out = []
-    for text in texts:
-        key, sep, value = text.partition("=")
-        if not sep or not value:
-            raise DataError(f"{what} {text!r}: give key=value")
-        out.append((key, value))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,12 +64,13 @@ def _main(argv: list[str] | None) -> int:
             raise DataError(f"--folds must be at least 2, got {args.folds}")
         if args.threads < 0:
             raise DataError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
-        overrides = {k: _value(v) for k, v in _pairs(args.overrides, "setting")}
+        overrides = dict(parse_settings(args.overrides, "setting"))
         check_keys(LocatorConfig, list(overrides), "locator setting")
+        if "seed" in overrides:
+            raise DataError("give the seed as --seed (it also seeds the folds)")
         # the seed the folds are trained with, recorded as such (was the profile's 0)
         config = replace(profile_config(args.profile).locator, **overrides, seed=args.seed)
-        variants = [(k, _value(v)) for k, vs in _pairs(args.predict, "--predict")
-                    for v in vs.split(",")]
+        variants = parse_settings(args.predict, "--predict", many=True)
         check_keys(LocatorConfig, sorted({k for k, _ in variants}), "--predict key")
         for k, v in variants:
             replace(config, **{k: v})

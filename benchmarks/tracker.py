@@ -225,6 +225,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     t0 = time.perf_counter()
     key = key or set_name  # one folder per split of a set
     run_dir = out / "runs" / key / model_name
+    row["run"] = f"{key}/{model_name}"  # under OUT/runs, for the learning curves
     if model_name == "mean_shape":
         predictor = MeanShapePredictor(train)
         row.update(description="mean training pose", train_s=time.perf_counter() - t0)

@@ -228,6 +228,7 @@ CLASSIFY = _script("classify")
     (["--predict", "tda=none"], "tda"),
     (["--set", "ensembel=3"], "valid keys"),
     (["--set", "ensemble=0"], "ensemble"),
+    (["--predict", "crop_factor=abc"], "crop_factor='abc'"),  # values are typed, not text
     (["--folds", "1"], "--folds"),
     (["--data-root", "/no/such/data"], "/no/such/data"),
 ])
@@ -259,6 +260,7 @@ LOCATOR = _script("locator")
     (["refine_step=0"], "refine_steps"),  # the message names the valid keys
     (["refine_steps"], "key=value"),
     (["--predict", "candidatez=1,3"], "candidatez"),
+    (["seed=3"], "--seed"),
     (["--folds", "1"], "--folds"),
     (["--data-root", "/no/such/data"], "/no/such/data"),
 ])
@@ -276,3 +278,25 @@ def test_locator_keeps_an_earlier_json(tmp_path, capsys):
     assert LOCATOR.main(["--work", str(tmp_path / "w"), "--json", str(earlier)]) == 2
     assert "--overwrite" in _one_error_line(capsys)
     assert earlier.read_text() == "{}"
+
+
+def test_code_fingerprint_ignores_the_books_presentation_code(tmp_path, monkeypatch):
+    """Editing the book's renderer must not retrain the book's trackers (--reuse)."""
+    import shutil
+
+    import vit_facemap
+    from vit_facemap.runinfo import code_fingerprint
+
+    copy = tmp_path / "vit_facemap"
+    shutil.copytree(Path(vit_facemap.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(vit_facemap, "__file__", str(copy / "__init__.py"))
+    before = code_fingerprint()
+    with open(copy / "book" / "render.py", "a") as f:
+        f.write("# a comment\n")
+    with open(copy / "reports.py", "a") as f:
+        f.write("# a comment\n")
+    assert code_fingerprint() == before
+    with open(copy / "train.py", "a") as f:
+        f.write("# a comment\n")
+    assert code_fingerprint() != before

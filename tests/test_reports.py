@@ -247,3 +247,16 @@ def test_tracker_curves_name_a_set_without_logs(tmp_path):
     (tmp_path / "g7c1" / "hybrid" / "metrics.csv").write_text("epoch,loss\n0,1\n")
     with pytest.raises(DataError, match="lacks 'step', 'train_loss'"):
         tracker_curves(rows, tmp_path)
+
+
+def test_tracker_curves_follow_each_rows_run_folder(tmp_path):
+    """--g7c1-split later keeps its runs in runs/g7c1-later; two splits of a set stay apart."""
+    rows = [{"set": "g7c1", "split": s, "model": "hybrid", "run": f"{key}/hybrid"}
+            for s, key in (("train v1", "g7c1"), ("train v2", "g7c1-reverse"))]
+    _log(tmp_path / "g7c1" / "hybrid", steps=2)
+    _log(tmp_path / "g7c1-reverse" / "hybrid", steps=4)
+    curves = tracker_curves(rows, tmp_path)
+    assert {k: len(v[0][2]) for k, v in curves.items()} == {"g7c1 (train v1)": 2,
+                                                            "g7c1 (train v2)": 4}
+    one = tracker_curves([{**rows[1], "split": "later"}], tmp_path)
+    assert len(one["g7c1"][0][2]) == 4  # not runs/g7c1, another split's (or stale) run

@@ -71,6 +71,20 @@ def test_weights_from_a_local_file(tmp_path):
     # from a non-square grid (the default recipe's aspect) too: the file records its grid
     wide = save_weights(build_vit(**{**kw, "input_size": (96, 64)}).vit, tmp_path / "wide.safetensors")
     assert build_vit(**{**kw, "input_size": (128, 96)}, weights=str(wide)).vit.pos_embed.shape[1] == 49
+    # a published (square, no metadata) grid is read as square whatever the input's aspect
+    from safetensors.torch import load_file, save_file
+    from timm.layers import resample_abs_pos_embed
+
+    sq = load_file(str(path))  # 4x4 grid, saved with metadata: drop it as timm files have none
+    save_file(sq, str(tmp_path / "plain.safetensors"))
+    wide_model = build_vit(**{**kw, "input_size": (128, 32)}, weights=str(tmp_path / "plain.safetensors"))
+    np.testing.assert_allclose(
+        wide_model.vit.pos_embed.detach(),
+        resample_abs_pos_embed(sq["pos_embed"], new_size=[2, 8], old_size=[4, 4]), atol=1e-6)
+    # DataParallel's module. around a run's own prefix
+    save_file({f"module.{k}": v for k, v in sq.items()}, str(tmp_path / "dp.safetensors"))
+    assert torch.equal(build_vit(**kw, weights=str(tmp_path / "dp.safetensors")).vit.cls_token,
+                       source.vit.cls_token)
     # an RGB file into a gray model: timm's input-conv adaptation sums the colours
     rgb = build_vit(**{**kw, "in_chans": 3})
     gray = build_vit(**kw, weights=str(save_weights(rgb.vit, tmp_path / "rgb.safetensors")))
@@ -117,6 +131,13 @@ def test_weights_of_another_model_are_refused(tmp_path):
     build_model(ModelConfig(**cnn, timm_name="resnet18"), 3)
     with pytest.raises(DataError, match="r18.safetensors: weights do not fit.*missing: layer1.2"):
         build_model(ModelConfig(**cnn, timm_name="resnet34"), 3)
+    # a CNN whose feature wrapper renames its modules (convnext: stem.0 -> stem_0)
+    from vit_facemap.models.cnn import CNNBackbone
+
+    conv = timm.create_model("convnext_atto", in_chans=1)
+    path = save_weights(conv, tmp_path / "convnext.safetensors")
+    net = CNNBackbone("convnext_atto", 1, 1, str(path)).net
+    assert torch.equal(net.state_dict()["stem_0.weight"], conv.state_dict()["stem.0.weight"])
 
 
 def test_hub_weights_offline_say_so(monkeypatch):
@@ -132,13 +153,20 @@ def test_hub_weights_offline_say_so(monkeypatch):
 
 def test_model_config_sizes_and_strides():
     # a named size gives timm's dimensions unless they are set explicitly
-    assert ModelConfig(family="vit", size="small").embed_dim == 384
-    assert ModelConfig(family="vit", size="small", depth=2).depth == 2
-    assert (ModelConfig().depth, ModelConfig().embed_dim) == (4, 128)  # the CPU recipe
+    assert ModelConfig(family="vit", size="small").dims()["embed_dim"] == 384
+    assert ModelConfig(family="vit", size="small", depth=2).dims()["depth"] == 2
+    assert ModelConfig().dims() == dict(depth=4, embed_dim=128, num_heads=4)  # the CPU recipe
+    # through a run's --config, merged over a profile's settings (train.TrainConfig)
+    from dataclasses import asdict
+
+    from vit_facemap.train import TrainConfig, profile_config
+    merged = asdict(profile_config("default"))
+    merged["model"].update(family="vit", size="small")
+    assert TrainConfig.from_dict(merged).model.dims()["embed_dim"] == 384
     with pytest.raises(ValueError, match="unknown ViT size"):
         ModelConfig(size="huge")
     with pytest.raises(ValueError, match="hybrid family is this project's conv stem"):
-        ModelConfig(family="hybrid", timm_name="vit_base_r50_s16_224")
+        build_model(ModelConfig(family="hybrid", timm_name="vit_base_r50_s16_224"), 3)
     # a registered model's own patch decides what input sizes are whole
     with pytest.raises(ValueError, match="multiple of vit_small_patch32_224's patch size 32x32"):
         build_vit(timm_name="vit_small_patch32_224", input_size=(208, 144))

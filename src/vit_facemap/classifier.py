@@ -43,6 +43,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 from tqdm.auto import tqdm
 
+from vit_facemap.config import check_fields
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
 from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
@@ -120,6 +121,7 @@ class ClassifierConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_fields(self, "classifier")  # a command line's crop_factor=abc, say
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.crop not in CROPS:
@@ -706,6 +708,10 @@ class FacialStateClassifier:
             rule = meta.get("ratio_rule")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
+        # a forest's features must be computed as they were in training
+        if "hog" in meta and meta["hog"] != asdict(HogConfig()):
+            raise DataError(f"the forest was trained on other HOG features ({meta['hog']}) "
+                            f"than this version computes ({asdict(HogConfig())})", cfg_file)
         try:
             return cls._restore(run, config, classes, measure_names, rule)
         except DataError:

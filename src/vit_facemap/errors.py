@@ -67,12 +67,13 @@ def run_reporting(prog: str, func: Callable[[], int | None]) -> int:
 @contextmanager
 def argument_errors(what: str = "") -> Iterator[None]:
     """Checks of the arguments: a ValueError they raise (a config's own validation, say) is a
-    user mistake, reported in one line; later, a ValueError is a bug and keeps its traceback."""
+    user mistake, reported in one line; later, a ValueError is a bug and keeps its traceback
+    (as does a TypeError anywhere: unknown keys are found by :func:`check_keys` first)."""
     try:
         yield
     except DataError:
         raise
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise DataError(f"{what}{': ' if what else ''}{first_line(exc)}") from None
 
 

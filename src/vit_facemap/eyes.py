@@ -33,6 +33,8 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from vit_facemap.config import check_fields
+
 
 @dataclass(frozen=True)
 class LocatorConfig:
@@ -70,6 +72,10 @@ class LocatorConfig:
     # eye width from the eye) on the training frames, where glints and head-plate rings
     # draw it; the rest anywhere
     refine_hard: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_fields(self, "locator")
+
 
 
 def standardize(img: np.ndarray) -> np.ndarray:

@@ -95,11 +95,11 @@ def facial_measures(keypoints: np.ndarray, bodyparts: Sequence[str]) -> pd.DataF
         out["eye_width"] = _dist(pt("lefteyelid"), pt("righteyelid"))
         # an eye of no width (corners on one point) has no ratios: NaN, not inf, which
         # would pass any pupil threshold
-        per_width = 1 / np.where(out["eye_width"] > 0, out["eye_width"], np.nan)
+        width = np.where(out["eye_width"] > 0, out["eye_width"], np.nan)
         if has("dorsaleyelid", "ventraleyelid"):
-            out["eye_aperture"] = _dist(pt("dorsaleyelid"), pt("ventraleyelid")) * per_width
+            out["eye_aperture"] = _dist(pt("dorsaleyelid"), pt("ventraleyelid")) / width
         if "pupil_diameter" in out:
-            out["pupil_eye_ratio"] = out["pupil_diameter"] * per_width
+            out["pupil_eye_ratio"] = out["pupil_diameter"] / width
     # --- 12-keypoint face (g7c1) ---------------------------------------------------------
     if has(*EYE_POINTS):
         centre = np.stack([pt(n) for n in EYE_POINTS]).mean(axis=0)

@@ -88,8 +88,9 @@ def tracker_curves(rows: Sequence[Mapping], runs_dir: str | Path
                    ) -> dict[str, list[tuple[str, bool, pd.DataFrame]]]:
     """The training logs of the models in the tracker table, per set (sets sorted by name).
 
-    Each set maps to ``(label, second stage, metrics)`` in the table's order of models: a run's
-    ``runs_dir/<set>/<model>/metrics.csv``, then the curves its second stages keep in
+    Each set (its split named where it has several, :func:`set_labels`) maps to ``(label,
+    second stage, metrics)`` in the table's order of models: a run's
+    ``runs_dir/<row's run>/metrics.csv`` (``<set>/<model>`` for tables that name none), then the curves its second stages keep in
     ``refine/<group>/metrics.csv`` (labelled ``"<model> <group> stage"``). Only the table's
     models are read, so a run folder left from an earlier benchmark with other models does
     not appear; models that train no network (mean shape, HOG forest) have no log. A set
@@ -98,11 +99,16 @@ def tracker_curves(rows: Sequence[Mapping], runs_dir: str | Path
     """
     rows = _rows(rows, ("set", "model"))
     runs_dir = Path(runs_dir)
+    labels = set_labels(rows)  # a set split two ways gives two sets of curves
     curves: dict[str, list[tuple[str, bool, pd.DataFrame]]] = {}
-    for set_name in sorted({r["set"] for r in rows}):
+    for set_name in sorted(set(labels)):
         found = []
-        for model in dict.fromkeys(r["model"] for r in rows if r["set"] == set_name):
-            run = runs_dir / set_name / model
+        mine = [r for r, lab in zip(rows, labels, strict=True) if lab == set_name]
+        for r in mine:
+            model = r["model"]
+            # the benchmark names each run's folder (a split's own, e.g. g7c1-later);
+            # tables written before it did keep runs under <set>/<model>
+            run = runs_dir / r.get("run", f"{r['set']}/{model}")
             logs = [(model, False, run / "metrics.csv")]
             logs += [(f"{model} {p.parent.name} stage", True, p)
                      for p in sorted(run.glob("refine/*/metrics.csv"))]
@@ -114,8 +120,7 @@ def tracker_curves(rows: Sequence[Mapping], runs_dir: str | Path
                 found.append((label, stage, metrics))
         if not found:
             raise DataError(f"no training log (metrics.csv) of the table's models "
-                            f"{sorted({r['model'] for r in rows if r['set'] == set_name})}",
-                            runs_dir / set_name)
+                            f"{sorted({r['model'] for r in mine})} of {set_name}", runs_dir)
         curves[set_name] = found
     return curves
 

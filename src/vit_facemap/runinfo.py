@@ -164,13 +164,22 @@ def _digest(files: list[Path], base: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def code_fingerprint(*extra: str | Path) -> dict[str, str]:
+# the package's presentation code: the book's build and the report tables and figures it
+# draws from results; a change there does not change a trained model's numbers
+PRESENTATION = ("book", "reports.py", "plotting.py", "diagrams.py")
+
+
+def code_fingerprint(*extra: str | Path, exclude: tuple[str, ...] = PRESENTATION
+                     ) -> dict[str, str]:
     """The package version and a hash of its sources (plus ``extra`` files, e.g. the script
-    itself): results of other code are told apart even when the version was not bumped."""
+    itself): results of other code are told apart even when the version was not bumped.
+    Sources under ``exclude`` (top-level modules or subpackages of the package) are left out.
+    """
     import vit_facemap
 
     src = Path(vit_facemap.__file__).resolve().parent
-    files = [f for f in src.rglob("*.py") if "__pycache__" not in f.parts]
+    files = [f for f in src.rglob("*.py") if "__pycache__" not in f.parts
+             and f.relative_to(src).parts[0] not in exclude]
     out = {"version": vit_facemap.__version__, "sources_sha256": _digest(files, src)}
     for e in extra:
         e = Path(e).resolve()
@@ -185,3 +194,22 @@ def data_fingerprint(folder: str | Path) -> dict[str, Any]:
     tables = [f for f in folder.rglob("*") if f.suffix in (".csv", ".h5") and f.is_file()]
     images = sum(1 for f in folder.rglob("*.png"))
     return {"tables": len(tables), "tables_sha256": _digest(tables, folder), "images": images}
+
+
+def parse_settings(texts: list[str], what: str, many: bool = False) -> list[tuple[str, Any]]:
+    """``key=value`` settings of a command line (``key=v1,v2`` -> two pairs with ``many``),
+    each value read as JSON where it parses (numbers, true, null), else as text; the
+    dataclass the settings go to checks the keys and types (``errors.check_keys``)."""
+    from vit_facemap.errors import DataError
+
+    out = []
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not key or not sep or not value:
+            raise DataError(f"{what} {text!r}: give key=value" + ("1,value2" if many else ""))
+        for v in value.split(",") if many else [value]:
+            try:
+                out.append((key, json.loads(v)))
+            except json.JSONDecodeError:
+                out.append((key, v))
+    return out

@@ -38,6 +38,7 @@ import pandas as pd
 from vit_facemap.dlc import predictions_dataframe, write_predictions
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.runinfo import describe, write_json
+from vit_facemap.transforms import rescale_points
 from vit_facemap.video import (
     BackgroundBatches,
     VideoDecodeError,
@@ -213,8 +214,6 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
 
     import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
 
-    sx = (box[2] - box[0]) / resize[0] if resize else 1.0
-    sy = (box[3] - box[1]) / resize[1] if resize else 1.0
     total = (options.stop if options.stop is not None else (info.n_frames or 0)) - first
     overlay = _Overlay(paths["overlay"], info.fps, len(rows) > 0) if options.overlay else None
     error: VideoDecodeError | None = None
@@ -238,10 +237,9 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
                     model_s += time.perf_counter() - m0
                     if overlay is not None:
                         overlay.add(batch.frames, xy)
-                    # pixel centres: pixel i of the resized cut spans [i, i+1) * s of the frame
-                    full = np.empty_like(xy, dtype=np.float64)
-                    full[..., 0] = (xy[..., 0] + 0.5) * sx - 0.5 + box[0]
-                    full[..., 1] = (xy[..., 1] + 0.5) * sy - 0.5 + box[1]
+                    full = np.asarray(xy, np.float64) if resize is None else rescale_points(
+                        xy, resize, (box[2] - box[0], box[3] - box[1]))
+                    full = full + np.array([box[0], box[1]], np.float64)
                     block = np.concatenate([
                         np.stack([batch.indices, batch.pts, batch.times], axis=1),
                         np.concatenate([full, conf[..., None]], axis=-1).reshape(len(batch), -1),

@@ -144,15 +144,22 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
     the decoder flags as corrupt (damaged data it concealed and decoded anyway) are yielded
     and named in a :class:`~vit_facemap.errors.DataWarning` once reading ends.
     """
+    corrupt: list[int] = []
+    yield from _decode(Path(path), start, stop, color, crop, resize, threads, corrupt)
+    if corrupt:  # said once reading is complete; an error or an early stop takes precedence
+        _warn_damaged(Path(path), corrupt)
+
+
+def _decode(path: Path, start: int, stop: int | None, color: str,
+            crop: tuple[int, int, int, int] | None, resize: tuple[int, int] | None,
+            threads: int, corrupt: list[int]) -> Iterator[tuple[int, int, float, np.ndarray]]:
     import av
 
     if color not in ("gray", "rgb"):
         raise ValueError(f"color must be 'gray' or 'rgb', got {color!r}")
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
-    path = Path(path)
     fmt = "gray" if color == "gray" else "rgb24"
-    corrupt: list[int] = []
     container = _open(path)
     try:
         info = _info(path, container)
@@ -232,12 +239,13 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
                             f"({index} frames)", path)
     finally:
         container.close()
-        if corrupt:  # also when the caller stops early: the frames it got are named
-            shown = ", ".join(map(str, corrupt[:10])) + (" ..." if len(corrupt) > 10 else "")
-            warnings.warn(DataWarning(
-                f"{path}: {len(corrupt)} frame(s) decoded from damaged data (the decoder "
-                f"concealed the damage; their keypoints may be wrong): frames {shown}"),
-                stacklevel=2)
+
+
+def _warn_damaged(path: Path, corrupt: list[int]) -> None:
+    shown = ", ".join(map(str, corrupt[:10])) + (" ..." if len(corrupt) > 10 else "")
+    warnings.warn(DataWarning(
+        f"{path}: {len(corrupt)} frame(s) decoded from damaged data (the decoder concealed "
+        f"the damage; their keypoints may be wrong): frames {shown}"), stacklevel=3)
 
 
 _IDENTITY = np.arange(256, dtype=np.uint8)

@@ -64,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise DataError("no such run folder", run_dir)
     clf = FacialStateClassifier.load(run_dir)
-    if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None):
+    if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None
+                                      or args.head_fusion is not None):
         # a forest has one importance map for all images, nothing per class to follow
-        raise DataError("--method gradient and --target are for ViT runs; this run is a "
+        raise DataError("--method gradient, --target and --head-fusion are for ViT runs; this run is a "
                         f"{clf.config.model} model (its map is the forest's importance per "
                         "HOG cell)", run_dir)
     # options of the other method would be recorded as if they had shaped the maps

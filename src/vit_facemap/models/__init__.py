@@ -13,10 +13,14 @@ from torch import nn
 
 from vit_facemap.config import check_fields
 from vit_facemap.models.heads import HeatmapHead, RegressionHead, SkipHeatmapHead
-from vit_facemap.models.vit import SIZES
 
 FAMILIES = ("vit", "hybrid", "cnn", "fmnet")
 RECIPE = dict(depth=4, embed_dim=128, num_heads=4)  # the ViT of the default recipe
+SIZES = {  # timm's ViT sizes
+    "tiny": dict(depth=12, embed_dim=192, num_heads=3),
+    "small": dict(depth=12, embed_dim=384, num_heads=6),
+    "base": dict(depth=12, embed_dim=768, num_heads=12),
+}
 HEADS = ("heatmap", "regression")
 
 
@@ -32,7 +36,7 @@ class ModelConfig:
     num_heads: int | None = None
     patch_size: int = 16            # plain ViT only
     stem_widths: list[int] = field(default_factory=lambda: [24, 48, 96, 128])  # hybrid conv stem
-    skip: bool = True               # hybrid heatmap head: fuse the stem's stride-4 map
+    skip: bool = True               # hybrid heatmap head: fuse the stem's fine map (stride 4)
     timm_name: str | None = None    # a registered timm model instead (vit or cnn)
     cnn_out_index: int = 3          # CNN: which stage feeds the head (3: stride 16 for ResNets)
     decoder_channels: int = 64
@@ -41,16 +45,12 @@ class ModelConfig:
     input_w: int = 192
     input_h: int = 128
     drop_path: float = 0.0
-    weights: str | None = None      # local pretrained backbone weights (safetensors)
+    weights: str | None = None      # pretrained backbone: a file (.safetensors, .pth) or hf-hub:org/name
 
     def __post_init__(self) -> None:
         check_fields(self, "model")
         if self.size is not None and self.size not in SIZES:
             raise ValueError(f"unknown ViT size {self.size!r}; choose one of {tuple(SIZES)}")
-        base = SIZES[self.size] if self.size else RECIPE
-        for name in ("depth", "embed_dim", "num_heads"):
-            if getattr(self, name) is None and not self.timm_name:  # a timm_name fixes its own
-                setattr(self, name, base[name])
         for name in ("depth", "embed_dim", "num_heads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"model {name} must be at least 1, got {getattr(self, name)}")
@@ -65,15 +65,18 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
-        if self.family == "hybrid" and self.timm_name:
-            raise ValueError(f"timm_name {self.timm_name!r} names a registered model; the hybrid "
-                             "family is this project's conv stem (family 'vit' builds timm's "
-                             "hybrids such as vit_base_r50_s16_224)")
         self.stem_widths = [int(w) for w in self.stem_widths]
 
     @property
     def input_size(self) -> tuple[int, int]:
         return self.input_w, self.input_h
+
+    def dims(self) -> dict[str, int]:
+        """depth, embed_dim and num_heads of the ViT: those given, the others the size's (or
+        the recipe's). Resolved here, not stored, so that a ``--config`` of ``{"size": "small"}``
+        over a profile's settings still gives a small ViT."""
+        base = SIZES[self.size] if self.size else RECIPE
+        return {k: base[k] if getattr(self, k) is None else getattr(self, k) for k in base}
 
 
 class KeypointModel(nn.Module):
@@ -99,9 +102,8 @@ class KeypointModel(nn.Module):
             from vit_facemap.models.vit import build_vit
 
             self.backbone = build_vit(
-                size=c.size or "tiny", patch_size=c.patch_size, input_size=c.input_size,
-                in_chans=c.channels, depth=c.depth, embed_dim=c.embed_dim,
-                num_heads=c.num_heads, hybrid=c.family == "hybrid",
+                patch_size=c.patch_size, input_size=c.input_size, in_chans=c.channels,
+                **c.dims(), hybrid=c.family == "hybrid",
                 stem_widths=tuple(c.stem_widths), timm_name=c.timm_name, weights=c.weights,
                 drop_path=c.drop_path,
             )

@@ -20,7 +20,7 @@ from vit_facemap.errors import DataError, first_line
 
 # prefixes under which a backbone's tensors sit in other files: DataParallel, this project's
 # keypoint models (backbone.vit / backbone.net) and its classifier (vit.)
-PREFIXES = ("module.", "backbone.vit.", "backbone.net.", "backbone.", "vit.", "model.")
+PREFIXES = ("module.", "backbone.vit.", "backbone.net.", "backbone.", "vit.", "net.", "model.")
 GRID_KEY = "vit_grid"  # safetensors metadata: the token grid (h, w) of a ViT's position embedding
 
 
@@ -132,6 +132,9 @@ def _strip_prefix(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
     def under(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
+    # DataParallel's prefix, around any of the others
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     best = max(("", *PREFIXES), key=lambda p: sum(k in own for k in under(p)))
     return under(best)
 
@@ -177,6 +180,10 @@ def _source_grid(n: int, target: tuple[int, int], saved: str | None) -> tuple[in
         h, w = (int(s) for s in saved.split(","))
         if h * w == n:
             return h, w
+    root = math.isqrt(n)
+    if root * root == n:  # published checkpoints are square (timm's convention)
+        return root, root
+    # a non-square grid without metadata (this project's runs before they recorded it)
     pairs = [(h, n // h) for h in range(1, n + 1) if n % h == 0]
     if not pairs:
         return None
