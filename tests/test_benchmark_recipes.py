@@ -53,11 +53,13 @@ def test_saved_table_is_reused_only_when_finished_with_the_same_settings(tmp_pat
     assert json.loads(table.read_text()) == first  # not run again
 
     # a table stopped part-way with these settings is finished, not started again
-    partial = {**first, "complete": False, "rows": []}
+    # (its finished rows are kept, not computed again: the marker survives)
+    partial = {**first, "complete": False, "rows": [{**first["rows"][0], "marker": 1}]}
     table.write_text(json.dumps(partial))
     assert BENCH.main(base + ["--reuse"]) == 0
     assert "resuming" in capsys.readouterr().out
-    assert json.loads(table.read_text())["complete"] is True
+    resumed = json.loads(table.read_text())
+    assert resumed["complete"] is True and [r.get("marker") for r in resumed["rows"]] == [1]
 
     # one written for another recipe, or other code, is not reused: refused without
     # --overwrite (saying why), replaced with it

@@ -300,3 +300,15 @@ def test_code_fingerprint_ignores_the_books_presentation_code(tmp_path, monkeypa
     with open(copy / "train.py", "a") as f:
         f.write("# a comment\n")
     assert code_fingerprint() != before
+
+
+def test_data_fingerprint_follows_the_labels_and_images(tmp_path):
+    from vit_facemap.runinfo import data_fingerprint
+    from vit_facemap.synthetic import write_synthetic_set
+
+    root = write_synthetic_set(tmp_path / "set", 4, 1, size=(64, 48))
+    first = data_fingerprint(root)
+    assert first == data_fingerprint(root) and first["images"] == 4
+    table = next(root.rglob("CollectedData*.csv"))
+    table.write_text(table.read_text().replace("\n", "\n", 1) + "\n")
+    assert data_fingerprint(root)["tables_sha256"] != first["tables_sha256"]
