@@ -27,10 +27,11 @@ import torch
 
 from vit_facemap.classifier import ClassifierConfig, profile_config
 from vit_facemap.config import PROFILES, real_set
-from vit_facemap.errors import DataError, argument_errors, check_keys, run_reporting
+from vit_facemap.errors import argument_errors, run_reporting
 from vit_facemap.interpretation import StudySettings, run_study
 from vit_facemap.runinfo import (
     check_output,
+    check_study_args,
     data_folder,
     describe,
     parse_settings,
@@ -69,16 +70,11 @@ def _main(argv: list[str] | None) -> int:
     args = p.parse_args(argv)
     # every setting is built before any work: a typo used to fail after the whole study
     with argument_errors():
-        if args.folds < 2:
-            raise DataError(f"--folds must be at least 2, got {args.folds}")
-        if args.threads < 0:
-            raise DataError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
-        overrides = dict(parse_settings(args.set, "--set"))
-        check_keys(ClassifierConfig, list(overrides), "--set key")
+        check_study_args(args.folds, args.threads)
+        overrides = dict(parse_settings(args.set, "--set", ClassifierConfig))
         configs = {m: profile_config(args.profile, model=m, seed=args.seed, **overrides)
                    for m in ("hog-rf", "vit")}
-        variants = parse_settings(args.predict, "--predict", many=True)
-        check_keys(ClassifierConfig, sorted({k for k, _ in variants}), "--predict key")
+        variants = parse_settings(args.predict, "--predict", ClassifierConfig, many=True)
         for k, v in variants:
             replace(configs["vit"], **{k: v})
         device = resolve_device(configs["vit"].device)

@@ -24,11 +24,12 @@ import torch
 
 from vit_facemap.classifier import fit_locator, load_frames, profile_config
 from vit_facemap.config import PROFILES, real_set
-from vit_facemap.errors import DataError, argument_errors, check_keys, run_reporting
+from vit_facemap.errors import DataError, argument_errors, run_reporting
 from vit_facemap.eyes import LocatorConfig
 from vit_facemap.interpretation import locator_error
 from vit_facemap.runinfo import (
     check_output,
+    check_study_args,
     data_folder,
     describe,
     parse_settings,
@@ -60,18 +61,13 @@ def _main(argv: list[str] | None) -> int:
     args = p.parse_args(argv)
     # settings are built before any work: a wrong key used to be a TypeError after loading
     with argument_errors():
-        if args.folds < 2:
-            raise DataError(f"--folds must be at least 2, got {args.folds}")
-        if args.threads < 0:
-            raise DataError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
-        overrides = dict(parse_settings(args.overrides, "setting"))
-        check_keys(LocatorConfig, list(overrides), "locator setting")
+        check_study_args(args.folds, args.threads)
+        overrides = dict(parse_settings(args.overrides, "locator setting", LocatorConfig))
         if "seed" in overrides:
             raise DataError("give the seed as --seed (it also seeds the folds)")
         # the seed the folds are trained with, recorded as such (was the profile's 0)
         config = replace(profile_config(args.profile).locator, **overrides, seed=args.seed)
-        variants = parse_settings(args.predict, "--predict", many=True)
-        check_keys(LocatorConfig, sorted({k for k, _ in variants}), "--predict key")
+        variants = parse_settings(args.predict, "--predict", LocatorConfig, many=True)
         for k, v in variants:
             replace(config, **{k: v})
     check_output(args.json, args.overwrite)

@@ -196,11 +196,22 @@ def data_fingerprint(folder: str | Path) -> dict[str, Any]:
     return {"tables": len(tables), "tables_sha256": _digest(tables, folder), "images": images}
 
 
-def parse_settings(texts: list[str], what: str, many: bool = False) -> list[tuple[str, Any]]:
-    """``key=value`` settings of a command line (``key=v1,v2`` -> two pairs with ``many``),
-    each value read as JSON where it parses (numbers, true, null), else as text; the
-    dataclass the settings go to checks the keys and types (``errors.check_keys``)."""
+def check_study_args(folds: int, threads: int) -> None:
+    """The cross-validation benchmarks' ``--folds`` and ``--threads``."""
     from vit_facemap.errors import DataError
+
+    if folds < 2:
+        raise DataError(f"--folds must be at least 2, got {folds}")
+    if threads < 0:
+        raise DataError(f"--threads must be 0 (torch's default) or more, got {threads}")
+
+
+def parse_settings(texts: list[str], what: str, into: type, many: bool = False
+                   ) -> list[tuple[str, Any]]:
+    """``key=value`` settings of a command line (``key=v1,v2`` -> two pairs with ``many``),
+    each value read as JSON where it parses (numbers, true, null), else as text; keys that
+    are not fields of the dataclass ``into`` are refused (its own checks see the types)."""
+    from vit_facemap.errors import DataError, check_keys
 
     out = []
     for text in texts:
@@ -212,4 +223,5 @@ def parse_settings(texts: list[str], what: str, many: bool = False) -> list[tupl
                 out.append((key, json.loads(v)))
             except json.JSONDecodeError:
                 out.append((key, v))
+    check_keys(into, sorted({k for k, _ in out}), f"{what} key")
     return out
