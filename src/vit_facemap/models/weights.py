@@ -94,8 +94,9 @@ def load_pretrained(model: nn.Module, source: str | Path, optional: tuple[str, .
     """Start ``model`` from the weights in ``source`` (a file, or ``hf-hub:org/name``).
 
     Prefixes of other wrappers are removed; a ViT's position embedding is resampled to the
-    model's token grid (the file's grid from its metadata, else the factorisation closest to
-    the model's aspect) and the patch kernel to its patch size (timm's checkpoint filter); the
+    model's token grid (the file's grid from its metadata; else square, as published
+    checkpoints are, or for a count that is not a square the factorisation closest to the
+    model's aspect) and the patch kernel to its patch size (timm's checkpoint filter); the
     first convolution is adapted to the model's input channels (timm's ``adapt_input_conv``:
     RGB summed for gray). Tensors of modules the model lacks (a classification head, a
     ResNet's stages after the cut, a masked auto-encoder's decoder) are left out. Anything
