@@ -161,3 +161,30 @@ def test_rollout_on_the_keypoint_tracker():
     g = gradient_rollout(model, x, score=lambda out: out["heatmap"][:, 0].flatten(1).amax(1),
                          query=gw + 1)
     assert np.isfinite(g.maps).all() and np.isclose(g.maps.sum(), 1)
+
+
+def test_maps_of_conv_stem_tokens_sit_where_the_tokens_look():
+    """A conv stem's token j is centred on pixel p*j, half a cell before its drawn cell's
+    middle: upsampled maps (and deletion cells, overlays) follow the tokens, not the cells."""
+    from dataclasses import replace
+
+    from vit_facemap.classifier import make_vit, profile_config
+    from vit_facemap.rollout import token_shift, upsample
+
+    cfg = replace(profile_config("test", model="vit"), stem="conv", patch_size=8, image_size=64)
+    vit = make_vit(cfg, 2).eval()
+    assert token_shift(vit) == 7 / 16 and token_shift(tiny_vit()) == 0.0
+    # where token (3, 3) looks: the centroid of its input gradient
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 64, 64, requires_grad=True)
+    vit.patch_embed(x)[:, 3 * 8 + 3].abs().sum().backward()
+    g = x.grad[:, 0].abs().sum(0).numpy()
+    ys, xs = np.mgrid[:64, :64]
+    look = np.array([(g * ys).sum(), (g * xs).sum()]) / g.sum()
+    one = np.zeros((8, 8))
+    one[3, 3] = 1
+    for shift, close in ((token_shift(vit), True), (0.0, False)):
+        d = upsample(one, 64, 64, shift)
+        drawn = np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
+        # 8 pixels cannot centre on one pixel: half a pixel either way (vs 3.5 unshifted)
+        assert (np.abs(drawn - look).max() <= 1.0) == close, (shift, drawn, look)

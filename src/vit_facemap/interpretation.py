@@ -80,8 +80,8 @@ def _vit_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
     x = clf.inputs(crops)
     models = [m for m, _ in clf.vits]
     # an ensemble's map is the mean of its members' maps; its prediction the mean probability
-    maps = np.mean([attention_rollout(m, x, st.head_fusion, st.discard_ratio).maps
-                    for m in models], axis=0)
+    rolled = [attention_rollout(m, x, st.head_fusion, st.discard_ratio) for m in models]
+    maps = np.mean([r.maps for r in rolled], axis=0)
 
     def predict(stack: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -91,7 +91,7 @@ def _vit_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySettings,
     images = [x[i, 0].numpy() for i in range(len(crops))]
     target = predict(np.stack(images)).argmax(1)
     out = {"maps": maps, "target": target, "aucs": [], "random_aucs": [], "curves": [],
-           "random_curves": []}
+           "random_curves": [], "shift": rolled[0].shift}
     return _deletion_checks(out, predict, images, list(maps), target, [0.0] * len(images),
                             st, rng)
 
@@ -111,7 +111,7 @@ def _forest_maps(clf: FacialStateClassifier, crops: np.ndarray, st: StudySetting
     proba = predict(views.astype(np.float32))
     target = proba.argmax(1)
     out = {"maps": np.repeat(imp[None], len(views), 0), "target": target, "aucs": [],
-           "random_aucs": [], "curves": [], "random_curves": []}
+           "random_aucs": [], "curves": [], "random_curves": [], "shift": 0.0}  # HOG cells
     return _deletion_checks(out, predict, list(views), [imp] * len(views), target,
                             [float(v.mean()) for v in views], st, rng)
 
@@ -121,10 +121,11 @@ def _deletion_checks(out: dict, predict, images: list[np.ndarray], maps: list[np
                      rng: np.random.Generator) -> dict:
     """Deletion curve per image in map order and in ``st.random_orders`` random orders."""
     frac = np.zeros(0)
+    shift = out["shift"]
     for img, m, t, fill in zip(images, maps, targets, fills, strict=True):
-        frac, p = deletion_curve(predict, img, m, int(t), fill, st.deletion_steps)
+        frac, p = deletion_curve(predict, img, m, int(t), fill, st.deletion_steps, shift=shift)
         rand = [deletion_curve(predict, img, m, int(t), fill, st.deletion_steps,
-                               order=rng.permutation(m.size))[1]
+                               order=rng.permutation(m.size), shift=shift)[1]
                 for _ in range(st.random_orders)]
         out["curves"].append(p)
         out["random_curves"].append(np.mean(rand, 0))
@@ -165,11 +166,12 @@ def check_maps(cv: CrossValidation, frames: list[np.ndarray], regions: np.ndarra
                     continue
                 size = res["maps"][j].shape[0] * 8  # nominal view side; only ratios matter
                 vb = view_box(regions[i], cv.boxes[i], clf.config.crop_factor, size)
-                m, c = mass_in_box(res["maps"][j], vb, size, size)
+                m, c = mass_in_box(res["maps"][j], vb, size, size, res["shift"])
                 per["mass"].append(m)
                 per["chance"].append(c)
         out = {k: np.asarray(v) for k, v in per.items()}
         out["fraction"] = frac
+        out["shift"] = res["shift"] if frac is not None else 0.0  # for overlays of the maps
         results[name] = out
     return results
 

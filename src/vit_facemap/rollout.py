@@ -150,11 +150,28 @@ class RolloutMaps:
     grid: tuple[int, int]
     target: np.ndarray  # class (or output) index explained per image
     scores: np.ndarray | None = None
+    shift: float = 0.0  # token_shift of the model: pass on to upsample, overlay, deletion
 
 
 def _grid(vit: nn.Module) -> tuple[int, int]:
     g = vit.patch_embed.grid_size
     return int(g[0]), int(g[1])
+
+
+def token_shift(vit: nn.Module) -> float:
+    """How far (in cells) a token's centre sits before the middle of the cell it is drawn on.
+
+    A patch embedding's token j sees pixels p*j ... p*j + p - 1: centred, 0. A stem of stride-2
+    3x3 convolutions (padding 1; this project's hybrid and conv-stem classifier, ResNet stems)
+    centres token j on pixel p*j, (p - 1) / 2 pixels, (p - 1) / (2p) cells, earlier.
+    """
+    from timm.layers import PatchEmbed
+
+    embed = vit.patch_embed
+    if isinstance(embed, PatchEmbed):
+        return 0.0
+    p = int(embed.img_size[0]) // int(embed.grid_size[0])
+    return (p - 1) / (2 * p)
 
 
 def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
@@ -194,7 +211,8 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     is_logits = isinstance(out, torch.Tensor) and out.ndim == 2
     scores = out.softmax(-1).cpu().numpy() if is_logits else None
     target = scores.argmax(1) if scores is not None else np.zeros(len(x), dtype=int)
-    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), target, scores)
+    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), target, scores,
+                       token_shift(vit))
 
 
 def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | None = None,
@@ -232,24 +250,31 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
         fusedl.append((a.detach() * g).clamp(min=0).mean(1))
     joint = rollout(fusedl, discard_ratio=discard_ratio, n_prefix=int(
         getattr(vit, "num_prefix_tokens", 1)), fused=True)
-    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), np.asarray(tgt), probs)
+    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), np.asarray(tgt), probs,
+                       token_shift(vit))
 
 
 # ----- checking the maps ------------------------------------------------------------------
 
-def upsample(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A (gh, gw) map spread over an image of (height, width), mass preserved per cell."""
+def _cells(n: int, g: int, shift: float) -> np.ndarray:
+    """The token (0..g-1) nearest to each of ``n`` pixels across ``g`` cells (``token_shift``)."""
+    centre = (np.arange(n) + 0.5) * g / n  # a pixel's centre; cell k spans [k, k + 1)
+    return np.clip(np.floor(centre + shift), 0, g - 1).astype(int)
+
+
+def upsample(grid_map: np.ndarray, height: int, width: int, shift: float = 0.0) -> np.ndarray:
+    """A (gh, gw) map spread over an image of (height, width), mass preserved per token;
+    each pixel takes its nearest token (``shift``: :func:`token_shift`)."""
     gh, gw = grid_map.shape
-    rows = np.minimum((np.arange(height) * gh) // height, gh - 1)
-    cols = np.minimum((np.arange(width) * gw) // width, gw - 1)
+    rows, cols = _cells(height, gh, shift), _cells(width, gw, shift)
     cell_area = np.bincount(rows, minlength=gh)[:, None] * np.bincount(cols, minlength=gw)[None]
     return (grid_map / np.maximum(cell_area, 1))[rows][:, cols]
 
 
 def mass_in_box(grid_map: np.ndarray, box: Sequence[float], height: int,
-                width: int) -> tuple[float, float]:
+                width: int, shift: float = 0.0) -> tuple[float, float]:
     """(share of the map's mass inside ``box`` (x0, y0, x1, y1), box share of the image: chance)."""
-    dense = upsample(np.asarray(grid_map, dtype=np.float64), height, width)
+    dense = upsample(np.asarray(grid_map, dtype=np.float64), height, width, shift)
     x0, y0, x1, y1 = (float(v) for v in box)
     c0, c1 = int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.ceil(x1), 0, width))
     r0, r1 = int(np.clip(np.floor(y0), 0, height)), int(np.clip(np.ceil(y1), 0, height))
@@ -261,7 +286,8 @@ def mass_in_box(grid_map: np.ndarray, box: Sequence[float], height: int,
 
 def deletion_curve(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
                    grid_map: np.ndarray, target: int, fill: float, steps: int = 16,
-                   order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   order: np.ndarray | None = None, shift: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Target-class probability as grid cells are filled with ``fill``, most-attended first.
 
     ``predict`` maps a stack of images (S, H, W) to class probabilities (S, C). ``order``
@@ -273,9 +299,7 @@ def deletion_curve(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarra
     if order is None:
         order = np.argsort(-np.asarray(grid_map).ravel(), kind="stable")
     counts = np.unique(np.linspace(0, gh * gw, steps + 1).round().astype(int))
-    rows = np.minimum((np.arange(h) * gh) // h, gh - 1)
-    cols = np.minimum((np.arange(w) * gw) // w, gw - 1)
-    cell_of = rows[:, None] * gw + cols[None]
+    cell_of = _cells(h, gh, shift)[:, None] * gw + _cells(w, gw, shift)[None]
     rank = np.empty(gh * gw, dtype=int)
     rank[order] = np.arange(gh * gw)
     pixel_rank = rank[cell_of]
@@ -292,17 +316,23 @@ def curve_auc(fraction: np.ndarray, prob: np.ndarray) -> float:
 
 
 def overlay(image: np.ndarray, grid_map: np.ndarray, alpha: float = 0.5,
-            cmap: str = "inferno") -> np.ndarray:
-    """The map, upsampled smoothly and coloured, blended over a grayscale image: RGB uint8."""
+            cmap: str = "inferno", shift: float = 0.0) -> np.ndarray:
+    """The map, interpolated between token centres (``shift``: :func:`token_shift`) and
+    coloured, blended over a grayscale image: RGB uint8."""
     from matplotlib import colormaps
-    from PIL import Image
+    from scipy.ndimage import map_coordinates
 
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 3:
         img = img.mean(-1)
     h, w = img.shape
     m = np.asarray(grid_map, dtype=np.float32)
-    m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR))
+    gh, gw = m.shape
+    # each pixel's place in token units (token j at j), linear between tokens
+    ys = (np.arange(h) + 0.5) * gh / h - 0.5 + shift
+    xs = (np.arange(w) + 0.5) * gw / w - 0.5 + shift
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    m = map_coordinates(m, [yy, xx], order=1, mode="nearest")
     m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
     colour = colormaps[cmap](m)[..., :3]
     gray = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)

@@ -97,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
             target = proba.argmax(1)
         # an ensemble's map is the mean of its members' maps
         if args.method == "gradient":
-            maps = np.mean([gradient_rollout(m, x, target=target,
-                                             discard_ratio=args.discard_ratio).maps
-                            for m, _ in clf.vits], axis=0)
+            rolled = [gradient_rollout(m, x, target=target, discard_ratio=args.discard_ratio)
+                      for m, _ in clf.vits]
         else:
-            maps = np.mean([attention_rollout(m, x, head_fusion, args.discard_ratio).maps
-                            for m, _ in clf.vits], axis=0)
+            rolled = [attention_rollout(m, x, head_fusion, args.discard_ratio)
+                      for m, _ in clf.vits]
+        maps, shift = np.mean([r.maps for r in rolled], axis=0), rolled[0].shift
         views = center_view(crops, clf.config.image_size * 4)
         kind = f"attention {args.method}"
     else:
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         maps = np.repeat((imp / imp.sum())[None], len(frames), 0)
         views = center_view(crops, clf.config.hog_size)
         kind = "forest importance per HOG cell"
+        shift = 0.0
     out.mkdir(parents=True, exist_ok=True)
     records = []
     stems: set[str] = set()
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         while stem in stems:  # same file name from different folders
             stem += "_"
         stems.add(stem)
-        Image.fromarray(overlay(views[i], maps[i])).save(out / f"{stem}_rollout.png")
+        Image.fromarray(overlay(views[i], maps[i], shift=shift)).save(out / f"{stem}_rollout.png")
         np.save(out / f"{stem}_map.npy", maps[i].astype(np.float32))
         records.append({"image": str(p), "name": stem,
                         "predicted": clf.classes[int(proba[i].argmax())],
