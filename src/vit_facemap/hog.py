@@ -21,9 +21,9 @@ class HogConfig:
     pixels_per_cell: int = 32
     cells_per_block: int = 1
     transform_sqrt: bool = True
-    # with one-cell blocks each cell's histogram is normalised on its own; Dolensek et al.
-    # do not name the norm: scikit-image's default (since 0.15), pinned so a version change
-    # cannot change the features
+    # with one-cell blocks each cell's histogram is normalised on its own; we found no norm
+    # named in Dolensek et al.: scikit-image's default (since 0.15), pinned so a version
+    # change cannot change the features
     block_norm: str = "L2-Hys"
 
 
