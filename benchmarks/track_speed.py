@@ -191,9 +191,9 @@ def _main(argv: list[str] | None) -> int:
         if args.video is not None:
             probe(args.video)  # a missing or broken video is named before any work
         torch.set_num_threads(args.threads)
-        rows, source, info = _measure(args, names, device)
+        dec, rows, source, info = _measure(args, names, device)
     record = describe(vars(args), device, video=source, frame_size=[info.width, info.height],
-                      decode_fps=rows[0], results=rows[1], load_average=os.getloadavg(),
+                      decode_fps=dec, results=rows, load_average=os.getloadavg(),
                       wall_s=total["wall_s"],
                       command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
     write_json(record, args.out, overwrite=args.overwrite)
@@ -202,7 +202,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _measure(args: argparse.Namespace, names: list[str], device: str):
-    """(decode frames/s, rows), the clip's description and its header."""
+    """Decode frames/s, the models' rows, the clip's description and its header."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.video is None:
@@ -261,7 +261,7 @@ def _measure(args: argparse.Namespace, names: list[str], device: str):
                       f"{row['gflop_per_frame'] or float('nan'):.2f} GFLOP/frame"
                       f"{f' (resized to {want[0]}x{want[1]})' if want != size else ''}  "
                       f"[{row['description']}]")
-    return (dec, rows), source, info
+    return dec, rows, source, info
 
 
 if __name__ == "__main__":

@@ -398,13 +398,14 @@ def _main(argv: list[str] | None) -> int:
             return 1
     fingerprints = {"code": code_fingerprint(__file__),
                     "data": {k: data_fingerprint(f) for k, f in folders.items()}}
-    plan = []  # (set, key, split, frames, train mask, test mask), all splits before training
+    plan = []  # (set, key, split, frames, slips, train mask, test mask), before training
     for set_name, folder in folders.items():
         frames = load_set(folder, decode=False)
+        slips = label_slips(frames)  # found on the whole set, once for all its splits
         for key, split_name, train_mask, test_mask in splits_of(
                 set_name, frames, args.test_animals, args.seed, args.both_directions,
                 args.g7c1_split):
-            plan.append((set_name, key, split_name, frames, train_mask, test_mask))
+            plan.append((set_name, key, split_name, frames, slips, train_mask, test_mask))
 
     rows: list[dict] = []
     state, why = saved_state(table_path, args, cfg, fingerprints)
@@ -416,9 +417,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"{table_path}: stopped part-way with these settings; resuming after "
               f"{len(rows)} rows", flush=True)
     elif table_path.exists() and not args.overwrite:
-        hint = (f"not reused: {why}; " if args.reuse else "") + \
-            "pass --overwrite to replace it" + ("" if args.reuse else
-                                                 " (or --reuse to keep a table of these settings)")
+        hint = (f"not reused: {why}; pass --overwrite to replace it" if args.reuse else
+                "pass --overwrite to replace it (or --reuse to keep a table of these settings)")
         raise RunExistsError(table_path, hint)
     elif args.reuse and table_path.exists():
         print(f"{table_path}: not reused ({why}); replaced", flush=True)
@@ -426,13 +426,12 @@ def _main(argv: list[str] | None) -> int:
     # a resumed table's missing rows are of these settings: their run folders may be replaced
     replace_runs = args.overwrite or bool(rows)
     if not replace_runs:
-        for _, key, _, _, _, _ in plan:
+        for _, key, *_ in plan:
             for m in models:
                 if m not in BASELINES and (out / "runs" / key / m).exists():
                     raise RunExistsError(out / "runs" / key / m)
 
-    for set_name, key, split_name, frames, train_mask, test_mask in plan:
-        slips = label_slips(frames)
+    for set_name, key, split_name, frames, slips, train_mask, test_mask in plan:
         train, test = frames.subset(train_mask), frames.subset(test_mask)
         # the same test frames without labels that slipped onto another keypoint's place
         clean = mask_slips(test, slips[slips["frame"].isin(test.index)])

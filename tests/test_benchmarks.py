@@ -233,9 +233,14 @@ CLASSIFY = _script("classify")
     (["--data-root", "/no/such/data"], "/no/such/data"),
 ])
 def test_classify_checks_settings_before_the_study(tmp_path, capsys, extra, words):
-    out = tmp_path / "c.json"
+    _refused_before_work(CLASSIFY, tmp_path, capsys, extra, words)
+
+
+def _refused_before_work(script, tmp_path, capsys, extra, words):
+    """The cross-validation scripts: exit 2, one line with ``words``, nothing written."""
+    out = tmp_path / "out.json"
     argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(out), *extra]
-    assert CLASSIFY.main(argv) == 2
+    assert script.main(argv) == 2
     assert words in _one_error_line(capsys)
     assert not out.exists() and not (tmp_path / "w").exists()
 
@@ -265,11 +270,7 @@ LOCATOR = _script("locator")
     (["--data-root", "/no/such/data"], "/no/such/data"),
 ])
 def test_locator_checks_settings_before_work(tmp_path, capsys, extra, words):
-    out = tmp_path / "l.json"
-    argv = ["--profile", "test", "--work", str(tmp_path / "w"), "--json", str(out), *extra]
-    assert LOCATOR.main(argv) == 2
-    assert words in _one_error_line(capsys)
-    assert not out.exists() and not (tmp_path / "w").exists()
+    _refused_before_work(LOCATOR, tmp_path, capsys, extra, words)
 
 
 def test_locator_keeps_an_earlier_json(tmp_path, capsys):
