@@ -84,26 +84,33 @@ def set_labels(rows: Sequence[Mapping]) -> list[str]:
             for r in rows]
 
 
+def _by_set(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+    """The rows of each set (:func:`set_labels`), sets in the order they first appear."""
+    out: dict[str, list[Mapping]] = {}
+    for r, label in zip(rows, set_labels(rows), strict=True):
+        out.setdefault(label, []).append(r)
+    return out
+
+
 def tracker_curves(rows: Sequence[Mapping], runs_dir: str | Path
                    ) -> dict[str, list[tuple[str, bool, pd.DataFrame]]]:
     """The training logs of the models in the tracker table, per set (sets sorted by name).
 
     Each set (its split named where it has several, :func:`set_labels`) maps to ``(label,
     second stage, metrics)`` in the table's order of models: a run's
-    ``runs_dir/<row's run>/metrics.csv`` (``<set>/<model>`` for tables that name none), then the curves its second stages keep in
-    ``refine/<group>/metrics.csv`` (labelled ``"<model> <group> stage"``). Only the table's
+    ``runs_dir/<row's run>/metrics.csv`` (``<set>/<model>`` for tables that name none),
+    then the curves its second stages keep in ``refine/<group>/metrics.csv`` (labelled ``"<model> <group> stage"``). Only the table's
     models are read, so a run folder left from an earlier benchmark with other models does
     not appear; models that train no network (mean shape, HOG forest) have no log. A set
     whose models left no log at all, or a log without ``step`` and ``train_loss``, is a
     ``DataError``.
     """
-    rows = _rows(rows, ("set", "model"))
     runs_dir = Path(runs_dir)
-    labels = set_labels(rows)  # a set split two ways gives two sets of curves
+    by_set = _by_set(_rows(rows, ("set", "model")))  # a set split two ways: two sets of curves
     curves: dict[str, list[tuple[str, bool, pd.DataFrame]]] = {}
-    for set_name in sorted(set(labels)):
+    for set_name in sorted(by_set):
         found = []
-        mine = [r for r, lab in zip(rows, labels, strict=True) if lab == set_name]
+        mine = by_set[set_name]
         for r in mine:
             model = r["model"]
             # the benchmark names each run's folder (a split's own, e.g. g7c1-later);
@@ -170,11 +177,9 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
     ``margin px`` is the next-best model's mean minus the default's (positive: the default
     leads). A set without the default model, or without another model, is left out.
     """
-    rows = _rows(rows, ("set", "model", "mean_px"))
-    labels = set_labels(rows)
     found = []
-    for set_name in dict.fromkeys(labels):
-        mine = {r["model"]: r for r, s in zip(rows, labels, strict=True) if s == set_name}
+    for set_name, set_rows in _by_set(_rows(rows, ("set", "model", "mean_px"))).items():
+        mine = {r["model"]: r for r in set_rows}
         if default not in mine or len(mine) < 2:
             continue
         d = mine[default]
