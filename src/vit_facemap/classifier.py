@@ -892,7 +892,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     models: dict[str, list[FacialStateClassifier]] = {name: [] for name in configs}
     wall = dict.fromkeys(configs, 0.0)
     used_boxes = None if boxes is None else np.full((len(labels), 3), np.nan)
-    extra_frames = load_frames(measures.extra_paths) if measures is not None else []
+    extra_frames: dict[int, np.ndarray] = {}
     if measures is not None:
         # an image without a class trains a fold only when its group is one of the fold's
         # training groups; a group the folds do not use (animals in measures.csv, videos in
@@ -906,6 +906,10 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
                 f"the cross-validation does not use ({', '.join(map(repr, odd[:3]))}"
                 f"{' ...' if len(odd) > 3 else ''}); they are left out of training, since "
                 "they could show a held-out animal"), stacklevel=2)
+        used = np.flatnonzero(known_extra)  # only those are read
+        extra_frames = dict(zip(used.tolist(),
+                                load_frames([measures.extra_paths[i] for i in used]),
+                                strict=True))
     for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
         fold[te] = f
         tr_frames = [frames[i] for i in tr]
