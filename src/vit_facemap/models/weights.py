@@ -38,13 +38,11 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     return path
 
 
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
-    """Load a safetensors (or torch) state dict; with ``strict=False`` unmatched keys are skipped."""
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a model's own weights (a run's ``model.safetensors``): every tensor, exactly.
+    Weights written elsewhere go through :func:`load_pretrained`."""
     state, _ = read_weights(path)
-    if not strict:
-        own = model.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(state, strict=strict)
+    model.load_state_dict(state)
     return model
 
 
