@@ -100,13 +100,7 @@ def timed():
 
 def write_json(obj: Any, path: str | Path, *, overwrite: bool = True) -> Path:
     """Write JSON atomically (a crash never leaves half a file where results were)."""
-    from vit_facemap.errors import DataError, RunExistsError
-
-    path = Path(path)
-    if path.is_dir():
-        raise DataError("is a folder; give a file name for the JSON", path)
-    if path.exists() and not overwrite:
-        raise RunExistsError(path)
+    path = check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
