@@ -1,9 +1,10 @@
 """Facial-state classifiers: HOG + random forest (Dolensek et al. 2020) and a small ViT.
 
-Both work on the same input so that they can be compared frame for frame:
+Both see the same frames and the same eye locations, so that they can be compared frame for
+frame; each cuts its own view around that eye:
 
 - ``crop="eye"``: a square of side ``crop_factor`` eye widths (ViT 1.5, forest 2.0 by
-  default) centred on the eye. At
+  default, so the two crops differ in width) centred on the eye. At
   training time the eye box comes from the set's ``eyes.csv`` (eyelid keypoints); at
   evaluation time, on frames without keypoints, from an :class:`~vit_facemap.eyes.EyeLocator`
   trained on the same training frames and saved in the run.
@@ -869,7 +870,8 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     """Leave-groups-out CV: stratified group k-fold, every group (animal) held out once.
 
     All models of one fold share the eye locator trained on that fold's training frames,
-    so they are judged on the very same crops. ``oracle_boxes`` uses the labeled eye boxes
+    so they are judged on the same frames and eye locations (each cuts its own
+    ``crop_factor`` around them). ``oracle_boxes`` uses the labeled eye boxes
     at test time too (an upper bound that isolates the locator's share of the error).
     ``measures`` (the set's measures.csv) train the ViTs' geometry heads; its images
     without a class (only those of the fold's training groups) also train the locator.

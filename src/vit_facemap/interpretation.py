@@ -2,7 +2,7 @@
 
 :func:`run_study` cross-validates both classifiers on a class-folder set (every group, an
 animal, held out once; the two models share each fold's eye locator, so they see the same
-crops), then checks what each model looks at on the held-out frames:
+eye locations, each through its own crop width), then checks what each model looks at on the held-out frames:
 
 - *attention mass*: the share of the map inside the region that carries the state
   (``regions.csv``: for the pupil task the eyelid keypoints' box, padded), against that
