@@ -74,8 +74,10 @@ from vit_facemap.train import TrainConfig, fit, profile_config
 
 NEURAL = {
     # name: (description, function of the default TrainConfig -> TrainConfig)
-    # The peers run as their authors built them, one network on the face box; the
-    # two-stage ablations below give them our second (eye and nose crop) stages as well.
+    # The peers keep their authors' networks (the ResNet-18 cut at stride 16, trained from
+    # scratch; FMnet without its offset maps) but take our input size, loss, decoding and
+    # training loop, one network on the face box; the two-stage ablations below give them
+    # our second (eye and nose crop) stages as well.
     "hybrid": ("hybrid conv-stem ViT + skip heatmap head, two stages (default recipe)",
                lambda c: c),
     "vit_regression": ("plain ViT/16, CLS-token regression (original study's head)",
