@@ -334,3 +334,13 @@ def test_image_too_large_to_decode(tmp_path, monkeypatch):
     for read in (load_image, image_size):
         with pytest.raises(DataError, match=r"big.png: image too large"):
             read(tmp_path / "big.png")
+
+
+def test_table_error_names_the_file_once(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,tester,tester\nbodyparts,,eye,eye\ncoords,,x,y\nvid0,img000.png,1,2\n")
+    with pytest.raises(DataError) as info:
+        load_set(tmp_path)
+    assert str(info.value).count("CollectedData_tester.csv") == 1
+    assert "cannot parse" not in str(info.value)

@@ -223,6 +223,8 @@ def read_labels(path: str | Path) -> LabeledFrames:
             df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)))
         except UnicodeDecodeError as exc:
             raise not_utf8(exc, file) from None
+        except DataError:  # already names the file: not wrapped again (the path would repeat)
+            raise
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot parse the labels table: {exc}", file) from exc
         if n_index == 1 and df.index.name is not None:
