@@ -58,3 +58,27 @@ def test_corrupt_hdf5_table(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(DataError, match=r"CollectedData_me.h5: cannot read key .*corrupt"):
         read_labels(tmp_path)
+
+
+HEADER = "scorer,,,me,me\nbodyparts,,,a,a\ncoords,,,x,y\n"
+
+
+@pytest.mark.parametrize("three", [True, False])
+def test_index_cells_are_read_as_written(tmp_path, three):
+    videos = ["01", "NA", "null", "1"]
+    rows = [f"labeled-data,{v},0{i}.png" if three else f"labeled-data/{v}/0{i}.png"
+            for i, v in enumerate(videos)]
+    header = HEADER if three else HEADER.replace(",,,", ",")
+    cells = ["1,2", "NA,NA", ",", "nan,null"]  # value cells: missing as pandas reads them
+    (tmp_path / "CollectedData_me.csv").write_text(
+        header + "".join(f"{r},{c}\n" for r, c in zip(rows, cells, strict=True)))
+    f = read_labels(tmp_path)
+    assert list(f.videos) == videos
+    assert f.index[0] == "labeled-data/01/00.png"
+    assert f.missing[:, 0].tolist() == [False, True, True, True]
+
+
+def test_empty_video_name_is_an_error(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,,img1.png,1,2\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: a row has an empty video"):
+        read_labels(tmp_path)

@@ -26,6 +26,10 @@ from vit_facemap.errors import DataError, RunExistsError, first_line, not_utf8
 
 H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
 HEADER_NAMES = ("scorer", "bodyparts", "coords")
+# what pandas reads as missing by default (its documented ``na_values``): applied to the
+# coordinate cells only, so that a video or image named ``NA``, ``null`` or ``01`` is kept
+NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
 @dataclass
@@ -147,7 +151,8 @@ def _check_row_lengths(path: Path, n_columns: int) -> None:
                     "cannot parse the labels table (a shifted or extra value?)", path)
 
 
-def _count_index_columns(path: Path) -> int:
+def _count_index_columns(path: Path) -> tuple[int, int]:
+    """(index columns, all columns) of a labels CSV, after checking its header rows."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = [row for _, row in zip(range(3), csv.reader(fh), strict=False)]
     if len(rows) < 3 or [r[0].strip().lower() if r else "" for r in rows] != list(HEADER_NAMES):
@@ -166,7 +171,7 @@ def _count_index_columns(path: Path) -> int:
         raise DataError(
             f"expected 1 or 3 index columns before the first keypoint column, found {n}", path
         )
-    return n
+    return n, len(rows[2])
 
 
 def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames:
@@ -197,10 +202,13 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
                 raise DataError(f"keypoint '{bp}' column '{name}' is not numeric: {exc}", path) from exc
         if lik is not None:
             lik[:, k] = pd.to_numeric(sub["likelihood"]) if "likelihood" in sub.columns else np.nan
-    if isinstance(df.index, pd.MultiIndex):
-        index = ["/".join(str(p) for p in tup) for tup in df.index]
-    else:
-        index = [str(i) for i in df.index]
+    rows = list(df.index) if isinstance(df.index, pd.MultiIndex) else [(i,) for i in df.index]
+    for tup in rows:
+        if any(pd.isna(p) or str(p).strip() == "" for p in tup):
+            shown = ",".join("" if pd.isna(p) else str(p) for p in tup)
+            raise DataError(f"a row has an empty video or image name in its index ({shown!r})",
+                            path)
+    index = ["/".join(str(p) for p in tup) for tup in rows]
     dupes = pd.Index(index)[pd.Index(index).duplicated()].unique()
     if len(dupes):
         raise DataError(f"duplicate rows for {len(dupes)} frame(s), e.g. {dupes[0]}", path)
@@ -219,8 +227,11 @@ def read_labels(path: str | Path) -> LabeledFrames:
     root = file.parent
     if file.suffix.lower() == ".csv":
         try:
-            n_index = _count_index_columns(file)
-            df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)))
+            n_index, n_columns = _count_index_columns(file)
+            # index cells are names, read as written ("01" stays "01", "NA" is not missing)
+            df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)),
+                             dtype={i: str for i in range(n_index)}, keep_default_na=False,
+                             na_values={i: list(NA_VALUES) for i in range(n_index, n_columns)})
         except UnicodeDecodeError as exc:
             raise not_utf8(exc, file) from None
         except DataError:  # already names the file: not wrapped again (the path would repeat)
