@@ -82,3 +82,17 @@ def test_empty_video_name_is_an_error(tmp_path):
     (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,,img1.png,1,2\n")
     with pytest.raises(DataError, match=r"CollectedData_me.csv: a row has an empty video"):
         read_labels(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["CollectedData_me.csv", "CollectedData_me.h5"])
+@pytest.mark.parametrize("index", [
+    ["v1/img001.png", "v1/img002.png"],                       # no labeled-data/ prefix
+    ["v1/img001.png", "labeled-data/v1/img002.png"],          # mixed depths
+    ["labeled-data/v1/sub/img001.png", "labeled-data/v1/img002.png"],
+])
+def test_any_index_reads_back_as_written(tmp_path, name, index):
+    f = LabeledFrames(tmp_path, index, np.arange(4.0).reshape(2, 1, 2), ["a"], scorer="me")
+    write_labels(f, tmp_path / name)
+    g = read_labels(tmp_path / name)
+    assert g.index == index
+    np.testing.assert_array_equal(g.keypoints, f.keypoints)

@@ -96,7 +96,12 @@ class LabeledFrames:
         )
 
     def to_dataframe(self, three_level_index: bool = True) -> pd.DataFrame:
-        """The table in DeepLabCut's layout (labels, or predictions when ``likelihood`` is set)."""
+        """The table in DeepLabCut's layout (labels, or predictions when ``likelihood`` is set).
+
+        The index has three columns (``labeled-data``, video, image) only when asked and every
+        path reads ``labeled-data/<video>/<image>``; otherwise it is one column holding the
+        path, the older layout that keeps any other path as it is (so the table reads back).
+        """
         coords = ["x", "y"] if self.likelihood is None else ["x", "y", "likelihood"]
         columns = pd.MultiIndex.from_product(
             [[self.scorer], self.bodyparts, coords], names=list(HEADER_NAMES)
@@ -105,8 +110,9 @@ class LabeledFrames:
         if self.likelihood is not None:
             values = np.concatenate([values, self.likelihood[..., None]], axis=-1)
         data = values.reshape(len(self), -1)
-        if three_level_index:
-            index = pd.MultiIndex.from_tuples([tuple(i.split("/", 2)) for i in self.index])
+        parts = [PurePosixPath(i).parts for i in self.index]
+        if three_level_index and all(len(p) == 3 and p[0] == "labeled-data" for p in parts):
+            index = pd.MultiIndex.from_tuples(parts)
         else:
             index = pd.Index(self.index)
         return pd.DataFrame(data, index=index, columns=columns)
