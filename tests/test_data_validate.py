@@ -281,9 +281,23 @@ def test_ragged_csv_row(tmp_path):
 def test_h5_with_wrong_key(tmp_path):
     frames = make_set(tmp_path)
     (tmp_path / "CollectedData_tester.csv").unlink()
-    frames.to_dataframe().to_hdf(tmp_path / "CollectedData_tester.h5", key="predictions")
-    with pytest.raises(DataError, match=r"CollectedData_tester.h5: cannot read key 'df_with_missing'"):
+    path = tmp_path / "CollectedData_tester.h5"
+    frames.to_dataframe().to_hdf(path, key="predictions")
+    frames.to_dataframe().to_hdf(path, key="other")
+    with pytest.raises(DataError, match=r"CollectedData_tester.h5: no labels table .*"
+                                        r"'df_with_missing' or 'keypoints', found keys "
+                                        r"\['other', 'predictions'\]"):
         load_set(tmp_path)
+
+
+@pytest.mark.parametrize("keys", [["keypoints"], ["predictions"], ["other", "keypoints"]])
+def test_h5_labels_under_napari_or_single_key(tmp_path, keys):
+    frames = make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").unlink()
+    for key in keys:  # napari-deeplabcut (DeepLabCut >= 2.3) saves labels under "keypoints"
+        frames.to_dataframe().to_hdf(tmp_path / "CollectedData_tester.h5", key=key)
+    back = load_set(tmp_path, expected_bodyparts=NAMES)
+    np.testing.assert_array_equal(back.keypoints, frames.keypoints)
 
 
 def test_h5_labels_load_and_validate(tmp_path):

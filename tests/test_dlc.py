@@ -56,7 +56,7 @@ def test_corrupt_hdf5_table(tmp_path):
     f = _frames(tmp_path)
     path = write_labels(f, tmp_path / "CollectedData_me.h5")
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(DataError, match=r"CollectedData_me.h5: cannot read key .*corrupt"):
+    with pytest.raises(DataError, match=r"CollectedData_me.h5: cannot read .*corrupt"):
         read_labels(tmp_path)
 
 

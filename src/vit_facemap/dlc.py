@@ -25,6 +25,7 @@ import pandas as pd
 from vit_facemap.errors import DataError, RunExistsError, first_line, not_utf8
 
 H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
+H5_KEYS = (H5_KEY, "keypoints")  # labels keys read: DeepLabCut's, then napari-deeplabcut's
 HEADER_NAMES = ("scorer", "bodyparts", "coords")
 # what pandas reads as missing by default (its documented ``na_values``): applied to the
 # coordinate cells only, so that a video or image named ``NA``, ``null`` or ``01`` is kept
@@ -224,6 +225,25 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
     )
 
 
+def _read_hdf_labels(file: Path) -> pd.DataFrame:
+    """The labels table of an HDF5 file: key ``df_with_missing`` (DeepLabCut), else
+    ``keypoints`` (napari-deeplabcut, DeepLabCut >= 2.3), else the file's only key."""
+    key = None
+    try:
+        with pd.HDFStore(file, mode="r") as store:
+            keys = [k.lstrip("/") for k in store.keys()]
+            found = [k for k in H5_KEYS if k in keys] or (keys if len(keys) == 1 else [])
+            if found:
+                key = found[0]
+                return store.get(key)
+    except Exception as exc:  # PyTables raises its own types for a corrupt file
+        what = f"key '{key}' from " if key else ""
+        raise DataError(f"cannot read {what}the HDF5 file (corrupt, or not DeepLabCut's "
+                        f"layout): {first_line(exc)}", file) from None
+    raise DataError(f"no labels table in the HDF5 file: expected the key "
+                    f"{' or '.join(map(repr, H5_KEYS))}, found keys {keys}", file)
+
+
 def read_labels(path: str | Path) -> LabeledFrames:
     """Read a labeled set: its folder, or its ``CollectedData*.csv`` / ``.h5`` file.
 
@@ -247,11 +267,7 @@ def read_labels(path: str | Path) -> LabeledFrames:
         if n_index == 1 and df.index.name is not None:
             df.index.name = None
     elif file.suffix.lower() in (".h5", ".hdf5"):
-        try:
-            df = pd.read_hdf(file, key=H5_KEY)
-        except Exception as exc:  # PyTables raises its own types for a corrupt file
-            raise DataError(f"cannot read key '{H5_KEY}' from the HDF5 file (corrupt, or not "
-                            f"DeepLabCut's layout): {first_line(exc)}", file) from None
+        df = _read_hdf_labels(file)
     else:
         raise DataError("labels must be a .csv or .h5 file in DeepLabCut's layout", file)
     return _frame_from_table(df, root, file)
