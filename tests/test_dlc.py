@@ -96,3 +96,49 @@ def test_any_index_reads_back_as_written(tmp_path, name, index):
     g = read_labels(tmp_path / name)
     assert g.index == index
     np.testing.assert_array_equal(g.keypoints, f.keypoints)
+
+
+def test_keypoint_named_twice(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(
+        "scorer,,,me,me,me,me\nbodyparts,,,a,a,a,a\ncoords,,,x,y,x,y\n"
+        "labeled-data,v1,img001.png,1,2,3,4\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: keypoint name 'a' used twice"):
+        read_labels(tmp_path)
+
+
+def test_keypoint_named_twice_in_hdf5(tmp_path):
+    import pandas as pd
+
+    cols = pd.MultiIndex.from_tuples([("me", "a", "x"), ("me", "a", "y")] * 2,
+                                     names=["scorer", "bodyparts", "coords"])
+    pd.DataFrame([[1.0, 2, 3, 4]], index=["labeled-data/v1/img001.png"], columns=cols).to_hdf(
+        tmp_path / "CollectedData_me.h5", key="df_with_missing", format="table")
+    with pytest.raises(DataError, match=r"CollectedData_me.h5: keypoint name 'a' used twice"):
+        read_labels(tmp_path)
+
+
+MULTI = "scorer,,,me,me,me,me\nindividuals,,,{},{},{},{}\nbodyparts,,,a,a,b,b\ncoords,,,x,y,x,y\n"
+
+
+@pytest.mark.parametrize("suffix", ["csv", "h5"])
+def test_multi_animal_table_of_one_individual(tmp_path, suffix):
+    csv = tmp_path / "src.csv"
+    csv.write_text(MULTI.format(*["m1"] * 4) + "labeled-data,v1,img001.png,1,2,,\n")
+    path = csv
+    if suffix == "h5":
+        import pandas as pd
+
+        path = tmp_path / "CollectedData_me.h5"
+        pd.read_csv(csv, header=[0, 1, 2, 3], index_col=[0, 1, 2]).to_hdf(path, key="df_with_missing")
+    f = read_labels(path)
+    assert f.bodyparts == ["a", "b"] and f.index == ["labeled-data/v1/img001.png"]
+    assert f.missing.tolist() == [[False, True]]
+
+
+def test_multi_animal_table_is_refused(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(
+        MULTI.format("m1", "m1", "m2", "m2") + "labeled-data,v1,img001.png,1,2,3,4\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: a multi-animal table "
+                                        r"\(individuals \['m1', 'm2'\]\): multi-animal tables "
+                                        "are not supported"):
+        read_labels(tmp_path)

@@ -6,6 +6,8 @@ and images under ``labeled-data/<video>/<image>``. The table has three header ro
 (``labeled-data``, video, image; DeepLabCut >= 2.2) or one column holding the
 relative path (older projects). An empty cell is a keypoint the labeler could not
 see: it stays NaN here and is masked out of losses and metrics, never set to zero.
+A multi-animal table (a fourth header row, ``individuals``) is read when it holds one
+individual; several individuals are refused.
 
 Reading and writing go through pandas so that DeepLabCut, Facemap and other keypoint
 tools read what we write. Validation of the images themselves lives in
@@ -158,19 +160,28 @@ def _check_row_lengths(path: Path, n_columns: int) -> None:
                     "cannot parse the labels table (a shifted or extra value?)", path)
 
 
-def _count_index_columns(path: Path) -> tuple[int, int]:
-    """(index columns, all columns) of a labels CSV, after checking its header rows."""
+def _csv_layout(path: Path) -> tuple[int, int, int]:
+    """(header rows, index columns, all columns) of a labels CSV, after checking its header.
+
+    The header is ``scorer / bodyparts / coords``, or ``scorer / individuals / bodyparts /
+    coords`` as multi-animal DeepLabCut writes it. A keypoint named twice is refused here,
+    from the raw header: pandas would rename the second one's columns (``x.1``, ``y.1``).
+    """
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [row for _, row in zip(range(3), csv.reader(fh), strict=False)]
-    if len(rows) < 3 or [r[0].strip().lower() if r else "" for r in rows] != list(HEADER_NAMES):
-        first = [r[0] if r else "" for r in rows]
+        rows = [row for _, row in zip(range(4), csv.reader(fh), strict=False)]
+    first = [r[0].strip().lower() if r else "" for r in rows]
+    n_header = 4 if first[1:2] == ["individuals"] else 3
+    expected = ["scorer", "individuals", "bodyparts", "coords"] if n_header == 4 else list(HEADER_NAMES)
+    if first[:n_header] != expected:
+        found = [r[0] if r else "" for r in rows[:3]]
         raise DataError(
             "not a DeepLabCut labels table: the first column of the first three rows must "
-            f"read scorer / bodyparts / coords, found {first}",
+            f"read scorer / bodyparts / coords, found {found}",
             path,
         )
-    _check_row_lengths(path, len(rows[2]))
-    scorer_row = rows[0]
+    header = rows[:n_header]
+    _check_row_lengths(path, len(header[-1]))
+    scorer_row = header[0]
     n = 1
     while n < len(scorer_row) and scorer_row[n].strip() == "":
         n += 1
@@ -178,10 +189,32 @@ def _count_index_columns(path: Path) -> tuple[int, int]:
         raise DataError(
             f"expected 1 or 3 index columns before the first keypoint column, found {n}", path
         )
-    return n, len(rows[2])
+    seen: set[tuple[str, ...]] = set()
+    for column in zip(*(r[n:] for r in header[1:]), strict=False):  # (individual,) bodypart, coord
+        if column in seen:
+            who = f" of individual '{column[0]}'" if n_header == 4 else ""
+            raise DataError(f"keypoint name '{column[-2]}'{who} used twice (its "
+                            f"'{column[-1]}' column appears twice in the header)", path)
+        seen.add(column)
+    return n_header, n, len(header[-1])
+
+
+def _single_animal(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A multi-animal table (an ``individuals`` header level) of one individual, without that
+    level; a table of several individuals is refused."""
+    if not isinstance(df.columns, pd.MultiIndex) or df.columns.nlevels != 4:
+        return df
+    names = list(df.columns.names)
+    level = names.index("individuals") if "individuals" in names else 1
+    individuals = list(dict.fromkeys(map(str, df.columns.get_level_values(level))))
+    if len(individuals) > 1:
+        raise DataError(f"a multi-animal table (individuals {individuals}): multi-animal "
+                        "tables are not supported; keep one individual per table", path)
+    return df.droplevel(level, axis=1)
 
 
 def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames:
+    df = _single_animal(df, path)
     if not isinstance(df.columns, pd.MultiIndex) or df.columns.nlevels != 3:
         raise DataError("columns must have three header levels (scorer, bodyparts, coords)", path)
     if len(df) == 0:
@@ -189,6 +222,10 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
     scorers = df.columns.get_level_values(0).unique()
     if len(scorers) != 1:
         raise DataError(f"expected one scorer, found {list(scorers)}", path)
+    repeated = df.columns[df.columns.duplicated()]
+    if len(repeated):  # an HDF5 table can hold a column twice; a CSV's header is checked raw
+        raise DataError(f"keypoint name '{repeated[0][1]}' used twice (its '{repeated[0][2]}' "
+                        "column appears twice)", path)
     coords = df.columns.get_level_values(2)
     bad = sorted(set(coords) - {"x", "y", "likelihood"})
     if bad:
@@ -253,9 +290,9 @@ def read_labels(path: str | Path) -> LabeledFrames:
     root = file.parent
     if file.suffix.lower() == ".csv":
         try:
-            n_index, n_columns = _count_index_columns(file)
+            n_header, n_index, n_columns = _csv_layout(file)
             # index cells are names, read as written ("01" stays "01", "NA" is not missing)
-            df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)),
+            df = pd.read_csv(file, header=list(range(n_header)), index_col=list(range(n_index)),
                              dtype={i: str for i in range(n_index)}, keep_default_na=False,
                              na_values={i: list(NA_VALUES) for i in range(n_index, n_columns)})
         except UnicodeDecodeError as exc:
