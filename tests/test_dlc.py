@@ -142,3 +142,42 @@ def test_multi_animal_table_is_refused(tmp_path):
                                         r"\(individuals \['m1', 'm2'\]\): multi-animal tables "
                                         "are not supported"):
         read_labels(tmp_path)
+
+
+def _project(tmp_path, fmt=("csv", "h5"), scorer=("me", "me"), names=(["eye", "nose"],) * 2):
+    """A DeepLabCut project: one table per video in labeled-data/<video>/, none at the top."""
+    from PIL import Image
+
+    root = tmp_path / "proj"
+    for v, (suffix, who, bps) in enumerate(zip(fmt, scorer, names, strict=True)):
+        index = [f"labeled-data/vid{v}/img{i:03d}.png" for i in range(2)]
+        for rel in index:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 6)).save(root / rel)
+        f = LabeledFrames(root, index, np.full((2, len(bps), 2), v + 1.0), bps, scorer=who)
+        write_labels(f, root / f"labeled-data/vid{v}/CollectedData_{who}.{suffix}",
+                     three_level_index=v == 0)
+    (root / "labeled-data/unlabeled").mkdir()  # a video not labeled yet: no table
+    (root / "config.yaml").write_text("scorer: me\n")
+    return root
+
+
+def test_deeplabcut_project_is_read_whole(tmp_path):
+    root = _project(tmp_path)
+    f = read_labels(root)
+    assert f.root == root and f.bodyparts == ["eye", "nose"] and f.scorer == "me"
+    assert f.index == [f"labeled-data/vid{v}/img{i:03d}.png" for v in (0, 1) for i in (0, 1)]
+    assert all(p.is_file() for p in f.image_paths)
+    assert f.keypoints[:, 0, 0].tolist() == [1, 1, 2, 2]
+    # one video's table alone: its paths are relative to the project, two folders up
+    one = read_labels(root / "labeled-data/vid1/CollectedData_me.h5")
+    assert one.root == root and all(p.is_file() for p in one.image_paths)
+
+
+def test_deeplabcut_project_tables_must_agree(tmp_path):
+    with pytest.raises(DataError, match=r"vid1/CollectedData_me.csv: keypoints \['nose', 'eye'\] "
+                                        r"differ from those of .*vid0/CollectedData_me.csv"):
+        read_labels(_project(tmp_path / "a", fmt=("csv", "csv"),
+                             names=(["eye", "nose"], ["nose", "eye"])))
+    with pytest.raises(DataError, match=r"vid1/CollectedData_you.csv: scorer 'you' differs"):
+        read_labels(_project(tmp_path / "b", fmt=("csv", "csv"), scorer=("me", "you")))

@@ -211,6 +211,26 @@ def test_cli_exit_codes(tiny_set, tmp_path):
                  str(tmp_path / "x.json")]) == 2
 
 
+def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path):
+    """A DeepLabCut project keeps one table per video in labeled-data/<video>/."""
+    import shutil
+
+    frames = read_labels(tiny_set)
+    project = tmp_path / "project"
+    shutil.copytree(tiny_set / "labeled-data", project / "labeled-data")
+    for video in sorted(set(frames.videos)):
+        write_labels(frames.subset(frames.videos == video),
+                     project / "labeled-data" / video / f"CollectedData_{frames.scorer}.h5")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    run, out = tmp_path / "run", tmp_path / "e.json"
+    assert main(["train", "--data", str(project), "--out", str(run), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet", "--val-groups", "1"]) == 0
+    assert main(["evaluate", str(run), "--data", str(project), "--json", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert json.loads(out.read_text())["n_frames"] == 16
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 

@@ -1,7 +1,8 @@
 """Labeled frames in DeepLabCut's on-disk layout.
 
 A labeled set is a folder holding ``CollectedData*.csv`` (and/or the matching ``.h5``)
-and images under ``labeled-data/<video>/<image>``. The table has three header rows
+and images under ``labeled-data/<video>/<image>``, or a DeepLabCut project, whose tables
+sit one per video in ``labeled-data/<video>/`` (:func:`read_labels` joins them). The table has three header rows
 (``scorer``, ``bodyparts``, ``coords``) and either three index columns
 (``labeled-data``, video, image; DeepLabCut >= 2.2) or one column holding the
 relative path (older projects). An empty cell is a keypoint the labeler could not
@@ -129,6 +130,23 @@ def video_of(relpath: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
+def _table_in(folder: Path) -> Path | None:
+    """The ``CollectedData*.csv`` (preferred) or ``.h5`` directly inside ``folder``, if any."""
+    for pattern in ("CollectedData*.csv", "CollectedData*.h5"):
+        found = sorted(p for p in folder.glob(pattern) if p.is_file())
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise DataError(f"several label files ({names}); pass the one to use", folder)
+        if found:
+            return found[0]
+    return None
+
+
+NO_TABLE = ("no CollectedData*.csv or CollectedData*.h5 here: is this a labeled set in "
+            "DeepLabCut's layout (labels table beside a labeled-data/ folder, or a DeepLabCut "
+            "project with labeled-data/<video>/CollectedData*)?")
+
+
 def find_label_file(root: str | Path) -> Path:
     """The ``CollectedData*.csv`` (preferred) or ``.h5`` inside a labeled set's folder."""
     root = Path(root)
@@ -136,18 +154,25 @@ def find_label_file(root: str | Path) -> Path:
         raise DataError("no such file or folder", root)
     if root.is_file():
         return root
-    for pattern in ("CollectedData*.csv", "CollectedData*.h5"):
-        found = sorted(root.glob(pattern))
-        if len(found) > 1:
-            names = ", ".join(p.name for p in found)
-            raise DataError(f"several label files ({names}); pass the one to use", root)
-        if found:
-            return found[0]
-    raise DataError(
-        "no CollectedData*.csv or CollectedData*.h5 here: is this a labeled set in "
-        "DeepLabCut's layout (labels table beside a labeled-data/ folder)?",
-        root,
-    )
+    found = _table_in(root)
+    if found is None:
+        raise DataError(NO_TABLE, root)
+    return found
+
+
+def find_label_files(root: str | Path) -> list[Path]:
+    """The labels table(s) of a set: the file given, the table at the top of the folder, or,
+    in a DeepLabCut project (no table at the top), one table per video,
+    ``labeled-data/<video>/CollectedData*`` (videos without one are not labeled yet)."""
+    root = Path(root)
+    if not root.exists() or root.is_file() or _table_in(root) is not None:
+        return [find_label_file(root)]
+    videos = root / "labeled-data"
+    tables = [t for d in sorted(videos.iterdir()) if d.is_dir()
+              for t in [_table_in(d)] if t is not None] if videos.is_dir() else []
+    if not tables:
+        raise DataError(NO_TABLE, root)
+    return tables
 
 
 def _check_row_lengths(path: Path, n_columns: int) -> None:
@@ -281,13 +306,10 @@ def _read_hdf_labels(file: Path) -> pd.DataFrame:
                     f"{' or '.join(map(repr, H5_KEYS))}, found keys {keys}", file)
 
 
-def read_labels(path: str | Path) -> LabeledFrames:
-    """Read a labeled set: its folder, or its ``CollectedData*.csv`` / ``.h5`` file.
-
-    Raises :class:`DataError` naming the file for anything that is not DeepLabCut's layout.
-    """
-    file = find_label_file(path)
-    root = file.parent
+def _read_table(file: Path) -> LabeledFrames:
+    """One labels table. Its image paths are relative to its folder, except for a table in
+    ``labeled-data/<video>/`` (DeepLabCut's project layout) whose paths start with
+    ``labeled-data/``: those are relative to the project, two folders up."""
     if file.suffix.lower() == ".csv":
         try:
             n_header, n_index, n_columns = _csv_layout(file)
@@ -307,7 +329,53 @@ def read_labels(path: str | Path) -> LabeledFrames:
         df = _read_hdf_labels(file)
     else:
         raise DataError("labels must be a .csv or .h5 file in DeepLabCut's layout", file)
-    return _frame_from_table(df, root, file)
+    frames = _frame_from_table(df, file.parent, file)
+    if (file.parent.parent.name == "labeled-data"
+            and all(i.startswith("labeled-data/") for i in frames.index)):
+        frames.root = file.parent.parent.parent
+    return frames
+
+
+def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> LabeledFrames:
+    """The per-video tables of a DeepLabCut project as one set: same keypoints in the same
+    order, one scorer, image paths relative to the project."""
+    first = parts[0]
+    for frames, file in zip(parts, files, strict=True):
+        if frames.root != root:
+            raise DataError(f"image paths must read labeled-data/<video>/<image> (relative to "
+                            f"the project {root}, as DeepLabCut writes them), found "
+                            f"'{frames.index[0]}'", file)
+        if frames.bodyparts != first.bodyparts:
+            raise DataError(f"keypoints {frames.bodyparts} differ from those of {files[0]} "
+                            f"({first.bodyparts}): every video's table needs the same "
+                            "keypoints in the same order", file)
+        if frames.scorer != first.scorer:
+            raise DataError(f"scorer '{frames.scorer}' differs from '{first.scorer}' of "
+                            f"{files[0]}: a project's tables need one scorer", file)
+    index = [i for f in parts for i in f.index]
+    dupes = pd.Index(index)[pd.Index(index).duplicated()].unique()
+    if len(dupes):
+        raise DataError(f"frame {dupes[0]} is in more than one video's table", root)
+    with_lik = all(f.likelihood is not None for f in parts)
+    return LabeledFrames(
+        root=root, index=index, keypoints=np.concatenate([f.keypoints for f in parts]),
+        bodyparts=first.bodyparts, scorer=first.scorer,
+        likelihood=np.concatenate([f.likelihood for f in parts]) if with_lik else None,
+    )
+
+
+def read_labels(path: str | Path) -> LabeledFrames:
+    """Read a labeled set: its folder, or its ``CollectedData*.csv`` / ``.h5`` file.
+
+    A folder with its table at the top is read as it is; a DeepLabCut project (tables in
+    ``labeled-data/<video>/``, none at the top) is read as one set of all its videos,
+    which must share the keypoints (in the same order) and the scorer. Raises
+    :class:`DataError` naming the file for anything that is not DeepLabCut's layout.
+    """
+    files = find_label_files(path)
+    if len(files) == 1:
+        return _read_table(files[0])
+    return _join_tables([_read_table(f) for f in files], files, Path(path))
 
 
 def write_labels(
