@@ -231,6 +231,22 @@ def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path):
     assert json.loads(out.read_text())["n_frames"] == 16
 
 
+def test_train_group_by_animal_reads_animals_csv(tiny_set, tmp_path):
+    """--group-by animal takes the animals of animals.csv, as DATA.md says, not only names."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    videos = sorted(set(read_labels(data).videos))
+    (data / "animals.csv").write_text("video,animal\n" + "".join(
+        f"{v},mouse{i}\n" for i, v in enumerate(videos)))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet",
+                 "--group-by", "animal", "--val-groups", "mouse1"]) == 0
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 
