@@ -247,6 +247,14 @@ def test_train_group_by_animal_reads_animals_csv(tiny_set, tmp_path):
                  "--group-by", "animal", "--val-groups", "mouse1"]) == 0
 
 
+def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
+    data = write_synthetic_set(tmp_path / "one", n_frames=4, n_videos=1, seed=0, size=(64, 48))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--device", "cpu", "--quiet", "--val-groups", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 2 groups" in err and "unknown groups" not in err
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 

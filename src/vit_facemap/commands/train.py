@@ -68,11 +68,18 @@ def run(args: argparse.Namespace) -> int:
         groups = groups_for(frames, args.group_by)
         spec = args.val_groups
         try:
-            n = float(spec)
-            _, val_rows = group_split(groups, int(n) if n >= 1 else n, config.seed)
+            n: float | None = float(spec)
+        except ValueError:
+            n = None  # not a number: group names
+        if n is not None:
+            try:
+                _, val_rows = group_split(groups, int(n) if n >= 1 else n, config.seed)
+            except ValueError as exc:
+                raise DataError(f"--val-groups {spec} (by {args.group_by}): {exc}",
+                                args.data) from None
             mask = np.zeros(len(frames), bool)
             mask[val_rows] = True
-        except ValueError:
+        else:
             names = [s.strip() for s in spec.split(",") if s.strip()]
             unknown = sorted(set(names) - set(groups.tolist()))
             if unknown:
