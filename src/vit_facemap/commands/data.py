@@ -55,7 +55,9 @@ def register(subparsers) -> None:
     f.add_argument("--dest", help="folder to write the converted set into")
     f.add_argument("--cache", default=None, help="download cache (default: pooch's user cache)")
     f.add_argument("--list", action="store_true", help="list the registry and exit")
-    f.add_argument("--overwrite", action="store_true")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace a set fetched before (one holding SOURCE.json) once the new "
+                        "one is complete; files you added to it (animals.csv, ...) are kept")
     f.set_defaults(func=run_fetch)
 
 
