@@ -358,3 +358,18 @@ def test_table_error_names_the_file_once(tmp_path):
         load_set(tmp_path)
     assert str(info.value).count("CollectedData_tester.csv") == 1
     assert "cannot parse" not in str(info.value)
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_sixteen_bit_frames_with_twelve_bit_content_warn(tmp_path, decode):
+    frames = make_set(tmp_path, size=(40, 30))
+    twelve = (np.arange(30 * 40).reshape(30, 40) * 3).astype(np.uint16)  # max 3597 < 4096
+    Image.fromarray(twelve).save(frames.image_paths[1])
+    Image.fromarray(twelve * 16).save(frames.image_paths[2])  # the full 16-bit range: fine
+    report = validate_set(read_labels(tmp_path), decode=decode)
+    assert report.ok and len(report.warnings) == 1
+    text = str(report.warnings[0])
+    assert "1 16-bit frame(s) use only values below 4096" in text and frames.index[1] in text
+    if decode:
+        with pytest.warns(DataWarning, match=frames.index[1]):
+            load_set(tmp_path)
