@@ -111,6 +111,41 @@ def test_fetch_converts_to_deeplabcut_layout(upstream, tmp_path):
                   progress=False)
 
 
+def test_overwrite_keeps_the_users_files(upstream, tmp_path, capsys):
+    """--overwrite replaces what fetch wrote, never a file or folder of the user's."""
+    import json
+
+    reg = {"schroeder": upstream["source"]}
+    kw = dict(cache=tmp_path / "cache", registry=reg, progress=False)
+    dest = fetch_set("schroeder", tmp_path / "schroeder", **kw)
+    (dest / "animals.csv").write_text("video,animal\nMimas2022-03-281,Mimas\n")  # as DATA.md says
+    (dest / "labeled-data" / "notes.txt").write_text("mine")
+    for name in ("schroeder.partial", "schroeder.replaced"):  # folders that only look like ours
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "precious.txt").write_text("user data")
+    fetch_set("schroeder", dest, overwrite=True, **kw)
+    assert (dest / "animals.csv").read_text().endswith("Mimas\n")
+    assert (dest / "labeled-data" / "notes.txt").read_text() == "mine"
+    assert "kept 2 file(s) of yours" in capsys.readouterr().out
+    for name in ("schroeder.partial", "schroeder.replaced"):
+        assert (tmp_path / name / "precious.txt").read_text() == "user data"
+    assert not list(tmp_path.glob("schroeder.fetching-*"))
+    # a set fetched before SOURCE.json listed its files: what the new set lacks is kept
+    record = json.loads((dest / "SOURCE.json").read_text())
+    (dest / "SOURCE.json").write_text(json.dumps({k: v for k, v in record.items() if k != "files"}))
+    fetch_set("schroeder", dest, overwrite=True, **kw)
+    assert (dest / "animals.csv").is_file() and "files" in json.loads((dest / "SOURCE.json").read_text())
+    # a file fetch did not write, at a path the new set writes: refused, nothing changed
+    record = json.loads((dest / "SOURCE.json").read_text())
+    record["files"].remove("LICENSE")
+    (dest / "SOURCE.json").write_text(json.dumps(record))
+    (dest / "LICENSE").write_text("my own license")
+    with pytest.raises(DataError, match=r"did not write at paths the new set writes \(LICENSE\)"):
+        fetch_set("schroeder", dest, overwrite=True, **kw)
+    assert (dest / "LICENSE").read_text() == "my own license" and (dest / "animals.csv").is_file()
+    assert not list(tmp_path.glob("schroeder.fetching-*"))
+
+
 def test_hash_mismatch_is_refused(upstream, tmp_path):
     bad = replace(upstream["source"], sha256="0" * 64)
     with pytest.raises(DataError, match="failed its SHA-256 check"):

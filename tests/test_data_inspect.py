@@ -86,3 +86,30 @@ def test_synthetic_command(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["data", "synthetic", str(tmp_path / "st"), "--frames", "6", "--states", "pupil"]) == 0
     assert (tmp_path / "st" / "groups.csv").is_file()
+
+
+def test_inspect_deeplabcut_project(synthetic_set, tmp_path, capsys):
+    """A DeepLabCut project (one table per video in labeled-data/<video>/) is inspected whole."""
+    import shutil
+
+    from vit_facemap.dlc import read_labels, write_labels
+
+    frames = read_labels(synthetic_set)
+    project = tmp_path / "project"
+    shutil.copytree(synthetic_set / "labeled-data", project / "labeled-data")
+    for video in sorted(set(frames.videos)):
+        write_labels(frames.subset(frames.videos == video),
+                     project / "labeled-data" / video / f"CollectedData_{frames.scorer}.csv")
+    assert main(["data", "inspect", str(project), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_frames"] == 12 and out["n_videos"] == 3 and out["errors"] == []
+
+
+def test_inspect_json_of_one_frame_is_valid_json(tmp_path, capsys):
+    """One frame has no spread: NaN in the summary is written as null, not as bare NaN."""
+    write_synthetic_set(tmp_path / "one", n_frames=1, n_videos=1, seed=0, size=(64, 48))
+    assert main(["data", "inspect", str(tmp_path / "one"), "--json"]) == 0
+    text = capsys.readouterr().out
+    out = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert out["n_frames"] == 1
+    assert out["spread"]["eye top"]["sd"] is None

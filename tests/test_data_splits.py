@@ -52,6 +52,17 @@ def test_animal_of_all_schroeder_sessions():
     assert len(SCHROEDER_SESSIONS) == 23 and len(set(got.values())) == 17
 
 
+@pytest.mark.parametrize("sessions, animal", [
+    (["2022-03-28_M1", "2022-03-29_M1", "2022-03-29_M1_2", "cam2_2022-03-30_M1_Video0"], "M1"),
+    (["M1_20220328", "M1_20220329", "M1-2022-03-28", "M1_2022_03_28"], "M1"),
+    (["M1_28-03-2022", "M1_29-03-2022", "M1_29.03.2022_1"], "M1"),
+    (["M1_day1", "M1_day2", "M1_session3", "M1_s4", "M1_Day5_2", "M1_run1"], "M1"),
+])
+def test_animal_of_dates_and_sessions_in_other_forms(sessions, animal):
+    """One mouse recorded on several days is one animal, wherever and however the date is."""
+    assert {s: animal_of(s) for s in sessions} == dict.fromkeys(sessions, animal)
+
+
 def test_animal_of_names_without_a_date():
     assert animal_of("cam1_G7c1_1") == animal_of("cam1_G7c1_2") == "G7c1"
     assert animal_of("eye3") == "eye3"

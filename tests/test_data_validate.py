@@ -281,9 +281,23 @@ def test_ragged_csv_row(tmp_path):
 def test_h5_with_wrong_key(tmp_path):
     frames = make_set(tmp_path)
     (tmp_path / "CollectedData_tester.csv").unlink()
-    frames.to_dataframe().to_hdf(tmp_path / "CollectedData_tester.h5", key="predictions")
-    with pytest.raises(DataError, match=r"CollectedData_tester.h5: cannot read key 'df_with_missing'"):
+    path = tmp_path / "CollectedData_tester.h5"
+    frames.to_dataframe().to_hdf(path, key="predictions")
+    frames.to_dataframe().to_hdf(path, key="other")
+    with pytest.raises(DataError, match=r"CollectedData_tester.h5: no labels table .*"
+                                        r"'df_with_missing' or 'keypoints', found keys "
+                                        r"\['other', 'predictions'\]"):
         load_set(tmp_path)
+
+
+@pytest.mark.parametrize("keys", [["keypoints"], ["predictions"], ["other", "keypoints"]])
+def test_h5_labels_under_napari_or_single_key(tmp_path, keys):
+    frames = make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").unlink()
+    for key in keys:  # napari-deeplabcut (DeepLabCut >= 2.3) saves labels under "keypoints"
+        frames.to_dataframe().to_hdf(tmp_path / "CollectedData_tester.h5", key=key)
+    back = load_set(tmp_path, expected_bodyparts=NAMES)
+    np.testing.assert_array_equal(back.keypoints, frames.keypoints)
 
 
 def test_h5_labels_load_and_validate(tmp_path):
@@ -334,3 +348,28 @@ def test_image_too_large_to_decode(tmp_path, monkeypatch):
     for read in (load_image, image_size):
         with pytest.raises(DataError, match=r"big.png: image too large"):
             read(tmp_path / "big.png")
+
+
+def test_table_error_names_the_file_once(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "CollectedData_tester.csv").write_text(
+        "scorer,,tester,tester\nbodyparts,,eye,eye\ncoords,,x,y\nvid0,img000.png,1,2\n")
+    with pytest.raises(DataError) as info:
+        load_set(tmp_path)
+    assert str(info.value).count("CollectedData_tester.csv") == 1
+    assert "cannot parse" not in str(info.value)
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_sixteen_bit_frames_with_twelve_bit_content_warn(tmp_path, decode):
+    frames = make_set(tmp_path, size=(40, 30))
+    twelve = (np.arange(30 * 40).reshape(30, 40) * 3).astype(np.uint16)  # max 3597 < 4096
+    Image.fromarray(twelve).save(frames.image_paths[1])
+    Image.fromarray(twelve * 16).save(frames.image_paths[2])  # the full 16-bit range: fine
+    report = validate_set(read_labels(tmp_path), decode=decode)
+    assert report.ok and len(report.warnings) == 1
+    text = str(report.warnings[0])
+    assert "1 16-bit frame(s) use only values below 4096" in text and frames.index[1] in text
+    if decode:
+        with pytest.warns(DataWarning, match=frames.index[1]):
+            load_set(tmp_path)

@@ -56,5 +56,128 @@ def test_corrupt_hdf5_table(tmp_path):
     f = _frames(tmp_path)
     path = write_labels(f, tmp_path / "CollectedData_me.h5")
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(DataError, match=r"CollectedData_me.h5: cannot read key .*corrupt"):
+    with pytest.raises(DataError, match=r"CollectedData_me.h5: cannot read .*corrupt"):
         read_labels(tmp_path)
+
+
+HEADER = "scorer,,,me,me\nbodyparts,,,a,a\ncoords,,,x,y\n"
+
+
+@pytest.mark.parametrize("three", [True, False])
+def test_index_cells_are_read_as_written(tmp_path, three):
+    videos = ["01", "NA", "null", "1"]
+    rows = [f"labeled-data,{v},0{i}.png" if three else f"labeled-data/{v}/0{i}.png"
+            for i, v in enumerate(videos)]
+    header = HEADER if three else HEADER.replace(",,,", ",")
+    cells = ["1,2", "NA,NA", ",", "nan,null"]  # value cells: missing as pandas reads them
+    (tmp_path / "CollectedData_me.csv").write_text(
+        header + "".join(f"{r},{c}\n" for r, c in zip(rows, cells, strict=True)))
+    f = read_labels(tmp_path)
+    assert list(f.videos) == videos
+    assert f.index[0] == "labeled-data/01/00.png"
+    assert f.missing[:, 0].tolist() == [False, True, True, True]
+
+
+def test_empty_video_name_is_an_error(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,,img1.png,1,2\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: a row has an empty video"):
+        read_labels(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["CollectedData_me.csv", "CollectedData_me.h5"])
+@pytest.mark.parametrize("index", [
+    ["v1/img001.png", "v1/img002.png"],                       # no labeled-data/ prefix
+    ["v1/img001.png", "labeled-data/v1/img002.png"],          # mixed depths
+    ["labeled-data/v1/sub/img001.png", "labeled-data/v1/img002.png"],
+])
+def test_any_index_reads_back_as_written(tmp_path, name, index):
+    f = LabeledFrames(tmp_path, index, np.arange(4.0).reshape(2, 1, 2), ["a"], scorer="me")
+    write_labels(f, tmp_path / name)
+    g = read_labels(tmp_path / name)
+    assert g.index == index
+    np.testing.assert_array_equal(g.keypoints, f.keypoints)
+
+
+def test_keypoint_named_twice(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(
+        "scorer,,,me,me,me,me\nbodyparts,,,a,a,a,a\ncoords,,,x,y,x,y\n"
+        "labeled-data,v1,img001.png,1,2,3,4\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: keypoint name 'a' used twice"):
+        read_labels(tmp_path)
+
+
+def test_keypoint_named_twice_in_hdf5(tmp_path):
+    import pandas as pd
+
+    cols = pd.MultiIndex.from_tuples([("me", "a", "x"), ("me", "a", "y")] * 2,
+                                     names=["scorer", "bodyparts", "coords"])
+    pd.DataFrame([[1.0, 2, 3, 4]], index=["labeled-data/v1/img001.png"], columns=cols).to_hdf(
+        tmp_path / "CollectedData_me.h5", key="df_with_missing", format="table")
+    with pytest.raises(DataError, match=r"CollectedData_me.h5: keypoint name 'a' used twice"):
+        read_labels(tmp_path)
+
+
+MULTI = "scorer,,,me,me,me,me\nindividuals,,,{},{},{},{}\nbodyparts,,,a,a,b,b\ncoords,,,x,y,x,y\n"
+
+
+@pytest.mark.parametrize("suffix", ["csv", "h5"])
+def test_multi_animal_table_of_one_individual(tmp_path, suffix):
+    csv = tmp_path / "src.csv"
+    csv.write_text(MULTI.format(*["m1"] * 4) + "labeled-data,v1,img001.png,1,2,,\n")
+    path = csv
+    if suffix == "h5":
+        import pandas as pd
+
+        path = tmp_path / "CollectedData_me.h5"
+        pd.read_csv(csv, header=[0, 1, 2, 3], index_col=[0, 1, 2]).to_hdf(path, key="df_with_missing")
+    f = read_labels(path)
+    assert f.bodyparts == ["a", "b"] and f.index == ["labeled-data/v1/img001.png"]
+    assert f.missing.tolist() == [[False, True]]
+
+
+def test_multi_animal_table_is_refused(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(
+        MULTI.format("m1", "m1", "m2", "m2") + "labeled-data,v1,img001.png,1,2,3,4\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: a multi-animal table "
+                                        r"\(individuals \['m1', 'm2'\]\): multi-animal tables "
+                                        "are not supported"):
+        read_labels(tmp_path)
+
+
+def _project(tmp_path, fmt=("csv", "h5"), scorer=("me", "me"), names=(["eye", "nose"],) * 2):
+    """A DeepLabCut project: one table per video in labeled-data/<video>/, none at the top."""
+    from PIL import Image
+
+    root = tmp_path / "proj"
+    for v, (suffix, who, bps) in enumerate(zip(fmt, scorer, names, strict=True)):
+        index = [f"labeled-data/vid{v}/img{i:03d}.png" for i in range(2)]
+        for rel in index:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 6)).save(root / rel)
+        f = LabeledFrames(root, index, np.full((2, len(bps), 2), v + 1.0), bps, scorer=who)
+        write_labels(f, root / f"labeled-data/vid{v}/CollectedData_{who}.{suffix}",
+                     three_level_index=v == 0)
+    (root / "labeled-data/unlabeled").mkdir()  # a video not labeled yet: no table
+    (root / "config.yaml").write_text("scorer: me\n")
+    return root
+
+
+def test_deeplabcut_project_is_read_whole(tmp_path):
+    root = _project(tmp_path)
+    f = read_labels(root)
+    assert f.root == root and f.bodyparts == ["eye", "nose"] and f.scorer == "me"
+    assert f.index == [f"labeled-data/vid{v}/img{i:03d}.png" for v in (0, 1) for i in (0, 1)]
+    assert all(p.is_file() for p in f.image_paths)
+    assert f.keypoints[:, 0, 0].tolist() == [1, 1, 2, 2]
+    # one video's table alone: its paths are relative to the project, two folders up
+    one = read_labels(root / "labeled-data/vid1/CollectedData_me.h5")
+    assert one.root == root and all(p.is_file() for p in one.image_paths)
+
+
+def test_deeplabcut_project_tables_must_agree(tmp_path):
+    with pytest.raises(DataError, match=r"vid1/CollectedData_me.csv: keypoints \['nose', 'eye'\] "
+                                        r"differ from those of .*vid0/CollectedData_me.csv"):
+        read_labels(_project(tmp_path / "a", fmt=("csv", "csv"),
+                             names=(["eye", "nose"], ["nose", "eye"])))
+    with pytest.raises(DataError, match=r"vid1/CollectedData_you.csv: scorer 'you' differs"):
+        read_labels(_project(tmp_path / "b", fmt=("csv", "csv"), scorer=("me", "you")))

@@ -211,6 +211,50 @@ def test_cli_exit_codes(tiny_set, tmp_path):
                  str(tmp_path / "x.json")]) == 2
 
 
+def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path):
+    """A DeepLabCut project keeps one table per video in labeled-data/<video>/."""
+    import shutil
+
+    frames = read_labels(tiny_set)
+    project = tmp_path / "project"
+    shutil.copytree(tiny_set / "labeled-data", project / "labeled-data")
+    for video in sorted(set(frames.videos)):
+        write_labels(frames.subset(frames.videos == video),
+                     project / "labeled-data" / video / f"CollectedData_{frames.scorer}.h5")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    run, out = tmp_path / "run", tmp_path / "e.json"
+    assert main(["train", "--data", str(project), "--out", str(run), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet", "--val-groups", "1"]) == 0
+    assert main(["evaluate", str(run), "--data", str(project), "--json", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert json.loads(out.read_text())["n_frames"] == 16
+
+
+def test_train_group_by_animal_reads_animals_csv(tiny_set, tmp_path):
+    """--group-by animal takes the animals of animals.csv, as DATA.md says, not only names."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    videos = sorted(set(read_labels(data).videos))
+    (data / "animals.csv").write_text("video,animal\n" + "".join(
+        f"{v},mouse{i}\n" for i, v in enumerate(videos)))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet",
+                 "--group-by", "animal", "--val-groups", "mouse1"]) == 0
+
+
+def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
+    data = write_synthetic_set(tmp_path / "one", n_frames=4, n_videos=1, seed=0, size=(64, 48))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--device", "cpu", "--quiet", "--val-groups", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 2 groups" in err and "unknown groups" not in err
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 

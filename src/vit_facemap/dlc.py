@@ -1,11 +1,14 @@
 """Labeled frames in DeepLabCut's on-disk layout.
 
 A labeled set is a folder holding ``CollectedData*.csv`` (and/or the matching ``.h5``)
-and images under ``labeled-data/<video>/<image>``. The table has three header rows
+and images under ``labeled-data/<video>/<image>``, or a DeepLabCut project, whose tables
+sit one per video in ``labeled-data/<video>/`` (:func:`read_labels` joins them). The table has three header rows
 (``scorer``, ``bodyparts``, ``coords``) and either three index columns
 (``labeled-data``, video, image; DeepLabCut >= 2.2) or one column holding the
 relative path (older projects). An empty cell is a keypoint the labeler could not
 see: it stays NaN here and is masked out of losses and metrics, never set to zero.
+A multi-animal table (a fourth header row, ``individuals``) is read when it holds one
+individual; several individuals are refused.
 
 Reading and writing go through pandas so that DeepLabCut, Facemap and other keypoint
 tools read what we write. Validation of the images themselves lives in
@@ -25,7 +28,12 @@ import pandas as pd
 from vit_facemap.errors import DataError, RunExistsError, first_line, not_utf8
 
 H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
+H5_KEYS = (H5_KEY, "keypoints")  # labels keys read: DeepLabCut's, then napari-deeplabcut's
 HEADER_NAMES = ("scorer", "bodyparts", "coords")
+# what pandas reads as missing by default (its documented ``na_values``): applied to the
+# coordinate cells only, so that a video or image named ``NA``, ``null`` or ``01`` is kept
+NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
 @dataclass
@@ -92,7 +100,12 @@ class LabeledFrames:
         )
 
     def to_dataframe(self, three_level_index: bool = True) -> pd.DataFrame:
-        """The table in DeepLabCut's layout (labels, or predictions when ``likelihood`` is set)."""
+        """The table in DeepLabCut's layout (labels, or predictions when ``likelihood`` is set).
+
+        The index has three columns (``labeled-data``, video, image) only when asked and every
+        path reads ``labeled-data/<video>/<image>``; otherwise it is one column holding the
+        path, the older layout that keeps any other path as it is (so the table reads back).
+        """
         coords = ["x", "y"] if self.likelihood is None else ["x", "y", "likelihood"]
         columns = pd.MultiIndex.from_product(
             [[self.scorer], self.bodyparts, coords], names=list(HEADER_NAMES)
@@ -101,8 +114,9 @@ class LabeledFrames:
         if self.likelihood is not None:
             values = np.concatenate([values, self.likelihood[..., None]], axis=-1)
         data = values.reshape(len(self), -1)
-        if three_level_index:
-            index = pd.MultiIndex.from_tuples([tuple(i.split("/", 2)) for i in self.index])
+        parts = [PurePosixPath(i).parts for i in self.index]
+        if three_level_index and all(len(p) == 3 and p[0] == "labeled-data" for p in parts):
+            index = pd.MultiIndex.from_tuples(parts)
         else:
             index = pd.Index(self.index)
         return pd.DataFrame(data, index=index, columns=columns)
@@ -116,6 +130,23 @@ def video_of(relpath: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
+def _table_in(folder: Path) -> Path | None:
+    """The ``CollectedData*.csv`` (preferred) or ``.h5`` directly inside ``folder``, if any."""
+    for pattern in ("CollectedData*.csv", "CollectedData*.h5"):
+        found = sorted(p for p in folder.glob(pattern) if p.is_file())
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise DataError(f"several label files ({names}); pass the one to use", folder)
+        if found:
+            return found[0]
+    return None
+
+
+NO_TABLE = ("no CollectedData*.csv or CollectedData*.h5 here: is this a labeled set in "
+            "DeepLabCut's layout (labels table beside a labeled-data/ folder, or a DeepLabCut "
+            "project with labeled-data/<video>/CollectedData*)?")
+
+
 def find_label_file(root: str | Path) -> Path:
     """The ``CollectedData*.csv`` (preferred) or ``.h5`` inside a labeled set's folder."""
     root = Path(root)
@@ -123,18 +154,25 @@ def find_label_file(root: str | Path) -> Path:
         raise DataError("no such file or folder", root)
     if root.is_file():
         return root
-    for pattern in ("CollectedData*.csv", "CollectedData*.h5"):
-        found = sorted(root.glob(pattern))
-        if len(found) > 1:
-            names = ", ".join(p.name for p in found)
-            raise DataError(f"several label files ({names}); pass the one to use", root)
-        if found:
-            return found[0]
-    raise DataError(
-        "no CollectedData*.csv or CollectedData*.h5 here: is this a labeled set in "
-        "DeepLabCut's layout (labels table beside a labeled-data/ folder)?",
-        root,
-    )
+    found = _table_in(root)
+    if found is None:
+        raise DataError(NO_TABLE, root)
+    return found
+
+
+def find_label_files(root: str | Path) -> list[Path]:
+    """The labels table(s) of a set: the file given, the table at the top of the folder, or,
+    in a DeepLabCut project (no table at the top), one table per video,
+    ``labeled-data/<video>/CollectedData*`` (videos without one are not labeled yet)."""
+    root = Path(root)
+    if not root.exists() or root.is_file() or _table_in(root) is not None:
+        return [find_label_file(root)]
+    videos = root / "labeled-data"
+    tables = [t for d in sorted(videos.iterdir()) if d.is_dir()
+              for t in [_table_in(d)] if t is not None] if videos.is_dir() else []
+    if not tables:
+        raise DataError(NO_TABLE, root)
+    return tables
 
 
 def _check_row_lengths(path: Path, n_columns: int) -> None:
@@ -147,18 +185,28 @@ def _check_row_lengths(path: Path, n_columns: int) -> None:
                     "cannot parse the labels table (a shifted or extra value?)", path)
 
 
-def _count_index_columns(path: Path) -> int:
+def _csv_layout(path: Path) -> tuple[int, int, int]:
+    """(header rows, index columns, all columns) of a labels CSV, after checking its header.
+
+    The header is ``scorer / bodyparts / coords``, or ``scorer / individuals / bodyparts /
+    coords`` as multi-animal DeepLabCut writes it. A keypoint named twice is refused here,
+    from the raw header: pandas would rename the second one's columns (``x.1``, ``y.1``).
+    """
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [row for _, row in zip(range(3), csv.reader(fh), strict=False)]
-    if len(rows) < 3 or [r[0].strip().lower() if r else "" for r in rows] != list(HEADER_NAMES):
-        first = [r[0] if r else "" for r in rows]
+        rows = [row for _, row in zip(range(4), csv.reader(fh), strict=False)]
+    first = [r[0].strip().lower() if r else "" for r in rows]
+    n_header = 4 if first[1:2] == ["individuals"] else 3
+    expected = ["scorer", "individuals", "bodyparts", "coords"] if n_header == 4 else list(HEADER_NAMES)
+    if first[:n_header] != expected:
+        found = [r[0] if r else "" for r in rows[:3]]
         raise DataError(
             "not a DeepLabCut labels table: the first column of the first three rows must "
-            f"read scorer / bodyparts / coords, found {first}",
+            f"read scorer / bodyparts / coords, found {found}",
             path,
         )
-    _check_row_lengths(path, len(rows[2]))
-    scorer_row = rows[0]
+    header = rows[:n_header]
+    _check_row_lengths(path, len(header[-1]))
+    scorer_row = header[0]
     n = 1
     while n < len(scorer_row) and scorer_row[n].strip() == "":
         n += 1
@@ -166,10 +214,32 @@ def _count_index_columns(path: Path) -> int:
         raise DataError(
             f"expected 1 or 3 index columns before the first keypoint column, found {n}", path
         )
-    return n
+    seen: set[tuple[str, ...]] = set()
+    for column in zip(*(r[n:] for r in header[1:]), strict=False):  # (individual,) bodypart, coord
+        if column in seen:
+            who = f" of individual '{column[0]}'" if n_header == 4 else ""
+            raise DataError(f"keypoint name '{column[-2]}'{who} used twice (its "
+                            f"'{column[-1]}' column appears twice in the header)", path)
+        seen.add(column)
+    return n_header, n, len(header[-1])
+
+
+def _single_animal(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A multi-animal table (an ``individuals`` header level) of one individual, without that
+    level; a table of several individuals is refused."""
+    if not isinstance(df.columns, pd.MultiIndex) or df.columns.nlevels != 4:
+        return df
+    names = list(df.columns.names)
+    level = names.index("individuals") if "individuals" in names else 1
+    individuals = list(dict.fromkeys(map(str, df.columns.get_level_values(level))))
+    if len(individuals) > 1:
+        raise DataError(f"a multi-animal table (individuals {individuals}): multi-animal "
+                        "tables are not supported; keep one individual per table", path)
+    return df.droplevel(level, axis=1)
 
 
 def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames:
+    df = _single_animal(df, path)
     if not isinstance(df.columns, pd.MultiIndex) or df.columns.nlevels != 3:
         raise DataError("columns must have three header levels (scorer, bodyparts, coords)", path)
     if len(df) == 0:
@@ -177,6 +247,10 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
     scorers = df.columns.get_level_values(0).unique()
     if len(scorers) != 1:
         raise DataError(f"expected one scorer, found {list(scorers)}", path)
+    repeated = df.columns[df.columns.duplicated()]
+    if len(repeated):  # an HDF5 table can hold a column twice; a CSV's header is checked raw
+        raise DataError(f"keypoint name '{repeated[0][1]}' used twice (its '{repeated[0][2]}' "
+                        "column appears twice)", path)
     coords = df.columns.get_level_values(2)
     bad = sorted(set(coords) - {"x", "y", "likelihood"})
     if bad:
@@ -197,10 +271,13 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
                 raise DataError(f"keypoint '{bp}' column '{name}' is not numeric: {exc}", path) from exc
         if lik is not None:
             lik[:, k] = pd.to_numeric(sub["likelihood"]) if "likelihood" in sub.columns else np.nan
-    if isinstance(df.index, pd.MultiIndex):
-        index = ["/".join(str(p) for p in tup) for tup in df.index]
-    else:
-        index = [str(i) for i in df.index]
+    rows = list(df.index) if isinstance(df.index, pd.MultiIndex) else [(i,) for i in df.index]
+    for tup in rows:
+        if any(pd.isna(p) or str(p).strip() == "" for p in tup):
+            shown = ",".join("" if pd.isna(p) else str(p) for p in tup)
+            raise DataError(f"a row has an empty video or image name in its index ({shown!r})",
+                            path)
+    index = ["/".join(str(p) for p in tup) for tup in rows]
     dupes = pd.Index(index)[pd.Index(index).duplicated()].unique()
     if len(dupes):
         raise DataError(f"duplicate rows for {len(dupes)} frame(s), e.g. {dupes[0]}", path)
@@ -210,32 +287,95 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
     )
 
 
-def read_labels(path: str | Path) -> LabeledFrames:
-    """Read a labeled set: its folder, or its ``CollectedData*.csv`` / ``.h5`` file.
+def _read_hdf_labels(file: Path) -> pd.DataFrame:
+    """The labels table of an HDF5 file: key ``df_with_missing`` (DeepLabCut), else
+    ``keypoints`` (napari-deeplabcut, DeepLabCut >= 2.3), else the file's only key."""
+    key = None
+    try:
+        with pd.HDFStore(file, mode="r") as store:
+            keys = [k.lstrip("/") for k in store.keys()]
+            found = [k for k in H5_KEYS if k in keys] or (keys if len(keys) == 1 else [])
+            if found:
+                key = found[0]
+                return store.get(key)
+    except Exception as exc:  # PyTables raises its own types for a corrupt file
+        what = f"key '{key}' from " if key else ""
+        raise DataError(f"cannot read {what}the HDF5 file (corrupt, or not DeepLabCut's "
+                        f"layout): {first_line(exc)}", file) from None
+    raise DataError(f"no labels table in the HDF5 file: expected the key "
+                    f"{' or '.join(map(repr, H5_KEYS))}, found keys {keys}", file)
 
-    Raises :class:`DataError` naming the file for anything that is not DeepLabCut's layout.
-    """
-    file = find_label_file(path)
-    root = file.parent
+
+def _read_table(file: Path) -> LabeledFrames:
+    """One labels table. Its image paths are relative to its folder, except for a table in
+    ``labeled-data/<video>/`` (DeepLabCut's project layout) whose paths start with
+    ``labeled-data/``: those are relative to the project, two folders up."""
     if file.suffix.lower() == ".csv":
         try:
-            n_index = _count_index_columns(file)
-            df = pd.read_csv(file, header=[0, 1, 2], index_col=list(range(n_index)))
+            n_header, n_index, n_columns = _csv_layout(file)
+            # index cells are names, read as written ("01" stays "01", "NA" is not missing)
+            df = pd.read_csv(file, header=list(range(n_header)), index_col=list(range(n_index)),
+                             dtype={i: str for i in range(n_index)}, keep_default_na=False,
+                             na_values={i: list(NA_VALUES) for i in range(n_index, n_columns)})
         except UnicodeDecodeError as exc:
             raise not_utf8(exc, file) from None
+        except DataError:  # already names the file: not wrapped again (the path would repeat)
+            raise
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot parse the labels table: {exc}", file) from exc
         if n_index == 1 and df.index.name is not None:
             df.index.name = None
     elif file.suffix.lower() in (".h5", ".hdf5"):
-        try:
-            df = pd.read_hdf(file, key=H5_KEY)
-        except Exception as exc:  # PyTables raises its own types for a corrupt file
-            raise DataError(f"cannot read key '{H5_KEY}' from the HDF5 file (corrupt, or not "
-                            f"DeepLabCut's layout): {first_line(exc)}", file) from None
+        df = _read_hdf_labels(file)
     else:
         raise DataError("labels must be a .csv or .h5 file in DeepLabCut's layout", file)
-    return _frame_from_table(df, root, file)
+    frames = _frame_from_table(df, file.parent, file)
+    if (file.parent.parent.name == "labeled-data"
+            and all(i.startswith("labeled-data/") for i in frames.index)):
+        frames.root = file.parent.parent.parent
+    return frames
+
+
+def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> LabeledFrames:
+    """The per-video tables of a DeepLabCut project as one set: same keypoints in the same
+    order, one scorer, image paths relative to the project."""
+    first = parts[0]
+    for frames, file in zip(parts, files, strict=True):
+        if frames.root != root:
+            raise DataError(f"image paths must read labeled-data/<video>/<image> (relative to "
+                            f"the project {root}, as DeepLabCut writes them), found "
+                            f"'{frames.index[0]}'", file)
+        if frames.bodyparts != first.bodyparts:
+            raise DataError(f"keypoints {frames.bodyparts} differ from those of {files[0]} "
+                            f"({first.bodyparts}): every video's table needs the same "
+                            "keypoints in the same order", file)
+        if frames.scorer != first.scorer:
+            raise DataError(f"scorer '{frames.scorer}' differs from '{first.scorer}' of "
+                            f"{files[0]}: a project's tables need one scorer", file)
+    index = [i for f in parts for i in f.index]
+    dupes = pd.Index(index)[pd.Index(index).duplicated()].unique()
+    if len(dupes):
+        raise DataError(f"frame {dupes[0]} is in more than one video's table", root)
+    with_lik = all(f.likelihood is not None for f in parts)
+    return LabeledFrames(
+        root=root, index=index, keypoints=np.concatenate([f.keypoints for f in parts]),
+        bodyparts=first.bodyparts, scorer=first.scorer,
+        likelihood=np.concatenate([f.likelihood for f in parts]) if with_lik else None,
+    )
+
+
+def read_labels(path: str | Path) -> LabeledFrames:
+    """Read a labeled set: its folder, or its ``CollectedData*.csv`` / ``.h5`` file.
+
+    A folder with its table at the top is read as it is; a DeepLabCut project (tables in
+    ``labeled-data/<video>/``, none at the top) is read as one set of all its videos,
+    which must share the keypoints (in the same order) and the scorer. Raises
+    :class:`DataError` naming the file for anything that is not DeepLabCut's layout.
+    """
+    files = find_label_files(path)
+    if len(files) == 1:
+        return _read_table(files[0])
+    return _join_tables([_read_table(f) for f in files], files, Path(path))
 
 
 def write_labels(

@@ -8,7 +8,8 @@ call does not download again, and a pinned hash is checked before anything is un
 
 The conversion writes ``DEST/CollectedData.csv`` and ``DEST/labeled-data/<video>/<image>.png``
 (DeepLabCut's layout, see :mod:`vit_facemap.dlc`) plus the source's ``LICENSE`` and a
-``SOURCE.json`` saying where it came from, then validates the result.
+``SOURCE.json`` saying where it came from and listing the files written, then validates
+the result. Replacing a set keeps the files the user added to it (see :func:`fetch_set`).
 
 Honesty note: this machine has no internet access. The URLs below point at the public
 repositories' archives for the commits named in ``/work/shared/data/README.md``; the
@@ -24,6 +25,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -231,6 +233,34 @@ def convert(unpacked: str | Path, source: Source, dest: str | Path,
     return result
 
 
+def _files_under(folder: Path) -> list[str]:
+    """Relative POSIX paths of the files (and links) under ``folder``; links not followed."""
+    out = []
+    for here, dirs, files in os.walk(folder):
+        base = Path(here)
+        out += [(base / n).relative_to(folder).as_posix() for n in files]
+        out += [(base / n).relative_to(folder).as_posix() for n in dirs if (base / n).is_symlink()]
+    return sorted(out)
+
+
+def _users_files(dest: Path, new_files: set[str]) -> list[str]:
+    """Files in the fetched set ``dest`` that `data fetch` did not write (an ``animals.csv``
+    the user added, say): those not in its ``SOURCE.json`` list of files, or, for a set
+    fetched before that list was kept, those the new set does not hold. A file of the
+    user's at a path the new set writes is refused, so that neither copy is lost."""
+    try:
+        written = json.loads((dest / "SOURCE.json").read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    ours = set(written) | {"SOURCE.json"} if isinstance(written, list) else new_files
+    mine = [f for f in _files_under(dest) if f not in ours]
+    clash = [f for f in mine if f in new_files]
+    if clash:
+        raise DataError(f"holds files that `data fetch` did not write at paths the new set "
+                        f"writes ({', '.join(clash[:5])}); move them elsewhere first", dest)
+    return mine
+
+
 def fetch_set(
     name: str,
     dest: str | Path,
@@ -244,7 +274,13 @@ def fetch_set(
 
     An existing set in ``dest`` is kept unless ``overwrite``; with it, only a set this
     function wrote (it holds ``SOURCE.json``) is replaced, and only once the new one is
-    complete, so a failed download leaves the old set as it was. Returns ``dest``.
+    complete, so a failed download leaves the old set as it was. Files in the old set that
+    fetch did not write (an ``animals.csv`` added beside the labels, notes, ...: those not
+    listed in its ``SOURCE.json``) are carried over into the new set, and said so; one at
+    a path the new set writes makes fetch refuse, naming it. The new set is built, and the
+    old one set aside, in a fresh temporary folder beside ``dest``
+    (``<dest>.fetching-XXXX``, removed at the end), so no other folder is ever deleted.
+    Returns ``dest``.
     """
     registry = REGISTRY if registry is None else registry
     if name not in registry:
@@ -266,35 +302,41 @@ def fetch_set(
     if source.sha256 is None:
         print(f"{name}: downloaded {source.url} (not pinned; its sha256 is {digest})")
     work = Path(tempfile.mkdtemp(prefix=f"vitfm-{name}-"))
-    staging = dest.with_name(dest.name + ".partial")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a new folder of ours, beside dest (same file system, so the swap is a rename)
+    side = Path(tempfile.mkdtemp(prefix=f"{dest.name}.fetching-", dir=dest.parent))
+    staging = side / dest.name
     try:
         unpacked = _unpack(archive, work / "unpacked")
-        if staging.exists():
-            shutil.rmtree(staging)
         frames = convert(unpacked, source, staging, workdir=work)
         licenses = sorted(unpacked.glob(source.license_file)) if source.license_file else []
         if licenses:
             shutil.copyfile(licenses[0], staging / "LICENSE")
+        written = sorted({*_files_under(staging), "SOURCE.json"})
         (staging / "SOURCE.json").write_text(json.dumps(
-            {**asdict(source), "sha256_downloaded": digest, "n_frames": len(frames)},
-            indent=2) + "\n")
+            {**asdict(source), "sha256_downloaded": digest, "n_frames": len(frames),
+             "files": written}, indent=2) + "\n")
         validate_set(read_labels(staging), decode=False).raise_for_errors()
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if replace:
-            old = dest.with_name(dest.name + ".replaced")
-            shutil.rmtree(old, ignore_errors=True)
+            kept = _users_files(dest, set(written))
+            for rel in kept:  # copied: the old set stays whole until the swap has worked
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(dest / rel, staging / rel, follow_symlinks=False)
+            old = side / f"{dest.name}.old"
             dest.rename(old)
             try:
                 staging.rename(dest)  # the set appears complete or not at all
             except OSError:
                 old.rename(dest)
                 raise
-            shutil.rmtree(old, ignore_errors=True)
+            if kept:
+                print(f"{name}: kept {len(kept)} file(s) of yours from the set it replaced: "
+                      f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
         else:
             if dest.exists():
                 dest.rmdir()
             staging.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(side, ignore_errors=True)
     return dest

@@ -43,14 +43,42 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
     return arr
 
 
+# A 16-bit frame whose values all lie below this holds 12 bits or fewer: mapped from the
+# 16-bit range (as load_image does, one scale for every frame) it keeps at most 16 grey levels
+SIXTEEN_BIT_LOW = 4096
+
+
+def is_sixteen_bit(mode: str) -> bool:
+    """Whether PIL's ``mode`` is one that :func:`load_image` maps from the 16-bit range."""
+    return mode.startswith("I;16") or mode == "I"
+
+
+def sixteen_bit_peak(path: str | Path) -> int | None:
+    """The largest pixel value of a 16-bit frame (decoded); None for any other frame."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if not is_sixteen_bit(im.mode):
+                return None
+            im.load()
+            return int(np.asarray(im).max())
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image ({exc})", path) from exc
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header, without decoding the pixels."""
+    return image_header(path)[0]
+
+
+def image_header(path: str | Path) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL mode) from the header, without decoding the pixels."""
     path = Path(path)
     if not path.is_file():
         raise DataError("image file is missing", path)
     try:
         with Image.open(path) as im:
-            return im.size
+            return im.size, im.mode
     except Image.DecompressionBombError as exc:
         raise DataError(f"image too large to decode safely ({exc})", path) from None
     except (UnidentifiedImageError, OSError) as exc:

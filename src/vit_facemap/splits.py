@@ -20,32 +20,62 @@ from vit_facemap.errors import DataError
 if TYPE_CHECKING:
     from vit_facemap.dlc import LabeledFrames
 
-# A recording date (2022-03-28) inside a session name; what comes before it names the animal.
-_DATE = re.compile(r"(?:19|20)\d\d-\d\d-\d\d")
+# A recording date inside a session name, in the forms labs use: 2022-03-28 or 2022_03_28
+# (a part number may follow it directly, Glaucus2022-03-281), 28-03-2022, 20220328.
+_DATE = re.compile(
+    r"(?:19|20)\d\d(?P<a>[-_.])(?:0[1-9]|1[0-2])(?P=a)(?:0[1-9]|[12]\d|3[01])"
+    r"|(?<!\d)(?:0[1-9]|[12]\d|3[01])(?P<b>[-_.])(?:0[1-9]|1[0-2])(?P=b)(?:19|20)\d\d(?!\d)"
+    r"|(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)"
+)
 _CAMERA_PREFIX = re.compile(r"^cam(?:era)?\d*[_-]", re.IGNORECASE)
-_PART_SUFFIX = re.compile(r"[_-]\d+$")
+# a trailing part or session number: _2, -2, _day1, _session2, _s3, _run1 ...
+_PART_SUFFIX = re.compile(r"[_-](?:(?:day|d|session|sess|ses|s|run|rec|trial)[_-]?)?\d+$",
+                          re.IGNORECASE)
 ANIMALS_FILE = "animals.csv"  # optional table (video, animal) beside the labels
 
 
-def animal_of(video: str) -> str:
-    """The animal of a session named ``<animal>[_]<YYYY-MM-DD>...``.
+def _without_parts(name: str) -> str:
+    """``name`` less its trailing part / session numbers (``M1_day2_1`` -> ``M1``)."""
+    while (shorter := _PART_SUFFIX.sub("", name)) not in ("", name):
+        name = shorter
+    return name
 
-    Session names in the Schroeder set put the animal first and the date right after it,
-    with or without an underscore (``Glaucus2022-03-281``, ``FG0032023-03-118``,
-    ``Bellinda_2022-07-25_1_Video0``); a tag between the two (``SS112_Reward_2022-08-23...``)
-    is cut at the first underscore. Without a date, a camera prefix and a trailing part
-    number are dropped (``cam1_G7c1_2`` -> ``G7c1``) and the rest is the animal (``eye3``).
+
+def animal_of(video: str) -> str:
+    """The animal of a session named after it, read by these rules, in order:
+
+    1. A camera prefix is dropped (``cam1_``, ``camera2-``).
+    2. With a recording date before which something stands (``2022-03-28``, ``2022_03_28``,
+       ``28-03-2022`` or ``20220328``), the animal is what comes before the date, with or
+       without an underscore, cut at its first underscore: ``Glaucus2022-03-281`` and
+       ``FG0032023-03-118`` (date glued to the name and to a part number),
+       ``Bellinda_2022-07-25_1_Video0``, ``SS112_Reward_2022-08-23...`` (a tag between
+       animal and date), ``M1_20220328``, ``M1_28-03-2022`` all name their first word.
+    3. With the date first (``2022-03-28_M1_2``), the animal is the first word after it
+       that is not a number, less a part number.
+    4. Without a date, the name less trailing part or session numbers (``_2``, ``-2``,
+       ``_day1``, ``_session2``, ``_s3``, ``_run1``): ``cam1_G7c1_2`` -> ``G7c1``,
+       ``M1_day2`` -> ``M1``; ``eye3`` stays ``eye3``.
+
     When in doubt sessions are merged rather than split: a merged group cannot leak frames
-    of one animal into both sides of a split. Where names say nothing, put an
-    ``animals.csv`` (columns ``video``, ``animal``) beside the labels (see :func:`groups_for`).
+    of one animal into both sides of a split. A name these rules do not see through
+    (``mouseA_morning``, ``mouseA_evening``) stays its own animal, one per video, and then
+    grouping by animal is no better than grouping by video: put an ``animals.csv``
+    (columns ``video``, ``animal``) beside the labels (see :func:`groups_for`), and check
+    the animals ``vit-facemap data inspect`` lists.
     """
     video = str(video)
-    m = _DATE.search(video)
-    if m is None or m.start() == 0:
-        name = _PART_SUFFIX.sub("", _CAMERA_PREFIX.sub("", video))
-        return name or video
-    head = video[: m.start()].rstrip("_- ")
-    return head.split("_", 1)[0] or video
+    name = _CAMERA_PREFIX.sub("", video) or video
+    m = _DATE.search(name)
+    if m is not None and m.start() > 0:
+        head = name[: m.start()].rstrip("_-. ").split("_", 1)[0]
+        if head:
+            return head
+    if m is not None:
+        words = [w for w in name[m.end():].split("_") if w.strip("-. ") and not w.isdigit()]
+        if words:
+            return _without_parts(words[0].strip("-. ")) or words[0]
+    return _without_parts(name) or video
 
 
 def read_animals(root: str | Path) -> dict[str, str] | None:

@@ -19,7 +19,13 @@ import pandas as pd
 
 from vit_facemap.dlc import LabeledFrames, find_label_file, read_labels
 from vit_facemap.errors import DataError, DataWarning
-from vit_facemap.images import image_size, load_image
+from vit_facemap.images import (
+    SIXTEEN_BIT_LOW,
+    image_header,
+    is_sixteen_bit,
+    load_image,
+    sixteen_bit_peak,
+)
 
 # Tools disagree on whether pixel centres sit at integers or half-integers, so a label up to
 # one pixel past the border is still a click on the border pixel; further is outside.
@@ -194,15 +200,22 @@ def validate_set(
                                 f"e.g. {frames.index[0]})"))
         return report
     outside: list[str] = []
+    shallow: list[str] = []  # 16-bit frames holding 12 bits or fewer
     for i, path in enumerate(frames.image_paths):
         try:
             if decode:
                 arr = load_image(path)
                 h, w = arr.shape[:2]
                 report.image_modes.append("RGB" if arr.ndim == 3 else "L")
+                # 16-bit values below SIXTEEN_BIT_LOW come out at most 16: only then look
+                deep = arr.max() <= round(SIXTEEN_BIT_LOW / 257)
             else:
-                w, h = image_size(path)
+                (w, h), mode = image_header(path)
                 report.image_modes.append(None)
+                deep = is_sixteen_bit(mode)
+            peak = sixteen_bit_peak(path) if deep else None
+            if peak is not None and peak < SIXTEEN_BIT_LOW:
+                shallow.append(frames.index[i])
         except DataError as exc:
             err(Problem(exc.path, _message(exc)))
             report.image_sizes.append(None)
@@ -220,6 +233,11 @@ def validate_set(
     if outside:
         err(Problem(label_file, f"{len(outside)} keypoint(s) lie outside their image: "
                                 f"{_listed(outside)}"))
+    if shallow:
+        warn(Problem(label_file, f"{len(shallow)} 16-bit frame(s) use only values below "
+                                 f"{SIXTEEN_BIT_LOW} (12-bit data or less?): read on the 16-bit "
+                                 "scale they keep at most 16 grey levels; save them as 8-bit "
+                                 f"(scaled to 0..255) first: {_listed(shallow)}"))
     sizes = {s for s in report.image_sizes if s is not None}
     if len(sizes) > 1:
         warn(Problem(label_file, f"frames come in {len(sizes)} sizes: "

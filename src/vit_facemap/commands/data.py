@@ -55,8 +55,26 @@ def register(subparsers) -> None:
     f.add_argument("--dest", help="folder to write the converted set into")
     f.add_argument("--cache", default=None, help="download cache (default: pooch's user cache)")
     f.add_argument("--list", action="store_true", help="list the registry and exit")
-    f.add_argument("--overwrite", action="store_true")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace a set fetched before (one holding SOURCE.json) once the new "
+                        "one is complete; files you added to it (animals.csv, ...) are kept")
     f.set_defaults(func=run_fetch)
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with NaN and infinities as None (JSON's null: NaN is not valid JSON) and
+    numpy numbers as Python ones."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -64,7 +82,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     summary = inspect_set(args.path, check_images=not args.no_images, decode=not args.headers_only)
     if args.json:
-        print(json.dumps(summary.to_dict(), indent=2, default=float))
+        print(json.dumps(_json_safe(summary.to_dict()), indent=2, allow_nan=False))
     else:
         print(format_summary(summary))
     if summary.errors:

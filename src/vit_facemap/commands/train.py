@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from vit_facemap.splits import group_split
+    from vit_facemap.splits import group_split, groups_for
     from vit_facemap.train import TrainConfig, fit, profile_config
     from vit_facemap.validate import load_set
 
@@ -64,14 +64,22 @@ def run(args: argparse.Namespace) -> int:
     frames = load_set(args.data, decode=False)
     train, val = frames, None
     if args.val_groups:
-        groups = frames.videos if args.group_by == "video" else _animals(frames.videos)
+        # animals as everywhere else: animals.csv beside the labels, else the session names
+        groups = groups_for(frames, args.group_by)
         spec = args.val_groups
         try:
-            n = float(spec)
-            _, val_rows = group_split(groups, int(n) if n >= 1 else n, config.seed)
+            n: float | None = float(spec)
+        except ValueError:
+            n = None  # not a number: group names
+        if n is not None:
+            try:
+                _, val_rows = group_split(groups, int(n) if n >= 1 else n, config.seed)
+            except ValueError as exc:
+                raise DataError(f"--val-groups {spec} (by {args.group_by}): {exc}",
+                                args.data) from None
             mask = np.zeros(len(frames), bool)
             mask[val_rows] = True
-        except ValueError:
+        else:
             names = [s.strip() for s in spec.split(",") if s.strip()]
             unknown = sorted(set(names) - set(groups.tolist()))
             if unknown:
@@ -87,10 +95,3 @@ def run(args: argparse.Namespace) -> int:
     print(msg)
     return 0
 
-
-def _animals(videos):
-    import numpy as np
-
-    from vit_facemap.splits import animal_of
-
-    return np.array([animal_of(v) for v in videos])
