@@ -290,6 +290,19 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     assert np.allclose(r.predict(batch)[0], kp, atol=1e-4)
 
 
+def test_runs_decode_with_the_window_of_their_sigma(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    cfg = _config(2)
+    cfg.sigma = 2.0
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["decode_radius"] == 4 and load_predictor(tmp_path / "run", "cpu").radius == 4
+    # a run saved before the window followed sigma decodes as it did then
+    del saved["decode_radius"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert load_predictor(tmp_path / "run", "cpu").radius == 2
+
+
 def test_validation_interval_and_best_weights(tiny_set, tmp_path):
     import pandas as pd
 

@@ -50,7 +50,13 @@ from vit_facemap.errors import DataError, RunExistsError, first_line
 from vit_facemap.images import image_size
 from vit_facemap.labelcheck import label_slips, mask_slips
 from vit_facemap.models import KeypointModel, ModelConfig, build_model
-from vit_facemap.models.heads import heatmap_cross_entropy, local_soft_argmax, soft_argmax
+from vit_facemap.models.heads import (
+    DEFAULT_RADIUS,
+    decode_radius,
+    heatmap_cross_entropy,
+    local_soft_argmax,
+    soft_argmax,
+)
 from vit_facemap.models.weights import load_weights, save_weights
 from vit_facemap.refine import (
     REFINE_DIR,
@@ -197,10 +203,14 @@ def keypoint_loss(out: dict[str, torch.Tensor], target: torch.Tensor, model: Key
 
 
 @torch.inference_mode()
-def decode(out: dict[str, torch.Tensor], stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model output -> keypoints in input pixels (B, K, 2) and confidence in [0, 1] (B, K)."""
+def decode(out: dict[str, torch.Tensor], stride: int, radius: int = DEFAULT_RADIUS
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output -> keypoints in input pixels (B, K, 2) and confidence in [0, 1] (B, K).
+
+    ``radius``: the heatmap window read around each peak (a run's ``decode_radius``).
+    """
     if "heatmap" in out:
-        cells, conf = local_soft_argmax(out["heatmap"].float())
+        cells, conf = local_soft_argmax(out["heatmap"].float(), radius)
         return heatmap_to_input(cells, stride), conf
     return out["coords"].float(), torch.sigmoid(out["vis"].float())
 
@@ -212,7 +222,8 @@ def inference_autocast(device: str) -> torch.autocast:
 
 @torch.inference_mode()
 def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, device: str,
-                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 32, radius: int = DEFAULT_RADIUS
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints (input pixels) and confidence for normalised inputs (N, C, h, w)."""
     model.eval()
     kps, confs = [], []
@@ -220,7 +231,7 @@ def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, devi
         x = torch.as_tensor(images[i:i + batch_size]).to(device)
         with inference_autocast(device):
             out = model(x)
-        kp, conf = decode(out, model.stride)
+        kp, conf = decode(out, model.stride, radius)
         kps.append(kp.cpu().numpy())
         confs.append(conf.cpu().numpy())
     return np.concatenate(kps), np.concatenate(confs)
@@ -426,7 +437,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     run_config = {
         "train": asdict(config), "bodyparts": list(train_frames.bodyparts),
         "frame_size": list(frame_size), "mapping": None if mapping is None else asdict(mapping),
-        "channels": config.model.channels, **(stage_info or {}),
+        "channels": config.model.channels, "decode_radius": decode_radius(config.sigma),
+        **(stage_info or {}),
     }
     if masked:
         run_config["masked_labels"] = masked
@@ -443,6 +455,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         config = TrainConfig.from_dict(saved["train"])
     else:
         write_json(run_config, out / CONFIG_FILE)
+    # saved with the run: one decoded before the radius followed sigma keeps its window
+    radius = int(run_config.get("decode_radius", DEFAULT_RADIUS))
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
@@ -555,7 +569,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         due = step - last_val_step >= config.val_every_steps or last_epoch
         if val_x is not None and due:
             last_val_step = step
-            pred, _ = predict_inputs(model, val_x, device)
+            pred, _ = predict_inputs(model, val_x, device, radius=radius)
             err = errors_px(to_frame(val_map, pred), val_frames.keypoints)
             row["val_mean_px"] = float(np.nanmean(err))
             row["val_median_px"] = float(np.nanmedian(err))
@@ -629,7 +643,8 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
         model1, run1 = load_run(out, device)
         train_size = tuple(run1["frame_size"])
         vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
-        pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device)
+        pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
+                                  radius=int(run1.get("decode_radius", DEFAULT_RADIUS)))
         m_val = m1.for_frame_size(train_size, _frame_size(val_frames))
         centres = group_centres(m_val.to_frame(pred1), idx)
         # frames without a label of this group cannot score it
