@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -301,6 +302,33 @@ def test_runs_decode_with_the_window_of_their_sigma(tiny_set, tmp_path):
     del saved["decode_radius"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     assert load_predictor(tmp_path / "run", "cpu").radius == 2
+
+
+def test_validation_scores_frames_of_other_sizes_in_their_own_pixels(tiny_set, tmp_path):
+    from PIL import Image
+
+    from vit_facemap.images import load_image
+    from vit_facemap.transforms import rescale_points
+
+    train = read_labels(tiny_set)  # 64 x 48
+    val = read_labels(write_synthetic_set(tmp_path / "big", n_frames=8, n_videos=1, seed=5,
+                                          size=(128, 96)))
+    keypoints = val.keypoints.copy()
+    for i in range(4):  # half the validation frames at the training size, half at twice it
+        Image.fromarray(load_image(val.image_paths[i])).resize((64, 48)).save(val.image_paths[i])
+        keypoints[i] = rescale_points(keypoints[i], (128, 96), (64, 48))
+    val = LabeledFrames(val.root, val.index, keypoints, val.bodyparts, val.scorer)
+    cfg = _config(2)
+    cfg.keep = "last"
+    fit(cfg, train, tmp_path / "run", val, device="cpu", progress=False)
+    logged = pd.read_csv(tmp_path / "run" / "metrics.csv")["val_mean_px"].iloc[-1]
+    # the predictor maps each frame back through the box of its own size
+    predictor = load_predictor(tmp_path / "run", "cpu", scales=(1.0,))
+    errors = []
+    for path, true in zip(val.image_paths, val.keypoints, strict=True):
+        kp, _ = predictor.predict(load_image(path))
+        errors.append(np.sqrt(((kp[0] - true) ** 2).sum(-1)))
+    assert logged == pytest.approx(np.nanmean(errors), abs=1e-3)
 
 
 def test_validation_interval_and_best_weights(tiny_set, tmp_path):

@@ -474,11 +474,15 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                              config.model.channels, frame_size, progress)
     augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed)
     train_ds = KeypointDataset(x_tr, k_tr, augmenter)
-    val_x = None
+    val_x, val_back = None, None
     val_map = val_boxes if boxes is not None else mapping
     if val_frames is not None and len(val_frames) and val_map is not None:
         vx, _ = load_inputs(val_frames, val_map, config.model.channels, frame_size, progress)
         val_x = torch.from_numpy(normalise(vx))
+        # load_inputs scales the first stage's box to each frame's size; predictions go back
+        # through that same box (a second stage's boxes are already in each frame's pixels)
+        val_back = (_frame_boxes(val_map, frame_size, val_frames)
+                    if isinstance(val_map, InputMapping) else val_map)
     load_s = time.perf_counter() - t_load
 
     model = build_model(config.model, n_k).to(device)
@@ -570,7 +574,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         if val_x is not None and due:
             last_val_step = step
             pred, _ = predict_inputs(model, val_x, device, radius=radius)
-            err = errors_px(to_frame(val_map, pred), val_frames.keypoints)
+            err = errors_px(to_frame(val_back, pred), val_frames.keypoints)
             row["val_mean_px"] = float(np.nanmean(err))
             row["val_median_px"] = float(np.nanmedian(err))
             score = row["val_mean_px"]
@@ -624,6 +628,16 @@ def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.n
     return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
 
 
+def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: LabeledFrames
+                 ) -> InputMapping | list[InputMapping]:
+    """The crop box of training frames of ``frame_size`` on ``frames``: one box when they all
+    have one size, else one per frame."""
+    sizes = [image_size(p) for p in frames.image_paths]
+    if len(set(sizes)) == 1:
+        return mapping.for_frame_size(frame_size, sizes[0])
+    return [mapping.for_frame_size(frame_size, size) for size in sizes]
+
+
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
                 train_frames: LabeledFrames, val_frames: LabeledFrames | None, out: Path,
                 device: str, resume: bool, progress: bool) -> dict[str, Any]:
@@ -645,8 +659,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
         vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
                                   radius=int(run1.get("decode_radius", DEFAULT_RADIUS)))
-        m_val = m1.for_frame_size(train_size, _frame_size(val_frames))
-        centres = group_centres(m_val.to_frame(pred1), idx)
+        centres = group_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
               & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
