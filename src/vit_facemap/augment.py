@@ -86,9 +86,15 @@ class AugmentConfig:
 
 
 class KeypointAugmenter:
-    """Callable ``(image (H, W[, C]) uint8, keypoints (K, 2)) -> (image, keypoints)``."""
+    """Callable ``(image (H, W[, C]) uint8, keypoints (K, 2)) -> (image, keypoints)``.
 
-    def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0) -> None:
+    ``pairs_required=False`` lets a group of keypoints cut from a set whose pairs were
+    checked as a whole (a second stage's, :mod:`vit_facemap.refine`) flip without pairs:
+    none of its keypoints has a partner (the nose alone).
+    """
+
+    def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0, *,
+                 pairs_required: bool = True) -> None:
         self.config = config
         c = config
         bodyparts = list(bodyparts)
@@ -96,7 +102,7 @@ class KeypointAugmenter:
         pairs = mirror_pairs(bodyparts) if auto else c.flip_pairs
         if isinstance(pairs, str):
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
-        if c.hflip > 0 and not pairs and not auto:
+        if c.hflip > 0 and not pairs and not auto and pairs_required:
             raise ValueError("horizontal flips need flip_pairs naming left/right keypoints "
                              "(e.g. [['leftpupil', 'rightpupil']]), or 'auto'; none were given")
         if c.hflip > 0 and auto:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from vit_facemap.augment import AugmentConfig, KeypointAugmenter
+from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
 from vit_facemap.config import check_fields
 from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
@@ -453,8 +453,6 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             mapping = InputMapping(**saved["mapping"])
         run_config = saved
         config = TrainConfig.from_dict(saved["train"])
-    else:
-        write_json(run_config, out / CONFIG_FILE)
     # saved with the run: one decoded before the radius followed sigma keeps its window
     radius = int(run_config.get("decode_radius", DEFAULT_RADIUS))
     recipe = config
@@ -465,6 +463,9 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         if not np.isfinite(train_frames.keypoints[:, idx]).all(-1).any():
             raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
                             "has no labeled point in any training frame", train_frames.root)
+    stage_pairs = _stage_flip_pairs(recipe.augment, list(train_frames.bodyparts), groups)
+    if not resume:  # after the checks above: a refused run leaves no run behind
+        write_json(run_config, out / CONFIG_FILE)
     if groups:
         config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
@@ -472,7 +473,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     t_load = time.perf_counter()
     x_tr, k_tr = load_inputs(train_frames, boxes if boxes is not None else mapping,
                              config.model.channels, frame_size, progress)
-    augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed)
+    augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed,
+                                  pairs_required=boxes is None)
     train_ds = KeypointDataset(x_tr, k_tr, augmenter)
     val_x, val_back = None, None
     val_map = val_boxes if boxes is not None else mapping
@@ -614,7 +616,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         summary["refine"] = {}
         for name, idx in groups.items():
             s2 = _fit_refine(recipe, name, idx, len(groups), train_frames, val_frames, out, device,
-                             resume, progress)
+                             resume, progress, stage_pairs[name])
             summary["refine"][name] = s2
             summary["train_s"] += s2["train_s"]
     write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
@@ -626,6 +628,35 @@ def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.n
     if isinstance(mapping, InputMapping):
         return mapping.to_frame(uv)
     return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
+
+
+def _stage_flip_pairs(augment: AugmentConfig, bodyparts: list[str], groups: dict[str, list[int]]
+                      ) -> dict[str, list[list[str]] | str]:
+    """Each refine group's flip pairs: the recipe's pairs inside the group ("auto" stays, and
+    pairs the group's own names the same way).
+
+    A second stage sees its group's keypoints alone, so a pair with one keypoint inside a
+    group and its partner outside could not be swapped in a flipped crop: with flips on that
+    is refused here, before the first stage spends its budget.
+    """
+    pairs = augment.flip_pairs
+    if not groups or (isinstance(pairs, str) and pairs != "auto"):
+        return {name: pairs for name in groups}  # a bad setting: the first stage names it
+    auto = pairs == "auto"
+    resolved = mirror_pairs(bodyparts) if auto else pairs
+    out: dict[str, list[list[str]] | str] = {}
+    for name, idx in groups.items():
+        inside = {bodyparts[i] for i in idx}
+        for pair in resolved:
+            # pairs naming unknown keypoints, or one twice, are the first stage's to refuse
+            split = len(set(pair) & inside) == 1 and set(pair) <= set(bodyparts)
+            if augment.hflip > 0 and len(pair) == 2 and split:
+                a, b = pair if pair[0] in inside else pair[::-1]
+                raise DataError(f"flip pair {a!r}/{b!r} is split by the refine groups: {a!r} is "
+                                f"refined in group {name!r} and {b!r} is not, so a flipped crop "
+                                f"cannot swap them; put both in one refine group or set hflip=0")
+        out[name] = "auto" if auto else [list(p) for p in resolved if set(p) <= inside]
+    return out
 
 
 def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: LabeledFrames
@@ -640,7 +671,8 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
 
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
                 train_frames: LabeledFrames, val_frames: LabeledFrames | None, out: Path,
-                device: str, resume: bool, progress: bool) -> dict[str, Any]:
+                device: str, resume: bool, progress: bool, flip_pairs: list[list[str]] | str
+                ) -> dict[str, Any]:
     """Train one group's second stage on crops around its keypoints (:mod:`vit_facemap.refine`)."""
     rc = recipe.refine
     parts = [train_frames.bodyparts[i] for i in idx]
@@ -651,6 +683,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     crops = LabeledFrames(train_frames.root, [train_frames.index[r] for r in rows],
                           train_frames.keypoints[rows][:, idx], parts, train_frames.scorer)
     config = recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
+    config.augment.flip_pairs = flip_pairs
     val_crops, val_boxes = None, None
     if val_frames is not None and len(val_frames):
         # validated where it will work: around the first stage's estimates, not the labels
