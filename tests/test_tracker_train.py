@@ -123,6 +123,28 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
         fit(_config(2), tr, run / "notes.txt", None, device="cpu", progress=False)
 
 
+def test_loader_workers_draw_their_own_augmentations(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    # every frame labeled alike: batches differ only by their augmentations
+    same = np.repeat(np.nan_to_num(frames.keypoints[:1], nan=20.0), len(frames), axis=0)
+    frames = LabeledFrames(frames.root, frames.index, same, frames.bodyparts, frames.scorer)
+    targets = []
+    real_loss = train_module.keypoint_loss
+
+    def recording(out, target, *args):
+        targets.append(torch.nan_to_num(target, nan=-1.0).clone())
+        return real_loss(out, target, *args)
+    monkeypatch.setattr(train_module, "keypoint_loss", recording)
+    cfg = _config(8)  # two epochs of four batches, two workers
+    cfg.num_workers = 2
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert len(targets) == 8
+    # no batch repeats another: not the other worker's, not the last epoch's
+    assert not any(torch.equal(a, b) for i, a in enumerate(targets) for b in targets[:i])
+
+
 def test_missing_keypoints_are_masked():
     cfg = ModelConfig(family="hybrid", depth=1, stem_widths=[8, 16, 32], decoder_channels=8,
                       input_w=64, input_h=48, embed_dim=32, num_heads=2)

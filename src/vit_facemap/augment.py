@@ -147,6 +147,17 @@ class KeypointAugmenter:
         self.photometric = A.Compose(photometric, seed=seed + 2)
         self.rng = np.random.default_rng(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Fresh random streams from ``seed``, as the constructor seeds them.
+
+        Each DataLoader worker holds a copy of the augmenter: reseeded from the worker's own
+        seed, workers (and epochs, whose workers are started anew) draw different
+        augmentations instead of repeating the same ones.
+        """
+        self.rng = np.random.default_rng(seed)
+        for offset, compose in enumerate((self.geometric, self.flip, self.photometric)):
+            compose.set_random_seed(seed + offset)
+
     def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kp = np.asarray(keypoints, dtype=np.float64)
         missing = np.isnan(kp).any(-1)

@@ -529,7 +529,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     gen = torch.Generator().manual_seed(config.seed + epoch)
     loader = DataLoader(train_ds, batch_size=min(config.batch_size, len(train_ds)), shuffle=True,
                         drop_last=len(train_ds) >= config.batch_size, generator=gen,
-                        num_workers=config.num_workers)
+                        num_workers=config.num_workers, worker_init_fn=_seed_worker)
     t0 = time.perf_counter() - elapsed_before
     progress_now = training_progress(step, elapsed_before, config)
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress)
@@ -621,6 +621,19 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             summary["train_s"] += s2["train_s"]
     write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Reseed a DataLoader worker's copy of the augmenter from the worker's seed.
+
+    That seed is the loader's base seed, drawn from its generator for every epoch, plus the
+    worker's number: without it every worker would repeat the augmentations of the others,
+    epoch after epoch.
+    """
+    info = torch.utils.data.get_worker_info()
+    augmenter = getattr(info.dataset, "augmenter", None) if info is not None else None
+    if augmenter is not None:
+        augmenter.reseed(info.seed)
 
 
 def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.ndarray:
