@@ -58,6 +58,38 @@ def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
     assert s3["steps"] == 4
 
 
+@pytest.mark.parametrize("where", ["save_weights", "_write_metrics"])
+def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monkeypatch, where):
+    from safetensors.torch import load_file
+
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    videos = frames.videos
+    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    cfg = _config(12)  # six epochs of two steps, validated every four steps
+    cfg.keep, cfg.val_every_steps = "last", 4
+    fit(cfg, tr, tmp_path / "a", va, device="cpu", progress=False)
+    real, calls = getattr(train_module, where), []
+
+    def interrupted(*args):  # in the third epoch: before its weights, or before its row
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(train_module, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tr, tmp_path / "b", va, device="cpu", progress=False)
+    monkeypatch.undo()
+    fit(cfg, tr, tmp_path / "b", va, device="cpu", resume=True, progress=False)
+    a, b = (load_file(tmp_path / x / "model.safetensors") for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same rows, each once, counts as integers
+    ma, mb = (pd.read_csv(tmp_path / x / "metrics.csv").drop(columns="train_s") for x in "ab")
+    pd.testing.assert_frame_equal(ma, mb)
+    assert mb["step"].tolist() == [2, 4, 6, 8, 10, 12]
+
+
 def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypatch):
     import vit_facemap.train as train_module
 

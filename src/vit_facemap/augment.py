@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -157,6 +158,34 @@ class KeypointAugmenter:
         self.rng = np.random.default_rng(seed)
         for offset, compose in enumerate((self.geometric, self.flip, self.photometric)):
             compose.set_random_seed(seed + offset)
+
+    def _streams(self) -> list[Any]:
+        """The pipelines and each of their transforms: albumentations gives every one its own
+        numpy and Python random streams."""
+        found: list[Any] = []
+
+        def walk(item: Any) -> None:
+            found.append(item)
+            for child in getattr(item, "transforms", []):
+                walk(child)
+        for compose in (self.geometric, self.flip, self.photometric):
+            walk(compose)
+        return found
+
+    def random_state(self) -> dict[str, Any]:
+        """Where every random stream stands (saved with a run's training state)."""
+        return {"rng": self.rng.bit_generator.state,
+                "albumentations": [(s.random_generator.bit_generator.state, s.py_random.getstate())
+                                   for s in self._streams()]}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Put every random stream where :meth:`random_state` found it, so a resumed run
+        draws the augmentations the uninterrupted one would have."""
+        self.rng.bit_generator.state = state["rng"]
+        for stream, (np_state, py_state) in zip(self._streams(), state["albumentations"],
+                                                strict=True):
+            stream.random_generator.bit_generator.state = np_state
+            stream.py_random.setstate(py_state)
 
     def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kp = np.asarray(keypoints, dtype=np.float64)

@@ -511,22 +511,38 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     step, epoch, best, history = 0, 0, math.inf, []
     last_val_step = 0
     elapsed_before = 0.0
+    loader_rng = None
     if resume:
         try:
             state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             step, epoch, best = state["step"], state["epoch"], state["best"]
+            if "augmenter" in state:
+                augmenter.set_random_state(state["augmenter"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
         except Exception as exc:  # truncated file, or the state of another model
             raise DataError(f"cannot resume from this training state (corrupt, or saved for "
                             f"another model): {first_line(exc)}", out / STATE_FILE) from None
         elapsed_before = state.get("train_s", 0.0)
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it with the weights
         random.setstate(state["python_rng"])
-        augmenter.rng = np.random.default_rng(config.seed + 1000 * epoch)
-        history = _read_metrics(out / METRICS_FILE)
+        if "augmenter" not in state:  # saved before the augmentation streams were
+            augmenter.rng = np.random.default_rng(config.seed + 1000 * epoch)
+        # the rows up to the saved step, from the state: metrics.csv is written after it, so
+        # an interruption in between left the file a row behind (written again here)
+        history = state.get("history")
+        if history is None:  # saved before the state held them
+            history = [r for r in _read_metrics(out / METRICS_FILE) if r["step"] <= step]
+        _write_metrics(out / METRICS_FILE, history)
+        validated = [r["step"] for r in history if r.get("val_mean_px") is not None]
+        last_val_step = state.get("last_val_step", validated[-1] if validated else 0)
+        loader_rng = state.get("loader_rng")
 
     gen = torch.Generator().manual_seed(config.seed + epoch)
+    if loader_rng is not None:
+        gen.set_state(loader_rng.cpu())  # the next epoch's order, as it would have been
     loader = DataLoader(train_ds, batch_size=min(config.batch_size, len(train_ds)), shuffle=True,
                         drop_last=len(train_ds) >= config.batch_size, generator=gen,
                         num_workers=config.num_workers, worker_init_fn=_seed_worker)
@@ -582,18 +598,23 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             score = row["val_mean_px"]
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_px=f"{score:.2f}")
         history.append(row)
-        _write_metrics(out / METRICS_FILE, history)
         improved = (config.keep == "last" or (val_x is None and score is None)
                     or (score is not None and score < best))
+        # weights, then the state, then the metrics: an interruption in between repeats the
+        # epoch on --resume (the same epoch, all random streams being restored), and the
+        # state holds the rows, so metrics.csv never keeps a row the resumed run writes again
         if improved:
             best = score if score is not None and score < best else best
             save_weights(model, out / WEIGHTS_FILE)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "step": step, "epoch": epoch, "best": best,
+                    "step": step, "epoch": epoch, "best": best, "last_val_step": last_val_step,
                     "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate()},
+                    "python_rng": random.getstate(), "loader_rng": gen.get_state(),
+                    "augmenter": augmenter.random_state(), "scaler": scaler.state_dict(),
+                    "history": history},
                    out / (STATE_FILE + ".tmp"))
         (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
+        _write_metrics(out / METRICS_FILE, history)
     bar.close()
     train_s = time.perf_counter() - t0
     summary = {
@@ -780,8 +801,13 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
+        rows = [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
                 for r in csv.DictReader(fh)]
+    for r in rows:  # counts stay integers when the rows are written again ("4", not "4.0")
+        for k in ("epoch", "step"):
+            if r.get(k) is not None:
+                r[k] = int(r[k])
+    return rows
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, dict[str, Any]]:
