@@ -277,12 +277,35 @@ def test_schedule_follows_steps_or_time_whichever_is_further():
     assert training_progress(50, 0.0, TrainConfig(steps=100)) == pytest.approx(0.5)
 
 
-def test_fit_with_masked_pretraining(tiny_set, tmp_path):
+def test_fit_with_masked_pretraining(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
     frames = read_labels(tiny_set)
-    cfg = _config(2)
-    cfg.pretrain_share = 1.0
+    cfg = _config(12)
+    cfg.pretrain_share = 0.5
+    # pre-training takes its share of the steps: supervised training gets the other half
     s = fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
-    assert s["steps"] == 2 and s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])
+    assert (s["pretrain_steps"], s["steps"]) == (6, 6)
+    assert s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])
+    # interrupted after its first supervised epoch (4 steps), the run resumes without
+    # pre-training again and with what is left of the supervised steps
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*args)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
+    monkeypatch.undo()
+
+    def again(*args, **kwargs):
+        raise AssertionError("pre-trained again on resume")
+    monkeypatch.setattr(train_module, "pretrain_backbone", again)
+    s2 = fit(cfg, frames, tmp_path / "run2", None, device="cpu", resume=True, progress=False)
+    assert (s2["pretrain_steps"], s2["steps"]) == (6, 6) and s2["pretrain_s"] > 0
 
 
 def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monkeypatch):

@@ -94,7 +94,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-time budget of the schedule (see module docs)
     keep: str = "best"              # best (by validation error, when there is one) | last
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
-    pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
+    pretrain_share: float = 0.0     # share of steps and time budget for masked image modelling
+    #                                 (supervised training gets the rest)
     refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye and nose stages
     # leave out training labels that sit where another keypoint usually is (slipped or
     # swapped labels, vit_facemap.labelcheck), as if they were missing
@@ -488,14 +489,10 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     load_s = time.perf_counter() - t_load
 
     model = build_model(config.model, n_k).to(device)
-    pretrain_s, pretrain_loss = 0.0, None
+    pretrain_s, pretrain_loss, pre_steps = 0.0, None, 0
     if config.pretrain_share > 0 and not resume:
         pretrain_s, pretrain_loss = pretrain_backbone(model, train_ds, config, device, progress)
-        if config.max_minutes is not None:
-            # at least a few seconds: pre-training may overrun its share of the budget
-            left = max(config.max_minutes - pretrain_s / 60, 0.05)
-            config = TrainConfig.from_dict({**asdict(config), "pretrain_share": 0.0,
-                                            "max_minutes": left})
+        pre_steps = pretrain_steps(config)
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -503,8 +500,6 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         (no_decay if p.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    # warm-up as a share of training, capped so that a short run still decays
-    warmup = min(config.warmup_steps / max(1, config.steps), 0.2)
     use_amp = config.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -539,6 +534,14 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         validated = [r["step"] for r in history if r.get("val_mean_px") is not None]
         last_val_step = state.get("last_val_step", validated[-1] if validated else 0)
         loader_rng = state.get("loader_rng")
+        # a state saved before it held these gave supervised training all steps and minutes
+        pre_steps = state.get("pretrain_steps", 0)
+        pretrain_s = state.get("pretrain_s", 0.0)
+        pretrain_loss = state.get("pretrain_loss")
+    if config.pretrain_share > 0:
+        config = _after_pretraining(config, pre_steps, pretrain_s)
+    # warm-up as a share of training, capped so that a short run still decays
+    warmup = min(config.warmup_steps / max(1, config.steps), 0.2)
 
     gen = torch.Generator().manual_seed(config.seed + epoch)
     if loader_rng is not None:
@@ -611,7 +614,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                     "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
                     "python_rng": random.getstate(), "loader_rng": gen.get_state(),
                     "augmenter": augmenter.random_state(), "scaler": scaler.state_dict(),
-                    "history": history},
+                    "history": history, "pretrain_steps": pre_steps, "pretrain_s": pretrain_s,
+                    "pretrain_loss": pretrain_loss},
                    out / (STATE_FILE + ".tmp"))
         (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
         _write_metrics(out / METRICS_FILE, history)
@@ -621,7 +625,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         "steps": step, "epochs": epoch, "train_s": train_s, "load_s": load_s,
         "best_val_mean_px": None if math.isinf(best) else best,
         "stopped_by_time_budget": step < config.steps,
-        "pretrain_s": pretrain_s, "pretrain_final_loss": pretrain_loss,
+        "pretrain_s": pretrain_s, "pretrain_steps": pre_steps, "pretrain_final_loss": pretrain_loss,
         "n_train_frames": len(train_frames),
         # the keypoints a horizontal flip swaps, as resolved for these names ("auto" included)
         "flip_pairs": augmenter.pairs if config.augment.hflip > 0 else [],
@@ -741,6 +745,21 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
                progress=progress, boxes=boxes, val_boxes=val_boxes, stage_info=info)
 
 
+def pretrain_steps(config: TrainConfig) -> int:
+    """The masked pre-training steps of a recipe: its ``pretrain_share`` of ``steps``."""
+    return max(1, int(config.pretrain_share * config.steps))
+
+
+def _after_pretraining(config: TrainConfig, steps: int, seconds: float) -> TrainConfig:
+    """The supervised part of a recipe whose pre-training took ``steps`` and ``seconds``."""
+    d: dict[str, Any] = {**asdict(config), "pretrain_share": 0.0,
+                         "steps": max(1, config.steps - steps)}
+    if config.max_minutes is not None:
+        # at least a few seconds: pre-training may overrun its share of the budget
+        d["max_minutes"] = max(config.max_minutes - seconds / 60, 0.05)
+    return TrainConfig.from_dict(d)
+
+
 def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: TrainConfig,
                       device: str, progress: bool = True) -> tuple[float, float | None]:
     """Masked image modelling on the training frames; returns (seconds, last loss).
@@ -754,7 +773,7 @@ def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: Tr
         raise ValueError(f"masked pre-training needs a ViT or CNN backbone, not {config.model.family}")
     mim = MaskedImageModel(model.backbone, config.model.channels).to(device)
     opt = torch.optim.AdamW(mim.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = max(1, int(config.pretrain_share * config.steps))
+    steps = pretrain_steps(config)
     budget = None if config.max_minutes is None else config.pretrain_share * config.max_minutes
     pre_cfg = TrainConfig(steps=steps, max_minutes=budget)
     gen = torch.Generator().manual_seed(config.seed + 7)
