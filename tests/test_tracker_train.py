@@ -266,6 +266,46 @@ def test_cli_exit_codes(tiny_set, tmp_path):
                  str(tmp_path / "x.json")]) == 2
 
 
+def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last"}))
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
+            str(cfg), "--device", "cpu", "--quiet"]
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*a):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*a)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    assert main(args + ["--seed", "3", "--val-groups", "1"]) == 130
+    monkeypatch.undo()
+    # the split is part of the run from its start
+    split = json.loads((run / "split.json").read_text())
+    val_video = split["val"][0].split("/")[1]
+    other = sorted({i.split("/")[1] for i in split["train"]})[0]
+    # options that would split otherwise are refused, before anything is touched
+    state = (run / "last.pt").read_bytes()
+    assert main(args + ["--resume", "--seed", "4"]) == 2
+    assert main(args + ["--resume", "--val-groups", other]) == 2
+    assert (run / "last.pt").read_bytes() == state
+    # so are other frames given to fit itself
+    with pytest.raises(DataError, match="other frames"):
+        fit(_config(8), read_labels(data), run, None, device="cpu", resume=True, progress=False)
+    # no options: the run's seed and split, validation included
+    assert main(args + ["--resume"]) == 0
+    summary = json.loads((run / "runinfo.json").read_text())["summary"]
+    assert summary["steps"] == 8
+    assert summary["val_videos"] == [val_video] and val_video not in summary["train_videos"]
+    assert json.loads((run / "split.json").read_text()) == split
+    assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 

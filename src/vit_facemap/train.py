@@ -8,7 +8,9 @@ A run directory holds everything needed to use or continue a run:
 - ``last.pt``: the full training state for ``--resume`` (weights, optimiser, schedule,
   epoch, random states), written after every epoch;
 - ``metrics.csv``: one row per epoch (loss, validation errors in frame pixels, lr, time);
-- ``split.json`` and ``runinfo.json``: which frames trained / validated, provenance.
+- ``split.json``: which frames train and validate, written when training starts (a resumed
+  run continues with it: ``vit-facemap train --resume`` rebuilds the split from it);
+- ``runinfo.json``: provenance and the run's summary.
 - ``refine/<group>/``: the second, top-down stage for each keypoint group
   (:mod:`vit_facemap.refine`), itself a run folder of this layout whose ``config.json`` also
   names the refined keypoints and the crop side.
@@ -74,6 +76,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "last.pt"
 METRICS_FILE = "metrics.csv"
+SPLIT_FILE = "split.json"
 
 
 @dataclass
@@ -247,7 +250,7 @@ def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[i
     raise ValueError(f"unknown crop {config.crop!r}; use labels or full")
 
 
-RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json", "runinfo.json")
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, SPLIT_FILE, "runinfo.json")
 
 
 def stage_dirs(out: Path) -> list[Path]:
@@ -465,8 +468,12 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
                             "has no labeled point in any training frame", train_frames.root)
     stage_pairs = _stage_flip_pairs(recipe.augment, list(train_frames.bodyparts), groups)
+    split = {"train": train_frames.index, "val": [] if val_frames is None else val_frames.index}
     if not resume:  # after the checks above: a refused run leaves no run behind
         write_json(run_config, out / CONFIG_FILE)
+        write_json(split, out / SPLIT_FILE)  # part of the run from its first step
+    else:
+        _check_split(out / SPLIT_FILE, split, first_stage=boxes is None)
     if groups:
         config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
@@ -633,8 +640,6 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         "train_videos": sorted(set(train_frames.videos.tolist())),
         "val_videos": [] if val_frames is None else sorted(set(val_frames.videos.tolist())),
     }
-    write_json({"train": train_frames.index,
-                "val": [] if val_frames is None else val_frames.index}, out / "split.json")
     if groups:
         # written before the second stage starts, so an interrupted run still describes stage 1
         write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
@@ -666,6 +671,30 @@ def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.n
     if isinstance(mapping, InputMapping):
         return mapping.to_frame(uv)
     return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
+
+
+def _check_split(path: Path, split: dict[str, list[str]], first_stage: bool) -> None:
+    """Refuse to resume a run on other training or validation frames than it started with.
+
+    A run saved before split.json was written at the start has none to compare with: it
+    gets the frames given. A second stage's frames are cut from the first stage's, already
+    checked, so its split is written only when missing.
+    """
+    if not path.is_file():
+        write_json(split, path)
+        return
+    if not first_stage:
+        return
+    try:
+        saved = json.loads(path.read_text())
+        same = [saved["train"], saved["val"]] == [split["train"], split["val"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read the run's split ({exc})", path) from None
+    if not same:
+        raise DataError("the run to resume trained and validated on other frames than these "
+                        f"({len(saved['train'])} training, {len(saved['val'])} validation frames); "
+                        "resume it with the same split (vit-facemap train --resume rebuilds it "
+                        "from this file)", path)
 
 
 def _stage_flip_pairs(augment: AugmentConfig, bodyparts: list[str], groups: dict[str, list[int]]
