@@ -6,7 +6,12 @@ import torch
 
 from vit_facemap.models import ModelConfig, build_model
 from vit_facemap.models.fmnet import facemap_available
-from vit_facemap.models.heads import local_soft_argmax, soft_argmax
+from vit_facemap.models.heads import (
+    decode_radius,
+    gaussian_targets,
+    local_soft_argmax,
+    soft_argmax,
+)
 from vit_facemap.models.vit import build_vit
 from vit_facemap.models.weights import load_weights, save_weights
 
@@ -53,6 +58,19 @@ def test_soft_argmax_finds_a_sub_cell_peak():
     xy_local, conf = local_soft_argmax(logits2, radius=2)
     assert torch.allclose(xy_local[0, 0], torch.tensor([5.3, 7.6]), atol=0.05)
     assert 0.5 < conf.item() <= 1.0
+
+
+def test_decode_window_follows_the_target_width():
+    # the default sigma keeps the window measured best on real data
+    assert decode_radius(0.5) == decode_radius(1.0) == 2 and decode_radius(2.0) == 4
+    for sigma in (1.0, 2.0):
+        worst = 0.0
+        for f in np.linspace(0, 1, 11):
+            c = torch.tensor([[[10 + f, 8 + f / 2]]])
+            logits = torch.log(gaussian_targets(c, torch.ones(1, 1), (20, 24), sigma).clamp_min(1e-30))
+            xy, _ = local_soft_argmax(logits, decode_radius(sigma))
+            worst = max(worst, float((xy - c).abs().max()))
+        assert worst < 0.1, (sigma, worst)  # a window of 2 cells was 0.29 cells off for sigma 2
 
 
 def test_weights_from_a_local_file(tmp_path):

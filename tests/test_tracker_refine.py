@@ -222,6 +222,29 @@ def test_unfinished_or_unlabeled_second_stage(eye_set, tmp_path):
     assert not (tmp_path / "run2" / "model.safetensors").exists()
 
 
+def test_flip_pairs_of_each_second_stage(eye_set, tmp_path):
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.steps, cfg.refine.auto = 6, "eye+nose"
+    cfg.augment.hflip = 0.5
+    cfg.augment.flip_pairs = [["leftpupil", "rightpupil"], ["lefteyelid", "righteyelid"]]
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+
+    def pairs(group):
+        folder = tmp_path / "run" / "refine" / group
+        return json.loads((folder / "config.json").read_text())["train"]["augment"]["flip_pairs"]
+    # each stage keeps the pairs inside its group; the nose, paired with nothing, still flips
+    assert pairs("eye") == cfg.augment.flip_pairs and pairs("nose") == []
+    assert json.loads((tmp_path / "run" / "refine" / "nose" / "runinfo.json").read_text())
+    # a pair the groups split is refused before any training, listed or "auto"
+    cfg.refine.groups = [["leftpupil", "dorsalpupil"], ["rightpupil", "ventralpupil"]]
+    for listed in (cfg.augment.flip_pairs, "auto"):
+        cfg.augment.flip_pairs = listed
+        with pytest.raises(DataError, match="'leftpupil'/'rightpupil' is split by the refine"):
+            fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
+        assert not (tmp_path / "run2" / "model.safetensors").exists()
+
+
 def test_replacing_a_two_stage_run_that_fails_restores_both_stages(eye_set, tmp_path,
                                                                      monkeypatch):
     import vit_facemap.train as train_module

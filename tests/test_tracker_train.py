@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -55,6 +56,38 @@ def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
     assert len((run / "metrics.csv").read_text().splitlines()) == 5
     s3 = fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
     assert s3["steps"] == 4
+
+
+@pytest.mark.parametrize("where", ["save_weights", "_write_metrics"])
+def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monkeypatch, where):
+    from safetensors.torch import load_file
+
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    videos = frames.videos
+    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    cfg = _config(12)  # six epochs of two steps, validated every four steps
+    cfg.keep, cfg.val_every_steps = "last", 4
+    fit(cfg, tr, tmp_path / "a", va, device="cpu", progress=False)
+    real, calls = getattr(train_module, where), []
+
+    def interrupted(*args):  # in the third epoch: before its weights, or before its row
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(train_module, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tr, tmp_path / "b", va, device="cpu", progress=False)
+    monkeypatch.undo()
+    fit(cfg, tr, tmp_path / "b", va, device="cpu", resume=True, progress=False)
+    a, b = (load_file(tmp_path / x / "model.safetensors") for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same rows, each once, counts as integers
+    ma, mb = (pd.read_csv(tmp_path / x / "metrics.csv").drop(columns="train_s") for x in "ab")
+    pd.testing.assert_frame_equal(ma, mb)
+    assert mb["step"].tolist() == [2, 4, 6, 8, 10, 12]
 
 
 def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypatch):
@@ -120,6 +153,28 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     assert backups() == [] and (run / "notes.txt").is_file()
     with pytest.raises(DataError, match="is a file"):
         fit(_config(2), tr, run / "notes.txt", None, device="cpu", progress=False)
+
+
+def test_loader_workers_draw_their_own_augmentations(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    # every frame labeled alike: batches differ only by their augmentations
+    same = np.repeat(np.nan_to_num(frames.keypoints[:1], nan=20.0), len(frames), axis=0)
+    frames = LabeledFrames(frames.root, frames.index, same, frames.bodyparts, frames.scorer)
+    targets = []
+    real_loss = train_module.keypoint_loss
+
+    def recording(out, target, *args):
+        targets.append(torch.nan_to_num(target, nan=-1.0).clone())
+        return real_loss(out, target, *args)
+    monkeypatch.setattr(train_module, "keypoint_loss", recording)
+    cfg = _config(8)  # two epochs of four batches, two workers
+    cfg.num_workers = 2
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert len(targets) == 8
+    # no batch repeats another: not the other worker's, not the last epoch's
+    assert not any(torch.equal(a, b) for i, a in enumerate(targets) for b in targets[:i])
 
 
 def test_missing_keypoints_are_masked():
@@ -255,6 +310,46 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
     assert "needs at least 2 groups" in err and "unknown groups" not in err
 
 
+def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last"}))
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
+            str(cfg), "--device", "cpu", "--quiet"]
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*a):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*a)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    assert main(args + ["--seed", "3", "--val-groups", "1"]) == 130
+    monkeypatch.undo()
+    # the split is part of the run from its start
+    split = json.loads((run / "split.json").read_text())
+    val_video = split["val"][0].split("/")[1]
+    other = sorted({i.split("/")[1] for i in split["train"]})[0]
+    # options that would split otherwise are refused, before anything is touched
+    state = (run / "last.pt").read_bytes()
+    assert main(args + ["--resume", "--seed", "4"]) == 2
+    assert main(args + ["--resume", "--val-groups", other]) == 2
+    assert (run / "last.pt").read_bytes() == state
+    # so are other frames given to fit itself
+    with pytest.raises(DataError, match="other frames"):
+        fit(_config(8), read_labels(data), run, None, device="cpu", resume=True, progress=False)
+    # no options: the run's seed and split, validation included
+    assert main(args + ["--resume"]) == 0
+    summary = json.loads((run / "runinfo.json").read_text())["summary"]
+    assert summary["steps"] == 8
+    assert summary["val_videos"] == [val_video] and val_video not in summary["train_videos"]
+    assert json.loads((run / "split.json").read_text()) == split
+    assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 
@@ -266,12 +361,35 @@ def test_schedule_follows_steps_or_time_whichever_is_further():
     assert training_progress(50, 0.0, TrainConfig(steps=100)) == pytest.approx(0.5)
 
 
-def test_fit_with_masked_pretraining(tiny_set, tmp_path):
+def test_fit_with_masked_pretraining(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
     frames = read_labels(tiny_set)
-    cfg = _config(2)
-    cfg.pretrain_share = 1.0
+    cfg = _config(12)
+    cfg.pretrain_share = 0.5
+    # pre-training takes its share of the steps: supervised training gets the other half
     s = fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
-    assert s["steps"] == 2 and s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])
+    assert (s["pretrain_steps"], s["steps"]) == (6, 6)
+    assert s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])
+    # interrupted after its first supervised epoch (4 steps), the run resumes without
+    # pre-training again and with what is left of the supervised steps
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*args)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
+    monkeypatch.undo()
+
+    def again(*args, **kwargs):
+        raise AssertionError("pre-trained again on resume")
+    monkeypatch.setattr(train_module, "pretrain_backbone", again)
+    s2 = fit(cfg, frames, tmp_path / "run2", None, device="cpu", resume=True, progress=False)
+    assert (s2["pretrain_steps"], s2["steps"]) == (6, 6) and s2["pretrain_s"] > 0
 
 
 def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monkeypatch):
@@ -332,6 +450,46 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     assert r.compiled and not r.refiners[0].compiled
     assert "second stage 1: RuntimeError: unsupported op" in r.compile_error
     assert np.allclose(r.predict(batch)[0], kp, atol=1e-4)
+
+
+def test_runs_decode_with_the_window_of_their_sigma(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    cfg = _config(2)
+    cfg.sigma = 2.0
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["decode_radius"] == 4 and load_predictor(tmp_path / "run", "cpu").radius == 4
+    # a run saved before the window followed sigma decodes as it did then
+    del saved["decode_radius"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert load_predictor(tmp_path / "run", "cpu").radius == 2
+
+
+def test_validation_scores_frames_of_other_sizes_in_their_own_pixels(tiny_set, tmp_path):
+    from PIL import Image
+
+    from vit_facemap.images import load_image
+    from vit_facemap.transforms import rescale_points
+
+    train = read_labels(tiny_set)  # 64 x 48
+    val = read_labels(write_synthetic_set(tmp_path / "big", n_frames=8, n_videos=1, seed=5,
+                                          size=(128, 96)))
+    keypoints = val.keypoints.copy()
+    for i in range(4):  # half the validation frames at the training size, half at twice it
+        Image.fromarray(load_image(val.image_paths[i])).resize((64, 48)).save(val.image_paths[i])
+        keypoints[i] = rescale_points(keypoints[i], (128, 96), (64, 48))
+    val = LabeledFrames(val.root, val.index, keypoints, val.bodyparts, val.scorer)
+    cfg = _config(2)
+    cfg.keep = "last"
+    fit(cfg, train, tmp_path / "run", val, device="cpu", progress=False)
+    logged = pd.read_csv(tmp_path / "run" / "metrics.csv")["val_mean_px"].iloc[-1]
+    # the predictor maps each frame back through the box of its own size
+    predictor = load_predictor(tmp_path / "run", "cpu", scales=(1.0,))
+    errors = []
+    for path, true in zip(val.image_paths, val.keypoints, strict=True):
+        kp, _ = predictor.predict(load_image(path))
+        errors.append(np.sqrt(((kp[0] - true) ** 2).sum(-1)))
+    assert logged == pytest.approx(np.nanmean(errors), abs=1e-3)
 
 
 def test_validation_interval_and_best_weights(tiny_set, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -86,9 +87,15 @@ class AugmentConfig:
 
 
 class KeypointAugmenter:
-    """Callable ``(image (H, W[, C]) uint8, keypoints (K, 2)) -> (image, keypoints)``."""
+    """Callable ``(image (H, W[, C]) uint8, keypoints (K, 2)) -> (image, keypoints)``.
 
-    def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0) -> None:
+    ``pairs_required=False`` lets a group of keypoints cut from a set whose pairs were
+    checked as a whole (a second stage's, :mod:`vit_facemap.refine`) flip without pairs:
+    none of its keypoints has a partner (the nose alone).
+    """
+
+    def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0, *,
+                 pairs_required: bool = True) -> None:
         self.config = config
         c = config
         bodyparts = list(bodyparts)
@@ -96,7 +103,7 @@ class KeypointAugmenter:
         pairs = mirror_pairs(bodyparts) if auto else c.flip_pairs
         if isinstance(pairs, str):
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
-        if c.hflip > 0 and not pairs and not auto:
+        if c.hflip > 0 and not pairs and not auto and pairs_required:
             raise ValueError("horizontal flips need flip_pairs naming left/right keypoints "
                              "(e.g. [['leftpupil', 'rightpupil']]), or 'auto'; none were given")
         if c.hflip > 0 and auto:
@@ -140,6 +147,45 @@ class KeypointAugmenter:
         ]
         self.photometric = A.Compose(photometric, seed=seed + 2)
         self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Fresh random streams from ``seed``, as the constructor seeds them.
+
+        Each DataLoader worker holds a copy of the augmenter: reseeded from the worker's own
+        seed, workers (and epochs, whose workers are started anew) draw different
+        augmentations instead of repeating the same ones.
+        """
+        self.rng = np.random.default_rng(seed)
+        for offset, compose in enumerate((self.geometric, self.flip, self.photometric)):
+            compose.set_random_seed(seed + offset)
+
+    def _streams(self) -> list[Any]:
+        """The pipelines and each of their transforms: albumentations gives every one its own
+        numpy and Python random streams."""
+        found: list[Any] = []
+
+        def walk(item: Any) -> None:
+            found.append(item)
+            for child in getattr(item, "transforms", []):
+                walk(child)
+        for compose in (self.geometric, self.flip, self.photometric):
+            walk(compose)
+        return found
+
+    def random_state(self) -> dict[str, Any]:
+        """Where every random stream stands (saved with a run's training state)."""
+        return {"rng": self.rng.bit_generator.state,
+                "albumentations": [(s.random_generator.bit_generator.state, s.py_random.getstate())
+                                   for s in self._streams()]}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Put every random stream where :meth:`random_state` found it, so a resumed run
+        draws the augmentations the uninterrupted one would have."""
+        self.rng.bit_generator.state = state["rng"]
+        for stream, (np_state, py_state) in zip(self._streams(), state["albumentations"],
+                                                strict=True):
+            stream.random_generator.bit_generator.state = np_state
+            stream.py_random.setstate(py_state)
 
     def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kp = np.asarray(keypoints, dtype=np.float64)

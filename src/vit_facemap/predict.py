@@ -36,6 +36,7 @@ import torch
 
 from vit_facemap.config import check_scales
 from vit_facemap.errors import first_line
+from vit_facemap.models.heads import DEFAULT_RADIUS
 from vit_facemap.refine import crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
 from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run, stage_dirs
@@ -59,6 +60,8 @@ class KeypointPredictor:
         fs = run_config.get("frame_size")
         self.frame_size: tuple[int, int] | None = (int(fs[0]), int(fs[1])) if fs else None
         self.channels: int = int(run_config.get("channels", 1))
+        # the heatmap window the run was validated with (runs saved without one used 2)
+        self.radius: int = int(run_config.get("decode_radius", DEFAULT_RADIUS))
         # a second stage has no fixed box: each frame gets one around the first stage's
         # estimate of its group
         self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None
@@ -151,7 +154,7 @@ class KeypointPredictor:
             xb = self._to_device(self._pad(chunk))
             with inference_autocast(self.device):
                 out = self._forward(xb)
-            kp, conf = decode(out, self.model.stride)
+            kp, conf = decode(out, self.model.stride, self.radius)
             kps.append(kp[: len(chunk)].cpu().numpy())
             confs.append(conf[: len(chunk)].cpu().numpy())
         return np.concatenate(kps), np.clip(np.concatenate(confs), 0.0, 1.0)

@@ -8,7 +8,9 @@ A run directory holds everything needed to use or continue a run:
 - ``last.pt``: the full training state for ``--resume`` (weights, optimiser, schedule,
   epoch, random states), written after every epoch;
 - ``metrics.csv``: one row per epoch (loss, validation errors in frame pixels, lr, time);
-- ``split.json`` and ``runinfo.json``: which frames trained / validated, provenance.
+- ``split.json``: which frames train and validate, written when training starts (a resumed
+  run continues with it: ``vit-facemap train --resume`` rebuilds the split from it);
+- ``runinfo.json``: provenance and the run's summary.
 - ``refine/<group>/``: the second, top-down stage for each keypoint group
   (:mod:`vit_facemap.refine`), itself a run folder of this layout whose ``config.json`` also
   names the refined keypoints and the crop side.
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from vit_facemap.augment import AugmentConfig, KeypointAugmenter
+from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
 from vit_facemap.config import check_fields
 from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
@@ -50,7 +52,13 @@ from vit_facemap.errors import DataError, RunExistsError, first_line
 from vit_facemap.images import image_size
 from vit_facemap.labelcheck import label_slips, mask_slips
 from vit_facemap.models import KeypointModel, ModelConfig, build_model
-from vit_facemap.models.heads import heatmap_cross_entropy, local_soft_argmax, soft_argmax
+from vit_facemap.models.heads import (
+    DEFAULT_RADIUS,
+    decode_radius,
+    heatmap_cross_entropy,
+    local_soft_argmax,
+    soft_argmax,
+)
 from vit_facemap.models.weights import load_weights, save_weights
 from vit_facemap.refine import (
     REFINE_DIR,
@@ -68,6 +76,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "last.pt"
 METRICS_FILE = "metrics.csv"
+SPLIT_FILE = "split.json"
 
 
 @dataclass
@@ -88,7 +97,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-time budget of the schedule (see module docs)
     keep: str = "best"              # best (by validation error, when there is one) | last
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
-    pretrain_share: float = 0.0     # share of steps (and time budget) for masked image modelling
+    pretrain_share: float = 0.0     # share of steps and time budget for masked image modelling
+    #                                 (supervised training gets the rest)
     refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye and nose stages
     # leave out training labels that sit where another keypoint usually is (slipped or
     # swapped labels, vit_facemap.labelcheck), as if they were missing
@@ -197,10 +207,14 @@ def keypoint_loss(out: dict[str, torch.Tensor], target: torch.Tensor, model: Key
 
 
 @torch.inference_mode()
-def decode(out: dict[str, torch.Tensor], stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model output -> keypoints in input pixels (B, K, 2) and confidence in [0, 1] (B, K)."""
+def decode(out: dict[str, torch.Tensor], stride: int, radius: int = DEFAULT_RADIUS
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output -> keypoints in input pixels (B, K, 2) and confidence in [0, 1] (B, K).
+
+    ``radius``: the heatmap window read around each peak (a run's ``decode_radius``).
+    """
     if "heatmap" in out:
-        cells, conf = local_soft_argmax(out["heatmap"].float())
+        cells, conf = local_soft_argmax(out["heatmap"].float(), radius)
         return heatmap_to_input(cells, stride), conf
     return out["coords"].float(), torch.sigmoid(out["vis"].float())
 
@@ -212,7 +226,8 @@ def inference_autocast(device: str) -> torch.autocast:
 
 @torch.inference_mode()
 def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, device: str,
-                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 32, radius: int = DEFAULT_RADIUS
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints (input pixels) and confidence for normalised inputs (N, C, h, w)."""
     model.eval()
     kps, confs = [], []
@@ -220,7 +235,7 @@ def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, devi
         x = torch.as_tensor(images[i:i + batch_size]).to(device)
         with inference_autocast(device):
             out = model(x)
-        kp, conf = decode(out, model.stride)
+        kp, conf = decode(out, model.stride, radius)
         kps.append(kp.cpu().numpy())
         confs.append(conf.cpu().numpy())
     return np.concatenate(kps), np.concatenate(confs)
@@ -235,7 +250,7 @@ def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[i
     raise ValueError(f"unknown crop {config.crop!r}; use labels or full")
 
 
-RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, "split.json", "runinfo.json")
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, SPLIT_FILE, "runinfo.json")
 
 
 def stage_dirs(out: Path) -> list[Path]:
@@ -426,7 +441,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     run_config = {
         "train": asdict(config), "bodyparts": list(train_frames.bodyparts),
         "frame_size": list(frame_size), "mapping": None if mapping is None else asdict(mapping),
-        "channels": config.model.channels, **(stage_info or {}),
+        "channels": config.model.channels, "decode_radius": decode_radius(config.sigma),
+        **(stage_info or {}),
     }
     if masked:
         run_config["masked_labels"] = masked
@@ -441,8 +457,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             mapping = InputMapping(**saved["mapping"])
         run_config = saved
         config = TrainConfig.from_dict(saved["train"])
-    else:
-        write_json(run_config, out / CONFIG_FILE)
+    # saved with the run: one decoded before the radius followed sigma keeps its window
+    radius = int(run_config.get("decode_radius", DEFAULT_RADIUS))
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
@@ -451,6 +467,13 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         if not np.isfinite(train_frames.keypoints[:, idx]).all(-1).any():
             raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
                             "has no labeled point in any training frame", train_frames.root)
+    stage_pairs = _stage_flip_pairs(recipe.augment, list(train_frames.bodyparts), groups)
+    split = {"train": train_frames.index, "val": [] if val_frames is None else val_frames.index}
+    if not resume:  # after the checks above: a refused run leaves no run behind
+        write_json(run_config, out / CONFIG_FILE)
+        write_json(split, out / SPLIT_FILE)  # part of the run from its first step
+    else:
+        _check_split(out / SPLIT_FILE, split, first_stage=boxes is None)
     if groups:
         config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
@@ -458,24 +481,25 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     t_load = time.perf_counter()
     x_tr, k_tr = load_inputs(train_frames, boxes if boxes is not None else mapping,
                              config.model.channels, frame_size, progress)
-    augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed)
+    augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed,
+                                  pairs_required=boxes is None)
     train_ds = KeypointDataset(x_tr, k_tr, augmenter)
-    val_x = None
+    val_x, val_back = None, None
     val_map = val_boxes if boxes is not None else mapping
     if val_frames is not None and len(val_frames) and val_map is not None:
         vx, _ = load_inputs(val_frames, val_map, config.model.channels, frame_size, progress)
         val_x = torch.from_numpy(normalise(vx))
+        # load_inputs scales the first stage's box to each frame's size; predictions go back
+        # through that same box (a second stage's boxes are already in each frame's pixels)
+        val_back = (_frame_boxes(val_map, frame_size, val_frames)
+                    if isinstance(val_map, InputMapping) else val_map)
     load_s = time.perf_counter() - t_load
 
     model = build_model(config.model, n_k).to(device)
-    pretrain_s, pretrain_loss = 0.0, None
+    pretrain_s, pretrain_loss, pre_steps = 0.0, None, 0
     if config.pretrain_share > 0 and not resume:
         pretrain_s, pretrain_loss = pretrain_backbone(model, train_ds, config, device, progress)
-        if config.max_minutes is not None:
-            # at least a few seconds: pre-training may overrun its share of the budget
-            left = max(config.max_minutes - pretrain_s / 60, 0.05)
-            config = TrainConfig.from_dict({**asdict(config), "pretrain_share": 0.0,
-                                            "max_minutes": left})
+        pre_steps = pretrain_steps(config)
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -483,33 +507,55 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         (no_decay if p.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    # warm-up as a share of training, capped so that a short run still decays
-    warmup = min(config.warmup_steps / max(1, config.steps), 0.2)
     use_amp = config.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, epoch, best, history = 0, 0, math.inf, []
     last_val_step = 0
     elapsed_before = 0.0
+    loader_rng = None
     if resume:
         try:
             state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             step, epoch, best = state["step"], state["epoch"], state["best"]
+            if "augmenter" in state:
+                augmenter.set_random_state(state["augmenter"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
         except Exception as exc:  # truncated file, or the state of another model
             raise DataError(f"cannot resume from this training state (corrupt, or saved for "
                             f"another model): {first_line(exc)}", out / STATE_FILE) from None
         elapsed_before = state.get("train_s", 0.0)
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it with the weights
         random.setstate(state["python_rng"])
-        augmenter.rng = np.random.default_rng(config.seed + 1000 * epoch)
-        history = _read_metrics(out / METRICS_FILE)
+        if "augmenter" not in state:  # saved before the augmentation streams were
+            augmenter.rng = np.random.default_rng(config.seed + 1000 * epoch)
+        # the rows up to the saved step, from the state: metrics.csv is written after it, so
+        # an interruption in between left the file a row behind (written again here)
+        history = state.get("history")
+        if history is None:  # saved before the state held them
+            history = [r for r in _read_metrics(out / METRICS_FILE) if r["step"] <= step]
+        _write_metrics(out / METRICS_FILE, history)
+        validated = [r["step"] for r in history if r.get("val_mean_px") is not None]
+        last_val_step = state.get("last_val_step", validated[-1] if validated else 0)
+        loader_rng = state.get("loader_rng")
+        # a state saved before it held these gave supervised training all steps and minutes
+        pre_steps = state.get("pretrain_steps", 0)
+        pretrain_s = state.get("pretrain_s", 0.0)
+        pretrain_loss = state.get("pretrain_loss")
+    if config.pretrain_share > 0:
+        config = _after_pretraining(config, pre_steps, pretrain_s)
+    # warm-up as a share of training, capped so that a short run still decays
+    warmup = min(config.warmup_steps / max(1, config.steps), 0.2)
 
     gen = torch.Generator().manual_seed(config.seed + epoch)
+    if loader_rng is not None:
+        gen.set_state(loader_rng.cpu())  # the next epoch's order, as it would have been
     loader = DataLoader(train_ds, batch_size=min(config.batch_size, len(train_ds)), shuffle=True,
                         drop_last=len(train_ds) >= config.batch_size, generator=gen,
-                        num_workers=config.num_workers)
+                        num_workers=config.num_workers, worker_init_fn=_seed_worker)
     t0 = time.perf_counter() - elapsed_before
     progress_now = training_progress(step, elapsed_before, config)
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress)
@@ -555,32 +601,38 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         due = step - last_val_step >= config.val_every_steps or last_epoch
         if val_x is not None and due:
             last_val_step = step
-            pred, _ = predict_inputs(model, val_x, device)
-            err = errors_px(to_frame(val_map, pred), val_frames.keypoints)
+            pred, _ = predict_inputs(model, val_x, device, radius=radius)
+            err = errors_px(to_frame(val_back, pred), val_frames.keypoints)
             row["val_mean_px"] = float(np.nanmean(err))
             row["val_median_px"] = float(np.nanmedian(err))
             score = row["val_mean_px"]
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_px=f"{score:.2f}")
         history.append(row)
-        _write_metrics(out / METRICS_FILE, history)
         improved = (config.keep == "last" or (val_x is None and score is None)
                     or (score is not None and score < best))
+        # weights, then the state, then the metrics: an interruption in between repeats the
+        # epoch on --resume (the same epoch, all random streams being restored), and the
+        # state holds the rows, so metrics.csv never keeps a row the resumed run writes again
         if improved:
             best = score if score is not None and score < best else best
             save_weights(model, out / WEIGHTS_FILE)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "step": step, "epoch": epoch, "best": best,
+                    "step": step, "epoch": epoch, "best": best, "last_val_step": last_val_step,
                     "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate()},
+                    "python_rng": random.getstate(), "loader_rng": gen.get_state(),
+                    "augmenter": augmenter.random_state(), "scaler": scaler.state_dict(),
+                    "history": history, "pretrain_steps": pre_steps, "pretrain_s": pretrain_s,
+                    "pretrain_loss": pretrain_loss},
                    out / (STATE_FILE + ".tmp"))
         (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
+        _write_metrics(out / METRICS_FILE, history)
     bar.close()
     train_s = time.perf_counter() - t0
     summary = {
         "steps": step, "epochs": epoch, "train_s": train_s, "load_s": load_s,
         "best_val_mean_px": None if math.isinf(best) else best,
         "stopped_by_time_budget": step < config.steps,
-        "pretrain_s": pretrain_s, "pretrain_final_loss": pretrain_loss,
+        "pretrain_s": pretrain_s, "pretrain_steps": pre_steps, "pretrain_final_loss": pretrain_loss,
         "n_train_frames": len(train_frames),
         # the keypoints a horizontal flip swaps, as resolved for these names ("auto" included)
         "flip_pairs": augmenter.pairs if config.augment.hflip > 0 else [],
@@ -588,19 +640,30 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         "train_videos": sorted(set(train_frames.videos.tolist())),
         "val_videos": [] if val_frames is None else sorted(set(val_frames.videos.tolist())),
     }
-    write_json({"train": train_frames.index,
-                "val": [] if val_frames is None else val_frames.index}, out / "split.json")
     if groups:
         # written before the second stage starts, so an interrupted run still describes stage 1
         write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
         summary["refine"] = {}
         for name, idx in groups.items():
             s2 = _fit_refine(recipe, name, idx, len(groups), train_frames, val_frames, out, device,
-                             resume, progress)
+                             resume, progress, stage_pairs[name])
             summary["refine"][name] = s2
             summary["train_s"] += s2["train_s"]
     write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Reseed a DataLoader worker's copy of the augmenter from the worker's seed.
+
+    That seed is the loader's base seed, drawn from its generator for every epoch, plus the
+    worker's number: without it every worker would repeat the augmentations of the others,
+    epoch after epoch.
+    """
+    info = torch.utils.data.get_worker_info()
+    augmenter = getattr(info.dataset, "augmenter", None) if info is not None else None
+    if augmenter is not None:
+        augmenter.reseed(info.seed)
 
 
 def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.ndarray:
@@ -610,9 +673,73 @@ def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.n
     return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
 
 
+def _check_split(path: Path, split: dict[str, list[str]], first_stage: bool) -> None:
+    """Refuse to resume a run on other training or validation frames than it started with.
+
+    A run saved before split.json was written at the start has none to compare with: it
+    gets the frames given. A second stage's frames are cut from the first stage's, already
+    checked, so its split is written only when missing.
+    """
+    if not path.is_file():
+        write_json(split, path)
+        return
+    if not first_stage:
+        return
+    try:
+        saved = json.loads(path.read_text())
+        same = [saved["train"], saved["val"]] == [split["train"], split["val"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read the run's split ({exc})", path) from None
+    if not same:
+        raise DataError("the run to resume trained and validated on other frames than these "
+                        f"({len(saved['train'])} training, {len(saved['val'])} validation frames); "
+                        "resume it with the same split (vit-facemap train --resume rebuilds it "
+                        "from this file)", path)
+
+
+def _stage_flip_pairs(augment: AugmentConfig, bodyparts: list[str], groups: dict[str, list[int]]
+                      ) -> dict[str, list[list[str]] | str]:
+    """Each refine group's flip pairs: the recipe's pairs inside the group ("auto" stays, and
+    pairs the group's own names the same way).
+
+    A second stage sees its group's keypoints alone, so a pair with one keypoint inside a
+    group and its partner outside could not be swapped in a flipped crop: with flips on that
+    is refused here, before the first stage spends its budget.
+    """
+    pairs = augment.flip_pairs
+    if not groups or (isinstance(pairs, str) and pairs != "auto"):
+        return {name: pairs for name in groups}  # a bad setting: the first stage names it
+    auto = pairs == "auto"
+    resolved = mirror_pairs(bodyparts) if auto else pairs
+    out: dict[str, list[list[str]] | str] = {}
+    for name, idx in groups.items():
+        inside = {bodyparts[i] for i in idx}
+        for pair in resolved:
+            # pairs naming unknown keypoints, or one twice, are the first stage's to refuse
+            split = len(set(pair) & inside) == 1 and set(pair) <= set(bodyparts)
+            if augment.hflip > 0 and len(pair) == 2 and split:
+                a, b = pair if pair[0] in inside else pair[::-1]
+                raise DataError(f"flip pair {a!r}/{b!r} is split by the refine groups: {a!r} is "
+                                f"refined in group {name!r} and {b!r} is not, so a flipped crop "
+                                f"cannot swap them; put both in one refine group or set hflip=0")
+        out[name] = "auto" if auto else [list(p) for p in resolved if set(p) <= inside]
+    return out
+
+
+def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: LabeledFrames
+                 ) -> InputMapping | list[InputMapping]:
+    """The crop box of training frames of ``frame_size`` on ``frames``: one box when they all
+    have one size, else one per frame."""
+    sizes = [image_size(p) for p in frames.image_paths]
+    if len(set(sizes)) == 1:
+        return mapping.for_frame_size(frame_size, sizes[0])
+    return [mapping.for_frame_size(frame_size, size) for size in sizes]
+
+
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
                 train_frames: LabeledFrames, val_frames: LabeledFrames | None, out: Path,
-                device: str, resume: bool, progress: bool) -> dict[str, Any]:
+                device: str, resume: bool, progress: bool, flip_pairs: list[list[str]] | str
+                ) -> dict[str, Any]:
     """Train one group's second stage on crops around its keypoints (:mod:`vit_facemap.refine`)."""
     rc = recipe.refine
     parts = [train_frames.bodyparts[i] for i in idx]
@@ -623,15 +750,16 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     crops = LabeledFrames(train_frames.root, [train_frames.index[r] for r in rows],
                           train_frames.keypoints[rows][:, idx], parts, train_frames.scorer)
     config = recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
+    config.augment.flip_pairs = flip_pairs
     val_crops, val_boxes = None, None
     if val_frames is not None and len(val_frames):
         # validated where it will work: around the first stage's estimates, not the labels
         model1, run1 = load_run(out, device)
         train_size = tuple(run1["frame_size"])
         vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
-        pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device)
-        m_val = m1.for_frame_size(train_size, _frame_size(val_frames))
-        centres = group_centres(m_val.to_frame(pred1), idx)
+        pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
+                                  radius=int(run1.get("decode_radius", DEFAULT_RADIUS)))
+        centres = group_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
               & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
@@ -644,6 +772,21 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
                           "frame_size": list(_frame_size(train_frames))}}
     return fit(config, crops, folder, val_crops, device=device, overwrite=not again, resume=again,
                progress=progress, boxes=boxes, val_boxes=val_boxes, stage_info=info)
+
+
+def pretrain_steps(config: TrainConfig) -> int:
+    """The masked pre-training steps of a recipe: its ``pretrain_share`` of ``steps``."""
+    return max(1, int(config.pretrain_share * config.steps))
+
+
+def _after_pretraining(config: TrainConfig, steps: int, seconds: float) -> TrainConfig:
+    """The supervised part of a recipe whose pre-training took ``steps`` and ``seconds``."""
+    d: dict[str, Any] = {**asdict(config), "pretrain_share": 0.0,
+                         "steps": max(1, config.steps - steps)}
+    if config.max_minutes is not None:
+        # at least a few seconds: pre-training may overrun its share of the budget
+        d["max_minutes"] = max(config.max_minutes - seconds / 60, 0.05)
+    return TrainConfig.from_dict(d)
 
 
 def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: TrainConfig,
@@ -659,7 +802,7 @@ def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: Tr
         raise ValueError(f"masked pre-training needs a ViT or CNN backbone, not {config.model.family}")
     mim = MaskedImageModel(model.backbone, config.model.channels).to(device)
     opt = torch.optim.AdamW(mim.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = max(1, int(config.pretrain_share * config.steps))
+    steps = pretrain_steps(config)
     budget = None if config.max_minutes is None else config.pretrain_share * config.max_minutes
     pre_cfg = TrainConfig(steps=steps, max_minutes=budget)
     gen = torch.Generator().manual_seed(config.seed + 7)
@@ -706,8 +849,13 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
+        rows = [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
                 for r in csv.DictReader(fh)]
+    for r in rows:  # counts stay integers when the rows are written again ("4", not "4.0")
+        for k in ("epoch", "step"):
+            if r.get(k) is not None:
+                r[k] = int(r[k])
+    return rows
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, dict[str, Any]]:

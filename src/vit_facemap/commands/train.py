@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vit_facemap.config import PROFILES
 from vit_facemap.errors import DataError
+
+if TYPE_CHECKING:
+    from vit_facemap.dlc import LabeledFrames
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train a keypoint tracker",
         description="Train a keypoint model on a labeled set. Without --val-groups every frame "
-                    "trains (the recipe's fixed schedule decides when to stop).",
+                    "trains (the recipe's fixed schedule decides when to stop). --resume "
+                    "continues a run with its own settings, seed and split of the frames into "
+                    "training and validation (saved in the run's split.json when it started): "
+                    "--seed and --val-groups may be left out, and are refused if they would "
+                    "make another split.",
     )
     p.add_argument("--data", required=True, help="labeled set folder or its CollectedData file")
     p.add_argument("--out", required=True, help="run folder to create")
@@ -22,13 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "(e.g. {\"steps\": 2000, \"model\": {\"depth\": 6}})")
     p.add_argument("--profile", choices=PROFILES, default="default")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default: the profile's); with --resume, the run's own")
     p.add_argument("--val-groups", default=None,
                    help="hold out groups for validation: a number, a fraction, or comma-separated "
                         "video names")
     p.add_argument("--group-by", choices=("video", "animal"), default="video")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run on the frames it trained and validated on "
+                        "(its split.json), with its saved settings and seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -43,9 +54,6 @@ def _merge(base: dict, over: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    import numpy as np
-
-    from vit_facemap.splits import group_split, groups_for
     from vit_facemap.train import TrainConfig, fit, profile_config
     from vit_facemap.validate import load_set
 
@@ -62,30 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         config.seed = args.seed
     frames = load_set(args.data, decode=False)
-    train, val = frames, None
-    if args.val_groups:
-        # animals as everywhere else: animals.csv beside the labels, else the session names
-        groups = groups_for(frames, args.group_by)
-        spec = args.val_groups
-        try:
-            n: float | None = float(spec)
-        except ValueError:
-            n = None  # not a number: group names
-        if n is not None:
-            try:
-                _, val_rows = group_split(groups, int(n) if n >= 1 else n, config.seed)
-            except ValueError as exc:
-                raise DataError(f"--val-groups {spec} (by {args.group_by}): {exc}",
-                                args.data) from None
-            mask = np.zeros(len(frames), bool)
-            mask[val_rows] = True
-        else:
-            names = [s.strip() for s in spec.split(",") if s.strip()]
-            unknown = sorted(set(names) - set(groups.tolist()))
-            if unknown:
-                raise DataError(f"--val-groups names unknown groups {unknown}", args.data) from None
-            mask = np.isin(groups, names)
-        train, val = frames.subset(~mask), frames.subset(mask)
+    saved = _resumed_split(args, frames) if args.resume else None
+    train, val = saved if saved is not None else _split(args, frames, config.seed)
     summary = fit(config, train, args.out, val, device=args.device, overwrite=args.overwrite,
                   resume=args.resume, progress=not args.quiet,
                   extra_info={"profile": args.profile, "data": str(args.data)})
@@ -95,3 +81,78 @@ def run(args: argparse.Namespace) -> int:
     print(msg)
     return 0
 
+
+def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
+           ) -> tuple[LabeledFrames, LabeledFrames | None]:
+    """Training and validation frames as --val-groups and --group-by ask, drawn with ``seed``."""
+    import numpy as np
+
+    from vit_facemap.splits import group_split, groups_for
+
+    if not args.val_groups:
+        return frames, None
+    # animals as everywhere else: animals.csv beside the labels, else the session names
+    groups = groups_for(frames, args.group_by)
+    spec = args.val_groups
+    try:
+        n: float | None = float(spec)
+    except ValueError:
+        n = None  # not a number: group names
+    if n is not None:
+        try:
+            _, val_rows = group_split(groups, int(n) if n >= 1 else n, seed)
+        except ValueError as exc:
+            raise DataError(f"--val-groups {spec} (by {args.group_by}): {exc}",
+                            args.data) from None
+        mask = np.zeros(len(frames), bool)
+        mask[val_rows] = True
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        unknown = sorted(set(names) - set(groups.tolist()))
+        if unknown:
+            raise DataError(f"--val-groups names unknown groups {unknown}", args.data) from None
+        mask = np.isin(groups, names)
+    return frames.subset(~mask), frames.subset(mask)
+
+
+def _resumed_split(args: argparse.Namespace, frames: LabeledFrames
+                   ) -> tuple[LabeledFrames, LabeledFrames | None] | None:
+    """The frames the run to resume started with, from its split.json.
+
+    The run resumes with its own seed and split whatever this command line says: a --seed
+    or --val-groups that would split otherwise is refused, not silently ignored. A run
+    without split.json (interrupted under a version that wrote it at the end) is split by
+    --val-groups again, with the run's seed. None: no run to read (fit says what is wrong).
+    """
+    from vit_facemap.train import CONFIG_FILE, SPLIT_FILE
+
+    out = Path(args.out)
+    try:
+        seed = int(json.loads((out / CONFIG_FILE).read_text())["train"]["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if args.seed is not None and args.seed != seed:
+        raise DataError(f"--seed {args.seed} is not the seed of the run to resume ({seed}); "
+                        "leave --seed out to continue it", out)
+    if not (out / SPLIT_FILE).is_file():
+        return _split(args, frames, seed)
+    try:
+        split = json.loads((out / SPLIT_FILE).read_text())
+        names = {"train": list(split["train"]), "val": list(split["val"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read the run's split ({exc})", out / SPLIT_FILE) from None
+    if args.val_groups:
+        train, val = _split(args, frames, seed)
+        if [train.index, [] if val is None else val.index] != [names["train"], names["val"]]:
+            raise DataError(f"--val-groups {args.val_groups} (by {args.group_by}) does not give "
+                            f"the split the run started with (its {SPLIT_FILE}); leave "
+                            "--val-groups out to continue with the run's own split", out)
+    row = {name: i for i, name in enumerate(frames.index)}
+    gone = [name for name in names["train"] + names["val"] if name not in row]
+    if gone:
+        raise DataError(f"{len(gone)} frame(s) the run trained or validated on are not in the "
+                        f"labeled set (first: {gone[0]}); resume with the set it started on",
+                        args.data)
+    train = frames.subset([row[name] for name in names["train"]])
+    val = frames.subset([row[name] for name in names["val"]]) if names["val"] else None
+    return train, val
