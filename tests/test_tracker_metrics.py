@@ -64,3 +64,26 @@ def test_group_metrics_split_the_frames_by_group():
     assert np.isclose(keypoint_metrics(pred, true, bp)["mean_px"], 65 / 6)
     with pytest.raises(ValueError, match="2 group names for 3 frames"):
         group_metrics(pred, true, bp, ["a", "b"])
+
+
+def test_group_metrics_judge_a_frame_by_the_same_threshold_as_the_whole_set():
+    """A frame without its own reference length gets the median of the whole evaluated set,
+    not of its group: its PCK threshold must not change with how the frames are grouped."""
+    bp = ["eye front", "eye back"]
+    true = np.array([[[0.0, 0.0], [100.0, 0.0]],        # a: length 100
+                     [[0.0, 0.0], [100.0, 0.0]],        # a: length 100
+                     [[0.0, 0.0], [20.0, 0.0]],         # b: length 20
+                     [[0.0, 0.0], [np.nan, np.nan]]])   # b: none of its own -> median 100
+    pred = true.copy()
+    pred[3, 0] += [5.0, 0.0]  # 5 px: within 0.1 x 100, not within 0.1 x 20
+    whole = keypoint_metrics(pred, true, bp)
+    g = group_metrics(pred, true, bp, ["a", "a", "b", "b"])
+    assert np.isclose(g["b"]["pck"], 3 / 3)
+    # per-group correct counts add up to the whole set's
+    n = {"a": 4, "b": 3}
+    assert np.isclose(sum(g[k]["pck"] * n[k] for k in n), whole["pck"] * 7)
+    ref, name = reference_lengths(true, bp)
+    same = keypoint_metrics(pred[2:], true[2:], bp, reference=(ref[2:], name))
+    assert np.isclose(same["pck"], 1.0)
+    with pytest.raises(ValueError, match="reference lengths for 2 frames"):
+        keypoint_metrics(pred[2:], true[2:], bp, reference=(ref, name))

@@ -4,7 +4,14 @@ PCK counts a keypoint as correct when its error is below ``threshold`` times a r
 length measured on the hand-placed labels of the same frame: the eye's width (eye front to
 eye back) for the ViT_Facemap set, lefteyelid to righteyelid for Schroeder's. Sets with
 neither use the diagonal of the frame's labeled-keypoint bounding box (recorded in the
-output, so numbers are never compared across definitions unknowingly).
+output, so numbers are never compared across definitions unknowingly). A frame without a
+reference length of its own (a label of the pair missing) uses the median of the evaluated
+set's lengths: computed once for the whole set, so that :func:`group_metrics` judges every
+frame against the same threshold as :func:`keypoint_metrics` does.
+
+A prediction that is NaN where a label exists is a miss of infinite error: it makes
+``mean_px`` and ``rmse_px`` (and the mean of its keypoint and group) infinite, never a
+smaller number from the frames that were predicted; ``median_px`` and PCK stay finite.
 """
 
 from __future__ import annotations
@@ -63,9 +70,15 @@ def _summary(err: np.ndarray, correct: np.ndarray, norm: np.ndarray) -> dict[str
 
 
 def keypoint_metrics(
-    pred: np.ndarray, true: np.ndarray, bodyparts: Sequence[str], pck_threshold: float = 0.1
+    pred: np.ndarray, true: np.ndarray, bodyparts: Sequence[str], pck_threshold: float = 0.1,
+    reference: tuple[np.ndarray, str] | None = None,
 ) -> dict[str, Any]:
-    """Overall and per-keypoint errors of ``pred`` against ``true`` (both (N, K, 2), frame pixels)."""
+    """Overall and per-keypoint errors of ``pred`` against ``true`` (both (N, K, 2), frame pixels).
+
+    ``reference``: the frames' reference lengths (N,) and their definition, as
+    :func:`reference_lengths` gives them for a larger set these frames are part of (what
+    :func:`group_metrics` passes); by default those of ``true`` itself.
+    """
     bodyparts = list(bodyparts)
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     if pred.shape != true.shape:
@@ -73,7 +86,10 @@ def keypoint_metrics(
     err = keypoint_errors(pred, true)
     # a prediction that is NaN where a label exists counts as a miss of infinite error
     err = np.where(np.isnan(err) & ~np.isnan(true).any(-1), np.inf, err)
-    ref, ref_name = reference_lengths(true, bodyparts)
+    ref, ref_name = reference_lengths(true, bodyparts) if reference is None else reference
+    ref = np.asarray(ref, float)
+    if ref.shape != (len(true),):
+        raise ValueError(f"{ref.shape} reference lengths for {len(true)} frames")
     with np.errstate(invalid="ignore"):  # a missed keypoint (inf) in a frame without a reference
         norm = err / ref[:, None]
     correct = err <= pck_threshold * ref[:, None]
@@ -99,15 +115,19 @@ def group_metrics(
     """Mean and median error, PCK and frame count of each group of frames (a video, an animal).
 
     A mean over all frames hides an animal or a rig that the model cannot follow; this is
-    the same table per group, keyed by the group's name.
+    the same table per group, keyed by the group's name. The reference lengths of PCK are
+    those of all the frames given (a frame without its own gets their median), so every
+    frame has the same threshold here as in :func:`keypoint_metrics` of all of them.
     """
     groups = np.asarray(groups).astype(str)
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     if len(groups) != len(true):
         raise ValueError(f"{len(groups)} group names for {len(true)} frames")
+    ref, ref_name = reference_lengths(true, list(bodyparts))
     out = {}
     for g in sorted(set(groups.tolist())):
         rows = groups == g
-        m = keypoint_metrics(pred[rows], true[rows], bodyparts, pck_threshold)
+        m = keypoint_metrics(pred[rows], true[rows], bodyparts, pck_threshold,
+                             reference=(ref[rows], ref_name))
         out[g] = {k: m[k] for k in ("mean_px", "median_px", "pck", "n_frames")}
     return out
