@@ -87,3 +87,61 @@ def test_group_metrics_judge_a_frame_by_the_same_threshold_as_the_whole_set():
     assert np.isclose(same["pck"], 1.0)
     with pytest.raises(ValueError, match="reference lengths for 2 frames"):
         keypoint_metrics(pred[2:], true[2:], bp, reference=(ref, name))
+
+
+# --- vit_facemap.bootstrap -----------------------------------------------------------------
+
+
+def test_bootstrap_units_are_animals_or_blocks_of_consecutive_frames():
+    from vit_facemap.bootstrap import resampling_units
+
+    frames = ["labeled-data/s1/img1.png", "labeled-data/s2/img5.png", "labeled-data/s1/img2.png"]
+    units, what = resampling_units(frames, ["FG001", "Io", "FG001"])
+    assert units.tolist() == ["FG001", "Io", "FG001"] and what == "2 held-out animals"
+    # one animal: blocks in image-number order (img9 before img10), per video
+    frames = [f"labeled-data/v/img{i}.png" for i in (10, 9, 11, 1, 30)]
+    units, what = resampling_units(frames, ["G7"] * 5, block_frames=2)
+    assert units.tolist() == ["v#1", "v#0", "v#1", "v#0", "v#2"]
+    assert what == "3 blocks of 2 consecutive frames from 1 held-out video"
+
+
+def test_mean_error_difference_resamples_groups_and_is_seeded():
+    from vit_facemap.bootstrap import excludes_zero, mean_error_difference
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1, 3, (40, 3))
+    a[0, 1] = np.nan  # no label: left out of both means
+    units = np.repeat(list("abcdefgh"), 5)
+    b = a + 2.0 + rng.normal(0, 0.1, a.shape)  # b is 2 px worse everywhere
+    r = mean_error_difference(a, b, units)
+    assert np.isclose(r["estimate"], np.nanmean(b) - np.nanmean(a))
+    assert r["low"] <= r["estimate"] <= r["high"] and r["n_groups"] == 8
+    assert excludes_zero(r) and r["low"] > 1.5
+    assert mean_error_difference(a, b, units) == r  # seeded: the same interval every time
+    # b better on half the animals, worse on the other half: no verdict
+    c = a + np.where(np.isin(units, list("abcd")), 2.0, -2.0)[:, None]
+    assert not excludes_zero(mean_error_difference(a, c, units))
+    a[3, 0] = np.inf  # a missed prediction: its mean is infinite, no interval
+    assert mean_error_difference(a, b, units) is None
+
+
+def test_macro_f1_of_confusion_is_scikit_learns():
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from vit_facemap.bootstrap import macro_f1_difference, macro_f1_of_confusion
+
+    rng = np.random.default_rng(1)
+    for n_classes in (2, 3):
+        t, p = rng.integers(0, n_classes, 30), rng.integers(0, n_classes, 30)
+        t[t == n_classes - 1] = 0  # a class never true...
+        p[p == n_classes - 1] = 0  # ...nor predicted scores 0, as zero_division=0
+        labels = list(range(n_classes))
+        cm = confusion_matrix(t, p, labels=labels)
+        assert np.isclose(macro_f1_of_confusion(cm),
+                          f1_score(t, p, labels=labels, average="macro", zero_division=0))
+    good = np.array([[[5, 0], [0, 5]], [[3, 1], [0, 4]], [[0, 0], [1, 6]]])
+    bad = np.array([[[2, 3], [3, 2]], [[2, 2], [2, 2]], [[0, 0], [4, 3]]])
+    r = macro_f1_difference(good, bad)
+    assert np.isclose(r["estimate"], macro_f1_of_confusion(good.sum(0))
+                      - macro_f1_of_confusion(bad.sum(0)))
+    assert r["n_groups"] == 3 and r["low"] > 0
