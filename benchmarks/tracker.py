@@ -18,6 +18,13 @@ the same wall-time budget (``--minutes``) and the same step cap (both the ``--pr
 own unless given); the weights of the last step are evaluated, never the best held-out
 epoch. ``--monitor`` also scores the held-out frames during training, for learning curves.
 
+Each row keeps every held-out keypoint's error with its frame and animal (``per_frame``),
+from which the book draws a bootstrap interval of the gap between two models
+(``vit_facemap.bootstrap``); ``steps`` counts the first stage's optimiser steps,
+``total_steps`` those of all stages (``train_s`` is the time of all stages). A prediction
+that is NaN where a label exists is a miss of infinite error: it makes ``mean_px`` and
+``rmse_px`` infinite (``vit_facemap.metrics``).
+
 Each row also gives the error on the training frames themselves (``train_mean_px``,
 ``train_median_px``, per keypoint: how well the model fits the labels it learned from), and
 the errors with the test labels that ``vit_facemap.labelcheck`` flags
@@ -55,7 +62,7 @@ from vit_facemap.errors import DataError, RunExistsError, argument_errors, run_r
 from vit_facemap.evaluate import predict_frames
 from vit_facemap.images import load_image
 from vit_facemap.labelcheck import label_slips, mask_slips
-from vit_facemap.metrics import group_metrics, keypoint_metrics
+from vit_facemap.metrics import group_metrics, keypoint_metrics, scored_errors
 from vit_facemap.models import ModelConfig, count_parameters
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.predict import load_predictor
@@ -250,7 +257,10 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         row.update(scales=list(predictor.scales), one_scale_mean_px=ms["mean_px"],
                    one_scale_median_px=ms["median_px"], one_scale_pck=ms["pck"],
                    one_scale_per_keypoint_mean_px=per_keypoint_means(ms))
+        # "steps" is the first stage's; train_s is all stages' (second stages included)
         row.update(description=description, train_s=summary["train_s"], steps=summary["steps"],
+                   total_steps=summary["steps"]
+                   + sum(r["steps"] for r in summary.get("refine", {}).values()),
                    epochs=summary["epochs"],
                    # every stage the tracker runs, as track_speed.py counts them
                    params=count_parameters(predictor.model)
@@ -269,6 +279,14 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     row["per_animal"] = group_metrics(pred, test.keypoints, test.bodyparts,
                                       groups_for(test, "animal"))
     row["per_video"] = group_metrics(pred, test.keypoints, test.bodyparts, test.videos)
+    # every held-out keypoint's error (None: no label; Infinity: a missed prediction), with
+    # the frames and their animals: what vit_facemap.reports bootstraps the gap between two
+    # models from (vit_facemap.bootstrap)
+    err = scored_errors(pred, test.keypoints)
+    row["per_frame"] = {"frames": list(test.index),
+                        "animals": groups_for(test, "animal").tolist(),
+                        "errors_px": [[None if np.isnan(e) else round(float(e), 3) for e in f]
+                                      for f in err]}
     # the same error on the frames the model trained on: a model that cannot get near its
     # own training labels is limited by its fit (budget, resolution) or by the labels'
     # scatter, and is rarely much closer to new labels of the same kind (measured against

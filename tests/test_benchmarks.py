@@ -141,6 +141,29 @@ def test_tracker_trains_without_validation_frames_unless_monitored(tmp_path):
     assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
     split = json.loads((out / "runs" / "synthetic" / "hybrid" / "split.json").read_text())
     assert split["val"] == []  # the budget goes to training only
+    [row] = json.loads((out / "tracker.json").read_text())["rows"]
+    assert row["total_steps"] == row["steps"]  # one stage (the test profile's)
+
+
+def test_tracker_counts_the_steps_of_every_stage(tmp_path):
+    # train_s covers every stage: so does total_steps ("steps" is the first stage's)
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, "--models", "hybrid_eye_stage")) == 0
+    [row] = json.loads((out / "tracker.json").read_text())["rows"]
+    assert row["refine_steps"]["eye"] > 0
+    assert row["total_steps"] == row["steps"] + row["refine_steps"]["eye"]
+
+
+def test_tracker_keeps_every_held_out_error_for_the_bootstrap(tmp_path):
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out)) == 0
+    [row] = json.loads((out / "tracker.json").read_text())["rows"]
+    per = row["per_frame"]
+    assert len(per["frames"]) == len(per["animals"]) == len(per["errors_px"]) == row["n_test"]
+    err = np.array(per["errors_px"], dtype=float)  # None (no label) -> NaN
+    assert np.isnan(err).any()  # the generated set misses some labels
+    assert np.isclose(np.nanmean(err), row["mean_px"], atol=1e-3)
+    assert "per_frame" not in (out / "tracker.csv").read_text()
 
 
 # --- track_speed.py -----------------------------------------------------------------------

@@ -54,6 +54,14 @@ def keypoint_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.sqrt(((np.asarray(pred, float) - np.asarray(true, float)) ** 2).sum(-1))
 
 
+def scored_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Euclidean error (N, K) as scored: NaN where the hand label is missing, infinite where
+    a label exists and the prediction is NaN (a miss, never left out)."""
+    true = np.asarray(true, float)
+    err = keypoint_errors(pred, true)
+    return np.where(np.isnan(err) & ~np.isnan(true).any(-1), np.inf, err)
+
+
 def _summary(err: np.ndarray, correct: np.ndarray, norm: np.ndarray) -> dict[str, float | int]:
     ok = ~np.isnan(err)
     n = int(ok.sum())
@@ -83,9 +91,7 @@ def keypoint_metrics(
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     if pred.shape != true.shape:
         raise ValueError(f"pred {pred.shape} and true {true.shape} differ in shape")
-    err = keypoint_errors(pred, true)
-    # a prediction that is NaN where a label exists counts as a miss of infinite error
-    err = np.where(np.isnan(err) & ~np.isnan(true).any(-1), np.inf, err)
+    err = scored_errors(pred, true)  # a NaN prediction where a label exists: infinite
     ref, ref_name = reference_lengths(true, bodyparts) if reference is None else reference
     ref = np.asarray(ref, float)
     if ref.shape != (len(true),):
