@@ -1,6 +1,7 @@
 """The book's tables and verdicts from saved results (vit_facemap.reports)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from vit_facemap.errors import DataError
 from vit_facemap.reports import (
     best_fps,
     classifier_findings,
+    classifier_per_animal,
     classifier_table,
     per_group_table,
     speed_table,
@@ -41,10 +43,26 @@ def rows():
 
 def test_tracker_table_keeps_known_columns_in_order(rows):
     t = tracker_table(rows)
-    assert list(t.columns) == ["set", "model", "mean_px", "median_px", "pck", "n_train", "n_test"]
+    assert list(t.columns) == ["set", "model", "mean_px", "clean_mean_px", "median_px", "pck",
+                               "n_train", "n_test", "held_out"]
     assert t["mean_px"].tolist() == [17.0, 9.0, 99.0, 5.0]
     short = tracker_table(rows, short_names=True)
-    assert list(short.columns) == ["set", "model", "mean px", "median px", "PCK", "train", "test"]
+    assert list(short.columns) == ["set", "model", "mean px", "clean px", "median px", "PCK",
+                                   "train", "test", "held out"]
+
+
+def test_tracker_table_shows_clean_errors_all_steps_and_what_was_held_out(rows):
+    rows[1].update(clean_mean_px=7.5, steps=100, refine_steps={"eye": 40, "nose": 20},
+                   train_s=60.0)  # written before total_steps: first + second stages
+    rows[3].update(clean_mean_px=4.0, steps=100, total_steps=130, train_s=50.0)
+    t = tracker_table(rows)
+    # rows written before clean errors were recorded (and models without steps): blank
+    assert np.isnan(t["clean_mean_px"][0]) and t["clean_mean_px"][1] == 7.5
+    assert t["total_steps"][1] == 160 and t["total_steps"][3] == 130
+    assert np.isnan(t["total_steps"][0])
+    assert "steps" not in t.columns  # the first stage's alone is not shown
+    assert t["held_out"].tolist() == ["1 animal, 2 videos"] * 2 + ["2 animals, 2 videos",
+                                                                   "1 animal, 1 video"]
 
 
 def test_tracker_table_names_a_row_without_errors(rows):
@@ -105,17 +123,79 @@ def _summary(vit_f1=0.9, hog_f1=0.6, vit_auc=0.40, with_maps=True):
                         "median_centre_error_eye_widths": 0.21}}
 
 
+def _per_animal(summary, vit, hog):
+    """Per-animal results as the study writes them: {animal: confusion matrix}."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from vit_facemap.bootstrap import macro_f1_of_confusion
+
+    for name, per in (("vit", vit), ("hog-rf", hog)):
+        groups = {}
+        for g, cm in per.items():
+            cm = np.array(cm)
+            t = np.repeat([0, 0, 1, 1], cm.ravel())
+            p = np.repeat([0, 1, 0, 1], cm.ravel())
+            ba = balanced_accuracy_score(t, p) if len(set(t)) > 1 else float((t == p).mean())
+            groups[g] = {"n": int(cm.sum()), "accuracy": float((t == p).mean()),
+                         "balanced_accuracy": float(ba), "macro_f1": 0.0,
+                         "confusion": cm.tolist()}
+        summary[name]["per_group"] = groups
+        # pooled as the study pools them: over the summed confusion matrix
+        summary[name]["macro_f1"] = float(macro_f1_of_confusion(np.sum(list(per.values()), 0)))
+    summary["classes"] = ["constricted", "dilated"]
+    return summary
+
+
+# four animals; the ViT right on nearly every frame, the forest on about half
+VIT = {"A": [[10, 0], [0, 10]], "B": [[5, 1], [0, 0]], "C": [[0, 0], [1, 20]], "D": [[3, 0], [0, 1]]}
+HOG = {"A": [[5, 5], [5, 5]], "B": [[3, 3], [0, 0]], "C": [[0, 0], [10, 11]], "D": [[1, 2], [1, 0]]}
+
+
 def test_classifier_table():
     t = classifier_table(_summary())
     assert t.index.tolist() == ["HOG + random forest", "ViT (from scratch)"]
     assert t.loc["ViT (from scratch)", "macro-F1"] == 0.9
+    assert np.isnan(t.loc["ViT (from scratch)", "balanced accuracy, mean over animals"])
+    t = classifier_table(_per_animal(_summary(), VIT, HOG))
+    # every animal weighs alike: (1 + 5/6 + 20/21 + 1) / 4
+    assert np.isclose(t.loc["ViT (from scratch)", "balanced accuracy, mean over animals"],
+                      (1 + 5 / 6 + 20 / 21 + 1) / 4)
+    assert t["animals"].tolist() == [4, 4]
+
+
+def test_classifier_per_animal_table():
+    t = classifier_per_animal(_per_animal(_summary(), VIT, HOG))
+    assert t.index.tolist() == ["A", "B", "C", "D"] and t.index.name == "animal"
+    assert list(t.columns) == ["frames", "constricted", "dilated", "HOG + random forest",
+                               "ViT (from scratch)"]
+    assert t.loc["C"].tolist()[:3] == [21, 0, 21]
+    assert np.isclose(t.loc["B", "ViT (from scratch)"], 5 / 6)  # one state: share correct
+    with pytest.raises(DataError, match="no per-animal scores"):
+        classifier_per_animal(_summary())
+
+
+def test_classifier_verdict_needs_an_interval_that_excludes_zero():
+    text = "\n".join(classifier_findings(_per_animal(_summary(), VIT, HOG), "x"))
+    assert re.search(r"ViT 0.958, HOG \+ RF 0.480; the ViT is ahead by 0.478 \(95% interval "
+                     r"\[\+0.\d{3}, \+0.\d{3}\], bootstrap over 4 held-out animals\)", text)
+    assert "bootstrap over 4 held-out animals)" in text
+    assert "mean over animals of the per-animal balanced accuracy is ViT 0.946" in text
+    assert "(4 to 21 per animal)" in text
+    # the ViT better on two animals, worse on two: no verdict
+    mixed = {"A": VIT["A"], "B": HOG["B"], "C": VIT["C"], "D": HOG["D"]}
+    text = "\n".join(classifier_findings(_per_animal(_summary(), mixed, {
+        "A": HOG["A"], "B": VIT["B"], "C": HOG["C"], "D": VIT["D"]}), "x"))
+    assert "not distinguishable on these animals" in text and "is ahead by" not in text
     with pytest.raises(DataError, match="'vit'"):
         classifier_table({"hog-rf": _summary()["hog-rf"]})
 
 
 def test_classifier_findings_follow_the_numbers():
     text = "\n".join(classifier_findings(_summary(), "test frames"))
-    assert "the ViT is ahead" in text and "at or above 0.85" in text
+    # a summary without per-animal confusion matrices: no interval, so no verdict
+    assert ("ViT 0.900, HOG + RF 0.600; difference +0.300, interval not available (the summary "
+            "has no per-animal results): no verdict" in text)
+    assert "is ahead by" not in text and "at or above 0.85" in text
     assert "0.60 of the map inside the eye region vs 0.50 by chance (1.2x)" in text
     # ViT: 0.40 vs 0.50 ranks; HOG + RF: 0.495 vs 0.5 is within the margin
     assert "ViT: deletion AUC 0.400 with the map's order vs 0.500 in random order: the map ranks" in text
@@ -123,7 +203,7 @@ def test_classifier_findings_follow_the_numbers():
     assert "within half an eye width of the labeled eye on 80%" in text
 
     text = "\n".join(classifier_findings(_summary(vit_f1=0.55), "test frames"))
-    assert "does NOT beat" in text and "below 0.85" in text
+    assert "difference -0.050" in text and "below 0.85" in text
     text = "\n".join(classifier_findings(_summary(vit_f1=0.85), "x", target=0.85))
     assert "at or above 0.85" in text  # the goal is inclusive
     text = "\n".join(classifier_findings(_summary(with_maps=False), "x"))
@@ -171,10 +251,14 @@ def test_tracker_findings_say_where_the_default_falls_short(rows):
     assert f.index.tolist() == ["g7c1", "schroeder"]
     g = f.loc["g7c1"]
     assert (g["next best"], g["its mean px"], g["margin px"]) == ("mean_shape", 17.0, 8.0)
-    assert g["default leads"] == "yes"
+    # a table written without per-frame errors: the margin, but no verdict on it
+    assert g["default leads"] == "no interval"
+    assert g["verdict"] == ("leads by 8.00 px; interval not available (the table was written "
+                            "without per-frame errors)")
     assert g["keypoints not beating mean_shape"] == "eye (4.50 vs 4.00)"
     s = f.loc["schroeder"]
-    assert (s["next best"], s["margin px"], s["default leads"]) == ("cnn", -1.0, "NO")
+    assert (s["next best"], s["margin px"], s["default leads"]) == ("cnn", -1.0, "no interval")
+    assert s["verdict"].startswith("trails by 1.00 px; interval not available")
     assert s["keypoints not beating mean_shape"] == "none"
     with pytest.raises(DataError, match="no set .*'fmnet'"):
         tracker_findings(rows, default="fmnet")
@@ -191,7 +275,7 @@ def test_splits_of_one_set_are_kept_apart(rows):
     two[3]["mean_px"] = 30.0  # hybrid behind the mean shape on the second split only
     f = tracker_findings(two)
     assert f.index.tolist() == ["g7c1 (train v1)", "g7c1 (train v2)"]
-    assert f["default leads"].tolist() == ["yes", "NO"]
+    assert [v.split(";")[0] for v in f["verdict"]] == ["leads by 8.00 px", "trails by 3.00 px"]
     # a keypoint with no held-out labels (None) is not compared; equal errors count as a miss
     assert f["keypoints not beating mean_shape"].tolist() == ["eye (4.00 vs 4.00)",
                                                             "eye (14.00 vs 14.00)"]
@@ -260,3 +344,49 @@ def test_tracker_curves_follow_each_rows_run_folder(tmp_path):
                                                             "g7c1 (train v2)": 4}
     one = tracker_curves([{**rows[1], "split": "later"}], tmp_path)
     assert len(one["g7c1"][0][2]) == 4  # not runs/g7c1, another split's (or stale) run
+
+
+def _with_errors(row, errors, animals):
+    """A row as benchmarks/tracker.py writes it: every held-out keypoint's error."""
+    n = len(errors)
+    frames = [f"labeled-data/{a}_s/img{i}.png" for i, a in enumerate(animals)]
+    errors = [[None if np.isnan(e) else float(e) for e in f] for f in errors]
+    return {**row, "mean_px": float(np.nanmean(np.array(errors, float))), "n_test": n,
+            "per_keypoint_mean_px": {"eye": 1.0},
+            "per_frame": {"frames": frames, "animals": list(animals), "errors_px": errors}}
+
+
+def test_tracker_findings_lead_only_where_the_bootstrap_interval_excludes_zero(rows):
+    rng = np.random.default_rng(0)
+    animals = np.repeat(["FG001", "Io", "Eos", "SS112"], 6)
+    base = rng.uniform(2, 4, (24, 3))
+    base[0, 2] = np.nan  # a keypoint without a label
+    d = _with_errors(rows[3], base, animals)
+    # the next best is 1 px worse on every animal: the default leads
+    worse = _with_errors(rows[2], base + 1.0 + rng.normal(0, 0.05, base.shape), animals)
+    f = tracker_findings([d, worse]).loc["schroeder"]
+    assert f["default leads"] == "yes" and np.isclose(f["margin px"], 1.0, atol=0.05)
+    assert f["verdict"].startswith("leads by 1.0") and "95% interval [" in f["verdict"]
+    assert f["verdict"].endswith("bootstrap over 4 held-out animals)")
+    # worse by 3 px on two animals, better by 2.4 px on the other two: a mean margin of
+    # 0.26 px (FG001 has a point less) that the animals do not support
+    mixed = base + np.where(np.isin(animals, ["FG001", "Io"]), 3.0, -2.4)[:, None]
+    f = tracker_findings([d, _with_errors(rows[2], mixed, animals)]).loc["schroeder"]
+    assert f["default leads"] == "not distinguishable"
+    assert f["verdict"].startswith("not distinguishable on this split: margin 0.26 px (95% "
+                                   "interval [-2.40, 3.00]")
+    # one held-out animal (g7c1): blocks of consecutive frames are resampled
+    one = _with_errors(rows[1], base, ["G7"] * 24)
+    f = tracker_findings([one, _with_errors(rows[0], base + 1.0, ["G7"] * 24)]).loc["g7c1"]
+    assert f["default leads"] == "yes"
+    assert f["verdict"].endswith("bootstrap over 3 blocks of 10 consecutive frames from 1 "
+                                 "held-out video)")
+    # models scored on other frames cannot be paired
+    other = _with_errors(rows[2], base[:-1] + 1.0, animals[:-1])
+    f = tracker_findings([d, other]).loc["schroeder"]
+    assert f["verdict"].endswith("(the two models were scored on different frames)")
+    # a missed prediction makes a mean infinite: no interval, and no failure
+    inf = base + 1.0
+    inf[3, 1] = np.inf
+    f = tracker_findings([d, _with_errors(rows[2], inf, animals)]).loc["schroeder"]
+    assert f["default leads"] == "no interval" and "infinite" in f["verdict"]

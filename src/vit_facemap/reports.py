@@ -18,18 +18,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .bootstrap import excludes_zero, macro_f1_difference, mean_error_difference, resampling_units
 from .errors import DataError
 
-# column order of the tracker table; columns a benchmark did not write are left out
-TRACKER_COLUMNS = ("set", "model", "mean_px", "median_px", "rmse_px", "pck",
-                   "one_scale_mean_px", "stage1_mean_px", "train_mean_px", "train_s", "steps",
-                   "predict_fps", "n_train", "n_test")
+# column order of the tracker table; columns a benchmark did not write are left out, except
+# clean_mean_px, blank where a table was written before it was recorded. total_steps counts
+# the optimiser steps of all stages (as train_s times all of them); a table written before
+# it was recorded has it from the first stage's steps plus refine_steps
+TRACKER_COLUMNS = ("set", "model", "mean_px", "clean_mean_px", "median_px", "rmse_px", "pck",
+                   "one_scale_mean_px", "stage1_mean_px", "train_mean_px", "train_s",
+                   "total_steps", "predict_fps", "n_train", "n_test", "held_out")
 # short headers, so the table fits the width of a page of the paper
 TRACKER_SHORT_NAMES = {
-    "mean_px": "mean px", "median_px": "median px", "rmse_px": "RMSE px", "pck": "PCK",
+    "mean_px": "mean px", "clean_mean_px": "clean px", "median_px": "median px",
+    "rmse_px": "RMSE px", "pck": "PCK",
     "one_scale_mean_px": "one size px", "stage1_mean_px": "stage 1 px",
-    "train_mean_px": "fit px", "train_s": "train s", "predict_fps": "frames/s",
-    "n_train": "train", "n_test": "test",
+    "train_mean_px": "fit px", "train_s": "train s", "total_steps": "steps",
+    "predict_fps": "frames/s", "n_train": "train", "n_test": "test", "held_out": "held out",
 }
 CLASSIFIER_NAMES = {"hog-rf": "HOG + random forest", "vit": "ViT (from scratch)"}
 
@@ -66,10 +71,40 @@ def tracker_rows(path: str | Path) -> list[dict]:
     return saved["rows"]
 
 
+def _total_steps(r: Mapping) -> float:
+    if r.get("total_steps") is not None:
+        return r["total_steps"]
+    if r.get("steps") is None:  # a model that trains no network
+        return np.nan
+    return r["steps"] + sum((r.get("refine_steps") or {}).values())
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def held_out(row: Mapping) -> str | None:
+    """The held-out animals and videos of a row, counted from its per-group errors."""
+    if "per_animal" not in row or "per_video" not in row:
+        return None
+    return (f"{_plural(len(row['per_animal']), 'animal')}, "
+            f"{_plural(len(row['per_video']), 'video')}")
+
+
 def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.DataFrame:
-    """One line per set and model: held-out error, PCK, fit, training time and speed."""
+    """One line per set and model: held-out error (also without the labels flagged as
+    slipped, ``clean px``), PCK, fit, training time and steps of all stages, speed, and the
+    numbers of frames and of held-out animals and videos."""
     rows = _rows(rows, ("set", "model", "mean_px"))
     table = pd.DataFrame(rows).assign(set=set_labels(rows))  # splits of one set apart
+    # a table written before these were recorded: clean px blank, steps of all stages
+    # from the first stage's and the second stages' (refine_steps)
+    table["clean_mean_px"] = [np.nan if r.get("clean_mean_px") is None else r["clean_mean_px"]
+                              for r in rows]
+    if "steps" in table.columns or "total_steps" in table.columns:
+        table["total_steps"] = [_total_steps(r) for r in rows]
+    if all(held_out(r) is not None for r in rows):
+        table["held_out"] = [held_out(r) for r in rows]
     table = table[[c for c in TRACKER_COLUMNS if c in table.columns]]
     return table.rename(columns=TRACKER_SHORT_NAMES) if short_names else table
 
@@ -169,13 +204,54 @@ def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     return wide
 
 
+def _per_frame(row: Mapping) -> tuple[list[str], list[str], np.ndarray] | None:
+    per = row.get("per_frame")
+    if not isinstance(per, Mapping) or not all(k in per for k in ("frames", "animals",
+                                                                  "errors_px")):
+        return None
+    return list(per["frames"]), list(per["animals"]), np.array(per["errors_px"], dtype=float)
+
+
+def margin_interval(default_row: Mapping, other_row: Mapping, *, seed: int = 0
+                    ) -> tuple[dict | None, str]:
+    """Paired bootstrap interval of the other model's mean error minus the default's
+    (:func:`vit_facemap.bootstrap.mean_error_difference`, over held-out animals, or blocks of
+    consecutive frames where one animal is held out), or None and why there is none."""
+    a, b = _per_frame(default_row), _per_frame(other_row)
+    if a is None or b is None:
+        return None, "the table was written without per-frame errors"
+    if a[0] != b[0] or a[2].shape != b[2].shape:
+        return None, "the two models were scored on different frames"
+    units, what = resampling_units(a[0], a[1])
+    found = mean_error_difference(a[2], b[2], units, seed=seed)
+    if found is None:
+        return None, "a missed (NaN) prediction makes a mean error infinite"
+    found["over"] = what
+    return found, ""
+
+
+def _verdict(margin: float, interval: dict | None, why: str) -> str:
+    lead = f"{'leads' if margin > 0 else 'trails'} by {abs(margin):.2f} px"
+    if interval is None:
+        return f"{lead}; interval not available ({why})"
+    span = (f"{interval['level']:.0%} interval [{interval['low']:.2f}, "
+            f"{interval['high']:.2f}], bootstrap over {interval['over']}")
+    if not excludes_zero(interval):
+        return f"not distinguishable on this split: margin {margin:.2f} px ({span})"
+    return f"{lead} ({span})"
+
+
 def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
                      reference: str = "mean_shape") -> pd.DataFrame:
     """Per set, whether the ``default`` model leads on mean error and where it does not beat
     the ``reference`` (mean shape) keypoint by keypoint: the two checks the tracker must pass.
 
     ``margin px`` is the next-best model's mean minus the default's (positive: the default
-    leads). A set without the default model, or without another model, is left out.
+    leads). ``default leads`` says ``yes`` (or ``NO``, it trails) only where the 95% paired
+    bootstrap interval of the margin (:func:`margin_interval`) excludes zero, ``not
+    distinguishable`` where it does not, and ``no interval`` for a table written without
+    per-frame errors; ``verdict`` says it in words, with the interval and what was resampled.
+    A set without the default model, or without another model, is left out.
     """
     found = []
     for set_name, set_rows in _by_set(_rows(rows, ("set", "model", "mean_px"))).items():
@@ -185,6 +261,10 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
         d = mine[default]
         others = sorted((r["mean_px"], m) for m, r in mine.items() if m != default)
         best_px, best = others[0]
+        margin = best_px - d["mean_px"]
+        interval, why = margin_interval(d, mine[best])
+        leads = ("no interval" if interval is None else "not distinguishable"
+                 if not excludes_zero(interval) else "yes" if margin > 0 else "NO")
         worse = "none"
         if reference in mine and reference != default:
             _require(d, ("per_keypoint_mean_px",), f"the {default!r} row of {set_name!r}")
@@ -196,8 +276,8 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
             worse = ", ".join(miss) or "none"
         found.append({"set": set_name, "default mean px": d["mean_px"],
                       "next best": best, "its mean px": best_px,
-                      "margin px": best_px - d["mean_px"],
-                      "default leads": "yes" if d["mean_px"] < best_px else "NO",
+                      "margin px": margin, "default leads": leads,
+                      "verdict": _verdict(margin, interval, why),
                       f"keypoints not beating {reference}": worse})
     if not found:
         raise DataError(f"no set of the tracker table has the model {default!r} and another")
@@ -208,17 +288,83 @@ _SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "wall_s")
 _MAP_CHECKS = ("deletion_auc", "deletion_auc_random")
 
 
+def _groups(entry: Mapping) -> Mapping[str, Mapping]:
+    return entry.get("per_group") or {}
+
+
+def mean_over_animals(entry: Mapping, score: str = "balanced_accuracy") -> float:
+    """The mean over held-out animals of each animal's ``score`` (NaN: no per-animal scores).
+
+    Pooled scores weight animals by their frames (1 to 67 on the Schroeder set); this
+    weights every animal alike. An animal of one state has as balanced accuracy the share
+    of its frames classified correctly.
+    """
+    values = [g[score] for g in _groups(entry).values() if g.get(score) is not None]
+    return float(np.mean(values)) if values else np.nan
+
+
 def classifier_table(summary: Mapping) -> pd.DataFrame:
-    """Accuracy, balanced accuracy, macro-F1 and time of the two state classifiers."""
+    """Accuracy, balanced accuracy, macro-F1 and time of the two state classifiers, with the
+    mean over held-out animals of the per-animal balanced accuracy (blank for a summary
+    without per-animal scores) and the number of animals."""
     table = []
     for name, label in CLASSIFIER_NAMES.items():
         _require(summary, (name,), "the interpretation summary")
         r = summary[name]
         _require(r, _SCORES, f"the interpretation summary's {name!r} entry")
         table.append({"model": label, "accuracy": r["accuracy"],
-                      "balanced accuracy": r["balanced_accuracy"], "macro-F1": r["macro_f1"],
+                      "balanced accuracy": r["balanced_accuracy"],
+                      "balanced accuracy, mean over animals": mean_over_animals(r),
+                      "macro-F1": r["macro_f1"],
+                      "animals": len(_groups(r)) or len(summary.get("groups", [])) or np.nan,
                       "train + predict (s)": r["wall_s"]})
     return pd.DataFrame(table).set_index("model")
+
+
+def classifier_per_animal(summary: Mapping) -> pd.DataFrame:
+    """Per held-out animal: its frames of each state and each classifier's balanced accuracy
+    on them (for an animal of one state, the share of its frames classified correctly).
+
+    The pooled scores of :func:`classifier_table` weight animals by their number of frames;
+    this shows each. Animals sorted by name; a summary without per-animal scores is a
+    ``DataError``.
+    """
+    for name in CLASSIFIER_NAMES:
+        _require(summary, (name,), "the interpretation summary")
+    classes = summary.get("classes") or summary[next(iter(CLASSIFIER_NAMES))].get("labels")
+    rows: dict[str, dict[str, Any]] = {}
+    for name, label in CLASSIFIER_NAMES.items():
+        if not _groups(summary[name]):
+            raise DataError(f"the interpretation summary's {name!r} entry has no per-animal "
+                            "scores (per_group); run the study again")
+        for g, v in _groups(summary[name]).items():
+            _require(v, ("n", "balanced_accuracy"), f"{name}'s scores for {g!r}")
+            row = rows.setdefault(g, {"frames": v["n"]})
+            if classes and "confusion" in v and len(classes) == len(v["confusion"]):
+                for c, counts in zip(classes, v["confusion"], strict=True):
+                    row.setdefault(c, int(sum(counts)))
+            row[label] = v["balanced_accuracy"]
+    table = pd.DataFrame.from_dict(rows, orient="index").sort_index()
+    table.index.name = "animal"
+    return table
+
+
+def macro_f1_interval(summary: Mapping, *, seed: int = 0) -> tuple[dict | None, str]:
+    """Paired bootstrap interval of the ViT's macro-F1 minus the forest's, resampling
+    held-out animals (:func:`vit_facemap.bootstrap.macro_f1_difference`, from each animal's
+    confusion matrices), or None and why there is none."""
+    v, h = _groups(summary["vit"]), _groups(summary["hog-rf"])
+    if not v or not h:
+        return None, "the summary has no per-animal results"
+    if sorted(v) != sorted(h):
+        return None, "the two models' held-out animals differ"
+    animals = sorted(v)
+    if not all("confusion" in v[g] and "confusion" in h[g] for g in animals):
+        return None, "the summary has no per-animal confusion matrices"
+    found = macro_f1_difference([v[g]["confusion"] for g in animals],
+                                [h[g]["confusion"] for g in animals], seed=seed)
+    found["over"] = f"{len(animals)} held-out animals"
+    return found, ""
 
 
 def classifier_findings(summary: Mapping, source: str, *, target: float = 0.85,
@@ -232,14 +378,34 @@ def classifier_findings(summary: Mapping, source: str, *, target: float = 0.85,
     """
     for name in CLASSIFIER_NAMES:
         _require(summary, (name,), "the interpretation summary")
-        _require(summary[name], ("macro_f1", *_MAP_CHECKS),
+        _require(summary[name], ("macro_f1", "balanced_accuracy", *_MAP_CHECKS),
                  f"the interpretation summary's {name!r} entry")
     h, v = summary["hog-rf"], summary["vit"]
     lines = [f"Data: {source}."]
-    lines.append(f"Leave-animals-out macro-F1: ViT {v['macro_f1']:.3f}, HOG + RF "
-                 f"{h['macro_f1']:.3f}; " + ("the ViT is ahead." if v["macro_f1"] > h["macro_f1"]
-                                            else "the ViT does NOT beat the HOG + random-forest "
-                                                 "baseline on these frames."))
+    diff = v["macro_f1"] - h["macro_f1"]
+    interval, why = macro_f1_interval(summary)
+    head = f"Leave-animals-out macro-F1: ViT {v['macro_f1']:.3f}, HOG + RF {h['macro_f1']:.3f}; "
+    if interval is None:
+        lines.append(head + f"difference {diff:+.3f}, interval not available ({why}): no "
+                     "verdict on which is ahead.")
+    else:
+        span = (f"{interval['level']:.0%} interval [{interval['low']:+.3f}, "
+                f"{interval['high']:+.3f}], bootstrap over {interval['over']}")
+        if not excludes_zero(interval):
+            lines.append(head + f"not distinguishable on these animals: difference {diff:+.3f} "
+                         f"({span}).")
+        elif diff > 0:
+            lines.append(head + f"the ViT is ahead by {diff:.3f} ({span}).")
+        else:
+            lines.append(head + f"the ViT does NOT beat the HOG + random-forest baseline: "
+                         f"behind by {-diff:.3f} ({span}).")
+    if _groups(v) and _groups(h):
+        n = [g["n"] for g in _groups(v).values() if "n" in g]
+        lines.append("Pooled scores weight animals by their frames"
+                     + (f" ({min(n)} to {max(n)} per animal)" if n else "") + "; the mean over "
+                     f"animals of the per-animal balanced accuracy is ViT "
+                     f"{mean_over_animals(v):.3f}, HOG + RF {mean_over_animals(h):.3f} (pooled: "
+                     f"{v['balanced_accuracy']:.3f}, {h['balanced_accuracy']:.3f}).")
     lines.append("The ViT's macro-F1 is "
                  + ("at or above" if v["macro_f1"] >= target else "below")
                  + f" {target}, a working goal this project set itself (Methods), not a standard "
