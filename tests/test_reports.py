@@ -181,6 +181,8 @@ def test_classifier_verdict_needs_an_interval_that_excludes_zero():
     assert "bootstrap over 4 held-out animals)" in text
     assert "mean over animals of the per-animal balanced accuracy is ViT 0.946" in text
     assert "(4 to 21 per animal)" in text
+    even = {g: [[2, 0], [0, 2]] for g in "AB"}
+    assert "(4 each)" in "\n".join(classifier_findings(_per_animal(_summary(), even, even), "x"))
     # the ViT better on two animals, worse on two: no verdict
     mixed = {"A": VIT["A"], "B": HOG["B"], "C": VIT["C"], "D": HOG["D"]}
     text = "\n".join(classifier_findings(_per_animal(_summary(), mixed, {

@@ -402,7 +402,8 @@ def classifier_findings(summary: Mapping, source: str, *, target: float = 0.85,
     if _groups(v) and _groups(h):
         n = [g["n"] for g in _groups(v).values() if "n" in g]
         lines.append("Pooled scores weight animals by their frames"
-                     + (f" ({min(n)} to {max(n)} per animal)" if n else "") + "; the mean over "
+                     + (f" ({min(n)} to {max(n)} per animal)" if n and min(n) < max(n)
+                        else f" ({n[0]} each)" if n else "") + "; the mean over "
                      f"animals of the per-animal balanced accuracy is ViT "
                      f"{mean_over_animals(v):.3f}, HOG + RF {mean_over_animals(h):.3f} (pooled: "
                      f"{v['balanced_accuracy']:.3f}, {h['balanced_accuracy']:.3f}).")
