@@ -346,3 +346,24 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert sorted(p.name for p in (gen_set.root / "dilated").iterdir()) == before
     assert main(["rollout", str(run), *images, "--out", images[0]]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_classify_evaluate_never_writes_over_its_inputs(gen_set, tmp_path, capsys):
+    """--overwrite replaces an earlier metrics file, never the set's files or the run's."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(gen_set.root, data)
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "--out", str(run), "--model",
+                 "hog-rf", "--crop", "frame", "--profile", "test", "--quiet"]) == 0
+    groups = tmp_path / "groups.csv"
+    shutil.copy(data / "groups.csv", groups)
+    kept = {p: p.read_bytes() for p in [groups, data / "groups.csv", *run.iterdir()]}
+    base = ["classify", "evaluate", str(run), "--data", str(data), "--overwrite"]
+    for extra, problem in ((["--json", str(data / "groups.csv")], "inside the --data set"),
+                           (["--json", str(run / "config.json")], "inside the run folder"),
+                           (["--json", str(groups), "--groups", str(groups)], "is an input")):
+        assert main(base + extra) == 2, extra
+        assert problem in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept

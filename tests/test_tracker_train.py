@@ -627,3 +627,27 @@ def test_setting_a_run_aside_is_all_or_nothing(tiny_set, tmp_path, monkeypatch):
         prepare_run_dir(run, overwrite=True, resume=False)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in run.iterdir()} == old  # no .replaced-* left either
+
+
+def test_evaluate_never_writes_over_its_inputs(tiny_set, tmp_path, capsys):
+    """--overwrite replaces earlier results, never the labels scored or the run's files."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    run = tmp_path / "run"
+    fit(_config(2), read_labels(data), run, None, device="cpu", progress=False)
+    labels = data / "CollectedData_synthetic.csv"
+    kept = {p: p.read_bytes() for p in [labels, *run.iterdir()]}
+    base = ["evaluate", str(run), "--data", str(data), "--device", "cpu", "--quiet",
+            "--overwrite"]
+    same = tmp_path / "same.csv"
+    for extra, problem in (
+            (["--json", str(tmp_path / "m.json"), "--predictions", str(labels)], "is an input"),
+            (["--json", str(run / "model.safetensors")], "inside the run folder"),
+            (["--json", str(data / "eval.json")], "inside the labeled set"),
+            (["--json", str(same), "--predictions", str(same)], "both --json and --predictions")):
+        assert main(base + extra) == 2, extra
+        assert problem in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not same.exists() and not (tmp_path / "m.json").exists()

@@ -311,3 +311,28 @@ def test_resized_coordinates_map_pixel_centres(tmp_path, video):
     _, vals = load_xy(output_paths(video, tmp_path)["csv"])
     bias = (vals[..., :2] - truth()).reshape(-1, 2).mean(0)
     assert np.abs(bias).max() < 0.2, bias  # was -0.5 px in x and y before
+
+
+def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch, capsys):
+    """A video named like another's results, or --out inside the run, is refused up front."""
+    import sys
+    import types
+
+    from vit_facemap.cli import main
+
+    fake = types.ModuleType("vit_facemap.predict")
+    fake.load_predictor = lambda run_dir, device="auto", scales=None: SpotPredictor()
+    monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
+    out = tmp_path / "out"
+    out.mkdir()
+    # an overlay written before, tracked again beside the video it was drawn from
+    again = output_paths(video, out)["overlay"]
+    again.write_bytes(video.read_bytes())
+    assert main(["track", "run", str(video), str(again), "--out", str(out), "--overlay",
+                 "--overwrite", "--no-progress", "--stop", "3"]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert again.read_bytes() == video.read_bytes() and sorted(out.iterdir()) == [again]
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["track", str(run), str(video), "--out", str(run), "--no-progress"]) == 2
+    assert "inside the run folder" in capsys.readouterr().err and not any(run.iterdir())

@@ -8,6 +8,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -126,6 +127,45 @@ def check_output(path: str | Path, overwrite: bool = False, *,
     if path.exists() and not overwrite:
         raise RunExistsError(path, hint)
     return path
+
+
+def check_outputs_apart(outputs: Mapping[str, str | Path | None], *,
+                        inputs: Iterable[tuple[str, str | Path | None]] = (),
+                        folders: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs, lies inside an
+    input folder (a run, a labeled set), or is also given as another output.
+
+    ``outputs`` maps each option to its path (None: not written); ``inputs`` and ``folders``
+    are (what, path) pairs named in the message. ``--overwrite`` is for a command's earlier
+    results: without this check it let an evaluation write its predictions over the labels
+    it scored, or its metrics over the run's weights.
+    """
+    from vit_facemap.errors import DataError
+
+    def same(a: Path, b: Path) -> bool:
+        # resolve() sees through symbolic links; samefile also through hard links
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return a.exists() and b.exists() and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    given = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
+    files = [(what, Path(p)) for what, p in inputs if p is not None]
+    dirs = [(what, Path(p)) for what, p in folders if p is not None]
+    for i, (opt, path) in enumerate(given):
+        for other, path2 in given[:i]:
+            if same(path, path2):
+                raise DataError(f"given as both {other} and {opt}; give each its own file", path)
+        for what, f in files:
+            if same(path, f):
+                raise DataError(f"{opt} is an input of this command ({what}); writing there "
+                                "would destroy it: give another path", path)
+        for what, d in dirs:
+            if path.resolve().is_relative_to(d.resolve()):
+                raise DataError(f"{opt} lies inside {what} ({d}), an input of this command; "
+                                "write results elsewhere", path)
 
 
 def data_folder(path: str | Path | None) -> tuple[Path | None, str]:

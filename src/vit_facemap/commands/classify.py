@@ -174,10 +174,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from vit_facemap.classifier import FacialStateClassifier, classification_metrics, load_frames
-    from vit_facemap.runinfo import describe, timed, write_json
+    from vit_facemap.runinfo import check_outputs_apart, describe, timed, write_json
     from vit_facemap.states import read_image_set
 
     out = Path(args.json)
+    # the set's files (groups.csv, eyes.csv, images) and the run's are never results to replace
+    check_outputs_apart({"--json": out}, inputs=[("--groups", args.groups)],
+                        folders=[("the run folder", args.run_dir), ("the --data set", args.data)])
     if out.is_dir():
         raise DataError("--json is a folder; give a file name for the metrics", out)
     if out.exists() and not args.overwrite:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
     from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
-    from vit_facemap.runinfo import describe, write_json
+    from vit_facemap.runinfo import check_outputs_apart, describe, write_json
 
     if not 0 <= args.discard_ratio < 1:
         raise DataError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DataError("no such run folder", run_dir)
+    paths = [Path(p) for p in args.images]
+    stems = _stems(paths)
+    names = [n for stem in stems for n in (f"{stem}_rollout.png", f"{stem}_map.npy")]
+    check_outputs_apart({f"--out's {n}": out / n for n in [*names, "rollout.json"]},
+                        inputs=[("an image to explain", p) for p in paths],
+                        folders=[("the run folder", run_dir)])
     clf = FacialStateClassifier.load(run_dir)
     if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None
                                       or args.head_fusion is not None):
@@ -84,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--target {args.target!r} is not one of the run's classes "
                             f"{clf.classes}")
         target = clf.classes.index(args.target)
-    paths = [Path(p) for p in args.images]
     frames = load_frames(paths)
     boxes = clf.locate(frames) if clf.config.crop == "eye" else None
     crops = clf.crops(frames, boxes)
@@ -113,12 +118,7 @@ def run(args: argparse.Namespace) -> int:
         shift = 0.0
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    stems: set[str] = set()
-    for i, p in enumerate(paths):
-        stem = p.stem
-        while stem in stems:  # same file name from different folders
-            stem += "_"
-        stems.add(stem)
+    for i, (p, stem) in enumerate(zip(paths, stems, strict=True)):
         Image.fromarray(overlay(views[i], maps[i], shift=shift)).save(out / f"{stem}_rollout.png")
         np.save(out / f"{stem}_map.npy", maps[i].astype(np.float32))
         records.append({"image": str(p), "name": stem,
@@ -135,3 +135,15 @@ def run(args: argparse.Namespace) -> int:
                out / "rollout.json")
     print(f"{kind} maps of {len(paths)} image(s) -> {out}")
     return 0
+
+
+def _stems(paths: list[Path]) -> list[str]:
+    """Each image's name in the output files; ``_`` added for a name seen before (the same
+    file name from different folders)."""
+    stems: list[str] = []
+    for p in paths:
+        stem = p.stem
+        while stem in stems:
+            stem += "_"
+        stems.append(stem)
+    return stems
