@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,3 +368,35 @@ def test_classify_evaluate_never_writes_over_its_inputs(gen_set, tmp_path, capsy
         assert main(base + extra) == 2, extra
         assert problem in capsys.readouterr().err
     assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_classify_train_overwrite_replaces_only_a_classifier_run(gen_set, tmp_path, capsys,
+                                                                 monkeypatch):
+    """--overwrite never deletes a tracker run or a user's files, and keeps the old run until
+    the new one is saved."""
+    tracker = tmp_path / "tracker"
+    tracker.mkdir()
+    (tracker / "config.json").write_text(json.dumps({"train": {}, "bodyparts": ["a"]}))
+    (tracker / "model.safetensors").write_bytes(b"weights")
+    base = ["classify", "train", "--data", str(gen_set.root), "--model", "hog-rf", "--crop",
+            "frame", "--profile", "test", "--quiet", "--overwrite", "--out"]
+    assert main(base + [str(tracker)]) == 2
+    assert "not a classifier run" in capsys.readouterr().err
+    assert (tracker / "model.safetensors").read_bytes() == b"weights"
+    run = tmp_path / "run"
+    assert main(base + [str(run)]) == 0
+    (run / "notes.txt").write_text("mine")
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def broken(self, folder):
+        (Path(folder) / "config.json").write_text("{half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(FacialStateClassifier, "save", broken)
+    with pytest.raises(OSError):
+        main(base + [str(run)])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old  # no .replaced-* left
+    monkeypatch.undo()
+    assert main(base + [str(run), "--seed", "1"]) == 0
+    assert (run / "notes.txt").read_text() == "mine"
+    assert json.loads((run / "config.json").read_text())["config"]["seed"] == 1
+    assert sorted(p.name for p in run.iterdir()) == sorted(old)
