@@ -651,3 +651,19 @@ def test_evaluate_never_writes_over_its_inputs(tiny_set, tmp_path, capsys):
         assert problem in capsys.readouterr().err
     assert {p: p.read_bytes() for p in kept} == kept
     assert not same.exists() and not (tmp_path / "m.json").exists()
+
+
+def test_an_unfinished_run_is_used_with_one_warning(tiny_set, tmp_path, recwarn):
+    """A run interrupted before training ended (no runinfo.json) still predicts, but says so."""
+    from vit_facemap.errors import DataWarning
+
+    run = tmp_path / "run"
+    fit(_config(2), read_labels(tiny_set), run, None, device="cpu", progress=False)
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+    (run / "runinfo.json").unlink()  # as Ctrl-C mid-training leaves it
+    recwarn.clear()
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json",
+                 str(tmp_path / "m.json"), "--device", "cpu", "--quiet"]) == 0
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)
+            and "did not finish" in str(w.message)]
+    assert len(said) == 1 and str(run) in said[0] and "--resume" in said[0]
