@@ -109,6 +109,56 @@ def write_json(obj: Any, path: str | Path, *, overwrite: bool = True) -> Path:
     return path
 
 
+def move_files(src: Path, dst: Path, files: list[Path]) -> None:
+    """Move ``files`` (relative paths) from ``src`` to ``dst``: all of them, or none."""
+    moved = []
+    try:
+        for rel in files:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).replace(dst / rel)
+            moved.append(rel)
+    except OSError:
+        for rel in moved:
+            (dst / rel).replace(src / rel)
+        raise
+
+
+def set_aside(folder: Path, files: list[Path]) -> Path | None:
+    """Move ``files`` (relative to ``folder``) into a new hidden ``folder/.replaced-*``
+    folder, all or none; returns it (None when there is nothing to move).
+
+    How a command with ``--overwrite`` keeps the results it replaces until the new ones are
+    complete: the caller deletes the folder then, or puts the files back with
+    :func:`put_back` when the new results fail. Inside ``folder``: the same file system (a
+    move, never a half copy), and a new one each time, so an earlier interrupted
+    replacement's files stay whole.
+    """
+    import shutil
+    import tempfile
+
+    if not files:
+        return None
+    backup = Path(tempfile.mkdtemp(prefix=".replaced-", dir=folder))
+    try:
+        move_files(folder, backup, files)
+    except OSError:
+        shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
+        raise
+    return backup
+
+
+def put_back(folder: Path, backup: Path | None) -> None:
+    """Undo :func:`set_aside`: the files in ``backup`` back into ``folder`` (replacing what
+    stands there under their names), and ``backup`` removed."""
+    import shutil
+
+    if backup is None:
+        return
+    files = [p.relative_to(backup) for p in backup.rglob("*") if p.is_file()]
+    move_files(backup, folder, files)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
 def check_output(path: str | Path, overwrite: bool = False, *,
                  hint: str = "pass --overwrite to replace it") -> Path:
     """Refuse, before any work, an output that cannot be written or would replace results.

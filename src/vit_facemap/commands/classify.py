@@ -104,28 +104,16 @@ def _save_replacing(out: Path, save: Callable[[], None]) -> None:
     """``save()`` the new run into ``out``, the earlier run's files set aside until it is
     saved whole (put back if saving fails); the user's other files in ``out`` stay."""
     import shutil
-    import tempfile
 
-    from vit_facemap.train import _move_files
+    from vit_facemap.runinfo import put_back, set_aside
 
-    old = [Path(n) for n in RUN_FILES if (out / n).is_file()]
-    backup = None
-    if old:
-        # inside the run folder: same file system, so the moves cannot half-copy
-        backup = Path(tempfile.mkdtemp(prefix=".replaced-", dir=out))
-        try:
-            _move_files(out, backup, old)
-        except OSError:
-            shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
-            raise
+    backup = set_aside(out, [Path(n) for n in RUN_FILES if (out / n).is_file()])
     try:
         save()
     except BaseException:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-        if backup is not None:
-            _move_files(backup, out, old)
-            shutil.rmtree(backup, ignore_errors=True)
+        put_back(out, backup)
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
