@@ -336,3 +336,23 @@ def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch,
     run.mkdir()
     assert main(["track", str(run), str(video), "--out", str(run), "--no-progress"]) == 2
     assert "inside the run folder" in capsys.readouterr().err and not any(run.iterdir())
+
+
+def test_overwrite_keeps_the_old_results_until_the_new_ones_are_complete(tmp_path, video):
+    paths = output_paths(video, tmp_path)
+    track_video(SpotPredictor(), video, tmp_path, opts(stop=10))
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # stopped before a frame was tracked: the old results are back in place, as they were
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=0), video, tmp_path, opts(overwrite=True))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+    # stopped part-way: resumable, and the old results are kept where the warning says
+    with pytest.warns(UserWarning, match="kept in") as said, pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=1), video, tmp_path, opts(overwrite=True))
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".replaced-")]
+    assert len(kept) == 1 and str(kept[0]) in str(said[0].message)
+    assert {p.name: p.read_bytes() for p in kept[0].iterdir()} == old
+    # resumed to the end: the new results are complete, the old ones go
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True))
+    assert s["complete"] and s["frames_tracked"] == N and not kept[0].exists()
+    assert len(load_xy(paths["csv"])[0]) == N
