@@ -400,3 +400,14 @@ def test_classify_train_overwrite_replaces_only_a_classifier_run(gen_set, tmp_pa
     assert (run / "notes.txt").read_text() == "mine"
     assert json.loads((run / "config.json").read_text())["config"]["seed"] == 1
     assert sorted(p.name for p in run.iterdir()) == sorted(old)
+
+
+def test_classify_train_reports_the_folds_that_ran(gen_set, tmp_path, capsys):
+    """Two groups hold out in two folds, whatever --cv asked: said and recorded so."""
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--model", "hog-rf", "--crop", "frame", "--profile", "test", "--quiet",
+                 "--cv", "5"]) == 0
+    assert "2-fold group CV (reduced from --cv 5" in capsys.readouterr().out
+    cv = json.loads((run / "provenance.json").read_text())["cv"]
+    assert cv["n_splits"] == 2 and cv["n_splits_asked"] == 5
