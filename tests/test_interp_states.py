@@ -411,3 +411,28 @@ def test_classify_train_reports_the_folds_that_ran(gen_set, tmp_path, capsys):
     assert "2-fold group CV (reduced from --cv 5" in capsys.readouterr().out
     cv = json.loads((run / "provenance.json").read_text())["cv"]
     assert cv["n_splits"] == 2 and cv["n_splits_asked"] == 5
+
+
+def test_rollout_overwrite_replaces_the_earlier_maps(gen_set, tmp_path, monkeypatch):
+    """--overwrite leaves no map of the earlier images beside the new ones; a failed write
+    puts the earlier maps back."""
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--model", "hog-rf", "--crop", "frame", "--profile", "test", "--quiet"]) == 0
+    a, b = gen_set.paths[:2]
+    out = tmp_path / "maps"
+    assert main(["rollout", str(run), str(a), str(b), "--out", str(out)]) == 0
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = np.save
+
+    def full_disk(path, *args, **kw):
+        real(path, *args, **kw)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError):
+        main(["rollout", str(run), str(b), "--out", str(out), "--overwrite"])
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    assert main(["rollout", str(run), str(b), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["rollout.json", f"{b.stem}_map.npy", f"{b.stem}_rollout.png"])
