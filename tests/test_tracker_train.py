@@ -667,3 +667,13 @@ def test_an_unfinished_run_is_used_with_one_warning(tiny_set, tmp_path, recwarn)
     said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)
             and "did not finish" in str(w.message)]
     assert len(said) == 1 and str(run) in said[0] and "--resume" in said[0]
+
+
+def test_train_config_must_be_a_json_object(tiny_set, tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text("[1, 2]")
+    assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: bad training config: give a JSON object" in err and "not a list" in err
+    assert not (tmp_path / "run").exists()

@@ -64,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("config file not found", path)
         try:
             over = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"bad training config: {exc}", path) from exc
+        if not isinstance(over, dict):  # a list or a number holds no settings to merge
+            raise DataError("bad training config: give a JSON object of settings "
+                            f"({{\"steps\": 2000, ...}}), not a {type(over).__name__}", path)
+        try:
             config = TrainConfig.from_dict(_merge(asdict(config), over))
-        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             raise DataError(f"bad training config: {exc}", path) from exc
     if args.seed is not None:
         config.seed = args.seed
