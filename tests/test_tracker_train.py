@@ -677,3 +677,12 @@ def test_train_config_must_be_a_json_object(tiny_set, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{cfg}: bad training config: give a JSON object" in err and "not a list" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypatch):
+    base = ["train", "--data", str(tiny_set), "--profile", "test", "--quiet"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(base + ["--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
+    assert main(base + ["--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not (tmp_path / "none").exists()

@@ -356,3 +356,9 @@ def test_overwrite_keeps_the_old_results_until_the_new_ones_are_complete(tmp_pat
     s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True))
     assert s["complete"] and s["frames_tracked"] == N and not kept[0].exists()
     assert len(load_xy(paths["csv"])[0]) == N
+
+
+def test_start_past_end_leaves_no_new_folder(tmp_path, video):
+    with pytest.raises(DataError, match="past the end"):
+        track_video(SpotPredictor(), video, tmp_path / "new" / "out", opts(start=N + 5))
+    assert not (tmp_path / "new" / "out").exists()

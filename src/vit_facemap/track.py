@@ -193,6 +193,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     existing = [paths[n] for n in FINAL_OUTPUTS if paths[n].exists()]
     half_done = paths["state"].exists()
     backup = None
+    made = not out_dir.exists()  # removed again if nothing comes of this run
     if options.overwrite:
         # set aside, not deleted: an interrupted or failed new run must not lose them
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -268,6 +269,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
             paths["partial"].unlink(missing_ok=True)
             paths["state"].unlink(missing_ok=True)
             put_back(out_dir, backup)
+            if made and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         elif backup is not None:
             warnings.warn(f"{video}: the new tracking stopped part-way and can be resumed "
                           f"(--resume); the results it replaces are kept in {backup} until "

@@ -76,11 +76,22 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         config.seed = args.seed
     frames = load_set(args.data, decode=False)
+    out = Path(args.out)
+    if args.resume and not out.is_dir():
+        raise DataError("nothing to resume: no such run folder", out)
     saved = _resumed_split(args, frames) if args.resume else None
     train, val = saved if saved is not None else _split(args, frames, config.seed)
-    summary = fit(config, train, args.out, val, device=args.device, overwrite=args.overwrite,
-                  resume=args.resume, progress=not args.quiet,
-                  extra_info={"profile": args.profile, "data": str(args.data)})
+    made = not out.exists()
+    try:
+        summary = fit(config, train, out, val, device=args.device, overwrite=args.overwrite,
+                      resume=args.resume, progress=not args.quiet,
+                      extra_info={"profile": args.profile, "data": str(args.data)})
+    except BaseException:
+        # refused before anything was saved (--device cuda without a GPU, say): no empty
+        # run folder left behind
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     msg = f"trained {summary['steps']} steps in {summary['train_s']:.0f} s -> {args.out}"
     if summary.get("best_val_mean_px") is not None:
         msg += f" (best validation mean error {summary['best_val_mean_px']:.2f} px)"
