@@ -686,3 +686,12 @@ def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypa
     assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
     assert main(base + ["--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 4, "num_threads": 1, "refine": {
+        "share": 0.5, "auto": "eye", "input_size": 32, "copies": 1}}))
+    assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 0
+    assert "trained 4 steps (2 first stage, second stage eye 2)" in capsys.readouterr().out

@@ -92,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
         if made and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
-    msg = f"trained {summary['steps']} steps in {summary['train_s']:.0f} s -> {args.out}"
+    # summary["steps"] counts the first stage; each second stage reports its own
+    stages = {name: s["steps"] for name, s in (summary.get("refine") or {}).items()}
+    msg = f"trained {summary['steps'] + sum(stages.values())} steps"
+    if stages:
+        msg += (f" ({summary['steps']} first stage, second stage "
+                + ", ".join(f"{name} {n}" for name, n in stages.items()) + ")")
+    msg += f" in {summary['train_s']:.0f} s -> {args.out}"
     if summary.get("best_val_mean_px") is not None:
         msg += f" (best validation mean error {summary['best_val_mean_px']:.2f} px)"
     print(msg)
