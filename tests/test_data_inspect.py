@@ -113,3 +113,17 @@ def test_inspect_json_of_one_frame_is_valid_json(tmp_path, capsys):
     out = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert out["n_frames"] == 1
     assert out["spread"]["eye top"]["sd"] is None
+
+
+def test_inspect_json_into_a_closed_pipe_stops_quietly(synthetic_set):
+    """`data inspect --json | head -1`: the reader goes first; no traceback follows."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "vit_facemap.cli", "data", "inspect", "--json",
+                          "--no-images", str(synthetic_set)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command has written a byte (it takes a while to start)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

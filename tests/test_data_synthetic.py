@@ -150,3 +150,26 @@ def test_filled_shapes_are_centred_on_their_points():
     ys, xs = np.mgrid[sl]
     centre = np.array([(m * xs).sum(), (m * ys).sum()]) / m.sum()
     np.testing.assert_allclose(centre, [30.3, 20.7], atol=0.15)
+
+
+def test_synthetic_command_never_writes_into_a_users_set(tmp_path, capsys):
+    from vit_facemap.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "CollectedData_me.csv").write_text("my labels")
+    for extra in ([], ["--overwrite"]):
+        assert main(["data", "synthetic", str(mine), "--frames", "2", *extra]) == 2
+        assert "CollectedData_me.csv) that `data synthetic` did not write" in capsys.readouterr().err
+    # a table of our name that we did not write (no synthetic.json) is not replaced either
+    (mine / "CollectedData_me.csv").rename(mine / "CollectedData_synthetic.csv")
+    assert main(["data", "synthetic", str(mine), "--frames", "2", "--overwrite"]) == 2
+    assert "no synthetic.json" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["CollectedData_synthetic.csv"]
+    # a generated set is replaced with --overwrite; bad settings leave no folder behind
+    ours = tmp_path / "ours"
+    assert main(["data", "synthetic", str(ours), "--frames", "2", "--size", "64x48"]) == 0
+    assert main(["data", "synthetic", str(ours), "--frames", "3", "--size", "64x48",
+                 "--overwrite"]) == 0
+    assert main(["data", "synthetic", str(tmp_path / "new"), "--size", "0x0"]) == 2
+    assert "at least 32x24" in capsys.readouterr().err and not (tmp_path / "new").exists()

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,3 +347,92 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert sorted(p.name for p in (gen_set.root / "dilated").iterdir()) == before
     assert main(["rollout", str(run), *images, "--out", images[0]]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_classify_evaluate_never_writes_over_its_inputs(gen_set, tmp_path, capsys):
+    """--overwrite replaces an earlier metrics file, never the set's files or the run's."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(gen_set.root, data)
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "--out", str(run), "--model",
+                 "hog-rf", "--crop", "frame", "--profile", "test", "--quiet"]) == 0
+    groups = tmp_path / "groups.csv"
+    shutil.copy(data / "groups.csv", groups)
+    kept = {p: p.read_bytes() for p in [groups, data / "groups.csv", *run.iterdir()]}
+    base = ["classify", "evaluate", str(run), "--data", str(data), "--overwrite"]
+    for extra, problem in ((["--json", str(data / "groups.csv")], "inside the --data set"),
+                           (["--json", str(run / "config.json")], "inside the run folder"),
+                           (["--json", str(groups), "--groups", str(groups)], "is an input")):
+        assert main(base + extra) == 2, extra
+        assert problem in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_classify_train_overwrite_replaces_only_a_classifier_run(gen_set, tmp_path, capsys,
+                                                                 monkeypatch):
+    """--overwrite never deletes a tracker run or a user's files, and keeps the old run until
+    the new one is saved."""
+    tracker = tmp_path / "tracker"
+    tracker.mkdir()
+    (tracker / "config.json").write_text(json.dumps({"train": {}, "bodyparts": ["a"]}))
+    (tracker / "model.safetensors").write_bytes(b"weights")
+    base = ["classify", "train", "--data", str(gen_set.root), "--model", "hog-rf", "--crop",
+            "frame", "--profile", "test", "--quiet", "--overwrite", "--out"]
+    assert main(base + [str(tracker)]) == 2
+    assert "not a classifier run" in capsys.readouterr().err
+    assert (tracker / "model.safetensors").read_bytes() == b"weights"
+    run = tmp_path / "run"
+    assert main(base + [str(run)]) == 0
+    (run / "notes.txt").write_text("mine")
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def broken(self, folder):
+        (Path(folder) / "config.json").write_text("{half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(FacialStateClassifier, "save", broken)
+    with pytest.raises(OSError):
+        main(base + [str(run)])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old  # no .replaced-* left
+    monkeypatch.undo()
+    assert main(base + [str(run), "--seed", "1"]) == 0
+    assert (run / "notes.txt").read_text() == "mine"
+    assert json.loads((run / "config.json").read_text())["config"]["seed"] == 1
+    assert sorted(p.name for p in run.iterdir()) == sorted(old)
+
+
+def test_classify_train_reports_the_folds_that_ran(gen_set, tmp_path, capsys):
+    """Two groups hold out in two folds, whatever --cv asked: said and recorded so."""
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--model", "hog-rf", "--crop", "frame", "--profile", "test", "--quiet",
+                 "--cv", "5"]) == 0
+    assert "2-fold group CV (reduced from --cv 5" in capsys.readouterr().out
+    cv = json.loads((run / "provenance.json").read_text())["cv"]
+    assert cv["n_splits"] == 2 and cv["n_splits_asked"] == 5
+
+
+def test_rollout_overwrite_replaces_the_earlier_maps(gen_set, tmp_path, monkeypatch):
+    """--overwrite leaves no map of the earlier images beside the new ones; a failed write
+    puts the earlier maps back."""
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--model", "hog-rf", "--crop", "frame", "--profile", "test", "--quiet"]) == 0
+    a, b = gen_set.paths[:2]
+    out = tmp_path / "maps"
+    assert main(["rollout", str(run), str(a), str(b), "--out", str(out)]) == 0
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = np.save
+
+    def full_disk(path, *args, **kw):
+        real(path, *args, **kw)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError):
+        main(["rollout", str(run), str(b), "--out", str(out), "--overwrite"])
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    assert main(["rollout", str(run), str(b), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["rollout.json", f"{b.stem}_map.npy", f"{b.stem}_rollout.png"])

@@ -627,3 +627,71 @@ def test_setting_a_run_aside_is_all_or_nothing(tiny_set, tmp_path, monkeypatch):
         prepare_run_dir(run, overwrite=True, resume=False)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in run.iterdir()} == old  # no .replaced-* left either
+
+
+def test_evaluate_never_writes_over_its_inputs(tiny_set, tmp_path, capsys):
+    """--overwrite replaces earlier results, never the labels scored or the run's files."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    run = tmp_path / "run"
+    fit(_config(2), read_labels(data), run, None, device="cpu", progress=False)
+    labels = data / "CollectedData_synthetic.csv"
+    kept = {p: p.read_bytes() for p in [labels, *run.iterdir()]}
+    base = ["evaluate", str(run), "--data", str(data), "--device", "cpu", "--quiet",
+            "--overwrite"]
+    same = tmp_path / "same.csv"
+    for extra, problem in (
+            (["--json", str(tmp_path / "m.json"), "--predictions", str(labels)], "is an input"),
+            (["--json", str(run / "model.safetensors")], "inside the run folder"),
+            (["--json", str(data / "eval.json")], "inside the labeled set"),
+            (["--json", str(same), "--predictions", str(same)], "both --json and --predictions")):
+        assert main(base + extra) == 2, extra
+        assert problem in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not same.exists() and not (tmp_path / "m.json").exists()
+
+
+def test_an_unfinished_run_is_used_with_one_warning(tiny_set, tmp_path, recwarn):
+    """A run interrupted before training ended (no runinfo.json) still predicts, but says so."""
+    from vit_facemap.errors import DataWarning
+
+    run = tmp_path / "run"
+    fit(_config(2), read_labels(tiny_set), run, None, device="cpu", progress=False)
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+    (run / "runinfo.json").unlink()  # as Ctrl-C mid-training leaves it
+    recwarn.clear()
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json",
+                 str(tmp_path / "m.json"), "--device", "cpu", "--quiet"]) == 0
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)
+            and "did not finish" in str(w.message)]
+    assert len(said) == 1 and str(run) in said[0] and "--resume" in said[0]
+
+
+def test_train_config_must_be_a_json_object(tiny_set, tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text("[1, 2]")
+    assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: bad training config: give a JSON object" in err and "not a list" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypatch):
+    base = ["train", "--data", str(tiny_set), "--profile", "test", "--quiet"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(base + ["--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
+    assert main(base + ["--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 4, "num_threads": 1, "refine": {
+        "share": 0.5, "auto": "eye", "input_size": 32, "copies": 1}}))
+    assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 0
+    assert "trained 4 steps (2 first stage, second stage eye 2)" in capsys.readouterr().out

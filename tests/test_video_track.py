@@ -311,3 +311,54 @@ def test_resized_coordinates_map_pixel_centres(tmp_path, video):
     _, vals = load_xy(output_paths(video, tmp_path)["csv"])
     bias = (vals[..., :2] - truth()).reshape(-1, 2).mean(0)
     assert np.abs(bias).max() < 0.2, bias  # was -0.5 px in x and y before
+
+
+def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch, capsys):
+    """A video named like another's results, or --out inside the run, is refused up front."""
+    import sys
+    import types
+
+    from vit_facemap.cli import main
+
+    fake = types.ModuleType("vit_facemap.predict")
+    fake.load_predictor = lambda run_dir, device="auto", scales=None: SpotPredictor()
+    monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
+    out = tmp_path / "out"
+    out.mkdir()
+    # an overlay written before, tracked again beside the video it was drawn from
+    again = output_paths(video, out)["overlay"]
+    again.write_bytes(video.read_bytes())
+    assert main(["track", "run", str(video), str(again), "--out", str(out), "--overlay",
+                 "--overwrite", "--no-progress", "--stop", "3"]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert again.read_bytes() == video.read_bytes() and sorted(out.iterdir()) == [again]
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["track", str(run), str(video), "--out", str(run), "--no-progress"]) == 2
+    assert "inside the run folder" in capsys.readouterr().err and not any(run.iterdir())
+
+
+def test_overwrite_keeps_the_old_results_until_the_new_ones_are_complete(tmp_path, video):
+    paths = output_paths(video, tmp_path)
+    track_video(SpotPredictor(), video, tmp_path, opts(stop=10))
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # stopped before a frame was tracked: the old results are back in place, as they were
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=0), video, tmp_path, opts(overwrite=True))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+    # stopped part-way: resumable, and the old results are kept where the warning says
+    with pytest.warns(UserWarning, match="kept in") as said, pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=1), video, tmp_path, opts(overwrite=True))
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".replaced-")]
+    assert len(kept) == 1 and str(kept[0]) in str(said[0].message)
+    assert {p.name: p.read_bytes() for p in kept[0].iterdir()} == old
+    # resumed to the end: the new results are complete, the old ones go
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True))
+    assert s["complete"] and s["frames_tracked"] == N and not kept[0].exists()
+    assert len(load_xy(paths["csv"])[0]) == N
+
+
+def test_start_past_end_leaves_no_new_folder(tmp_path, video):
+    with pytest.raises(DataError, match="past the end"):
+        track_video(SpotPredictor(), video, tmp_path / "new" / "out", opts(start=N + 5))
+    assert not (tmp_path / "new" / "out").exists()

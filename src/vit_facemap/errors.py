@@ -6,6 +6,7 @@ their message without a traceback (see ``vit_facemap.cli``).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,13 +56,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (DataError, RunExistsError, FileN
 def run_reporting(prog: str, func: Callable[[], int | None]) -> int:
     """``func()``'s exit status; a user mistake prints ``prog: error: ...`` and gives 2."""
     try:
-        return int(func() or 0)
+        status = int(func() or 0)
+        sys.stdout.flush()  # a reader gone is found here, not in Python's flush at exit
+        return status
     except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of the output has gone (`... | head -1`): stop quietly, as other
+        # command-line tools do; what is left unwritten goes to devnull, so that the flush
+        # at exit does not fail again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (captured): nothing to flush
+            pass
+        return 1
 
 
 @contextmanager

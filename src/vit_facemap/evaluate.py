@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from vit_facemap.dlc import LabeledFrames, write_labels
+from vit_facemap.dlc import LabeledFrames, find_label_files, write_labels
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
-from vit_facemap.runinfo import describe, write_json
+from vit_facemap.runinfo import check_outputs_apart, describe, write_json
 from vit_facemap.validate import load_set
 
 
@@ -46,11 +46,24 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
 
 
 def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
-                  overwrite: bool) -> None:
-    """Refuse, before any work, outputs that exist (unless ``overwrite``), are folders, or
-    a prediction table of a format we cannot write: an evaluation never stops half-written."""
+                  overwrite: bool, run_dir: str | Path | None = None,
+                  data: str | Path | None = None) -> None:
+    """Refuse, before any work, outputs that exist (unless ``overwrite``), are folders, are
+    the run's or the labeled set's files, or a prediction table of a format we cannot write:
+    an evaluation never stops half-written, and never writes over what it reads."""
     if table_out is not None and Path(table_out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
         raise DataError("unsupported suffix for the prediction table; use .csv or .h5", table_out)
+    tables: list[Path] = []
+    if data is not None:
+        try:
+            tables = find_label_files(data)
+        except DataError:
+            pass  # not a labeled set: reading it says so, after these checks
+    # the set's images sit beside or below its table (a CollectedData file given as --data)
+    set_folder = None if data is None else Path(data) if Path(data).is_dir() else Path(data).parent
+    check_outputs_apart({"--json": json_out, "--predictions": table_out},
+                        inputs=[("the labels table of --data", t) for t in tables],
+                        folders=[("the run folder", run_dir), ("the labeled set", set_folder)])
     for path in (Path(p) for p in (json_out, table_out) if p is not None):
         if path.is_dir():
             raise DataError("is a folder; give a file name for the results", path)
@@ -74,7 +87,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
 
     if json_out is not None and predictions_out is None:
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
-    check_outputs(json_out, predictions_out, overwrite)
+    check_outputs(json_out, predictions_out, overwrite, run_dir, data)
     predictor = load_predictor(run_dir, device, scales=scales)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from vit_facemap.config import check_scales
-from vit_facemap.errors import first_line
+from vit_facemap.errors import DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
 from vit_facemap.refine import crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
@@ -224,6 +224,11 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
     """
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
+    if not (Path(run_dir) / "runinfo.json").is_file():  # written when training ends
+        # a warning, not a refusal: the best weights so far may be what the user wants
+        warnings.warn(f"training of {run_dir} did not finish (no runinfo.json): results come "
+                      "from its last saved weights; `vit-facemap train ... --resume` finishes "
+                      "it", DataWarning, stacklevel=2)
     refiners = []
     stages = stage_dirs(Path(run_dir)) if refine else []
     for stage in stages:

@@ -8,6 +8,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -108,6 +109,56 @@ def write_json(obj: Any, path: str | Path, *, overwrite: bool = True) -> Path:
     return path
 
 
+def move_files(src: Path, dst: Path, files: list[Path]) -> None:
+    """Move ``files`` (relative paths) from ``src`` to ``dst``: all of them, or none."""
+    moved = []
+    try:
+        for rel in files:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).replace(dst / rel)
+            moved.append(rel)
+    except OSError:
+        for rel in moved:
+            (dst / rel).replace(src / rel)
+        raise
+
+
+def set_aside(folder: Path, files: list[Path]) -> Path | None:
+    """Move ``files`` (relative to ``folder``) into a new hidden ``folder/.replaced-*``
+    folder, all or none; returns it (None when there is nothing to move).
+
+    How a command with ``--overwrite`` keeps the results it replaces until the new ones are
+    complete: the caller deletes the folder then, or puts the files back with
+    :func:`put_back` when the new results fail. Inside ``folder``: the same file system (a
+    move, never a half copy), and a new one each time, so an earlier interrupted
+    replacement's files stay whole.
+    """
+    import shutil
+    import tempfile
+
+    if not files:
+        return None
+    backup = Path(tempfile.mkdtemp(prefix=".replaced-", dir=folder))
+    try:
+        move_files(folder, backup, files)
+    except OSError:
+        shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
+        raise
+    return backup
+
+
+def put_back(folder: Path, backup: Path | None) -> None:
+    """Undo :func:`set_aside`: the files in ``backup`` back into ``folder`` (replacing what
+    stands there under their names), and ``backup`` removed."""
+    import shutil
+
+    if backup is None:
+        return
+    files = [p.relative_to(backup) for p in backup.rglob("*") if p.is_file()]
+    move_files(backup, folder, files)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
 def check_output(path: str | Path, overwrite: bool = False, *,
                  hint: str = "pass --overwrite to replace it") -> Path:
     """Refuse, before any work, an output that cannot be written or would replace results.
@@ -126,6 +177,45 @@ def check_output(path: str | Path, overwrite: bool = False, *,
     if path.exists() and not overwrite:
         raise RunExistsError(path, hint)
     return path
+
+
+def check_outputs_apart(outputs: Mapping[str, str | Path | None], *,
+                        inputs: Iterable[tuple[str, str | Path | None]] = (),
+                        folders: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs, lies inside an
+    input folder (a run, a labeled set), or is also given as another output.
+
+    ``outputs`` maps each option to its path (None: not written); ``inputs`` and ``folders``
+    are (what, path) pairs named in the message. ``--overwrite`` is for a command's earlier
+    results: without this check it let an evaluation write its predictions over the labels
+    it scored, or its metrics over the run's weights.
+    """
+    from vit_facemap.errors import DataError
+
+    def same(a: Path, b: Path) -> bool:
+        # resolve() sees through symbolic links; samefile also through hard links
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return a.exists() and b.exists() and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    given = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
+    files = [(what, Path(p)) for what, p in inputs if p is not None]
+    dirs = [(what, Path(p)) for what, p in folders if p is not None]
+    for i, (opt, path) in enumerate(given):
+        for other, path2 in given[:i]:
+            if same(path, path2):
+                raise DataError(f"given as both {other} and {opt}; give each its own file", path)
+        for what, f in files:
+            if same(path, f):
+                raise DataError(f"{opt} is an input of this command ({what}); writing there "
+                                "would destroy it: give another path", path)
+        for what, d in dirs:
+            if path.resolve().is_relative_to(d.resolve()):
+                raise DataError(f"{opt} lies inside {what} ({d}), an input of this command; "
+                                "write results elsewhere", path)
 
 
 def data_folder(path: str | Path | None) -> tuple[Path | None, str]:

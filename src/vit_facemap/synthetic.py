@@ -35,7 +35,7 @@ from scipy.interpolate import splev, splprep
 from scipy.ndimage import gaussian_filter
 
 from vit_facemap.dlc import LabeledFrames, write_labels
-from vit_facemap.errors import RunExistsError
+from vit_facemap.errors import DataError, RunExistsError
 
 G7C1_KEYPOINTS = (
     "eye top", "eye front", "eye bottom", "eye back", "nose top", "nose tip", "nose bottom",
@@ -521,10 +521,26 @@ def generate_frames(
 
 
 def _prepare(folder: str | Path, marker: str, overwrite: bool) -> Path:
+    """Refuse a folder holding a set this command did not write, or one it did (unless
+    ``overwrite``). Checks only: the caller creates the folder once the frames are made, so
+    bad settings leave no empty folder behind."""
     folder = Path(folder)
-    if (folder / marker).exists() and not overwrite:
-        raise RunExistsError(folder / marker)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise DataError("is a file; give a folder for the generated set", folder)
+    # a user's labels (a set's table, or a DeepLabCut project's per-video tables) beside
+    # generated ones would be read as the set, or stop it being read
+    tables = [*folder.glob("CollectedData*"), *folder.glob("labeled-data/*/CollectedData*")]
+    theirs = sorted(str(t.relative_to(folder)) for t in tables if t != folder / marker)
+    if theirs:
+        raise DataError(f"holds a labels table ({theirs[0]}) that `data synthetic` did not "
+                        "write; choose another folder", folder)
+    if (folder / marker).exists():
+        if not overwrite:
+            raise RunExistsError(folder / marker)
+        if not (folder / "synthetic.json").is_file():  # written beside every generated set
+            raise DataError(f"{marker} here was not written by `data synthetic` (no "
+                            "synthetic.json); --overwrite replaces only a generated set: "
+                            "choose another folder", folder)
     return folder
 
 
@@ -555,6 +571,7 @@ def write_synthetic_set(
     folder = _prepare(folder, label_file, overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            color=color, p_missing=p_missing, root=folder)
+    folder.mkdir(parents=True, exist_ok=True)
     for img, rel in zip(data.images, data.frames.index, strict=True):
         _save_png(img, folder / rel)
     write_labels(data.frames, folder / label_file, overwrite=True)
@@ -585,6 +602,7 @@ def write_state_set(
     folder = _prepare(folder, "groups.csv", overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            task=task, root=folder)
+    folder.mkdir(parents=True, exist_ok=True)
     names = data.frames.bodyparts
     corners = ("eye front", "eye back") if layout == "g7c1" else ("lefteyelid", "righteyelid")
     lids = [names.index(k) for k in names if "eye" in k and "pupil" not in k]

@@ -27,7 +27,9 @@ raised, naming the file, the frame and what was written.
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +39,7 @@ import pandas as pd
 
 from vit_facemap.dlc import predictions_dataframe, write_predictions
 from vit_facemap.errors import DataError, RunExistsError
-from vit_facemap.runinfo import describe, write_json
+from vit_facemap.runinfo import describe, put_back, set_aside, write_json
 from vit_facemap.transforms import rescale_points
 from vit_facemap.video import (
     BackgroundBatches,
@@ -190,9 +192,14 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
 
     existing = [paths[n] for n in FINAL_OUTPUTS if paths[n].exists()]
     half_done = paths["state"].exists()
+    backup = None
+    made = not out_dir.exists()  # removed again if nothing comes of this run
     if options.overwrite:
-        for p in [*existing, paths["partial"], paths["state"]]:
-            p.unlink(missing_ok=True)
+        # set aside, not deleted: an interrupted or failed new run must not lose them
+        out_dir.mkdir(parents=True, exist_ok=True)
+        backup = set_aside(out_dir, [p.relative_to(out_dir) for p in
+                                     [*existing, paths["partial"], paths["state"]]
+                                     if p.exists()])
         existing, half_done = [], False
     elif options.resume and not half_done and paths["summary"].exists():
         summary = json.loads(paths["summary"].read_text())
@@ -210,7 +217,10 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     if not len(rows):
         paths["partial"].unlink(missing_ok=True)
-        write_json({"key": key, "options": asdict(options)}, paths["state"])
+        # the replaced results' folder is recorded so that a resumed run that completes
+        # drops them, as this one would have
+        write_json({"key": key, "options": asdict(options),
+                    "replaced": None if backup is None else backup.name}, paths["state"])
 
     import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
 
@@ -250,13 +260,21 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
                     bar.update(len(batch))
             except VideoDecodeError as exc:
                 error = exc
-    except Exception:
+    except BaseException:
         # Nothing tracked in a fresh run (e.g. --start past the end): leave no half-done
         # state behind that would make the next run ask for --resume. With frames done the
         # state stays, so --resume continues after the cause is fixed (Ctrl-C included).
-        if not n_new and first == options.start and paths["partial"].stat().st_size == 0:
+        if not n_new and first == options.start and (
+                not paths["partial"].exists() or paths["partial"].stat().st_size == 0):
             paths["partial"].unlink(missing_ok=True)
             paths["state"].unlink(missing_ok=True)
+            put_back(out_dir, backup)
+            if made and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+        elif backup is not None:
+            warnings.warn(f"{video}: the new tracking stopped part-way and can be resumed "
+                          f"(--resume); the results it replaces are kept in {backup} until "
+                          "it finishes", stacklevel=2)
         raise
     finally:
         if overlay is not None:
@@ -264,7 +282,13 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     wall = time.perf_counter() - t0
 
     rows = np.fromfile(paths["partial"], dtype=np.float64).reshape(-1, n_cols)
-    summary = _write_outputs(rows, bodyparts, paths, options, info, box, resize)
+    try:
+        summary = _write_outputs(rows, bodyparts, paths, options, info, box, resize)
+    except BaseException:
+        if backup is not None:  # the frames tracked stay (partial), resumable
+            warnings.warn(f"{video}: writing the new results failed; the results they replace "
+                          f"are kept in {backup}", stacklevel=2)
+        raise
     summary.update(
         complete=error is None, error=None if error is None else str(error),
         frames_this_run=n_new, resumed_from=first if first != options.start else None,
@@ -276,6 +300,12 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     record = describe(options, device, predictor=_predictor_info(predictor),
                       **summary)
     write_json(record, paths["summary"])
+    # the new results are complete: the ones they replace (this run's, or those of the
+    # --overwrite run this one resumed) go
+    replaced = json.loads(paths["state"].read_text()).get("replaced") \
+        if paths["state"].exists() else None
+    if replaced:
+        shutil.rmtree(out_dir / replaced, ignore_errors=True)
     if error is None:
         paths["partial"].unlink(missing_ok=True)
         paths["state"].unlink(missing_ok=True)

@@ -70,6 +70,7 @@ from vit_facemap.refine import (
     training_crops,
 )
 from vit_facemap.runinfo import describe, resolve_device, write_json
+from vit_facemap.runinfo import move_files as _move_files
 from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise
 
 CONFIG_FILE = "config.json"
@@ -274,20 +275,6 @@ def _delete_run_files(out: Path) -> None:
     for folder in (*stage_dirs(out), out / REFINE_DIR):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-
-
-def _move_files(src: Path, dst: Path, files: list[Path]) -> None:
-    """Move ``files`` (relative paths) from ``src`` to ``dst``: all of them, or none."""
-    moved = []
-    try:
-        for rel in files:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            (src / rel).replace(dst / rel)
-            moved.append(rel)
-    except OSError:
-        for rel in moved:
-            (dst / rel).replace(src / rel)
-        raise
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: bool = True

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 from vit_facemap.config import PROFILES
@@ -74,19 +76,50 @@ def _group_args(p: argparse.ArgumentParser) -> None:
                    help="regex on each image's path relative to DIR; group = first capture group")
 
 
+# what `classify train` writes into its run folder; anything else there is the user's
+RUN_FILES = ("config.json", "model.safetensors", "model.joblib", "provenance.json")
+
+
+def _is_classifier_run(path: Path) -> bool:
+    """Whether ``path/config.json`` is a classifier run's (what ``FacialStateClassifier.load``
+    reads: an object with ``config`` and ``classes``), not a tracker run's or a user's file."""
+    try:
+        meta = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("config"), dict) and "classes" in meta
+
+
 def _check_out(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise DataError("--out is a file; give a folder for the run", path)
     if path.exists() and not overwrite:
         raise RunExistsError(path)
-    if path.exists() and path.is_dir() and any(path.iterdir()) and \
-            not (path / "config.json").exists():
-        raise DataError("refusing to overwrite a folder that is not a classifier run", path)
+    if path.is_dir() and any(path.iterdir()) and not _is_classifier_run(path):
+        raise DataError("refusing to overwrite a folder that is not a classifier run (no "
+                        "config.json of 'classify train' in it)", path)
+
+
+def _save_replacing(out: Path, save: Callable[[], None]) -> None:
+    """``save()`` the new run into ``out``, the earlier run's files set aside until it is
+    saved whole (put back if saving fails); the user's other files in ``out`` stay."""
+    import shutil
+
+    from vit_facemap.runinfo import put_back, set_aside
+
+    backup = set_aside(out, [Path(n) for n in RUN_FILES if (out / n).is_file()])
+    try:
+        save()
+    except BaseException:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        put_back(out, backup)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import shutil
-
     import numpy as np
 
     from vit_facemap.classifier import (
@@ -151,33 +184,43 @@ def run_train(args: argparse.Namespace) -> int:
             cv = cross_validate(frames, data.labels, data.groups, data.classes,
                                 {config.model: config}, data.eyes, n_splits=args.cv,
                                 seed=args.seed, progress=progress, measures=measures)
-        record["cv"] = {"n_splits": args.cv, "metrics": cv.metrics[config.model],
-                        "wall_s": t["wall_s"]}
-    if out.exists():
-        shutil.rmtree(out)
-    clf.save(out)
-    write_json(describe(config, device, profile=args.profile, data=str(Path(args.data).resolve()),
-                        classes=data.classes, n_images=len(data),
-                        class_counts=np.bincount(data.labels, minlength=len(data.classes)).tolist(),
-                        groups=sorted(set(data.groups.tolist()) - {""}), **record),
-               out / "provenance.json")
+        # at most one fold per group: fewer groups than --cv asked for give fewer folds
+        used = int(len(np.unique(cv.fold[cv.fold >= 0])))
+        record["cv"] = {"n_splits": used, "n_splits_asked": args.cv,
+                        "metrics": cv.metrics[config.model], "wall_s": t["wall_s"]}
+    def save() -> None:
+        clf.save(out)
+        write_json(describe(config, device, profile=args.profile,
+                            data=str(Path(args.data).resolve()), classes=data.classes,
+                            n_images=len(data),
+                            class_counts=np.bincount(data.labels,
+                                                     minlength=len(data.classes)).tolist(),
+                            groups=sorted(set(data.groups.tolist()) - {""}), **record),
+                   out / "provenance.json")
+    out.mkdir(parents=True, exist_ok=True)
+    _save_replacing(out, save)
     m = record["train_metrics"]
     print(f"trained {config.model} ({config.crop} crop) on {len(data)} images of "
           f"{len(data.classes)} classes in {record['train_wall_s']:.0f} s -> {out}")
     print(f"training-set macro-F1 {m['macro_f1']:.3f} (optimistic: seen images)")
     if args.cv:
-        c = record["cv"]["metrics"]
-        print(f"{args.cv}-fold group CV: accuracy {c['accuracy']:.3f}, balanced accuracy "
+        c, used = record["cv"]["metrics"], record["cv"]["n_splits"]
+        fewer = (f" (reduced from --cv {args.cv}: one fold per group at most)"
+                 if used < args.cv else "")
+        print(f"{used}-fold group CV{fewer}: accuracy {c['accuracy']:.3f}, balanced accuracy "
               f"{c['balanced_accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from vit_facemap.classifier import FacialStateClassifier, classification_metrics, load_frames
-    from vit_facemap.runinfo import describe, timed, write_json
+    from vit_facemap.runinfo import check_outputs_apart, describe, timed, write_json
     from vit_facemap.states import read_image_set
 
     out = Path(args.json)
+    # the set's files (groups.csv, eyes.csv, images) and the run's are never results to replace
+    check_outputs_apart({"--json": out}, inputs=[("--groups", args.groups)],
+                        folders=[("the run folder", args.run_dir), ("the --data set", args.data)])
     if out.is_dir():
         raise DataError("--json is a folder; give a file name for the metrics", out)
     if out.exists() and not args.overwrite:

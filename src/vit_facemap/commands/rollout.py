@@ -11,6 +11,7 @@ settings).
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from vit_facemap.errors import DataError, RunExistsError
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
     from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
-    from vit_facemap.runinfo import describe, write_json
+    from vit_facemap.runinfo import check_outputs_apart, describe, put_back, set_aside, write_json
 
     if not 0 <= args.discard_ratio < 1:
         raise DataError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
@@ -55,14 +56,21 @@ def run(args: argparse.Namespace) -> int:
             raise RunExistsError(out)
         # --overwrite replaces an earlier rollout's files, never a folder of other things
         # (a class folder of images, say)
-        others = [p.name for p in out.iterdir() if not (
-            p.name == "rollout.json" or p.name.endswith(("_rollout.png", "_map.npy")))]
+        # (a .replaced-* folder: an earlier rollout's files, left by a hard kill mid-write)
+        others = [p.name for p in out.iterdir()
+                  if not _is_result(p) and not p.name.startswith(".replaced-")]
         if others:
             raise DataError(f"holds files that are not rollout results (e.g. {others[0]}); "
                             "choose another --out", out)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DataError("no such run folder", run_dir)
+    paths = [Path(p) for p in args.images]
+    stems = _stems(paths)
+    names = [n for stem in stems for n in (f"{stem}_rollout.png", f"{stem}_map.npy")]
+    check_outputs_apart({f"--out's {n}": out / n for n in [*names, "rollout.json"]},
+                        inputs=[("an image to explain", p) for p in paths],
+                        folders=[("the run folder", run_dir)])
     clf = FacialStateClassifier.load(run_dir)
     if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None
                                       or args.head_fusion is not None):
@@ -84,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--target {args.target!r} is not one of the run's classes "
                             f"{clf.classes}")
         target = clf.classes.index(args.target)
-    paths = [Path(p) for p in args.images]
     frames = load_frames(paths)
     boxes = clf.locate(frames) if clf.config.crop == "eye" else None
     crops = clf.crops(frames, boxes)
@@ -112,26 +119,53 @@ def run(args: argparse.Namespace) -> int:
         kind = "forest importance per HOG cell"
         shift = 0.0
     out.mkdir(parents=True, exist_ok=True)
+    # an earlier rollout's files (maps of other images too) are set aside, not mixed with
+    # the new ones, and come back if writing these fails
+    backup = set_aside(out, [Path(p.name) for p in out.iterdir() if _is_result(p)])
     records = []
-    stems: set[str] = set()
-    for i, p in enumerate(paths):
-        stem = p.stem
-        while stem in stems:  # same file name from different folders
-            stem += "_"
-        stems.add(stem)
-        Image.fromarray(overlay(views[i], maps[i], shift=shift)).save(out / f"{stem}_rollout.png")
-        np.save(out / f"{stem}_map.npy", maps[i].astype(np.float32))
-        records.append({"image": str(p), "name": stem,
-                        "predicted": clf.classes[int(proba[i].argmax())],
-                        # the class the map is for (plain rollout and the forest: none)
-                        "explained": None if target is None else
-                        clf.classes[int(np.broadcast_to(target, (len(paths),))[i])],
-                        "probabilities": dict(zip(clf.classes, map(float, proba[i]), strict=True)),
-                        "eye_box": None if boxes is None else [float(v) for v in boxes[i]]})
-    write_json(describe({"method": args.method,
-                         "head_fusion": head_fusion if args.method == "rollout" else None,
-                         "discard_ratio": args.discard_ratio, "target": args.target},
-                        "cpu", run=str(run_dir.resolve()), map=kind, images=records),
-               out / "rollout.json")
+    try:
+        for i, (p, stem) in enumerate(zip(paths, stems, strict=True)):
+            Image.fromarray(overlay(views[i], maps[i], shift=shift)).save(
+                out / f"{stem}_rollout.png")
+            np.save(out / f"{stem}_map.npy", maps[i].astype(np.float32))
+            records.append({
+                "image": str(p), "name": stem,
+                "predicted": clf.classes[int(proba[i].argmax())],
+                # the class the map is for (plain rollout and the forest: none)
+                "explained": None if target is None else
+                clf.classes[int(np.broadcast_to(target, (len(paths),))[i])],
+                "probabilities": dict(zip(clf.classes, map(float, proba[i]), strict=True)),
+                "eye_box": None if boxes is None else [float(v) for v in boxes[i]]})
+        write_json(describe({"method": args.method,
+                             "head_fusion": head_fusion if args.method == "rollout" else None,
+                             "discard_ratio": args.discard_ratio, "target": args.target},
+                            "cpu", run=str(run_dir.resolve()), map=kind, images=records),
+                   out / "rollout.json")
+    except BaseException:
+        for p in out.iterdir():
+            if _is_result(p):
+                p.unlink()
+        put_back(out, backup)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
     print(f"{kind} maps of {len(paths)} image(s) -> {out}")
     return 0
+
+
+def _stems(paths: list[Path]) -> list[str]:
+    """Each image's name in the output files; ``_`` added for a name seen before (the same
+    file name from different folders)."""
+    stems: list[str] = []
+    for p in paths:
+        stem = p.stem
+        while stem in stems:
+            stem += "_"
+        stems.append(stem)
+    return stems
+
+
+def _is_result(path: Path) -> bool:
+    """A file this command writes (what ``--overwrite`` may replace)."""
+    return path.is_file() and (path.name == "rollout.json"
+                               or path.name.endswith(("_rollout.png", "_map.npy")))

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
+    from vit_facemap.runinfo import check_outputs_apart
     from vit_facemap.track import output_paths
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -83,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"videos {', '.join(map(str, same))} would write the same results "
                         f"({', '.join(clash)}); track them into separate --out folders",
                         Path(args.out))
+    # a video named like another's results (its overlay, say), or --out inside the run
+    check_outputs_apart({f"the {kind} of {v}": path for v in args.videos
+                         for kind, path in output_paths(v, args.out, args.scorer).items()},
+                        inputs=[("a video to track", v) for v in args.videos],
+                        folders=[("the run folder", args.run)])
     options = TrackOptions(
         start=args.start, stop=args.stop, crop=crop, resize=args.resize,
         batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,

@@ -64,18 +64,41 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("config file not found", path)
         try:
             over = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"bad training config: {exc}", path) from exc
+        if not isinstance(over, dict):  # a list or a number holds no settings to merge
+            raise DataError("bad training config: give a JSON object of settings "
+                            f"({{\"steps\": 2000, ...}}), not a {type(over).__name__}", path)
+        try:
             config = TrainConfig.from_dict(_merge(asdict(config), over))
-        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             raise DataError(f"bad training config: {exc}", path) from exc
     if args.seed is not None:
         config.seed = args.seed
     frames = load_set(args.data, decode=False)
+    out = Path(args.out)
+    if args.resume and not out.is_dir():
+        raise DataError("nothing to resume: no such run folder", out)
     saved = _resumed_split(args, frames) if args.resume else None
     train, val = saved if saved is not None else _split(args, frames, config.seed)
-    summary = fit(config, train, args.out, val, device=args.device, overwrite=args.overwrite,
-                  resume=args.resume, progress=not args.quiet,
-                  extra_info={"profile": args.profile, "data": str(args.data)})
-    msg = f"trained {summary['steps']} steps in {summary['train_s']:.0f} s -> {args.out}"
+    made = not out.exists()
+    try:
+        summary = fit(config, train, out, val, device=args.device, overwrite=args.overwrite,
+                      resume=args.resume, progress=not args.quiet,
+                      extra_info={"profile": args.profile, "data": str(args.data)})
+    except BaseException:
+        # refused before anything was saved (--device cuda without a GPU, say): no empty
+        # run folder left behind
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    # summary["steps"] counts the first stage; each second stage reports its own
+    stages = {name: s["steps"] for name, s in (summary.get("refine") or {}).items()}
+    msg = f"trained {summary['steps'] + sum(stages.values())} steps"
+    if stages:
+        msg += (f" ({summary['steps']} first stage, second stage "
+                + ", ".join(f"{name} {n}" for name, n in stages.items()) + ")")
+    msg += f" in {summary['train_s']:.0f} s -> {args.out}"
     if summary.get("best_val_mean_px") is not None:
         msg += f" (best validation mean error {summary['best_val_mean_px']:.2f} px)"
     print(msg)
