@@ -154,25 +154,63 @@ def plot_states(data, n_per_class: int = 3, *, panel_width: float = 2.6) -> Figu
     return fig
 
 
+def _stage_group(label: str) -> str:
+    """The keypoint group of a second stage's label (``"hybrid eye stage"`` -> ``"eye"``)."""
+    words = label.removesuffix(" stage").split(" ", 1)
+    return words[-1] if len(words) > 1 else label
+
+
+def _relative_loss(loss: pd.Series) -> pd.Series:
+    """A loss curve over its first finite, positive value (NaN where there is none)."""
+    values = loss.to_numpy(dtype=float)
+    ok = np.flatnonzero(np.isfinite(values) & (values > 0))
+    return loss / values[ok[0]] if len(ok) else loss * np.nan
+
+
 def plot_tracker_curves(curves: Mapping[str, Sequence[tuple[str, bool, pd.DataFrame]]]
                         ) -> Figure:
     """Training loss and held-out error against steps, one row per set.
 
-    ``curves`` is what :func:`vit_facemap.reports.tracker_curves` returns; second stages are
-    dashed. The held-out error is drawn where it was logged (validation steps only).
+    ``curves`` is what :func:`vit_facemap.reports.tracker_curves` returns. The models'
+    losses are on different scales (heatmap cross-entropy plus an offset term, a
+    regression's normalised L1, a second stage's loss on its crops), so each loss curve is
+    divided by its first logged value: the left panel compares how far each loss fell, not
+    their levels. The middle panel is the held-out mean error over all keypoints of the
+    whole-face models (drawn where it was logged); a second stage (dashed) is scored on its
+    own group's keypoints only, around the first stage's estimates, so its held-out error
+    gets a panel of its own (right; only when some set has one), labelled with its group.
     """
-    fig, axes = plt.subplots(len(curves), 2, figsize=(9, 3.0 * len(curves)), squeeze=False)
-    for (ax_loss, ax_val), (set_name, runs) in zip(axes, curves.items(), strict=True):
+    has_stage_val = any(stage and "val_mean_px" in m for runs in curves.values()
+                        for _, stage, m in runs)
+    ncols = 3 if has_stage_val else 2
+    fig, axes = plt.subplots(len(curves), ncols, figsize=(4.2 * ncols, 3.0 * len(curves)),
+                             squeeze=False)
+    for row, (set_name, runs) in zip(axes, curves.items(), strict=True):
+        ax_loss, ax_val = row[0], row[1]
         for label, stage, m in runs:
-            line, = ax_loss.plot(m["step"], m["train_loss"], label=label,
-                                 ls="--" if stage else "-")
-            if "val_mean_px" in m:
-                v = m.dropna(subset=["val_mean_px"])
-                ax_val.plot(v["step"], v["val_mean_px"], marker="o", ms=3,
-                            color=line.get_color(), ls=line.get_linestyle(), label=label)
-        ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title=set_name)
-        ax_val.set(xlabel="step", ylabel="held-out mean error (px)", yscale="log",
-                   title=set_name)
-        ax_val.legend(fontsize=7)
+            ls = "--" if stage else "-"
+            line, = ax_loss.plot(m["step"], _relative_loss(m["train_loss"]), ls=ls,
+                                 label=f"{label} (on its crops)" if stage else label)
+            if "val_mean_px" not in m:
+                continue
+            v = m.dropna(subset=["val_mean_px"])
+            ax = row[2] if stage else ax_val
+            ax.plot(v["step"], v["val_mean_px"], marker="o", ms=3, color=line.get_color(),
+                    ls=ls, label=f"{label} ({_stage_group(label)} keypoints only)" if stage
+                    else label)
+        ax_loss.set(xlabel="step", ylabel="training loss / first value", yscale="log",
+                    title=f"{set_name}: training loss")
+        ax_val.set(xlabel="step", ylabel="held-out mean error,\nall keypoints (px)",
+                   yscale="log", title=f"{set_name}: whole-face models")
+        ax_loss.legend(fontsize=7)
+        for ax in row[1:]:
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "none logged", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
+        if ncols == 3:
+            row[2].set(xlabel="step", ylabel="held-out mean error,\nstage's keypoints (px)",
+                       yscale="log", title=f"{set_name}: second stages")
     fig.tight_layout()
     return fig
