@@ -100,3 +100,32 @@ def test_tracker_curves_without_second_stages_have_two_panels():
     fig = plot_tracker_curves({"g7c1": [("cnn", False, _curve(5.0))]})
     assert len(fig.axes) == 2
     plt.close("all")
+
+
+def test_plot_predictions_uses_the_keypoint_colours_and_a_legend(tmp_path):
+    """The tracker's example frames colour keypoints as every other figure of frames does
+    (keypoint_colors) and name them in a legend; predictions are found by frame path."""
+    from matplotlib.colors import to_rgba
+
+    from vit_facemap.dlc import LabeledFrames
+    from vit_facemap.plotting import plot_predictions
+
+    truth = load_set(write_synthetic_set(tmp_path / "s", n_frames=6, n_videos=2, seed=2))
+    rows = [5, 1, 3, 0]  # predictions in another order than the labels
+    pred = LabeledFrames(tmp_path / "elsewhere", [truth.index[r] for r in rows],
+                         truth.keypoints[rows] + 2.0, truth.bodyparts)
+    fig = plot_predictions([("g7c1", truth, pred), ("again", truth, pred)])
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 6
+    colours = [to_rgba(c) for c in keypoint_colors(truth.bodyparts).values()]
+    for ax, i in zip(panels[:3], [0, 1, 3], strict=True):  # evenly over the 4 predictions
+        circles, crosses = ax.collections
+        np.testing.assert_allclose(circles.get_edgecolors(), colours)
+        np.testing.assert_allclose(crosses.get_facecolors(), colours)
+        np.testing.assert_allclose(circles.get_offsets(), truth.keypoints[rows[i]])
+        np.testing.assert_allclose(crosses.get_offsets(), truth.keypoints[rows[i]] + 2.0)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 2
+    for legend in legends:
+        assert [t.get_text() for t in legend.get_texts()] == truth.bodyparts
+    plt.close("all")

@@ -154,6 +154,49 @@ def plot_states(data, n_per_class: int = 3, *, panel_width: float = 2.6) -> Figu
     return fig
 
 
+def plot_predictions(examples: Sequence[tuple[str, LabeledFrames, LabeledFrames]],
+                     n_frames: int = 3, *, panel_width: float = 3.2) -> Figure:
+    """Held-out frames with hand-placed keypoints (circles) and predictions (crosses).
+
+    ``examples`` holds ``(set name, hand labels, predictions)`` per set, one row each;
+    ``n_frames`` predicted frames spread evenly over the predictions are drawn, each looked
+    up in the hand labels by its index (relative path). Keypoints take the colours of
+    :func:`keypoint_colors`, as in the other figures of frames, and each row has a legend
+    of its set's keypoints.
+    """
+    if not examples:
+        raise ValueError("no predictions to plot")
+    fig, axes = plt.subplots(len(examples), n_frames, squeeze=False, layout="constrained",
+                             figsize=(panel_width * n_frames + 2.0, 0.8 * panel_width * len(examples)))
+    for row_axes, (name, truth, pred) in zip(axes, examples, strict=True):
+        if list(truth.bodyparts) != list(pred.bodyparts):
+            raise ValueError(f"{name}: predictions name keypoints {list(pred.bodyparts)}, the "
+                             f"hand labels {list(truth.bodyparts)}")
+        lookup = {idx: i for i, idx in enumerate(truth.index)}
+        missing = [idx for idx in pred.index if idx not in lookup]
+        if missing:
+            raise ValueError(f"{name}: predicted frame {missing[0]} is not among the hand labels")
+        colors = keypoint_colors(pred.bodyparts)
+        rgba = [colors[n] for n in pred.bodyparts]
+        picks = np.unique(np.linspace(0, len(pred) - 1, n_frames).astype(int))
+        for ax in row_axes:
+            ax.set_axis_off()
+        for ax, i in zip(row_axes, picks, strict=False):
+            j = lookup[pred.index[i]]
+            img = load_image(truth.image_paths[j])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            t = truth.keypoints[j]
+            ax.scatter(t[:, 0], t[:, 1], s=40, facecolors="none", edgecolors=rgba, linewidths=1.2)
+            ax.scatter(pred.keypoints[i, :, 0], pred.keypoints[i, :, 1], s=30, marker="x",
+                       c=rgba)
+            ax.set_title(f"{name}: {pred.index[i].split('/')[-2][:24]}", fontsize=8)
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
+                   for n in pred.bodyparts]
+        row_axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                            fontsize=7, frameon=False, title="keypoint", title_fontsize=8)
+    return fig
+
+
 def _stage_group(label: str) -> str:
     """The keypoint group of a second stage's label (``"hybrid eye stage"`` -> ``"eye"``)."""
     words = label.removesuffix(" stage").split(" ", 1)
