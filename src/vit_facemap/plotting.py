@@ -232,7 +232,9 @@ def plot_tracker_curves(curves: Mapping[str, Sequence[tuple[str, bool, pd.DataFr
         ax_loss, ax_val = row[0], row[1]
         for label, stage, m in runs:
             ls = "--" if stage else "-"
+            # a short log (a test run logs a row or two) is drawn with markers, else unseen
             line, = ax_loss.plot(m["step"], _relative_loss(m["train_loss"]), ls=ls,
+                                 marker="." if len(m) <= 20 else None,
                                  label=f"{label} (on its crops)" if stage else label)
             if "val_mean_px" not in m:
                 continue
