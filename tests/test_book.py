@@ -123,12 +123,13 @@ def test_render_needs_site(tmp_path):
         render.load_site(tmp_path)
 
 
-def _notebook(path: Path, body: str) -> None:
+def _notebook(path: Path, body: str, title: str = "T") -> None:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell(
         'profile = "default"\ndevice = "auto"\ndata_dir = ""\nseed = 0\nout_dir = "x"')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# T"), params, nbformat.v4.new_code_cell(body)]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}"), params,
+                nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, str(path))
@@ -157,6 +158,41 @@ def test_runner_passes_parameters_and_records(tmp_path):
     assert "remove-input" in executed.cells[-1].metadata["tags"]
     assert not any(c.get("outputs") for c in nbformat.read(str(nbs / "01_a.ipynb"), 4).cells
                    if c.cell_type == "code")  # the committed notebook is left alone
+
+
+def test_build_note_is_real_only_if_every_notebook_used_the_real_sets(tmp_path):
+    """Profile test runs some notebooks on generated frames although the data folder is
+    there: the note must not say "from the real labeled sets"; it names those pages. A
+    notebook that records nothing is not counted as real, even with a stale record left
+    from an earlier run."""
+    data = tmp_path / "data"
+    (data / "g7c1").mkdir(parents=True)  # a real data folder the build is given
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    record = "from vit_facemap.book.data_used import record_data_used\n"
+    _notebook(nbs / "01_real.ipynb", record + "record_data_used(out_dir, '01_real', real=True, "
+              "source='real g7c1')", title="Real page")
+    _notebook(nbs / "02_gen.ipynb", record + "record_data_used(out_dir, '02_gen', "
+              "real=False, source='generated frames')", title="Tracker page")
+    _notebook(nbs / "03_silent.ipynb", "pass", title="Silent page")
+    out = tmp_path / "results"
+    (out / "data_used").mkdir(parents=True)
+    (out / "data_used" / "03_silent.json").write_text('{"data": "real", "source": "old"}')
+    settings = execute.BookSettings(profile="test", device="cpu", data_dir=str(data),
+                                    out_dir=str(out))
+    got = execute.execute_all(nbs, tmp_path / "executed", settings, log=lambda m: None)
+    assert [(r.data, r.title) for r in got.notebooks] == [
+        ("real", "Real page"), ("generated", "Tracker page"), ("unrecorded", "Silent page")]
+    assert not got.real_data and got.data_folder
+    note = (tmp_path / "executed" / execute.NOTE_MD).read_text()
+    assert note.startswith("::::{warning} Built partly on generated data\n")
+    assert "real labeled sets;" not in note
+    assert "*Tracker page* (`02_gen.ipynb`)" in note and "`03_silent.ipynb`" in note
+    assert "01_real" not in note
+    saved = json.loads((tmp_path / "executed" / execute.RECORD_JSON).read_text())
+    assert saved["real_data"] is False
+    assert [n["data"] for n in saved["notebooks"]] == ["real", "generated", "unrecorded"]
+    assert "generated frames, not real mice" in render.build_note(saved)
 
 
 def test_runner_fails_on_a_failing_notebook(tmp_path):

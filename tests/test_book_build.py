@@ -29,6 +29,34 @@ def test_build_note_warns_about_generated_data():
     assert "profile `quick` on device `cpu`" in real
 
 
+def _pages(*data: str) -> execute.BuildRecord:
+    """A finished run whose notebooks recorded ``data`` (real, generated, unrecorded)."""
+    record = _record(real_data=all(d == "real" for d in data))
+    record.data_folder = True
+    record.notebooks = [execute.NotebookRun(f"0{i}_nb.ipynb", "x", 1.0, True, title=f"Page {i}",
+                                            data=d) for i, d in enumerate(data, 1)]
+    return record
+
+
+def test_build_note_says_real_only_when_every_notebook_used_real_data():
+    assert "{warning}" not in execute.note_markdown(_pages("real", "real"))
+    for mixed in (_pages("real", "generated", "real"), _pages("real", "unrecorded")):
+        note = execute.note_markdown(mixed)
+        assert note.startswith("::::{warning} Built partly on generated data\n")
+        assert "*Page 2* (`02_nb.ipynb`)" in note and "Page 1" not in note
+        assert "real labeled sets;" not in note
+    # even a record claiming real data is not believed over its notebooks
+    claimed = _pages("real", "generated")
+    claimed.real_data = True
+    assert "Built partly on generated data" in execute.note_markdown(claimed)
+    every = execute.note_markdown(_pages("generated", "generated"))
+    assert every.startswith("::::{warning} Built on generated data\n")
+    assert "No real data folder" not in every  # the folder was given; the notebooks chose
+    table = execute.record_markdown(_pages("real", "generated"))
+    assert "| Data |" in table and "| `02_nb.ipynb` | 1.0 | ok | generated |" in table
+    assert "generated frames on others" in table
+
+
 def test_record_is_written_with_the_note(tmp_path):
     execute.write_record(_record(real_data=False), tmp_path)
     assert (tmp_path / execute.NOTE_MD).read_text() == execute.note_markdown(

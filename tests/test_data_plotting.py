@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vit_facemap.plotting import keypoint_colors, mean_frame, plot_frames, plot_spread  # noqa: E402
@@ -52,3 +53,79 @@ def test_plot_states_outlines_the_region():
     assert len(boxed) == 4
     x0, y0 = boxed[0].patches[0].get_xy()
     assert (x0, y0) in {(b[0], b[1]) for b in d.state_boxes}
+
+
+def _curve(first_loss, steps=4, val=True):
+    import pandas as pd
+
+    m = pd.DataFrame({"step": np.arange(steps) * 10,
+                      "train_loss": first_loss / (1 + np.arange(steps))})
+    if val:
+        m["val_mean_px"] = [8.0 - i if i % 2 == 0 else np.nan for i in range(steps)]
+    return m
+
+
+def test_tracker_curves_compare_losses_relative_and_stages_apart():
+    """Losses of different models are on different scales (a heatmap model's 40, a
+    regression's 0.4): each is drawn over its first value. A second stage's held-out error
+    covers its group's keypoints only and is not drawn beside whole-face errors."""
+    from vit_facemap.plotting import plot_tracker_curves
+
+    curves = {"g7c1": [("hybrid", False, _curve(40.0)),
+                       ("hybrid eye stage", True, _curve(3.0)),
+                       ("vit_regression", False, _curve(0.4))],
+              "schroeder": [("hybrid", False, _curve(20.0)),
+                            ("vit_regression", False, _curve(0.2, val=False))]}
+    fig = plot_tracker_curves(curves)
+    axes = np.array(fig.axes).reshape(2, 3)
+    loss, whole, stages = axes[0]
+    assert loss.get_ylabel() == "training loss / first value"
+    for line in loss.lines:
+        assert line.get_ydata()[0] == 1.0 and line.get_ydata()[-1] == 0.25
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == [
+        "hybrid", "hybrid eye stage (on its crops)", "vit_regression"]
+    assert "all keypoints" in whole.get_ylabel()
+    assert [t.get_text() for t in whole.get_legend().get_texts()] == ["hybrid", "vit_regression"]
+    assert "stage's keypoints" in stages.get_ylabel()
+    assert [t.get_text() for t in stages.get_legend().get_texts()] == [
+        "hybrid eye stage (eye keypoints only)"]
+    assert stages.lines[0].get_linestyle() == "--"
+    assert not axes[1, 2].lines and [t.get_text() for t in axes[1, 2].texts] == ["none logged"]
+    plt.close("all")
+
+
+def test_tracker_curves_without_second_stages_have_two_panels():
+    from vit_facemap.plotting import plot_tracker_curves
+
+    fig = plot_tracker_curves({"g7c1": [("cnn", False, _curve(5.0))]})
+    assert len(fig.axes) == 2
+    plt.close("all")
+
+
+def test_plot_predictions_uses_the_keypoint_colours_and_a_legend(tmp_path):
+    """The tracker's example frames colour keypoints as every other figure of frames does
+    (keypoint_colors) and name them in a legend; predictions are found by frame path."""
+    from matplotlib.colors import to_rgba
+
+    from vit_facemap.dlc import LabeledFrames
+    from vit_facemap.plotting import plot_predictions
+
+    truth = load_set(write_synthetic_set(tmp_path / "s", n_frames=6, n_videos=2, seed=2))
+    rows = [5, 1, 3, 0]  # predictions in another order than the labels
+    pred = LabeledFrames(tmp_path / "elsewhere", [truth.index[r] for r in rows],
+                         truth.keypoints[rows] + 2.0, truth.bodyparts)
+    fig = plot_predictions([("g7c1", truth, pred), ("again", truth, pred)])
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 6
+    colours = [to_rgba(c) for c in keypoint_colors(truth.bodyparts).values()]
+    for ax, i in zip(panels[:3], [0, 1, 3], strict=True):  # evenly over the 4 predictions
+        circles, crosses = ax.collections
+        np.testing.assert_allclose(circles.get_edgecolors(), colours)
+        np.testing.assert_allclose(crosses.get_facecolors(), colours)
+        np.testing.assert_allclose(circles.get_offsets(), truth.keypoints[rows[i]])
+        np.testing.assert_allclose(crosses.get_offsets(), truth.keypoints[rows[i]] + 2.0)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 2
+    for legend in legends:
+        assert [t.get_text() for t in legend.get_texts()] == truth.bodyparts
+    plt.close("all")

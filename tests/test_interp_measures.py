@@ -80,3 +80,30 @@ def test_shape_errors():
         facial_measures(np.zeros((2, 3, 2)), ["a", "b"])
     with pytest.raises(ValueError, match="shape"):
         facial_measures(np.zeros((2, 3)), ["a", "b", "c"])
+
+
+def test_measure_plots_name_their_units():
+    """Eye width is a length in pixels; aperture and eye-relative positions are in eye
+    widths: a panel must say which."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vit_facemap.measures import measure_unit
+    from vit_facemap.traces import plot_measures
+
+    kp = np.stack([np.arange(24, dtype=float).reshape(12, 2) * (1 + 0.1 * i) for i in range(3)])
+    m = facial_measures(kp, G7C1)
+    assert {c: measure_unit(c) for c in ("eye_width", "eye_aperture", "whisker_1_forward",
+                                         "mouth_down", "pupil_diameter", "pupil_eye_ratio")} == {
+        "eye_width": "px", "eye_aperture": "eye widths", "whisker_1_forward": "eye widths",
+        "mouth_down": "eye widths", "pupil_diameter": "px", "pupil_eye_ratio": "eye widths"}
+    schroeder = facial_measures(schroeder_frame(), SCHROEDER)
+    assert all(measure_unit(c) for c in [*m.columns, *schroeder.columns])  # all have one
+    cols = ["eye_aperture", "eye_width", "whisker_1_forward", "mouth_down"]
+    fig = plot_measures(m, cols)
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "eye aperture\n(eye widths)", "eye width\n(px)", "whisker 1 forward\n(eye widths)",
+        "mouth down\n(eye widths)"]
+    plt.close(fig)

@@ -320,8 +320,8 @@ def test_tracker_curves_draw_the_tables_models_only(tmp_path):
     from vit_facemap.plotting import plot_tracker_curves
 
     fig = plot_tracker_curves(curves)
-    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
-    assert labels == ["hybrid", "hybrid eye stage", "cnn"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["hybrid", "hybrid eye stage (on its crops)", "cnn"]
 
 
 def test_tracker_curves_name_a_set_without_logs(tmp_path):

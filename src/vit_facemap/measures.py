@@ -52,6 +52,23 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=-1)
 
 
+# Units of the measures: lengths and positions in the frame's pixels, ratios and
+# eye-relative positions in eye widths (see facial_measures).
+PIXEL_MEASURES = ("pupil_horizontal", "pupil_vertical", "pupil_diameter", "pupil_x", "pupil_y",
+                  "eye_width", "eye_x", "eye_y")
+EYE_WIDTH_MEASURES = ("eye_aperture", "pupil_eye_ratio")
+
+
+def measure_unit(column: str) -> str:
+    """The unit of a column of :func:`facial_measures` ("px" or "eye widths"), "s" for a
+    ``time_s`` column, "" for a column it does not make."""
+    if column in PIXEL_MEASURES:
+        return "px"
+    if column in EYE_WIDTH_MEASURES or column.endswith(("_forward", "_down", "_distance")):
+        return "eye widths"
+    return "s" if column == "time_s" else ""
+
+
 def facial_measures(keypoints: np.ndarray, bodyparts: Sequence[str]) -> pd.DataFrame:
     """Per-frame facial measures from keypoints (N, K, 2), NaN where a keypoint is missing.
 

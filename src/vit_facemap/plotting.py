@@ -154,25 +154,108 @@ def plot_states(data, n_per_class: int = 3, *, panel_width: float = 2.6) -> Figu
     return fig
 
 
+def plot_predictions(examples: Sequence[tuple[str, LabeledFrames, LabeledFrames]],
+                     n_frames: int = 3, *, panel_width: float = 3.2) -> Figure:
+    """Held-out frames with hand-placed keypoints (circles) and predictions (crosses).
+
+    ``examples`` holds ``(set name, hand labels, predictions)`` per set, one row each;
+    ``n_frames`` predicted frames spread evenly over the predictions are drawn, each looked
+    up in the hand labels by its index (relative path). Keypoints take the colours of
+    :func:`keypoint_colors`, as in the other figures of frames, and each row has a legend
+    of its set's keypoints.
+    """
+    if not examples:
+        raise ValueError("no predictions to plot")
+    fig, axes = plt.subplots(len(examples), n_frames, squeeze=False, layout="constrained",
+                             figsize=(panel_width * n_frames + 2.0, 0.8 * panel_width * len(examples)))
+    for row_axes, (name, truth, pred) in zip(axes, examples, strict=True):
+        if list(truth.bodyparts) != list(pred.bodyparts):
+            raise ValueError(f"{name}: predictions name keypoints {list(pred.bodyparts)}, the "
+                             f"hand labels {list(truth.bodyparts)}")
+        lookup = {idx: i for i, idx in enumerate(truth.index)}
+        missing = [idx for idx in pred.index if idx not in lookup]
+        if missing:
+            raise ValueError(f"{name}: predicted frame {missing[0]} is not among the hand labels")
+        colors = keypoint_colors(pred.bodyparts)
+        rgba = [colors[n] for n in pred.bodyparts]
+        picks = np.unique(np.linspace(0, len(pred) - 1, n_frames).astype(int))
+        for ax in row_axes:
+            ax.set_axis_off()
+        for ax, i in zip(row_axes, picks, strict=False):
+            j = lookup[pred.index[i]]
+            img = load_image(truth.image_paths[j])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            t = truth.keypoints[j]
+            ax.scatter(t[:, 0], t[:, 1], s=40, facecolors="none", edgecolors=rgba, linewidths=1.2)
+            ax.scatter(pred.keypoints[i, :, 0], pred.keypoints[i, :, 1], s=30, marker="x",
+                       c=rgba)
+            ax.set_title(f"{name}: {pred.index[i].split('/')[-2][:24]}", fontsize=8)
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
+                   for n in pred.bodyparts]
+        row_axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                            fontsize=7, frameon=False, title="keypoint", title_fontsize=8)
+    return fig
+
+
+def _stage_group(label: str) -> str:
+    """The keypoint group of a second stage's label (``"hybrid eye stage"`` -> ``"eye"``)."""
+    words = label.removesuffix(" stage").split(" ", 1)
+    return words[-1] if len(words) > 1 else label
+
+
+def _relative_loss(loss: pd.Series) -> pd.Series:
+    """A loss curve over its first finite, positive value (NaN where there is none)."""
+    values = loss.to_numpy(dtype=float)
+    ok = np.flatnonzero(np.isfinite(values) & (values > 0))
+    return loss / values[ok[0]] if len(ok) else loss * np.nan
+
+
 def plot_tracker_curves(curves: Mapping[str, Sequence[tuple[str, bool, pd.DataFrame]]]
                         ) -> Figure:
     """Training loss and held-out error against steps, one row per set.
 
-    ``curves`` is what :func:`vit_facemap.reports.tracker_curves` returns; second stages are
-    dashed. The held-out error is drawn where it was logged (validation steps only).
+    ``curves`` is what :func:`vit_facemap.reports.tracker_curves` returns. The models'
+    losses are on different scales (heatmap cross-entropy plus an offset term, a
+    regression's normalised L1, a second stage's loss on its crops), so each loss curve is
+    divided by its first logged value: the left panel compares how far each loss fell, not
+    their levels. The middle panel is the held-out mean error over all keypoints of the
+    whole-face models (drawn where it was logged); a second stage (dashed) is scored on its
+    own group's keypoints only, around the first stage's estimates, so its held-out error
+    gets a panel of its own (right; only when some set has one), labelled with its group.
     """
-    fig, axes = plt.subplots(len(curves), 2, figsize=(9, 3.0 * len(curves)), squeeze=False)
-    for (ax_loss, ax_val), (set_name, runs) in zip(axes, curves.items(), strict=True):
+    has_stage_val = any(stage and "val_mean_px" in m for runs in curves.values()
+                        for _, stage, m in runs)
+    ncols = 3 if has_stage_val else 2
+    fig, axes = plt.subplots(len(curves), ncols, figsize=(4.2 * ncols, 3.0 * len(curves)),
+                             squeeze=False)
+    for row, (set_name, runs) in zip(axes, curves.items(), strict=True):
+        ax_loss, ax_val = row[0], row[1]
         for label, stage, m in runs:
-            line, = ax_loss.plot(m["step"], m["train_loss"], label=label,
-                                 ls="--" if stage else "-")
-            if "val_mean_px" in m:
-                v = m.dropna(subset=["val_mean_px"])
-                ax_val.plot(v["step"], v["val_mean_px"], marker="o", ms=3,
-                            color=line.get_color(), ls=line.get_linestyle(), label=label)
-        ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title=set_name)
-        ax_val.set(xlabel="step", ylabel="held-out mean error (px)", yscale="log",
-                   title=set_name)
-        ax_val.legend(fontsize=7)
+            ls = "--" if stage else "-"
+            # a short log (a test run logs a row or two) is drawn with markers, else unseen
+            line, = ax_loss.plot(m["step"], _relative_loss(m["train_loss"]), ls=ls,
+                                 marker="." if len(m) <= 20 else None,
+                                 label=f"{label} (on its crops)" if stage else label)
+            if "val_mean_px" not in m:
+                continue
+            v = m.dropna(subset=["val_mean_px"])
+            ax = row[2] if stage else ax_val
+            ax.plot(v["step"], v["val_mean_px"], marker="o", ms=3, color=line.get_color(),
+                    ls=ls, label=f"{label} ({_stage_group(label)} keypoints only)" if stage
+                    else label)
+        ax_loss.set(xlabel="step", ylabel="training loss / first value", yscale="log",
+                    title=f"{set_name}: training loss")
+        ax_val.set(xlabel="step", ylabel="held-out mean error,\nall keypoints (px)",
+                   yscale="log", title=f"{set_name}: whole-face models")
+        ax_loss.legend(fontsize=7)
+        for ax in row[1:]:
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "none logged", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
+        if ncols == 3:
+            row[2].set(xlabel="step", ylabel="held-out mean error,\nstage's keypoints (px)",
+                       yscale="log", title=f"{set_name}: second stages")
     fig.tight_layout()
     return fig

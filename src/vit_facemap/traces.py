@@ -44,8 +44,11 @@ def plot_traces(frames: np.ndarray, xy: np.ndarray, likelihood: np.ndarray,
 
 def plot_measures(measures: pd.DataFrame, columns: Sequence[str] | None = None,
                   x: str | None = None):
-    """Facial measures over frames, one panel each (at most four, the first by default)."""
+    """Facial measures over frames, one panel each (at most four, the first by default),
+    each labelled with its unit (:func:`vit_facemap.measures.measure_unit`)."""
     import matplotlib.pyplot as plt
+
+    from vit_facemap.measures import measure_unit
 
     cols = list(columns) if columns else [c for c in measures.columns if c != "time_s"][:4]
     fig, axes = plt.subplots(len(cols), 1, figsize=(7.5, 1.6 * len(cols) + 0.6), sharex=True,
@@ -53,7 +56,8 @@ def plot_measures(measures: pd.DataFrame, columns: Sequence[str] | None = None,
     t = measures.index.to_numpy() if x is None else measures[x].to_numpy()
     for ax, col in zip(axes[:, 0], cols, strict=True):
         ax.plot(t, measures[col].to_numpy(), lw=1.2, color="0.2")
-        ax.set_ylabel(col.replace("_", " "), fontsize=8)
+        unit = measure_unit(col)
+        ax.set_ylabel(col.replace("_", " ") + (f"\n({unit})" if unit else ""), fontsize=8)
     axes[-1, 0].set_xlabel("frame" if x is None else x.replace("_", " "))
     fig.tight_layout()
     return fig

@@ -5,6 +5,10 @@ Every ``notebooks/[0-9][0-9]_*.ipynb`` gets the same parameters (``profile``, ``
 Executed copies go to ``_build/executed/``, which is what MyST builds the book from; the
 committed notebooks stay without outputs. A failing notebook stops the run with a non-zero
 exit; its partly executed copy is kept next to the others for inspection.
+
+Each notebook records whether it ran on the real labeled sets or on generated frames
+(:mod:`vit_facemap.book.data_used`); the build note calls the build real only when every
+notebook did, and otherwise names the pages that ran on generated frames.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vit_facemap import config, runinfo
+from vit_facemap.book import data_used
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 RECORD_JSON = "build_record.json"
@@ -51,15 +56,23 @@ class NotebookRun:
     wall_s: float
     ok: bool
     error: str = ""
+    title: str = ""        # the notebook's first heading: the name of its page in the book
+    data: str = ""         # data_used.REAL, GENERATED or UNRECORDED, as the notebook recorded
+    data_source: str = ""  # what it ran on, in the notebook's words
 
 
 @dataclass
 class BuildRecord:
     settings: BookSettings
     device_resolved: str
-    real_data: bool
+    real_data: bool  # every notebook recorded the real labeled sets
     notebooks: list[NotebookRun] = field(default_factory=list)
     wall_s: float = 0.0
+    data_folder: bool = False  # a real data folder was given (notebooks may still not use it)
+
+    def generated_pages(self) -> list[NotebookRun]:
+        """The executed notebooks that did not record running on the real labeled sets."""
+        return [r for r in self.notebooks if r.data != data_used.REAL]
 
 
 def find_notebooks(folder: str | Path) -> list[Path]:
@@ -68,6 +81,24 @@ def find_notebooks(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"notebook folder {folder} does not exist")
     return sorted(folder.glob(NOTEBOOK_GLOB))
+
+
+def notebook_title(path: str | Path) -> str:
+    """The first ``# `` heading of a notebook's markdown cells (its page title), else ''."""
+    import nbformat
+
+    for cell in nbformat.read(str(path), as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
+
+
+def _page(run: NotebookRun) -> str:
+    """A notebook as the note names it: its title and file, and why it is named there."""
+    name = f"*{run.title}* (`{run.name}`)" if run.title else f"`{run.name}`"
+    return name if run.data == data_used.GENERATED else f"{name}, which recorded no data"
 
 
 def hide_labeled_inputs(path: str | Path) -> int:
@@ -128,35 +159,58 @@ def _papermill(papermill, source: Path, executed: Path, settings: BookSettings,
 def record_markdown(record: BuildRecord) -> str:
     """The build record as MyST markdown (included by the manuscript's provenance page)."""
     s = record.settings
-    data = ("the real labeled sets under the data folder" if record.real_data
-            else "generated frames (no real data folder was given)")
+    generated = record.generated_pages()
+    if record.real_data and not generated:
+        data = "the real labeled sets under the data folder"
+    elif len(generated) < len(record.notebooks):
+        data = ("the real labeled sets on some pages and generated frames on others "
+                "(column Data)")
+    elif record.data_folder:
+        data = "generated frames on every page"
+    else:
+        data = "generated frames (no real data folder was given)"
     lines = [
         f"This build ran the notebooks with profile **`{s.profile}`** on device "
         f"**`{record.device_resolved}`** (asked for `{s.device}`), seed `{s.seed}`, using {data}. "
         f"Executing all notebooks took {record.wall_s / 60:.1f} min of wall time.",
         "",
-        "| Notebook | Wall time (s) | Status |",
-        "| --- | ---: | --- |",
+        "| Notebook | Wall time (s) | Status | Data |",
+        "| --- | ---: | --- | --- |",
     ]
     for run in record.notebooks:
-        lines.append(f"| `{run.name}` | {run.wall_s:.1f} | {'ok' if run.ok else 'FAILED'} |")
+        lines.append(f"| `{run.name}` | {run.wall_s:.1f} | {'ok' if run.ok else 'FAILED'} "
+                     f"| {run.data or data_used.UNRECORDED} |")
     if not record.notebooks:
-        lines.append("| (no notebooks yet) | | |")
+        lines.append("| (no notebooks yet) | | | |")
     return "\n".join(lines) + "\n"
 
 
 def note_markdown(record: BuildRecord) -> str:
     """The build in two sentences, for the first page of the book and the paper.
 
-    A build on generated frames puts them in a warning box: its numbers describe no mouse.
+    The build is called real only when every notebook recorded running on the real labeled
+    sets. A build on generated frames puts them in a warning box: its numbers describe no
+    mouse. A build where some notebooks ran on generated frames (profile ``test`` trains on
+    them even with the data folder present) gets the box too, naming those pages.
     """
     s = record.settings
     how = (f"This copy was built by `make paper` with profile `{s.profile}` on device "
            f"`{record.device_resolved}`")
-    if record.real_data:
+    generated = record.generated_pages()
+    if record.real_data and not generated:
         return f"{how} from the real labeled sets; @sec-provenance gives the full record.\n"
+    if generated and len(generated) < len(record.notebooks):
+        pages = "; ".join(_page(r) for r in generated)
+        return ("::::{warning} Built partly on generated data\n"
+                "Not every page of this copy ran on the real labeled sets. These pages used "
+                f"frames generated by `vit_facemap.synthetic`: {pages}. Their numbers and "
+                "figures, and those of the manuscript that come from them, say nothing about "
+                f"real mice. {how}; @sec-provenance gives the full record.\n"
+                "::::\n")
+    why = ("The notebooks of this build ran on generated frames" if record.data_folder
+           else "No real data folder was given to this build")
     return ("::::{warning} Built on generated data\n"
-            "No real data folder was given to this build: every number and figure in this "
+            f"{why}: every number and figure in this "
             "copy comes from frames generated by `vit_facemap.synthetic` and says nothing "
             f"about real mice. {how}; @sec-provenance gives the full record.\n"
             "::::\n")
@@ -164,7 +218,7 @@ def note_markdown(record: BuildRecord) -> str:
 
 def write_record(record: BuildRecord, folder: Path, extra: dict[str, Any] | None = None) -> Path:
     provenance = runinfo.describe(record.settings, record.device_resolved,
-                                  real_data=record.real_data,
+                                  real_data=record.real_data, data_folder=record.data_folder,
                                   notebooks=[asdict(r) for r in record.notebooks],
                                   wall_s=record.wall_s, **(extra or {}))
     runinfo.write_json(provenance, folder / RECORD_JSON)
@@ -217,8 +271,12 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     executed_dir = Path(executed_dir).resolve()
     config.profile(settings.profile)  # validates the name before spending any time
     device = runinfo.resolve_device(settings.device)
-    record = BuildRecord(settings=settings, device_resolved=device,
-                         real_data=config.data_root(settings.data_dir) is not None)
+    # what the notebooks record as their data lands in their out_dir, which is relative
+    # to their working directory (notebooks_dir) unless absolute
+    results = Path(settings.out_dir)
+    results = results if results.is_absolute() else notebooks_dir / results
+    record = BuildRecord(settings=settings, device_resolved=device, real_data=False,
+                         data_folder=config.data_root(settings.data_dir) is not None)
     executed_dir.mkdir(parents=True, exist_ok=True)
     for stale in executed_dir.glob(NOTEBOOK_GLOB):
         stale.unlink()  # a notebook removed from the repo must not linger in the book
@@ -227,6 +285,7 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     for source in find_notebooks(notebooks_dir):
         target = executed_dir / source.name
         log(f"[book] executing {source.name} (profile={settings.profile}, device={device})")
+        data_used.data_used_path(results, source.name).unlink(missing_ok=True)  # a stale record
         t0 = time.perf_counter()
         try:
             execute_notebook(source, target, settings, kernel_name=kernel_name)
@@ -234,13 +293,17 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
         except Exception as exc:  # papermill raises its own error types; keep the message
             ok, error = False, f"{type(exc).__name__}: {exc}"
         wall = time.perf_counter() - t0
-        record.notebooks.append(NotebookRun(source.name, str(target), round(wall, 2), ok, error))
+        used = data_used.read_data_used(results, source.name)
+        record.notebooks.append(NotebookRun(source.name, str(target), round(wall, 2), ok, error,
+                                            title=notebook_title(source), data=used["data"],
+                                            data_source=used["source"]))
         log(f"[book] {source.name}: {'ok' if ok else 'FAILED'} in {wall:.1f} s")
         if not ok:
             failure = f"notebook {source} failed (executed copy: {target}):\n{error}"
             break
         hide_labeled_inputs(target)
     record.wall_s = round(time.perf_counter() - start, 2)
+    record.real_data = bool(record.notebooks) and not record.generated_pages()
     write_record(record, executed_dir)
     if failure:
         raise RuntimeError(failure)

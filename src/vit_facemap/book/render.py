@@ -453,6 +453,11 @@ def build_note(record: dict[str, Any] | None) -> str:
     wall = record.get("wall_s", 0) / 60
     data = {True: "the real labeled sets", False: "<strong>generated frames, not real mice</strong>"
             }.get(record.get("real_data"), "data the record does not name")
+    used = [r.get("data") for r in record.get("notebooks") or []]
+    if "real" in used and any(u != "real" for u in used):
+        # some pages ran on generated frames (profile test does, with the data folder too)
+        data = ("the real labeled sets on some pages and <strong>generated frames, not real "
+                "mice,</strong> on others")
     return (f'<p class="build-note">Built from notebooks executed with profile '
             f'<code>{esc(s.get("profile"))}</code> on device <code>{esc(dev)}</code> '
             f'on {data} ({wall:.1f} min, {esc(record.get("created", ""))}); see '
