@@ -182,8 +182,9 @@ def check_output(path: str | Path, overwrite: bool = False, *,
 def check_outputs_apart(outputs: Mapping[str, str | Path | None], *,
                         inputs: Iterable[tuple[str, str | Path | None]] = (),
                         folders: Iterable[tuple[str, str | Path | None]] = ()) -> None:
-    """Refuse, before any work, an output that is one of the command's inputs, lies inside an
-    input folder (a run, a labeled set), or is also given as another output.
+    """Refuse, before any work, an output that is one of the command's inputs, is also given
+    as another output, or lies inside an input folder (a run, a labeled set) where a file
+    already is or where the set's reader would take it for labels or frames.
 
     ``outputs`` maps each option to its path (None: not written); ``inputs`` and ``folders``
     are (what, path) pairs named in the message. ``--overwrite`` is for a command's earlier
@@ -213,9 +214,21 @@ def check_outputs_apart(outputs: Mapping[str, str | Path | None], *,
                 raise DataError(f"{opt} is an input of this command ({what}); writing there "
                                 "would destroy it: give another path", path)
         for what, d in dirs:
-            if path.resolve().is_relative_to(d.resolve()):
-                raise DataError(f"{opt} lies inside {what} ({d}), an input of this command; "
-                                "write results elsewhere", path)
+            if not path.resolve().is_relative_to(d.resolve()):
+                continue
+            # a new file beside a run or a set harms neither (an eval.json in the run folder);
+            # a file already there may be one of its inputs, and a labels-table name or a file
+            # among the set's frames would be read as part of the set next time
+            rel = path.resolve().relative_to(d.resolve())
+            if path.exists():
+                why = ("and is already there (it may be one of its files; remove it first if "
+                       "it is an earlier result)")
+            elif rel.parts[:1] == ("labeled-data",) or path.name.startswith("CollectedData"):
+                why = "where it would be read as part of the set"
+            else:
+                continue
+            raise DataError(f"{opt} lies inside {what} ({d}), an input of this command, {why}; "
+                            "write results elsewhere", path)
 
 
 def data_folder(path: str | Path | None) -> tuple[Path | None, str]:
