@@ -31,7 +31,6 @@ import json
 import math
 import random
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -69,8 +68,7 @@ from vit_facemap.refine import (
     refine_groups,
     training_crops,
 )
-from vit_facemap.runinfo import describe, resolve_device, write_json
-from vit_facemap.runinfo import move_files as _move_files
+from vit_facemap.runinfo import describe, put_back, resolve_device, set_aside, write_json
 from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise
 
 CONFIG_FILE = "config.json"
@@ -298,16 +296,8 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
         # only the files a run writes: anything else of the user's in the folder stays
-        files = _run_files(out)
-        if files and keep_replaced:
-            # inside the run folder (same file system, writable wherever the run is), a new
-            # one each time: an earlier interrupted replacement's backup stays whole
-            backup = Path(tempfile.mkdtemp(prefix=".replaced-", dir=out))
-            try:
-                _move_files(out, backup, files)
-            except OSError:
-                shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
-                raise
+        if keep_replaced:
+            backup = set_aside(out, _run_files(out))
         _delete_run_files(out)  # what was not moved aside (keep_replaced=False: all of it)
     out.mkdir(parents=True, exist_ok=True)
     return backup
@@ -331,8 +321,7 @@ def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
     else:
         _delete_run_files(out)
         (out / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
-        _move_files(backup, out, _run_files(backup))
-        shutil.rmtree(backup, ignore_errors=True)
+        put_back(out, backup)
 
 
 def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
