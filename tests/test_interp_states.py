@@ -362,8 +362,8 @@ def test_classify_evaluate_never_writes_over_its_inputs(gen_set, tmp_path, capsy
     shutil.copy(data / "groups.csv", groups)
     kept = {p: p.read_bytes() for p in [groups, data / "groups.csv", *run.iterdir()]}
     base = ["classify", "evaluate", str(run), "--data", str(data), "--overwrite"]
-    for extra, problem in ((["--json", str(data / "groups.csv")], "inside the --data set"),
-                           (["--json", str(run / "config.json")], "inside the run folder"),
+    for extra, problem in ((["--json", str(data / "groups.csv")], "files of the --data set"),
+                           (["--json", str(run / "config.json")], "files of the run folder"),
                            (["--json", str(groups), "--groups", str(groups)], "is an input")):
         assert main(base + extra) == 2, extra
         assert problem in capsys.readouterr().err

@@ -644,17 +644,19 @@ def test_evaluate_never_writes_over_its_inputs(tiny_set, tmp_path, capsys):
     same = tmp_path / "same.csv"
     for extra, problem in (
             (["--json", str(tmp_path / "m.json"), "--predictions", str(labels)], "is an input"),
-            (["--json", str(run / "model.safetensors")], "inside the run folder"),
+            (["--json", str(run / "model.safetensors")], "files of the run folder"),
             (["--json", str(tmp_path / "m.json"), "--predictions",
-              str(data / "CollectedData_pred.csv")], "read as part of the set"),
+              str(data / "CollectedData_pred.csv")], "files of the labeled set"),
             (["--json", str(same), "--predictions", str(same)], "both --json and --predictions")):
         assert main(base + extra) == 2, extra
         assert problem in capsys.readouterr().err
     assert {p: p.read_bytes() for p in kept} == kept
     assert not same.exists() and not (tmp_path / "m.json").exists()
     assert not (data / "CollectedData_pred.csv").exists()
-    # a new file beside the run's is no harm: evaluations are often kept with their run
-    assert main(base + ["--json", str(run / "eval.json")]) == 0
+    # a new file beside the run's is no harm (evaluations are often kept with their run),
+    # and --overwrite replaces it as any earlier result
+    for _ in range(2):
+        assert main(base + ["--json", str(run / "eval.json")]) == 0
     assert {p: p.read_bytes() for p in kept} == kept
 
 

@@ -314,7 +314,7 @@ def test_resized_coordinates_map_pixel_centres(tmp_path, video):
 
 
 def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch, capsys):
-    """A video named like another's results, or results over a file of the run, are refused
+    """A video named like another's results, or results among the run's files, are refused
     up front."""
     import sys
     import types
@@ -333,16 +333,17 @@ def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch,
                  "--overwrite", "--no-progress", "--stop", "3"]) == 2
     assert "is an input of this command" in capsys.readouterr().err
     assert again.read_bytes() == video.read_bytes() and sorted(out.iterdir()) == [again]
-    # results inside the run folder: refused where a file is already there (it may be the
-    # run's), even with --overwrite
+    # results among the run's own files (a second stage's folder) are refused; beside them
+    # they are fine, also when replacing earlier ones
     run = tmp_path / "run"
-    run.mkdir()
-    taken = output_paths(video, run)["csv"]
-    taken.write_text("the run's own file")
-    assert main(["track", str(run), str(video), "--out", str(run), "--overwrite",
-                 "--no-progress", "--stop", "3"]) == 2
-    assert "inside the run folder" in capsys.readouterr().err
-    assert sorted(run.iterdir()) == [taken] and taken.read_text() == "the run's own file"
+    stage = run / "refine" / "eye"
+    stage.mkdir(parents=True)
+    assert main(["track", str(run), str(video), "--out", str(stage), "--no-progress",
+                 "--stop", "3"]) == 2
+    assert "files of the run folder" in capsys.readouterr().err and not any(stage.iterdir())
+    for extra in ([], ["--overwrite"]):
+        assert main(["track", str(run), str(video), "--out", str(run), "--no-progress",
+                     "--stop", "3", *extra]) == 0
 
 
 def test_overwrite_keeps_the_old_results_until_the_new_ones_are_complete(tmp_path, video):

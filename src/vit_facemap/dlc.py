@@ -147,6 +147,14 @@ NO_TABLE = ("no CollectedData*.csv or CollectedData*.h5 here: is this a labeled 
             "project with labeled-data/<video>/CollectedData*)?")
 
 
+def is_set_file(rel: Path) -> bool:
+    """Whether ``rel`` (a path inside a labeled set's folder) is one of the set's files, or a
+    name its reader would take for one: its frames, a labels table, ``animals.csv``."""
+    top = rel.parts[0] if rel.parts else ""
+    return (top == "labeled-data" or rel.name.startswith("CollectedData")
+            or top in ("animals.csv", "SOURCE.json", "LICENSE"))
+
+
 def find_label_file(root: str | Path) -> Path:
     """The ``CollectedData*.csv`` (preferred) or ``.h5`` inside a labeled set's folder."""
     root = Path(root)

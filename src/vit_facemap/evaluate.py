@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from vit_facemap.dlc import LabeledFrames, find_label_files, write_labels
+from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, write_labels
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
@@ -61,9 +61,12 @@ def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
             pass  # not a labeled set: reading it says so, after these checks
     # the set's images sit beside or below its table (a CollectedData file given as --data)
     set_folder = None if data is None else Path(data) if Path(data).is_dir() else Path(data).parent
+    from vit_facemap.train import is_run_file
+
     check_outputs_apart({"--json": json_out, "--predictions": table_out},
                         inputs=[("the labels table of --data", t) for t in tables],
-                        folders=[("the run folder", run_dir), ("the labeled set", set_folder)])
+                        folders=[("the run folder", run_dir, is_run_file),
+                                 ("the labeled set", set_folder, is_set_file)])
     for path in (Path(p) for p in (json_out, table_out) if p is not None):
         if path.is_dir():
             raise DataError("is a folder; give a file name for the results", path)

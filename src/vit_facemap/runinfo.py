@@ -8,7 +8,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -181,54 +181,51 @@ def check_output(path: str | Path, overwrite: bool = False, *,
 
 def check_outputs_apart(outputs: Mapping[str, str | Path | None], *,
                         inputs: Iterable[tuple[str, str | Path | None]] = (),
-                        folders: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+                        folders: Iterable[tuple[str, str | Path | None, Callable[[Path], bool]]]
+                        = ()) -> None:
     """Refuse, before any work, an output that is one of the command's inputs, is also given
-    as another output, or lies inside an input folder (a run, a labeled set) where a file
-    already is or where the set's reader would take it for labels or frames.
+    as another output, or is one of the files of an input folder.
 
-    ``outputs`` maps each option to its path (None: not written); ``inputs`` and ``folders``
-    are (what, path) pairs named in the message. ``--overwrite`` is for a command's earlier
+    ``outputs`` maps each option to its path (None: not written); ``inputs`` are (what, path)
+    pairs named in the message; ``folders`` are (what, folder, is_input) triples, where
+    ``is_input(relative_path)`` says whether a path inside the folder is one of its files (a
+    run's weights, a set's labels and frames). Other paths inside are fair game: an
+    evaluation kept beside its run harms neither. ``--overwrite`` is for a command's earlier
     results: without this check it let an evaluation write its predictions over the labels
     it scored, or its metrics over the run's weights.
     """
     from vit_facemap.errors import DataError
 
-    def same(a: Path, b: Path) -> bool:
-        # resolve() sees through symbolic links; samefile also through hard links
-        if a.resolve() == b.resolve():
-            return True
+    def key(path: Path) -> tuple:
+        # one file under two names: a link (resolve) or a hard link (device and inode)
         try:
-            return a.exists() and b.exists() and os.path.samefile(a, b)
+            st = path.stat()
         except OSError:
-            return False
+            return ("path", path.resolve())
+        return ("file", st.st_dev, st.st_ino)
 
-    given = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
-    files = [(what, Path(p)) for what, p in inputs if p is not None]
-    dirs = [(what, Path(p)) for what, p in folders if p is not None]
-    for i, (opt, path) in enumerate(given):
-        for other, path2 in given[:i]:
-            if same(path, path2):
-                raise DataError(f"given as both {other} and {opt}; give each its own file", path)
-        for what, f in files:
-            if same(path, f):
-                raise DataError(f"{opt} is an input of this command ({what}); writing there "
-                                "would destroy it: give another path", path)
-        for what, d in dirs:
-            if not path.resolve().is_relative_to(d.resolve()):
-                continue
-            # a new file beside a run or a set harms neither (an eval.json in the run folder);
-            # a file already there may be one of its inputs, and a labels-table name or a file
-            # among the set's frames would be read as part of the set next time
-            rel = path.resolve().relative_to(d.resolve())
-            if path.exists():
-                why = ("and is already there (it may be one of its files; remove it first if "
-                       "it is an earlier result)")
-            elif rel.parts[:1] == ("labeled-data",) or path.name.startswith("CollectedData"):
-                why = "where it would be read as part of the set"
-            else:
-                continue
-            raise DataError(f"{opt} lies inside {what} ({d}), an input of this command, {why}; "
-                            "write results elsewhere", path)
+    # each path resolved once: rollout over a folder of images checks thousands
+    taken = {key(Path(p)): what for what, p in inputs if p is not None}
+    dirs = [(what, Path(d), Path(d).resolve(), is_input) for what, d, is_input in folders
+            if d is not None]
+    given: dict[tuple, str] = {}
+    for opt, p in outputs.items():
+        if p is None:
+            continue
+        path = Path(p)
+        k = key(path)
+        if k in given:
+            raise DataError(f"given as both {given[k]} and {opt}; give each its own file", path)
+        given[k] = opt
+        if k in taken:
+            raise DataError(f"{opt} is an input of this command ({taken[k]}); writing there "
+                            "would destroy it: give another path", path)
+        resolved = path.resolve()
+        for what, d, d_resolved, is_input in dirs:
+            if resolved.is_relative_to(d_resolved) and resolved != d_resolved \
+                    and is_input(resolved.relative_to(d_resolved)):
+                raise DataError(f"{opt} is one of the files of {what} ({d}), an input of this "
+                                "command: write results elsewhere", path)
 
 
 def data_folder(path: str | Path | None) -> tuple[Path | None, str]:

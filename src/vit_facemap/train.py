@@ -252,6 +252,13 @@ def crop_mapping(config: TrainConfig, keypoints: np.ndarray, frame_size: tuple[i
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE, SPLIT_FILE, "runinfo.json")
 
 
+def is_run_file(rel: Path) -> bool:
+    """Whether ``rel`` (a path inside a run folder) is one of the run's own files: those a run
+    writes, its second stages and the earlier run an ``--overwrite`` set aside."""
+    top = rel.parts[0] if rel.parts else ""
+    return top in RUN_FILES or top == REFINE_DIR or top.startswith(".replaced-")
+
+
 def stage_dirs(out: Path) -> list[Path]:
     """A run's second-stage folders (``out/refine/<group>``); hidden folders are not stages."""
     folder = out / REFINE_DIR

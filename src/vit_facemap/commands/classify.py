@@ -80,6 +80,17 @@ def _group_args(p: argparse.ArgumentParser) -> None:
 RUN_FILES = ("config.json", "model.safetensors", "model.joblib", "provenance.json")
 
 
+def is_classifier_file(rel: Path) -> bool:
+    """Whether ``rel`` (a path inside a classifier run) is one of the run's own files."""
+    top = rel.parts[0] if rel.parts else ""
+    return top in RUN_FILES or top.startswith(".replaced-")
+
+
+def _is_class_set_file(rel: Path) -> bool:
+    # the images sit in one folder per class, groups.csv and eyes.csv beside them
+    return len(rel.parts) > 1 or rel.name in ("groups.csv", "eyes.csv")
+
+
 def _is_classifier_run(path: Path) -> bool:
     """Whether ``path/config.json`` is a classifier run's (what ``FacialStateClassifier.load``
     reads: an object with ``config`` and ``classes``), not a tracker run's or a user's file."""
@@ -220,7 +231,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.json)
     # the set's files (groups.csv, eyes.csv, images) and the run's are never results to replace
     check_outputs_apart({"--json": out}, inputs=[("--groups", args.groups)],
-                        folders=[("the run folder", args.run_dir), ("the --data set", args.data)])
+                        folders=[("the run folder", args.run_dir, is_classifier_file),
+                                 ("the --data set", args.data, _is_class_set_file)])
     if out.is_dir():
         raise DataError("--json is a folder; give a file name for the metrics", out)
     if out.exists() and not args.overwrite:

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
+    from vit_facemap.commands.classify import is_classifier_file
     from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
     from vit_facemap.runinfo import check_outputs_apart, describe, put_back, set_aside, write_json
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n for stem in stems for n in (f"{stem}_rollout.png", f"{stem}_map.npy")]
     check_outputs_apart({f"--out's {n}": out / n for n in [*names, "rollout.json"]},
                         inputs=[("an image to explain", p) for p in paths],
-                        folders=[("the run folder", run_dir)])
+                        folders=[("the run folder", run_dir, is_classifier_file)])
     clf = FacialStateClassifier.load(run_dir)
     if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None
                                       or args.head_fusion is not None):

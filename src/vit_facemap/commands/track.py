@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vit_facemap.runinfo import check_outputs_apart
     from vit_facemap.track import output_paths
+    from vit_facemap.train import is_run_file
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DataError("--out is a file; give a folder for the results", Path(args.out))
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs_apart({f"the {kind} of {v}": path for v in args.videos
                          for kind, path in output_paths(v, args.out, args.scorer).items()},
                         inputs=[("a video to track", v) for v in args.videos],
-                        folders=[("the run folder", args.run)])
+                        folders=[("the run folder", args.run, is_run_file)])
     options = TrackOptions(
         start=args.start, stop=args.stop, crop=crop, resize=args.resize,
         batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,
