@@ -144,8 +144,9 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     # a finished replacement drops the old files and keeps the user's
     fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
     assert (run / "notes.txt").read_text() == "the user's"
-    assert backups() == [kept]  # an earlier interrupted replacement's backup is not touched
-    # ... until a resumed run finishes: the replacement it completes was asked for
+    # the interrupted replacement's backup was carried over and goes with it: none hidden
+    assert not kept.exists() and backups() == []
+    # a resumed run that finishes keeps the user's files too
     cfg = json.loads((run / "config.json").read_text())
     cfg["train"]["steps"] = 4
     (run / "config.json").write_text(json.dumps(cfg))
@@ -700,3 +701,69 @@ def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, caps
     assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
                  "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 0
     assert "trained 4 steps (2 first stage, second stage eye 2)" in capsys.readouterr().out
+
+
+def test_a_second_overwrite_keeps_the_run_the_first_interrupted_one_replaced(
+        tiny_set, tmp_path, monkeypatch):
+    # an interrupted --overwrite leaves its unfinished run and the old one set aside; a
+    # second --overwrite must carry that set-aside run over, not hide it under a new one
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    tr = frames.subset(frames.videos == frames.videos[0])
+    run = tmp_path / "run"
+    fit(_config(2), tr, run, None, device="cpu", progress=False)
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(model, path):  # in the second epoch, after the first saved its state
+        real_save(model, path)
+        calls.append(path)
+        if len(calls) % 2 == 0:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    for _ in range(2):  # interrupted twice: the first run stays, named in the warning
+        with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="kept in") as said:
+            fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
+        (kept,) = sorted(run.glob(".replaced-*"))
+        assert str(kept) in str(said[0].message)
+        assert {p.name: p.read_bytes() for p in kept.iterdir()} == old
+    monkeypatch.undo()
+
+    # a failure before the new run saved state: the first run is put back in place
+    def broken(*args, **kwargs):
+        raise DataError("cannot decode image", tmp_path / "x.png")
+    monkeypatch.setattr(train_module, "load_inputs", broken)
+    with pytest.raises(DataError, match="cannot decode"):
+        fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old
+    monkeypatch.undo()
+
+    # interrupted once more, then an --overwrite that finishes: nothing hidden is left
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="kept in"):
+        fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
+    monkeypatch.undo()
+    fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert not list(run.glob(".replaced-*")) and (run / "runinfo.json").is_file()
+
+
+def test_overwrite_after_a_finished_run_keeps_it_beside_an_older_backup(tiny_set, tmp_path):
+    # a folder an earlier version left: an orphaned set-aside run beside a finished one; the
+    # finished run is the last complete one, never dropped in favour of the older backup
+    import shutil
+
+    frames = read_labels(tiny_set)
+    tr = frames.subset(frames.videos == frames.videos[0])
+    run = tmp_path / "run"
+    fit(_config(2), tr, run, None, device="cpu", progress=False)
+    shutil.copytree(run, tmp_path / "orphan")
+    (tmp_path / "orphan").rename(run / ".replaced-orphan")
+    (run / "model.safetensors").write_bytes(b"the finished run's weights")
+    with pytest.raises(DataError, match="cannot decode"):
+        with pytest.MonkeyPatch.context() as mp:
+            def broken(*args, **kwargs):
+                raise DataError("cannot decode image", tmp_path / "x.png")
+            mp.setattr("vit_facemap.train.load_inputs", broken)
+            fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert (run / "model.safetensors").read_bytes() == b"the finished run's weights"

@@ -295,12 +295,32 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             return None
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
-        # only the files a run writes: anything else of the user's in the folder stays
-        if keep_replaced:
+        earlier = _set_aside_runs(out)
+        if keep_replaced and earlier and not _finished(out):
+            # an earlier --overwrite stopped part-way (one that finishes drops its backup):
+            # the run here is its unfinished one, which this run starts again, and the
+            # newest finished run set aside is the last complete one. That folder becomes
+            # this run's backup, named if it is interrupted too and put back if it fails,
+            # rather than hidden for good behind a new set-aside folder.
+            backup = ([b for b in earlier if _finished(b)] or earlier)[-1]
+        elif keep_replaced:
+            # only the files a run writes: anything else of the user's in the folder stays
             backup = set_aside(out, _run_files(out))
         _delete_run_files(out)  # what was not moved aside (keep_replaced=False: all of it)
     out.mkdir(parents=True, exist_ok=True)
     return backup
+
+
+def _set_aside_runs(out: Path) -> list[Path]:
+    """The runs earlier ``--overwrite`` runs set aside in ``out`` and kept, oldest first."""
+    return sorted((p for p in out.glob(".replaced-*") if p.is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run in ``out`` finished training: runinfo.json is written at the end,
+    of the run and of each second stage."""
+    return all((folder / "runinfo.json").is_file() for folder in (out, *stage_dirs(out)))
 
 
 def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
@@ -388,10 +408,11 @@ def fit(
         _finish_replacing(out, backup, ok=False)
         raise
     _finish_replacing(out, backup, ok=True)
-    if resume and boxes is None:
-        # an --overwrite that was interrupted and is now resumed to the end is complete:
-        # the run it replaced goes, as it would have without the interruption
-        for old in out.glob(".replaced-*"):
+    if boxes is None:
+        # the run is complete, so every run set aside before it goes: the one an interrupted
+        # --overwrite replaced (now resumed or replaced again to the end), and any other an
+        # earlier version left beside it
+        for old in _set_aside_runs(out):
             shutil.rmtree(old, ignore_errors=True)
     return summary
 
