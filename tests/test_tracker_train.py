@@ -767,3 +767,42 @@ def test_overwrite_after_a_finished_run_keeps_it_beside_an_older_backup(tiny_set
             mp.setattr("vit_facemap.train.load_inputs", broken)
             fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
     assert (run / "model.safetensors").read_bytes() == b"the finished run's weights"
+
+
+def test_resuming_a_run_without_split_json_that_validated_needs_its_val_groups(tmp_path,
+                                                                              monkeypatch,
+                                                                              capsys):
+    # a run an earlier version started has no split.json (it was written at the end); left
+    # without --val-groups, its resume would train on the frames it validated on
+    import vit_facemap.train as train_module
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last",
+                               "val_every_steps": 1}))
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
+            str(cfg), "--device", "cpu", "--quiet"]
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*a):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*a)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    assert main(args + ["--val-groups", "1"]) == 130
+    monkeypatch.undo()
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").unlink()  # as the earlier version left it
+    assert "val_mean_px" in (run / "metrics.csv").read_text()
+    state = (run / "last.pt").read_bytes()
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--val-groups" in err and "--group-by" in err and "split.json" in err
+    assert (run / "last.pt").read_bytes() == state and not (run / "split.json").exists()
+    # given as the first run was: resumed on its own split, validation included
+    assert main(args + ["--resume", "--val-groups", "1"]) == 0
+    assert json.loads((run / "split.json").read_text()) == split
+    rows = pd.read_csv(run / "metrics.csv")
+    assert rows["val_mean_px"].notna().all()

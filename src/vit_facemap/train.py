@@ -470,7 +470,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         write_json(run_config, out / CONFIG_FILE)
         write_json(split, out / SPLIT_FILE)  # part of the run from its first step
     else:
-        _check_split(out / SPLIT_FILE, split, first_stage=boxes is None)
+        _check_split(out, split, first_stage=boxes is None)
     if groups:
         config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
@@ -670,28 +670,37 @@ def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.n
     return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
 
 
-def _check_split(path: Path, split: dict[str, list[str]], first_stage: bool) -> None:
+def read_split(run_dir: Path) -> dict[str, list[str]] | None:
+    """A run's split.json: the names of the frames it trains and validates on
+    (``{"train": [...], "val": [...]}``); None for a run saved before it was written at the
+    start. One that cannot be read is refused: resuming needs the run's own split."""
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text())
+        return {"train": list(split["train"]), "val": list(split["val"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read the run's split ({exc})", path) from None
+
+
+def _check_split(out: Path, split: dict[str, list[str]], first_stage: bool) -> None:
     """Refuse to resume a run on other training or validation frames than it started with.
 
     A run saved before split.json was written at the start has none to compare with: it
     gets the frames given. A second stage's frames are cut from the first stage's, already
     checked, so its split is written only when missing.
     """
-    if not path.is_file():
-        write_json(split, path)
+    saved = read_split(out) if first_stage else None
+    if saved is None:
+        if not (out / SPLIT_FILE).is_file():
+            write_json(split, out / SPLIT_FILE)
         return
-    if not first_stage:
-        return
-    try:
-        saved = json.loads(path.read_text())
-        same = [saved["train"], saved["val"]] == [split["train"], split["val"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read the run's split ({exc})", path) from None
-    if not same:
+    if [saved["train"], saved["val"]] != [list(split["train"]), list(split["val"])]:
         raise DataError("the run to resume trained and validated on other frames than these "
                         f"({len(saved['train'])} training, {len(saved['val'])} validation frames); "
                         "resume it with the same split (vit-facemap train --resume rebuilds it "
-                        "from this file)", path)
+                        "from this file)", out / SPLIT_FILE)
 
 
 def _stage_flip_pairs(augment: AugmentConfig, bodyparts: list[str], groups: dict[str, list[int]]
