@@ -147,6 +147,14 @@ def set_aside(folder: Path, files: list[Path]) -> Path | None:
     return backup
 
 
+def set_aside_folders(folder: Path) -> list[Path]:
+    """The folders :func:`set_aside` made in ``folder`` that are still there, oldest first:
+    the replaced results of a replacement that was interrupted (one that ends, well or not,
+    removes its folder)."""
+    return sorted((p for p in Path(folder).glob(".replaced-*") if p.is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+
+
 def put_back(folder: Path, backup: Path | None) -> None:
     """Undo :func:`set_aside`: the files in ``backup`` back into ``folder`` (replacing what
     stands there under their names), and ``backup`` removed."""

@@ -68,7 +68,14 @@ from vit_facemap.refine import (
     refine_groups,
     training_crops,
 )
-from vit_facemap.runinfo import describe, put_back, resolve_device, set_aside, write_json
+from vit_facemap.runinfo import (
+    describe,
+    put_back,
+    resolve_device,
+    set_aside,
+    set_aside_folders,
+    write_json,
+)
 from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise
 
 CONFIG_FILE = "config.json"
@@ -295,7 +302,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             return None
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
-        earlier = _set_aside_runs(out)
+        earlier = set_aside_folders(out)
         if keep_replaced and earlier and not _finished(out):
             # an earlier --overwrite stopped part-way (one that finishes drops its backup):
             # the run here is its unfinished one, which this run starts again, and the
@@ -309,12 +316,6 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
         _delete_run_files(out)  # what was not moved aside (keep_replaced=False: all of it)
     out.mkdir(parents=True, exist_ok=True)
     return backup
-
-
-def _set_aside_runs(out: Path) -> list[Path]:
-    """The runs earlier ``--overwrite`` runs set aside in ``out`` and kept, oldest first."""
-    return sorted((p for p in out.glob(".replaced-*") if p.is_dir()),
-                  key=lambda p: p.stat().st_mtime)
 
 
 def _finished(out: Path) -> bool:
@@ -412,7 +413,7 @@ def fit(
         # the run is complete, so every run set aside before it goes: the one an interrupted
         # --overwrite replaced (now resumed or replaced again to the end), and any other an
         # earlier version left beside it
-        for old in _set_aside_runs(out):
+        for old in set_aside_folders(out):
             shutil.rmtree(old, ignore_errors=True)
     return summary
 
