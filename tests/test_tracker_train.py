@@ -806,3 +806,14 @@ def test_resuming_a_run_without_split_json_that_validated_needs_its_val_groups(t
     assert json.loads((run / "split.json").read_text()) == split
     rows = pd.read_csv(run / "metrics.csv")
     assert rows["val_mean_px"].notna().all()
+
+
+def test_fit_summary_counts_the_steps_of_every_stage(tiny_set, tmp_path):
+    # total_steps: what the command prints and the benchmark records, counted once in fit
+    cfg = _config(4)
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=1)
+    summary = fit(cfg, read_labels(tiny_set), tmp_path / "run", None, device="cpu",
+                  progress=False)
+    assert summary["total_steps"] == summary["steps"] + summary["refine"]["eye"]["steps"] == 4
+    saved = json.loads((tmp_path / "run" / "runinfo.json").read_text())["summary"]
+    assert saved["total_steps"] == 4

@@ -78,6 +78,8 @@ def tracker_rows(path: str | Path) -> list[dict]:
 
 
 def _total_steps(r: Mapping) -> float:
+    """A row's steps of all stages: its own ``total_steps``, or for a table written before
+    the benchmark recorded it, the first stage's plus the second stages'."""
     if r.get("total_steps") is not None:
         return r["total_steps"]
     if r.get("steps") is None:  # a model that trains no network

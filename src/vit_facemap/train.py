@@ -647,6 +647,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                              resume, progress, stage_pairs[name])
             summary["refine"][name] = s2
             summary["train_s"] += s2["train_s"]
+    # "steps" counts the first stage (as a stage's own run does); this, every stage's, for
+    # the command's message and the benchmark's table (set last: a run interrupted in its
+    # second stage describes the first alone)
+    summary["total_steps"] = summary["steps"] + sum(
+        s2["steps"] for s2 in summary.get("refine", {}).values())
     write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
 

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     # summary["steps"] counts the first stage; each second stage reports its own
     stages = {name: s["steps"] for name, s in (summary.get("refine") or {}).items()}
-    msg = f"trained {summary['steps'] + sum(stages.values())} steps"
+    msg = f"trained {summary['total_steps']} steps"
     if stages:
         msg += (f" ({summary['steps']} first stage, second stage "
                 + ", ".join(f"{name} {n}" for name, n in stages.items()) + ")")
