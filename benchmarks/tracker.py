@@ -259,8 +259,7 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                    one_scale_per_keypoint_mean_px=per_keypoint_means(ms))
         # "steps" is the first stage's; train_s is all stages' (second stages included)
         row.update(description=description, train_s=summary["train_s"], steps=summary["steps"],
-                   total_steps=summary["steps"]
-                   + sum(r["steps"] for r in summary.get("refine", {}).values()),
+                   total_steps=summary["total_steps"],
                    epochs=summary["epochs"],
                    # every stage the tracker runs, as track_speed.py counts them
                    params=count_parameters(predictor.model)

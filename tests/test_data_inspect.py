@@ -127,3 +127,17 @@ def test_inspect_json_into_a_closed_pipe_stops_quietly(synthetic_set):
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_jsonable_writes_nan_as_null_only_when_asked():
+    # data inspect --json writes strict JSON (NaN is not JSON) through runinfo.jsonable
+    import math
+
+    import numpy as np
+
+    from vit_facemap.runinfo import jsonable
+
+    value = {"a": [np.float64("nan"), 1.5, np.int64(2)], 3: (math.inf, "x", None)}
+    assert jsonable(value, nan_as_null=True) == {"a": [None, 1.5, 2], "3": [None, "x", None]}
+    kept = jsonable(value)  # the default keeps them, as every run record was written
+    assert math.isnan(kept["a"][0]) and kept["3"][0] == math.inf

@@ -129,3 +129,23 @@ def test_plot_predictions_uses_the_keypoint_colours_and_a_legend(tmp_path):
     for legend in legends:
         assert [t.get_text() for t in legend.get_texts()] == truth.bodyparts
     plt.close("all")
+
+
+def test_plot_predictions_titles_frames_by_their_video_whatever_the_layout(tmp_path):
+    # the video a frame is titled with is dlc.video_of's: a frame path without a folder
+    # (a table that names images alone) has none, and broke the figure
+    from PIL import Image
+
+    from vit_facemap.dlc import LabeledFrames
+    from vit_facemap.plotting import plot_predictions
+
+    names = ["labeled-data/mouse1/img0.png", "img1.png"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (20, 16)).save(tmp_path / name)
+    kp = np.full((2, 1, 2), 5.0)
+    truth = LabeledFrames(tmp_path, names, kp, ["eye"])
+    fig = plot_predictions([("set", truth, LabeledFrames(tmp_path, names, kp + 1, ["eye"]))],
+                           n_frames=2)
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["set: mouse1", "set: "]
+    plt.close("all")

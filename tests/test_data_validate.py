@@ -373,3 +373,29 @@ def test_sixteen_bit_frames_with_twelve_bit_content_warn(tmp_path, decode):
     if decode:
         with pytest.warns(DataWarning, match=frames.index[1]):
             load_set(tmp_path)
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_twelve_bit_check_decodes_each_frame_at_most_once(tmp_path, monkeypatch, decode):
+    # without decoding (train, evaluate) only the first frame of each video is decoded for
+    # the 12-bit check; decoding, the check uses the frame already decoded
+    from PIL import ImageFile
+
+    frames = make_set(tmp_path, n=6, size=(40, 30))  # 3 frames in each of 2 videos
+    twelve = (np.arange(30 * 40).reshape(30, 40) * 3).astype(np.uint16)  # max 3597 < 4096
+    for path in frames.image_paths:
+        Image.fromarray(twelve).save(path)
+    real, decoded = ImageFile.ImageFile.load, []
+
+    def counted(self):
+        if self.tile:  # pixels still to decode (a second load() of an image is a no-op)
+            decoded.append(self.filename)
+        return real(self)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counted)
+    report = validate_set(read_labels(tmp_path), decode=decode)
+    assert len(decoded) == (6 if decode else 2)
+    assert len(set(decoded)) == len(decoded)
+    assert report.ok and len(report.warnings) == 1
+    text = str(report.warnings[0])
+    assert f"{6 if decode else 2} 16-bit frame(s) use only values below 4096" in text
+    assert ("first frame of each video" in text) is not decode

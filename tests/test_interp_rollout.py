@@ -188,3 +188,15 @@ def test_maps_of_conv_stem_tokens_sit_where_the_tokens_look():
         drawn = np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
         # 8 pixels cannot centre on one pixel: half a pixel either way (vs 3.5 unshifted)
         assert (np.abs(drawn - look).max() <= 1.0) == close, (shift, drawn, look)
+
+
+def test_rollout_help_says_overwrite_replaces_the_earlier_maps(capsys):
+    # --overwrite sets the earlier rollout's files aside and replaces them; it does not add
+    # to them ("write into an existing folder", as the help said)
+    from vit_facemap.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["rollout", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "replace an earlier rollout's maps" in text
+    assert "write into an existing folder" not in text

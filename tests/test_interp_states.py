@@ -436,3 +436,41 @@ def test_rollout_overwrite_replaces_the_earlier_maps(gen_set, tmp_path, monkeypa
     assert main(["rollout", str(run), str(b), "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["rollout.json", f"{b.stem}_map.npy", f"{b.stem}_rollout.png"])
+
+
+def test_classify_train_overwrite_after_a_hard_kill_puts_the_set_aside_run_back(
+        gen_set, tmp_path, monkeypatch):
+    # killed between setting the old run aside and saving the new one: the folder holds a
+    # .replaced-* folder (and maybe part of the new run); --overwrite must neither call it
+    # "not a classifier run" nor hide the old run for good behind a new set-aside folder
+    from vit_facemap.commands.classify import RUN_FILES
+
+    base = ["classify", "train", "--data", str(gen_set.root), "--model", "hog-rf", "--crop",
+            "frame", "--profile", "test", "--quiet", "--overwrite", "--out"]
+    run = tmp_path / "run"
+    assert main(base + [str(run)]) == 0
+    (run / "notes.txt").write_text("mine")
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def killed(partial: bool) -> None:
+        hidden = run / ".replaced-k1ll3d"
+        hidden.mkdir()
+        for name in RUN_FILES:
+            if (run / name).exists():
+                (run / name).rename(hidden / name)
+        if partial:
+            (run / "config.json").write_text("{half")
+
+    killed(partial=True)
+
+    def broken(self, folder):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(FacialStateClassifier, "save", broken)
+    with pytest.raises(OSError):  # the old run was put back first, so it is back in place
+        main(base + [str(run)])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old
+    monkeypatch.undo()
+    killed(partial=False)
+    assert main(base + [str(run), "--seed", "1"]) == 0
+    assert not list(run.glob(".replaced-*")) and (run / "notes.txt").read_text() == "mine"
+    assert (run / "provenance.json").is_file()

@@ -174,7 +174,9 @@ def test_classifier_per_animal_table():
         classifier_per_animal(_summary())
 
 
-def test_classifier_verdict_needs_an_interval_that_excludes_zero():
+def test_classifier_verdict_needs_an_interval_that_excludes_zero(monkeypatch):
+    # the verdict's logic on four animals; the minimum of groups has its own test
+    monkeypatch.setattr("vit_facemap.bootstrap.MIN_GROUPS", 3)
     text = "\n".join(classifier_findings(_per_animal(_summary(), VIT, HOG), "x"))
     assert re.search(r"ViT 0.958, HOG \+ RF 0.480; the ViT is ahead by 0.478 \(95% interval "
                      r"\[\+0.\d{3}, \+0.\d{3}\], bootstrap over 4 held-out animals\)", text)
@@ -358,7 +360,10 @@ def _with_errors(row, errors, animals):
             "per_frame": {"frames": frames, "animals": list(animals), "errors_px": errors}}
 
 
-def test_tracker_findings_lead_only_where_the_bootstrap_interval_excludes_zero(rows):
+def test_tracker_findings_lead_only_where_the_bootstrap_interval_excludes_zero(rows,
+                                                                               monkeypatch):
+    # the verdict's logic on four animals; the minimum of groups has its own test
+    monkeypatch.setattr("vit_facemap.bootstrap.MIN_GROUPS", 3)
     rng = np.random.default_rng(0)
     animals = np.repeat(["FG001", "Io", "Eos", "SS112"], 6)
     base = rng.uniform(2, 4, (24, 3))
@@ -392,3 +397,25 @@ def test_tracker_findings_lead_only_where_the_bootstrap_interval_excludes_zero(r
     inf[3, 1] = np.inf
     f = tracker_findings([d, _with_errors(rows[2], inf, animals)]).loc["schroeder"]
     assert f["default leads"] == "no interval" and "infinite" in f["verdict"]
+
+
+def test_no_verdict_from_too_few_held_out_groups(rows):
+    # one or two resampling units make every resample (nearly) the same: an interval that
+    # "excludes zero" says nothing, so neither tracker nor classifier gets a verdict
+    from vit_facemap.bootstrap import MIN_GROUPS
+
+    base = np.random.default_rng(0).uniform(2, 4, (20, 3))
+    one = _with_errors(rows[1], base, ["G7"] * 20)  # 2 blocks of 10 frames
+    f = tracker_findings([one, _with_errors(rows[0], base + 28.0, ["G7"] * 20)]).loc["g7c1"]
+    assert f["default leads"] == "no interval" and "95% interval" not in f["verdict"]
+    assert "too few held-out groups (2) for an interval: 2 blocks of 10" in f["verdict"]
+    animals = np.repeat([f"A{i}" for i in range(MIN_GROUPS)], 4)  # enough: a verdict
+    base = np.random.default_rng(1).uniform(2, 4, (len(animals), 3))
+    d = _with_errors(rows[3], base, animals)
+    f = tracker_findings([d, _with_errors(rows[2], base + 1.0, animals)])
+    assert f.loc["schroeder", "default leads"] == "yes"
+    few = {g: VIT[g] for g in "AB"}
+    text = "\n".join(classifier_findings(_per_animal(_summary(), few, {g: HOG[g] for g in "AB"}),
+                                         "x"))
+    assert "too few held-out groups (2) for an interval: 2 held-out animals" in text
+    assert "no verdict on which is ahead" in text and "is ahead by" not in text

@@ -144,8 +144,9 @@ def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypat
     # a finished replacement drops the old files and keeps the user's
     fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
     assert (run / "notes.txt").read_text() == "the user's"
-    assert backups() == [kept]  # an earlier interrupted replacement's backup is not touched
-    # ... until a resumed run finishes: the replacement it completes was asked for
+    # the interrupted replacement's backup was carried over and goes with it: none hidden
+    assert not kept.exists() and backups() == []
+    # a resumed run that finishes keeps the user's files too
     cfg = json.loads((run / "config.json").read_text())
     cfg["train"]["steps"] = 4
     (run / "config.json").write_text(json.dumps(cfg))
@@ -702,3 +703,119 @@ def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, caps
     assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
                  "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 0
     assert "trained 4 steps (2 first stage, second stage eye 2)" in capsys.readouterr().out
+
+
+def test_a_second_overwrite_keeps_the_run_the_first_interrupted_one_replaced(
+        tiny_set, tmp_path, monkeypatch):
+    # an interrupted --overwrite leaves its unfinished run and the old one set aside; a
+    # second --overwrite must carry that set-aside run over, not hide it under a new one
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    tr = frames.subset(frames.videos == frames.videos[0])
+    run = tmp_path / "run"
+    fit(_config(2), tr, run, None, device="cpu", progress=False)
+    old = {p.name: p.read_bytes() for p in run.iterdir()}
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(model, path):  # in the second epoch, after the first saved its state
+        real_save(model, path)
+        calls.append(path)
+        if len(calls) % 2 == 0:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    for _ in range(2):  # interrupted twice: the first run stays, named in the warning
+        with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="kept in") as said:
+            fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
+        (kept,) = sorted(run.glob(".replaced-*"))
+        assert str(kept) in str(said[0].message)
+        assert {p.name: p.read_bytes() for p in kept.iterdir()} == old
+    monkeypatch.undo()
+
+    # a failure before the new run saved state: the first run is put back in place
+    def broken(*args, **kwargs):
+        raise DataError("cannot decode image", tmp_path / "x.png")
+    monkeypatch.setattr(train_module, "load_inputs", broken)
+    with pytest.raises(DataError, match="cannot decode"):
+        fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old
+    monkeypatch.undo()
+
+    # interrupted once more, then an --overwrite that finishes: nothing hidden is left
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="kept in"):
+        fit(_config(4), tr, run, None, device="cpu", overwrite=True, progress=False)
+    monkeypatch.undo()
+    fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert not list(run.glob(".replaced-*")) and (run / "runinfo.json").is_file()
+
+
+def test_overwrite_after_a_finished_run_keeps_it_beside_an_older_backup(tiny_set, tmp_path):
+    # a folder an earlier version left: an orphaned set-aside run beside a finished one; the
+    # finished run is the last complete one, never dropped in favour of the older backup
+    import shutil
+
+    frames = read_labels(tiny_set)
+    tr = frames.subset(frames.videos == frames.videos[0])
+    run = tmp_path / "run"
+    fit(_config(2), tr, run, None, device="cpu", progress=False)
+    shutil.copytree(run, tmp_path / "orphan")
+    (tmp_path / "orphan").rename(run / ".replaced-orphan")
+    (run / "model.safetensors").write_bytes(b"the finished run's weights")
+    with pytest.raises(DataError, match="cannot decode"):
+        with pytest.MonkeyPatch.context() as mp:
+            def broken(*args, **kwargs):
+                raise DataError("cannot decode image", tmp_path / "x.png")
+            mp.setattr("vit_facemap.train.load_inputs", broken)
+            fit(_config(2), tr, run, None, device="cpu", overwrite=True, progress=False)
+    assert (run / "model.safetensors").read_bytes() == b"the finished run's weights"
+
+
+def test_resuming_a_run_without_split_json_that_validated_needs_its_val_groups(tmp_path,
+                                                                              monkeypatch,
+                                                                              capsys):
+    # a run an earlier version started has no split.json (it was written at the end); left
+    # without --val-groups, its resume would train on the frames it validated on
+    import vit_facemap.train as train_module
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last",
+                               "val_every_steps": 1}))
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
+            str(cfg), "--device", "cpu", "--quiet"]
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*a):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*a)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    assert main(args + ["--val-groups", "1"]) == 130
+    monkeypatch.undo()
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").unlink()  # as the earlier version left it
+    assert "val_mean_px" in (run / "metrics.csv").read_text()
+    state = (run / "last.pt").read_bytes()
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--val-groups" in err and "--group-by" in err and "split.json" in err
+    assert (run / "last.pt").read_bytes() == state and not (run / "split.json").exists()
+    # given as the first run was: resumed on its own split, validation included
+    assert main(args + ["--resume", "--val-groups", "1"]) == 0
+    assert json.loads((run / "split.json").read_text()) == split
+    rows = pd.read_csv(run / "metrics.csv")
+    assert rows["val_mean_px"].notna().all()
+
+
+def test_fit_summary_counts_the_steps_of_every_stage(tiny_set, tmp_path):
+    # total_steps: what the command prints and the benchmark records, counted once in fit
+    cfg = _config(4)
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=1)
+    summary = fit(cfg, read_labels(tiny_set), tmp_path / "run", None, device="cpu",
+                  progress=False)
+    assert summary["total_steps"] == summary["steps"] + summary["refine"]["eye"]["steps"] == 4
+    saved = json.loads((tmp_path / "run" / "runinfo.json").read_text())["summary"]
+    assert saved["total_steps"] == 4

@@ -370,3 +370,34 @@ def test_start_past_end_leaves_no_new_folder(tmp_path, video):
     with pytest.raises(DataError, match="past the end"):
         track_video(SpotPredictor(), video, tmp_path / "new" / "out", opts(start=N + 5))
     assert not (tmp_path / "new" / "out").exists()
+
+
+def test_a_second_overwrite_keeps_the_results_the_first_interrupted_one_replaced(tmp_path, video):
+    # an interrupted --overwrite leaves its unfinished run and the old results set aside; a
+    # second --overwrite must carry that set-aside folder over, not hide it under a new one
+    paths = output_paths(video, tmp_path)
+    track_video(SpotPredictor(), video, tmp_path, opts(formats=("csv",), stop=10))
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def hidden():
+        return [p for p in tmp_path.iterdir() if p.name.startswith(".replaced-")]
+
+    for _ in range(2):  # interrupted twice: the original results stay, named in the warning
+        with pytest.warns(UserWarning, match="kept in") as said, \
+                pytest.raises(KeyboardInterrupt):
+            track_video(SpotPredictor(fail_after=1), video, tmp_path,
+                        opts(formats=("csv",), overwrite=True))
+        assert len(hidden()) == 1 and str(hidden()[0]) in str(said[0].message)
+        assert {p.name: p.read_bytes() for p in hidden()[0].iterdir()} == old
+    # stopped before a frame: the original results are put back in place
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=0), video, tmp_path,
+                    opts(formats=("csv",), overwrite=True))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+    with pytest.warns(UserWarning), pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=1), video, tmp_path,
+                    opts(formats=("csv",), overwrite=True))
+    # a second --overwrite that completes: nothing hidden is left behind
+    s = track_video(SpotPredictor(), video, tmp_path, opts(formats=("csv",), overwrite=True))
+    assert s["complete"] and not hidden() and not paths["state"].exists()
+    assert len(load_xy(paths["csv"])[0]) == N

@@ -17,7 +17,8 @@ or a macro-F1 over the summed confusion matrices), as the reported figures are c
 The interval is the percentile interval of :data:`N_BOOT` draws from a seeded generator, so
 a build gives the same interval every time. With few groups (4 held-out animals give only 35
 distinct resamples) the interval is coarse and, if anything, too narrow: it says what these
-groups allow, not what new animals would give.
+groups allow, not what new animals would give. Below :data:`MIN_GROUPS` groups the book's
+tables draw none (:func:`too_few_groups`), so give no verdict.
 """
 
 from __future__ import annotations
@@ -33,6 +34,22 @@ LEVEL = 0.95
 # labeled frames per block where one animal is held out; g7c1's held-out video has 91
 # labeled frames, so about nine blocks
 BLOCK_FRAMES = 10
+# the fewest groups an interval is drawn from. G groups give only C(2G-1, G) distinct
+# resamples (1, 3, 10, 35 for G = 1 to 4): one group makes every resample the same and the
+# interval a point, which "excludes zero" whatever the groups would show; with two to four
+# the 2.5% and 97.5% percentiles fall on resamples made of copies of one or two groups, so
+# the interval is little more than the range of the groups' own values, and all four agreeing
+# on a direction happens by chance one time in eight. Below this no interval, so no verdict.
+MIN_GROUPS = 5
+
+
+def too_few_groups(n_groups: int, what: str) -> str:
+    """Why no interval is drawn from ``n_groups`` groups (``what``: them in words), or ''
+    where there are enough (:data:`MIN_GROUPS`)."""
+    if n_groups >= MIN_GROUPS:
+        return ""
+    return (f"too few held-out groups ({n_groups}) for an interval: {what}, where "
+            f"{MIN_GROUPS} are needed")
 
 
 def group_bootstrap(per_group: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], *,

@@ -16,6 +16,14 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
     ``mode`` forces ``"L"`` (grayscale) or ``"RGB"``. RGB frames whose channels are
     equal are returned as they are stored; convert with ``mode="L"`` when a model is gray.
     """
+    return load_image_and_peak(path, mode)[0]
+
+
+def load_image_and_peak(path: str | Path, mode: str | None = None
+                        ) -> tuple[np.ndarray, int | None]:
+    """:func:`load_image`'s array and, for a 16-bit frame, its largest value as stored (None
+    for any other frame; :func:`sixteen_bit_peak`): one decode for both, where a check
+    reads every frame anyway."""
     path = Path(path)
     if not path.is_file():
         raise DataError("image file is missing", path)
@@ -28,7 +36,8 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
                 # ("I" too: older Pillow opens 16-bit PNGs so; one scale for every frame)
                 deep = np.asarray(im).astype(np.float64)
                 gray = np.clip(np.round(deep / 257.0), 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=-1) if mode == "RGB" else gray
+                peak = int(deep.max())
+                return (np.repeat(gray[..., None], 3, axis=-1) if mode == "RGB" else gray), peak
             if mode is not None:
                 im = im.convert(mode)
             elif im.mode not in ("L", "RGB"):
@@ -40,7 +49,7 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
         raise DataError(f"cannot decode image ({exc})", path) from exc
     if arr.dtype != np.uint8:
         arr = np.clip(arr / max(1, arr.max()) * 255, 0, 255).astype(np.uint8)
-    return arr
+    return arr, None
 
 
 # A 16-bit frame whose values all lie below this holds 12 bits or fewer: mapped from the

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from vit_facemap.dlc import LabeledFrames
+from vit_facemap.dlc import LabeledFrames, video_of
 from vit_facemap.images import load_image
 from vit_facemap.inspect import keypoint_spread
 
@@ -189,7 +189,7 @@ def plot_predictions(examples: Sequence[tuple[str, LabeledFrames, LabeledFrames]
             ax.scatter(t[:, 0], t[:, 1], s=40, facecolors="none", edgecolors=rgba, linewidths=1.2)
             ax.scatter(pred.keypoints[i, :, 0], pred.keypoints[i, :, 1], s=30, marker="x",
                        c=rgba)
-            ax.set_title(f"{name}: {pred.index[i].split('/')[-2][:24]}", fontsize=8)
+            ax.set_title(f"{name}: {video_of(pred.index[i])[:24]}", fontsize=8)
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
                    for n in pred.bodyparts]
         row_axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .bootstrap import excludes_zero, macro_f1_difference, mean_error_difference, resampling_units
+from .bootstrap import (
+    excludes_zero,
+    macro_f1_difference,
+    mean_error_difference,
+    resampling_units,
+    too_few_groups,
+)
 from .errors import DataError
 
 # column order of the tracker table; columns a benchmark did not write are left out, except
@@ -72,6 +78,8 @@ def tracker_rows(path: str | Path) -> list[dict]:
 
 
 def _total_steps(r: Mapping) -> float:
+    """A row's steps of all stages: its own ``total_steps``, or for a table written before
+    the benchmark recorded it, the first stage's plus the second stages'."""
     if r.get("total_steps") is not None:
         return r["total_steps"]
     if r.get("steps") is None:  # a model that trains no network
@@ -223,6 +231,9 @@ def margin_interval(default_row: Mapping, other_row: Mapping, *, seed: int = 0
     if a[0] != b[0] or a[2].shape != b[2].shape:
         return None, "the two models were scored on different frames"
     units, what = resampling_units(a[0], a[1])
+    few = too_few_groups(len(set(units.tolist())), what)
+    if few:
+        return None, few
     found = mean_error_difference(a[2], b[2], units, seed=seed)
     if found is None:
         return None, "a missed (NaN) prediction makes a mean error infinite"
@@ -250,7 +261,8 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
     leads). ``default leads`` says ``yes`` (or ``NO``, it trails) only where the 95% paired
     bootstrap interval of the margin (:func:`margin_interval`) excludes zero, ``not
     distinguishable`` where it does not, and ``no interval`` for a table written without
-    per-frame errors; ``verdict`` says it in words, with the interval and what was resampled.
+    per-frame errors or for too few held-out groups to draw one from (fewer than
+    :data:`vit_facemap.bootstrap.MIN_GROUPS`); ``verdict`` says it in words, with the interval and what was resampled.
     A set without the default model, or without another model, is left out.
     """
     found = []
@@ -361,9 +373,13 @@ def macro_f1_interval(summary: Mapping, *, seed: int = 0) -> tuple[dict | None, 
     animals = sorted(v)
     if not all("confusion" in v[g] and "confusion" in h[g] for g in animals):
         return None, "the summary has no per-animal confusion matrices"
+    what = f"{len(animals)} held-out animal{'s' if len(animals) > 1 else ''}"
+    few = too_few_groups(len(animals), what)
+    if few:
+        return None, few
     found = macro_f1_difference([v[g]["confusion"] for g in animals],
                                 [h[g]["confusion"] for g in animals], seed=seed)
-    found["over"] = f"{len(animals)} held-out animals"
+    found["over"] = what
     return found, ""
 
 

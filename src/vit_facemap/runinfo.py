@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -61,18 +62,24 @@ def device_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
-def jsonable(obj: Any) -> Any:
-    """Dataclasses, paths and numpy scalars as plain JSON values."""
+def jsonable(obj: Any, *, nan_as_null: bool = False) -> Any:
+    """Dataclasses, paths and numpy scalars as plain JSON values.
+
+    ``nan_as_null``: NaN and infinities as None (JSON's null), for output that strict JSON
+    readers take (Python's json writes them as the non-standard ``NaN``).
+    """
     if is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(asdict(obj))
+        return jsonable(asdict(obj), nan_as_null=nan_as_null)
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v, nan_as_null=nan_as_null) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
+        return [jsonable(v, nan_as_null=nan_as_null) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
+        obj = obj.item()
+    if nan_as_null and isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 
@@ -145,6 +152,14 @@ def set_aside(folder: Path, files: list[Path]) -> Path | None:
         shutil.rmtree(backup, ignore_errors=True)  # emptied by the roll-back
         raise
     return backup
+
+
+def set_aside_folders(folder: Path) -> list[Path]:
+    """The folders :func:`set_aside` made in ``folder`` that are still there, oldest first:
+    the replaced results of a replacement that was interrupted (one that ends, well or not,
+    removes its folder)."""
+    return sorted((p for p in Path(folder).glob(".replaced-*") if p.is_dir()),
+                  key=lambda p: p.stat().st_mtime)
 
 
 def put_back(folder: Path, backup: Path | None) -> None:

@@ -160,6 +160,20 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
     return rows[:whole].reshape(-1, n_cols)
 
 
+def _unfinished_replacement(paths: dict[str, Path], out_dir: Path) -> Path | None:
+    """The set-aside folder of the results an interrupted ``--overwrite`` run replaced, as
+    its state file names it, while that folder is still there (None otherwise: a state of
+    a run that replaced nothing, or one whose results were written, which drops it)."""
+    try:
+        name = json.loads(paths["state"].read_text()).get("replaced")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: set aside whole like any other files
+    # a bare folder name as set_aside makes it: nothing outside out_dir
+    if not (isinstance(name, str) and name.startswith(".replaced-") and Path(name).name == name):
+        return None
+    return out_dir / name if (out_dir / name).is_dir() else None
+
+
 def _color(predictor: Predictor) -> str:
     return "rgb" if int(getattr(predictor, "channels", 1)) == 3 else "gray"
 
@@ -195,11 +209,19 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     backup = None
     made = not out_dir.exists()  # removed again if nothing comes of this run
     if options.overwrite:
-        # set aside, not deleted: an interrupted or failed new run must not lose them
         out_dir.mkdir(parents=True, exist_ok=True)
-        backup = set_aside(out_dir, [p.relative_to(out_dir) for p in
-                                     [*existing, paths["partial"], paths["state"]]
-                                     if p.exists()])
+        mine = [p for p in [*existing, paths["partial"], paths["state"]] if p.exists()]
+        backup = _unfinished_replacement(paths, out_dir) if half_done else None
+        if backup is not None:
+            # an earlier --overwrite stopped part-way: what stands here is its unfinished
+            # run, and the results it replaced (the last complete ones) are in its set-aside
+            # folder. That folder stays this run's backup, so it is never orphaned; the
+            # unfinished run, which this one starts again, goes.
+            for p in mine:
+                p.unlink()
+        else:
+            # set aside, not deleted: an interrupted or failed new run must not lose them
+            backup = set_aside(out_dir, [p.relative_to(out_dir) for p in mine])
         existing, half_done = [], False
     elif options.resume and not half_done and paths["summary"].exists():
         summary = json.loads(paths["summary"].read_text())

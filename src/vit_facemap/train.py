@@ -68,7 +68,14 @@ from vit_facemap.refine import (
     refine_groups,
     training_crops,
 )
-from vit_facemap.runinfo import describe, put_back, resolve_device, set_aside, write_json
+from vit_facemap.runinfo import (
+    describe,
+    put_back,
+    resolve_device,
+    set_aside,
+    set_aside_folders,
+    write_json,
+)
 from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise
 
 CONFIG_FILE = "config.json"
@@ -302,12 +309,26 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             return None
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
-        # only the files a run writes: anything else of the user's in the folder stays
-        if keep_replaced:
+        earlier = set_aside_folders(out)
+        if keep_replaced and earlier and not _finished(out):
+            # an earlier --overwrite stopped part-way (one that finishes drops its backup):
+            # the run here is its unfinished one, which this run starts again, and the
+            # newest finished run set aside is the last complete one. That folder becomes
+            # this run's backup, named if it is interrupted too and put back if it fails,
+            # rather than hidden for good behind a new set-aside folder.
+            backup = ([b for b in earlier if _finished(b)] or earlier)[-1]
+        elif keep_replaced:
+            # only the files a run writes: anything else of the user's in the folder stays
             backup = set_aside(out, _run_files(out))
         _delete_run_files(out)  # what was not moved aside (keep_replaced=False: all of it)
     out.mkdir(parents=True, exist_ok=True)
     return backup
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run in ``out`` finished training: runinfo.json is written at the end,
+    of the run and of each second stage."""
+    return all((folder / "runinfo.json").is_file() for folder in (out, *stage_dirs(out)))
 
 
 def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
@@ -395,10 +416,11 @@ def fit(
         _finish_replacing(out, backup, ok=False)
         raise
     _finish_replacing(out, backup, ok=True)
-    if resume and boxes is None:
-        # an --overwrite that was interrupted and is now resumed to the end is complete:
-        # the run it replaced goes, as it would have without the interruption
-        for old in out.glob(".replaced-*"):
+    if boxes is None:
+        # the run is complete, so every run set aside before it goes: the one an interrupted
+        # --overwrite replaced (now resumed or replaced again to the end), and any other an
+        # earlier version left beside it
+        for old in set_aside_folders(out):
             shutil.rmtree(old, ignore_errors=True)
     return summary
 
@@ -456,7 +478,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         write_json(run_config, out / CONFIG_FILE)
         write_json(split, out / SPLIT_FILE)  # part of the run from its first step
     else:
-        _check_split(out / SPLIT_FILE, split, first_stage=boxes is None)
+        _check_split(out, split, first_stage=boxes is None)
     if groups:
         config = recipe.stage(1 - recipe.refine.share)
     n_k = len(train_frames.bodyparts)
@@ -632,6 +654,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                              resume, progress, stage_pairs[name])
             summary["refine"][name] = s2
             summary["train_s"] += s2["train_s"]
+    # "steps" counts the first stage (as a stage's own run does); this, every stage's, for
+    # the command's message and the benchmark's table (set last: a run interrupted in its
+    # second stage describes the first alone)
+    summary["total_steps"] = summary["steps"] + sum(
+        s2["steps"] for s2 in summary.get("refine", {}).values())
     write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
 
@@ -656,28 +683,37 @@ def to_frame(mapping: InputMapping | list[InputMapping], uv: np.ndarray) -> np.n
     return np.stack([m.to_frame(p) for m, p in zip(mapping, uv, strict=True)])
 
 
-def _check_split(path: Path, split: dict[str, list[str]], first_stage: bool) -> None:
+def read_split(run_dir: Path) -> dict[str, list[str]] | None:
+    """A run's split.json: the names of the frames it trains and validates on
+    (``{"train": [...], "val": [...]}``); None for a run saved before it was written at the
+    start. One that cannot be read is refused: resuming needs the run's own split."""
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text())
+        return {"train": list(split["train"]), "val": list(split["val"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read the run's split ({exc})", path) from None
+
+
+def _check_split(out: Path, split: dict[str, list[str]], first_stage: bool) -> None:
     """Refuse to resume a run on other training or validation frames than it started with.
 
     A run saved before split.json was written at the start has none to compare with: it
     gets the frames given. A second stage's frames are cut from the first stage's, already
     checked, so its split is written only when missing.
     """
-    if not path.is_file():
-        write_json(split, path)
+    saved = read_split(out) if first_stage else None
+    if saved is None:
+        if not (out / SPLIT_FILE).is_file():
+            write_json(split, out / SPLIT_FILE)
         return
-    if not first_stage:
-        return
-    try:
-        saved = json.loads(path.read_text())
-        same = [saved["train"], saved["val"]] == [split["train"], split["val"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read the run's split ({exc})", path) from None
-    if not same:
+    if [saved["train"], saved["val"]] != [list(split["train"]), list(split["val"])]:
         raise DataError("the run to resume trained and validated on other frames than these "
                         f"({len(saved['train'])} training, {len(saved['val'])} validation frames); "
                         "resume it with the same split (vit-facemap train --resume rebuilds it "
-                        "from this file)", path)
+                        "from this file)", out / SPLIT_FILE)
 
 
 def _stage_flip_pairs(augment: AugmentConfig, bodyparts: list[str], groups: dict[str, list[int]]

@@ -23,7 +23,7 @@ from vit_facemap.images import (
     SIXTEEN_BIT_LOW,
     image_header,
     is_sixteen_bit,
-    load_image,
+    load_image_and_peak,
     sixteen_bit_peak,
 )
 
@@ -201,19 +201,21 @@ def validate_set(
         return report
     outside: list[str] = []
     shallow: list[str] = []  # 16-bit frames holding 12 bits or fewer
+    # Without decoding, the 12-bit check decodes only the first frame of each video: the
+    # warning is about how a set was saved, and decoding every 16-bit frame here would make
+    # a training start-up that reads headers only decode the whole set.
+    _, first_rows = np.unique(np.asarray(frames.videos), return_index=True)
+    sampled = set(first_rows.tolist())
     for i, path in enumerate(frames.image_paths):
         try:
             if decode:
-                arr = load_image(path)
+                arr, peak = load_image_and_peak(path)  # the frame decoded once for both
                 h, w = arr.shape[:2]
                 report.image_modes.append("RGB" if arr.ndim == 3 else "L")
-                # 16-bit values below SIXTEEN_BIT_LOW come out at most 16: only then look
-                deep = arr.max() <= round(SIXTEEN_BIT_LOW / 257)
             else:
                 (w, h), mode = image_header(path)
                 report.image_modes.append(None)
-                deep = is_sixteen_bit(mode)
-            peak = sixteen_bit_peak(path) if deep else None
+                peak = sixteen_bit_peak(path) if i in sampled and is_sixteen_bit(mode) else None
             if peak is not None and peak < SIXTEEN_BIT_LOW:
                 shallow.append(frames.index[i])
         except DataError as exc:
@@ -234,10 +236,11 @@ def validate_set(
         err(Problem(label_file, f"{len(outside)} keypoint(s) lie outside their image: "
                                 f"{_listed(outside)}"))
     if shallow:
+        which = "" if decode else " (of the first frame of each video, those checked)"
         warn(Problem(label_file, f"{len(shallow)} 16-bit frame(s) use only values below "
                                  f"{SIXTEEN_BIT_LOW} (12-bit data or less?): read on the 16-bit "
                                  "scale they keep at most 16 grey levels; save them as 8-bit "
-                                 f"(scaled to 0..255) first: {_listed(shallow)}"))
+                                 f"(scaled to 0..255) first: {_listed(shallow)}{which}"))
     sizes = {s for s in report.image_sizes if s is not None}
     if len(sizes) > 1:
         warn(Problem(label_file, f"frames come in {len(sizes)} sizes: "

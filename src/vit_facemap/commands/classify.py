@@ -106,9 +106,31 @@ def _check_out(path: Path, overwrite: bool) -> None:
         raise DataError("--out is a file; give a folder for the run", path)
     if path.exists() and not overwrite:
         raise RunExistsError(path)
+    if path.is_dir():
+        _restore_interrupted(path)
     if path.is_dir() and any(path.iterdir()) and not _is_classifier_run(path):
         raise DataError("refusing to overwrite a folder that is not a classifier run (no "
                         "config.json of 'classify train' in it)", path)
+
+
+def _restore_interrupted(out: Path) -> None:
+    """Put back the run an earlier ``--overwrite`` set aside, where a hard kill stopped it
+    before its new run was saved whole (what it left of that run is deleted).
+
+    Such a folder holds a ``.replaced-*`` folder and no saved run (provenance.json is
+    written last), and would read as "not a classifier run"; replaced again, the run set
+    aside would stay hidden for good. Of several (left by earlier versions), the newest
+    complete one is put back; the rest go when the new run is saved.
+    """
+    from vit_facemap.runinfo import put_back, set_aside_folders
+
+    backups = set_aside_folders(out)
+    if not backups or (out / "provenance.json").is_file():
+        return
+    complete = [b for b in backups if (b / "provenance.json").is_file()]
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    put_back(out, (complete or backups)[-1])
 
 
 def _save_replacing(out: Path, save: Callable[[], None]) -> None:
@@ -116,7 +138,7 @@ def _save_replacing(out: Path, save: Callable[[], None]) -> None:
     saved whole (put back if saving fails); the user's other files in ``out`` stay."""
     import shutil
 
-    from vit_facemap.runinfo import put_back, set_aside
+    from vit_facemap.runinfo import put_back, set_aside, set_aside_folders
 
     backup = set_aside(out, [Path(n) for n in RUN_FILES if (out / n).is_file()])
     try:
@@ -126,8 +148,9 @@ def _save_replacing(out: Path, save: Callable[[], None]) -> None:
             (out / name).unlink(missing_ok=True)
         put_back(out, backup)
         raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    # saved whole: the run it replaces goes, and any an interrupted replacement left
+    for old in set_aside_folders(out):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_train(args: argparse.Namespace) -> int:

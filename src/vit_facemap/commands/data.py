@@ -61,28 +61,14 @@ def register(subparsers) -> None:
     f.set_defaults(func=run_fetch)
 
 
-def _json_safe(value: object) -> object:
-    """``value`` with NaN and infinities as None (JSON's null: NaN is not valid JSON) and
-    numpy numbers as Python ones."""
-    import math
-
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def run_inspect(args: argparse.Namespace) -> int:
     from vit_facemap.inspect import format_summary, inspect_set
+    from vit_facemap.runinfo import jsonable
 
     summary = inspect_set(args.path, check_images=not args.no_images, decode=not args.headers_only)
     if args.json:
-        print(json.dumps(_json_safe(summary.to_dict()), indent=2, allow_nan=False))
+        print(json.dumps(jsonable(summary.to_dict(), nan_as_null=True), indent=2,
+                         allow_nan=False))
     else:
         print(format_summary(summary))
     if summary.errors:

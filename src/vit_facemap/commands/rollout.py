@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of the weakest attention to drop per layer (never the CLS token)")
     p.add_argument("--target", default=None,
                    help="class to explain (gradient method; default: the predicted class)")
-    p.add_argument("--overwrite", action="store_true", help="write into an existing folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier rollout's maps and rollout.json in --out (kept "
+                        "until the new ones are written); other files there are refused")
     p.set_defaults(func=run)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "trains (the recipe's fixed schedule decides when to stop). --resume "
                     "continues a run with its own settings, seed and split of the frames into "
                     "training and validation (saved in the run's split.json when it started): "
-                    "--seed and --val-groups may be left out, and are refused if they would "
-                    "make another split.",
+                    "--seed and --val-groups may then be left out, and are refused if they "
+                    "would make another split. A run an earlier version started has no "
+                    "split.json: give it the --val-groups and --group-by of its first run.",
     )
     p.add_argument("--data", required=True, help="labeled set folder or its CollectedData file")
     p.add_argument("--out", required=True, help="run folder to create")
@@ -39,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run on the frames it trained and validated on "
-                        "(its split.json), with its saved settings and seed")
+                        "(its split.json; a run without one needs its first --val-groups), "
+                        "with its saved settings and seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     # summary["steps"] counts the first stage; each second stage reports its own
     stages = {name: s["steps"] for name, s in (summary.get("refine") or {}).items()}
-    msg = f"trained {summary['steps'] + sum(stages.values())} steps"
+    msg = f"trained {summary['total_steps']} steps"
     if stages:
         msg += (f" ({summary['steps']} first stage, second stage "
                 + ", ".join(f"{name} {n}" for name, n in stages.items()) + ")")
@@ -145,9 +148,11 @@ def _resumed_split(args: argparse.Namespace, frames: LabeledFrames
     The run resumes with its own seed and split whatever this command line says: a --seed
     or --val-groups that would split otherwise is refused, not silently ignored. A run
     without split.json (interrupted under a version that wrote it at the end) is split by
-    --val-groups again, with the run's seed. None: no run to read (fit says what is wrong).
+    --val-groups again, with the run's seed; if it validated, --val-groups must be given,
+    else it would train on its validation frames. None: no run to read (fit says what is
+    wrong).
     """
-    from vit_facemap.train import CONFIG_FILE, SPLIT_FILE
+    from vit_facemap.train import CONFIG_FILE, METRICS_FILE, SPLIT_FILE, _read_metrics, read_split
 
     out = Path(args.out)
     try:
@@ -157,13 +162,18 @@ def _resumed_split(args: argparse.Namespace, frames: LabeledFrames
     if args.seed is not None and args.seed != seed:
         raise DataError(f"--seed {args.seed} is not the seed of the run to resume ({seed}); "
                         "leave --seed out to continue it", out)
-    if not (out / SPLIT_FILE).is_file():
+    names = read_split(out)
+    if names is None:
+        try:
+            validated = any(r.get("val_mean_px") is not None
+                            for r in _read_metrics(out / METRICS_FILE))
+        except (OSError, ValueError, csv.Error):
+            validated = False  # unreadable rows: fit's own checks speak for the run
+        if validated and not args.val_groups:
+            raise DataError(f"the run has no {SPLIT_FILE} (started by an earlier version) and "
+                            "validated on held-out frames: give the same --val-groups (and "
+                            "--group-by) as its first run, or it would train on them", out)
         return _split(args, frames, seed)
-    try:
-        split = json.loads((out / SPLIT_FILE).read_text())
-        names = {"train": list(split["train"]), "val": list(split["val"])}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read the run's split ({exc})", out / SPLIT_FILE) from None
     if args.val_groups:
         train, val = _split(args, frames, seed)
         if [train.index, [] if val is None else val.index] != [names["train"], names["val"]]:
