@@ -214,10 +214,13 @@ def test_track_speed_checks_arguments_before_work(tmp_path, capsys, extra, words
 def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     out = tmp_path / "speed.json"
     out.write_text("{}")
-    assert SPEED.main(["--models", "vitt", "--out", str(out)]) == 2
-    assert SPEED.main(["--models", "", "--frames", "2", "--out", str(out)]) == 2
-    assert "--overwrite" in _one_error_line(capsys)
+    args = ["--models", "", "--frames", "2", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    assert SPEED.main(args) == 2  # arguments that would run: refused for the earlier file alone
+    line = _one_error_line(capsys)
+    assert str(out) in line and "--overwrite" in line
     assert out.read_text() == "{}"
+    assert SPEED.main([*args, "--overwrite"]) == 0  # replaced when asked
+    assert json.loads(out.read_text())["settings"]["frames"] == 2
 
 
 # --- bench_data.py ------------------------------------------------------------------------

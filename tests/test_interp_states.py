@@ -332,6 +332,7 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert "eyes.csv" in capsys.readouterr().err
     assert main(["classify", "train", "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--profile", "test"]) == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
 
 
 def test_rollout_cli(gen_set, tmp_path, capsys):
@@ -346,7 +347,9 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert (out / f"{gen_set.paths[0].stem}_rollout.png").is_file()
     rec = json.loads((out / "rollout.json").read_text())
     assert len(rec["images"]) == 2 and rec["images"][0]["predicted"] in gen_set.classes
+    capsys.readouterr()
     assert main(["rollout", str(run), *images, "--out", str(out)]) == 2  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
     assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
                  "--method", "gradient", "--target", "dilated"]) == 0
     assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",

@@ -298,17 +298,28 @@ def test_evaluate_scores_a_known_offset_exactly(tiny_set, tmp_path, monkeypatch)
                                + offset, atol=1e-6)
 
 
-def test_cli_exit_codes(tiny_set, tmp_path):
+def _error(capsys) -> str:
+    """The one line a command printed for a user mistake (no traceback)."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
     args = ["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
             "--config", str(cfg), "--device", "cpu", "--quiet"]
     assert main(args) == 0
+    capsys.readouterr()
     assert main(args) == 2  # exists, no --overwrite
+    err = _error(capsys)
+    assert str(run) in err and "already exists" in err and "--overwrite" in err
     assert main(args + ["--overwrite", "--val-groups", "1"]) == 0
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2"),
                  "--profile", "test"]) == 2
+    assert str(tmp_path / "nope") in _error(capsys)
     out = tmp_path / "e.json"
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet"]) == 0
@@ -318,9 +329,13 @@ def test_cli_exit_codes(tiny_set, tmp_path):
     assert json.loads(out.read_text())["scales"] == [1.0]
     with pytest.raises(SystemExit):  # argparse: a usage error
         main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out), "--scales", "0,1"])
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out)]) == 2
+    err = _error(capsys)
+    assert str(out) in err and "already exists" in err
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
                  str(tmp_path / "x.json")]) == 2
+    assert str(tmp_path / "norun") in _error(capsys)
 
 
 def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path):
@@ -367,7 +382,7 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
     assert "needs at least 2 groups" in err and "unknown groups" not in err
 
 
-def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch):
+def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     import vit_facemap.train as train_module
 
     data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
@@ -392,8 +407,11 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch):
     other = sorted({i.split("/")[1] for i in split["train"]})[0]
     # options that would split otherwise are refused, before anything is touched
     state = (run / "last.pt").read_bytes()
+    capsys.readouterr()
     assert main(args + ["--resume", "--seed", "4"]) == 2
+    assert "--seed 4 is not the seed of the run" in _error(capsys)
     assert main(args + ["--resume", "--val-groups", other]) == 2
+    assert f"--val-groups {other}" in _error(capsys)
     assert (run / "last.pt").read_bytes() == state
     # so are other frames given to fit itself
     with pytest.raises(DataError, match="other frames"):
@@ -645,7 +663,7 @@ def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):
         fit(_config(4), frames, run, None, device="cpu", resume=True, progress=False)
 
 
-def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path):
+def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path, capsys):
     frames = read_labels(tiny_set)
     run = tmp_path / "run"
     fit(_config(2), frames, run, None, device="cpu", progress=False)
@@ -655,6 +673,8 @@ def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path):
     base = ["evaluate", str(run), "--data", str(tiny_set), "--device", "cpu", "--quiet"]
     # the table exists: refused, and no JSON is left behind
     assert main(base + ["--json", str(out / "m.json"), "--predictions", str(out / "p.csv")]) == 2
+    err = _error(capsys)
+    assert "p.csv" in err and "already exists" in err
     assert not (out / "m.json").exists() and (out / "p.csv").read_text() == "mine"
     with pytest.raises(DataError, match="unsupported suffix"):
         evaluate_run(run, tiny_set, out / "m.json", out / "p.txt", device="cpu", progress=False)
