@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vit_facemap.errors import DataError
+from vit_facemap.runinfo import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,8 +86,8 @@ def test_tracker_budget_is_the_profiles_unless_given(tmp_path, extra, steps, min
     assert TRACKER.main(args) == 0
     prov = json.loads((out / "tracker.json").read_text())["provenance"]
     assert (prov["settings"]["steps"], prov["settings"]["max_minutes"]) == (steps, minutes)
-    # the device as used, not as asked for; the run's total wall time
-    assert prov["device"]["device"] == "cpu" and prov["wall_s"] > 0
+    # the device as used, not as asked for (a GPU where one is visible); the total wall time
+    assert prov["device"]["device"] == resolve_device("auto") != "auto" and prov["wall_s"] > 0
     assert prov["code"]["sources_sha256"] and prov["data"]["synthetic"]["tables_sha256"]
 
 
