@@ -730,3 +730,29 @@ def test_heatmap_cells_map_to_the_input_pixels_they_cover(stride):
     xy, _ = decode({"heatmap": torch.log(one.clamp_min(1e-30))}, s, radius=6)
     assert torch.allclose(xy[0, 0], torch.tensor([13 * s + (s - 1) / 2, 9 * s + (s - 1) / 2]),
                           atol=1e-3)
+
+
+def test_fit_uses_its_thread_count_and_restores_the_callers(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    cfg = _config(2)
+    caller = 3 if torch.get_num_threads() != 3 else 2
+    torch.set_num_threads(caller)
+    seen = []
+    real_loss = train_module.keypoint_loss
+
+    def recording(*args):
+        seen.append(torch.get_num_threads())
+        return real_loss(*args)
+    monkeypatch.setattr(train_module, "keypoint_loss", recording)
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert seen == [1, 1] and torch.get_num_threads() == caller
+    # ... also when the run stops with an error (here: interrupted in its first step)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "keypoint_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
+    assert torch.get_num_threads() == caller
