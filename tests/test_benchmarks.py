@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vit_facemap.errors import DataError
+from vit_facemap.runinfo import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,8 +86,8 @@ def test_tracker_budget_is_the_profiles_unless_given(tmp_path, extra, steps, min
     assert TRACKER.main(args) == 0
     prov = json.loads((out / "tracker.json").read_text())["provenance"]
     assert (prov["settings"]["steps"], prov["settings"]["max_minutes"]) == (steps, minutes)
-    # the device as used, not as asked for; the run's total wall time
-    assert prov["device"]["device"] == "cpu" and prov["wall_s"] > 0
+    # the device as used, not as asked for (a GPU where one is visible); the total wall time
+    assert prov["device"]["device"] == resolve_device("auto") != "auto" and prov["wall_s"] > 0
     assert prov["code"]["sources_sha256"] and prov["data"]["synthetic"]["tables_sha256"]
 
 
@@ -136,13 +137,34 @@ def test_tracker_reuse_notices_changed_data(tmp_path, capsys):
     assert "other data" in _one_error_line(capsys)
 
 
-def test_tracker_trains_without_validation_frames_unless_monitored(tmp_path):
-    out = tmp_path / "t"
+@pytest.fixture(scope="module")
+def tiny_tracker(tmp_path_factory):
+    """The benchmark's output for the hybrid model on generated frames (seconds, profile test);
+    tests read it, none changes it."""
+    out = tmp_path_factory.mktemp("tracker")
     assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
-    split = json.loads((out / "runs" / "synthetic" / "hybrid" / "split.json").read_text())
+    return out
+
+
+def test_tracker_trains_without_validation_frames_unless_monitored(tiny_tracker, tmp_path,
+                                                                   monkeypatch):
+    split = json.loads((tiny_tracker / "runs" / "synthetic" / "hybrid" / "split.json").read_text())
     assert split["val"] == []  # the budget goes to training only
-    [row] = json.loads((out / "tracker.json").read_text())["rows"]
+    [row] = json.loads((tiny_tracker / "tracker.json").read_text())["rows"]
     assert row["total_steps"] == row["steps"]  # one stage (the test profile's)
+    # with --monitor, training scores the held-out frames as it goes (what fit is given)
+
+    class Given(Exception):
+        pass
+
+    def fit(config, train, run_dir, val, **kwargs):
+        raise Given(train, val)
+    monkeypatch.setattr(TRACKER, "fit", fit)
+    with pytest.raises(Given) as given:
+        TRACKER.main(_tracker_args(tmp_path / "t", "--models", "hybrid", "--monitor"))
+    train, val = given.value.args
+    assert len(val) == row["n_test"] and len(train) == row["n_train"]
+    assert not set(train.videos) & set(val.videos)
 
 
 def test_tracker_counts_the_steps_of_every_stage(tmp_path):
@@ -173,11 +195,9 @@ SPEED = _script("track_speed")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tiny_tracker):
     """A run trained on 96x72 generated frames (seconds, profile test)."""
-    out = tmp_path_factory.mktemp("tracker")
-    assert TRACKER.main(_tracker_args(out, "--models", "hybrid")) == 0
-    return out / "runs" / "synthetic" / "hybrid"
+    return tiny_tracker / "runs" / "synthetic" / "hybrid"
 
 
 def test_track_speed_times_a_run_of_another_frame_size_on_the_given_frames(tmp_path, tiny_run):
@@ -214,10 +234,13 @@ def test_track_speed_checks_arguments_before_work(tmp_path, capsys, extra, words
 def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     out = tmp_path / "speed.json"
     out.write_text("{}")
-    assert SPEED.main(["--models", "vitt", "--out", str(out)]) == 2
-    assert SPEED.main(["--models", "", "--frames", "2", "--out", str(out)]) == 2
-    assert "--overwrite" in _one_error_line(capsys)
+    args = ["--models", "", "--frames", "2", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    assert SPEED.main(args) == 2  # arguments that would run: refused for the earlier file alone
+    line = _one_error_line(capsys)
+    assert str(out) in line and "--overwrite" in line
     assert out.read_text() == "{}"
+    assert SPEED.main([*args, "--overwrite"]) == 0  # replaced when asked
+    assert json.loads(out.read_text())["settings"]["frames"] == 2
 
 
 # --- bench_data.py ------------------------------------------------------------------------

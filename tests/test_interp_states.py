@@ -251,7 +251,7 @@ def test_ensemble_averages_its_members(gen_set, tmp_path):
     np.testing.assert_allclose(res["maps"], want, atol=1e-6)
 
 
-def test_classify_cli(gen_set, tmp_path, capsys):
+def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     args = ["classify", "train", "--data", str(gen_set.root), "--out", str(run),
             "--model", "hog-rf", "--profile", "test", "--quiet"]
@@ -267,8 +267,37 @@ def test_classify_cli(gen_set, tmp_path, capsys):
     assert {"accuracy", "balanced_accuracy", "macro_f1", "confusion", "labels",
             "per_group"} <= set(res)
     assert res["labels"] == ["constricted", "dilated"]
+    # the scores are of the run's predictions against the set's classes: a run that calls
+    # three dilated images constricted and gets every other image right scores, by hand,
+    y = gen_set.labels
+    n0, n1 = int((y == 0).sum()), int((y == 1).sum())
+    assert n0 > 0 and n1 > 3
+    wrong = np.flatnonzero(y == 1)[:3]
+    guess = y.copy()
+    guess[wrong] = 0
+
+    def fixed(self, frames, *args, **kwargs):
+        assert len(frames) == len(guess)  # the set's images, in its order
+        return np.eye(2)[guess]
+    monkeypatch.setattr(FacialStateClassifier, "predict_proba", fixed)
+    assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
+                 "--json", str(out), "--overwrite"]) == 0
+    monkeypatch.undo()
+    res = json.loads(out.read_text())
+    assert res["accuracy"] == pytest.approx(1 - 3 / len(y))
+    assert res["balanced_accuracy"] == pytest.approx((1 + (n1 - 3) / n1) / 2)
+    assert res["macro_f1"] == pytest.approx((2 * n0 / (2 * n0 + 3)
+                                             + 2 * (n1 - 3) / (2 * n1 - 3)) / 2)
+    assert res["confusion"] == [[n0, 0], [3, n1 - 3]]
+    called = [p["predicted"] for p in res["predictions"]]
+    assert called == [["constricted", "dilated"][g] for g in guess]
+    assert [p["true"] for p in res["predictions"]] == [["constricted", "dilated"][c] for c in y]
+    for g in set(gen_set.groups.tolist()):
+        rows = gen_set.groups == g
+        assert res["per_group"][g]["accuracy"] == pytest.approx((guess == y)[rows].mean())
     assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
                  "--json", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
     assert main(["classify", "evaluate", str(tmp_path / "none"), "--data",
                  str(gen_set.root), "--json", str(tmp_path / "x.json")]) == 2
     assert "no such run folder" in capsys.readouterr().err
@@ -304,6 +333,7 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert "eyes.csv" in capsys.readouterr().err
     assert main(["classify", "train", "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--profile", "test"]) == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
 
 
 def test_rollout_cli(gen_set, tmp_path, capsys):
@@ -318,7 +348,9 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert (out / f"{gen_set.paths[0].stem}_rollout.png").is_file()
     rec = json.loads((out / "rollout.json").read_text())
     assert len(rec["images"]) == 2 and rec["images"][0]["predicted"] in gen_set.classes
+    capsys.readouterr()
     assert main(["rollout", str(run), *images, "--out", str(out)]) == 2  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
     assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",
                  "--method", "gradient", "--target", "dilated"]) == 0
     assert main(["rollout", str(run), *images, "--out", str(out), "--overwrite",

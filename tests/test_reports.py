@@ -214,15 +214,21 @@ def test_classifier_findings_follow_the_numbers():
     assert "no deletion curves" in text and "of the map inside" not in text
 
 
-def test_best_fps_takes_the_fastest_run():
-    calls = iter([0.05, 0.0])
+def test_best_fps_takes_the_fastest_run(monkeypatch):
+    from types import SimpleNamespace
+
+    import vit_facemap.reports as reports_module
+
+    now = [100.0]  # a fake clock that only the work moves: 0.5 s, 0.2 s, then 0.4 s
+    durations = iter([0.5, 0.2, 0.4])
 
     def work():
-        import time
-        time.sleep(next(calls))
+        now[0] += next(durations)
 
-    fps = best_fps(work, 10, repeats=2)
-    assert fps > 10 / 0.05  # the second, instant call counts
+    monkeypatch.setattr(reports_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    assert best_fps(work, 10, repeats=3) == pytest.approx(10 / 0.2)  # the fastest of the three
+    with pytest.raises(StopIteration):  # every repeat ran
+        work()
     with pytest.raises(ValueError, match="n_frames > 0"):
         best_fps(work, 0)
 

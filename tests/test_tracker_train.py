@@ -232,6 +232,20 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
     table = read_labels(tmp_path / "m.predictions.csv")
     assert table.likelihood is not None and np.allclose(table.keypoints[:3], kp, atol=1e-6)
     assert m["mean_px"] == pytest.approx(saved["mean_px"])
+    # the saved numbers score the written predictions against the hand labels, worked out
+    # here by hand: the error of every labeled keypoint, PCK against a tenth of each frame's
+    # eye width (the set's median width where a frame lacks one of the two points)
+    labels = read_labels(tiny_set)
+    assert table.index == labels.index
+    err = np.sqrt(((table.keypoints - labels.keypoints) ** 2).sum(-1))
+    labeled = ~np.isnan(labels.keypoints).any(-1)
+    assert np.isfinite(err[labeled]).all() and 0 < labeled.sum() < labeled.size
+    front, back = (labels.bodyparts.index(b) for b in ("eye front", "eye back"))
+    width = np.linalg.norm(labels.keypoints[:, front] - labels.keypoints[:, back], axis=-1)
+    width = np.where(np.isnan(width), np.nanmedian(width), width)
+    assert saved["mean_px"] == pytest.approx(err[labeled].mean(), rel=1e-9)
+    assert saved["median_px"] == pytest.approx(np.median(err[labeled]), rel=1e-9)
+    assert saved["pck"] == pytest.approx((err <= 0.1 * width[:, None])[labeled].mean())
     # a set with other keypoint names is refused with a clear DataError
     other = read_labels(tiny_set)
     other.bodyparts = [b + "_x" for b in other.bodyparts]
@@ -242,17 +256,71 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
                      progress=False)
 
 
-def test_cli_exit_codes(tiny_set, tmp_path):
+def test_evaluate_scores_a_known_offset_exactly(tiny_set, tmp_path, monkeypatch):
+    """A predictor that returns the hand labels with every odd keypoint moved by (600, 800)
+    px: an error of 0 or exactly 1000 px, whatever the frame's PCK threshold."""
+    import vit_facemap.predict as predict_module
+    from vit_facemap.images import load_image
+
+    labels = read_labels(tiny_set)
+    by_image = {load_image(p).tobytes(): k for p, k in zip(labels.image_paths, labels.keypoints,
+                                                           strict=True)}
+    assert len(by_image) == len(labels)  # every frame tells which labels it has
+    offset = np.zeros((len(labels.bodyparts), 2))
+    offset[1::2] = (600.0, 800.0)
+
+    class Shifted:
+        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
+
+        def predict(self, batch):
+            kp = np.stack([np.nan_to_num(by_image[f.tobytes()], nan=5.0) + offset for f in batch])
+            return kp, np.full(kp.shape[:2], 0.5)
+
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Shifted())
+    m = evaluate_run(tmp_path / "run", tiny_set, tmp_path / "m.json", device="cpu",
+                     progress=False)
+    labeled = ~np.isnan(labels.keypoints).any(-1)
+    n, n_odd = labeled.sum(), labeled[:, 1::2].sum()
+    assert 0 < n_odd < n
+    assert m["mean_px"] == pytest.approx(1000.0 * n_odd / n)
+    assert m["rmse_px"] == pytest.approx(np.sqrt(1000.0**2 * n_odd / n))
+    assert m["pck"] == pytest.approx(1 - n_odd / n)
+    k = labels.bodyparts[1]
+    assert m["per_keypoint"][k]["mean_px"] == pytest.approx(1000.0)
+    assert m["per_keypoint"][labels.bodyparts[0]]["mean_px"] == 0.0
+    videos = labels.videos
+    for v in set(videos.tolist()):
+        rows = videos == v
+        assert m["per_video"][v]["mean_px"] == pytest.approx(
+            1000.0 * labeled[rows, 1::2].sum() / labeled[rows].sum())
+    assert json.loads((tmp_path / "m.json").read_text())["pck"] == pytest.approx(m["pck"])
+    table = read_labels(tmp_path / "m.predictions.csv")
+    np.testing.assert_allclose(table.keypoints, np.nan_to_num(labels.keypoints, nan=5.0)
+                               + offset, atol=1e-6)
+
+
+def _error(capsys) -> str:
+    """The one line a command printed for a user mistake (no traceback)."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
     args = ["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
             "--config", str(cfg), "--device", "cpu", "--quiet"]
     assert main(args) == 0
+    capsys.readouterr()
     assert main(args) == 2  # exists, no --overwrite
+    err = _error(capsys)
+    assert str(run) in err and "already exists" in err and "--overwrite" in err
     assert main(args + ["--overwrite", "--val-groups", "1"]) == 0
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2"),
                  "--profile", "test"]) == 2
+    assert str(tmp_path / "nope") in _error(capsys)
     out = tmp_path / "e.json"
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet"]) == 0
@@ -262,9 +330,13 @@ def test_cli_exit_codes(tiny_set, tmp_path):
     assert json.loads(out.read_text())["scales"] == [1.0]
     with pytest.raises(SystemExit):  # argparse: a usage error
         main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out), "--scales", "0,1"])
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out)]) == 2
+    err = _error(capsys)
+    assert str(out) in err and "already exists" in err
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
                  str(tmp_path / "x.json")]) == 2
+    assert str(tmp_path / "norun") in _error(capsys)
 
 
 def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path):
@@ -311,7 +383,7 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
     assert "needs at least 2 groups" in err and "unknown groups" not in err
 
 
-def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch):
+def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     import vit_facemap.train as train_module
 
     data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
@@ -336,8 +408,11 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch):
     other = sorted({i.split("/")[1] for i in split["train"]})[0]
     # options that would split otherwise are refused, before anything is touched
     state = (run / "last.pt").read_bytes()
+    capsys.readouterr()
     assert main(args + ["--resume", "--seed", "4"]) == 2
+    assert "--seed 4 is not the seed of the run" in _error(capsys)
     assert main(args + ["--resume", "--val-groups", other]) == 2
+    assert f"--val-groups {other}" in _error(capsys)
     assert (run / "last.pt").read_bytes() == state
     # so are other frames given to fit itself
     with pytest.raises(DataError, match="other frames"):
@@ -589,7 +664,7 @@ def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):
         fit(_config(4), frames, run, None, device="cpu", resume=True, progress=False)
 
 
-def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path):
+def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path, capsys):
     frames = read_labels(tiny_set)
     run = tmp_path / "run"
     fit(_config(2), frames, run, None, device="cpu", progress=False)
@@ -599,6 +674,8 @@ def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path):
     base = ["evaluate", str(run), "--data", str(tiny_set), "--device", "cpu", "--quiet"]
     # the table exists: refused, and no JSON is left behind
     assert main(base + ["--json", str(out / "m.json"), "--predictions", str(out / "p.csv")]) == 2
+    err = _error(capsys)
+    assert "p.csv" in err and "already exists" in err
     assert not (out / "m.json").exists() and (out / "p.csv").read_text() == "mine"
     with pytest.raises(DataError, match="unsupported suffix"):
         evaluate_run(run, tiny_set, out / "m.json", out / "p.txt", device="cpu", progress=False)
@@ -819,3 +896,55 @@ def test_fit_summary_counts_the_steps_of_every_stage(tiny_set, tmp_path):
     assert summary["total_steps"] == summary["steps"] + summary["refine"]["eye"]["steps"] == 4
     saved = json.loads((tmp_path / "run" / "runinfo.json").read_text())["summary"]
     assert saved["total_steps"] == 4
+
+
+@pytest.mark.parametrize("stride", [4, 16])
+def test_heatmap_cells_map_to_the_input_pixels_they_cover(stride):
+    """Training's target (input pixels -> cells -> Gaussian) decodes back to the same input
+    pixel; cell j covers input pixels [j*s, (j+1)*s), so its centre is j*s + (s-1)/2."""
+    from vit_facemap.models.heads import gaussian_targets
+    from vit_facemap.train import decode, heatmap_to_input, input_to_heatmap
+
+    w, h = 32, 24  # heatmap cells; the input is w*stride x h*stride pixels
+    # by hand: the first cell's centre, the input's centre, the last cell's centre
+    s = stride
+    assert heatmap_to_input(torch.tensor([0.0, (w - 1) / 2, w - 1]), s).tolist() == [
+        (s - 1) / 2, (w * s - 1) / 2, w * s - 1 - (s - 1) / 2]
+    points = torch.tensor([[0.31, 0.42], [0.5, 0.5], [0.6137, 0.3071], [0.25, 0.7]])
+    points = points * torch.tensor([w * s, h * s]) + torch.tensor([0.5, -0.5])  # off the grid
+    cells = input_to_heatmap(points[None], s)
+    target = gaussian_targets(cells, torch.ones(1, len(points)), (h, w), sigma=1.0)
+    # a window wide enough to hold the whole Gaussian: no truncation bias, only the mapping
+    xy, _ = decode({"heatmap": torch.log(target.clamp_min(1e-30))}, s, radius=6)
+    assert (xy[0] - points).abs().max() < 0.05
+    # a Gaussian centred on cell (13, 9) decodes to that cell's centre in input pixels
+    one = gaussian_targets(torch.tensor([[[13.0, 9.0]]]), torch.ones(1, 1), (h, w), sigma=1.0)
+    xy, _ = decode({"heatmap": torch.log(one.clamp_min(1e-30))}, s, radius=6)
+    assert torch.allclose(xy[0, 0], torch.tensor([13 * s + (s - 1) / 2, 9 * s + (s - 1) / 2]),
+                          atol=1e-3)
+
+
+def test_fit_uses_its_thread_count_and_restores_the_callers(tiny_set, tmp_path, monkeypatch):
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    cfg = _config(2)
+    caller = 3 if torch.get_num_threads() != 3 else 2
+    torch.set_num_threads(caller)
+    seen = []
+    real_loss = train_module.keypoint_loss
+
+    def recording(*args):
+        seen.append(torch.get_num_threads())
+        return real_loss(*args)
+    monkeypatch.setattr(train_module, "keypoint_loss", recording)
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert seen == [1, 1] and torch.get_num_threads() == caller
+    # ... also when the run stops with an error (here: interrupted in its first step)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "keypoint_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
+    assert torch.get_num_threads() == caller

@@ -6,16 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("vit_facemap.predict")  # the tracker's API (vit_facemap.predict / train)
-
-from vit_facemap.cli import main  # noqa: E402
-from vit_facemap.dlc import read_labels  # noqa: E402
-from vit_facemap.predict import load_predictor  # noqa: E402
-from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames, write_synthetic_set  # noqa: E402
-from vit_facemap.testvideo import write_clip  # noqa: E402
-from vit_facemap.track import output_paths  # noqa: E402
-from vit_facemap.train import fit, profile_config  # noqa: E402
-from vit_facemap.video import iter_batches  # noqa: E402
+from vit_facemap.cli import main
+from vit_facemap.dlc import read_labels
+from vit_facemap.predict import load_predictor
+from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames, write_synthetic_set
+from vit_facemap.testvideo import write_clip
+from vit_facemap.track import output_paths
+from vit_facemap.train import fit, profile_config
+from vit_facemap.video import iter_batches
 
 SIZE = (96, 72)
 

@@ -155,7 +155,8 @@ class ClassifierConfig:
 # Run sizes per profile: test = seconds on generated frames, default = the book's CPU run.
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "test": {"epochs": 3, "n_trees": 20, "embed_dim": 32, "depth": 2, "num_heads": 2,
-             "locator": {"epochs": 3, "channels": 8}},
+             "locator": {"epochs": 3, "channels": 8, "refine_size": 32, "candidates": 2,
+                         "refine_steps": 1}},
     "quick": {"epochs": 15, "n_trees": 100, "locator": {"epochs": 15}},
     "default": {"ensemble": 3},
     "full": {"epochs": 300, "embed_dim": 192, "depth": 6, "num_heads": 3, "ensemble": 3,

@@ -403,11 +403,14 @@ def fit(
     ``out/refine/<group>/``.
     ``boxes`` / ``val_boxes`` (one crop box per frame) and ``stage_info`` are how that
     second stage is trained; callers leave them out.
+    Torch runs on ``config.num_threads`` CPU threads during the run; the caller's thread
+    count is restored after it, however it ends.
     """
     out = Path(out)
     frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
+    threads = torch.get_num_threads()  # config.num_threads is for this run only
     try:
         summary = _fit(config, train_frames, frame_size, out, val_frames, device, resume,
                        progress, extra_info, boxes=boxes, val_boxes=val_boxes,
@@ -415,6 +418,8 @@ def fit(
     except BaseException:
         _finish_replacing(out, backup, ok=False)
         raise
+    finally:
+        torch.set_num_threads(threads)
     _finish_replacing(out, backup, ok=True)
     if boxes is None:
         # the run is complete, so every run set aside before it goes: the one an interrupted

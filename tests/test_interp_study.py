@@ -1,0 +1,174 @@
+"""The interpretation study's own arithmetic: where a frame region lands in the model's view,
+how much of a map falls in it, and how far the eye locator's boxes are off."""
+
+import numpy as np
+import pytest
+
+from vit_facemap.classifier import CrossValidation, FacialStateClassifier, profile_config
+from vit_facemap.interpretation import StudySettings, check_maps, locator_error, view_box
+
+
+def _bright_extent(view: np.ndarray) -> tuple[float, float, float, float]:
+    """Corner coordinates (x0, y0, x1, y1) of the pixels brighter than halfway."""
+    rows, cols = np.nonzero(view > (view.max() + view.min()) / 2)
+    return cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0
+
+
+@pytest.mark.parametrize("model", ["vit", "hog-rf"])
+def test_a_bright_region_lands_in_its_view_box(model):
+    """A block drawn in the frame is where view_box says in what the model is given."""
+    from vit_facemap.classifier import center_view
+
+    clf = FacialStateClassifier(profile_config("test", model=model), ["a", "b"])
+    factor = clf.config.crop_factor
+    eye = np.array([100.0, 80.0, 40.0])  # x, y, width in frame pixels
+    frame = np.full((160, 200), 30, np.uint8)
+    region = np.array([88.0, 70.0, 99.0, 77.0])  # pixels 88..99 x 70..77 (centres), up-left
+    frame[70:78, 88:100] = 230
+    crops = clf.crops([frame], eye[None])
+    if model == "vit":  # the ViT's actual input tensor
+        view = clf.inputs(crops)[0, 0].numpy()
+    else:  # the forest's view (its HOG features are computed on this)
+        view = center_view(crops, clf.config.hog_size)[0].astype(float)
+    size = view.shape[0]
+    vb = view_box(region, eye, factor, size)
+    # the region's pixels reach half a frame pixel beyond their centres (in view pixels:
+    # half); the crop is cut at whole frame pixels (up to half again) and resampled
+    half = 0.5 * size / (factor * eye[2])
+    found = _bright_extent(view)
+    np.testing.assert_allclose(found, vb + [-half, -half, half, half], atol=half + 0.5)
+    assert vb[0] > 0 and vb[3] < size / 2 + 1  # the drawn block is up and left of the eye
+
+
+def test_view_box_by_hand():
+    # a view of side 2 * 40 = 80 frame pixels around (100, 80), seen at 64 pixels: 0.8 / px
+    vb = view_box(np.array([60.0, 40.0, 100.0, 90.0]), np.array([100.0, 80.0, 40.0]), 2.0, 64)
+    np.testing.assert_allclose(vb, [0.0, 0.0, 32.0, 40.0])
+
+
+class _Fold:
+    """What check_maps needs of a fold's classifier: its config and its crops."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def crops(self, frames, boxes):
+        self.seen = boxes
+        return np.zeros((len(frames), 80, 80), np.uint8)
+
+
+def test_check_maps_measures_the_mass_in_each_images_region(monkeypatch):
+    """Maps with 0.75 of their mass in grid cell (row 1, col 2) and 0.25 in cell (6, 6) of an
+    8 x 8 grid over a 64-pixel view that spans 64 frame pixels (crop factor 1.6, eye 40 px
+    wide): each image's region, placed by hand around its own eye box, holds what it covers."""
+    import vit_facemap.interpretation as interpretation
+
+    grid = np.zeros((8, 8))
+    grid[1, 2], grid[6, 6] = 0.75, 0.25
+
+    def maps(clf, crops, st, rng):
+        n = len(crops)
+        return {"maps": np.repeat(grid[None], n, 0), "target": np.zeros(n, int),
+                "aucs": [0.5] * n, "random_aucs": [0.5] * n, "curves": [np.zeros(3)] * n,
+                "random_curves": [np.zeros(3)] * n, "fraction": np.linspace(0, 1, 3),
+                "shift": 0.0}
+    monkeypatch.setattr(interpretation, "_vit_maps", maps)
+    eyes = np.array([[100.0, 80.0, 40.0], [60.0, 50.0, 40.0], [90.0, 90.0, 40.0],
+                     [70.0, 60.0, 40.0]])
+    # view pixel (u, v) is frame pixel (x - 32 + u, y - 32 + v)
+    in_view = np.array([[16, 8, 24, 16],   # cell (1, 2) alone: 0.75 of the mass, 1/64 of the view
+                        [44, 44, 60, 60],  # around cell (6, 6): 0.25, 1/16 of the view
+                        [0, 0, 8, 8],      # no region (NaN): not scored
+                        [0, 0, 64, 64]], float)  # the whole view: all of it
+    regions = in_view + np.tile(eyes[:, :2] - 32, 2)
+    regions[2] = np.nan
+    config = profile_config("test", crop_factor=1.6)
+    folds = [_Fold(config), _Fold(config)]
+    cv = CrossValidation(classes=["a", "b"], labels=np.array([0, 1, 0, 1]),
+                         groups=np.array(["m", "n", "m", "n"]), fold=np.array([1, 0, 1, 0]),
+                         boxes=eyes, proba={}, metrics={}, models={"vit": folds}, wall_s={})
+    frames = [np.zeros((160, 200), np.uint8)] * 4
+    out = check_maps(cv, frames, regions, StudySettings(), progress=False)["vit"]
+    # fold 0 holds out images 1 and 3, fold 1 images 0 and 2: each crops with their boxes
+    np.testing.assert_array_equal(folds[0].seen, eyes[[1, 3]])
+    np.testing.assert_array_equal(folds[1].seen, eyes[[0, 2]])
+    order = np.argsort(out["index"])
+    np.testing.assert_allclose(out["mass"][order], [0.75, 0.25, np.nan, 1.0])
+    np.testing.assert_allclose(out["chance"][order], [1 / 64, 1 / 16, np.nan, 1.0])
+    # a whole-frame model's view is not the eye's: no region mass for it
+    frame_config = profile_config("test", crop="frame", crop_factor=1.6)
+    cv.models = {"vit": [_Fold(frame_config), _Fold(frame_config)]}
+    out = check_maps(cv, frames, regions, StudySettings(), progress=False)["vit"]
+    assert np.isnan(out["mass"]).all() and len(out["mass"]) == 4
+
+
+def test_locator_error_by_hand():
+    truth = np.array([[100, 80, 40], [50, 50, 20], [10, 10, 10], [0, 0, 10],
+                      [np.nan, np.nan, np.nan], [30, 30, 10]], float)
+    found = np.array([[110, 80, 44], [50, 65, 20], [10, 10, 5], [3, 4, 10],
+                      [0, 0, 1], [np.nan, 30, 10]], float)
+    # centre errors in eye widths of the label: 10/40, 15/20, 0, 5/10 (the last two rows
+    # have no label or no prediction: left out)
+    assert locator_error(found, truth) == {
+        "median_centre_error_eye_widths": pytest.approx(0.375),
+        "share_within_half_eye_width": 0.5,  # 0.25 and 0; 0.5 itself is not within
+        "share_within_one_eye_width": 1.0,
+        "median_width_ratio": pytest.approx(1.0),  # 1.1, 1, 0.5, 1
+    }
+    assert locator_error(None, truth) is None
+    assert locator_error(found[4:], truth[4:]) is None  # nothing to compare
+
+
+@pytest.fixture(scope="module")
+def state_set(tmp_path_factory):
+    from vit_facemap.states import write_generated_state_set
+
+    return write_generated_state_set(tmp_path_factory.mktemp("study") / "set", 16, n_videos=2,
+                                     size=(96, 72))
+
+
+@pytest.mark.parametrize("oracle", [True, False])
+def test_run_study_holds_animals_out_and_reports_what_it_measured(state_set, oracle):
+    from vit_facemap.interpretation import run_study
+
+    settings = StudySettings(profile="test", n_splits=2, deletion_steps=2, random_orders=1)
+    study = run_study(state_set.root, settings, models=("hog-rf",), progress=False,
+                      oracle_boxes=oracle)
+    cv, s, eyes = study.cv, study.summary, state_set.eyes
+    # every animal (here: video) held out once, in a fold of its own
+    folds = {g: set(cv.fold[state_set.groups == g].tolist()) for g in set(state_set.groups)}
+    assert sorted(len(f) for f in folds.values()) == [1, 1] and len(set.union(*folds.values())) == 2
+    # scores of the held-out predictions
+    assert s["hog-rf"]["accuracy"] == pytest.approx(
+        np.mean(cv.proba["hog-rf"].argmax(1) == state_set.labels))
+    assert s["n_images"] == 16 and s["class_counts"] == np.bincount(state_set.labels).tolist()
+    # the locator's error: of the boxes the models were shown, against the labeled eyes
+    if oracle:
+        np.testing.assert_array_equal(cv.boxes, eyes)
+        assert s["locator"] == {"median_centre_error_eye_widths": 0.0,
+                                "share_within_half_eye_width": 1.0,
+                                "share_within_one_eye_width": 1.0, "median_width_ratio": 1.0}
+    else:
+        assert not np.allclose(cv.boxes, eyes)
+        err = np.hypot(*(cv.boxes[:, :2] - eyes[:, :2]).T) / eyes[:, 2]
+        assert s["locator"]["median_centre_error_eye_widths"] == pytest.approx(np.median(err))
+        assert s["locator"]["median_width_ratio"] == pytest.approx(
+            np.median(cv.boxes[:, 2] / eyes[:, 2]))
+    # the map checks on every held-out image, each region inside the forest's view
+    mass = study.maps["hog-rf"]["mass"]
+    assert s["hog-rf"]["map_images"] == s["hog-rf"]["images_with_region_in_view"] == 16
+    assert s["hog-rf"]["attention_mass_in_region"] == pytest.approx(mass.mean())
+    assert 0 < s["hog-rf"]["region_share_chance"] < 1
+    assert s["view"]["crop_factor"] == {"hog-rf": 2.0} and s["oracle_boxes"] is oracle
+    assert s["settings"]["n_splits"] == 2 and s["settings"]["profile"] == "test"
+
+
+def test_run_study_needs_eye_boxes(state_set, tmp_path):
+    import shutil
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    (tmp_path / "set" / "eyes.csv").unlink()
+    from vit_facemap.interpretation import run_study
+
+    with pytest.raises(ValueError, match="needs eyes.csv"):
+        run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2), progress=False)
