@@ -948,3 +948,35 @@ def test_fit_uses_its_thread_count_and_restores_the_callers(tiny_set, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
     assert torch.get_num_threads() == caller
+
+
+def test_overwrite_leaves_what_other_commands_set_aside_in_the_run(tiny_set, tmp_path):
+    """track --overwrite into a run folder sets its results aside there too; a retrain of the
+    run neither adopts nor deletes them."""
+    run = tmp_path / "run"
+    fit(_config(2), read_labels(tiny_set), run, None, device="cpu", progress=False)
+    theirs = run / ".replaced-abc"
+    theirs.mkdir()
+    (theirs / "vid_vit-facemap.csv").write_text("tracked")
+    fit(_config(2), read_labels(tiny_set), run, None, device="cpu", progress=False,
+        overwrite=True)
+    assert (theirs / "vid_vit-facemap.csv").read_text() == "tracked"
+
+
+def test_a_run_stopped_before_its_second_stages_is_not_finished(tiny_set, tmp_path):
+    from vit_facemap.train import _finished
+
+    run = tmp_path / "run"
+    cfg = _config(2)
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=1)
+    fit(cfg, read_labels(tiny_set), run, None, device="cpu", progress=False)
+    assert _finished(run)
+    info = json.loads((run / "runinfo.json").read_text())
+    # what stage 1 writes before its second stages start
+    info["summary"] = {k: v for k, v in info["summary"].items()
+                       if k not in ("total_steps", "refine")}
+    (run / "runinfo.json").write_text(json.dumps(info))
+    import shutil
+
+    shutil.rmtree(run / "refine")
+    assert not _finished(run)

@@ -309,7 +309,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             return None
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
-        earlier = set_aside_folders(out)
+        earlier = _own_set_aside(out)
         if keep_replaced and earlier and not _finished(out):
             # an earlier --overwrite stopped part-way (one that finishes drops its backup):
             # the run here is its unfinished one, which this run starts again, and the
@@ -326,9 +326,27 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
 
 
 def _finished(out: Path) -> bool:
-    """Whether the run in ``out`` finished training: runinfo.json is written at the end,
-    of the run and of each second stage."""
-    return all((folder / "runinfo.json").is_file() for folder in (out, *stage_dirs(out)))
+    """Whether the run in ``out`` finished training, its second stages included.
+
+    The first stage's runinfo.json is written before the second stages start (an
+    interrupted run still describes stage 1), so the file alone does not say it: the summary
+    of a finished run holds ``total_steps`` (set last) or, written before that was, its
+    second stages (``refine``) where the recipe asked for any.
+    """
+    if not all((folder / "runinfo.json").is_file() for folder in (out, *stage_dirs(out))):
+        return False
+    try:
+        summary = json.loads((out / "runinfo.json").read_text()).get("summary") or {}
+        refine = json.loads((out / CONFIG_FILE).read_text())["train"].get("refine") or {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return "total_steps" in summary or "refine" in summary or not refine.get("share")
+
+
+def _own_set_aside(out: Path) -> list[Path]:
+    """The runs an ``--overwrite`` set aside in ``out``, oldest first: not the results another
+    command (``track`` into the run folder) set aside there."""
+    return [b for b in set_aside_folders(out) if any((b / n).is_file() for n in RUN_FILES)]
 
 
 def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
@@ -425,7 +443,7 @@ def fit(
         # the run is complete, so every run set aside before it goes: the one an interrupted
         # --overwrite replaced (now resumed or replaced again to the end), and any other an
         # earlier version left beside it
-        for old in set_aside_folders(out):
+        for old in _own_set_aside(out):
             shutil.rmtree(old, ignore_errors=True)
     return summary
 
