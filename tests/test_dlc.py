@@ -181,3 +181,14 @@ def test_deeplabcut_project_tables_must_agree(tmp_path):
                              names=(["eye", "nose"], ["nose", "eye"])))
     with pytest.raises(DataError, match=r"vid1/CollectedData_you.csv: scorer 'you' differs"):
         read_labels(_project(tmp_path / "b", fmt=("csv", "csv"), scorer=("me", "you")))
+
+
+def test_set_files_are_its_frames_and_tables_wherever_data_points():
+    from pathlib import Path
+
+    from vit_facemap.dlc import is_set_file
+
+    # --data as one video's folder of a project: its frames are still the set's
+    assert is_set_file(Path("img001.png")) and is_set_file(Path("labeled-data/v1/x.JPG"))
+    assert is_set_file(Path("CollectedData_me.csv")) and is_set_file(Path("v1/animals.csv"))
+    assert not is_set_file(Path("eval.json")) and not is_set_file(Path("results/pred.csv"))

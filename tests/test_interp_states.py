@@ -506,3 +506,13 @@ def test_classify_train_overwrite_after_a_hard_kill_puts_the_set_aside_run_back(
     assert main(base + [str(run), "--seed", "1"]) == 0
     assert not list(run.glob(".replaced-*")) and (run / "notes.txt").read_text() == "mine"
     assert (run / "provenance.json").is_file()
+
+
+def test_class_set_files_are_its_images_and_tables():
+    from pathlib import Path
+
+    from vit_facemap.commands.classify import _is_class_set_file
+
+    assert _is_class_set_file(Path("dilated/a.png")) and _is_class_set_file(Path("groups.csv"))
+    # a new results file in a subfolder of the set is no harm
+    assert not _is_class_set_file(Path("results/eval.json"))

@@ -149,10 +149,16 @@ NO_TABLE = ("no CollectedData*.csv or CollectedData*.h5 here: is this a labeled 
 
 def is_set_file(rel: Path) -> bool:
     """Whether ``rel`` (a path inside a labeled set's folder) is one of the set's files, or a
-    name its reader would take for one: its frames, a labels table, ``animals.csv``."""
+    name its reader would take for one: its frames, a labels table, ``animals.csv``.
+
+    Frames count by their suffix too: ``--data`` may be one video's folder of a project.
+    """
+    from vit_facemap.images import IMAGE_SUFFIXES
+
     top = rel.parts[0] if rel.parts else ""
     return (top == "labeled-data" or rel.name.startswith("CollectedData")
-            or top in ("animals.csv", "SOURCE.json", "LICENSE"))
+            or rel.suffix.lower() in IMAGE_SUFFIXES or rel.name == "animals.csv"
+            or top in ("SOURCE.json", "LICENSE"))
 
 
 def find_label_file(root: str | Path) -> Path:

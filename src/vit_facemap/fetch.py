@@ -40,6 +40,7 @@ from PIL import Image
 
 from vit_facemap.dlc import LabeledFrames, read_labels, write_labels
 from vit_facemap.errors import DataError, RunExistsError, first_line
+from vit_facemap.images import IMAGE_SUFFIXES
 from vit_facemap.validate import validate_set
 
 
@@ -203,7 +204,7 @@ def convert(unpacked: str | Path, source: Source, dest: str | Path,
                         "(has the repository moved its files?)", unpacked)
     by_name: dict[str, list[Path]] = {}
     for p in unpacked.rglob("*"):
-        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
             by_name.setdefault(p.name, []).append(p)
     prefix = re.compile("^" + source.video_prefix) if source.video_prefix else None
     index, keypoints, bodyparts, scorer = [], [], None, source.scorer

@@ -9,6 +9,9 @@ from PIL import Image, UnidentifiedImageError
 
 from vit_facemap.errors import DataError
 
+# the frame files the sets hold (DeepLabCut's labeled-data, class folders)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
 
 def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
     """Read an image as uint8: (H, W) for grayscale, (H, W, 3) for colour.

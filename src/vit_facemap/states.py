@@ -25,10 +25,10 @@ import numpy as np
 
 from vit_facemap.dlc import LabeledFrames, read_labels
 from vit_facemap.errors import DataError, DataWarning, RunExistsError, not_utf8
+from vit_facemap.images import IMAGE_SUFFIXES
 from vit_facemap.measures import facial_measures
 from vit_facemap.splits import animal_of
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CONSTRICTED_BELOW = 0.25
 DILATED_ABOVE = 0.35
 EYELID_POINTS = ("lefteyelid", "righteyelid", "dorsaleyelid", "ventraleyelid")

@@ -87,8 +87,10 @@ def is_classifier_file(rel: Path) -> bool:
 
 
 def _is_class_set_file(rel: Path) -> bool:
+    from vit_facemap.images import IMAGE_SUFFIXES
+
     # the images sit in one folder per class, groups.csv and eyes.csv beside them
-    return len(rel.parts) > 1 or rel.name in ("groups.csv", "eyes.csv")
+    return rel.suffix.lower() in IMAGE_SUFFIXES or rel.name in ("groups.csv", "eyes.csv")
 
 
 def _is_classifier_run(path: Path) -> bool:
