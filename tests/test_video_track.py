@@ -401,3 +401,20 @@ def test_a_second_overwrite_keeps_the_results_the_first_interrupted_one_replaced
     s = track_video(SpotPredictor(), video, tmp_path, opts(formats=("csv",), overwrite=True))
     assert s["complete"] and not hidden() and not paths["state"].exists()
     assert len(load_xy(paths["csv"])[0]) == N
+
+
+def test_a_video_cut_short_keeps_the_results_it_replaces(tmp_path, video):
+    """Results cut short by a broken video may cover less than the complete ones they
+    replace: those stay, named in the error."""
+    cut = tmp_path / "clip.avi"
+    cut.write_bytes(video.read_bytes())
+    out = tmp_path / "out"
+    track_video(SpotPredictor(), cut, out, opts())
+    paths = output_paths(cut, out)
+    complete = paths["csv"].read_bytes()
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    with pytest.raises(VideoDecodeError, match="kept in") as err:
+        track_video(SpotPredictor(), cut, out, opts(overwrite=True))
+    kept = [p for p in out.glob(".replaced-*/*") if p.name == paths["csv"].name]
+    assert len(kept) == 1 and kept[0].read_bytes() == complete and str(kept[0].parent) in str(
+        err.value)

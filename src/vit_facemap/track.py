@@ -322,20 +322,23 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     record = describe(options, device, predictor=_predictor_info(predictor),
                       **summary)
     write_json(record, paths["summary"])
-    # the new results are complete: the ones they replace (this run's, or those of the
-    # --overwrite run this one resumed) go
     replaced = json.loads(paths["state"].read_text()).get("replaced") \
         if paths["state"].exists() else None
-    if replaced:
-        shutil.rmtree(out_dir / replaced, ignore_errors=True)
     if error is None:
+        # the new results are complete: the ones they replace (this run's, or those of the
+        # --overwrite run this one resumed) go
+        if replaced:
+            shutil.rmtree(out_dir / replaced, ignore_errors=True)
         paths["partial"].unlink(missing_ok=True)
         paths["state"].unlink(missing_ok=True)
     else:
+        # results cut short by the video may cover less than those they replace: keep those
+        kept = f"; the results this run replaces are kept in {out_dir / replaced}" \
+            if replaced else ""
         raise VideoDecodeError(
             f"decoding stopped at frame {error.frame}; the {len(rows)} frames tracked before "
             f"it are written to {paths['csv'] if 'csv' in options.formats else paths['h5']} "
-            f"({error})", video, error.frame)
+            f"({error}){kept}", video, error.frame)
     return summary
 
 
