@@ -32,6 +32,30 @@ def _config(steps=6) -> TrainConfig:
     return cfg
 
 
+def _interrupted_cli_run(tmp_path, monkeypatch, config: dict, first: list[str]):
+    """A set of 4 videos and a `vit-facemap train` run of it (8 steps, options ``first``)
+    interrupted at its second save; returns the set, the run and the command's arguments."""
+    import vit_facemap.train as train_module
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last", **config}))
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
+            str(cfg), "--device", "cpu", "--quiet"]
+    real_save, calls = train_module.save_weights, []
+
+    def interrupted(*a):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*a)
+    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    assert main(args + first) == 130
+    monkeypatch.undo()
+    return data, run, args
+
+
 def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
     frames = read_labels(tiny_set)
     assert np.isnan(frames.keypoints).any()  # the loss must cope with missing keypoints
@@ -384,24 +408,8 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
 
 
 def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
-    import vit_facemap.train as train_module
-
-    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
-    run = tmp_path / "run"
-    cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last"}))
-    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
-            str(cfg), "--device", "cpu", "--quiet"]
-    real_save, calls = train_module.save_weights, []
-
-    def interrupted(*a):
-        calls.append(a)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_save(*a)
-    monkeypatch.setattr(train_module, "save_weights", interrupted)
-    assert main(args + ["--seed", "3", "--val-groups", "1"]) == 130
-    monkeypatch.undo()
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {},
+                                           ["--seed", "3", "--val-groups", "1"])
     # the split is part of the run from its start
     split = json.loads((run / "split.json").read_text())
     val_video = split["val"][0].split("/")[1]
@@ -853,25 +861,8 @@ def test_resuming_a_run_without_split_json_that_validated_needs_its_val_groups(t
                                                                               capsys):
     # a run an earlier version started has no split.json (it was written at the end); left
     # without --val-groups, its resume would train on the frames it validated on
-    import vit_facemap.train as train_module
-
-    data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
-    run = tmp_path / "run"
-    cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last",
-                               "val_every_steps": 1}))
-    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
-            str(cfg), "--device", "cpu", "--quiet"]
-    real_save, calls = train_module.save_weights, []
-
-    def interrupted(*a):
-        calls.append(a)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_save(*a)
-    monkeypatch.setattr(train_module, "save_weights", interrupted)
-    assert main(args + ["--val-groups", "1"]) == 130
-    monkeypatch.undo()
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {"val_every_steps": 1},
+                                           ["--val-groups", "1"])
     split = json.loads((run / "split.json").read_text())
     (run / "split.json").unlink()  # as the earlier version left it
     assert "val_mean_px" in (run / "metrics.csv").read_text()
