@@ -18,3 +18,22 @@ def _torch_threads_restored():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def as_deeplabcut_project():
+    """A labeled set laid out as a DeepLabCut project: its frames under ``labeled-data/``
+    and one labels table per video beside them (``suffix`` ``.csv`` or ``.h5``)."""
+    import shutil
+    from pathlib import Path
+
+    from vit_facemap.dlc import read_labels, write_labels
+
+    def make(labeled_set: Path, project: Path, suffix: str) -> Path:
+        frames = read_labels(labeled_set)
+        shutil.copytree(Path(labeled_set) / "labeled-data", project / "labeled-data")
+        for video in sorted(set(frames.videos)):
+            write_labels(frames.subset(frames.videos == video), project / "labeled-data" / video
+                         / f"CollectedData_{frames.scorer}{suffix}")
+        return project
+    return make

@@ -88,18 +88,9 @@ def test_synthetic_command(tmp_path, capsys):
     assert (tmp_path / "st" / "groups.csv").is_file()
 
 
-def test_inspect_deeplabcut_project(synthetic_set, tmp_path, capsys):
+def test_inspect_deeplabcut_project(synthetic_set, tmp_path, capsys, as_deeplabcut_project):
     """A DeepLabCut project (one table per video in labeled-data/<video>/) is inspected whole."""
-    import shutil
-
-    from vit_facemap.dlc import read_labels, write_labels
-
-    frames = read_labels(synthetic_set)
-    project = tmp_path / "project"
-    shutil.copytree(synthetic_set / "labeled-data", project / "labeled-data")
-    for video in sorted(set(frames.videos)):
-        write_labels(frames.subset(frames.videos == video),
-                     project / "labeled-data" / video / f"CollectedData_{frames.scorer}.csv")
+    project = as_deeplabcut_project(synthetic_set, tmp_path / "project", ".csv")
     assert main(["data", "inspect", str(project), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_frames"] == 12 and out["n_videos"] == 3 and out["errors"] == []

@@ -35,25 +35,31 @@ def _config(steps=6) -> TrainConfig:
 def _interrupted_cli_run(tmp_path, monkeypatch, config: dict, first: list[str]):
     """A set of 4 videos and a `vit-facemap train` run of it (8 steps, options ``first``)
     interrupted at its second save; returns the set, the run and the command's arguments."""
-    import vit_facemap.train as train_module
-
     data = write_synthetic_set(tmp_path / "set", n_frames=24, n_videos=4, seed=1, size=(64, 48))
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last", **config}))
     args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--config",
             str(cfg), "--device", "cpu", "--quiet"]
-    real_save, calls = train_module.save_weights, []
-
-    def interrupted(*a):
-        calls.append(a)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_save(*a)
-    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    _interrupt_at(monkeypatch, "save_weights", 2)
     assert main(args + first) == 130
     monkeypatch.undo()
     return data, run, args
+
+
+def _interrupt_at(monkeypatch, name: str, call: int) -> None:
+    """Make ``vit_facemap.train.<name>`` raise KeyboardInterrupt at its ``call``-th call,
+    before doing its work, as Ctrl-C there would."""
+    import vit_facemap.train as train_module
+
+    real, calls = getattr(train_module, name), []
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(train_module, name, interrupted)
 
 
 def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
@@ -86,22 +92,13 @@ def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
 def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monkeypatch, where):
     from safetensors.torch import load_file
 
-    import vit_facemap.train as train_module
-
     frames = read_labels(tiny_set)
     videos = frames.videos
     tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
     cfg = _config(12)  # six epochs of two steps, validated every four steps
     cfg.keep, cfg.val_every_steps = "last", 4
     fit(cfg, tr, tmp_path / "a", va, device="cpu", progress=False)
-    real, calls = getattr(train_module, where), []
-
-    def interrupted(*args):  # in the third epoch: before its weights, or before its row
-        calls.append(args)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-    monkeypatch.setattr(train_module, where, interrupted)
+    _interrupt_at(monkeypatch, where, 3)  # in the third epoch: before its weights, or its row
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tr, tmp_path / "b", va, device="cpu", progress=False)
     monkeypatch.undo()
@@ -363,16 +360,9 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     assert str(tmp_path / "norun") in _error(capsys)
 
 
-def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path):
+def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path, as_deeplabcut_project):
     """A DeepLabCut project keeps one table per video in labeled-data/<video>/."""
-    import shutil
-
-    frames = read_labels(tiny_set)
-    project = tmp_path / "project"
-    shutil.copytree(tiny_set / "labeled-data", project / "labeled-data")
-    for video in sorted(set(frames.videos)):
-        write_labels(frames.subset(frames.videos == video),
-                     project / "labeled-data" / video / f"CollectedData_{frames.scorer}.h5")
+    project = as_deeplabcut_project(tiny_set, tmp_path / "project", ".h5")
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
     run, out = tmp_path / "run", tmp_path / "e.json"
@@ -457,14 +447,7 @@ def test_fit_with_masked_pretraining(tiny_set, tmp_path, monkeypatch):
     assert s["pretrain_s"] > 0 and np.isfinite(s["pretrain_final_loss"])
     # interrupted after its first supervised epoch (4 steps), the run resumes without
     # pre-training again and with what is left of the supervised steps
-    real_save, calls = train_module.save_weights, []
-
-    def interrupted(*args):
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_save(*args)
-    monkeypatch.setattr(train_module, "save_weights", interrupted)
+    _interrupt_at(monkeypatch, "save_weights", 2)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, frames, tmp_path / "run2", None, device="cpu", progress=False)
     monkeypatch.undo()
