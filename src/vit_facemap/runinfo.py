@@ -174,6 +174,29 @@ def put_back(folder: Path, backup: Path | None) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+def write_replacing(folder: Path, is_result: Callable[[Path], bool],
+                    write: Callable[[], None]) -> None:
+    """``write()`` new results into ``folder`` with the earlier ones (its files that
+    ``is_result`` names) set aside: dropped once ``write`` returns, put back, and what it
+    wrote removed, if it fails, so a failed replacement never costs the earlier results.
+    The user's other files in ``folder`` stay."""
+    import shutil
+
+    def results() -> list[Path]:
+        return [p for p in folder.iterdir() if is_result(p)]
+
+    backup = set_aside(folder, [Path(p.name) for p in results()])
+    try:
+        write()
+    except BaseException:
+        for p in results():
+            p.unlink()
+        put_back(folder, backup)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
 def check_output(path: str | Path, overwrite: bool = False, *,
                  hint: str = "pass --overwrite to replace it") -> Path:
     """Refuse, before any work, an output that cannot be written or would replace results.

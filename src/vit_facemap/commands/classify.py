@@ -140,17 +140,10 @@ def _save_replacing(out: Path, save: Callable[[], None]) -> None:
     saved whole (put back if saving fails); the user's other files in ``out`` stay."""
     import shutil
 
-    from vit_facemap.runinfo import put_back, set_aside, set_aside_folders
+    from vit_facemap.runinfo import set_aside_folders, write_replacing
 
-    backup = set_aside(out, [Path(n) for n in RUN_FILES if (out / n).is_file()])
-    try:
-        save()
-    except BaseException:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        put_back(out, backup)
-        raise
-    # saved whole: the run it replaces goes, and any an interrupted replacement left
+    write_replacing(out, lambda p: p.is_file() and p.name in RUN_FILES, save)
+    # saved whole: any run an interrupted replacement left goes too
     for old in set_aside_folders(out):
         shutil.rmtree(old, ignore_errors=True)
 

@@ -11,7 +11,6 @@ settings).
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from vit_facemap.errors import DataError, RunExistsError
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
     from vit_facemap.commands.classify import is_classifier_file
     from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
-    from vit_facemap.runinfo import check_outputs_apart, describe, put_back, set_aside, write_json
+    from vit_facemap.runinfo import check_outputs_apart, describe, write_json, write_replacing
 
     if not 0 <= args.discard_ratio < 1:
         raise DataError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
@@ -124,9 +123,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # an earlier rollout's files (maps of other images too) are set aside, not mixed with
     # the new ones, and come back if writing these fails
-    backup = set_aside(out, [Path(p.name) for p in out.iterdir() if _is_result(p)])
-    records = []
-    try:
+    def write() -> None:
+        records = []
         for i, (p, stem) in enumerate(zip(paths, stems, strict=True)):
             Image.fromarray(overlay(views[i], maps[i], shift=shift)).save(
                 out / f"{stem}_rollout.png")
@@ -144,14 +142,8 @@ def run(args: argparse.Namespace) -> int:
                              "discard_ratio": args.discard_ratio, "target": args.target},
                             "cpu", run=str(run_dir.resolve()), map=kind, images=records),
                    out / "rollout.json")
-    except BaseException:
-        for p in out.iterdir():
-            if _is_result(p):
-                p.unlink()
-        put_back(out, backup)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+
+    write_replacing(out, _is_result, write)
     print(f"{kind} maps of {len(paths)} image(s) -> {out}")
     return 0
 
