@@ -190,12 +190,49 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     assert record["predictor"]["scales"] == [1.0]
 
 
+def overlay_frames(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def video_frames(path):
+    from vit_facemap.video import iter_batches
+
+    return np.concatenate([b.frames for b in iter_batches(path, N)])
+
+
+def assert_keypoints_drawn(overlay, frames, xy):
+    """Each keypoint of ``xy`` (N, K, 2; overlay pixels) is drawn in its own colour on the
+    gray ``frames`` (N, H, W): near the point, a pixel is nearer that colour than the other
+    keypoints' colours and the frame's own pixel there. H.264 smears the colours of small
+    markers on these tiny frames, so the best of the 3x3 pixels around the point counts."""
+    from matplotlib import colormaps
+
+    colors = np.array(colormaps["tab20"].colors)[: xy.shape[1]] * 255
+    assert len(overlay) == len(frames) == len(xy)
+    for i, (shown, frame, points) in enumerate(zip(overlay, frames, xy, strict=True)):
+        for k, (x, y) in enumerate(np.round(points).astype(int)):
+            margins = []
+            for yy in range(y - 1, y + 2):
+                for xx in range(x - 1, x + 2):
+                    choices = np.vstack([colors, np.full(3, frame[yy, xx], float)])
+                    dist = np.linalg.norm(choices - shown[yy, xx], axis=1)
+                    margins.append(np.delete(dist, k).min() - dist[k])
+            assert max(margins) > 0, f"frame {i}: keypoint {k} not drawn at {x}, {y}"
+
+
 def test_overlay_video(tmp_path, video):
     from vit_facemap.video import probe
 
     track_video(SpotPredictor(), video, tmp_path, opts(overlay=True, stop=10, formats=("csv",)))
-    info = probe(output_paths(video, tmp_path)["overlay"])
+    paths = output_paths(video, tmp_path)
+    info = probe(paths["overlay"])
     assert info.n_frames == 10 and (info.width, info.height) == SIZE
+    _, vals = load_xy(paths["csv"])
+    assert_keypoints_drawn(overlay_frames(paths["overlay"]), video_frames(video)[:10],
+                           vals[..., :2])
 
 
 def test_command_line(tmp_path, video, monkeypatch, capsys):
