@@ -43,6 +43,7 @@ from vit_facemap.runinfo import describe, put_back, set_aside, write_json
 from vit_facemap.transforms import rescale_points
 from vit_facemap.video import (
     BackgroundBatches,
+    FrameBatch,
     VideoDecodeError,
     check_crop,
     probe,
@@ -247,7 +248,10 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
 
     total = (options.stop if options.stop is not None else (info.n_frames or 0)) - first
-    overlay = _Overlay(paths["overlay"], info.fps, len(rows) > 0) if options.overlay else None
+    overlay = _Overlay(paths["overlay"], info.fps) if options.overlay else None
+    # an overlay cannot be appended to: a resumed run draws the frames tracked before
+    # from their stored keypoints, so the overlay covers every tracked frame
+    redraw = rows if overlay is not None and len(rows) else None
     error: VideoDecodeError | None = None
     n_new = 0
     model_s = 0.0
@@ -258,12 +262,21 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         bar = tqdm(total=max(total, 0) or None, desc=video.name, unit="frame",
                    disable=not options.progress)
         reader = BackgroundBatches(
-            video, options.batch_size, options.prefetch, start=first, stop=options.stop,
+            video, options.batch_size, options.prefetch,
+            start=options.start if redraw is not None else first, stop=options.stop,
             color=_color(predictor), crop=None if options.crop is None else box,
             resize=resize, threads=options.decode_threads)
         with reader, open(paths["partial"], "ab") as sink, bar:
             try:
                 for batch in reader:
+                    if redraw is not None and batch.indices[0] < first:
+                        done = batch.indices < first
+                        overlay.add(batch.frames[done],
+                                    _stored_points(redraw, batch.indices[done], box, resize))
+                        batch = FrameBatch(batch.frames[~done], batch.indices[~done],
+                                           batch.pts[~done], batch.times[~done])
+                        if not len(batch):
+                            continue
                     m0 = time.perf_counter()
                     xy, conf = _predict(predictor, batch.frames)
                     model_s += time.perf_counter() - m0
@@ -340,6 +353,19 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
             f"it are written to {paths['csv'] if 'csv' in options.formats else paths['h5']} "
             f"({error}){kept}", video, error.frame)
     return summary
+
+
+def _stored_points(rows: np.ndarray, indices: np.ndarray, box, resize) -> np.ndarray:
+    """The keypoints stored in ``rows`` for frames ``indices``, in the pixels of the frames
+    the model saw (the inverse of the mapping to the full frame); NaN for a frame not there."""
+    k = (rows.shape[1] - 3) // 3
+    at = np.clip(np.searchsorted(rows[:, 0], indices), 0, len(rows) - 1)
+    xy = rows[at, 3:].reshape(len(indices), k, 3)[..., :2].copy()
+    xy[rows[at, 0] != indices] = np.nan
+    xy -= np.array([box[0], box[1]], np.float64)
+    if resize is not None:
+        xy = rescale_points(xy, (box[2] - box[0], box[3] - box[1]), resize)
+    return xy
 
 
 def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -424,13 +450,11 @@ def _write_outputs(rows: np.ndarray, bodyparts: list[str], paths: dict[str, Path
 class _Overlay:
     """Keypoints drawn on the frames the model saw, encoded as H.264 (``--overlay``)."""
 
-    def __init__(self, path: Path, fps: float | None, append: bool) -> None:
+    def __init__(self, path: Path, fps: float | None) -> None:
         self.path = path
         self.fps = fps or 30.0
         self.container = None
         self.stream = None
-        if append:  # an overlay cannot be appended to; a resumed run writes the rest anew
-            path.unlink(missing_ok=True)
 
     def _open(self, w: int, h: int) -> None:
         from fractions import Fraction
