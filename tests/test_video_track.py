@@ -223,6 +223,29 @@ def assert_keypoints_drawn(overlay, frames, xy):
             assert max(margins) > 0, f"frame {i}: keypoint {k} not drawn at {x}, {y}"
 
 
+def test_resume_skips_a_finished_video_only_with_the_same_settings(tmp_path, video):
+    """A finished run limited by --stop, or cropped otherwise, is not what a --resume with
+    other settings asks for: refused, not skipped as if tracked."""
+    track_video(SpotPredictor(), video, tmp_path, opts(stop=10))
+    paths = output_paths(video, tmp_path)
+    before = paths["csv"].read_bytes()
+
+    def refused_and_skipped():
+        for other in (dict(), dict(stop=10, crop=(0, 0, 50, 50)), dict(start=2, stop=10)):
+            with pytest.raises(RunExistsError, match=r"other settings \(.*--overwrite"):
+                track_video(SpotPredictor(), video, tmp_path, opts(resume=True, **other))
+        assert paths["csv"].read_bytes() == before
+        s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=10))
+        assert s["skipped"] == "frames 0 to 9 already tracked with these settings"
+
+    refused_and_skipped()
+    # a summary written before the settings were recorded in it: compared by what it holds
+    record = json.loads(paths["summary"].read_text())
+    del record["resume_key"]
+    paths["summary"].write_text(json.dumps(record))
+    refused_and_skipped()
+
+
 def test_overlay_video(tmp_path, video):
     from vit_facemap.video import probe
 

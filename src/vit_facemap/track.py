@@ -161,6 +161,19 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
     return rows[:whole].reshape(-1, n_cols)
 
 
+def _finished_key(record: dict) -> dict:
+    """The settings a finished run's summary was tracked with, as :func:`_state_key` gives
+    them; for summaries written before they were recorded there, the ones it holds."""
+    if "resume_key" in record:
+        return record["resume_key"]
+    settings = record.get("settings") or {}
+    predictor = record.get("predictor") or {}
+    return {"frame_size": record.get("frame_size"), "start": settings.get("start"),
+            "stop": settings.get("stop"), "crop": record.get("crop"),
+            "resize": record.get("resize"), "scorer": settings.get("scorer"),
+            "bodyparts": predictor.get("bodyparts"), "scales": predictor.get("scales", [1.0])}
+
+
 def _unfinished_replacement(paths: dict[str, Path], out_dir: Path) -> Path | None:
     """The set-aside folder of the results an interrupted ``--overwrite`` run replaced, as
     its state file names it, while that folder is still there (None otherwise: a state of
@@ -227,7 +240,15 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     elif options.resume and not half_done and paths["summary"].exists():
         summary = json.loads(paths["summary"].read_text())
         if summary.get("complete"):
-            summary["skipped"] = "already tracked to the end"
+            saved = _finished_key(summary)
+            differs = sorted(k for k in key if k in saved and saved[k] != key[k])
+            if differs:
+                raise RunExistsError(
+                    paths["summary"], f"the finished run there used other settings "
+                    f"({', '.join(differs)}); pass --overwrite to track again")
+            summary["skipped"] = (f"frames {summary.get('first_frame')} to "
+                                  f"{summary.get('last_frame')} already tracked with these "
+                                  "settings")
             return summary
     elif not options.resume and (existing or half_done):
         hint = ("pass --resume to continue the half-done run or --overwrite to start again"
@@ -333,7 +354,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     )
     device = str(getattr(predictor, "device", "cpu"))
     record = describe(options, device, predictor=_predictor_info(predictor),
-                      **summary)
+                      resume_key=key, **summary)
     write_json(record, paths["summary"])
     replaced = json.loads(paths["state"].read_text()).get("replaced") \
         if paths["state"].exists() else None

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
                    help="also write NWB with ndx-pose (needs: pip install 'vit-facemap[nwb]')")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--resume", action="store_true",
-                   help="continue half-done videos from the next frame; skip finished ones")
+                   help="continue half-done videos from the next frame; skip videos finished "
+                        "with the same settings")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="off",
                    help="torch.compile the model (default off: on our idle 2-core CPU it was "
                         "no faster for the default ViT; measure with benchmarks/track_speed.py "
