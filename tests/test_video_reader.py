@@ -82,6 +82,57 @@ def test_truncated_video_names_file_and_frame(tmp_path, suffix):
     assert "cut" + suffix in str(err.value) and f"frame {n}" in str(err.value)
 
 
+def test_mp4_cut_by_stream_copy_is_complete(tmp_path):
+    """A cut by stream copy (ffmpeg -ss ... -c copy) leaves an edit list: the header counts
+    the frames before the cut, which are not presented, so it announces more frames than a
+    complete file has. Its duration covers the frames shown."""
+    import av
+
+    src = write_test_video(tmp_path / "src.mp4", 60, SIZE, fps=25)
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(src)) as ic, av.open(str(cut), "w") as oc:
+        stream = ic.streams.video[0]
+        out = oc.add_stream_from_template(stream)
+        step = int(1 / (25 * stream.time_base))
+        for packet in ic.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts -= 5 * step  # the first 5 frames fall before t = 0
+            packet.dts -= 5 * step
+            packet.stream = out
+            oc.mux(packet)
+    assert probe(cut).n_frames == 60
+    frames, idx, times = read_all(cut)
+    np.testing.assert_array_equal(idx, np.arange(55))
+    np.testing.assert_allclose(times, np.arange(55) / 25, atol=1e-3)
+    np.testing.assert_array_equal(frames, read_all(src)[0][5:])
+
+
+def test_audio_longer_than_the_video_is_not_truncation(tmp_path):
+    """A Matroska file's duration spans all its streams; its video stream has none of its
+    own. With 3 s of audio beside 1.6 s of video, the video is still complete."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "with_audio.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = *SIZE, "gray"
+        audio = container.add_stream("aac", rate=48000)
+        for frame in spot_frames(40, SIZE):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="gray")))
+        container.mux(video.encode())
+        for i in range(3 * 48000 // 1024):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            sound.sample_rate, sound.pts, sound.time_base = 48000, i * 1024, Fraction(1, 48000)
+            container.mux(audio.encode(sound))
+        container.mux(audio.encode())
+    _, idx, _ = read_all(path)
+    np.testing.assert_array_equal(idx, np.arange(40))
+
+
 def test_damaged_frames_are_named(tmp_path):
     """Zeroed bytes mid-file: H.264 conceals the damage and decodes on; the frames are named."""
     from vit_facemap.errors import DataWarning

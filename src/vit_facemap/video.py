@@ -43,9 +43,10 @@ class VideoInfo:
     height: int
     n_frames: int | None  # from the container header; None when it does not say
     fps: float | None  # average frame rate from the header
-    duration_s: float | None
+    duration_s: float | None  # of the video stream; None when the header does not say
     codec: str
     container: str
+    start_s: float = 0.0  # the time stamp (s) the video stream starts at
 
 
 @dataclass
@@ -92,16 +93,23 @@ def _info(path: Path, container) -> VideoInfo:
     stream = container.streams.video[0]
     ctx = stream.codec_context
     duration = None
+    start = 0.0
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
+        if stream.start_time is not None:
+            start = float(stream.start_time * stream.time_base)
+    elif container.duration is not None and len(container.streams) == 1:
+        # the container's duration spans all its streams: with an audio track that runs
+        # past the video's end it is not the video's, so only a lone video stream takes it
         duration = container.duration / 1_000_000
+        if container.start_time is not None:
+            start = container.start_time / 1_000_000
     rate = stream.average_rate or stream.guessed_rate
     return VideoInfo(
         path=path, width=int(ctx.width), height=int(ctx.height),
         n_frames=int(stream.frames) if stream.frames else None,
         fps=float(rate) if rate else None, duration_s=duration,
-        codec=ctx.name, container=container.format.name,
+        codec=ctx.name, container=container.format.name, start_s=start,
     )
 
 
@@ -169,7 +177,6 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
         if threads > 0:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
-        time_base = stream.time_base
         gray = _GrayFromLuma() if color == "gray" else None
         index = 0
         last_time = None
@@ -229,7 +236,7 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
             raise VideoDecodeError(
                 f"decoding failed at frame {index} ({broken}); the file is truncated or "
                 f"corrupt from there on ({index} frames read before)", path, index)
-        short = _ended_early(info, index, last_time, time_base)
+        short = _ended_early(info, index, last_time)
         if short:
             raise VideoDecodeError(
                 f"the video ends at frame {index} but {short}: the file is truncated "
@@ -315,16 +322,24 @@ class _GrayFromLuma:
         return None if lut is None else self._luma(frame, lut, y0, y1, x0, x1)
 
 
-def _ended_early(info: VideoInfo, n_read: int, last_time: float | None, time_base) -> str:
+def _ended_early(info: VideoInfo, n_read: int, last_time: float | None) -> str:
     """Why the header says there should be more frames than ``n_read`` ('' if it does not)."""
-    if info.n_frames is not None:
+    timed = bool(info.duration_s and info.fps)
+    # An edit list (an MP4 cut by stream copy) keeps the cut frames' samples, which the
+    # header counts but no decoder presents; the stream's duration covers only the frames
+    # shown. Where the two disagree by more than rounding, the time decides.
+    counted = info.n_frames is not None and not (
+        timed and abs(info.n_frames - info.duration_s * info.fps) > 1)
+    if counted:
         return f"its header announces {info.n_frames} frames" if n_read < info.n_frames else ""
-    if info.duration_s and info.fps and last_time is not None:
+    if timed and last_time is not None:
         step = 1.0 / info.fps
+        end = info.start_s + info.duration_s
         # Two frame intervals of slack: headers round durations, the last frame has length.
-        if last_time + step < info.duration_s - 2 * step:
-            return (f"its header announces {info.duration_s:.3f} s and the last frame read "
-                    f"is at {last_time:.3f} s")
+        if last_time + step < end - 2 * step:
+            since = f" from {info.start_s:.3f} s" if info.start_s else ""
+            return (f"its header announces {info.duration_s:.3f} s{since} and the last frame "
+                    f"read is at {last_time:.3f} s")
     return ""
 
 
