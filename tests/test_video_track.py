@@ -374,6 +374,34 @@ def test_nwb_from_a_later_frame_and_a_raw_stream(tmp_path, video):
             assert f.session_start_time.timestamp() == pytest.approx(src.stat().st_mtime, abs=1)
 
 
+def test_times_count_from_the_first_frame(tmp_path):
+    """An MPEG-TS stream's first time stamp is not 0: times (frames.csv, measures, NWB) count
+    from the first frame, as NWB's description of the source video does, so the keypoints
+    of frame i line up with its frame i there; pts keeps the stamps as stored."""
+    from vit_facemap.nwb import nwb_available
+    from vit_facemap.testvideo import spot_frames, write_frames
+
+    ts = write_frames(tmp_path / "face.ts", spot_frames(20, SIZE), fps=25, codec="libx264")
+    nwb = nwb_available()
+    track_video(SpotPredictor(), ts, tmp_path, opts(nwb=nwb, formats=("csv",)))
+    paths = output_paths(ts, tmp_path)
+    times = pd.read_csv(paths["frames"], index_col=0)
+    assert times["pts"].iloc[0] > 0  # the stream's own first stamp
+    np.testing.assert_allclose(times["time_s"], np.arange(20) / 25, atol=1e-3)
+    measures = pd.read_csv(paths["measures"], index_col=0)
+    np.testing.assert_allclose(measures["time_s"], np.arange(20) / 25, atol=1e-3)
+    if nwb:
+        from pynwb import NWBHDF5IO
+
+        with NWBHDF5IO(str(paths["nwb"]), "r") as io:
+            f = io.read()
+            source = f.acquisition["source_video"]
+            pose = f.processing["behavior"]["PoseEstimation"]
+            stamps = pose.pose_estimation_series["leftpupil"].timestamps[:]
+            shown = (stamps - source.starting_time) * source.rate  # source frame at each row
+            np.testing.assert_allclose(shown, np.arange(20), atol=1e-3)
+
+
 class CentroidPredictor(SpotPredictor):
     """The spot's brightness-weighted centre: exact for a resized spot, so it shows bias."""
 

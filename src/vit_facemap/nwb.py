@@ -3,7 +3,8 @@
 Optional: needs ``pynwb`` and ``ndx-pose`` (``pip install 'vit-facemap[nwb]'``). The file
 holds one ``PoseEstimation`` in the ``behavior`` processing module, with one
 ``PoseEstimationSeries`` per keypoint (x, y in pixels of the full frame, the likelihood
-as confidence, each frame's own time stamp) and a ``Skeleton`` naming the keypoints.
+as confidence, each frame's own time stamp) and a ``Skeleton`` naming the keypoints. Times
+count from the video's first frame, the session's start.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ def write_nwb(path: str | Path, keypoints: np.ndarray, likelihood: np.ndarray,
               overwrite: bool = False) -> Path:
     """Write keypoints (N, K, 2), likelihood (N, K) and per-frame times (N,) to ``path``.
 
-    ``frames`` are the video frame numbers of the N rows (default 0..N-1). Frames without a
-    time stamp (raw streams have none) get ``frame / fps``. The source video is described
-    from its first frame at the nominal ``fps`` when known (``n_video_frames`` long, by default
-    up to the last tracked frame), so its frames line up with the file's even when tracking
-    started later. ``session_start`` defaults to the video's
+    ``frames`` are the video frame numbers of the N rows (default 0..N-1); ``times_s`` count
+    from the video's first frame (at 0 s), as the source video's description does. Frames
+    without a time stamp (raw streams have none) get ``frame / fps``. The source video is
+    described from its first frame at the nominal ``fps`` when known (``n_video_frames``
+    long, by default up to the last tracked frame), so its frames line up with the file's
+    even when tracking started later. ``session_start`` defaults to the video's
     recording time (its ``creation_time`` tag, else the file's modification time).
     """
     from ndx_pose import PoseEstimation, PoseEstimationSeries, Skeleton, Skeletons

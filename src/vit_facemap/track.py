@@ -8,8 +8,10 @@ background thread while the predictor runs on the previous batch, and writes:
 - ``<video>_<scorer>.csv`` / ``.h5``: keypoints in the full frame's pixels with a
   likelihood per keypoint, in DeepLabCut's prediction layout (index = frame number,
   HDF5 key ``df_with_missing``), which DeepLabCut, Facemap and other tools read;
-- ``<video>_<scorer>_frames.csv``: each frame's time stamp (pts and seconds), so videos
-  with a variable frame rate are described exactly;
+- ``<video>_<scorer>_frames.csv``: each frame's time stamp, ``pts`` as stored in the
+  video (in its stream's time base) and ``time_s`` in seconds from the video's first frame
+  (also the time of the measures and of NWB), so videos with a variable frame rate are
+  described exactly;
 - ``<video>_<scorer>_measures.csv``: facial measures per frame
   (:func:`vit_facemap.measures.facial_measures`) where the keypoint names allow them;
 - ``<video>_<scorer>_track.json``: settings, provenance, speed and whether the video
@@ -49,7 +51,9 @@ from vit_facemap.video import (
     probe,
 )
 
-STATE_VERSION = 1
+# 2: times count from the first frame; rows stored before took the video's own stamps,
+# which would not join them in one file
+STATE_VERSION = 2
 
 
 class Predictor(Protocol):

@@ -3,7 +3,9 @@
 Anything FFmpeg decodes (through PyAV) is read: .mp4, .avi, .mkv, .mj2, .mov, ... Frames
 are numbered in decoding order from 0, the way DeepLabCut numbers the rows of its
 predictions; each frame also keeps its own presentation time stamp, so videos with a
-variable frame rate are described exactly rather than by ``index / fps``.
+variable frame rate are described exactly rather than by ``index / fps``. Times in seconds
+count from the first frame's time stamp (MPEG-TS streams, say, do not start at 0), so frame
+0 is at 0 s, as frame numbers count from it; ``pts`` keeps the stamps as stored.
 
 Real files break: a copy stopped half way, a crashed recording. A decode failure, or a
 file that ends before the frames its header announces, raises :class:`VideoDecodeError`
@@ -53,7 +55,7 @@ class VideoInfo:
 class FrameBatch:
     """A batch of frames: ``frames`` (B, H, W) or (B, H, W, 3) uint8; per-frame ``indices``
     (frame numbers from 0), ``pts`` (in the stream's time base, -1 if unknown) and
-    ``times`` (seconds, NaN if unknown)."""
+    ``times`` (seconds from the video's first frame, NaN if unknown)."""
 
     frames: np.ndarray
     indices: np.ndarray
@@ -145,6 +147,9 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
                 ) -> Iterator[tuple[int, int, float, np.ndarray]]:
     """Yield ``(index, pts, time_s, frame)`` for frames ``start <= index < stop``.
 
+    ``pts`` is the frame's time stamp in the stream's time base, as stored (-1 if it has
+    none); ``time_s`` the seconds from the first frame's time stamp (NaN without one).
+
     ``color`` is ``"gray"`` (H, W) or ``"rgb"`` (H, W, 3). ``crop`` (x0, y0, x1, y1) is
     cut from each frame, then ``resize`` (W, H) scales the cut, both before conversion
     to an array. ``threads`` > 0 lets FFmpeg decode with that many threads (0: one).
@@ -179,16 +184,19 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
             stream.codec_context.thread_count = threads
         gray = _GrayFromLuma() if color == "gray" else None
         index = 0
-        last_time = None
+        last_time = None  # as stored; times handed out count from the first frame's
+        origin = None
         broken: Exception | None = None
 
         def frames_of(decoded) -> Iterator[tuple[int, int, float, np.ndarray]]:
-            nonlocal index, last_time
+            nonlocal index, last_time, origin
             for frame in decoded:
                 i = index
                 index += 1
                 t = frame.time
-                last_time = t if t is not None else last_time
+                if t is not None:
+                    last_time = t
+                    origin = t if origin is None else origin
                 if i < start:
                     continue  # decoded for the reference chain only; no conversion
                 if stop is not None and i >= stop:
@@ -207,7 +215,7 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
                     if resize is not None and not full:
                         arr = _resize(arr, resize)
                 pts = -1 if frame.pts is None else int(frame.pts)
-                yield i, pts, (float("nan") if t is None else float(t)), arr
+                yield i, pts, (float("nan") if t is None else float(t - origin)), arr
 
         try:
             for packet in container.demux(stream):
