@@ -528,3 +528,22 @@ def test_a_video_cut_short_keeps_the_results_it_replaces(tmp_path, video):
     kept = [p for p in out.glob(".replaced-*/*") if p.name == paths["csv"].name]
     assert len(kept) == 1 and kept[0].read_bytes() == complete and str(kept[0].parent) in str(
         err.value)
+
+
+def test_a_video_broken_from_its_first_frame_writes_nothing(tmp_path):
+    """No frame decoded, no results: no header-only tables, no HDF5 file DeepLabCut cannot
+    read; the results an --overwrite set aside are put back as they were."""
+    good = write_test_video(tmp_path / "good.mp4", N, SIZE, fps=25)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    out = tmp_path / "out"
+    with pytest.raises(VideoDecodeError, match=r"clip.mp4: no frame could be decoded") as err:
+        track_video(SpotPredictor(), clip, out, opts())
+    assert err.value.frame == 0 and not out.exists()
+    clip.write_bytes(good.read_bytes())
+    track_video(SpotPredictor(), clip, out, opts(overlay=True))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    clip.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(VideoDecodeError, match="no frame could be decoded.*back in place"):
+        track_video(SpotPredictor(), clip, out, opts(overwrite=True, overlay=True))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

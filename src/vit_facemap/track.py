@@ -23,7 +23,8 @@ While it runs, every batch is appended to ``<video>_<scorer>.partial.bin`` besid
 ``.state.json``; an interrupted run continues from the next frame with ``resume=True``.
 A truncated or corrupt video stops at the first bad frame: the frames before it are
 written as above (``complete: false`` in the JSON) and :class:`VideoDecodeError` is
-raised, naming the file, the frame and what was written.
+raised, naming the file, the frame and what was written; a video broken from its first
+frame leaves no results.
 """
 
 from __future__ import annotations
@@ -342,6 +343,21 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     wall = time.perf_counter() - t0
 
     rows = np.fromfile(paths["partial"], dtype=np.float64).reshape(-1, n_cols)
+    if not len(rows):
+        # results of no frame are no results (DeepLabCut cannot read such an HDF5 file): as
+        # for a run stopped before its first frame, nothing stays and what it replaced is back
+        replaced = backup or _unfinished_replacement(paths, out_dir)
+        paths["partial"].unlink(missing_ok=True)
+        paths["state"].unlink(missing_ok=True)
+        put_back(out_dir, replaced)
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        back = "; the results it would have replaced are back in place" if replaced else ""
+        if error is None:
+            raise DataError(f"holds no frames to track; nothing written{back}", video)
+        reason = str(error).removeprefix(f"{error.path}: ")
+        raise VideoDecodeError(f"no frame could be decoded ({reason}); nothing written{back}",
+                               video, error.frame)
     try:
         summary = _write_outputs(rows, bodyparts, paths, options, info, box, resize)
     except BaseException:
