@@ -190,6 +190,39 @@ def test_maps_of_conv_stem_tokens_sit_where_the_tokens_look():
         assert (np.abs(drawn - look).max() <= 1.0) == close, (shift, drawn, look)
 
 
+def test_maps_of_a_hybrid_with_a_wide_projection_sit_where_its_tokens_look():
+    """timm's vit_tiny_r_s16_p8: a ResNet stem, then an 8 x 8 projection of its features:
+    tokens sit near their cells' middles, not half a cell early as after a stem alone."""
+    import timm
+
+    from vit_facemap.models.vit import build_vit
+    from vit_facemap.rollout import token_shift
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, img_size=128, in_chans=1,
+                            num_classes=2, depth=1, embed_dim=16, num_heads=2).eval()
+    assert vit.patch_embed.grid_size == (4, 4)  # 32-pixel cells
+    shift = token_shift(vit)
+    # where token (2, 2) looks: the centroid of its input gradient (other noise than
+    # token_shift's own measurement)
+    torch.manual_seed(1)
+    x = torch.randn(8, 1, 128, 128, requires_grad=True)
+    vit.patch_embed(x)[:, 2 * 4 + 2].abs().sum().backward()
+    g = x.grad[:, 0].abs().sum(0).numpy()
+    ys, xs = np.mgrid[:128, :128]
+    look = np.array([(g * ys).sum(), (g * xs).sum()]) / g.sum()
+    one = np.zeros((4, 4))
+    one[2, 2] = 1
+    d = upsample(one, 128, 128, shift)
+    drawn = np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
+    # (the stem formula's 31/64 drew it 15 pixels early)
+    assert np.abs(drawn - look).max() <= 1.5, (shift, drawn, look)
+    # the project's hybrid tracker (a stem, no projection beyond one cell) keeps the formula
+    hybrid = build_vit(input_size=(64, 32), depth=1, embed_dim=16, num_heads=2, hybrid=True,
+                       stem_widths=(4, 8)).vit
+    assert token_shift(hybrid) == 3 / 8
+
+
 def test_rollout_help_says_overwrite_replaces_the_earlier_maps(capsys):
     # --overwrite sets the earlier rollout's files aside and replaces them; it does not add
     # to them ("write into an existing folder", as the help said)

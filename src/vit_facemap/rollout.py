@@ -28,6 +28,7 @@ with its own head) works: pass the module and, if needed, how to get a scalar sc
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,15 +164,65 @@ def token_shift(vit: nn.Module) -> float:
 
     A patch embedding's token j sees pixels p*j ... p*j + p - 1: centred, 0. A stem of stride-2
     3x3 convolutions (padding 1; this project's hybrid and conv-stem classifier, ResNet stems)
-    centres token j on pixel p*j, (p - 1) / 2 pixels, (p - 1) / (2p) cells, earlier.
+    with no wider projection after it centres token j on pixel p*j, (p - 1) / 2 pixels,
+    (p - 1) / (2p) cells, earlier. Any other stem (a hybrid whose projection spans several
+    feature cells, as in ``vit_tiny_r_s16_p8_224``) is measured: see :func:`measure_shift`.
     """
-    from timm.layers import PatchEmbed
+    from timm.layers import HybridEmbed, PatchEmbed
+
+    from vit_facemap.classifier import ConvStemEmbed
 
     embed = vit.patch_embed
     if isinstance(embed, PatchEmbed):
         return 0.0
-    p = int(embed.img_size[0]) // int(embed.grid_size[0])
-    return (p - 1) / (2 * p)
+    if isinstance(embed, ConvStemEmbed) or (
+            isinstance(embed, HybridEmbed)
+            and tuple(getattr(embed.proj, "kernel_size", (1, 1))) == (1, 1)):
+        p = int(embed.img_size[0]) // int(embed.grid_size[0])
+        return (p - 1) / (2 * p)
+    if embed not in _MEASURED:
+        _MEASURED[embed] = measure_shift(vit)
+    return _MEASURED[embed]
+
+
+# measured shifts, per patch embedding (the measurement costs a backward pass)
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
+
+
+def measure_shift(vit: nn.Module, samples: int = 4) -> float:
+    """:func:`token_shift` measured: where the middle token looks (the centroid of its
+    feature's input gradient, over ``samples`` noise images) against its cell's middle, in
+    cells, averaged over rows and columns."""
+    embed = vit.patch_embed
+    gh, gw = (int(v) for v in embed.grid_size)
+    ih, iw = (int(v) for v in embed.img_size)
+    first = next((m for m in embed.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:  # nothing known of the input: drawn on the cells as they are
+        return 0.0
+    param = first.weight
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(samples, first.in_channels, ih, iw, generator=gen)
+    x = x.to(param.device, param.dtype).requires_grad_(True)
+    was_training = embed.training
+    embed.eval()  # batch norm: the running statistics, none of them updated
+    try:
+        with torch.enable_grad():
+            tokens = embed(x)
+            # a dynamic-size embedding keeps its grid (B, H, W, D)
+            tokens = tokens.reshape(samples, gh * gw, -1)
+            r, c = gh // 2, gw // 2
+            (g,) = torch.autograd.grad(tokens[:, r * gw + c].abs().sum(), x)
+    finally:
+        embed.train(was_training)
+    g = g.abs().sum((0, 1)).double().cpu().numpy()
+    if g.sum() <= 0:
+        return 0.0
+    ph, pw = ih / gh, iw / gw
+    y = (g.sum(1) * np.arange(ih)).sum() / g.sum()
+    xc = (g.sum(0) * np.arange(iw)).sum() / g.sum()
+    dy = (r * ph + (ph - 1) / 2 - y) / ph
+    dx = (c * pw + (pw - 1) / 2 - xc) / pw
+    return round(float((dy + dx) / 2), 3)
 
 
 def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
