@@ -104,6 +104,35 @@ def test_rollout_of_a_vit_without_cls_token_pools_the_patch_rows():
                                atol=1e-5)
 
 
+def test_rollout_follows_the_head_not_the_cls_token():
+    """A ViT with a CLS token whose head averages the patch tokens (global_pool 'avg'): the
+    map is the mean of the patch rows, as its prediction; one pooled by attention is refused."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
+                            depth=2, num_heads=2, class_token=True, global_pool="avg").eval()
+    with torch.no_grad():  # sharper attention: the CLS row and the patch rows' mean apart
+        vit.cls_token.normal_(0, 3)
+        for block in vit.blocks:
+            block.attn.qkv.weight.mul_(4)
+    x = torch.randn(1, 1, 16, 16)
+    with capture_attention(vit) as store:
+        vit(x)
+    joint = rollout(store["attn"])[0]
+    expected = (joint[1:, 1:].mean(0) / joint[1:, 1:].mean(0).sum()).numpy()
+    cls_row = (joint[0, 1:] / joint[0, 1:].sum()).numpy()
+    assert np.abs(cls_row - expected).max() > 1e-3
+    np.testing.assert_allclose(attention_rollout(vit, x).maps[0].ravel(), expected, atol=1e-6)
+    grad = gradient_rollout(vit, x, target=0)  # reads the same rows of its own rollout
+    assert np.isclose(grad.maps.sum(), 1) and grad.maps.shape == (1, 4, 4)
+    attn_pool = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3,
+                                  embed_dim=16, depth=1, num_heads=2, global_pool="map").eval()
+    for explain in (attention_rollout, gradient_rollout):
+        with pytest.raises(ValueError, match="global_pool='map'"):
+            explain(attn_pool, x)
+
+
 def test_gradient_rollout_is_class_specific():
     vit = tiny_vit()
     x = torch.randn(1, 1, 16, 16)

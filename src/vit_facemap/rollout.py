@@ -5,7 +5,7 @@ reaches the CLS token through the layers. Each layer's attention matrix (heads f
 mean, max or min) gets the identity added for the residual connection, every row is
 renormalised to sum to one, and the layers are multiplied together:
 ``R = Â_L ... Â_2 Â_1`` with ``Â_l = norm_rows(A_l + I)``. The CLS row of ``R`` over the
-patch tokens is the map. Rows are normalised with the sum kept as a column
+patch tokens is the map (for a ViT whose head pools the patch tokens, the mean of their rows). Rows are normalised with the sum kept as a column
 (``a / a.sum(-1, keepdim=True)``); dividing by ``a.sum(-1)`` without keeping the
 dimension broadcasts over columns instead of rows, a mistake the tests guard against.
 
@@ -225,15 +225,31 @@ def measure_shift(vit: nn.Module, samples: int = 4) -> float:
     return round(float((dy + dx) / 2), 3)
 
 
+def _pools_patches(vit: nn.Module, query: int | None) -> bool:
+    """Whether the map is the mean of the patch rows (the head sees the patch tokens pooled)
+    rather than one token's row (the CLS token's, or patch ``query``'s)."""
+    if query is not None:
+        return False
+    pool = getattr(vit, "global_pool", None)
+    if pool == "map":
+        raise ValueError("this ViT pools its tokens by attention (global_pool='map'): no row "
+                         "of the rolled-out attention is what its head sees; rollout explains "
+                         "global_pool 'token' or 'avg' (or pass query= for a patch token)")
+    if pool in ("avg", "avgmax", "max"):
+        return True
+    return not getattr(vit, "has_class_token", True)
+
+
 def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
     """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches.
 
-    A ViT without a CLS token (average pooling; registers only) pools its patch tokens: its
-    map is the mean of their rows, as its prediction is the mean of their outputs.
+    A ViT whose head pools its patch tokens (global_pool 'avg', or no CLS token) has as map
+    the mean of their rows, as its prediction is the mean of their outputs; a CLS token it
+    may have besides reaches the head only through them.
     """
     n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
     gh, gw = _grid(vit)
-    if query is None and not getattr(vit, "has_class_token", True):
+    if _pools_patches(vit, query):
         m = joint[:, n_prefix:, n_prefix:].mean(1).clamp(min=0)
     else:
         row = 0 if query is None else n_prefix + int(query)
@@ -252,6 +268,7 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     rather than from the CLS token.
     """
     vit = find_vit(model)
+    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
     was_training = model.training
     model.eval()
     with capture_attention(model) as store:
@@ -277,6 +294,7 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     :func:`attention_rollout`.
     """
     vit = find_vit(model)
+    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
     was_training = model.training
     model.eval()
     x = x.detach().clone().requires_grad_(True)
