@@ -262,3 +262,28 @@ def test_rollout_help_says_overwrite_replaces_the_earlier_maps(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "replace an earlier rollout's maps" in text
     assert "write into an existing folder" not in text
+
+
+@pytest.mark.parametrize("family", ["hybrid", "cnn"])
+def test_rollout_of_a_tracker_run_says_what_explains_it(tmp_path, capsys, family):
+    # a keypoint-tracker run's config.json has no classifier config: "unreadable classifier
+    # config: 'config'" said nothing of what the folder is or how to explain it
+    import json
+
+    from vit_facemap.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"model": {"family": family}},
+                                                 "bodyparts": ["eye", "nose"]}))
+    (run / "model.safetensors").write_bytes(b"")
+    assert main(["rollout", str(run), str(tmp_path / "a.png"), "--out",
+                 str(tmp_path / "maps")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "keypoint-tracker run" in err
+    assert "classify train" in err
+    if family == "cnn":
+        assert "no attention" in err
+    else:
+        assert "attention_rollout(model, x, query=" in err and "load_run(" in err
+    assert not (tmp_path / "maps").exists()
