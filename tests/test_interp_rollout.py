@@ -133,6 +133,67 @@ def test_rollout_follows_the_head_not_the_cls_token():
             explain(attn_pool, x)
 
 
+def _numpy_rollout(attentions, fusion="mean"):
+    """Rollout written out again in numpy: fuse heads, add I, normalise rows, multiply."""
+    joint = None
+    for a in attentions:
+        a = getattr(np, fusion)(np.asarray(a, np.float64), axis=1)
+        a = a + np.eye(a.shape[-1])
+        a = a / a.sum(-1, keepdims=True)
+        joint = a if joint is None else a @ joint
+    return joint
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(reg_tokens=2),
+                                dict(class_token=False, reg_tokens=2, global_pool="avg")],
+                         ids=["cls", "cls+registers", "registers+avg"])
+def test_rollout_of_a_wide_grid_matches_numpy(kw):
+    """A 16 x 24 image in 4-pixel patches: 4 rows of 6 tokens (a square grid would hide rows
+    and columns swapped), with register tokens before the patches too."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=(16, 24), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=16, depth=3, num_heads=2, **kw).eval()
+    n_prefix = vit.num_prefix_tokens
+    x = torch.randn(2, 1, 16, 24)
+    with capture_attention(vit) as store:
+        vit(x)
+    joints = {f: _numpy_rollout([a.numpy() for a in store["attn"]], f) for f in ("mean", "max")}
+    for fusion, joint in joints.items():
+        rows = joint[:, n_prefix:, n_prefix:].mean(1) if not vit.has_class_token else \
+            joint[:, 0, n_prefix:]
+        want = (rows / rows.sum(-1, keepdims=True)).reshape(2, 4, 6)
+        got = attention_rollout(vit, x, head_fusion=fusion)
+        assert got.grid == (4, 6)
+        np.testing.assert_allclose(got.maps, want, atol=1e-6)
+    # the patch token at grid row 1, column 4 (row-major: 6 + 4) reads its own row
+    q = attention_rollout(vit, x, query=10).maps
+    row = joints["mean"][:, n_prefix + 10, n_prefix:]
+    np.testing.assert_allclose(q, (row / row.sum(-1, keepdims=True)).reshape(2, 4, 6), atol=1e-6)
+
+
+def test_gradient_rollout_keeps_only_the_positive_evidence():
+    """Ā = mean over heads of (∇A ⊙ A)^+ per layer, then rolled out: recomputed here from the
+    captured attention and its gradient; without the clipping the map is another one."""
+    vit = tiny_vit()
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 16, 16)
+    with capture_attention(vit, keep_grad=True) as store:
+        vit(x)[0, 1].backward()
+    attn = [a.detach().numpy() for a in store["attn"]]
+    grad = [g.numpy() for g in store["grad"]]
+    products = [a * g for a, g in zip(attn, grad, strict=True)]
+    clipped = [np.clip(p, 0, None).mean(1, keepdims=True) for p in products]
+    signed = [p.mean(1, keepdims=True) for p in products]
+    maps = []
+    for weighted in (clipped, signed):
+        row = np.clip(_numpy_rollout(weighted)[0, 0, 1:], 0, None)
+        maps.append((row / row.sum()).reshape(4, 4))
+    assert np.abs(maps[0] - maps[1]).max() > 1e-3  # the clipping matters here
+    np.testing.assert_allclose(gradient_rollout(vit, x, target=1).maps[0], maps[0], atol=1e-5)
+
+
 def test_gradient_rollout_is_class_specific():
     vit = tiny_vit()
     x = torch.randn(1, 1, 16, 16)
@@ -156,6 +217,18 @@ def test_mass_in_box_and_upsample():
     inside, chance = mass_in_box(np.ones((2, 2)), (0, 0, 10, 5), 10, 10)
     assert inside == pytest.approx(0.5) and chance == pytest.approx(0.5)
     assert overlay(np.zeros((10, 12)), m).shape == (10, 12, 3)
+
+
+def test_overlay_peaks_where_the_shifted_token_sits():
+    """A conv stem's token (1, 2) on a 4 x 4 grid of 8-pixel cells is centred on pixel
+    (8, 16), 7/16 of a cell before its cell's middle (11.5, 19.5): its overlay peaks there."""
+    one = np.zeros((4, 4))
+    one[1, 2] = 1
+    for shift, peak in ((7 / 16, (8, 16)), (0.0, (11, 19))):
+        img = overlay(np.zeros((32, 32)), one, alpha=1.0, cmap="gray", shift=shift)[..., 0]
+        # (0.0: the middle falls between pixels 11 and 12, 19 and 20; the first is taken)
+        assert np.unravel_index(img.argmax(), img.shape) == peak, shift
+        assert img[peak] == 255
 
 
 def test_deletion_curve_on_a_model_that_reads_one_patch():
