@@ -104,6 +104,96 @@ def test_rollout_of_a_vit_without_cls_token_pools_the_patch_rows():
                                atol=1e-5)
 
 
+def test_rollout_follows_the_head_not_the_cls_token():
+    """A ViT with a CLS token whose head averages the patch tokens (global_pool 'avg'): the
+    map is the mean of the patch rows, as its prediction; one pooled by attention is refused."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
+                            depth=2, num_heads=2, class_token=True, global_pool="avg").eval()
+    with torch.no_grad():  # sharper attention: the CLS row and the patch rows' mean apart
+        vit.cls_token.normal_(0, 3)
+        for block in vit.blocks:
+            block.attn.qkv.weight.mul_(4)
+    x = torch.randn(1, 1, 16, 16)
+    with capture_attention(vit) as store:
+        vit(x)
+    joint = rollout(store["attn"])[0]
+    expected = (joint[1:, 1:].mean(0) / joint[1:, 1:].mean(0).sum()).numpy()
+    cls_row = (joint[0, 1:] / joint[0, 1:].sum()).numpy()
+    assert np.abs(cls_row - expected).max() > 1e-3
+    np.testing.assert_allclose(attention_rollout(vit, x).maps[0].ravel(), expected, atol=1e-6)
+    grad = gradient_rollout(vit, x, target=0)  # reads the same rows of its own rollout
+    assert np.isclose(grad.maps.sum(), 1) and grad.maps.shape == (1, 4, 4)
+    attn_pool = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3,
+                                  embed_dim=16, depth=1, num_heads=2, global_pool="map").eval()
+    for explain in (attention_rollout, gradient_rollout):
+        with pytest.raises(ValueError, match="global_pool='map'"):
+            explain(attn_pool, x)
+
+
+def _numpy_rollout(attentions, fusion="mean"):
+    """Rollout written out again in numpy: fuse heads, add I, normalise rows, multiply."""
+    joint = None
+    for a in attentions:
+        a = getattr(np, fusion)(np.asarray(a, np.float64), axis=1)
+        a = a + np.eye(a.shape[-1])
+        a = a / a.sum(-1, keepdims=True)
+        joint = a if joint is None else a @ joint
+    return joint
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(reg_tokens=2),
+                                dict(class_token=False, reg_tokens=2, global_pool="avg")],
+                         ids=["cls", "cls+registers", "registers+avg"])
+def test_rollout_of_a_wide_grid_matches_numpy(kw):
+    """A 16 x 24 image in 4-pixel patches: 4 rows of 6 tokens (a square grid would hide rows
+    and columns swapped), with register tokens before the patches too."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=(16, 24), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=16, depth=3, num_heads=2, **kw).eval()
+    n_prefix = vit.num_prefix_tokens
+    x = torch.randn(2, 1, 16, 24)
+    with capture_attention(vit) as store:
+        vit(x)
+    joints = {f: _numpy_rollout([a.numpy() for a in store["attn"]], f) for f in ("mean", "max")}
+    for fusion, joint in joints.items():
+        rows = joint[:, n_prefix:, n_prefix:].mean(1) if not vit.has_class_token else \
+            joint[:, 0, n_prefix:]
+        want = (rows / rows.sum(-1, keepdims=True)).reshape(2, 4, 6)
+        got = attention_rollout(vit, x, head_fusion=fusion)
+        assert got.grid == (4, 6)
+        np.testing.assert_allclose(got.maps, want, atol=1e-6)
+    # the patch token at grid row 1, column 4 (row-major: 6 + 4) reads its own row
+    q = attention_rollout(vit, x, query=10).maps
+    row = joints["mean"][:, n_prefix + 10, n_prefix:]
+    np.testing.assert_allclose(q, (row / row.sum(-1, keepdims=True)).reshape(2, 4, 6), atol=1e-6)
+
+
+def test_gradient_rollout_keeps_only_the_positive_evidence():
+    """Ā = mean over heads of (∇A ⊙ A)^+ per layer, then rolled out: recomputed here from the
+    captured attention and its gradient; without the clipping the map is another one."""
+    vit = tiny_vit()
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 16, 16)
+    with capture_attention(vit, keep_grad=True) as store:
+        vit(x)[0, 1].backward()
+    attn = [a.detach().numpy() for a in store["attn"]]
+    grad = [g.numpy() for g in store["grad"]]
+    products = [a * g for a, g in zip(attn, grad, strict=True)]
+    clipped = [np.clip(p, 0, None).mean(1, keepdims=True) for p in products]
+    signed = [p.mean(1, keepdims=True) for p in products]
+    maps = []
+    for weighted in (clipped, signed):
+        row = np.clip(_numpy_rollout(weighted)[0, 0, 1:], 0, None)
+        maps.append((row / row.sum()).reshape(4, 4))
+    assert np.abs(maps[0] - maps[1]).max() > 1e-3  # the clipping matters here
+    np.testing.assert_allclose(gradient_rollout(vit, x, target=1).maps[0], maps[0], atol=1e-5)
+
+
 def test_gradient_rollout_is_class_specific():
     vit = tiny_vit()
     x = torch.randn(1, 1, 16, 16)
@@ -127,6 +217,18 @@ def test_mass_in_box_and_upsample():
     inside, chance = mass_in_box(np.ones((2, 2)), (0, 0, 10, 5), 10, 10)
     assert inside == pytest.approx(0.5) and chance == pytest.approx(0.5)
     assert overlay(np.zeros((10, 12)), m).shape == (10, 12, 3)
+
+
+def test_overlay_peaks_where_the_shifted_token_sits():
+    """A conv stem's token (1, 2) on a 4 x 4 grid of 8-pixel cells is centred on pixel
+    (8, 16), 7/16 of a cell before its cell's middle (11.5, 19.5): its overlay peaks there."""
+    one = np.zeros((4, 4))
+    one[1, 2] = 1
+    for shift, peak in ((7 / 16, (8, 16)), (0.0, (11, 19))):
+        img = overlay(np.zeros((32, 32)), one, alpha=1.0, cmap="gray", shift=shift)[..., 0]
+        # (0.0: the middle falls between pixels 11 and 12, 19 and 20; the first is taken)
+        assert np.unravel_index(img.argmax(), img.shape) == peak, shift
+        assert img[peak] == 255
 
 
 def test_deletion_curve_on_a_model_that_reads_one_patch():
@@ -190,6 +292,39 @@ def test_maps_of_conv_stem_tokens_sit_where_the_tokens_look():
         assert (np.abs(drawn - look).max() <= 1.0) == close, (shift, drawn, look)
 
 
+def test_maps_of_a_hybrid_with_a_wide_projection_sit_where_its_tokens_look():
+    """timm's vit_tiny_r_s16_p8: a ResNet stem, then an 8 x 8 projection of its features:
+    tokens sit near their cells' middles, not half a cell early as after a stem alone."""
+    import timm
+
+    from vit_facemap.models.vit import build_vit
+    from vit_facemap.rollout import token_shift
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, img_size=128, in_chans=1,
+                            num_classes=2, depth=1, embed_dim=16, num_heads=2).eval()
+    assert vit.patch_embed.grid_size == (4, 4)  # 32-pixel cells
+    shift = token_shift(vit)
+    # where token (2, 2) looks: the centroid of its input gradient (other noise than
+    # token_shift's own measurement)
+    torch.manual_seed(1)
+    x = torch.randn(8, 1, 128, 128, requires_grad=True)
+    vit.patch_embed(x)[:, 2 * 4 + 2].abs().sum().backward()
+    g = x.grad[:, 0].abs().sum(0).numpy()
+    ys, xs = np.mgrid[:128, :128]
+    look = np.array([(g * ys).sum(), (g * xs).sum()]) / g.sum()
+    one = np.zeros((4, 4))
+    one[2, 2] = 1
+    d = upsample(one, 128, 128, shift)
+    drawn = np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
+    # (the stem formula's 31/64 drew it 15 pixels early)
+    assert np.abs(drawn - look).max() <= 1.5, (shift, drawn, look)
+    # the project's hybrid tracker (a stem, no projection beyond one cell) keeps the formula
+    hybrid = build_vit(input_size=(64, 32), depth=1, embed_dim=16, num_heads=2, hybrid=True,
+                       stem_widths=(4, 8)).vit
+    assert token_shift(hybrid) == 3 / 8
+
+
 def test_rollout_help_says_overwrite_replaces_the_earlier_maps(capsys):
     # --overwrite sets the earlier rollout's files aside and replaces them; it does not add
     # to them ("write into an existing folder", as the help said)
@@ -200,3 +335,28 @@ def test_rollout_help_says_overwrite_replaces_the_earlier_maps(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "replace an earlier rollout's maps" in text
     assert "write into an existing folder" not in text
+
+
+@pytest.mark.parametrize("family", ["hybrid", "cnn"])
+def test_rollout_of_a_tracker_run_says_what_explains_it(tmp_path, capsys, family):
+    # a keypoint-tracker run's config.json has no classifier config: "unreadable classifier
+    # config: 'config'" said nothing of what the folder is or how to explain it
+    import json
+
+    from vit_facemap.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"model": {"family": family}},
+                                                 "bodyparts": ["eye", "nose"]}))
+    (run / "model.safetensors").write_bytes(b"")
+    assert main(["rollout", str(run), str(tmp_path / "a.png"), "--out",
+                 str(tmp_path / "maps")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "keypoint-tracker run" in err
+    assert "classify train" in err
+    if family == "cnn":
+        assert "no attention" in err
+    else:
+        assert "attention_rollout(model, x, query=" in err and "load_run(" in err
+    assert not (tmp_path / "maps").exists()

@@ -133,6 +133,20 @@ def gen_set(tmp_path_factory):
                                      size=(96, 72))
 
 
+def test_classifier_sizes_must_tile_the_view():
+    # a 60-pixel view in 8-pixel patches: a patch grid saw the top-left 56 pixels (its maps
+    # then stretched over all 60), a conv stem crashed on its 64th token; a 100-pixel HOG
+    # view left 4 pixels without cells
+    for kw, said in ((dict(image_size=60, stem="patch"), "image_size 60 .* patch_size 8; use 56 or 64"),
+                     (dict(image_size=60, stem="conv"), "image_size 60 .* patch_size 8; use 56 or 64"),
+                     (dict(patch_size=6, stem="conv"), "patch_size 6: .*power of two; use 4 or 8"),
+                     (dict(model="hog-rf", hog_size=100), "hog_size 100 .*32-pixel .*; use 96 or 128"),
+                     (dict(model="hog-rf", hog_size=20), "hog_size 20 .*; use 32$")):
+        with pytest.raises(ValueError, match=said):
+            profile_config("test", **kw)
+    profile_config("test", image_size=48, patch_size=6, stem="patch")  # a patch: any size
+
+
 def test_classifier_save_load_roundtrip(gen_set, tmp_path):
     from vit_facemap.classifier import load_frames
 

@@ -102,6 +102,58 @@ def test_check_maps_measures_the_mass_in_each_images_region(monkeypatch):
     assert np.isnan(out["mass"]).all() and len(out["mass"]) == 4
 
 
+def test_check_maps_counts_mass_in_the_cells_as_drawn_for_shifted_tokens(monkeypatch):
+    """Tokens half a cell early (shift 0.5): on an 8 x 8 grid over a 64-pixel view, cell
+    (1, 2) is drawn on pixels 4..11 x 12..19, not 8..15 x 16..23; a region there holds all
+    of the map (counted on the unshifted cells, only a quarter)."""
+    import vit_facemap.interpretation as interpretation
+
+    grid = np.zeros((8, 8))
+    grid[1, 2] = 1.0
+
+    def maps(clf, crops, st, rng):
+        return {"maps": grid[None], "target": np.zeros(1, int), "aucs": [0.5],
+                "random_aucs": [0.5], "curves": [np.zeros(3)], "random_curves": [np.zeros(3)],
+                "fraction": np.linspace(0, 1, 3), "shift": 0.5}
+    monkeypatch.setattr(interpretation, "_vit_maps", maps)
+    eyes = np.array([[100.0, 80.0, 40.0]])
+    regions = np.array([[12.0, 4.0, 20.0, 12.0]]) + np.tile(eyes[:, :2] - 32, 2)
+    cv = CrossValidation(classes=["a", "b"], labels=np.array([0]), groups=np.array(["m"]),
+                         fold=np.array([0]), boxes=eyes, proba={}, metrics={},
+                         models={"vit": [_Fold(profile_config("test", crop_factor=1.6))]},
+                         wall_s={})
+    out = check_maps(cv, [np.zeros((160, 200), np.uint8)], regions, StudySettings(),
+                     progress=False)["vit"]
+    np.testing.assert_allclose(out["mass"], [1.0])
+    assert out["shift"] == 0.5
+
+
+def test_deletion_blanks_the_cells_as_drawn_for_shifted_tokens():
+    """Shift 0.5 on a 4 x 4 grid of 8-pixel cells: cell (1, 1) is drawn on pixels 4..11. A
+    model that reads exactly those pixels loses its class when that one cell is deleted."""
+    from vit_facemap.interpretation import _deletion_checks
+
+    img = np.zeros((32, 32), np.float32)
+    img[4:12, 4:12] = 1
+
+    def predict(stack):
+        p1 = stack[:, 4:12, 4:12].mean(axis=(1, 2)).clip(0, 1)
+        return np.stack([1 - p1, p1], 1)
+
+    one = np.zeros((4, 4))
+    one[1, 1] = 1
+    out = {"shift": 0.5, "aucs": [], "random_aucs": [], "curves": [], "random_curves": []}
+    out = _deletion_checks(out, predict, [img], [one], np.array([1]), [0.0],
+                           StudySettings(deletion_steps=16, random_orders=1),
+                           np.random.default_rng(0))
+    # 1/16 of the cells gone, that one first: nothing left of what the model reads
+    assert out["fraction"][1] == 1 / 16
+    np.testing.assert_allclose(out["curves"][0][:2], [1.0, 0.0])
+    # the control's random order (the same generator's) also loses it with that cell alone
+    k = list(np.random.default_rng(0).permutation(16)).index(1 * 4 + 1) + 1
+    np.testing.assert_allclose(out["random_curves"][0], [1.0] * k + [0.0] * (17 - k))
+
+
 def test_locator_error_by_hand():
     truth = np.array([[100, 80, 40], [50, 50, 20], [10, 10, 10], [0, 0, 10],
                       [np.nan, np.nan, np.nan], [30, 30, 10]], float)

@@ -138,6 +138,30 @@ class ClassifierConfig:
                              f"{', '.join(DECISIONS)}")
         if int(self.ensemble) < 1:
             raise ValueError(f"ensemble must be at least 1 ViT, got {self.ensemble}")
+        if self.model == "vit":
+            self._check_vit_sizes()
+        else:
+            # HOG cells past the last whole one are dropped: part of the view has no features
+            cell = HogConfig().pixels_per_cell
+            if self.hog_size < cell or self.hog_size % cell:
+                raise ValueError(f"hog_size {self.hog_size} is not a multiple of the "
+                                 f"{cell}-pixel HOG cell; use {_nearest_multiples(self.hog_size, cell)}")
+
+    def _check_vit_sizes(self) -> None:
+        if self.image_size < 1 or self.patch_size < 1:
+            raise ValueError(f"image_size and patch_size must be at least 1, got "
+                             f"{self.image_size} and {self.patch_size}")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            # the stem is a stack of stride-2 convolutions: its stride is a power of two
+            lower = 1 << (self.patch_size.bit_length() - 1)
+            raise ValueError(f"patch_size {self.patch_size}: stem 'conv' needs a power of two; "
+                             f"use {lower} or {2 * lower}")
+        if self.image_size % self.patch_size:
+            # a patch grid would cover the top-left only (maps then drawn stretched over the
+            # whole view), a conv stem would give more tokens than position embeddings
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size "
+                             f"{self.patch_size}; use "
+                             f"{_nearest_multiples(self.image_size, self.patch_size)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
@@ -150,6 +174,12 @@ class ClassifierConfig:
         d["locator"] = LocatorConfig(**{"decode": "mean", "refine_steps": 0, "refine_hard": 0.0,
                                         **d.get("locator", {})})
         return cls(**d)
+
+
+def _nearest_multiples(value: int, step: int) -> str:
+    """The multiples of ``step`` either side of ``value`` (at least ``step``), for a message."""
+    lower = value // step * step
+    return f"{lower} or {lower + step}" if lower >= step else str(step)
 
 
 # Run sizes per profile: test = seconds on generated frames, default = the book's CPU run.

@@ -5,7 +5,7 @@ reaches the CLS token through the layers. Each layer's attention matrix (heads f
 mean, max or min) gets the identity added for the residual connection, every row is
 renormalised to sum to one, and the layers are multiplied together:
 ``R = Â_L ... Â_2 Â_1`` with ``Â_l = norm_rows(A_l + I)``. The CLS row of ``R`` over the
-patch tokens is the map. Rows are normalised with the sum kept as a column
+patch tokens is the map (for a ViT whose head pools the patch tokens, the mean of their rows). Rows are normalised with the sum kept as a column
 (``a / a.sum(-1, keepdim=True)``); dividing by ``a.sum(-1)`` without keeping the
 dimension broadcasts over columns instead of rows, a mistake the tests guard against.
 
@@ -28,6 +28,7 @@ with its own head) works: pass the module and, if needed, how to get a scalar sc
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,26 +164,92 @@ def token_shift(vit: nn.Module) -> float:
 
     A patch embedding's token j sees pixels p*j ... p*j + p - 1: centred, 0. A stem of stride-2
     3x3 convolutions (padding 1; this project's hybrid and conv-stem classifier, ResNet stems)
-    centres token j on pixel p*j, (p - 1) / 2 pixels, (p - 1) / (2p) cells, earlier.
+    with no wider projection after it centres token j on pixel p*j, (p - 1) / 2 pixels,
+    (p - 1) / (2p) cells, earlier. Any other stem (a hybrid whose projection spans several
+    feature cells, as in ``vit_tiny_r_s16_p8_224``) is measured: see :func:`measure_shift`.
     """
-    from timm.layers import PatchEmbed
+    from timm.layers import HybridEmbed, PatchEmbed
+
+    from vit_facemap.classifier import ConvStemEmbed
 
     embed = vit.patch_embed
     if isinstance(embed, PatchEmbed):
         return 0.0
-    p = int(embed.img_size[0]) // int(embed.grid_size[0])
-    return (p - 1) / (2 * p)
+    if isinstance(embed, ConvStemEmbed) or (
+            isinstance(embed, HybridEmbed)
+            and tuple(getattr(embed.proj, "kernel_size", (1, 1))) == (1, 1)):
+        p = int(embed.img_size[0]) // int(embed.grid_size[0])
+        return (p - 1) / (2 * p)
+    if embed not in _MEASURED:
+        _MEASURED[embed] = measure_shift(vit)
+    return _MEASURED[embed]
+
+
+# measured shifts, per patch embedding (the measurement costs a backward pass)
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
+
+
+def measure_shift(vit: nn.Module, samples: int = 4) -> float:
+    """:func:`token_shift` measured: where the middle token looks (the centroid of its
+    feature's input gradient, over ``samples`` noise images) against its cell's middle, in
+    cells, averaged over rows and columns."""
+    embed = vit.patch_embed
+    gh, gw = (int(v) for v in embed.grid_size)
+    ih, iw = (int(v) for v in embed.img_size)
+    first = next((m for m in embed.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:  # nothing known of the input: drawn on the cells as they are
+        return 0.0
+    param = first.weight
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(samples, first.in_channels, ih, iw, generator=gen)
+    x = x.to(param.device, param.dtype).requires_grad_(True)
+    was_training = embed.training
+    embed.eval()  # batch norm: the running statistics, none of them updated
+    try:
+        with torch.enable_grad():
+            tokens = embed(x)
+            # a dynamic-size embedding keeps its grid (B, H, W, D)
+            tokens = tokens.reshape(samples, gh * gw, -1)
+            r, c = gh // 2, gw // 2
+            (g,) = torch.autograd.grad(tokens[:, r * gw + c].abs().sum(), x)
+    finally:
+        embed.train(was_training)
+    g = g.abs().sum((0, 1)).double().cpu().numpy()
+    if g.sum() <= 0:
+        return 0.0
+    ph, pw = ih / gh, iw / gw
+    y = (g.sum(1) * np.arange(ih)).sum() / g.sum()
+    xc = (g.sum(0) * np.arange(iw)).sum() / g.sum()
+    dy = (r * ph + (ph - 1) / 2 - y) / ph
+    dx = (c * pw + (pw - 1) / 2 - xc) / pw
+    return round(float((dy + dx) / 2), 3)
+
+
+def _pools_patches(vit: nn.Module, query: int | None) -> bool:
+    """Whether the map is the mean of the patch rows (the head sees the patch tokens pooled)
+    rather than one token's row (the CLS token's, or patch ``query``'s)."""
+    if query is not None:
+        return False
+    pool = getattr(vit, "global_pool", None)
+    if pool == "map":
+        raise ValueError("this ViT pools its tokens by attention (global_pool='map'): no row "
+                         "of the rolled-out attention is what its head sees; rollout explains "
+                         "global_pool 'token' or 'avg' (or pass query= for a patch token)")
+    if pool in ("avg", "avgmax", "max"):
+        return True
+    return not getattr(vit, "has_class_token", True)
 
 
 def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
     """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches.
 
-    A ViT without a CLS token (average pooling; registers only) pools its patch tokens: its
-    map is the mean of their rows, as its prediction is the mean of their outputs.
+    A ViT whose head pools its patch tokens (global_pool 'avg', or no CLS token) has as map
+    the mean of their rows, as its prediction is the mean of their outputs; a CLS token it
+    may have besides reaches the head only through them.
     """
     n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
     gh, gw = _grid(vit)
-    if query is None and not getattr(vit, "has_class_token", True):
+    if _pools_patches(vit, query):
         m = joint[:, n_prefix:, n_prefix:].mean(1).clamp(min=0)
     else:
         row = 0 if query is None else n_prefix + int(query)
@@ -201,6 +268,7 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     rather than from the CLS token.
     """
     vit = find_vit(model)
+    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
     was_training = model.training
     model.eval()
     with capture_attention(model) as store:
@@ -226,6 +294,7 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     :func:`attention_rollout`.
     """
     vit = find_vit(model)
+    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
     was_training = model.training
     model.eval()
     x = x.detach().clone().requires_grad_(True)

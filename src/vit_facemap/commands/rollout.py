@@ -67,6 +67,20 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DataError("no such run folder", run_dir)
+    family = _tracker_family(run_dir)
+    if family is not None:
+        # the tracker's heatmaps come from patch tokens, not a CLS token and its classes:
+        # its maps need a query token, which only the Python API takes
+        cnn = family not in ("vit", "hybrid")
+        raise DataError(
+            "this is a keypoint-tracker run ('vit-facemap train'); 'rollout' explains classifier "
+            "runs ('vit-facemap classify train'). "
+            + (f"Its model (family {family}) is a CNN, which has no attention to roll out"
+               if cnn else
+               "For a ViT tracker use the Python API: model, _ = vit_facemap.train.load_run("
+               f"{str(run_dir)!r}); vit_facemap.rollout.attention_rollout(model, x, "
+               "query=TOKEN) (TOKEN: the row-major index of the patch token at a keypoint)"),
+            run_dir)
     paths = [Path(p) for p in args.images]
     stems = _stems(paths)
     names = [n for stem in stems for n in (f"{stem}_rollout.png", f"{stem}_map.npy")]
@@ -146,6 +160,22 @@ def run(args: argparse.Namespace) -> int:
     write_replacing(out, _is_result, write)
     print(f"{kind} maps of {len(paths)} image(s) -> {out}")
     return 0
+
+
+def _tracker_family(run_dir: Path) -> str | None:
+    """The model family of a keypoint-tracker run (its config.json holds ``train`` and
+    ``bodyparts``); None for anything else."""
+    import json
+
+    try:
+        meta = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and "train" in meta and "bodyparts" in meta):
+        return None
+    model = meta["train"].get("model") if isinstance(meta["train"], dict) else None
+    family = model.get("family") if isinstance(model, dict) else None
+    return str(family) if family else "hybrid"  # ModelConfig's default family
 
 
 def _stems(paths: list[Path]) -> list[str]:
