@@ -5,7 +5,8 @@ reaches the CLS token through the layers. Each layer's attention matrix (heads f
 mean, max or min) gets the identity added for the residual connection, every row is
 renormalised to sum to one, and the layers are multiplied together:
 ``R = Â_L ... Â_2 Â_1`` with ``Â_l = norm_rows(A_l + I)``. The CLS row of ``R`` over the
-patch tokens is the map (for a ViT whose head pools the patch tokens, the mean of their rows). Rows are normalised with the sum kept as a column
+patch tokens is the map (for a ViT whose head pools the patch tokens, the mean of their
+rows). Rows are normalised with the sum kept as a column
 (``a / a.sum(-1, keepdim=True)``); dividing by ``a.sum(-1)`` without keeping the
 dimension broadcasts over columns instead of rows, a mistake the tests guard against.
 
