@@ -361,6 +361,50 @@ def test_polish_zip_rewrites_the_pages_and_keeps_the_rest(tmp_path):
     assert zpath.read_bytes() == before and not (tmp_path / "arxiv.zip.tmp").exists()
 
 
+BIB = ("@misc{stuckert2024vitfacemap,\n  author = {{AnnaStuckert}},\n  title = {{ViT\\_facemap}},\n"
+       "  howpublished = {GitHub repository},\n  year = {2024}\n}\n\n"
+       "@article{mathis2018deeplabcut,\n  author = {Mathis, Alexander},\n"
+       "  title = {{DeepLabCut}: markerless pose estimation},\n  journal = {Nat. Neurosci.},\n"
+       "  year = {2018}\n}\n")
+# what MyST writes for it: braces gone, howpublished renamed, entries reordered
+MYST_BIB = ("@article{mathis2018deeplabcut,\n\tauthor = {Mathis, Alexander},\n"
+            "\ttitle = {DeepLabCut: markerless pose estimation},\n}\n\n"
+            "@misc{stuckert2024vitfacemap,\n\tauthor = {AnnaStuckert},\n\ttitle = {ViT\\_facemap},\n"
+            "\tpublisher = {GitHub repository},\n}\n")
+
+
+def test_polish_zip_puts_the_project_bibliography_back(tmp_path):
+    bib = tmp_path / "references.bib"
+    bib.write_text(BIB)
+    zpath = _zip(tmp_path / "arxiv.zip", {**EXPORT, "main.bib": MYST_BIB,
+                                           "arxiv.bbl": "from MyST's main.bib"})
+    latex.polish_zip(zpath, [bib])
+    with zipfile.ZipFile(zpath) as zf:
+        assert zf.read("main.bib").decode() == BIB
+        assert "arxiv.bbl" not in zf.namelist()  # made from the old .bib; the pdf step remakes it
+        assert "\\begin{table}" in zf.read("arxiv-results.tex").decode()
+    # an entry the export cites that the project's .bib lacks is an error, not a lost citation
+    zpath = _zip(tmp_path / "arxiv.zip", {**EXPORT, "main.bib": MYST_BIB + "@misc{other,\n}\n"})
+    with pytest.raises(RuntimeError, match="other"):
+        latex.polish_zip(zpath, [bib])
+    root = Path(__file__).resolve().parents[1]
+    assert latex.project_bibliography(root) == [root / "references.bib"]
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk is not installed")
+def test_pdf_bbl_keeps_the_capitals_of_the_project_bibliography(tmp_path):
+    bib = tmp_path / "references.bib"
+    bib.write_text(BIB)
+    tex = ("\\documentclass{article}\\usepackage{natbib}\\begin{document}\n"
+           "\\citet{mathis2018deeplabcut,stuckert2024vitfacemap}.\\bibliographystyle{plainnat}"
+           "\\bibliography{main}\\end{document}\n")
+    zpath = _zip(tmp_path / "arxiv.zip", {"arxiv.tex": tex, "main.bib": MYST_BIB})
+    latex.polish_zip(zpath, [bib])
+    latex.compile_zip(zpath, tmp_path / "paper.pdf")
+    bbl = zipfile.ZipFile(zpath).read("arxiv.bbl").decode()
+    assert "{DeepLabCut}:" in bbl and "{ViT\\_facemap}" in bbl and "GitHub repository" in bbl
+
+
 def test_committed_overview_figure_is_what_the_code_draws(tmp_path):
     # images/overview.png is a drawing, not a result: it must follow its code, which a
     # forgotten redraw after editing the drawing would break
