@@ -118,6 +118,33 @@ def test_render_fails_on_embed_without_output(tmp_path):
         render.render_book(_site(tmp_path, with_output=False), tmp_path / "html")
 
 
+def _add_to_index(site: Path, *nodes) -> None:
+    index = json.loads((site / "content/index.json").read_text())
+    index["mdast"]["children"][0]["children"].append({"type": "paragraph", "children": list(nodes)})
+    (site / "content/index.json").write_text(json.dumps(index))
+
+
+def test_render_fails_on_a_link_to_a_file_that_is_not_a_page(tmp_path):
+    # as MyST writes [data](../DATA.md) and [notes](notes.txt): copied to public/, linked there
+    site = _site(tmp_path)
+    (site / "public/DATA-ab12.md").write_text("# Data")
+    (site / "public/notes-cd34.txt").write_text("notes")
+    notes = {"type": "link", "url": "/notes-cd34.txt", "urlSource": "notes.txt", "static": True,
+             "children": [_text("notes")]}
+    _add_to_index(site, notes)
+    render.render_book(site, tmp_path / "html")
+    assert '<a href="notes-cd34.txt">notes</a>' in (tmp_path / "html/index.html").read_text()
+    assert (tmp_path / "html/notes-cd34.txt").is_file()
+    _add_to_index(site, {"type": "link", "url": "/DATA-ab12.md", "urlSource": "../DATA.md",
+                         "static": True, "children": [_text("data")]},
+                  {"type": "link", "url": "/gone", "urlSource": "gone.md", "internal": True,
+                   "children": [_text("gone")]})
+    with pytest.raises(RuntimeError) as err:
+        render.render_book(site, tmp_path / "html2")
+    assert "page 'index' links to '../DATA.md', a file that is not a page" in str(err.value)
+    assert "page 'index' links to 'gone.md', which is not a page of the book" in str(err.value)
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

@@ -53,15 +53,30 @@ class Context:
     in_embed: bool = False
     unknown: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    # the site's files that the book holds beside its pages (figures, linked files)
+    files: set[str] = field(default_factory=set)
 
-    def href(self, url: str | None, html_id: str | None) -> str:
+    def href(self, url: str | None, html_id: str | None, *, written: str | None = None) -> str:
         anchor = f"#{html_id}" if html_id else ""
         if not url:
             return anchor or "#"
         slug = url.strip("/").split("/")[-1] or "index"
         target = self.pages.get(slug)
+        if target is None:
+            self.problems.append(f"page {self.page.slug!r} links to {written or url!r}, which "
+                                 "is not a page of the book")
         name = target.filename if target else f"{slug}.html"
         return f"{name}{anchor}"
+
+    def file(self, url: str, *, written: str | None = None) -> str:
+        """The book's copy of a file that MyST copied to the site (``/name-hash.ext``)."""
+        name = url.lstrip("/").split("#")[0]
+        if name not in self.files:
+            # the tex step refuses such a link too: neither book nor PDF would reach it
+            self.problems.append(f"page {self.page.slug!r} links to {written or url!r}, a file "
+                                 "that is not a page of the book and is not copied into it; "
+                                 "link a page or a web address instead")
+        return name
 
 
 def load_site(site_dir: str | Path) -> tuple[dict[str, Any], list[Page]]:
@@ -198,7 +213,8 @@ def _code(node: Node, ctx: Context) -> str:
 
 def _container(node: Node, ctx: Context) -> str:
     embed = bool(node.get("source"))
-    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems)
+    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems,
+                        ctx.files)
     if embed and not _has_output(node):
         src = node["source"]
         if not (src.get("location") or src.get("url")):  # MyST found nothing to embed
@@ -295,8 +311,12 @@ def _list(node: Node, ctx: Context) -> str:
 
 def _link(node: Node, ctx: Context) -> str:
     url = node.get("url", "")
-    if node.get("internal") or (url.startswith("/") and not url.startswith("//")):
-        url = ctx.href(url.split("#")[0], url.split("#")[1] if "#" in url else None)
+    written = node.get("urlSource")
+    if node.get("static"):  # a local file that is no page: MyST copies it to the site
+        url = ctx.file(url, written=written)
+    elif node.get("internal") or (url.startswith("/") and not url.startswith("//")):
+        url = ctx.href(url.split("#")[0], url.split("#")[1] if "#" in url else None,
+                       written=written)
     return f'<a href="{esc(url)}">{children(node, ctx) or esc(url)}</a>'
 
 
@@ -484,9 +504,10 @@ def _slugify(text: str) -> str:
 
 
 def render_page(project: dict[str, Any], pages: list[Page], i: int,
-                record: dict[str, Any] | None = None) -> tuple[str, Context]:
+                record: dict[str, Any] | None = None, *,
+                files: set[str] | None = None) -> tuple[str, Context]:
     page = pages[i]
-    ctx = Context(page, {p.slug: p for p in pages})
+    ctx = Context(page, {p.slug: p for p in pages}, files=set(files or ()))
     body = []
     fm = page.data.get("frontmatter", {})
     if page.slug == "index":
@@ -545,14 +566,16 @@ def render_book(site_dir: str | Path, out_dir: str | Path, *,
 def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: list[Page],
                 record: dict[str, Any] | None) -> list[Path]:
     public = site_dir / "public"
+    files = set()
     if public.is_dir():
         for item in public.iterdir():
             if item.is_file() and item.suffix not in (".md", ".ipynb"):
                 shutil.copy2(item, out_dir / item.name)
+                files.add(item.name)
     shutil.copy2(STATIC / "style.css", out_dir / "style.css")
     written, unknown, problems = [], set(), []
     for i, page in enumerate(pages):
-        doc, ctx = render_page(project, pages, i, record)
+        doc, ctx = render_page(project, pages, i, record, files=files)
         unknown |= ctx.unknown
         problems += ctx.problems
         path = out_dir / page.filename
@@ -561,5 +584,6 @@ def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: l
     if unknown:
         print(f"[book] note: rendered these MyST node types as plain content: {sorted(unknown)}")
     if problems:
-        raise RuntimeError("the book embeds outputs that do not exist:\n  " + "\n  ".join(problems))
+        raise RuntimeError("the HTML book would have missing figures or dead links:\n  "
+                           + "\n  ".join(problems))
     return written
