@@ -196,6 +196,24 @@ def test_a_failed_rendering_leaves_no_html_folder(tmp_path):
                                                      "style.css"]
 
 
+def test_the_exports_of_an_earlier_build_stay_out_of_the_html_book(tmp_path):
+    """``myst build --site`` copies exports/arxiv.zip and paper.pdf, as the previous build
+    left them, into the site's public files and lists them as the project's exports."""
+    from test_book import _site
+
+    site = _site(tmp_path)
+    config = json.loads((site / "config.json").read_text())
+    config["projects"][0]["exports"] = [
+        {"format": "tex", "filename": "arxiv.zip", "url": "/arxiv-0a1b.zip"},
+        {"format": "pdf", "filename": "paper.pdf", "url": "/paper-2c3d.pdf"}]
+    (site / "config.json").write_text(json.dumps(config))
+    for name in ("arxiv-0a1b.zip", "paper-2c3d.pdf", "figure-4e5f.pdf"):
+        (site / "public" / name).write_bytes(b"x")
+    render.render_book(site, tmp_path / "html")
+    assert sorted(p.name for p in (tmp_path / "html").iterdir()) == [
+        "abc.png", "figure-4e5f.pdf", "index.html", "nb.html", "style.css"]
+
+
 def test_an_embed_of_a_label_no_cell_has_says_so(tmp_path):
     """``:::{figure} #fig-nonexistent``: MyST builds the site without a warning and leaves
     the embed with its label only; the book names the missing label."""

@@ -566,10 +566,16 @@ def render_book(site_dir: str | Path, out_dir: str | Path, *,
 def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: list[Page],
                 record: dict[str, Any] | None) -> list[Path]:
     public = site_dir / "public"
+    # MyST copies the project's exports as they stand when the site is built (the previous
+    # build's arXiv zip and PDF) and each page's source as downloads; the book offers none
+    downloads = {str(e.get("url", "")).lstrip("/") for e in project.get("exports") or []}
+    downloads |= {str(e.get("url", "")).lstrip("/") for p in pages
+                  for e in p.data.get("frontmatter", {}).get("exports") or []}
     files = set()
     if public.is_dir():
         for item in public.iterdir():
-            if item.is_file() and item.suffix not in (".md", ".ipynb"):
+            if item.is_file() and item.suffix not in (".md", ".ipynb") \
+                    and item.name not in downloads:
                 shutil.copy2(item, out_dir / item.name)
                 files.add(item.name)
     shutil.copy2(STATIC / "style.css", out_dir / "style.css")
