@@ -145,6 +145,20 @@ def test_render_fails_on_a_link_to_a_file_that_is_not_a_page(tmp_path):
     assert "page 'index' links to 'gone.md', which is not a page of the book" in str(err.value)
 
 
+def test_dropdown_renders_as_details_and_summary():
+    # a :::{dropdown} More as MyST writes it
+    node = {"type": "details", "open": True, "children": [
+        {"type": "summary", "children": [_text("More")]},
+        {"type": "paragraph", "children": [_text("Hidden text")]}]}
+    page = render.Page("index", "T", 0, {})
+    ctx = render.Context(page, {"index": page})
+    assert render.render_node(node, ctx) == ('<details class="dropdown" open><summary>More'
+                                             '</summary><p>Hidden text</p></details>')
+    assert not ctx.unknown
+    del node["open"]
+    assert render.render_node(node, ctx).startswith('<details class="dropdown"><summary>')
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

@@ -331,6 +331,13 @@ def _admonition(node: Node, ctx: Context) -> str:
     return f'<aside class="admonition {esc(kind)}">{children(node, ctx)}</aside>'
 
 
+def _details(node: Node, ctx: Context) -> str:
+    # a :::{dropdown}: folded as on MyST's own site, its summary the title
+    hid = f' id="{esc(node["html_id"])}"' if node.get("html_id") else ""
+    opened = " open" if node.get("open") else ""
+    return f'<details class="dropdown"{hid}{opened}>{children(node, ctx)}</details>'
+
+
 def _caption_number(node: Node, ctx: Context) -> str:
     return f'<span class="caption-number">{children(node, ctx)}</span> '
 
@@ -371,6 +378,8 @@ RENDERERS: dict[str, Callable[[Node, Context], str]] = {
     "table": _table,
     "admonition": _admonition,
     "admonitionTitle": _simple("p", "admonition-title"),
+    "details": _details,
+    "summary": _simple("summary"),
     "div": _simple("div"),
     "span": _simple("span"),
     "abbreviation": lambda n, c: f'<abbr title="{esc(n.get("title", ""))}">{children(n, c)}</abbr>',
