@@ -236,3 +236,30 @@ def test_myst_tex_error_on_an_unresolved_embed_gets_a_hint(monkeypatch):
     monkeypatch.setattr(mystbuild, "run_myst", lambda args, root=".": (0, log))
     with pytest.raises(RuntimeError, match="whose label no notebook cell has"):
         mystbuild.build(["--tex"])
+
+
+def test_package_progress_bars_do_not_warn_inside_the_notebooks():
+    # the package's own bars stay console bars: tqdm.auto would turn to widgets in the
+    # book's kernels and, without ipywidgets, warn into the page
+    import vit_facemap
+
+    package = Path(vit_facemap.__file__).parent
+    uses = sorted(p.name for p in package.rglob("*.py")
+                  if re.search(r"^\s*(from|import)\s+tqdm\.(auto|autonotebook|notebook)\b",
+                               p.read_text(), re.M))
+    assert uses == []
+
+
+def test_notebook_pages_show_real_warnings_but_not_tqdms_missing_widgets(tmp_path):
+    # huggingface_hub, imported by albumentations, imports tqdm.auto, which warns in a kernel
+    # without ipywidgets; the executed notebook is what the book page shows
+    import nbformat
+    from test_book import _notebook
+
+    _notebook(tmp_path / "01_w.ipynb", "import warnings\nimport tqdm.auto\n"
+              "warnings.warn('a real problem')")
+    execute.execute_notebook(tmp_path / "01_w.ipynb", tmp_path / "out.ipynb",
+                             execute.BookSettings(profile="test", out_dir=str(tmp_path)))
+    cell = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[-1]
+    stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+    assert "a real problem" in stderr and "TqdmWarning" not in stderr
