@@ -118,6 +118,47 @@ def test_render_fails_on_embed_without_output(tmp_path):
         render.render_book(_site(tmp_path, with_output=False), tmp_path / "html")
 
 
+def _add_to_index(site: Path, *nodes) -> None:
+    index = json.loads((site / "content/index.json").read_text())
+    index["mdast"]["children"][0]["children"].append({"type": "paragraph", "children": list(nodes)})
+    (site / "content/index.json").write_text(json.dumps(index))
+
+
+def test_render_fails_on_a_link_to_a_file_that_is_not_a_page(tmp_path):
+    # as MyST writes [data](../DATA.md) and [notes](notes.txt): copied to public/, linked there
+    site = _site(tmp_path)
+    (site / "public/DATA-ab12.md").write_text("# Data")
+    (site / "public/notes-cd34.txt").write_text("notes")
+    notes = {"type": "link", "url": "/notes-cd34.txt", "urlSource": "notes.txt", "static": True,
+             "children": [_text("notes")]}
+    _add_to_index(site, notes)
+    render.render_book(site, tmp_path / "html")
+    assert '<a href="notes-cd34.txt">notes</a>' in (tmp_path / "html/index.html").read_text()
+    assert (tmp_path / "html/notes-cd34.txt").is_file()
+    _add_to_index(site, {"type": "link", "url": "/DATA-ab12.md", "urlSource": "../DATA.md",
+                         "static": True, "children": [_text("data")]},
+                  {"type": "link", "url": "/gone", "urlSource": "gone.md", "internal": True,
+                   "children": [_text("gone")]})
+    with pytest.raises(RuntimeError) as err:
+        render.render_book(site, tmp_path / "html2")
+    assert "page 'index' links to '../DATA.md', a file that is not a page" in str(err.value)
+    assert "page 'index' links to 'gone.md', which is not a page of the book" in str(err.value)
+
+
+def test_dropdown_renders_as_details_and_summary():
+    # a :::{dropdown} More as MyST writes it
+    node = {"type": "details", "open": True, "children": [
+        {"type": "summary", "children": [_text("More")]},
+        {"type": "paragraph", "children": [_text("Hidden text")]}]}
+    page = render.Page("index", "T", 0, {})
+    ctx = render.Context(page, {"index": page})
+    assert render.render_node(node, ctx) == ('<details class="dropdown" open><summary>More'
+                                             '</summary><p>Hidden text</p></details>')
+    assert not ctx.unknown
+    del node["open"]
+    assert render.render_node(node, ctx).startswith('<details class="dropdown"><summary>')
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)
@@ -221,19 +262,112 @@ def _zip(path: Path, files: dict[str, str | bytes]) -> Path:
     return path
 
 
+def _pdf(pages: int = 1) -> bytes:
+    """A small well-formed PDF with ``pages`` empty pages."""
+    kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
+    objs = ["<< /Type /Catalog /Pages 2 0 R >>",
+            f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>"]
+    objs += ["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages
+    out, offsets = b"%PDF-1.4\n", []
+    for i, obj in enumerate(objs):
+        offsets.append(len(out))
+        out += f"{i + 1} 0 obj\n{obj}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += (f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+            .encode())
+    return out
+
+
+ARXIV_TEX = ("\\documentclass{article}\n\\begin{document}\n\\input{arxiv-intro}\n"
+             "\\include{arxiv-results.tex}\n% \\input{arxiv-old} is commented out\n"
+             "\\includegraphics[width=1cm]{files/a.png}\n\\end{document}\n")
+
+
+def _outputs(root: Path) -> Path:
+    """A complete set of build outputs: two-page HTML book, arXiv zip, PDF."""
+    (root / "_build/site").mkdir(parents=True)
+    (root / "_build/site/config.json").write_text(json.dumps({"projects": [{
+        "index": "intro", "pages": [{"slug": "intro"}, {"title": "Group"}, {"slug": "nb"}]}]}))
+    html = root / "_build/html"
+    html.mkdir()
+    (html / "style.css").write_text("")
+    (html / "a.png").write_bytes(b"png")
+    (html / "index.html").write_text(
+        '<link rel="stylesheet" href="style.css"><h2 id="intro">Intro</h2>'
+        '<a href="#intro">top</a> <a href="#">up</a> <a href="nb.html#fig-1">Figure 1</a> '
+        '<a href="https://example.org/x.html">web</a> <a href="mailto:a@b.c">mail</a>')
+    (html / "nb.html").write_text('<figure id="fig-1"><img src="a.png"></figure>'
+                                  '<a href="index.html">back</a>')
+    (root / "exports").mkdir()
+    (root / "exports/paper.pdf").write_bytes(_pdf())
+    _zip(root / "exports/arxiv.zip", {"arxiv.tex": ARXIV_TEX, "arxiv-intro.tex": "x",
+                                       "arxiv-results.tex": "y", "main.bib": "",
+                                       "arxiv.bbl": "", "files/a.png": b"x"})
+    return root
+
+
 def test_missing_exports_are_reported(tmp_path):
     problems = check.missing_exports(tmp_path)
     assert len(problems) == 3 and any("paper.pdf" in p for p in problems)
-    (tmp_path / "_build/html").mkdir(parents=True)
-    (tmp_path / "_build/html/index.html").write_text("<html></html>")
-    (tmp_path / "exports").mkdir()
-    (tmp_path / "exports/paper.pdf").write_bytes(b"%PDF-1.5 ...")
-    tex = "\\documentclass{article}\n\\includegraphics[width=1cm]{files/a.png}\n"
-    _zip(tmp_path / "exports/arxiv.zip", {"arxiv.tex": tex, "main.bib": "", "files/a.png": b"x"})
-    assert check.missing_exports(tmp_path) == [f"{tmp_path}/exports/arxiv.zip has no .bbl file"]
-    _zip(tmp_path / "exports/arxiv.zip", {"arxiv.tex": tex, "main.bib": "", "arxiv.bbl": ""})
+    _outputs(tmp_path)
+    assert check.missing_exports(tmp_path) == []
+    zpath = tmp_path / "exports/arxiv.zip"
+    _zip(zpath, {"arxiv.tex": ARXIV_TEX, "main.bib": "", "arxiv-intro.tex": "x",
+                 "arxiv-results.tex": "y", "files/a.png": b"x"})
+    assert check.missing_exports(tmp_path) == [f"{zpath} has no .bbl file"]
+    _zip(zpath, {"arxiv.tex": ARXIV_TEX, "main.bib": "", "arxiv.bbl": "", "arxiv-intro.tex": "x",
+                 "arxiv-results.tex": "y"})
+    assert check.missing_exports(tmp_path) == [f"{zpath} lacks the figure files/a.png"]
+
+
+def test_check_finds_pages_and_link_targets_missing_from_the_html_book(tmp_path):
+    html = _outputs(tmp_path) / "_build/html"
+    (html / "nb.html").unlink()
     assert check.missing_exports(tmp_path) == [
-        f"{tmp_path}/exports/arxiv.zip lacks the figure files/a.png"]
+        f"{html}/nb.html is missing: the site config lists that page",
+        "_build/html/index.html links to nb.html#fig-1, which does not exist"]
+    _outputs(tmp_path / "b")
+    html = tmp_path / "b/_build/html"
+    (html / "a.png").unlink()
+    (html / "index.html").write_text((html / "index.html").read_text().replace(
+        "#intro", "#nowhere").replace("fig-1", "fig-2") + '<a href="/nb.html">root</a>')
+    assert check.missing_exports(tmp_path / "b") == [
+        "_build/html/index.html links to #nowhere, but index.html has no id 'nowhere'",
+        "_build/html/index.html links to nb.html#fig-2, but nb.html has no id 'fig-2'",
+        "_build/html/index.html links to /nb.html, which leads nowhere in a book opened from "
+        "its folder",
+        "_build/html/nb.html links to a.png, which does not exist"]
+    (tmp_path / "b/_build/site/config.json").unlink()
+    assert check.missing_exports(tmp_path / "b", tex=False, pdf=False) == [
+        f"{tmp_path}/b/_build/site/config.json is missing: cannot tell which pages the HTML "
+        "book should have"]
+
+
+def test_check_finds_a_file_the_paper_includes_missing_from_the_zip(tmp_path):
+    zpath = _outputs(tmp_path) / "exports/arxiv.zip"
+    _zip(zpath, {"arxiv.tex": ARXIV_TEX, "main.bib": "", "arxiv.bbl": "", "files/a.png": b"x"})
+    assert check.missing_exports(tmp_path) == [
+        f"{zpath} lacks arxiv-intro.tex, which the paper includes",
+        f"{zpath} lacks arxiv-results.tex, which the paper includes"]
+
+
+@pytest.mark.parametrize("pdfinfo", [True, False], ids=["pdfinfo", "scan"])
+def test_check_finds_a_cut_short_or_empty_pdf(tmp_path, monkeypatch, pdfinfo):
+    if pdfinfo and shutil.which("pdfinfo") is None:
+        pytest.skip("pdfinfo is not installed")
+    if not pdfinfo:
+        monkeypatch.setattr(check, "_pdf_pages", lambda path: None)
+    pdf = _outputs(tmp_path) / "exports/paper.pdf"
+    pdf.write_bytes(_pdf() + b"\n  \n")  # whitespace after %%EOF is fine
+    assert check.missing_exports(tmp_path) == []
+    pdf.write_bytes(_pdf()[:-20])
+    assert f"{pdf} does not end with %%EOF: it was cut short" in check.missing_exports(tmp_path)
+    pdf.write_bytes(_pdf(pages=0))
+    assert [p for p in check.missing_exports(tmp_path) if p.startswith(f"{pdf} has no pages")]
+    pdf.write_bytes(b"%PDF-1.5 ...")
+    assert len([p for p in check.missing_exports(tmp_path) if str(pdf) in p]) == 2
 
 
 def test_myst_log_problems():
@@ -359,6 +493,50 @@ def test_polish_zip_rewrites_the_pages_and_keeps_the_rest(tmp_path):
     with pytest.raises(RuntimeError, match="not part of the paper"):
         latex.polish_zip(zpath)
     assert zpath.read_bytes() == before and not (tmp_path / "arxiv.zip.tmp").exists()
+
+
+BIB = ("@misc{stuckert2024vitfacemap,\n  author = {{AnnaStuckert}},\n  title = {{ViT\\_facemap}},\n"
+       "  howpublished = {GitHub repository},\n  year = {2024}\n}\n\n"
+       "@article{mathis2018deeplabcut,\n  author = {Mathis, Alexander},\n"
+       "  title = {{DeepLabCut}: markerless pose estimation},\n  journal = {Nat. Neurosci.},\n"
+       "  year = {2018}\n}\n")
+# what MyST writes for it: braces gone, howpublished renamed, entries reordered
+MYST_BIB = ("@article{mathis2018deeplabcut,\n\tauthor = {Mathis, Alexander},\n"
+            "\ttitle = {DeepLabCut: markerless pose estimation},\n}\n\n"
+            "@misc{stuckert2024vitfacemap,\n\tauthor = {AnnaStuckert},\n\ttitle = {ViT\\_facemap},\n"
+            "\tpublisher = {GitHub repository},\n}\n")
+
+
+def test_polish_zip_puts_the_project_bibliography_back(tmp_path):
+    bib = tmp_path / "references.bib"
+    bib.write_text(BIB)
+    zpath = _zip(tmp_path / "arxiv.zip", {**EXPORT, "main.bib": MYST_BIB,
+                                           "arxiv.bbl": "from MyST's main.bib"})
+    latex.polish_zip(zpath, [bib])
+    with zipfile.ZipFile(zpath) as zf:
+        assert zf.read("main.bib").decode() == BIB
+        assert "arxiv.bbl" not in zf.namelist()  # made from the old .bib; the pdf step remakes it
+        assert "\\begin{table}" in zf.read("arxiv-results.tex").decode()
+    # an entry the export cites that the project's .bib lacks is an error, not a lost citation
+    zpath = _zip(tmp_path / "arxiv.zip", {**EXPORT, "main.bib": MYST_BIB + "@misc{other,\n}\n"})
+    with pytest.raises(RuntimeError, match="other"):
+        latex.polish_zip(zpath, [bib])
+    root = Path(__file__).resolve().parents[1]
+    assert latex.project_bibliography(root) == [root / "references.bib"]
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk is not installed")
+def test_pdf_bbl_keeps_the_capitals_of_the_project_bibliography(tmp_path):
+    bib = tmp_path / "references.bib"
+    bib.write_text(BIB)
+    tex = ("\\documentclass{article}\\usepackage{natbib}\\begin{document}\n"
+           "\\citet{mathis2018deeplabcut,stuckert2024vitfacemap}.\\bibliographystyle{plainnat}"
+           "\\bibliography{main}\\end{document}\n")
+    zpath = _zip(tmp_path / "arxiv.zip", {"arxiv.tex": tex, "main.bib": MYST_BIB})
+    latex.polish_zip(zpath, [bib])
+    latex.compile_zip(zpath, tmp_path / "paper.pdf")
+    bbl = zipfile.ZipFile(zpath).read("arxiv.bbl").decode()
+    assert "{DeepLabCut}:" in bbl and "{ViT\\_facemap}" in bbl and "GitHub repository" in bbl
 
 
 def test_committed_overview_figure_is_what_the_code_draws(tmp_path):

@@ -196,6 +196,24 @@ def test_a_failed_rendering_leaves_no_html_folder(tmp_path):
                                                      "style.css"]
 
 
+def test_the_exports_of_an_earlier_build_stay_out_of_the_html_book(tmp_path):
+    """``myst build --site`` copies exports/arxiv.zip and paper.pdf, as the previous build
+    left them, into the site's public files and lists them as the project's exports."""
+    from test_book import _site
+
+    site = _site(tmp_path)
+    config = json.loads((site / "config.json").read_text())
+    config["projects"][0]["exports"] = [
+        {"format": "tex", "filename": "arxiv.zip", "url": "/arxiv-0a1b.zip"},
+        {"format": "pdf", "filename": "paper.pdf", "url": "/paper-2c3d.pdf"}]
+    (site / "config.json").write_text(json.dumps(config))
+    for name in ("arxiv-0a1b.zip", "paper-2c3d.pdf", "figure-4e5f.pdf"):
+        (site / "public" / name).write_bytes(b"x")
+    render.render_book(site, tmp_path / "html")
+    assert sorted(p.name for p in (tmp_path / "html").iterdir()) == [
+        "abc.png", "figure-4e5f.pdf", "index.html", "nb.html", "style.css"]
+
+
 def test_an_embed_of_a_label_no_cell_has_says_so(tmp_path):
     """``:::{figure} #fig-nonexistent``: MyST builds the site without a warning and leaves
     the embed with its label only; the book names the missing label."""
@@ -218,3 +236,30 @@ def test_myst_tex_error_on_an_unresolved_embed_gets_a_hint(monkeypatch):
     monkeypatch.setattr(mystbuild, "run_myst", lambda args, root=".": (0, log))
     with pytest.raises(RuntimeError, match="whose label no notebook cell has"):
         mystbuild.build(["--tex"])
+
+
+def test_package_progress_bars_do_not_warn_inside_the_notebooks():
+    # the package's own bars stay console bars: tqdm.auto would turn to widgets in the
+    # book's kernels and, without ipywidgets, warn into the page
+    import vit_facemap
+
+    package = Path(vit_facemap.__file__).parent
+    uses = sorted(p.name for p in package.rglob("*.py")
+                  if re.search(r"^\s*(from|import)\s+tqdm\.(auto|autonotebook|notebook)\b",
+                               p.read_text(), re.M))
+    assert uses == []
+
+
+def test_notebook_pages_show_real_warnings_but_not_tqdms_missing_widgets(tmp_path):
+    # huggingface_hub, imported by albumentations, imports tqdm.auto, which warns in a kernel
+    # without ipywidgets; the executed notebook is what the book page shows
+    import nbformat
+    from test_book import _notebook
+
+    _notebook(tmp_path / "01_w.ipynb", "import warnings\nimport tqdm.auto\n"
+              "warnings.warn('a real problem')")
+    execute.execute_notebook(tmp_path / "01_w.ipynb", tmp_path / "out.ipynb",
+                             execute.BookSettings(profile="test", out_dir=str(tmp_path)))
+    cell = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[-1]
+    stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+    assert "a real problem" in stderr and "TqdmWarning" not in stderr

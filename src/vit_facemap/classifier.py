@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vit_facemap.config import check_fields
 from vit_facemap.errors import DataError, DataWarning, first_line

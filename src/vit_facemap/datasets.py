@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vit_facemap.augment import KeypointAugmenter
 from vit_facemap.dlc import LabeledFrames

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, write_labels
 from vit_facemap.errors import DataError, RunExistsError

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vit_facemap.config import check_fields
 

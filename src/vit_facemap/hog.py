@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from skimage.feature import hog
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)

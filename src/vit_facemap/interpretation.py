@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vit_facemap.classifier import (
     MARGIN,

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
 from vit_facemap.config import check_fields

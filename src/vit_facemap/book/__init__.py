@@ -7,7 +7,7 @@
 - :mod:`vit_facemap.book.render` turns MyST's page ASTs into a static, offline HTML book.
 - :mod:`vit_facemap.book.latex` compiles the arXiv zip with plain ``latexmk -pdf`` and ships
   the ``.bbl`` inside it.
-- :mod:`vit_facemap.book.check` verifies that every promised file exists.
+- :mod:`vit_facemap.book.check` verifies that every promised file exists and is whole.
 
 Run ``python -m vit_facemap.book --help`` for the steps.
 """

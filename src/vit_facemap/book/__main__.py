@@ -54,7 +54,7 @@ def _tex(args: argparse.Namespace) -> int:
     zip_path = check.ARXIV_ZIP
     zip_path.unlink(missing_ok=True)  # a stale zip must not pass for a fresh export
     mystbuild.build(["--tex", "--strict"], expect=[zip_path])
-    latex.polish_zip(zip_path)
+    latex.polish_zip(zip_path, latex.project_bibliography())
     return 0
 
 

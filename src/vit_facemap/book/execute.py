@@ -32,6 +32,11 @@ NOTE_MD = "build_note.md"
 # Cells whose outputs are embedded in the manuscript show the figure, not the code, in the
 # paper; the notebook pages still offer the code (the renderer folds it away).
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+# In a kernel without ipywidgets, importing tqdm.auto (huggingface_hub does, under
+# albumentations) warns "IProgress not found" into a cell's stderr, and the book showed it
+# with the builder's venv path. The notebooks draw no progress bars, so that one message is
+# ignored in the kernels; every other warning still reaches the page.
+NO_WIDGETS_WARNING = "ignore:IProgress not found:Warning"
 LABEL_LINE = re.compile(r"^#\|\s*label:\s*(fig|tbl)-", re.MULTILINE)
 
 
@@ -129,17 +134,24 @@ def execute_notebook(source: Path, executed: Path, settings: BookSettings, *,
 
     os.environ.setdefault("JUPYTER_ALLOW_ROOT", "1")
     executed.parent.mkdir(parents=True, exist_ok=True)
-    # Build tools export MPLBACKEND=Agg, under which plt.show() in a kernel displays
-    # nothing; the book needs the figures as cell outputs, so kernels get the inline backend.
-    saved = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    kernel_env = {
+        # Build tools export MPLBACKEND=Agg, under which plt.show() in a kernel displays
+        # nothing; the book needs the figures as cell outputs, hence the inline backend.
+        "MPLBACKEND": INLINE_BACKEND,
+        # the last option wins, and this one only for its own message
+        "PYTHONWARNINGS": ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"),
+                                                 NO_WIDGETS_WARNING))),
+    }
+    saved = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     try:
         _papermill(papermill, source, executed, settings, kernel_name)
     finally:
-        if saved is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _papermill(papermill, source: Path, executed: Path, settings: BookSettings,

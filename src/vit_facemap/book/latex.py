@@ -8,7 +8,8 @@ generated ``.bbl`` to the zip (arXiv does not run BibTeX reliably, so it wants t
 :func:`polish_zip` mends what MyST's export gets wrong for a one-file article: tables
 embedded from notebooks arrive in ``figure`` environments (captioned "Figure n") with
 equal-width columns that long entries overrun, and a reference to another page becomes a
-web link (``\\href{/methods}{Methods}``), dead in a PDF.
+web link (``\\href{/methods}{Methods}``), dead in a PDF. It also puts the project's own
+bibliography back in place of MyST's ``main.bib``.
 """
 
 from __future__ import annotations
@@ -152,8 +153,34 @@ def _fit_tabular(body: str) -> str:
     return TABULAR.sub(fit, body)
 
 
-def polish_zip(zip_path: str | Path) -> None:
-    """Apply :func:`polish_tex` to the .tex files of the arXiv zip (rewritten atomically)."""
+BIB_KEY = re.compile(r"^\s*@\s*(\w+)\s*\{\s*([^,\s]+)\s*,", re.M)
+
+
+def bib_keys(text: str) -> set[str]:
+    """The entry keys of a BibTeX file (``@string``, ``@comment`` and ``@preamble`` aside)."""
+    return {key for kind, key in BIB_KEY.findall(text)
+            if kind.lower() not in ("string", "comment", "preamble")}
+
+
+def project_bibliography(root: str | Path = ".") -> list[Path]:
+    """The .bib files that ``myst.yml`` names under ``project.bibliography``."""
+    import yaml
+
+    root = Path(root)
+    project = (yaml.safe_load((root / "myst.yml").read_text()) or {}).get("project") or {}
+    files = project.get("bibliography") or []
+    return [root / f for f in ([files] if isinstance(files, str) else files)]
+
+
+def polish_zip(zip_path: str | Path, bibliography: list[str | Path] | None = None) -> None:
+    """Apply :func:`polish_tex` to the .tex files of the arXiv zip (rewritten atomically).
+
+    With ``bibliography`` (the project's .bib files), the zip's .bib becomes their text:
+    MyST rewrites the entries it exports, dropping the braces that keep BibTeX from
+    lowercasing names ("{DeepLabCut}: ..." turns into "Deeplabcut: ...") and renaming
+    ``howpublished`` to ``publisher``, which plainnat ignores for @misc. A .bbl already in
+    the zip came from the old .bib and is dropped; the pdf step writes a new one.
+    """
     zip_path = Path(zip_path)
     tmp = zip_path.with_name(zip_path.name + ".tmp")
     try:
@@ -165,9 +192,26 @@ def polish_zip(zip_path: str | Path) -> None:
             if len(tops) != 1:
                 raise RuntimeError(f"expected one .tex with \\documentclass in {zip_path}, "
                                    f"found {tops}")
-            new = polish_tex(tex, tops[0])
+            new: dict[str, str | bytes] = dict(polish_tex(tex, tops[0]))
+            drop: set[str] = set()
+            if bibliography:
+                bibs = [n for n in zf.namelist() if n.endswith(".bib") and "/" not in n]
+                if len(bibs) > 1:
+                    raise RuntimeError(f"expected at most one .bib in {zip_path}, found {bibs}")
+                if bibs:
+                    ours = "\n".join(Path(b).read_text() for b in bibliography)
+                    theirs = zf.read(bibs[0]).decode()
+                    lost = sorted(bib_keys(theirs) - bib_keys(ours))
+                    if lost:
+                        raise RuntimeError(f"{bibs[0]} in {zip_path} cites entries that "
+                                           f"{', '.join(map(str, bibliography))} lacks: {lost}")
+                    if ours != theirs:
+                        new[bibs[0]] = ours
+                        drop = {n for n in zf.namelist() if n.endswith(".bbl")}
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
                 for item in zf.infolist():
+                    if item.filename in drop:
+                        continue
                     data = new.get(item.filename)
                     dst.writestr(item, data if data is not None else zf.read(item.filename))
         tmp.replace(zip_path)

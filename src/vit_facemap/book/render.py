@@ -53,15 +53,30 @@ class Context:
     in_embed: bool = False
     unknown: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    # the site's files that the book holds beside its pages (figures, linked files)
+    files: set[str] = field(default_factory=set)
 
-    def href(self, url: str | None, html_id: str | None) -> str:
+    def href(self, url: str | None, html_id: str | None, *, written: str | None = None) -> str:
         anchor = f"#{html_id}" if html_id else ""
         if not url:
             return anchor or "#"
         slug = url.strip("/").split("/")[-1] or "index"
         target = self.pages.get(slug)
+        if target is None:
+            self.problems.append(f"page {self.page.slug!r} links to {written or url!r}, which "
+                                 "is not a page of the book")
         name = target.filename if target else f"{slug}.html"
         return f"{name}{anchor}"
+
+    def file(self, url: str, *, written: str | None = None) -> str:
+        """The book's copy of a file that MyST copied to the site (``/name-hash.ext``)."""
+        name = url.lstrip("/").split("#")[0]
+        if name not in self.files:
+            # the tex step refuses such a link too: neither book nor PDF would reach it
+            self.problems.append(f"page {self.page.slug!r} links to {written or url!r}, a file "
+                                 "that is not a page of the book and is not copied into it; "
+                                 "link a page or a web address instead")
+        return name
 
 
 def load_site(site_dir: str | Path) -> tuple[dict[str, Any], list[Page]]:
@@ -198,7 +213,8 @@ def _code(node: Node, ctx: Context) -> str:
 
 def _container(node: Node, ctx: Context) -> str:
     embed = bool(node.get("source"))
-    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems)
+    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems,
+                        ctx.files)
     if embed and not _has_output(node):
         src = node["source"]
         if not (src.get("location") or src.get("url")):  # MyST found nothing to embed
@@ -295,8 +311,12 @@ def _list(node: Node, ctx: Context) -> str:
 
 def _link(node: Node, ctx: Context) -> str:
     url = node.get("url", "")
-    if node.get("internal") or (url.startswith("/") and not url.startswith("//")):
-        url = ctx.href(url.split("#")[0], url.split("#")[1] if "#" in url else None)
+    written = node.get("urlSource")
+    if node.get("static"):  # a local file that is no page: MyST copies it to the site
+        url = ctx.file(url, written=written)
+    elif node.get("internal") or (url.startswith("/") and not url.startswith("//")):
+        url = ctx.href(url.split("#")[0], url.split("#")[1] if "#" in url else None,
+                       written=written)
     return f'<a href="{esc(url)}">{children(node, ctx) or esc(url)}</a>'
 
 
@@ -309,6 +329,13 @@ def _image(node: Node, ctx: Context) -> str:
 def _admonition(node: Node, ctx: Context) -> str:
     kind = node.get("kind", "note")
     return f'<aside class="admonition {esc(kind)}">{children(node, ctx)}</aside>'
+
+
+def _details(node: Node, ctx: Context) -> str:
+    # a :::{dropdown}: folded as on MyST's own site, its summary the title
+    hid = f' id="{esc(node["html_id"])}"' if node.get("html_id") else ""
+    opened = " open" if node.get("open") else ""
+    return f'<details class="dropdown"{hid}{opened}>{children(node, ctx)}</details>'
 
 
 def _caption_number(node: Node, ctx: Context) -> str:
@@ -351,6 +378,8 @@ RENDERERS: dict[str, Callable[[Node, Context], str]] = {
     "table": _table,
     "admonition": _admonition,
     "admonitionTitle": _simple("p", "admonition-title"),
+    "details": _details,
+    "summary": _simple("summary"),
     "div": _simple("div"),
     "span": _simple("span"),
     "abbreviation": lambda n, c: f'<abbr title="{esc(n.get("title", ""))}">{children(n, c)}</abbr>',
@@ -484,9 +513,10 @@ def _slugify(text: str) -> str:
 
 
 def render_page(project: dict[str, Any], pages: list[Page], i: int,
-                record: dict[str, Any] | None = None) -> tuple[str, Context]:
+                record: dict[str, Any] | None = None, *,
+                files: set[str] | None = None) -> tuple[str, Context]:
     page = pages[i]
-    ctx = Context(page, {p.slug: p for p in pages})
+    ctx = Context(page, {p.slug: p for p in pages}, files=set(files or ()))
     body = []
     fm = page.data.get("frontmatter", {})
     if page.slug == "index":
@@ -545,14 +575,22 @@ def render_book(site_dir: str | Path, out_dir: str | Path, *,
 def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: list[Page],
                 record: dict[str, Any] | None) -> list[Path]:
     public = site_dir / "public"
+    # MyST copies the project's exports as they stand when the site is built (the previous
+    # build's arXiv zip and PDF) and each page's source as downloads; the book offers none
+    downloads = {str(e.get("url", "")).lstrip("/") for e in project.get("exports") or []}
+    downloads |= {str(e.get("url", "")).lstrip("/") for p in pages
+                  for e in p.data.get("frontmatter", {}).get("exports") or []}
+    files = set()
     if public.is_dir():
         for item in public.iterdir():
-            if item.is_file() and item.suffix not in (".md", ".ipynb"):
+            if item.is_file() and item.suffix not in (".md", ".ipynb") \
+                    and item.name not in downloads:
                 shutil.copy2(item, out_dir / item.name)
+                files.add(item.name)
     shutil.copy2(STATIC / "style.css", out_dir / "style.css")
     written, unknown, problems = [], set(), []
     for i, page in enumerate(pages):
-        doc, ctx = render_page(project, pages, i, record)
+        doc, ctx = render_page(project, pages, i, record, files=files)
         unknown |= ctx.unknown
         problems += ctx.problems
         path = out_dir / page.filename
@@ -561,5 +599,6 @@ def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: l
     if unknown:
         print(f"[book] note: rendered these MyST node types as plain content: {sorted(unknown)}")
     if problems:
-        raise RuntimeError("the book embeds outputs that do not exist:\n  " + "\n  ".join(problems))
+        raise RuntimeError("the HTML book would have missing figures or dead links:\n  "
+                           + "\n  ".join(problems))
     return written
