@@ -82,7 +82,7 @@ def test_read_image_set_errors(tmp_path):
     (tmp_path / "other").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "other" / "b.png")
     (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\n")
-    with pytest.raises(DataError, match="have no group"):
+    with pytest.raises(DataError, match="1 image.* have no row in groups.csv, e.g. other/b.png"):
         read_image_set(tmp_path)
     (tmp_path / "groups.csv").write_text("picture,animal\n")
     with pytest.raises(DataError, match="needs columns"):
@@ -107,15 +107,49 @@ def test_read_image_set_errors(tmp_path):
         warnings.simplefilter("error")
         read_image_set(tmp_path)
     # no eye box (an eyelid point unlabeled) is NaN, as the package's own writer puts it
-    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,nan,nan,nan\n")
-    assert np.isnan(read_image_set(tmp_path).eyes).all()
-    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,4,4,-3\n")
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,nan,nan,nan\n"
+                                       "other/b.png,1,1,1\n")
+    assert np.isnan(read_image_set(tmp_path).eyes[0]).all()
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,4,4,-3\n"
+                                       "other/b.png,1,1,1\n")
     with pytest.raises(DataError, match="eyes.csv: eye box of only/a.png needs .* width > 0"):
         read_image_set(tmp_path)
     (tmp_path / "eyes.csv").unlink()
     (tmp_path / "measures.csv").write_text("image,pupil\nelsewhere/c.png,0.3\n")
     with pytest.raises(DataError, match="measures.csv: no row names an image"):
         read_measures(read_image_set(tmp_path))
+
+
+def test_a_table_row_names_its_own_image_only(tmp_path):
+    """A row with a folder names that image: another image of the same file name (another
+    animal's, in another class folder) does not take its group or eye box."""
+    from PIL import Image
+
+    for rel in ("constricted/img001.png", "dilated/img001.png", "dilated/img002.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / rel)
+    (tmp_path / "groups.csv").write_text("image,group\nconstricted/img001.png,mouseA\n"
+                                         "dilated/img002.png,mouseB\n")
+    with pytest.raises(DataError, match="groups.csv: 1 image.* have no row in groups.csv, "
+                                        "e.g. dilated/img001.png"):
+        read_image_set(tmp_path)
+    (tmp_path / "groups.csv").unlink()
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nconstricted/img001.png,1,2,3\n"
+                                       "dilated/img002.png,4,5,6\n")
+    with pytest.warns(DataWarning, match="1 image.* have no row in eyes.csv, e.g. "
+                                         "dilated/img001.png"):
+        s = read_image_set(tmp_path)
+    np.testing.assert_array_equal(s.eyes, [[1, 2, 3], [np.nan] * 3, [4, 5, 6]])
+    # a bare file name names the one image of that name; of two, neither
+    (tmp_path / "groups.csv").write_text("image,group\nimg001.png,mouseA\nimg002.png,mouseB\n")
+    with pytest.raises(DataError, match="2 image.* have no row in groups.csv, "
+                                        "e.g. constricted/img001.png"):
+        read_image_set(tmp_path)
+    (tmp_path / "constricted" / "img001.png").rename(tmp_path / "constricted" / "img003.png")
+    (tmp_path / "groups.csv").write_text("image,group\nconstricted/img003.png,mouseA\n"
+                                         "img001.png,mouseB\nimg002.png,mouseB\n")
+    (tmp_path / "eyes.csv").unlink()
+    assert list(read_image_set(tmp_path).groups) == ["mouseA", "mouseB", "mouseB"]
 
 
 def test_metrics_by_hand():
