@@ -161,6 +161,40 @@ def test_metrics_by_hand():
     assert m["per_group"]["y"]["accuracy"] == 1.0
 
 
+def test_per_group_scores_by_hand():
+    # animal "a" holds one state and is called right throughout: a perfect macro-F1, not
+    # half of one for the state it does not have
+    m = classification_metrics(np.array([0, 0, 0, 0, 1, 1]), np.array([0, 0, 0, 0, 1, 0]),
+                               ["a", "b"], np.array(["a", "a", "a", "b", "b", "b"]))
+    assert m["per_group"]["a"]["macro_f1"] == 1.0
+    assert m["per_group"]["b"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_hog_features_are_dolenseks():
+    """8 orientations, 32-pixel cells, blocks of one cell, square-root transform: a 128-pixel
+    view gives 4 x 4 cells of 8 orientations."""
+    from dataclasses import asdict
+
+    from skimage.feature import hog
+
+    from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
+
+    assert asdict(HogConfig()) == {"orientations": 8, "pixels_per_cell": 32,
+                                   "cells_per_block": 1, "transform_sqrt": True,
+                                   "block_norm": "L2-Hys"}
+    # a dark disk on a brighter ramp: noise would fill every orientation alike, which the
+    # block norm's clipping evens out whatever the transform
+    y, x = np.mgrid[0:128, 0:128] / 128
+    image = (np.where((x - 0.4) ** 2 + (y - 0.55) ** 2 < 0.08, 30, 220) + 20 * x).astype(np.uint8)
+    feats = hog_features(image[None])
+    assert feats.shape == (1, 4 * 4 * 8) and hog_grid_shape(128, 128) == (4, 4)
+    np.testing.assert_allclose(feats[0], hog(image, orientations=8, pixels_per_cell=(32, 32),
+                                             cells_per_block=(1, 1), transform_sqrt=True,
+                                             block_norm="L2-Hys"), rtol=1e-6)
+    clf = FacialStateClassifier(profile_config("test", model="hog-rf", crop="frame"), ["a", "b"])
+    assert clf.inputs(clf.crops([np.zeros((72, 96), np.uint8)])).shape == (1, 128)
+
+
 @pytest.fixture(scope="module")
 def gen_set(tmp_path_factory):
     return write_generated_state_set(tmp_path_factory.mktemp("gen") / "set", 16, n_videos=2,
