@@ -513,6 +513,41 @@ def test_classify_train_reports_the_folds_that_ran(gen_set, tmp_path, capsys):
     assert cv["n_splits"] == 2 and cv["n_splits_asked"] == 5
 
 
+def test_classify_train_skips_a_fold_that_holds_out_no_group(tmp_path, capsys):
+    """Four animals of 2, 4, 4 and 8 frames, of classes 0, 0, 1, 1: stratified group 4-fold
+    (seed 0) balances the classes by putting two animals in one fold and none in another.
+    That fold has nothing to test; it is skipped and the report says why."""
+    from PIL import Image
+
+    from vit_facemap.classifier import cross_validate
+
+    data, rows = tmp_path / "set", ["image,group"]
+    rng = np.random.default_rng(0)
+    for animal, n, state in (("a", 2, "constricted"), ("b", 4, "constricted"),
+                             ("c", 4, "dilated"), ("d", 8, "dilated")):
+        (data / state).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (24, 32), dtype=np.uint8)).save(
+                data / state / f"{animal}{i}.png")
+            rows.append(f"{state}/{animal}{i}.png,{animal}")
+    (data / "groups.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "--out", str(run), "--model",
+                 "hog-rf", "--crop", "frame", "--profile", "test", "--quiet", "--cv", "4"]) == 0
+    assert ("3-fold group CV (reduced from --cv 4: stratified group k-fold left 1 of 4 folds "
+            "without a group") in capsys.readouterr().out
+    cv = json.loads((run / "provenance.json").read_text())["cv"]
+    assert cv["n_splits"] == 3 and cv["n_splits_asked"] == 4
+    # the folds that ran are numbered as their models: fold f's images are model f's test set
+    s = read_image_set(data)
+    frames = [np.zeros((24, 32), np.uint8)] * len(s)
+    res = cross_validate(frames, s.labels, s.groups, s.classes,
+                         {"hog-rf": profile_config("test", model="hog-rf", crop="frame")},
+                         n_splits=4, progress=False)
+    assert sorted(set(res.fold.tolist())) == [0, 1, 2] and len(res.models["hog-rf"]) == 3
+    assert all(len(set(res.fold[s.groups == g].tolist())) == 1 for g in "abcd")
+
+
 def test_rollout_overwrite_replaces_the_earlier_maps(gen_set, tmp_path, monkeypatch):
     """--overwrite leaves no map of the earlier images beside the new ones; a failed write
     puts the earlier maps back."""

@@ -850,6 +850,12 @@ class CrossValidation:
     metrics: dict[str, dict[str, Any]]
     models: dict[str, list[FacialStateClassifier]]  # per fold, for maps and deletion curves
     wall_s: dict[str, float]
+    # why fewer folds ran than were asked for ("" when as many as asked)
+    folds_note: str = ""
+
+    @property
+    def n_folds(self) -> int:
+        return int(len(np.unique(self.fold[self.fold >= 0])))
 
 
 def fit_locator(frames: Sequence[np.ndarray], boxes: np.ndarray, config: LocatorConfig,
@@ -890,6 +896,18 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         raise DataError("eye-crop models need the eye box of every image (eyes.csv)")
     k = min(n_splits, n_groups)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = list(splitter.split(np.zeros(len(labels)), labels, groups))
+    # groups are spread over the folds to balance the classes: with about as many folds as
+    # groups, two can share a fold and leave another with nothing to test, which is skipped
+    # (the other folds stay as they are)
+    empty = sum(len(te) == 0 for _, te in splits)
+    splits = [(tr, te) for tr, te in splits if len(te)]
+    notes = []
+    if n_splits > n_groups:
+        notes.append(f"{n_groups} groups, one fold per group at most")
+    if empty:
+        notes.append(f"stratified group k-fold left {empty} of {k} folds without a group, "
+                     "spreading the groups to balance the classes")
     fold = np.full(len(labels), -1)
     proba = {name: np.full((len(labels), len(classes)), np.nan) for name in configs}
     models: dict[str, list[FacialStateClassifier]] = {name: [] for name in configs}
@@ -913,7 +931,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         extra_frames = dict(zip(used.tolist(),
                                 load_frames([measures.extra_paths[i] for i in used]),
                                 strict=True))
-    for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+    for f, (tr, te) in enumerate(splits):
         fold[te] = f
         tr_frames = [frames[i] for i in tr]
         te_frames = [frames[i] for i in te]
@@ -947,4 +965,4 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     metrics = {name: classification_metrics(labels, p.argmax(1), classes, groups)
                for name, p in proba.items()}
     return CrossValidation(list(classes), labels, groups, fold, used_boxes, proba, metrics,
-                           models, wall)
+                           models, wall, "; ".join(notes))

@@ -213,10 +213,9 @@ def run_train(args: argparse.Namespace) -> int:
             cv = cross_validate(frames, data.labels, data.groups, data.classes,
                                 {config.model: config}, data.eyes, n_splits=args.cv,
                                 seed=args.seed, progress=progress, measures=measures)
-        # at most one fold per group: fewer groups than --cv asked for give fewer folds
-        used = int(len(np.unique(cv.fold[cv.fold >= 0])))
-        record["cv"] = {"n_splits": used, "n_splits_asked": args.cv,
-                        "metrics": cv.metrics[config.model], "wall_s": t["wall_s"]}
+        record["cv"] = {"n_splits": cv.n_folds, "n_splits_asked": args.cv,
+                        "folds_note": cv.folds_note, "metrics": cv.metrics[config.model],
+                        "wall_s": t["wall_s"]}
     def save() -> None:
         clf.save(out)
         write_json(describe(config, device, profile=args.profile,
@@ -233,9 +232,8 @@ def run_train(args: argparse.Namespace) -> int:
           f"{len(data.classes)} classes in {record['train_wall_s']:.0f} s -> {out}")
     print(f"training-set macro-F1 {m['macro_f1']:.3f} (optimistic: seen images)")
     if args.cv:
-        c, used = record["cv"]["metrics"], record["cv"]["n_splits"]
-        fewer = (f" (reduced from --cv {args.cv}: one fold per group at most)"
-                 if used < args.cv else "")
+        c, used, why = (record["cv"][k] for k in ("metrics", "n_splits", "folds_note"))
+        fewer = f" (reduced from --cv {args.cv}: {why})" if used < args.cv else ""
         print(f"{used}-fold group CV{fewer}: accuracy {c['accuracy']:.3f}, balanced accuracy "
               f"{c['balanced_accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}")
     return 0
