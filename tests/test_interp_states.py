@@ -170,6 +170,22 @@ def test_per_group_scores_by_hand():
     assert m["per_group"]["b"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
 
 
+def test_macro_f1_averages_the_classes_present():
+    """An animal of one state with 9 of its 10 frames right has that state's F1 (18/19) as
+    macro-F1, not half of it; so has a set of one state, pooled."""
+    t = np.array([0] * 10 + [0, 1] * 5)
+    p = np.array([0] * 9 + [1] + [0, 1] * 5)
+    m = classification_metrics(t, p, ["constricted", "dilated"], np.array(["A"] * 10 + ["B"] * 10))
+    assert m["per_group"]["A"]["macro_f1"] == pytest.approx(18 / 19)
+    assert m["per_group"]["A"]["classes_present"] == ["constricted"]
+    assert m["per_group"]["B"]["classes_present"] == ["constricted", "dilated"]
+    # pooled, both states: 14 of 15 constricted right, the 15th called dilated
+    assert m["macro_f1"] == pytest.approx((2 * 14 / (2 * 14 + 1) + 2 * 5 / (2 * 5 + 1)) / 2)
+    one = classification_metrics(np.ones(8, int), np.ones(8, int), ["constricted", "dilated"])
+    assert one["macro_f1"] == 1.0 and one["classes_present"] == ["dilated"]
+    assert one["confusion"] == [[0, 0], [0, 8]]  # the matrix keeps every class
+
+
 def test_hog_features_are_dolenseks():
     """8 orientations, 32-pixel cells, blocks of one cell, square-root transform: a 128-pixel
     view gives 4 x 4 cells of 8 orientations."""

@@ -813,26 +813,32 @@ def load_vit_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
                            groups: np.ndarray | None = None) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1 and confusion matrix, overall and per group."""
-    labels = all_labels = list(range(len(classes)))
+    """Accuracy, balanced accuracy, macro-F1 and confusion matrix, overall and per group.
+
+    Macro-F1 averages the F1 of the classes present in ``y_true`` (listed as
+    ``classes_present``): a class a set or an animal does not have has no F1 of its own, and
+    counting it as 0 would halve a perfect score on a set of one state.
+    """
+    all_labels = list(range(len(classes)))
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
 
-    def block(t: np.ndarray, p: np.ndarray, labels: list[int] | None) -> dict[str, Any]:
-        # per group: macro-F1 over the classes present in that group (many hold one state)
+    def block(t: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+        present = sorted(set(t.tolist()))
         return {
             "n": int(len(t)),
             "accuracy": float(accuracy_score(t, p)),
-            "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(np.unique(t)) > 1
+            "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(present) > 1
             else float(accuracy_score(t, p)),
-            "macro_f1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+            "macro_f1": float(f1_score(t, p, labels=present, average="macro", zero_division=0)),
+            "classes_present": [classes[c] for c in present],
             "confusion": confusion_matrix(t, p, labels=all_labels).tolist(),
         }
 
-    out = block(y_true, y_pred, labels)
+    out = block(y_true, y_pred)
     out["labels"] = list(classes)
     if groups is not None and len(groups) and any(str(g) for g in groups):
         groups = np.asarray(groups).astype(str)
-        out["per_group"] = {g: block(y_true[groups == g], y_pred[groups == g], None)
+        out["per_group"] = {g: block(y_true[groups == g], y_pred[groups == g])
                             for g in sorted(set(groups))}
     return out
 
