@@ -529,6 +529,25 @@ def test_classify_train_reports_the_folds_that_ran(gen_set, tmp_path, capsys):
     assert cv["n_splits"] == 2 and cv["n_splits_asked"] == 5
 
 
+def test_classify_train_refuses_cv_without_groups_before_training(gen_set, tmp_path, capsys,
+                                                                  monkeypatch):
+    import shutil
+
+    data = tmp_path / "nogroups"
+    shutil.copytree(gen_set.root, data)
+    (data / "groups.csv").unlink()
+
+    def fit(self, *args, **kwargs):
+        raise AssertionError("trained before the arguments were checked")
+    monkeypatch.setattr(FacialStateClassifier, "fit", fit)
+    assert main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--model", "hog-rf", "--crop", "frame", "--profile", "test", "--quiet",
+                 "--cv", "2"]) == 2
+    assert (f"{data}: --cv needs groups (groups.csv or --group-regex) with at least two groups"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
 def test_classify_train_skips_a_fold_that_holds_out_no_group(tmp_path, capsys):
     """Four animals of 2, 4, 4 and 8 frames, of classes 0, 0, 1, 1: stratified group 4-fold
     (seed 0) balances the classes by putting two animals in one fold and none in another.

@@ -185,6 +185,9 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DataError(f"bad classifier settings: {exc}") from None
     data = read_image_set(args.data, groups=args.groups, group_regex=args.group_regex)
+    if args.cv and len(set(data.groups.tolist()) - {""}) < 2:
+        raise DataError("--cv needs groups (groups.csv or --group-regex) with at least two "
+                        "groups", data.root)
     if config.crop == "eye" and (data.eyes is None or not np.isfinite(data.eyes).all()):
         raise DataError("--crop eye needs eyes.csv (image,x,y,width) with the eye box of every "
                         "image to train the eye locator; use --crop frame otherwise", data.root)
@@ -206,9 +209,6 @@ def run_train(args: argparse.Namespace) -> int:
         data.labels, clf.predict(frames, data.eyes if config.crop == "eye" else None),
         data.classes, data.groups)
     if args.cv:
-        if len(set(data.groups.tolist()) - {""}) < 2:
-            raise DataError("--cv needs groups (groups.csv or --group-regex) with at least "
-                            "two groups", data.root)
         with timed() as t:
             cv = cross_validate(frames, data.labels, data.groups, data.classes,
                                 {config.model: config}, data.eyes, n_splits=args.cv,
