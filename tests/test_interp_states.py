@@ -251,6 +251,33 @@ def test_classifier_save_load_roundtrip(gen_set, tmp_path):
         assert torch.equal(v, fresh.state_dict()[k]), k
 
 
+@pytest.mark.parametrize("crop", ["eye", "frame"])
+def test_the_forest_predicts_from_the_features_it_was_trained_on(gen_set, crop, monkeypatch):
+    """An image's HOG features are the same when the forest learns from it and when it is
+    asked about it."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    import vit_facemap.classifier as classifier
+
+    seen = {}
+
+    class Spy(RandomForestClassifier):
+        def fit(self, X, y, *args, **kwargs):
+            seen["fit"] = np.array(X)
+            return super().fit(X, y, *args, **kwargs)
+
+        def predict_proba(self, X):
+            seen["predict"] = np.array(X)
+            return super().predict_proba(X)
+    monkeypatch.setattr(classifier, "RandomForestClassifier", Spy)
+    frames = classifier.load_frames(gen_set.paths)
+    clf = FacialStateClassifier(profile_config("test", model="hog-rf", crop=crop),
+                                gen_set.classes)
+    clf.fit(frames, gen_set.labels, gen_set.eyes, progress=False)
+    clf.predict_proba(frames, gen_set.eyes if crop == "eye" else None)
+    np.testing.assert_array_equal(seen["fit"], seen["predict"])
+
+
 def test_mirror_tta_averages_the_view_and_its_mirror(gen_set):
     from dataclasses import replace
 

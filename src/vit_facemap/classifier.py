@@ -406,21 +406,20 @@ class FacialStateClassifier:
         return [(self.model, self.geometry), *self.members] if self.config.model == "vit" else []
 
     # ----- inputs --------------------------------------------------------------------
-    def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
-              view: bool = False) -> np.ndarray:
-        """Model-input crops (N, S, S) uint8: with margin (``view=False``) or the view itself.
+    def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> np.ndarray:
+        """Crops (N, S, S) uint8 with a margin around the model's view, from which
+        :meth:`inputs` cuts what the model sees (in training as in prediction).
 
         ``boxes`` (x, y, width) default to the locator's predictions.
         """
         c = self.config
         size = c.image_size if c.model == "vit" else c.hog_size
-        margin = 1.0 if view else MARGIN
-        out_size = int(round(size * margin))
+        out_size = int(round(size * MARGIN))
         if c.crop == "frame":
-            return resize_frames_uint8(frames, out_size, margin)
+            return resize_frames_uint8(frames, out_size, MARGIN)
         if boxes is None:
             boxes = self.locate(frames)
-        out = crop_eyes(frames, boxes, c.crop_factor * margin, out_size)
+        out = crop_eyes(frames, boxes, c.crop_factor * MARGIN, out_size)
         if c.model == "vit" and c.contrast == "clahe":
             out = equalize_crops(out)
         return out
@@ -454,7 +453,9 @@ class FacialStateClassifier:
                 self.locator = fit_locator(frames, boxes, replace(c.locator, seed=c.seed),
                                            extra, progress)
         if c.model == "hog-rf":
-            feats = hog_features(self.crops(frames, boxes, view=True), self.hog_config)
+            # the features predict_proba computes: cut straight to the view, an image's
+            # features differed from its own at prediction as much as two images' differ
+            feats = self.inputs(self.crops(frames, boxes))
             self.model = RandomForestClassifier(
                 n_estimators=c.n_trees, class_weight="balanced_subsample", random_state=c.seed,
                 n_jobs=1).fit(feats, labels)
