@@ -445,6 +445,33 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert main(["classify", "train", "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--profile", "test"]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
+    # a table lacking boxes: how many, and the first
+    rows = (gen_set.root / "eyes.csv").read_text().splitlines()
+    first = rows[1].split(",")[0]
+    (data / "eyes.csv").write_text("\n".join([rows[0], f"{first},nan,nan,nan", *rows[3:]]) + "\n")
+    with warnings.catch_warnings():  # the row missing is warned of when the set is read
+        warnings.simplefilter("ignore", DataWarning)
+        rc = main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                   "--profile", "test", "--quiet"])
+    assert rc == 2
+    assert (f"eyes.csv: 2 image(s) have no eye box, e.g. {first}; --crop eye needs one"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_classify_train_warns_of_an_empty_class_folder(gen_set, tmp_path):
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(gen_set.root, data)
+    (data / "sleepy").mkdir()
+    (data / "sleepy" / "notes.txt").write_text("images to come")
+    with pytest.warns(DataWarning, match=r"sleepy: no images \(.png.*\) in this folder; it is not "
+                                         "a class of the set"):
+        assert main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                     "--model", "hog-rf", "--crop", "frame", "--profile", "test",
+                     "--quiet"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["classes"] == gen_set.classes
 
 
 def test_rollout_cli(gen_set, tmp_path, capsys):

@@ -285,6 +285,11 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
         if len(classes) < 2:
             raise DataError(f"need at least two class folders holding images, found {folders}",
                             root)
+        # a class whose images were not copied yet, or went elsewhere, would vanish unseen
+        for d in found:
+            if d not in folders:
+                warnings.warn(f"{root / d}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
+                              "folder; it is not a class of the set", DataWarning, stacklevel=2)
     classes = list(classes)
     unknown = sorted(set(folders) - set(classes))
     if unknown:

@@ -188,9 +188,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.cv and len(set(data.groups.tolist()) - {""}) < 2:
         raise DataError("--cv needs groups (groups.csv or --group-regex) with at least two "
                         "groups", data.root)
-    if config.crop == "eye" and (data.eyes is None or not np.isfinite(data.eyes).all()):
+    if config.crop == "eye" and data.eyes is None:
         raise DataError("--crop eye needs eyes.csv (image,x,y,width) with the eye box of every "
                         "image to train the eye locator; use --crop frame otherwise", data.root)
+    if config.crop == "eye" and not np.isfinite(data.eyes).all():
+        lacking = [n for n, e in zip(data.names, data.eyes, strict=True)
+                   if not np.isfinite(e).all()]
+        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; --crop eye "
+                        "needs one for every image to train the eye locator; use --crop frame "
+                        "otherwise", data.root / "eyes.csv")
     progress = not args.quiet
     frames = load_frames(data.paths, progress=progress)
     measures = None if args.no_measures else read_measures(data)
