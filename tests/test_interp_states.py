@@ -82,7 +82,7 @@ def test_read_image_set_errors(tmp_path):
     (tmp_path / "other").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "other" / "b.png")
     (tmp_path / "groups.csv").write_text("image,group\nonly/a.png,m1\n")
-    with pytest.raises(DataError, match="have no group"):
+    with pytest.raises(DataError, match="1 image.* have no row in groups.csv, e.g. other/b.png"):
         read_image_set(tmp_path)
     (tmp_path / "groups.csv").write_text("picture,animal\n")
     with pytest.raises(DataError, match="needs columns"):
@@ -107,15 +107,49 @@ def test_read_image_set_errors(tmp_path):
         warnings.simplefilter("error")
         read_image_set(tmp_path)
     # no eye box (an eyelid point unlabeled) is NaN, as the package's own writer puts it
-    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,nan,nan,nan\n")
-    assert np.isnan(read_image_set(tmp_path).eyes).all()
-    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,4,4,-3\n")
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,nan,nan,nan\n"
+                                       "other/b.png,1,1,1\n")
+    assert np.isnan(read_image_set(tmp_path).eyes[0]).all()
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nonly/a.png,4,4,-3\n"
+                                       "other/b.png,1,1,1\n")
     with pytest.raises(DataError, match="eyes.csv: eye box of only/a.png needs .* width > 0"):
         read_image_set(tmp_path)
     (tmp_path / "eyes.csv").unlink()
     (tmp_path / "measures.csv").write_text("image,pupil\nelsewhere/c.png,0.3\n")
     with pytest.raises(DataError, match="measures.csv: no row names an image"):
         read_measures(read_image_set(tmp_path))
+
+
+def test_a_table_row_names_its_own_image_only(tmp_path):
+    """A row with a folder names that image: another image of the same file name (another
+    animal's, in another class folder) does not take its group or eye box."""
+    from PIL import Image
+
+    for rel in ("constricted/img001.png", "dilated/img001.png", "dilated/img002.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / rel)
+    (tmp_path / "groups.csv").write_text("image,group\nconstricted/img001.png,mouseA\n"
+                                         "dilated/img002.png,mouseB\n")
+    with pytest.raises(DataError, match="groups.csv: 1 image.* have no row in groups.csv, "
+                                        "e.g. dilated/img001.png"):
+        read_image_set(tmp_path)
+    (tmp_path / "groups.csv").unlink()
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\nconstricted/img001.png,1,2,3\n"
+                                       "dilated/img002.png,4,5,6\n")
+    with pytest.warns(DataWarning, match="1 image.* have no row in eyes.csv, e.g. "
+                                         "dilated/img001.png"):
+        s = read_image_set(tmp_path)
+    np.testing.assert_array_equal(s.eyes, [[1, 2, 3], [np.nan] * 3, [4, 5, 6]])
+    # a bare file name names the one image of that name; of two, neither
+    (tmp_path / "groups.csv").write_text("image,group\nimg001.png,mouseA\nimg002.png,mouseB\n")
+    with pytest.raises(DataError, match="2 image.* have no row in groups.csv, "
+                                        "e.g. constricted/img001.png"):
+        read_image_set(tmp_path)
+    (tmp_path / "constricted" / "img001.png").rename(tmp_path / "constricted" / "img003.png")
+    (tmp_path / "groups.csv").write_text("image,group\nconstricted/img003.png,mouseA\n"
+                                         "img001.png,mouseB\nimg002.png,mouseB\n")
+    (tmp_path / "eyes.csv").unlink()
+    assert list(read_image_set(tmp_path).groups) == ["mouseA", "mouseB", "mouseB"]
 
 
 def test_metrics_by_hand():
@@ -125,6 +159,56 @@ def test_metrics_by_hand():
     assert m["confusion"] == [[1, 1], [0, 2]]
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert m["per_group"]["y"]["accuracy"] == 1.0
+
+
+def test_per_group_scores_by_hand():
+    # animal "a" holds one state and is called right throughout: a perfect macro-F1, not
+    # half of one for the state it does not have
+    m = classification_metrics(np.array([0, 0, 0, 0, 1, 1]), np.array([0, 0, 0, 0, 1, 0]),
+                               ["a", "b"], np.array(["a", "a", "a", "b", "b", "b"]))
+    assert m["per_group"]["a"]["macro_f1"] == 1.0
+    assert m["per_group"]["b"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_macro_f1_averages_the_classes_present():
+    """An animal of one state with 9 of its 10 frames right has that state's F1 (18/19) as
+    macro-F1, not half of it; so has a set of one state, pooled."""
+    t = np.array([0] * 10 + [0, 1] * 5)
+    p = np.array([0] * 9 + [1] + [0, 1] * 5)
+    m = classification_metrics(t, p, ["constricted", "dilated"], np.array(["A"] * 10 + ["B"] * 10))
+    assert m["per_group"]["A"]["macro_f1"] == pytest.approx(18 / 19)
+    assert m["per_group"]["A"]["classes_present"] == ["constricted"]
+    assert m["per_group"]["B"]["classes_present"] == ["constricted", "dilated"]
+    # pooled, both states: 14 of 15 constricted right, the 15th called dilated
+    assert m["macro_f1"] == pytest.approx((2 * 14 / (2 * 14 + 1) + 2 * 5 / (2 * 5 + 1)) / 2)
+    one = classification_metrics(np.ones(8, int), np.ones(8, int), ["constricted", "dilated"])
+    assert one["macro_f1"] == 1.0 and one["classes_present"] == ["dilated"]
+    assert one["confusion"] == [[0, 0], [0, 8]]  # the matrix keeps every class
+
+
+def test_hog_features_are_dolenseks():
+    """8 orientations, 32-pixel cells, blocks of one cell, square-root transform: a 128-pixel
+    view gives 4 x 4 cells of 8 orientations."""
+    from dataclasses import asdict
+
+    from skimage.feature import hog
+
+    from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
+
+    assert asdict(HogConfig()) == {"orientations": 8, "pixels_per_cell": 32,
+                                   "cells_per_block": 1, "transform_sqrt": True,
+                                   "block_norm": "L2-Hys"}
+    # a dark disk on a brighter ramp: noise would fill every orientation alike, which the
+    # block norm's clipping evens out whatever the transform
+    y, x = np.mgrid[0:128, 0:128] / 128
+    image = (np.where((x - 0.4) ** 2 + (y - 0.55) ** 2 < 0.08, 30, 220) + 20 * x).astype(np.uint8)
+    feats = hog_features(image[None])
+    assert feats.shape == (1, 4 * 4 * 8) and hog_grid_shape(128, 128) == (4, 4)
+    np.testing.assert_allclose(feats[0], hog(image, orientations=8, pixels_per_cell=(32, 32),
+                                             cells_per_block=(1, 1), transform_sqrt=True,
+                                             block_norm="L2-Hys"), rtol=1e-6)
+    clf = FacialStateClassifier(profile_config("test", model="hog-rf", crop="frame"), ["a", "b"])
+    assert clf.inputs(clf.crops([np.zeros((72, 96), np.uint8)])).shape == (1, 128)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +263,33 @@ def test_classifier_save_load_roundtrip(gen_set, tmp_path):
     load_vit_weights(fresh, tmp_path / "vit" / "model.safetensors")
     for k, v in saved.vits[0][0].state_dict().items():
         assert torch.equal(v, fresh.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("crop", ["eye", "frame"])
+def test_the_forest_predicts_from_the_features_it_was_trained_on(gen_set, crop, monkeypatch):
+    """An image's HOG features are the same when the forest learns from it and when it is
+    asked about it."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    import vit_facemap.classifier as classifier
+
+    seen = {}
+
+    class Spy(RandomForestClassifier):
+        def fit(self, X, y, *args, **kwargs):
+            seen["fit"] = np.array(X)
+            return super().fit(X, y, *args, **kwargs)
+
+        def predict_proba(self, X):
+            seen["predict"] = np.array(X)
+            return super().predict_proba(X)
+    monkeypatch.setattr(classifier, "RandomForestClassifier", Spy)
+    frames = classifier.load_frames(gen_set.paths)
+    clf = FacialStateClassifier(profile_config("test", model="hog-rf", crop=crop),
+                                gen_set.classes)
+    clf.fit(frames, gen_set.labels, gen_set.eyes, progress=False)
+    clf.predict_proba(frames, gen_set.eyes if crop == "eye" else None)
+    np.testing.assert_array_equal(seen["fit"], seen["predict"])
 
 
 def test_mirror_tta_averages_the_view_and_its_mirror(gen_set):
@@ -348,6 +459,33 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert main(["classify", "train", "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--profile", "test"]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
+    # a table lacking boxes: how many, and the first
+    rows = (gen_set.root / "eyes.csv").read_text().splitlines()
+    first = rows[1].split(",")[0]
+    (data / "eyes.csv").write_text("\n".join([rows[0], f"{first},nan,nan,nan", *rows[3:]]) + "\n")
+    with warnings.catch_warnings():  # the row missing is warned of when the set is read
+        warnings.simplefilter("ignore", DataWarning)
+        rc = main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                   "--profile", "test", "--quiet"])
+    assert rc == 2
+    assert (f"eyes.csv: 2 image(s) have no eye box, e.g. {first}; --crop eye needs one"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_classify_train_warns_of_an_empty_class_folder(gen_set, tmp_path):
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(gen_set.root, data)
+    (data / "sleepy").mkdir()
+    (data / "sleepy" / "notes.txt").write_text("images to come")
+    with pytest.warns(DataWarning, match=r"sleepy: no images \(.png.*\) in this folder; it is not "
+                                         "a class of the set"):
+        assert main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                     "--model", "hog-rf", "--crop", "frame", "--profile", "test",
+                     "--quiet"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["classes"] == gen_set.classes
 
 
 def test_rollout_cli(gen_set, tmp_path, capsys):
@@ -457,6 +595,60 @@ def test_classify_train_reports_the_folds_that_ran(gen_set, tmp_path, capsys):
     assert "2-fold group CV (reduced from --cv 5" in capsys.readouterr().out
     cv = json.loads((run / "provenance.json").read_text())["cv"]
     assert cv["n_splits"] == 2 and cv["n_splits_asked"] == 5
+
+
+def test_classify_train_refuses_cv_without_groups_before_training(gen_set, tmp_path, capsys,
+                                                                  monkeypatch):
+    import shutil
+
+    data = tmp_path / "nogroups"
+    shutil.copytree(gen_set.root, data)
+    (data / "groups.csv").unlink()
+
+    def fit(self, *args, **kwargs):
+        raise AssertionError("trained before the arguments were checked")
+    monkeypatch.setattr(FacialStateClassifier, "fit", fit)
+    assert main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--model", "hog-rf", "--crop", "frame", "--profile", "test", "--quiet",
+                 "--cv", "2"]) == 2
+    assert (f"{data}: --cv needs groups (groups.csv or --group-regex) with at least two groups"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_classify_train_skips_a_fold_that_holds_out_no_group(tmp_path, capsys):
+    """Four animals of 2, 4, 4 and 8 frames, of classes 0, 0, 1, 1: stratified group 4-fold
+    (seed 0) balances the classes by putting two animals in one fold and none in another.
+    That fold has nothing to test; it is skipped and the report says why."""
+    from PIL import Image
+
+    from vit_facemap.classifier import cross_validate
+
+    data, rows = tmp_path / "set", ["image,group"]
+    rng = np.random.default_rng(0)
+    for animal, n, state in (("a", 2, "constricted"), ("b", 4, "constricted"),
+                             ("c", 4, "dilated"), ("d", 8, "dilated")):
+        (data / state).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (24, 32), dtype=np.uint8)).save(
+                data / state / f"{animal}{i}.png")
+            rows.append(f"{state}/{animal}{i}.png,{animal}")
+    (data / "groups.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "--out", str(run), "--model",
+                 "hog-rf", "--crop", "frame", "--profile", "test", "--quiet", "--cv", "4"]) == 0
+    assert ("3-fold group CV (reduced from --cv 4: stratified group k-fold left 1 of 4 folds "
+            "without a group") in capsys.readouterr().out
+    cv = json.loads((run / "provenance.json").read_text())["cv"]
+    assert cv["n_splits"] == 3 and cv["n_splits_asked"] == 4
+    # the folds that ran are numbered as their models: fold f's images are model f's test set
+    s = read_image_set(data)
+    frames = [np.zeros((24, 32), np.uint8)] * len(s)
+    res = cross_validate(frames, s.labels, s.groups, s.classes,
+                         {"hog-rf": profile_config("test", model="hog-rf", crop="frame")},
+                         n_splits=4, progress=False)
+    assert sorted(set(res.fold.tolist())) == [0, 1, 2] and len(res.models["hog-rf"]) == 3
+    assert all(len(set(res.fold[s.groups == g].tolist())) == 1 for g in "abcd")
 
 
 def test_rollout_overwrite_replaces_the_earlier_maps(gen_set, tmp_path, monkeypatch):

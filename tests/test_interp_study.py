@@ -215,6 +215,36 @@ def test_run_study_holds_animals_out_and_reports_what_it_measured(state_set, ora
     assert s["settings"]["n_splits"] == 2 and s["settings"]["profile"] == "test"
 
 
+def test_each_fold_trains_on_its_training_groups_only(state_set, monkeypatch):
+    """The classifier and the eye locator of a fold never see a frame of a held-out group."""
+    import vit_facemap.classifier as classifier
+    from vit_facemap.classifier import cross_validate, load_frames
+
+    frames = load_frames(state_set.paths)
+    index = {id(f): i for i, f in enumerate(frames)}
+    seen: dict[str, list[list[int]]] = {"classifier": [], "locator": []}
+    real_fit, real_locator = FacialStateClassifier.fit, classifier.fit_locator
+
+    def fit(self, frames, *args, **kwargs):
+        seen["classifier"].append([index[id(f)] for f in frames])
+        return real_fit(self, frames, *args, **kwargs)
+
+    def fit_locator(frames, *args, **kwargs):
+        seen["locator"].append([index[id(f)] for f in frames])
+        return real_locator(frames, *args, **kwargs)
+    monkeypatch.setattr(FacialStateClassifier, "fit", fit)
+    monkeypatch.setattr(classifier, "fit_locator", fit_locator)
+    cv = cross_validate(frames, state_set.labels, state_set.groups, state_set.classes,
+                        {"hog-rf": profile_config("test", model="hog-rf")}, state_set.eyes,
+                        n_splits=2, progress=False)
+    assert len(seen["classifier"]) == len(seen["locator"]) == 2
+    for f in range(2):
+        held_out = set(state_set.groups[cv.fold == f])
+        for who, rows in seen.items():
+            assert sorted(rows[f]) == np.flatnonzero(cv.fold != f).tolist(), (who, f)
+            assert not held_out & set(state_set.groups[rows[f]]), (who, f)
+
+
 def test_run_study_needs_eye_boxes(state_set, tmp_path):
     import shutil
 

@@ -133,12 +133,14 @@ def test_macro_f1_of_confusion_is_scikit_learns():
     rng = np.random.default_rng(1)
     for n_classes in (2, 3):
         t, p = rng.integers(0, n_classes, 30), rng.integers(0, n_classes, 30)
-        t[t == n_classes - 1] = 0  # a class never true...
-        p[p == n_classes - 1] = 0  # ...nor predicted scores 0, as zero_division=0
+        t[t == n_classes - 1] = 0  # a class never true is not averaged, predicted or not
         labels = list(range(n_classes))
         cm = confusion_matrix(t, p, labels=labels)
         assert np.isclose(macro_f1_of_confusion(cm),
-                          f1_score(t, p, labels=labels, average="macro", zero_division=0))
+                          f1_score(t, p, labels=sorted(set(t)), average="macro",
+                                   zero_division=0))
+    # one state, all of its frames right: 1, not half of it
+    assert macro_f1_of_confusion(np.array([[0, 0], [0, 8]])) == 1.0
     good = np.array([[[5, 0], [0, 5]], [[3, 1], [0, 4]], [[0, 0], [1, 6]]])
     bad = np.array([[[2, 3], [3, 2]], [[2, 2], [2, 2]], [[0, 0], [4, 3]]])
     r = macro_f1_difference(good, bad)

@@ -150,14 +150,17 @@ def mean_error_difference(errors_a: np.ndarray, errors_b: np.ndarray, units: Seq
 
 
 def macro_f1_of_confusion(confusion: np.ndarray) -> np.ndarray:
-    """Macro-F1 of confusion matrices (..., C, C) (rows true, columns predicted); a class with
-    no true or predicted frame scores 0, as scikit-learn's ``f1_score(zero_division=0)``."""
+    """Macro-F1 of confusion matrices (..., C, C) (rows true, columns predicted) over the
+    classes with true frames, as :func:`vit_facemap.classifier.classification_metrics`
+    reports it: a resample of animals without one state is not scored 0 for that state."""
     c = np.asarray(confusion, float)
     tp = np.diagonal(c, axis1=-2, axis2=-1)
     denom = c.sum(-1) + c.sum(-2)  # 2 tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
-    return f1.mean(-1)
+    present = c.sum(-1) > 0
+    n = present.sum(-1)
+    return np.where(n > 0, (f1 * present).sum(-1) / np.maximum(n, 1), 0.0)
 
 
 def macro_f1_difference(confusion_a: np.ndarray, confusion_b: np.ndarray, *,

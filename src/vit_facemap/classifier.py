@@ -436,21 +436,20 @@ class FacialStateClassifier:
         return [(self.model, self.geometry), *self.members] if self.config.model == "vit" else []
 
     # ----- inputs --------------------------------------------------------------------
-    def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None,
-              view: bool = False) -> np.ndarray:
-        """Model-input crops (N, S, S) uint8: with margin (``view=False``) or the view itself.
+    def crops(self, frames: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> np.ndarray:
+        """Crops (N, S, S) uint8 with a margin around the model's view, from which
+        :meth:`inputs` cuts what the model sees (in training as in prediction).
 
         ``boxes`` (x, y, width) default to the locator's predictions.
         """
         c = self.config
         size = c.image_size if c.model == "vit" else c.hog_size
-        margin = 1.0 if view else MARGIN
-        out_size = int(round(size * margin))
+        out_size = int(round(size * MARGIN))
         if c.crop == "frame":
-            return resize_frames_uint8(frames, out_size, margin)
+            return resize_frames_uint8(frames, out_size, MARGIN)
         if boxes is None:
             boxes = self.locate(frames)
-        out = crop_eyes(frames, boxes, c.crop_factor * margin, out_size)
+        out = crop_eyes(frames, boxes, c.crop_factor * MARGIN, out_size)
         if c.model == "vit" and c.contrast == "clahe":
             out = equalize_crops(out)
         return out
@@ -484,7 +483,9 @@ class FacialStateClassifier:
                 self.locator = fit_locator(frames, boxes, replace(c.locator, seed=c.seed),
                                            extra, progress)
         if c.model == "hog-rf":
-            feats = hog_features(self.crops(frames, boxes, view=True), self.hog_config)
+            # the features predict_proba computes: cut straight to the view, an image's
+            # features differed from its own at prediction as much as two images' differ
+            feats = self.inputs(self.crops(frames, boxes))
             self.model = RandomForestClassifier(
                 n_estimators=c.n_trees, class_weight="balanced_subsample", random_state=c.seed,
                 n_jobs=1).fit(feats, labels)
@@ -843,26 +844,32 @@ def load_vit_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
                            groups: np.ndarray | None = None) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1 and confusion matrix, overall and per group."""
-    labels = all_labels = list(range(len(classes)))
+    """Accuracy, balanced accuracy, macro-F1 and confusion matrix, overall and per group.
+
+    Macro-F1 averages the F1 of the classes present in ``y_true`` (listed as
+    ``classes_present``): a class a set or an animal does not have has no F1 of its own, and
+    counting it as 0 would halve a perfect score on a set of one state.
+    """
+    all_labels = list(range(len(classes)))
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
 
-    def block(t: np.ndarray, p: np.ndarray, labels: list[int] | None) -> dict[str, Any]:
-        # per group: macro-F1 over the classes present in that group (many hold one state)
+    def block(t: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+        present = sorted(set(t.tolist()))
         return {
             "n": int(len(t)),
             "accuracy": float(accuracy_score(t, p)),
-            "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(np.unique(t)) > 1
+            "balanced_accuracy": float(balanced_accuracy_score(t, p)) if len(present) > 1
             else float(accuracy_score(t, p)),
-            "macro_f1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+            "macro_f1": float(f1_score(t, p, labels=present, average="macro", zero_division=0)),
+            "classes_present": [classes[c] for c in present],
             "confusion": confusion_matrix(t, p, labels=all_labels).tolist(),
         }
 
-    out = block(y_true, y_pred, labels)
+    out = block(y_true, y_pred)
     out["labels"] = list(classes)
     if groups is not None and len(groups) and any(str(g) for g in groups):
         groups = np.asarray(groups).astype(str)
-        out["per_group"] = {g: block(y_true[groups == g], y_pred[groups == g], None)
+        out["per_group"] = {g: block(y_true[groups == g], y_pred[groups == g])
                             for g in sorted(set(groups))}
     return out
 
@@ -880,6 +887,12 @@ class CrossValidation:
     metrics: dict[str, dict[str, Any]]
     models: dict[str, list[FacialStateClassifier]]  # per fold, for maps and deletion curves
     wall_s: dict[str, float]
+    # why fewer folds ran than were asked for ("" when as many as asked)
+    folds_note: str = ""
+
+    @property
+    def n_folds(self) -> int:
+        return int(len(np.unique(self.fold[self.fold >= 0])))
 
 
 def fit_locator(frames: Sequence[np.ndarray], boxes: np.ndarray, config: LocatorConfig,
@@ -920,6 +933,18 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         raise DataError("eye-crop models need the eye box of every image (eyes.csv)")
     k = min(n_splits, n_groups)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = list(splitter.split(np.zeros(len(labels)), labels, groups))
+    # groups are spread over the folds to balance the classes: with about as many folds as
+    # groups, two can share a fold and leave another with nothing to test, which is skipped
+    # (the other folds stay as they are)
+    empty = sum(len(te) == 0 for _, te in splits)
+    splits = [(tr, te) for tr, te in splits if len(te)]
+    notes = []
+    if n_splits > n_groups:
+        notes.append(f"{n_groups} groups, one fold per group at most")
+    if empty:
+        notes.append(f"stratified group k-fold left {empty} of {k} folds without a group, "
+                     "spreading the groups to balance the classes")
     fold = np.full(len(labels), -1)
     proba = {name: np.full((len(labels), len(classes)), np.nan) for name in configs}
     models: dict[str, list[FacialStateClassifier]] = {name: [] for name in configs}
@@ -943,7 +968,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         extra_frames = dict(zip(used.tolist(),
                                 load_frames([measures.extra_paths[i] for i in used]),
                                 strict=True))
-    for f, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+    for f, (tr, te) in enumerate(splits):
         fold[te] = f
         tr_frames = [frames[i] for i in tr]
         te_frames = [frames[i] for i in te]
@@ -977,4 +1002,4 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     metrics = {name: classification_metrics(labels, p.argmax(1), classes, groups)
                for name, p in proba.items()}
     return CrossValidation(list(classes), labels, groups, fold, used_boxes, proba, metrics,
-                           models, wall)
+                           models, wall, "; ".join(notes))

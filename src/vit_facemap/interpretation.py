@@ -181,7 +181,8 @@ def summarize(cv: CrossValidation, maps: dict[str, dict[str, Any]]) -> dict[str,
     out: dict[str, Any] = {"classes": cv.classes, "n_images": int(len(cv.labels)),
                            "groups": sorted(set(cv.groups.tolist())),
                            "class_counts": np.bincount(cv.labels,
-                                                       minlength=len(cv.classes)).tolist()}
+                                                       minlength=len(cv.classes)).tolist(),
+                           "n_folds": cv.n_folds, "folds_note": cv.folds_note}
     if cv.boxes is not None:
         out["note_boxes"] = "eye crops at test time come from the fold's eye locator"
     for name, met in cv.metrics.items():

@@ -4,7 +4,8 @@ A class-folder set is what any lab can make by hand: ``DIR/<class>/<image>``, wi
 optional ``DIR/groups.csv`` (``image,group``: the animal or session of each image, for
 group-aware cross-validation) and an optional ``DIR/eyes.csv`` (``image,x,y,width``: the
 eye centre and width in pixels, used to train the eye locator of eye-crop classifiers).
-``image`` in both tables is the path relative to ``DIR`` (``dilated/a.png``).
+``image`` in both tables is the path relative to ``DIR`` (``dilated/a.png``), or a bare
+file name where no other image of the set has that name.
 
 The pupil-state task of the Schroeder mice is derived from hand-placed keypoints: a frame
 is *constricted* when pupil diameter / eye width < 0.25 and *dilated* when > 0.35; frames
@@ -243,17 +244,21 @@ def _warn_unmatched(table: list[dict[str, str]], rows: dict, path: Path) -> None
 
 
 def _lookup(table: list[dict[str, str]], key: str, names: list[str], path: Path) -> dict:
-    """Map table rows to images by relative path, or by file name when that is unique."""
+    """Map table rows to images by relative path; a row that gives a bare file name
+    (``a.png``) names the one image of the set with that name, if only one has it."""
     by_rel = {r[key]: r for r in table}
-    by_name: dict[str, list[dict]] = {}
-    for r in table:
-        by_name.setdefault(PurePosixPath(r[key]).name, []).append(r)
+    # a row with a folder part names that image and no other: dilated/img001.png missing
+    # from the table must not take constricted/img001.png's group (another animal's)
+    bare = {r[key]: r for r in table if len(PurePosixPath(r[key]).parts) == 1}
+    name_count: dict[str, int] = {}
+    for n in names:
+        name_count[PurePosixPath(n).name] = name_count.get(PurePosixPath(n).name, 0) + 1
     out = {}
     for n in names:
         row = by_rel.get(n)
-        if row is None:
-            cands = by_name.get(PurePosixPath(n).name, [])
-            row = cands[0] if len(cands) == 1 else None
+        name = PurePosixPath(n).name
+        if row is None and name_count[name] == 1:
+            row = bare.get(name)
         if row is not None:
             out[n] = row
     return out
@@ -280,6 +285,11 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
         if len(classes) < 2:
             raise DataError(f"need at least two class folders holding images, found {folders}",
                             root)
+        # a class whose images were not copied yet, or went elsewhere, would vanish unseen
+        for d in found:
+            if d not in folders:
+                warnings.warn(f"{root / d}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
+                              "folder; it is not a class of the set", DataWarning, stacklevel=2)
     classes = list(classes)
     unknown = sorted(set(folders) - set(classes))
     if unknown:
@@ -315,7 +325,11 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
         if gfile.is_file():
             table = _read_table(gfile, ["image", "group"])
             rows = _lookup(table, "image", names, gfile)
-            lacking = [n for n in names if n not in rows or not rows[n]["group"]]
+            missing = [n for n in names if n not in rows]
+            if missing:
+                raise DataError(f"{len(missing)} image(s) have no row in {gfile.name}, e.g. "
+                                f"{missing[0]}", gfile)
+            lacking = [n for n in names if not rows[n]["group"]]
             if lacking:
                 raise DataError(f"{len(lacking)} image(s) have no group, e.g. {lacking[0]}",
                                 gfile)
@@ -325,6 +339,10 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
     efile = root / "eyes.csv"
     if efile.is_file():
         rows = _lookup(_read_table(efile, ["image", "x", "y", "width"]), "image", names, efile)
+        missing = [n for n in names if n not in rows]
+        if missing:  # no box for them: only eye crops need one, and they say so
+            warnings.warn(f"{efile}: {len(missing)} image(s) have no row in {efile.name}, "
+                          f"e.g. {missing[0]}", DataWarning, stacklevel=2)
         eyes = np.full((len(names), 3), np.nan)
         for i, n in enumerate(names):
             if n in rows:

@@ -185,9 +185,18 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DataError(f"bad classifier settings: {exc}") from None
     data = read_image_set(args.data, groups=args.groups, group_regex=args.group_regex)
-    if config.crop == "eye" and (data.eyes is None or not np.isfinite(data.eyes).all()):
+    if args.cv and len(set(data.groups.tolist()) - {""}) < 2:
+        raise DataError("--cv needs groups (groups.csv or --group-regex) with at least two "
+                        "groups", data.root)
+    if config.crop == "eye" and data.eyes is None:
         raise DataError("--crop eye needs eyes.csv (image,x,y,width) with the eye box of every "
                         "image to train the eye locator; use --crop frame otherwise", data.root)
+    if config.crop == "eye" and not np.isfinite(data.eyes).all():
+        lacking = [n for n, e in zip(data.names, data.eyes, strict=True)
+                   if not np.isfinite(e).all()]
+        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; --crop eye "
+                        "needs one for every image to train the eye locator; use --crop frame "
+                        "otherwise", data.root / "eyes.csv")
     progress = not args.quiet
     frames = load_frames(data.paths, progress=progress)
     measures = None if args.no_measures else read_measures(data)
@@ -206,17 +215,13 @@ def run_train(args: argparse.Namespace) -> int:
         data.labels, clf.predict(frames, data.eyes if config.crop == "eye" else None),
         data.classes, data.groups)
     if args.cv:
-        if len(set(data.groups.tolist()) - {""}) < 2:
-            raise DataError("--cv needs groups (groups.csv or --group-regex) with at least "
-                            "two groups", data.root)
         with timed() as t:
             cv = cross_validate(frames, data.labels, data.groups, data.classes,
                                 {config.model: config}, data.eyes, n_splits=args.cv,
                                 seed=args.seed, progress=progress, measures=measures)
-        # at most one fold per group: fewer groups than --cv asked for give fewer folds
-        used = int(len(np.unique(cv.fold[cv.fold >= 0])))
-        record["cv"] = {"n_splits": used, "n_splits_asked": args.cv,
-                        "metrics": cv.metrics[config.model], "wall_s": t["wall_s"]}
+        record["cv"] = {"n_splits": cv.n_folds, "n_splits_asked": args.cv,
+                        "folds_note": cv.folds_note, "metrics": cv.metrics[config.model],
+                        "wall_s": t["wall_s"]}
     def save() -> None:
         clf.save(out)
         write_json(describe(config, device, profile=args.profile,
@@ -233,9 +238,8 @@ def run_train(args: argparse.Namespace) -> int:
           f"{len(data.classes)} classes in {record['train_wall_s']:.0f} s -> {out}")
     print(f"training-set macro-F1 {m['macro_f1']:.3f} (optimistic: seen images)")
     if args.cv:
-        c, used = record["cv"]["metrics"], record["cv"]["n_splits"]
-        fewer = (f" (reduced from --cv {args.cv}: one fold per group at most)"
-                 if used < args.cv else "")
+        c, used, why = (record["cv"][k] for k in ("metrics", "n_splits", "folds_note"))
+        fewer = f" (reduced from --cv {args.cv}: {why})" if used < args.cv else ""
         print(f"{used}-fold group CV{fewer}: accuracy {c['accuracy']:.3f}, balanced accuracy "
               f"{c['balanced_accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}")
     return 0
