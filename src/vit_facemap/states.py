@@ -327,8 +327,7 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
             rows = _lookup(table, "image", names, gfile)
             missing = [n for n in names if n not in rows]
             if missing:
-                raise DataError(f"{len(missing)} image(s) have no row in {gfile.name}, e.g. "
-                                f"{missing[0]}", gfile)
+                raise DataError(f"{len(missing)} image(s) have no row, e.g. {missing[0]}", gfile)
             lacking = [n for n in names if not rows[n]["group"]]
             if lacking:
                 raise DataError(f"{len(lacking)} image(s) have no group, e.g. {lacking[0]}",
@@ -341,8 +340,8 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
         rows = _lookup(_read_table(efile, ["image", "x", "y", "width"]), "image", names, efile)
         missing = [n for n in names if n not in rows]
         if missing:  # no box for them: only eye crops need one, and they say so
-            warnings.warn(f"{efile}: {len(missing)} image(s) have no row in {efile.name}, "
-                          f"e.g. {missing[0]}", DataWarning, stacklevel=2)
+            warnings.warn(f"{efile}: {len(missing)} image(s) have no row, e.g. {missing[0]}",
+                          DataWarning, stacklevel=2)
         eyes = np.full((len(names), 3), np.nan)
         for i, n in enumerate(names):
             if n in rows:
