@@ -722,3 +722,16 @@ def test_class_set_files_are_its_images_and_tables():
     assert _is_class_set_file(Path("dilated/a.png")) and _is_class_set_file(Path("groups.csv"))
     # a new results file in a subfolder of the set is no harm
     assert not _is_class_set_file(Path("results/eval.json"))
+
+
+def test_classify_evaluate_of_a_tracker_run_says_what_it_is(gen_set, tmp_path, capsys):
+    # a keypoint-tracker run's config.json has no classifier config: the message was
+    # "unreadable classifier config: 'config'"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {}, "bodyparts": ["eye"]}))
+    assert main(["classify", "evaluate", str(run), "--data", str(gen_set.root),
+                 "--json", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert "keypoint-tracker run" in err and "classify train" in err
+    assert not (tmp_path / "e.json").exists()

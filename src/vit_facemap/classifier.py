@@ -735,6 +735,11 @@ class FacialStateClassifier:
                             "'vit-facemap classify train'", run)
         try:
             meta = json.loads(cfg_file.read_text())
+            if isinstance(meta, dict) and "bodyparts" in meta and "config" not in meta:
+                # a tracker run's config.json reads fine; "'config'" missing would say nothing
+                raise DataError("this is a keypoint-tracker run ('vit-facemap train'), not a "
+                                "classifier run; train one with 'vit-facemap classify train'",
+                                run)
             config = ClassifierConfig.from_dict(meta["config"])
             classes = list(meta["classes"])
             measure_names = list(meta.get("measures") or [])
