@@ -265,29 +265,42 @@ def test_rollout_on_the_keypoint_tracker():
     assert np.isfinite(g.maps).all() and np.isclose(g.maps.sum(), 1)
 
 
+def _where_token_looks(embed, n: int, side: int, token: tuple[int, int], grid: int):
+    """Where token (row, col) of a patch embedding looks: the centroid (y, x) of its input
+    gradient over ``n`` noise images of ``side`` x ``side``."""
+    x = torch.randn(n, 1, side, side, requires_grad=True)
+    embed(x)[:, token[0] * grid + token[1]].abs().sum().backward()
+    g = x.grad[:, 0].abs().sum(0).numpy()
+    ys, xs = np.mgrid[:side, :side]
+    return np.array([(g * ys).sum(), (g * xs).sum()]) / g.sum()
+
+
+def _where_drawn(grid: int, side: int, token: tuple[int, int], shift: float):
+    """The centroid (y, x) of a one-hot map on token (row, col), upsampled with ``shift``."""
+    from vit_facemap.rollout import upsample
+
+    one = np.zeros((grid, grid))
+    one[token] = 1
+    d = upsample(one, side, side, shift)
+    ys, xs = np.mgrid[:side, :side]
+    return np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
+
+
 def test_maps_of_conv_stem_tokens_sit_where_the_tokens_look():
     """A conv stem's token j is centred on pixel p*j, half a cell before its drawn cell's
     middle: upsampled maps (and deletion cells, overlays) follow the tokens, not the cells."""
     from dataclasses import replace
 
     from vit_facemap.classifier import make_vit, profile_config
-    from vit_facemap.rollout import token_shift, upsample
+    from vit_facemap.rollout import token_shift
 
     cfg = replace(profile_config("test", model="vit"), stem="conv", patch_size=8, image_size=64)
     vit = make_vit(cfg, 2).eval()
     assert token_shift(vit) == 7 / 16 and token_shift(tiny_vit()) == 0.0
-    # where token (3, 3) looks: the centroid of its input gradient
     torch.manual_seed(0)
-    x = torch.randn(16, 1, 64, 64, requires_grad=True)
-    vit.patch_embed(x)[:, 3 * 8 + 3].abs().sum().backward()
-    g = x.grad[:, 0].abs().sum(0).numpy()
-    ys, xs = np.mgrid[:64, :64]
-    look = np.array([(g * ys).sum(), (g * xs).sum()]) / g.sum()
-    one = np.zeros((8, 8))
-    one[3, 3] = 1
+    look = _where_token_looks(vit.patch_embed, 16, 64, (3, 3), 8)
     for shift, close in ((token_shift(vit), True), (0.0, False)):
-        d = upsample(one, 64, 64, shift)
-        drawn = np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
+        drawn = _where_drawn(8, 64, (3, 3), shift)
         # 8 pixels cannot centre on one pixel: half a pixel either way (vs 3.5 unshifted)
         assert (np.abs(drawn - look).max() <= 1.0) == close, (shift, drawn, look)
 
@@ -305,18 +318,9 @@ def test_maps_of_a_hybrid_with_a_wide_projection_sit_where_its_tokens_look():
                             num_classes=2, depth=1, embed_dim=16, num_heads=2).eval()
     assert vit.patch_embed.grid_size == (4, 4)  # 32-pixel cells
     shift = token_shift(vit)
-    # where token (2, 2) looks: the centroid of its input gradient (other noise than
-    # token_shift's own measurement)
-    torch.manual_seed(1)
-    x = torch.randn(8, 1, 128, 128, requires_grad=True)
-    vit.patch_embed(x)[:, 2 * 4 + 2].abs().sum().backward()
-    g = x.grad[:, 0].abs().sum(0).numpy()
-    ys, xs = np.mgrid[:128, :128]
-    look = np.array([(g * ys).sum(), (g * xs).sum()]) / g.sum()
-    one = np.zeros((4, 4))
-    one[2, 2] = 1
-    d = upsample(one, 128, 128, shift)
-    drawn = np.array([(d * ys).sum(), (d * xs).sum()]) / d.sum()
+    torch.manual_seed(1)  # other noise than token_shift's own measurement
+    look = _where_token_looks(vit.patch_embed, 8, 128, (2, 2), 4)
+    drawn = _where_drawn(4, 128, (2, 2), shift)
     # (the stem formula's 31/64 drew it 15 pixels early)
     assert np.abs(drawn - look).max() <= 1.5, (shift, drawn, look)
     # the project's hybrid tracker (a stem, no projection beyond one cell) keeps the formula
