@@ -399,3 +399,20 @@ def test_twelve_bit_check_decodes_each_frame_at_most_once(tmp_path, monkeypatch,
     text = str(report.warnings[0])
     assert f"{6 if decode else 2} 16-bit frame(s) use only values below 4096" in text
     assert ("first frame of each video" in text) is not decode
+
+
+def test_keypoints_are_matched_to_a_run_by_name(tmp_path):
+    # a table with the run's keypoints in another order (or with one more) was refused
+    make_set(tmp_path / "a")
+    make_set(tmp_path / "b", names=NAMES[::-1])
+    got = load_set(tmp_path / "b", expected_bodyparts=NAMES)
+    assert got.bodyparts == NAMES
+    np.testing.assert_array_equal(got.keypoints, read_labels(tmp_path / "b").keypoints[:, ::-1])
+    make_set(tmp_path / "c", names=[*NAMES, "lip"])
+    with pytest.warns(DataWarning, match=r"CollectedData_tester.csv: keypoint\(s\) \['lip'\] "
+                                         r"are not among those of runs/m and are left out"):
+        got = load_set(tmp_path / "c", expected_bodyparts=NAMES, expected_source="runs/m")
+    assert got.bodyparts == NAMES
+    np.testing.assert_array_equal(got.keypoints, read_labels(tmp_path / "c").keypoints[:, :3])
+    with pytest.raises(DataError, match=r"missing \['lip'\]"):
+        load_set(tmp_path / "a", expected_bodyparts=[*NAMES, "lip"])

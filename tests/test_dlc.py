@@ -175,12 +175,24 @@ def test_deeplabcut_project_is_read_whole(tmp_path):
 
 
 def test_deeplabcut_project_tables_must_agree(tmp_path):
-    with pytest.raises(DataError, match=r"vid1/CollectedData_me.csv: keypoints \['nose', 'eye'\] "
+    with pytest.raises(DataError, match=r"vid1/CollectedData_me.csv: keypoints \['eye', 'lip'\] "
                                         r"differ from those of .*vid0/CollectedData_me.csv"):
         read_labels(_project(tmp_path / "a", fmt=("csv", "csv"),
-                             names=(["eye", "nose"], ["nose", "eye"])))
+                             names=(["eye", "nose"], ["eye", "lip"])))
     with pytest.raises(DataError, match=r"vid1/CollectedData_you.csv: scorer 'you' differs"):
         read_labels(_project(tmp_path / "b", fmt=("csv", "csv"), scorer=("me", "you")))
+
+
+def test_deeplabcut_project_tables_are_joined_by_keypoint_name(tmp_path):
+    # tables with the same keypoints in another order were refused
+    root = _project(tmp_path, fmt=("csv", "csv"), names=(["eye", "nose"], ["nose", "eye"]))
+    table = root / "labeled-data/vid1/CollectedData_me.csv"
+    one = read_labels(table)
+    one.keypoints[:, 0] = 7.0  # nose
+    write_labels(one, table, three_level_index=False, overwrite=True)
+    f = read_labels(root)
+    assert f.bodyparts == ["eye", "nose"]
+    assert f.keypoints[2:, 0, 0].tolist() == [2, 2] and f.keypoints[2:, 1, 0].tolist() == [7, 7]
 
 
 def test_set_files_are_its_frames_and_tables_wherever_data_points():

@@ -99,6 +99,19 @@ class LabeledFrames:
             likelihood=None if self.likelihood is None else self.likelihood[rows].copy(),
         )
 
+    def with_bodyparts(self, names: Sequence[str]) -> LabeledFrames:
+        """The same frames with keypoints ``names`` (a subset of these, any order)."""
+        names = [str(n) for n in names]
+        unknown = [n for n in names if n not in self.bodyparts]
+        if unknown:
+            raise ValueError(f"no keypoint(s) {unknown} here; have {self.bodyparts}")
+        cols = [self.bodyparts.index(n) for n in names]
+        return LabeledFrames(
+            root=self.root, index=list(self.index), keypoints=self.keypoints[:, cols].copy(),
+            bodyparts=names, scorer=self.scorer,
+            likelihood=None if self.likelihood is None else self.likelihood[:, cols].copy(),
+        )
+
     def to_dataframe(self, three_level_index: bool = True) -> pd.DataFrame:
         """The table in DeepLabCut's layout (labels, or predictions when ``likelihood`` is set).
 
@@ -359,13 +372,15 @@ def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> L
             raise DataError(f"image paths must read labeled-data/<video>/<image> (relative to "
                             f"the project {root}, as DeepLabCut writes them), found "
                             f"'{frames.index[0]}'", file)
-        if frames.bodyparts != first.bodyparts:
+        if sorted(frames.bodyparts) != sorted(first.bodyparts):
             raise DataError(f"keypoints {frames.bodyparts} differ from those of {files[0]} "
                             f"({first.bodyparts}): every video's table needs the same "
-                            "keypoints in the same order", file)
+                            "keypoints", file)
         if frames.scorer != first.scorer:
             raise DataError(f"scorer '{frames.scorer}' differs from '{first.scorer}' of "
                             f"{files[0]}: a project's tables need one scorer", file)
+    # the columns of each table are matched by name: their order is the first table's
+    parts = [f.with_bodyparts(first.bodyparts) for f in parts]
     index = [i for f in parts for i in f.index]
     dupes = pd.Index(index)[pd.Index(index).duplicated()].unique()
     if len(dupes):

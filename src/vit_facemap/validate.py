@@ -260,9 +260,27 @@ def load_set(
     bad. Problems that do not stop a run (frames without labels, labels at (0, 0), ...) are
     issued as warnings, so a command line shows them."""
     frames = read_labels(path)
+    if expected_bodyparts is not None:
+        frames = _as_expected(frames, expected_bodyparts, expected_source)
     report = validate_set(frames, check_images=check_images, decode=decode,
                           expected_bodyparts=expected_bodyparts, expected_source=expected_source)
     report.raise_for_errors()
     for problem in report.warnings:
         warnings.warn(str(problem), DataWarning, stacklevel=2)
     return frames
+
+
+def _as_expected(frames: LabeledFrames, expected: Sequence[str],
+                 source: str | Path | None) -> LabeledFrames:
+    """``frames`` with the keypoints ``expected`` in their order, matched by name (a table
+    may order its columns otherwise); keypoints of the table not expected are left out with
+    a warning. Unchanged when an expected keypoint is not there (the check says so)."""
+    want = [str(e) for e in expected]
+    if list(frames.bodyparts) == want or not set(want) <= set(frames.bodyparts):
+        return frames
+    extra = [b for b in frames.bodyparts if b not in want]
+    if extra:
+        where = f" of {source}" if source is not None else ""
+        warnings.warn(f"{_label_path(frames)}: keypoint(s) {extra} are not among those{where} "
+                      "and are left out", DataWarning, stacklevel=3)
+    return frames.with_bodyparts(want)
