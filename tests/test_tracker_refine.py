@@ -70,6 +70,22 @@ def test_refined_groups_by_name():
         RefineConfig(auto="all")
 
 
+def test_a_second_stage_size_fmnet_cannot_take_is_refused_before_training(eye_set, tmp_path):
+    """FMnet builds at any size and fails at its first forward pass: a second stage's crop
+    size must be refused before the first stage spends its budget and saves its weights."""
+    from vit_facemap.models import ModelConfig
+
+    cfg = _config()
+    cfg.model = ModelConfig(**{**cfg.model.__dict__, "family": "fmnet"})
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=40, copies=1)
+    with pytest.raises(ValueError, match=r"refine input_size 40: FMnet input 40x40: each side "
+                                         r"must be a multiple of 16 \(width 40: 32 or 48, "
+                                         r"height 40: 32 or 48\)"):
+        fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_centres_and_extent_by_hand():
     kp = np.array([
         [[0, 0], [10, 4], [4, 2]],          # box 0..10 x 0..4: centre (5, 2), side 10
