@@ -188,6 +188,39 @@ def test_tracker_keeps_every_held_out_error_for_the_bootstrap(tmp_path):
     assert "per_frame" not in (out / "tracker.csv").read_text()
 
 
+def test_tracker_baselines_learn_from_the_training_frames_only(tmp_path, monkeypatch):
+    """Both baselines are fitted on the training frames, never on the held-out frames they
+    are scored on: the mean shape predicts the training frames' mean pose, and the forest is
+    given the training frames."""
+    from vit_facemap.baselines import HogForestConfig
+    from vit_facemap.dlc import read_labels
+    from vit_facemap.validate import load_set
+
+    given = []
+    fit = TRACKER.HogForestPredictor.fit
+
+    def spy(self, frames):
+        given.append(list(frames.index))
+        return fit(self, frames)
+    monkeypatch.setattr(TRACKER.HogForestPredictor, "fit", spy)
+    # a small forest on small crops: seconds
+    monkeypatch.setattr(TRACKER, "HogForestConfig", lambda **kw: HogForestConfig(
+        **{**kw, "n_estimators": 5, "crop_width": 128, "n_jobs": 1}))
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, "--models", "mean_shape,hog_forest")) == 0
+    rows = {r["model"]: r for r in json.loads((out / "tracker.json").read_text())["rows"]}
+    assert sorted(rows) == ["hog_forest", "mean_shape"]
+    assert np.isfinite(rows["hog_forest"]["mean_px"]) and rows["hog_forest"]["per_frame"]
+    frames = load_set(out / "synthetic_set", decode=False)
+    test = set(rows["mean_shape"]["per_frame"]["frames"])
+    train = np.array([i not in test for i in frames.index])
+    assert 0 < train.sum() < len(frames)
+    assert given == [list(frames.subset(train).index)]
+    pred = read_labels(out / "predictions" / "synthetic" / "mean_shape.csv").keypoints
+    mean = np.nanmean(frames.subset(train).keypoints, axis=0)
+    np.testing.assert_allclose(pred, np.broadcast_to(mean, pred.shape), atol=1e-3)
+
+
 # --- track_speed.py -----------------------------------------------------------------------
 
 

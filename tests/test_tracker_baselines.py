@@ -1,6 +1,7 @@
 """The keypoint baselines (mean shape, HOG + random forest) on frames of another size."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vit_facemap.baselines import HogForestConfig, HogForestPredictor, MeanShapePredictor
@@ -32,3 +33,36 @@ def test_baselines_answer_in_the_pixels_of_the_frames_given(tmp_path):
     # forest sees slightly different crops, hence the tolerance; it answered in the
     # training frames' pixels, half the size, before)
     np.testing.assert_allclose(two, rescale_points(one, (128, 96), (256, 192)), atol=6.0)
+
+
+def _two_poses(root, missing_b):
+    """Frames with a square on the left (the first 8) or on the right (the last 8); keypoint
+    'a' on the square, 'b' below it, 'b' unlabeled in the frames ``missing_b``."""
+    from vit_facemap.dlc import LabeledFrames
+
+    index, kp = [], []
+    for i in range(16):
+        x = 30 if i < 8 else 90
+        img = np.zeros((96, 128), np.uint8)
+        img[38:58, x - 10:x + 10] = 255
+        index.append(f"labeled-data/v/img{i:03d}.png")
+        (root / index[-1]).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / index[-1])
+        kp.append([[x, 40.0], [x, 70.0] if i not in missing_b else [np.nan, np.nan]])
+    return LabeledFrames(root, index, np.array(kp, float), ["a", "b"]), load_image(root / index[0])
+
+
+def test_hog_forest_leaves_missing_labels_out_of_its_fit(tmp_path):
+    """'b' is labeled in 4 of the 8 left-hand frames: a missing label filled with b's mean
+    over the set (mostly right-hand frames) would pull its left-hand prediction to the right."""
+    frames, left = _two_poses(tmp_path, missing_b={4, 5, 6, 7})
+    forest = HogForestPredictor(HogForestConfig(crop_width=128, n_estimators=10, n_jobs=1))
+    kp, conf = forest.fit(frames).predict(left[None])
+    assert np.all(np.isfinite(conf))
+    np.testing.assert_allclose(kp[0], [[30.0, 40.0], [30.0, 70.0]], atol=5.0)
+
+
+def test_hog_forest_refuses_a_keypoint_never_labeled(tmp_path):
+    frames, _ = _two_poses(tmp_path, missing_b=set(range(16)))
+    with pytest.raises(ValueError, match="keypoint 'b' is missing in every training frame"):
+        HogForestPredictor(HogForestConfig(crop_width=128, n_estimators=2, n_jobs=1)).fit(frames)

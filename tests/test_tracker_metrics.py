@@ -42,6 +42,19 @@ def test_reference_fallbacks():
     assert np.allclose(reference_lengths(true, ["a", "b"])[0], [50.0, 50.0])
 
 
+def test_no_reference_length_gives_no_pck():
+    """Where no frame has both keypoints of the reference pair there is no threshold: PCK is
+    None (overall, per keypoint, per group), not 0 from comparisons with NaN."""
+    bp = ["eye front", "eye back", "nose"]
+    true = np.array([[[0.0, 0.0], [np.nan, np.nan], [50.0, 50.0]],
+                     [[0.0, 0.0], [np.nan, np.nan], [60.0, 50.0]]])
+    m = keypoint_metrics(true.copy(), true, bp)
+    assert m["mean_px"] == 0.0 and m["reference_median_px"] is None
+    assert m["pck"] is None
+    assert all(v["pck"] is None for v in m["per_keypoint"].values())
+    assert all(g["pck"] is None for g in group_metrics(true, true, bp, ["a", "b"]).values())
+
+
 def test_missing_prediction_counts_as_a_miss():
     true = np.zeros((1, 2, 2))
     pred = np.array([[[0.0, 0.0], [np.nan, np.nan]]])

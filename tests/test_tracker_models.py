@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vit_facemap.models import ModelConfig, build_model
+from vit_facemap.models import KeypointModel, ModelConfig, build_model
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.models.heads import (
     decode_radius,
@@ -44,6 +44,22 @@ def test_fmnet_peer():
     model = build_model(ModelConfig(family="fmnet", input_w=64, input_h=48), 3)
     out = model(torch.randn(1, 1, 48, 64))
     assert out["heatmap"].shape == (1, 3, 48 // model.stride, 64 // model.stride)
+
+
+def test_fmnet_refuses_input_sides_it_cannot_take():
+    """FMnet halves its input four times and joins each level to the decoder's: a side not a
+    multiple of 16 builds, then fails at the first forward pass."""
+    from vit_facemap.models.fmnet import FMnetModel
+
+    with pytest.raises(ValueError, match=r"FMnet input 40x48: each side must be a multiple of "
+                                         r"16 \(width 40: 32 or 48\)$"):
+        ModelConfig(family="fmnet", input_w=40, input_h=48)
+    config = ModelConfig(family="fmnet", input_w=64, input_h=48)
+    config.input_h = 8  # changed after the config's own check
+    with pytest.raises(ValueError, match=r"FMnet input 64x8: .*\(height 8: 16\)$"):
+        KeypointModel(config, 3)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        FMnetModel(3, 1, (72, 48))
 
 
 def test_soft_argmax_finds_a_sub_cell_peak():

@@ -70,6 +70,22 @@ def test_refined_groups_by_name():
         RefineConfig(auto="all")
 
 
+def test_a_second_stage_size_fmnet_cannot_take_is_refused_before_training(eye_set, tmp_path):
+    """FMnet builds at any size and fails at its first forward pass: a second stage's crop
+    size must be refused before the first stage spends its budget and saves its weights."""
+    from vit_facemap.models import ModelConfig
+
+    cfg = _config()
+    cfg.model = ModelConfig(**{**cfg.model.__dict__, "family": "fmnet"})
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=40, copies=1)
+    with pytest.raises(ValueError, match=r"refine input_size 40: FMnet input 40x40: each side "
+                                         r"must be a multiple of 16 \(width 40: 32 or 48, "
+                                         r"height 40: 32 or 48\)"):
+        fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_centres_and_extent_by_hand():
     kp = np.array([
         [[0, 0], [10, 4], [4, 2]],          # box 0..10 x 0..4: centre (5, 2), side 10
@@ -166,6 +182,37 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     fit(_config(0.0), tr, run, None, device="cpu", overwrite=True, progress=False)
     assert not (run / "refine").exists() and (run / "notes.txt").read_text() == "mine"
     assert load_predictor(run, "cpu").refiners == []
+
+
+def test_second_stage_crops_scale_with_the_frames(eye_set, tmp_path, monkeypatch):
+    """The same frames at twice the size: the same places, in the larger frames' pixels. The
+    networks are replaced by one that answers a fixed corner of its input, so the keypoints
+    follow the crop boxes alone (a crop of the wrong side moves them by about half a side)."""
+    import cv2
+
+    from vit_facemap.transforms import rescale_points
+
+    frames = read_labels(eye_set)
+    fit(_config(0.5), frames, tmp_path / "run", None, device="cpu", progress=False)
+    p = load_predictor(tmp_path / "run", "cpu", scales=(1.0,))
+    assert len(p.refiners) == 1
+
+    def corner(stage):
+        def run(x):
+            kp = np.zeros((len(x), stage.model.n_keypoints, 2))
+            kp[..., 1] = stage.model.config.input_h - 1
+            return kp, np.ones(kp.shape[:2])
+        return run
+
+    for stage in (p, *p.refiners):
+        monkeypatch.setattr(stage, "_run", corner(stage))
+    images = np.stack([load_image(q) for q in frames.image_paths[:3]])
+    h, w = images.shape[1:3]
+    double = np.stack([cv2.resize(f, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+                       for f in images])
+    one, two = p.predict(images)[0], p.predict(double)[0]
+    # the crop boxes are whole pixels at each size: up to a pixel apart
+    np.testing.assert_allclose(two, rescale_points(one, (w, h), (2 * w, 2 * h)), atol=1.5)
 
 
 def test_one_network_per_group(eye_set, tmp_path):

@@ -63,6 +63,18 @@ def test_crop_with_padding_outside_the_frame():
     assert np.allclose(m.to_input(np.array([0.0, 0.0])), [5.0, 5.0])
 
 
+def test_crop_entirely_outside_the_frame_is_all_padding():
+    """A box left of or above the frame ends at a negative x or y: as a slice end, that
+    counts from the far side of the frame and would cut out real content."""
+    img = np.full((100, 120, 3), 239, np.uint8)
+    for x0, y0 in ((-40, 10), (10, -40), (-40, -40), (150, 10), (10, 130), (-20, 10)):
+        out = InputMapping(x0, y0, 20, 20, 32, 32).apply(img)
+        assert out.shape == (32, 32, 3) and out.dtype == np.uint8 and out.max() == 0, (x0, y0)
+    # one column of the frame in the box: that column, the rest padding
+    out = InputMapping(-19, 10, 20, 20, 20, 20).apply(img[..., 0])
+    assert (out[:, -1] == 239).all() and out[:, :-1].max() == 0
+
+
 def test_label_box_contains_labels_and_keeps_aspect():
     kp = np.array([[[100.0, 50.0], [400.0, 300.0], [np.nan, np.nan]]])
     m = label_box(kp, (864, 646), (192, 128), margin=0.1)

@@ -3,8 +3,8 @@
 - :class:`MeanShapePredictor`: every frame gets the training frames' mean keypoints (the
   floor any tracker must beat on head-fixed rigs).
 - :class:`HogForestPredictor`: HOG features with Dolensek et al.'s settings
-  (:func:`vit_facemap.hog.hog_features`) of the face crop, regressed to all coordinates
-  by a scikit-learn random forest.
+  (:func:`vit_facemap.hog.hog_features`) of the face crop, regressed to the coordinates
+  by scikit-learn random forests, each fitted on the frames where its keypoints are labeled.
 
 Both take uint8 frames in their own pixels and return ``(keypoints (B, K, 2), confidence
 (B, K))``, so the evaluation harness treats them like trained networks.
@@ -83,23 +83,35 @@ class HogForestPredictor:
         self.mapping = InputMapping(aspect_box.x0, aspect_box.y0, aspect_box.box_w,
                                     aspect_box.box_h, c.crop_width, height)
         x = self._features(images)
-        y = frames.keypoints.reshape(len(frames), -1)
-        # the forest needs complete targets: a missing label takes the keypoint's mean
-        y = np.where(np.isnan(y), np.nanmean(y, axis=0), y)
-        self.forest = RandomForestRegressor(
-            n_estimators=c.n_estimators, min_samples_leaf=c.min_samples_leaf,
-            max_features=c.max_features, n_jobs=c.n_jobs, random_state=c.seed,
-        ).fit(x, y)
+        labeled = np.isfinite(frames.keypoints).all(-1)  # (N, K)
+        never = [b for b, seen in zip(self.bodyparts, labeled.any(0), strict=True) if not seen]
+        if never:
+            raise ValueError(f"keypoint {never[0]!r} is missing in every training frame")
+        # a filled-in target would pull the forest toward the fill (the neural models leave
+        # missing labels out of their loss), so each set of keypoints labeled in the same
+        # frames gets a forest of those frames only; a fully labeled set keeps one forest
+        self.forests: list[tuple[np.ndarray, RandomForestRegressor]] = []
+        for pattern in np.unique(labeled, axis=1).T:
+            ks = np.flatnonzero((labeled == pattern[:, None]).all(0))
+            y = frames.keypoints[pattern][:, ks].reshape(int(pattern.sum()), -1)
+            forest = RandomForestRegressor(
+                n_estimators=c.n_estimators, min_samples_leaf=c.min_samples_leaf,
+                max_features=c.max_features, n_jobs=c.n_jobs, random_state=c.seed,
+            ).fit(x[pattern], y)
+            self.forests.append((ks, forest))
         return self
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         frames = np.asarray(frames)
         imgs = [to_channels(f, 1)[..., 0] for f in frames]
         feats = self._features(imgs)
-        # the forest answers in the training frames' pixels
-        kp = rescale_points(self.forest.predict(feats).reshape(len(frames), -1, 2),
-                            self.frame_size, (frames.shape[2], frames.shape[1]))
-        # spread of the trees' votes as a rough confidence: 1 / (1 + std in px / 10)
-        per_tree = np.stack([t.predict(feats) for t in self.forest.estimators_[:20]])
-        spread = per_tree.reshape(per_tree.shape[0], len(frames), -1, 2).std(0).mean(-1)
+        kp = np.empty((len(frames), len(self.bodyparts), 2))
+        spread = np.empty((len(frames), len(self.bodyparts)))
+        for ks, forest in self.forests:
+            kp[:, ks] = forest.predict(feats).reshape(len(frames), len(ks), 2)
+            # spread of the trees' votes as a rough confidence: 1 / (1 + std in px / 10)
+            per_tree = np.stack([t.predict(feats) for t in forest.estimators_[:20]])
+            spread[:, ks] = per_tree.reshape(len(per_tree), len(frames), len(ks), 2).std(0).mean(-1)
+        # the forests answer in the training frames' pixels
+        kp = rescale_points(kp, self.frame_size, (frames.shape[2], frames.shape[1]))
         return kp, 1.0 / (1.0 + spread / 10.0)

@@ -7,7 +7,8 @@ neither use the diagonal of the frame's labeled-keypoint bounding box (recorded 
 output, so numbers are never compared across definitions unknowingly). A frame without a
 reference length of its own (a label of the pair missing) uses the median of the evaluated
 set's lengths: computed once for the whole set, so that :func:`group_metrics` judges every
-frame against the same threshold as :func:`keypoint_metrics` does.
+frame against the same threshold as :func:`keypoint_metrics` does. A set where no frame has
+a reference length has no PCK (None, overall, per keypoint and per group).
 
 A prediction that is NaN where a label exists is a miss of infinite error: it makes
 ``mean_px`` and ``rmse_px`` (and the mean of its keypoint and group) infinite, never a
@@ -62,16 +63,21 @@ def scored_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(err) & ~np.isnan(true).any(-1), np.inf, err)
 
 
-def _summary(err: np.ndarray, correct: np.ndarray, norm: np.ndarray) -> dict[str, float | int]:
+def _summary(err: np.ndarray, correct: np.ndarray, norm: np.ndarray,
+             has_ref: np.ndarray) -> dict[str, float | int]:
     ok = ~np.isnan(err)
     n = int(ok.sum())
     if n == 0:
         return {"mean_px": None, "median_px": None, "rmse_px": None, "pck": None,
                 "mean_normalised": None, "n": 0}
     e = err[ok]
+    # without a reference length there is no threshold: no PCK, rather than every
+    # keypoint counted wrong (a comparison with NaN is False)
+    judged = ok & has_ref
     return {
         "mean_px": float(e.mean()), "median_px": float(np.median(e)),
-        "rmse_px": float(np.sqrt((e**2).mean())), "pck": float(correct[ok].mean()),
+        "rmse_px": float(np.sqrt((e**2).mean())),
+        "pck": float(correct[judged].mean()) if judged.any() else None,
         "mean_normalised": float(np.nanmean(norm[ok])) if not np.isnan(norm[ok]).all() else None,
         "n": n,
     }
@@ -99,7 +105,8 @@ def keypoint_metrics(
     with np.errstate(invalid="ignore"):  # a missed keypoint (inf) in a frame without a reference
         norm = err / ref[:, None]
     correct = err <= pck_threshold * ref[:, None]
-    overall = _summary(err, correct, norm)
+    has_ref = np.broadcast_to(np.isfinite(ref)[:, None], err.shape)
+    overall = _summary(err, correct, norm, has_ref)
     out: dict[str, Any] = {
         **{k: overall[k] for k in ("mean_px", "median_px", "rmse_px", "pck")},
         "pck_threshold": pck_threshold,
@@ -108,7 +115,7 @@ def keypoint_metrics(
         "mean_normalised": overall["mean_normalised"],
         "n_frames": len(true),
         "n_keypoints_labeled": overall["n"],
-        "per_keypoint": {bp: _summary(err[:, k], correct[:, k], norm[:, k])
+        "per_keypoint": {bp: _summary(err[:, k], correct[:, k], norm[:, k], has_ref[:, k])
                          for k, bp in enumerate(bodyparts)},
     }
     return out

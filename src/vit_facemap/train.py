@@ -490,8 +490,10 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
-    for name, idx in groups.items():
+    if groups:
         # fail now, not after the first stage has spent its budget
+        _refine_stage_config(recipe, len(groups))
+    for name, idx in groups.items():
         if not np.isfinite(train_frames.keypoints[:, idx]).all(-1).any():
             raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
                             "has no labeled point in any training frame", train_frames.root)
@@ -778,6 +780,15 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
     return [mapping.for_frame_size(frame_size, size) for size in sizes]
 
 
+def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
+    """The recipe of one group's second stage: its share of the budget, square crops."""
+    rc = recipe.refine
+    try:
+        return recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
+    except ValueError as exc:
+        raise ValueError(f"refine input_size {rc.input_size}: {exc}") from None
+
+
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
                 train_frames: LabeledFrames, val_frames: LabeledFrames | None, out: Path,
                 device: str, resume: bool, progress: bool, flip_pairs: list[list[str]] | str
@@ -791,7 +802,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     rows, boxes = training_crops(train_frames.keypoints, idx, side, rc, recipe.seed)
     crops = LabeledFrames(train_frames.root, [train_frames.index[r] for r in rows],
                           train_frames.keypoints[rows][:, idx], parts, train_frames.scorer)
-    config = recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
+    config = _refine_stage_config(recipe, n_groups)
     config.augment.flip_pairs = flip_pairs
     val_crops, val_boxes = None, None
     if val_frames is not None and len(val_frames):

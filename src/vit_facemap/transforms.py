@@ -54,6 +54,10 @@ class InputMapping:
         """Crop (zero padding outside the frame) and resize one image (H, W) or (H, W, C)."""
         h, w = image.shape[:2]
         x1, y1 = self.x0 + self.box_w, self.y0 + self.box_h
+        if x1 <= 0 or y1 <= 0 or self.x0 >= w or self.y0 >= h:
+            # nothing of the frame in the box; and a slice ending at a negative x1 or y1 would
+            # count from the far side of the frame, cutting out real content
+            return np.zeros((self.input_h, self.input_w, *image.shape[2:]), image.dtype)
         pad_l, pad_t = max(0, -self.x0), max(0, -self.y0)
         pad_r, pad_b = max(0, x1 - w), max(0, y1 - h)
         crop = image[max(0, self.y0):min(h, y1), max(0, self.x0):min(w, x1)]

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.json)
     m = evaluate_run(args.run_dir, args.data, out, args.predictions, device=args.device,
                      overwrite=args.overwrite, progress=not args.quiet, scales=args.scales)
+    pck = "none (no reference length)" if m["pck"] is None else f"{m['pck']:.3f}"
     print(f"{m['n_frames']} frames: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "
-          f"PCK@{m['pck_threshold']} {m['pck']:.3f} -> {out}")
+          f"PCK@{m['pck_threshold']} {pck} -> {out}")
     return 0

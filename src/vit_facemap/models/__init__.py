@@ -65,6 +65,10 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
+        if self.family == "fmnet":
+            from vit_facemap.models.fmnet import check_input_size
+
+            check_input_size(self.input_size)
         self.stem_widths = [int(w) for w in self.stem_widths]
 
     @property

@@ -21,12 +21,34 @@ def facemap_available() -> bool:
     return True
 
 
+CHANNELS = (16, 32, 64, 128, 200)  # facemap's default
+
+
+def input_multiple(channels: tuple[int, ...] = CHANNELS) -> int:
+    """What each input side must be a multiple of: the encoder halves it once per level
+    after the first, and the decoder concatenates each upsampled map with the encoder's."""
+    return 2 ** (len(channels) - 1)
+
+
+def check_input_size(input_size: tuple[int, int], channels: tuple[int, ...] = CHANNELS) -> None:
+    """Refuse an input size FMnet cannot take, naming the nearest sizes it can: the network
+    builds at any size and fails only at its first forward pass."""
+    m = input_multiple(channels)
+    bad = [(name, v) for name, v in zip(("width", "height"), input_size, strict=True) if v % m]
+    if bad:
+        near = ", ".join(f"{name} {v}: " + " or ".join(str(n) for n in (v // m * m, v // m * m + m)
+                                                       if n > 0) for name, v in bad)
+        raise ValueError(f"FMnet input {input_size[0]}x{input_size[1]}: each side must be a "
+                         f"multiple of {m} ({near})")
+
+
 class FMnetModel(nn.Module):
     """FMnet with facemap's default channels; returns heatmap logits at stride ``stride``."""
 
     def __init__(self, n_keypoints: int, in_chans: int = 1, input_size: tuple[int, int] = (256, 256),
-                 channels: tuple[int, ...] = (16, 32, 64, 128, 200), n_upsample: int = 2) -> None:
+                 channels: tuple[int, ...] = CHANNELS, n_upsample: int = 2) -> None:
         super().__init__()
+        check_input_size(input_size, tuple(channels))
         try:
             from facemap.pose.facemap_network import FMnet
         except ImportError as exc:  # pragma: no cover - depends on the optional install
