@@ -94,7 +94,10 @@ def test_group_metrics_judge_a_frame_by_the_same_threshold_as_the_whole_set():
     assert np.isclose(g["b"]["pck"], 3 / 3)
     # per-group correct counts add up to the whole set's
     n = {"a": 4, "b": 3}
+    assert {k: g[k]["n_keypoints_labeled"] for k in n} == n
     assert np.isclose(sum(g[k]["pck"] * n[k] for k in n), whole["pck"] * 7)
+    # and so do the per-group means, weighted by labeled keypoints (not frames)
+    assert np.isclose(sum(g[k]["mean_px"] * n[k] for k in n), whole["mean_px"] * 7)
     ref, name = reference_lengths(true, bp)
     same = keypoint_metrics(pred[2:], true[2:], bp, reference=(ref[2:], name))
     assert np.isclose(same["pck"], 1.0)

@@ -125,7 +125,8 @@ def group_metrics(
     pred: np.ndarray, true: np.ndarray, bodyparts: Sequence[str], groups: Sequence[str],
     pck_threshold: float = 0.1,
 ) -> dict[str, dict[str, Any]]:
-    """Mean and median error, PCK and frame count of each group of frames (a video, an animal).
+    """Mean and median error, PCK, frame and labeled-keypoint count of each group of frames
+    (a video, an animal).
 
     A mean over all frames hides an animal or a rig that the model cannot follow; this is
     the same table per group, keyed by the group's name. The reference lengths of PCK are
@@ -142,5 +143,7 @@ def group_metrics(
         rows = groups == g
         m = keypoint_metrics(pred[rows], true[rows], bodyparts, pck_threshold,
                              reference=(ref[rows], ref_name))
-        out[g] = {k: m[k] for k in ("mean_px", "median_px", "pck", "n_frames")}
+        # the overall mean is over labeled keypoints: their count lets groups be pooled
+        out[g] = {k: m[k] for k in ("mean_px", "median_px", "pck", "n_frames",
+                                    "n_keypoints_labeled")}
     return out
