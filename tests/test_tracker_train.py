@@ -233,6 +233,9 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
     assert np.isfinite(kp).all() and (conf >= 0).all() and (conf <= 1).all()
     kp_rgb, _ = p.predict(np.repeat(batch[..., None], 3, axis=-1))
     assert np.allclose(kp, kp_rgb, atol=1e-4)
+    # one colour frame without its batch axis passed as 48 gray frames 3 pixels wide
+    with pytest.raises(ValueError, match=r"look like one colour frame: add a batch axis"):
+        p.predict(np.repeat(batch[0, ..., None], 3, axis=-1))
     # each box size alone, then their mean: what the default predictor returns
     single = [load_predictor(run, device="cpu", scales=(f,)).predict(batch) for f in p.scales]
     assert len(p.scales) > 1 and not np.allclose(single[0][0], single[-1][0])

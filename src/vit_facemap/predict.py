@@ -142,6 +142,11 @@ class KeypointPredictor:
             frames = frames[None]
         if frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] not in (1, 3)):
             raise ValueError(f"frames must be (B, H, W) or (B, H, W, 3) uint8, got {frames.shape}")
+        if frames.ndim == 3 and frames.shape[-1] in (1, 3):
+            # one RGB frame (H, W, 3) would pass as H gray frames 3 pixels wide, and each
+            # get keypoints of its own without a word
+            raise ValueError(f"frames of shape {frames.shape} look like one colour frame: "
+                             "add a batch axis (frame[None]); a gray batch is (B, H, W)")
         if frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
         return frames
