@@ -231,3 +231,16 @@ def test_masked_image_modelling_learns_and_masks_only_blanked_pixels():
     assert losses[-1] < 0.8 * losses[0]
     # the backbone is shared: pre-training changed the keypoint model's weights
     assert mim.backbone is model.backbone
+
+
+def test_soft_argmax_at_the_border_counts_each_cell_once():
+    # the window is clamped to the map: its cells past the edge repeat the edge cell, which
+    # must not weigh it more (the peak's window at cell 0 holds cells -2..2)
+    from vit_facemap.models.heads import local_soft_argmax
+
+    logits = torch.full((1, 1, 6, 6), -1e4)
+    logits[0, 0, 0, 0] = np.log(3.0)
+    logits[0, 0, 0, 1] = 0.0  # mass 3 : 1 on x = 0, 1 in row 0
+    xy, conf = local_soft_argmax(logits, radius=2)
+    assert xy[0, 0].tolist() == pytest.approx([0.25, 0.0], abs=1e-6)
+    assert conf.item() == pytest.approx(1.0, abs=1e-6)
