@@ -78,3 +78,12 @@ def test_a_face_that_moved_far_is_not_a_slip(tmp_path):
     slips = label_slips(frames)
     assert list(zip(slips["frame"], slips["keypoint"], slips["near"], strict=True)) == [
         ("labeled-data/v/img006.png", "a", "b"), ("labeled-data/v/img008.png", "a", "b")]
+
+
+def test_a_label_far_from_its_place_but_near_no_other_is_not_flagged(tmp_path):
+    # far from its usual place is not enough: the label has to sit on another keypoint's
+    frames = _frames(tmp_path, slip=False)
+    frames.keypoints[3, 0] = [100, 200]  # 'a' alone, 100 px below its place
+    frames.keypoints[5, :2] = [[100, 200], [150, 200]]  # 'a' and 'b' together
+    frames.keypoints[7] = [[100, 200], [np.nan, np.nan], [200, 100]]  # 'a', with 'b' missing
+    assert label_slips(frames).empty
