@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vit_facemap import synthetic
 from vit_facemap.errors import RunExistsError
 from vit_facemap.synthetic import (
     G7C1_KEYPOINTS,
@@ -89,15 +90,40 @@ def test_states_change_only_inside_their_box(task, classes):
     boxes = d.state_boxes
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     dark_in, dark_out = {c: [] for c in classes}, {c: [] for c in classes}
-    for img, state, (x0, y0, x1, y1) in zip(d.images, d.states, boxes, strict=True):
-        inside = np.zeros(img.shape, bool)
-        inside[int(y0): int(np.ceil(y1)) + 1, int(x0): int(np.ceil(x1)) + 1] = True
+    for img, state, box in zip(d.images, d.states, boxes, strict=True):
+        inside = _inside(img.shape, box)
         dark = img < 40
         dark_in[state].append(dark[inside].mean())
         dark_out[state].append(dark[~inside].mean())
     # dilated pupils and open eyes show more dark pixels, but only inside the box
     assert np.mean(dark_in[classes[1]]) > np.mean(dark_in[classes[0]]) + 0.03
     assert abs(np.mean(dark_out[classes[1]]) - np.mean(dark_out[classes[0]])) < 0.03
+    # one frame drawn in either state from the same random stream differs only by its state:
+    # nearly all of that difference lies inside each state's box
+    size = (160, 120)
+    for v in range(2):
+        look = synthetic._video_look(5, v, "g7c1")
+        for f in range(4):
+            imgs, frame_boxes = [], []
+            for state in classes:
+                r = np.random.default_rng([5, v, f])
+                pose = synthetic._frame_pose(r, look, size[0], task, state)
+                face = synthetic._face(look, pose, r)
+                img, _, to_px = synthetic._render(face, look, pose, size, r, False)
+                imgs.append(img.astype(float))
+                frame_boxes.append(synthetic._state_box(face, task, to_px, size))
+            diff = np.abs(imgs[1] - imgs[0])
+            assert diff.sum() > 0
+            for state, box in zip(classes, frame_boxes, strict=True):
+                outside = diff[~_inside(diff.shape, box)].sum() / diff.sum()
+                assert outside < 0.01, (state, v, f, outside)
+
+
+def _inside(shape, box):
+    x0, y0, x1, y1 = box
+    inside = np.zeros(shape, bool)
+    inside[int(y0): int(np.ceil(y1)) + 1, int(x0): int(np.ceil(x1)) + 1] = True
+    return inside
 
 
 def test_write_synthetic_set_is_a_valid_deeplabcut_set(tmp_path):
