@@ -82,6 +82,34 @@ def test_pupil_points_ring_the_dark_pupil():
         assert inside < iris
 
 
+# (a, b, axis): in every frame keypoint a lies left of (axis 0) or above (axis 1) keypoint b,
+# as the generator draws them: the nose pad's top, tip and bottom from above to below with the
+# tip foremost, whisker 2 (upper) over 1 (middle) over 3 (lower), the mouth corner above and
+# in front of the lip, the eye's front corner before its back, the pupil inside the lids
+_ORDER = {
+    "g7c1": [("nose top", "nose tip", 1), ("nose tip", "nose bottom", 1),
+             ("nose tip", "nose top", 0), ("nose tip", "nose bottom", 0),
+             ("whisker 2", "whisker 1", 1), ("whisker 1", "whisker 3", 1),
+             ("nose bottom", "mouth", 1), ("whisker 3", "mouth", 1), ("mouth", "lip", 1),
+             ("mouth", "lip", 0), ("nose top", "whisker 2", 0), ("whisker 1", "eye front", 0),
+             ("eye front", "eye back", 0)],
+    "schroeder": [("nose", "lefteyelid", 0), ("lefteyelid", "leftpupil", 0),
+                  ("leftpupil", "rightpupil", 0), ("rightpupil", "righteyelid", 0),
+                  ("dorsalpupil", "ventralpupil", 1)],
+}
+
+
+@pytest.mark.parametrize("layout", ["g7c1", "schroeder"])
+def test_keypoints_are_in_their_places_order(layout):
+    d = generate_frames(30, seed=11, layout=layout, n_videos=10)
+    names, kp = d.frames.bodyparts, d.frames.keypoints
+    for a, b, axis in _ORDER[layout]:
+        ka, kb = kp[:, names.index(a), axis], kp[:, names.index(b), axis]
+        seen = np.isfinite(ka) & np.isfinite(kb)
+        assert seen.sum() >= 20, (a, b)
+        assert (ka[seen] < kb[seen]).all(), f"{a} is not {'left of' if axis == 0 else 'above'} {b}"
+
+
 @pytest.mark.parametrize("task,classes", [("pupil", ("constricted", "dilated")), ("eye", ("closed", "open"))])
 def test_states_change_only_inside_their_box(task, classes):
     d = generate_frames(40, seed=5, task=task, n_videos=4, size=(160, 120))
