@@ -154,6 +154,19 @@ def _inside(shape, box):
     return inside
 
 
+@pytest.mark.parametrize("n,n_videos", [(8, 4), (11, 3), (2, 1), (5, 5)])
+def test_states_are_balanced_within_each_video(n, n_videos):
+    d = generate_frames(n, seed=42, n_videos=n_videos, task="pupil", size=(64, 48))
+    for video in np.unique(d.frames.videos):
+        states = d.states[d.frames.videos == video]
+        counts = [(states == c).sum() for c in ("constricted", "dilated")]
+        assert abs(counts[0] - counts[1]) <= 1, (video, counts)
+    counts = [(d.states == c).sum() for c in ("constricted", "dilated")]
+    assert abs(counts[0] - counts[1]) <= 1
+    again = generate_frames(n, seed=42, n_videos=n_videos, task="pupil", size=(64, 48))
+    assert list(again.states) == list(d.states)
+
+
 def test_write_synthetic_set_is_a_valid_deeplabcut_set(tmp_path):
     folder = write_synthetic_set(tmp_path / "syn", n_frames=10, n_videos=2, seed=0,
                                  layout="schroeder", p_missing=0.1)

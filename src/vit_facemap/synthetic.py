@@ -483,8 +483,9 @@ def generate_frames(
     ``layout`` picks the keypoint names and order (``"g7c1"`` or ``"schroeder"``).
     Keypoints outside the frame, pupil points of a closed eye, and a random
     ``p_missing`` share of the rest are missing (NaN), as a labeler would leave them.
-    ``task`` (``"pupil"`` or ``"eye"``) assigns each frame a balanced facial state and
-    the bounding box of the region that carries it.
+    ``task`` (``"pupil"`` or ``"eye"``) assigns each frame a facial state, balanced within
+    each video (its two classes differ by at most one frame, in a seeded order), and the
+    bounding box of the region that carries it.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -499,11 +500,18 @@ def generate_frames(
     video_names = [f"synthetic_video{v:02d}" for v in range(n_videos)]
     looks = [_video_look(seed, v, layout) for v in range(n_videos)]
     per_video = [0] * n_videos
+    if task:
+        # drawn per frame, a video of few frames could hold one class only (half of all
+        # two-frame videos), and a whole set could; an odd video's extra frame alternates
+        # between the classes from video to video
+        video_states = [
+            _rng(seed, 3, v).permutation((np.arange(len(range(v, n, n_videos))) + v) % 2)
+            for v in range(n_videos)]
     images, keypoints, index, states, boxes = [], [], [], [], []
     for i in range(n):
         v = i % n_videos
         r = _rng(seed, 2, v, per_video[v])
-        state = STATE_TASKS[task][r.integers(2)] if task else None
+        state = STATE_TASKS[task][video_states[v][per_video[v]]] if task else None
         pose = _frame_pose(r, looks[v], w, task, state)
         face = _face(looks[v], pose, r)
         img, kp_px, to_px = _render(face, looks[v], pose, (w, h), r, color)
