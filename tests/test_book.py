@@ -395,12 +395,13 @@ def test_compile_zip_adds_bbl(tmp_path):
         latex.compile_zip(bad, tmp_path / "bad.pdf")
 
 
-def test_vit_diagram_draws_patch_grid():
+def test_vit_diagram_draws_patch_grid(monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     from vit_facemap.diagrams import DiagramSettings, example_frame, patchify, vit_diagram
 
+    monkeypatch.delenv("VIT_FACEMAP_DATA", raising=False)
     frame, source = example_frame(None, size=(64, 48))
     assert frame.shape == (48, 64) and "generated" in source
     patches = patchify(frame, 16)
@@ -410,6 +411,28 @@ def test_vit_diagram_draws_patch_grid():
         patchify(frame[:, :60], 16)
     fig = vit_diagram(frame, DiagramSettings(patch=16, size=(64, 48), tokens_shown=3))
     assert len(fig.axes) == 1
+
+
+def test_example_frame_says_why_it_is_generated(tmp_path, monkeypatch):
+    from vit_facemap.diagrams import example_frame, example_frame_notice
+
+    monkeypatch.delenv("VIT_FACEMAP_DATA", raising=False)
+    assert example_frame(None, size=(64, 48))[1] == "generated frame (no real data folder given)"
+    assert example_frame_notice("") == ("No real data folder was given: this figure uses a "
+                                        "generated frame.")
+    # a folder given that holds no g7c1 set is not "no folder given"
+    (tmp_path / "schroeder").mkdir()
+    for given in (str(tmp_path), ""):
+        if not given:
+            monkeypatch.setenv("VIT_FACEMAP_DATA", str(tmp_path))
+        assert (example_frame(given, size=(64, 48))[1]
+                == "generated frame (no g7c1 set in the data folder)")
+        assert example_frame_notice(given) == (f"The data folder {tmp_path} holds no g7c1 set: "
+                                               "this figure uses a generated frame.")
+    missing = tmp_path / "nowhere"
+    assert example_frame(missing, size=(64, 48))[1] == "generated frame (data folder not found)"
+    assert example_frame_notice(missing) == (f"The data folder {missing} does not exist: this "
+                                             "figure uses a generated frame.")
 
 
 EXPORT = {
@@ -577,3 +600,47 @@ def test_notebook_cell_options_are_valid_yaml():
             if options:
                 parsed = yaml.safe_load("\n".join(options))
                 assert isinstance(parsed, dict), f"{nb.name}: cell options {options} are not YAML"
+
+
+def test_tracker_page_run_chooses_data_models_budget_and_reproduce_line(tmp_path, monkeypatch):
+    from vit_facemap.book.tracker_page import run_benchmark, tracker_page_run
+
+    monkeypatch.delenv("VIT_FACEMAP_DATA", raising=False)
+    data = tmp_path / "data"
+    (data / "g7c1").mkdir(parents=True)
+    out = tmp_path / "results" / "tracker"
+    generated = ("python benchmarks/tracker.py --out OUT --seed 0 --device cpu --monitor "
+                 "--synthetic --profile test --models mean_shape,hybrid")
+    # profile test trains on generated frames even with the real sets there
+    for profile, folder in (("test", data), ("default", None), ("default", tmp_path / "none")):
+        run = tracker_page_run(profile, folder, out)
+        assert run.synthetic and run.data is None and run.reproduce == generated
+    assert tracker_page_run("test", data, out).minutes == 0.2
+    # real sets: the budget of the profile, the folder made absolute (the page runs in
+    # notebooks/), and the aliases in the line to reproduce
+    monkeypatch.chdir(tmp_path)
+    for profile, minutes in (("quick", 1.0), ("default", 6.0), ("full", 30.0)):
+        run = tracker_page_run(profile, "data", out, seed=3, device="cuda")
+        assert not run.synthetic and run.minutes == minutes and run.data == data
+        assert run.args[run.args.index("--data") + 1] == str(data)
+        assert run.args[1] == "../benchmarks/tracker.py"
+        assert run.reproduce == (
+            f"python benchmarks/tracker.py --out OUT --seed 3 --device cuda --monitor --minutes "
+            f"{minutes} --data DATA --models mean_shape,hog_forest,vit_regression,hybrid,cnn,fmnet")
+    # no folder given: $VIT_FACEMAP_DATA, as everywhere else (not the page's own folder)
+    monkeypatch.setenv("VIT_FACEMAP_DATA", str(data))
+    assert tracker_page_run("default", "", out).data == data
+    assert tracker_page_run("default", tmp_path / "none", out).synthetic  # not the variable's
+    # every option is one the benchmark script defines
+    script = (Path(__file__).resolve().parents[1] / "benchmarks" / "tracker.py").read_text()
+    for a in run.args[2:]:
+        assert not a.startswith("--") or f'"{a}"' in script, a
+    # the run: the script's output on success, its error output on failure
+    fake = tmp_path / "fake.py"
+    fake.write_text("import os, sys\nprint('ran', *sys.argv[1:3], os.environ['VIT_FACEMAP_DATA'])\n")
+    run = tracker_page_run("default", data, out, script=fake)
+    assert run_benchmark(run).split() == ["ran", "--out", str(out), str(data)]
+    fake.write_text("import sys\nprint('half done')\nsys.exit('no sets found')\n")
+    with pytest.raises(RuntimeError, match="fake.py exited with status 1:\nno sets found\n"
+                                           "\nits output ended:\nhalf done"):
+        run_benchmark(run)

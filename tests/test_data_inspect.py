@@ -86,6 +86,18 @@ def test_synthetic_command(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["data", "synthetic", str(tmp_path / "st"), "--frames", "6", "--states", "pupil"]) == 0
     assert (tmp_path / "st" / "groups.csv").is_file()
+    capsys.readouterr()
+    # a negative seed is refused by name; --color is not silently dropped from a state set
+    for seed in ("-1", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["data", "synthetic", str(tmp_path / "neg"), "--seed", seed])
+        assert exit_.value.code == 2
+        assert f"argument --seed: must be a non-negative integer, got '{seed}'" in (
+            capsys.readouterr().err)
+    assert main(["data", "synthetic", str(tmp_path / "rgb"), "--frames", "2", "--states", "eye",
+                 "--color"]) == 2
+    assert "--color applies to keypoint sets only" in capsys.readouterr().err
+    assert not (tmp_path / "neg").exists() and not (tmp_path / "rgb").exists()
 
 
 def test_inspect_deeplabcut_project(synthetic_set, tmp_path, capsys, as_deeplabcut_project):

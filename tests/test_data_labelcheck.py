@@ -62,3 +62,28 @@ def test_a_slipped_run_is_followed_past_labels_that_moved_little(tmp_path):
     assert list(zip(slips["keypoint"], slips["near"], strict=True)) == [
         ("a", "b"), ("b", "c"), ("c", "d")]
     assert slips.loc[1, "offset_px"] < 4 * slips.loc[1, "typical_px"]
+
+
+def test_a_face_that_moved_far_is_not_a_slip(tmp_path):
+    # frame 3: the whole face shifted by a keypoint spacing, so 'a' lies on b's usual place
+    # and 'b' on c's, but b and c are labeled too and moved with them. Frame 6: 'a' moved onto
+    # b's usual place while 'b' itself moved away (a raised nose: its tip where its top was)
+    frames = _frames(tmp_path, slip=False)
+    frames.keypoints[3] += [45, 0]
+    frames.keypoints[6, :2] = [[150, 100], [150, 50]]
+    assert label_slips(frames).empty
+    # the slips stay: 'b' missing, or 'b' labeled on the same spot as 'a' (a double click)
+    frames.keypoints[6, 1] = np.nan
+    frames.keypoints[8, 0] = frames.keypoints[8, 1]
+    slips = label_slips(frames)
+    assert list(zip(slips["frame"], slips["keypoint"], slips["near"], strict=True)) == [
+        ("labeled-data/v/img006.png", "a", "b"), ("labeled-data/v/img008.png", "a", "b")]
+
+
+def test_a_label_far_from_its_place_but_near_no_other_is_not_flagged(tmp_path):
+    # far from its usual place is not enough: the label has to sit on another keypoint's
+    frames = _frames(tmp_path, slip=False)
+    frames.keypoints[3, 0] = [100, 200]  # 'a' alone, 100 px below its place
+    frames.keypoints[5, :2] = [[100, 200], [150, 200]]  # 'a' and 'b' together
+    frames.keypoints[7] = [[100, 200], [np.nan, np.nan], [200, 100]]  # 'a', with 'b' missing
+    assert label_slips(frames).empty

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vit_facemap import synthetic
 from vit_facemap.errors import RunExistsError
 from vit_facemap.synthetic import (
     G7C1_KEYPOINTS,
@@ -81,6 +82,34 @@ def test_pupil_points_ring_the_dark_pupil():
         assert inside < iris
 
 
+# (a, b, axis): in every frame keypoint a lies left of (axis 0) or above (axis 1) keypoint b,
+# as the generator draws them: the nose pad's top, tip and bottom from above to below with the
+# tip foremost, whisker 2 (upper) over 1 (middle) over 3 (lower), the mouth corner above and
+# in front of the lip, the eye's front corner before its back, the pupil inside the lids
+_ORDER = {
+    "g7c1": [("nose top", "nose tip", 1), ("nose tip", "nose bottom", 1),
+             ("nose tip", "nose top", 0), ("nose tip", "nose bottom", 0),
+             ("whisker 2", "whisker 1", 1), ("whisker 1", "whisker 3", 1),
+             ("nose bottom", "mouth", 1), ("whisker 3", "mouth", 1), ("mouth", "lip", 1),
+             ("mouth", "lip", 0), ("nose top", "whisker 2", 0), ("whisker 1", "eye front", 0),
+             ("eye front", "eye back", 0)],
+    "schroeder": [("nose", "lefteyelid", 0), ("lefteyelid", "leftpupil", 0),
+                  ("leftpupil", "rightpupil", 0), ("rightpupil", "righteyelid", 0),
+                  ("dorsalpupil", "ventralpupil", 1)],
+}
+
+
+@pytest.mark.parametrize("layout", ["g7c1", "schroeder"])
+def test_keypoints_are_in_their_places_order(layout):
+    d = generate_frames(30, seed=11, layout=layout, n_videos=10)
+    names, kp = d.frames.bodyparts, d.frames.keypoints
+    for a, b, axis in _ORDER[layout]:
+        ka, kb = kp[:, names.index(a), axis], kp[:, names.index(b), axis]
+        seen = np.isfinite(ka) & np.isfinite(kb)
+        assert seen.sum() >= 20, (a, b)
+        assert (ka[seen] < kb[seen]).all(), f"{a} is not {'left of' if axis == 0 else 'above'} {b}"
+
+
 @pytest.mark.parametrize("task,classes", [("pupil", ("constricted", "dilated")), ("eye", ("closed", "open"))])
 def test_states_change_only_inside_their_box(task, classes):
     d = generate_frames(40, seed=5, task=task, n_videos=4, size=(160, 120))
@@ -89,15 +118,53 @@ def test_states_change_only_inside_their_box(task, classes):
     boxes = d.state_boxes
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     dark_in, dark_out = {c: [] for c in classes}, {c: [] for c in classes}
-    for img, state, (x0, y0, x1, y1) in zip(d.images, d.states, boxes, strict=True):
-        inside = np.zeros(img.shape, bool)
-        inside[int(y0): int(np.ceil(y1)) + 1, int(x0): int(np.ceil(x1)) + 1] = True
+    for img, state, box in zip(d.images, d.states, boxes, strict=True):
+        inside = _inside(img.shape, box)
         dark = img < 40
         dark_in[state].append(dark[inside].mean())
         dark_out[state].append(dark[~inside].mean())
     # dilated pupils and open eyes show more dark pixels, but only inside the box
     assert np.mean(dark_in[classes[1]]) > np.mean(dark_in[classes[0]]) + 0.03
     assert abs(np.mean(dark_out[classes[1]]) - np.mean(dark_out[classes[0]])) < 0.03
+    # one frame drawn in either state from the same random stream differs only by its state:
+    # nearly all of that difference lies inside each state's box
+    size = (160, 120)
+    for v in range(2):
+        look = synthetic._video_look(5, v, "g7c1")
+        for f in range(4):
+            imgs, frame_boxes = [], []
+            for state in classes:
+                r = np.random.default_rng([5, v, f])
+                pose = synthetic._frame_pose(r, look, size[0], task, state)
+                face = synthetic._face(look, pose, r)
+                img, _, to_px = synthetic._render(face, look, pose, size, r, False)
+                imgs.append(img.astype(float))
+                frame_boxes.append(synthetic._state_box(face, task, to_px, size))
+            diff = np.abs(imgs[1] - imgs[0])
+            assert diff.sum() > 0
+            for state, box in zip(classes, frame_boxes, strict=True):
+                outside = diff[~_inside(diff.shape, box)].sum() / diff.sum()
+                assert outside < 0.01, (state, v, f, outside)
+
+
+def _inside(shape, box):
+    x0, y0, x1, y1 = box
+    inside = np.zeros(shape, bool)
+    inside[int(y0): int(np.ceil(y1)) + 1, int(x0): int(np.ceil(x1)) + 1] = True
+    return inside
+
+
+@pytest.mark.parametrize("n,n_videos", [(8, 4), (11, 3), (2, 1), (5, 5)])
+def test_states_are_balanced_within_each_video(n, n_videos):
+    d = generate_frames(n, seed=42, n_videos=n_videos, task="pupil", size=(64, 48))
+    for video in np.unique(d.frames.videos):
+        states = d.states[d.frames.videos == video]
+        counts = [(states == c).sum() for c in ("constricted", "dilated")]
+        assert abs(counts[0] - counts[1]) <= 1, (video, counts)
+    counts = [(d.states == c).sum() for c in ("constricted", "dilated")]
+    assert abs(counts[0] - counts[1]) <= 1
+    again = generate_frames(n, seed=42, n_videos=n_videos, task="pupil", size=(64, 48))
+    assert list(again.states) == list(d.states)
 
 
 def test_write_synthetic_set_is_a_valid_deeplabcut_set(tmp_path):

@@ -33,7 +33,10 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     scatter (and more than ``min_px``) from its own usual place, and ``ratio`` times
     closer to another keypoint's usual place (``near``). A slip moves a run of labels, so
     a label next to a flagged one in labeling order is flagged too when it lies more than
-    twice its typical scatter from its place and nearer to another keypoint's.
+    twice its typical scatter from its place and nearer to another keypoint's. A label is
+    not flagged when that other keypoint is labeled in the same frame, not flagged itself,
+    and at least a ``ratio``-th of the label's offset away from it: the face moved, and the
+    two labels are distinct points.
 
     Columns: ``frame`` (path in the set), ``keypoint``, ``near``, ``offset_px`` (distance
     from its own usual place), ``near_px`` (from the other's) and ``typical_px`` (its
@@ -55,28 +58,57 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
             own = np.diagonal(dist, axis1=1, axis2=2)
             typical = np.nanmedian(own, axis=0)
         for f in range(len(idx)):
-            flagged: dict[int, tuple[int, float]] = {}
-            for k in np.flatnonzero(np.isfinite(own[f])):
-                j, near = _nearest_other(dist[f, k], k)
-                if own[f, k] > max(factor * typical[k], min_px) and near * ratio < own[f, k]:
-                    flagged[k] = (j, near)
-            # a slip shifts a run of labels in labeling order; its inner links may move less
-            # than the limit, so a neighbour of a flagged label needs only to lie nearer to
-            # another keypoint's place than to its own
-            grown = bool(flagged)
-            while grown:
-                grown = False
-                for k in np.flatnonzero(np.isfinite(own[f])):
-                    if k in flagged or not ({k - 1, k + 1} & set(flagged)):
-                        continue
-                    j, near = _nearest_other(dist[f, k], k)
-                    if own[f, k] > max(2 * typical[k], min_px) and near < own[f, k]:
-                        flagged[k], grown = (j, near), True
+            flagged = _slips_in_frame(pts[f], own[f], dist[f], typical, factor, ratio, min_px)
             for k in sorted(flagged):
                 j, near = flagged[k]
                 rows.append((frames.index[idx[f]], names[k], names[j], float(own[f, k]),
                              float(near), float(typical[k])))
     return pd.DataFrame(rows, columns=SLIP_COLUMNS)
+
+
+def _slips_in_frame(pts: np.ndarray, own: np.ndarray, dist: np.ndarray, typical: np.ndarray,
+                    factor: float, ratio: float, min_px: float) -> dict[int, tuple[int, float]]:
+    """The flagged labels of one frame: keypoint -> (the keypoint it sits on, distance)."""
+    labeled = np.flatnonzero(np.isfinite(own))
+    candidates: dict[int, tuple[int, float]] = {}
+    for k in labeled:
+        j, near = _nearest_other(dist[k], k)
+        if own[k] > max(factor * typical[k], min_px) and near * ratio < own[k]:
+            candidates[k] = (j, near)
+    # a face that moves far (a raised nose) can carry a label onto another keypoint's usual
+    # place while that keypoint, labeled too, moved elsewhere: the label has not taken its
+    # place. A slip either leaves the other label missing, moves it on as well (flagged), or
+    # puts both on one spot; so a label is kept out when the keypoint it sits on is labeled,
+    # not flagged, and ratio times farther from it than a slip would be
+    excused: set[int] = set()
+    while True:
+        flagged = _grow(candidates, excused, own, dist, typical, min_px)
+        more = {k for k, (j, _) in flagged.items()
+                if np.isfinite(own[j]) and j not in flagged
+                and np.linalg.norm(pts[k] - pts[j]) * ratio >= own[k]}
+        if not more:
+            return flagged
+        excused |= more
+        candidates = {k: v for k, v in candidates.items() if k not in excused}
+
+
+def _grow(candidates: dict[int, tuple[int, float]], excused: set[int], own: np.ndarray,
+          dist: np.ndarray, typical: np.ndarray, min_px: float) -> dict[int, tuple[int, float]]:
+    """``candidates`` and the labels next to them in labeling order that slipped with them."""
+    # a slip shifts a run of labels in labeling order; its inner links may move less than
+    # the limit, so a neighbour of a flagged label needs only to lie nearer to another
+    # keypoint's place than to its own
+    flagged = dict(candidates)
+    grown = bool(flagged)
+    while grown:
+        grown = False
+        for k in np.flatnonzero(np.isfinite(own)):
+            if k in flagged or k in excused or not ({k - 1, k + 1} & set(flagged)):
+                continue
+            j, near = _nearest_other(dist[k], k)
+            if own[k] > max(2 * typical[k], min_px) and near < own[k]:
+                flagged[k], grown = (j, near), True
+    return flagged
 
 
 def _nearest_other(dist: np.ndarray, k: int) -> tuple[int, float]:

@@ -59,6 +59,7 @@ _HEAD_OUTLINE = np.array([  # closed outline through the profile, ending off-fra
     (0.270, 0.385), (0.150, 0.290), (0.060, 0.200), (0.025, 0.120),
 ])
 _LIP_VERTEX, _MOUTH_VERTEX = 14, 15  # outline vertices that are the lip and mouth keypoints
+_RING_SOFT = 5.0  # blur of the dark fur ring around the eye, in pixels per 300 px head unit
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class _Face:
     nose_pad: np.ndarray
     eye_opening: np.ndarray
     eye_ring: np.ndarray
+    eye_ring_open: np.ndarray  # the ring of this eye wide open: its largest extent
     iris: tuple[np.ndarray, float]
     pupil: tuple[np.ndarray, float]
     highlight: tuple[np.ndarray, float]
@@ -237,7 +239,11 @@ def _face(look: VideoLook, pose: FramePose, r: np.random.Generator) -> _Face:
         np.stack([xs, upper(xs)], -1) @ R_eye.T + eye_c,
         (np.stack([xs, lower(xs)], -1) @ R_eye.T + eye_c)[::-1],
     ])
-    ring = _ellipse(eye_c, ea * 1.35, max(up_h, 0.02) * 1.25 + 0.03, axis_deg)
+
+    def ring_of(lid_h):
+        return _ellipse(eye_c, ea * 1.35, max(lid_h, 0.02) * 1.25 + 0.03, axis_deg)
+
+    ring, ring_open = ring_of(up_h), ring_of(0.075 * look.eye_size)
     iris_r = 0.066 * look.eye_size
     iris_c = eye_c + np.asarray(pose.gaze)
     pupil_r = min(pose.pupil * look.eye_size, iris_r * 0.95)
@@ -286,8 +292,8 @@ def _face(look: VideoLook, pose: FramePose, r: np.random.Generator) -> _Face:
     kp["dorsaleyelid"], kp["ventraleyelid"] = kp["eye top"], kp["eye bottom"]
     return _Face(
         outline=_smooth_closed(outline_pts), ear=ear, snout_light=snout_light, nose_pad=nose_pad,
-        eye_opening=opening, eye_ring=ring, iris=(iris_c, iris_r), pupil=(iris_c, pupil_r),
-        highlight=(hl_c, 0.16 * iris_r), whiskers=strokes, follicles=np.array(follicles),
+        eye_opening=opening, eye_ring=ring, eye_ring_open=ring_open, iris=(iris_c, iris_r),
+        pupil=(iris_c, pupil_r), highlight=(hl_c, 0.16 * iris_r), whiskers=strokes, follicles=np.array(follicles),
         mouth=mouth, lip=lip, keypoints=kp,
     )
 
@@ -406,7 +412,7 @@ def _render(face: _Face, look: VideoLook, pose: FramePose, size: tuple[int, int]
     c.paint(c.mask(face.nose_pad, soft=2 * px), look.fur * 0.7, 0.9)
     c.paint(c.strokes([face.mouth], 2.5 * px), look.background * 0.5, 0.9)
     c.paint(c.strokes([face.lip], 1.6 * px), look.fur * 0.75, 0.6)
-    c.paint(c.mask(face.eye_ring, soft=5 * px), look.fur * 0.7, 0.6)  # darker fur around the eye
+    c.paint(c.mask(face.eye_ring, soft=_RING_SOFT * px), look.fur * 0.7, 0.6)  # darker fur
     c.paint(c.dots(face.follicles, 2.0 * px), look.fur * 0.6, 0.7)
     thin = [q for q, wd in face.whiskers if wd < 1]
     thick = [q for q, wd in face.whiskers if wd >= 1]
@@ -439,15 +445,21 @@ def _render(face: _Face, look: VideoLook, pose: FramePose, size: tuple[int, int]
 
 def _state_box(face: _Face, task: str, to_px, size) -> np.ndarray:
     """Pixels whose look depends on the state: the iris (pupil task) or the eye (eye task)."""
+    margin = 0.0
     if task == "pupil":
         (cx, cy), rad = face.iris
         pts = _ellipse((cx, cy), rad, rad)
     else:
-        pts = face.eye_ring
+        # the fur ring shrinks with the lids, so a closed eye's own ring leaves out the
+        # pixels where the open eye's ring would be; the open ring and its blurred edge
+        # hold both, whatever this frame's state
+        pts = face.eye_ring_open
+        head_px = np.linalg.norm(to_px((1.0, 0.0)) - to_px((0.0, 0.0)))
+        margin = 3 * _RING_SOFT * head_px / 300
     p = to_px(pts)
     w, h = size
-    x0, y0 = np.clip(p.min(0), 0, [w, h])
-    x1, y1 = np.clip(p.max(0), 0, [w, h])
+    x0, y0 = np.clip(p.min(0) - margin, 0, [w, h])
+    x1, y1 = np.clip(p.max(0) + margin, 0, [w, h])
     return np.array([x0, y0, x1, y1])
 
 
@@ -471,8 +483,9 @@ def generate_frames(
     ``layout`` picks the keypoint names and order (``"g7c1"`` or ``"schroeder"``).
     Keypoints outside the frame, pupil points of a closed eye, and a random
     ``p_missing`` share of the rest are missing (NaN), as a labeler would leave them.
-    ``task`` (``"pupil"`` or ``"eye"``) assigns each frame a balanced facial state and
-    the bounding box of the region that carries it.
+    ``task`` (``"pupil"`` or ``"eye"``) assigns each frame a facial state, balanced within
+    each video (its two classes differ by at most one frame, in a seeded order), and the
+    bounding box of the region that carries it.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -487,11 +500,18 @@ def generate_frames(
     video_names = [f"synthetic_video{v:02d}" for v in range(n_videos)]
     looks = [_video_look(seed, v, layout) for v in range(n_videos)]
     per_video = [0] * n_videos
+    if task:
+        # drawn per frame, a video of few frames could hold one class only (half of all
+        # two-frame videos), and a whole set could; an odd video's extra frame alternates
+        # between the classes from video to video
+        video_states = [
+            _rng(seed, 3, v).permutation((np.arange(len(range(v, n, n_videos))) + v) % 2)
+            for v in range(n_videos)]
     images, keypoints, index, states, boxes = [], [], [], [], []
     for i in range(n):
         v = i % n_videos
         r = _rng(seed, 2, v, per_video[v])
-        state = STATE_TASKS[task][r.integers(2)] if task else None
+        state = STATE_TASKS[task][video_states[v][per_video[v]]] if task else None
         pose = _frame_pose(r, looks[v], w, task, state)
         face = _face(looks[v], pose, r)
         img, kp_px, to_px = _render(face, looks[v], pose, (w, h), r, color)

@@ -24,6 +24,17 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _seed(text: str) -> int:
+    # numpy's own refusal of a negative seed names no option
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return seed
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="inspect, generate or fetch labeled sets",
                               description=__doc__.split("\n\n", 1)[1])
@@ -41,12 +52,13 @@ def register(subparsers) -> None:
     g.add_argument("out", help="folder to write (kept if it holds a set, unless --overwrite)")
     g.add_argument("--frames", type=int, default=64)
     g.add_argument("--videos", type=int, default=2)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--size", type=_size, default=(160, 120), help="WIDTHxHEIGHT (default 160x120)")
     g.add_argument("--layout", choices=["g7c1", "schroeder"], default="g7c1")
     g.add_argument("--states", choices=["pupil", "eye"], default=None,
                    help="write OUT/<class>/*.png plus groups.csv and regions.csv instead")
-    g.add_argument("--color", action="store_true", help="RGB frames instead of grayscale")
+    g.add_argument("--color", action="store_true",
+                   help="RGB frames instead of grayscale (keypoint sets only)")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=run_synthetic)
 
@@ -84,6 +96,9 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.videos < 1:
         raise DataError("--frames and --videos must be at least 1")
+    if args.states and args.color:
+        raise DataError("--color applies to keypoint sets only: state sets (--states) are "
+                        "written in grayscale; leave out --color")
     try:
         if args.states:
             out = write_state_set(args.out, n_frames=args.frames, task=args.states,
