@@ -96,10 +96,17 @@ def _info(path: Path, container) -> VideoInfo:
     ctx = stream.codec_context
     duration = None
     start = 0.0
+    tagged = _tagged_end(stream.metadata)
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
         if stream.start_time is not None:
             start = float(stream.start_time * stream.time_base)
+    elif tagged is not None:
+        # Matroska gives the stream no duration of its own, only this tag; FFmpeg's muxer
+        # writes the end of the stream's last frame, counted from 0 rather than from its start
+        if stream.start_time is not None and stream.time_base is not None:
+            start = float(stream.start_time * stream.time_base)
+        duration = max(tagged - start, 0.0)
     elif container.duration is not None and len(container.streams) == 1:
         # the container's duration spans all its streams: with an audio track that runs
         # past the video's end it is not the video's, so only a lone video stream takes it
@@ -113,6 +120,19 @@ def _info(path: Path, container) -> VideoInfo:
         fps=float(rate) if rate else None, duration_s=duration,
         codec=ctx.name, container=container.format.name, start_s=start,
     )
+
+
+def _tagged_end(metadata) -> float | None:
+    """Seconds in a ``DURATION`` tag (``HH:MM:SS.fraction``, as Matroska stores it), or None."""
+    text = next((v for k, v in (metadata or {}).items() if k.upper() == "DURATION"), None)
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = str(text).strip().split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
