@@ -246,6 +246,25 @@ def test_resume_skips_a_finished_video_only_with_the_same_settings(tmp_path, vid
     refused_and_skipped()
 
 
+def test_resume_skips_a_finished_video_in_a_moved_folder(tmp_path, video, monkeypatch):
+    """The finished run's summary records the video's absolute path and the state format's
+    version; neither says how it was tracked, so neither refuses a --resume."""
+    import shutil
+
+    from vit_facemap import track
+
+    (tmp_path / "project").mkdir()
+    shutil.copy(video, tmp_path / "project" / "face.avi")
+    track_video(SpotPredictor(), tmp_path / "project" / "face.avi", tmp_path / "project" / "out",
+                opts(stop=10))
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "project", moved)
+    monkeypatch.setattr(track, "STATE_VERSION", track.STATE_VERSION + 1)
+    s = track_video(SpotPredictor(), moved / "face.avi", moved / "out",
+                    opts(resume=True, stop=10))
+    assert s["skipped"] == "frames 0 to 9 already tracked with these settings"
+
+
 def test_overlay_video(tmp_path, video):
     from vit_facemap.video import probe
 

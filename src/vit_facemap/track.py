@@ -246,7 +246,10 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         summary = json.loads(paths["summary"].read_text())
         if summary.get("complete"):
             saved = _finished_key(summary)
-            differs = sorted(k for k in key if k in saved and saved[k] != key[k])
+            # a finished run is judged by how it tracked, not by where the project folder
+            # now sits (moved, remounted) or by the format of half-done state files
+            differs = sorted(k for k in key if k not in ("video", "version")
+                             and k in saved and saved[k] != key[k])
             if differs:
                 raise RunExistsError(
                     paths["summary"], f"the finished run there used other settings "
