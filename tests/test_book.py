@@ -339,6 +339,12 @@ def test_check_finds_pages_and_link_targets_missing_from_the_html_book(tmp_path)
         "_build/html/index.html links to /nb.html, which leads nowhere in a book opened from "
         "its folder",
         "_build/html/nb.html links to a.png, which does not exist"]
+    # a file beside the book is not in it, wherever the book is opened or published
+    (tmp_path / "b/_build/DATA.md").write_text("x")
+    (html / "nb.html").write_text('<a href="../DATA.md">data</a><a href="../html/index.html">'
+                                  'home</a><a href="../../_build/html/index.html">home</a>')
+    assert check.missing_exports(tmp_path / "b", tex=False, pdf=False)[3:] == [
+        "_build/html/nb.html links to ../DATA.md, which leaves the book's folder"]
     (tmp_path / "b/_build/site/config.json").unlink()
     assert check.missing_exports(tmp_path / "b", tex=False, pdf=False) == [
         f"{tmp_path}/b/_build/site/config.json is missing: cannot tell which pages the HTML "
