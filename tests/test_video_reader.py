@@ -182,6 +182,16 @@ def test_mkv_starting_late_is_complete(tmp_path):
     np.testing.assert_allclose(times, np.arange(50) / 25, atol=1e-3)
 
 
+def test_times_count_from_frame_0_when_it_has_no_stamp():
+    """When frame 0 has no time stamp, frame 3 stamped 1.12 s (at 25 fps) is at 0.12 s,
+    not 0 s, where the frame / fps fill for the unstamped frames puts frame 0."""
+    from vit_facemap.video import _time_origin
+
+    assert _time_origin(1.12, 3, 25.0) == pytest.approx(1.0)
+    assert _time_origin(1.12, 0, 25.0) == 1.12
+    assert _time_origin(1.12, 3, None) == 1.12  # no rate to step back by
+
+
 def test_damaged_frames_are_named(tmp_path):
     """Zeroed bytes mid-file: H.264 conceals the damage and decodes on; the frames are named."""
     from vit_facemap.errors import DataWarning

@@ -168,7 +168,8 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
     """Yield ``(index, pts, time_s, frame)`` for frames ``start <= index < stop``.
 
     ``pts`` is the frame's time stamp in the stream's time base, as stored (-1 if it has
-    none); ``time_s`` the seconds from the first frame's time stamp (NaN without one).
+    none); ``time_s`` the seconds from the first frame's time stamp (NaN without one; when
+    the first frames have none, frame 0's is put ``index / fps`` before the first stamp).
 
     ``color`` is ``"gray"`` (H, W) or ``"rgb"`` (H, W, 3). ``crop`` (x0, y0, x1, y1) is
     cut from each frame, then ``resize`` (W, H) scales the cut, both before conversion
@@ -216,7 +217,7 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
                 t = frame.time
                 if t is not None:
                     last_time = t
-                    origin = t if origin is None else origin
+                    origin = _time_origin(t, i, info.fps) if origin is None else origin
                 if i < start:
                     continue  # decoded for the reference chain only; no conversion
                 if stop is not None and i >= stop:
@@ -274,6 +275,14 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
                             f"({index} frames)", path)
     finally:
         container.close()
+
+
+def _time_origin(t: float, index: int, fps: float | None) -> float:
+    """The time stamp frame 0 has, or would have, from the first stamped frame's: ``t`` of
+    frame ``index``. Taken as 0 s for a later frame, it would share 0 s with the frame 0
+    that NWB's frame / fps fill gives the unstamped frames; with no frame rate known, that
+    frame is the origin all the same."""
+    return t - index / fps if index > 0 and fps else t
 
 
 def _warn_damaged(path: Path, corrupt: list[int]) -> None:
