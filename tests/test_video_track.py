@@ -299,6 +299,31 @@ def test_resumed_overlay_covers_every_tracked_frame(tmp_path, video):
     np.testing.assert_array_equal(shown, whole)
 
 
+def test_resumed_overlay_leaves_the_redraw_out_of_the_frames_per_second(tmp_path, video,
+                                                                         monkeypatch):
+    """Redrawing the frames tracked before the interruption is no tracking: with a clock that
+    only drawing moves (1000 s a batch), the frames/s is that of the new frames alone."""
+    from vit_facemap import track
+
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=2), video, tmp_path, opts(overlay=True))
+    clock = [0.0]
+    draw = track._Overlay.add
+
+    def slow_draw(self, frames, xy):
+        clock[0] += 1000.0
+        draw(self, frames, xy)
+
+    monkeypatch.setattr(track._Overlay, "add", slow_draw)
+    monkeypatch.setattr(track.time, "perf_counter", lambda: clock[0])
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True, overlay=True,
+                                                           batch_size=6))
+    # batches of 6: frames 0-5 and 6-11 redrawn, 12-17 redrawn and new, then 4 of new frames
+    assert s["resumed_from"] == 16 and s["frames_this_run"] == N - 16
+    assert (s["wall_s"], s["redraw_s"]) == (8000.0, 3000.0)
+    assert s["fps"] == (N - 16) / 5000.0
+
+
 def test_command_line(tmp_path, video, monkeypatch, capsys):
     import sys
     import types
