@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -339,6 +340,12 @@ def test_check_finds_pages_and_link_targets_missing_from_the_html_book(tmp_path)
         "_build/html/index.html links to /nb.html, which leads nowhere in a book opened from "
         "its folder",
         "_build/html/nb.html links to a.png, which does not exist"]
+    # a file beside the book is not in it, wherever the book is opened or published
+    (tmp_path / "b/_build/DATA.md").write_text("x")
+    (html / "nb.html").write_text('<a href="../DATA.md">data</a><a href="../html/index.html">'
+                                  'home</a><a href="../../_build/html/index.html">home</a>')
+    assert check.missing_exports(tmp_path / "b", tex=False, pdf=False)[3:] == [
+        "_build/html/nb.html links to ../DATA.md, which leaves the book's folder"]
     (tmp_path / "b/_build/site/config.json").unlink()
     assert check.missing_exports(tmp_path / "b", tex=False, pdf=False) == [
         f"{tmp_path}/b/_build/site/config.json is missing: cannot tell which pages the HTML "
@@ -546,6 +553,23 @@ def test_polish_zip_puts_the_project_bibliography_back(tmp_path):
         latex.polish_zip(zpath, [bib])
     root = Path(__file__).resolve().parents[1]
     assert latex.project_bibliography(root) == [root / "references.bib"]
+
+
+def test_polish_zip_refuses_a_key_the_bibliography_defines_twice(tmp_path):
+    """Concatenated, two .bib files that both define a key give BibTeX's "Repeated entry"
+    only at the pdf step; the export step names the key and the files."""
+    first, second = tmp_path / "references.bib", tmp_path / "extra.bib"
+    first.write_text(BIB)
+    second.write_text("@article{Mathis2018DeepLabCut,\n  title = {again},\n}\n"
+                      "@string{nn = {Nat. Neurosci.}}\n@misc{other,\n}\n")
+    zpath = _zip(tmp_path / "arxiv.zip", {**EXPORT, "main.bib": MYST_BIB})
+    before = zpath.read_bytes()
+    shown = re.escape(f"mathis2018deeplabcut ({first}, {second})")
+    with pytest.raises(RuntimeError, match=f"more than once.*: {shown}$"):
+        latex.polish_zip(zpath, [first, second])
+    assert zpath.read_bytes() == before
+    second.write_text("@misc{other,\n}\n")
+    latex.polish_zip(zpath, [first, second])
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk is not installed")

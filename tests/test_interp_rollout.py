@@ -329,6 +329,21 @@ def test_maps_of_a_hybrid_with_a_wide_projection_sit_where_its_tokens_look():
     assert token_shift(hybrid) == 3 / 8
 
 
+def test_rollout_under_inference_mode_measures_the_stem():
+    """A stem whose shift is measured (by a backward pass) is measured under the caller's
+    torch.inference_mode() too, where enable_grad alone does not bring gradients back."""
+    import timm
+
+    from vit_facemap.rollout import measure_shift
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, img_size=64, in_chans=1,
+                            num_classes=2, depth=1, embed_dim=16, num_heads=2).eval()
+    with torch.inference_mode():
+        maps = attention_rollout(vit, torch.rand(1, 1, 64, 64))
+    assert maps.shift == measure_shift(vit) != 0.0
+
+
 def test_rollout_help_says_overwrite_replaces_the_earlier_maps(capsys):
     # --overwrite sets the earlier rollout's files aside and replaces them; it does not add
     # to them ("write into an existing folder", as the help said)

@@ -152,6 +152,28 @@ def test_a_table_row_names_its_own_image_only(tmp_path):
     assert list(read_image_set(tmp_path).groups) == ["mouseA", "mouseB", "mouseB"]
 
 
+def test_table_rows_written_with_dot_slash_name_their_images(tmp_path):
+    """``find .`` writes ./dilated/d0.png: the same image as dilated/d0.png, in either table."""
+    from PIL import Image
+
+    for rel in ("constricted/c0.png", "dilated/d0.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / rel)
+    (tmp_path / "groups.csv").write_text("image,group\n./constricted/c0.png,mouseA\n"
+                                         "dilated//d0.png,mouseB\n")
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\n./constricted/c0.png,1,2,3\n"
+                                       "./dilated/d0.png,4,5,6\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = read_image_set(tmp_path)
+    assert list(s.groups) == ["mouseA", "mouseB"]
+    np.testing.assert_array_equal(s.eyes, [[1, 2, 3], [4, 5, 6]])
+    (tmp_path / "groups.csv").write_text("image,group\n./constricted/c0.png,mouseA\n"
+                                         "constricted/c0.png,mouseB\ndilated/d0.png,mouseB\n")
+    with pytest.raises(DataError, match="constricted/c0.png has two different rows"):
+        read_image_set(tmp_path)
+
+
 def test_metrics_by_hand():
     m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["a", "b"],
                                np.array(["x", "x", "y", "y"]))

@@ -133,6 +133,65 @@ def test_audio_longer_than_the_video_is_not_truncation(tmp_path):
     np.testing.assert_array_equal(idx, np.arange(40))
 
 
+def _mkv_video(path, n_frames, audio_s, first_pts=0):
+    """FFV1 video at 25 fps beside ``audio_s`` seconds of PCM audio (none for 0), in Matroska."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = *SIZE, "gray"
+        audio = container.add_stream("pcm_s16le", rate=8000, layout="mono") if audio_s else None
+        for i, frame in enumerate(spot_frames(n_frames, SIZE)):
+            picture = av.VideoFrame.from_ndarray(frame, format="gray")
+            picture.pts, picture.time_base = first_pts + i, Fraction(1, 25)
+            container.mux(video.encode(picture))
+        container.mux(video.encode())
+        for i in range(int(audio_s * 10)):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16",
+                                               layout="mono")
+            sound.sample_rate, sound.pts, sound.time_base = 8000, i * 800, Fraction(1, 8000)
+            container.mux(audio.encode(sound))
+        if audio is not None:
+            container.mux(audio.encode())
+    return path
+
+
+def test_truncated_mkv_video_is_caught(tmp_path):
+    """Beside an audio track, the Matroska video stream has neither a frame count nor a
+    duration; its DURATION tag still tells where the video ends."""
+    path = _mkv_video(tmp_path / "v.mkv", 100, audio_s=5)
+    _, idx, _ = read_all(path)
+    np.testing.assert_array_equal(idx, np.arange(100))
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        read_all(cut)
+
+
+def test_mkv_starting_late_is_complete(tmp_path):
+    """FFmpeg's Matroska muxer writes the video's end time in the DURATION tag, not its
+    length: a video starting at 1 s and ending at 3 s lasts 2 s."""
+    path = _mkv_video(tmp_path / "late.mkv", 50, audio_s=0, first_pts=25)
+    info = probe(path)
+    assert (info.start_s, info.duration_s) == pytest.approx((1.0, 2.0))
+    _, idx, times = read_all(path)
+    np.testing.assert_array_equal(idx, np.arange(50))
+    np.testing.assert_allclose(times, np.arange(50) / 25, atol=1e-3)
+
+
+def test_times_count_from_frame_0_when_it_has_no_stamp():
+    """When frame 0 has no time stamp, frame 3 stamped 1.12 s (at 25 fps) is at 0.12 s,
+    not 0 s, where the frame / fps fill for the unstamped frames puts frame 0."""
+    from vit_facemap.video import _time_origin
+
+    assert _time_origin(1.12, 3, 25.0) == pytest.approx(1.0)
+    assert _time_origin(1.12, 0, 25.0) == 1.12
+    assert _time_origin(1.12, 3, None) == 1.12  # no rate to step back by
+
+
 def test_damaged_frames_are_named(tmp_path):
     """Zeroed bytes mid-file: H.264 conceals the damage and decodes on; the frames are named."""
     from vit_facemap.errors import DataWarning

@@ -246,6 +246,25 @@ def test_resume_skips_a_finished_video_only_with_the_same_settings(tmp_path, vid
     refused_and_skipped()
 
 
+def test_resume_skips_a_finished_video_in_a_moved_folder(tmp_path, video, monkeypatch):
+    """The finished run's summary records the video's absolute path and the state format's
+    version; neither says how it was tracked, so neither refuses a --resume."""
+    import shutil
+
+    from vit_facemap import track
+
+    (tmp_path / "project").mkdir()
+    shutil.copy(video, tmp_path / "project" / "face.avi")
+    track_video(SpotPredictor(), tmp_path / "project" / "face.avi", tmp_path / "project" / "out",
+                opts(stop=10))
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "project", moved)
+    monkeypatch.setattr(track, "STATE_VERSION", track.STATE_VERSION + 1)
+    s = track_video(SpotPredictor(), moved / "face.avi", moved / "out",
+                    opts(resume=True, stop=10))
+    assert s["skipped"] == "frames 0 to 9 already tracked with these settings"
+
+
 def test_overlay_video(tmp_path, video):
     from vit_facemap.video import probe
 
@@ -278,6 +297,31 @@ def test_resumed_overlay_covers_every_tracked_frame(tmp_path, video):
     assert len(shown) == len(load_xy(paths["csv"])[0]) == N
     whole = overlay_frames(output_paths(video, tmp_path / "whole")["overlay"])
     np.testing.assert_array_equal(shown, whole)
+
+
+def test_resumed_overlay_leaves_the_redraw_out_of_the_frames_per_second(tmp_path, video,
+                                                                         monkeypatch):
+    """Redrawing the frames tracked before the interruption is no tracking: with a clock that
+    only drawing moves (1000 s a batch), the frames/s is that of the new frames alone."""
+    from vit_facemap import track
+
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=2), video, tmp_path, opts(overlay=True))
+    clock = [0.0]
+    draw = track._Overlay.add
+
+    def slow_draw(self, frames, xy):
+        clock[0] += 1000.0
+        draw(self, frames, xy)
+
+    monkeypatch.setattr(track._Overlay, "add", slow_draw)
+    monkeypatch.setattr(track.time, "perf_counter", lambda: clock[0])
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True, overlay=True,
+                                                           batch_size=6))
+    # batches of 6: frames 0-5 and 6-11 redrawn, 12-17 redrawn and new, then 4 of new frames
+    assert s["resumed_from"] == 16 and s["frames_this_run"] == N - 16
+    assert (s["wall_s"], s["redraw_s"]) == (8000.0, 3000.0)
+    assert s["fps"] == (N - 16) / 5000.0
 
 
 def test_command_line(tmp_path, video, monkeypatch, capsys):

@@ -201,13 +201,15 @@ def measure_shift(vit: nn.Module, samples: int = 4) -> float:
     if first is None:  # nothing known of the input: drawn on the cells as they are
         return 0.0
     param = first.weight
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(samples, first.in_channels, ih, iw, generator=gen)
-    x = x.to(param.device, param.dtype).requires_grad_(True)
     was_training = embed.training
     embed.eval()  # batch norm: the running statistics, none of them updated
     try:
-        with torch.enable_grad():
+        # enable_grad alone does not lift inference mode (a caller's torch.inference_mode()),
+        # and a tensor made in inference mode cannot take part in autograd: x is made here
+        with torch.inference_mode(False), torch.enable_grad():
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(samples, first.in_channels, ih, iw, generator=gen)
+            x = x.to(param.device, param.dtype).requires_grad_(True)
             tokens = embed(x)
             # a dynamic-size embedding keeps its grid (B, H, W, D)
             tokens = tokens.reshape(samples, gh * gw, -1)

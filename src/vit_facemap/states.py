@@ -226,6 +226,11 @@ def _read_table(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
         raise not_utf8(exc, path) from None
     key = columns[0] if columns else None
     if key is not None:
+        for row in rows:
+            # as images are named: ./dilated/a.png (from `find .`) or dilated//a.png is the
+            # same image as dilated/a.png
+            if row[key]:
+                row[key] = PurePosixPath(row[key]).as_posix()
         seen: dict[str, dict[str, str]] = {}
         for row in rows:
             if row[key] in seen and seen[row[key]] != row:

@@ -202,10 +202,11 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     """Track ``video`` with ``predictor`` and write the results under ``out_dir``.
 
     Returns the summary also written to ``<video>_<scorer>_track.json``: frames tracked,
-    frames/s end to end and of the model alone, output paths, ``complete``. Raises
-    :class:`RunExistsError` for existing outputs (unless ``overwrite``/``resume``),
-    :class:`DataError` for a video the model cannot take, :class:`VideoDecodeError` after
-    writing what was tracked when the video breaks part way.
+    frames/s end to end and of the model alone (of this run's new frames: the time a resumed
+    ``overlay`` run spends redrawing the frames tracked before is ``redraw_s``, left out),
+    output paths, ``complete``. Raises :class:`RunExistsError` for existing outputs (unless
+    ``overwrite``/``resume``), :class:`DataError` for a video the model cannot take,
+    :class:`VideoDecodeError` after writing what was tracked when the video breaks part way.
     """
     options = options or TrackOptions()
     video = Path(video)
@@ -246,7 +247,10 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         summary = json.loads(paths["summary"].read_text())
         if summary.get("complete"):
             saved = _finished_key(summary)
-            differs = sorted(k for k in key if k in saved and saved[k] != key[k])
+            # a finished run is judged by how it tracked, not by where the project folder
+            # now sits (moved, remounted) or by the format of half-done state files
+            differs = sorted(k for k in key if k not in ("video", "version")
+                             and k in saved and saved[k] != key[k])
             if differs:
                 raise RunExistsError(
                     paths["summary"], f"the finished run there used other settings "
@@ -281,6 +285,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     error: VideoDecodeError | None = None
     n_new = 0
     model_s = 0.0
+    redraw_s = 0.0  # decoding and drawing frames tracked before, kept out of the frames/s
     t0 = time.perf_counter()
     try:
         from tqdm import tqdm
@@ -294,15 +299,21 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
             resize=resize, threads=options.decode_threads)
         with reader, open(paths["partial"], "ab") as sink, bar:
             try:
+                b0 = time.perf_counter()
                 for batch in reader:
                     if redraw is not None and batch.indices[0] < first:
+                        a0 = time.perf_counter()
                         done = batch.indices < first
                         overlay.add(batch.frames[done],
                                     _stored_points(redraw, batch.indices[done], box, resize))
                         batch = FrameBatch(batch.frames[~done], batch.indices[~done],
                                            batch.pts[~done], batch.times[~done])
                         if not len(batch):
+                            # earlier frames only: waiting for their decoding is redraw too
+                            redraw_s += time.perf_counter() - b0
+                            b0 = time.perf_counter()
                             continue
+                        redraw_s += time.perf_counter() - a0
                     m0 = time.perf_counter()
                     xy, conf = _predict(predictor, batch.frames)
                     model_s += time.perf_counter() - m0
@@ -368,7 +379,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     summary.update(
         complete=error is None, error=None if error is None else str(error),
         frames_this_run=n_new, resumed_from=first if first != options.start else None,
-        wall_s=wall, fps=n_new / wall if wall > 0 else None,
+        wall_s=wall, redraw_s=redraw_s if redraw is not None else None,
+        fps=n_new / (wall - redraw_s) if wall - redraw_s > 0 else None,
         model_fps=n_new / model_s if model_s > 0 else None,
         outputs={n: str(paths[n]) for n in FINAL_OUTPUTS if paths[n].exists() or n == "summary"},
     )

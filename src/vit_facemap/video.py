@@ -96,10 +96,17 @@ def _info(path: Path, container) -> VideoInfo:
     ctx = stream.codec_context
     duration = None
     start = 0.0
+    tagged = _tagged_end(stream.metadata)
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
         if stream.start_time is not None:
             start = float(stream.start_time * stream.time_base)
+    elif tagged is not None:
+        # Matroska gives the stream no duration of its own, only this tag; FFmpeg's muxer
+        # writes the end of the stream's last frame, counted from 0 rather than from its start
+        if stream.start_time is not None and stream.time_base is not None:
+            start = float(stream.start_time * stream.time_base)
+        duration = max(tagged - start, 0.0)
     elif container.duration is not None and len(container.streams) == 1:
         # the container's duration spans all its streams: with an audio track that runs
         # past the video's end it is not the video's, so only a lone video stream takes it
@@ -113,6 +120,19 @@ def _info(path: Path, container) -> VideoInfo:
         fps=float(rate) if rate else None, duration_s=duration,
         codec=ctx.name, container=container.format.name, start_s=start,
     )
+
+
+def _tagged_end(metadata) -> float | None:
+    """Seconds in a ``DURATION`` tag (``HH:MM:SS.fraction``, as Matroska stores it), or None."""
+    text = next((v for k, v in (metadata or {}).items() if k.upper() == "DURATION"), None)
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = str(text).strip().split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
@@ -148,7 +168,8 @@ def iter_frames(path: str | Path, *, start: int = 0, stop: int | None = None,
     """Yield ``(index, pts, time_s, frame)`` for frames ``start <= index < stop``.
 
     ``pts`` is the frame's time stamp in the stream's time base, as stored (-1 if it has
-    none); ``time_s`` the seconds from the first frame's time stamp (NaN without one).
+    none); ``time_s`` the seconds from the first frame's time stamp (NaN without one; when
+    the first frames have none, frame 0's is put ``index / fps`` before the first stamp).
 
     ``color`` is ``"gray"`` (H, W) or ``"rgb"`` (H, W, 3). ``crop`` (x0, y0, x1, y1) is
     cut from each frame, then ``resize`` (W, H) scales the cut, both before conversion
@@ -196,7 +217,7 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
                 t = frame.time
                 if t is not None:
                     last_time = t
-                    origin = t if origin is None else origin
+                    origin = _time_origin(t, i, info.fps) if origin is None else origin
                 if i < start:
                     continue  # decoded for the reference chain only; no conversion
                 if stop is not None and i >= stop:
@@ -254,6 +275,14 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
                             f"({index} frames)", path)
     finally:
         container.close()
+
+
+def _time_origin(t: float, index: int, fps: float | None) -> float:
+    """The time stamp frame 0 has, or would have, from the first stamped frame's: ``t`` of
+    frame ``index``. Taken as 0 s for a later frame, it would share 0 s with the frame 0
+    that NWB's frame / fps fill gives the unstamped frames; with no frame rate known, that
+    frame is the origin all the same."""
+    return t - index / fps if index > 0 and fps else t
 
 
 def _warn_damaged(path: Path, corrupt: list[int]) -> None:

@@ -97,6 +97,7 @@ def html_problems(root: Path) -> list[str]:
             parsed[page] = parser
         return parsed[page]
 
+    inside = book.resolve()
     for page in sorted(book.rglob("*.html")):
         for target in dict.fromkeys(links(page).targets):  # each once, in page order
             url = urlsplit(target)
@@ -107,7 +108,12 @@ def html_problems(root: Path) -> list[str]:
                            "in a book opened from its folder")
                 continue
             dest = (page.parent / unquote(url.path)).resolve() if url.path else page.resolve()
-            if not dest.is_file():
+            # a file beside the book (the repository's) is there on the build machine only:
+            # the book is published, copied, opened on its own
+            if not dest.is_relative_to(inside):
+                out.append(f"{page.relative_to(root)} links to {target}, which leaves the "
+                           "book's folder")
+            elif not dest.is_file():
                 out.append(f"{page.relative_to(root)} links to {target}, which does not exist")
             elif url.fragment and dest.suffix == ".html" \
                     and unquote(url.fragment) not in links(dest).ids:

@@ -162,6 +162,20 @@ def bib_keys(text: str) -> set[str]:
             if kind.lower() not in ("string", "comment", "preamble")}
 
 
+def repeated_keys(files: list[Path]) -> list[str]:
+    """Entry keys defined more than once across ``files`` (BibTeX compares them without
+    case), each with the files that define it."""
+    where: dict[str, list[Path]] = {}
+    shown: dict[str, str] = {}
+    for file in files:
+        for kind, key in BIB_KEY.findall(file.read_text()):
+            if kind.lower() not in ("string", "comment", "preamble"):
+                where.setdefault(key.lower(), []).append(file)
+                shown.setdefault(key.lower(), key)
+    return [f"{shown[k]} ({', '.join(map(str, dict.fromkeys(fs)))})"
+            for k, fs in where.items() if len(fs) > 1]
+
+
 def project_bibliography(root: str | Path = ".") -> list[Path]:
     """The .bib files that ``myst.yml`` names under ``project.bibliography``."""
     import yaml
@@ -199,6 +213,12 @@ def polish_zip(zip_path: str | Path, bibliography: list[str | Path] | None = Non
                 if len(bibs) > 1:
                     raise RuntimeError(f"expected at most one .bib in {zip_path}, found {bibs}")
                 if bibs:
+                    # BibTeX reports a key defined twice only at the pdf step ("Repeated
+                    # entry"), after the export
+                    repeated = repeated_keys([Path(b) for b in bibliography])
+                    if repeated:
+                        raise RuntimeError("the bibliography defines entries more than once, "
+                                           f"which BibTeX refuses: {'; '.join(repeated)}")
                     ours = "\n".join(Path(b).read_text() for b in bibliography)
                     theirs = zf.read(bibs[0]).decode()
                     lost = sorted(bib_keys(theirs) - bib_keys(ours))
