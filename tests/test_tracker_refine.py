@@ -86,6 +86,22 @@ def test_a_second_stage_size_fmnet_cannot_take_is_refused_before_training(eye_se
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+@pytest.mark.parametrize("family, why", [("vit", "patch size 16x16"), ("cnn", "stride 16")])
+def test_a_second_stage_size_other_networks_cannot_take_is_refused_before_training(
+        eye_set, tmp_path, family, why):
+    # a plain ViT or a CNN refuses a crop size only when built, which came after stage 1
+    from vit_facemap.models import ModelConfig
+
+    cfg = _config()
+    cfg.model = ModelConfig(**{**cfg.model.__dict__, "family": family, "depth": 1,
+                               "input_w": 64, "input_h": 48})
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=40, copies=1)
+    with pytest.raises(ValueError, match=rf"refine input_size 40: input 40x40 must be a "
+                                         rf"multiple of .*{why}"):
+        fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_centres_and_extent_by_hand():
     kp = np.array([
         [[0, 0], [10, 4], [4, 2]],          # box 0..10 x 0..4: centre (5, 2), side 10

@@ -492,7 +492,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
               if config.refine.share > 0 and boxes is None else {})
     if groups:
         # fail now, not after the first stage has spent its budget
-        _refine_stage_config(recipe, len(groups))
+        _check_refine_stage(recipe, len(groups))
     for name, idx in groups.items():
         if not np.isfinite(train_frames.keypoints[:, idx]).all(-1).any():
             raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
@@ -787,6 +787,19 @@ def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
         return recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
     except ValueError as exc:
         raise ValueError(f"refine input_size {rc.input_size}: {exc}") from None
+
+
+def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
+    """Refuse a second stage's recipe its network cannot take (a crop size its patches or
+    strides do not tile), as building it would after the first stage."""
+    config = _refine_stage_config(recipe, n_groups)
+    # built without weights (no file read, no download) and on a side stream of random
+    # numbers, so the first stage starts from the same state as without this check
+    with torch.random.fork_rng(devices=[]):
+        try:
+            build_model(ModelConfig(**{**asdict(config.model), "weights": None}), 1)
+        except ValueError as exc:
+            raise ValueError(f"refine input_size {recipe.refine.input_size}: {exc}") from None
 
 
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
