@@ -207,6 +207,25 @@ def test_gradient_rollout_is_class_specific():
     np.testing.assert_allclose(c.maps, gradient_rollout(vit, x, target=2).maps, atol=1e-6)
 
 
+def test_gradient_rollout_leaves_the_model_as_it_found_it():
+    # under a caller's inference mode autograd stayed off ("does not require grad"); the
+    # parameters kept the backward pass's gradients; a failing score left the model in eval
+    vit = tiny_vit()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.inference_mode():
+        maps = gradient_rollout(vit, x, target=0).maps
+    np.testing.assert_allclose(maps, gradient_rollout(vit, x, target=0).maps, atol=1e-6)
+    assert all(p.grad is None for p in vit.parameters())
+    vit.train()
+
+    def broken(out):
+        raise KeyError("no such keypoint")
+
+    with pytest.raises(KeyError):
+        gradient_rollout(vit, x, score=broken)
+    assert vit.training
+
+
 def test_mass_in_box_and_upsample():
     m = np.zeros((2, 2))
     m[0, 0] = 1.0

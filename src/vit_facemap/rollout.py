@@ -274,9 +274,11 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
     was_training = model.training
     model.eval()
-    with capture_attention(model) as store:
-        out = model(x)
-    model.train(was_training)
+    try:
+        with capture_attention(model) as store:
+            out = model(x)
+    finally:
+        model.train(was_training)
     joint = rollout(store["attn"], head_fusion, discard_ratio,
                     int(getattr(vit, "num_prefix_tokens", 1)))
     is_logits = isinstance(out, torch.Tensor) and out.ndim == 2
@@ -300,21 +302,27 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
     was_training = model.training
     model.eval()
-    x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), capture_attention(model, keep_grad=True) as store:
-        out = model(x)
-        if score is not None:
-            s = score(out)
-            tgt = np.zeros(len(x), dtype=int)
-            probs = None
-        else:
-            probs = out.softmax(-1).detach().cpu().numpy()
-            tgt = probs.argmax(1) if target is None else np.broadcast_to(
-                np.asarray(target), (len(x),)).astype(int)
-            s = out[torch.arange(len(x)), torch.as_tensor(tgt)]
+    # a caller's inference mode would keep autograd off despite enable_grad; the model's
+    # parameter gradients are left as they were found (none), and so is its mode
+    try:
+        with (torch.inference_mode(False), torch.enable_grad(),
+              capture_attention(model, keep_grad=True) as store):
+            x = x.detach().clone().requires_grad_(True)
+            out = model(x)
+            if score is not None:
+                s = score(out)
+                tgt = np.zeros(len(x), dtype=int)
+                probs = None
+            else:
+                probs = out.softmax(-1).detach().cpu().numpy()
+                tgt = probs.argmax(1) if target is None else np.broadcast_to(
+                    np.asarray(target), (len(x),)).astype(int)
+                s = out[torch.arange(len(x)), torch.as_tensor(tgt)]
+            model.zero_grad(set_to_none=True)
+            s.sum().backward()
+    finally:
         model.zero_grad(set_to_none=True)
-        s.sum().backward()
-    model.train(was_training)
+        model.train(was_training)
     fusedl = []
     for a, g in zip(store["attn"], store["grad"], strict=True):
         if g is None:
