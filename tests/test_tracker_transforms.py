@@ -174,3 +174,85 @@ def test_auto_flip_pairs_swap_like_declared_ones():
     # a keypoint in two pairs makes the swap no mirror
     with pytest.raises(ValueError, match="more than once"):
         KeypointAugmenter(AugmentConfig(**kw, flip_pairs=[["a", "b"], ["b", "c"]]), ["a", "b", "c"])
+
+
+_STILL = dict(rotate=0, scale=0, translate=0, p_geometric=0, brightness=0, contrast=0, blur=0,
+              noise=0)
+
+
+def test_flip_moves_a_missing_keypoint_to_its_partner():
+    aug = KeypointAugmenter(AugmentConfig(**_STILL, hflip=1.0, flip_pairs=[["l", "r"]]),
+                            ["l", "r", "m"])
+    img = np.zeros((10, 20), np.uint8)
+    _, out = aug(img, np.array([[np.nan, np.nan], [17.0, 5.0], [10.0, 1.0]]))
+    # the right point, mirrored, is now the left one; the missing left one is now the right
+    np.testing.assert_allclose(out[0], [2.0, 5.0])
+    assert np.isnan(out[1]).all()
+    np.testing.assert_allclose(out[2], [9.0, 1.0])
+
+
+def test_keypoints_leave_the_image_at_its_pixel_edges():
+    aug = KeypointAugmenter(AugmentConfig(**_STILL), ["a", "b", "c", "d"])
+    img = np.zeros((10, 20), np.uint8)  # pixels cover x in [-0.5, 19.5], y in [-0.5, 9.5]
+    kp = np.array([[-0.4, 5.0], [19.4, 5.0], [-0.6, 5.0], [5.0, 9.6]])
+    _, out = aug(img, kp)
+    np.testing.assert_allclose(out[:2], kp[:2])
+    assert np.isnan(out[2:]).all()
+
+
+def _augment_config(**kw):
+    return AugmentConfig(**{**dict(rotate=20, scale=0.2, translate=0.1, p_geometric=0.9,
+                                   hflip=0.5, flip_pairs=[["l", "r"]]), **kw})
+
+
+def _draws(aug, n=6):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (24, 32), dtype=np.uint8)
+    kp = np.array([[8.0, 12.0], [24.0, 12.0], [16.0, 4.0]])
+    return [aug(img, kp) for _ in range(n)]
+
+
+def _same(draws_a, draws_b):
+    return all(np.array_equal(ia, ib) and np.array_equal(ka, kb, equal_nan=True)
+               for (ia, ka), (ib, kb) in zip(draws_a, draws_b, strict=True))
+
+
+def test_reseeded_augmenter_draws_as_one_built_with_that_seed():
+    bp = ["l", "r", "m"]
+    reseeded = KeypointAugmenter(_augment_config(), bp, seed=0)
+    reseeded.reseed(7)
+    assert _same(_draws(reseeded), _draws(KeypointAugmenter(_augment_config(), bp, seed=7)))
+    assert not _same(_draws(KeypointAugmenter(_augment_config(), bp, seed=0)),
+                     _draws(KeypointAugmenter(_augment_config(), bp, seed=7)))
+
+
+def test_random_state_restored_repeats_the_same_augmentations():
+    aug = KeypointAugmenter(_augment_config(), ["l", "r", "m"], seed=3)
+    _draws(aug, 2)
+    state = aug.random_state()
+    first = _draws(aug, 8)
+    aug.set_random_state(state)
+    assert _same(_draws(aug, 8), first)
+    # the flips' own stream too: without geometry, a flip is seen in "l"'s height alone
+    aug = KeypointAugmenter(AugmentConfig(**_STILL, hflip=0.5, flip_pairs=[["l", "r"]]),
+                            ["l", "r"], seed=3)
+    img, kp = np.zeros((24, 32), np.uint8), np.array([[8.0, 10.0], [24.0, 14.0]])
+    state = aug.random_state()
+    flipped = [aug(img, kp)[1][0, 1] == 14.0 for _ in range(8)]
+    assert any(flipped) and not all(flipped)
+    aug.set_random_state(state)
+    assert [aug(img, kp)[1][0, 1] == 14.0 for _ in range(8)] == flipped
+
+
+def test_geometry_scales_and_rotates_both_ways():
+    img = np.zeros((48, 64), np.uint8)
+    centre = np.array([31.5, 23.5])
+    kp = np.array([[41.5, 23.5]])  # 10 pixels right of the centre
+    scaled = KeypointAugmenter(AugmentConfig(**{**_STILL, "scale": 0.3, "p_geometric": 1.0}),
+                               ["a"], seed=0)
+    radius = [np.linalg.norm(scaled(img, kp)[1][0] - centre) for _ in range(20)]
+    assert min(radius) < 9.0 and max(radius) > 11.0
+    turned = KeypointAugmenter(AugmentConfig(**{**_STILL, "rotate": 30, "p_geometric": 1.0}),
+                               ["a"], seed=0)
+    dy = [turned(img, kp)[1][0, 1] - centre[1] for _ in range(20)]
+    assert min(dy) < -1.0 and max(dy) > 1.0
