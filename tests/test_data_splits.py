@@ -170,3 +170,47 @@ def test_later_frames_split_holds_out_each_videos_last_stretch(tmp_path):
                           np.zeros((3, 1, 2)), ["nose"])
     with pytest.raises(ValueError, match="none is left for training"):
         later_frames_split(close, share=0.3, gap=300)
+
+
+def test_recommended_split_rounds_the_validation_share_and_uses_its_seed(tmp_path):
+    # 8 animals (no date in the names: each video is its own animal): 0.2 * 8 = 1.6 -> 2
+    index = [f"labeled-data/M{a}/img{i}.png" for a in range(1, 9) for i in range(3)]
+    frames = LabeledFrames(tmp_path, index, np.zeros((len(index), 1, 2)), ["nose"])
+    from vit_facemap.splits import recommended_split
+
+    train, val, by = recommended_split(frames, seed=0)
+    assert by == "animal" and len(set(frames.videos[val])) == 2 and len(val) == 6
+    assert len(train) + len(val) == len(index)
+    again, _, _ = recommended_split(frames, seed=0)
+    np.testing.assert_array_equal(again, train)
+    held = {tuple(sorted(set(frames.videos[recommended_split(frames, seed=s)[1]])))
+            for s in range(10)}
+    assert len(held) > 1  # the seed chooses which animals are held out
+
+
+def test_group_split_uses_its_seed_and_needs_two_groups():
+    groups = np.repeat([f"v{i}" for i in range(10)], 2)
+    sides = {tuple(group_split(groups, val_groups=2, seed=s)[1]) for s in range(10)}
+    assert len(sides) > 1
+    np.testing.assert_array_equal(group_split(groups, 2, seed=3)[1],
+                                  group_split(groups, 2, seed=3)[1])
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        group_split(["a", "a", "a"], val_groups=1)
+
+
+def test_load_split_refuses_a_frame_on_both_sides(tmp_path):
+    index = ["labeled-data/a/1.png", "labeled-data/b/1.png"]
+    (tmp_path / "both.json").write_text(json.dumps({"train": index, "val": index[1:]}))
+    with pytest.raises(DataError, match="1 frame\\(s\\) are in both train and val"):
+        load_split(tmp_path / "both.json", index)
+
+
+def test_later_frames_split_gap_and_held_out_count_at_their_edges(tmp_path):
+    # 13 frames: 0.2 * 13 = 2.6 -> the last 3 are held out (1000, 1010, 1020)
+    numbers = [100, 200, 300, 400, 500, 600, 650, 699, 700, 800, 1000, 1010, 1020]
+    index = [f"labeled-data/a/img{n:04d}.png" for n in numbers]
+    frames = LabeledFrames(tmp_path, index, np.zeros((len(index), 1, 2)), ["nose"])
+    train, test = later_frames_split(frames, share=0.2, gap=300)
+    assert [numbers[i] for i in test] == [1000, 1010, 1020]
+    # 700 lies exactly 300 frames before the first test frame: within the gap, left out
+    assert [numbers[i] for i in train] == [100, 200, 300, 400, 500, 600, 650, 699]

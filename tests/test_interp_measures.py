@@ -107,3 +107,26 @@ def test_measure_plots_name_their_units():
         "eye aperture\n(eye widths)", "eye width\n(px)", "whisker 1 forward\n(eye widths)",
         "mouth down\n(eye widths)"]
     plt.close(fig)
+
+
+def test_pupil_centre_is_the_mean_of_all_four_pupil_points():
+    kp = schroeder_frame()[None].copy()
+    kp[0, 1:5] = [[96, 50], [101, 47], [104, 50], [101, 55]]  # left, dorsal, right, ventral
+    m = facial_measures(kp, SCHROEDER)
+    assert (m.loc[0, "pupil_x"], m.loc[0, "pupil_y"]) == pytest.approx((100.5, 50.5))
+
+
+def test_face_positions_per_frame_whatever_the_names_spelling():
+    names = ["Eye-Top", "eye_front", "EYE BOTTOM", "eye-back", "Nose-Tip", "whisker 1"]
+    # frame 0 faces right, eye centred at (30, 10), 20 wide; frame 1 is its mirror image
+    right = np.array([[30, 5], [40, 10], [30, 15], [20, 10], [70, 30], [10, 0]], float)
+    left = right.copy()
+    left[:, 0] = 100 - left[:, 0]
+    m = facial_measures(np.stack([right, left]), names)
+    assert m["eye_x"].tolist() == pytest.approx([30, 70])
+    assert m["eye_y"].tolist() == pytest.approx([10, 10])
+    # nose tip 40 ahead and 20 below the eye; whisker 1 20 behind and 10 above it
+    assert m["nose_tip_forward"].tolist() == pytest.approx([2, 2])
+    assert m["nose_tip_down"].tolist() == pytest.approx([1, 1])
+    assert m["whisker_1_forward"].tolist() == pytest.approx([-1, -1])
+    assert m["whisker_1_down"].tolist() == pytest.approx([-0.5, -0.5])

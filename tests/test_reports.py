@@ -12,6 +12,7 @@ from vit_facemap.reports import (
     classifier_findings,
     classifier_per_animal,
     classifier_table,
+    macro_f1_interval,
     per_group_table,
     speed_table,
     tracker_curves,
@@ -425,3 +426,39 @@ def test_no_verdict_from_too_few_held_out_groups(rows):
                                          "x"))
     assert "too few held-out groups (2) for an interval: 2 held-out animals" in text
     assert "no verdict on which is ahead" in text and "is ahead by" not in text
+
+
+def test_tracker_findings_say_no_where_the_default_trails_beyond_doubt(rows):
+    animals = np.repeat([f"A{i}" for i in range(5)], 4)
+    base = np.random.default_rng(2).uniform(2, 4, (len(animals), 3))
+    d = _with_errors(rows[3], base + 1.0, animals)  # the default 1 px worse on every animal
+    f = tracker_findings([d, _with_errors(rows[2], base, animals)]).loc["schroeder"]
+    assert f["default leads"] == "NO" and np.isclose(f["margin px"], -1.0)
+    assert f["verdict"].startswith("trails by 1.00 px (95% interval [-1.00, -1.00]")
+
+
+def test_tracker_findings_pair_frames_by_name_not_by_count(rows):
+    animals = np.repeat([f"A{i}" for i in range(5)], 4)
+    base = np.random.default_rng(3).uniform(2, 4, (len(animals), 3))
+    d = _with_errors(rows[3], base, animals)
+    other = _with_errors(rows[2], base + 1.0, animals)
+    frames = other["per_frame"]["frames"]
+    other["per_frame"]["frames"] = frames[1:] + frames[:1]  # as many frames, in other order
+    f = tracker_findings([d, other]).loc["schroeder"]
+    assert f["default leads"] == "no interval"
+    assert f["verdict"].endswith("(the two models were scored on different frames)")
+
+
+def test_macro_f1_interval_pairs_each_animals_matrices():
+    from vit_facemap.bootstrap import macro_f1_difference
+
+    vit = {**VIT, "E": [[4, 1], [1, 4]]}
+    hog = {g: ({**HOG, "E": [[1, 4], [4, 1]]})[g] for g in sorted(vit, reverse=True)}
+    summary = _per_animal(_summary(), vit, hog)
+    assert list(summary["hog-rf"]["per_group"]) == ["E", "D", "C", "B", "A"]
+    found, why = macro_f1_interval(summary)
+    assert why == "" and found["over"] == "5 held-out animals"
+    animals = sorted(vit)
+    direct = macro_f1_difference([vit[g] for g in animals], [hog[g] for g in animals])
+    assert (found["low"], found["high"]) == (direct["low"], direct["high"])
+    assert found["estimate"] == pytest.approx(direct["estimate"])

@@ -163,3 +163,33 @@ def test_macro_f1_of_confusion_is_scikit_learns():
     assert np.isclose(r["estimate"], macro_f1_of_confusion(good.sum(0))
                       - macro_f1_of_confusion(bad.sum(0)))
     assert r["n_groups"] == 3 and r["low"] > 0
+
+
+def test_group_bootstrap_is_the_percentile_interval_of_seeded_group_resamples():
+    from vit_facemap.bootstrap import group_bootstrap
+
+    per_group = np.array([[1.0, 1.0], [4.0, 2.0], [9.0, 3.0], [2.0, 2.0], [10.0, 2.0]])
+
+    def ratio(s):
+        return s[:, 0] / s[:, 1]
+
+    r = group_bootstrap(per_group, ratio, n_boot=400, seed=5, level=0.8)
+    assert r["estimate"] == pytest.approx(26.0 / 10.0)
+    # the same draws made here: whole groups with replacement, summed, the 10% / 90% points
+    draws = np.random.default_rng(5).integers(0, 5, size=(400, 5))
+    values = ratio(per_group[draws].sum(1))
+    assert r["low"] == pytest.approx(np.quantile(values, 0.1))
+    assert r["high"] == pytest.approx(np.quantile(values, 0.9))
+    other = group_bootstrap(per_group, ratio, n_boot=400, seed=6, level=0.8)
+    assert (other["low"], other["high"]) != (r["low"], r["high"])  # the seed is used
+
+
+def test_mean_error_difference_skips_resamples_with_no_label():
+    from vit_facemap.bootstrap import mean_error_difference
+
+    # unit "y" has no labeled keypoint: a resample of "y" alone has no mean and is left out;
+    # every other resample holds only x's difference, (4 + 5) / 2 - (1 + 2) / 2 = 3
+    a = np.array([[1.0, 2.0], [np.nan, np.nan]])
+    b = np.array([[4.0, 5.0], [np.nan, np.nan]])
+    r = mean_error_difference(a, b, ["x", "y"], n_boot=200)
+    assert r["estimate"] == r["low"] == r["high"] == pytest.approx(3.0)

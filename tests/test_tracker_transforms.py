@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
-from vit_facemap.transforms import InputMapping, full_frame_box, label_box, normalise, to_channels
+from vit_facemap.transforms import (
+    InputMapping,
+    full_frame_box,
+    label_box,
+    normalise,
+    rescale_points,
+    to_channels,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -174,3 +181,133 @@ def test_auto_flip_pairs_swap_like_declared_ones():
     # a keypoint in two pairs makes the swap no mirror
     with pytest.raises(ValueError, match="more than once"):
         KeypointAugmenter(AugmentConfig(**kw, flip_pairs=[["a", "b"], ["b", "c"]]), ["a", "b", "c"])
+
+
+_STILL = dict(rotate=0, scale=0, translate=0, p_geometric=0, brightness=0, contrast=0, blur=0,
+              noise=0)
+
+
+def test_flip_moves_a_missing_keypoint_to_its_partner():
+    aug = KeypointAugmenter(AugmentConfig(**_STILL, hflip=1.0, flip_pairs=[["l", "r"]]),
+                            ["l", "r", "m"])
+    img = np.zeros((10, 20), np.uint8)
+    _, out = aug(img, np.array([[np.nan, np.nan], [17.0, 5.0], [10.0, 1.0]]))
+    # the right point, mirrored, is now the left one; the missing left one is now the right
+    np.testing.assert_allclose(out[0], [2.0, 5.0])
+    assert np.isnan(out[1]).all()
+    np.testing.assert_allclose(out[2], [9.0, 1.0])
+
+
+def test_keypoints_leave_the_image_at_its_pixel_edges():
+    aug = KeypointAugmenter(AugmentConfig(**_STILL), ["a", "b", "c", "d"])
+    img = np.zeros((10, 20), np.uint8)  # pixels cover x in [-0.5, 19.5], y in [-0.5, 9.5]
+    kp = np.array([[-0.4, 5.0], [19.4, 5.0], [-0.6, 5.0], [5.0, 9.6]])
+    _, out = aug(img, kp)
+    np.testing.assert_allclose(out[:2], kp[:2])
+    assert np.isnan(out[2:]).all()
+
+
+def _augment_config(**kw):
+    return AugmentConfig(**{**dict(rotate=20, scale=0.2, translate=0.1, p_geometric=0.9,
+                                   hflip=0.5, flip_pairs=[["l", "r"]]), **kw})
+
+
+def _draws(aug, n=6):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (24, 32), dtype=np.uint8)
+    kp = np.array([[8.0, 12.0], [24.0, 12.0], [16.0, 4.0]])
+    return [aug(img, kp) for _ in range(n)]
+
+
+def _same(draws_a, draws_b):
+    return all(np.array_equal(ia, ib) and np.array_equal(ka, kb, equal_nan=True)
+               for (ia, ka), (ib, kb) in zip(draws_a, draws_b, strict=True))
+
+
+def test_reseeded_augmenter_draws_as_one_built_with_that_seed():
+    bp = ["l", "r", "m"]
+    reseeded = KeypointAugmenter(_augment_config(), bp, seed=0)
+    reseeded.reseed(7)
+    assert _same(_draws(reseeded), _draws(KeypointAugmenter(_augment_config(), bp, seed=7)))
+    assert not _same(_draws(KeypointAugmenter(_augment_config(), bp, seed=0)),
+                     _draws(KeypointAugmenter(_augment_config(), bp, seed=7)))
+
+
+def test_random_state_restored_repeats_the_same_augmentations():
+    aug = KeypointAugmenter(_augment_config(), ["l", "r", "m"], seed=3)
+    _draws(aug, 2)
+    state = aug.random_state()
+    first = _draws(aug, 8)
+    aug.set_random_state(state)
+    assert _same(_draws(aug, 8), first)
+    # the flips' own stream too: without geometry, a flip is seen in "l"'s height alone
+    aug = KeypointAugmenter(AugmentConfig(**_STILL, hflip=0.5, flip_pairs=[["l", "r"]]),
+                            ["l", "r"], seed=3)
+    img, kp = np.zeros((24, 32), np.uint8), np.array([[8.0, 10.0], [24.0, 14.0]])
+    state = aug.random_state()
+    flipped = [aug(img, kp)[1][0, 1] == 14.0 for _ in range(8)]
+    assert any(flipped) and not all(flipped)
+    aug.set_random_state(state)
+    assert [aug(img, kp)[1][0, 1] == 14.0 for _ in range(8)] == flipped
+
+
+def test_geometry_scales_and_rotates_both_ways():
+    img = np.zeros((48, 64), np.uint8)
+    centre = np.array([31.5, 23.5])
+    kp = np.array([[41.5, 23.5]])  # 10 pixels right of the centre
+    scaled = KeypointAugmenter(AugmentConfig(**{**_STILL, "scale": 0.3, "p_geometric": 1.0}),
+                               ["a"], seed=0)
+    radius = [np.linalg.norm(scaled(img, kp)[1][0] - centre) for _ in range(20)]
+    assert min(radius) < 9.0 and max(radius) > 11.0
+    turned = KeypointAugmenter(AugmentConfig(**{**_STILL, "rotate": 30, "p_geometric": 1.0}),
+                               ["a"], seed=0)
+    dy = [turned(img, kp)[1][0, 1] - centre[1] for _ in range(20)]
+    assert min(dy) < -1.0 and max(dy) > 1.0
+
+
+def test_label_box_by_hand():
+    # labels span x 100..300, y 50..100; margin 0.1 of the larger side (200): 20 on each side,
+    # so 80..320 by 30..120, 241 x 91 pixels; grown to the input's 3:2 it is 241 x 161
+    # (ceil of 241 / 1.5), centred at (200, 75): x0 = round(79.5) = 80, y0 = round(-5.5) = -6
+    kp = np.array([[[100.0, 50.0], [300.0, 100.0]]])
+    assert label_box(kp, (864, 646), (192, 128), margin=0.1) == InputMapping(80, 0, 241, 161,
+                                                                             192, 128)
+    # a frame too low for the box: it stays centred, the rest is padding
+    assert label_box(kp, (864, 150), (192, 128), margin=0.1).y0 == -6
+    # near the bottom of the frame the box slides up to end at its last row
+    low = label_box(kp + [0.0, 100.0], (864, 200), (192, 128), margin=0.1)
+    assert (low.x0, low.y0, low.y0 + low.box_h) == (80, 39, 200)
+    # and near the right edge it slides left to end at the last column
+    narrow = label_box(kp, (300, 646), (192, 128), margin=0.1)
+    assert (narrow.x0, narrow.x0 + narrow.box_w, narrow.y0) == (59, 300, 0)
+
+
+def test_full_frame_box_pads_to_the_input_aspect_by_hand():
+    # 864 x 646 is wider than 4:3: padded below to 864 x 648
+    assert full_frame_box((864, 646), (64, 48)) == InputMapping(0, 0, 864, 648, 64, 48)
+    # narrower than 3:2: padded on the right to 600 x 400
+    assert full_frame_box((500, 400), (96, 64)) == InputMapping(0, 0, 600, 400, 96, 64)
+
+
+def test_rescale_points_and_box_scale_each_axis_by_its_own_factor():
+    # x 3 times, y 2 times: (1 + 0.5) * 3 - 0.5 = 4, (1 + 0.5) * 2 - 0.5 = 2.5
+    np.testing.assert_allclose(rescale_points([[1.0, 1.0]], (10, 5), (30, 10)), [[4.0, 2.5]])
+    m = InputMapping(10, 5, 40, 20, 32, 16).for_frame_size((100, 50), (200, 150))
+    assert (m.x0, m.y0, m.box_w, m.box_h) == (20, 15, 80, 60)
+
+
+def test_enlarging_resize_interpolates_linearly():
+    img = np.array([[0, 200]], np.uint8)
+    # input pixel u sits at frame x (u + 0.5) / 2 - 0.5: -0.25, 0.25, 0.75, 1.25
+    out = InputMapping(0, 0, 2, 1, 4, 1).apply(img)
+    assert out.tolist() == [[0, 50, 150, 200]]
+
+
+def test_channels_and_normalise_values():
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    assert to_channels(red, 1).tolist() == [[[76]]]  # 0.299 * 255, as cv2's RGB to gray
+    gray = np.array([[9]], np.uint8)
+    assert to_channels(gray, 3).tolist() == [[[9, 9, 9]]]
+    x = normalise(np.array([0, 255], np.uint8).reshape(1, 1, 2, 1))
+    np.testing.assert_allclose(x.ravel(), [-1.8, 2.2], rtol=1e-6)
