@@ -265,6 +265,23 @@ def test_resume_skips_a_finished_video_in_a_moved_folder(tmp_path, video, monkey
     assert s["skipped"] == "frames 0 to 9 already tracked with these settings"
 
 
+def test_resume_does_not_take_another_video_of_the_same_name_for_a_finished_one(tmp_path,
+                                                                              video):
+    # outputs are named by the video's stem: day2/face.avi resumed into the folder holding
+    # day1/face.avi's finished run was skipped as "already tracked"
+    import shutil
+
+    for day in ("day1", "day2"):
+        (tmp_path / day).mkdir()
+        shutil.copy(video, tmp_path / day / "face.avi")
+    with open(tmp_path / "day2" / "face.avi", "ab") as fh:
+        fh.write(b"\0" * 16)  # another recording: other bytes
+    track_video(SpotPredictor(), tmp_path / "day1" / "face.avi", tmp_path / "out", opts(stop=10))
+    with pytest.raises(RunExistsError, match=r"used other settings \(source\)"):
+        track_video(SpotPredictor(), tmp_path / "day2" / "face.avi", tmp_path / "out",
+                    opts(resume=True, stop=10))
+
+
 def test_overlay_video(tmp_path, video):
     from vit_facemap.video import probe
 

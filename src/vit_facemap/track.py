@@ -139,6 +139,9 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
     return {
         "version": STATE_VERSION,
         "video": str(info.path.resolve()),
+        # which video, wherever its folder now is: outputs are named by the file's stem,
+        # so another day's face.avi tracked into the same folder must not pass for it
+        "source": {"name": info.path.name, "bytes": info.path.stat().st_size},
         "frame_size": [info.width, info.height],
         "start": options.start, "stop": options.stop, "crop": list(box),
         "resize": None if resize is None else list(resize),
@@ -247,9 +250,11 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         summary = json.loads(paths["summary"].read_text())
         if summary.get("complete"):
             saved = _finished_key(summary)
-            # a finished run is judged by how it tracked, not by where the project folder
-            # now sits (moved, remounted) or by the format of half-done state files
-            differs = sorted(k for k in key if k not in ("video", "version")
+            # a finished run is judged by what it tracked and how, not by where the project
+            # folder now sits (moved, remounted) or by the format of half-done state files;
+            # a summary from before "source" was recorded knows its video by path only
+            ignore = {"version"} | ({"video"} if "source" in saved else set())
+            differs = sorted(k for k in key if k not in ignore
                              and k in saved and saved[k] != key[k])
             if differs:
                 raise RunExistsError(
