@@ -87,3 +87,16 @@ def test_a_label_far_from_its_place_but_near_no_other_is_not_flagged(tmp_path):
     frames.keypoints[5, :2] = [[100, 200], [150, 200]]  # 'a' and 'b' together
     frames.keypoints[7] = [[100, 200], [np.nan, np.nan], [200, 100]]  # 'a', with 'b' missing
     assert label_slips(frames).empty
+
+
+def test_a_swap_stays_flagged_when_the_partner_scatters_widely(tmp_path):
+    # 'a' and 'c' swapped in frame 3. 'c' scatters by 30 px, so its 100 px move is under its
+    # own limit (4 x 30) and it is not flagged itself; it still lies off its place and on
+    # a's, so 'a' is not a label the face carried away (it was excused: no flag at all)
+    rng = np.random.default_rng(0)
+    kp = np.stack([_row(rng, c=(100, (0, 30, -30)[i % 3])) + 100 for i in range(10)])
+    kp[3, [0, 2]] = kp[3, [2, 0]]
+    index = [f"labeled-data/v/img{i:03d}.png" for i in range(10)]
+    slips = label_slips(LabeledFrames(tmp_path, index, kp, ["a", "b", "c"]))
+    assert list(zip(slips["frame"], slips["keypoint"], slips["near"], strict=True)) == [
+        ("labeled-data/v/img003.png", "a", "c")]

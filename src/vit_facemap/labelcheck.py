@@ -85,11 +85,21 @@ def _slips_in_frame(pts: np.ndarray, own: np.ndarray, dist: np.ndarray, typical:
         flagged = _grow(candidates, excused, own, dist, typical, min_px)
         more = {k for k, (j, _) in flagged.items()
                 if np.isfinite(own[j]) and j not in flagged
+                and (j in excused or not _displaced(j, own, dist, typical, min_px))
                 and np.linalg.norm(pts[k] - pts[j]) * ratio >= own[k]}
         if not more:
             return flagged
         excused |= more
         candidates = {k: v for k, v in candidates.items() if k not in excused}
+
+
+def _displaced(j: int, own: np.ndarray, dist: np.ndarray, typical: np.ndarray,
+               min_px: float) -> bool:
+    """Whether label ``j`` is off its own place and nearer another keypoint's: the partner
+    of a swap, which excuses nothing even when it is not flagged itself (unless the face
+    carried it there too, as found by an earlier pass)."""
+    _, near = _nearest_other(dist[j], j)
+    return bool(own[j] > max(2 * typical[j], min_px) and near < own[j])
 
 
 def _grow(candidates: dict[int, tuple[int, float]], excused: set[int], own: np.ndarray,
