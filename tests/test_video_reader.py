@@ -245,3 +245,15 @@ def test_fast_gray_equals_ffmpeg_gray(tmp_path, suffix):
     np.testing.assert_array_equal(read_all(path)[0], expected)
     np.testing.assert_array_equal(read_all(path, threads=2)[0], expected)  # FFmpeg threads
     np.testing.assert_array_equal(read_all(path, crop=(3, 5, 50, 40))[0], expected[:, 5:40, 3:50])
+
+
+def test_a_matroska_duration_tag_is_read_when_it_is_a_time():
+    # Matroska keeps the video stream's length only in this tag; "inf" parsed as a float
+    # and announced a video that never ends (every complete file then "truncated")
+    from vit_facemap.video import _tagged_end
+
+    assert _tagged_end({"DURATION": "00:00:04.000000000"}) == 4.0
+    assert _tagged_end({"duration": "01:02:03.5"}) == 3723.5
+    for bad in ("00:00:inf", "00:00:1e309", "00:00:nan", "4.0", "", "00:00:00.000"):
+        assert _tagged_end({"DURATION": bad}) is None, bad
+    assert _tagged_end(None) is None

@@ -18,6 +18,7 @@ bounded queue so that memory stays flat on long videos.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import warnings
@@ -132,7 +133,8 @@ def _tagged_end(metadata) -> float | None:
         value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         return None
-    return value if value > 0 else None
+    # "inf" parses as a float too, and would announce a video that never ends
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
