@@ -35,8 +35,8 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     a label next to a flagged one in labeling order is flagged too when it lies more than
     twice its typical scatter from its place and nearer to another keypoint's. A label is
     not flagged when that other keypoint is labeled in the same frame, not flagged itself,
-    and at least a ``ratio``-th of the label's offset away from it: the face moved, and the
-    two labels are distinct points.
+    not off its own place onto another's (a swap), and at least a ``ratio``-th of the
+    label's offset away from it: the face moved, and the two labels are distinct points.
 
     Columns: ``frame`` (path in the set), ``keypoint``, ``near``, ``offset_px`` (distance
     from its own usual place), ``near_px`` (from the other's) and ``typical_px`` (its
@@ -78,8 +78,10 @@ def _slips_in_frame(pts: np.ndarray, own: np.ndarray, dist: np.ndarray, typical:
     # a face that moves far (a raised nose) can carry a label onto another keypoint's usual
     # place while that keypoint, labeled too, moved elsewhere: the label has not taken its
     # place. A slip either leaves the other label missing, moves it on as well (flagged), or
-    # puts both on one spot; so a label is kept out when the keypoint it sits on is labeled,
-    # not flagged, and ratio times farther from it than a slip would be
+    # puts both on one spot, and a swap puts the other label off its place; so a label is
+    # kept out when the keypoint it sits on is labeled, not flagged, not off its own place
+    # onto another's (unless the face carried it too), and ratio times farther from it than
+    # a slip would be
     excused: set[int] = set()
     while True:
         flagged = _grow(candidates, excused, own, dist, typical, min_px)
@@ -115,9 +117,8 @@ def _grow(candidates: dict[int, tuple[int, float]], excused: set[int], own: np.n
         for k in np.flatnonzero(np.isfinite(own)):
             if k in flagged or k in excused or not ({k - 1, k + 1} & set(flagged)):
                 continue
-            j, near = _nearest_other(dist[k], k)
-            if own[k] > max(2 * typical[k], min_px) and near < own[k]:
-                flagged[k], grown = (j, near), True
+            if _displaced(k, own, dist, typical, min_px):
+                flagged[k], grown = _nearest_other(dist[k], k), True
     return flagged
 
 
