@@ -316,6 +316,19 @@ def test_resumed_overlay_covers_every_tracked_frame(tmp_path, video):
     np.testing.assert_array_equal(shown, whole)
 
 
+def test_resumed_without_overlay_does_not_list_the_interrupted_overlay(tmp_path, video):
+    # the interrupted run's overlay stops where it stopped: it was listed among the outputs
+    # of a resumed run that drew none
+    settings = dict(overlay=True, formats=("csv",))
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=2), video, tmp_path, opts(**settings))
+    with pytest.warns(UserWarning, match=r"interrupted run's overlay, up to frame 15 only; "
+                                         r"resume with --overlay"):
+        s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True, formats=("csv",)))
+    assert s["complete"] and "overlay" not in s["outputs"]
+    assert output_paths(video, tmp_path)["overlay"].exists()  # kept: drawn frames are results
+
+
 def test_resumed_overlay_leaves_the_redraw_out_of_the_frames_per_second(tmp_path, video,
                                                                          monkeypatch):
     """Redrawing the frames tracked before the interruption is no tracking: with a clock that

@@ -381,13 +381,19 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
             warnings.warn(f"{video}: writing the new results failed; the results they replace "
                           f"are kept in {backup}", stacklevel=2)
         raise
+    listed = [n for n in FINAL_OUTPUTS if n != "overlay" or options.overlay]
+    if not options.overlay and first != options.start and paths["overlay"].exists():
+        # drawn while the interrupted run went: it stops where that run stopped
+        warnings.warn(f"{video}: {paths['overlay']} is the interrupted run's overlay, up to "
+                      f"frame {first - 1} only; resume with --overlay to draw it whole",
+                      stacklevel=2)
     summary.update(
         complete=error is None, error=None if error is None else str(error),
         frames_this_run=n_new, resumed_from=first if first != options.start else None,
         wall_s=wall, redraw_s=redraw_s if redraw is not None else None,
         fps=n_new / (wall - redraw_s) if wall - redraw_s > 0 else None,
         model_fps=n_new / model_s if model_s > 0 else None,
-        outputs={n: str(paths[n]) for n in FINAL_OUTPUTS if paths[n].exists() or n == "summary"},
+        outputs={n: str(paths[n]) for n in listed if paths[n].exists() or n == "summary"},
     )
     device = str(getattr(predictor, "device", "cpu"))
     record = describe(options, device, predictor=_predictor_info(predictor),
