@@ -196,6 +196,17 @@ def _unfinished_replacement(paths: dict[str, Path], out_dir: Path) -> Path | Non
     return out_dir / name if (out_dir / name).is_dir() else None
 
 
+def _leave_nothing(paths: dict[str, Path], out_dir: Path, replaced: Path | None,
+                   made: bool) -> None:
+    """After a run that tracked no frame: no half-done state stays, the results it set
+    aside are put back, and an output folder it made goes again."""
+    paths["partial"].unlink(missing_ok=True)
+    paths["state"].unlink(missing_ok=True)
+    put_back(out_dir, replaced)
+    if made and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+
+
 def _color(predictor: Predictor) -> str:
     return "rgb" if int(getattr(predictor, "channels", 1)) == 3 else "gray"
 
@@ -343,11 +354,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         # state stays, so --resume continues after the cause is fixed (Ctrl-C included).
         if not n_new and first == options.start and (
                 not paths["partial"].exists() or paths["partial"].stat().st_size == 0):
-            paths["partial"].unlink(missing_ok=True)
-            paths["state"].unlink(missing_ok=True)
-            put_back(out_dir, backup)
-            if made and not any(out_dir.iterdir()):
-                out_dir.rmdir()
+            _leave_nothing(paths, out_dir, backup, made)
         elif backup is not None:
             warnings.warn(f"{video}: the new tracking stopped part-way and can be resumed "
                           f"(--resume); the results it replaces are kept in {backup} until "
@@ -363,11 +370,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         # results of no frame are no results (DeepLabCut cannot read such an HDF5 file): as
         # for a run stopped before its first frame, nothing stays and what it replaced is back
         replaced = backup or _unfinished_replacement(paths, out_dir)
-        paths["partial"].unlink(missing_ok=True)
-        paths["state"].unlink(missing_ok=True)
-        put_back(out_dir, replaced)
-        if made and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        _leave_nothing(paths, out_dir, replaced, made)
         back = "; the results it would have replaced are back in place" if replaced else ""
         if error is None:
             raise DataError(f"holds no frames to track; nothing written{back}", video)
@@ -399,19 +402,18 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     record = describe(options, device, predictor=_predictor_info(predictor),
                       resume_key=key, **summary)
     write_json(record, paths["summary"])
-    replaced = json.loads(paths["state"].read_text()).get("replaced") \
-        if paths["state"].exists() else None
+    replaced = _unfinished_replacement(paths, out_dir) if paths["state"].exists() else None
     if error is None:
         # the new results are complete: the ones they replace (this run's, or those of the
         # --overwrite run this one resumed) go
-        if replaced:
-            shutil.rmtree(out_dir / replaced, ignore_errors=True)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         paths["partial"].unlink(missing_ok=True)
         paths["state"].unlink(missing_ok=True)
     else:
         # results cut short by the video may cover less than those they replace: keep those
-        kept = f"; the results this run replaces are kept in {out_dir / replaced}" \
-            if replaced else ""
+        kept = f"; the results this run replaces are kept in {replaced}" \
+            if replaced is not None else ""
         raise VideoDecodeError(
             f"decoding stopped at frame {error.frame}; the {len(rows)} frames tracked before "
             f"it are written to {paths['csv'] if 'csv' in options.formats else paths['h5']} "
