@@ -98,16 +98,14 @@ def _info(path: Path, container) -> VideoInfo:
     duration = None
     start = 0.0
     tagged = _tagged_end(stream.metadata)
-    if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-        if stream.start_time is not None:
-            start = float(stream.start_time * stream.time_base)
-    elif tagged is not None:
-        # Matroska gives the stream no duration of its own, only this tag; FFmpeg's muxer
-        # writes the end of the stream's last frame, counted from 0 rather than from its start
+    timed = stream.duration is not None and stream.time_base is not None
+    if timed or tagged is not None:
         if stream.start_time is not None and stream.time_base is not None:
             start = float(stream.start_time * stream.time_base)
-        duration = max(tagged - start, 0.0)
+        # Matroska gives the stream no duration of its own, only a tag; FFmpeg's muxer
+        # writes the end of the stream's last frame, counted from 0 rather than from its start
+        duration = (float(stream.duration * stream.time_base) if timed
+                    else max(tagged - start, 0.0))
     elif container.duration is not None and len(container.streams) == 1:
         # the container's duration spans all its streams: with an audio track that runs
         # past the video's end it is not the video's, so only a lone video stream takes it
