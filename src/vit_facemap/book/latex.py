@@ -156,22 +156,27 @@ def _fit_tabular(body: str) -> str:
 BIB_KEY = re.compile(r"^\s*@\s*(\w+)\s*\{\s*([^,\s]+)\s*,", re.M)
 
 
+def _entry_keys(text: str) -> list[str]:
+    """The entry keys of a BibTeX text in order (``@string``, ``@comment`` and
+    ``@preamble`` aside)."""
+    return [key for kind, key in BIB_KEY.findall(text)
+            if kind.lower() not in ("string", "comment", "preamble")]
+
+
 def bib_keys(text: str) -> set[str]:
     """The entry keys of a BibTeX file (``@string``, ``@comment`` and ``@preamble`` aside)."""
-    return {key for kind, key in BIB_KEY.findall(text)
-            if kind.lower() not in ("string", "comment", "preamble")}
+    return set(_entry_keys(text))
 
 
-def repeated_keys(files: list[Path]) -> list[str]:
-    """Entry keys defined more than once across ``files`` (BibTeX compares them without
-    case), each with the files that define it."""
+def repeated_keys(texts: list[tuple[Path, str]]) -> list[str]:
+    """Entry keys defined more than once across ``texts`` ((file, its text) pairs; BibTeX
+    compares keys without case), each with the files that define it."""
     where: dict[str, list[Path]] = {}
     shown: dict[str, str] = {}
-    for file in files:
-        for kind, key in BIB_KEY.findall(file.read_text()):
-            if kind.lower() not in ("string", "comment", "preamble"):
-                where.setdefault(key.lower(), []).append(file)
-                shown.setdefault(key.lower(), key)
+    for file, text in texts:
+        for key in _entry_keys(text):
+            where.setdefault(key.lower(), []).append(file)
+            shown.setdefault(key.lower(), key)
     return [f"{shown[k]} ({', '.join(map(str, dict.fromkeys(fs)))})"
             for k, fs in where.items() if len(fs) > 1]
 
@@ -215,11 +220,12 @@ def polish_zip(zip_path: str | Path, bibliography: list[str | Path] | None = Non
                 if bibs:
                     # BibTeX reports a key defined twice only at the pdf step ("Repeated
                     # entry"), after the export
-                    repeated = repeated_keys([Path(b) for b in bibliography])
+                    texts = [(Path(b), Path(b).read_text()) for b in bibliography]
+                    repeated = repeated_keys(texts)
                     if repeated:
                         raise RuntimeError("the bibliography defines entries more than once, "
                                            f"which BibTeX refuses: {'; '.join(repeated)}")
-                    ours = "\n".join(Path(b).read_text() for b in bibliography)
+                    ours = "\n".join(text for _, text in texts)
                     theirs = zf.read(bibs[0]).decode()
                     lost = sorted(bib_keys(theirs) - bib_keys(ours))
                     if lost:
