@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +213,8 @@ def _code(node: Node, ctx: Context) -> str:
 
 def _container(node: Node, ctx: Context) -> str:
     embed = bool(node.get("source"))
-    inner_ctx = Context(ctx.page, ctx.pages, ctx.in_embed or embed, ctx.unknown, ctx.problems,
-                        ctx.files)
+    # the same page's context (its problems and unknown nodes shared), inside an embed or not
+    inner_ctx = replace(ctx, in_embed=ctx.in_embed or embed)
     if embed and not _has_output(node):
         src = node["source"]
         if not (src.get("location") or src.get("url")):  # MyST found nothing to embed
