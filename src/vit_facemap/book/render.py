@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vit_facemap.book import data_used
 from vit_facemap.book.execute import NOTE_MD
 
 STATIC = Path(__file__).parent / "static"
@@ -483,7 +484,7 @@ def build_note(record: dict[str, Any] | None) -> str:
     data = {True: "the real labeled sets", False: "<strong>generated frames, not real mice</strong>"
             }.get(record.get("real_data"), "data the record does not name")
     used = [r.get("data") for r in record.get("notebooks") or []]
-    if "real" in used and any(u != "real" for u in used):
+    if data_used.REAL in used and any(u != data_used.REAL for u in used):
         # some pages ran on generated frames (profile test does, with the data folder too)
         data = ("the real labeled sets on some pages and <strong>generated frames, not real "
                 "mice,</strong> on others")
