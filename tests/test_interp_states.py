@@ -758,3 +758,21 @@ def test_classify_evaluate_of_a_tracker_run_says_what_it_is(gen_set, tmp_path, c
     err = capsys.readouterr().err
     assert "keypoint-tracker run" in err and "classify train" in err
     assert not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "track"])
+def test_tracker_commands_on_a_classifier_run_say_what_it_is(command, tmp_path, capsys):
+    # a classifier run's config.json reads fine; the message was "not a run configuration
+    # this version can read (KeyError('train'))"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"model": "vit"}, "classes": ["a"]}))
+    (run / "model.safetensors").write_bytes(b"")
+    video = tmp_path / "face.avi"
+    video.write_bytes(b"")
+    args = (["evaluate", str(run), "--data", str(tmp_path), "--json", str(tmp_path / "e.json")]
+            if command == "evaluate" else ["track", str(run), str(video), "--out", str(tmp_path / "t")])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "facial-state classifier run" in err and "'vit-facemap train'" in err
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "t").exists()

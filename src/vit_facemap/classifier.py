@@ -49,6 +49,7 @@ from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
 from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
 from vit_facemap.images import load_image
+from vit_facemap.runinfo import TRACKER, run_config
 from vit_facemap.states import SetMeasures
 
 MODELS = ("vit", "hog-rf")
@@ -734,12 +735,12 @@ class FacialStateClassifier:
             raise DataError("not a classifier run (no config.json); train one with "
                             "'vit-facemap classify train'", run)
         try:
-            meta = json.loads(cfg_file.read_text())
-            if isinstance(meta, dict) and "bodyparts" in meta and "config" not in meta:
+            if run_config(run)[0] == TRACKER:
                 # a tracker run's config.json reads fine; "'config'" missing would say nothing
                 raise DataError("this is a keypoint-tracker run ('vit-facemap train'), not a "
                                 "classifier run; train one with 'vit-facemap classify train'",
                                 run)
+            meta = json.loads(cfg_file.read_text())
             config = ClassifierConfig.from_dict(meta["config"])
             classes = list(meta["classes"])
             measure_names = list(meta.get("measures") or [])

@@ -287,6 +287,31 @@ def data_folder(path: str | Path | None) -> tuple[Path | None, str]:
     return root, f"in {env}" if root is not None else f"(${DATA_ENV}={env} is not a folder)"
 
 
+TRACKER, CLASSIFIER = "tracker", "classifier"
+
+
+def run_config(run_dir: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """A trained run's ``config.json`` and the kind of run that wrote it: ``TRACKER``
+    ('vit-facemap train': ``train`` and ``bodyparts``), ``CLASSIFIER`` ('classify train':
+    a ``config`` object and ``classes``), or None with ``{}`` when the file is missing,
+    unreadable or neither's.
+
+    Each command that takes a run folder asks this first, so that the other kind's run is
+    named as such instead of failing on a missing key.
+    """
+    try:
+        meta = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, {}
+    if not isinstance(meta, dict):
+        return None, {}
+    if "train" in meta and "bodyparts" in meta:
+        return TRACKER, meta
+    if isinstance(meta.get("config"), dict) and "classes" in meta:
+        return CLASSIFIER, meta
+    return None, {}
+
+
 def _digest(files: list[Path], base: Path) -> str:
     import hashlib
 

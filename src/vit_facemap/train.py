@@ -69,9 +69,11 @@ from vit_facemap.refine import (
     training_crops,
 )
 from vit_facemap.runinfo import (
+    CLASSIFIER,
     describe,
     put_back,
     resolve_device,
+    run_config,
     set_aside,
     set_aside_folders,
     write_json,
@@ -930,12 +932,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
     cfg_path = run_dir / CONFIG_FILE
     if not cfg_path.is_file():
         raise DataError(f"not a trained run: {CONFIG_FILE} is missing", run_dir)
+    if run_config(run_dir)[0] == CLASSIFIER:
+        # its config.json reads fine; "KeyError('train')" would say nothing
+        raise DataError("this is a facial-state classifier run ('vit-facemap classify train'), "
+                        "not a keypoint-tracker run; train one with 'vit-facemap train'", run_dir)
     if not (run_dir / WEIGHTS_FILE).is_file():
         raise DataError(f"not a trained run: {WEIGHTS_FILE} is missing", run_dir)
     try:
-        run_config = json.loads(cfg_path.read_text())
-        config = TrainConfig.from_dict(run_config["train"])
-        n_keypoints = len(run_config["bodyparts"])
+        saved = json.loads(cfg_path.read_text())
+        config = TrainConfig.from_dict(saved["train"])
+        n_keypoints = len(saved["bodyparts"])
     except (ValueError, KeyError, TypeError) as exc:
         # hand-edited, truncated, or written by something else
         raise DataError(f"not a run configuration this version can read ({exc!r})",
@@ -949,4 +955,4 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
         raise DataError(f"cannot load the run's weights (corrupt, or not written for the model "
                         f"in {CONFIG_FILE}): {first_line(exc)}", run_dir / WEIGHTS_FILE) from None
     model.to(device).eval()
-    return model, run_config
+    return model, saved

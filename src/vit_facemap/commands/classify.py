@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from vit_facemap.config import PROFILES
 from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.runinfo import CLASSIFIER, run_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,16 +93,6 @@ def _is_class_set_file(rel: Path) -> bool:
     return rel.suffix.lower() in IMAGE_SUFFIXES or rel.name in ("groups.csv", "eyes.csv")
 
 
-def _is_classifier_run(path: Path) -> bool:
-    """Whether ``path/config.json`` is a classifier run's (what ``FacialStateClassifier.load``
-    reads: an object with ``config`` and ``classes``), not a tracker run's or a user's file."""
-    try:
-        meta = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and isinstance(meta.get("config"), dict) and "classes" in meta
-
-
 def _check_out(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise DataError("--out is a file; give a folder for the run", path)
@@ -110,7 +100,7 @@ def _check_out(path: Path, overwrite: bool) -> None:
         raise RunExistsError(path)
     if path.is_dir():
         _restore_interrupted(path)
-    if path.is_dir() and any(path.iterdir()) and not _is_classifier_run(path):
+    if path.is_dir() and any(path.iterdir()) and run_config(path)[0] != CLASSIFIER:
         raise DataError("refusing to overwrite a folder that is not a classifier run (no "
                         "config.json of 'classify train' in it)", path)
 

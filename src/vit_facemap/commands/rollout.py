@@ -163,15 +163,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tracker_family(run_dir: Path) -> str | None:
-    """The model family of a keypoint-tracker run (its config.json holds ``train`` and
-    ``bodyparts``); None for anything else."""
-    import json
+    """The model family of a keypoint-tracker run; None for anything else."""
+    from vit_facemap.runinfo import TRACKER, run_config
 
-    try:
-        meta = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(meta, dict) and "train" in meta and "bodyparts" in meta):
+    kind, meta = run_config(run_dir)
+    if kind != TRACKER:
         return None
     model = meta["train"].get("model") if isinstance(meta["train"], dict) else None
     family = model.get("family") if isinstance(model, dict) else None
