@@ -130,6 +130,14 @@ def move_files(src: Path, dst: Path, files: list[Path]) -> None:
         raise
 
 
+SET_ASIDE_PREFIX = ".replaced-"
+
+
+def is_set_aside(name: str) -> bool:
+    """Whether ``name`` (a file or folder name) is of a folder :func:`set_aside` makes."""
+    return name.startswith(SET_ASIDE_PREFIX)
+
+
 def set_aside(folder: Path, files: list[Path]) -> Path | None:
     """Move ``files`` (relative to ``folder``) into a new hidden ``folder/.replaced-*``
     folder, all or none; returns it (None when there is nothing to move).
@@ -145,7 +153,7 @@ def set_aside(folder: Path, files: list[Path]) -> Path | None:
 
     if not files:
         return None
-    backup = Path(tempfile.mkdtemp(prefix=".replaced-", dir=folder))
+    backup = Path(tempfile.mkdtemp(prefix=SET_ASIDE_PREFIX, dir=folder))
     try:
         move_files(folder, backup, files)
     except OSError:
@@ -158,8 +166,15 @@ def set_aside_folders(folder: Path) -> list[Path]:
     """The folders :func:`set_aside` made in ``folder`` that are still there, oldest first:
     the replaced results of a replacement that was interrupted (one that ends, well or not,
     removes its folder)."""
-    return sorted((p for p in Path(folder).glob(".replaced-*") if p.is_dir()),
+    return sorted((p for p in Path(folder).glob(f"{SET_ASIDE_PREFIX}*") if p.is_dir()),
                   key=lambda p: p.stat().st_mtime)
+
+
+def newest_set_aside(backups: list[Path], complete: Callable[[Path], bool]) -> Path:
+    """The set-aside run to keep of ``backups`` (oldest first, not empty): the newest
+    ``complete`` one, else the newest. Earlier versions could leave several, and only a
+    complete one is worth putting back over a newer half-written one."""
+    return ([b for b in backups if complete(b)] or backups)[-1]
 
 
 def put_back(folder: Path, backup: Path | None) -> None:

@@ -42,7 +42,7 @@ import pandas as pd
 
 from vit_facemap.dlc import predictions_dataframe, write_predictions
 from vit_facemap.errors import DataError, RunExistsError
-from vit_facemap.runinfo import describe, put_back, set_aside, write_json
+from vit_facemap.runinfo import describe, is_set_aside, put_back, set_aside, write_json
 from vit_facemap.transforms import rescale_points
 from vit_facemap.video import (
     BackgroundBatches,
@@ -191,7 +191,7 @@ def _unfinished_replacement(paths: dict[str, Path], out_dir: Path) -> Path | Non
     except (OSError, ValueError, AttributeError):
         return None  # unreadable: set aside whole like any other files
     # a bare folder name as set_aside makes it: nothing outside out_dir
-    if not (isinstance(name, str) and name.startswith(".replaced-") and Path(name).name == name):
+    if not (isinstance(name, str) and is_set_aside(name) and Path(name).name == name):
         return None
     return out_dir / name if (out_dir / name).is_dir() else None
 

@@ -71,6 +71,8 @@ from vit_facemap.refine import (
 from vit_facemap.runinfo import (
     CLASSIFIER,
     describe,
+    is_set_aside,
+    newest_set_aside,
     put_back,
     resolve_device,
     run_config,
@@ -265,7 +267,7 @@ def is_run_file(rel: Path) -> bool:
     """Whether ``rel`` (a path inside a run folder) is one of the run's own files: those a run
     writes, its second stages and the earlier run an ``--overwrite`` set aside."""
     top = rel.parts[0] if rel.parts else ""
-    return top in RUN_FILES or top == REFINE_DIR or top.startswith(".replaced-")
+    return top in RUN_FILES or top == REFINE_DIR or is_set_aside(top)
 
 
 def stage_dirs(out: Path) -> list[Path]:
@@ -318,7 +320,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
             # newest finished run set aside is the last complete one. That folder becomes
             # this run's backup, named if it is interrupted too and put back if it fails,
             # rather than hidden for good behind a new set-aside folder.
-            backup = ([b for b in earlier if _finished(b)] or earlier)[-1]
+            backup = newest_set_aside(earlier, _finished)
         elif keep_replaced:
             # only the files a run writes: anything else of the user's in the folder stays
             backup = set_aside(out, _run_files(out))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vit_facemap.config import PROFILES
 from vit_facemap.errors import DataError, RunExistsError
-from vit_facemap.runinfo import CLASSIFIER, run_config
+from vit_facemap.runinfo import CLASSIFIER, is_set_aside, run_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ RUN_FILES = ("config.json", "model.safetensors", "model.joblib", "provenance.jso
 def is_classifier_file(rel: Path) -> bool:
     """Whether ``rel`` (a path inside a classifier run) is one of the run's own files."""
     top = rel.parts[0] if rel.parts else ""
-    return top in RUN_FILES or top.startswith(".replaced-")
+    return top in RUN_FILES or is_set_aside(top)
 
 
 def _is_class_set_file(rel: Path) -> bool:
@@ -114,15 +114,14 @@ def _restore_interrupted(out: Path) -> None:
     aside would stay hidden for good. Of several (left by earlier versions), the newest
     complete one is put back; the rest go when the new run is saved.
     """
-    from vit_facemap.runinfo import put_back, set_aside_folders
+    from vit_facemap.runinfo import newest_set_aside, put_back, set_aside_folders
 
     backups = set_aside_folders(out)
     if not backups or (out / "provenance.json").is_file():
         return
-    complete = [b for b in backups if (b / "provenance.json").is_file()]
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
-    put_back(out, (complete or backups)[-1])
+    put_back(out, newest_set_aside(backups, lambda b: (b / "provenance.json").is_file()))
 
 
 def _save_replacing(out: Path, save: Callable[[], None]) -> None:

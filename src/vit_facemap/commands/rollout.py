@@ -46,7 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from vit_facemap.classifier import FacialStateClassifier, center_view, load_frames
     from vit_facemap.commands.classify import is_classifier_file
     from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
-    from vit_facemap.runinfo import check_outputs_apart, describe, write_json, write_replacing
+    from vit_facemap.runinfo import (
+        check_outputs_apart,
+        describe,
+        is_set_aside,
+        write_json,
+        write_replacing,
+    )
 
     if not 0 <= args.discard_ratio < 1:
         raise DataError(f"--discard-ratio must be in [0, 1), got {args.discard_ratio}")
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         # (a class folder of images, say)
         # (a .replaced-* folder: an earlier rollout's files, left by a hard kill mid-write)
         others = [p.name for p in out.iterdir()
-                  if not _is_result(p) and not p.name.startswith(".replaced-")]
+                  if not _is_result(p) and not is_set_aside(p.name)]
         if others:
             raise DataError(f"holds files that are not rollout results (e.g. {others[0]}); "
                             "choose another --out", out)
