@@ -92,7 +92,7 @@ def test_synthetic_command(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["data", "synthetic", str(tmp_path / "neg"), "--seed", seed])
         assert exit_.value.code == 2
-        assert f"argument --seed: must be a non-negative integer, got '{seed}'" in (
+        assert f"argument --seed: must be an integer from 0 to 2147483647, got '{seed}'" in (
             capsys.readouterr().err)
     assert main(["data", "synthetic", str(tmp_path / "rgb"), "--frames", "2", "--states", "eye",
                  "--color"]) == 2

@@ -758,6 +758,27 @@ def test_train_config_must_be_a_json_object(tiny_set, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_seed_out_of_range_is_refused_before_any_file_is_written(tiny_set, tmp_path, capsys):
+    # numpy refused seed -1 with a traceback after config.json and split.json were written
+    base = ["train", "--data", str(tiny_set), "--profile", "test", "--device", "cpu", "--quiet"]
+    with pytest.raises(SystemExit) as exit_:
+        main(base + ["--out", str(tmp_path / "neg"), "--seed", "-1"])
+    assert exit_.value.code == 2
+    assert "argument --seed: must be an integer from 0 to 2147483647, got '-1'" in (
+        capsys.readouterr().err)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"seed": 2**32}))
+    assert main(base + ["--out", str(tmp_path / "big"), "--config", str(cfg)]) == 2
+    assert "training seed must be an integer from 0 to 2147483647, got 4294967296" in (
+        capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["classify", "train", "--data", str(tmp_path), "--out", str(tmp_path / "c"),
+              "--seed", "-1"])
+    assert "argument --seed: must be an integer" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("neg", "big", "c"))
+    assert TrainConfig(seed=np.int64(3)).seed == 3  # numpy's integers are integers
+
+
 def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypatch):
     base = ["train", "--data", str(tiny_set), "--profile", "test", "--quiet"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -44,7 +44,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 from tqdm import tqdm
 
-from vit_facemap.config import check_fields
+from vit_facemap.config import check_fields, check_seed
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.eyes import EyeLocator, LocatorConfig, crop_eyes
 from vit_facemap.hog import HogConfig, hog_features, hog_grid_shape
@@ -124,6 +124,7 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "classifier")  # a command line's crop_factor=abc, say
+        check_seed(self.seed, "classifier seed")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.crop not in CROPS:

@@ -30,6 +30,21 @@ REAL_SETS = ("g7c1", "schroeder")
 TEST_SCALES: tuple[float, ...] = (0.9, 1.0, 1.1)
 
 
+# numpy, torch and scikit-learn all take seeds in [0, 2**32); runs add small offsets to
+# theirs (seed + 1000 * epoch, an ensemble's seed + i), hence the margin
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` as an int in [0, :data:`MAX_SEED`]; ValueError naming ``what`` otherwise
+    (numpy's and scikit-learn's own refusals come only after a run has started, and name no
+    setting)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
 def check_scales(scales: Sequence[float] | None) -> tuple[float, ...]:
     """``scales`` (None: :data:`TEST_SCALES`) as a tuple of positive box-size factors.
 

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
-from vit_facemap.config import check_fields
+from vit_facemap.config import check_fields, check_seed
 from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError, RunExistsError, first_line
@@ -120,6 +120,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "training")
+        check_seed(self.seed, "training seed")
         # written as "not (ok)" so that NaN, which fails every comparison, is refused too
         positive = {"steps": 1, "batch_size": 1, "num_threads": 1, "val_every_steps": 1}
         low = [f"{k} >= {v}" for k, v in positive.items() if not getattr(self, k) >= v]

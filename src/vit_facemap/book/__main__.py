@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from vit_facemap.book import check, execute, latex, mystbuild, online, render
+from vit_facemap.commands import seed_arg
 
 EXECUTED = Path("_build/executed")
 SITE = Path("_build/site")
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="default")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out-dir", default="_build/results")
     p.add_argument("--notebooks", default="notebooks")
     p.add_argument("--executed", default=str(EXECUTED))

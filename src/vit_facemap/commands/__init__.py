@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import argparse
 
-from vit_facemap.config import TEST_SCALES, check_scales
+from vit_facemap.config import MAX_SEED, TEST_SCALES, check_scales, check_seed
 
 SCALES_HELP = ("crop-box sizes each stage sees a frame at, averaged (comma list of factors; "
                f"default {','.join(f'{s:g}' for s in TEST_SCALES)}; 1 alone needs a third of "
                "the model compute)")
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: an integer from 0 to ``config.MAX_SEED``, refused before any work starts."""
+    try:
+        return check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
 
 
 def scales_arg(text: str) -> tuple[float, ...]:

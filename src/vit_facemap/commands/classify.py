@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES
 from vit_facemap.errors import DataError, RunExistsError
 from vit_facemap.runinfo import CLASSIFIER, is_set_aside, run_config
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="eye: a crop around the eye (needs DIR/eyes.csv to train the eye "
                         "locator); frame: the whole frame")
     _group_args(t)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed_arg, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu or cuda (ViT training)")
     t.add_argument("--profile", choices=PROFILES, default="default")
     t.add_argument("--epochs", type=int, default=None, help="ViT epochs (overrides the profile)")

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from vit_facemap.commands import seed_arg
 from vit_facemap.errors import DataError
 
 
@@ -22,17 +23,6 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"size must read WIDTHxHEIGHT, e.g. 160x120, got {text!r}") from exc
     return w, h
-
-
-def _seed(text: str) -> int:
-    # numpy's own refusal of a negative seed names no option
-    try:
-        seed = int(text)
-    except ValueError:
-        seed = -1
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return seed
 
 
 def register(subparsers) -> None:
@@ -52,7 +42,7 @@ def register(subparsers) -> None:
     g.add_argument("out", help="folder to write (kept if it holds a set, unless --overwrite)")
     g.add_argument("--frames", type=int, default=64)
     g.add_argument("--videos", type=int, default=2)
-    g.add_argument("--seed", type=_seed, default=0)
+    g.add_argument("--seed", type=seed_arg, default=0)
     g.add_argument("--size", type=_size, default=(160, 120), help="WIDTHxHEIGHT (default 160x120)")
     g.add_argument("--layout", choices=["g7c1", "schroeder"], default="g7c1")
     g.add_argument("--states", choices=["pupil", "eye"], default=None,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES
 from vit_facemap.errors import DataError
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "(e.g. {\"steps\": 2000, \"model\": {\"depth\": 6}})")
     p.add_argument("--profile", choices=PROFILES, default="default")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=seed_arg, default=None,
                    help="random seed (default: the profile's); with --resume, the run's own")
     p.add_argument("--val-groups", default=None,
                    help="hold out groups for validation: a number, a fraction, or comma-separated "
