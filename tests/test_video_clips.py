@@ -39,3 +39,23 @@ def test_find_run_skips_runs_trained_on_the_video(tmp_path):
     assert find_run(tmp_path / "runs", ["p", "q"], not_trained_on="v2", name="b") is None
     assert find_run(tmp_path / "runs", ["x"]) is None
     assert find_run(tmp_path / "missing") is None
+
+
+def test_find_run_is_not_a_second_stage(tmp_path):
+    # fit() writes a run's eye stage (refine/eye: config.json + weights, its own keypoints)
+    # after the run itself, so it was "the newest run", a crop model that cannot track a video
+    import os
+
+    def run(d, bodyparts, mtime):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"bodyparts": bodyparts}))
+        (d / "model.safetensors").write_bytes(b"")
+        (d / "split.json").write_text(json.dumps({"train": ["labeled-data/v1/img0.png"]}))
+        os.utime(d / "config.json", (mtime, mtime))
+
+    first = tmp_path / "runs" / "hybrid"
+    run(first, ["eye top", "eye back", "nose tip"], 1000)
+    run(first / "refine" / "eye", ["eye top", "eye back"], 2000)
+    assert find_run(tmp_path / "runs") == first
+    assert find_run(tmp_path / "runs", not_trained_on="v2") == first
+    assert find_run(tmp_path / "runs", name="eye") is None

@@ -40,8 +40,10 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
     """The newest trained run (``config.json`` + ``model.safetensors``) under ``folder`` whose
     keypoints are ``bodyparts`` (any when None), whose folder is called ``name`` (any when
     None) and, when ``not_trained_on`` names a video, whose ``split.json`` shows it was not
-    trained on that video; None if there is none."""
+    trained on that video; None if there is none. A run's second stages
+    (``refine/<group>``) are not runs of their own: they predict one group on crops."""
     from vit_facemap.dlc import video_of
+    from vit_facemap.refine import REFINE_DIR
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -51,6 +53,8 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
         run = cfg.parent
         if not (run / "model.safetensors").is_file() or (name is not None and run.name != name):
             continue
+        if run.parent.name == REFINE_DIR and (run.parent.parent / "config.json").is_file():
+            continue  # a second stage, written after its run: it would be the newest
         try:
             saved = json.loads(cfg.read_text())
             if bodyparts is not None and list(saved.get("bodyparts", [])) != list(bodyparts):
