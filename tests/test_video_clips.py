@@ -59,3 +59,26 @@ def test_find_run_is_not_a_second_stage(tmp_path):
     assert find_run(tmp_path / "runs") == first
     assert find_run(tmp_path / "runs", not_trained_on="v2") == first
     assert find_run(tmp_path / "runs", name="eye") is None
+
+
+def test_tracked_keypoints_reads_predictions_and_names_a_wrong_table(tmp_path):
+    import pytest
+
+    from vit_facemap.clips import tracked_keypoints
+    from vit_facemap.dlc import predictions_dataframe, write_labels, write_predictions
+    from vit_facemap.errors import DataError
+
+    xy = np.arange(12, dtype=float).reshape(2, 3, 2)
+    lik = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    csv = write_predictions(predictions_dataframe(xy, lik, ["a", "b", "c"], frames=[4, 5]),
+                            tmp_path / "v_scorer.csv")
+    frames, got_xy, got_lik, bodyparts = tracked_keypoints(csv)
+    assert frames.tolist() == [4, 5] and bodyparts == ["a", "b", "c"]
+    np.testing.assert_allclose(got_xy, xy)
+    np.testing.assert_allclose(got_lik, lik)
+    # a labels table (x, y only, three index columns) is not a prediction table: it failed
+    # with "could not convert string to float"
+    labels = read_labels(write_synthetic_set(tmp_path / "set", 4, 1, size=(64, 48)))
+    table = write_labels(labels, tmp_path / "CollectedData.csv")
+    with pytest.raises(DataError, match="CollectedData.csv: not a DeepLabCut prediction table"):
+        tracked_keypoints(table)

@@ -71,7 +71,19 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
 
 def tracked_keypoints(csv: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``(frames, xy (N, K, 2), likelihood (N, K), bodyparts)`` of a DeepLabCut prediction CSV."""
+    from vit_facemap.errors import DataError
+
     df = pd.read_csv(csv, header=[0, 1, 2], index_col=0)
     bodyparts = list(dict.fromkeys(df.columns.get_level_values(1)))
-    values = df.to_numpy(dtype=float).reshape(len(df), len(bodyparts), 3)
+    # x, y, likelihood per keypoint, in this order (dlc.predictions_dataframe): a labels
+    # table, a multi-animal file or any other CSV failed with a bare parsing error
+    expected = [(b, c) for b in bodyparts for c in ("x", "y", "likelihood")]
+    if list(zip(df.columns.get_level_values(1), df.columns.get_level_values(2),
+                strict=True)) != expected:
+        raise DataError("not a DeepLabCut prediction table: need three header rows (scorer, "
+                        "bodyparts, coords) with coords x, y, likelihood per keypoint", csv)
+    try:
+        values = df.to_numpy(dtype=float).reshape(len(df), len(bodyparts), 3)
+    except ValueError as exc:
+        raise DataError(f"keypoint values that are not numbers ({exc})", csv) from None
     return df.index.to_numpy(), values[..., :2], values[..., 2], bodyparts
