@@ -149,3 +149,20 @@ def test_plot_predictions_titles_frames_by_their_video_whatever_the_layout(tmp_p
                            n_frames=2)
     assert [ax.get_title() for ax in fig.axes if ax.images] == ["set: mouse1", "set: "]
     plt.close("all")
+
+
+def test_plot_traces_draws_the_named_keypoints_and_names_unknown_ones():
+    import pytest
+
+    from vit_facemap.traces import plot_traces
+
+    n = 5
+    xy = np.stack([np.stack([np.arange(n) + 10 * k, 100 - np.arange(n)], -1) for k in range(3)], 1)
+    lik = np.full((n, 3), 0.9)
+    fig = plot_traces(np.arange(n), xy.astype(float), lik, ["eye top", "nose tip", "mouth"],
+                      keypoints=["mouth"])
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), xy[:, 2, 0])
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), xy[:, 2, 1])
+    with pytest.raises(ValueError, match=r"keypoints \['eye_top'\] are not among the tracked"):
+        plot_traces(np.arange(n), xy, lik, ["eye top", "nose tip", "mouth"], keypoints=["eye_top"])
+    plt.close("all")
