@@ -82,3 +82,22 @@ def test_tracked_keypoints_reads_predictions_and_names_a_wrong_table(tmp_path):
     table = write_labels(labels, tmp_path / "CollectedData.csv")
     with pytest.raises(DataError, match="CollectedData.csv: not a DeepLabCut prediction table"):
         tracked_keypoints(table)
+
+
+def test_write_clip_names_the_image_of_another_size(tmp_path):
+    import pytest
+    from PIL import Image
+
+    from vit_facemap.errors import DataError
+    from vit_facemap.testvideo import write_clip
+
+    paths = [tmp_path / f"img{i}.png" for i in range(3)]
+    for path, size in zip(paths, [(64, 48), (64, 48), (48, 64)], strict=True):
+        Image.new("L", size).save(path)
+    # it said "several sizes [(48, 64), (64, 48)]": numpy's (H, W), and no file
+    with pytest.raises(DataError, match=r"img2.png: images come in several sizes: 48x64 here, "
+                                        r"64x48 for the first image"):
+        write_clip(paths, tmp_path / "clip.mp4")
+    with pytest.raises(ValueError, match="image 1: images come in several sizes"):
+        write_clip([np.zeros((48, 64), np.uint8), np.zeros((64, 48), np.uint8)],
+                   tmp_path / "clip.mp4")
