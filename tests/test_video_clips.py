@@ -21,12 +21,20 @@ def test_labeled_clip_in_name_order(tmp_path):
     assert frames.shape == (3, 48, 64)
 
 
+def _trained(d, bodyparts, finished=True):
+    """A run folder as fit() leaves it: config, weights and, once finished, runinfo.json."""
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"bodyparts": bodyparts,
+                                               "train": {"refine": {"share": 0.0}}}))
+    (d / "model.safetensors").write_bytes(b"")
+    if finished:
+        (d / "runinfo.json").write_text(json.dumps({"summary": {"steps": 8, "total_steps": 8}}))
+
+
 def test_find_run_skips_runs_trained_on_the_video(tmp_path):
     def run(name, bodyparts, train):
         d = tmp_path / "runs" / name
-        d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"bodyparts": bodyparts}))
-        (d / "model.safetensors").write_bytes(b"")
+        _trained(d, bodyparts)
         (d / "split.json").write_text(json.dumps({"train": train, "val": []}))
         return d
 
@@ -47,9 +55,7 @@ def test_find_run_is_not_a_second_stage(tmp_path):
     import os
 
     def run(d, bodyparts, mtime):
-        d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"bodyparts": bodyparts}))
-        (d / "model.safetensors").write_bytes(b"")
+        _trained(d, bodyparts)
         (d / "split.json").write_text(json.dumps({"train": ["labeled-data/v1/img0.png"]}))
         os.utime(d / "config.json", (mtime, mtime))
 
@@ -101,3 +107,14 @@ def test_write_clip_names_the_image_of_another_size(tmp_path):
     with pytest.raises(ValueError, match="image 1: images come in several sizes"):
         write_clip([np.zeros((48, 64), np.uint8), np.zeros((64, 48), np.uint8)],
                    tmp_path / "clip.mp4")
+
+
+def test_find_run_skips_an_interrupted_run(tmp_path):
+    # fit() saves weights every epoch and runinfo.json at the end: an interrupted run (newer
+    # than the finished one) was reused as "the tracker notebook's run"
+    import os
+
+    for name, finished, mtime in (("done", True, 1000), ("interrupted", False, 2000)):
+        _trained(tmp_path / "runs" / name, ["a"], finished)
+        os.utime(tmp_path / "runs" / name / "config.json", (mtime, mtime))
+    assert find_run(tmp_path / "runs", ["a"]) == tmp_path / "runs" / "done"

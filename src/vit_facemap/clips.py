@@ -37,13 +37,15 @@ def labeled_clip(frames: LabeledFrames, video: str, path: str | Path, fps: float
 
 def find_run(folder: str | Path, bodyparts: list[str] | None = None,
              not_trained_on: str | None = None, name: str | None = None) -> Path | None:
-    """The newest trained run (``config.json`` + ``model.safetensors``) under ``folder`` whose
+    """The newest trained run (``config.json`` + ``model.safetensors``, training finished:
+    an interrupted run's weights are those of some epoch on the way) under ``folder`` whose
     keypoints are ``bodyparts`` (any when None), whose folder is called ``name`` (any when
     None) and, when ``not_trained_on`` names a video, whose ``split.json`` shows it was not
     trained on that video; None if there is none. A run's second stages
     (``refine/<group>``) are not runs of their own: they predict one group on crops."""
     from vit_facemap.dlc import video_of
     from vit_facemap.refine import REFINE_DIR
+    from vit_facemap.train import _finished
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -55,6 +57,8 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
             continue
         if run.parent.name == REFINE_DIR and (run.parent.parent / "config.json").is_file():
             continue  # a second stage, written after its run: it would be the newest
+        if not _finished(run):
+            continue
         try:
             saved = json.loads(cfg.read_text())
             if bodyparts is not None and list(saved.get("bodyparts", [])) != list(bodyparts):
