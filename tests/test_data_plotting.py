@@ -166,3 +166,21 @@ def test_plot_traces_draws_the_named_keypoints_and_names_unknown_ones():
     with pytest.raises(ValueError, match=r"keypoints \['eye_top'\] are not among the tracked"):
         plot_traces(np.arange(n), xy, lik, ["eye top", "nose tip", "mouth"], keypoints=["eye_top"])
     plt.close("all")
+
+
+def test_plot_spread_legend_covers_no_bar():
+    # like schroeder's: one keypoint moves twice as far as the others, all far: the legend
+    # ("best" place inside the axes) lay over the longest bar
+    from vit_facemap.dlc import LabeledFrames
+
+    rng = np.random.default_rng(0)
+    n, names = 40, [f"k{i}" for i in range(9)]
+    kp = np.stack([rng.normal(300, 160 if k == 0 else 80, (n, 2)) for k in range(9)], axis=1)
+    frames = LabeledFrames("/nowhere", [f"labeled-data/v{i % 4}/img{i}.png" for i in range(n)],
+                           kp, names)
+    fig = plot_spread(frames, images=np.zeros((n, 48, 64), np.uint8), backdrop_frames=4)
+    fig.canvas.draw()
+    ax = fig.axes[1]
+    legend = ax.get_legend().get_window_extent()
+    assert not [p for p in ax.patches if p.get_window_extent().overlaps(legend)]
+    plt.close("all")
