@@ -605,6 +605,19 @@ def test_committed_overview_figure_is_what_the_code_draws(tmp_path):
     assert "../images/overview.png" in (root / "content" / "index.md").read_text()
 
 
+def test_overview_names_the_default_trackers_second_stages():
+    # the drawing said "+ crop stage for the eye" while the default recipe also refines the nose
+    from vit_facemap.diagrams import OVERVIEW
+    from vit_facemap.refine import AUTO
+    from vit_facemap.train import TrainConfig
+
+    refine = TrainConfig().refine
+    text = next(t for _, _, _, title, t in OVERVIEW if title == "keypoint tracker")
+    assert refine.share > 0 and "crop stage" in text
+    for group in AUTO[refine.auto]:
+        assert group in text, group
+
+
 def test_bold_math_becomes_unicode_letters():
     got = render.unicode_variants('<mi mathvariant="bold">z</mi><mi mathvariant="double-struck">R'
                                   '</mi><mi mathvariant="normal">s</mi>')
@@ -639,7 +652,8 @@ def test_tracker_page_run_chooses_data_models_budget_and_reproduce_line(tmp_path
     for profile, folder in (("test", data), ("default", None), ("default", tmp_path / "none")):
         run = tracker_page_run(profile, folder, out)
         assert run.synthetic and run.data is None and run.reproduce == generated
-    assert tracker_page_run("test", data, out).minutes == 0.2
+        # the page records minutes_per_model: the test recipe has steps, not minutes
+        assert run.minutes is None and "--minutes" not in run.args
     # real sets: the budget of the profile, the folder made absolute (the page runs in
     # notebooks/), and the aliases in the line to reproduce
     monkeypatch.chdir(tmp_path)

@@ -149,3 +149,38 @@ def test_plot_predictions_titles_frames_by_their_video_whatever_the_layout(tmp_p
                            n_frames=2)
     assert [ax.get_title() for ax in fig.axes if ax.images] == ["set: mouse1", "set: "]
     plt.close("all")
+
+
+def test_plot_traces_draws_the_named_keypoints_and_names_unknown_ones():
+    import pytest
+
+    from vit_facemap.traces import plot_traces
+
+    n = 5
+    xy = np.stack([np.stack([np.arange(n) + 10 * k, 100 - np.arange(n)], -1) for k in range(3)], 1)
+    lik = np.full((n, 3), 0.9)
+    fig = plot_traces(np.arange(n), xy.astype(float), lik, ["eye top", "nose tip", "mouth"],
+                      keypoints=["mouth"])
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), xy[:, 2, 0])
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), xy[:, 2, 1])
+    with pytest.raises(ValueError, match=r"keypoints \['eye_top'\] are not among the tracked"):
+        plot_traces(np.arange(n), xy, lik, ["eye top", "nose tip", "mouth"], keypoints=["eye_top"])
+    plt.close("all")
+
+
+def test_plot_spread_legend_covers_no_bar():
+    # like schroeder's: one keypoint moves twice as far as the others, all far: the legend
+    # ("best" place inside the axes) lay over the longest bar
+    from vit_facemap.dlc import LabeledFrames
+
+    rng = np.random.default_rng(0)
+    n, names = 40, [f"k{i}" for i in range(9)]
+    kp = np.stack([rng.normal(300, 160 if k == 0 else 80, (n, 2)) for k in range(9)], axis=1)
+    frames = LabeledFrames("/nowhere", [f"labeled-data/v{i % 4}/img{i}.png" for i in range(n)],
+                           kp, names)
+    fig = plot_spread(frames, images=np.zeros((n, 48, 64), np.uint8), backdrop_frames=4)
+    fig.canvas.draw()
+    ax = fig.axes[1]
+    legend = ax.get_legend().get_window_extent()
+    assert not [p for p in ax.patches if p.get_window_extent().overlaps(legend)]
+    plt.close("all")

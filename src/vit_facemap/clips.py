@@ -37,11 +37,15 @@ def labeled_clip(frames: LabeledFrames, video: str, path: str | Path, fps: float
 
 def find_run(folder: str | Path, bodyparts: list[str] | None = None,
              not_trained_on: str | None = None, name: str | None = None) -> Path | None:
-    """The newest trained run (``config.json`` + ``model.safetensors``) under ``folder`` whose
+    """The newest trained run (``config.json`` + ``model.safetensors``, training finished:
+    an interrupted run's weights are those of some epoch on the way) under ``folder`` whose
     keypoints are ``bodyparts`` (any when None), whose folder is called ``name`` (any when
     None) and, when ``not_trained_on`` names a video, whose ``split.json`` shows it was not
-    trained on that video; None if there is none."""
+    trained on that video; None if there is none. A run's second stages
+    (``refine/<group>``) are not runs of their own: they predict one group on crops."""
     from vit_facemap.dlc import video_of
+    from vit_facemap.refine import REFINE_DIR
+    from vit_facemap.train import _finished
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -50,6 +54,10 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
     for cfg in folder.rglob("config.json"):
         run = cfg.parent
         if not (run / "model.safetensors").is_file() or (name is not None and run.name != name):
+            continue
+        if run.parent.name == REFINE_DIR and (run.parent.parent / "config.json").is_file():
+            continue  # a second stage, written after its run: it would be the newest
+        if not _finished(run):
             continue
         try:
             saved = json.loads(cfg.read_text())
@@ -67,7 +75,19 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
 
 def tracked_keypoints(csv: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``(frames, xy (N, K, 2), likelihood (N, K), bodyparts)`` of a DeepLabCut prediction CSV."""
+    from vit_facemap.errors import DataError
+
     df = pd.read_csv(csv, header=[0, 1, 2], index_col=0)
     bodyparts = list(dict.fromkeys(df.columns.get_level_values(1)))
-    values = df.to_numpy(dtype=float).reshape(len(df), len(bodyparts), 3)
+    # x, y, likelihood per keypoint, in this order (dlc.predictions_dataframe): a labels
+    # table, a multi-animal file or any other CSV failed with a bare parsing error
+    expected = [(b, c) for b in bodyparts for c in ("x", "y", "likelihood")]
+    if list(zip(df.columns.get_level_values(1), df.columns.get_level_values(2),
+                strict=True)) != expected:
+        raise DataError("not a DeepLabCut prediction table: need three header rows (scorer, "
+                        "bodyparts, coords) with coords x, y, likelihood per keypoint", csv)
+    try:
+        values = df.to_numpy(dtype=float).reshape(len(df), len(bodyparts), 3)
+    except ValueError as exc:
+        raise DataError(f"keypoint values that are not numbers ({exc})", csv) from None
     return df.index.to_numpy(), values[..., :2], values[..., 2], bodyparts

@@ -123,7 +123,8 @@ def plot_spread(
     ax_bar.set_yticks(y, spread.index, fontsize=8)
     ax_bar.invert_yaxis()
     ax_bar.set_xlabel("SD of position (pixels)")
-    ax_bar.legend(fontsize=8, frameon=False)
+    # above the bars: inside, "best" still covered the longest bar (schroeder's nose)
+    ax_bar.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1), ncols=2)
     ax_bar.spines[["top", "right"]].set_visible(False)
     return fig
 

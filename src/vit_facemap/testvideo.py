@@ -101,6 +101,7 @@ def write_clip(images, path: str | Path, fps: float = 30.0, n_frames: int | None
     labeled frames when no original video is at hand; such a clip is not a recording
     in time order, and callers say so.
     """
+    from vit_facemap.errors import DataError
     from vit_facemap.images import load_image
 
     images = list(images)
@@ -109,9 +110,18 @@ def write_clip(images, path: str | Path, fps: float = 30.0, n_frames: int | None
     n = len(images) if n_frames is None else int(n_frames)
     frames = [load_image(images[i % len(images)], mode="L") if not isinstance(images[0], np.ndarray)
               else images[i % len(images)] for i in range(n)]
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        raise ValueError(f"images come in several sizes {sorted(shapes)}; a clip needs one")
+    odd = next((i for i, f in enumerate(frames) if f.shape != frames[0].shape), None)
+    if odd is not None:
+        # sizes as width x height, the image that breaks the run named (the set of numpy
+        # shapes said (H, W) and no file)
+        def size(f: np.ndarray) -> str:
+            return f"{f.shape[1]}x{f.shape[0]}" + (" RGB" if f.ndim == 3 else "")
+
+        message = (f"images come in several sizes: {size(frames[odd])} here, {size(frames[0])} "
+                   f"for the first image; a clip needs one")
+        if isinstance(images[0], np.ndarray):
+            raise ValueError(f"image {odd % len(images)}: {message}")
+        raise DataError(message, images[odd % len(images)])
     h, w = frames[0].shape[:2]
     if w % 2 or h % 2:  # 4:2:0 video needs even sides: drop the last row/column
         frames = [f[: h - h % 2, : w - w % 2] for f in frames]

@@ -17,6 +17,9 @@ def plot_traces(frames: np.ndarray, xy: np.ndarray, likelihood: np.ndarray,
     from matplotlib import colormaps
 
     names = list(keypoints) if keypoints else list(bodyparts)[:4]
+    unknown = [n for n in names if n not in list(bodyparts)]
+    if unknown:  # list.index said only "'eye_top' is not in list"
+        raise ValueError(f"keypoints {unknown} are not among the tracked ones {list(bodyparts)}")
     cols = [list(bodyparts).index(n) for n in names]
     t = frames if time_s is None else time_s
     fig, axes = plt.subplots(3, 1, figsize=(7.5, 6), sharex=True,

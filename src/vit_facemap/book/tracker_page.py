@@ -22,7 +22,6 @@ REAL_MODELS = ("mean_shape", "hog_forest", "vit_regression", "hybrid", "cnn", "f
 # training minutes per neural model and split on 2 CPU cores (the build record gives the
 # page's wall time); a GPU (profile full) trains longer
 MINUTES = {"quick": 1.0, "default": 6.0, "full": 30.0}
-TEST_MINUTES = 0.2
 SCRIPT = "benchmarks/tracker.py"  # from the repository's root
 # how the page runs the benchmark (quietly, reusing or replacing its table), not the recipe
 _INTERNAL = ("--no-progress", "--reuse", "--overwrite")
@@ -31,10 +30,11 @@ _INTERNAL = ("--no-progress", "--reuse", "--overwrite")
 @dataclass(frozen=True)
 class TrackerRun:
     """The page's benchmark run: ``args`` is the whole command line (Python, the script,
-    its options); ``data`` the real data folder, None on generated frames."""
+    its options); ``data`` the real data folder and ``minutes`` the training budget per
+    neural model, both None on generated frames (the test recipe's steps, no time budget)."""
 
     synthetic: bool
-    minutes: float
+    minutes: float | None
     data: Path | None
     out: Path
     args: list[str]
@@ -59,7 +59,9 @@ def tracker_page_run(profile: str, data_dir: str | Path | None, out: str | Path,
     profile = config.profile(profile)
     root = config.data_root(data_dir or None)
     synthetic = profile == "test" or root is None or config.real_set("g7c1", root) is None
-    minutes = MINUTES.get(profile, TEST_MINUTES)
+    # generated frames run the benchmark's --profile test without --minutes: a number here
+    # would be recorded as a budget that run never had
+    minutes = None if synthetic else MINUTES[profile]
     out = Path(out)
     # --reuse: a finished table of the same settings, recipe, code and data is read, not
     # trained again; --overwrite: any other table in `out` is replaced. --monitor: the
