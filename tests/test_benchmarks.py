@@ -176,6 +176,18 @@ def test_tracker_counts_the_steps_of_every_stage(tmp_path):
     assert row["total_steps"] == row["steps"] + row["refine_steps"]["eye"]
 
 
+def test_tracker_training_time_includes_masked_pretraining(tmp_path):
+    # hybrid_mim pre-trains on part of its budget: its train_s counts that time, as the
+    # other models' train_s counts all of theirs
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, "--models", "", "--ablations", "hybrid_mim")) == 0
+    [row] = json.loads((out / "tracker.json").read_text())["rows"]
+    run = json.loads((out / "runs" / "synthetic" / "hybrid_mim" / "runinfo.json").read_text())
+    summary = run["summary"]  # one stage (the test profile's)
+    assert summary["pretrain_s"] > 0 and row["pretrain_s"] == summary["pretrain_s"]
+    assert row["train_s"] == pytest.approx(summary["train_s"] + summary["pretrain_s"])
+
+
 def test_tracker_keeps_every_held_out_error_for_the_bootstrap(tmp_path):
     out = tmp_path / "t"
     assert TRACKER.main(_tracker_args(out)) == 0
