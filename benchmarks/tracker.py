@@ -406,10 +406,17 @@ def _main(argv: list[str] | None) -> int:
     if args.synthetic:
         from vit_facemap.synthetic import write_synthetic_set
 
-        # generated input, not results: the same settings give the same frames
-        folders["synthetic"] = write_synthetic_set(
-            out / "synthetic_set", n_frames=48, n_videos=3, seed=args.seed, size=(96, 72),
-            p_missing=0.05, overwrite=True)
+        # generated input, not results: the same settings give the same frames. But an
+        # earlier table was scored on the set there: unless it may be replaced, that set is
+        # read as it is (a run of another --seed is refused below), not replaced by other
+        # frames under the table's predictions
+        synthetic_set = out / "synthetic_set"
+        if synthetic_set.is_dir() and table_path.exists() and not args.overwrite:
+            folders["synthetic"] = synthetic_set
+        else:
+            folders["synthetic"] = write_synthetic_set(
+                synthetic_set, n_frames=48, n_videos=3, seed=args.seed, size=(96, 72),
+                p_missing=0.05, overwrite=True)
     else:
         root, where = data_folder(args.data)
         for set_name in sets:

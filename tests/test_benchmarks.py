@@ -51,6 +51,21 @@ def test_tracker_refuses_to_replace_a_table_before_any_work(tmp_path, capsys):
     assert TRACKER.main(_tracker_args(out, "--overwrite")) == 0
 
 
+def test_tracker_refused_run_keeps_the_generated_set_of_the_table(tmp_path, capsys):
+    # the table's predictions are of out/synthetic_set: a run of another seed that is
+    # refused must not replace those frames and labels with its own
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out)) == 0
+    files = sorted(p for p in (out / "synthetic_set").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    for extra in (["--seed", "1"], ["--seed", "1", "--reuse"]):
+        assert TRACKER.main(_tracker_args(out, *extra)) == 2
+        assert "--overwrite" in _one_error_line(capsys)
+        assert {p: p.read_bytes() for p in files} == before
+    assert TRACKER.main(_tracker_args(out, "--reuse")) == 0  # still the table's set
+    assert "kept" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--models", "mean_shape,hybird"], "hybird"),
     (["--device", "cudax"], "cudax"),
