@@ -387,6 +387,47 @@ def test_locator_keeps_an_earlier_json(tmp_path, capsys):
     assert earlier.read_text() == "{}"
 
 
+class _ImageSet:
+    """A stand-in for a class-folder set (vit_facemap.states.read_image_set)."""
+
+    def __init__(self, groups: list[str], labels: list[int]) -> None:
+        self.groups, self.labels = np.array(groups), np.array(labels)
+        self.paths = [f"{g}{i}" for i, g in enumerate(groups)]  # "frames": their names
+        self.eyes = np.ones((len(groups), 3))
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+def test_locator_trains_each_fold_on_the_extra_images_the_study_would(tmp_path, monkeypatch):
+    """The images without a class train a fold's locator only when their animal is one of
+    the fold's training animals, as in the study (classifier.cross_validate): never a
+    held-out animal's, nor one of an animal the folds do not know."""
+    from types import SimpleNamespace
+
+    (tmp_path / "data" / "schroeder").mkdir(parents=True)
+    data = _ImageSet(["A", "A", "B", "B", "C", "C"], [0, 1] * 3)
+    extra = ["A", "B", "C", "Z"]  # Z: an animal without class images
+    measures = SimpleNamespace(extra_groups=np.array(extra), extra_paths=[f"x{g}" for g in extra],
+                               extra_eyes=np.ones((len(extra), 3)))
+    given = []
+
+    def fit_locator(frames, eyes, config, extra_images):
+        given.append(({f[0] for f in frames}, {f[1] for f in extra_images[0]}))
+        return SimpleNamespace(predict=lambda fr: np.ones((len(fr), 3)), config=config)
+
+    monkeypatch.setattr(LOCATOR, "write_pupil_state_set", lambda *a, **k: None)
+    monkeypatch.setattr(LOCATOR, "read_image_set", lambda folder: data)
+    monkeypatch.setattr(LOCATOR, "read_measures", lambda d: measures)
+    monkeypatch.setattr(LOCATOR, "load_frames", lambda paths: list(paths))
+    monkeypatch.setattr(LOCATOR, "fit_locator", fit_locator)
+    assert LOCATOR.main(["--data-root", str(tmp_path / "data"), "--work", str(tmp_path / "w"),
+                         "--json", str(tmp_path / "l.json"), "--folds", "3"]) == 0
+    assert len(given) == 3
+    for train_animals, extra_animals in given:
+        assert extra_animals == train_animals  # Z never, a held-out animal never
+
+
 def test_code_fingerprint_ignores_the_books_presentation_code(tmp_path, monkeypatch):
     """Editing the book's renderer must not retrain the book's trackers (--reuse)."""
     import shutil
