@@ -394,6 +394,10 @@ def _main(argv: list[str] | None) -> int:
     if "fmnet" in models and not facemap_available():
         print("facemap is not installed (pip install --no-deps facemap): skipping fmnet")
         models.remove("fmnet")
+    if not models:
+        # an empty table would be saved as finished (replacing an earlier one with
+        # --overwrite), and the book cannot draw it
+        raise DataError("no model to benchmark: give --models or --ablations")
     sets = [s for s in args.sets.split(",") if s]
     bad_sets = [s for s in sets if s not in REAL_SETS]
     if bad_sets and not args.synthetic:
