@@ -391,6 +391,12 @@ def _main(argv: list[str] | None) -> int:
     if unknown:
         raise DataError(f"unknown model {', '.join(map(repr, unknown))}; choose from "
                         f"{', '.join(known)}")
+    # a model named twice trained twice into one run folder (refused after the first
+    # training without --overwrite) and gave the table two rows the book refuses
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise DataError(f"model {', '.join(map(repr, twice))} given twice (--models and "
+                        "--ablations together name each model once)")
     if "fmnet" in models and not facemap_available():
         print("facemap is not installed (pip install --no-deps facemap): skipping fmnet")
         models.remove("fmnet")

@@ -72,6 +72,7 @@ def test_tracker_refused_run_keeps_the_generated_set_of_the_table(tmp_path, caps
     (["--test-animals", "3"], "--test-animals 3"),  # the generated set has 3 videos
     (["--steps", "0"], "steps"),
     (["--models", ","], "no model"),  # used to save an empty table as finished
+    (["--models", "mean_shape", "--ablations", "mean_shape"], "'mean_shape' given twice"),
 ])
 def test_tracker_checks_arguments_before_training(tmp_path, capsys, extra, words):
     out = tmp_path / "t"
