@@ -80,6 +80,10 @@ def _main(argv: list[str] | None) -> int:
         for k, v in variants:
             replace(config, **{k: v})
     check_output(args.json, args.overwrite)
+    # the sets are written under --work: a file there (or above it) was a traceback
+    for folder in (Path(args.work), *Path(args.work).parents):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"--work needs a folder, but {folder} is a file", args.work)
     root, where = data_folder(args.data_root)
     schroeder = real_set("schroeder", root)
     if schroeder is None:

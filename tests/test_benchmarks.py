@@ -365,6 +365,18 @@ def test_classify_keeps_an_earlier_json_and_refuses_a_folder(tmp_path, capsys):
     assert earlier.read_text() == "{}" and not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("name", ["classify", "locator"])
+def test_study_scripts_refuse_a_file_as_work_folder(tmp_path, capsys, name):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    script = CLASSIFY if name == "classify" else LOCATOR
+    for work in (afile, afile / "sets"):
+        assert script.main(["--profile", "test", "--work", str(work),
+                            "--json", str(tmp_path / "out.json")]) == 2
+        assert "--work" in _one_error_line(capsys)
+    assert afile.read_text() == "x" and not (tmp_path / "out.json").exists()
+
+
 # --- locator.py ---------------------------------------------------------------------------
 
 
