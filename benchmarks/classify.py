@@ -84,6 +84,12 @@ def _main(argv: list[str] | None) -> int:
         if folder.exists() and not folder.is_dir():
             raise DataError(f"--work needs a folder, but {folder} is a file", args.work)
     root, where = data_folder(args.data_root)
+    if args.skip_generated and real_set("schroeder", root) is None:
+        # no task left: the JSON would hold provenance alone (replacing, with --overwrite,
+        # an earlier study's results) and say nothing
+        print(f"schroeder: not found {where}; with --skip-generated nothing is benchmarked",
+              file=sys.stderr)
+        return 1
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)

@@ -377,6 +377,16 @@ def test_study_scripts_refuse_a_file_as_work_folder(tmp_path, capsys, name):
     assert afile.read_text() == "x" and not (tmp_path / "out.json").exists()
 
 
+def test_classify_with_no_task_to_run_writes_nothing(tmp_path, capsys):
+    (tmp_path / "data").mkdir()  # no schroeder/ there
+    out = tmp_path / "c.json"
+    assert CLASSIFY.main(["--profile", "test", "--data-root", str(tmp_path / "data"),
+                          "--skip-generated", "--work", str(tmp_path / "w"),
+                          "--json", str(out)]) == 1
+    assert "nothing is benchmarked" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
 # --- locator.py ---------------------------------------------------------------------------
 
 
