@@ -27,7 +27,7 @@ import torch
 
 from vit_facemap.classifier import ClassifierConfig, profile_config
 from vit_facemap.config import PROFILES, real_set
-from vit_facemap.errors import argument_errors, run_reporting
+from vit_facemap.errors import DataError, argument_errors, run_reporting
 from vit_facemap.interpretation import StudySettings, run_study
 from vit_facemap.runinfo import (
     check_output,
@@ -79,7 +79,17 @@ def _main(argv: list[str] | None) -> int:
             replace(configs["vit"], **{k: v})
         device = resolve_device(configs["vit"].device)
     check_output(args.json, args.overwrite)
+    # the sets are written under --work: a file there (or above it) was a traceback
+    for folder in (Path(args.work), *Path(args.work).parents):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"--work needs a folder, but {folder} is a file", args.work)
     root, where = data_folder(args.data_root)
+    if args.skip_generated and real_set("schroeder", root) is None:
+        # no task left: the JSON would hold provenance alone (replacing, with --overwrite,
+        # an earlier study's results) and say nothing
+        print(f"schroeder: not found {where}; with --skip-generated nothing is benchmarked",
+              file=sys.stderr)
+        return 1
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)

@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     return run_reporting("locator.py", lambda: _main(argv))
 
 
+def extra_rows(extra_groups: np.ndarray, groups: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The images without a class (``measures.csv``) that train one fold's locator, chosen as
+    the study's folds choose them (``classifier.cross_validate``): those of the fold's
+    training groups. A group that no class image has is left out as well, since it could
+    show a held-out animal (and the locator measured would not be the study's)."""
+    extra_groups = np.asarray(extra_groups).astype(str)
+    return np.flatnonzero(np.isin(extra_groups, groups) & ~np.isin(extra_groups, groups[test]))
+
+
 def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", help="locator settings, key=value")
@@ -71,6 +80,10 @@ def _main(argv: list[str] | None) -> int:
         for k, v in variants:
             replace(config, **{k: v})
     check_output(args.json, args.overwrite)
+    # the sets are written under --work: a file there (or above it) was a traceback
+    for folder in (Path(args.work), *Path(args.work).parents):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"--work needs a folder, but {folder} is a file", args.work)
     root, where = data_folder(args.data_root)
     schroeder = real_set("schroeder", root)
     if schroeder is None:
@@ -98,7 +111,7 @@ def _main(argv: list[str] | None) -> int:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=args.seed)
         fit_s = 0.0
         for tr, te in splitter.split(np.zeros(len(data)), data.labels, groups):
-            keep = np.flatnonzero(~np.isin(measures.extra_groups.astype(str), groups[te]))
+            keep = extra_rows(measures.extra_groups, groups, te)
             t0 = time.perf_counter()
             loc = fit_locator([frames[i] for i in tr], data.eyes[tr], config,
                               ([extra[i] for i in keep], measures.extra_eyes[keep], None))

@@ -21,7 +21,8 @@ epoch. ``--monitor`` also scores the held-out frames during training, for learni
 Each row keeps every held-out keypoint's error with its frame and animal (``per_frame``),
 from which the book draws a bootstrap interval of the gap between two models
 (``vit_facemap.bootstrap``); ``steps`` counts the first stage's optimiser steps,
-``total_steps`` those of all stages (``train_s`` is the time of all stages). A prediction
+``total_steps`` those of all stages (``train_s`` is the time of all stages, masked
+pre-training included, also given alone as ``pretrain_s``). A prediction
 that is NaN where a label exists is a miss of infinite error: it makes ``mean_px`` and
 ``rmse_px`` infinite (``vit_facemap.metrics``).
 
@@ -257,8 +258,13 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         row.update(scales=list(predictor.scales), one_scale_mean_px=ms["mean_px"],
                    one_scale_median_px=ms["median_px"], one_scale_pck=ms["pck"],
                    one_scale_per_keypoint_mean_px=per_keypoint_means(ms))
-        # "steps" is the first stage's; train_s is all stages' (second stages included)
-        row.update(description=description, train_s=summary["train_s"], steps=summary["steps"],
+        # "steps" is the first stage's; train_s is all stages' (second stages included), with
+        # their masked pre-training, which fit times apart (pretrain_s) but which spends the
+        # same budget: without it hybrid_mim's row left out 30% of its training time
+        pretrain_s = summary["pretrain_s"] + sum(
+            r["pretrain_s"] for r in summary.get("refine", {}).values())
+        row.update(description=description, train_s=summary["train_s"] + pretrain_s,
+                   pretrain_s=pretrain_s, steps=summary["steps"],
                    total_steps=summary["total_steps"],
                    epochs=summary["epochs"],
                    # every stage the tracker runs, as track_speed.py counts them
@@ -385,9 +391,19 @@ def _main(argv: list[str] | None) -> int:
     if unknown:
         raise DataError(f"unknown model {', '.join(map(repr, unknown))}; choose from "
                         f"{', '.join(known)}")
+    # a model named twice trained twice into one run folder (refused after the first
+    # training without --overwrite) and gave the table two rows the book refuses
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise DataError(f"model {', '.join(map(repr, twice))} given twice (--models and "
+                        "--ablations together name each model once)")
     if "fmnet" in models and not facemap_available():
         print("facemap is not installed (pip install --no-deps facemap): skipping fmnet")
         models.remove("fmnet")
+    if not models:
+        # an empty table would be saved as finished (replacing an earlier one with
+        # --overwrite), and the book cannot draw it
+        raise DataError("no model to benchmark: give --models or --ablations")
     sets = [s for s in args.sets.split(",") if s]
     bad_sets = [s for s in sets if s not in REAL_SETS]
     if bad_sets and not args.synthetic:
@@ -400,10 +416,17 @@ def _main(argv: list[str] | None) -> int:
     if args.synthetic:
         from vit_facemap.synthetic import write_synthetic_set
 
-        # generated input, not results: the same settings give the same frames
-        folders["synthetic"] = write_synthetic_set(
-            out / "synthetic_set", n_frames=48, n_videos=3, seed=args.seed, size=(96, 72),
-            p_missing=0.05, overwrite=True)
+        # generated input, not results: the same settings give the same frames. But an
+        # earlier table was scored on the set there: unless it may be replaced, that set is
+        # read as it is (a run of another --seed is refused below), not replaced by other
+        # frames under the table's predictions
+        synthetic_set = out / "synthetic_set"
+        if synthetic_set.is_dir() and table_path.exists() and not args.overwrite:
+            folders["synthetic"] = synthetic_set
+        else:
+            folders["synthetic"] = write_synthetic_set(
+                synthetic_set, n_frames=48, n_videos=3, seed=args.seed, size=(96, 72),
+                p_missing=0.05, overwrite=True)
     else:
         root, where = data_folder(args.data)
         for set_name in sets:

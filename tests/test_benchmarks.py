@@ -51,11 +51,28 @@ def test_tracker_refuses_to_replace_a_table_before_any_work(tmp_path, capsys):
     assert TRACKER.main(_tracker_args(out, "--overwrite")) == 0
 
 
+def test_tracker_refused_run_keeps_the_generated_set_of_the_table(tmp_path, capsys):
+    # the table's predictions are of out/synthetic_set: a run of another seed that is
+    # refused must not replace those frames and labels with its own
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out)) == 0
+    files = sorted(p for p in (out / "synthetic_set").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    for extra in (["--seed", "1"], ["--seed", "1", "--reuse"]):
+        assert TRACKER.main(_tracker_args(out, *extra)) == 2
+        assert "--overwrite" in _one_error_line(capsys)
+        assert {p: p.read_bytes() for p in files} == before
+    assert TRACKER.main(_tracker_args(out, "--reuse")) == 0  # still the table's set
+    assert "kept" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--models", "mean_shape,hybird"], "hybird"),
     (["--device", "cudax"], "cudax"),
     (["--test-animals", "3"], "--test-animals 3"),  # the generated set has 3 videos
     (["--steps", "0"], "steps"),
+    (["--models", ","], "no model"),  # used to save an empty table as finished
+    (["--models", "mean_shape", "--ablations", "mean_shape"], "'mean_shape' given twice"),
 ])
 def test_tracker_checks_arguments_before_training(tmp_path, capsys, extra, words):
     out = tmp_path / "t"
@@ -176,6 +193,18 @@ def test_tracker_counts_the_steps_of_every_stage(tmp_path):
     assert row["total_steps"] == row["steps"] + row["refine_steps"]["eye"]
 
 
+def test_tracker_training_time_includes_masked_pretraining(tmp_path):
+    # hybrid_mim pre-trains on part of its budget: its train_s counts that time, as the
+    # other models' train_s counts all of theirs
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, "--models", "", "--ablations", "hybrid_mim")) == 0
+    [row] = json.loads((out / "tracker.json").read_text())["rows"]
+    run = json.loads((out / "runs" / "synthetic" / "hybrid_mim" / "runinfo.json").read_text())
+    summary = run["summary"]  # one stage (the test profile's)
+    assert summary["pretrain_s"] > 0 and row["pretrain_s"] == summary["pretrain_s"]
+    assert row["train_s"] == pytest.approx(summary["train_s"] + summary["pretrain_s"])
+
+
 def test_tracker_keeps_every_held_out_error_for_the_bootstrap(tmp_path):
     out = tmp_path / "t"
     assert TRACKER.main(_tracker_args(out)) == 0
@@ -247,6 +276,8 @@ def test_track_speed_times_a_run_of_another_frame_size_on_the_given_frames(tmp_p
     record = json.loads(out.read_text())
     [row] = record["results"]
     assert row["resized_to"] == [96, 72] and row["frames"] == 5  # --frames honoured
+    # track_video's own frames/s leave out the files it writes at the end; the whole call not
+    assert 0 < row["end_to_end_written_fps"] <= row["end_to_end_fps"]
     assert record["wall_s"] > 0 and record["device"]["device"] == "cpu"
 
 
@@ -334,6 +365,28 @@ def test_classify_keeps_an_earlier_json_and_refuses_a_folder(tmp_path, capsys):
     assert earlier.read_text() == "{}" and not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("name", ["classify", "locator"])
+def test_study_scripts_refuse_a_file_as_work_folder(tmp_path, capsys, name):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    script = CLASSIFY if name == "classify" else LOCATOR
+    for work in (afile, afile / "sets"):
+        assert script.main(["--profile", "test", "--work", str(work),
+                            "--json", str(tmp_path / "out.json")]) == 2
+        assert "--work" in _one_error_line(capsys)
+    assert afile.read_text() == "x" and not (tmp_path / "out.json").exists()
+
+
+def test_classify_with_no_task_to_run_writes_nothing(tmp_path, capsys):
+    (tmp_path / "data").mkdir()  # no schroeder/ there
+    out = tmp_path / "c.json"
+    assert CLASSIFY.main(["--profile", "test", "--data-root", str(tmp_path / "data"),
+                          "--skip-generated", "--work", str(tmp_path / "w"),
+                          "--json", str(out)]) == 1
+    assert "nothing is benchmarked" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
 # --- locator.py ---------------------------------------------------------------------------
 
 
@@ -358,6 +411,47 @@ def test_locator_keeps_an_earlier_json(tmp_path, capsys):
     assert LOCATOR.main(["--work", str(tmp_path / "w"), "--json", str(earlier)]) == 2
     assert "--overwrite" in _one_error_line(capsys)
     assert earlier.read_text() == "{}"
+
+
+class _ImageSet:
+    """A stand-in for a class-folder set (vit_facemap.states.read_image_set)."""
+
+    def __init__(self, groups: list[str], labels: list[int]) -> None:
+        self.groups, self.labels = np.array(groups), np.array(labels)
+        self.paths = [f"{g}{i}" for i, g in enumerate(groups)]  # "frames": their names
+        self.eyes = np.ones((len(groups), 3))
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+def test_locator_trains_each_fold_on_the_extra_images_the_study_would(tmp_path, monkeypatch):
+    """The images without a class train a fold's locator only when their animal is one of
+    the fold's training animals, as in the study (classifier.cross_validate): never a
+    held-out animal's, nor one of an animal the folds do not know."""
+    from types import SimpleNamespace
+
+    (tmp_path / "data" / "schroeder").mkdir(parents=True)
+    data = _ImageSet(["A", "A", "B", "B", "C", "C"], [0, 1] * 3)
+    extra = ["A", "B", "C", "Z"]  # Z: an animal without class images
+    measures = SimpleNamespace(extra_groups=np.array(extra), extra_paths=[f"x{g}" for g in extra],
+                               extra_eyes=np.ones((len(extra), 3)))
+    given = []
+
+    def fit_locator(frames, eyes, config, extra_images):
+        given.append(({f[0] for f in frames}, {f[1] for f in extra_images[0]}))
+        return SimpleNamespace(predict=lambda fr: np.ones((len(fr), 3)), config=config)
+
+    monkeypatch.setattr(LOCATOR, "write_pupil_state_set", lambda *a, **k: None)
+    monkeypatch.setattr(LOCATOR, "read_image_set", lambda folder: data)
+    monkeypatch.setattr(LOCATOR, "read_measures", lambda d: measures)
+    monkeypatch.setattr(LOCATOR, "load_frames", lambda paths: list(paths))
+    monkeypatch.setattr(LOCATOR, "fit_locator", fit_locator)
+    assert LOCATOR.main(["--data-root", str(tmp_path / "data"), "--work", str(tmp_path / "w"),
+                         "--json", str(tmp_path / "l.json"), "--folds", "3"]) == 0
+    assert len(given) == 3
+    for train_animals, extra_animals in given:
+        assert extra_animals == train_animals  # Z never, a held-out animal never
 
 
 def test_code_fingerprint_ignores_the_books_presentation_code(tmp_path, monkeypatch):
