@@ -244,3 +244,15 @@ def test_soft_argmax_at_the_border_counts_each_cell_once():
     xy, conf = local_soft_argmax(logits, radius=2)
     assert xy[0, 0].tolist() == pytest.approx([0.25, 0.0], abs=1e-6)
     assert conf.item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(family="vit", patch_size=14, n_up=2, input_w=56, input_h=42),  # stride 3.5
+    dict(family="vit", patch_size=8, n_up=4),                           # stride 0.5
+    dict(family="cnn", timm_name="resnet18", cnn_out_index=1, n_up=3),  # stride 4 / 8
+])
+def test_heatmap_stride_must_be_whole(kw):
+    """Keypoints are read back as cell * stride: a fractional stride was rounded down (3.5 to
+    3, 0.5 to 0), putting every keypoint of a trained model short of the right place."""
+    with pytest.raises(ValueError, match=r"n_up \d: the backbone's stride \d+ is not a multiple"):
+        build_model(ModelConfig(**{**SMALL, **kw}), 2)

@@ -127,6 +127,13 @@ class KeypointModel(nn.Module):
             self.head = SkipHeatmapHead(feat, stem.skip_channels, n_keypoints, c.decoder_channels)
             self.stride = stem.skip_stride
         elif c.head == "heatmap":
+            # keypoints are read back as cell * stride: a stride that is not a whole number
+            # (patch 14 halved twice) would be rounded down and every keypoint pulled to the
+            # top left, silently
+            if self.backbone.stride % 2**c.n_up:
+                raise ValueError(f"n_up {c.n_up}: the backbone's stride {self.backbone.stride} "
+                                 f"is not a multiple of 2**{c.n_up}; choose an n_up whose "
+                                 "upsampling leaves a whole-pixel heatmap stride")
             self.head = HeatmapHead(feat, n_keypoints, c.n_up, c.decoder_channels)
             self.stride = self.backbone.stride // 2**c.n_up
         else:
