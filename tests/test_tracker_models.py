@@ -256,3 +256,17 @@ def test_heatmap_stride_must_be_whole(kw):
     3, 0.5 to 0), putting every keypoint of a trained model short of the right place."""
     with pytest.raises(ValueError, match=r"n_up \d: the backbone's stride \d+ is not a multiple"):
         build_model(ModelConfig(**{**SMALL, **kw}), 2)
+
+
+@pytest.mark.parametrize("kw,why", [
+    (dict(family="vit", n_up=-1), "n_up must be at least 0, got -1"),
+    (dict(family="vit", depth=2, drop_path=1.5), r"drop_path must be in \[0, 1\], got 1.5"),
+    (dict(family="hybrid", stem_widths=[]), r"stem_widths must be one or more widths"),
+    (dict(family="hybrid", stem_widths=[0, 8]), r"stem_widths must be one or more widths"),
+    (dict(family="vit", num_heads=3), "embed_dim 32 must be a multiple of num_heads 3"),
+])
+def test_model_config_refuses_what_fails_only_when_built_or_trained(kw, why):
+    """These built (or failed to build with torch's IndexError, timm's AssertionError) and
+    failed at the first forward pass of training, after the run's folder was written."""
+    with pytest.raises(ValueError, match=why):
+        ModelConfig(**{**SMALL, **kw})

@@ -65,6 +65,20 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
+        # values torch or timm would refuse only when the model is built or first trained,
+        # with a message that does not name the setting
+        if self.n_up < 0:
+            raise ValueError(f"model n_up must be at least 0, got {self.n_up}")
+        if not 0 <= self.drop_path <= 1:
+            raise ValueError(f"model drop_path must be in [0, 1], got {self.drop_path}")
+        if self.family == "hybrid" and (not self.stem_widths or min(self.stem_widths) < 1):
+            raise ValueError("model stem_widths must be one or more widths of at least 1, got "
+                             f"{self.stem_widths}")
+        if self.family in ("vit", "hybrid") and self.timm_name is None:
+            dims = self.dims()
+            if dims["embed_dim"] % dims["num_heads"]:
+                raise ValueError(f"model embed_dim {dims['embed_dim']} must be a multiple of "
+                                 f"num_heads {dims['num_heads']}")
         if self.family == "fmnet":
             from vit_facemap.models.fmnet import check_input_size
 
