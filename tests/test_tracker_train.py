@@ -788,6 +788,20 @@ def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypa
     assert "nothing to resume" in capsys.readouterr().err and not (tmp_path / "none").exists()
 
 
+def test_a_model_its_settings_cannot_build_is_refused_before_the_run_is_written(
+        tiny_set, tmp_path, capsys):
+    """A CNN's or ViT's input size is checked when the model is built, which came after the
+    run folder got its config.json and split.json: the command printed a traceback and left
+    a folder that a second try was refused as 'already exists'."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"family": "cnn", "input_w": 40, "input_h": 48}}))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    assert "model: input 40x48 must be a multiple of the CNN's stride 16" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"steps": 4, "num_threads": 1, "refine": {

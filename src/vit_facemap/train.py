@@ -495,6 +495,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
+    # a model its settings cannot build fails here, not after the run's files are written
+    _check_model(config.model, "model")
     if groups:
         # fail now, not after the first stage has spent its budget
         _check_refine_stage(recipe, len(groups))
@@ -798,13 +800,19 @@ def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     """Refuse a second stage's recipe its network cannot take (a crop size its patches or
     strides do not tile), as building it would after the first stage."""
     config = _refine_stage_config(recipe, n_groups)
+    _check_model(config.model, f"refine input_size {recipe.refine.input_size}")
+
+
+def _check_model(model: ModelConfig, what: str) -> None:
+    """Refuse a network that cannot be built (an input size its patches or strides do not
+    tile) before the run's files are written: a user's mistake, said in one line."""
     # built without weights (no file read, no download) and on a side stream of random
     # numbers, so the first stage starts from the same state as without this check
     with torch.random.fork_rng(devices=[]):
         try:
-            build_model(ModelConfig(**{**asdict(config.model), "weights": None}), 1)
+            build_model(ModelConfig(**{**asdict(model), "weights": None}), 1)
         except ValueError as exc:
-            raise ValueError(f"refine input_size {recipe.refine.input_size}: {exc}") from None
+            raise DataError(f"{what}: {exc}") from None
 
 
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
