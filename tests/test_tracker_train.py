@@ -800,6 +800,12 @@ def test_a_model_its_settings_cannot_build_is_refused_before_the_run_is_written(
                  "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
     assert "model: input 40x48 must be a multiple of the CNN's stride 16" in capsys.readouterr().err
     assert not run.exists()
+    # a pretrained weights file that is missing (or does not fit) the same
+    cfg.write_text(json.dumps({"model": {"weights": str(tmp_path / "nope.safetensors")}}))
+    assert main(["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    assert f"{tmp_path / 'nope.safetensors'}: weights file not found" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, capsys):

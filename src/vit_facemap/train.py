@@ -495,8 +495,9 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
-    # a model its settings cannot build fails here, not after the run's files are written
-    _check_model(config.model, "model")
+    # a model its settings cannot build, or a weights file that does not fit it, fails here,
+    # not after the run's files are written
+    _check_model(config.model, "model", weights=True)
     if groups:
         # fail now, not after the first stage has spent its budget
         _check_refine_stage(recipe, len(groups))
@@ -803,14 +804,18 @@ def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     _check_model(config.model, f"refine input_size {recipe.refine.input_size}")
 
 
-def _check_model(model: ModelConfig, what: str) -> None:
+def _check_model(model: ModelConfig, what: str, weights: bool = False) -> None:
     """Refuse a network that cannot be built (an input size its patches or strides do not
-    tile) before the run's files are written: a user's mistake, said in one line."""
-    # built without weights (no file read, no download) and on a side stream of random
-    # numbers, so the first stage starts from the same state as without this check
+    tile) before the run's files are written: a user's mistake, said in one line.
+    ``weights``: also start it from its pretrained weights (a missing or unfit file)."""
+    # built on a side stream of random numbers, so the first stage starts from the same
+    # state as without this check; without weights unless asked (no file read, no download)
     with torch.random.fork_rng(devices=[]):
         try:
-            build_model(ModelConfig(**{**asdict(model), "weights": None}), 1)
+            build_model(ModelConfig(**{**asdict(model), **({} if weights else {"weights": None})}),
+                        1)
+        except DataError:
+            raise  # a weights file's own error names the file
         except ValueError as exc:
             raise DataError(f"{what}: {exc}") from None
 
