@@ -270,3 +270,18 @@ def test_model_config_refuses_what_fails_only_when_built_or_trained(kw, why):
     failed at the first forward pass of training, after the run's folder was written."""
     with pytest.raises(ValueError, match=why):
         ModelConfig(**{**SMALL, **kw})
+
+
+@pytest.mark.parametrize("kw,why", [
+    # timm's hybrid asserts, without a message, that its ResNet's map tiles its patches
+    (dict(family="vit", timm_name="vit_tiny_r_s16_p8_224", input_w=200, input_h=136),
+     r"timm cannot build vit_tiny_r_s16_p8_224 for input 200x136 \(AssertionError\)"),
+    (dict(family="vit", timm_name="resnet18"), r"timm cannot build resnet18 .*img_size"),
+    (dict(family="vit", timm_name="vit_no_such"), "timm_name 'vit_no_such' is not a model timm"),
+    (dict(family="cnn", timm_name="resnet_no_such"), "'resnet_no_such' is not a model timm"),
+    (dict(family="cnn", cnn_out_index=7), "cnn_out_index 7: resnet18 has feature stages 0 to 4"),
+])
+def test_timm_models_that_cannot_be_built_are_named(kw, why):
+    """timm's own AssertionError, TypeError, RuntimeError or IndexError named no setting."""
+    with pytest.raises(ValueError, match=why):
+        build_model(ModelConfig(**kw), 2)
