@@ -151,6 +151,16 @@ def test_weights_of_another_model_are_refused(tmp_path):
         build_vit(**kw, depth=1, weights=str(two))
     with pytest.raises(DataError, match="other shape"):
         build_vit(**{**kw, "embed_dim": 64}, depth=2, weights=str(two))
+    # a ViT with register tokens (DINOv2's reg4): its 16 patch positions were read as a class
+    # token and a 3x5 grid, and its register tokens dropped, without a word
+    from timm.models.vision_transformer import VisionTransformer
+
+    reg = VisionTransformer(img_size=64, patch_size=16, in_chans=1, num_classes=0, depth=2,
+                            embed_dim=32, num_heads=2, reg_tokens=4, no_embed_class=True)
+    reg_file = save_weights(reg, tmp_path / "reg.safetensors")
+    with pytest.raises(DataError, match=r"reg.safetensors: weights do not fit.*not in the model: "
+                                        r"reg_token"):
+        build_vit(**kw, depth=2, weights=str(reg_file))
     with pytest.raises(DataError, match="missing.safetensors: weights file not found"):
         build_vit(**kw, depth=2, weights=str(tmp_path / "missing.safetensors"))
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)

@@ -21,6 +21,7 @@ from vit_facemap.errors import DataError, first_line
 # prefixes under which a backbone's tensors sit in other files: DataParallel, this project's
 # keypoint models (backbone.vit / backbone.net) and its classifier (vit.)
 PREFIXES = ("module.", "backbone.vit.", "backbone.net.", "backbone.", "vit.", "net.", "model.")
+TOKENS = ("cls_token", "reg_token")  # a ViT's own prefix tokens
 GRID_KEY = "vit_grid"  # safetensors metadata: the token grid (h, w) of a ViT's position embedding
 
 
@@ -108,7 +109,9 @@ def load_pretrained(model: nn.Module, source: str | Path, optional: tuple[str, .
     state = _strip_prefix(state, own)
     state = _adapt(model, state, meta)
     top = {k.split(".")[0] for k in own}
-    extra = [k for k in state if k not in own and k.split(".")[0] in top
+    # a ViT's class or register tokens that the model lacks: the file's position embedding
+    # holds other tokens than the model's, and would be read as the wrong grid
+    extra = [k for k in state if k not in own and (k.split(".")[0] in top or k in TOKENS)
              and not k.startswith(optional)]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and state[k].shape != v.shape and not k.startswith(optional)]
