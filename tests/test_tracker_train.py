@@ -427,6 +427,19 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
 
 
+def test_resuming_does_not_need_the_weights_the_run_started_from(tmp_path, monkeypatch):
+    """The training state replaces the starting weights; the file (a relative path resumed
+    from another folder, moved, or a hub download offline) was still required."""
+    from vit_facemap.models.weights import save_weights
+
+    start = save_weights(build_model(_config().model, 3), tmp_path / "start.safetensors")
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch,
+                                           {"model": {"weights": str(start)}}, [])
+    start.unlink()
+    assert main(args + ["--resume"]) == 0
+    assert (run / "runinfo.json").is_file()
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 

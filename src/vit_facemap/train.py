@@ -495,9 +495,12 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
+    # a resumed run's weights come from its training state: the file it started from is not
+    # read again (it may have moved, or be a hub download now offline)
+    start = ModelConfig(**{**asdict(config.model), "weights": None}) if resume else config.model
     # a model its settings cannot build, or a weights file that does not fit it, fails here,
     # not after the run's files are written
-    _check_model(config.model, "model", weights=True)
+    _check_model(start, "model", weights=True)
     if groups:
         # fail now, not after the first stage has spent its budget
         _check_refine_stage(recipe, len(groups))
@@ -533,7 +536,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                     if isinstance(val_map, InputMapping) else val_map)
     load_s = time.perf_counter() - t_load
 
-    model = build_model(config.model, n_k).to(device)
+    model = build_model(start, n_k).to(device)
     pretrain_s, pretrain_loss, pre_steps = 0.0, None, 0
     if config.pretrain_share > 0 and not resume:
         pretrain_s, pretrain_loss = pretrain_backbone(model, train_ds, config, device, progress)
