@@ -166,6 +166,28 @@ def test_weights_of_another_model_are_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(DataError, match="junk.safetensors: cannot read weights"):
         build_vit(**kw, depth=2, weights=str(tmp_path / "junk.safetensors"))
+    # files torch read with weights_only and refused, with advice to unpickle them anyway:
+    # timm's training checkpoint (its command line beside the weights) is plain data
+    import argparse
+
+    from safetensors.torch import load_file
+
+    weights = load_file(str(two))
+    torch.save({"epoch": 3, "state_dict": weights, "args": argparse.Namespace(lr=0.1)},
+               tmp_path / "model_best.pth.tar")
+    build_vit(**kw, depth=2, weights=str(tmp_path / "model_best.pth.tar"))
+    torch.save({"state_dict": weights, "metric": np.float64(0.5)}, tmp_path / "np.pth")
+    with pytest.raises(DataError, match=r"np.pth: cannot read weights: the file holds Python "
+                                        r"objects besides tensors \(numpy.*\), which are not "
+                                        r"unpickled .*; save the state dict alone"):
+        build_vit(**kw, depth=2, weights=str(tmp_path / "np.pth"))
+    (tmp_path / "zeros.pth").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match=r"zeros.pth: cannot read weights: not a safetensors "
+                                        r"file or a torch state dict$"):
+        build_vit(**kw, depth=2, weights=str(tmp_path / "zeros.pth"))
+    # a safetensors file of another name (a hub download saved as .pt) is one
+    (tmp_path / "two.pt").write_bytes(two.read_bytes())
+    build_vit(**kw, depth=2, weights=str(tmp_path / "two.pt"))
     # CNNs: a ResNet-18 file (classifier and last stage included) starts a ResNet-18 cut at
     # stage 3; it does not fit a ResNet-34
     import timm

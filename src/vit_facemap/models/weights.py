@@ -9,7 +9,10 @@ did not fit, rather than leaving part of the network at its random start.
 
 from __future__ import annotations
 
+import argparse
 import math
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -55,14 +58,29 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise DataError("weights file not found" if not path.exists() else
                         "weights path is not a file", path)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or _is_safetensors(path):  # whatever its name
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
                 meta = dict(f.metadata() or {})
             return load_file(str(path)), meta
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a weights file, a pickle with code in it
+        # timm's training checkpoints keep their command line (argparse.Namespace) beside
+        # the weights: plain data, safe to read
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a weights file, a pickle of other objects
+        # torch's message for other objects says how to unpickle them anyway, which no
+        # command here can do
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise DataError("cannot read weights: the file holds Python objects besides "
+                            f"tensors ({found.group(1)}), which are not unpickled (they could "
+                            "run code); save the state dict alone "
+                            "(torch.save(checkpoint['state_dict'], ...)) or as safetensors",
+                            path) from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise DataError("cannot read weights: not a safetensors file or a torch state dict",
+                            path) from None
         raise DataError(f"cannot read weights: {first_line(exc)}", path) from None
     for key in ("state_dict", "model"):  # training checkpoints keep the weights one level down
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -70,6 +88,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError("not a state dict of tensors", path)
     return state, {}
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte header length, then the header's JSON."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
 
 
 def fetch_hub_weights(source: str) -> Path:
