@@ -626,6 +626,9 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     ({"refine": {"copies": 1.5}}, "copies=1.5"),
     ({"lr": float("nan")}, "lr > 0"),
     ({"steps": True}, "steps=True"),
+    # refused only when pre-training started, after the run folder was written
+    ({"pretrain_share": 0.5, "model": {"family": "fmnet", "input_w": 64, "input_h": 48}},
+     "pretrain_share: masked pre-training needs a ViT or CNN backbone, not fmnet"),
 ])
 def test_bad_training_settings_are_named(settings, problem):
     with pytest.raises(ValueError, match=problem):

@@ -137,6 +137,10 @@ class TrainConfig:
             raise ValueError(f"crop must be 'labels' or 'full', got {self.crop!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
+        if self.pretrain_share > 0 and self.model.family == "fmnet":
+            # refused when pre-training starts, after the run's files are written
+            raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
+                             "not fmnet")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
