@@ -296,6 +296,8 @@ def test_heatmap_stride_must_be_whole(kw):
     (dict(family="hybrid", stem_widths=[]), r"stem_widths must be one or more widths"),
     (dict(family="hybrid", stem_widths=[0, 8]), r"stem_widths must be one or more widths"),
     (dict(family="vit", num_heads=3), "embed_dim 32 must be a multiple of num_heads 3"),
+    # FMnet never read its weights file: it started from random weights without a word
+    (dict(family="fmnet", weights="facemap_model.pt"), "model weights: FMnet starts from random"),
 ])
 def test_model_config_refuses_what_fails_only_when_built_or_trained(kw, why):
     """These built (or failed to build with torch's IndexError, timm's AssertionError) and

@@ -65,6 +65,10 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
+        if self.family == "fmnet" and self.weights:
+            # FMnet is built from facemap's network code alone: a file would be ignored
+            raise ValueError("model weights: FMnet starts from random weights here; pretrained "
+                             "weights start the vit, hybrid and cnn families")
         # values torch or timm would refuse only when the model is built or first trained,
         # with a message that does not name the setting
         if self.n_up < 0:
