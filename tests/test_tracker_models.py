@@ -151,11 +151,43 @@ def test_weights_of_another_model_are_refused(tmp_path):
         build_vit(**kw, depth=1, weights=str(two))
     with pytest.raises(DataError, match="other shape"):
         build_vit(**{**kw, "embed_dim": 64}, depth=2, weights=str(two))
+    # a ViT with register tokens (DINOv2's reg4): its 16 patch positions were read as a class
+    # token and a 3x5 grid, and its register tokens dropped, without a word
+    from timm.models.vision_transformer import VisionTransformer
+
+    reg = VisionTransformer(img_size=64, patch_size=16, in_chans=1, num_classes=0, depth=2,
+                            embed_dim=32, num_heads=2, reg_tokens=4, no_embed_class=True)
+    reg_file = save_weights(reg, tmp_path / "reg.safetensors")
+    with pytest.raises(DataError, match=r"reg.safetensors: weights do not fit.*not in the model: "
+                                        r"reg_token"):
+        build_vit(**kw, depth=2, weights=str(reg_file))
     with pytest.raises(DataError, match="missing.safetensors: weights file not found"):
         build_vit(**kw, depth=2, weights=str(tmp_path / "missing.safetensors"))
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(DataError, match="junk.safetensors: cannot read weights"):
         build_vit(**kw, depth=2, weights=str(tmp_path / "junk.safetensors"))
+    # files torch read with weights_only and refused, with advice to unpickle them anyway:
+    # timm's training checkpoint (its command line beside the weights) is plain data
+    import argparse
+
+    from safetensors.torch import load_file
+
+    weights = load_file(str(two))
+    torch.save({"epoch": 3, "state_dict": weights, "args": argparse.Namespace(lr=0.1)},
+               tmp_path / "model_best.pth.tar")
+    build_vit(**kw, depth=2, weights=str(tmp_path / "model_best.pth.tar"))
+    torch.save({"state_dict": weights, "metric": np.float64(0.5)}, tmp_path / "np.pth")
+    with pytest.raises(DataError, match=r"np.pth: cannot read weights: the file holds Python "
+                                        r"objects besides tensors \(numpy.*\), which are not "
+                                        r"unpickled .*; save the state dict alone"):
+        build_vit(**kw, depth=2, weights=str(tmp_path / "np.pth"))
+    (tmp_path / "zeros.pth").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match=r"zeros.pth: cannot read weights: not a safetensors "
+                                        r"file or a torch state dict$"):
+        build_vit(**kw, depth=2, weights=str(tmp_path / "zeros.pth"))
+    # a safetensors file of another name (a hub download saved as .pt) is one
+    (tmp_path / "two.pt").write_bytes(two.read_bytes())
+    build_vit(**kw, depth=2, weights=str(tmp_path / "two.pt"))
     # CNNs: a ResNet-18 file (classifier and last stage included) starts a ResNet-18 cut at
     # stage 3; it does not fit a ResNet-34
     import timm
@@ -244,3 +276,46 @@ def test_soft_argmax_at_the_border_counts_each_cell_once():
     xy, conf = local_soft_argmax(logits, radius=2)
     assert xy[0, 0].tolist() == pytest.approx([0.25, 0.0], abs=1e-6)
     assert conf.item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(family="vit", patch_size=14, n_up=2, input_w=56, input_h=42),  # stride 3.5
+    dict(family="vit", patch_size=8, n_up=4),                           # stride 0.5
+    dict(family="cnn", timm_name="resnet18", cnn_out_index=1, n_up=3),  # stride 4 / 8
+])
+def test_heatmap_stride_must_be_whole(kw):
+    """Keypoints are read back as cell * stride: a fractional stride was rounded down (3.5 to
+    3, 0.5 to 0), putting every keypoint of a trained model short of the right place."""
+    with pytest.raises(ValueError, match=r"n_up \d: the backbone's stride \d+ is not a multiple"):
+        build_model(ModelConfig(**{**SMALL, **kw}), 2)
+
+
+@pytest.mark.parametrize("kw,why", [
+    (dict(family="vit", n_up=-1), "n_up must be at least 0, got -1"),
+    (dict(family="vit", depth=2, drop_path=1.5), r"drop_path must be in \[0, 1\], got 1.5"),
+    (dict(family="hybrid", stem_widths=[]), r"stem_widths must be one or more widths"),
+    (dict(family="hybrid", stem_widths=[0, 8]), r"stem_widths must be one or more widths"),
+    (dict(family="vit", num_heads=3), "embed_dim 32 must be a multiple of num_heads 3"),
+    # FMnet never read its weights file: it started from random weights without a word
+    (dict(family="fmnet", weights="facemap_model.pt"), "model weights: FMnet starts from random"),
+])
+def test_model_config_refuses_what_fails_only_when_built_or_trained(kw, why):
+    """These built (or failed to build with torch's IndexError, timm's AssertionError) and
+    failed at the first forward pass of training, after the run's folder was written."""
+    with pytest.raises(ValueError, match=why):
+        ModelConfig(**{**SMALL, **kw})
+
+
+@pytest.mark.parametrize("kw,why", [
+    # timm's hybrid asserts, without a message, that its ResNet's map tiles its patches
+    (dict(family="vit", timm_name="vit_tiny_r_s16_p8_224", input_w=200, input_h=136),
+     r"timm cannot build vit_tiny_r_s16_p8_224 for input 200x136 \(AssertionError\)"),
+    (dict(family="vit", timm_name="resnet18"), r"timm cannot build resnet18 .*img_size"),
+    (dict(family="vit", timm_name="vit_no_such"), "timm_name 'vit_no_such' is not a model timm"),
+    (dict(family="cnn", timm_name="resnet_no_such"), "'resnet_no_such' is not a model timm"),
+    (dict(family="cnn", cnn_out_index=7), "cnn_out_index 7: resnet18 has feature stages 0 to 4"),
+])
+def test_timm_models_that_cannot_be_built_are_named(kw, why):
+    """timm's own AssertionError, TypeError, RuntimeError or IndexError named no setting."""
+    with pytest.raises(ValueError, match=why):
+        build_model(ModelConfig(**kw), 2)

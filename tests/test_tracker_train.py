@@ -427,6 +427,19 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
 
 
+def test_resuming_does_not_need_the_weights_the_run_started_from(tmp_path, monkeypatch):
+    """The training state replaces the starting weights; the file (a relative path resumed
+    from another folder, moved, or a hub download offline) was still required."""
+    from vit_facemap.models.weights import save_weights
+
+    start = save_weights(build_model(_config().model, 3), tmp_path / "start.safetensors")
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch,
+                                           {"model": {"weights": str(start)}}, [])
+    start.unlink()
+    assert main(args + ["--resume"]) == 0
+    assert (run / "runinfo.json").is_file()
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 
@@ -613,6 +626,9 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     ({"refine": {"copies": 1.5}}, "copies=1.5"),
     ({"lr": float("nan")}, "lr > 0"),
     ({"steps": True}, "steps=True"),
+    # refused only when pre-training started, after the run folder was written
+    ({"pretrain_share": 0.5, "model": {"family": "fmnet", "input_w": 64, "input_h": 48}},
+     "pretrain_share: masked pre-training needs a ViT or CNN backbone, not fmnet"),
 ])
 def test_bad_training_settings_are_named(settings, problem):
     with pytest.raises(ValueError, match=problem):
@@ -786,6 +802,26 @@ def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypa
     assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
     assert main(base + ["--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_a_model_its_settings_cannot_build_is_refused_before_the_run_is_written(
+        tiny_set, tmp_path, capsys):
+    """A CNN's or ViT's input size is checked when the model is built, which came after the
+    run folder got its config.json and split.json: the command printed a traceback and left
+    a folder that a second try was refused as 'already exists'."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"family": "cnn", "input_w": 40, "input_h": 48}}))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    assert "model: input 40x48 must be a multiple of the CNN's stride 16" in capsys.readouterr().err
+    assert not run.exists()
+    # a pretrained weights file that is missing (or does not fit) the same
+    cfg.write_text(json.dumps({"model": {"weights": str(tmp_path / "nope.safetensors")}}))
+    assert main(["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    assert f"{tmp_path / 'nope.safetensors'}: weights file not found" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def test_two_stage_run_reports_the_steps_of_both_stages(tiny_set, tmp_path, capsys):

@@ -137,6 +137,10 @@ class TrainConfig:
             raise ValueError(f"crop must be 'labels' or 'full', got {self.crop!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
+        if self.pretrain_share > 0 and self.model.family == "fmnet":
+            # refused when pre-training starts, after the run's files are written
+            raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
+                             "not fmnet")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -495,6 +499,12 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     recipe = config
     groups = (refine_groups(train_frames.bodyparts, config.refine)
               if config.refine.share > 0 and boxes is None else {})
+    # a resumed run's weights come from its training state: the file it started from is not
+    # read again (it may have moved, or be a hub download now offline)
+    start = ModelConfig(**{**asdict(config.model), "weights": None}) if resume else config.model
+    # a model its settings cannot build, or a weights file that does not fit it, fails here,
+    # not after the run's files are written
+    _check_model(start, "model", weights=True)
     if groups:
         # fail now, not after the first stage has spent its budget
         _check_refine_stage(recipe, len(groups))
@@ -530,7 +540,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                     if isinstance(val_map, InputMapping) else val_map)
     load_s = time.perf_counter() - t_load
 
-    model = build_model(config.model, n_k).to(device)
+    model = build_model(start, n_k).to(device)
     pretrain_s, pretrain_loss, pre_steps = 0.0, None, 0
     if config.pretrain_share > 0 and not resume:
         pretrain_s, pretrain_loss = pretrain_backbone(model, train_ds, config, device, progress)
@@ -798,13 +808,23 @@ def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     """Refuse a second stage's recipe its network cannot take (a crop size its patches or
     strides do not tile), as building it would after the first stage."""
     config = _refine_stage_config(recipe, n_groups)
-    # built without weights (no file read, no download) and on a side stream of random
-    # numbers, so the first stage starts from the same state as without this check
+    _check_model(config.model, f"refine input_size {recipe.refine.input_size}")
+
+
+def _check_model(model: ModelConfig, what: str, weights: bool = False) -> None:
+    """Refuse a network that cannot be built (an input size its patches or strides do not
+    tile) before the run's files are written: a user's mistake, said in one line.
+    ``weights``: also start it from its pretrained weights (a missing or unfit file)."""
+    # built on a side stream of random numbers, so the first stage starts from the same
+    # state as without this check; without weights unless asked (no file read, no download)
     with torch.random.fork_rng(devices=[]):
         try:
-            build_model(ModelConfig(**{**asdict(config.model), "weights": None}), 1)
+            build_model(ModelConfig(**{**asdict(model), **({} if weights else {"weights": None})}),
+                        1)
+        except DataError:
+            raise  # a weights file's own error names the file
         except ValueError as exc:
-            raise ValueError(f"refine input_size {recipe.refine.input_size}: {exc}") from None
+            raise DataError(f"{what}: {exc}") from None
 
 
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,

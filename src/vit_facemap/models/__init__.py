@@ -65,6 +65,24 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
+        if self.family == "fmnet" and self.weights:
+            # FMnet is built from facemap's network code alone: a file would be ignored
+            raise ValueError("model weights: FMnet starts from random weights here; pretrained "
+                             "weights start the vit, hybrid and cnn families")
+        # values torch or timm would refuse only when the model is built or first trained,
+        # with a message that does not name the setting
+        if self.n_up < 0:
+            raise ValueError(f"model n_up must be at least 0, got {self.n_up}")
+        if not 0 <= self.drop_path <= 1:
+            raise ValueError(f"model drop_path must be in [0, 1], got {self.drop_path}")
+        if self.family == "hybrid" and (not self.stem_widths or min(self.stem_widths) < 1):
+            raise ValueError("model stem_widths must be one or more widths of at least 1, got "
+                             f"{self.stem_widths}")
+        if self.family in ("vit", "hybrid") and self.timm_name is None:
+            dims = self.dims()
+            if dims["embed_dim"] % dims["num_heads"]:
+                raise ValueError(f"model embed_dim {dims['embed_dim']} must be a multiple of "
+                                 f"num_heads {dims['num_heads']}")
         if self.family == "fmnet":
             from vit_facemap.models.fmnet import check_input_size
 
@@ -127,6 +145,13 @@ class KeypointModel(nn.Module):
             self.head = SkipHeatmapHead(feat, stem.skip_channels, n_keypoints, c.decoder_channels)
             self.stride = stem.skip_stride
         elif c.head == "heatmap":
+            # keypoints are read back as cell * stride: a stride that is not a whole number
+            # (patch 14 halved twice) would be rounded down and every keypoint pulled to the
+            # top left, silently
+            if self.backbone.stride % 2**c.n_up:
+                raise ValueError(f"n_up {c.n_up}: the backbone's stride {self.backbone.stride} "
+                                 f"is not a multiple of 2**{c.n_up}; choose an n_up whose "
+                                 "upsampling leaves a whole-pixel heatmap stride")
             self.head = HeatmapHead(feat, n_keypoints, c.n_up, c.decoder_channels)
             self.stride = self.backbone.stride // 2**c.n_up
         else:

@@ -13,8 +13,15 @@ class CNNBackbone(nn.Module):
     def __init__(self, name: str = "resnet18", in_chans: int = 1, out_index: int = 3,
                  weights: str | None = None) -> None:
         super().__init__()
-        self.net = timm.create_model(name, features_only=True, out_indices=(out_index,),
-                                     in_chans=in_chans)
+        if ":" not in name and not timm.is_model(name):  # hf-hub:..., local-dir:...
+            raise ValueError(f"timm_name {name!r} is not a model timm knows")
+        try:
+            self.net = timm.create_model(name, features_only=True, out_indices=(out_index,),
+                                         in_chans=in_chans)
+        except IndexError:
+            n = len(timm.create_model(name, features_only=True, in_chans=in_chans).feature_info)
+            raise ValueError(f"cnn_out_index {out_index}: {name} has feature stages 0 to "
+                             f"{n - 1}") from None
         if weights:
             _load(self.net, name, in_chans, weights)
         self.num_features = self.net.feature_info.channels()[-1]

@@ -20,6 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
+from vit_facemap.errors import first_line
 from vit_facemap.models import SIZES
 
 
@@ -126,7 +127,16 @@ def build_vit(
                                ("num_heads", num_heads)):
                 if value is not None:
                     kwargs[key] = value
-        vit = timm.create_model(timm_name, **kwargs)
+        if ":" not in timm_name and not timm.is_model(timm_name):  # hf-hub:..., local-dir:...
+            raise ValueError(f"timm_name {timm_name!r} is not a model timm knows")
+        try:
+            vit = timm.create_model(timm_name, **kwargs)
+        except (AssertionError, TypeError) as exc:
+            # timm's hybrids assert that the input tiles their patches (no message); a
+            # network other than a ViT refuses the ViT's keywords
+            raise ValueError(f"timm cannot build {timm_name} for input {w}x{h} "
+                             f"({first_line(exc)}): not a ViT, or an input size it does not "
+                             "tile") from None
         if not isinstance(vit, VisionTransformer):
             raise ValueError(f"{timm_name} is not a timm VisionTransformer")
         if not isinstance(vit.patch_embed, PatchEmbed | HybridEmbed):

@@ -9,7 +9,10 @@ did not fit, rather than leaving part of the network at its random start.
 
 from __future__ import annotations
 
+import argparse
 import math
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -21,6 +24,7 @@ from vit_facemap.errors import DataError, first_line
 # prefixes under which a backbone's tensors sit in other files: DataParallel, this project's
 # keypoint models (backbone.vit / backbone.net) and its classifier (vit.)
 PREFIXES = ("module.", "backbone.vit.", "backbone.net.", "backbone.", "vit.", "net.", "model.")
+TOKENS = ("cls_token", "reg_token")  # a ViT's own prefix tokens
 GRID_KEY = "vit_grid"  # safetensors metadata: the token grid (h, w) of a ViT's position embedding
 
 
@@ -54,14 +58,29 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise DataError("weights file not found" if not path.exists() else
                         "weights path is not a file", path)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or _is_safetensors(path):  # whatever its name
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
                 meta = dict(f.metadata() or {})
             return load_file(str(path)), meta
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a weights file, a pickle with code in it
+        # timm's training checkpoints keep their command line (argparse.Namespace) beside
+        # the weights: plain data, safe to read
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a weights file, a pickle of other objects
+        # torch's message for other objects says how to unpickle them anyway, which no
+        # command here can do
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise DataError("cannot read weights: the file holds Python objects besides "
+                            f"tensors ({found.group(1)}), which are not unpickled (they could "
+                            "run code); save the state dict alone "
+                            "(torch.save(checkpoint['state_dict'], ...)) or as safetensors",
+                            path) from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise DataError("cannot read weights: not a safetensors file or a torch state dict",
+                            path) from None
         raise DataError(f"cannot read weights: {first_line(exc)}", path) from None
     for key in ("state_dict", "model"):  # training checkpoints keep the weights one level down
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -69,6 +88,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError("not a state dict of tensors", path)
     return state, {}
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte header length, then the header's JSON."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
 
 
 def fetch_hub_weights(source: str) -> Path:
@@ -108,7 +134,9 @@ def load_pretrained(model: nn.Module, source: str | Path, optional: tuple[str, .
     state = _strip_prefix(state, own)
     state = _adapt(model, state, meta)
     top = {k.split(".")[0] for k in own}
-    extra = [k for k in state if k not in own and k.split(".")[0] in top
+    # a ViT's class or register tokens that the model lacks: the file's position embedding
+    # holds other tokens than the model's, and would be read as the wrong grid
+    extra = [k for k in state if k not in own and (k.split(".")[0] in top or k in TOKENS)
              and not k.startswith(optional)]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and state[k].shape != v.shape and not k.startswith(optional)]
