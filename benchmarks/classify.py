@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from vit_facemap.classifier import ClassifierConfig, profile_config
+from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES, real_set
 from vit_facemap.errors import DataError, argument_errors, run_reporting
 from vit_facemap.interpretation import StudySettings, run_study
@@ -57,7 +58,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier --json")
     p.add_argument("--folds", type=int, default=4,
                    help="cross-validation folds (at most one per animal: more are clipped)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--oracle-boxes", action="store_true",
                    help="crop test frames at the labeled eye (isolates the locator's error)")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from vit_facemap.classifier import fit_locator, load_frames, profile_config
+from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES, real_set
 from vit_facemap.errors import DataError, argument_errors, run_reporting
 from vit_facemap.eyes import LocatorConfig
@@ -63,7 +64,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--folds", type=int, default=4,
                    help="cross-validation folds (at most one per animal: more are clipped, as "
                         "in classify.py)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--predict", action="append", default=[],
                    help="prediction-time setting to compare, key=v1,v2,...")

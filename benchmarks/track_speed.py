@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit_facemap.commands import SCALES_HELP, scales_arg
+from vit_facemap.commands import SCALES_HELP, scales_arg, seed_arg
 from vit_facemap.config import real_set
 from vit_facemap.errors import DataError, run_reporting
 from vit_facemap.models import ModelConfig, build_model, count_parameters
@@ -168,7 +168,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--repeats", type=int, default=2,
                    help="timings of decoding, the model and end to end (best of)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--compile", action="store_true",
                    help="also time each model after torch.compile (what `track --compile` does)")
     p.add_argument("--out", type=Path, default=Path("_build/results/track_speed.json"))

@@ -57,6 +57,7 @@ import torch
 
 from vit_facemap.augment import AugmentConfig
 from vit_facemap.baselines import HogForestConfig, HogForestPredictor, MeanShapePredictor
+from vit_facemap.commands import seed_arg
 from vit_facemap.config import REAL_SETS, real_set
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.errors import DataError, RunExistsError, argument_errors, run_reporting
@@ -342,7 +343,7 @@ def _main(argv: list[str] | None) -> int:
                    help="g7c1: leave-video-out, or both videos with the later 20%% of each held "
                         "out (a stand-in for further frames of the same rig), or both")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test")
     p.add_argument("--profile", default="default", help="base recipe (vit_facemap.train profiles)")
     p.add_argument("--synthetic", action="store_true",

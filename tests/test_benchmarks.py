@@ -81,6 +81,16 @@ def test_tracker_checks_arguments_before_training(tmp_path, capsys, extra, words
     assert not (out / "tracker.json").exists() and not (out / "runs").exists()
 
 
+def test_tracker_refuses_a_negative_seed_before_training(tmp_path, capsys):
+    # numpy refused it with a traceback once the first model had started
+    out = tmp_path / "t"
+    with pytest.raises(SystemExit) as exit_:
+        TRACKER.main(_tracker_args(out, "--seed", "-1"))
+    assert exit_.value.code == 2
+    assert "argument --seed: must be an integer from 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_tracker_out_or_data_of_the_wrong_kind_is_one_line(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
