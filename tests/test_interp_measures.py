@@ -106,6 +106,10 @@ def test_measure_plots_name_their_units():
     assert [ax.get_ylabel() for ax in fig.axes] == [
         "eye aperture\n(eye widths)", "eye width\n(px)", "whisker 1 forward\n(eye widths)",
         "mouth down\n(eye widths)"]
+    assert fig.axes[-1].get_xlabel() == "frame"
+    plt.close(fig)
+    fig = plot_measures(m.assign(time_s=np.arange(len(m)) / 30), cols[:1], x="time_s")
+    assert fig.axes[-1].get_xlabel() == "time (s)"  # was "time s"
     plt.close(fig)
 
 

@@ -61,6 +61,7 @@ def plot_measures(measures: pd.DataFrame, columns: Sequence[str] | None = None,
         ax.plot(t, measures[col].to_numpy(), lw=1.2, color="0.2")
         unit = measure_unit(col)
         ax.set_ylabel(col.replace("_", " ") + (f"\n({unit})" if unit else ""), fontsize=8)
-    axes[-1, 0].set_xlabel("frame" if x is None else x.replace("_", " "))
+    axes[-1, 0].set_xlabel("frame" if x is None else "time (s)" if x == "time_s"
+                           else x.replace("_", " "))
     fig.tight_layout()
     return fig
