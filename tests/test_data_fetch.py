@@ -146,6 +146,24 @@ def test_overwrite_keeps_the_users_files(upstream, tmp_path, capsys):
     assert not list(tmp_path.glob("schroeder.fetching-*"))
 
 
+
+def test_dest_given_as_the_current_folder(upstream, tmp_path, monkeypatch):
+    """--dest . (run inside the set, or in an empty folder made for it) was an OSError
+    traceback: '.' cannot be renamed, nor removed."""
+    kw = dict(cache=tmp_path / "cache", registry={"schroeder": upstream["source"]},
+              progress=False)
+    dest = tmp_path / "schroeder"
+    dest.mkdir()
+    monkeypatch.chdir(dest)
+    assert fetch_set("schroeder", ".", **kw) == dest
+    monkeypatch.chdir(dest)  # the set is a new folder in the empty one's place
+    (dest / "animals.csv").write_text("video,animal\n")
+    assert fetch_set("schroeder", ".", overwrite=True, **kw) == dest
+    assert (dest / "animals.csv").is_file() and (dest / "SOURCE.json").is_file()
+    assert len(load_set(dest)) == 6
+    assert not list(tmp_path.glob("*.fetching-*"))
+
+
 def test_hash_mismatch_is_refused(upstream, tmp_path):
     bad = replace(upstream["source"], sha256="0" * 64)
     with pytest.raises(DataError, match="failed its SHA-256 check"):

@@ -287,7 +287,9 @@ def fetch_set(
     if name not in registry:
         raise DataError(f"unknown set {name!r}; known: {', '.join(registry)}")
     source = registry[name]
-    dest = Path(dest)
+    # absolute, links kept: "." (or "..") has no name to put the new set and the old one
+    # beside it under, and cannot be renamed
+    dest = Path(os.path.abspath(dest))
     if dest.exists() and not dest.is_dir():
         raise DataError("--dest is a file; give a folder for the set", dest)
     replace = dest.exists() and any(dest.iterdir())
