@@ -427,6 +427,30 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
 
 
+
+def test_cli_resume_keeps_the_runs_settings_and_profile(tmp_path, monkeypatch, capsys):
+    """--resume continues with the run's settings: a --config or --profile that gave others
+    was silently ignored, and runinfo.json named the command line's profile (its default,
+    when left out) rather than the run's."""
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {}, [])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"steps": 50, "num_threads": 1, "keep": "last"}))
+    base = ["train", "--data", str(data), "--out", str(run), "--device", "cpu", "--quiet",
+            "--resume"]
+    state = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--profile", "test", "--config", str(other)]) == 2
+    assert "steps 50 (the run's: 8)" in _error(capsys)
+    assert main(base + ["--profile", "full", "--config", str(tmp_path / "cfg.json")]) == 2
+    assert "model.depth 8 (the run's: 1)" in _error(capsys)
+    assert (run / "last.pt").read_bytes() == state
+    assert main(args + ["--resume"]) == 0  # the run's own settings: resumed
+    info = json.loads((run / "runinfo.json").read_text())
+    assert info["profile"] == "test" and info["settings"]["steps"] == 8
+    assert main(base) == 0  # neither given: the run's profile, not the default
+    assert json.loads((run / "runinfo.json").read_text())["profile"] == "test"
+
+
 def test_schedule_follows_steps_or_time_whichever_is_further():
     from vit_facemap.train import lr_factor, training_progress
 
