@@ -523,6 +523,8 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert (out / f"{gen_set.paths[0].stem}_rollout.png").is_file()
     rec = json.loads((out / "rollout.json").read_text())
     assert len(rec["images"]) == 2 and rec["images"][0]["predicted"] in gen_set.classes
+    # provenance as every result has: settings, device, versions and wall time
+    assert {"settings", "device", "versions"} <= set(rec) and rec["wall_s"] > 0
     capsys.readouterr()
     assert main(["rollout", str(run), *images, "--out", str(out)]) == 2  # no silent overwrite
     assert "already exists" in capsys.readouterr().err
