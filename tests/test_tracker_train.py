@@ -348,7 +348,10 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     out = tmp_path / "e.json"
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet"]) == 0
-    assert json.loads(out.read_text())["n_frames"] == 16
+    res = json.loads(out.read_text())
+    assert res["n_frames"] == 16
+    # provenance as every result has: device, versions and wall time
+    assert {"device", "versions"} <= set(res["provenance"]) and res["provenance"]["wall_s"] > 0
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet", "--overwrite", "--scales", "1"]) == 0
     assert json.loads(out.read_text())["scales"] == [1.0]

@@ -91,6 +91,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     if json_out is not None and predictions_out is None:
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
     check_outputs(json_out, predictions_out, overwrite, run_dir, data)
+    start = time.perf_counter()
     predictor = load_predictor(run_dir, device, scales=scales)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
@@ -101,7 +102,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["scales"] = list(predictor.scales)
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
-    metrics["provenance"] = describe(None, predictor.device, task="evaluate")
+    # loading the run, reading the frames, predicting and scoring
+    metrics["provenance"] = describe(None, predictor.device, task="evaluate",
+                                     wall_s=time.perf_counter() - start)
     if json_out is not None:
         write_json(metrics, json_out, overwrite=overwrite)
     if predictions_out is not None:
