@@ -366,6 +366,22 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     assert str(tmp_path / "norun") in _error(capsys)
 
 
+def test_cli_config_file_encoding(tiny_set, tmp_path, capsys):
+    """A config file that is not UTF-8 was a UnicodeDecodeError traceback; one with a BOM
+    (as Notepad saves) was refused as bad JSON."""
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    args = ["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+            "--config", str(cfg), "--device", "cpu", "--quiet"]
+    cfg.write_bytes('{"steps": 2, "num_threads": 1, "note": "\u00e9"}'.encode("latin-1"))
+    assert main(args) == 2
+    err = _error(capsys)
+    assert str(cfg) in err and "not UTF-8" in err and not run.exists()
+    cfg.write_bytes(b"\xef\xbb\xbf" + json.dumps({"steps": 2, "num_threads": 1}).encode())
+    assert main(args) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2
+
+
 def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path, as_deeplabcut_project):
     """A DeepLabCut project keeps one table per video in labeled-data/<video>/."""
     project = as_deeplabcut_project(tiny_set, tmp_path / "project", ".h5")

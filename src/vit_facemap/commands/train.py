@@ -70,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise DataError("config file not found", path)
         try:
-            over = json.loads(path.read_text())
+            # utf-8-sig: a BOM, as some Windows editors write, is no JSON error
+            over = json.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:  # saved as Latin-1, say: a traceback before
+            raise DataError(f"bad training config: not UTF-8 text (byte {exc.start}); save it "
+                            "as UTF-8", path) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"bad training config: {exc}", path) from exc
         if not isinstance(over, dict):  # a list or a number holds no settings to merge
