@@ -184,6 +184,23 @@ def test_unreachable_url(upstream, tmp_path):
                   registry={"schroeder": closed}, progress=False)
 
 
+
+def test_unpinned_cache_is_per_url(upstream, tmp_path):
+    """An unpinned archive was cached under one name whatever its URL: a source moved to
+    another URL (another commit) was converted from the earlier URL's archive, and
+    SOURCE.json named the new URL."""
+    unpinned = replace(upstream["source"], sha256=None)
+    kw = dict(cache=tmp_path / "cache", progress=False)
+    fetch_set("schroeder", tmp_path / "a", registry={"schroeder": unpinned}, **kw)
+    n = len(upstream["requests"])
+    fetch_set("schroeder", tmp_path / "b", registry={"schroeder": unpinned}, **kw)
+    assert len(upstream["requests"]) == n  # the same URL: from the cache
+    moved = replace(unpinned, url=unpinned.url.replace("f7b98d3", "0000000"))
+    with pytest.raises(DataError, match="cannot download"):
+        fetch_set("schroeder", tmp_path / "c", registry={"schroeder": moved}, **kw)
+    assert not (tmp_path / "c").exists()
+
+
 def test_moved_files_are_reported(upstream, tmp_path):
     moved = replace(upstream["source"], labels=("*/elsewhere/*.csv",))
     with pytest.raises(DataError, match="no label table matching"):

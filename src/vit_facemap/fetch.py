@@ -104,7 +104,10 @@ def download(source: Source, cache: str | Path | None = None, progress: bool = T
     cache = Path(cache) if cache is not None else Path(pooch.os_cache("vit-facemap"))
     known = f"sha256:{source.sha256}" if source.sha256 else None
     suffix = ".tar.gz" if source.url.endswith((".tar.gz", ".tgz")) else Path(source.url).suffix
-    fname = f"{source.name}-{(source.sha256 or 'unpinned')[:12]}{suffix}"
+    # an unpinned archive is known by its URL: under one name for every URL, pooch handed
+    # back the archive of an earlier URL (another commit) without downloading the new one
+    key = source.sha256 or "url-" + hashlib.sha256(source.url.encode()).hexdigest()
+    fname = f"{source.name}-{key[:12]}{suffix}"
     try:
         return Path(pooch.retrieve(source.url, known_hash=known, fname=fname, path=cache,
                                    progressbar=progress))
