@@ -364,6 +364,11 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
                  str(tmp_path / "x.json")]) == 2
     assert str(tmp_path / "norun") in _error(capsys)
+    # a table under a file was found after predicting, with the metrics written
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(tmp_path / "y.json"),
+                 "--predictions", str(cfg / "p.csv"), "--device", "cpu", "--quiet"]) == 2
+    assert f"{cfg} is a file, not a folder" in _error(capsys)
+    assert not (tmp_path / "y.json").exists()
 
 
 def test_cli_config_file_encoding(tiny_set, tmp_path, capsys):

@@ -11,10 +11,10 @@ import numpy as np
 from tqdm import tqdm
 
 from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, write_labels
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
-from vit_facemap.runinfo import check_outputs_apart, describe, write_json
+from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
 from vit_facemap.validate import load_set
 
 
@@ -70,8 +70,9 @@ def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
     for path in (Path(p) for p in (json_out, table_out) if p is not None):
         if path.is_dir():
             raise DataError("is a folder; give a file name for the results", path)
-        if path.exists() and not overwrite:
-            raise RunExistsError(path)
+        # a file on the way (results.json/preds.csv) was found only when writing, after
+        # the predictions, with the metrics written and the table not
+        check_output(path, overwrite)
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
