@@ -468,6 +468,22 @@ def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     assert "are for ViT runs" in capsys.readouterr().err
 
 
+def test_classify_cli_out_under_a_file(gen_set, tmp_path, capsys, monkeypatch):
+    """--out under a path that is a file was found when saving, after the training."""
+    import vit_facemap.classifier as classifier
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the output was checked")
+    monkeypatch.setattr(classifier.FacialStateClassifier, "fit", no_training)
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out",
+                 str(notes / "run"), "--model", "hog-rf", "--profile", "test", "--quiet"]) == 2
+    assert f"{notes} is a file, not a folder" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+
+
 def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     import shutil
 
