@@ -65,6 +65,17 @@ def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
     assert (out / "regions.csv").is_file()
     with pytest.raises(RunExistsError):
         write_pupil_state_set(root, out)
+    assert len(write_pupil_state_set(root, out, overwrite=True)) == len(s)  # ours: replaced
+    # a user's own class-folder set holds a groups.csv too: it was deleted whole
+    mine = tmp_path / "mine"
+    for cls in ("open", "closed"):
+        (mine / cls).mkdir(parents=True)
+        (mine / cls / "a.png").write_bytes((out / s.names[0]).read_bytes())
+    (mine / "groups.csv").write_text("image,group\nopen/a.png,m1\nclosed/a.png,m2\n")
+    with pytest.raises(DataError, match="not a class-folder set written by vit-facemap"):
+        write_pupil_state_set(root, mine, overwrite=True)
+    assert sorted(p.name for p in mine.rglob("*")) == ["a.png", "a.png", "closed", "groups.csv",
+                                                       "open"]
     # groups from a regex instead of the table
     s2 = read_image_set(out, group_regex=r"/([A-Za-z]+)")
     assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
