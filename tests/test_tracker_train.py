@@ -422,6 +422,13 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
                  "test", "--device", "cpu", "--quiet", "--val-groups", "1"]) == 2
     err = capsys.readouterr().err
     assert "needs at least 2 groups" in err and "unknown groups" not in err
+    # neither a count of groups nor a share of them (1.5 was taken as 1 group)
+    two = write_synthetic_set(tmp_path / "two", n_frames=4, n_videos=2, seed=0, size=(64, 48))
+    for spec in ("1.5", "inf", "nan", "0"):
+        assert main(["train", "--data", str(two), "--out", str(tmp_path / "run"), "--profile",
+                     "test", "--device", "cpu", "--quiet", f"--val-groups={spec}"]) == 2
+        assert "give a whole number of groups, a fraction" in _error(capsys)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):

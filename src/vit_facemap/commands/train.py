@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
            ) -> tuple[LabeledFrames, LabeledFrames | None]:
     """Training and validation frames as --val-groups and --group-by ask, drawn with ``seed``."""
+    import math
+
     import numpy as np
 
     from vit_facemap.splits import group_split, groups_for
@@ -134,6 +136,11 @@ def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
     except ValueError:
         n = None  # not a number: group names
     if n is not None:
+        # a count of groups or a share of them: 1.5 was taken as 1 group, inf was an
+        # OverflowError traceback
+        if not math.isfinite(n) or not (0 < n < 1 or (n >= 1 and n.is_integer())):
+            raise DataError(f"--val-groups {spec}: give a whole number of groups, a fraction "
+                            "between 0 and 1, or group names", args.data)
         try:
             _, val_rows = group_split(groups, int(n) if n >= 1 else n, seed)
         except ValueError as exc:
