@@ -164,6 +164,18 @@ def test_dest_given_as_the_current_folder(upstream, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.fetching-*"))
 
 
+
+def test_cache_inside_dest_is_refused(upstream, tmp_path):
+    """A --cache in --dest was an OSError traceback after the download and conversion (the
+    archive kept the folder from being replaced by the new set)."""
+    dest = tmp_path / "schroeder"
+    for cache in (dest, dest / "cache"):
+        with pytest.raises(DataError, match="is inside --dest"):
+            fetch_set("schroeder", dest, cache=cache, registry={"schroeder": upstream["source"]},
+                      progress=False)
+        assert not dest.exists()
+
+
 def test_hash_mismatch_is_refused(upstream, tmp_path):
     bad = replace(upstream["source"], sha256="0" * 64)
     with pytest.raises(DataError, match="failed its SHA-256 check"):

@@ -303,6 +303,12 @@ def fetch_set(
             # a folder of the user's own, not a set fetched here: never deleted
             raise DataError("holds files that are not a set written by `data fetch` "
                             "(no SOURCE.json); choose another --dest", dest)
+    if cache is not None and Path(os.path.abspath(cache)).is_relative_to(dest):
+        # the set is built beside dest and renamed into its place: an empty dest holding
+        # the archive could not be, and a fetched one would carry the archive over as a
+        # file of the user's
+        raise DataError(f"--cache ({cache}) is inside --dest; keep the downloads outside "
+                        "the set", dest)
     archive = download(source, cache, progress=progress)
     digest = file_sha256(archive)
     if source.sha256 is None:
