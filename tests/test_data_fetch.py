@@ -146,6 +146,36 @@ def test_overwrite_keeps_the_users_files(upstream, tmp_path, capsys):
     assert not list(tmp_path.glob("schroeder.fetching-*"))
 
 
+
+def test_dest_given_as_the_current_folder(upstream, tmp_path, monkeypatch):
+    """--dest . (run inside the set, or in an empty folder made for it) was an OSError
+    traceback: '.' cannot be renamed, nor removed."""
+    kw = dict(cache=tmp_path / "cache", registry={"schroeder": upstream["source"]},
+              progress=False)
+    dest = tmp_path / "schroeder"
+    dest.mkdir()
+    monkeypatch.chdir(dest)
+    assert fetch_set("schroeder", ".", **kw) == dest
+    monkeypatch.chdir(dest)  # the set is a new folder in the empty one's place
+    (dest / "animals.csv").write_text("video,animal\n")
+    assert fetch_set("schroeder", ".", overwrite=True, **kw) == dest
+    assert (dest / "animals.csv").is_file() and (dest / "SOURCE.json").is_file()
+    assert len(load_set(dest)) == 6
+    assert not list(tmp_path.glob("*.fetching-*"))
+
+
+
+def test_cache_inside_dest_is_refused(upstream, tmp_path):
+    """A --cache in --dest was an OSError traceback after the download and conversion (the
+    archive kept the folder from being replaced by the new set)."""
+    dest = tmp_path / "schroeder"
+    for cache in (dest, dest / "cache"):
+        with pytest.raises(DataError, match="is inside --dest"):
+            fetch_set("schroeder", dest, cache=cache, registry={"schroeder": upstream["source"]},
+                      progress=False)
+        assert not dest.exists()
+
+
 def test_hash_mismatch_is_refused(upstream, tmp_path):
     bad = replace(upstream["source"], sha256="0" * 64)
     with pytest.raises(DataError, match="failed its SHA-256 check"):
@@ -164,6 +194,23 @@ def test_unreachable_url(upstream, tmp_path):
     with pytest.raises(DataError, match="no network connection"):
         fetch_set("schroeder", tmp_path / "out", cache=tmp_path / "cache",
                   registry={"schroeder": closed}, progress=False)
+
+
+
+def test_unpinned_cache_is_per_url(upstream, tmp_path):
+    """An unpinned archive was cached under one name whatever its URL: a source moved to
+    another URL (another commit) was converted from the earlier URL's archive, and
+    SOURCE.json named the new URL."""
+    unpinned = replace(upstream["source"], sha256=None)
+    kw = dict(cache=tmp_path / "cache", progress=False)
+    fetch_set("schroeder", tmp_path / "a", registry={"schroeder": unpinned}, **kw)
+    n = len(upstream["requests"])
+    fetch_set("schroeder", tmp_path / "b", registry={"schroeder": unpinned}, **kw)
+    assert len(upstream["requests"]) == n  # the same URL: from the cache
+    moved = replace(unpinned, url=unpinned.url.replace("f7b98d3", "0000000"))
+    with pytest.raises(DataError, match="cannot download"):
+        fetch_set("schroeder", tmp_path / "c", registry={"schroeder": moved}, **kw)
+    assert not (tmp_path / "c").exists()
 
 
 def test_moved_files_are_reported(upstream, tmp_path):

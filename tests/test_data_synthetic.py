@@ -240,3 +240,9 @@ def test_synthetic_command_never_writes_into_a_users_set(tmp_path, capsys):
                  "--overwrite"]) == 0
     assert main(["data", "synthetic", str(tmp_path / "new"), "--size", "0x0"]) == 2
     assert "at least 32x24" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    # a folder under a file: one line naming it, not a traceback
+    assert main(["data", "synthetic", str(mine / "CollectedData_synthetic.csv" / "set"),
+                 "--frames", "2", "--size", "64x48"]) == 2
+    err = capsys.readouterr().err
+    assert "Not a directory" in err and "CollectedData_synthetic.csv" in err
+    assert len(err.strip().splitlines()) == 1

@@ -65,6 +65,17 @@ def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
     assert (out / "regions.csv").is_file()
     with pytest.raises(RunExistsError):
         write_pupil_state_set(root, out)
+    assert len(write_pupil_state_set(root, out, overwrite=True)) == len(s)  # ours: replaced
+    # a user's own class-folder set holds a groups.csv too: it was deleted whole
+    mine = tmp_path / "mine"
+    for cls in ("open", "closed"):
+        (mine / cls).mkdir(parents=True)
+        (mine / cls / "a.png").write_bytes((out / s.names[0]).read_bytes())
+    (mine / "groups.csv").write_text("image,group\nopen/a.png,m1\nclosed/a.png,m2\n")
+    with pytest.raises(DataError, match="not a class-folder set written by vit-facemap"):
+        write_pupil_state_set(root, mine, overwrite=True)
+    assert sorted(p.name for p in mine.rglob("*")) == ["a.png", "a.png", "closed", "groups.csv",
+                                                       "open"]
     # groups from a regex instead of the table
     s2 = read_image_set(out, group_regex=r"/([A-Za-z]+)")
     assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
@@ -468,6 +479,22 @@ def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     assert "are for ViT runs" in capsys.readouterr().err
 
 
+def test_classify_cli_out_under_a_file(gen_set, tmp_path, capsys, monkeypatch):
+    """--out under a path that is a file was found when saving, after the training."""
+    import vit_facemap.classifier as classifier
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the output was checked")
+    monkeypatch.setattr(classifier.FacialStateClassifier, "fit", no_training)
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out",
+                 str(notes / "run"), "--model", "hog-rf", "--profile", "test", "--quiet"]) == 2
+    assert f"{notes} is a file, not a folder" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+
+
 def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     import shutil
 
@@ -523,6 +550,8 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert (out / f"{gen_set.paths[0].stem}_rollout.png").is_file()
     rec = json.loads((out / "rollout.json").read_text())
     assert len(rec["images"]) == 2 and rec["images"][0]["predicted"] in gen_set.classes
+    # provenance as every result has: settings, device, versions and wall time
+    assert {"settings", "device", "versions"} <= set(rec) and rec["wall_s"] > 0
     capsys.readouterr()
     assert main(["rollout", str(run), *images, "--out", str(out)]) == 2  # no silent overwrite
     assert "already exists" in capsys.readouterr().err

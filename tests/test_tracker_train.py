@@ -348,7 +348,10 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     out = tmp_path / "e.json"
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet"]) == 0
-    assert json.loads(out.read_text())["n_frames"] == 16
+    res = json.loads(out.read_text())
+    assert res["n_frames"] == 16
+    # provenance as every result has: device, versions and wall time
+    assert {"device", "versions"} <= set(res["provenance"]) and res["provenance"]["wall_s"] > 0
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet", "--overwrite", "--scales", "1"]) == 0
     assert json.loads(out.read_text())["scales"] == [1.0]
@@ -361,6 +364,27 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(tiny_set), "--json",
                  str(tmp_path / "x.json")]) == 2
     assert str(tmp_path / "norun") in _error(capsys)
+    # a table under a file was found after predicting, with the metrics written
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(tmp_path / "y.json"),
+                 "--predictions", str(cfg / "p.csv"), "--device", "cpu", "--quiet"]) == 2
+    assert f"{cfg} is a file, not a folder" in _error(capsys)
+    assert not (tmp_path / "y.json").exists()
+
+
+def test_cli_config_file_encoding(tiny_set, tmp_path, capsys):
+    """A config file that is not UTF-8 was a UnicodeDecodeError traceback; one with a BOM
+    (as Notepad saves) was refused as bad JSON."""
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    args = ["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+            "--config", str(cfg), "--device", "cpu", "--quiet"]
+    cfg.write_bytes('{"steps": 2, "num_threads": 1, "note": "\u00e9"}'.encode("latin-1"))
+    assert main(args) == 2
+    err = _error(capsys)
+    assert str(cfg) in err and "not UTF-8" in err and not run.exists()
+    cfg.write_bytes(b"\xef\xbb\xbf" + json.dumps({"steps": 2, "num_threads": 1}).encode())
+    assert main(args) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2
 
 
 def test_train_and_evaluate_a_deeplabcut_project(tiny_set, tmp_path, as_deeplabcut_project):
@@ -398,6 +422,13 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
                  "test", "--device", "cpu", "--quiet", "--val-groups", "1"]) == 2
     err = capsys.readouterr().err
     assert "needs at least 2 groups" in err and "unknown groups" not in err
+    # neither a count of groups nor a share of them (1.5 was taken as 1 group)
+    two = write_synthetic_set(tmp_path / "two", n_frames=4, n_videos=2, seed=0, size=(64, 48))
+    for spec in ("1.5", "inf", "nan", "0"):
+        assert main(["train", "--data", str(two), "--out", str(tmp_path / "run"), "--profile",
+                     "test", "--device", "cpu", "--quiet", f"--val-groups={spec}"]) == 2
+        assert "give a whole number of groups, a fraction" in _error(capsys)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
@@ -438,6 +469,29 @@ def test_resuming_does_not_need_the_weights_the_run_started_from(tmp_path, monke
     start.unlink()
     assert main(args + ["--resume"]) == 0
     assert (run / "runinfo.json").is_file()
+
+
+def test_cli_resume_keeps_the_runs_settings_and_profile(tmp_path, monkeypatch, capsys):
+    """--resume continues with the run's settings: a --config or --profile that gave others
+    was silently ignored, and runinfo.json named the command line's profile (its default,
+    when left out) rather than the run's."""
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {}, [])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"steps": 50, "num_threads": 1, "keep": "last"}))
+    base = ["train", "--data", str(data), "--out", str(run), "--device", "cpu", "--quiet",
+            "--resume"]
+    state = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--profile", "test", "--config", str(other)]) == 2
+    assert "steps 50 (the run's: 8)" in _error(capsys)
+    assert main(base + ["--profile", "full", "--config", str(tmp_path / "cfg.json")]) == 2
+    assert "model.depth 8 (the run's: 1)" in _error(capsys)
+    assert (run / "last.pt").read_bytes() == state
+    assert main(args + ["--resume"]) == 0  # the run's own settings: resumed
+    info = json.loads((run / "runinfo.json").read_text())
+    assert info["profile"] == "test" and info["settings"]["steps"] == 8
+    assert main(base) == 0  # neither given: the run's profile, not the default
+    assert json.loads((run / "runinfo.json").read_text())["profile"] == "test"
 
 
 def test_schedule_follows_steps_or_time_whichever_is_further():

@@ -49,8 +49,10 @@ class RunExistsError(FileExistsError):
         super().__init__(f"{self.path}: already exists; {hint}")
 
 
-# what a command line reports in one line, without a traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (DataError, RunExistsError, FileNotFoundError)
+# what a command line reports in one line, without a traceback (NotADirectoryError: an
+# output under a path that is a file, ``--out notes.txt/run``)
+USER_ERRORS: tuple[type[BaseException], ...] = (DataError, RunExistsError, FileNotFoundError,
+                                                NotADirectoryError)
 
 
 def run_reporting(prog: str, func: Callable[[], int | None]) -> int:

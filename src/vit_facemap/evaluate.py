@@ -11,10 +11,10 @@ import numpy as np
 from tqdm import tqdm
 
 from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, write_labels
-from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.errors import DataError
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
-from vit_facemap.runinfo import check_outputs_apart, describe, write_json
+from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
 from vit_facemap.validate import load_set
 
 
@@ -70,8 +70,9 @@ def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
     for path in (Path(p) for p in (json_out, table_out) if p is not None):
         if path.is_dir():
             raise DataError("is a folder; give a file name for the results", path)
-        if path.exists() and not overwrite:
-            raise RunExistsError(path)
+        # a file on the way (results.json/preds.csv) was found only when writing, after
+        # the predictions, with the metrics written and the table not
+        check_output(path, overwrite)
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
@@ -91,6 +92,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     if json_out is not None and predictions_out is None:
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
     check_outputs(json_out, predictions_out, overwrite, run_dir, data)
+    start = time.perf_counter()
     predictor = load_predictor(run_dir, device, scales=scales)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
@@ -101,7 +103,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["scales"] = list(predictor.scales)
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
-    metrics["provenance"] = describe(None, predictor.device, task="evaluate")
+    # loading the run, reading the frames, predicting and scoring
+    metrics["provenance"] = describe(None, predictor.device, task="evaluate",
+                                     wall_s=time.perf_counter() - start)
     if json_out is not None:
         write_json(metrics, json_out, overwrite=overwrite)
     if predictions_out is not None:

@@ -104,7 +104,10 @@ def download(source: Source, cache: str | Path | None = None, progress: bool = T
     cache = Path(cache) if cache is not None else Path(pooch.os_cache("vit-facemap"))
     known = f"sha256:{source.sha256}" if source.sha256 else None
     suffix = ".tar.gz" if source.url.endswith((".tar.gz", ".tgz")) else Path(source.url).suffix
-    fname = f"{source.name}-{(source.sha256 or 'unpinned')[:12]}{suffix}"
+    # an unpinned archive is known by its URL: under one name for every URL, pooch handed
+    # back the archive of an earlier URL (another commit) without downloading the new one
+    key = source.sha256 or "url-" + hashlib.sha256(source.url.encode()).hexdigest()
+    fname = f"{source.name}-{key[:12]}{suffix}"
     try:
         return Path(pooch.retrieve(source.url, known_hash=known, fname=fname, path=cache,
                                    progressbar=progress))
@@ -287,7 +290,9 @@ def fetch_set(
     if name not in registry:
         raise DataError(f"unknown set {name!r}; known: {', '.join(registry)}")
     source = registry[name]
-    dest = Path(dest)
+    # absolute, links kept: "." (or "..") has no name to put the new set and the old one
+    # beside it under, and cannot be renamed
+    dest = Path(os.path.abspath(dest))
     if dest.exists() and not dest.is_dir():
         raise DataError("--dest is a file; give a folder for the set", dest)
     replace = dest.exists() and any(dest.iterdir())
@@ -298,6 +303,12 @@ def fetch_set(
             # a folder of the user's own, not a set fetched here: never deleted
             raise DataError("holds files that are not a set written by `data fetch` "
                             "(no SOURCE.json); choose another --dest", dest)
+    if cache is not None and Path(os.path.abspath(cache)).is_relative_to(dest):
+        # the set is built beside dest and renamed into its place: an empty dest holding
+        # the archive could not be, and a fetched one would carry the archive over as a
+        # file of the user's
+        raise DataError(f"--cache ({cache}) is inside --dest; keep the downloads outside "
+                        "the set", dest)
     archive = download(source, cache, progress=progress)
     digest = file_sha256(archive)
     if source.sha256 is None:

@@ -142,14 +142,41 @@ def eyelid_regions(keypoints: np.ndarray, bodyparts: Sequence[str],
     return np.concatenate([pts.min(1) - pad * width, pts.max(1) + pad * width], axis=1)
 
 
+# what write_pupil_state_set writes beside its class folders (and .between)
+PUPIL_SET_TABLES = ("groups.csv", "eyes.csv", "regions.csv", "measures.csv")
+
+
+def _not_ours(out: Path) -> str | None:
+    """Why the non-empty folder ``out`` is not a set written here (None: it is one).
+
+    groups.csv alone is no proof: a user's own class-folder set has one (``classify train``
+    reads it), and was deleted whole. A generated set holds synthetic.json; one of
+    write_pupil_state_set only its tables and frames named ``<class>/<video>__<image>``.
+    """
+    if (out / "synthetic.json").is_file():
+        return None
+    if not (out / "groups.csv").is_file():
+        return "no groups.csv"
+    for p in sorted(out.iterdir()):
+        if p.is_file() and p.name in PUPIL_SET_TABLES:
+            continue
+        if not (p.is_dir() and p.name in ("constricted", "dilated", BETWEEN)):
+            return f"it holds {p.name}"
+        for f in sorted(p.iterdir()):
+            if not (f.is_file() and "__" in f.name):
+                return f"it holds {f.relative_to(out)}"
+    return None
+
+
 def _clear_set_folder(out: Path, overwrite: bool) -> None:
     """Remove an existing class-folder set at ``out`` (only with ``overwrite``, only ours)."""
     if out.exists():
         if not overwrite:
             raise RunExistsError(out)
-        if not (out / "groups.csv").exists() and any(out.iterdir()):
+        why = _not_ours(out) if any(out.iterdir()) else None
+        if why is not None:
             raise DataError("refusing to overwrite a folder that is not a class-folder set "
-                            "written by vit-facemap (no groups.csv)", out)
+                            f"written by vit-facemap ({why})", out)
         shutil.rmtree(out)
 
 

@@ -97,6 +97,9 @@ def _is_class_set_file(rel: Path) -> bool:
 def _check_out(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise DataError("--out is a file; give a folder for the run", path)
+    for parent in path.parents:  # else found when saving, after the training
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"{parent} is a file, not a folder", path)
     if path.exists() and not overwrite:
         raise RunExistsError(path)
     if path.is_dir():

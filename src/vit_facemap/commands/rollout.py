@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     import numpy as np
     from PIL import Image
 
@@ -114,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--target {args.target!r} is not one of the run's classes "
                             f"{clf.classes}")
         target = clf.classes.index(args.target)
+    start = time.perf_counter()
     frames = load_frames(paths)
     boxes = clf.locate(frames) if clf.config.crop == "eye" else None
     crops = clf.crops(frames, boxes)
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         views = center_view(crops, clf.config.hog_size)
         kind = "forest importance per HOG cell"
         shift = 0.0
+    wall_s = time.perf_counter() - start  # reading the images and making the maps
     out.mkdir(parents=True, exist_ok=True)
     # an earlier rollout's files (maps of other images too) are set aside, not mixed with
     # the new ones, and come back if writing these fails
@@ -160,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(describe({"method": args.method,
                              "head_fusion": head_fusion if args.method == "rollout" else None,
                              "discard_ratio": args.discard_ratio, "target": args.target},
-                            "cpu", run=str(run_dir.resolve()), map=kind, images=records),
+                            "cpu", run=str(run_dir.resolve()), map=kind, wall_s=wall_s,
+                            images=records),
                    out / "rollout.json")
 
     write_replacing(out, _is_result, write)

@@ -14,6 +14,7 @@ from vit_facemap.errors import DataError
 
 if TYPE_CHECKING:
     from vit_facemap.dlc import LabeledFrames
+    from vit_facemap.train import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,14 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "continues a run with its own settings, seed and split of the frames into "
                     "training and validation (saved in the run's split.json when it started): "
                     "--seed and --val-groups may then be left out, and are refused if they "
-                    "would make another split. A run an earlier version started has no "
+                    "would make another split; so may --profile and --config, refused if they "
+                    "give other settings. A run an earlier version started has no "
                     "split.json: give it the --val-groups and --group-by of its first run.",
     )
     p.add_argument("--data", required=True, help="labeled set folder or its CollectedData file")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--config", help="JSON file of settings overriding the profile's "
                                     "(e.g. {\"steps\": 2000, \"model\": {\"depth\": 6}})")
-    p.add_argument("--profile", choices=PROFILES, default="default")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="run size (default: default); with --resume, the run's own")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=seed_arg, default=None,
                    help="random seed (default: the profile's); with --resume, the run's own")
@@ -61,13 +64,17 @@ def run(args: argparse.Namespace) -> int:
     from vit_facemap.train import TrainConfig, fit, profile_config
     from vit_facemap.validate import load_set
 
-    config = profile_config(args.profile)
+    config = profile_config(args.profile or "default")
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             raise DataError("config file not found", path)
         try:
-            over = json.loads(path.read_text())
+            # utf-8-sig: a BOM, as some Windows editors write, is no JSON error
+            over = json.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:  # saved as Latin-1, say: a traceback before
+            raise DataError(f"bad training config: not UTF-8 text (byte {exc.start}); save it "
+                            "as UTF-8", path) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"bad training config: {exc}", path) from exc
         if not isinstance(over, dict):  # a list or a number holds no settings to merge
@@ -85,11 +92,12 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("nothing to resume: no such run folder", out)
     saved = _resumed_split(args, frames) if args.resume else None
     train, val = saved if saved is not None else _split(args, frames, config.seed)
+    profile = _resumed_profile(args, config) if args.resume else args.profile or "default"
     made = not out.exists()
     try:
         summary = fit(config, train, out, val, device=args.device, overwrite=args.overwrite,
                       resume=args.resume, progress=not args.quiet,
-                      extra_info={"profile": args.profile, "data": str(args.data)})
+                      extra_info={"profile": profile, "data": str(args.data)})
     except BaseException:
         # refused before anything was saved (--device cuda without a GPU, say): no empty
         # run folder left behind
@@ -112,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
            ) -> tuple[LabeledFrames, LabeledFrames | None]:
     """Training and validation frames as --val-groups and --group-by ask, drawn with ``seed``."""
+    import math
+
     import numpy as np
 
     from vit_facemap.splits import group_split, groups_for
@@ -126,6 +136,11 @@ def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
     except ValueError:
         n = None  # not a number: group names
     if n is not None:
+        # a count of groups or a share of them: 1.5 was taken as 1 group, inf was an
+        # OverflowError traceback
+        if not math.isfinite(n) or not (0 < n < 1 or (n >= 1 and n.is_integer())):
+            raise DataError(f"--val-groups {spec}: give a whole number of groups, a fraction "
+                            "between 0 and 1, or group names", args.data)
         try:
             _, val_rows = group_split(groups, int(n) if n >= 1 else n, seed)
         except ValueError as exc:
@@ -140,6 +155,52 @@ def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
             raise DataError(f"--val-groups names unknown groups {unknown}", args.data) from None
         mask = np.isin(groups, names)
     return frames.subset(~mask), frames.subset(mask)
+
+
+def _resumed_profile(args: argparse.Namespace, config: TrainConfig) -> str | None:
+    """The profile a resumed run records in runinfo.json.
+
+    The run continues with its own settings (its config.json): a --profile or --config
+    that gives others is refused, not silently ignored; one that gives the same is the
+    profile. Without either, the profile its runinfo.json names (None if it has none), not
+    the command line's default.
+    """
+    from dataclasses import asdict
+
+    from vit_facemap.runinfo import jsonable
+    from vit_facemap.train import CONFIG_FILE, TrainConfig
+
+    out = Path(args.out)
+    if args.profile is None and not args.config:
+        try:
+            named = json.loads((out / "runinfo.json").read_text()).get("profile")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return named if isinstance(named, str) else None
+    try:
+        own = TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())["train"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return args.profile or "default"  # no run to read: fit says what is wrong
+    # the seed is _resumed_split's to check (--seed left out: the run's own)
+    differ = _differences(jsonable({**asdict(config), "seed": None}),
+                          jsonable({**asdict(own), "seed": None}))
+    if differ:
+        raise DataError(f"--profile and --config give settings other than the run's "
+                        f"({'; '.join(differ[:5])}): --resume continues the run with its own "
+                        f"(its {CONFIG_FILE}); leave --profile and --config out", out)
+    return args.profile or "default"
+
+
+def _differences(given: dict, own: dict, prefix: str = "") -> list[str]:
+    """The settings (dotted names) whose values differ, as ``steps 50 (the run's: 8)``."""
+    out = []
+    for k in sorted(set(given) | set(own)):
+        a, b = given.get(k), own.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {a!r} (the run's: {b!r})")
+    return out
 
 
 def _resumed_split(args: argparse.Namespace, frames: LabeledFrames
