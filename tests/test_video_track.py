@@ -415,9 +415,12 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert main(["track", "run", str(video), "--out", str(fake_video)]) == 2
     assert "--out is a file" in capsys.readouterr().err and fake_video.read_text() == "not a video"
     for bad, what in ((["--start", "10", "--stop", "5"], "start < stop"),
-                      (["--batch-size", "0"], "batch_size must be at least 1")):
+                      (["--batch-size", "0"], "batch_size must be at least 1"),
+                      # part of every file name: it wrote face_../x.csv outside --out
+                      (["--scorer", "../x"], "scorer must be a plain name")):
         assert main(["track", "run", str(video), "--out", str(tmp_path / "o5"), *bad]) == 2
         assert what in capsys.readouterr().err
+    assert not list(tmp_path.glob("x*")) and not (tmp_path / "o5").exists()
 
 
 def test_nwb_output(tmp_path, video):

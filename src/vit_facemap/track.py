@@ -95,6 +95,11 @@ class TrackOptions:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.decode_threads < 0:
             raise DataError(f"decode_threads must be 0 or more, got {self.decode_threads}")
+        # the scorer is part of every output's file name: a separator would put the files
+        # in another folder (--scorer ../../x outside --out)
+        if not self.scorer or any(c in self.scorer for c in ("/", "\\", "\0")):
+            raise DataError(f"scorer must be a plain name (no path separators), got "
+                            f"{self.scorer!r}")
 
 
 def output_paths(video: str | Path, out_dir: str | Path, scorer: str = "vit-facemap",
