@@ -805,3 +805,14 @@ def test_tracker_commands_on_a_classifier_run_say_what_it_is(command, tmp_path, 
     err = capsys.readouterr().err
     assert "facial-state classifier run" in err and "'vit-facemap train'" in err
     assert not (tmp_path / "e.json").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_saved_classifier_config_with_any_seed_reads_and_a_new_fit_checks_it():
+    # the range was checked when a saved config was read: a run trained before the check
+    # with seed 3000000000 no longer loaded
+    from vit_facemap.classifier import ClassifierConfig
+
+    assert ClassifierConfig.from_dict({"model": "hog-rf", "seed": 3_000_000_000}).seed == 3e9
+    clf = FacialStateClassifier(ClassifierConfig(model="hog-rf", crop="frame", seed=-1), ["a", "b"])
+    with pytest.raises(ValueError, match="classifier seed must be an integer from 0"):
+        clf.fit([np.zeros((32, 32), np.uint8)] * 2, np.array(["a", "b"]))

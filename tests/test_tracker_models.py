@@ -296,8 +296,6 @@ def test_heatmap_stride_must_be_whole(kw):
     (dict(family="hybrid", stem_widths=[]), r"stem_widths must be one or more widths"),
     (dict(family="hybrid", stem_widths=[0, 8]), r"stem_widths must be one or more widths"),
     (dict(family="vit", num_heads=3), "embed_dim 32 must be a multiple of num_heads 3"),
-    # FMnet never read its weights file: it started from random weights without a word
-    (dict(family="fmnet", weights="facemap_model.pt"), "model weights: FMnet starts from random"),
 ])
 def test_model_config_refuses_what_fails_only_when_built_or_trained(kw, why):
     """These built (or failed to build with torch's IndexError, timm's AssertionError) and
@@ -314,6 +312,9 @@ def test_model_config_refuses_what_fails_only_when_built_or_trained(kw, why):
     (dict(family="vit", timm_name="vit_no_such"), "timm_name 'vit_no_such' is not a model timm"),
     (dict(family="cnn", timm_name="resnet_no_such"), "'resnet_no_such' is not a model timm"),
     (dict(family="cnn", cnn_out_index=7), "cnn_out_index 7: resnet18 has feature stages 0 to 4"),
+    # FMnet never read its weights file: it started from random weights without a word
+    (dict(family="fmnet", weights="facemap_model.pt", input_w=64, input_h=64),
+     "model weights: FMnet starts from random"),
 ])
 def test_timm_models_that_cannot_be_built_are_named(kw, why):
     """timm's own AssertionError, TypeError, RuntimeError or IndexError named no setting."""

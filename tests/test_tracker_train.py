@@ -849,6 +849,30 @@ def test_a_seed_out_of_range_is_refused_before_any_file_is_written(tiny_set, tmp
     assert TrainConfig(seed=np.int64(3)).seed == 3  # numpy's integers are integers
 
 
+def test_runs_saved_before_a_new_check_still_load(tiny_set, tmp_path):
+    """Checks of a new run's settings (the seed's range) were made when a saved config was
+    read, so a run an earlier version trained with seed 3000000000 no longer loaded; a
+    model this version refuses to build (a heatmap stride that is not whole) said so with a
+    traceback."""
+    from vit_facemap.train import load_run
+
+    run = tmp_path / "run"
+    fit(_config(2), read_labels(tiny_set), run, device="cpu", progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    saved["train"]["seed"] = 3_000_000_000
+    (run / "config.json").write_text(json.dumps(saved))
+    model, got = load_run(run)
+    assert got["train"]["seed"] == 3_000_000_000
+    with pytest.raises(DataError, match="training seed must be an integer"):
+        fit(TrainConfig.from_dict(saved["train"]), read_labels(tiny_set), tmp_path / "new",
+            device="cpu", progress=False)  # a new run with it is refused
+    assert not (tmp_path / "new").exists()
+    saved["train"]["model"].update(family="vit", patch_size=14, n_up=2)
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match="cannot rebuild the run's model .*train it again"):
+        load_run(run)
+
+
 def test_refused_runs_leave_no_empty_folder(tiny_set, tmp_path, capsys, monkeypatch):
     base = ["train", "--data", str(tiny_set), "--profile", "test", "--quiet"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -124,7 +124,6 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "classifier")  # a command line's crop_factor=abc, say
-        check_seed(self.seed, "classifier seed")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.crop not in CROPS:
@@ -476,6 +475,8 @@ class FacialStateClassifier:
         the measures.
         """
         c = self.config
+        # checked when training starts, not when a saved run's config is read
+        check_seed(c.seed, "classifier seed")
         labels = np.asarray(labels)
         if c.crop == "eye":
             if boxes is None or not np.isfinite(boxes).all():
@@ -931,6 +932,9 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
 
     from sklearn.model_selection import StratifiedGroupKFold
 
+    check_seed(seed, "cross-validation seed")
+    for c in configs.values():
+        check_seed(c.seed, "classifier seed")
     labels = np.asarray(labels)
     groups = np.asarray(groups).astype(str)
     n_groups = len(np.unique(groups))

@@ -120,7 +120,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "training")
-        check_seed(self.seed, "training seed")
         # written as "not (ok)" so that NaN, which fails every comparison, is refused too
         positive = {"steps": 1, "batch_size": 1, "num_threads": 1, "val_every_steps": 1}
         low = [f"{k} >= {v}" for k, v in positive.items() if not getattr(self, k) >= v]
@@ -434,6 +433,13 @@ def fit(
     count is restored after it, however it ends.
     """
     out = Path(out)
+    if not resume:
+        # checked when a run starts, not when its config is read: a run saved before the
+        # check (any seed numpy took) still loads and resumes
+        try:
+            check_seed(config.seed, "training seed")
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
@@ -971,7 +977,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
                         cfg_path) from None
     model_cfg = config.model
     model_cfg.weights = None  # the run's own weights replace any starting point
-    model = build_model(model_cfg, n_keypoints)
+    try:
+        model = build_model(model_cfg, n_keypoints)
+    except ValueError as exc:  # a model this version refuses (a heatmap stride not whole)
+        raise DataError(f"this version cannot rebuild the run's model ({first_line(exc)}); "
+                        "train it again", cfg_path) from None
     try:
         load_weights(model, run_dir / WEIGHTS_FILE)
     except Exception as exc:  # safetensors, torch: corrupt file or weights of another model

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vit_facemap.commands import seed_arg
-from vit_facemap.config import PROFILES
+from vit_facemap.config import PROFILES, check_seed
 from vit_facemap.errors import DataError
 
 if TYPE_CHECKING:
@@ -86,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"bad training config: {exc}", path) from exc
     if args.seed is not None:
         config.seed = args.seed
+    elif not args.resume:
+        try:  # before the split, which draws with it (numpy's refusal names no setting)
+            check_seed(config.seed, "training seed")
+        except ValueError as exc:
+            raise DataError(f"bad training config: {exc}", args.config) from None
     frames = load_set(args.data, decode=False)
     out = Path(args.out)
     if args.resume and not out.is_dir():

@@ -65,10 +65,6 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family == "fmnet" and self.head != "heatmap":
             raise ValueError("FMnet only has a heatmap head")
-        if self.family == "fmnet" and self.weights:
-            # FMnet is built from facemap's network code alone: a file would be ignored
-            raise ValueError("model weights: FMnet starts from random weights here; pretrained "
-                             "weights start the vit, hybrid and cnn families")
         # values torch or timm would refuse only when the model is built or first trained,
         # with a message that does not name the setting
         if self.n_up < 0:
@@ -116,6 +112,13 @@ class KeypointModel(nn.Module):
         self.backbone = None
         if c.family == "fmnet":
             from vit_facemap.models.fmnet import FMnetModel
+
+            if c.weights:
+                # FMnet is built from facemap's network code alone: a file would be ignored.
+                # Refused when built, not in ModelConfig, so that a run saved with the
+                # setting (trained from random weights) still loads (load_run drops it)
+                raise ValueError("model weights: FMnet starts from random weights here; "
+                                 "pretrained weights start the vit, hybrid and cnn families")
 
             self.fmnet = FMnetModel(n_keypoints, c.channels, c.input_size)
             self.stride = self.fmnet.stride
