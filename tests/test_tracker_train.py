@@ -487,10 +487,13 @@ def test_cli_resume_keeps_the_runs_settings_and_profile(tmp_path, monkeypatch, c
     assert main(base + ["--profile", "full", "--config", str(tmp_path / "cfg.json")]) == 2
     assert "model.depth 8 (the run's: 1)" in _error(capsys)
     assert (run / "last.pt").read_bytes() == state
-    assert main(args + ["--resume"]) == 0  # the run's own settings: resumed
+    # neither given: the profile the run started with, not the default, though an
+    # interrupted run has no runinfo.json yet (it recorded None)
+    assert not (run / "runinfo.json").exists()
+    assert main(base) == 0
     info = json.loads((run / "runinfo.json").read_text())
     assert info["profile"] == "test" and info["settings"]["steps"] == 8
-    assert main(base) == 0  # neither given: the run's profile, not the default
+    assert main(args + ["--resume"]) == 0  # the run's own settings: accepted
     assert json.loads((run / "runinfo.json").read_text())["profile"] == "test"
 
 

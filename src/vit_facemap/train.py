@@ -489,6 +489,10 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     }
     if masked:
         run_config["masked_labels"] = masked
+    if extra_info and extra_info.get("profile"):
+        # runinfo.json comes only when the first stage ends: a run interrupted before
+        # that is resumed with the profile it started with from here
+        run_config["profile"] = extra_info["profile"]
     if resume:
         try:
             saved = json.loads((out / CONFIG_FILE).read_text())

@@ -167,7 +167,8 @@ def _resumed_profile(args: argparse.Namespace, config: TrainConfig) -> str | Non
 
     The run continues with its own settings (its config.json): a --profile or --config
     that gives others is refused, not silently ignored; one that gives the same is the
-    profile. Without either, the profile its runinfo.json names (None if it has none), not
+    profile. Without either, the profile the run started with (its config.json; for a run
+    started before that was recorded, its runinfo.json; None if neither names one), not
     the command line's default.
     """
     from dataclasses import asdict
@@ -177,11 +178,14 @@ def _resumed_profile(args: argparse.Namespace, config: TrainConfig) -> str | Non
 
     out = Path(args.out)
     if args.profile is None and not args.config:
-        try:
-            named = json.loads((out / "runinfo.json").read_text()).get("profile")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return named if isinstance(named, str) else None
+        for name in (CONFIG_FILE, "runinfo.json"):
+            try:
+                named = json.loads((out / name).read_text()).get("profile")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(named, str):
+                return named
+        return None
     try:
         own = TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())["train"])
     except (OSError, ValueError, KeyError, TypeError):
