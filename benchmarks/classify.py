@@ -28,9 +28,10 @@ import torch
 from vit_facemap.classifier import ClassifierConfig, profile_config
 from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES, real_set
-from vit_facemap.errors import DataError, argument_errors, run_reporting
+from vit_facemap.errors import argument_errors, run_reporting
 from vit_facemap.interpretation import StudySettings, run_study
 from vit_facemap.runinfo import (
+    check_folder,
     check_output,
     check_study_args,
     data_folder,
@@ -81,9 +82,7 @@ def _main(argv: list[str] | None) -> int:
         device = resolve_device(configs["vit"].device)
     check_output(args.json, args.overwrite)
     # the sets are written under --work: a file there (or above it) was a traceback
-    for folder in (Path(args.work), *Path(args.work).parents):
-        if folder.exists() and not folder.is_dir():
-            raise DataError(f"--work needs a folder, but {folder} is a file", args.work)
+    check_folder(args.work, "--work")
     root, where = data_folder(args.data_root)
     if args.skip_generated and real_set("schroeder", root) is None:
         # no task left: the JSON would hold provenance alone (replacing, with --overwrite,

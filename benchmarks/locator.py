@@ -29,6 +29,7 @@ from vit_facemap.errors import DataError, argument_errors, run_reporting
 from vit_facemap.eyes import LocatorConfig
 from vit_facemap.interpretation import locator_error
 from vit_facemap.runinfo import (
+    check_folder,
     check_output,
     check_study_args,
     data_folder,
@@ -82,9 +83,7 @@ def _main(argv: list[str] | None) -> int:
             replace(config, **{k: v})
     check_output(args.json, args.overwrite)
     # the sets are written under --work: a file there (or above it) was a traceback
-    for folder in (Path(args.work), *Path(args.work).parents):
-        if folder.exists() and not folder.is_dir():
-            raise DataError(f"--work needs a folder, but {folder} is a file", args.work)
+    check_folder(args.work, "--work")
     root, where = data_folder(args.data_root)
     schroeder = real_set("schroeder", root)
     if schroeder is None:

@@ -544,6 +544,12 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
                  "--profile", "test", "--quiet"]) == 0
     images = [str(p) for p in gen_set.paths[:2]]
     out = tmp_path / "maps"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    capsys.readouterr()
+    # found when writing, after the maps were made, as "[Errno 20] Not a directory"
+    assert main(["rollout", str(run), *images, "--out", str(notes / "maps")]) == 2
+    assert f"{notes} is a file, not a folder" in capsys.readouterr().err
     assert main(["rollout", str(run), *images, "--out", str(out)]) == 0
     m = np.load(out / f"{gen_set.paths[0].stem}_map.npy")
     assert m.shape == (8, 8) and m.sum() == pytest.approx(1, abs=1e-4)

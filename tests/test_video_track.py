@@ -421,6 +421,9 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
         assert main(["track", "run", str(video), "--out", str(tmp_path / "o5"), *bad]) == 2
         assert what in capsys.readouterr().err
     assert not list(tmp_path.glob("x*")) and not (tmp_path / "o5").exists()
+    # found when writing, after the model was loaded, as "[Errno 20] Not a directory"
+    assert main(["track", "run", str(video), "--out", str(fake_video / "o6")]) == 2
+    assert f"{fake_video} is a file, not a folder" in capsys.readouterr().err
 
 
 def test_nwb_output(tmp_path, video):

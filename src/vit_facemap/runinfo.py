@@ -212,6 +212,30 @@ def write_replacing(folder: Path, is_result: Callable[[Path], bool],
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def check_parents(path: str | Path, what: str | None = None) -> Path:
+    """Refuse, before any work, an output under a path that is a file (``notes.txt/run``):
+    writing finds it only at the end, after the work, as a NotADirectoryError. ``what``
+    (an option) is named in the message."""
+    from vit_facemap.errors import DataError
+
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"{what + ' needs a folder, but ' if what else ''}{parent} is a "
+                            f"file{'' if what else ', not a folder'}", path)
+    return path
+
+
+def check_folder(path: str | Path, what: str = "--out") -> Path:
+    """:func:`check_parents` for an output folder, which must not be a file itself."""
+    from vit_facemap.errors import DataError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{what} needs a folder, but it is a file", path)
+    return check_parents(path, what)
+
+
 def check_output(path: str | Path, overwrite: bool = False, *,
                  hint: str = "pass --overwrite to replace it") -> Path:
     """Refuse, before any work, an output that cannot be written or would replace results.
@@ -224,9 +248,7 @@ def check_output(path: str | Path, overwrite: bool = False, *,
     path = Path(path)
     if path.is_dir():
         raise DataError("is a folder; give a file name for the JSON", path)
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise DataError(f"{parent} is a file, not a folder", path)
+    check_parents(path)
     if path.exists() and not overwrite:
         raise RunExistsError(path, hint)
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES
 from vit_facemap.errors import DataError, RunExistsError
-from vit_facemap.runinfo import CLASSIFIER, is_set_aside, run_config
+from vit_facemap.runinfo import CLASSIFIER, check_parents, is_set_aside, run_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,9 +97,7 @@ def _is_class_set_file(rel: Path) -> bool:
 def _check_out(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise DataError("--out is a file; give a folder for the run", path)
-    for parent in path.parents:  # else found when saving, after the training
-        if parent.exists() and not parent.is_dir():
-            raise DataError(f"{parent} is a file, not a folder", path)
+    check_parents(path)  # else found when saving, after the training
     if path.exists() and not overwrite:
         raise RunExistsError(path)
     if path.is_dir():

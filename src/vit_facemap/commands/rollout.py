@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from vit_facemap.rollout import attention_rollout, gradient_rollout, overlay
     from vit_facemap.runinfo import (
         check_outputs_apart,
+        check_parents,
         describe,
         is_set_aside,
         write_json,
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DataError("--out is a file; give a folder for the maps", out)
+    check_parents(out)  # else found when writing, after the maps are made
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise RunExistsError(out)

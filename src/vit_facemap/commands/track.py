@@ -72,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from vit_facemap.runinfo import check_outputs_apart
+    from vit_facemap.runinfo import check_outputs_apart, check_parents
     from vit_facemap.track import output_paths
     from vit_facemap.train import is_run_file
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DataError("--out is a file; give a folder for the results", Path(args.out))
+    check_parents(args.out)  # else found when writing, after the model is loaded
     # two videos of one name (from two folders) would write to the same result files
     result = [output_paths(v, args.out, args.scorer)["csv"].name for v in args.videos]
     clash = sorted(n for n, k in Counter(result).items() if k > 1)
