@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit_facemap.classifier import fit_locator, load_frames, profile_config
+from vit_facemap.classifier import fit_locator, fold_extra_rows, load_frames, profile_config
 from vit_facemap.commands import seed_arg
 from vit_facemap.config import PROFILES, real_set
 from vit_facemap.errors import DataError, argument_errors, run_reporting
@@ -43,15 +43,6 @@ from vit_facemap.states import read_image_set, read_measures, write_pupil_state_
 
 def main(argv: list[str] | None = None) -> int:
     return run_reporting("locator.py", lambda: _main(argv))
-
-
-def extra_rows(extra_groups: np.ndarray, groups: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """The images without a class (``measures.csv``) that train one fold's locator, chosen as
-    the study's folds choose them (``classifier.cross_validate``): those of the fold's
-    training groups. A group that no class image has is left out as well, since it could
-    show a held-out animal (and the locator measured would not be the study's)."""
-    extra_groups = np.asarray(extra_groups).astype(str)
-    return np.flatnonzero(np.isin(extra_groups, groups) & ~np.isin(extra_groups, groups[test]))
 
 
 def _main(argv: list[str] | None) -> int:
@@ -111,7 +102,7 @@ def _main(argv: list[str] | None) -> int:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=args.seed)
         fit_s = 0.0
         for tr, te in splitter.split(np.zeros(len(data)), data.labels, groups):
-            keep = extra_rows(measures.extra_groups, groups, te)
+            keep = fold_extra_rows(measures.extra_groups, groups, te)
             t0 = time.perf_counter()
             loc = fit_locator([frames[i] for i in tr], data.eyes[tr], config,
                               ([extra[i] for i in keep], measures.extra_eyes[keep], None))

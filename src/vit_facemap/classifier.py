@@ -914,6 +914,16 @@ def fit_locator(frames: Sequence[np.ndarray], boxes: np.ndarray, config: Locator
     return EyeLocator.fit(frames, boxes, config, progress=progress)
 
 
+def fold_extra_rows(extra_groups: np.ndarray, groups: np.ndarray, test: np.ndarray
+                    ) -> np.ndarray:
+    """The images without a class (measures.csv, their groups ``extra_groups``) that train a
+    fold whose held-out rows of ``groups`` are ``test``: those of the fold's training groups.
+    A group the folds do not use could be a held-out animal's frame, and is left out too."""
+    extra_groups = np.asarray(extra_groups).astype(str)
+    groups = np.asarray(groups).astype(str)
+    return np.flatnonzero(np.isin(extra_groups, groups) & ~np.isin(extra_groups, groups[test]))
+
+
 def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.ndarray,
                    classes: Sequence[str], configs: dict[str, ClassifierConfig],
                    boxes: np.ndarray | None = None, n_splits: int = 4, seed: int = 0,
@@ -985,7 +995,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         te_frames = [frames[i] for i in te]
         geo: dict[str, Any] = {}
         if measures is not None:
-            keep = np.flatnonzero(known_extra & ~np.isin(extra_groups, groups[te]))
+            keep = fold_extra_rows(extra_groups, groups, te)
             geo = {"measures": measures.values[tr], "measure_names": measures.names,
                    "extra": ([extra_frames[i] for i in keep] if extra_frames else [],
                              measures.extra_eyes[keep], measures.extra_values[keep])}
