@@ -1079,13 +1079,13 @@ def test_overwrite_leaves_what_other_commands_set_aside_in_the_run(tiny_set, tmp
 
 
 def test_a_run_stopped_before_its_second_stages_is_not_finished(tiny_set, tmp_path):
-    from vit_facemap.train import _finished
+    from vit_facemap.train import is_finished
 
     run = tmp_path / "run"
     cfg = _config(2)
     cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=1)
     fit(cfg, read_labels(tiny_set), run, None, device="cpu", progress=False)
-    assert _finished(run)
+    assert is_finished(run)
     info = json.loads((run / "runinfo.json").read_text())
     # what stage 1 writes before its second stages start
     info["summary"] = {k: v for k, v in info["summary"].items()
@@ -1094,4 +1094,4 @@ def test_a_run_stopped_before_its_second_stages_is_not_finished(tiny_set, tmp_pa
     import shutil
 
     shutil.rmtree(run / "refine")
-    assert not _finished(run)
+    assert not is_finished(run)

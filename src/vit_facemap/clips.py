@@ -45,7 +45,7 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
     (``refine/<group>``) are not runs of their own: they predict one group on crops."""
     from vit_facemap.dlc import video_of
     from vit_facemap.refine import REFINE_DIR
-    from vit_facemap.train import _finished
+    from vit_facemap.train import is_finished
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -57,7 +57,7 @@ def find_run(folder: str | Path, bodyparts: list[str] | None = None,
             continue
         if run.parent.name == REFINE_DIR and (run.parent.parent / "config.json").is_file():
             continue  # a second stage, written after its run: it would be the newest
-        if not _finished(run):
+        if not is_finished(run):
             continue
         try:
             saved = json.loads(cfg.read_text())

@@ -318,13 +318,13 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
         if not overwrite:
             raise RunExistsError(out, "pass --overwrite to replace it or --resume to continue it")
         earlier = _own_set_aside(out)
-        if keep_replaced and earlier and not _finished(out):
+        if keep_replaced and earlier and not is_finished(out):
             # an earlier --overwrite stopped part-way (one that finishes drops its backup):
             # the run here is its unfinished one, which this run starts again, and the
             # newest finished run set aside is the last complete one. That folder becomes
             # this run's backup, named if it is interrupted too and put back if it fails,
             # rather than hidden for good behind a new set-aside folder.
-            backup = newest_set_aside(earlier, _finished)
+            backup = newest_set_aside(earlier, is_finished)
         elif keep_replaced:
             # only the files a run writes: anything else of the user's in the folder stays
             backup = set_aside(out, _run_files(out))
@@ -333,7 +333,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool, keep_replaced: boo
     return backup
 
 
-def _finished(out: Path) -> bool:
+def is_finished(out: Path) -> bool:
     """Whether the run in ``out`` finished training, its second stages included.
 
     The first stage's runinfo.json is written before the second stages start (an
