@@ -320,3 +320,18 @@ def test_timm_models_that_cannot_be_built_are_named(kw, why):
     """timm's own AssertionError, TypeError, RuntimeError or IndexError named no setting."""
     with pytest.raises(ValueError, match=why):
         build_model(ModelConfig(**kw), 2)
+
+
+def test_saved_weights_are_readable_as_the_users_other_files(tmp_path):
+    # safetensors creates its files for their owner alone (-rw-------): a colleague who
+    # could read a run folder on a shared server could not read its weights
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = save_weights(torch.nn.Linear(2, 2), tmp_path / "m.safetensors")
+        (tmp_path / "other.json").write_text("{}")
+        assert path.stat().st_mode & 0o777 == (tmp_path / "other.json").stat().st_mode & 0o777
+        assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)

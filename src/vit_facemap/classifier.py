@@ -702,7 +702,7 @@ class FacialStateClassifier:
 
     # ----- saving --------------------------------------------------------------------
     def save(self, run: str | Path) -> None:
-        from safetensors.torch import save_file
+        from vit_facemap.models.weights import save_tensors
 
         run = Path(run)
         run.mkdir(parents=True, exist_ok=True)
@@ -727,7 +727,7 @@ class FacialStateClassifier:
 
             joblib.dump(self.model, run / "model.joblib", compress=3)
         if tensors:
-            save_file(tensors, str(run / "model.safetensors"))
+            save_tensors(tensors, run / "model.safetensors")
 
     @classmethod
     def load(cls, run: str | Path) -> FacialStateClassifier:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import pickle
 import re
 from pathlib import Path
@@ -29,15 +30,26 @@ GRID_KEY = "vit_grid"  # safetensors metadata: the token grid (h, w) of a ViT's 
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = dict(metadata or {})
     grid = _vit_grid(model)
     if grid is not None:  # lets a non-square position embedding be resampled when reused
         metadata.setdefault(GRID_KEY, f"{grid[0]},{grid[1]}")
+    return save_tensors(state, path, metadata)
+
+
+def save_tensors(state: dict[str, torch.Tensor], path: str | Path,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """``state`` as a safetensors file, written whole or not at all, readable as the
+    user's other files are (safetensors creates its files for their owner alone, so a
+    colleague who could read a run folder could not read its weights)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata or None)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     tmp.replace(path)
     return path
 
