@@ -172,6 +172,9 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     assert saved["mapping"] is None and saved["bodyparts"] == SCHROEDER[1:]
     both, first = load_predictor(run, "cpu"), load_predictor(run, "cpu", refine=False)
     assert len(both.refiners) == 1 and first.refiners == []
+    # a stage's folder reads as a run: evaluate and track failed at the first frame
+    with pytest.raises(DataError, match=r"second stage of a run.*use the run folder"):
+        load_predictor(run / "refine" / "eye", "cpu")
     images = np.stack([load_image(p) for p in va.image_paths])
     kp2, c2 = both.predict(images)
     kp1, c1 = first.predict(images)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from vit_facemap.config import check_scales
-from vit_facemap.errors import DataWarning, first_line
+from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
 from vit_facemap.refine import crop_mappings, group_centres
 from vit_facemap.runinfo import resolve_device
@@ -229,6 +229,12 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
     """
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
+    if run_config.get("mapping") is None:
+        # its config.json reads as a run's; the first frame would fail with a traceback
+        run = Path(run_dir).resolve()
+        raise DataError("this is a second stage of a run: it predicts only in the crop boxes "
+                        f"its run's first stage gives; use the run folder ({run.parent.parent})",
+                        run_dir)
     if not (Path(run_dir) / "runinfo.json").is_file():  # written when training ends
         # a warning, not a refusal: the best weights so far may be what the user wants
         warnings.warn(f"training of {run_dir} did not finish (no runinfo.json): results come "
