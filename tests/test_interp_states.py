@@ -822,3 +822,21 @@ def test_a_saved_classifier_config_with_any_seed_reads_and_a_new_fit_checks_it()
     clf = FacialStateClassifier(ClassifierConfig(model="hog-rf", crop="frame", seed=-1), ["a", "b"])
     with pytest.raises(ValueError, match="classifier seed must be an integer from 0"):
         clf.fit([np.zeros((32, 32), np.uint8)] * 2, np.array(["a", "b"]))
+
+
+def test_a_missing_init_weights_file_is_refused_before_the_eye_locator_trains(gen_set, tmp_path,
+                                                                              monkeypatch):
+    # the file was read when the ViT started, after the locator had trained (6 minutes)
+    import vit_facemap.classifier as classifier
+
+    monkeypatch.setattr(classifier, "fit_locator",
+                        lambda *a, **k: pytest.fail("the eye locator trained first"))
+    config = profile_config("test", model="vit", crop="eye",
+                            init_weights=str(tmp_path / "nope.safetensors"))
+    frames = classifier.load_frames(gen_set.paths)
+    with pytest.raises(DataError, match="nope.safetensors: weights file not found"):
+        FacialStateClassifier(config, gen_set.classes).fit(frames, gen_set.labels, gen_set.eyes,
+                                                           progress=False)
+    with pytest.raises(DataError, match="nope.safetensors: weights file not found"):
+        classifier.cross_validate(frames, gen_set.labels, gen_set.groups, gen_set.classes,
+                                  {"vit": config}, gen_set.eyes, progress=False)

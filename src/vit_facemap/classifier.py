@@ -477,6 +477,7 @@ class FacialStateClassifier:
         c = self.config
         # checked when training starts, not when a saved run's config is read
         check_seed(c.seed, "classifier seed")
+        _check_init_weights(c, len(self.classes))
         labels = np.asarray(labels)
         if c.crop == "eye":
             if boxes is None or not np.isfinite(boxes).all():
@@ -842,6 +843,13 @@ def resize_frames_uint8(frames: Sequence[np.ndarray], size: int, margin: float) 
     return out
 
 
+def _check_init_weights(config: ClassifierConfig, n_classes: int) -> None:
+    """Start a ViT from ``init_weights`` now: a missing or unfit file was found only after
+    the eye locator had trained (minutes). The ViTs trained later are seeded afresh."""
+    if config.model == "vit" and config.init_weights:
+        load_vit_weights(make_vit(config, n_classes), config.init_weights)
+
+
 def load_vit_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Initialise from a file (or ``hf-hub:org/name``): every layer of the ViT must fit; the
     class head is kept only if its shape does (a run with the same classes)."""
@@ -945,6 +953,7 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
     check_seed(seed, "cross-validation seed")
     for c in configs.values():
         check_seed(c.seed, "classifier seed")
+        _check_init_weights(c, len(classes))
     labels = np.asarray(labels)
     groups = np.asarray(groups).astype(str)
     n_groups = len(np.unique(groups))
