@@ -840,3 +840,14 @@ def test_a_missing_init_weights_file_is_refused_before_the_eye_locator_trains(ge
     with pytest.raises(DataError, match="nope.safetensors: weights file not found"):
         classifier.cross_validate(frames, gen_set.labels, gen_set.groups, gen_set.classes,
                                   {"vit": config}, gen_set.eyes, progress=False)
+
+
+def test_a_keypoint_set_given_as_a_class_set_points_to_make_pupil_set(tmp_path):
+    from vit_facemap.synthetic import write_synthetic_set
+
+    kp = write_synthetic_set(tmp_path / "kp", n_frames=4, n_videos=1, seed=0, size=(64, 48))
+    with pytest.raises(DataError, match="keypoint set: 'vit-facemap classify make-pupil-set'"):
+        read_image_set(kp)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"found \[\]$"):  # no hint where none applies
+        read_image_set(tmp_path / "empty")

@@ -315,8 +315,13 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
     if classes is None:
         classes = folders
         if len(classes) < 2:
-            raise DataError(f"need at least two class folders holding images, found {folders}",
-                            root)
+            # a keypoint set (DeepLabCut's layout) is the likely mistake: say how to make one
+            hint = ("; this is a keypoint set: 'vit-facemap classify make-pupil-set' writes its "
+                    "pupil-state task as class folders" if any(
+                        (root / n).exists() for n in ("labeled-data", "CollectedData.csv"))
+                    else "")
+            raise DataError(f"need at least two class folders holding images, found {folders}"
+                            f"{hint}", root)
         # a class whose images were not copied yet, or went elsewhere, would vanish unseen
         for d in found:
             if d not in folders:
