@@ -62,6 +62,17 @@ def _interrupt_at(monkeypatch, name: str, call: int) -> None:
     monkeypatch.setattr(train_module, name, interrupted)
 
 
+def test_an_interrupted_command_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    # it said only "interrupted", leaving the user to guess that --resume exists
+    from vit_facemap.cli import build_parser
+
+    _interrupted_cli_run(tmp_path, monkeypatch, {}, [])
+    assert ("vit-facemap train: interrupted; the same command with --resume continues the run"
+            in capsys.readouterr().err)
+    track = build_parser().parse_args(["track", "run", "v.avi", "--out", "o"])
+    assert "--resume" in track.on_interrupt
+
+
 def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
     frames = read_labels(tiny_set)
     assert np.isnan(frames.keypoints).any()  # the loss must cope with missing keypoints

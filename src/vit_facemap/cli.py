@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_reporting(f"vit-facemap {args.command}", lambda: args.func(args))
+    return run_reporting(f"vit-facemap {args.command}", lambda: args.func(args),
+                         getattr(args, "on_interrupt", ""))
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (DataError, RunExistsError, FileN
                                                 NotADirectoryError)
 
 
-def run_reporting(prog: str, func: Callable[[], int | None]) -> int:
-    """``func()``'s exit status; a user mistake prints ``prog: error: ...`` and gives 2."""
+def run_reporting(prog: str, func: Callable[[], int | None], on_interrupt: str = "") -> int:
+    """``func()``'s exit status; a user mistake prints ``prog: error: ...`` and gives 2.
+    ``on_interrupt`` is said after "interrupted" (Ctrl-C): how to continue the work."""
     try:
         status = int(func() or 0)
         sys.stdout.flush()  # a reader gone is found here, not in Python's flush at exit
@@ -65,7 +66,8 @@ def run_reporting(prog: str, func: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted{'; ' + on_interrupt if on_interrupt else ''}",
+              file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader of the output has gone (`... | head -1`): stop quietly, as other

@@ -50,7 +50,8 @@ def register(subparsers) -> None:
                         "--compile); auto: on when the videos hold at least "
                         f"{COMPILE_FROM_FRAMES} frames to track")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="the same command with --resume continues after "
+                   "the last frame tracked")
 
 
 def run(args: argparse.Namespace) -> int:

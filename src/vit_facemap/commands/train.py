@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(its split.json; a run without one needs its first --val-groups), "
                         "with its saved settings and seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    # training state is saved every epoch: a Ctrl-C loses at most the epoch under way
+    p.set_defaults(func=run, on_interrupt="the same command with --resume continues the run "
+                   "from its last saved epoch")
 
 
 def _merge(base: dict, over: dict) -> dict:
