@@ -119,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
                 + ", ".join(f"{name} {n}" for name, n in stages.items()) + ")")
     msg += f" in {summary['train_s']:.0f} s -> {args.out}"
     if summary.get("best_val_mean_px") is not None:
-        msg += f" (best validation mean error {summary['best_val_mean_px']:.2f} px)"
+        # the first stage's number, on one box size: the finished model (its second stages,
+        # the box sizes averaged) scores otherwise, and read as its error it misled
+        msg += (f" ({'first stage: ' if stages else ''}best validation mean error "
+                f"{summary['best_val_mean_px']:.2f} px; 'vit-facemap evaluate' scores the "
+                "finished model)")
     print(msg)
     return 0
 
