@@ -439,6 +439,14 @@ def test_val_groups_reports_why_the_split_fails(tmp_path, capsys):
         assert main(["train", "--data", str(two), "--out", str(tmp_path / "run"), "--profile",
                      "test", "--device", "cpu", "--quiet", f"--val-groups={spec}"]) == 2
         assert "give a whole number of groups, a fraction" in _error(capsys)
+    # as many as there are: scikit-learn's "smaller than the number of samples 2"
+    base = ["train", "--data", str(two), "--out", str(tmp_path / "run"), "--profile", "test",
+            "--device", "cpu", "--quiet"]
+    assert main(base + ["--val-groups", "2"]) == 2
+    assert ("the set has 2 videos (synthetic_video00, synthetic_video01); hold out fewer"
+            in _error(capsys))
+    assert main(base + ["--val-groups", "video9"]) == 2
+    assert "the set's videos are ['synthetic_video00', 'synthetic_video01']" in _error(capsys)
     assert not (tmp_path / "run").exists()
 
 

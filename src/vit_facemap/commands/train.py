@@ -152,6 +152,13 @@ def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
         if not math.isfinite(n) or not (0 < n < 1 or (n >= 1 and n.is_integer())):
             raise DataError(f"--val-groups {spec}: give a whole number of groups, a fraction "
                             "between 0 and 1, or group names", args.data)
+        n_groups = len(set(groups.tolist()))
+        if n >= n_groups >= 2:  # (one group: group_split says it needs two)
+            # scikit-learn's words ("test_size=2 should be ... smaller than the number of
+            # samples 2") did not say that its samples are the videos or animals
+            raise DataError(f"--val-groups {spec}: the set has {n_groups} {args.group_by}"
+                            f"{'s' if n_groups != 1 else ''} ({', '.join(sorted(set(groups.tolist())))}); "
+                            "hold out fewer, to leave some to train on", args.data)
         try:
             _, val_rows = group_split(groups, int(n) if n >= 1 else n, seed)
         except ValueError as exc:
@@ -163,7 +170,9 @@ def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
         names = [s.strip() for s in spec.split(",") if s.strip()]
         unknown = sorted(set(names) - set(groups.tolist()))
         if unknown:
-            raise DataError(f"--val-groups names unknown groups {unknown}", args.data) from None
+            raise DataError(f"--val-groups names unknown groups {unknown}; the set's "
+                            f"{args.group_by}s are {sorted(set(groups.tolist()))}",
+                            args.data) from None
         mask = np.isin(groups, names)
     return frames.subset(~mask), frames.subset(mask)
 
