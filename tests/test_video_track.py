@@ -123,8 +123,15 @@ def test_crop_maps_back_to_full_frame(tmp_path, video):
 
 
 def test_wrong_frame_size_refused_unless_crop_or_resize(tmp_path, video):
-    with pytest.raises(DataError, match="96x72 pixels but the model was trained on 80x60"):
+    with pytest.raises(DataError, match="96x72 pixels but the model was trained on 80x60 "
+                                        "frames; pass --crop x0,y0,x1,y1 to cut"):
         track_video(SpotPredictor(frame_size=(80, 60)), video, tmp_path, opts())
+    # a crop given, or a model larger than the frame: only --resize helps (it said --crop)
+    with pytest.raises(DataError, match="pass --resize to scale the crop to it"):
+        track_video(SpotPredictor(frame_size=(80, 60)), video, tmp_path, opts(crop=(0, 0, 50, 40)))
+    with pytest.raises(DataError, match="trained on 128x96 frames; pass --resize to scale the "
+                                        "frames to it"):
+        track_video(SpotPredictor(frame_size=(128, 96)), video, tmp_path, opts())
     assert not list(tmp_path.iterdir())  # nothing written
     # A crop of the trained size fits.
     track_video(SpotPredictor(frame_size=(80, 60)), video, tmp_path / "crop",

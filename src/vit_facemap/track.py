@@ -132,10 +132,15 @@ def _region(options: TrackOptions, predictor: Predictor, info, path: Path):
     if want is not None and size != want:
         if not options.resize:
             what = "the crop box is" if options.crop else "the frames are"
+            # a crop can only shrink the frame: to a model's larger size, or once a crop is
+            # given (it said "pass --crop" to a user who had), --resize is the way
+            fits = options.crop is None and want[0] <= info.width and want[1] <= info.height
+            how = ("pass --crop x0,y0,x1,y1 to cut a region of that size or --resize to scale "
+                   "the frames to it" if fits else
+                   f"pass --resize to scale the {'crop' if options.crop else 'frames'} to it")
             raise DataError(
                 f"{what} {size[0]}x{size[1]} pixels but the model was trained on "
-                f"{want[0]}x{want[1]} frames; pass --crop x0,y0,x1,y1 to cut a region of "
-                f"that size or --resize to scale the frames to it", path)
+                f"{want[0]}x{want[1]} frames; {how}", path)
         resize = want
     return box, resize
 
