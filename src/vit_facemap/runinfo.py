@@ -221,8 +221,9 @@ def check_parents(path: str | Path, what: str | None = None) -> Path:
     path = Path(path)
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
-            raise DataError(f"{what + ' needs a folder, but ' if what else ''}{parent} is a "
-                            f"file{'' if what else ', not a folder'}", path)
+            message = (f"{what} needs a folder, but {parent} is a file" if what
+                       else f"{parent} is a file, not a folder")
+            raise DataError(message, path)
     return path
 
 
