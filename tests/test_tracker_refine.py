@@ -234,6 +234,32 @@ def test_second_stage_crops_scale_with_the_frames(eye_set, tmp_path, monkeypatch
     np.testing.assert_allclose(two, rescale_points(one, (w, h), (2 * w, 2 * h)), atol=1.5)
 
 
+def test_second_stage_validates_frames_of_another_size_with_scaled_crops(eye_set, tmp_path,
+                                                                         monkeypatch):
+    """Validation frames twice the training frames' size: the second stage is validated on
+    crops twice the side, as prediction cuts them there (its crop scales with the frame);
+    they were cut at the training frames' side, half the view prediction gives it."""
+    import vit_facemap.train as train_module
+
+    val = write_synthetic_set(tmp_path / "big", n_frames=3, n_videos=1, seed=5, size=(192, 144),
+                              layout="schroeder")
+    seen = {}
+    real = train_module.fit
+
+    def spy(config, frames, out, val_frames=None, **kw):
+        if kw.get("boxes") is not None:
+            seen.update(val_boxes=kw["val_boxes"], info=kw["stage_info"]["refine_of"])
+        return real(config, frames, out, val_frames, **kw)
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    frames = read_labels(eye_set)
+    real(_config(0.5), frames.subset(np.arange(6)), tmp_path / "run", read_labels(val),
+         device="cpu", progress=False)
+    info = seen["info"]
+    side = info["side_px"] * 192 / info["frame_size"][0]  # as predict.refine_keypoints cuts it
+    assert seen["val_boxes"] and all(abs(b.box_w - side) <= 1 for b in seen["val_boxes"])
+
+
 def test_one_network_per_group(eye_set, tmp_path):
     frames = read_labels(eye_set)
     cfg = _config(0.5)

@@ -866,7 +866,10 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
               & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
         val_crops = LabeledFrames(val_frames.root, [val_frames.index[r] for r in np.flatnonzero(ok)],
                                   val_frames.keypoints[ok][:, idx], parts, val_frames.scorer)
-        val_boxes = crop_mappings(centres[ok], side, rc.input_size)
+        # the crop scales with each frame's width, as prediction cuts it
+        # (KeypointPredictor.refine_keypoints); validation frames may have another size
+        widths = np.array([image_size(val_frames.image_paths[r])[0] for r in np.flatnonzero(ok)])
+        val_boxes = crop_mappings(centres[ok], side * widths / train_size[0], rc.input_size)
     folder = out / REFINE_DIR / name
     again = resume and (folder / STATE_FILE).is_file()
     info = {"refine_of": {"group": name, "parts": parts, "indices": idx, "side_px": side,
