@@ -314,6 +314,25 @@ def test_unfinished_or_unlabeled_second_stage(eye_set, tmp_path):
     assert not (tmp_path / "run2" / "model.safetensors").exists()
 
 
+def test_a_run_stopped_before_a_second_stage_began_is_said_to_be_unfinished(eye_set, tmp_path,
+                                                                            monkeypatch):
+    """The first stage's runinfo.json is written before the second stages start: a run
+    stopped before a group's folder existed loaded without a word, and its keypoints of that
+    group were the first stage's."""
+    import vit_facemap.train as train_module
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "_fit_refine", stop)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(0.5), read_labels(eye_set), run, None, device="cpu", progress=False)
+    assert (run / "runinfo.json").is_file() and not (run / "refine").exists()
+    with pytest.warns(RuntimeWarning, match=r"second stage of \['eye'\] began.*--resume"):
+        p = load_predictor(run, "cpu")
+    assert p.refiners == []
+
+
 def test_flip_pairs_of_each_second_stage(eye_set, tmp_path):
     frames = read_labels(eye_set)
     cfg = _config(0.5)

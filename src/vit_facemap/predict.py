@@ -37,9 +37,16 @@ import torch
 from vit_facemap.config import check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
-from vit_facemap.refine import crop_mappings, group_centres
+from vit_facemap.refine import crop_mappings, group_centres, refine_groups
 from vit_facemap.runinfo import resolve_device
-from vit_facemap.train import CONFIG_FILE, decode, inference_autocast, load_run, stage_dirs
+from vit_facemap.train import (
+    CONFIG_FILE,
+    TrainConfig,
+    decode,
+    inference_autocast,
+    load_run,
+    stage_dirs,
+)
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
 
@@ -240,14 +247,25 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
         warnings.warn(f"training of {run_dir} did not finish (no runinfo.json): results come "
                       "from its last saved weights; `vit-facemap train ... --resume` finishes "
                       "it", DataWarning, stacklevel=2)
-    refiners = []
+    refiners, begun = [], set()
     stages = stage_dirs(Path(run_dir)) if refine else []
     for stage in stages:
         if not (stage / CONFIG_FILE).is_file():
             continue
+        begun.add(stage.name)
         if not (stage / "runinfo.json").is_file():  # written when a stage's training ends
             warnings.warn(f"{stage}: this second stage did not finish training (resume the run); "
                           "its keypoints come from the first stage", RuntimeWarning, stacklevel=2)
             continue
         refiners.append(KeypointPredictor(*load_run(stage, device), device))
+    if refine and (Path(run_dir) / "runinfo.json").is_file():
+        # the first stage's runinfo.json is written before the second stages start: a run
+        # stopped before a group's stage wrote its folder has no stage to warn about above
+        recipe = TrainConfig.from_dict(run_config["train"]).refine
+        groups = refine_groups(run_config["bodyparts"], recipe) if recipe.share > 0 else {}
+        missing = [g for g in groups if g not in begun]
+        if missing:
+            warnings.warn(f"{run_dir}: training stopped before the second stage of {missing} "
+                          "began; their keypoints come from the first stage (`vit-facemap "
+                          "train ... --resume` finishes it)", RuntimeWarning, stacklevel=2)
     return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)
