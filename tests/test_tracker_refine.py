@@ -70,6 +70,17 @@ def test_refined_groups_by_name():
         RefineConfig(auto="all")
 
 
+def test_refine_settings_that_cut_no_crop_are_refused():
+    # a zoom of 1.5 (the eye locator's meaning: [1/1.5, 1.5]) cut 1-pixel training crops
+    kp = np.random.default_rng(0).uniform(100, 140, (5, 3, 2))
+    assert min(b.box_w for b in training_crops(kp, [0, 1, 2], 50.0, RefineConfig(zoom=0.9), 0)[1]) > 1
+    for bad, what in [({"zoom": 1.5}, r"zoom must be in \[0, 1\).*got 1.5"),
+                      ({"zoom": -0.1}, "zoom must be"), ({"point_side": 0.0}, "point_side > 0"),
+                      ({"jitter": -0.1}, "jitter must be >= 0")]:
+        with pytest.raises(ValueError, match=what):
+            RefineConfig(**bad)
+
+
 def test_a_second_stage_size_fmnet_cannot_take_is_refused_before_training(eye_set, tmp_path):
     """FMnet builds at any size and fails at its first forward pass: a second stage's crop
     size must be refused before the first stage spends its budget and saves its weights."""
