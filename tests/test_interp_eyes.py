@@ -92,6 +92,14 @@ def test_runs_saved_before_the_crop_stage_still_load():
     assert loaded.refine is None and loaded.predict(frames[:2]).shape == (2, 3)
 
 
+def test_locator_sizes_its_network_cannot_decode_are_refused():
+    # they failed in the first training step: "The size of tensor a (144) must match ... (169)"
+    with pytest.raises(ValueError, match=r"locator refine_size=100: .* multiples of 8"):
+        LocatorConfig(refine_size=100)
+    with pytest.raises(ValueError, match=r"locator width=100, height=0: "):
+        LocatorConfig(width=100, height=0)
+
+
 def test_locator_is_seeded():
     frames, boxes = _frames()
     torch.manual_seed(123)

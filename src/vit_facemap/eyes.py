@@ -75,6 +75,14 @@ class LocatorConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "locator")
+        # the networks shrink their input 8 times (three stride-2 layers) and the decoding
+        # reads an (h // 8) x (w // 8) heatmap: another size failed in the first training
+        # step with a tensor size mismatch
+        bad = [f"{k}={getattr(self, k)}" for k in ("width", "height", "refine_size")
+               if getattr(self, k) < 8 or getattr(self, k) % 8]
+        if bad:
+            raise ValueError(f"locator {', '.join(bad)}: the locator's input sides must be "
+                             "multiples of 8")
 
 
 
