@@ -92,6 +92,15 @@ def test_runs_saved_before_the_crop_stage_still_load():
     assert loaded.refine is None and loaded.predict(frames[:2]).shape == (2, 3)
 
 
+def test_eye_boxes_without_a_width_do_not_train_the_locator():
+    # one box of width 0 made every weight NaN, and predict failed converting NaN to int
+    frames, boxes = _frames()
+    boxes[3, 2], boxes[5, 2] = 0.0, -4.0
+    loc = EyeLocator.fit(frames, boxes, TINY, progress=False)
+    assert all(torch.isfinite(p).all() for net in (loc.net, loc.refine) for p in net.parameters())
+    assert np.isfinite(loc.predict(frames[:2])).all()
+
+
 def test_locator_sizes_its_network_cannot_decode_are_refused():
     # they failed in the first training step: "The size of tensor a (144) must match ... (169)"
     with pytest.raises(ValueError, match=r"locator refine_size=100: .* multiples of 8"):

@@ -364,7 +364,10 @@ class EyeLocator:
     def fit(cls, frames: Sequence[np.ndarray], boxes: np.ndarray,
             config: LocatorConfig = LocatorConfig(), progress: bool = True) -> EyeLocator:
         boxes = np.asarray(boxes, dtype=np.float64)
-        ok = np.isfinite(boxes).all(1)
+        # a width of 0 or less (a measures.csv row, eyelid points labeled on one spot) is no
+        # eye box: its log width, -inf or NaN, turned every weight NaN in the first step
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(boxes).all(1) & (boxes[:, 2] > 0)
         if ok.sum() < 2:
             raise ValueError("the eye locator needs at least two frames with a known eye box")
         frames = [f for f, k in zip(frames, ok, strict=True) if k]
