@@ -271,6 +271,21 @@ def test_second_stage_validates_frames_of_another_size_with_scaled_crops(eye_set
     assert seen["val_boxes"] and all(abs(b.box_w - side) <= 1 for b in seen["val_boxes"])
 
 
+def test_training_frames_of_several_sizes_are_refused_past_the_twentieth(tmp_path):
+    """Only the first 20 frames' sizes were compared: a larger frame after them trained the
+    first stage through a scaled box and the second stage on crops of the first size's side,
+    half the view it gets on such frames at prediction."""
+    from PIL import Image
+
+    folder = write_synthetic_set(tmp_path / "set", n_frames=22, n_videos=1, seed=1,
+                                 size=(96, 72), layout="schroeder")
+    frames = read_labels(folder)
+    Image.new("L", (192, 144)).save(frames.image_paths[-1])
+    with pytest.raises(DataError, match=r"several sizes \[\(96, 72\), \(192, 144\)\]"):
+        fit(_config(0.5), frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_one_network_per_group(eye_set, tmp_path):
     frames = read_labels(eye_set)
     cfg = _config(0.5)
