@@ -109,6 +109,14 @@ def test_locator_sizes_its_network_cannot_decode_are_refused():
         LocatorConfig(width=100, height=0)
 
 
+def test_locator_augmentation_ranges_the_wrong_way_round_are_refused():
+    # they failed in the first training step: "uniform_ expects to return a [from, to) range"
+    for bad in ({"zoom": 0.8}, {"rotation": -0.1}, {"shift": -0.1}):
+        with pytest.raises(ValueError, match=r"locator zoom must be >= 1 .*rotation and shift >= 0"):
+            LocatorConfig(**bad)
+    assert LocatorConfig(zoom=1.0, rotation=0.0, shift=0.0).zoom == 1.0  # no augmentation: fine
+
+
 def test_locator_is_seeded():
     frames, boxes = _frames()
     torch.manual_seed(123)

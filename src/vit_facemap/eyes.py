@@ -83,6 +83,12 @@ class LocatorConfig:
         if bad:
             raise ValueError(f"locator {', '.join(bad)}: the locator's input sides must be "
                              "multiples of 8")
+        # the ranges [1/zoom, zoom], [-rotation, rotation], [-shift, shift] are drawn with
+        # torch's uniform_, which failed in the first step on a range the wrong way round
+        if self.zoom < 1 or self.rotation < 0 or self.shift < 0:
+            raise ValueError(f"locator zoom must be >= 1 (a factor in [1/zoom, zoom]) and rotation "
+                             f"and shift >= 0, got zoom={self.zoom}, rotation={self.rotation}, "
+                             f"shift={self.shift}")
 
 
 
