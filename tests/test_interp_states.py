@@ -81,6 +81,21 @@ def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
     assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
 
 
+def test_make_pupil_set_never_writes_over_the_labeled_set_it_reads(tmp_path):
+    # a generated set holds synthetic.json, which passed as a class-folder set of ours: with
+    # --overwrite the labeled set was deleted, then its first frame was "missing"
+    from vit_facemap.synthetic import write_synthetic_set
+
+    root = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, size=(96, 72),
+                               layout="schroeder")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for out in (root, tmp_path):  # the set's own folder, or one holding it
+        for overwrite in (False, True):
+            with pytest.raises(DataError, match="holds the labeled set .* an input of this"):
+                write_pupil_state_set(root, out, overwrite=overwrite)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
 def test_read_image_set_errors(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         read_image_set(tmp_path / "nope")

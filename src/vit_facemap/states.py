@@ -200,6 +200,12 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     regions = eyelid_regions(frames.keypoints, frames.bodyparts)
     geometry = geometry_measures(frames.keypoints, frames.bodyparts)
     out = Path(out)
+    # refused with or without overwrite: clearing a folder that holds the labeled set (a
+    # generated one passes as ours, by its synthetic.json) deleted the frames and table read
+    # above, and the copy then stopped at the first frame it could no longer find
+    if any(Path(p).resolve().is_relative_to(out.resolve()) for p in (frames.root, labels)):
+        raise DataError(f"holds the labeled set {labels}, an input of this command; writing "
+                        "the pupil set here would delete it: give another folder", out)
     _clear_set_folder(out, overwrite)
     rows, between, measure_rows = [], [], []
     for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
