@@ -96,6 +96,21 @@ def test_make_pupil_set_never_writes_over_the_labeled_set_it_reads(tmp_path):
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
 
 
+def test_make_pupil_set_refuses_an_out_that_is_a_file(tmp_path):
+    # it said "pass --overwrite", and with --overwrite "[Errno 20] Not a directory"
+    from vit_facemap.synthetic import write_synthetic_set
+
+    root = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, size=(96, 72),
+                               layout="schroeder")
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    for out in (note, note / "pupils"):
+        for overwrite in (False, True):
+            with pytest.raises(DataError, match="OUT needs a folder, but .*is a file"):
+                write_pupil_state_set(root, out, overwrite=overwrite)
+    assert note.read_text() == "mine"
+
+
 def test_read_image_set_errors(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         read_image_set(tmp_path / "nope")

@@ -28,6 +28,7 @@ from vit_facemap.dlc import LabeledFrames, read_labels
 from vit_facemap.errors import DataError, DataWarning, RunExistsError, not_utf8
 from vit_facemap.images import IMAGE_SUFFIXES
 from vit_facemap.measures import facial_measures
+from vit_facemap.runinfo import check_folder
 from vit_facemap.splits import animal_of
 
 CONSTRICTED_BELOW = 0.25
@@ -206,6 +207,9 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     if any(Path(p).resolve().is_relative_to(out.resolve()) for p in (frames.root, labels)):
         raise DataError(f"holds the labeled set {labels}, an input of this command; writing "
                         "the pupil set here would delete it: give another folder", out)
+    # an OUT that is a file (or under one) was asked to be overwritten first, then failed
+    # with "[Errno 20] Not a directory"
+    check_folder(out, "OUT")
     _clear_set_folder(out, overwrite)
     rows, between, measure_rows = [], [], []
     for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
