@@ -102,6 +102,30 @@ def test_check_maps_measures_the_mass_in_each_images_region(monkeypatch):
     assert np.isnan(out["mass"]).all() and len(out["mass"]) == 4
 
 
+def test_check_maps_chance_is_the_regions_share_of_the_view(monkeypatch):
+    """The forest's 4 x 4 HOG cells over a view of two eye widths (80 frame pixels): a region
+    whose edges fall between pixels of check_maps' grid is counted as it is, not rounded
+    out to whole pixels (which made its share 0.114 instead of 0.1 here)."""
+    import vit_facemap.interpretation as interpretation
+
+    def maps(clf, crops, st, rng):  # spread evenly: its mass in the region is the region's share
+        return {"maps": np.full((1, 4, 4), 1 / 16), "target": np.zeros(1, int), "aucs": [0.5],
+                "random_aucs": [0.5], "curves": [np.zeros(3)], "random_curves": [np.zeros(3)],
+                "fraction": np.linspace(0, 1, 3), "shift": 0.0}
+    monkeypatch.setattr(interpretation, "_forest_maps", maps)
+    eyes = np.array([[100.0, 80.0, 40.0]])
+    # 20 x 32 frame pixels of the 80 x 80 view: a tenth of it
+    regions = np.array([[71.0, 50.5, 91.0, 82.5]])
+    cv = CrossValidation(classes=["a", "b"], labels=np.array([0]), groups=np.array(["m"]),
+                         fold=np.array([0]), boxes=eyes, proba={}, metrics={},
+                         models={"hog-rf": [_Fold(profile_config("test", model="hog-rf"))]},
+                         wall_s={})
+    out = check_maps(cv, [np.zeros((160, 200), np.uint8)], regions, StudySettings(),
+                     progress=False)["hog-rf"]
+    np.testing.assert_allclose(out["chance"], [0.1])
+    np.testing.assert_allclose(out["mass"], [0.1])
+
+
 def test_check_maps_counts_mass_in_the_cells_as_drawn_for_shifted_tokens(monkeypatch):
     """Tokens half a cell early (shift 0.5): on an 8 x 8 grid over a 64-pixel view, cell
     (1, 2) is drawn on pixels 4..11 x 12..19, not 8..15 x 16..23; a region there holds all
