@@ -278,3 +278,18 @@ def test_run_study_needs_eye_boxes(state_set, tmp_path):
 
     with pytest.raises(ValueError, match="needs eyes.csv"):
         run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2), progress=False)
+
+
+def test_the_interpretation_notebook_trains_on_the_builds_device(tmp_path):
+    """The notebook resolved the book's device and recorded it, but its classifiers trained
+    on ClassifierConfig's default (cpu) whatever the build chose."""
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "04_interpretation.ipynb", 4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    ns = {"profile": "test", "device": "cpu", "data_dir": "", "seed": 0,
+          "out_dir": str(tmp_path)}
+    exec(code[1], ns)  # the setup cell: settings, data set, device
+    assert ns["settings"].overrides == {"device": "cpu"}
