@@ -293,3 +293,28 @@ def test_the_interpretation_notebook_trains_on_the_builds_device(tmp_path):
           "out_dir": str(tmp_path)}
     exec(code[1], ns)  # the setup cell: settings, data set, device
     assert ns["settings"].overrides == {"device": "cpu"}
+
+
+def test_run_study_reads_a_malformed_regions_table_before_training(state_set, tmp_path,
+                                                                    monkeypatch):
+    """An empty coordinate in regions.csv was a bare 'could not convert string to float',
+    raised after the whole cross-validation had trained."""
+    import shutil
+
+    import vit_facemap.interpretation as interpretation
+    from vit_facemap.errors import DataError
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "regions.csv"
+    lines = table.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[-4] = ""  # x0
+    lines[3] = ",".join(cells)
+    table.write_text("\n".join(lines) + "\n")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the study trained before reading regions.csv")
+    monkeypatch.setattr(interpretation, "cross_validate", no_training)
+    with pytest.raises(DataError, match=rf"regions.csv: region of {cells[0]} is not numeric"):
+        interpretation.run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2),
+                                 progress=False)

@@ -226,6 +226,8 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
     data = read_image_set(data_dir)
     if data.eyes is None:
         raise ValueError(f"{data_dir}: the study uses eye crops and needs eyes.csv")
+    # read before the training: a malformed regions.csv stopped the study after all of it
+    regions = read_regions(data)
     frames = load_frames(data.paths, progress=progress)
     configs = {m: profile_config(settings.profile, model=m, seed=settings.seed,
                                  **settings.overrides) for m in models}
@@ -233,7 +235,6 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
                         n_splits=settings.n_splits, seed=settings.seed,
                         oracle_boxes=oracle_boxes, progress=progress,
                         measures=read_measures(data) if settings.use_measures else None)
-    regions = read_regions(data)
     maps = check_maps(cv, frames, regions, settings, progress)
     summary = summarize(cv, maps)
     summary["settings"] = asdict(settings)

@@ -467,5 +467,10 @@ def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndar
     out = np.full((len(image_set), 4), np.nan)
     for i, n in enumerate(image_set.names):
         if n in rows:
-            out[i] = [float(rows[n][k]) for k in ("x0", "y0", "x1", "y1")]
+            try:
+                out[i] = [float(rows[n][k]) for k in ("x0", "y0", "x1", "y1")]
+            except ValueError as exc:
+                # a bare "could not convert string to float: ''" named neither file nor row
+                raise DataError(f"region of {n} is not numeric: {exc} (an image without a "
+                                "region needs no row)", path) from exc
     return out
