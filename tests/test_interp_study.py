@@ -318,3 +318,22 @@ def test_run_study_reads_a_malformed_regions_table_before_training(state_set, tm
     with pytest.raises(DataError, match=rf"regions.csv: region of {cells[0]} is not numeric"):
         interpretation.run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2),
                                  progress=False)
+
+
+def test_regions_with_swapped_corners_are_refused(state_set, tmp_path):
+    """x1, y1 before x0, y0: an empty box, scored as 0 of the map inside it against a chance
+    above 0 (or left out when one pair was swapped), without a word."""
+    import shutil
+
+    from vit_facemap.errors import DataError
+    from vit_facemap.states import read_image_set, read_regions
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "regions.csv"
+    lines = table.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[-4:] = cells[-2:] + cells[-4:-2]
+    lines[1] = ",".join(cells)
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"region of {cells[0]} needs x0 < x1 and y0 < y1"):
+        read_regions(read_image_set(tmp_path / "set"))

@@ -473,4 +473,9 @@ def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndar
                 # a bare "could not convert string to float: ''" named neither file nor row
                 raise DataError(f"region of {n} is not numeric: {exc} (an image without a "
                                 "region needs no row)", path) from exc
+            x0, y0, x1, y1 = out[i]
+            # corners swapped had no area: no map mass in it, and a chance of 0 or above 0
+            if np.isfinite(out[i]).all() and not (x1 > x0 and y1 > y0):
+                raise DataError(f"region of {n} needs x0 < x1 and y0 < y1 (corners top-left, "
+                                f"then bottom-right), got {x0:g}, {y0:g}, {x1:g}, {y1:g}", path)
     return out
