@@ -337,3 +337,19 @@ def test_regions_with_swapped_corners_are_refused(state_set, tmp_path):
     table.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=rf"region of {cells[0]} needs x0 < x1 and y0 < y1"):
         read_regions(read_image_set(tmp_path / "set"))
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"head_fusion": "median"}, "unknown head_fusion 'median'"),
+    ({"deletion_steps": 0}, "deletion_steps must be at least 1"),
+    ({"random_orders": 0}, "random_orders must be at least 1"),
+    ({"discard_ratio": 1.0}, r"discard_ratio must be in \[0, 1\)"),
+    ({"max_map_images": -1}, "max_map_images must be 0 or more"),
+    ({"n_splits": 1}, "n_splits must be at least 2"),
+    ({"seed": "0"}, "bad study settings: seed='0'"),
+])
+def test_study_settings_are_checked_before_anything_trains(kw, message):
+    """An unknown head fusion failed after the whole cross-validation had trained; no
+    deletion steps gave every deletion AUC 0, no random orders a control AUC of NaN."""
+    with pytest.raises(ValueError, match=message):
+        StudySettings(**kw)

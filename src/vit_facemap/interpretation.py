@@ -36,7 +36,14 @@ from vit_facemap.classifier import (
     load_frames,
     profile_config,
 )
-from vit_facemap.rollout import attention_rollout, curve_auc, deletion_curve, mass_in_box
+from vit_facemap.config import check_fields
+from vit_facemap.rollout import (
+    HEAD_FUSIONS,
+    attention_rollout,
+    curve_auc,
+    deletion_curve,
+    mass_in_box,
+)
 from vit_facemap.states import ImageSet, read_image_set, read_measures, read_regions
 
 
@@ -52,6 +59,23 @@ class StudySettings:
     max_map_images: int = 400  # maps and deletion curves on at most this many held-out images
     use_measures: bool = True  # train the ViT's geometry head on the set's measures.csv
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # checked before any fold trains: an unknown head fusion failed only when the maps
+        # were drawn, after the whole cross-validation; no deletion steps scored every
+        # curve 0, no random orders a control of NaN
+        check_fields(self, "study")
+        if self.head_fusion not in HEAD_FUSIONS:
+            raise ValueError(f"unknown head_fusion {self.head_fusion!r}; choose one of "
+                             f"{', '.join(HEAD_FUSIONS)}")
+        if not 0 <= self.discard_ratio < 1:
+            raise ValueError(f"discard_ratio must be in [0, 1), got {self.discard_ratio}")
+        for name in ("n_splits", "deletion_steps", "random_orders"):
+            least = 2 if name == "n_splits" else 1
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
+        if self.max_map_images < 0:
+            raise ValueError(f"max_map_images must be 0 or more, got {self.max_map_images}")
 
 
 @dataclass
