@@ -353,3 +353,26 @@ def test_study_settings_are_checked_before_anything_trains(kw, message):
     deletion steps gave every deletion AUC 0, no random orders a control AUC of NaN."""
     with pytest.raises(ValueError, match=message):
         StudySettings(**kw)
+
+
+def test_run_study_names_the_images_without_an_eye_box(state_set, tmp_path, monkeypatch):
+    """An image missing from eyes.csv stopped the first fold after its eye locator had
+    trained, with 'eye crops need the eye box of every training image' and no image named."""
+    import shutil
+
+    import vit_facemap.interpretation as interpretation
+    from vit_facemap.errors import DataError
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "eyes.csv"
+    lines = table.read_text().splitlines()
+    gone = lines.pop(3).split(",")[0]
+    table.write_text("\n".join(lines) + "\n")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the study trained before checking the eye boxes")
+    monkeypatch.setattr(interpretation, "cross_validate", no_training)
+    with pytest.warns(UserWarning, match="have no row"), \
+            pytest.raises(DataError, match=rf"eyes.csv: 1 image\(s\) have no eye box, e.g. {gone}"):
+        interpretation.run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2),
+                                 progress=False)

@@ -37,6 +37,7 @@ from vit_facemap.classifier import (
     profile_config,
 )
 from vit_facemap.config import check_fields
+from vit_facemap.errors import DataError
 from vit_facemap.rollout import (
     HEAD_FUSIONS,
     attention_rollout,
@@ -250,11 +251,18 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
     data = read_image_set(data_dir)
     if data.eyes is None:
         raise ValueError(f"{data_dir}: the study uses eye crops and needs eyes.csv")
+    configs = {m: profile_config(settings.profile, model=m, seed=settings.seed,
+                                 **settings.overrides) for m in models}
+    lacking = [n for n, e in zip(data.names, data.eyes, strict=True) if not np.isfinite(e).all()]
+    if lacking and any(c.crop == "eye" for c in configs.values()):
+        # the first fold's classifiers refused them, after its eye locator had trained, with
+        # a message that named neither the table nor an image
+        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; the "
+                        "study's eye-crop classifiers train on every image of the set",
+                        data.root / "eyes.csv")
     # read before the training: a malformed regions.csv stopped the study after all of it
     regions = read_regions(data)
     frames = load_frames(data.paths, progress=progress)
-    configs = {m: profile_config(settings.profile, model=m, seed=settings.seed,
-                                 **settings.overrides) for m in models}
     cv = cross_validate(frames, data.labels, data.groups, data.classes, configs, data.eyes,
                         n_splits=settings.n_splits, seed=settings.seed,
                         oracle_boxes=oracle_boxes, progress=progress,
