@@ -376,3 +376,16 @@ def test_run_study_names_the_images_without_an_eye_box(state_set, tmp_path, monk
             pytest.raises(DataError, match=rf"eyes.csv: 1 image\(s\) have no eye box, e.g. {gone}"):
         interpretation.run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2),
                                  progress=False)
+
+
+def test_run_study_with_oracle_boxes_says_where_its_crops_came_from(state_set):
+    """With the labeled boxes at test time the summary still said 'eye crops at test time
+    come from the fold's eye locator'."""
+    from vit_facemap.interpretation import run_study
+
+    settings = StudySettings(profile="test", n_splits=2, deletion_steps=2, random_orders=1,
+                             max_map_images=2)
+    s = run_study(state_set.root, settings, models=("hog-rf",), progress=False,
+                  oracle_boxes=True).summary
+    assert s["oracle_boxes"] is True and "labeled eye boxes" in s["note_boxes"]
+    assert "locator" not in s["note_boxes"]
