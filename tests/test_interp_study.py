@@ -389,3 +389,19 @@ def test_run_study_with_oracle_boxes_says_where_its_crops_came_from(state_set):
                   oracle_boxes=True).summary
     assert s["oracle_boxes"] is True and "labeled eye boxes" in s["note_boxes"]
     assert "locator" not in s["note_boxes"]
+
+
+def test_regions_that_name_no_image_of_the_set_are_refused(state_set, tmp_path):
+    """Rows naming the images by another path (here absolute) matched none of them: every
+    image was read as having no region, and the study reported no attention mass."""
+    import shutil
+
+    from vit_facemap.errors import DataError
+    from vit_facemap.states import read_image_set, read_regions
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "regions.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([lines[0]] + [f"/data/{ln}" for ln in lines[1:]]) + "\n")
+    with pytest.raises(DataError, match="regions.csv: no row names an image of the set"):
+        read_regions(read_image_set(tmp_path / "set"))

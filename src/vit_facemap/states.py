@@ -462,8 +462,12 @@ def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndar
     path = Path(path) if path else image_set.root / "regions.csv"
     if not path.is_file():
         return None
-    rows = _lookup(_read_table(path, ["image", "x0", "y0", "x1", "y1"]), "image",
-                   image_set.names, path)
+    table = _read_table(path, ["image", "x0", "y0", "x1", "y1"])
+    rows = _lookup(table, "image", image_set.names, path)
+    if table and not rows:
+        # every image without a region: the study reported no attention mass, without a word
+        raise DataError("no row names an image of the set (image paths are relative to the "
+                        f"set's folder, e.g. {image_set.names[0]})", path)
     out = np.full((len(image_set), 4), np.nan)
     for i, n in enumerate(image_set.names):
         if n in rows:
