@@ -347,6 +347,8 @@ def test_regions_with_swapped_corners_are_refused(state_set, tmp_path):
     ({"max_map_images": -1}, "max_map_images must be 0 or more"),
     ({"n_splits": 1}, "n_splits must be at least 2"),
     ({"seed": "0"}, "bad study settings: seed='0'"),
+    ({"overrides": {"seed": 3}}, "overrides may not set 'seed'"),
+    ({"overrides": {"model": "vit"}}, "overrides may not set 'model'"),
 ])
 def test_study_settings_are_checked_before_anything_trains(kw, message):
     """An unknown head fusion failed after the whole cross-validation had trained; no

@@ -77,6 +77,12 @@ class StudySettings:
                 raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if self.max_map_images < 0:
             raise ValueError(f"max_map_images must be 0 or more, got {self.max_map_images}")
+        # run_study sets these itself: a bare TypeError ("got multiple values for keyword
+        # argument 'seed'") came from profile_config
+        taken = {"seed": "the study's seed (--seed of benchmarks/classify.py) seeds every "
+                         "classifier", "model": "run_study's models choose the classifiers"}
+        for key in taken.keys() & self.overrides.keys():
+            raise ValueError(f"overrides may not set {key!r}: {taken[key]}")
 
 
 @dataclass
