@@ -74,6 +74,9 @@ def _main(argv: list[str] | None) -> int:
     with argument_errors():
         check_study_args(args.folds, args.threads)
         overrides = dict(parse_settings(args.set, "--set", ClassifierConfig))
+        # first: it refuses --set seed and model, which the configs below would take twice
+        settings = StudySettings(profile=args.profile, n_splits=args.folds, seed=args.seed,
+                                 overrides=overrides)
         configs = {m: profile_config(args.profile, model=m, seed=args.seed, **overrides)
                    for m in ("hog-rf", "vit")}
         variants = parse_settings(args.predict, "--predict", ClassifierConfig, many=True)
@@ -93,8 +96,6 @@ def _main(argv: list[str] | None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
-    settings = StudySettings(profile=args.profile, n_splits=args.folds, seed=args.seed,
-                             overrides=overrides)
     results: dict = {}
     with timed() as total:
         schroeder = real_set("schroeder", root)

@@ -348,6 +348,8 @@ CLASSIFY = _script("classify")
     (["--predict", "tda=none"], "tda"),
     (["--set", "ensembel=3"], "valid keys"),
     (["--set", "ensemble=0"], "ensemble"),
+    (["--set", "seed=3"], "--seed"),  # a TypeError ("multiple values for ... 'seed'")
+    (["--set", "model=vit"], "may not set 'model'"),
     (["--predict", "crop_factor=abc"], "crop_factor='abc'"),  # values are typed, not text
     (["--folds", "1"], "--folds"),
     (["--data-root", "/no/such/data"], "/no/such/data"),

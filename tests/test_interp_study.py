@@ -102,6 +102,30 @@ def test_check_maps_measures_the_mass_in_each_images_region(monkeypatch):
     assert np.isnan(out["mass"]).all() and len(out["mass"]) == 4
 
 
+def test_check_maps_chance_is_the_regions_share_of_the_view(monkeypatch):
+    """The forest's 4 x 4 HOG cells over a view of two eye widths (80 frame pixels): a region
+    whose edges fall between pixels of check_maps' grid is counted as it is, not rounded
+    out to whole pixels (which made its share 0.114 instead of 0.1 here)."""
+    import vit_facemap.interpretation as interpretation
+
+    def maps(clf, crops, st, rng):  # spread evenly: its mass in the region is the region's share
+        return {"maps": np.full((1, 4, 4), 1 / 16), "target": np.zeros(1, int), "aucs": [0.5],
+                "random_aucs": [0.5], "curves": [np.zeros(3)], "random_curves": [np.zeros(3)],
+                "fraction": np.linspace(0, 1, 3), "shift": 0.0}
+    monkeypatch.setattr(interpretation, "_forest_maps", maps)
+    eyes = np.array([[100.0, 80.0, 40.0]])
+    # 20 x 32 frame pixels of the 80 x 80 view: a tenth of it
+    regions = np.array([[71.0, 50.5, 91.0, 82.5]])
+    cv = CrossValidation(classes=["a", "b"], labels=np.array([0]), groups=np.array(["m"]),
+                         fold=np.array([0]), boxes=eyes, proba={}, metrics={},
+                         models={"hog-rf": [_Fold(profile_config("test", model="hog-rf"))]},
+                         wall_s={})
+    out = check_maps(cv, [np.zeros((160, 200), np.uint8)], regions, StudySettings(),
+                     progress=False)["hog-rf"]
+    np.testing.assert_allclose(out["chance"], [0.1])
+    np.testing.assert_allclose(out["mass"], [0.1])
+
+
 def test_check_maps_counts_mass_in_the_cells_as_drawn_for_shifted_tokens(monkeypatch):
     """Tokens half a cell early (shift 0.5): on an 8 x 8 grid over a 64-pixel view, cell
     (1, 2) is drawn on pixels 4..11 x 12..19, not 8..15 x 16..23; a region there holds all
@@ -254,3 +278,132 @@ def test_run_study_needs_eye_boxes(state_set, tmp_path):
 
     with pytest.raises(ValueError, match="needs eyes.csv"):
         run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2), progress=False)
+
+
+def test_the_interpretation_notebook_trains_on_the_builds_device(tmp_path):
+    """The notebook resolved the book's device and recorded it, but its classifiers trained
+    on ClassifierConfig's default (cpu) whatever the build chose."""
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "04_interpretation.ipynb", 4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    ns = {"profile": "test", "device": "cpu", "data_dir": "", "seed": 0,
+          "out_dir": str(tmp_path)}
+    exec(code[1], ns)  # the setup cell: settings, data set, device
+    assert ns["settings"].overrides == {"device": "cpu"}
+
+
+def test_run_study_reads_a_malformed_regions_table_before_training(state_set, tmp_path,
+                                                                    monkeypatch):
+    """An empty coordinate in regions.csv was a bare 'could not convert string to float',
+    raised after the whole cross-validation had trained."""
+    import shutil
+
+    import vit_facemap.interpretation as interpretation
+    from vit_facemap.errors import DataError
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "regions.csv"
+    lines = table.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[-4] = ""  # x0
+    lines[3] = ",".join(cells)
+    table.write_text("\n".join(lines) + "\n")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the study trained before reading regions.csv")
+    monkeypatch.setattr(interpretation, "cross_validate", no_training)
+    with pytest.raises(DataError, match=rf"regions.csv: region of {cells[0]} is not numeric"):
+        interpretation.run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2),
+                                 progress=False)
+
+
+def test_regions_with_swapped_corners_are_refused(state_set, tmp_path):
+    """x1, y1 before x0, y0: an empty box, scored as 0 of the map inside it against a chance
+    above 0 (or left out when one pair was swapped), without a word."""
+    import shutil
+
+    from vit_facemap.errors import DataError
+    from vit_facemap.states import read_image_set, read_regions
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "regions.csv"
+    lines = table.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[-4:] = cells[-2:] + cells[-4:-2]
+    lines[1] = ",".join(cells)
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"region of {cells[0]} needs x0 < x1 and y0 < y1"):
+        read_regions(read_image_set(tmp_path / "set"))
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"head_fusion": "median"}, "unknown head_fusion 'median'"),
+    ({"deletion_steps": 0}, "deletion_steps must be at least 1"),
+    ({"random_orders": 0}, "random_orders must be at least 1"),
+    ({"discard_ratio": 1.0}, r"discard_ratio must be in \[0, 1\)"),
+    ({"max_map_images": -1}, "max_map_images must be 0 or more"),
+    ({"n_splits": 1}, "n_splits must be at least 2"),
+    ({"seed": "0"}, "bad study settings: seed='0'"),
+    ({"overrides": {"seed": 3}}, "overrides may not set 'seed'"),
+    ({"overrides": {"model": "vit"}}, "overrides may not set 'model'"),
+])
+def test_study_settings_are_checked_before_anything_trains(kw, message):
+    """An unknown head fusion failed after the whole cross-validation had trained; no
+    deletion steps gave every deletion AUC 0, no random orders a control AUC of NaN."""
+    with pytest.raises(ValueError, match=message):
+        StudySettings(**kw)
+
+
+def test_run_study_names_the_images_without_an_eye_box(state_set, tmp_path, monkeypatch):
+    """An image missing from eyes.csv stopped the first fold after its eye locator had
+    trained, with 'eye crops need the eye box of every training image' and no image named."""
+    import shutil
+
+    import vit_facemap.interpretation as interpretation
+    from vit_facemap.errors import DataError
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "eyes.csv"
+    lines = table.read_text().splitlines()
+    gone = lines.pop(3).split(",")[0]
+    table.write_text("\n".join(lines) + "\n")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the study trained before checking the eye boxes")
+    monkeypatch.setattr(interpretation, "cross_validate", no_training)
+    with pytest.warns(UserWarning, match="have no row"), \
+            pytest.raises(DataError, match=rf"eyes.csv: 1 image\(s\) have no eye box, e.g. {gone}"):
+        interpretation.run_study(tmp_path / "set", StudySettings(profile="test", n_splits=2),
+                                 progress=False)
+
+
+def test_run_study_with_oracle_boxes_says_where_its_crops_came_from(state_set):
+    """With the labeled boxes at test time the summary still said 'eye crops at test time
+    come from the fold's eye locator'."""
+    from vit_facemap.interpretation import run_study
+
+    settings = StudySettings(profile="test", n_splits=2, deletion_steps=2, random_orders=1,
+                             max_map_images=2)
+    s = run_study(state_set.root, settings, models=("hog-rf",), progress=False,
+                  oracle_boxes=True).summary
+    assert s["oracle_boxes"] is True and "labeled eye boxes" in s["note_boxes"]
+    assert "locator" not in s["note_boxes"]
+
+
+def test_regions_that_name_no_image_of_the_set_are_refused(state_set, tmp_path):
+    """Rows naming the images by another path (here absolute) matched none of them: every
+    image was read as having no region, and the study reported no attention mass."""
+    import shutil
+
+    from vit_facemap.errors import DataError
+    from vit_facemap.states import read_image_set, read_regions
+
+    shutil.copytree(state_set.root, tmp_path / "set")
+    table = tmp_path / "set" / "regions.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([lines[0]] + [f"/data/{ln}" for ln in lines[1:]]) + "\n")
+    with pytest.raises(DataError, match="regions.csv: no row names an image of the set"):
+        read_regions(read_image_set(tmp_path / "set"))

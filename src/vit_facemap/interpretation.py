@@ -36,7 +36,15 @@ from vit_facemap.classifier import (
     load_frames,
     profile_config,
 )
-from vit_facemap.rollout import attention_rollout, curve_auc, deletion_curve, mass_in_box
+from vit_facemap.config import check_fields
+from vit_facemap.errors import DataError
+from vit_facemap.rollout import (
+    HEAD_FUSIONS,
+    attention_rollout,
+    curve_auc,
+    deletion_curve,
+    mass_in_box,
+)
 from vit_facemap.states import ImageSet, read_image_set, read_measures, read_regions
 
 
@@ -52,6 +60,29 @@ class StudySettings:
     max_map_images: int = 400  # maps and deletion curves on at most this many held-out images
     use_measures: bool = True  # train the ViT's geometry head on the set's measures.csv
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # checked before any fold trains: an unknown head fusion failed only when the maps
+        # were drawn, after the whole cross-validation; no deletion steps scored every
+        # curve 0, no random orders a control of NaN
+        check_fields(self, "study")
+        if self.head_fusion not in HEAD_FUSIONS:
+            raise ValueError(f"unknown head_fusion {self.head_fusion!r}; choose one of "
+                             f"{', '.join(HEAD_FUSIONS)}")
+        if not 0 <= self.discard_ratio < 1:
+            raise ValueError(f"discard_ratio must be in [0, 1), got {self.discard_ratio}")
+        for name in ("n_splits", "deletion_steps", "random_orders"):
+            least = 2 if name == "n_splits" else 1
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
+        if self.max_map_images < 0:
+            raise ValueError(f"max_map_images must be 0 or more, got {self.max_map_images}")
+        # run_study sets these itself: a bare TypeError ("got multiple values for keyword
+        # argument 'seed'") came from profile_config
+        taken = {"seed": "the study's seed (--seed of benchmarks/classify.py) seeds every "
+                         "classifier", "model": "run_study's models choose the classifiers"}
+        for key in taken.keys() & self.overrides.keys():
+            raise ValueError(f"overrides may not set {key!r}: {taken[key]}")
 
 
 @dataclass
@@ -226,18 +257,28 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
     data = read_image_set(data_dir)
     if data.eyes is None:
         raise ValueError(f"{data_dir}: the study uses eye crops and needs eyes.csv")
-    frames = load_frames(data.paths, progress=progress)
     configs = {m: profile_config(settings.profile, model=m, seed=settings.seed,
                                  **settings.overrides) for m in models}
+    lacking = [n for n, e in zip(data.names, data.eyes, strict=True) if not np.isfinite(e).all()]
+    if lacking and any(c.crop == "eye" for c in configs.values()):
+        # the first fold's classifiers refused them, after its eye locator had trained, with
+        # a message that named neither the table nor an image
+        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; the "
+                        "study's eye-crop classifiers train on every image of the set",
+                        data.root / "eyes.csv")
+    # read before the training: a malformed regions.csv stopped the study after all of it
+    regions = read_regions(data)
+    frames = load_frames(data.paths, progress=progress)
     cv = cross_validate(frames, data.labels, data.groups, data.classes, configs, data.eyes,
                         n_splits=settings.n_splits, seed=settings.seed,
                         oracle_boxes=oracle_boxes, progress=progress,
                         measures=read_measures(data) if settings.use_measures else None)
-    regions = read_regions(data)
     maps = check_maps(cv, frames, regions, settings, progress)
     summary = summarize(cv, maps)
     summary["settings"] = asdict(settings)
     summary["oracle_boxes"] = oracle_boxes
+    if oracle_boxes and "note_boxes" in summary:  # summarize's note is of the locator's boxes
+        summary["note_boxes"] = "eye crops at test time come from the labeled eye boxes"
     summary["view"] = {"crop_factor": {m: c.crop_factor for m, c in configs.items()},
                        "margin": MARGIN}
     summary["locator"] = locator_error(cv.boxes, data.eyes)

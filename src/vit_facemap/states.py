@@ -472,10 +472,24 @@ def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndar
     path = Path(path) if path else image_set.root / "regions.csv"
     if not path.is_file():
         return None
-    rows = _lookup(_read_table(path, ["image", "x0", "y0", "x1", "y1"]), "image",
-                   image_set.names, path)
+    table = _read_table(path, ["image", "x0", "y0", "x1", "y1"])
+    rows = _lookup(table, "image", image_set.names, path)
+    if table and not rows:
+        # every image without a region: the study reported no attention mass, without a word
+        raise DataError("no row names an image of the set (image paths are relative to the "
+                        f"set's folder, e.g. {image_set.names[0]})", path)
     out = np.full((len(image_set), 4), np.nan)
     for i, n in enumerate(image_set.names):
         if n in rows:
-            out[i] = [float(rows[n][k]) for k in ("x0", "y0", "x1", "y1")]
+            try:
+                out[i] = [float(rows[n][k]) for k in ("x0", "y0", "x1", "y1")]
+            except ValueError as exc:
+                # a bare "could not convert string to float: ''" named neither file nor row
+                raise DataError(f"region of {n} is not numeric: {exc} (an image without a "
+                                "region needs no row)", path) from exc
+            x0, y0, x1, y1 = out[i]
+            # corners swapped had no area: no map mass in it, and a chance of 0 or above 0
+            if np.isfinite(out[i]).all() and not (x1 > x0 and y1 > y0):
+                raise DataError(f"region of {n} needs x0 < x1 and y0 < y1 (corners top-left, "
+                                f"then bottom-right), got {x0:g}, {y0:g}, {x1:g}, {y1:g}", path)
     return out
