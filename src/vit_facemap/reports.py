@@ -432,8 +432,8 @@ def classifier_findings(summary: Mapping, source: str, *, target: float = 0.85,
             ratio = r["attention_mass_in_region"] / max(r["region_share_chance"], 1e-9)
             lines.append(f"{name}: {r['attention_mass_in_region']:.2f} of the map inside the eye "
                          f"region vs {r['region_share_chance']:.2f} by chance ({ratio:.1f}x), on "
-                         f"{r['images_with_region_in_view']} held-out crops that contain the "
-                         "region.")
+                         f"{r['images_with_region_in_view']} held-out crops that show the region, "
+                         "whole or in part.")
         if r["deletion_auc"] is None or r["deletion_auc_random"] is None:
             lines.append(f"{name}: no deletion curves (no maps were drawn).")
             continue
