@@ -477,6 +477,25 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
 
 
+def test_cli_resume_of_a_finished_run_says_nothing_was_left(tmp_path, monkeypatch, capsys):
+    # it printed "trained 8 steps in 0 s" and rewrote runinfo.json with this call's time
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {}, [])
+    assert main(args + ["--resume"]) == 0
+    record = (run / "runinfo.json").read_bytes()
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    assert "nothing left to train: the run had finished its 8 steps" in capsys.readouterr().out
+    assert (run / "runinfo.json").read_bytes() == record
+    # its steps raised, it trains on
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["steps"] = 10
+    (run / "config.json").write_text(json.dumps(cfg))
+    # without the --profile and --config it started with: they now give other settings
+    base = ["train", "--data", str(data), "--out", str(run), "--device", "cpu", "--quiet"]
+    assert main(base + ["--resume"]) == 0
+    assert capsys.readouterr().out.startswith("trained 10 steps")
+
+
 def test_resuming_does_not_need_the_weights_the_run_started_from(tmp_path, monkeypatch):
     """The training state replaces the starting weights; the file (a relative path resumed
     from another folder, moved, or a hub download offline) was still required."""

@@ -63,7 +63,7 @@ def _merge(base: dict, over: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from vit_facemap.train import TrainConfig, fit, profile_config
+    from vit_facemap.train import TrainConfig, fit, is_finished, profile_config, stage_dirs
     from vit_facemap.validate import load_set
 
     config = profile_config(args.profile or "default")
@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     train, val = saved if saved is not None else _split(args, frames, config.seed)
     profile = _resumed_profile(args, config) if args.resume else args.profile or "default"
     made = not out.exists()
+    # steps only grow: the same count after --resume means nothing was left to train
+    done_before = _total_steps(out) if args.resume and is_finished(out) else None
+    records = ({f: f.read_bytes() for f in (d / "runinfo.json" for d in (out, *stage_dirs(out)))}
+               if done_before is not None else {})
     try:
         summary = fit(config, train, out, val, device=args.device, overwrite=args.overwrite,
                       resume=args.resume, progress=not args.quiet,
@@ -111,6 +115,15 @@ def run(args: argparse.Namespace) -> int:
         if made and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
+    if done_before is not None and summary["total_steps"] == done_before:
+        # it said "trained N steps in 0 s", as if it had trained again, and runinfo.json
+        # gave the time of this call as the run's
+        for f, record in records.items():
+            f.write_bytes(record)
+        print(f"nothing left to train: the run had finished its {done_before} steps (raise "
+              f"\"steps\", and \"max_minutes\" where it has one, in its config.json to train "
+              f"it further) -> {args.out}")
+        return 0
     # summary["steps"] counts the first stage; each second stage reports its own
     stages = {name: s["steps"] for name, s in (summary.get("refine") or {}).items()}
     msg = f"trained {summary['total_steps']} steps"
@@ -175,6 +188,15 @@ def _split(args: argparse.Namespace, frames: LabeledFrames, seed: int
                             args.data) from None
         mask = np.isin(groups, names)
     return frames.subset(~mask), frames.subset(mask)
+
+
+def _total_steps(out: Path) -> int | None:
+    """The steps a finished run trained, every stage's (its runinfo.json), or None."""
+    try:
+        summary = json.loads((out / "runinfo.json").read_text())["summary"]
+        return int(summary.get("total_steps", summary["steps"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _resumed_profile(args: argparse.Namespace, config: TrainConfig) -> str | None:
