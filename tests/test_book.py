@@ -402,6 +402,30 @@ def test_compile_zip_adds_bbl(tmp_path):
         latex.compile_zip(bad, tmp_path / "bad.pdf")
 
 
+def _template_preamble() -> str:
+    """The arXiv template up to MyST's imports: the preamble the paper compiles with."""
+    text = (Path(latex.__file__).parent / "templates" / "arxiv" / "template.tex").read_text()
+    preamble = text.split("[-IMPORTS-]")[0]
+    # jtex reads these as template syntax, in a comment too: the tex export would fail
+    assert "[-" not in preamble and "[#" not in preamble
+    return preamble
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdftotext") is None,
+                    reason="latexmk or pdftotext is not installed")
+def test_template_keeps_double_dashes_of_code(tmp_path):
+    # `--scales 1` in the methods printed as "–scales 1": T1 typewriter fonts join -- too
+    tex = _template_preamble() + "\\begin{document}\\texttt{--scales 1} and 1--2\\end{document}\n"
+    zpath = _zip(tmp_path / "arxiv.zip", {"arxiv.tex": tex})
+    with pytest.raises(RuntimeError, match="no .bbl"):  # no bibliography here
+        latex.compile_zip(zpath, tmp_path / "paper.pdf", keep=tmp_path / "work")
+    import subprocess
+
+    text = subprocess.run(["pdftotext", str(tmp_path / "work" / "arxiv.pdf"), "-"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert "--scales 1" in text and "1\u20132" in text  # prose keeps its en dash
+
+
 def test_vit_diagram_draws_patch_grid(monkeypatch):
     import matplotlib
 
