@@ -497,6 +497,23 @@ def test_export_gets_tables_as_tables_and_page_links_as_references():
     assert latex.polish_tex(out, "arxiv.tex") == out  # a second pass changes nothing
 
 
+def test_export_fits_a_markdown_table_of_the_prose():
+    # the build record's table (a Markdown table, no figure) kept MyST's four quarter-width
+    # columns: "04_interpretation.ipynb" ran 30pt into the next column of the PDF
+    col = "p{\\dimexpr 0.250\\linewidth-2\\tabcolsep}"
+    table = ("\\bigskip\\noindent\n\\begin{tabular}{" + col * 4 + "}\n\\toprule\n"
+             "Notebook & Wall time (s) & Status & Data \\\\\n\\hline\n"
+             "\\texttt{04\\_interpretation.ipynb} & 26.1 & ok & generated \\\\\n"
+             "\\bottomrule\n\\end{tabular}\n")
+    page = "\\section{Build provenance}\n" + table
+    out = latex.polish_tex({**EXPORT, "arxiv-provenance.tex": page}, "arxiv.tex")
+    res = out["arxiv-provenance.tex"]
+    assert "\\dimexpr" not in res and "\\begin{table}" not in res
+    assert (latex.FIT_WIDTH + "\\begin{tabular}{llll}\n\\toprule") in res
+    assert res.endswith("\\bottomrule\n\\end{tabular}}\n")
+    assert latex.polish_tex(out, "arxiv.tex") == out
+
+
 def test_export_wraps_a_long_text_column_instead_of_shrinking_the_table():
     long = ", ".join(f"eye point {i} (4.{i}5 vs 4.66)" for i in range(6))
     col = "p{\\dimexpr 0.33\\linewidth-2\\tabcolsep}"
