@@ -377,6 +377,24 @@ def test_check_finds_a_cut_short_or_empty_pdf(tmp_path, monkeypatch, pdfinfo):
     assert len([p for p in check.missing_exports(tmp_path) if str(pdf) in p]) == 2
 
 
+def test_check_finds_what_the_html_book_loads_from_the_web_and_empty_images(tmp_path):
+    html = _outputs(tmp_path) / "_build/html"
+    page = html / "nb.html"
+    # a notebook's HTML output (a plotting library's script) or an image from the web would
+    # make the offline book fetch it; links to the web stay links
+    page.write_text(page.read_text() + '<script src="https://cdn.example.org/plot.js"></script>'
+                    '<img src="//example.org/x.png"><a href="https://example.org/">web</a>'
+                    '<link rel="stylesheet" href="https://fonts.example.org/f.css">')
+    (html / "a.png").write_bytes(b"")
+    assert check.missing_exports(tmp_path) == [
+        "_build/html/nb.html shows the image a.png, an empty file",
+        "_build/html/nb.html loads https://cdn.example.org/plot.js from the web: the book must "
+        "open offline",
+        "_build/html/nb.html loads //example.org/x.png from the web: the book must open offline",
+        "_build/html/nb.html loads https://fonts.example.org/f.css from the web: the book must "
+        "open offline"]
+
+
 def test_myst_log_problems():
     log = ("📖 Built content/index.md in 2 s.\n"
            "  - ⚠️  Could not link citation with label \"nobody2020\".\n"
