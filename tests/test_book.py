@@ -263,12 +263,20 @@ def _zip(path: Path, files: dict[str, str | bytes]) -> Path:
     return path
 
 
-def _pdf(pages: int = 1) -> bytes:
-    """A small well-formed PDF with ``pages`` empty pages."""
+def _pdf(pages: int = 1, text: str = "") -> bytes:
+    """A small well-formed PDF with ``pages`` pages, empty or each showing ``text``."""
     kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
     objs = ["<< /Type /Catalog /Pages 2 0 R >>",
             f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>"]
-    objs += ["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages
+    if not text:
+        objs += ["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages
+    else:
+        font, stream = 3 + pages, 4 + pages
+        objs += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 100] /Contents {stream} 0 R "
+                 f"/Resources << /Font << /F1 {font} 0 R >> >> >>"] * pages
+        content = f"BT /F1 12 Tf 10 50 Td ({text}) Tj ET"
+        objs += ["<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+                 f"<< /Length {len(content)} >>\nstream\n{content}\nendstream"]
     out, offsets = b"%PDF-1.4\n", []
     for i, obj in enumerate(objs):
         offsets.append(len(out))
@@ -375,6 +383,17 @@ def test_check_finds_a_cut_short_or_empty_pdf(tmp_path, monkeypatch, pdfinfo):
     assert [p for p in check.missing_exports(tmp_path) if p.startswith(f"{pdf} has no pages")]
     pdf.write_bytes(b"%PDF-1.5 ...")
     assert len([p for p in check.missing_exports(tmp_path) if str(pdf) in p]) == 2
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
+def test_check_finds_unresolved_references_printed_in_the_pdf(tmp_path):
+    pdf = _outputs(tmp_path) / "exports/paper.pdf"
+    pdf.write_bytes(_pdf(text="See Figure 2 of Doe et al. \\(2020\\)."))
+    assert check.missing_exports(tmp_path) == []
+    pdf.write_bytes(_pdf(text="See Figure ?? of Doe et al. \\(?\\)."))
+    assert check.missing_exports(tmp_path) == [
+        f"{pdf} prints ?? where LaTeX could not resolve a reference",
+        f"{pdf} prints (?) where LaTeX could not resolve a citation"]
 
 
 def test_check_finds_what_the_html_book_loads_from_the_web_and_empty_images(tmp_path):

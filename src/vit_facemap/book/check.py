@@ -4,7 +4,8 @@ A file that merely exists can still be broken, so each output is opened: every p
 the site config lists has its HTML file and every local link or image in the HTML book
 leads somewhere, and nothing a page shows is loaded from the web (the book opens offline);
 every file the arXiv zip's .tex includes is in the zip; the PDF is whole (a compile cut
-short leaves a file that starts like a PDF but has no end or no page).
+short leaves a file that starts like a PDF but has no end or no page) and, where pdftotext
+is installed, prints no ?? or (?) of a reference or citation LaTeX could not resolve.
 """
 
 from __future__ import annotations
@@ -164,8 +165,21 @@ def _has_page_object(data: bytes) -> bool:
     return False
 
 
+def _pdf_text(path: Path) -> str | None:
+    """The text of a PDF by pdftotext, or None where pdftotext is not installed or fails."""
+    if shutil.which("pdftotext") is None:
+        return None
+    proc = subprocess.run(["pdftotext", str(path), "-"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, errors="replace")
+    return proc.stdout if proc.returncode == 0 else None
+
+
+# what LaTeX prints for a \ref and a natbib or plain \cite it could not resolve
+UNRESOLVED = {"??": "a reference", "(?)": "a citation", "[?]": "a citation"}
+
+
 def pdf_problems(path: Path) -> list[str]:
-    """Whether ``path`` is a whole PDF with at least one page."""
+    """Whether ``path`` is a whole PDF with at least one page and no unresolved references."""
     data = path.read_bytes()
     if data[:5] != b"%PDF-":
         return [f"{path} is not a PDF"]
@@ -175,6 +189,10 @@ def pdf_problems(path: Path) -> list[str]:
     pages = _pdf_pages(path)
     if pages == 0 or (pages is None and not _has_page_object(data)):
         out.append(f"{path} has no pages" + (" that pdfinfo can read" if pages == 0 else ""))
+    text = _pdf_text(path) if not out else None
+    for mark, what in UNRESOLVED.items():
+        if text and mark in text:
+            out.append(f"{path} prints {mark} where LaTeX could not resolve {what}")
     return out
 
 
