@@ -263,12 +263,20 @@ def _zip(path: Path, files: dict[str, str | bytes]) -> Path:
     return path
 
 
-def _pdf(pages: int = 1) -> bytes:
-    """A small well-formed PDF with ``pages`` empty pages."""
+def _pdf(pages: int = 1, text: str = "") -> bytes:
+    """A small well-formed PDF with ``pages`` pages, empty or each showing ``text``."""
     kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
     objs = ["<< /Type /Catalog /Pages 2 0 R >>",
             f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>"]
-    objs += ["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages
+    if not text:
+        objs += ["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >>"] * pages
+    else:
+        font, stream = 3 + pages, 4 + pages
+        objs += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 100] /Contents {stream} 0 R "
+                 f"/Resources << /Font << /F1 {font} 0 R >> >> >>"] * pages
+        content = f"BT /F1 12 Tf 10 50 Td ({text}) Tj ET"
+        objs += ["<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+                 f"<< /Length {len(content)} >>\nstream\n{content}\nendstream"]
     out, offsets = b"%PDF-1.4\n", []
     for i, obj in enumerate(objs):
         offsets.append(len(out))
@@ -377,6 +385,35 @@ def test_check_finds_a_cut_short_or_empty_pdf(tmp_path, monkeypatch, pdfinfo):
     assert len([p for p in check.missing_exports(tmp_path) if str(pdf) in p]) == 2
 
 
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
+def test_check_finds_unresolved_references_printed_in_the_pdf(tmp_path):
+    pdf = _outputs(tmp_path) / "exports/paper.pdf"
+    pdf.write_bytes(_pdf(text="See Figure 2 of Doe et al. \\(2020\\)."))
+    assert check.missing_exports(tmp_path) == []
+    pdf.write_bytes(_pdf(text="See Figure ?? of Doe et al. \\(?\\)."))
+    assert check.missing_exports(tmp_path) == [
+        f"{pdf} prints ?? where LaTeX could not resolve a reference",
+        f"{pdf} prints (?) where LaTeX could not resolve a citation"]
+
+
+def test_check_finds_what_the_html_book_loads_from_the_web_and_empty_images(tmp_path):
+    html = _outputs(tmp_path) / "_build/html"
+    page = html / "nb.html"
+    # a notebook's HTML output (a plotting library's script) or an image from the web would
+    # make the offline book fetch it; links to the web stay links
+    page.write_text(page.read_text() + '<script src="https://cdn.example.org/plot.js"></script>'
+                    '<img src="//example.org/x.png"><a href="https://example.org/">web</a>'
+                    '<link rel="stylesheet" href="https://fonts.example.org/f.css">')
+    (html / "a.png").write_bytes(b"")
+    assert check.missing_exports(tmp_path) == [
+        "_build/html/nb.html shows the image a.png, an empty file",
+        "_build/html/nb.html loads https://cdn.example.org/plot.js from the web: the book must "
+        "open offline",
+        "_build/html/nb.html loads //example.org/x.png from the web: the book must open offline",
+        "_build/html/nb.html loads https://fonts.example.org/f.css from the web: the book must "
+        "open offline"]
+
+
 def test_myst_log_problems():
     log = ("📖 Built content/index.md in 2 s.\n"
            "  - ⚠️  Could not link citation with label \"nobody2020\".\n"
@@ -400,6 +437,30 @@ def test_compile_zip_adds_bbl(tmp_path):
                                        "main.bib": bib})
     with pytest.raises(RuntimeError, match="undefined"):
         latex.compile_zip(bad, tmp_path / "bad.pdf")
+
+
+def _template_preamble() -> str:
+    """The arXiv template up to MyST's imports: the preamble the paper compiles with."""
+    text = (Path(latex.__file__).parent / "templates" / "arxiv" / "template.tex").read_text()
+    preamble = text.split("[-IMPORTS-]")[0]
+    # jtex reads these as template syntax, in a comment too: the tex export would fail
+    assert "[-" not in preamble and "[#" not in preamble
+    return preamble
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdftotext") is None,
+                    reason="latexmk or pdftotext is not installed")
+def test_template_keeps_double_dashes_of_code(tmp_path):
+    # `--scales 1` in the methods printed as "–scales 1": T1 typewriter fonts join -- too
+    tex = _template_preamble() + "\\begin{document}\\texttt{--scales 1} and 1--2\\end{document}\n"
+    zpath = _zip(tmp_path / "arxiv.zip", {"arxiv.tex": tex})
+    with pytest.raises(RuntimeError, match="no .bbl"):  # no bibliography here
+        latex.compile_zip(zpath, tmp_path / "paper.pdf", keep=tmp_path / "work")
+    import subprocess
+
+    text = subprocess.run(["pdftotext", str(tmp_path / "work" / "arxiv.pdf"), "-"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert "--scales 1" in text and "1\u20132" in text  # prose keeps its en dash
 
 
 def test_vit_diagram_draws_patch_grid(monkeypatch):
@@ -471,6 +532,23 @@ def test_export_gets_tables_as_tables_and_page_links_as_references():
     assert ("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
             "\\begin{tabular}{ll}\na & b\\\\\n\\end{tabular}}\n\\end{table}") in res
     assert latex.polish_tex(out, "arxiv.tex") == out  # a second pass changes nothing
+
+
+def test_export_fits_a_markdown_table_of_the_prose():
+    # the build record's table (a Markdown table, no figure) kept MyST's four quarter-width
+    # columns: "04_interpretation.ipynb" ran 30pt into the next column of the PDF
+    col = "p{\\dimexpr 0.250\\linewidth-2\\tabcolsep}"
+    table = ("\\bigskip\\noindent\n\\begin{tabular}{" + col * 4 + "}\n\\toprule\n"
+             "Notebook & Wall time (s) & Status & Data \\\\\n\\hline\n"
+             "\\texttt{04\\_interpretation.ipynb} & 26.1 & ok & generated \\\\\n"
+             "\\bottomrule\n\\end{tabular}\n")
+    page = "\\section{Build provenance}\n" + table
+    out = latex.polish_tex({**EXPORT, "arxiv-provenance.tex": page}, "arxiv.tex")
+    res = out["arxiv-provenance.tex"]
+    assert "\\dimexpr" not in res and "\\begin{table}" not in res
+    assert (latex.FIT_WIDTH + "\\begin{tabular}{llll}\n\\toprule") in res
+    assert res.endswith("\\bottomrule\n\\end{tabular}}\n")
+    assert latex.polish_tex(out, "arxiv.tex") == out
 
 
 def test_export_wraps_a_long_text_column_instead_of_shrinking_the_table():

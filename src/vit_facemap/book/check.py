@@ -2,8 +2,10 @@
 
 A file that merely exists can still be broken, so each output is opened: every page that
 the site config lists has its HTML file and every local link or image in the HTML book
-leads somewhere; every file the arXiv zip's .tex includes is in the zip; the PDF is whole
-(a compile cut short leaves a file that starts like a PDF but has no end or no page).
+leads somewhere, and nothing a page shows is loaded from the web (the book opens offline);
+every file the arXiv zip's .tex includes is in the zip; the PDF is whole (a compile cut
+short leaves a file that starts like a PDF but has no end or no page) and, where pdftotext
+is installed, prints no ?? or (?) of a reference or citation LaTeX could not resolve.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class _Links(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
         self.targets: list[str] = []
+        # what the browser loads to show the page (a link's target it does not)
+        self.loads: list[str] = []
+        self.images: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
@@ -70,6 +75,10 @@ class _Links(HTMLParser):
                 self.ids.add(value)
             elif name in ("href", "src") and value is not None:
                 self.targets.append(value)
+                if name == "src" or tag == "link":
+                    self.loads.append(value)
+                if tag == "img" and name == "src":
+                    self.images.append(value)
 
 
 def _site_pages(config: Path) -> list[str]:
@@ -101,8 +110,13 @@ def html_problems(root: Path) -> list[str]:
     for page in sorted(book.rglob("*.html")):
         for target in dict.fromkeys(links(page).targets):  # each once, in page order
             url = urlsplit(target)
-            if url.scheme or url.netloc:
-                continue  # the web, mail, data: URIs
+            if url.scheme in ("http", "https") or url.netloc:
+                if target in links(page).loads:  # a script, style, font or image
+                    out.append(f"{page.relative_to(root)} loads {target} from the web: the "
+                               "book must open offline")
+                continue
+            if url.scheme:
+                continue  # mail, data: URIs
             if target.startswith("/"):
                 out.append(f"{page.relative_to(root)} links to {target}, which leads nowhere "
                            "in a book opened from its folder")
@@ -115,6 +129,8 @@ def html_problems(root: Path) -> list[str]:
                            "book's folder")
             elif not dest.is_file():
                 out.append(f"{page.relative_to(root)} links to {target}, which does not exist")
+            elif target in links(page).images and dest.stat().st_size == 0:
+                out.append(f"{page.relative_to(root)} shows the image {target}, an empty file")
             elif url.fragment and dest.suffix == ".html" \
                     and unquote(url.fragment) not in links(dest).ids:
                 out.append(f"{page.relative_to(root)} links to {target}, but "
@@ -149,8 +165,21 @@ def _has_page_object(data: bytes) -> bool:
     return False
 
 
+def _pdf_text(path: Path) -> str | None:
+    """The text of a PDF by pdftotext, or None where pdftotext is not installed or fails."""
+    if shutil.which("pdftotext") is None:
+        return None
+    proc = subprocess.run(["pdftotext", str(path), "-"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, errors="replace")
+    return proc.stdout if proc.returncode == 0 else None
+
+
+# what LaTeX prints for a \ref and a natbib or plain \cite it could not resolve
+UNRESOLVED = {"??": "a reference", "(?)": "a citation", "[?]": "a citation"}
+
+
 def pdf_problems(path: Path) -> list[str]:
-    """Whether ``path`` is a whole PDF with at least one page."""
+    """Whether ``path`` is a whole PDF with at least one page and no unresolved references."""
     data = path.read_bytes()
     if data[:5] != b"%PDF-":
         return [f"{path} is not a PDF"]
@@ -160,6 +189,10 @@ def pdf_problems(path: Path) -> list[str]:
     pages = _pdf_pages(path)
     if pages == 0 or (pages is None and not _has_page_object(data)):
         out.append(f"{path} has no pages" + (" that pdfinfo can read" if pages == 0 else ""))
+    text = _pdf_text(path) if not out else None
+    for mark, what in UNRESOLVED.items():
+        if text and mark in text:
+            out.append(f"{path} prints {mark} where LaTeX could not resolve {what}")
     return out
 
 

@@ -7,8 +7,9 @@ generated ``.bbl`` to the zip (arXiv does not run BibTeX reliably, so it wants t
 
 :func:`polish_zip` mends what MyST's export gets wrong for a one-file article: tables
 embedded from notebooks arrive in ``figure`` environments (captioned "Figure n") with
-equal-width columns that long entries overrun, and a reference to another page becomes a
-web link (``\\href{/methods}{Methods}``), dead in a PDF. It also puts the project's own
+equal-width columns that long entries overrun (so do the Markdown tables of the prose),
+and a reference to another page becomes a web link (``\\href{/methods}{Methods}``), dead
+in a PDF. It also puts the project's own
 bibliography back in place of MyST's ``main.bib``.
 """
 
@@ -109,6 +110,8 @@ def polish_tex(files: dict[str, str], main: str) -> dict[str, str]:
     for name, text in files.items():
         text = TABLE_FIGURE.sub(lambda m: "\\begin{table}[!htbp]" + _fit_tabular(m.group(2))
                                 + "\\end{table}", text)
+        # a Markdown table of the prose (the build record's) has the same equal columns
+        text = _fit_tabular(text)
         text = PAGE_LINK.sub(ref, text)
         left = re.findall(r"\\href\{/[^}]*\}", text)
         if left:
