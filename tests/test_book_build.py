@@ -93,6 +93,16 @@ def test_title_page_note_names_the_data_unless_the_page_includes_the_note():
     assert 'class="build-note"' in doc and "generated frames" in doc
 
 
+def test_pages_are_titled_with_the_book():
+    # the first page's <title> was "Introduction" alone
+    pages = [render.Page("index", "Introduction", 0, {"mdast": {"type": "root", "children": []}}),
+             render.Page("methods", "Methods", 0, {"mdast": {"type": "root", "children": []}})]
+    doc, _ = render.render_page({"title": "ViT Facemap"}, pages, 0)
+    assert "<title>ViT Facemap</title>" in doc
+    doc, _ = render.render_page({"title": "ViT Facemap"}, pages, 1)
+    assert "<title>Methods - ViT Facemap</title>" in doc
+
+
 def _cells(label_prefix: str):
     import nbformat
 

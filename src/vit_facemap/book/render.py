@@ -534,7 +534,10 @@ def render_page(project: dict[str, Any], pages: list[Page], i: int,
     body.append(render_node(page.data.get("mdast", {}), ctx))
     body.append(bibliography(page))
     body.append(prev_next(pages, i))
+    # the browser's tab, bookmarks and history: the book's title, not "Introduction" alone
     title = fm.get("title") or page.title
+    if project.get("title"):
+        title = project["title"] if page.slug == "index" else f"{title} - {project['title']}"
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
