@@ -212,3 +212,10 @@ def test_reference_lengths_are_euclidean_and_filled_with_the_median():
     assert m["reference_median_px"] == 50.0 and m["pck_threshold"] == 0.1
     assert np.isclose(m["pck"], 6 / 7)
     assert np.isclose(group_metrics(pred, true, bp, ["a", "a", "b", "b"])["b"]["pck"], 2 / 3)
+
+
+def test_a_half_label_is_no_label():
+    # read_labels keeps the x of a label whose y cell is empty: missing, not a miss
+    true = np.array([[[0.0, 0.0], [5.0, np.nan]]])
+    m = keypoint_metrics(np.zeros((1, 2, 2)), true, ["a", "b"])
+    assert m["n_keypoints_labeled"] == 1 and m["mean_px"] == 0.0
