@@ -258,3 +258,13 @@ def test_predictions_keep_frame_numbers_and_likelihood_and_are_never_overwritten
     back = read_labels(path)
     np.testing.assert_array_equal(back.keypoints, xy)
     np.testing.assert_array_equal(back.likelihood, lik)
+
+
+@pytest.mark.parametrize("name", ["CollectedData_me.csv", "CollectedData_me.h5"])
+def test_a_table_with_likelihood_round_trips(tmp_path, name):
+    # evaluate writes its predictions as such a table
+    f = _frames(tmp_path)
+    f.likelihood = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    g = read_labels(write_labels(f, tmp_path / name))
+    np.testing.assert_array_equal(g.keypoints, f.keypoints)
+    np.testing.assert_array_equal(g.likelihood, f.likelihood)
