@@ -100,3 +100,36 @@ def test_a_swap_stays_flagged_when_the_partner_scatters_widely(tmp_path):
     slips = label_slips(LabeledFrames(tmp_path, index, kp, ["a", "b", "c"]))
     assert list(zip(slips["frame"], slips["keypoint"], slips["near"], strict=True)) == [
         ("labeled-data/v/img003.png", "a", "c")]
+
+
+def test_limits_of_a_slip(tmp_path):
+    # a label a third of the way to another's place is off its own, not on the other's
+    frames = _frames(tmp_path, slip=False)
+    # 30 px from a's place, 20 from b's (b unlabeled here): not 3x closer
+    frames.keypoints[3, :2] = [[130, 100], [np.nan, np.nan]]
+    assert label_slips(frames).empty
+    # a video of exactly min_frames frames is judged
+    frames = _frames(tmp_path, slip=True)
+    assert len(label_slips(frames, min_frames=10)) == 2
+    assert len(describe_slips(label_slips(frames), limit=2)) == 2  # no "... and 0 more"
+    # keypoints closer than min_px: a label on its neighbour's place moved too little to tell
+    kp = frames.keypoints[:, :2].copy()
+    kp[:, 1] = kp[:, 0] + [8, 0]
+    kp[3] = [kp[0, 1], [np.nan, np.nan]]
+    assert label_slips(LabeledFrames(tmp_path, frames.index, kp, ["a", "b"])).empty
+    assert not label_slips(LabeledFrames(tmp_path, frames.index, kp, ["a", "b"]),
+                           min_px=5).empty
+
+
+def test_a_slipped_run_is_followed_both_ways_in_labeling_order(tmp_path):
+    # as above, 'b' moved less than its own limit onto c's place next to the slipped 'a',
+    # and 'c' was skipped; the run is followed whether 'b' comes after 'a' or before it
+    b_x = np.where(np.arange(10) % 2 == 0, 45.0, 55.0)
+    kp = np.zeros((10, 4, 2))
+    kp[:, :, 0] = np.c_[np.zeros(10), b_x, np.full(10, 68.0), np.full(10, 150.0)]
+    kp[3, :3] = [[50, 0], [68, 0], [np.nan, np.nan]]
+    index = [f"labeled-data/v/img{i:03d}.png" for i in range(10)]
+    slips = label_slips(LabeledFrames(tmp_path, index, kp, ["a", "b", "c", "d"]))
+    assert list(zip(slips["keypoint"], slips["near"], strict=True)) == [("a", "b"), ("b", "c")]
+    slips = label_slips(LabeledFrames(tmp_path, index, kp[:, ::-1], ["d", "c", "b", "a"]))
+    assert list(zip(slips["keypoint"], slips["near"], strict=True)) == [("b", "c"), ("a", "b")]

@@ -204,3 +204,67 @@ def test_set_files_are_its_frames_and_tables_wherever_data_points():
     assert is_set_file(Path("img001.png")) and is_set_file(Path("labeled-data/v1/x.JPG"))
     assert is_set_file(Path("CollectedData_me.csv")) and is_set_file(Path("v1/animals.csv"))
     assert not is_set_file(Path("eval.json")) and not is_set_file(Path("results/pred.csv"))
+
+
+def test_a_label_with_one_coordinate_is_missing(tmp_path):
+    # an x without its y (a cell deleted by hand) is no label: masked, never half used
+    (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,v1,img001.png,1,\n"
+                                                   "labeled-data,v1,img002.png,1,2\n")
+    assert read_labels(tmp_path).missing[:, 0].tolist() == [True, False]
+
+
+def test_a_short_row_is_an_error(tmp_path):
+    # pandas fills a row that lacks cells with NaN: its labels would vanish unseen
+    (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,v1,img001.png,1\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: line 4 has 4 cells but the "
+                                        "header has 5"):
+        read_labels(tmp_path)
+
+
+def test_duplicate_frames_are_an_error_when_read(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,v1,img001.png,1,2\n"
+                                                   "labeled-data,v1,img001.png,3,4\n")
+    with pytest.raises(DataError, match=r"CollectedData_me.csv: duplicate rows for 1 frame"):
+        read_labels(tmp_path)
+
+
+def test_the_csv_table_is_preferred_to_the_h5(tmp_path):
+    f = _frames(tmp_path)
+    write_labels(f, tmp_path / "CollectedData_me.csv")
+    f.keypoints += 1
+    write_labels(f, tmp_path / "CollectedData_me.h5")
+    assert read_labels(tmp_path).keypoints[0, 0, 0] == 0.125
+
+
+def test_video_of_a_deeper_path_is_the_folder_under_labeled_data():
+    from vit_facemap.dlc import video_of
+
+    assert video_of("labeled-data/v1/sub/img001.png") == "v1"
+    assert video_of("v2/img001.png") == "v2" and video_of("img001.png") == ""
+
+
+@pytest.mark.parametrize("suffix", ["csv", "h5"])
+def test_predictions_keep_frame_numbers_and_likelihood_and_are_never_overwritten(tmp_path,
+                                                                                 suffix):
+    from vit_facemap.dlc import predictions_dataframe, write_predictions
+
+    xy = np.arange(12, dtype=float).reshape(2, 3, 2)
+    lik = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    df = predictions_dataframe(xy, lik, ["a", "b", "c"])
+    assert df.index.tolist() == [0, 1]  # frame numbers count from 0, as DeepLabCut's
+    path = write_predictions(df, tmp_path / f"v.{suffix}")
+    with pytest.raises(RunExistsError, match="already exists"):
+        write_predictions(df.iloc[:1], path)
+    back = read_labels(path)
+    np.testing.assert_array_equal(back.keypoints, xy)
+    np.testing.assert_array_equal(back.likelihood, lik)
+
+
+@pytest.mark.parametrize("name", ["CollectedData_me.csv", "CollectedData_me.h5"])
+def test_a_table_with_likelihood_round_trips(tmp_path, name):
+    # evaluate writes its predictions as such a table
+    f = _frames(tmp_path)
+    f.likelihood = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    g = read_labels(write_labels(f, tmp_path / name))
+    np.testing.assert_array_equal(g.keypoints, f.keypoints)
+    np.testing.assert_array_equal(g.likelihood, f.likelihood)

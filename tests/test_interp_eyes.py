@@ -184,3 +184,37 @@ def test_hard_negative_crops_are_cut_at_the_wrong_candidates(monkeypatch):
     idx = np.concatenate([i for i, _, _ in cut])
     far = np.linalg.norm(np.concatenate([c for _, c, _ in cut]) - wrong[idx, :2], axis=1) > 20
     assert far.mean() > 0.5
+
+
+def test_coarse_boxes_in_frame_pixels():
+    # a heatmap peaked on one cell (row 3, column 10 of 12 x 16) of a 160 x 120 frame: the
+    # cell's centre in frame pixels (pixel x centred at x), and the width in frame widths
+    from vit_facemap.eyes import _boxes
+
+    config = LocatorConfig()
+    h, w = config.height // 8, config.width // 8
+    logits = torch.full((1, h * w), -1e4)
+    logits[0, 3 * w + 10] = 0.0
+    box = _boxes(logits, torch.tensor([np.log(0.25)]), config, np.array([[160.0, 120.0]]))
+    np.testing.assert_allclose(box, [[10.5 / 16 * 160 - 0.5, 3.5 / 12 * 120 - 0.5, 40.0]],
+                               rtol=1e-5)
+
+
+def test_a_view_that_shrinks_the_frame_is_box_filtered():
+    # one-pixel stripes seen 4.7x smaller: a grey (their mean), not an aliased pattern
+    stripes = np.zeros((120, 160), np.uint8)
+    stripes[:, :80:2] = 255
+    grey = np.zeros((120, 160), np.float32)
+    grey[:, :80] = 127.5
+    args = (np.array([[80.0, 60.0]]), np.array([150.0]), 32)
+    np.testing.assert_allclose(crop_views([stripes], *args), crop_views([grey], *args),
+                               atol=1e-4)
+
+
+def test_eye_crops_are_factor_eye_widths_wide():
+    from vit_facemap.eyes import crop_eyes
+
+    frame = np.zeros((120, 160), np.uint8)
+    frame[40:60, 60:80] = 255  # an 'eye' 20 px wide centred at pixel (69.5, 49.5)
+    crop = crop_eyes([frame], np.array([[69.5, 49.5, 20.0]]), 2.0, 40)[0]
+    assert abs((crop > 127).mean() - 1 / 4) < 0.03  # its side is half the crop's

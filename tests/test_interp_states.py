@@ -881,3 +881,44 @@ def test_a_keypoint_set_given_as_a_class_set_points_to_make_pupil_set(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"found \[\]$"):  # no hint where none applies
         read_image_set(tmp_path / "empty")
+
+
+def test_eye_box_region_and_geometry_by_hand(dlc_set, tmp_path):
+    from vit_facemap.states import eye_boxes, eyelid_regions, geometry_measures, read_regions
+
+    # a pupil 12 px wide and 14 px high; the upper eyelid raised to y = 20
+    kp = frame(12.0)
+    kp[4], kp[6] = [60, 48], [60, 20]
+    np.testing.assert_allclose(eye_boxes(kp[None], BODYPARTS), [[60, 37.5, 40]])
+    np.testing.assert_allclose(eyelid_regions(kp[None], BODYPARTS), [[36, 16, 84, 54]])
+    g = geometry_measures(kp[None], BODYPARTS)
+    np.testing.assert_allclose([g["ratio"][0], g["pupil_horizontal"][0], g["pupil_vertical"][0],
+                                g["dorsalpupil_x"][0], g["dorsalpupil_y"][0]],
+                               [13 / 40, 12 / 40, 14 / 40, 0, -3.5 / 40])
+    # a ratio of exactly 0.25 is no class (strictly below is constricted)
+    frames = LabeledFrames(tmp_path, ["labeled-data/v/a.png"], frame(10.0)[None], BODYPARTS)
+    assert list(pupil_states(frames)) == [""]
+    # what the set's tables hold is what these give
+    s = write_pupil_state_set(dlc_set[0], tmp_path / "pupil")
+    np.testing.assert_allclose(read_regions(s), [[36, 26, 84, 54]] * len(s))
+    m = read_measures(s)
+    assert len(m.extra_paths) == 3  # the frames between the thresholds
+    np.testing.assert_allclose(m.values[:, m.names.index("ratio")], [0.15, 0.2475, 0.4])
+
+
+def test_an_eye_box_of_width_zero_is_refused(tmp_path):
+    from PIL import Image
+
+    for rel in ("a/x.png", "b/y.png"):
+        (tmp_path / rel).parent.mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / rel)
+    (tmp_path / "eyes.csv").write_text("image,x,y,width\na/x.png,4,4,0\nb/y.png,1,1,1\n")
+    with pytest.raises(DataError, match="eyes.csv: eye box of a/x.png needs .* width > 0"):
+        read_image_set(tmp_path)
+
+
+def test_hog_cells_of_a_wide_image_are_rows_then_columns():
+    from vit_facemap.hog import hog_features, hog_grid_shape
+
+    assert hog_grid_shape(64, 128) == (2, 4)
+    assert hog_features(np.zeros((1, 64, 128), np.uint8)).shape == (1, 2 * 4 * 8)

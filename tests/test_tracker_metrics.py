@@ -193,3 +193,29 @@ def test_mean_error_difference_skips_resamples_with_no_label():
     b = np.array([[4.0, 5.0], [np.nan, np.nan]])
     r = mean_error_difference(a, b, ["x", "y"], n_boot=200)
     assert r["estimate"] == r["low"] == r["high"] == pytest.approx(3.0)
+
+
+def test_reference_lengths_are_euclidean_and_filled_with_the_median():
+    """The eye's width is the straight distance of its two points (not along the axes); a
+    frame without it gets the median of the others (not their mean), which the output
+    reports; the default PCK threshold is a tenth of it."""
+    bp = ["eye front", "eye back"]
+    true = np.array([[[0.0, 0.0], [30.0, 40.0]],     # 50 (70 along the axes)
+                     [[0.0, 0.0], [50.0, 0.0]],      # 50
+                     [[0.0, 0.0], [200.0, 0.0]],     # 200: the mean would be 100
+                     [[0.0, 0.0], [np.nan, np.nan]]])
+    length, _ = reference_lengths(true, bp)
+    np.testing.assert_allclose(length, [50.0, 50.0, 200.0, 50.0])
+    pred = true.copy()
+    pred[3, 0] += [7.0, 0.0]  # 7 px: over a tenth of 50, under a fifth (or a tenth of 100)
+    m = keypoint_metrics(pred, true, bp)
+    assert m["reference_median_px"] == 50.0 and m["pck_threshold"] == 0.1
+    assert np.isclose(m["pck"], 6 / 7)
+    assert np.isclose(group_metrics(pred, true, bp, ["a", "a", "b", "b"])["b"]["pck"], 2 / 3)
+
+
+def test_a_half_label_is_no_label():
+    # read_labels keeps the x of a label whose y cell is empty: missing, not a miss
+    true = np.array([[[0.0, 0.0], [5.0, np.nan]]])
+    m = keypoint_metrics(np.zeros((1, 2, 2)), true, ["a", "b"])
+    assert m["n_keypoints_labeled"] == 1 and m["mean_px"] == 0.0
