@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,27 @@ def test_write_refuses_to_overwrite(tmp_path):
     write_labels(f, tmp_path / "CollectedData_me.csv")
     with pytest.raises(RunExistsError, match="already exists"):
         write_labels(f, tmp_path / "CollectedData_me.csv")
+
+
+def test_an_overwrite_cut_short_keeps_the_old_table(tmp_path, monkeypatch):
+    # the CSV was written in place: a write cut short truncated the table it replaced
+    import pandas as pd
+
+    f = _frames(tmp_path)
+    for name in ("CollectedData_me.csv", "CollectedData_me.h5"):
+        path = write_labels(f, tmp_path / name)
+        before = path.read_bytes()
+
+        def cut_short(self, target, *args, **kwargs):
+            Path(target).write_text("scorer,half a ro")
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(pd.DataFrame, "to_csv", cut_short)
+            m.setattr(pd.DataFrame, "to_hdf", cut_short)
+            with pytest.raises(KeyboardInterrupt):
+                write_labels(f, path, overwrite=True)
+        assert path.read_bytes() == before
 
 
 def test_header_that_is_not_deeplabcut(tmp_path):

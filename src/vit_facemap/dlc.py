@@ -419,15 +419,17 @@ def write_labels(
     if path.exists() and not overwrite:
         raise RunExistsError(path)
     df = frames.to_dataframe(three_level_index=three_level_index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".csv":
-        df.to_csv(path)
-    elif path.suffix.lower() in (".h5", ".hdf5"):
-        tmp = path.with_name(path.name + ".tmp")
-        df.to_hdf(tmp, key=H5_KEY, mode="w")  # fixed format, as DeepLabCut writes labels
-        tmp.replace(path)
-    else:
+    if path.suffix.lower() not in (".csv", ".h5", ".hdf5"):
         raise ValueError(f"{path}: unsupported suffix; use .csv or .h5")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # written beside and moved in place: a write cut short (a full disk, Ctrl-C) truncated
+    # the table it was replacing
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix.lower() == ".csv":
+        df.to_csv(tmp)
+    else:
+        df.to_hdf(tmp, key=H5_KEY, mode="w")  # fixed format, as DeepLabCut writes labels
+    tmp.replace(path)
     return path
 
 
