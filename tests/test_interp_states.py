@@ -881,3 +881,23 @@ def test_a_keypoint_set_given_as_a_class_set_points_to_make_pupil_set(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"found \[\]$"):  # no hint where none applies
         read_image_set(tmp_path / "empty")
+
+
+def test_make_pupil_set_refuses_a_set_of_one_state_before_writing(dlc_set, tmp_path):
+    # one animal, all constricted: the set was written, then refused on reading it back
+    # ("OUT: need at least two class folders"), leaving OUT to --overwrite; with --overwrite
+    # it had replaced a good set
+    import shutil
+
+    root, frames = dlc_set
+    shutil.copytree(root / "labeled-data", tmp_path / "one" / "labeled-data")
+    one = LabeledFrames(tmp_path / "one", frames.index[:2], frames.keypoints[:2], BODYPARTS)
+    labels = write_labels(one, tmp_path / "one" / "CollectedData_test.csv")
+    out = tmp_path / "pupil"
+    with pytest.raises(DataError, match="2 constricted .* and 0 dilated .* needs both"):
+        write_pupil_state_set(labels, out)
+    assert not out.exists()
+    good = write_pupil_state_set(root, out)
+    with pytest.raises(DataError, match="needs both"):
+        write_pupil_state_set(labels, out, overwrite=True)
+    assert len(read_image_set(out)) == len(good)  # the earlier set is kept

@@ -210,6 +210,16 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     # an OUT that is a file (or under one) was asked to be overwritten first, then failed
     # with "[Errno 20] Not a directory"
     check_folder(out, "OUT")
+    # a set with one class only (one animal, all constricted) was written, then refused on
+    # reading it back, naming OUT: a failed command left a set to --overwrite, or had
+    # replaced a good one; refused here before anything is written
+    counts = {c: int((states == c).sum()) for c in ("constricted", "dilated")}
+    if min(counts.values()) == 0:
+        raise DataError(
+            f"{counts['constricted']} constricted (ratio < {constricted_below}) and "
+            f"{counts['dilated']} dilated (ratio > {dilated_above}) frames: a pupil set needs "
+            "both; add animals or sessions that show the other state, or move the thresholds "
+            "(--constricted-below, --dilated-above)", labels)
     _clear_set_folder(out, overwrite)
     rows, between, measure_rows = [], [], []
     for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
