@@ -611,6 +611,10 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert main(["rollout", str(run), str(tmp_path / "nope.png"), "--out",
                  str(tmp_path / "m2")]) == 2
     assert "image file is missing" in capsys.readouterr().err
+    # a folder of images given as one was "missing" too
+    assert main(["rollout", str(run), str(gen_set.root / "dilated"), "--out",
+                 str(tmp_path / "m2")]) == 2
+    assert "dilated: is a folder, not an image file" in capsys.readouterr().err
     # --overwrite replaces earlier maps, never a folder holding other things (a class folder)
     before = sorted(p.name for p in (gen_set.root / "dilated").iterdir())
     assert main(["rollout", str(run), *images, "--out", str(gen_set.root / "dilated"),
