@@ -551,6 +551,17 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert (f"eyes.csv: 2 image(s) have no eye box, e.g. {first}; --crop eye needs one"
             in capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+    # an image of another size, its eye box now off the image: it trained on a black crop
+    from PIL import Image
+
+    shutil.copy(gen_set.root / "eyes.csv", data / "eyes.csv")
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(data / blank)
+    rc = main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+               "--model", "hog-rf", "--profile", "test", "--quiet"])
+    assert rc == 2
+    assert (f"eyes.csv: 1 image(s) have their eye box centre outside the image, e.g. {blank} "
+            "(30x20" in capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
 
 
 def test_classify_train_warns_of_an_empty_class_folder(gen_set, tmp_path):
