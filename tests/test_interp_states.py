@@ -887,6 +887,21 @@ def test_a_missing_init_weights_file_is_refused_before_the_eye_locator_trains(ge
                                   {"vit": config}, gen_set.eyes, progress=False)
 
 
+def test_init_weights_of_a_patch_embedding_vit_into_a_conv_stem_names_the_layers(tmp_path):
+    # a tracker's or timm's ViT (one linear patch kernel) given to the classifier's conv-stem
+    # ViT crashed in timm's filter: "'Sequential' object has no attribute 'weight'"
+    from safetensors.torch import save_file
+
+    from vit_facemap.classifier import load_vit_weights, make_vit
+
+    conv = profile_config("test", model="vit", stem="conv")
+    patch = profile_config("test", model="vit", stem="patch")
+    save_file(make_vit(patch, 2).state_dict(), tmp_path / "patch.safetensors")
+    with pytest.raises(DataError, match=r"patch.safetensors: weights do not fit the model .*"
+                                        r"not in the model: .*patch_embed.proj.weight"):
+        load_vit_weights(make_vit(conv, 2), tmp_path / "patch.safetensors")
+
+
 def test_a_keypoint_set_given_as_a_class_set_points_to_make_pupil_set(tmp_path):
     from vit_facemap.synthetic import write_synthetic_set
 
