@@ -837,6 +837,8 @@ def test_classify_evaluate_of_a_tracker_run_says_what_it_is(gen_set, tmp_path, c
                  "--json", str(tmp_path / "e.json")]) == 2
     err = capsys.readouterr().err
     assert "keypoint-tracker run" in err and "classify train" in err
+    # one message naming the run, not wrapped as an unreadable config.json
+    assert "unreadable classifier config" not in err and err.count(str(run)) == 1
     assert not (tmp_path / "e.json").exists()
 
 

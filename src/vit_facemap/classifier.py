@@ -748,6 +748,8 @@ class FacialStateClassifier:
             classes = list(meta["classes"])
             measure_names = list(meta.get("measures") or [])
             rule = meta.get("ratio_rule")
+        except DataError:
+            raise  # already says what is wrong (wrapped, it read "unreadable ...: run: this is")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
         # a forest's features must be computed as they were in training
