@@ -933,3 +933,28 @@ def test_make_pupil_set_refuses_a_set_of_one_state_before_writing(dlc_set, tmp_p
     with pytest.raises(DataError, match="needs both"):
         write_pupil_state_set(labels, out, overwrite=True)
     assert len(read_image_set(out)) == len(good)  # the earlier set is kept
+
+
+def test_an_interrupted_make_pupil_set_leaves_no_half_set(dlc_set, tmp_path, monkeypatch):
+    # Ctrl-C part-way left OUT with frames but no tables: 'classify train' read it as a set
+    # of the frames copied so far, and --overwrite refused it as not a set of ours
+    import shutil
+
+    import vit_facemap.states as states
+
+    root, _ = dlc_set
+    out = tmp_path / "pupil"
+    copied, copy = [], shutil.copyfile
+
+    def interrupt(src, dst):
+        if copied:
+            raise KeyboardInterrupt
+        copied.append(copy(src, dst))
+
+    monkeypatch.setattr(states.shutil, "copyfile", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_pupil_state_set(root, out)
+    assert copied and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert np.bincount(write_pupil_state_set(root, out).labels).tolist() == [2, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pupil"]
