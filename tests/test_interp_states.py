@@ -551,6 +551,17 @@ def test_classify_cli_eye_crop_needs_eye_boxes(gen_set, tmp_path, capsys):
     assert (f"eyes.csv: 2 image(s) have no eye box, e.g. {first}; --crop eye needs one"
             in capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+    # an image of another size, its eye box now off the image: it trained on a black crop
+    from PIL import Image
+
+    shutil.copy(gen_set.root / "eyes.csv", data / "eyes.csv")
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(data / blank)
+    rc = main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+               "--model", "hog-rf", "--profile", "test", "--quiet"])
+    assert rc == 2
+    assert (f"eyes.csv: 1 image(s) have their eye box centre outside the image, e.g. {blank} "
+            "(30x20" in capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
 
 
 def test_classify_train_warns_of_an_empty_class_folder(gen_set, tmp_path):
@@ -611,6 +622,10 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert main(["rollout", str(run), str(tmp_path / "nope.png"), "--out",
                  str(tmp_path / "m2")]) == 2
     assert "image file is missing" in capsys.readouterr().err
+    # a folder of images given as one was "missing" too
+    assert main(["rollout", str(run), str(gen_set.root / "dilated"), "--out",
+                 str(tmp_path / "m2")]) == 2
+    assert "dilated: is a folder, not an image file" in capsys.readouterr().err
     # --overwrite replaces earlier maps, never a folder holding other things (a class folder)
     before = sorted(p.name for p in (gen_set.root / "dilated").iterdir())
     assert main(["rollout", str(run), *images, "--out", str(gen_set.root / "dilated"),
@@ -822,6 +837,8 @@ def test_classify_evaluate_of_a_tracker_run_says_what_it_is(gen_set, tmp_path, c
                  "--json", str(tmp_path / "e.json")]) == 2
     err = capsys.readouterr().err
     assert "keypoint-tracker run" in err and "classify train" in err
+    # one message naming the run, not wrapped as an unreadable config.json
+    assert "unreadable classifier config" not in err and err.count(str(run)) == 1
     assert not (tmp_path / "e.json").exists()
 
 
@@ -870,6 +887,21 @@ def test_a_missing_init_weights_file_is_refused_before_the_eye_locator_trains(ge
     with pytest.raises(DataError, match="nope.safetensors: weights file not found"):
         classifier.cross_validate(frames, gen_set.labels, gen_set.groups, gen_set.classes,
                                   {"vit": config}, gen_set.eyes, progress=False)
+
+
+def test_init_weights_of_a_patch_embedding_vit_into_a_conv_stem_names_the_layers(tmp_path):
+    # a tracker's or timm's ViT (one linear patch kernel) given to the classifier's conv-stem
+    # ViT crashed in timm's filter: "'Sequential' object has no attribute 'weight'"
+    from safetensors.torch import save_file
+
+    from vit_facemap.classifier import load_vit_weights, make_vit
+
+    conv = profile_config("test", model="vit", stem="conv")
+    patch = profile_config("test", model="vit", stem="patch")
+    save_file(make_vit(patch, 2).state_dict(), tmp_path / "patch.safetensors")
+    with pytest.raises(DataError, match=r"patch.safetensors: weights do not fit the model .*"
+                                        r"not in the model: .*patch_embed.proj.weight"):
+        load_vit_weights(make_vit(conv, 2), tmp_path / "patch.safetensors")
 
 
 def test_a_keypoint_set_given_as_a_class_set_points_to_make_pupil_set(tmp_path):
@@ -922,3 +954,48 @@ def test_hog_cells_of_a_wide_image_are_rows_then_columns():
 
     assert hog_grid_shape(64, 128) == (2, 4)
     assert hog_features(np.zeros((1, 64, 128), np.uint8)).shape == (1, 2 * 4 * 8)
+
+
+def test_make_pupil_set_refuses_a_set_of_one_state_before_writing(dlc_set, tmp_path):
+    # one animal, all constricted: the set was written, then refused on reading it back
+    # ("OUT: need at least two class folders"), leaving OUT to --overwrite; with --overwrite
+    # it had replaced a good set
+    import shutil
+
+    root, frames = dlc_set
+    shutil.copytree(root / "labeled-data", tmp_path / "one" / "labeled-data")
+    one = LabeledFrames(tmp_path / "one", frames.index[:2], frames.keypoints[:2], BODYPARTS)
+    labels = write_labels(one, tmp_path / "one" / "CollectedData_test.csv")
+    out = tmp_path / "pupil"
+    with pytest.raises(DataError, match="2 constricted .* and 0 dilated .* needs both"):
+        write_pupil_state_set(labels, out)
+    assert not out.exists()
+    good = write_pupil_state_set(root, out)
+    with pytest.raises(DataError, match="needs both"):
+        write_pupil_state_set(labels, out, overwrite=True)
+    assert len(read_image_set(out)) == len(good)  # the earlier set is kept
+
+
+def test_an_interrupted_make_pupil_set_leaves_no_half_set(dlc_set, tmp_path, monkeypatch):
+    # Ctrl-C part-way left OUT with frames but no tables: 'classify train' read it as a set
+    # of the frames copied so far, and --overwrite refused it as not a set of ours
+    import shutil
+
+    import vit_facemap.states as states
+
+    root, _ = dlc_set
+    out = tmp_path / "pupil"
+    copied, copy = [], shutil.copyfile
+
+    def interrupt(src, dst):
+        if copied:
+            raise KeyboardInterrupt
+        copied.append(copy(src, dst))
+
+    monkeypatch.setattr(states.shutil, "copyfile", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_pupil_state_set(root, out)
+    assert copied and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert np.bincount(write_pupil_state_set(root, out).labels).tolist() == [2, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pupil"]

@@ -748,6 +748,8 @@ class FacialStateClassifier:
             classes = list(meta["classes"])
             measure_names = list(meta.get("measures") or [])
             rule = meta.get("ratio_rule")
+        except DataError:
+            raise  # already says what is wrong (wrapped, it read "unreadable ...: run: this is")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"unreadable classifier config: {exc}", cfg_file) from exc
         # a forest's features must be computed as they were in training
@@ -988,7 +990,8 @@ def cross_validate(frames: Sequence[np.ndarray], labels: np.ndarray, groups: np.
         extra_groups = measures.extra_groups.astype(str)
         known_extra = np.isin(extra_groups, groups)
         if len(extra_groups) and not known_extra.all():
-            odd = sorted(set(extra_groups[~known_extra]))
+            # str, not numpy's: the message showed np.str_('Janus')
+            odd = sorted(set(extra_groups[~known_extra].tolist()))
             warnings.warn(DataWarning(
                 f"{(~known_extra).sum()} image(s) of measures.csv without a class have a group "
                 f"the cross-validation does not use ({', '.join(map(repr, odd[:3]))}"

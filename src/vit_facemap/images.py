@@ -22,14 +22,22 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
     return load_image_and_peak(path, mode)[0]
 
 
+def _check_image_file(path: Path) -> None:
+    if path.is_dir():
+        # a folder of frames given as an image ('rollout RUN FOLDER') was "missing"
+        raise DataError("is a folder, not an image file; give the image files "
+                        "(e.g. FOLDER/*.png)", path)
+    if not path.is_file():
+        raise DataError("image file is missing", path)
+
+
 def load_image_and_peak(path: str | Path, mode: str | None = None
                         ) -> tuple[np.ndarray, int | None]:
     """:func:`load_image`'s array and, for a 16-bit frame, its largest value as stored (None
     for any other frame; :func:`sixteen_bit_peak`): one decode for both, where a check
     reads every frame anyway."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError("image file is missing", path)
+    _check_image_file(path)
     try:
         with Image.open(path) as im:
             im.load()  # decode now so truncated / corrupt files fail here, with the path
@@ -86,8 +94,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def image_header(path: str | Path) -> tuple[tuple[int, int], str]:
     """((width, height), PIL mode) from the header, without decoding the pixels."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError("image file is missing", path)
+    _check_image_file(path)
     try:
         with Image.open(path) as im:
             return im.size, im.mode

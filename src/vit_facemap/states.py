@@ -210,42 +210,63 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     # an OUT that is a file (or under one) was asked to be overwritten first, then failed
     # with "[Errno 20] Not a directory"
     check_folder(out, "OUT")
+    # a set with one class only (one animal, all constricted) was written, then refused on
+    # reading it back, naming OUT: a failed command left a set to --overwrite, or had
+    # replaced a good one; refused here before anything is written
+    counts = {c: int((states == c).sum()) for c in ("constricted", "dilated")}
+    if min(counts.values()) == 0:
+        raise DataError(
+            f"{counts['constricted']} constricted (ratio < {constricted_below}) and "
+            f"{counts['dilated']} dilated (ratio > {dilated_above}) frames: a pupil set needs "
+            "both; add animals or sessions that show the other state, or move the thresholds "
+            "(--constricted-below, --dilated-above)", labels)
     _clear_set_folder(out, overwrite)
-    rows, between, measure_rows = [], [], []
-    for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
-        values = [geometry[k][i] for k in geometry]
-        if not state and not (np.isfinite(values).all() and np.isfinite(eyes[i]).all()):
-            continue  # unmeasurable frames get no class and no measures
-        folder = state or BETWEEN
-        src = frames.root / rel
-        if not src.is_file():
-            raise DataError("image file is missing", src)
-        video = frames.videos[i]
-        name = f"{folder}/{video}__{PurePosixPath(rel).name}"
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, out / name)
-        measure_rows.append((name, animal_of(video), *eyes[i], *values))
-        if state:
-            rows.append((name, animal_of(video), *eyes[i], *regions[i]))
-        else:
-            between.append(name)
-    with open(out / "groups.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "group"])
-        w.writerows(r[:2] for r in rows)
-    with open(out / "eyes.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "x", "y", "width"])
-        w.writerows([r[0], f"{r[2]:.3f}", f"{r[3]:.3f}", f"{r[4]:.3f}"] for r in rows)
-    with open(out / "regions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "x0", "y0", "x1", "y1"])
-        w.writerows([r[0], *(f"{v:.2f}" for v in r[5:9])] for r in rows)
-    with open(out / "measures.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "group", "x", "y", "width", *geometry])
-        w.writerows([r[0], r[1], *(f"{v:.3f}" for v in r[2:5]), *(f"{v:.5f}" for v in r[5:])]
-                    for r in measure_rows)
+    # written beside OUT and renamed when whole: an interrupted run left OUT without its
+    # tables, which 'classify train' read as a set (of the frames copied so far, no groups)
+    # and --overwrite refused as not a set of ours
+    part = out.parent / f".{out.name}.partial"
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        rows, between, measure_rows = [], [], []
+        for i, (rel, state) in enumerate(zip(frames.index, states, strict=True)):
+            values = [geometry[k][i] for k in geometry]
+            if not state and not (np.isfinite(values).all() and np.isfinite(eyes[i]).all()):
+                continue  # unmeasurable frames get no class and no measures
+            folder = state or BETWEEN
+            src = frames.root / rel
+            if not src.is_file():
+                raise DataError("image file is missing", src)
+            video = frames.videos[i]
+            name = f"{folder}/{video}__{PurePosixPath(rel).name}"
+            (part / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, part / name)
+            measure_rows.append((name, animal_of(video), *eyes[i], *values))
+            if state:
+                rows.append((name, animal_of(video), *eyes[i], *regions[i]))
+            else:
+                between.append(name)
+        with open(part / "groups.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "group"])
+            w.writerows(r[:2] for r in rows)
+        with open(part / "eyes.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "x", "y", "width"])
+            w.writerows([r[0], f"{r[2]:.3f}", f"{r[3]:.3f}", f"{r[4]:.3f}"] for r in rows)
+        with open(part / "regions.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "x0", "y0", "x1", "y1"])
+            w.writerows([r[0], *(f"{v:.2f}" for v in r[5:9])] for r in rows)
+        with open(part / "measures.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "group", "x", "y", "width", *geometry])
+            w.writerows([r[0], r[1], *(f"{v:.3f}" for v in r[2:5]), *(f"{v:.5f}" for v in r[5:])]
+                        for r in measure_rows)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    part.rename(out)
     return read_image_set(out)
 
 

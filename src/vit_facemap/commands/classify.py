@@ -190,6 +190,16 @@ def run_train(args: argparse.Namespace) -> int:
                         "otherwise", data.root / "eyes.csv")
     progress = not args.quiet
     frames = load_frames(data.paths, progress=progress)
+    if config.crop == "eye":
+        # an eye box off its image (eyes.csv of frames at another size) trained the locator
+        # and the model on a black crop without a word
+        off = [i for i, (e, f) in enumerate(zip(data.eyes, frames, strict=True))
+               if not (0 <= e[0] < f.shape[1] and 0 <= e[1] < f.shape[0])]
+        if off:
+            (x, y, _), (h, w) = data.eyes[off[0]], frames[off[0]].shape[:2]
+            raise DataError(f"{len(off)} image(s) have their eye box centre outside the image, "
+                            f"e.g. {data.names[off[0]]} ({w}x{h}, eye at x {x:.0f}, y {y:.0f}); "
+                            "give each image's eye box in its own pixels", data.root / "eyes.csv")
     measures = None if args.no_measures else read_measures(data)
     geo = {}
     if measures is not None:  # the forest uses only the extra images' eye boxes (locator)

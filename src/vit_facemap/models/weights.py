@@ -196,7 +196,15 @@ def _adapt(model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, str
     own = model.state_dict()
     if isinstance(model, VisionTransformer):
         pos = state.pop("pos_embed", None)
+        # a conv stem (the classifier's) has no one patch kernel for timm's filter to
+        # resample a file's to: it crashed with "'Sequential' object has no attribute
+        # 'weight'"; kept aside, the kernel is named below as not in the model
+        kernel = None
+        if getattr(getattr(model.patch_embed, "proj", None), "weight", None) is None:
+            kernel = state.pop("patch_embed.proj.weight", None)
         state = checkpoint_filter_fn(state, model)
+        if kernel is not None:
+            state["patch_embed.proj.weight"] = kernel
         if pos is not None and model.pos_embed is not None:
             n_prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
             new = tuple(int(g) for g in model.patch_embed.grid_size)
