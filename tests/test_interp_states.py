@@ -999,3 +999,11 @@ def test_an_interrupted_make_pupil_set_leaves_no_half_set(dlc_set, tmp_path, mon
     monkeypatch.undo()
     assert np.bincount(write_pupil_state_set(root, out).labels).tolist() == [2, 1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pupil"]
+    # an interrupted --overwrite keeps the set it was replacing (it was deleted first)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    monkeypatch.setattr(states.shutil, "copyfile", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_pupil_state_set(root, out, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pupil"]

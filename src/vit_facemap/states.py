@@ -169,8 +169,9 @@ def _not_ours(out: Path) -> str | None:
     return None
 
 
-def _clear_set_folder(out: Path, overwrite: bool) -> None:
-    """Remove an existing class-folder set at ``out`` (only with ``overwrite``, only ours)."""
+def _clear_set_folder(out: Path, overwrite: bool, remove: bool = True) -> None:
+    """Remove an existing class-folder set at ``out`` (only with ``overwrite``, only ours);
+    ``remove=False`` only checks that it may be."""
     if out.exists():
         if not overwrite:
             raise RunExistsError(out)
@@ -178,7 +179,8 @@ def _clear_set_folder(out: Path, overwrite: bool) -> None:
         if why is not None:
             raise DataError("refusing to overwrite a folder that is not a class-folder set "
                             f"written by vit-facemap ({why})", out)
-        shutil.rmtree(out)
+        if remove:
+            shutil.rmtree(out)
 
 
 def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: bool = False,
@@ -220,7 +222,7 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
             f"{counts['dilated']} dilated (ratio > {dilated_above}) frames: a pupil set needs "
             "both; add animals or sessions that show the other state, or move the thresholds "
             "(--constricted-below, --dilated-above)", labels)
-    _clear_set_folder(out, overwrite)
+    _clear_set_folder(out, overwrite, remove=False)  # replaced once the new set is whole
     # written beside OUT and renamed when whole: an interrupted run left OUT without its
     # tables, which 'classify train' read as a set (of the frames copied so far, no groups)
     # and --overwrite refused as not a set of ours
@@ -266,6 +268,9 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise
+    # the set it replaces (checked above) goes only now: interrupted or failed, --overwrite
+    # had deleted it before the first frame was copied
+    _clear_set_folder(out, overwrite)
     part.rename(out)
     return read_image_set(out)
 
