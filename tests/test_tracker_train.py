@@ -496,6 +496,35 @@ def test_cli_resume_of_a_finished_run_says_nothing_was_left(tmp_path, monkeypatc
     assert capsys.readouterr().out.startswith("trained 10 steps")
 
 
+def test_cli_resume_of_a_finished_run_never_leaves_half_its_record(tmp_path, monkeypatch):
+    # runinfo.json, the mark of a finished run, was put back in place: a write cut short
+    # (Ctrl-C, a full disk) left half of it, and the run read as unfinished or unreadable
+    from pathlib import Path
+
+    import vit_facemap.train as train_module
+
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {}, [])
+    assert main(args + ["--resume"]) == 0
+    real_fit, real_write = train_module.fit, Path.write_bytes
+
+    def cut_short(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    def fit_then_cut(*a, **kw):
+        summary = real_fit(*a, **kw)
+        monkeypatch.setattr(Path, "write_bytes", cut_short)
+        return summary
+
+    monkeypatch.setattr(train_module, "fit", fit_then_cut)
+    try:
+        main(args + ["--resume"])
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert json.loads((run / "runinfo.json").read_text())["summary"]["total_steps"] == 8
+
+
 def test_resuming_does_not_need_the_weights_the_run_started_from(tmp_path, monkeypatch):
     """The training state replaces the starting weights; the file (a relative path resumed
     from another folder, moved, or a hub download offline) was still required."""

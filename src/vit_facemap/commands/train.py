@@ -119,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
         # it said "trained N steps in 0 s", as if it had trained again, and runinfo.json
         # gave the time of this call as the run's
         for f, record in records.items():
-            f.write_bytes(record)
+            # beside and moved in place: a write cut short left half of the record that
+            # marks the run as finished
+            tmp = f.with_name(f.name + ".tmp")
+            tmp.write_bytes(record)
+            tmp.replace(f)
         print(f"nothing left to train: the run had finished its {done_before} steps (raise "
               f"\"steps\", and \"max_minutes\" where it has one, in its config.json to train "
               f"it further) -> {args.out}")
