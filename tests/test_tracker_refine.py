@@ -70,15 +70,31 @@ def test_refined_groups_by_name():
         RefineConfig(auto="all")
 
 
-def test_refine_settings_that_cut_no_crop_are_refused():
+def test_refine_settings_that_cut_no_crop_are_refused(eye_set, tmp_path):
     # a zoom of 1.5 (the eye locator's meaning: [1/1.5, 1.5]) cut 1-pixel training crops
     kp = np.random.default_rng(0).uniform(100, 140, (5, 3, 2))
     assert min(b.box_w for b in training_crops(kp, [0, 1, 2], 50.0, RefineConfig(zoom=0.9), 0)[1]) > 1
+    frames = read_labels(eye_set)
     for bad, what in [({"zoom": 1.5}, r"zoom must be in \[0, 1\).*got 1.5"),
                       ({"zoom": -0.1}, "zoom must be"), ({"point_side": 0.0}, "point_side > 0"),
                       ({"jitter": -0.1}, "jitter must be >= 0")]:
-        with pytest.raises(ValueError, match=what):
-            RefineConfig(**bad)
+        cfg = _config(0.5)
+        cfg.refine = RefineConfig(**{**asdict(cfg.refine), **bad})
+        with pytest.raises(DataError, match=what):  # before anything is written
+            fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+        assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_run_saved_with_crop_settings_now_refused_still_loads(eye_set, tmp_path):
+    # such runs trained (without a word) and predict from their saved crop side: refusing
+    # the settings when a config was made refused the run's config.json, so predict, track
+    # and evaluate could no longer read it
+    run = tmp_path / "run"
+    fit(_config(0.5), read_labels(eye_set), run, None, device="cpu", progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    saved["train"]["refine"].update(zoom=1.5, point_side=0.0)
+    (run / "config.json").write_text(json.dumps(saved))
+    assert len(load_predictor(run, "cpu").refiners) == 1
 
 
 def test_a_second_stage_size_fmnet_cannot_take_is_refused_before_training(eye_set, tmp_path):

@@ -65,6 +65,17 @@ class RefineConfig:
             raise ValueError(f"refine share must be in [0, 1), got {self.share}")
         if self.factor <= 0 or self.input_size < 16 or self.copies < 1:
             raise ValueError("refine factor must be > 0, input_size >= 16 and copies >= 1")
+        if self.auto not in AUTO:
+            raise ValueError(f"refine auto must be one of {tuple(AUTO)}, got {self.auto!r}")
+        self.groups = [[str(p) for p in g] for g in self.groups]
+
+    def check_crops(self) -> None:
+        """Refuse training crop settings that cut no crop (train.fit, before it trains).
+
+        Not checked when a config is made: runs saved before these were refused trained
+        with them, and their second stages predict from their saved crop side, so they
+        still load.
+        """
         # a zoom of 1 or more gave crop sides of zero or less, cut as 1-pixel crops without a
         # word (the eye locator's zoom of 1.5 means [1/1.5, 1.5]; this one is 1 +- zoom)
         if not 0.0 <= self.zoom < 1.0:
@@ -73,9 +84,6 @@ class RefineConfig:
         if self.jitter < 0 or self.point_side <= 0:
             raise ValueError(f"refine jitter must be >= 0 and point_side > 0, got jitter="
                              f"{self.jitter} and point_side={self.point_side}")
-        if self.auto not in AUTO:
-            raise ValueError(f"refine auto must be one of {tuple(AUTO)}, got {self.auto!r}")
-        self.groups = [[str(p) for p in g] for g in self.groups]
 
 
 def refine_groups(bodyparts: Sequence[str], config: RefineConfig) -> dict[str, list[int]]:

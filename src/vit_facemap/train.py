@@ -819,6 +819,10 @@ def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
 def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     """Refuse a second stage's recipe its network cannot take (a crop size its patches or
     strides do not tile), as building it would after the first stage."""
+    try:
+        recipe.refine.check_crops()  # not when a saved run is read: such runs still load
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     config = _refine_stage_config(recipe, n_groups)
     _check_model(config.model, f"refine input_size {recipe.refine.input_size}")
 
