@@ -160,6 +160,20 @@ def test_training_crops_are_seeded_and_jittered():
     assert len({(b.x0, b.y0) for b in boxes}) > 4  # copies differ
 
 
+def test_training_crops_spread_both_ways_around_the_labels():
+    """Crop centres are shifted either way in x and y and sides scaled down as well as up,
+    so the second stage learns from first estimates off to any side. Shifts drawn from
+    [0, jitter] (always right and down) passed every test before."""
+    kp = np.array([[[100.0, 80.0], [140.0, 100.0]]])
+    cfg = RefineConfig(jitter=0.1, zoom=0.2, copies=400)
+    _, boxes = training_crops(kp, [0, 1], 50.0, cfg, seed=0)
+    mid = np.array([[b.x0 + b.box_w / 2, b.y0 + b.box_h / 2] for b in boxes]) - [120.0, 90.0]
+    assert (mid.min(0) < -3.5).all() and (mid.max(0) > 3.5).all()  # up to 5 either way
+    assert abs(np.median(mid, 0)).max() < 1.0
+    sides = np.array([b.box_w for b in boxes])
+    assert sides.min() <= 42 and sides.max() >= 58 and abs(np.median(sides) - 50) <= 2
+
+
 def test_load_inputs_per_frame_boxes(eye_set):
     frames = read_labels(eye_set).subset([0, 0, 1])
     boxes = [InputMapping(10, 5, 40, 40, 32, 32), InputMapping(20, 5, 40, 40, 32, 32),
