@@ -132,6 +132,12 @@ def test_centres_and_extent_by_hand():
     cfg = RefineConfig(factor=2.0, point_side=0.1)
     assert crop_side(kp, [0, 1, 2], 400.0, cfg) == pytest.approx(18.0)
     assert crop_side(kp[2:3], [0, 1, 2], 400.0, cfg) == pytest.approx(40.0)  # 0.1 of the box
+    # the median, not the mean, of the frames' sides (one wide frame, a mislabel, does
+    # not widen every crop), and never a crop under 8 pixels: a mean, or a floor of 1
+    # pixel, passed every test before
+    spread = np.array([[[0, 0], [2, 1]], [[0, 0], [1, 3]], [[0, 0], [10, 0]]], float)
+    assert group_extent(spread, [0, 1]) == pytest.approx(3.0)
+    assert crop_side(spread[:1], [0, 1], 400.0, cfg) == pytest.approx(8.0)  # 2 * 2 < 8
 
 
 def test_crop_boxes_round_trip():
