@@ -293,6 +293,23 @@ def test_deletion_curve_on_a_model_that_reads_one_patch():
     assert curve_auc(frac, prob) < curve_auc(frac, prob_wrong)
 
 
+def test_deletion_removes_cells_in_the_maps_order():
+    """Cells go strongest first: on this map cell 1, then 2, 3, 0. Each pixel's rank read from
+    the order itself instead of its inverse (the same for the tests' maps, where the order
+    is its own inverse) passed every test before."""
+    seen = []
+
+    def predict(stack):
+        seen.append(stack.copy())
+        return np.zeros((len(stack), 2))
+
+    grid = np.array([[0.1, 0.4], [0.3, 0.2]])
+    deletion_curve(predict, np.ones((4, 4), np.float32), grid, target=0, fill=0.0, steps=4)
+    removed = [(1 - s.reshape(2, 2, 2, 2).mean((1, 3))).round().astype(int) for s in seen[0]]
+    assert [r.ravel().tolist() for r in removed] == [
+        [0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 1]]
+
+
 def test_rollout_on_the_keypoint_tracker():
     from vit_facemap.models import ModelConfig, build_model
 
