@@ -270,6 +270,10 @@ def test_heatmap_loss_prefers_maps_at_the_points_and_skips_unknown_ones():
     assert torch.isclose(heatmap_loss(right, pts), heatmap_loss(other, pts))
     outside = torch.tensor([[[1.5, 0.0], [float("nan"), 0.0]]])
     assert heatmap_loss(right, outside) == 0
+    # outside on the left (or above) is skipped too: dropping the left-edge check passed
+    # every test before
+    for off in ([-1.5, 0.0], [0.0, -1.5]):
+        assert heatmap_loss(right, torch.tensor([[off, [float("nan"), 0.0]]])) == 0
     # half a cell matters: cell i spans [i, i + 1) of the 32 in view units, so a point a
     # quarter cell right of and below the centre of cell (7, 19) costs least on that cell
     centre = torch.tensor([[[(7.75 / 32) * 2 - 1, (19.75 / 32) * 2 - 1]]])

@@ -61,6 +61,15 @@ def test_mean_fusion_and_discard_spares_cls():
         rollout([L1], head_fusion="median")
 
 
+def test_discard_zeroes_exactly_the_ratio_of_patch_entries():
+    """discard_ratio counts the patch-to-patch entries only: 0.5 of the four zeroes two (0.09
+    and 0.3), not half of all nine (which zeroed every patch entry and passed every test)."""
+    a = torch.tensor([[[0.1, 0.05, 0.85], [0.01, 0.9, 0.09], [0.3, 0.3, 0.4]]])
+    d = rollout([a[:, None]], discard_ratio=0.5)[0].numpy()
+    np.testing.assert_allclose(d, [[1.1 / 2, 0.05 / 2, 0.85 / 2], [0.01 / 1.91, 1.9 / 1.91, 0],
+                                   [0.3 / 1.7, 0, 1.4 / 1.7]], atol=1e-6)
+
+
 def tiny_vit():
     from timm.models.vision_transformer import VisionTransformer
 
@@ -238,6 +247,24 @@ def test_mass_in_box_and_upsample():
     assert overlay(np.zeros((10, 12)), m).shape == (10, 12, 3)
 
 
+def test_upsample_and_mass_in_box_on_a_wide_image():
+    """A 2 x 3 grid on 6 x 12 pixels: each token covers 3 rows and 4 columns, its mass spread
+    evenly; a box's x runs along the width and its edges count partial pixels. The tests'
+    square images and whole-pixel boxes let height and width swapped (grid rows spread
+    over the width, box x taken as y, the chance over height * height) pass before."""
+    m = np.arange(1.0, 7.0).reshape(2, 3) / 21
+    dense = upsample(m, 6, 12)
+    assert dense.shape == (6, 12) and dense.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(dense, np.kron(m / 12, np.ones((3, 4))))
+    # x 1.5 .. 4 (2.5 columns of token column 0), y 0 .. 3 (token row 0)
+    inside, chance = mass_in_box(m, (1.5, 0, 4, 3), 6, 12)
+    assert inside == pytest.approx(m[0, 0] * 2.5 / 4) and chance == pytest.approx(7.5 / 72)
+    # 5 pixels on 2 tokens: a pixel goes to the token its centre falls in (2.5 pixels
+    # each, the middle pixel's centre on the edge goes right); pixels taken by their left
+    # edge gave the first token 3 (passed before)
+    np.testing.assert_allclose(upsample(np.array([[0.4, 0.6]]), 1, 5), [[0.2] * 5])
+
+
 def test_overlay_peaks_where_the_shifted_token_sits():
     """A conv stem's token (1, 2) on a 4 x 4 grid of 8-pixel cells is centred on pixel
     (8, 16), 7/16 of a cell before its cell's middle (11.5, 19.5): its overlay peaks there."""
@@ -264,6 +291,23 @@ def test_deletion_curve_on_a_model_that_reads_one_patch():
     wrong = np.array([[0.0, 0], [0, 1]])
     _, prob_wrong = deletion_curve(predict, img, wrong, target=1, fill=0.0, steps=4)
     assert curve_auc(frac, prob) < curve_auc(frac, prob_wrong)
+
+
+def test_deletion_removes_cells_in_the_maps_order():
+    """Cells go strongest first: on this map cell 1, then 2, 3, 0. Each pixel's rank read from
+    the order itself instead of its inverse (the same for the tests' maps, where the order
+    is its own inverse) passed every test before."""
+    seen = []
+
+    def predict(stack):
+        seen.append(stack.copy())
+        return np.zeros((len(stack), 2))
+
+    grid = np.array([[0.1, 0.4], [0.3, 0.2]])
+    deletion_curve(predict, np.ones((4, 4), np.float32), grid, target=0, fill=0.0, steps=4)
+    removed = [(1 - s.reshape(2, 2, 2, 2).mean((1, 3))).round().astype(int) for s in seen[0]]
+    assert [r.ravel().tolist() for r in removed] == [
+        [0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 1]]
 
 
 def test_rollout_on_the_keypoint_tracker():

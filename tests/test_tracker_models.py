@@ -1,5 +1,7 @@
 """Model families, heads, decoding and weights loaded from a local file."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -335,3 +337,22 @@ def test_saved_weights_are_readable_as_the_users_other_files(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(umask)
+
+
+def test_gaussian_target_and_cross_entropy_by_hand():
+    """The target is exp(-d^2 / (2 sigma^2)) in x and in y, normalised; the loss is its
+    cross-entropy to the spatial softmax (log 48 for flat logits on 6 x 8 cells), 0 for an
+    unlabeled point. A target twice as narrow in x passed every test before (decoding
+    finds the same centre)."""
+    from vit_facemap.models.heads import heatmap_cross_entropy
+
+    c = torch.tensor([[[3.0, 2.0], [1.0, 1.0]]])
+    vis = torch.tensor([[1.0, 0.0]])
+    g = gaussian_targets(c, vis, (6, 8), sigma=1.0)[0]
+    assert float(g[0].sum()) == pytest.approx(1.0) and float(g[1].abs().sum()) == 0
+    e = math.exp(-0.5)
+    assert float(g[0, 2, 4] / g[0, 2, 3]) == pytest.approx(e)
+    assert float(g[0, 3, 3] / g[0, 2, 3]) == pytest.approx(e)
+    assert float(g[0, 2, 1] / g[0, 2, 3]) == pytest.approx(e ** 4)
+    ce = heatmap_cross_entropy(torch.zeros(1, 2, 6, 8), c, vis, 1.0)
+    assert ce[0].tolist() == pytest.approx([math.log(48), 0.0])

@@ -3,10 +3,12 @@
 import json
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from vit_facemap.datasets import load_inputs
 from vit_facemap.dlc import read_labels
@@ -146,6 +148,12 @@ def test_centres_and_extent_by_hand():
     cfg = RefineConfig(factor=2.0, point_side=0.1)
     assert crop_side(kp, [0, 1, 2], 400.0, cfg) == pytest.approx(18.0)
     assert crop_side(kp[2:3], [0, 1, 2], 400.0, cfg) == pytest.approx(40.0)  # 0.1 of the box
+    # the median, not the mean, of the frames' sides (one wide frame, a mislabel, does
+    # not widen every crop), and never a crop under 8 pixels: a mean, or a floor of 1
+    # pixel, passed every test before
+    spread = np.array([[[0, 0], [2, 1]], [[0, 0], [1, 3]], [[0, 0], [10, 0]]], float)
+    assert group_extent(spread, [0, 1]) == pytest.approx(3.0)
+    assert crop_side(spread[:1], [0, 1], 400.0, cfg) == pytest.approx(8.0)  # 2 * 2 < 8
 
 
 def test_crop_boxes_round_trip():
@@ -172,6 +180,20 @@ def test_training_crops_are_seeded_and_jittered():
         mid = np.array([b.x0 + b.box_w / 2, b.y0 + b.box_h / 2])
         assert np.abs(mid - c).max() <= 0.1 * 50 + 1
     assert len({(b.x0, b.y0) for b in boxes}) > 4  # copies differ
+
+
+def test_training_crops_spread_both_ways_around_the_labels():
+    """Crop centres are shifted either way in x and y and sides scaled down as well as up,
+    so the second stage learns from first estimates off to any side. Shifts drawn from
+    [0, jitter] (always right and down) passed every test before."""
+    kp = np.array([[[100.0, 80.0], [140.0, 100.0]]])
+    cfg = RefineConfig(jitter=0.1, zoom=0.2, copies=400)
+    _, boxes = training_crops(kp, [0, 1], 50.0, cfg, seed=0)
+    mid = np.array([[b.x0 + b.box_w / 2, b.y0 + b.box_h / 2] for b in boxes]) - [120.0, 90.0]
+    assert (mid.min(0) < -3.5).all() and (mid.max(0) > 3.5).all()  # up to 5 either way
+    assert abs(np.median(mid, 0)).max() < 1.0
+    sides = np.array([b.box_w for b in boxes])
+    assert sides.min() <= 42 and sides.max() >= 58 and abs(np.median(sides) - 50) <= 2
 
 
 def test_load_inputs_per_frame_boxes(eye_set):
@@ -432,3 +454,81 @@ def test_old_configs_train_one_stage():
     st = TrainConfig(steps=1000, warmup_steps=100, max_minutes=10.0).stage(0.3, input_w=64)
     assert (st.steps, st.warmup_steps, st.max_minutes, st.model.input_w) == (300, 30, 3.0, 64)
     assert st.refine.share == 0.0
+
+
+class _Stub(torch.nn.Module):
+    """A network the predictor never calls (``_run`` is replaced): only its config is read."""
+
+    def __init__(self, input_w=32, input_h=24):
+        super().__init__()
+        self.config = SimpleNamespace(input_w=input_w, input_h=input_h)
+
+
+def _stub_predictor(run_config, scales, answer):
+    """A KeypointPredictor whose ``_run`` answers ``answer(x)`` (keypoints in input pixels,
+    confidences) for the normalised inputs it is given, one row per (box size, frame)."""
+    from vit_facemap.predict import KeypointPredictor
+
+    cfg = {"bodyparts": SCHROEDER[:3], "channels": 1, **run_config}
+    p = KeypointPredictor(_Stub(), cfg, "cpu", scales=scales)
+    p._run = answer
+    return p
+
+
+def test_box_sizes_are_averaged_per_frame_in_frame_pixels():
+    """Each frame's keypoints and confidence are the mean over the box sizes of what was seen
+    through each size, mapped to frame pixels by that size's box. The confidence taken as
+    the largest of the sizes' (max for mean) passed every test before."""
+    box = InputMapping(30, 20, 40, 30, 32, 24)
+    p = _stub_predictor({"mapping": asdict(box), "frame_size": [96, 72]}, (1.0, 1.5, 0.7),
+                        None)
+    uv = np.array([[3.0, 4.0], [20.0, 11.0], [30.0, 22.0]])
+    rows = []
+
+    def answer(x):  # the bright frame's points 5 input pixels further; confidence per row
+        rows.append(len(x))
+        flat = x.reshape(len(x), -1).mean(1)
+        bright = (flat > flat.mean()).astype(float)
+        conf = np.arange(len(x) * 3, dtype=float).reshape(len(x), 3) / (len(x) * 6)
+        return uv[None] + 5 * bright[:, None, None], conf + 0.5 * bright[:, None]
+
+    p._run = answer
+    frames = np.full((2, 72, 96), 40, np.uint8)
+    frames[1] = 200
+    kp, conf = p.predict(frames)
+    assert rows == [6]  # every box size of every frame in one pass
+    for f in (0, 1):
+        expected = np.mean([box.scaled(s).to_frame(uv + 5 * f) for s in p.scales], 0)
+        np.testing.assert_allclose(kp[f], expected, atol=1e-9)
+    # row i of the pass is (size i // 2, frame i % 2): each frame averages its own rows
+    c = np.arange(18, dtype=float).reshape(6, 3) / 36
+    np.testing.assert_allclose(conf, [c[[0, 2, 4]].mean(0), c[[1, 3, 5]].mean(0) + 0.5])
+
+
+def test_second_stage_replaces_its_points_and_their_confidences_only():
+    """refine_keypoints puts the second stage's keypoints and confidences in for its group's
+    points, in frames where the first stage placed the group, and leaves every other
+    number as it was. Before, keeping the first stage's confidences for the refined points
+    (the confidence line dropped) passed every test, and so did cropping around a group
+    whose centre was half known (one coordinate NaN)."""
+    stage = _stub_predictor({"refine_of": {"indices": [1, 2], "side_px": 20,
+                                           "frame_size": [96, 72]}}, (1.0,), None)
+    stage._run = lambda x: (np.tile([[4.0, 8.0], [28.0, 16.0]], (len(x), 1, 1)),
+                            np.full((len(x), 2), 0.9))
+    frames = np.zeros((3, 144, 192), np.uint8)  # twice the width the crop side was set for
+    kp = np.array([[[10.0, 12.0], [50.0, 40.0], [70.0, 60.0]],
+                   [[11.0, 13.0], [np.nan, 40.0], [np.nan, 60.0]],  # the group's x unknown
+                   [[12.0, 14.0], [80.0, 30.0], [90.0, 50.0]]])
+    conf = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.35]])
+    new_kp, new_conf = stage.refine_keypoints(frames, kp, conf)
+    np.testing.assert_array_equal(new_kp[:, 0], kp[:, 0])
+    np.testing.assert_array_equal(new_kp[1], kp[1])
+    np.testing.assert_array_equal(new_conf[:, 0], conf[:, 0])
+    np.testing.assert_array_equal(new_conf[1], conf[1])
+    np.testing.assert_array_equal(new_conf[[0, 2]][:, 1:], 0.9)
+    # the crop: side 20 * 192 / 96 = 40 frame pixels around the middle of the group's box
+    for f, (cx, cy) in ((0, (60.0, 50.0)), (2, (85.0, 40.0))):
+        (box,) = crop_mappings(np.array([[cx, cy]]), 40.0, 32)
+        assert (box.box_w, box.box_h) == (40, 40)
+        np.testing.assert_allclose(new_kp[f, 1:], box.to_frame(np.array([[4.0, 8.0], [28.0, 16.0]])))
+    assert not np.shares_memory(new_kp, kp) and np.isnan(kp[1, 1, 0])  # the input is kept

@@ -575,6 +575,47 @@ def test_schedule_follows_steps_or_time_whichever_is_further():
     assert training_progress(50, 0.0, TrainConfig(steps=100)) == pytest.approx(0.5)
 
 
+def test_schedule_stays_at_zero_past_the_end_and_never_starts_at_zero():
+    """A time budget can carry progress past 1: the cosine stays at 0 there, it does not
+    rise again (the clamp dropped passed every test); the first step learns a little."""
+    from vit_facemap.train import lr_factor
+
+    assert lr_factor(1.5, 0.1) == pytest.approx(0.0) and lr_factor(1.9, 0.1) == pytest.approx(0.0)
+    assert lr_factor(0.0, 0.1) > 0
+
+
+def test_missing_keypoints_count_nowhere_in_the_losses():
+    """Both heads' losses are the mean over visible keypoints alone: what a network answers
+    where the label is missing changes nothing, and the value is the mean of the visible
+    ones. The regression head's mean over every keypoint (missing ones' targets read as 0)
+    passed every test before, as did an error averaged over x and y instead of summed."""
+    from types import SimpleNamespace
+
+    from vit_facemap.train import errors_px
+
+    model = SimpleNamespace(config=SimpleNamespace(input_w=64, input_h=32), stride=4)
+    target = torch.tensor([[[16.0, 8.0], [np.nan, np.nan]], [[32.0, 16.0], [48.0, 24.0]]])
+    coords = torch.tensor([[[20.0, 8.0], [5.0, 5.0]], [[32.0, 12.0], [48.0, 24.0]]])
+    vis = torch.zeros(2, 2)
+    loss = keypoint_loss({"coords": coords, "vis": vis}, target, model, 1.0, 0.1)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        vis, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    # |dx| / 64 + |dy| / 32 of the three visible keypoints: 4/64, 4/32 and 0
+    assert float(loss) == pytest.approx((4 / 64 + 4 / 32 + 0) / 3 + 0.1 * float(bce), abs=1e-6)
+    moved = coords.clone()
+    moved[0, 1] = torch.tensor([60.0, 30.0])
+    assert float(keypoint_loss({"coords": moved, "vis": vis}, target, model, 1.0, 0.1)) == \
+        pytest.approx(float(loss), abs=1e-6)
+    heat = torch.randn(2, 2, 8, 16)
+    h1 = keypoint_loss({"heatmap": heat}, target, model, 1.0, 0.1)
+    heat2 = heat.clone()
+    heat2[0, 1] = torch.randn(8, 16) * 5
+    assert float(keypoint_loss({"heatmap": heat2}, target, model, 1.0, 0.1)) == \
+        pytest.approx(float(h1), abs=1e-5)
+    err = errors_px(np.array([[[3.0, 4.0], [0.0, 0.0]]]), np.array([[[0.0, 0.0], [np.nan, 1.0]]]))
+    assert err[0, 0] == pytest.approx(5.0) and np.isnan(err[0, 1])
+
+
 def test_fit_with_masked_pretraining(tiny_set, tmp_path, monkeypatch):
     import vit_facemap.train as train_module
 
