@@ -105,6 +105,8 @@ def test_locator_sizes_its_network_cannot_decode_are_refused():
     # they failed in the first training step: "The size of tensor a (144) must match ... (169)"
     with pytest.raises(ValueError, match=r"locator refine_size=100: .* multiples of 8"):
         LocatorConfig(refine_size=100)
+    # without a second stage the size is never used: a run saved so still loads
+    assert LocatorConfig(refine_size=100, refine_steps=0).refine_size == 100
     with pytest.raises(ValueError, match=r"locator width=100, height=0: "):
         LocatorConfig(width=100, height=0)
 

@@ -78,7 +78,10 @@ class LocatorConfig:
         # the networks shrink their input 8 times (three stride-2 layers) and the decoding
         # reads an (h // 8) x (w // 8) heatmap: another size failed in the first training
         # step with a tensor size mismatch
-        bad = [f"{k}={getattr(self, k)}" for k in ("width", "height", "refine_size")
+        # (refine_size only where a second stage is trained: with 0 refine steps it is never
+        # used, and a run saved so still loads)
+        sides = ("width", "height", "refine_size") if self.refine_steps > 0 else ("width", "height")
+        bad = [f"{k}={getattr(self, k)}" for k in sides
                if getattr(self, k) < 8 or getattr(self, k) % 8]
         if bad:
             raise ValueError(f"locator {', '.join(bad)}: the locator's input sides must be "
