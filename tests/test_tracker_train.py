@@ -525,6 +525,21 @@ def test_cli_resume_of_a_finished_run_never_leaves_half_its_record(tmp_path, mon
     assert json.loads((run / "runinfo.json").read_text())["summary"]["total_steps"] == 8
 
 
+def test_cli_resume_of_a_finished_two_stage_run_of_an_earlier_version(tmp_path, monkeypatch,
+                                                                       capsys):
+    # its record, written before total_steps was, counted the first stage's steps alone
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch,
+                                           {"refine": {"share": 0.5, "input_size": 32}}, [])
+    assert main(args + ["--resume"]) == 0
+    info = json.loads((run / "runinfo.json").read_text())
+    assert info["summary"]["refine"]
+    del info["summary"]["total_steps"]
+    (run / "runinfo.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    assert "nothing left to train: the run had finished its 8 steps" in capsys.readouterr().out
+
+
 def test_resuming_does_not_need_the_weights_the_run_started_from(tmp_path, monkeypatch):
     """The training state replaces the starting weights; the file (a relative path resumed
     from another folder, moved, or a hub download offline) was still required."""

@@ -198,7 +198,9 @@ def _total_steps(out: Path) -> int | None:
     """The steps a finished run trained, every stage's (its runinfo.json), or None."""
     try:
         summary = json.loads((out / "runinfo.json").read_text())["summary"]
-        return int(summary.get("total_steps", summary["steps"]))
+        # written before total_steps was: the first stage's steps and its second stages'
+        return int(summary.get("total_steps", summary["steps"] + sum(
+            s["steps"] for s in (summary.get("refine") or {}).values())))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
