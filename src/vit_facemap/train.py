@@ -381,7 +381,7 @@ def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
 def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
     # every frame: a header read each (0.06 s for 508 frames); a frame of another size past
     # the first few trained the second stage on crops of the wrong side
-    sizes = {image_size(p) for p in frames.image_paths}
+    sizes = {image_size(p) for p in set(frames.image_paths)}  # a second stage's crops repeat
     if len(sizes) > 1:
         raise DataError(f"frames come in several sizes {sorted(sizes)}; the tracker needs one size",
                         frames.root)
@@ -852,6 +852,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     parts = [train_frames.bodyparts[i] for i in idx]
     run1 = json.loads((out / CONFIG_FILE).read_text())
     m1 = InputMapping(**run1["mapping"])
+    train_size = tuple(run1["frame_size"])  # the first stage's, from these same frames
     side = crop_side(train_frames.keypoints, idx, max(m1.box_w, m1.box_h), rc)
     rows, boxes = training_crops(train_frames.keypoints, idx, side, rc, recipe.seed)
     crops = LabeledFrames(train_frames.root, [train_frames.index[r] for r in rows],
@@ -862,7 +863,6 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     if val_frames is not None and len(val_frames):
         # validated where it will work: around the first stage's estimates, not the labels
         model1, run1 = load_run(out, device)
-        train_size = tuple(run1["frame_size"])
         vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
                                   radius=int(run1.get("decode_radius", DEFAULT_RADIUS)))
@@ -879,7 +879,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     folder = out / REFINE_DIR / name
     again = resume and (folder / STATE_FILE).is_file()
     info = {"refine_of": {"group": name, "parts": parts, "indices": idx, "side_px": side,
-                          "frame_size": list(_frame_size(train_frames))}}
+                          "frame_size": list(train_size)}}
     return fit(config, crops, folder, val_crops, device=device, overwrite=not again, resume=again,
                progress=progress, boxes=boxes, val_boxes=val_boxes, stage_info=info)
 
