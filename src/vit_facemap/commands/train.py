@@ -63,6 +63,7 @@ def _merge(base: dict, over: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from vit_facemap.runinfo import write_json
     from vit_facemap.train import TrainConfig, fit, is_finished, profile_config, stage_dirs
     from vit_facemap.validate import load_set
 
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     made = not out.exists()
     # steps only grow: the same count after --resume means nothing was left to train
     done_before = _total_steps(out) if args.resume and is_finished(out) else None
-    records = ({f: f.read_bytes() for f in (d / "runinfo.json" for d in (out, *stage_dirs(out)))}
+    records = ({f: json.loads(f.read_text())
+                for f in (d / "runinfo.json" for d in (out, *stage_dirs(out)))}
                if done_before is not None else {})
     try:
         summary = fit(config, train, out, val, device=args.device, overwrite=args.overwrite,
@@ -118,12 +120,9 @@ def run(args: argparse.Namespace) -> int:
     if done_before is not None and summary["total_steps"] == done_before:
         # it said "trained N steps in 0 s", as if it had trained again, and runinfo.json
         # gave the time of this call as the run's
+        # (atomically: a write cut short left half of the record that marks a run finished)
         for f, record in records.items():
-            # beside and moved in place: a write cut short left half of the record that
-            # marks the run as finished
-            tmp = f.with_name(f.name + ".tmp")
-            tmp.write_bytes(record)
-            tmp.replace(f)
+            write_json(record, f)
         print(f"nothing left to train: the run had finished its {done_before} steps (raise "
               f"\"steps\", and \"max_minutes\" where it has one, in its config.json to train "
               f"it further) -> {args.out}")
