@@ -169,9 +169,8 @@ def _not_ours(out: Path) -> str | None:
     return None
 
 
-def _clear_set_folder(out: Path, overwrite: bool, remove: bool = True) -> None:
-    """Remove an existing class-folder set at ``out`` (only with ``overwrite``, only ours);
-    ``remove=False`` only checks that it may be."""
+def _check_set_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an existing folder ``out`` unless ``overwrite`` and it is a set written here."""
     if out.exists():
         if not overwrite:
             raise RunExistsError(out)
@@ -179,8 +178,6 @@ def _clear_set_folder(out: Path, overwrite: bool, remove: bool = True) -> None:
         if why is not None:
             raise DataError("refusing to overwrite a folder that is not a class-folder set "
                             f"written by vit-facemap ({why})", out)
-        if remove:
-            shutil.rmtree(out)
 
 
 def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: bool = False,
@@ -222,7 +219,7 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
             f"{counts['dilated']} dilated (ratio > {dilated_above}) frames: a pupil set needs "
             "both; add animals or sessions that show the other state, or move the thresholds "
             "(--constricted-below, --dilated-above)", labels)
-    _clear_set_folder(out, overwrite, remove=False)  # replaced once the new set is whole
+    _check_set_folder(out, overwrite)  # replaced once the new set is whole
     # written beside OUT and renamed when whole: an interrupted run left OUT without its
     # tables, which 'classify train' read as a set (of the frames copied so far, no groups)
     # and --overwrite refused as not a set of ours
@@ -270,7 +267,8 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
         raise
     # the set it replaces (checked above) goes only now: interrupted or failed, --overwrite
     # had deleted it before the first frame was copied
-    _clear_set_folder(out, overwrite)
+    if out.exists():
+        shutil.rmtree(out)
     part.rename(out)
     return read_image_set(out)
 
@@ -447,7 +445,9 @@ def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "
     from vit_facemap.synthetic import write_state_set
 
     out = Path(out)
-    _clear_set_folder(out, overwrite)
+    _check_set_folder(out, overwrite)
+    if out.exists():
+        shutil.rmtree(out)
     write_state_set(out, n_frames, task, n_videos, seed, size=size, layout="schroeder")
     return read_image_set(out)
 
