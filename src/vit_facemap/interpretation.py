@@ -37,7 +37,6 @@ from vit_facemap.classifier import (
     profile_config,
 )
 from vit_facemap.config import check_fields
-from vit_facemap.errors import DataError
 from vit_facemap.rollout import (
     HEAD_FUSIONS,
     attention_rollout,
@@ -45,7 +44,13 @@ from vit_facemap.rollout import (
     deletion_curve,
     mass_in_box,
 )
-from vit_facemap.states import ImageSet, read_image_set, read_measures, read_regions
+from vit_facemap.states import (
+    ImageSet,
+    read_image_set,
+    read_measures,
+    read_regions,
+    require_eye_boxes,
+)
 
 
 @dataclass
@@ -259,13 +264,11 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
         raise ValueError(f"{data_dir}: the study uses eye crops and needs eyes.csv")
     configs = {m: profile_config(settings.profile, model=m, seed=settings.seed,
                                  **settings.overrides) for m in models}
-    lacking = [n for n, e in zip(data.names, data.eyes, strict=True) if not np.isfinite(e).all()]
-    if lacking and any(c.crop == "eye" for c in configs.values()):
+    if any(c.crop == "eye" for c in configs.values()):
         # the first fold's classifiers refused them, after its eye locator had trained, with
         # a message that named neither the table nor an image
-        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; the "
-                        "study's eye-crop classifiers train on every image of the set",
-                        data.root / "eyes.csv")
+        require_eye_boxes(data, "the study's eye-crop classifiers train on every image of the "
+                                "set")
     # read before the training: a malformed regions.csv stopped the study after all of it
     regions = read_regions(data)
     frames = load_frames(data.paths, progress=progress)

@@ -430,6 +430,16 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
                     np.asarray(group, dtype=object), eyes)
 
 
+def require_eye_boxes(image_set: ImageSet, why: str) -> None:
+    """Refuse a set in which an image has no eye box (eyes.csv), naming how many and one;
+    ``why`` says what needs them."""
+    lacking = [n for n, e in zip(image_set.names, image_set.eyes, strict=True)
+               if not np.isfinite(e).all()]
+    if lacking:
+        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; {why}",
+                        image_set.root / "eyes.csv")
+
+
 def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "pupil",
                               n_videos: int = 4, seed: int = 0, *,
                               size: tuple[int, int] = (160, 120),

@@ -150,7 +150,7 @@ def run_train(args: argparse.Namespace) -> int:
         profile_config,
     )
     from vit_facemap.runinfo import describe, resolve_device, timed, write_json
-    from vit_facemap.states import read_image_set, read_measures
+    from vit_facemap.states import read_image_set, read_measures, require_eye_boxes
 
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -182,12 +182,9 @@ def run_train(args: argparse.Namespace) -> int:
     if config.crop == "eye" and data.eyes is None:
         raise DataError("--crop eye needs eyes.csv (image,x,y,width) with the eye box of every "
                         "image to train the eye locator; use --crop frame otherwise", data.root)
-    if config.crop == "eye" and not np.isfinite(data.eyes).all():
-        lacking = [n for n, e in zip(data.names, data.eyes, strict=True)
-                   if not np.isfinite(e).all()]
-        raise DataError(f"{len(lacking)} image(s) have no eye box, e.g. {lacking[0]}; --crop eye "
-                        "needs one for every image to train the eye locator; use --crop frame "
-                        "otherwise", data.root / "eyes.csv")
+    if config.crop == "eye":
+        require_eye_boxes(data, "--crop eye needs one for every image to train the eye locator; "
+                                "use --crop frame otherwise")
     progress = not args.quiet
     frames = load_frames(data.paths, progress=progress)
     if config.crop == "eye":
