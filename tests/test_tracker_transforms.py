@@ -311,3 +311,20 @@ def test_channels_and_normalise_values():
     assert to_channels(gray, 3).tolist() == [[[9, 9, 9]]]
     x = normalise(np.array([0, 255], np.uint8).reshape(1, 1, 2, 1))
     np.testing.assert_allclose(x.ravel(), [-1.8, 2.2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kw,problem", [
+    (dict(scale=1.0), r"scale must be in \[0, 1\)"),
+    (dict(scale=1.5), r"scale must be in \[0, 1\)"),
+    (dict(scale=float("nan")), r"scale must be in \[0, 1\)"),
+    (dict(rotate=float("nan")), "rotate must be a finite number"),
+    (dict(translate=float("inf")), "translate must be a finite number"),
+    (dict(brightness=float("nan")), "brightness must be a finite number"),
+])
+def test_augment_settings_that_wreck_the_inputs_are_refused(kw, problem):
+    """scale=1 drew factors in [0, 2]: inputs shrunk to a few pixels (to 0.17 of their size in
+    50 draws), keypoints with them; a NaN scale or rotation made every keypoint missing and
+    a NaN shift failed inside albumentations ('cannot convert float NaN to integer')."""
+    with pytest.raises(ValueError, match=problem):
+        AugmentConfig(**kw)
+    AugmentConfig(scale=0.0, rotate=0.0, translate=0.0)  # no geometry at all is fine

@@ -14,6 +14,7 @@ a dummy position and come back as NaN.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,15 @@ class AugmentConfig:
         for name in ("hflip", "blur", "noise", "p_geometric"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augmentation {name} is a probability, got {getattr(self, name)}")
+        # a scale of 1 or more drew factors down to 0 or below (an input shrunk to a point,
+        # its keypoints with it) and NaN made every keypoint missing, both without a word
+        if not 0 <= self.scale < 1:
+            raise ValueError(f"augmentation scale must be in [0, 1) (images are scaled by a "
+                             f"factor in [1 - scale, 1 + scale]), got {self.scale}")
+        for name in ("rotate", "translate", "brightness", "contrast"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"augmentation {name} must be a finite number, got "
+                                 f"{getattr(self, name)}")
 
 
 class KeypointAugmenter:
