@@ -42,6 +42,21 @@ def test_reference_fallbacks():
     assert np.allclose(reference_lengths(true, ["a", "b"])[0], [50.0, 50.0])
 
 
+
+def test_a_frame_without_labels_scores_without_a_numpy_warning():
+    """A set without the reference pair measures each frame's labeled-keypoint box: a frame
+    with no label at all (unlabeled frames are kept in a set) printed numpy's
+    "All-NaN slice encountered" from metrics.py on every evaluation."""
+    import warnings
+
+    true = np.array([[[0.0, 0.0], [30.0, 40.0]], [[np.nan, np.nan], [np.nan, np.nan]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        length, _ = reference_lengths(true, ["a", "b"])
+        m = keypoint_metrics(true + 1.0, true, ["a", "b"])
+    np.testing.assert_allclose(length, [50.0, 50.0])  # the unlabeled frame: the median
+    assert m["n_keypoints_labeled"] == 2 and m["pck"] == 1.0
+
 def test_no_reference_length_gives_no_pck():
     """Where no frame has both keypoints of the reference pair there is no threshold: PCK is
     None (overall, per keypoint, per group), not 0 from comparisons with NaN."""

@@ -17,6 +17,7 @@ smaller number from the frames that were predicted; ``median_px`` and PCK stay f
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +41,11 @@ def reference_lengths(true: np.ndarray, bodyparts: Sequence[str]) -> tuple[np.nd
         length = np.linalg.norm(true[:, i] - true[:, j], axis=-1)
         name = f"{pair[0]} to {pair[1]}"
     else:
-        lo, hi = np.nanmin(true, axis=1), np.nanmax(true, axis=1)
+        with warnings.catch_warnings():
+            # a frame without any label has no box: NaN, given the median below, as expected
+            # (numpy's "All-NaN slice encountered" said nothing a user could act on)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanmin(true, axis=1), np.nanmax(true, axis=1)
         length = np.linalg.norm(hi - lo, axis=-1)
         # one labeled point spans nothing: no length of its own (the set's median below)
         length[(np.isfinite(true).all(-1)).sum(1) < 2] = np.nan
