@@ -250,6 +250,34 @@ def test_runner_fails_on_a_failing_notebook(tmp_path):
     assert "broken on purpose" in saved["notebooks"][0]["error"]
 
 
+def test_an_interrupted_run_leaves_no_record_of_the_run_before(tmp_path, monkeypatch):
+    """Ctrl-C in the last notebook: its partly executed copy is there, as are the fresh
+    copies before it, and the previous run's record listed them all as ok."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        _notebook(nbs / name, "pass")
+    stop = set()
+
+    def papermill(source, executed, settings, **kwargs):  # no kernel: copies the notebook
+        shutil.copyfile(source, executed)
+        if source.name in stop:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute, "execute_notebook", papermill)
+    ex = tmp_path / "executed"
+    execute.execute_all(nbs, ex, execute.BookSettings(profile="default", out_dir=str(tmp_path)),
+                        log=lambda m: None)
+    assert execute.complete_run(ex)["settings"]["profile"] == "default"
+    stop.add("02_b.ipynb")
+    with pytest.raises(KeyboardInterrupt):
+        execute.execute_all(nbs, ex, execute.BookSettings(profile="quick", out_dir=str(tmp_path)),
+                            log=lambda m: None)
+    with pytest.raises(RuntimeError, match="build_record.json is missing"):
+        execute.complete_run(ex)
+    assert not (ex / execute.NOTE_MD).exists()
+
+
 def test_runner_rejects_unknown_profile(tmp_path):
     (tmp_path / "nb").mkdir()
     with pytest.raises(ValueError, match="profile"):

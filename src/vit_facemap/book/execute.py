@@ -290,6 +290,11 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     record = BuildRecord(settings=settings, device_resolved=device, real_data=False,
                          data_folder=config.data_root(settings.data_dir) is not None)
     executed_dir.mkdir(parents=True, exist_ok=True)
+    # The record of the previous run goes first: a run stopped part-way (Ctrl-C, a killed
+    # kernel) writes none, and the old one, listing every notebook as ok, would let the
+    # book be built from this run's partial copies under the old run's settings.
+    for name in (RECORD_JSON, RECORD_MD, NOTE_MD):
+        (executed_dir / name).unlink(missing_ok=True)
     for stale in executed_dir.glob(NOTEBOOK_GLOB):
         stale.unlink()  # a notebook removed from the repo must not linger in the book
     start = time.perf_counter()
