@@ -278,6 +278,25 @@ def test_an_interrupted_run_leaves_no_record_of_the_run_before(tmp_path, monkeyp
     assert not (ex / execute.NOTE_MD).exists()
 
 
+@pytest.mark.parametrize("given", ["typo", "empty"])
+def test_execute_refuses_a_data_folder_without_the_real_sets(tmp_path, monkeypatch, capsys,
+                                                             given):
+    """A mistyped DATA= built the whole book on generated frames, whose note then said no
+    data folder was given."""
+    from vit_facemap.book import __main__ as book
+
+    ran = []
+    monkeypatch.setattr(execute, "execute_notebook", lambda *a, **k: ran.append(a))
+    monkeypatch.chdir(tmp_path)
+    _notebook(tmp_path / "01_a.ipynb", "pass")
+    (tmp_path / "empty").mkdir()
+    assert book.main(["execute", "--profile", "test", "--device", "cpu", "--data-dir", given,
+                      "--notebooks", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"data folder {tmp_path / given}" in err and "g7c1, schroeder" in err
+    assert ran == [] and not (tmp_path / "_build/executed" / execute.RECORD_JSON).exists()
+
+
 def test_runner_rejects_unknown_profile(tmp_path):
     (tmp_path / "nb").mkdir()
     with pytest.raises(ValueError, match="profile"):

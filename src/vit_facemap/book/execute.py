@@ -272,6 +272,27 @@ def complete_run(folder: str | Path) -> dict[str, Any]:
     return record
 
 
+def check_data_folder(data_dir: str | Path) -> None:
+    """Refuse a data folder that is given but holds none of the real sets.
+
+    Without this the notebooks fall back on generated frames, as they do when no folder is
+    given: a mistyped ``DATA=`` cost a whole build on generated frames whose note said that
+    no folder was given. An empty ``data_dir`` is the documented way to build on them.
+    """
+    if not str(data_dir):
+        return
+    folder = Path(data_dir).expanduser()
+    sets = ", ".join(config.REAL_SETS)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder {folder} (DATA= / --data-dir) does not exist: "
+                                f"give the folder that holds the real sets ({sets}), or none "
+                                "to build on generated frames")
+    if not any((folder / name).is_dir() for name in config.REAL_SETS):
+        raise FileNotFoundError(f"data folder {folder} (DATA= / --data-dir) holds none of the "
+                                f"real sets ({sets}): give the folder that holds them, or none "
+                                "to build on generated frames")
+
+
 def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: BookSettings, *,
                 kernel_name: str = "python3", log=print) -> BuildRecord:
     """Execute every notebook in order; raises ``RuntimeError`` naming the first failure.
@@ -282,6 +303,7 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     notebooks_dir = Path(notebooks_dir).resolve()
     executed_dir = Path(executed_dir).resolve()
     config.profile(settings.profile)  # validates the name before spending any time
+    check_data_folder(settings.data_dir)
     device = runinfo.resolve_device(settings.device)
     # what the notebooks record as their data lands in their out_dir, which is relative
     # to their working directory (notebooks_dir) unless absolute
