@@ -273,3 +273,18 @@ def test_notebook_pages_show_real_warnings_but_not_tqdms_missing_widgets(tmp_pat
     cell = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[-1]
     stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
     assert "a real problem" in stderr and "TqdmWarning" not in stderr
+
+
+def test_make_test_runs_the_notebooks_outside_the_books_results():
+    """``make test`` executes the notebooks (nbval, profile test): in the book's results
+    folder it replaced the tracker table and runs that ``make paper`` reuses."""
+    from vit_facemap.book import __main__ as book
+
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    nbval = recipe.replace("\\\n", " ")
+    nbval = next(line for line in nbval.splitlines() if "--nbval" in line)
+    found = re.search(r"\bVIT_FACEMAP_OUT=(\S+)", nbval)
+    assert found, f"the nbval run of make test writes to the book's results: {nbval.strip()}"
+    out = Path(found.group(1).replace("$(CURDIR)", str(ROOT)))
+    book_out = ROOT / book.build_parser().parse_args(["execute"]).out_dir
+    assert out.is_absolute() and out.resolve() != book_out.resolve()
