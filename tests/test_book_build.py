@@ -288,3 +288,37 @@ def test_make_test_runs_the_notebooks_outside_the_books_results():
     out = Path(found.group(1).replace("$(CURDIR)", str(ROOT)))
     book_out = ROOT / book.build_parser().parse_args(["execute"]).out_dir
     assert out.is_absolute() and out.resolve() != book_out.resolve()
+
+
+def test_myst_without_node_fails_instead_of_waiting_for_an_unseen_answer(tmp_path, monkeypatch):
+    """Without Node.js, mystmd asks on stdout whether to install it and waits on stdin; the
+    build captures stdout, so at a terminal it waited for an answer to a question no one saw."""
+    import os
+    import sys
+    import time
+
+    from vit_facemap.book import mystbuild
+
+    myst = tmp_path / "myst"  # what mystmd 1.11 does on a machine without node
+    myst.write_text(f"#!{sys.executable}\nimport select, sys\n"
+                    "print('\\u2757 Node.js (node) is required to run MyST, but could not be "
+                    "found`.')\nprint('Install Node.js? (y/N): ', end='', flush=True)\n"
+                    "if not select.select([sys.stdin], [], [], 5)[0]:\n"
+                    "    print('still waiting'); sys.exit(3)\n"
+                    "sys.exit(1 if sys.stdin.readline() == '' else 0)\n")
+    myst.chmod(0o755)
+    monkeypatch.setattr(mystbuild, "myst_executable", lambda: str(myst))
+    read, write = os.pipe()  # stdin as at a terminal: open, nothing typed
+    saved = os.dup(0)
+    os.dup2(read, 0)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(RuntimeError) as err:
+            mystbuild.build(["--site"])
+        waited = time.perf_counter() - t0
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read, write):
+            os.close(fd)
+    assert waited < 4 and "status 1" in str(err.value)
+    assert "Node.js >= 20" in str(err.value) and "MYSTMD_ALLOW_NODEENV=1" in str(err.value)
