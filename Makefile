@@ -61,7 +61,10 @@ paper: install sysdeps
 	$(MAKE) --no-print-directory book
 
 # Debian TeX for the PDF; installed only when missing (apt-get as root, else with sudo).
-sysdeps:
+# MyST runs on Node.js >= 20 (Debian 12's is 18): where no node is found, mystmd installs its
+# own copy once (into the user's data folder); checked here, before the notebooks run.
+sysdeps: install
+	MYSTMD_ALLOW_NODEENV=1 MYST_NO_UPDATE_CHECK=1 $(BIN)/myst --version
 	@if command -v pdflatex >/dev/null && command -v xelatex >/dev/null && command -v latexmk >/dev/null \
 	  && kpsewhich authblk.sty newunicodechar.sty >/dev/null; then \
 	  echo "sysdeps: TeX (pdflatex, xelatex, latexmk, latex-extra) found"; \

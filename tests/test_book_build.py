@@ -322,3 +322,22 @@ def test_myst_without_node_fails_instead_of_waiting_for_an_unseen_answer(tmp_pat
             os.close(fd)
     assert waited < 4 and "status 1" in str(err.value)
     assert "Node.js >= 20" in str(err.value) and "MYSTMD_ALLOW_NODEENV=1" in str(err.value)
+
+
+def _recipe(target: str) -> tuple[str, str]:
+    """A Makefile target's prerequisites and recipe (continued lines joined)."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    found = re.search(rf"^{target}:([^\n]*)\n((?:\t[^\n]*\n)*)", text, re.M)
+    assert found, f"no target {target} in the Makefile"
+    return found.group(1), found.group(2)
+
+
+def test_make_paper_gets_node_for_myst_before_the_notebooks():
+    """MyST runs on Node.js >= 20, which Debian's TeX packages do not bring (and Debian 12's
+    own is 18): on a fresh machine make paper ran the notebooks for two hours, then the book
+    step found no node."""
+    prereqs, recipe = _recipe("paper")
+    assert "sysdeps" in prereqs.split() and "notebooks" in recipe
+    prereqs, recipe = _recipe("sysdeps")
+    assert "install" in prereqs.split()
+    assert re.search(r"MYSTMD_ALLOW_NODEENV=1 .*\$\(BIN\)/myst --version", recipe)

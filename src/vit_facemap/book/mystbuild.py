@@ -74,7 +74,7 @@ def build(args: list[str], root: str | Path = ".", *, expect: list[str | Path] =
                           "no notebook cell has)")
     if "Node.js" in log and ("could not be found" in log or "requires Node.js" in log):
         errors.append(f"(MyST runs on Node.js >= {MIN_NODE}: install it, or let mystmd fetch "
-                      "it, with the internet, by setting MYSTMD_ALLOW_NODEENV=1)")
+                      "it, with the internet, by setting MYSTMD_ALLOW_NODEENV=1 (make sysdeps does))")
     if missing:
         errors.append("expected outputs are missing: " + ", ".join(missing))
     if errors:
