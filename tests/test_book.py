@@ -486,6 +486,24 @@ def test_compile_zip_adds_bbl(tmp_path):
         latex.compile_zip(bad, tmp_path / "bad.pdf")
 
 
+def test_compile_zip_keeps_to_a_folder_it_may_empty(tmp_path):
+    """``pdf --keep exports`` emptied exports/ first: the zip it was to compile was gone,
+    with anything else there."""
+    (tmp_path / "exports").mkdir()
+    zpath = _zip(tmp_path / "exports" / "arxiv.zip", {"arxiv.tex": ARXIV_TEX})
+    (tmp_path / "exports" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="holds files this step did not write"):
+        latex.compile_zip(zpath, tmp_path / "exports/paper.pdf", keep=tmp_path / "exports",
+                          latexmk="true")
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["arxiv.zip", "notes.txt"]
+    # a folder of its own is replaced by the next compile ("true" writes no PDF)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="wrote no PDF"):
+            latex.compile_zip(zpath, tmp_path / "paper.pdf", keep=tmp_path / "tex",
+                              latexmk="true")
+    assert (tmp_path / "tex" / "arxiv.tex").is_file()
+
+
 def _template_preamble() -> str:
     """The arXiv template up to MyST's imports: the preamble the paper compiles with."""
     text = (Path(latex.__file__).parent / "templates" / "arxiv" / "template.tex").read_text()
