@@ -297,6 +297,15 @@ def test_execute_refuses_a_data_folder_without_the_real_sets(tmp_path, monkeypat
     assert ran == [] and not (tmp_path / "_build/executed" / execute.RECORD_JSON).exists()
 
 
+def test_runner_keeps_the_notebooks_it_is_asked_to_write_over(tmp_path, monkeypatch):
+    # execute --executed notebooks: the earlier copies removed first were the notebooks
+    monkeypatch.setattr(execute, "execute_notebook", lambda *a, **k: None)
+    _notebook(tmp_path / "01_a.ipynb", "pass")
+    with pytest.raises(ValueError, match="give another folder for the executed copies"):
+        execute.execute_all(tmp_path, tmp_path / ".", execute.BookSettings(profile="test"))
+    assert (tmp_path / "01_a.ipynb").is_file()
+
+
 def test_runner_rejects_unknown_profile(tmp_path):
     (tmp_path / "nb").mkdir()
     with pytest.raises(ValueError, match="profile"):

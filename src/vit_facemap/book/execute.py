@@ -302,6 +302,11 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     """
     notebooks_dir = Path(notebooks_dir).resolve()
     executed_dir = Path(executed_dir).resolve()
+    if executed_dir == notebooks_dir:
+        # the executed folder's notebooks are deleted first, as copies of an earlier run
+        raise ValueError(f"the executed copies would replace the notebooks in {notebooks_dir}, "
+                         "which are removed from that folder before the run: give another "
+                         "folder for the executed copies")
     config.profile(settings.profile)  # validates the name before spending any time
     check_data_folder(settings.data_dir)
     device = runinfo.resolve_device(settings.device)
