@@ -36,7 +36,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q tests
-	VIT_FACEMAP_PROFILE=test $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	# the notebooks' own results folder: in the book's (_build/results) the test run replaced
+	# the tracker table and runs that make paper reuses (55 min of training on 2 CPU cores)
+	VIT_FACEMAP_PROFILE=test VIT_FACEMAP_OUT=$(CURDIR)/_build/test-results \
+	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks notebooks
@@ -58,7 +61,10 @@ paper: install sysdeps
 	$(MAKE) --no-print-directory book
 
 # Debian TeX for the PDF; installed only when missing (apt-get as root, else with sudo).
-sysdeps:
+# MyST runs on Node.js >= 20 (Debian 12's is 18): where no node is found, mystmd installs its
+# own copy once (into the user's data folder); checked here, before the notebooks run.
+sysdeps: install
+	MYSTMD_ALLOW_NODEENV=1 MYST_NO_UPDATE_CHECK=1 $(BIN)/myst --version
 	@if command -v pdflatex >/dev/null && command -v xelatex >/dev/null && command -v latexmk >/dev/null \
 	  && kpsewhich authblk.sty newunicodechar.sty >/dev/null; then \
 	  echo "sysdeps: TeX (pdflatex, xelatex, latexmk, latex-extra) found"; \

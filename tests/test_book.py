@@ -250,6 +250,62 @@ def test_runner_fails_on_a_failing_notebook(tmp_path):
     assert "broken on purpose" in saved["notebooks"][0]["error"]
 
 
+def test_an_interrupted_run_leaves_no_record_of_the_run_before(tmp_path, monkeypatch):
+    """Ctrl-C in the last notebook: its partly executed copy is there, as are the fresh
+    copies before it, and the previous run's record listed them all as ok."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        _notebook(nbs / name, "pass")
+    stop = set()
+
+    def papermill(source, executed, settings, **kwargs):  # no kernel: copies the notebook
+        shutil.copyfile(source, executed)
+        if source.name in stop:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute, "execute_notebook", papermill)
+    ex = tmp_path / "executed"
+    execute.execute_all(nbs, ex, execute.BookSettings(profile="default", out_dir=str(tmp_path)),
+                        log=lambda m: None)
+    assert execute.complete_run(ex)["settings"]["profile"] == "default"
+    stop.add("02_b.ipynb")
+    with pytest.raises(KeyboardInterrupt):
+        execute.execute_all(nbs, ex, execute.BookSettings(profile="quick", out_dir=str(tmp_path)),
+                            log=lambda m: None)
+    with pytest.raises(RuntimeError, match="build_record.json is missing"):
+        execute.complete_run(ex)
+    assert not (ex / execute.NOTE_MD).exists()
+
+
+@pytest.mark.parametrize("given", ["typo", "empty"])
+def test_execute_refuses_a_data_folder_without_the_real_sets(tmp_path, monkeypatch, capsys,
+                                                             given):
+    """A mistyped DATA= built the whole book on generated frames, whose note then said no
+    data folder was given."""
+    from vit_facemap.book import __main__ as book
+
+    ran = []
+    monkeypatch.setattr(execute, "execute_notebook", lambda *a, **k: ran.append(a))
+    monkeypatch.chdir(tmp_path)
+    _notebook(tmp_path / "01_a.ipynb", "pass")
+    (tmp_path / "empty").mkdir()
+    assert book.main(["execute", "--profile", "test", "--device", "cpu", "--data-dir", given,
+                      "--notebooks", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"data folder {tmp_path / given}" in err and "g7c1, schroeder" in err
+    assert ran == [] and not (tmp_path / "_build/executed" / execute.RECORD_JSON).exists()
+
+
+def test_runner_keeps_the_notebooks_it_is_asked_to_write_over(tmp_path, monkeypatch):
+    # execute --executed notebooks: the earlier copies removed first were the notebooks
+    monkeypatch.setattr(execute, "execute_notebook", lambda *a, **k: None)
+    _notebook(tmp_path / "01_a.ipynb", "pass")
+    with pytest.raises(ValueError, match="give another folder for the executed copies"):
+        execute.execute_all(tmp_path, tmp_path / ".", execute.BookSettings(profile="test"))
+    assert (tmp_path / "01_a.ipynb").is_file()
+
+
 def test_runner_rejects_unknown_profile(tmp_path):
     (tmp_path / "nb").mkdir()
     with pytest.raises(ValueError, match="profile"):
@@ -437,6 +493,24 @@ def test_compile_zip_adds_bbl(tmp_path):
                                        "main.bib": bib})
     with pytest.raises(RuntimeError, match="undefined"):
         latex.compile_zip(bad, tmp_path / "bad.pdf")
+
+
+def test_compile_zip_keeps_to_a_folder_it_may_empty(tmp_path):
+    """``pdf --keep exports`` emptied exports/ first: the zip it was to compile was gone,
+    with anything else there."""
+    (tmp_path / "exports").mkdir()
+    zpath = _zip(tmp_path / "exports" / "arxiv.zip", {"arxiv.tex": ARXIV_TEX})
+    (tmp_path / "exports" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="holds files this step did not write"):
+        latex.compile_zip(zpath, tmp_path / "exports/paper.pdf", keep=tmp_path / "exports",
+                          latexmk="true")
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["arxiv.zip", "notes.txt"]
+    # a folder of its own is replaced by the next compile ("true" writes no PDF)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="wrote no PDF"):
+            latex.compile_zip(zpath, tmp_path / "paper.pdf", keep=tmp_path / "tex",
+                              latexmk="true")
+    assert (tmp_path / "tex" / "arxiv.tex").is_file()
 
 
 def _template_preamble() -> str:

@@ -273,3 +273,71 @@ def test_notebook_pages_show_real_warnings_but_not_tqdms_missing_widgets(tmp_pat
     cell = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[-1]
     stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
     assert "a real problem" in stderr and "TqdmWarning" not in stderr
+
+
+def test_make_test_runs_the_notebooks_outside_the_books_results():
+    """``make test`` executes the notebooks (nbval, profile test): in the book's results
+    folder it replaced the tracker table and runs that ``make paper`` reuses."""
+    from vit_facemap.book import __main__ as book
+
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    nbval = recipe.replace("\\\n", " ")
+    nbval = next(line for line in nbval.splitlines() if "--nbval" in line)
+    found = re.search(r"\bVIT_FACEMAP_OUT=(\S+)", nbval)
+    assert found, f"the nbval run of make test writes to the book's results: {nbval.strip()}"
+    out = Path(found.group(1).replace("$(CURDIR)", str(ROOT)))
+    book_out = ROOT / book.build_parser().parse_args(["execute"]).out_dir
+    assert out.is_absolute() and out.resolve() != book_out.resolve()
+
+
+def test_myst_without_node_fails_instead_of_waiting_for_an_unseen_answer(tmp_path, monkeypatch):
+    """Without Node.js, mystmd asks on stdout whether to install it and waits on stdin; the
+    build captures stdout, so at a terminal it waited for an answer to a question no one saw."""
+    import os
+    import sys
+    import time
+
+    from vit_facemap.book import mystbuild
+
+    myst = tmp_path / "myst"  # what mystmd 1.11 does on a machine without node
+    myst.write_text(f"#!{sys.executable}\nimport select, sys\n"
+                    "print('\\u2757 Node.js (node) is required to run MyST, but could not be "
+                    "found`.')\nprint('Install Node.js? (y/N): ', end='', flush=True)\n"
+                    "if not select.select([sys.stdin], [], [], 5)[0]:\n"
+                    "    print('still waiting'); sys.exit(3)\n"
+                    "sys.exit(1 if sys.stdin.readline() == '' else 0)\n")
+    myst.chmod(0o755)
+    monkeypatch.setattr(mystbuild, "myst_executable", lambda: str(myst))
+    read, write = os.pipe()  # stdin as at a terminal: open, nothing typed
+    saved = os.dup(0)
+    os.dup2(read, 0)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(RuntimeError) as err:
+            mystbuild.build(["--site"])
+        waited = time.perf_counter() - t0
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read, write):
+            os.close(fd)
+    assert waited < 4 and "status 1" in str(err.value)
+    assert "Node.js >= 20" in str(err.value) and "MYSTMD_ALLOW_NODEENV=1" in str(err.value)
+
+
+def _recipe(target: str) -> tuple[str, str]:
+    """A Makefile target's prerequisites and recipe (continued lines joined)."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    found = re.search(rf"^{target}:([^\n]*)\n((?:\t[^\n]*\n)*)", text, re.M)
+    assert found, f"no target {target} in the Makefile"
+    return found.group(1), found.group(2)
+
+
+def test_make_paper_gets_node_for_myst_before_the_notebooks():
+    """MyST runs on Node.js >= 20, which Debian's TeX packages do not bring (and Debian 12's
+    own is 18): on a fresh machine make paper ran the notebooks for two hours, then the book
+    step found no node."""
+    prereqs, recipe = _recipe("paper")
+    assert "sysdeps" in prereqs.split() and "notebooks" in recipe
+    prereqs, recipe = _recipe("sysdeps")
+    assert "install" in prereqs.split()
+    assert re.search(r"MYSTMD_ALLOW_NODEENV=1 .*\$\(BIN\)/myst --version", recipe)

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("html", help="myst --site + offline HTML").set_defaults(func=_html)
     sub.add_parser("tex", help="myst --tex -> exports/arxiv.zip").set_defaults(func=_tex)
     p = sub.add_parser("pdf", help="latexmk -pdf on the arXiv zip -> exports/paper.pdf")
-    p.add_argument("--keep", default="", help="compile in this folder and keep it")
+    p.add_argument("--keep", default="", help="compile in this folder and keep it (a new or empty folder, or one an "
+                   "earlier --keep compiled in: it is emptied first)")
     p.set_defaults(func=_pdf)
     sub.add_parser("check", help="all exports exist").set_defaults(func=_check)
     sub.add_parser("html-online", help="MyST book theme site (needs the internet)"

@@ -272,6 +272,27 @@ def complete_run(folder: str | Path) -> dict[str, Any]:
     return record
 
 
+def check_data_folder(data_dir: str | Path) -> None:
+    """Refuse a data folder that is given but holds none of the real sets.
+
+    Without this the notebooks fall back on generated frames, as they do when no folder is
+    given: a mistyped ``DATA=`` cost a whole build on generated frames whose note said that
+    no folder was given. An empty ``data_dir`` is the documented way to build on them.
+    """
+    if not str(data_dir):
+        return
+    folder = Path(data_dir).expanduser()
+    sets = ", ".join(config.REAL_SETS)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder {folder} (DATA= / --data-dir) does not exist: "
+                                f"give the folder that holds the real sets ({sets}), or none "
+                                "to build on generated frames")
+    if not any((folder / name).is_dir() for name in config.REAL_SETS):
+        raise FileNotFoundError(f"data folder {folder} (DATA= / --data-dir) holds none of the "
+                                f"real sets ({sets}): give the folder that holds them, or none "
+                                "to build on generated frames")
+
+
 def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: BookSettings, *,
                 kernel_name: str = "python3", log=print) -> BuildRecord:
     """Execute every notebook in order; raises ``RuntimeError`` naming the first failure.
@@ -281,7 +302,13 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     """
     notebooks_dir = Path(notebooks_dir).resolve()
     executed_dir = Path(executed_dir).resolve()
+    if executed_dir == notebooks_dir:
+        # the executed folder's notebooks are deleted first, as copies of an earlier run
+        raise ValueError(f"the executed copies would replace the notebooks in {notebooks_dir}, "
+                         "which are removed from that folder before the run: give another "
+                         "folder for the executed copies")
     config.profile(settings.profile)  # validates the name before spending any time
+    check_data_folder(settings.data_dir)
     device = runinfo.resolve_device(settings.device)
     # what the notebooks record as their data lands in their out_dir, which is relative
     # to their working directory (notebooks_dir) unless absolute
@@ -290,6 +317,11 @@ def execute_all(notebooks_dir: str | Path, executed_dir: str | Path, settings: B
     record = BuildRecord(settings=settings, device_resolved=device, real_data=False,
                          data_folder=config.data_root(settings.data_dir) is not None)
     executed_dir.mkdir(parents=True, exist_ok=True)
+    # The record of the previous run goes first: a run stopped part-way (Ctrl-C, a killed
+    # kernel) writes none, and the old one, listing every notebook as ok, would let the
+    # book be built from this run's partial copies under the old run's settings.
+    for name in (RECORD_JSON, RECORD_MD, NOTE_MD):
+        (executed_dir / name).unlink(missing_ok=True)
     for stale in executed_dir.glob(NOTEBOOK_GLOB):
         stale.unlink()  # a notebook removed from the repo must not linger in the book
     start = time.perf_counter()

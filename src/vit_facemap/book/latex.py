@@ -28,6 +28,10 @@ UNDEFINED = re.compile(
 )
 
 
+# written in the folder the zip is compiled in: a later compile may empty that folder
+KEPT_MARK = ".vit-facemap-tex"
+
+
 def main_tex(folder: Path) -> str:
     """The top-level .tex of an unpacked export: the one with ``\\documentclass``."""
     tops = sorted(p.name for p in folder.glob("*.tex")
@@ -47,9 +51,17 @@ def compile_zip(zip_path: str | Path, pdf_out: str | Path, *, keep: str | Path |
     if shutil.which(latexmk) is None:
         raise FileNotFoundError("latexmk was not found; run 'make sysdeps'")
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="vit-facemap-tex-"))
+    # the folder is emptied first: only one this step made before (or an empty one), since
+    # --keep exports deleted the zip it was about to compile, and any folder its files
+    if work.exists() and (not work.is_dir()
+                          or (any(work.iterdir()) and not (work / KEPT_MARK).is_file())):
+        raise RuntimeError(f"the folder to compile in, {work}, holds files this step did not "
+                           "write and would be emptied first: give a new or empty folder")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    (work / KEPT_MARK).write_text("compiled by python -m vit_facemap.book pdf; replaced by "
+                                  "the next compile in this folder\n")
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(work)
     top = main_tex(work)

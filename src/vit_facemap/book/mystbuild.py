@@ -17,6 +17,7 @@ from pathlib import Path
 
 # ⚠️ / ⛔️ / 🚨 mark problems in MyST's log.
 PROBLEM = re.compile("(\u26a0|\u26d4|\U0001f6a8)")
+MIN_NODE = 20  # the oldest Node.js that mystmd runs on
 BENIGN = (
     re.compile(r"update available", re.IGNORECASE),
     re.compile(r"Could not (check|reach) .*(version|update)", re.IGNORECASE),
@@ -47,8 +48,11 @@ def run_myst(args: list[str], root: str | Path = ".", *, echo: bool = True) -> t
     env = dict(os.environ)
     # MyST asks the npm registry for newer versions; nothing of the build depends on it.
     env.setdefault("MYST_NO_UPDATE_CHECK", "1")
+    # stdin closed: without Node.js, mystmd asks whether to install it, and as its output is
+    # captured the question went unseen while the build waited for an answer at a terminal
     proc = subprocess.run([myst_executable(), "build", *args], cwd=root, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     if echo:
         print(proc.stdout, end="")
     return proc.returncode, proc.stdout
@@ -68,6 +72,9 @@ def build(args: list[str], root: str | Path = ".", *, expect: list[str | Path] =
             # what MyST's TeX export says about an embed it could not resolve
             errors.append("(a '_lift' node is an embed such as ':::{figure} #fig-x' whose label "
                           "no notebook cell has)")
+    if "Node.js" in log and ("could not be found" in log or "requires Node.js" in log):
+        errors.append(f"(MyST runs on Node.js >= {MIN_NODE}: install it, or let mystmd fetch "
+                      "it, with the internet, by setting MYSTMD_ALLOW_NODEENV=1 (make sysdeps does))")
     if missing:
         errors.append("expected outputs are missing: " + ", ".join(missing))
     if errors:
