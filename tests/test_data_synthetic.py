@@ -246,3 +246,32 @@ def test_synthetic_command_never_writes_into_a_users_set(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Not a directory" in err and "CollectedData_synthetic.csv" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_synthetic_command_keeps_a_generated_set_of_the_other_kind_and_a_users_frames(
+        tmp_path, capsys):
+    from vit_facemap.cli import main
+
+    # a keypoint set was written into a state set (its synthetic.json replaced) without
+    # --overwrite: the state set was judged by groups.csv, the keypoint set by its table
+    states = tmp_path / "states"
+    assert main(["data", "synthetic", str(states), "--states", "pupil", "--frames", "2",
+                 "--size", "64x48"]) == 0
+    before = (states / "synthetic.json").read_bytes()
+    assert main(["data", "synthetic", str(states), "--frames", "2", "--size", "64x48"]) == 2
+    assert "synthetic.json: already exists" in capsys.readouterr().err
+    assert (states / "synthetic.json").read_bytes() == before
+    assert not (states / "CollectedData_synthetic.csv").exists()
+    # frames of a DeepLabCut project not labeled yet, or of a class-folder set, got
+    # generated frames (and a labels table for them) written among them
+    for frame in ("labeled-data/mousevid/img0000.png", "open/m1_0001.jpg"):
+        mine = tmp_path / frame.split("/")[0].replace("-", "_") / "set"
+        (mine / frame).parent.mkdir(parents=True)
+        (mine / frame).write_bytes(b"my frame")
+        for extra in ([], ["--overwrite"], ["--states", "eye"]):
+            assert main(["data", "synthetic", str(mine), "--frames", "2", "--size", "64x48",
+                         *extra]) == 2
+            assert f"holds frames ({frame}) that `data synthetic` did not write" in \
+                capsys.readouterr().err
+        assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")
+                      if p.is_file()) == [frame]

@@ -36,6 +36,7 @@ from scipy.ndimage import gaussian_filter
 
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.images import IMAGE_SUFFIXES
 
 G7C1_KEYPOINTS = (
     "eye top", "eye front", "eye bottom", "eye back", "nose top", "nose tip", "nose bottom",
@@ -48,6 +49,7 @@ SCHROEDER_KEYPOINTS = (
 LAYOUTS = {"g7c1": G7C1_KEYPOINTS, "schroeder": SCHROEDER_KEYPOINTS}
 STATE_TASKS = {"pupil": ("constricted", "dilated"), "eye": ("closed", "open")}
 SCORER = "synthetic"
+_KEYPOINT_TABLE = "CollectedData_synthetic.csv"  # the labels table of a generated keypoint set
 
 # Face model in head units (nose tip at the origin, x towards the back of the head, y down;
 # nose tip to eye centre is about 0.73). Numbers chosen by eye to resemble the side view
@@ -547,20 +549,34 @@ def _prepare(folder: str | Path, marker: str, overwrite: bool) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError("is a file; give a folder for the generated set", folder)
+    # a generated set of either kind is known by synthetic.json, written beside every one
+    # (judged by the marker of the kind being written alone, a keypoint set was written
+    # into a state set, replacing its synthetic.json without --overwrite)
+    generated = (folder / "synthetic.json").is_file()
+    ours = folder / (_KEYPOINT_TABLE if generated else marker)
     # a user's labels (a set's table, or a DeepLabCut project's per-video tables) beside
     # generated ones would be read as the set, or stop it being read
     tables = [*folder.glob("CollectedData*"), *folder.glob("labeled-data/*/CollectedData*")]
-    theirs = sorted(str(t.relative_to(folder)) for t in tables if t != folder / marker)
+    theirs = sorted(str(t.relative_to(folder)) for t in tables if t != ours)
     if theirs:
         raise DataError(f"holds a labels table ({theirs[0]}) that `data synthetic` did not "
                         "write; choose another folder", folder)
-    if (folder / marker).exists():
+    if (folder / marker).exists() or generated:
         if not overwrite:
-            raise RunExistsError(folder / marker)
-        if not (folder / "synthetic.json").is_file():  # written beside every generated set
+            raise RunExistsError(folder / (marker if (folder / marker).exists()
+                                           else "synthetic.json"))
+        if not generated:
             raise DataError(f"{marker} here was not written by `data synthetic` (no "
                             "synthetic.json); --overwrite replaces only a generated set: "
                             "choose another folder", folder)
+        return folder
+    # frames of the user's without a table yet (a DeepLabCut project's extracted frames, a
+    # class-folder set): generated frames written among them would be taken for theirs
+    frames = sorted(str(p.relative_to(folder)) for pattern in ("*", "*/*", "labeled-data/*/*")
+                    for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+    if frames:
+        raise DataError(f"holds frames ({frames[0]}) that `data synthetic` did not write; "
+                        "choose another folder", folder)
     return folder
 
 
@@ -587,7 +603,7 @@ def write_synthetic_set(
     and ``folder/synthetic.json`` (the generator's settings). An existing set in ``folder``
     is kept unless ``overwrite``.
     """
-    label_file = "CollectedData_synthetic.csv"
+    label_file = _KEYPOINT_TABLE
     folder = _prepare(folder, label_file, overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            color=color, p_missing=p_missing, root=folder)
