@@ -275,3 +275,25 @@ def test_synthetic_command_keeps_a_generated_set_of_the_other_kind_and_a_users_f
                 capsys.readouterr().err
         assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")
                       if p.is_file()) == [frame]
+
+
+def test_overwrite_replaces_the_generated_set_whole(tmp_path):
+    from vit_facemap.states import read_image_set
+
+    # frames of the set replaced stayed behind: a state set of other states (or seed) then
+    # held images without a row in groups.csv and could not be read
+    folder = tmp_path / "set"
+    write_state_set(folder, n_frames=6, task="pupil", n_videos=2, size=(64, 48))
+    (folder / "notes.txt").write_text("mine")
+    write_state_set(folder, n_frames=4, task="eye", n_videos=1, size=(64, 48), overwrite=True)
+    images = read_image_set(folder)
+    assert images.classes == ["closed", "open"] and len(images.paths) == 4
+    # a keypoint set of fewer videos in its place, then a state set in the keypoint set's
+    write_synthetic_set(folder, n_frames=2, n_videos=1, size=(64, 48), overwrite=True)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) \
+        == ["CollectedData_synthetic.csv", "labeled-data/synthetic_video00/img0000.png",
+            "labeled-data/synthetic_video00/img0001.png", "notes.txt", "synthetic.json"]
+    write_state_set(folder, n_frames=2, task="eye", n_videos=1, size=(64, 48), overwrite=True)
+    assert not (folder / "labeled-data").exists()
+    assert not (folder / "CollectedData_synthetic.csv").exists()
+    assert (folder / "notes.txt").read_text() == "mine"

@@ -50,6 +50,7 @@ LAYOUTS = {"g7c1": G7C1_KEYPOINTS, "schroeder": SCHROEDER_KEYPOINTS}
 STATE_TASKS = {"pupil": ("constricted", "dilated"), "eye": ("closed", "open")}
 SCORER = "synthetic"
 _KEYPOINT_TABLE = "CollectedData_synthetic.csv"  # the labels table of a generated keypoint set
+_STATE_TABLES = ("groups.csv", "regions.csv", "eyes.csv")  # the tables of a generated state set
 
 # Face model in head units (nose tip at the origin, x towards the back of the head, y down;
 # nose tip to eye centre is about 0.73). Numbers chosen by eye to resemble the side view
@@ -580,6 +581,22 @@ def _prepare(folder: str | Path, marker: str, overwrite: bool) -> Path:
     return folder
 
 
+def _clear_generated(folder: Path) -> None:
+    """Remove the frames and tables of the generated set in ``folder`` (one ``_prepare``
+    let --overwrite replace), and the folders they leave empty: frames of a larger set, of
+    more videos or of other states stayed behind among the new ones, and a state set then
+    held images without a row in groups.csv and could not be read."""
+    if not (folder / "synthetic.json").is_file():
+        return
+    frames = [*folder.glob("labeled-data/synthetic_video*/img*.png"),  # a keypoint set's
+              *folder.glob("*/synthetic_video*_img*.png")]  # a state set's, in class folders
+    for path in [*frames, *(folder / name for name in (_KEYPOINT_TABLE, *_STATE_TABLES))]:
+        path.unlink(missing_ok=True)
+    for sub in sorted({p.parent for p in frames} | {folder / "labeled-data"}, reverse=True):
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+
+
 def _save_png(img: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(path, optimize=False, compress_level=1)
@@ -607,6 +624,7 @@ def write_synthetic_set(
     folder = _prepare(folder, label_file, overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            color=color, p_missing=p_missing, root=folder)
+    _clear_generated(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for img, rel in zip(data.images, data.frames.index, strict=True):
         _save_png(img, folder / rel)
@@ -638,6 +656,7 @@ def write_state_set(
     folder = _prepare(folder, "groups.csv", overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            task=task, root=folder)
+    _clear_generated(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = data.frames.bodyparts
     corners = ("eye front", "eye back") if layout == "g7c1" else ("lefteyelid", "righteyelid")
