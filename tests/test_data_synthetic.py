@@ -297,3 +297,25 @@ def test_overwrite_replaces_the_generated_set_whole(tmp_path):
     assert not (folder / "labeled-data").exists()
     assert not (folder / "CollectedData_synthetic.csv").exists()
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_generated_set_cut_short_is_replaced_with_overwrite(tmp_path, monkeypatch):
+    # its frames, written before its synthetic.json, passed for a user's frames
+    save_png = synthetic._save_png
+    saved = []
+
+    def save_one(img, path):
+        if saved:
+            raise KeyboardInterrupt
+        saved.append(path)
+        save_png(img, path)
+
+    folder = tmp_path / "set"
+    for write in (write_synthetic_set, write_state_set):
+        saved.clear()
+        with monkeypatch.context() as m:
+            m.setattr(synthetic, "_save_png", save_one)
+            with pytest.raises(KeyboardInterrupt):
+                write(folder, 4, size=(64, 48), overwrite=True)
+        assert len(saved) == 1 and saved[0].is_file()
+        write(folder, 4, size=(64, 48), overwrite=True)

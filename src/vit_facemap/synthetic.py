@@ -626,10 +626,11 @@ def write_synthetic_set(
                            color=color, p_missing=p_missing, root=folder)
     _clear_generated(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # first: a write cut short leaves a generated set, which --overwrite replaces
+    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     for img, rel in zip(data.images, data.frames.index, strict=True):
         _save_png(img, folder / rel)
     write_labels(data.frames, folder / label_file, overwrite=True)
-    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     return folder
 
 
@@ -658,6 +659,8 @@ def write_state_set(
                            task=task, root=folder)
     _clear_generated(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # first: a write cut short leaves a generated set, which --overwrite replaces
+    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     names = data.frames.bodyparts
     corners = ("eye front", "eye back") if layout == "g7c1" else ("lefteyelid", "righteyelid")
     lids = [names.index(k) for k in names if "eye" in k and "pupil" not in k]
@@ -679,7 +682,6 @@ def write_state_set(
         folder / "regions.csv", index=False, float_format="%.2f")
     table[["image", "x", "y", "width"]].to_csv(folder / "eyes.csv", index=False,
                                                float_format="%.3f")
-    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     return folder
 
 
