@@ -617,8 +617,9 @@ def write_synthetic_set(
     """Write a generated labeled set in DeepLabCut's layout; returns ``folder``.
 
     ``folder/labeled-data/<video>/imgNNNN.png`` plus ``folder/CollectedData_synthetic.csv``
-    and ``folder/synthetic.json`` (the generator's settings). An existing set in ``folder``
-    is kept unless ``overwrite``.
+    and ``folder/synthetic.json`` (the generator's settings). A generated set of either kind
+    in ``folder`` is kept unless ``overwrite``, which replaces its frames and tables (other
+    files stay); a folder holding a labels table or frames of anything else is refused.
     """
     label_file = _KEYPOINT_TABLE
     folder = _prepare(folder, label_file, overwrite)
@@ -652,7 +653,8 @@ def write_state_set(
     ``group``, ``x0``, ``y0``, ``x1``, ``y1``: the region that carries the state) and
     ``folder/eyes.csv`` (``image``, ``x``, ``y``, ``width``: eye centre and corner-to-corner
     width from the eyelid keypoints), with ``image`` relative to ``folder``; the layout
-    read by :func:`vit_facemap.states.read_image_set`.
+    read by :func:`vit_facemap.states.read_image_set`. An existing folder is treated as by
+    :func:`write_synthetic_set`.
     """
     folder = _prepare(folder, "groups.csv", overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
