@@ -86,7 +86,9 @@ def read_animals(root: str | Path) -> dict[str, str] | None:
     import pandas as pd
 
     try:
-        table = pd.read_csv(path, dtype=str)
+        # "v1, M1" (a space after the comma) was the animal " M1", another than "M1"
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        table = table.rename(columns=str.strip).apply(lambda c: c.str.strip())
         pairs = list(zip(table["video"], table["animal"], strict=True))
     except (KeyError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"needs columns 'video' and 'animal': {exc}", path) from exc
