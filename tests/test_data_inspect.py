@@ -34,6 +34,17 @@ def test_keypoint_spread_by_hand(tmp_path):
     assert s.loc["q", "sd_y"] == 0
 
 
+def test_spread_within_videos_of_one_frame_each_is_unknown(tmp_path):
+    # it read 0.0 (the keypoint never moves) where no video had a second frame to tell
+    kp = np.array([[[0, 0], [1, 1]], [[10, 5], [3, 3]], [[20, 0], [np.nan, np.nan]],
+                   [[22, 0], [5, 5]]], dtype=float)
+    index = ["labeled-data/a/1.png", "labeled-data/b/1.png", "labeled-data/c/1.png",
+             "labeled-data/c/2.png"]
+    s = keypoint_spread(LabeledFrames(tmp_path, index, kp, ["p", "q"]))
+    assert s.loc["p", "sd_within_video"] == pytest.approx(np.sqrt(2))  # c: x 20, 22
+    assert np.isnan(s.loc["q", "sd_within_video"])  # one labeled frame in each video
+
+
 def test_inspect_json(synthetic_set, capsys):
     assert main(["data", "inspect", str(synthetic_set), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -69,14 +69,17 @@ def keypoint_spread(frames: LabeledFrames) -> pd.DataFrame:
             centred.append(p - p.mean(axis=0))
         centred = np.concatenate(centred) if centred else np.zeros((0, 2))
         var = pts.var(axis=0, ddof=1) if len(pts) > 1 else np.full(2, np.nan)
-        within = (centred**2).sum(axis=0) / max(1, len(centred) - len(np.unique(videos[seen])))
+        # each video's mean takes one degree of freedom: with one frame per video nothing is
+        # left to measure movement within videos (it read 0.0, "never moves"), so NaN
+        dof = len(centred) - len(np.unique(videos[seen]))
+        within = (centred**2).sum(axis=0) / max(1, dof)
         rows.append(dict(
             keypoint=name, labeled=int(seen.sum()), missing=int((~seen).sum()),
             mean_x=float(pts[:, 0].mean()) if len(pts) else np.nan,
             mean_y=float(pts[:, 1].mean()) if len(pts) else np.nan,
             sd_x=float(np.sqrt(var[0])), sd_y=float(np.sqrt(var[1])),
             sd=float(np.sqrt(var.sum())),
-            sd_within_video=float(np.sqrt(within.sum())) if len(centred) > 1 else np.nan,
+            sd_within_video=float(np.sqrt(within.sum())) if dof > 0 else np.nan,
         ))
     return pd.DataFrame(rows).set_index("keypoint")
 
