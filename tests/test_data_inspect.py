@@ -34,6 +34,17 @@ def test_keypoint_spread_by_hand(tmp_path):
     assert s.loc["q", "sd_y"] == 0
 
 
+def test_spread_within_videos_of_one_frame_each_is_unknown(tmp_path):
+    # it read 0.0 (the keypoint never moves) where no video had a second frame to tell
+    kp = np.array([[[0, 0], [1, 1]], [[10, 5], [3, 3]], [[20, 0], [np.nan, np.nan]],
+                   [[22, 0], [5, 5]]], dtype=float)
+    index = ["labeled-data/a/1.png", "labeled-data/b/1.png", "labeled-data/c/1.png",
+             "labeled-data/c/2.png"]
+    s = keypoint_spread(LabeledFrames(tmp_path, index, kp, ["p", "q"]))
+    assert s.loc["p", "sd_within_video"] == pytest.approx(np.sqrt(2))  # c: x 20, 22
+    assert np.isnan(s.loc["q", "sd_within_video"])  # one labeled frame in each video
+
+
 def test_inspect_json(synthetic_set, capsys):
     assert main(["data", "inspect", str(synthetic_set), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -144,3 +155,22 @@ def test_jsonable_writes_nan_as_null_only_when_asked():
     assert jsonable(value, nan_as_null=True) == {"a": [None, 1.5, 2], "3": [None, "x", None]}
     kept = jsonable(value)  # the default keeps them, as every run record was written
     assert math.isnan(kept["a"][0]) and kept["3"][0] == math.inf
+
+
+def test_inspect_says_where_the_animals_come_from(tmp_path, capsys):
+    # it said "from the session names" when animals.csv named the animals
+    folder = write_synthetic_set(tmp_path / "set", n_frames=3, n_videos=3, seed=0,
+                                 size=(64, 48))
+    assert main(["data", "inspect", str(folder), "--no-images"]) == 0
+    assert "animals:    3 (from the session names: synthetic_video00, " in capsys.readouterr().out
+    (folder / "animals.csv").write_text("video,animal\nsynthetic_video00,M1\n"
+                                        "synthetic_video01,M1\n")
+    assert main(["data", "inspect", str(folder), "--no-images"]) == 0
+    assert ("animals:    2 (from animals.csv and the session names: M1, synthetic_video02)"
+            in capsys.readouterr().out)
+    with (folder / "animals.csv").open("a") as fh:
+        fh.write("synthetic_video02,M2\n")
+    assert main(["data", "inspect", str(folder), "--no-images", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["animals_from"] == "animals.csv" and out["animals"] == {
+        "M1": ["synthetic_video00", "synthetic_video01"], "M2": ["synthetic_video02"]}

@@ -59,3 +59,23 @@ def test_g7c1_round_trip_is_lossless(tmp_path):
         assert back.scorer == original.scorer
         np.testing.assert_array_equal(back.keypoints, original.keypoints)  # NaN where missing
         assert back.missing.sum() == original.missing.sum() == 19
+
+
+@pytest.mark.parametrize("name", ["g7c1", "schroeder"])
+def test_real_splits_keep_every_video_and_animal_on_one_side_for_every_seed(name):
+    from vit_facemap.splits import group_split, recommended_split
+
+    frames = read_labels(_set(name))
+    videos, animals = frames.videos, groups_for(frames, "animal")
+    for seed in range(50):
+        train, val, by = recommended_split(frames, seed=seed)
+        assert by == ("video" if name == "g7c1" else "animal")
+        assert len(train) + len(val) == len(frames) and not set(train) & set(val)
+        for groups in (videos, animals) if by == "animal" else (videos,):
+            assert not set(groups[train]) & set(groups[val]), (seed, by)
+        if by == "animal":  # held-out animals, then validation from the training ones only
+            rest, test = group_split(animals, 4, seed)
+            inner = frames.subset(rest)
+            _, inner_val, _ = recommended_split(inner, seed=seed)
+            assert not set(inner.videos[inner_val]) & set(videos[test])
+            assert not set(animals[rest]) & set(animals[test])

@@ -84,6 +84,34 @@ def test_groups_for_video_and_animal(tmp_path):
         groups_for(d.frames, "frame")
 
 
+def test_animals_csv_with_an_empty_cell_or_a_video_twice_is_refused(tmp_path):
+    # an empty cell was the animal 'nan' (all such videos one mouse); a video listed twice
+    # took its last animal
+    d = generate_frames(6, n_videos=3, root=tmp_path)
+    (tmp_path / "animals.csv").write_text(
+        "video,animal\nsynthetic_video00,m1\nsynthetic_video01,\nsynthetic_video02,\n")
+    with pytest.raises(DataError, match=r"animals.csv: empty video or animal cell \(line 3, "
+                                        r"line 4\)"):
+        groups_for(d.frames, "animal")
+    (tmp_path / "animals.csv").write_text(
+        "video,animal\nsynthetic_video00,m1\nsynthetic_video01,m2\nsynthetic_video00,m3\n")
+    with pytest.raises(DataError, match="animals.csv: video 'synthetic_video00' is given two "
+                                        "animals \\('m1' and 'm3'\\)"):
+        groups_for(d.frames, "animal")
+    (tmp_path / "animals.csv").write_text(  # the same pair twice is no conflict
+        "video,animal\nsynthetic_video00,m1\nsynthetic_video00,m1\nsynthetic_video01,m1\n")
+    assert list(groups_for(d.frames, "animal")) == ["m1", "m1", "synthetic_video02"] * 2
+
+
+def test_animals_csv_cells_are_read_without_surrounding_spaces(tmp_path):
+    # "v1, M1" was the animal " M1", another mouse than "M1"; "video, animal" had no column
+    # 'animal'
+    d = generate_frames(4, n_videos=2, root=tmp_path)
+    (tmp_path / "animals.csv").write_text(
+        "video, animal \nsynthetic_video00, m1\n synthetic_video01 ,m1 \n")
+    assert list(groups_for(d.frames, "animal")) == ["m1"] * 4
+
+
 def test_leave_animal_out_folds_keep_animals_apart():
     videos = np.repeat(list(SCHROEDER_SESSIONS), 3)
     animals = np.array([animal_of(v) for v in videos])

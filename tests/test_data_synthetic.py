@@ -246,3 +246,76 @@ def test_synthetic_command_never_writes_into_a_users_set(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Not a directory" in err and "CollectedData_synthetic.csv" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_synthetic_command_keeps_a_generated_set_of_the_other_kind_and_a_users_frames(
+        tmp_path, capsys):
+    from vit_facemap.cli import main
+
+    # a keypoint set was written into a state set (its synthetic.json replaced) without
+    # --overwrite: the state set was judged by groups.csv, the keypoint set by its table
+    states = tmp_path / "states"
+    assert main(["data", "synthetic", str(states), "--states", "pupil", "--frames", "2",
+                 "--size", "64x48"]) == 0
+    before = (states / "synthetic.json").read_bytes()
+    assert main(["data", "synthetic", str(states), "--frames", "2", "--size", "64x48"]) == 2
+    assert "synthetic.json: already exists" in capsys.readouterr().err
+    assert (states / "synthetic.json").read_bytes() == before
+    assert not (states / "CollectedData_synthetic.csv").exists()
+    # frames of a DeepLabCut project not labeled yet, or of a class-folder set, got
+    # generated frames (and a labels table for them) written among them
+    for frame in ("labeled-data/mousevid/img0000.png", "open/m1_0001.jpg"):
+        mine = tmp_path / frame.split("/")[0].replace("-", "_") / "set"
+        (mine / frame).parent.mkdir(parents=True)
+        (mine / frame).write_bytes(b"my frame")
+        for extra in ([], ["--overwrite"], ["--states", "eye"]):
+            assert main(["data", "synthetic", str(mine), "--frames", "2", "--size", "64x48",
+                         *extra]) == 2
+            assert f"holds frames ({frame}) that `data synthetic` did not write" in \
+                capsys.readouterr().err
+        assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")
+                      if p.is_file()) == [frame]
+
+
+def test_overwrite_replaces_the_generated_set_whole(tmp_path):
+    from vit_facemap.states import read_image_set
+
+    # frames of the set replaced stayed behind: a state set of other states (or seed) then
+    # held images without a row in groups.csv and could not be read
+    folder = tmp_path / "set"
+    write_state_set(folder, n_frames=6, task="pupil", n_videos=2, size=(64, 48))
+    (folder / "notes.txt").write_text("mine")
+    write_state_set(folder, n_frames=4, task="eye", n_videos=1, size=(64, 48), overwrite=True)
+    images = read_image_set(folder)
+    assert images.classes == ["closed", "open"] and len(images.paths) == 4
+    # a keypoint set of fewer videos in its place, then a state set in the keypoint set's
+    write_synthetic_set(folder, n_frames=2, n_videos=1, size=(64, 48), overwrite=True)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) \
+        == ["CollectedData_synthetic.csv", "labeled-data/synthetic_video00/img0000.png",
+            "labeled-data/synthetic_video00/img0001.png", "notes.txt", "synthetic.json"]
+    write_state_set(folder, n_frames=2, task="eye", n_videos=1, size=(64, 48), overwrite=True)
+    assert not (folder / "labeled-data").exists()
+    assert not (folder / "CollectedData_synthetic.csv").exists()
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_generated_set_cut_short_is_replaced_with_overwrite(tmp_path, monkeypatch):
+    # its frames, written before its synthetic.json, passed for a user's frames
+    save_png = synthetic._save_png
+    saved = []
+
+    def save_one(img, path):
+        if saved:
+            raise KeyboardInterrupt
+        saved.append(path)
+        save_png(img, path)
+
+    folder = tmp_path / "set"
+    for write in (write_synthetic_set, write_state_set):
+        saved.clear()
+        with monkeypatch.context() as m:
+            m.setattr(synthetic, "_save_png", save_one)
+            with pytest.raises(KeyboardInterrupt):
+                write(folder, 4, size=(64, 48), overwrite=True)
+        assert len(saved) == 1 and saved[0].is_file()
+        write(folder, 4, size=(64, 48), overwrite=True)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from vit_facemap.dlc import LabeledFrames, read_labels
 from vit_facemap.labelcheck import describe_slips, label_slips
-from vit_facemap.splits import groups_for
+from vit_facemap.splits import groups_for, read_animals
 from vit_facemap.validate import validate_set
 
 
@@ -33,6 +33,8 @@ class SetSummary:
     n_frames_with_missing: int
     frames_per_video: dict[str, int]
     animals: dict[str, list[str]]
+    # where the animals come from: "animals.csv", "the session names" or both
+    animals_from: str = "the session names"
     image_sizes: dict[str, int] = field(default_factory=dict)
     image_modes: dict[str, int] = field(default_factory=dict)
     # per keypoint, pixels: mean position, SD over all frames, pooled SD within videos
@@ -67,14 +69,17 @@ def keypoint_spread(frames: LabeledFrames) -> pd.DataFrame:
             centred.append(p - p.mean(axis=0))
         centred = np.concatenate(centred) if centred else np.zeros((0, 2))
         var = pts.var(axis=0, ddof=1) if len(pts) > 1 else np.full(2, np.nan)
-        within = (centred**2).sum(axis=0) / max(1, len(centred) - len(np.unique(videos[seen])))
+        # each video's mean takes one degree of freedom: with one frame per video nothing is
+        # left to measure movement within videos (it read 0.0, "never moves"), so NaN
+        dof = len(centred) - len(np.unique(videos[seen]))
+        within = (centred**2).sum(axis=0) / max(1, dof)
         rows.append(dict(
             keypoint=name, labeled=int(seen.sum()), missing=int((~seen).sum()),
             mean_x=float(pts[:, 0].mean()) if len(pts) else np.nan,
             mean_y=float(pts[:, 1].mean()) if len(pts) else np.nan,
             sd_x=float(np.sqrt(var[0])), sd_y=float(np.sqrt(var[1])),
             sd=float(np.sqrt(var.sum())),
-            sd_within_video=float(np.sqrt(within.sum())) if len(centred) > 1 else np.nan,
+            sd_within_video=float(np.sqrt(within.sum())) if dof > 0 else np.nan,
         ))
     return pd.DataFrame(rows).set_index("keypoint")
 
@@ -84,7 +89,13 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
     """Count and check a labeled set already read into memory."""
     report = validate_set(frames, check_images=check_images, decode=decode)
     videos = frames.videos
-    animals = groups_for(frames, "animal")
+    table = read_animals(frames.root) or {}
+    animals = groups_for(frames, "animal", animals=table)
+    # the report said "from the session names" when animals.csv named them
+    listed = {v in table for v in set(videos.tolist())}
+    animals_from = ("animals.csv" if listed == {True} else
+                    "animals.csv and the session names" if True in listed else
+                    "the session names")
     by_animal: dict[str, list[str]] = {}
     for v, a in sorted(set(zip(videos.tolist(), animals.tolist(), strict=True))):
         by_animal.setdefault(a, []).append(v)
@@ -101,6 +112,7 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
         n_frames_with_missing=int(missing.any(axis=1).sum()),
         frames_per_video=dict(sorted(Counter(videos.tolist()).items())),
         animals=by_animal,
+        animals_from=animals_from,
         image_sizes={f"{w}x{h}": n for (w, h), n in
                      sorted(Counter(s for s in report.image_sizes if s is not None).items())},
         image_modes=dict(Counter(m for m in report.image_modes if m is not None)),
@@ -130,7 +142,7 @@ def format_summary(s: SetSummary) -> str:
         f"set:        {s.source}",
         f"frames:     {s.n_frames} ({s.n_frames_with_missing} with some keypoints missing)",
         f"videos:     {s.n_videos}",
-        f"animals:    {s.n_animals} (from the session names: {', '.join(s.animals)})",
+        f"animals:    {s.n_animals} (from {s.animals_from}: {', '.join(s.animals)})",
         f"keypoints:  {len(s.keypoints)}",
         f"image size: {', '.join(f'{k} ({n})' for k, n in s.image_sizes.items()) or 'not checked'}",
     ]

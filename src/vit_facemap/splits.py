@@ -86,10 +86,24 @@ def read_animals(root: str | Path) -> dict[str, str] | None:
     import pandas as pd
 
     try:
-        table = pd.read_csv(path, dtype=str)
-        return dict(zip(table["video"], table["animal"], strict=True))
+        # "v1, M1" (a space after the comma) was the animal " M1", another than "M1"
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        table = table.rename(columns=str.strip).apply(lambda c: c.str.strip())
+        pairs = list(zip(table["video"], table["animal"], strict=True))
     except (KeyError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"needs columns 'video' and 'animal': {exc}", path) from exc
+    # an empty cell was read as the animal 'nan' (every such video one mouse), and a video
+    # listed twice took its last animal: either can put one mouse on both sides of a split
+    blank = [f"line {i + 2}" for i, (v, a) in enumerate(pairs) if pd.isna(v) or pd.isna(a)]
+    if blank:
+        raise DataError(f"empty video or animal cell ({', '.join(blank[:5])}); fill it in, or "
+                        "drop the row to read that video's animal from its name", path)
+    animals: dict[str, str] = {}
+    for video, animal in pairs:
+        if animals.setdefault(video, animal) != animal:
+            raise DataError(f"video {video!r} is given two animals ({animals[video]!r} and "
+                            f"{animal!r})", path)
+    return animals
 
 
 def groups_for(frames: LabeledFrames, by: str = "video",

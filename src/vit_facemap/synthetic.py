@@ -36,6 +36,7 @@ from scipy.ndimage import gaussian_filter
 
 from vit_facemap.dlc import LabeledFrames, write_labels
 from vit_facemap.errors import DataError, RunExistsError
+from vit_facemap.images import IMAGE_SUFFIXES
 
 G7C1_KEYPOINTS = (
     "eye top", "eye front", "eye bottom", "eye back", "nose top", "nose tip", "nose bottom",
@@ -48,6 +49,8 @@ SCHROEDER_KEYPOINTS = (
 LAYOUTS = {"g7c1": G7C1_KEYPOINTS, "schroeder": SCHROEDER_KEYPOINTS}
 STATE_TASKS = {"pupil": ("constricted", "dilated"), "eye": ("closed", "open")}
 SCORER = "synthetic"
+_KEYPOINT_TABLE = "CollectedData_synthetic.csv"  # the labels table of a generated keypoint set
+_STATE_TABLES = ("groups.csv", "regions.csv", "eyes.csv")  # the tables of a generated state set
 
 # Face model in head units (nose tip at the origin, x towards the back of the head, y down;
 # nose tip to eye centre is about 0.73). Numbers chosen by eye to resemble the side view
@@ -547,21 +550,51 @@ def _prepare(folder: str | Path, marker: str, overwrite: bool) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError("is a file; give a folder for the generated set", folder)
+    # a generated set of either kind is known by synthetic.json, written beside every one
+    # (judged by the marker of the kind being written alone, a keypoint set was written
+    # into a state set, replacing its synthetic.json without --overwrite)
+    generated = (folder / "synthetic.json").is_file()
+    ours = folder / (_KEYPOINT_TABLE if generated else marker)
     # a user's labels (a set's table, or a DeepLabCut project's per-video tables) beside
     # generated ones would be read as the set, or stop it being read
     tables = [*folder.glob("CollectedData*"), *folder.glob("labeled-data/*/CollectedData*")]
-    theirs = sorted(str(t.relative_to(folder)) for t in tables if t != folder / marker)
+    theirs = sorted(str(t.relative_to(folder)) for t in tables if t != ours)
     if theirs:
         raise DataError(f"holds a labels table ({theirs[0]}) that `data synthetic` did not "
                         "write; choose another folder", folder)
-    if (folder / marker).exists():
+    if (folder / marker).exists() or generated:
         if not overwrite:
-            raise RunExistsError(folder / marker)
-        if not (folder / "synthetic.json").is_file():  # written beside every generated set
+            raise RunExistsError(folder / (marker if (folder / marker).exists()
+                                           else "synthetic.json"))
+        if not generated:
             raise DataError(f"{marker} here was not written by `data synthetic` (no "
                             "synthetic.json); --overwrite replaces only a generated set: "
                             "choose another folder", folder)
+        return folder
+    # frames of the user's without a table yet (a DeepLabCut project's extracted frames, a
+    # class-folder set): generated frames written among them would be taken for theirs
+    frames = sorted(str(p.relative_to(folder)) for pattern in ("*", "*/*", "labeled-data/*/*")
+                    for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+    if frames:
+        raise DataError(f"holds frames ({frames[0]}) that `data synthetic` did not write; "
+                        "choose another folder", folder)
     return folder
+
+
+def _clear_generated(folder: Path) -> None:
+    """Remove the frames and tables of the generated set in ``folder`` (one ``_prepare``
+    let --overwrite replace), and the folders they leave empty: frames of a larger set, of
+    more videos or of other states stayed behind among the new ones, and a state set then
+    held images without a row in groups.csv and could not be read."""
+    if not (folder / "synthetic.json").is_file():
+        return
+    frames = [*folder.glob("labeled-data/synthetic_video*/img*.png"),  # a keypoint set's
+              *folder.glob("*/synthetic_video*_img*.png")]  # a state set's, in class folders
+    for path in [*frames, *(folder / name for name in (_KEYPOINT_TABLE, *_STATE_TABLES))]:
+        path.unlink(missing_ok=True)
+    for sub in sorted({p.parent for p in frames} | {folder / "labeled-data"}, reverse=True):
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
@@ -584,18 +617,21 @@ def write_synthetic_set(
     """Write a generated labeled set in DeepLabCut's layout; returns ``folder``.
 
     ``folder/labeled-data/<video>/imgNNNN.png`` plus ``folder/CollectedData_synthetic.csv``
-    and ``folder/synthetic.json`` (the generator's settings). An existing set in ``folder``
-    is kept unless ``overwrite``.
+    and ``folder/synthetic.json`` (the generator's settings). A generated set of either kind
+    in ``folder`` is kept unless ``overwrite``, which replaces its frames and tables (other
+    files stay); a folder holding a labels table or frames of anything else is refused.
     """
-    label_file = "CollectedData_synthetic.csv"
+    label_file = _KEYPOINT_TABLE
     folder = _prepare(folder, label_file, overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            color=color, p_missing=p_missing, root=folder)
+    _clear_generated(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # first: a write cut short leaves a generated set, which --overwrite replaces
+    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     for img, rel in zip(data.images, data.frames.index, strict=True):
         _save_png(img, folder / rel)
     write_labels(data.frames, folder / label_file, overwrite=True)
-    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     return folder
 
 
@@ -617,12 +653,16 @@ def write_state_set(
     ``group``, ``x0``, ``y0``, ``x1``, ``y1``: the region that carries the state) and
     ``folder/eyes.csv`` (``image``, ``x``, ``y``, ``width``: eye centre and corner-to-corner
     width from the eyelid keypoints), with ``image`` relative to ``folder``; the layout
-    read by :func:`vit_facemap.states.read_image_set`.
+    read by :func:`vit_facemap.states.read_image_set`. An existing folder is treated as by
+    :func:`write_synthetic_set`.
     """
     folder = _prepare(folder, "groups.csv", overwrite)
     data = generate_frames(n_frames, seed=seed, size=size, layout=layout, n_videos=n_videos,
                            task=task, root=folder)
+    _clear_generated(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # first: a write cut short leaves a generated set, which --overwrite replaces
+    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     names = data.frames.bodyparts
     corners = ("eye front", "eye back") if layout == "g7c1" else ("lefteyelid", "righteyelid")
     lids = [names.index(k) for k in names if "eye" in k and "pupil" not in k]
@@ -644,7 +684,6 @@ def write_state_set(
         folder / "regions.csv", index=False, float_format="%.2f")
     table[["image", "x", "y", "width"]].to_csv(folder / "eyes.csv", index=False,
                                                float_format="%.3f")
-    (folder / "synthetic.json").write_text(json.dumps(data.settings, indent=2) + "\n")
     return folder
 
 

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     q.set_defaults(func=run_inspect)
 
     g = sub.add_parser("synthetic", help="write generated frames with known keypoints or states")
-    g.add_argument("out", help="folder to write (kept if it holds a set, unless --overwrite)")
+    g.add_argument("out", help="folder to write (a generated set there is kept unless "
+                             "--overwrite; one holding other frames or labels is refused)")
     g.add_argument("--frames", type=int, default=64)
     g.add_argument("--videos", type=int, default=2)
     g.add_argument("--seed", type=seed_arg, default=0)
