@@ -101,6 +101,24 @@ def test_index_cells_are_read_as_written(tmp_path, three):
     assert f.missing[:, 0].tolist() == [False, True, True, True]
 
 
+@pytest.mark.parametrize("name", ["CollectedData_me.csv", "CollectedData_me.h5"])
+@pytest.mark.parametrize("three", [True, False])
+def test_a_first_frame_without_any_label_is_kept(tmp_path, name, three):
+    # pandas takes such a row, just below the CSV header, for a row of index names
+    f = _frames(tmp_path)
+    f.keypoints[0] = np.nan
+    write_labels(f, tmp_path / name, three_level_index=three)
+    g = read_labels(tmp_path / name)
+    assert g.index == f.index
+    np.testing.assert_array_equal(g.keypoints, f.keypoints)
+
+
+def test_a_row_of_index_names_is_not_a_frame(tmp_path):
+    (tmp_path / "CollectedData_me.csv").write_text(
+        HEADER + "folder,video,image,,\nlabeled-data,v,img1.png,1,2\n")
+    assert read_labels(tmp_path).index == ["labeled-data/v/img1.png"]
+
+
 def test_empty_video_name_is_an_error(tmp_path):
     (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,,img1.png,1,2\n")
     with pytest.raises(DataError, match=r"CollectedData_me.csv: a row has an empty video"):

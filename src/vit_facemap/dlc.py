@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from vit_facemap.errors import DataError, RunExistsError, first_line, not_utf8
+from vit_facemap.images import IMAGE_SUFFIXES
 
 H5_KEY = "df_with_missing"  # the key DeepLabCut uses for labels and predictions
 H5_KEYS = (H5_KEY, "keypoints")  # labels keys read: DeepLabCut's, then napari-deeplabcut's
@@ -333,6 +334,27 @@ def _read_hdf_labels(file: Path) -> pd.DataFrame:
                     f"{' or '.join(map(repr, H5_KEYS))}, found keys {keys}", file)
 
 
+def _unlabeled_first_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its first frame back when that frame has no label at all.
+
+    pandas reads a row of index cells followed by empty cells, just after the header, as
+    the index names that ``to_csv`` writes there, so a first frame without any label (as
+    DeepLabCut keeps frames extracted but not yet labeled) vanished from the set, and from
+    every table written from it. Index names that end like an image file are such a frame.
+    """
+    names = list(df.index.names)
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        return df
+    if PurePosixPath(names[-1].replace("\\", "/")).suffix.lower() not in IMAGE_SUFFIXES:
+        return df
+    index = (pd.MultiIndex.from_tuples([tuple(names)]) if len(names) > 1
+             else pd.Index(names))
+    first = pd.DataFrame(np.nan, index=index, columns=df.columns)
+    df = df.copy()
+    df.index.names = [None] * len(names)
+    return pd.concat([first, df])
+
+
 def _read_table(file: Path) -> LabeledFrames:
     """One labels table. Its image paths are relative to its folder, except for a table in
     ``labeled-data/<video>/`` (DeepLabCut's project layout) whose paths start with
@@ -350,6 +372,7 @@ def _read_table(file: Path) -> LabeledFrames:
             raise
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot parse the labels table: {exc}", file) from exc
+        df = _unlabeled_first_frame(df)
         if n_index == 1 and df.index.name is not None:
             df.index.name = None
     elif file.suffix.lower() in (".h5", ".hdf5"):
