@@ -8,6 +8,7 @@ The predictor here is a deterministic test double with the interface of
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -447,6 +448,21 @@ def test_nwb_output(tmp_path, video):
         np.testing.assert_allclose(series.timestamps[:], np.arange(10) / 25, atol=1e-3)
         assert list(pose.skeleton.nodes[:]) == PUPIL
 
+
+
+def test_nwb_refers_to_the_video_from_its_own_folder(tmp_path, video, monkeypatch):
+    """NWB's external_file is read relative to the NWB file: the video's path as typed (from
+    the folder the command ran in) named a file that is not there."""
+    pytest.importorskip("ndx_pose")
+    from pynwb import NWBHDF5IO
+
+    monkeypatch.chdir(video.parent)
+    out = tmp_path / "results"
+    track_video(SpotPredictor(), video.name, out, opts(nwb=True, stop=3, formats=("csv",)))
+    nwb = output_paths(video, out)["nwb"]
+    with NWBHDF5IO(str(nwb), "r") as io:
+        name = io.read().acquisition["source_video"].external_file[0]
+    assert not Path(name).is_absolute() and (nwb.parent / name).resolve() == video.resolve()
 
 def test_nwb_from_a_later_frame_and_a_raw_stream(tmp_path, video):
     """Tracking from frame 10: the source video is still described from its first frame. A
