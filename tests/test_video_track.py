@@ -198,6 +198,30 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     assert record["predictor"]["scales"] == [1.0]
 
 
+
+def test_resume_does_not_join_or_skip_the_results_of_another_model(tmp_path, video):
+    """A run trained again has the keypoints and settings of the one before: a --resume with
+    it skipped the videos the old model tracked ("already tracked with these settings"), and
+    continued a half-done video with the new model's keypoints after the old one's."""
+    import torch
+
+    def predictor(seed, **kw):
+        spot = SpotPredictor(**kw)
+        torch.manual_seed(seed)
+        spot.model = torch.nn.Linear(3, 2)  # the weights: all that tells the two apart
+        return spot
+
+    track_video(predictor(0), video, tmp_path / "done", opts(stop=10))
+    with pytest.raises(RunExistsError, match=r"used other settings \(model\)"):
+        track_video(predictor(1), video, tmp_path / "done", opts(resume=True, stop=10))
+    assert track_video(predictor(0), video, tmp_path / "done", opts(resume=True, stop=10))[
+        "skipped"]
+    with pytest.raises(KeyboardInterrupt):
+        track_video(predictor(0, fail_after=1), video, tmp_path / "half", opts())
+    with pytest.raises(DataError, match=r"other settings \(model\)"):
+        track_video(predictor(1), video, tmp_path / "half", opts(resume=True))
+    assert track_video(predictor(0), video, tmp_path / "half", opts(resume=True))["complete"]
+
 def overlay_frames(path):
     import av
 

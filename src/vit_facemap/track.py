@@ -29,6 +29,7 @@ frame leaves no results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -158,13 +159,16 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "scorer": options.scorer, "bodyparts": list(predictor.bodyparts),
         # frames predicted at other box sizes would not match the rest of the video
         "scales": scales_of(predictor),
+        # nor would those of another model with the same keypoints (a run trained again)
+        "model": model_digest(predictor),
     }
 
 
 def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -> np.ndarray:
     state = json.loads(paths["state"].read_text())
-    # states written before box sizes were recorded were predicted from the box alone
-    saved = {"scales": [1.0], **state.get("key", {})}
+    # states written before box sizes were recorded were predicted from the box alone; those
+    # written before the model was recorded cannot tell it, and are taken at their word
+    saved = {"scales": [1.0], "model": key["model"], **state.get("key", {})}
     differs = sorted(k for k in key if saved.get(k) != key[k])
     if differs:
         raise DataError(
@@ -458,6 +462,25 @@ def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError(f"predictor returned xy {xy.shape} and confidence {conf.shape}; "
                          f"expected ({b}, {k}, 2) and ({b}, {k})")
     return xy, conf
+
+
+def model_digest(predictor: Predictor) -> str | None:
+    """sha256 of the weights of the predictor's network and its second stages, or None for
+    a predictor without a torch ``model``: a run trained again has the keypoint names and
+    settings of the one before, so only its weights tell its keypoints apart."""
+    stages = [predictor, *getattr(predictor, "refiners", [])]
+    if not all(hasattr(getattr(p, "model", None), "state_dict") for p in stages):
+        return None
+    import torch
+
+    h = hashlib.sha256()
+    for stage in stages:
+        for name, tensor in stage.model.state_dict().items():
+            h.update(name.encode())
+            # the values, whatever the dtype, device or memory layout (channels_last on CPU)
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                     .numpy().tobytes())
+    return h.hexdigest()
 
 
 def scales_of(predictor: Predictor) -> list[float]:
