@@ -222,6 +222,25 @@ def test_resume_does_not_join_or_skip_the_results_of_another_model(tmp_path, vid
         track_video(predictor(1), video, tmp_path / "half", opts(resume=True))
     assert track_video(predictor(0), video, tmp_path / "half", opts(resume=True))["complete"]
 
+
+def test_resume_does_not_replace_results_it_cannot_resume_or_skip(tmp_path, video):
+    """Results without a summary of a finished run (lost, or unreadable) and no half-done run:
+    --resume tracked the video again over them, with other settings too, and no backup."""
+    paths = output_paths(video, tmp_path)
+    track_video(SpotPredictor(), video, tmp_path, opts(stop=10))
+    before = paths["csv"].read_bytes()
+    for summary in (None, "{not json"):
+        if summary is None:
+            paths["summary"].unlink()
+        else:
+            paths["summary"].write_text(summary)
+        with pytest.raises(RunExistsError, match=r"no half-done run to resume.*--overwrite"):
+            track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=20))
+        assert paths["csv"].read_bytes() == before
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=20,
+                                                           overwrite=True))
+    assert s["complete"] and s["frames_tracked"] == 20
+
 def overlay_frames(path):
     import av
 

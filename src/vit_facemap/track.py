@@ -233,7 +233,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     frames/s end to end and of the model alone (of this run's new frames: the time a resumed
     ``overlay`` run spends redrawing the frames tracked before is ``redraw_s``, left out),
     output paths, ``complete``. Raises :class:`RunExistsError` for existing outputs (unless
-    ``overwrite``/``resume``), :class:`DataError` for a video the model cannot take,
+    ``overwrite``, or ``resume`` of a half-done run or of a finished one with the same
+    settings, model included), :class:`DataError` for a video the model cannot take,
     :class:`VideoDecodeError` after writing what was tracked when the video breaks part way.
     """
     options = options or TrackOptions()
@@ -271,24 +272,32 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
             # set aside, not deleted: an interrupted or failed new run must not lose them
             backup = set_aside(out_dir, [p.relative_to(out_dir) for p in mine])
         existing, half_done = [], False
-    elif options.resume and not half_done and paths["summary"].exists():
-        summary = json.loads(paths["summary"].read_text())
-        if summary.get("complete"):
-            saved = _finished_key(summary)
-            # a finished run is judged by what it tracked and how, not by where the project
-            # folder now sits (moved, remounted) or by the format of half-done state files;
-            # a summary from before "source" was recorded knows its video by path only
-            ignore = {"version"} | ({"video"} if "source" in saved else set())
-            differs = sorted(k for k in key if k not in ignore
-                             and k in saved and saved[k] != key[k])
-            if differs:
-                raise RunExistsError(
-                    paths["summary"], f"the finished run there used other settings "
-                    f"({', '.join(differs)}); pass --overwrite to track again")
-            summary["skipped"] = (f"frames {summary.get('first_frame')} to "
-                                  f"{summary.get('last_frame')} already tracked with these "
-                                  "settings")
-            return summary
+    elif options.resume and not half_done and existing:
+        try:
+            summary = json.loads(paths["summary"].read_text())
+        except (OSError, ValueError):
+            summary = None  # missing or unreadable: nothing says how the results were made
+        if not isinstance(summary, dict) or not summary.get("complete"):
+            # no half-done run to continue and no finished one to skip: what stands there
+            # is not --resume's to replace (it was, and went without a backup)
+            raise RunExistsError(existing[0], "there is no half-done run to resume and no "
+                                 f"summary of a finished one ({paths['summary'].name}); "
+                                 "pass --overwrite to replace it")
+        saved = _finished_key(summary)
+        # a finished run is judged by what it tracked and how, not by where the project
+        # folder now sits (moved, remounted) or by the format of half-done state files;
+        # a summary from before "source" was recorded knows its video by path only
+        ignore = {"version"} | ({"video"} if "source" in saved else set())
+        differs = sorted(k for k in key if k not in ignore
+                         and k in saved and saved[k] != key[k])
+        if differs:
+            raise RunExistsError(
+                paths["summary"], f"the finished run there used other settings "
+                f"({', '.join(differs)}); pass --overwrite to track again")
+        summary["skipped"] = (f"frames {summary.get('first_frame')} to "
+                              f"{summary.get('last_frame')} already tracked with these "
+                              "settings")
+        return summary
     elif not options.resume and (existing or half_done):
         hint = ("pass --resume to continue the half-done run or --overwrite to start again"
                 if half_done else "pass --overwrite to replace it")
