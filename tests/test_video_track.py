@@ -241,6 +241,19 @@ def test_resume_does_not_replace_results_it_cannot_resume_or_skip(tmp_path, vide
                                                            overwrite=True))
     assert s["complete"] and s["frames_tracked"] == 20
 
+
+def test_resume_from_an_unreadable_state_names_it(tmp_path, video):
+    # an emptied state file (a machine crash) stopped the batch with a JSONDecodeError
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=1), video, tmp_path, opts())
+    state = output_paths(video, tmp_path)["state"]
+    for text in ("", "[]"):
+        state.write_text(text)
+        with pytest.raises(DataError, match=rf"face.avi: cannot resume: .*{state.name}.*"
+                                            "--overwrite"):
+            track_video(SpotPredictor(), video, tmp_path, opts(resume=True))
+    assert track_video(SpotPredictor(), video, tmp_path, opts(overwrite=True))["complete"]
+
 def overlay_frames(path):
     import av
 

@@ -165,7 +165,14 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
 
 
 def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -> np.ndarray:
-    state = json.loads(paths["state"].read_text())
+    try:
+        state = json.loads(paths["state"].read_text())
+    except (OSError, ValueError) as exc:  # emptied by a crash of the machine, say
+        raise DataError(f"cannot resume: the half-done run's state {paths['state'].name} cannot "
+                        f"be read ({exc}); pass --overwrite to start again", video) from None
+    if not isinstance(state, dict):
+        raise DataError(f"cannot resume: {paths['state'].name} is not a half-done run's state; "
+                        "pass --overwrite to start again", video)
     # states written before box sizes were recorded were predicted from the box alone; those
     # written before the model was recorded cannot tell it, and are taken at their word
     saved = {"scales": [1.0], "model": key["model"], **state.get("key", {})}
