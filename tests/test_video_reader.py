@@ -257,3 +257,31 @@ def test_a_matroska_duration_tag_is_read_when_it_is_a_time():
     for bad in ("00:00:inf", "00:00:1e309", "00:00:nan", "4.0", "", "00:00:00.000"):
         assert _tagged_end({"DURATION": bad}) is None, bad
     assert _tagged_end(None) is None
+
+
+def test_frames_after_a_decode_error_keep_their_numbers(tmp_path):
+    """After a decode error the decoder still holds frames that come after the ones it lost;
+    handed out, they took the lost frames' numbers (frame 47's keypoints written as frame
+    1's). Every frame handed out from a damaged file is the one its number says."""
+    import warnings
+
+    from vit_facemap.errors import DataWarning
+
+    good = write_frames(tmp_path / "good.mp4", spot_frames(120, SIZE), fps=25)
+    stamps = np.concatenate([b.pts for b in iter_batches(good, 32)])
+    data = good.read_bytes()
+    failed = 0
+    for percent in range(30, 95, 2):  # zeroed bytes in the frames' data, after the header
+        bad = tmp_path / f"damaged{percent}.mp4"
+        at = len(data) * percent // 100
+        bad.write_bytes(data[:at] + bytes(200) + data[at + 200:])
+        got = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # concealed frames: named elsewhere
+            try:
+                got.extend(iter_batches(bad, 16))
+            except VideoDecodeError:
+                failed += 1
+        for batch in got:
+            np.testing.assert_array_equal(batch.pts, stamps[batch.indices], err_msg=bad.name)
+    assert failed  # the damage broke decoding somewhere

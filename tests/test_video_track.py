@@ -8,6 +8,7 @@ The predictor here is a deterministic test double with the interface of
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,6 +197,62 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     record = json.loads(output_paths(video, tmp_path / "b")["summary"].read_text())
     assert record["predictor"]["scales"] == [1.0]
 
+
+
+def test_resume_does_not_join_or_skip_the_results_of_another_model(tmp_path, video):
+    """A run trained again has the keypoints and settings of the one before: a --resume with
+    it skipped the videos the old model tracked ("already tracked with these settings"), and
+    continued a half-done video with the new model's keypoints after the old one's."""
+    import torch
+
+    def predictor(seed, **kw):
+        spot = SpotPredictor(**kw)
+        torch.manual_seed(seed)
+        spot.model = torch.nn.Linear(3, 2)  # the weights: all that tells the two apart
+        return spot
+
+    track_video(predictor(0), video, tmp_path / "done", opts(stop=10))
+    with pytest.raises(RunExistsError, match=r"used other settings \(model\)"):
+        track_video(predictor(1), video, tmp_path / "done", opts(resume=True, stop=10))
+    assert track_video(predictor(0), video, tmp_path / "done", opts(resume=True, stop=10))[
+        "skipped"]
+    with pytest.raises(KeyboardInterrupt):
+        track_video(predictor(0, fail_after=1), video, tmp_path / "half", opts())
+    with pytest.raises(DataError, match=r"other settings \(model\)"):
+        track_video(predictor(1), video, tmp_path / "half", opts(resume=True))
+    assert track_video(predictor(0), video, tmp_path / "half", opts(resume=True))["complete"]
+
+
+def test_resume_does_not_replace_results_it_cannot_resume_or_skip(tmp_path, video):
+    """Results without a summary of a finished run (lost, or unreadable) and no half-done run:
+    --resume tracked the video again over them, with other settings too, and no backup."""
+    paths = output_paths(video, tmp_path)
+    track_video(SpotPredictor(), video, tmp_path, opts(stop=10))
+    before = paths["csv"].read_bytes()
+    for summary in (None, "{not json"):
+        if summary is None:
+            paths["summary"].unlink()
+        else:
+            paths["summary"].write_text(summary)
+        with pytest.raises(RunExistsError, match=r"no half-done run to resume.*--overwrite"):
+            track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=20))
+        assert paths["csv"].read_bytes() == before
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=20,
+                                                           overwrite=True))
+    assert s["complete"] and s["frames_tracked"] == 20
+
+
+def test_resume_from_an_unreadable_state_names_it(tmp_path, video):
+    # an emptied state file (a machine crash) stopped the batch with a JSONDecodeError
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=1), video, tmp_path, opts())
+    state = output_paths(video, tmp_path)["state"]
+    for text in ("", "[]"):
+        state.write_text(text)
+        with pytest.raises(DataError, match=rf"face.avi: cannot resume: .*{state.name}.*"
+                                            "--overwrite"):
+            track_video(SpotPredictor(), video, tmp_path, opts(resume=True))
+    assert track_video(SpotPredictor(), video, tmp_path, opts(overwrite=True))["complete"]
 
 def overlay_frames(path):
     import av
@@ -447,6 +504,21 @@ def test_nwb_output(tmp_path, video):
         np.testing.assert_allclose(series.timestamps[:], np.arange(10) / 25, atol=1e-3)
         assert list(pose.skeleton.nodes[:]) == PUPIL
 
+
+
+def test_nwb_refers_to_the_video_from_its_own_folder(tmp_path, video, monkeypatch):
+    """NWB's external_file is read relative to the NWB file: the video's path as typed (from
+    the folder the command ran in) named a file that is not there."""
+    pytest.importorskip("ndx_pose")
+    from pynwb import NWBHDF5IO
+
+    monkeypatch.chdir(video.parent)
+    out = tmp_path / "results"
+    track_video(SpotPredictor(), video.name, out, opts(nwb=True, stop=3, formats=("csv",)))
+    nwb = output_paths(video, out)["nwb"]
+    with NWBHDF5IO(str(nwb), "r") as io:
+        name = io.read().acquisition["source_video"].external_file[0]
+    assert not Path(name).is_absolute() and (nwb.parent / name).resolve() == video.resolve()
 
 def test_nwb_from_a_later_frame_and_a_raw_stream(tmp_path, video):
     """Tracking from frame 10: the source video is still described from its first frame. A

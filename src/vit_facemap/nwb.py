@@ -4,11 +4,13 @@ Optional: needs ``pynwb`` and ``ndx-pose`` (``pip install 'vit-facemap[nwb]'``).
 holds one ``PoseEstimation`` in the ``behavior`` processing module, with one
 ``PoseEstimationSeries`` per keypoint (x, y in pixels of the full frame, the likelihood
 as confidence, each frame's own time stamp) and a ``Skeleton`` naming the keypoints. Times
-count from the video's first frame, the session's start.
+count from the video's first frame, the session's start. The source video is referred to
+by its path relative to the NWB file's folder, as NWB's best practice asks.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -79,7 +81,7 @@ def write_nwb(path: str | Path, keypoints: np.ndarray, likelihood: np.ndarray,
               else dict(timestamps=times_s))  # no rate: the tracked frames' own times
     source = ImageSeries(
         name="source_video", description="the tracked video (not copied into this file)",
-        external_file=[str(video)], format="external", starting_frame=[0],
+        external_file=[external_path(video, path)], format="external", starting_frame=[0],
         dimension=[int(frame_size[0]), int(frame_size[1])], unit="n.a.", **timing,
     )
     nwb.add_acquisition(source)
@@ -111,6 +113,18 @@ def write_nwb(path: str | Path, keypoints: np.ndarray, likelihood: np.ndarray,
         io.write(nwb)
     tmp.replace(path)
     return path
+
+
+def external_path(video: Path, nwb_path: Path) -> str:
+    """The video's path as NWB wants it in ``external_file``: relative to the NWB file's
+    folder (the path as given counts from the folder the command ran in, which a reader
+    of the file does not know); absolute where no relative path leads there (another
+    drive)."""
+    video = video.resolve()
+    try:
+        return os.path.relpath(video, nwb_path.resolve().parent)
+    except ValueError:
+        return str(video)
 
 
 def recording_start(video: str | Path) -> tuple[datetime, str]:

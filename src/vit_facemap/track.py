@@ -29,6 +29,7 @@ frame leaves no results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -158,13 +159,23 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "scorer": options.scorer, "bodyparts": list(predictor.bodyparts),
         # frames predicted at other box sizes would not match the rest of the video
         "scales": scales_of(predictor),
+        # nor would those of another model with the same keypoints (a run trained again)
+        "model": model_digest(predictor),
     }
 
 
 def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -> np.ndarray:
-    state = json.loads(paths["state"].read_text())
-    # states written before box sizes were recorded were predicted from the box alone
-    saved = {"scales": [1.0], **state.get("key", {})}
+    try:
+        state = json.loads(paths["state"].read_text())
+    except (OSError, ValueError) as exc:  # emptied by a crash of the machine, say
+        raise DataError(f"cannot resume: the half-done run's state {paths['state'].name} cannot "
+                        f"be read ({exc}); pass --overwrite to start again", video) from None
+    if not isinstance(state, dict):
+        raise DataError(f"cannot resume: {paths['state'].name} is not a half-done run's state; "
+                        "pass --overwrite to start again", video)
+    # states written before box sizes were recorded were predicted from the box alone; those
+    # written before the model was recorded cannot tell it, and are taken at their word
+    saved = {"scales": [1.0], "model": key["model"], **state.get("key", {})}
     differs = sorted(k for k in key if saved.get(k) != key[k])
     if differs:
         raise DataError(
@@ -229,7 +240,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     frames/s end to end and of the model alone (of this run's new frames: the time a resumed
     ``overlay`` run spends redrawing the frames tracked before is ``redraw_s``, left out),
     output paths, ``complete``. Raises :class:`RunExistsError` for existing outputs (unless
-    ``overwrite``/``resume``), :class:`DataError` for a video the model cannot take,
+    ``overwrite``, or ``resume`` of a half-done run or of a finished one with the same
+    settings, model included), :class:`DataError` for a video the model cannot take,
     :class:`VideoDecodeError` after writing what was tracked when the video breaks part way.
     """
     options = options or TrackOptions()
@@ -267,24 +279,32 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
             # set aside, not deleted: an interrupted or failed new run must not lose them
             backup = set_aside(out_dir, [p.relative_to(out_dir) for p in mine])
         existing, half_done = [], False
-    elif options.resume and not half_done and paths["summary"].exists():
-        summary = json.loads(paths["summary"].read_text())
-        if summary.get("complete"):
-            saved = _finished_key(summary)
-            # a finished run is judged by what it tracked and how, not by where the project
-            # folder now sits (moved, remounted) or by the format of half-done state files;
-            # a summary from before "source" was recorded knows its video by path only
-            ignore = {"version"} | ({"video"} if "source" in saved else set())
-            differs = sorted(k for k in key if k not in ignore
-                             and k in saved and saved[k] != key[k])
-            if differs:
-                raise RunExistsError(
-                    paths["summary"], f"the finished run there used other settings "
-                    f"({', '.join(differs)}); pass --overwrite to track again")
-            summary["skipped"] = (f"frames {summary.get('first_frame')} to "
-                                  f"{summary.get('last_frame')} already tracked with these "
-                                  "settings")
-            return summary
+    elif options.resume and not half_done and existing:
+        try:
+            summary = json.loads(paths["summary"].read_text())
+        except (OSError, ValueError):
+            summary = None  # missing or unreadable: nothing says how the results were made
+        if not isinstance(summary, dict) or not summary.get("complete"):
+            # no half-done run to continue and no finished one to skip: what stands there
+            # is not --resume's to replace (it was, and went without a backup)
+            raise RunExistsError(existing[0], "there is no half-done run to resume and no "
+                                 f"summary of a finished one ({paths['summary'].name}); "
+                                 "pass --overwrite to replace it")
+        saved = _finished_key(summary)
+        # a finished run is judged by what it tracked and how, not by where the project
+        # folder now sits (moved, remounted) or by the format of half-done state files;
+        # a summary from before "source" was recorded knows its video by path only
+        ignore = {"version"} | ({"video"} if "source" in saved else set())
+        differs = sorted(k for k in key if k not in ignore
+                         and k in saved and saved[k] != key[k])
+        if differs:
+            raise RunExistsError(
+                paths["summary"], f"the finished run there used other settings "
+                f"({', '.join(differs)}); pass --overwrite to track again")
+        summary["skipped"] = (f"frames {summary.get('first_frame')} to "
+                              f"{summary.get('last_frame')} already tracked with these "
+                              "settings")
+        return summary
     elif not options.resume and (existing or half_done):
         hint = ("pass --resume to continue the half-done run or --overwrite to start again"
                 if half_done else "pass --overwrite to replace it")
@@ -458,6 +478,25 @@ def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError(f"predictor returned xy {xy.shape} and confidence {conf.shape}; "
                          f"expected ({b}, {k}, 2) and ({b}, {k})")
     return xy, conf
+
+
+def model_digest(predictor: Predictor) -> str | None:
+    """sha256 of the weights of the predictor's network and its second stages, or None for
+    a predictor without a torch ``model``: a run trained again has the keypoint names and
+    settings of the one before, so only its weights tell its keypoints apart."""
+    stages = [predictor, *getattr(predictor, "refiners", [])]
+    if not all(hasattr(getattr(p, "model", None), "state_dict") for p in stages):
+        return None
+    import torch
+
+    h = hashlib.sha256()
+    for stage in stages:
+        for name, tensor in stage.model.state_dict().items():
+            h.update(name.encode())
+            # the values, whatever the dtype, device or memory layout (channels_last on CPU)
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                     .numpy().tobytes())
+    return h.hexdigest()
 
 
 def scales_of(predictor: Predictor) -> list[float]:

@@ -250,9 +250,12 @@ def _decode(path: Path, start: int, stop: int | None, color: str,
                     broken = exc
                     break
                 yield from frames_of(decoded)
-            # Frames the decoder still holds (reordering, frame threads).
+            # Frames the decoder still holds (reordering, frame threads). Not after a decode
+            # error: those it holds may come after frames it lost, and would be handed out
+            # under the lost frames' numbers (frame 47 as frame 1, say)
             try:
-                yield from frames_of(stream.codec_context.decode(None))
+                if broken is None:
+                    yield from frames_of(stream.codec_context.decode(None))
             except av.error.EOFError:
                 pass
             except av.error.FFmpegError as exc:
