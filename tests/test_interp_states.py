@@ -81,6 +81,22 @@ def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
     assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
 
 
+def test_make_pupil_set_groups_by_the_animals_of_animals_csv(dlc_set, tmp_path):
+    # two sessions of one animal that the session names do not tell apart: groups.csv gave
+    # each its own group, and group CV trained on one session and tested on the other
+    import csv
+    import shutil
+
+    root = tmp_path / "labels"
+    shutil.copytree(dlc_set[0], root)
+    (root / "animals.csv").write_text("video,animal\nGlaucus2022-03-281,mouseA\n"
+                                      "FG0032023-03-118,mouseA\n")
+    s = write_pupil_state_set(root, tmp_path / "pupil")
+    assert set(s.groups.tolist()) == {"mouseA"}
+    with open(tmp_path / "pupil" / "measures.csv") as fh:
+        assert {r["group"] for r in csv.DictReader(fh)} == {"mouseA"}
+
+
 def test_make_pupil_set_never_writes_over_the_labeled_set_it_reads(tmp_path):
     # a generated set holds synthetic.json, which passed as a class-folder set of ours: with
     # --overwrite the labeled set was deleted, then its first frame was "missing"

@@ -29,7 +29,7 @@ from vit_facemap.errors import DataError, DataWarning, RunExistsError, not_utf8
 from vit_facemap.images import IMAGE_SUFFIXES
 from vit_facemap.measures import facial_measures
 from vit_facemap.runinfo import check_folder
-from vit_facemap.splits import animal_of
+from vit_facemap.splits import groups_for
 
 CONSTRICTED_BELOW = 0.25
 DILATED_ABOVE = 0.35
@@ -186,7 +186,9 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     """Write the pupil-state task of a DeepLabCut set as a class-folder set.
 
     ``out/constricted/*.png``, ``out/dilated/*.png`` (copies of the frames, named
-    ``<video>__<image>``), ``out/groups.csv`` (animal of each frame), ``out/eyes.csv``
+    ``<video>__<image>``), ``out/groups.csv`` (animal of each frame: from ``animals.csv``
+    beside the labels, else the session names, as :func:`~vit_facemap.splits.groups_for`
+    gives them), ``out/eyes.csv``
     (eye centre and width from the eyelid keypoints) and ``out/regions.csv`` (the eyelid
     keypoints' box, padded by 0.1 eye width: where attention maps should point) and
     ``out/measures.csv`` (:func:`geometry_measures` of every measurable frame, with its
@@ -199,6 +201,10 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     eyes = eye_boxes(frames.keypoints, frames.bodyparts)
     regions = eyelid_regions(frames.keypoints, frames.bodyparts)
     geometry = geometry_measures(frames.keypoints, frames.bodyparts)
+    # animals.csv as every other split reads it: the session names alone kept two sessions of
+    # one animal apart (mouseA_morning, mouseA_evening), and group CV held one out while
+    # training on the other
+    animals = groups_for(frames, "animal")
     out = Path(out)
     # refused with or without overwrite: clearing a folder that holds the labeled set (a
     # generated one passes as ours, by its synthetic.json) deleted the frames and table read
@@ -240,9 +246,9 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
             name = f"{folder}/{video}__{PurePosixPath(rel).name}"
             (part / folder).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, part / name)
-            measure_rows.append((name, animal_of(video), *eyes[i], *values))
+            measure_rows.append((name, animals[i], *eyes[i], *values))
             if state:
-                rows.append((name, animal_of(video), *eyes[i], *regions[i]))
+                rows.append((name, animals[i], *eyes[i], *regions[i]))
             else:
                 between.append(name)
         with open(part / "groups.csv", "w", newline="") as fh:
