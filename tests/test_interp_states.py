@@ -81,6 +81,20 @@ def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
     assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
 
 
+def test_make_pupil_set_refuses_swapped_thresholds(dlc_set, tmp_path, capsys):
+    # --constricted-below 0.35 --dilated-above 0.25: frames of ratio .30 were written as
+    # dilated, though below the constricted threshold given
+    root, frames = dlc_set
+    with pytest.raises(DataError, match=r"constricted threshold \(0.35\) is above the dilated "
+                                        r"one \(0.25\)"):
+        pupil_states(frames, 0.35, 0.25)
+    assert main(["classify", "make-pupil-set", str(root), str(tmp_path / "pupil"),
+                 "--constricted-below", "0.35", "--dilated-above", "0.25"]) == 2
+    assert "give --constricted-below at most --dilated-above" in capsys.readouterr().err
+    assert not (tmp_path / "pupil").exists()
+    assert list(pupil_states(frames, 0.3, 0.3)) == ["constricted"] * 3 + ["", "dilated", "dilated"]
+
+
 def test_make_pupil_set_groups_by_the_animals_of_animals_csv(dlc_set, tmp_path):
     # two sessions of one animal that the session names do not tell apart: groups.csv gave
     # each its own group, and group CV trained on one session and tested on the other

@@ -68,6 +68,12 @@ class ImageSet:
 def pupil_states(frames: LabeledFrames, constricted_below: float = CONSTRICTED_BELOW,
                  dilated_above: float = DILATED_ABOVE) -> np.ndarray:
     """Per frame ``"constricted"``, ``"dilated"`` or ``""`` (between thresholds or unmeasurable)."""
+    if constricted_below > dilated_above:
+        # swapped thresholds: a frame between them is both, and was called dilated (the
+        # second rule) without a word, whatever --constricted-below said
+        raise DataError(f"the constricted threshold ({constricted_below:g}) is above the dilated "
+                        f"one ({dilated_above:g}): a frame between them would be both states; "
+                        "give --constricted-below at most --dilated-above")
     ratio = facial_measures(frames.keypoints, frames.bodyparts)
     if "pupil_eye_ratio" not in ratio:
         raise DataError(
