@@ -469,6 +469,28 @@ def test_ensemble_averages_its_members(gen_set, tmp_path):
     np.testing.assert_allclose(res["maps"], want, atol=1e-6)
 
 
+def test_a_whole_frame_vit_learns_no_eye_relative_positions(gen_set):
+    """Pupil and eyelid positions are in eye widths from the eye box, mapped into an eye
+    crop's view: on a whole frame they put the pupil where it is not (on the Schroeder
+    frames a left-pupil target of (-0.31, -0.18) in the view, the pupil at (0.07, -0.07)).
+    A frame-crop ViT regresses the ratios only, and has no keypoint heatmaps."""
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths)
+    n = len(frames)
+    names = ["ratio", "leftpupil_x", "leftpupil_y"]
+    values = np.column_stack([np.linspace(0.2, 0.4, n), np.full(n, -0.1), np.zeros(n)])
+    clf = FacialStateClassifier(profile_config("test", crop="frame"), gen_set.classes)
+    clf.fit(frames, gen_set.labels, progress=False, measures=values, measure_names=names,
+            extra=(frames[:2], gen_set.eyes[:2], values[:2]))
+    assert clf.measure_names == ["ratio"] and clf.geometry.heatmap is None
+    assert clf.predict_measures(frames).shape == (n, 1)
+    eye = FacialStateClassifier(profile_config("test", crop="eye", epochs=1), gen_set.classes)
+    eye.fit(frames, gen_set.labels, gen_set.eyes, progress=False, measures=values,
+            measure_names=names)
+    assert eye.measure_names == names and eye.geometry.heatmap is not None
+
+
 def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     args = ["classify", "train", "--data", str(gen_set.root), "--out", str(run),
