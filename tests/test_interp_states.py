@@ -491,6 +491,18 @@ def test_a_whole_frame_vit_learns_no_eye_relative_positions(gen_set):
     assert eye.measure_names == names and eye.geometry.heatmap is not None
 
 
+def test_a_vit_trains_for_ten_steps(gen_set):
+    # 10 epochs of one batch: the one-cycle schedule's warm-up was one step long and
+    # torch divided by zero (ZeroDivisionError from classify train --epochs 10)
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths)
+    assert len(frames) <= 32
+    clf = FacialStateClassifier(profile_config("test", crop="frame", epochs=10), gen_set.classes)
+    clf.fit(frames, gen_set.labels, progress=False)
+    assert np.isfinite(clf.predict_proba(frames)).all()
+
+
 def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     args = ["classify", "train", "--data", str(gen_set.root), "--out", str(run),

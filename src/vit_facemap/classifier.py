@@ -562,7 +562,11 @@ class FacialStateClassifier:
         weight = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts)).to(dev)
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         steps = c.epochs * int(np.ceil(len(crops) / c.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=steps, pct_start=0.1)
+        # OneCycleLR's warm-up ends at step pct_start * steps - 1: at step 0 (10 steps, as
+        # --epochs 10 on up to 32 images or 1 epoch on 289 to 320 gives) it divided by zero
+        pct_start = 0.1 if 0.1 * steps != 1 else 2 / steps
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=steps,
+                                                    pct_start=pct_start)
         y = torch.from_numpy(labels.astype(np.int64)).to(dev)
         model.train()
         for _ in tqdm(range(c.epochs), desc="ViT", disable=not progress):
