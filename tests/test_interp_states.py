@@ -503,6 +503,19 @@ def test_a_vit_trains_for_ten_steps(gen_set):
     assert np.isfinite(clf.predict_proba(frames)).all()
 
 
+def test_a_vit_fold_without_a_class_does_not_call_every_frame_that_class(gen_set):
+    # a cross-validation fold whose training frames are all of one class: the class it never
+    # saw had the weight of N frames, which label smoothing spreads over every frame's target:
+    # its probability went to N / (N + 20) (0.93 on a fold of 250 frames), and the ViT called
+    # all 32 frames here by the class it had never seen
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths) * 2
+    clf = FacialStateClassifier(profile_config("test", crop="frame", epochs=10), gen_set.classes)
+    clf.fit(frames, np.zeros(len(frames), int), progress=False)
+    assert (clf.predict(frames) == 0).all()
+
+
 def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     args = ["classify", "train", "--data", str(gen_set.root), "--out", str(run),

@@ -559,7 +559,11 @@ class FacialStateClassifier:
             params += list(head.parameters())
         labeled = labels[labels >= 0]
         counts = np.bincount(labeled, minlength=len(self.classes)).astype(np.float32)
-        weight = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts)).to(dev)
+        # a class without training frames (a fold without it) gets weight 0: label smoothing
+        # spreads every frame's target over all classes, and its weight of N / 1 pulled every
+        # frame towards the class the fold never saw
+        weight = torch.from_numpy(np.where(counts > 0, counts.sum() / np.maximum(counts, 1)
+                                           / len(counts), 0).astype(np.float32)).to(dev)
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         steps = c.epochs * int(np.ceil(len(crops) / c.batch_size))
         # OneCycleLR's warm-up ends at step pct_start * steps - 1: at step 0 (10 steps, as
