@@ -1015,6 +1015,24 @@ def test_eye_box_region_and_geometry_by_hand(dlc_set, tmp_path):
     np.testing.assert_allclose(m.values[:, m.names.index("ratio")], [0.15, 0.2475, 0.4])
 
 
+def test_measures_of_an_image_without_a_class_need_its_eye_box(dlc_set, tmp_path, capsys):
+    # the ViT crops the frames between the thresholds around their box: a row without one
+    # crashed training ("cannot convert float NaN to integer") after the locator had trained
+    s = write_pupil_state_set(dlc_set[0], tmp_path / "pupil")
+    table = tmp_path / "pupil" / "measures.csv"
+    lines = table.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(".between/"))
+    image, group, _, *rest = lines[i].split(",")
+    lines[i] = ",".join([image, group, "", *rest])
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"measures.csv: 1 image.* need an eye box .*, e.g. {image}"):
+        read_measures(s)
+    assert main(["classify", "train", "--data", str(s.root), "--out", str(tmp_path / "run"),
+                 "--profile", "test", "--quiet"]) == 2
+    assert "need an eye box" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_eye_box_of_width_zero_is_refused(tmp_path):
     from PIL import Image
 

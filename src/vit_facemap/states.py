@@ -508,11 +508,18 @@ def read_measures(image_set: ImageSet, path: str | Path | None = None) -> SetMea
     if not rows and not extra:
         raise DataError("no row names an image of the set (image paths are relative to the "
                         f"set's folder, e.g. {image_set.names[0]})", path)
+    extra_eyes = np.array([numbers(r, ("x", "y", "width")) for r in extra]).reshape(len(extra), 3)
+    # the ViT crops these images around their box: one without (an empty x) crashed it with
+    # "cannot convert float NaN to integer", after the eye locator had trained
+    bad = [r["image"] for r, e in zip(extra, extra_eyes, strict=True)
+           if not (np.isfinite(e).all() and e[2] > 0)]
+    if bad:
+        raise DataError(f"{len(bad)} image(s) outside the class folders need an eye box (finite "
+                        f"x, y and a width > 0), e.g. {bad[0]}", path)
     return SetMeasures(
         names, values, [image_set.root / r["image"] for r in extra],
         np.array([numbers(r, names) for r in extra]).reshape(len(extra), len(names)),
-        np.array([numbers(r, ("x", "y", "width")) for r in extra]).reshape(len(extra), 3),
-        np.array([r.get("group", "") for r in extra], dtype=object))
+        extra_eyes, np.array([r.get("group", "") for r in extra], dtype=object))
 
 
 def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndarray | None:
