@@ -191,6 +191,16 @@ def test_read_image_set_errors(tmp_path):
         read_measures(read_image_set(tmp_path))
 
 
+def test_a_group_regex_whose_group_takes_no_part_is_refused(gen_set):
+    # a group for video00's images only: the other videos' images were all group None,
+    # merged into one animal "None"
+    with pytest.raises(DataError, match=r"synthetic_video0[1-9]_img\d+.png: --group-regex .* "
+                                        "without its first group taking part"):
+        read_image_set(gen_set.root, group_regex=r"(video00)?_img")
+    s = read_image_set(gen_set.root, group_regex=r"(video\d+)_img")
+    assert set(s.groups.tolist()) == {g.removeprefix("synthetic_") for g in gen_set.groups}
+
+
 def test_a_table_row_names_its_own_image_only(tmp_path):
     """A row with a folder names that image: another image of the same file name (another
     animal's, in another class folder) does not take its group or eye box."""

@@ -401,6 +401,12 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
                 raise DataError(f"--group-regex {group_regex!r} does not match this image",
                                 paths[i])
             group[i] = m.group(1) if rx.groups else m.group(0)
+            if group[i] is None:
+                # an optional first group that took no part: every such image was group
+                # None, one animal "None" for cross-validation
+                raise DataError(f"--group-regex {group_regex!r} matches this image without its "
+                                "first group taking part; make that group match every image",
+                                paths[i])
     else:
         gfile = Path(groups) if groups else root / "groups.csv"
         if groups and not gfile.is_file():
