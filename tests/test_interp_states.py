@@ -81,6 +81,36 @@ def test_write_pupil_state_set_and_read_back(dlc_set, tmp_path):
     assert sorted(set(s2.groups)) == ["FG", "Glaucus"]
 
 
+def test_make_pupil_set_refuses_swapped_thresholds(dlc_set, tmp_path, capsys):
+    # --constricted-below 0.35 --dilated-above 0.25: frames of ratio .30 were written as
+    # dilated, though below the constricted threshold given
+    root, frames = dlc_set
+    with pytest.raises(DataError, match=r"constricted threshold \(0.35\) is above the dilated "
+                                        r"one \(0.25\)"):
+        pupil_states(frames, 0.35, 0.25)
+    assert main(["classify", "make-pupil-set", str(root), str(tmp_path / "pupil"),
+                 "--constricted-below", "0.35", "--dilated-above", "0.25"]) == 2
+    assert "give --constricted-below at most --dilated-above" in capsys.readouterr().err
+    assert not (tmp_path / "pupil").exists()
+    assert list(pupil_states(frames, 0.3, 0.3)) == ["constricted"] * 3 + ["", "dilated", "dilated"]
+
+
+def test_make_pupil_set_groups_by_the_animals_of_animals_csv(dlc_set, tmp_path):
+    # two sessions of one animal that the session names do not tell apart: groups.csv gave
+    # each its own group, and group CV trained on one session and tested on the other
+    import csv
+    import shutil
+
+    root = tmp_path / "labels"
+    shutil.copytree(dlc_set[0], root)
+    (root / "animals.csv").write_text("video,animal\nGlaucus2022-03-281,mouseA\n"
+                                      "FG0032023-03-118,mouseA\n")
+    s = write_pupil_state_set(root, tmp_path / "pupil")
+    assert set(s.groups.tolist()) == {"mouseA"}
+    with open(tmp_path / "pupil" / "measures.csv") as fh:
+        assert {r["group"] for r in csv.DictReader(fh)} == {"mouseA"}
+
+
 def test_make_pupil_set_never_writes_over_the_labeled_set_it_reads(tmp_path):
     # a generated set holds synthetic.json, which passed as a class-folder set of ours: with
     # --overwrite the labeled set was deleted, then its first frame was "missing"
@@ -159,6 +189,16 @@ def test_read_image_set_errors(tmp_path):
     (tmp_path / "measures.csv").write_text("image,pupil\nelsewhere/c.png,0.3\n")
     with pytest.raises(DataError, match="measures.csv: no row names an image"):
         read_measures(read_image_set(tmp_path))
+
+
+def test_a_group_regex_whose_group_takes_no_part_is_refused(gen_set):
+    # a group for video00's images only: the other videos' images were all group None,
+    # merged into one animal "None"
+    with pytest.raises(DataError, match=r"synthetic_video0[1-9]_img\d+.png: --group-regex .* "
+                                        "without its first group taking part"):
+        read_image_set(gen_set.root, group_regex=r"(video00)?_img")
+    s = read_image_set(gen_set.root, group_regex=r"(video\d+)_img")
+    assert set(s.groups.tolist()) == {g.removeprefix("synthetic_") for g in gen_set.groups}
 
 
 def test_a_table_row_names_its_own_image_only(tmp_path):
@@ -437,6 +477,53 @@ def test_ensemble_averages_its_members(gen_set, tmp_path):
                     StudySettings(deletion_steps=2, random_orders=1), np.random.default_rng(0))
     want = np.mean([attention_rollout(m, x[:2]).maps for m, _ in clf.vits], 0)
     np.testing.assert_allclose(res["maps"], want, atol=1e-6)
+
+
+def test_a_whole_frame_vit_learns_no_eye_relative_positions(gen_set):
+    """Pupil and eyelid positions are in eye widths from the eye box, mapped into an eye
+    crop's view: on a whole frame they put the pupil where it is not (on the Schroeder
+    frames a left-pupil target of (-0.31, -0.18) in the view, the pupil at (0.07, -0.07)).
+    A frame-crop ViT regresses the ratios only, and has no keypoint heatmaps."""
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths)
+    n = len(frames)
+    names = ["ratio", "leftpupil_x", "leftpupil_y"]
+    values = np.column_stack([np.linspace(0.2, 0.4, n), np.full(n, -0.1), np.zeros(n)])
+    clf = FacialStateClassifier(profile_config("test", crop="frame"), gen_set.classes)
+    clf.fit(frames, gen_set.labels, progress=False, measures=values, measure_names=names,
+            extra=(frames[:2], gen_set.eyes[:2], values[:2]))
+    assert clf.measure_names == ["ratio"] and clf.geometry.heatmap is None
+    assert clf.predict_measures(frames).shape == (n, 1)
+    eye = FacialStateClassifier(profile_config("test", crop="eye", epochs=1), gen_set.classes)
+    eye.fit(frames, gen_set.labels, gen_set.eyes, progress=False, measures=values,
+            measure_names=names)
+    assert eye.measure_names == names and eye.geometry.heatmap is not None
+
+
+def test_a_vit_trains_for_ten_steps(gen_set):
+    # 10 epochs of one batch: the one-cycle schedule's warm-up was one step long and
+    # torch divided by zero (ZeroDivisionError from classify train --epochs 10)
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths)
+    assert len(frames) <= 32
+    clf = FacialStateClassifier(profile_config("test", crop="frame", epochs=10), gen_set.classes)
+    clf.fit(frames, gen_set.labels, progress=False)
+    assert np.isfinite(clf.predict_proba(frames)).all()
+
+
+def test_a_vit_fold_without_a_class_does_not_call_every_frame_that_class(gen_set):
+    # a cross-validation fold whose training frames are all of one class: the class it never
+    # saw had the weight of N frames, which label smoothing spreads over every frame's target:
+    # its probability went to N / (N + 20) (0.93 on a fold of 250 frames), and the ViT called
+    # all 32 frames here by the class it had never seen
+    from vit_facemap.classifier import load_frames
+
+    frames = load_frames(gen_set.paths) * 2
+    clf = FacialStateClassifier(profile_config("test", crop="frame", epochs=10), gen_set.classes)
+    clf.fit(frames, np.zeros(len(frames), int), progress=False)
+    assert (clf.predict(frames) == 0).all()
 
 
 def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
@@ -936,6 +1023,24 @@ def test_eye_box_region_and_geometry_by_hand(dlc_set, tmp_path):
     m = read_measures(s)
     assert len(m.extra_paths) == 3  # the frames between the thresholds
     np.testing.assert_allclose(m.values[:, m.names.index("ratio")], [0.15, 0.2475, 0.4])
+
+
+def test_measures_of_an_image_without_a_class_need_its_eye_box(dlc_set, tmp_path, capsys):
+    # the ViT crops the frames between the thresholds around their box: a row without one
+    # crashed training ("cannot convert float NaN to integer") after the locator had trained
+    s = write_pupil_state_set(dlc_set[0], tmp_path / "pupil")
+    table = tmp_path / "pupil" / "measures.csv"
+    lines = table.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(".between/"))
+    image, group, _, *rest = lines[i].split(",")
+    lines[i] = ",".join([image, group, "", *rest])
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"measures.csv: 1 image.* need an eye box .*, e.g. {image}"):
+        read_measures(s)
+    assert main(["classify", "train", "--data", str(s.root), "--out", str(tmp_path / "run"),
+                 "--profile", "test", "--quiet"]) == 2
+    assert "need an eye box" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_eye_box_of_width_zero_is_refused(tmp_path):

@@ -472,7 +472,8 @@ class FacialStateClassifier:
         NaN where unknown) train the ViT's geometry head; ``extra`` (frames, boxes,
         measures) are further images without a class (between the pupil thresholds) that
         train only that head, and the eye locator (they have eye boxes). The forest ignores
-        the measures.
+        the measures; a whole-frame ViT (``crop="frame"``) learns only those that are not
+        eye-relative positions (no keypoint heatmaps).
         """
         c = self.config
         # checked when training starts, not when a saved run's config is read
@@ -497,6 +498,17 @@ class FacialStateClassifier:
         crops = self.crops(frames, boxes)
         use_geometry = (measures is not None and (c.aux_weight > 0 or c.heatmap_weight > 0)
                         and len(measure_names) > 0)
+        if use_geometry and c.crop == "frame":
+            # positions are in eye widths from the eye box, mapped into an eye crop's view: a
+            # whole-frame view is neither centred on the eye nor that wide, and the heads
+            # learnt the pupil where it is not; the ratios hold in any view
+            points = {i for pair in _point_pairs(list(measure_names)) for i in pair}
+            keep = [i for i in range(len(measure_names)) if i not in points]
+            measure_names = [measure_names[i] for i in keep]
+            measures = np.asarray(measures, dtype=np.float64)[:, keep]
+            if extra is not None and len(extra[0]):
+                extra = (extra[0], extra[1], np.asarray(extra[2], np.float64)[:, keep])
+            use_geometry = len(keep) > 0
         if use_geometry:
             measures = np.asarray(measures, dtype=np.float64)
             self.measure_names = list(measure_names)
@@ -547,10 +559,18 @@ class FacialStateClassifier:
             params += list(head.parameters())
         labeled = labels[labels >= 0]
         counts = np.bincount(labeled, minlength=len(self.classes)).astype(np.float32)
-        weight = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts)).to(dev)
+        # a class without training frames (a fold without it) gets weight 0: label smoothing
+        # spreads every frame's target over all classes, and its weight of N / 1 pulled every
+        # frame towards the class the fold never saw
+        weight = torch.from_numpy(np.where(counts > 0, counts.sum() / np.maximum(counts, 1)
+                                           / len(counts), 0).astype(np.float32)).to(dev)
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         steps = c.epochs * int(np.ceil(len(crops) / c.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=steps, pct_start=0.1)
+        # OneCycleLR's warm-up ends at step pct_start * steps - 1: at step 0 (10 steps, as
+        # --epochs 10 on up to 32 images or 1 epoch on 289 to 320 gives) it divided by zero
+        pct_start = 0.1 if 0.1 * steps != 1 else 2 / steps
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=steps,
+                                                    pct_start=pct_start)
         y = torch.from_numpy(labels.astype(np.int64)).to(dev)
         model.train()
         for _ in tqdm(range(c.epochs), desc="ViT", disable=not progress):

@@ -29,7 +29,7 @@ from vit_facemap.errors import DataError, DataWarning, RunExistsError, not_utf8
 from vit_facemap.images import IMAGE_SUFFIXES
 from vit_facemap.measures import facial_measures
 from vit_facemap.runinfo import check_folder
-from vit_facemap.splits import animal_of
+from vit_facemap.splits import groups_for
 
 CONSTRICTED_BELOW = 0.25
 DILATED_ABOVE = 0.35
@@ -68,6 +68,12 @@ class ImageSet:
 def pupil_states(frames: LabeledFrames, constricted_below: float = CONSTRICTED_BELOW,
                  dilated_above: float = DILATED_ABOVE) -> np.ndarray:
     """Per frame ``"constricted"``, ``"dilated"`` or ``""`` (between thresholds or unmeasurable)."""
+    if constricted_below > dilated_above:
+        # swapped thresholds: a frame between them is both, and was called dilated (the
+        # second rule) without a word, whatever --constricted-below said
+        raise DataError(f"the constricted threshold ({constricted_below:g}) is above the dilated "
+                        f"one ({dilated_above:g}): a frame between them would be both states; "
+                        "give --constricted-below at most --dilated-above")
     ratio = facial_measures(frames.keypoints, frames.bodyparts)
     if "pupil_eye_ratio" not in ratio:
         raise DataError(
@@ -186,7 +192,9 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     """Write the pupil-state task of a DeepLabCut set as a class-folder set.
 
     ``out/constricted/*.png``, ``out/dilated/*.png`` (copies of the frames, named
-    ``<video>__<image>``), ``out/groups.csv`` (animal of each frame), ``out/eyes.csv``
+    ``<video>__<image>``), ``out/groups.csv`` (animal of each frame: from ``animals.csv``
+    beside the labels, else the session names, as :func:`~vit_facemap.splits.groups_for`
+    gives them), ``out/eyes.csv``
     (eye centre and width from the eyelid keypoints) and ``out/regions.csv`` (the eyelid
     keypoints' box, padded by 0.1 eye width: where attention maps should point) and
     ``out/measures.csv`` (:func:`geometry_measures` of every measurable frame, with its
@@ -199,6 +207,10 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
     eyes = eye_boxes(frames.keypoints, frames.bodyparts)
     regions = eyelid_regions(frames.keypoints, frames.bodyparts)
     geometry = geometry_measures(frames.keypoints, frames.bodyparts)
+    # animals.csv as every other split reads it: the session names alone kept two sessions of
+    # one animal apart (mouseA_morning, mouseA_evening), and group CV held one out while
+    # training on the other
+    animals = groups_for(frames, "animal")
     out = Path(out)
     # refused with or without overwrite: clearing a folder that holds the labeled set (a
     # generated one passes as ours, by its synthetic.json) deleted the frames and table read
@@ -240,9 +252,9 @@ def write_pupil_state_set(labels: str | Path, out: str | Path, *, overwrite: boo
             name = f"{folder}/{video}__{PurePosixPath(rel).name}"
             (part / folder).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, part / name)
-            measure_rows.append((name, animal_of(video), *eyes[i], *values))
+            measure_rows.append((name, animals[i], *eyes[i], *values))
             if state:
-                rows.append((name, animal_of(video), *eyes[i], *regions[i]))
+                rows.append((name, animals[i], *eyes[i], *regions[i]))
             else:
                 between.append(name)
         with open(part / "groups.csv", "w", newline="") as fh:
@@ -389,6 +401,12 @@ def read_image_set(root: str | Path, *, groups: str | Path | None = None,
                 raise DataError(f"--group-regex {group_regex!r} does not match this image",
                                 paths[i])
             group[i] = m.group(1) if rx.groups else m.group(0)
+            if group[i] is None:
+                # an optional first group that took no part: every such image was group
+                # None, one animal "None" for cross-validation
+                raise DataError(f"--group-regex {group_regex!r} matches this image without its "
+                                "first group taking part; make that group match every image",
+                                paths[i])
     else:
         gfile = Path(groups) if groups else root / "groups.csv"
         if groups and not gfile.is_file():
@@ -496,11 +514,18 @@ def read_measures(image_set: ImageSet, path: str | Path | None = None) -> SetMea
     if not rows and not extra:
         raise DataError("no row names an image of the set (image paths are relative to the "
                         f"set's folder, e.g. {image_set.names[0]})", path)
+    extra_eyes = np.array([numbers(r, ("x", "y", "width")) for r in extra]).reshape(len(extra), 3)
+    # the ViT crops these images around their box: one without (an empty x) crashed it with
+    # "cannot convert float NaN to integer", after the eye locator had trained
+    bad = [r["image"] for r, e in zip(extra, extra_eyes, strict=True)
+           if not (np.isfinite(e).all() and e[2] > 0)]
+    if bad:
+        raise DataError(f"{len(bad)} image(s) outside the class folders need an eye box (finite "
+                        f"x, y and a width > 0), e.g. {bad[0]}", path)
     return SetMeasures(
         names, values, [image_set.root / r["image"] for r in extra],
         np.array([numbers(r, names) for r in extra]).reshape(len(extra), len(names)),
-        np.array([numbers(r, ("x", "y", "width")) for r in extra]).reshape(len(extra), 3),
-        np.array([r.get("group", "") for r in extra], dtype=object))
+        extra_eyes, np.array([r.get("group", "") for r in extra], dtype=object))
 
 
 def read_regions(image_set: ImageSet, path: str | Path | None = None) -> np.ndarray | None:
