@@ -462,3 +462,15 @@ def test_macro_f1_interval_pairs_each_animals_matrices():
     direct = macro_f1_difference([vit[g] for g in animals], [hog[g] for g in animals])
     assert (found["low"], found["high"]) == (direct["low"], direct["high"])
     assert found["estimate"] == pytest.approx(direct["estimate"])
+
+
+def test_tracker_findings_compare_keypoints_only_with_a_reference_row(rows):
+    # a table benchmarked without the mean shape (--models hybrid,cnn) has nothing to compare
+    # the default's keypoints with: "none" said it beat the mean shape on every keypoint
+    hybrid = {**rows[1], "per_keypoint_mean_px": {"eye": 4.5}}
+    cnn = _row("g7c1", "cnn", 10.0, {"G7c1": (4, 10.0)}, {"v1": (3, 9.0), "v2": (1, 13.0)})
+    f = tracker_findings([hybrid, cnn]).loc["g7c1"]
+    assert f["keypoints not beating mean_shape"] == "not compared (no mean_shape row)"
+    # a reference row without per-keypoint errors is named, as the default's is
+    with pytest.raises(DataError, match="'mean_shape' row of 'g7c1' lacks 'per_keypoint"):
+        tracker_findings([hybrid, rows[0]])
