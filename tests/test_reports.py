@@ -474,3 +474,17 @@ def test_tracker_findings_compare_keypoints_only_with_a_reference_row(rows):
     # a reference row without per-keypoint errors is named, as the default's is
     with pytest.raises(DataError, match="'mean_shape' row of 'g7c1' lacks 'per_keypoint"):
         tracker_findings([hybrid, rows[0]])
+
+
+def test_tracker_findings_neither_lead_nor_trail_without_a_margin(rows):
+    # equal means are a tie, not "trails by 0.00 px"; two infinite means (both models missed
+    # a prediction) have no margin, not "trails by nan px"
+    tie = [{**rows[2], "per_keypoint_mean_px": {"eye": 1.0}},
+           {**rows[3], "mean_px": 99.0, "per_keypoint_mean_px": {"eye": 1.0}}]
+    f = tracker_findings(tie).loc["schroeder"]
+    assert f["margin px"] == 0.0 and f["default leads"] == "no interval"
+    assert f["verdict"].startswith("level with it (margin 0.00 px); interval not available")
+    inf = [{**r, "mean_px": np.inf} for r in tie]
+    f = tracker_findings(inf).loc["schroeder"]
+    assert f["verdict"].startswith("no margin (both mean errors are infinite); interval not")
+    assert "nan" not in f["verdict"] and "trails" not in f["verdict"]

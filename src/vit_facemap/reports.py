@@ -242,7 +242,12 @@ def margin_interval(default_row: Mapping, other_row: Mapping, *, seed: int = 0
 
 
 def _verdict(margin: float, interval: dict | None, why: str) -> str:
-    lead = f"{'leads' if margin > 0 else 'trails'} by {abs(margin):.2f} px"
+    # a tie neither leads nor trails; two infinite means (both missed a prediction) have no
+    # margin at all (inf - inf)
+    lead = (f"leads by {margin:.2f} px" if margin > 0 else
+            f"trails by {-margin:.2f} px" if margin < 0 else
+            "level with it (margin 0.00 px)" if margin == 0 else
+            "no margin (both mean errors are infinite)")
     if interval is None:
         return f"{lead}; interval not available ({why})"
     span = (f"{interval['level']:.0%} interval [{interval['low']:.2f}, "
