@@ -390,8 +390,9 @@ def test_tracker_findings_lead_only_where_the_bootstrap_interval_excludes_zero(r
     assert f["verdict"].startswith("not distinguishable on this split: margin 0.26 px (95% "
                                    "interval [-2.40, 3.00]")
     # one held-out animal (g7c1): blocks of consecutive frames are resampled
-    one = _with_errors(rows[1], base, ["G7"] * 24)
-    f = tracker_findings([one, _with_errors(rows[0], base + 1.0, ["G7"] * 24)]).loc["g7c1"]
+    frames30 = np.vstack([base, base[:6]])
+    one = _with_errors(rows[1], frames30, ["G7"] * 30)
+    f = tracker_findings([one, _with_errors(rows[0], frames30 + 1.0, ["G7"] * 30)]).loc["g7c1"]
     assert f["default leads"] == "yes"
     assert f["verdict"].endswith("bootstrap over 3 blocks of 10 consecutive frames from 1 "
                                  "held-out video)")
