@@ -390,8 +390,9 @@ def test_tracker_findings_lead_only_where_the_bootstrap_interval_excludes_zero(r
     assert f["verdict"].startswith("not distinguishable on this split: margin 0.26 px (95% "
                                    "interval [-2.40, 3.00]")
     # one held-out animal (g7c1): blocks of consecutive frames are resampled
-    one = _with_errors(rows[1], base, ["G7"] * 24)
-    f = tracker_findings([one, _with_errors(rows[0], base + 1.0, ["G7"] * 24)]).loc["g7c1"]
+    frames30 = np.vstack([base, base[:6]])
+    one = _with_errors(rows[1], frames30, ["G7"] * 30)
+    f = tracker_findings([one, _with_errors(rows[0], frames30 + 1.0, ["G7"] * 30)]).loc["g7c1"]
     assert f["default leads"] == "yes"
     assert f["verdict"].endswith("bootstrap over 3 blocks of 10 consecutive frames from 1 "
                                  "held-out video)")
@@ -462,3 +463,29 @@ def test_macro_f1_interval_pairs_each_animals_matrices():
     direct = macro_f1_difference([vit[g] for g in animals], [hog[g] for g in animals])
     assert (found["low"], found["high"]) == (direct["low"], direct["high"])
     assert found["estimate"] == pytest.approx(direct["estimate"])
+
+
+def test_tracker_findings_compare_keypoints_only_with_a_reference_row(rows):
+    # a table benchmarked without the mean shape (--models hybrid,cnn) has nothing to compare
+    # the default's keypoints with: "none" said it beat the mean shape on every keypoint
+    hybrid = {**rows[1], "per_keypoint_mean_px": {"eye": 4.5}}
+    cnn = _row("g7c1", "cnn", 10.0, {"G7c1": (4, 10.0)}, {"v1": (3, 9.0), "v2": (1, 13.0)})
+    f = tracker_findings([hybrid, cnn]).loc["g7c1"]
+    assert f["keypoints not beating mean_shape"] == "not compared (no mean_shape row)"
+    # a reference row without per-keypoint errors is named, as the default's is
+    with pytest.raises(DataError, match="'mean_shape' row of 'g7c1' lacks 'per_keypoint"):
+        tracker_findings([hybrid, rows[0]])
+
+
+def test_tracker_findings_neither_lead_nor_trail_without_a_margin(rows):
+    # equal means are a tie, not "trails by 0.00 px"; two infinite means (both models missed
+    # a prediction) have no margin, not "trails by nan px"
+    tie = [{**rows[2], "per_keypoint_mean_px": {"eye": 1.0}},
+           {**rows[3], "mean_px": 99.0, "per_keypoint_mean_px": {"eye": 1.0}}]
+    f = tracker_findings(tie).loc["schroeder"]
+    assert f["margin px"] == 0.0 and f["default leads"] == "no interval"
+    assert f["verdict"].startswith("level with it (margin 0.00 px); interval not available")
+    inf = [{**r, "mean_px": np.inf} for r in tie]
+    f = tracker_findings(inf).loc["schroeder"]
+    assert f["verdict"].startswith("no margin (both mean errors are infinite); interval not")
+    assert "nan" not in f["verdict"] and "trails" not in f["verdict"]

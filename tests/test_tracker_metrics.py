@@ -136,6 +136,28 @@ def test_bootstrap_units_are_animals_or_blocks_of_consecutive_frames():
     assert what == "3 blocks of 2 consecutive frames from 1 held-out video"
 
 
+def test_a_short_last_block_joins_the_one_before():
+    # frames that follow a block closely are no independent stretch: a tail of a frame or
+    # two counted as one more block towards MIN_GROUPS (41 frames: 5 blocks, a verdict)
+    from collections import Counter
+
+    from vit_facemap.bootstrap import resampling_units
+
+    def sizes(n, video="v"):
+        frames = [f"labeled-data/{video}/img{i}.png" for i in range(n)]
+        units, what = resampling_units(frames, ["G7"] * n)
+        return sorted(Counter(units.tolist()).values()), what
+
+    assert sizes(41) == ([10, 10, 10, 11], "4 blocks of 10 consecutive frames from 1 "
+                                           "held-out video")
+    assert sizes(91)[0] == [10] * 8 + [11]  # g7c1's held-out video: 9 blocks, not 10
+    assert sizes(45)[0] == [5, 10, 10, 10, 10]  # half a block or more stays a block
+    assert sizes(4)[0] == [4]  # a video of fewer frames than a block is one block
+    units, _ = resampling_units([f"labeled-data/v/img{i}.png" for i in (9, 1, 12, 5)],
+                                ["G7"] * 4, block_frames=3)
+    assert units.tolist() == ["v#0", "v#0", "v#0", "v#0"]  # frames 1, 5, 9 and 12 in one
+
+
 def test_mean_error_difference_resamples_groups_and_is_seeded():
     from vit_facemap.bootstrap import excludes_zero, mean_error_difference
 

@@ -92,7 +92,9 @@ def resampling_units(frames: Sequence[str], animals: Sequence[str],
 
     ``frames`` are DeepLabCut-style paths (``labeled-data/<video>/img<number>.png``),
     ``animals`` each frame's animal. Several animals: the animals. One animal: blocks of
-    ``block_frames`` consecutive labeled frames (by image number) within each video.
+    ``block_frames`` consecutive labeled frames (by image number) within each video; a
+    video's last block of fewer than half of ``block_frames`` frames is part of the one
+    before it.
     """
     from vit_facemap.dlc import video_of
 
@@ -108,9 +110,15 @@ def resampling_units(frames: Sequence[str], animals: Sequence[str],
     for v in sorted(set(videos.tolist())):
         rows = np.flatnonzero(videos == v)
         order = rows[np.argsort([_frame_number(frames[i]) for i in rows], kind="stable")]
+        # a last block of fewer than half a block's frames joins the one before: those
+        # frames follow it closely (and look alike), and a unit of a frame or two counted
+        # as one more block towards MIN_GROUPS (41 frames gave 5 blocks and a verdict, 40
+        # gave 4 and none)
+        full, rest = divmod(len(rows), block_frames)
+        n_units = full + (rest > 0 and (2 * rest >= block_frames or full == 0))
         for rank, i in enumerate(order):
-            units[i] = f"{v}#{rank // block_frames}"
-        n_blocks += -(-len(rows) // block_frames)
+            units[i] = f"{v}#{min(rank // block_frames, n_units - 1)}"
+        n_blocks += n_units
     n_videos = len(set(videos.tolist()))
     return (units.astype(str), f"{n_blocks} blocks of {block_frames} consecutive frames "
             f"from {n_videos} held-out video{'s' if n_videos > 1 else ''}")

@@ -242,7 +242,12 @@ def margin_interval(default_row: Mapping, other_row: Mapping, *, seed: int = 0
 
 
 def _verdict(margin: float, interval: dict | None, why: str) -> str:
-    lead = f"{'leads' if margin > 0 else 'trails'} by {abs(margin):.2f} px"
+    # a tie neither leads nor trails; two infinite means (both missed a prediction) have no
+    # margin at all (inf - inf)
+    lead = (f"leads by {margin:.2f} px" if margin > 0 else
+            f"trails by {-margin:.2f} px" if margin < 0 else
+            "level with it (margin 0.00 px)" if margin == 0 else
+            "no margin (both mean errors are infinite)")
     if interval is None:
         return f"{lead}; interval not available ({why})"
     span = (f"{interval['level']:.0%} interval [{interval['low']:.2f}, "
@@ -263,7 +268,8 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
     distinguishable`` where it does not, and ``no interval`` for a table written without
     per-frame errors or for too few held-out groups to draw one from (fewer than
     :data:`vit_facemap.bootstrap.MIN_GROUPS`); ``verdict`` says it in words, with the interval and what was resampled.
-    A set without the default model, or without another model, is left out.
+    A set without the default model, or without another model, is left out; one without the
+    reference says its keypoints were ``not compared``.
     """
     found = []
     for set_name, set_rows in _by_set(_rows(rows, ("set", "model", "mean_px"))).items():
@@ -277,10 +283,14 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
         interval, why = margin_interval(d, mine[best])
         leads = ("no interval" if interval is None else "not distinguishable"
                  if not excludes_zero(interval) else "yes" if margin > 0 else "NO")
-        worse = "none"
+        # without the reference's row nothing was compared: "none" would claim that the
+        # default beats it on every keypoint
+        worse = "none" if reference in mine else f"not compared (no {reference} row)"
         if reference in mine and reference != default:
             _require(d, ("per_keypoint_mean_px",), f"the {default!r} row of {set_name!r}")
-            ref = mine[reference].get("per_keypoint_mean_px", {})
+            _require(mine[reference], ("per_keypoint_mean_px",),
+                     f"the {reference!r} row of {set_name!r}")
+            ref = mine[reference]["per_keypoint_mean_px"]
             # a keypoint without labels in the held-out frames has no error (None) to compare
             miss = [f"{k} ({v:.2f} vs {ref[k]:.2f})"
                     for k, v in d["per_keypoint_mean_px"].items()
