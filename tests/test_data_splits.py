@@ -112,6 +112,18 @@ def test_animals_csv_cells_are_read_without_surrounding_spaces(tmp_path):
     assert list(groups_for(d.frames, "animal")) == ["m1"] * 4
 
 
+def test_animals_csv_rows_left_empty_name_no_video(tmp_path):
+    # a row emptied in a spreadsheet is exported as ",": it names no video, and was read
+    # without a word before empty cells were refused; one empty cell of two still is
+    d = generate_frames(6, n_videos=3, root=tmp_path)
+    (tmp_path / "animals.csv").write_text(
+        "video,animal\nsynthetic_video00,m1\n,\nsynthetic_video01,m1\n,\n")
+    assert list(groups_for(d.frames, "animal")) == ["m1", "m1", "synthetic_video02"] * 2
+    (tmp_path / "animals.csv").write_text("video,animal\n,\nsynthetic_video01,\n")
+    with pytest.raises(DataError, match=r"empty video or animal cell \(line 3\)"):
+        groups_for(d.frames, "animal")
+
+
 def test_leave_animal_out_folds_keep_animals_apart():
     videos = np.repeat(list(SCHROEDER_SESSIONS), 3)
     animals = np.array([animal_of(v) for v in videos])

@@ -1043,6 +1043,23 @@ def test_measures_of_an_image_without_a_class_need_its_eye_box(dlc_set, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_a_whole_frame_model_needs_no_eye_box_for_an_image_without_a_class(dlc_set, tmp_path):
+    # only eye crops cut these images around their box: a measures table without one (a
+    # set without eyes) was refused when read, where --crop frame had trained on it
+    s = write_pupil_state_set(dlc_set[0], tmp_path / "pupil")
+    table = tmp_path / "pupil" / "measures.csv"
+    lines = table.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(".between/"):
+            image, group, _, *rest = line.split(",")
+            lines[i] = ",".join([image, group, "", *rest])
+    table.write_text("\n".join(lines) + "\n")
+    assert main(["classify", "train", "--data", str(s.root), "--out", str(tmp_path / "run"),
+                 "--profile", "test", "--quiet", "--crop", "frame"]) == 0
+    m = read_measures(s, eye_boxes=False)
+    assert len(m.extra_paths) and np.isnan(m.extra_eyes[:, 0]).all()
+
+
 def test_an_eye_box_of_width_zero_is_refused(tmp_path):
     from PIL import Image
 

@@ -275,7 +275,9 @@ def run_study(data_dir: str | Path, settings: StudySettings | None = None,
     cv = cross_validate(frames, data.labels, data.groups, data.classes, configs, data.eyes,
                         n_splits=settings.n_splits, seed=settings.seed,
                         oracle_boxes=oracle_boxes, progress=progress,
-                        measures=read_measures(data) if settings.use_measures else None)
+                        measures=read_measures(data, eye_boxes=any(
+                            c.crop == "eye" for c in configs.values()))
+                        if settings.use_measures else None)
     maps = check_maps(cv, frames, regions, settings, progress)
     summary = summarize(cv, maps)
     summary["settings"] = asdict(settings)

@@ -94,7 +94,10 @@ def read_animals(root: str | Path) -> dict[str, str] | None:
         raise DataError(f"needs columns 'video' and 'animal': {exc}", path) from exc
     # an empty cell was read as the animal 'nan' (every such video one mouse), and a video
     # listed twice took its last animal: either can put one mouse on both sides of a split
-    blank = [f"line {i + 2}" for i, (v, a) in enumerate(pairs) if pd.isna(v) or pd.isna(a)]
+    # a row with neither (",", as spreadsheets export an emptied row) names no video: skipped
+    lines = [(i + 2, v, a) for i, (v, a) in enumerate(pairs) if not (pd.isna(v) and pd.isna(a))]
+    pairs = [(v, a) for _, v, a in lines]
+    blank = [f"line {n}" for n, v, a in lines if pd.isna(v) or pd.isna(a)]
     if blank:
         raise DataError(f"empty video or animal cell ({', '.join(blank[:5])}); fill it in, or "
                         "drop the row to read that video's animal from its name", path)

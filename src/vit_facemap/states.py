@@ -480,11 +480,14 @@ def write_generated_state_set(out: str | Path, n_frames: int = 48, task: str = "
     return read_image_set(out)
 
 
-def read_measures(image_set: ImageSet, path: str | Path | None = None) -> SetMeasures | None:
+def read_measures(image_set: ImageSet, path: str | Path | None = None, *,
+                  eye_boxes: bool = True) -> SetMeasures | None:
     """The set's ``measures.csv`` (default: in its folder), or None when there is none.
 
     Columns: ``image`` (path relative to the set), optional ``group``, ``x``, ``y``,
-    ``width`` (eye box, needed for images outside the class folders), then numeric measures.
+    ``width`` (eye box, needed for images outside the class folders by eye crops: refused
+    without one unless ``eye_boxes`` is false, for whole-frame models), then numeric
+    measures.
     """
     path = Path(path) if path else image_set.root / "measures.csv"
     if not path.is_file():
@@ -517,8 +520,9 @@ def read_measures(image_set: ImageSet, path: str | Path | None = None) -> SetMea
     extra_eyes = np.array([numbers(r, ("x", "y", "width")) for r in extra]).reshape(len(extra), 3)
     # the ViT crops these images around their box: one without (an empty x) crashed it with
     # "cannot convert float NaN to integer", after the eye locator had trained
+    # (a whole-frame model does not crop them: it read such tables before, and still does)
     bad = [r["image"] for r, e in zip(extra, extra_eyes, strict=True)
-           if not (np.isfinite(e).all() and e[2] > 0)]
+           if eye_boxes and not (np.isfinite(e).all() and e[2] > 0)]
     if bad:
         raise DataError(f"{len(bad)} image(s) outside the class folders need an eye box (finite "
                         f"x, y and a width > 0), e.g. {bad[0]}", path)

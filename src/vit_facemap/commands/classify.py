@@ -197,7 +197,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise DataError(f"{len(off)} image(s) have their eye box centre outside the image, "
                             f"e.g. {data.names[off[0]]} ({w}x{h}, eye at x {x:.0f}, y {y:.0f}); "
                             "give each image's eye box in its own pixels", data.root / "eyes.csv")
-    measures = None if args.no_measures else read_measures(data)
+    measures = None if args.no_measures else read_measures(
+        data, eye_boxes=config.crop == "eye")
     geo = {}
     if measures is not None:  # the forest uses only the extra images' eye boxes (locator)
         geo = {"measures": measures.values, "measure_names": measures.names,
