@@ -442,3 +442,19 @@ def test_rollout_of_a_tracker_run_says_what_explains_it(tmp_path, capsys, family
     else:
         assert "attention_rollout(model, x, query=" in err and "load_run(" in err
     assert not (tmp_path / "maps").exists()
+
+
+def test_query_must_be_a_patch_token():
+    """query=-1 read the row of a prefix token (here the last register) as a patch's map;
+    a query past the grid failed inside the rollout as a bare IndexError."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=16, depth=1, num_heads=2, reg_tokens=2).eval()
+    x = torch.randn(1, 1, 8, 12)
+    for query in (-1, -3, 6, 2.5):
+        for explain in (attention_rollout, gradient_rollout):
+            with pytest.raises(ValueError, match=r"2 x 3 patch grid has row-major indices 0 to 5"):
+                explain(vit, x, query=query)
+    assert attention_rollout(vit, x, query=5).maps.shape == (1, 2, 3)

@@ -232,6 +232,12 @@ def _pools_patches(vit: nn.Module, query: int | None) -> bool:
     """Whether the map is the mean of the patch rows (the head sees the patch tokens pooled)
     rather than one token's row (the CLS token's, or patch ``query``'s)."""
     if query is not None:
+        # a negative index read a prefix token's row (query=-1: the last register, or the
+        # CLS token's with none) as if it were a patch's, silently
+        gh, gw = _grid(vit)
+        if int(query) != query or not 0 <= query < gh * gw:
+            raise ValueError(f"query {query!r} is not a patch token: the {gh} x {gw} patch grid "
+                             f"has row-major indices 0 to {gh * gw - 1}")
         return False
     pool = getattr(vit, "global_pool", None)
     if pool == "map":
