@@ -216,6 +216,21 @@ def test_gradient_rollout_is_class_specific():
     np.testing.assert_allclose(c.maps, gradient_rollout(vit, x, target=2).maps, atol=1e-6)
 
 
+def test_gradient_rollout_checks_its_targets():
+    """A target list of the wrong length failed with numpy's "operands could not be broadcast
+    together", a class past the outputs with torch's IndexError; -1 explained the last
+    class and reported target -1."""
+    vit = tiny_vit()
+    x = torch.randn(2, 1, 16, 16)
+    for target, words in (([0, 1, 2], "target gives 3 classes for 2 image"),
+                          ([[0, 1]], "target gives 2 classes for 2 image"),
+                          (3, "target 3 is not a class index of the model's 3 outputs"),
+                          ([0, -1], "target -1 is not a class index")):
+        with pytest.raises(ValueError, match=words):
+            gradient_rollout(vit, x, target=target)
+    assert gradient_rollout(vit, x, target=np.array([2, 0])).target.tolist() == [2, 0]
+
+
 def test_gradient_rollout_leaves_the_model_as_it_found_it():
     # under a caller's inference mode autograd stayed off ("does not require grad"); the
     # parameters kept the backward pass's gradients; a failing score left the model in eval

@@ -321,8 +321,8 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
                 probs = None
             else:
                 probs = out.softmax(-1).detach().cpu().numpy()
-                tgt = probs.argmax(1) if target is None else np.broadcast_to(
-                    np.asarray(target), (len(x),)).astype(int)
+                tgt = probs.argmax(1) if target is None else _targets(target, len(x),
+                                                                      probs.shape[1])
                 s = out[torch.arange(len(x)), torch.as_tensor(tgt)]
             model.zero_grad(set_to_none=True)
             s.sum().backward()
@@ -338,6 +338,22 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
         getattr(vit, "num_prefix_tokens", 1)), fused=True)
     return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), np.asarray(tgt), probs,
                        token_shift(vit))
+
+
+def _targets(target: int | Sequence[int], n: int, n_classes: int) -> np.ndarray:
+    """One class index per image, checked: numpy's broadcasting error ("operands could not be
+    broadcast together with remapped shapes") named neither target nor images, and a
+    negative class was explained as the class counted from the end."""
+    t = np.asarray(target)
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != n):
+        raise ValueError(f"target gives {t.size} classes for {n} image(s); give one class "
+                         "for all, or one per image")
+    t = np.broadcast_to(t, (n,))
+    bad = [v for v in t.tolist() if int(v) != v or not 0 <= v < n_classes]
+    if bad:
+        raise ValueError(f"target {bad[0]!r} is not a class index of the model's {n_classes} "
+                         f"outputs (0 to {n_classes - 1})")
+    return t.astype(int)
 
 
 # ----- checking the maps ------------------------------------------------------------------
