@@ -509,6 +509,23 @@ def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     assert "are for ViT runs" in capsys.readouterr().err
 
 
+def test_rollout_of_a_forest_run_records_only_what_shaped_its_maps(gen_set, tmp_path, capsys):
+    """A forest's map is its importance per HOG cell: --discard-ratio was ignored, and
+    rollout.json recorded it, and a head fusion of 'mean', as the settings of its maps."""
+    run = tmp_path / "rf"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--model", "hog-rf", "--profile", "test", "--quiet"]) == 0
+    image = str(gen_set.paths[0])
+    capsys.readouterr()
+    assert main(["rollout", str(run), image, "--out", str(tmp_path / "m"),
+                 "--discard-ratio", "0.5"]) == 2
+    assert "--discard-ratio are for ViT runs" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    assert main(["rollout", str(run), image, "--out", str(tmp_path / "m")]) == 0
+    settings = json.loads((tmp_path / "m" / "rollout.json").read_text())["settings"]
+    assert settings["head_fusion"] is None and settings["discard_ratio"] == 0
+
+
 def test_classify_cli_out_under_a_file(gen_set, tmp_path, capsys, monkeypatch):
     """--out under a path that is a file was found when saving, after the training."""
     import vit_facemap.classifier as classifier

@@ -99,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
                         folders=[("the run folder", run_dir, is_classifier_file)])
     clf = FacialStateClassifier.load(run_dir)
     if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None
-                                      or args.head_fusion is not None):
-        # a forest has one importance map for all images, nothing per class to follow
-        raise DataError("--method gradient, --target and --head-fusion are for ViT runs; this run is a "
+                                      or args.head_fusion is not None or args.discard_ratio):
+        # a forest has one importance map for all images, nothing per class to follow (and no
+        # attention to discard: --discard-ratio was ignored, and recorded as if it had acted)
+        raise DataError("--method gradient, --target, --head-fusion and --discard-ratio are for "
+                        "ViT runs; this run is a "
                         f"{clf.config.model} model (its map is the forest's importance per "
                         "HOG cell)", run_dir)
     # options of the other method would be recorded as if they had shaped the maps
@@ -164,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
                 "probabilities": dict(zip(clf.classes, map(float, proba[i]), strict=True)),
                 "eye_box": None if boxes is None else [float(v) for v in boxes[i]]})
         write_json(describe({"method": args.method,
-                             "head_fusion": head_fusion if args.method == "rollout" else None,
+                             "head_fusion": head_fusion if args.method == "rollout"
+                             and clf.config.model == "vit" else None,
                              "discard_ratio": args.discard_ratio, "target": args.target},
                             "cpu", run=str(run_dir.resolve()), map=kind, wall_s=wall_s,
                             images=records),
