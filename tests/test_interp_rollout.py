@@ -240,6 +240,14 @@ def test_gradient_rollout_leaves_the_model_as_it_found_it():
         maps = gradient_rollout(vit, x, target=0).maps
     np.testing.assert_allclose(maps, gradient_rollout(vit, x, target=0).maps, atol=1e-6)
     assert all(p.grad is None for p in vit.parameters())
+    # gradients a caller has accumulated (a training step before optimizer.step()) stay:
+    # they were set to None
+    vit(x).sum().backward()
+    before = [p.grad.clone() for p in vit.parameters()]
+    np.testing.assert_allclose(gradient_rollout(vit, x, target=0).maps, maps, atol=1e-6)
+    for p, g in zip(vit.parameters(), before, strict=True):
+        assert p.grad is not None and torch.equal(p.grad, g)
+    vit.zero_grad(set_to_none=True)
     vit.train()
 
     def broken(out):

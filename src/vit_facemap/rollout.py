@@ -309,7 +309,7 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     was_training = model.training
     model.eval()
     # a caller's inference mode would keep autograd off despite enable_grad; the model's
-    # parameter gradients are left as they were found (none), and so is its mode
+    # parameter gradients are left as they were found, and so is its mode
     try:
         with (torch.inference_mode(False), torch.enable_grad(),
               capture_attention(model, keep_grad=True) as store):
@@ -324,10 +324,14 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
                 tgt = probs.argmax(1) if target is None else _targets(target, len(x),
                                                                       probs.shape[1])
                 s = out[torch.arange(len(x)), torch.as_tensor(tgt)]
-            model.zero_grad(set_to_none=True)
-            s.sum().backward()
+            # differentiated for the attention alone (the capture's hooks keep the
+            # gradients): a backward pass filled the parameters' .grad and then cleared it,
+            # wiping gradients a caller had accumulated (maps drawn between loss.backward()
+            # and optimizer.step())
+            attn = [a for a in store["attn"] if a is not None and a.requires_grad]
+            if attn:
+                torch.autograd.grad(s.sum(), attn, allow_unused=True)
     finally:
-        model.zero_grad(set_to_none=True)
         model.train(was_training)
     fusedl = []
     for a, g in zip(store["attn"], store["grad"], strict=True):
