@@ -70,6 +70,19 @@ def test_discard_zeroes_exactly_the_ratio_of_patch_entries():
                                    [0.3 / 1.7, 0, 1.4 / 1.7]], atol=1e-6)
 
 
+def test_discard_ratio_outside_zero_to_one_is_refused():
+    """1.5 failed as torch's "selected index k out of range", NaN as "cannot convert float NaN
+    to integer", -0.5 was taken as 0; the command line and the study refuse them already."""
+    vit = tiny_vit()
+    x = torch.randn(1, 1, 16, 16)
+    for ratio in (1.5, float("nan"), 1.0, -0.5):
+        with pytest.raises(ValueError, match=r"discard_ratio must be in \[0, 1\)"):
+            rollout([L1, L2], discard_ratio=ratio)
+        for explain in (attention_rollout, gradient_rollout):
+            with pytest.raises(ValueError, match=r"discard_ratio must be in \[0, 1\)"):
+                explain(vit, x, discard_ratio=ratio)
+
+
 def tiny_vit():
     from timm.models.vision_transformer import VisionTransformer
 

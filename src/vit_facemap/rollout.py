@@ -101,6 +101,14 @@ def fuse_heads(attn: torch.Tensor, how: str = "mean") -> torch.Tensor:
     raise ValueError(f"unknown head fusion {how!r}; choose one of {', '.join(HEAD_FUSIONS)}")
 
 
+def _check_discard(ratio: float) -> None:
+    """Refuse a ``discard_ratio`` outside [0, 1): above one failed as torch's "selected index
+    k out of range", NaN as "cannot convert float NaN to integer", a negative one was taken
+    as zero without a word."""
+    if not 0 <= ratio < 1:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {ratio}")
+
+
 def _discard(a: torch.Tensor, ratio: float, n_prefix: int) -> torch.Tensor:
     """Zero the weakest ``ratio`` of entries of each (T, T) matrix, sparing CLS row/column."""
     if ratio <= 0:
@@ -130,6 +138,7 @@ def rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean",
     ``attentions`` are per-layer (B, H, T, T) tensors (or (B, T, T) already fused when
     ``fused``), first layer first.
     """
+    _check_discard(discard_ratio)
     joint = None
     for a in attentions:
         a = a.detach().float()
@@ -278,6 +287,7 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     """
     vit = find_vit(model)
     _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
+    _check_discard(discard_ratio)
     was_training = model.training
     model.eval()
     try:
@@ -306,6 +316,7 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     """
     vit = find_vit(model)
     _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
+    _check_discard(discard_ratio)
     was_training = model.training
     model.eval()
     # a caller's inference mode would keep autograd off despite enable_grad; the model's
