@@ -494,3 +494,35 @@ def test_query_must_be_a_patch_token():
             with pytest.raises(ValueError, match=r"2 x 3 patch grid has row-major indices 0 to 5"):
                 explain(vit, x, query=query)
     assert attention_rollout(vit, x, query=5).maps.shape == (1, 2, 3)
+
+
+def test_rollout_of_a_dynamic_size_vit_uses_the_inputs_grid():
+    """A ViT built with dynamic_img_size takes other input sizes than its own: an 8 x 12
+    model's map of a 12 x 8 input was drawn on the model's 2 x 3 grid (a token at the
+    bottom-left read as at row 1, column 1), of a 16 x 16 one it failed in einops. Here the
+    CLS token attends only to the one bright patch, so the map's peak must be on it."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=8, depth=1, num_heads=1, qkv_bias=False,
+                            dynamic_img_size=True).eval()
+    with torch.no_grad():
+        vit.pos_embed.zero_()
+        vit.patch_embed.proj.weight.zero_()
+        vit.patch_embed.proj.bias.zero_()
+        vit.patch_embed.proj.weight[0] = 1.0  # feature 0: the patch's brightness
+        vit.cls_token.zero_()
+        vit.cls_token[..., 0] = 1.0  # the CLS token's query matches bright patches' keys
+        qkv = torch.zeros(24, 8)
+        qkv[:16] = torch.eye(8).repeat(2, 1) * 10  # query = key = 10 x the token, value 0
+        vit.blocks[0].attn.qkv.weight.copy_(qkv)
+    for h, w in ((8, 12), (12, 8), (16, 16)):
+        x = torch.zeros(1, 1, h, w)
+        x[..., h - 4:, :4] = 1  # the bottom-left patch
+        for explain in (attention_rollout, gradient_rollout):
+            maps = explain(vit, x)
+            assert maps.grid == (h // 4, w // 4) and maps.maps.shape == (1, h // 4, w // 4)
+            if explain is attention_rollout:
+                peak = np.unravel_index(maps.maps[0].argmax(), maps.grid)
+                assert peak == (h // 4 - 1, 0) and maps.maps[0][peak] > 0.99
+    assert attention_rollout(vit, torch.zeros(1, 1, 16, 16), query=15).maps.shape == (1, 4, 4)

@@ -164,8 +164,16 @@ class RolloutMaps:
     shift: float = 0.0  # token_shift of the model: pass on to upsample, overlay, deletion
 
 
-def _grid(vit: nn.Module) -> tuple[int, int]:
-    g = vit.patch_embed.grid_size
+def _grid(vit: nn.Module, size: Sequence[int] | None = None) -> tuple[int, int]:
+    """The patch grid of an input of ``size`` (height, width): a ViT built with
+    ``dynamic_img_size`` takes other sizes than its own, and its tokens tile those (the
+    nominal grid drew an 8 x 12 model's tokens of a 12 x 8 input transposed, silently)."""
+    embed = vit.patch_embed
+    if size is not None and getattr(vit, "dynamic_img_size", False) \
+            and hasattr(embed, "dynamic_feat_size"):
+        g = embed.dynamic_feat_size((int(size[0]), int(size[1])))
+    else:
+        g = embed.grid_size
     return int(g[0]), int(g[1])
 
 
@@ -237,13 +245,14 @@ def measure_shift(vit: nn.Module, samples: int = 4) -> float:
     return round(float((dy + dx) / 2), 3)
 
 
-def _pools_patches(vit: nn.Module, query: int | None) -> bool:
+def _pools_patches(vit: nn.Module, query: int | None,
+                   size: Sequence[int] | None = None) -> bool:
     """Whether the map is the mean of the patch rows (the head sees the patch tokens pooled)
     rather than one token's row (the CLS token's, or patch ``query``'s)."""
     if query is not None:
         # a negative index read a prefix token's row (query=-1: the last register, or the
         # CLS token's with none) as if it were a patch's, silently
-        gh, gw = _grid(vit)
+        gh, gw = _grid(vit, size)
         if int(query) != query or not 0 <= query < gh * gw:
             raise ValueError(f"query {query!r} is not a patch token: the {gh} x {gw} patch grid "
                              f"has row-major indices 0 to {gh * gw - 1}")
@@ -258,7 +267,8 @@ def _pools_patches(vit: nn.Module, query: int | None) -> bool:
     return not getattr(vit, "has_class_token", True)
 
 
-def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
+def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None,
+             size: Sequence[int] | None = None) -> np.ndarray:
     """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches.
 
     A ViT whose head pools its patch tokens (global_pool 'avg', or no CLS token) has as map
@@ -266,8 +276,8 @@ def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> n
     may have besides reaches the head only through them.
     """
     n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
-    gh, gw = _grid(vit)
-    if _pools_patches(vit, query):
+    gh, gw = _grid(vit, size)
+    if _pools_patches(vit, query, size):
         m = joint[:, n_prefix:, n_prefix:].mean(1).clamp(min=0)
     else:
         row = 0 if query is None else n_prefix + int(query)
@@ -286,7 +296,8 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     rather than from the CLS token.
     """
     vit = find_vit(model)
-    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
+    # a model rollout cannot explain is refused before the pass
+    _pools_patches(vit, query, x.shape[-2:])
     _check_discard(discard_ratio)
     was_training = model.training
     model.eval()
@@ -300,7 +311,8 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     is_logits = isinstance(out, torch.Tensor) and out.ndim == 2
     scores = out.softmax(-1).cpu().numpy() if is_logits else None
     target = scores.argmax(1) if scores is not None else np.zeros(len(x), dtype=int)
-    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), target, scores,
+    size = x.shape[-2:]
+    return RolloutMaps(_cls_map(joint, vit, query, size), _grid(vit, size), target, scores,
                        token_shift(vit))
 
 
@@ -315,7 +327,8 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     :func:`attention_rollout`.
     """
     vit = find_vit(model)
-    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
+    # a model rollout cannot explain is refused before the pass
+    _pools_patches(vit, query, x.shape[-2:])
     _check_discard(discard_ratio)
     was_training = model.training
     model.eval()
@@ -351,7 +364,8 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
         fusedl.append((a.detach() * g).clamp(min=0).mean(1))
     joint = rollout(fusedl, discard_ratio=discard_ratio, n_prefix=int(
         getattr(vit, "num_prefix_tokens", 1)), fused=True)
-    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), np.asarray(tgt), probs,
+    size = x.shape[-2:]
+    return RolloutMaps(_cls_map(joint, vit, query, size), _grid(vit, size), np.asarray(tgt), probs,
                        token_shift(vit))
 
 
