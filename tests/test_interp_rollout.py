@@ -362,6 +362,10 @@ def test_rollout_on_the_keypoint_tracker():
     g = gradient_rollout(model, x, score=lambda out: out["heatmap"][:, 0].flatten(1).amax(1),
                          query=gw + 1)
     assert np.isfinite(g.maps).all() and np.isclose(g.maps.sum(), 1)
+    # without score= its dict of heatmaps failed as "'dict' object has no attribute 'softmax'"
+    with pytest.raises(ValueError, match="output is not class logits .* dict of heatmap.*score="):
+        gradient_rollout(model, x, query=gw + 1)
+    assert not model.training
 
 
 def _where_token_looks(embed, n: int, side: int, token: tuple[int, int], grid: int):

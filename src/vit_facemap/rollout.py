@@ -344,6 +344,14 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
                 tgt = np.zeros(len(x), dtype=int)
                 probs = None
             else:
+                if not (isinstance(out, torch.Tensor) and out.ndim == 2):
+                    # a keypoint tracker's dict of heatmaps failed as "'dict' object has no
+                    # attribute 'softmax'"
+                    raise ValueError(
+                        f"{type(model).__name__}'s output is not class logits (B, classes) "
+                        f"but {_describe(out)}: pass score=, a function from the output to "
+                        "one score per image (for a tracker, e.g. the peak of a keypoint's "
+                        "heatmap)")
                 probs = out.softmax(-1).detach().cpu().numpy()
                 tgt = probs.argmax(1) if target is None else _targets(target, len(x),
                                                                       probs.shape[1])
@@ -367,6 +375,14 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     size = x.shape[-2:]
     return RolloutMaps(_cls_map(joint, vit, query, size), _grid(vit, size), np.asarray(tgt), probs,
                        token_shift(vit))
+
+
+def _describe(out: object) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, dict):
+        return f"a dict of {', '.join(map(str, out))}"
+    return f"a {type(out).__name__}"
 
 
 def _targets(target: int | Sequence[int], n: int, n_classes: int) -> np.ndarray:
