@@ -530,3 +530,57 @@ def test_rollout_of_a_dynamic_size_vit_uses_the_inputs_grid():
                 peak = np.unravel_index(maps.maps[0].argmax(), maps.grid)
                 assert peak == (h // 4 - 1, 0) and maps.maps[0][peak] > 0.99
     assert attention_rollout(vit, torch.zeros(1, 1, 16, 16), query=15).maps.shape == (1, 4, 4)
+
+
+def test_maps_match_attention_computed_from_the_weights():
+    """Independent of the capture: each layer's attention softmax(q k^T / sqrt(d)) computed
+    here from the block's input and its qkv weights, rolled out in numpy (discard: the weakest
+    share of each matrix's patch-to-patch entries), for every head fusion, a batch of three
+    and a 2 x 3 grid. The other tests roll out what the hooks captured, so a hook that caught
+    the wrong matrix (timm's fused attention, dropout) would pass them."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=16, depth=3, num_heads=2, attn_drop_rate=0.5)
+    with torch.no_grad():
+        for block in vit.blocks:
+            block.attn.qkv.weight.mul_(3)  # sharper attention than at initialisation
+    assert vit.blocks[0].attn.fused_attn  # what the capture must switch off
+    x = torch.randn(3, 1, 8, 12)
+    inputs = []
+    hooks = [b.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach().double()))
+             for b in vit.blocks]
+    vit.eval()
+    with torch.no_grad():
+        vit(x)
+    for h in hooks:
+        h.remove()
+    attn = []
+    for block, z in zip(vit.blocks, inputs, strict=True):
+        n = block.norm1
+        z = torch.nn.functional.layer_norm(z, n.normalized_shape, n.weight.double(),
+                                           n.bias.double(), n.eps)
+        qkv = (z @ block.attn.qkv.weight.double().T + block.attn.qkv.bias.double()).detach().numpy()
+        q, k = (qkv[..., i * 16:(i + 1) * 16].reshape(3, 7, 2, 8).transpose(0, 2, 1, 3)
+                for i in (0, 1))
+        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(8)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        attn.append(s / s.sum(-1, keepdims=True))
+    vit.train()  # rollout must switch dropout off itself
+    for fusion in ("mean", "max", "min"):
+        for ratio in (0.0, 0.4):
+            joint = None
+            for a in attn:
+                a = getattr(np, fusion)(a, axis=1)
+                for b in range(3):
+                    patches = a[b, 1:, 1:].ravel()  # a copy; the CLS row and column stay
+                    patches[np.argsort(patches)[:int(patches.size * ratio)]] = 0
+                    a[b, 1:, 1:] = patches.reshape(6, 6)
+                a = a + np.eye(7)
+                a = a / a.sum(-1, keepdims=True)
+                joint = a if joint is None else a @ joint
+            want = joint[:, 0, 1:] / joint[:, 0, 1:].sum(-1, keepdims=True)
+            got = attention_rollout(vit, x, head_fusion=fusion, discard_ratio=ratio).maps
+            np.testing.assert_allclose(got, want.reshape(3, 2, 3), atol=1e-6)
+    assert vit.training and vit.blocks[0].attn.fused_attn
