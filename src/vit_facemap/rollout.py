@@ -10,9 +10,10 @@ rows). Rows are normalised with the sum kept as a column
 (``a / a.sum(-1, keepdim=True)``); dividing by ``a.sum(-1)`` without keeping the
 dimension broadcasts over columns instead of rows, a mistake the tests guard against.
 
-An optional ``discard_ratio`` zeroes the weakest fraction of each fused attention matrix
-before the identity is added (suppressing diffuse low attention); entries in the CLS
-token's row and column are never discarded.
+An optional ``discard_ratio`` zeroes the weakest fraction of the patch-to-patch entries of
+each fused attention matrix (per image and layer) before the identity is added (suppressing
+diffuse low attention); entries in the rows and columns of the CLS token, and of register
+tokens, the other prefix tokens, are never discarded.
 
 The gradient-weighted variant is class-specific: each head's attention is weighted by the
 gradient of the target class score with respect to it, negative contributions are
@@ -110,7 +111,8 @@ def _check_discard(ratio: float) -> None:
 
 
 def _discard(a: torch.Tensor, ratio: float, n_prefix: int) -> torch.Tensor:
-    """Zero the weakest ``ratio`` of entries of each (T, T) matrix, sparing CLS row/column."""
+    """Zero the weakest ``ratio`` of the patch-to-patch entries of each (T, T) matrix: the
+    rows and columns of the ``n_prefix`` prefix tokens (CLS, registers) are spared."""
     if ratio <= 0:
         return a
     a = a.clone()
