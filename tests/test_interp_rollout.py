@@ -70,6 +70,19 @@ def test_discard_zeroes_exactly_the_ratio_of_patch_entries():
                                    [0.3 / 1.7, 0, 1.4 / 1.7]], atol=1e-6)
 
 
+def test_discard_ratio_outside_zero_to_one_is_refused():
+    """1.5 failed as torch's "selected index k out of range", NaN as "cannot convert float NaN
+    to integer", -0.5 was taken as 0; the command line and the study refuse them already."""
+    vit = tiny_vit()
+    x = torch.randn(1, 1, 16, 16)
+    for ratio in (1.5, float("nan"), 1.0, -0.5):
+        with pytest.raises(ValueError, match=r"discard_ratio must be in \[0, 1\)"):
+            rollout([L1, L2], discard_ratio=ratio)
+        for explain in (attention_rollout, gradient_rollout):
+            with pytest.raises(ValueError, match=r"discard_ratio must be in \[0, 1\)"):
+                explain(vit, x, discard_ratio=ratio)
+
+
 def tiny_vit():
     from timm.models.vision_transformer import VisionTransformer
 
@@ -216,6 +229,21 @@ def test_gradient_rollout_is_class_specific():
     np.testing.assert_allclose(c.maps, gradient_rollout(vit, x, target=2).maps, atol=1e-6)
 
 
+def test_gradient_rollout_checks_its_targets():
+    """A target list of the wrong length failed with numpy's "operands could not be broadcast
+    together", a class past the outputs with torch's IndexError; -1 explained the last
+    class and reported target -1."""
+    vit = tiny_vit()
+    x = torch.randn(2, 1, 16, 16)
+    for target, words in (([0, 1, 2], "target gives 3 classes for 2 image"),
+                          ([[0, 1]], "target gives 2 classes for 2 image"),
+                          (3, "target 3 is not a class index of the model's 3 outputs"),
+                          ([0, -1], "target -1 is not a class index")):
+        with pytest.raises(ValueError, match=words):
+            gradient_rollout(vit, x, target=target)
+    assert gradient_rollout(vit, x, target=np.array([2, 0])).target.tolist() == [2, 0]
+
+
 def test_gradient_rollout_leaves_the_model_as_it_found_it():
     # under a caller's inference mode autograd stayed off ("does not require grad"); the
     # parameters kept the backward pass's gradients; a failing score left the model in eval
@@ -225,6 +253,14 @@ def test_gradient_rollout_leaves_the_model_as_it_found_it():
         maps = gradient_rollout(vit, x, target=0).maps
     np.testing.assert_allclose(maps, gradient_rollout(vit, x, target=0).maps, atol=1e-6)
     assert all(p.grad is None for p in vit.parameters())
+    # gradients a caller has accumulated (a training step before optimizer.step()) stay:
+    # they were set to None
+    vit(x).sum().backward()
+    before = [p.grad.clone() for p in vit.parameters()]
+    np.testing.assert_allclose(gradient_rollout(vit, x, target=0).maps, maps, atol=1e-6)
+    for p, g in zip(vit.parameters(), before, strict=True):
+        assert p.grad is not None and torch.equal(p.grad, g)
+    vit.zero_grad(set_to_none=True)
     vit.train()
 
     def broken(out):
@@ -326,6 +362,10 @@ def test_rollout_on_the_keypoint_tracker():
     g = gradient_rollout(model, x, score=lambda out: out["heatmap"][:, 0].flatten(1).amax(1),
                          query=gw + 1)
     assert np.isfinite(g.maps).all() and np.isclose(g.maps.sum(), 1)
+    # without score= its dict of heatmaps failed as "'dict' object has no attribute 'softmax'"
+    with pytest.raises(ValueError, match="output is not class logits .* dict of heatmap.*score="):
+        gradient_rollout(model, x, query=gw + 1)
+    assert not model.training
 
 
 def _where_token_looks(embed, n: int, side: int, token: tuple[int, int], grid: int):
@@ -442,3 +482,105 @@ def test_rollout_of_a_tracker_run_says_what_explains_it(tmp_path, capsys, family
     else:
         assert "attention_rollout(model, x, query=" in err and "load_run(" in err
     assert not (tmp_path / "maps").exists()
+
+
+def test_query_must_be_a_patch_token():
+    """query=-1 read the row of a prefix token (here the last register) as a patch's map;
+    a query past the grid failed inside the rollout as a bare IndexError."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=16, depth=1, num_heads=2, reg_tokens=2).eval()
+    x = torch.randn(1, 1, 8, 12)
+    for query in (-1, -3, 6, 2.5):
+        for explain in (attention_rollout, gradient_rollout):
+            with pytest.raises(ValueError, match=r"2 x 3 patch grid has row-major indices 0 to 5"):
+                explain(vit, x, query=query)
+    assert attention_rollout(vit, x, query=5).maps.shape == (1, 2, 3)
+
+
+def test_rollout_of_a_dynamic_size_vit_uses_the_inputs_grid():
+    """A ViT built with dynamic_img_size takes other input sizes than its own: an 8 x 12
+    model's map of a 12 x 8 input was drawn on the model's 2 x 3 grid (a token at the
+    bottom-left read as at row 1, column 1), of a 16 x 16 one it failed in einops. Here the
+    CLS token attends only to the one bright patch, so the map's peak must be on it."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=8, depth=1, num_heads=1, qkv_bias=False,
+                            dynamic_img_size=True).eval()
+    with torch.no_grad():
+        vit.pos_embed.zero_()
+        vit.patch_embed.proj.weight.zero_()
+        vit.patch_embed.proj.bias.zero_()
+        vit.patch_embed.proj.weight[0] = 1.0  # feature 0: the patch's brightness
+        vit.cls_token.zero_()
+        vit.cls_token[..., 0] = 1.0  # the CLS token's query matches bright patches' keys
+        qkv = torch.zeros(24, 8)
+        qkv[:16] = torch.eye(8).repeat(2, 1) * 10  # query = key = 10 x the token, value 0
+        vit.blocks[0].attn.qkv.weight.copy_(qkv)
+    for h, w in ((8, 12), (12, 8), (16, 16)):
+        x = torch.zeros(1, 1, h, w)
+        x[..., h - 4:, :4] = 1  # the bottom-left patch
+        for explain in (attention_rollout, gradient_rollout):
+            maps = explain(vit, x)
+            assert maps.grid == (h // 4, w // 4) and maps.maps.shape == (1, h // 4, w // 4)
+            if explain is attention_rollout:
+                peak = np.unravel_index(maps.maps[0].argmax(), maps.grid)
+                assert peak == (h // 4 - 1, 0) and maps.maps[0][peak] > 0.99
+    assert attention_rollout(vit, torch.zeros(1, 1, 16, 16), query=15).maps.shape == (1, 4, 4)
+
+
+def test_maps_match_attention_computed_from_the_weights():
+    """Independent of the capture: each layer's attention softmax(q k^T / sqrt(d)) computed
+    here from the block's input and its qkv weights, rolled out in numpy (discard: the weakest
+    share of each matrix's patch-to-patch entries), for every head fusion, a batch of three
+    and a 2 x 3 grid. The other tests roll out what the hooks captured, so a hook that caught
+    the wrong matrix (timm's fused attention, dropout) would pass them."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=1, num_classes=3,
+                            embed_dim=16, depth=3, num_heads=2, attn_drop_rate=0.5)
+    with torch.no_grad():
+        for block in vit.blocks:
+            block.attn.qkv.weight.mul_(3)  # sharper attention than at initialisation
+    assert vit.blocks[0].attn.fused_attn  # what the capture must switch off
+    x = torch.randn(3, 1, 8, 12)
+    inputs = []
+    hooks = [b.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach().double()))
+             for b in vit.blocks]
+    vit.eval()
+    with torch.no_grad():
+        vit(x)
+    for h in hooks:
+        h.remove()
+    attn = []
+    for block, z in zip(vit.blocks, inputs, strict=True):
+        n = block.norm1
+        z = torch.nn.functional.layer_norm(z, n.normalized_shape, n.weight.double(),
+                                           n.bias.double(), n.eps)
+        qkv = (z @ block.attn.qkv.weight.double().T + block.attn.qkv.bias.double()).detach().numpy()
+        q, k = (qkv[..., i * 16:(i + 1) * 16].reshape(3, 7, 2, 8).transpose(0, 2, 1, 3)
+                for i in (0, 1))
+        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(8)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        attn.append(s / s.sum(-1, keepdims=True))
+    vit.train()  # rollout must switch dropout off itself
+    for fusion in ("mean", "max", "min"):
+        for ratio in (0.0, 0.4):
+            joint = None
+            for a in attn:
+                a = getattr(np, fusion)(a, axis=1)
+                for b in range(3):
+                    patches = a[b, 1:, 1:].ravel()  # a copy; the CLS row and column stay
+                    patches[np.argsort(patches)[:int(patches.size * ratio)]] = 0
+                    a[b, 1:, 1:] = patches.reshape(6, 6)
+                a = a + np.eye(7)
+                a = a / a.sum(-1, keepdims=True)
+                joint = a if joint is None else a @ joint
+            want = joint[:, 0, 1:] / joint[:, 0, 1:].sum(-1, keepdims=True)
+            got = attention_rollout(vit, x, head_fusion=fusion, discard_ratio=ratio).maps
+            np.testing.assert_allclose(got, want.reshape(3, 2, 3), atol=1e-6)
+    assert vit.training and vit.blocks[0].attn.fused_attn

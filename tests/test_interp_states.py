@@ -596,6 +596,23 @@ def test_classify_cli(gen_set, tmp_path, capsys, monkeypatch):
     assert "are for ViT runs" in capsys.readouterr().err
 
 
+def test_rollout_of_a_forest_run_records_only_what_shaped_its_maps(gen_set, tmp_path, capsys):
+    """A forest's map is its importance per HOG cell: --discard-ratio was ignored, and
+    rollout.json recorded it, and a head fusion of 'mean', as the settings of its maps."""
+    run = tmp_path / "rf"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--model", "hog-rf", "--profile", "test", "--quiet"]) == 0
+    image = str(gen_set.paths[0])
+    capsys.readouterr()
+    assert main(["rollout", str(run), image, "--out", str(tmp_path / "m"),
+                 "--discard-ratio", "0.5"]) == 2
+    assert "--discard-ratio are for ViT runs" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    assert main(["rollout", str(run), image, "--out", str(tmp_path / "m")]) == 0
+    settings = json.loads((tmp_path / "m" / "rollout.json").read_text())["settings"]
+    assert settings["head_fusion"] is None and settings["discard_ratio"] == 0
+
+
 def test_classify_cli_out_under_a_file(gen_set, tmp_path, capsys, monkeypatch):
     """--out under a path that is a file was found when saving, after the training."""
     import vit_facemap.classifier as classifier
@@ -721,6 +738,40 @@ def test_rollout_cli(gen_set, tmp_path, capsys):
     assert sorted(p.name for p in (gen_set.root / "dilated").iterdir()) == before
     assert main(["rollout", str(run), *images, "--out", images[0]]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_rollout_cli_makes_its_maps_in_batches(gen_set, tmp_path, monkeypatch):
+    """All images went through the model in one pass, holding every layer's attention (and
+    for the gradient method the whole graph) of each: thousands of frames ran out of memory.
+    The maps in batches are the maps of one pass."""
+    import vit_facemap.commands.rollout as command
+    import vit_facemap.rollout as rollout
+
+    run = tmp_path / "vit"
+    assert main(["classify", "train", "--data", str(gen_set.root), "--out", str(run),
+                 "--profile", "test", "--quiet"]) == 0
+    images = [str(p) for p in gen_set.paths[:3]]
+    sizes = []
+
+    def counted(explain):
+        def wrapper(model, x, *args, **kwargs):
+            sizes.append(len(x))
+            return explain(model, x, *args, **kwargs)
+        return wrapper
+
+    for name in ("attention_rollout", "gradient_rollout"):
+        monkeypatch.setattr(rollout, name, counted(getattr(rollout, name)))
+    for method in ("rollout", "gradient"):
+        maps = {}
+        for batch in (64, 2):
+            monkeypatch.setattr(command, "BATCH", batch, raising=False)
+            out = tmp_path / f"{method}{batch}"
+            sizes.clear()
+            assert main(["rollout", str(run), *images, "--out", str(out),
+                         "--method", method]) == 0
+            assert max(sizes) == min(batch, 3)
+            maps[batch] = [np.load(out / f"{gen_set.paths[i].stem}_map.npy") for i in range(3)]
+        np.testing.assert_allclose(maps[2], maps[64], atol=1e-6)
 
 
 def test_classify_evaluate_never_writes_over_its_inputs(gen_set, tmp_path, capsys):

@@ -10,9 +10,10 @@ rows). Rows are normalised with the sum kept as a column
 (``a / a.sum(-1, keepdim=True)``); dividing by ``a.sum(-1)`` without keeping the
 dimension broadcasts over columns instead of rows, a mistake the tests guard against.
 
-An optional ``discard_ratio`` zeroes the weakest fraction of each fused attention matrix
-before the identity is added (suppressing diffuse low attention); entries in the CLS
-token's row and column are never discarded.
+An optional ``discard_ratio`` zeroes the weakest fraction of the patch-to-patch entries of
+each fused attention matrix (per image and layer) before the identity is added (suppressing
+diffuse low attention); entries in the rows and columns of the CLS token, and of register
+tokens, the other prefix tokens, are never discarded.
 
 The gradient-weighted variant is class-specific: each head's attention is weighted by the
 gradient of the target class score with respect to it, negative contributions are
@@ -101,8 +102,17 @@ def fuse_heads(attn: torch.Tensor, how: str = "mean") -> torch.Tensor:
     raise ValueError(f"unknown head fusion {how!r}; choose one of {', '.join(HEAD_FUSIONS)}")
 
 
+def _check_discard(ratio: float) -> None:
+    """Refuse a ``discard_ratio`` outside [0, 1): above one failed as torch's "selected index
+    k out of range", NaN as "cannot convert float NaN to integer", a negative one was taken
+    as zero without a word."""
+    if not 0 <= ratio < 1:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {ratio}")
+
+
 def _discard(a: torch.Tensor, ratio: float, n_prefix: int) -> torch.Tensor:
-    """Zero the weakest ``ratio`` of entries of each (T, T) matrix, sparing CLS row/column."""
+    """Zero the weakest ``ratio`` of the patch-to-patch entries of each (T, T) matrix: the
+    rows and columns of the ``n_prefix`` prefix tokens (CLS, registers) are spared."""
     if ratio <= 0:
         return a
     a = a.clone()
@@ -130,6 +140,7 @@ def rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean",
     ``attentions`` are per-layer (B, H, T, T) tensors (or (B, T, T) already fused when
     ``fused``), first layer first.
     """
+    _check_discard(discard_ratio)
     joint = None
     for a in attentions:
         a = a.detach().float()
@@ -155,8 +166,16 @@ class RolloutMaps:
     shift: float = 0.0  # token_shift of the model: pass on to upsample, overlay, deletion
 
 
-def _grid(vit: nn.Module) -> tuple[int, int]:
-    g = vit.patch_embed.grid_size
+def _grid(vit: nn.Module, size: Sequence[int] | None = None) -> tuple[int, int]:
+    """The patch grid of an input of ``size`` (height, width): a ViT built with
+    ``dynamic_img_size`` takes other sizes than its own, and its tokens tile those (the
+    nominal grid drew an 8 x 12 model's tokens of a 12 x 8 input transposed, silently)."""
+    embed = vit.patch_embed
+    if size is not None and getattr(vit, "dynamic_img_size", False) \
+            and hasattr(embed, "dynamic_feat_size"):
+        g = embed.dynamic_feat_size((int(size[0]), int(size[1])))
+    else:
+        g = embed.grid_size
     return int(g[0]), int(g[1])
 
 
@@ -228,10 +247,17 @@ def measure_shift(vit: nn.Module, samples: int = 4) -> float:
     return round(float((dy + dx) / 2), 3)
 
 
-def _pools_patches(vit: nn.Module, query: int | None) -> bool:
+def _pools_patches(vit: nn.Module, query: int | None,
+                   size: Sequence[int] | None = None) -> bool:
     """Whether the map is the mean of the patch rows (the head sees the patch tokens pooled)
     rather than one token's row (the CLS token's, or patch ``query``'s)."""
     if query is not None:
+        # a negative index read a prefix token's row (query=-1: the last register, or the
+        # CLS token's with none) as if it were a patch's, silently
+        gh, gw = _grid(vit, size)
+        if int(query) != query or not 0 <= query < gh * gw:
+            raise ValueError(f"query {query!r} is not a patch token: the {gh} x {gw} patch grid "
+                             f"has row-major indices 0 to {gh * gw - 1}")
         return False
     pool = getattr(vit, "global_pool", None)
     if pool == "map":
@@ -243,7 +269,8 @@ def _pools_patches(vit: nn.Module, query: int | None) -> bool:
     return not getattr(vit, "has_class_token", True)
 
 
-def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> np.ndarray:
+def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None,
+             size: Sequence[int] | None = None) -> np.ndarray:
     """Row of the CLS token (or of patch ``query``, row-major on the grid) over the patches.
 
     A ViT whose head pools its patch tokens (global_pool 'avg', or no CLS token) has as map
@@ -251,8 +278,8 @@ def _cls_map(joint: torch.Tensor, vit: nn.Module, query: int | None = None) -> n
     may have besides reaches the head only through them.
     """
     n_prefix = int(getattr(vit, "num_prefix_tokens", 1))
-    gh, gw = _grid(vit)
-    if _pools_patches(vit, query):
+    gh, gw = _grid(vit, size)
+    if _pools_patches(vit, query, size):
         m = joint[:, n_prefix:, n_prefix:].mean(1).clamp(min=0)
     else:
         row = 0 if query is None else n_prefix + int(query)
@@ -271,7 +298,9 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     rather than from the CLS token.
     """
     vit = find_vit(model)
-    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
+    # a model rollout cannot explain is refused before the pass
+    _pools_patches(vit, query, x.shape[-2:])
+    _check_discard(discard_ratio)
     was_training = model.training
     model.eval()
     try:
@@ -284,7 +313,8 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, head_fusion: str = "mea
     is_logits = isinstance(out, torch.Tensor) and out.ndim == 2
     scores = out.softmax(-1).cpu().numpy() if is_logits else None
     target = scores.argmax(1) if scores is not None else np.zeros(len(x), dtype=int)
-    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), target, scores,
+    size = x.shape[-2:]
+    return RolloutMaps(_cls_map(joint, vit, query, size), _grid(vit, size), target, scores,
                        token_shift(vit))
 
 
@@ -299,11 +329,13 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
     :func:`attention_rollout`.
     """
     vit = find_vit(model)
-    _pools_patches(vit, query)  # a model rollout cannot explain is refused before the pass
+    # a model rollout cannot explain is refused before the pass
+    _pools_patches(vit, query, x.shape[-2:])
+    _check_discard(discard_ratio)
     was_training = model.training
     model.eval()
     # a caller's inference mode would keep autograd off despite enable_grad; the model's
-    # parameter gradients are left as they were found (none), and so is its mode
+    # parameter gradients are left as they were found, and so is its mode
     try:
         with (torch.inference_mode(False), torch.enable_grad(),
               capture_attention(model, keep_grad=True) as store):
@@ -314,14 +346,26 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
                 tgt = np.zeros(len(x), dtype=int)
                 probs = None
             else:
+                if not (isinstance(out, torch.Tensor) and out.ndim == 2):
+                    # a keypoint tracker's dict of heatmaps failed as "'dict' object has no
+                    # attribute 'softmax'"
+                    raise ValueError(
+                        f"{type(model).__name__}'s output is not class logits (B, classes) "
+                        f"but {_describe(out)}: pass score=, a function from the output to "
+                        "one score per image (for a tracker, e.g. the peak of a keypoint's "
+                        "heatmap)")
                 probs = out.softmax(-1).detach().cpu().numpy()
-                tgt = probs.argmax(1) if target is None else np.broadcast_to(
-                    np.asarray(target), (len(x),)).astype(int)
+                tgt = probs.argmax(1) if target is None else _targets(target, len(x),
+                                                                      probs.shape[1])
                 s = out[torch.arange(len(x)), torch.as_tensor(tgt)]
-            model.zero_grad(set_to_none=True)
-            s.sum().backward()
+            # differentiated for the attention alone (the capture's hooks keep the
+            # gradients): a backward pass filled the parameters' .grad and then cleared it,
+            # wiping gradients a caller had accumulated (maps drawn between loss.backward()
+            # and optimizer.step())
+            attn = [a for a in store["attn"] if a is not None and a.requires_grad]
+            if attn:
+                torch.autograd.grad(s.sum(), attn, allow_unused=True)
     finally:
-        model.zero_grad(set_to_none=True)
         model.train(was_training)
     fusedl = []
     for a, g in zip(store["attn"], store["grad"], strict=True):
@@ -330,8 +374,33 @@ def gradient_rollout(model: nn.Module, x: torch.Tensor, target: int | Sequence[i
         fusedl.append((a.detach() * g).clamp(min=0).mean(1))
     joint = rollout(fusedl, discard_ratio=discard_ratio, n_prefix=int(
         getattr(vit, "num_prefix_tokens", 1)), fused=True)
-    return RolloutMaps(_cls_map(joint, vit, query), _grid(vit), np.asarray(tgt), probs,
+    size = x.shape[-2:]
+    return RolloutMaps(_cls_map(joint, vit, query, size), _grid(vit, size), np.asarray(tgt), probs,
                        token_shift(vit))
+
+
+def _describe(out: object) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, dict):
+        return f"a dict of {', '.join(map(str, out))}"
+    return f"a {type(out).__name__}"
+
+
+def _targets(target: int | Sequence[int], n: int, n_classes: int) -> np.ndarray:
+    """One class index per image, checked: numpy's broadcasting error ("operands could not be
+    broadcast together with remapped shapes") named neither target nor images, and a
+    negative class was explained as the class counted from the end."""
+    t = np.asarray(target)
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != n):
+        raise ValueError(f"target gives {t.size} classes for {n} image(s); give one class "
+                         "for all, or one per image")
+    t = np.broadcast_to(t, (n,))
+    bad = [v for v in t.tolist() if int(v) != v or not 0 <= v < n_classes]
+    if bad:
+        raise ValueError(f"target {bad[0]!r} is not a class index of the model's {n_classes} "
+                         f"outputs (0 to {n_classes - 1})")
+    return t.astype(int)
 
 
 # ----- checking the maps ------------------------------------------------------------------

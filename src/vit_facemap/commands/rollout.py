@@ -15,6 +15,11 @@ from pathlib import Path
 
 from vit_facemap.errors import DataError, RunExistsError
 
+# images per rollout pass: each holds every layer's attention, and for --method gradient the
+# whole autograd graph (about 0.8 and 2.3 MB an image with the default ViT), so a folder of
+# thousands of frames in one pass ran out of memory
+BATCH = 64
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -99,9 +104,11 @@ def run(args: argparse.Namespace) -> int:
                         folders=[("the run folder", run_dir, is_classifier_file)])
     clf = FacialStateClassifier.load(run_dir)
     if clf.config.model != "vit" and (args.method != "rollout" or args.target is not None
-                                      or args.head_fusion is not None):
-        # a forest has one importance map for all images, nothing per class to follow
-        raise DataError("--method gradient, --target and --head-fusion are for ViT runs; this run is a "
+                                      or args.head_fusion is not None or args.discard_ratio):
+        # a forest has one importance map for all images, nothing per class to follow (and no
+        # attention to discard: --discard-ratio was ignored, and recorded as if it had acted)
+        raise DataError("--method gradient, --target, --head-fusion and --discard-ratio are for "
+                        "ViT runs; this run is a "
                         f"{clf.config.model} model (its map is the forest's importance per "
                         "HOG cell)", run_dir)
     # options of the other method would be recorded as if they had shaped the maps
@@ -129,14 +136,17 @@ def run(args: argparse.Namespace) -> int:
             # the class the run predicts (mirror averaging, geometry decisions included), so
             # the map explains the class reported next to it
             target = proba.argmax(1)
+        def rollout_of(model, i: int):
+            xb = x[i:i + BATCH]
+            if args.method == "gradient":
+                tb = target if np.ndim(target) == 0 else target[i:i + BATCH]
+                return gradient_rollout(model, xb, target=tb, discard_ratio=args.discard_ratio)
+            return attention_rollout(model, xb, head_fusion, args.discard_ratio)
+
         # an ensemble's map is the mean of its members' maps
-        if args.method == "gradient":
-            rolled = [gradient_rollout(m, x, target=target, discard_ratio=args.discard_ratio)
-                      for m, _ in clf.vits]
-        else:
-            rolled = [attention_rollout(m, x, head_fusion, args.discard_ratio)
-                      for m, _ in clf.vits]
-        maps, shift = np.mean([r.maps for r in rolled], axis=0), rolled[0].shift
+        rolled = [[rollout_of(m, i) for i in range(0, len(x), BATCH)] for m, _ in clf.vits]
+        maps = np.mean([np.concatenate([r.maps for r in parts]) for parts in rolled], axis=0)
+        shift = rolled[0][0].shift
         views = center_view(crops, clf.config.image_size * 4)
         kind = f"attention {args.method}"
     else:
@@ -164,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
                 "probabilities": dict(zip(clf.classes, map(float, proba[i]), strict=True)),
                 "eye_box": None if boxes is None else [float(v) for v in boxes[i]]})
         write_json(describe({"method": args.method,
-                             "head_fusion": head_fusion if args.method == "rollout" else None,
+                             "head_fusion": head_fusion if args.method == "rollout"
+                             and clf.config.model == "vit" else None,
                              "discard_ratio": args.discard_ratio, "target": args.target},
                             "cpu", run=str(run_dir.resolve()), map=kind, wall_s=wall_s,
                             images=records),
