@@ -32,11 +32,18 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     that place. A label is flagged when it lies more than ``factor`` times its typical
     scatter (and more than ``min_px``) from its own usual place, and ``ratio`` times
     closer to another keypoint's usual place (``near``). A slip moves a run of labels, so
-    a label next to a flagged one in labeling order is flagged too when it lies more than
-    twice its typical scatter from its place and nearer to another keypoint's. A label is
-    not flagged when that other keypoint is labeled in the same frame, not flagged itself,
-    not off its own place onto another's (a swap), and at least a ``ratio``-th of the
-    label's offset away from it: the face moved, and the two labels are distinct points.
+    a label next to a flagged one in labeling order (the order of ``frames.bodyparts``) is
+    flagged too when it lies more than twice its typical scatter (and more than ``min_px``)
+    from its place and nearer to another keypoint's. A label is not flagged when that other
+    keypoint is labeled in the same frame, not flagged itself, not off its own place onto
+    another's (a swap), and at least a ``ratio``-th of the label's offset away from it: the
+    face moved, and the two labels are distinct points.
+
+    Distances, and so ``min_px``, are in pixels of the frames as stored: the same labels
+    at another scale can be judged differently where keypoints lie only a few times
+    ``min_px`` apart (the pupil points of a small eye). ``min_frames`` counts a video's
+    frames, not the labels of each keypoint in it. Videos of fewer frames are not judged,
+    and a slip repeated in half of a video's frames or more moves the usual place with it.
 
     Columns: ``frame`` (path in the set), ``keypoint``, ``near``, ``offset_px`` (distance
     from its own usual place), ``near_px`` (from the other's) and ``typical_px`` (its
