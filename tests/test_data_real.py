@@ -79,3 +79,25 @@ def test_real_splits_keep_every_video_and_animal_on_one_side_for_every_seed(name
             _, inner_val, _ = recommended_split(inner, seed=seed)
             assert not set(inner.videos[inner_val]) & set(videos[test])
             assert not set(animals[rest]) & set(animals[test])
+
+
+# the g7c1 frames whose flagged labels were drawn and judged by eye (DATA.md): all are labels
+# out of order. A change of label_slips that flags other frames, or misses one of these,
+# needs a new look at the frames and new numbers in DATA.md
+G7C1_SLIPPED_FRAMES = {f"labeled-data/cam1_G7c1_{v}/img{n}.png" for v, n in (
+    (1, "0068"), (1, "2997"), (1, "3575"), (1, "5379"), (1, "7197"), (1, "8629"),
+    (2, "0539"), (2, "8482"), (2, "9325"))}
+
+
+def test_label_slips_on_the_real_sets_are_those_documented():
+    g7c1 = summarize(read_labels(_set("g7c1")), decode=False).label_slips
+    assert len(g7c1) == 33 and {s["frame"] for s in g7c1} == G7C1_SLIPPED_FRAMES
+    by_frame: dict[str, set[str]] = {}
+    for s in g7c1:
+        by_frame.setdefault(s["frame"], set()).add(s["keypoint"])
+    swapped = "labeled-data/cam1_G7c1_2/img0539.png"  # nose and whisker labels exchanged
+    assert by_frame.pop(swapped) == {"nose top", "nose tip", "nose bottom",
+                                     "whisker 1", "whisker 2", "whisker 3"}
+    # the other 8: a run ending with whisker 3 on the mouth and the mouth on the lip
+    assert all({"whisker 3", "mouth"} <= kps for kps in by_frame.values())
+    assert summarize(read_labels(_set("schroeder")), decode=False).label_slips == []
