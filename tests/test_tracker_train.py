@@ -794,6 +794,30 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     assert "masked_labels" not in json.loads((tmp_path / "kept" / "config.json").read_text())
 
 
+
+def test_a_resumed_run_leaves_out_the_slipped_labels_it_left_out(tiny_set, tmp_path, monkeypatch):
+    """--resume without --config hands fit the default profile's settings: whether slipped
+    labels were masked followed those (mask_slips off), not the run's own, so the rest of a
+    mask_slips run trained on the labels it had left out."""
+    from safetensors.torch import load_file
+
+    frames = read_labels(tiny_set)
+    rows = np.flatnonzero(frames.videos == frames.videos[0])
+    kp = frames.keypoints.copy()
+    kp[rows[0], 0] = np.nanmedian(kp[rows, frames.bodyparts.index("nose tip")], axis=0)
+    bad = LabeledFrames(frames.root, frames.index, kp, frames.bodyparts)
+    cfg = _config(8)
+    cfg.mask_slips, cfg.keep = True, "last"
+    with pytest.warns(UserWarning, match="left out 1 training label"):
+        fit(cfg, bad, tmp_path / "a", device="cpu", progress=False)
+        _interrupt_at(monkeypatch, "save_weights", 2)
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, bad, tmp_path / "b", device="cpu", progress=False)
+        monkeypatch.undo()
+        fit(_config(8), bad, tmp_path / "b", device="cpu", resume=True, progress=False)
+    a, b = (load_file(tmp_path / x / "model.safetensors") for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),

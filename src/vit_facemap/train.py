@@ -471,6 +471,16 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
          val_boxes: list[InputMapping] | None, stage_info: dict[str, Any] | None
          ) -> dict[str, Any]:
     device = resolve_device(device)
+    saved: dict[str, Any] = {}
+    if resume:
+        try:
+            saved = json.loads((out / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read the run to resume ({exc})", out / CONFIG_FILE) from None
+        # the run's own settings from the start: the caller's (the command line's default
+        # profile, when --resume names none) decided whether slipped labels were left out,
+        # and a mask_slips run trained on after --resume with the labels it had masked
+        config = TrainConfig.from_dict(saved["train"])
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     masked = []
@@ -496,16 +506,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         # that is resumed with the profile it started with from here
         run_config["profile"] = extra_info["profile"]
     if resume:
-        try:
-            saved = json.loads((out / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read the run to resume ({exc})", out / CONFIG_FILE) from None
         if saved["bodyparts"] != run_config["bodyparts"]:
             raise DataError("the run to resume was trained on other keypoints", out / CONFIG_FILE)
         if boxes is None:
             mapping = InputMapping(**saved["mapping"])
         run_config = saved
-        config = TrainConfig.from_dict(saved["train"])
     # saved with the run: one decoded before the radius followed sigma keeps its window
     radius = int(run_config.get("decode_radius", DEFAULT_RADIUS))
     recipe = config
