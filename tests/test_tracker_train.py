@@ -818,6 +818,24 @@ def test_a_resumed_run_leaves_out_the_slipped_labels_it_left_out(tiny_set, tmp_p
     a, b = (load_file(tmp_path / x / "model.safetensors") for x in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+
+def test_validation_frames_without_labels_are_refused(tmp_path, capsys):
+    """Held out on a video not labeled yet, every epoch scored NaN, never below the best so
+    far: the run said "trained" and left no model.safetensors."""
+    data = write_synthetic_set(tmp_path / "set", n_frames=16, n_videos=2, seed=1, size=(64, 48))
+    frames = read_labels(data)
+    kp = frames.keypoints.copy()
+    kp[frames.videos == frames.videos[1]] = np.nan
+    write_labels(LabeledFrames(frames.root, frames.index, kp, frames.bodyparts, frames.scorer),
+                 data / "CollectedData_synthetic.csv", overwrite=True)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet",
+                 "--val-groups", frames.videos[1]]) == 2
+    assert "validation frame(s) have no labeled keypoint" in _error(capsys)
+    assert not (tmp_path / "run").exists()
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),

@@ -443,6 +443,11 @@ def fit(
         except ValueError as exc:
             raise DataError(str(exc)) from None
     frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
+    if val_frames is not None and len(val_frames) and not np.isfinite(val_frames.keypoints).any():
+        # every score was NaN, which is never below the best so far: the run ended "trained"
+        # with no model.safetensors (a held-out video that is not labeled yet)
+        raise DataError(f"the {len(val_frames)} validation frame(s) have no labeled keypoint, so "
+                        "no epoch can be scored; hold out labeled videos", val_frames.root)
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
     threads = torch.get_num_threads()  # config.num_threads is for this run only
