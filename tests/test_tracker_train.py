@@ -836,6 +836,21 @@ def test_validation_frames_without_labels_are_refused(tmp_path, capsys):
     assert "validation frame(s) have no labeled keypoint" in _error(capsys)
     assert not (tmp_path / "run").exists()
 
+
+def test_a_run_started_without_mixed_precision_resumes_with_it(tiny_set, tmp_path, monkeypatch):
+    """Started on the CPU (its gradient scaler off, saved as an empty state) and resumed on a
+    GPU, where mixed precision turns the scaler on: refused as a corrupt training state. No
+    GPU here: the resumed run gets an enabled CPU scaler, as a GPU run gets a CUDA one."""
+    frames = read_labels(tiny_set)
+    _interrupt_at(monkeypatch, "save_weights", 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(8), frames, tmp_path / "run", device="cpu", progress=False)
+    monkeypatch.undo()
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real("cpu", enabled=True))
+    assert fit(_config(8), frames, tmp_path / "run", device="cpu", resume=True,
+               progress=False)["steps"] == 8
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),

@@ -589,7 +589,9 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             step, epoch, best = state["step"], state["epoch"], state["best"]
             if "augmenter" in state:
                 augmenter.set_random_state(state["augmenter"])
-            if "scaler" in state:
+            # empty when saved with mixed precision off (on the CPU): a run started there and
+            # resumed on a GPU was refused as corrupt; its scaler starts afresh instead
+            if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
         except Exception as exc:  # truncated file, or the state of another model
             raise DataError(f"cannot resume from this training state (corrupt, or saved for "
