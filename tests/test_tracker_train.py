@@ -851,6 +851,19 @@ def test_a_run_started_without_mixed_precision_resumes_with_it(tiny_set, tmp_pat
     assert fit(_config(8), frames, tmp_path / "run", device="cpu", resume=True,
                progress=False)["steps"] == 8
 
+
+def test_a_run_stopped_before_its_first_epoch_can_be_started_again(tiny_set, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Ctrl-C while the frames load left config.json and split.json: --resume said "no
+    last.pt", the same command again "already exists", a dead end short of --overwrite."""
+    args = ["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+            "test", "--device", "cpu", "--quiet"]
+    _interrupt_at(monkeypatch, "load_inputs", 1)
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert not (tmp_path / "run").exists()
+    assert main(args) == 0
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),

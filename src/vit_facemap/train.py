@@ -457,6 +457,12 @@ def fit(
                        stage_info=stage_info)
     except BaseException:
         _finish_replacing(out, backup, ok=False)
+        if backup is None and not resume and not (out / STATE_FILE).is_file():
+            # a new run stopped before its first epoch was saved (Ctrl-C while its frames
+            # load, say): its config.json and split.json alone could neither be resumed
+            # ("no last.pt") nor started again without --overwrite ("already exists")
+            _delete_run_files(out)
+            (out / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
         raise
     finally:
         torch.set_num_threads(threads)
