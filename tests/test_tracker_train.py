@@ -924,6 +924,20 @@ def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):
         fit(_config(4), frames, run, None, device="cpu", resume=True, progress=False)
 
 
+@pytest.mark.parametrize("content", ["{}", "[]", '{"bodyparts": [], "train": {"steps": "x"}}'])
+def test_resuming_a_run_whose_config_cannot_be_read_names_the_file(tmp_path, capsys, content):
+    """A hand-edited or truncated config.json failed --resume with a KeyError traceback."""
+    data = write_synthetic_set(tmp_path / "set", n_frames=8, n_videos=2, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--device",
+            "cpu", "--quiet"]
+    (tmp_path / "cfg.json").write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(args + ["--config", str(tmp_path / "cfg.json")]) == 0
+    (run / "config.json").write_text(content)
+    assert main(args + ["--resume"]) == 2
+    assert "config.json: cannot read the run to resume" in _error(capsys)
+
+
 def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path, capsys):
     frames = read_labels(tiny_set)
     run = tmp_path / "run"

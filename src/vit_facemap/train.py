@@ -486,12 +486,14 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     if resume:
         try:
             saved = json.loads((out / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read the run to resume ({exc})", out / CONFIG_FILE) from None
-        # the run's own settings from the start: the caller's (the command line's default
-        # profile, when --resume names none) decided whether slipped labels were left out,
-        # and a mask_slips run trained on after --resume with the labels it had masked
-        config = TrainConfig.from_dict(saved["train"])
+            # the run's own settings from the start: the caller's (the command line's default
+            # profile, when --resume names none) decided whether slipped labels were left
+            # out, and a mask_slips run trained on after --resume with the labels it had masked
+            config = TrainConfig.from_dict(saved["train"])
+            list(saved["bodyparts"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # hand-edited or truncated: a KeyError traceback said nothing of the file
+            raise DataError(f"cannot read the run to resume ({exc!r})", out / CONFIG_FILE) from None
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     masked = []
