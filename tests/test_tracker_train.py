@@ -864,6 +864,20 @@ def test_a_run_stopped_before_its_first_epoch_can_be_started_again(tiny_set, tmp
     assert not (tmp_path / "run").exists()
     assert main(args) == 0
 
+
+def test_clip_zero_means_no_clipping(tiny_set, tmp_path):
+    """clip >= 0 is allowed, and 0 scaled every gradient to zero: the model learnt nothing.
+    0 is no clipping, as a threshold no gradient reaches is."""
+    from safetensors.torch import load_file
+
+    frames = read_labels(tiny_set)
+    for name, clip in (("off", 0.0), ("huge", 1e9)):
+        cfg = _config(4)
+        cfg.clip = clip
+        fit(cfg, frames, tmp_path / name, device="cpu", progress=False)
+    a, b = (load_file(tmp_path / x / "model.safetensors") for x in ("off", "huge"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),

@@ -98,7 +98,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 150
-    clip: float = 1.0
+    clip: float = 1.0               # gradient-norm clipping threshold; 0: no clipping
     sigma: float = 1.0              # heatmap target width, in heatmap cells
     coord_weight: float = 0.1       # weight of the L1 loss on soft-argmax coordinates
     crop: str = "labels"            # labels: box around the training labels; full: whole frame
@@ -655,7 +655,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            if config.clip > 0:  # clip 0 (allowed) scaled every gradient to 0: nothing learnt
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             scaler.step(opt)
             scaler.update()
             step += 1
@@ -953,7 +954,8 @@ def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: Tr
             loss = mim(x, mim.random_mask(x, config.mask_ratio, gen))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(mim.parameters(), config.clip)
+            if config.clip > 0:  # 0: no clipping, as in supervised training
+                torch.nn.utils.clip_grad_norm_(mim.parameters(), config.clip)
             opt.step()
             step += 1
             loss_value = float(loss.detach())
