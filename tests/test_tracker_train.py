@@ -794,6 +794,90 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     assert "masked_labels" not in json.loads((tmp_path / "kept" / "config.json").read_text())
 
 
+
+def test_a_resumed_run_leaves_out_the_slipped_labels_it_left_out(tiny_set, tmp_path, monkeypatch):
+    """--resume without --config hands fit the default profile's settings: whether slipped
+    labels were masked followed those (mask_slips off), not the run's own, so the rest of a
+    mask_slips run trained on the labels it had left out."""
+    from safetensors.torch import load_file
+
+    frames = read_labels(tiny_set)
+    rows = np.flatnonzero(frames.videos == frames.videos[0])
+    kp = frames.keypoints.copy()
+    kp[rows[0], 0] = np.nanmedian(kp[rows, frames.bodyparts.index("nose tip")], axis=0)
+    bad = LabeledFrames(frames.root, frames.index, kp, frames.bodyparts)
+    cfg = _config(8)
+    cfg.mask_slips, cfg.keep = True, "last"
+    with pytest.warns(UserWarning, match="left out 1 training label"):
+        fit(cfg, bad, tmp_path / "a", device="cpu", progress=False)
+        _interrupt_at(monkeypatch, "save_weights", 2)
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, bad, tmp_path / "b", device="cpu", progress=False)
+        monkeypatch.undo()
+        fit(_config(8), bad, tmp_path / "b", device="cpu", resume=True, progress=False)
+    a, b = (load_file(tmp_path / x / "model.safetensors") for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_validation_frames_without_labels_are_refused(tmp_path, capsys):
+    """Held out on a video not labeled yet, every epoch scored NaN, never below the best so
+    far: the run said "trained" and left no model.safetensors."""
+    data = write_synthetic_set(tmp_path / "set", n_frames=16, n_videos=2, seed=1, size=(64, 48))
+    frames = read_labels(data)
+    kp = frames.keypoints.copy()
+    kp[frames.videos == frames.videos[1]] = np.nan
+    write_labels(LabeledFrames(frames.root, frames.index, kp, frames.bodyparts, frames.scorer),
+                 data / "CollectedData_synthetic.csv", overwrite=True)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile", "test",
+                 "--config", str(cfg), "--device", "cpu", "--quiet",
+                 "--val-groups", frames.videos[1]]) == 2
+    assert "validation frame(s) have no labeled keypoint" in _error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_started_without_mixed_precision_resumes_with_it(tiny_set, tmp_path, monkeypatch):
+    """Started on the CPU (its gradient scaler off, saved as an empty state) and resumed on a
+    GPU, where mixed precision turns the scaler on: refused as a corrupt training state. No
+    GPU here: the resumed run gets an enabled CPU scaler, as a GPU run gets a CUDA one."""
+    frames = read_labels(tiny_set)
+    _interrupt_at(monkeypatch, "save_weights", 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(8), frames, tmp_path / "run", device="cpu", progress=False)
+    monkeypatch.undo()
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real("cpu", enabled=True))
+    assert fit(_config(8), frames, tmp_path / "run", device="cpu", resume=True,
+               progress=False)["steps"] == 8
+
+
+def test_a_run_stopped_before_its_first_epoch_can_be_started_again(tiny_set, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Ctrl-C while the frames load left config.json and split.json: --resume said "no
+    last.pt", the same command again "already exists", a dead end short of --overwrite."""
+    args = ["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+            "test", "--device", "cpu", "--quiet"]
+    _interrupt_at(monkeypatch, "load_inputs", 1)
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert not (tmp_path / "run").exists()
+    assert main(args) == 0
+
+
+def test_clip_zero_means_no_clipping(tiny_set, tmp_path):
+    """clip >= 0 is allowed, and 0 scaled every gradient to zero: the model learnt nothing.
+    0 is no clipping, as a threshold no gradient reaches is."""
+    from safetensors.torch import load_file
+
+    frames = read_labels(tiny_set)
+    for name, clip in (("off", 0.0), ("huge", 1e9)):
+        cfg = _config(4)
+        cfg.clip = clip
+        fit(cfg, frames, tmp_path / name, device="cpu", progress=False)
+    a, b = (load_file(tmp_path / x / "model.safetensors") for x in ("off", "huge"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),
@@ -852,6 +936,20 @@ def test_corrupt_run_folder_gives_a_clear_error(tiny_set, tmp_path):
     (run / "last.pt").write_bytes(b"\x00" * 200)
     with pytest.raises(DataError, match=r"last\.pt.*cannot resume"):
         fit(_config(4), frames, run, None, device="cpu", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", '{"bodyparts": [], "train": {"steps": "x"}}'])
+def test_resuming_a_run_whose_config_cannot_be_read_names_the_file(tmp_path, capsys, content):
+    """A hand-edited or truncated config.json failed --resume with a KeyError traceback."""
+    data = write_synthetic_set(tmp_path / "set", n_frames=8, n_videos=2, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run), "--profile", "test", "--device",
+            "cpu", "--quiet"]
+    (tmp_path / "cfg.json").write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(args + ["--config", str(tmp_path / "cfg.json")]) == 0
+    (run / "config.json").write_text(content)
+    assert main(args + ["--resume"]) == 2
+    assert "config.json: cannot read the run to resume" in _error(capsys)
 
 
 def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path, capsys):

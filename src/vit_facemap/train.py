@@ -98,7 +98,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 150
-    clip: float = 1.0
+    clip: float = 1.0               # gradient-norm clipping threshold; 0: no clipping
     sigma: float = 1.0              # heatmap target width, in heatmap cells
     coord_weight: float = 0.1       # weight of the L1 loss on soft-argmax coordinates
     crop: str = "labels"            # labels: box around the training labels; full: whole frame
@@ -443,6 +443,11 @@ def fit(
         except ValueError as exc:
             raise DataError(str(exc)) from None
     frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
+    if val_frames is not None and len(val_frames) and not np.isfinite(val_frames.keypoints).any():
+        # every score was NaN, which is never below the best so far: the run ended "trained"
+        # with no model.safetensors (a held-out video that is not labeled yet)
+        raise DataError(f"the {len(val_frames)} validation frame(s) have no labeled keypoint, so "
+                        "no epoch can be scored; hold out labeled videos", val_frames.root)
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
     threads = torch.get_num_threads()  # config.num_threads is for this run only
@@ -452,6 +457,12 @@ def fit(
                        stage_info=stage_info)
     except BaseException:
         _finish_replacing(out, backup, ok=False)
+        if backup is None and not resume and not (out / STATE_FILE).is_file():
+            # a new run stopped before its first epoch was saved (Ctrl-C while its frames
+            # load, say): its config.json and split.json alone could neither be resumed
+            # ("no last.pt") nor started again without --overwrite ("already exists")
+            _delete_run_files(out)
+            (out / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
         raise
     finally:
         torch.set_num_threads(threads)
@@ -471,6 +482,18 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
          val_boxes: list[InputMapping] | None, stage_info: dict[str, Any] | None
          ) -> dict[str, Any]:
     device = resolve_device(device)
+    saved: dict[str, Any] = {}
+    if resume:
+        try:
+            saved = json.loads((out / CONFIG_FILE).read_text())
+            # the run's own settings from the start: the caller's (the command line's default
+            # profile, when --resume names none) decided whether slipped labels were left
+            # out, and a mask_slips run trained on after --resume with the labels it had masked
+            config = TrainConfig.from_dict(saved["train"])
+            list(saved["bodyparts"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # hand-edited or truncated: a KeyError traceback said nothing of the file
+            raise DataError(f"cannot read the run to resume ({exc!r})", out / CONFIG_FILE) from None
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     masked = []
@@ -496,16 +519,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         # that is resumed with the profile it started with from here
         run_config["profile"] = extra_info["profile"]
     if resume:
-        try:
-            saved = json.loads((out / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read the run to resume ({exc})", out / CONFIG_FILE) from None
         if saved["bodyparts"] != run_config["bodyparts"]:
             raise DataError("the run to resume was trained on other keypoints", out / CONFIG_FILE)
         if boxes is None:
             mapping = InputMapping(**saved["mapping"])
         run_config = saved
-        config = TrainConfig.from_dict(saved["train"])
     # saved with the run: one decoded before the radius followed sigma keeps its window
     radius = int(run_config.get("decode_radius", DEFAULT_RADIUS))
     recipe = config
@@ -579,7 +597,9 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             step, epoch, best = state["step"], state["epoch"], state["best"]
             if "augmenter" in state:
                 augmenter.set_random_state(state["augmenter"])
-            if "scaler" in state:
+            # empty when saved with mixed precision off (on the CPU): a run started there and
+            # resumed on a GPU was refused as corrupt; its scaler starts afresh instead
+            if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
         except Exception as exc:  # truncated file, or the state of another model
             raise DataError(f"cannot resume from this training state (corrupt, or saved for "
@@ -635,7 +655,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            if config.clip > 0:  # clip 0 (allowed) scaled every gradient to 0: nothing learnt
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             scaler.step(opt)
             scaler.update()
             step += 1
@@ -933,7 +954,8 @@ def pretrain_backbone(model: KeypointModel, dataset: KeypointDataset, config: Tr
             loss = mim(x, mim.random_mask(x, config.mask_ratio, gen))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(mim.parameters(), config.clip)
+            if config.clip > 0:  # 0: no clipping, as in supervised training
+                torch.nn.utils.clip_grad_norm_(mim.parameters(), config.clip)
             opt.step()
             step += 1
             loss_value = float(loss.detach())
