@@ -268,3 +268,15 @@ def test_frame_number_is_the_last_number_of_the_image_name(tmp_path):
     train, test = later_frames_split(frames, share=0.2, gap=250)
     assert [index[i] for i in test] == ["labeled-data/v/cam2_img0900.png"]
     assert train.tolist() == [1, 2, 3]  # 700 lies within the gap
+
+
+def test_split_table_puts_each_video_on_its_side(tmp_path):
+    from vit_facemap.splits import split_table
+
+    index = [f"labeled-data/{v}/img{i}.png" for v, n in (("a", 3), ("b", 2), ("c", 1))
+             for i in range(n)]
+    frames = LabeledFrames(tmp_path, index, np.zeros((6, 1, 2)), ["nose"])
+    table = split_table(frames, np.array([0, 1, 2, 5]), np.array([3, 4]))
+    assert table.to_dict("list") == {"split": ["validation", "train", "train"],
+                                     "animal": ["b", "a", "c"], "video": ["b", "a", "c"],
+                                     "frames": [2, 3, 1]}
