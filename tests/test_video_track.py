@@ -114,6 +114,7 @@ def test_frame_range(tmp_path, video):
     s = track_video(SpotPredictor(), video, tmp_path, opts(start=7, stop=19, formats=("csv",)))
     df, vals = load_xy(output_paths(video, tmp_path)["csv"])
     assert df.index.tolist() == list(range(7, 19)) and s["frames_tracked"] == 12
+    assert (s["first_frame"], s["last_frame"], s["video_frames"]) == (7, 18, N)
     np.testing.assert_allclose(vals[..., :2], truth(slice(7, 19)), atol=1.0)
 
 
