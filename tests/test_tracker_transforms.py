@@ -48,6 +48,9 @@ def test_scaled_box_keeps_its_centre_and_input(factor):
     assert abs((s.x0 + s.box_w / 2) - (13 + 100)) <= 0.5
     assert abs((s.y0 + s.box_h / 2) - (-7 + 75)) <= 0.5
     assert m.scaled(1.0) is m
+    # sides are rounded to the nearest pixel: 67 * 1.1 = 73.7 -> 74, 49 * 1.1 = 53.9 -> 54
+    odd = InputMapping(7, 3, 67, 49, 67, 49).scaled(1.1)
+    assert (odd.box_w, odd.box_h) == (74, 54)
 
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])
