@@ -749,3 +749,14 @@ def test_resume_does_not_skip_a_run_its_summary_says_is_incomplete(tmp_path, vid
     paths["summary"].write_text(json.dumps({**record, "complete": False}))
     with pytest.raises(RunExistsError, match="no half-done run to resume"):
         track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=10))
+
+
+def test_resume_refuses_frames_resized_to_another_size(tmp_path, video):
+    # two predictors without weights to tell them apart, trained on other frame sizes: the
+    # frames they were handed at (the resize) keep their keypoints out of one file
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(frame_size=(48, 36), fail_after=1), video, tmp_path,
+                    opts(resize=True))
+    with pytest.raises(DataError, match=r"other settings \(resize\)"):
+        track_video(SpotPredictor(frame_size=(32, 24)), video, tmp_path,
+                    opts(resize=True, resume=True))
