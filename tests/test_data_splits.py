@@ -254,3 +254,29 @@ def test_later_frames_split_gap_and_held_out_count_at_their_edges(tmp_path):
     assert [numbers[i] for i in test] == [1000, 1010, 1020]
     # 700 lies exactly 300 frames before the first test frame: within the gap, left out
     assert [numbers[i] for i in train] == [100, 200, 300, 400, 500, 600, 650, 699]
+
+
+def test_frame_number_is_the_last_number_of_the_image_name(tmp_path):
+    """A name holding another number before the frame's (a camera, a session) is numbered by
+    its last: read by its first, every frame of cam2_img... was frame 2, and the later-frames
+    split held out an arbitrary stretch."""
+    from vit_facemap.splits import frame_numbers
+
+    index = [f"labeled-data/v/cam2_img{n:04d}.png" for n in (900, 30, 500, 10, 700)]
+    frames = LabeledFrames(tmp_path, index, np.zeros((5, 1, 2)), ["nose"])
+    assert frame_numbers(frames).tolist() == [900, 30, 500, 10, 700]
+    train, test = later_frames_split(frames, share=0.2, gap=250)
+    assert [index[i] for i in test] == ["labeled-data/v/cam2_img0900.png"]
+    assert train.tolist() == [1, 2, 3]  # 700 lies within the gap
+
+
+def test_split_table_puts_each_video_on_its_side(tmp_path):
+    from vit_facemap.splits import split_table
+
+    index = [f"labeled-data/{v}/img{i}.png" for v, n in (("a", 3), ("b", 2), ("c", 1))
+             for i in range(n)]
+    frames = LabeledFrames(tmp_path, index, np.zeros((6, 1, 2)), ["nose"])
+    table = split_table(frames, np.array([0, 1, 2, 5]), np.array([3, 4]))
+    assert table.to_dict("list") == {"split": ["validation", "train", "train"],
+                                     "animal": ["b", "a", "c"], "video": ["b", "a", "c"],
+                                     "frames": [2, 3, 1]}

@@ -416,3 +416,47 @@ def test_keypoints_are_matched_to_a_run_by_name(tmp_path):
     np.testing.assert_array_equal(got.keypoints, read_labels(tmp_path / "c").keypoints[:, :3])
     with pytest.raises(DataError, match=r"missing \['lip'\]"):
         load_set(tmp_path / "a", expected_bodyparts=[*NAMES, "lip"])
+
+
+def test_keypoints_outside_each_edge_by_more_than_a_pixel(tmp_path):
+    """Each of the four edges is checked, one pixel past the last pixel centre is still in
+    (a click on the border pixel), further is out; in a 40 x 30 image."""
+    f = make_set(tmp_path, n=6, size=(40, 30))
+    f.keypoints[:, :, :] = 10.0
+    f.keypoints[0, 0] = [40.0, 29.0]  # the far corner, one pixel past the last centres: in
+    f.keypoints[1, 0] = [-1.0, -1.0]  # one pixel before the first: in
+    assert validate_set(f).ok
+    f.keypoints[2, 0] = [-1.5, 5.0]
+    f.keypoints[3, 0] = [5.0, -1.5]
+    f.keypoints[4, 0] = [40.5, 5.0]
+    f.keypoints[5, 0] = [5.0, 30.5]
+    report = validate_set(f)
+    assert len(report.errors) == 1
+    message = str(report.errors[0])
+    assert "4 keypoint(s) lie outside their image" in message
+    for i in (2, 3, 4, 5):
+        assert f"img{i:03d}.png 'eye top'" in message
+
+
+def test_half_labels_infinite_values_and_zeros_in_memory(tmp_path):
+    f = make_set(tmp_path, n=4)
+    f.keypoints[0, 1, 0] = 0.0  # x at the left edge, y not 0: a real label, no warning
+    report = validate_set(f, check_images=False)
+    assert report.ok and not report.warnings
+    f.keypoints[1, 1] = [np.nan, 5.0]
+    report = validate_set(f, check_images=False)
+    assert "keypoints with only one of x / y: labeled-data/vid1/img001.png 'nose tip'" in str(
+        report.errors[0])
+    f.keypoints[1, 1] = [np.inf, 5.0]
+    report = validate_set(f, check_images=False)
+    assert [str(e).split(": ", 1)[1] for e in report.errors] == [
+        "coordinates hold infinite values"]
+
+
+def test_frames_of_two_sizes_warn(tmp_path):
+    f = make_set(tmp_path, n=4, size=(40, 30))
+    Image.fromarray(np.zeros((36, 48), np.uint8)).save(tmp_path / f.index[3])
+    report = validate_set(f)
+    assert report.ok
+    assert [str(w).split(": ", 1)[1] for w in report.warnings] == [
+        "frames come in 2 sizes: 40x30, 48x36"]

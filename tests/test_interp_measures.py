@@ -134,3 +134,39 @@ def test_face_positions_per_frame_whatever_the_names_spelling():
     assert m["nose_tip_down"].tolist() == pytest.approx([1, 1])
     assert m["whisker_1_forward"].tolist() == pytest.approx([-1, -1])
     assert m["whisker_1_down"].tolist() == pytest.approx([-0.5, -0.5])
+
+
+def test_a_missing_eye_or_pupil_point_leaves_its_centre_missing():
+    """Centres are the mean of all four points; with one missing they are NaN (nothing is
+    filled in), not the mean of the other three, which lies off the centre and would also
+    move every eye-relative position."""
+    face = np.full((1, len(G7C1), 2), np.nan)
+    face[0, :4] = [[10, 5], [20, 10], [10, 15], [0, 10]]
+    face[0, G7C1.index("nose tip")] = [50, 30]
+    face[0, G7C1.index("eye top")] = np.nan
+    m = facial_measures(face, G7C1)
+    assert m.loc[0, "eye_width"] == pytest.approx(20)  # front and back are there
+    assert np.isnan(m.loc[0, "eye_x"]) and np.isnan(m.loc[0, "eye_y"])
+    assert np.isnan(m.loc[0, "nose_tip_forward"]) and np.isnan(m.loc[0, "nose_tip_down"])
+    kp = schroeder_frame()[None].copy()
+    kp[0, SCHROEDER.index("dorsalpupil")] = np.nan
+    m = facial_measures(kp, SCHROEDER)
+    assert np.isnan(m.loc[0, "pupil_x"]) and np.isnan(m.loc[0, "pupil_y"])
+
+
+def test_bodyparts_alike_but_for_spelling_are_refused():
+    # "eye top" and "Eye_Top" are one keypoint to the measures: which column they would be
+    # read from is no choice to make silently
+    names = [*G7C1, "Eye_Top"]
+    with pytest.raises(ValueError, match="named more than once"):
+        facial_measures(np.zeros((1, len(names), 2)), names)
+
+
+def test_an_eye_of_no_width_on_the_face_has_no_aperture():
+    # eye front on eye back but top and bottom 10 apart: no width to divide by, NaN (an
+    # infinite aperture would pass any threshold)
+    face = np.full((1, len(G7C1), 2), np.nan)
+    face[0, :4] = [[10, 5], [10, 10], [10, 15], [10, 10]]
+    with np.errstate(all="raise"):
+        m = facial_measures(face, G7C1)
+    assert m.loc[0, "eye_width"] == 0 and np.isnan(m.loc[0, "eye_aperture"])

@@ -66,3 +66,26 @@ def test_hog_forest_refuses_a_keypoint_never_labeled(tmp_path):
     frames, _ = _two_poses(tmp_path, missing_b=set(range(16)))
     with pytest.raises(ValueError, match="keypoint 'b' is missing in every training frame"):
         HogForestPredictor(HogForestConfig(crop_width=128, n_estimators=2, n_jobs=1)).fit(frames)
+
+
+def test_mean_shape_is_the_mean_over_labeled_frames_in_the_frames_pixels(tmp_path):
+    """By hand: the mean (not the median) of each keypoint over the frames where it is
+    labeled, scaled to frames of another size axis by axis (width and height apart)."""
+    import warnings
+
+    from vit_facemap.dlc import LabeledFrames
+
+    kp = np.array([[[10, 20], [1, 1]], [[20, 30], [np.nan, np.nan]], [[60, 40], [3, 5]]], float)
+    index = [f"labeled-data/v/img{i}.png" for i in range(3)]
+    mean = MeanShapePredictor(LabeledFrames(tmp_path, index, kp, ["a", "b"]), frame_size=(80, 50))
+    xy, conf = mean.predict(np.zeros((2, 50, 80), np.uint8))
+    np.testing.assert_allclose(xy, [[[30, 30], [2, 3]]] * 2)
+    assert conf.tolist() == [[1, 1], [1, 1]]
+    # frames twice as wide, as high: x (30 + 0.5) * 2 - 0.5, y unchanged
+    xy, _ = mean.predict(np.zeros((1, 50, 160), np.uint8))
+    np.testing.assert_allclose(xy[0], [[60.5, 30], [4.5, 3]])
+    kp[:, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's mean of an empty slice
+        with pytest.raises(ValueError, match="a keypoint is missing in every training frame"):
+            MeanShapePredictor(LabeledFrames(tmp_path, index, kp, ["a", "b"]))

@@ -134,6 +134,13 @@ def test_bootstrap_units_are_animals_or_blocks_of_consecutive_frames():
     units, what = resampling_units(frames, ["G7"] * 5, block_frames=2)
     assert units.tolist() == ["v#1", "v#0", "v#1", "v#0", "v#2"]
     assert what == "3 blocks of 2 consecutive frames from 1 held-out video"
+    # the frame number is the image name's last number (read by its first, every frame of
+    # cam2_img... was frame 2, and blocks followed the table's order)
+    frames = [f"labeled-data/v/cam2_img{i}.png" for i in (10, 9, 11, 1, 30)]
+    units, _ = resampling_units(frames, ["G7"] * 5, block_frames=2)
+    assert units.tolist() == ["v#1", "v#0", "v#1", "v#0", "v#2"]
+    with pytest.raises(ValueError, match="4 animals for 5 frames"):
+        resampling_units(frames, ["G7"] * 4)
 
 
 def test_a_short_last_block_joins_the_one_before():

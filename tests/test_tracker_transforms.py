@@ -48,6 +48,9 @@ def test_scaled_box_keeps_its_centre_and_input(factor):
     assert abs((s.x0 + s.box_w / 2) - (13 + 100)) <= 0.5
     assert abs((s.y0 + s.box_h / 2) - (-7 + 75)) <= 0.5
     assert m.scaled(1.0) is m
+    # sides are rounded to the nearest pixel: 67 * 1.1 = 73.7 -> 74, 49 * 1.1 = 53.9 -> 54
+    odd = InputMapping(7, 3, 67, 49, 67, 49).scaled(1.1)
+    assert (odd.box_w, odd.box_h) == (74, 54)
 
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])
@@ -353,3 +356,38 @@ def test_augmented_image_and_keypoints_agree_to_a_twentieth_of_a_pixel():
         assert np.abs(centroid - kp[0]).max() < 0.05, (x, y, centroid, kp[0])
         n += 1
     assert n >= 8
+
+
+def test_crop_past_the_bottom_of_a_wide_frame_pads_by_the_frame_height():
+    """The bottom padding is the box's overhang past the frame's height: taken from its
+    width (80 here, wider than high) the crop came out short, and resizing it to the input
+    stretched it, moving every pixel below the box's top."""
+    img = np.zeros((60, 80), np.uint8)
+    img[50:52, 20:22] = 200  # rows 50..51, columns 20..21 of the frame
+    m = InputMapping(10, 40, 40, 40, 40, 40)  # rows 40..79: 20 of them below the frame
+    out = m.apply(img)
+    assert out.shape == (40, 40)
+    assert np.argwhere(out == 200).tolist() == [[10, 10], [10, 11], [11, 10], [11, 11]]
+    assert out[20:].max() == 0
+
+
+def test_shrinking_resize_averages_the_pixels_it_merges():
+    """Shrinking uses area interpolation, as the module says: a thin bright line falling
+    between the sample points of a linear resize is kept, at its share of the area."""
+    img = np.zeros((1, 8), np.uint8)
+    img[0, 0] = 255
+    assert InputMapping(0, 0, 8, 1, 2, 1).apply(img).tolist() == [[64, 0]]
+
+
+def test_label_box_exactly_as_large_as_the_frame_is_the_frame():
+    # the box of test_label_box_by_hand (241 x 161, at x0 80 and y0 -6) on a frame of just
+    # its height or width slides onto it: no padding where the frame has pixels
+    kp = np.array([[[100.0, 50.0], [300.0, 100.0]]])
+    assert label_box(kp, (864, 161), (192, 128), margin=0.1).y0 == 0
+    assert label_box(kp, (241, 646), (192, 128), margin=0.1).x0 == 0
+
+
+def test_label_box_leaves_out_keypoints_with_a_missing_coordinate():
+    kp = np.array([[[100.0, 50.0], [300.0, 100.0], [np.nan, 900.0]]])
+    assert label_box(kp, (864, 646), (192, 128), margin=0.1) == label_box(
+        kp[:, :2], (864, 646), (192, 128), margin=0.1)

@@ -114,6 +114,7 @@ def test_frame_range(tmp_path, video):
     s = track_video(SpotPredictor(), video, tmp_path, opts(start=7, stop=19, formats=("csv",)))
     df, vals = load_xy(output_paths(video, tmp_path)["csv"])
     assert df.index.tolist() == list(range(7, 19)) and s["frames_tracked"] == 12
+    assert (s["first_frame"], s["last_frame"], s["video_frames"]) == (7, 18, N)
     np.testing.assert_allclose(vals[..., :2], truth(slice(7, 19)), atol=1.0)
 
 
@@ -479,6 +480,7 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert main(["track", "run", str(video), "--out", str(fake_video)]) == 2
     assert "--out is a file" in capsys.readouterr().err and fake_video.read_text() == "not a video"
     for bad, what in ((["--start", "10", "--stop", "5"], "start < stop"),
+                      (["--start", "5", "--stop", "5"], "start < stop"),  # no frame: refused
                       (["--batch-size", "0"], "batch_size must be at least 1"),
                       # part of every file name: it wrote face_../x.csv outside --out
                       (["--scorer", "../x"], "scorer must be a plain name")):
@@ -715,3 +717,46 @@ def test_a_video_broken_from_its_first_frame_writes_nothing(tmp_path):
     with pytest.raises(VideoDecodeError, match="no frame could be decoded.*back in place"):
         track_video(SpotPredictor(), clip, out, opts(overwrite=True, overlay=True))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_model_of_the_frames_width_but_not_their_height_is_refused(tmp_path, video):
+    # both sides are compared: a model of 96 x 60 pixels took the 96 x 72 frames as they were
+    with pytest.raises(DataError, match="96x72 pixels but the model was trained on 96x60"):
+        track_video(SpotPredictor(frame_size=(96, 60)), video, tmp_path, opts())
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_after_a_crash_mid_write_drops_the_partial_row(tmp_path, video):
+    """A crash while a batch was written leaves part of a row at the end of the partial
+    file: it is cut off before new rows are appended, else every later row is shifted."""
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(fail_after=2), video, tmp_path, opts())
+    paths = output_paths(video, tmp_path)
+    with open(paths["partial"], "ab") as fh:
+        fh.write(np.arange(5, dtype=np.float64).tobytes())  # 5 of a row's 15 values
+    s = track_video(SpotPredictor(), video, tmp_path, opts(resume=True))
+    assert s["resumed_from"] == 16 and s["complete"]
+    df, vals = load_xy(paths["csv"])
+    assert df.index.tolist() == list(range(N))
+    np.testing.assert_allclose(vals[..., :2], truth(), atol=1.0)
+
+
+def test_resume_does_not_skip_a_run_its_summary_says_is_incomplete(tmp_path, video):
+    # results cut short (complete: false) with no half-done state are not "already tracked"
+    paths = output_paths(video, tmp_path)
+    track_video(SpotPredictor(), video, tmp_path, opts(stop=10))
+    record = json.loads(paths["summary"].read_text())
+    paths["summary"].write_text(json.dumps({**record, "complete": False}))
+    with pytest.raises(RunExistsError, match="no half-done run to resume"):
+        track_video(SpotPredictor(), video, tmp_path, opts(resume=True, stop=10))
+
+
+def test_resume_refuses_frames_resized_to_another_size(tmp_path, video):
+    # two predictors without weights to tell them apart, trained on other frame sizes: the
+    # frames they were handed at (the resize) keep their keypoints out of one file
+    with pytest.raises(KeyboardInterrupt):
+        track_video(SpotPredictor(frame_size=(48, 36), fail_after=1), video, tmp_path,
+                    opts(resize=True))
+    with pytest.raises(DataError, match=r"other settings \(resize\)"):
+        track_video(SpotPredictor(frame_size=(32, 24)), video, tmp_path,
+                    opts(resize=True, resume=True))
