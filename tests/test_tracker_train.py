@@ -1223,3 +1223,21 @@ def test_a_run_stopped_before_its_second_stages_is_not_finished(tiny_set, tmp_pa
 
     shutil.rmtree(run / "refine")
     assert not is_finished(run)
+
+
+@pytest.mark.parametrize("section, over, said", [
+    ("model", {"model": {"dept": 2}}, "unknown model settings ['dept']"),
+    ("augment", {"augment": {"rotat": 5}}, "unknown augment settings ['rotat']"),
+    ("refine", {"refine": {"shar": 0.5}}, "unknown refine settings ['shar']"),
+    ("model", {"model": 6}, "'model' must be a JSON object of settings, got int"),
+])
+def test_a_misspelt_config_key_in_a_section_is_named_with_its_section(
+        tiny_set, tmp_path, capsys, section, over, said):
+    # was "ModelConfig.__init__() got an unexpected keyword argument 'dept'"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(over))
+    assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: bad training config: {said}" in err and "__init__" not in err
+    assert not (tmp_path / "run").exists()

@@ -144,11 +144,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
-        model = ModelConfig(**d.pop("model", {}))
-        augment = AugmentConfig(**d.pop("augment", {}))
+        model = _section("model", ModelConfig, d.pop("model", {}))
+        augment = _section("augment", AugmentConfig, d.pop("augment", {}))
         # runs saved before the second stage existed trained one stage, and those saved
         # before groups could be chosen refined the eye alone
-        refine = RefineConfig(**{"auto": "eye", **d.pop("refine", {"share": 0.0})})
+        refine = d.pop("refine", {"share": 0.0})
+        refine = _section("refine", RefineConfig,
+                          {"auto": "eye", **refine} if isinstance(refine, dict) else refine)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
@@ -165,6 +167,19 @@ class TrainConfig:
         d["refine"] = {**d["refine"], "share": 0.0}
         d["model"] = {**d["model"], **model}
         return TrainConfig.from_dict(d)
+
+
+def _section(name: str, cls: type, d: Any) -> Any:
+    """``cls(**d)`` for the ``name`` section of a training config. A misspelt key was
+    refused as Python's "ModelConfig.__init__() got an unexpected keyword argument 'dept'",
+    which names neither the section nor the config's own words; it reads like the
+    top level's "unknown training settings"."""
+    if not isinstance(d, dict):
+        raise ValueError(f"'{name}' must be a JSON object of settings, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown {name} settings {unknown}")
+    return cls(**d)
 
 
 def profile_config(profile: str) -> TrainConfig:
