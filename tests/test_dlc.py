@@ -215,6 +215,20 @@ def test_deeplabcut_project_is_read_whole(tmp_path):
     assert one.root == root and all(p.is_file() for p in one.image_paths)
 
 
+def test_a_projects_labeled_data_folder_or_config_names_the_project_folder(tmp_path):
+    # both were refused as if the set were broken ("is this a labeled set in DeepLabCut's
+    # layout?", "labels must be a .csv or .h5 file") while its project folder reads whole
+    root = _project(tmp_path)
+    for given in (root / "labeled-data", root / "config.yaml"):
+        with pytest.raises(DataError) as err:
+            read_labels(given)
+        said = str(err.value)
+        above = " above it" if given.name == "labeled-data" else ""
+        assert said.startswith(f"{given}: ") and "DeepLabCut project" in said
+        assert said.endswith(f"pass the project folder{above} ({root})")
+    assert len(read_labels(root)) == 4
+
+
 def test_deeplabcut_project_tables_must_agree(tmp_path):
     with pytest.raises(DataError, match=r"vid1/CollectedData_me.csv: keypoints \['eye', 'lip'\] "
                                         r"differ from those of .*vid0/CollectedData_me.csv"):

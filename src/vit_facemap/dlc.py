@@ -181,6 +181,11 @@ def find_label_file(root: str | Path) -> Path:
     if not root.exists():
         raise DataError("no such file or folder", root)
     if root.is_file():
+        if root.suffix.lower() in (".yaml", ".yml") and (root.parent / "labeled-data").is_dir():
+            # a DeepLabCut project's config.yaml was "labels must be a .csv or .h5 file",
+            # which left the user to guess that the project folder is what to give
+            raise DataError("a DeepLabCut project's config, not a labels table: pass the "
+                            f"project folder ({root.parent})", root)
         return root
     found = _table_in(root)
     if found is None:
@@ -198,6 +203,12 @@ def find_label_files(root: str | Path) -> list[Path]:
     videos = root / "labeled-data"
     tables = [t for d in sorted(videos.iterdir()) if d.is_dir()
               for t in [_table_in(d)] if t is not None] if videos.is_dir() else []
+    if not tables and root.name == "labeled-data" and any(
+            _table_in(d) is not None for d in root.iterdir() if d.is_dir()):
+        # a project's labeled-data/ itself: its tables are one level down, where the general
+        # message ("is this a labeled set?") sent the user looking for what is wrong with them
+        raise DataError("the labeled-data folder of a DeepLabCut project: pass the project "
+                        f"folder above it ({root.parent})", root)
     if not tables:
         raise DataError(NO_TABLE, root)
     return tables
