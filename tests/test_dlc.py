@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +237,15 @@ def test_deeplabcut_project_tables_must_agree(tmp_path):
                              names=(["eye", "nose"], ["eye", "lip"])))
     with pytest.raises(DataError, match=r"vid1/CollectedData_you.csv: scorer 'you' differs"):
         read_labels(_project(tmp_path / "b", fmt=("csv", "csv"), scorer=("me", "you")))
+
+
+def test_deeplabcut_project_tables_name_the_keypoints_that_differ(tmp_path):
+    # the message listed both tables' keypoints whole and left the difference to find
+    for names, diff in [(["eye", "nose", "lip"], "unexpected ['lip']"), (["nose"], "missing ['eye']"),
+                        (["eye", "lip"], "missing ['nose']; unexpected ['lip']")]:
+        with pytest.raises(DataError, match=re.escape(f"CollectedData_me.csv ({diff}): every")):
+            read_labels(_project(tmp_path / diff[:12], fmt=("csv", "csv"),
+                                 names=(["eye", "nose"], names)))
 
 
 def test_deeplabcut_project_tables_are_joined_by_keypoint_name(tmp_path):

@@ -407,9 +407,14 @@ def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> L
                             f"the project {root}, as DeepLabCut writes them), found "
                             f"'{frames.index[0]}'", file)
         if sorted(frames.bodyparts) != sorted(first.bodyparts):
+            # the two full lists (12 names each for g7c1) left the user to find the one
+            # keypoint a video's table lacks or adds; name it, as evaluate does
+            missing = [b for b in first.bodyparts if b not in frames.bodyparts]
+            extra = [b for b in frames.bodyparts if b not in first.bodyparts]
+            diff = "; ".join(f"{what} {names}" for what, names in
+                             (("missing", missing), ("unexpected", extra)) if names)
             raise DataError(f"keypoints {frames.bodyparts} differ from those of {files[0]} "
-                            f"({first.bodyparts}): every video's table needs the same "
-                            "keypoints", file)
+                            f"({diff}): every video's table needs the same keypoints", file)
         if frames.scorer != first.scorer:
             raise DataError(f"scorer '{frames.scorer}' differs from '{first.scorer}' of "
                             f"{files[0]}: a project's tables need one scorer", file)
