@@ -1241,3 +1241,32 @@ def test_a_misspelt_config_key_in_a_section_is_named_with_its_section(
     err = capsys.readouterr().err
     assert f"{cfg}: bad training config: {said}" in err and "__init__" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_warns_of_frames_the_run_trained_on(tiny_set, tmp_path, recwarn):
+    # evaluating a run on the set it trained on gave its training frames' errors as the
+    # model's, with no word
+    import shutil
+
+    from vit_facemap.dlc import find_label_file
+    from vit_facemap.errors import DataWarning
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+                 "--device", "cpu", "--quiet", "--val-groups", "1"]) == 0
+    split = json.loads((run / "split.json").read_text())
+    frames = read_labels(tiny_set)
+    evaluate = ["evaluate", str(run), "--device", "cpu", "--quiet", "--scales", "1", "--json"]
+    assert main(evaluate + [str(tmp_path / "all.json"), "--data", str(tiny_set)]) == 0
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)
+            and "trained on" in str(w.message)]
+    assert said == [f"{tiny_set}: {len(split['train'])} of its {len(frames)} frames are frames "
+                    f"{run} trained on (its split.json); their errors flatter the model: "
+                    "evaluate on videos it did not train on (train --val-groups)"]
+    recwarn.clear()
+    held = tmp_path / "held"  # the held-out video alone: nothing to warn of
+    shutil.copytree(tiny_set, held)
+    keep = [i for i, name in enumerate(frames.index) if name in set(split["val"])]
+    write_labels(read_labels(held).subset(keep), find_label_file(held), overwrite=True)
+    assert main(evaluate + [str(tmp_path / "held.json"), "--data", str(held)]) == 0
+    assert not [w for w in recwarn if "trained on" in str(w.message)]
