@@ -1270,3 +1270,20 @@ def test_evaluate_warns_of_frames_the_run_trained_on(tiny_set, tmp_path, recwarn
     write_labels(read_labels(held).subset(keep), find_label_file(held), overwrite=True)
     assert main(evaluate + [str(tmp_path / "held.json"), "--data", str(held)]) == 0
     assert not [w for w in recwarn if "trained on" in str(w.message)]
+
+
+def test_a_data_warning_prints_as_one_line_of_the_command():
+    # it printed as Python's "/.../commands/train.py:97: DataWarning: ..." followed by the
+    # package's line of code that warned ("  frames = load_set(args.data, decode=False)")
+    import subprocess
+    import sys
+
+    code = ("import warnings\nfrom vit_facemap.errors import DataWarning, run_reporting\n"
+            "def command():\n"
+            "    warnings.warn('set: 2 frames have no labels', DataWarning)\n"
+            "    warnings.warn('other', UserWarning)\n"
+            "run_reporting('vit-facemap train', command)\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stderr.splitlines()
+    assert err[0] == "vit-facemap train: warning: set: 2 frames have no labels"
+    assert "UserWarning: other" in err[1]  # others keep Python's format
