@@ -715,3 +715,15 @@ def test_a_video_broken_from_its_first_frame_writes_nothing(tmp_path):
     with pytest.raises(VideoDecodeError, match="no frame could be decoded.*back in place"):
         track_video(SpotPredictor(), clip, out, opts(overwrite=True, overlay=True))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_video_given_as_the_run_is_named_a_file(video, tmp_path, capsys):
+    # 'track VIDEO RUN' (the two swapped) said "not a trained run: config.json is missing"
+    from vit_facemap.cli import main
+
+    (tmp_path / "run").mkdir()
+    assert main(["track", str(video), str(tmp_path / "run"), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{video}: a file, not a run folder" in err and "config.json" not in err
+    assert not (tmp_path / "o").exists()

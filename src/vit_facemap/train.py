@@ -987,6 +987,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
     """The trained model (eval mode) and the run's saved configuration."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
+    if run_dir.is_file():
+        # a video given where the run goes ('track VIDEO RUN', the two swapped) was "not a
+        # trained run: config.json is missing", as if a run folder had lost a file
+        raise DataError("a file, not a run folder: give the folder 'vit-facemap train --out' "
+                        "wrote", run_dir)
     if not cfg_path.is_file():
         raise DataError(f"not a trained run: {CONFIG_FILE} is missing", run_dir)
     if run_config(run_dir)[0] == CLASSIFIER:
