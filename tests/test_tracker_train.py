@@ -1287,3 +1287,24 @@ def test_a_data_warning_prints_as_one_line_of_the_command():
                          check=True).stderr.splitlines()
     assert err[0] == "vit-facemap train: warning: set: 2 frames have no labels"
     assert "UserWarning: other" in err[1]  # others keep Python's format
+
+
+def test_validation_frames_without_labels_are_refused_before_the_run(tiny_set, tmp_path, capsys):
+    # a held-out video with no labeled keypoint (frames extracted, not labeled yet) scored NaN
+    # at every validation, never better, so no weights were saved: "trained 8 steps -> run"
+    # and then evaluate and track found no model.safetensors
+    import shutil
+
+    from vit_facemap.dlc import find_label_file
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    frames = read_labels(data)
+    video = str(frames.videos[-1])
+    frames.keypoints[frames.videos == video] = np.nan
+    write_labels(frames, find_label_file(data), overwrite=True)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--device", "cpu", "--quiet", "--val-groups", video]) == 2
+    err = capsys.readouterr().err
+    assert f"the validation frames (videos ['{video}']) have no labeled keypoint" in err
+    assert not (tmp_path / "run").exists()

@@ -458,6 +458,13 @@ def fit(
         except ValueError as exc:
             raise DataError(str(exc)) from None
     frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
+    if val_frames is not None and boxes is None and not np.isfinite(val_frames.keypoints).any():
+        # every validation score was NaN, never better than the last, so no weights were ever
+        # saved: the run said "trained 8 steps" and had no model.safetensors to predict with
+        videos = sorted(set(map(str, val_frames.videos)))
+        raise DataError(f"the validation frames (videos {videos}) have no labeled keypoint: "
+                        "there is nothing to validate on; hold out videos with labels "
+                        "(--val-groups)")
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
     threads = torch.get_num_threads()  # config.num_threads is for this run only
