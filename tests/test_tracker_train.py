@@ -1308,3 +1308,22 @@ def test_validation_frames_without_labels_are_refused_before_the_run(tiny_set, t
     err = capsys.readouterr().err
     assert f"the validation frames (videos ['{video}']) have no labeled keypoint" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_frames_of_two_sizes_are_refused_naming_the_videos_of_each(tiny_set, tmp_path, capsys):
+    # a project of two cameras was told the sizes alone, not which videos are which
+    import shutil
+
+    from PIL import Image
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    frames = read_labels(data)
+    small, large = sorted(set(map(str, frames.videos)))
+    for path in frames.subset(frames.videos == large).image_paths:
+        Image.new("L", (80, 60)).save(path)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"several sizes [(64, 48), (80, 60)] (64x48: videos ['{small}']; 80x60: videos "
+            f"['{large}']); the tracker needs one size") in err

@@ -396,10 +396,18 @@ def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
 def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
     # every frame: a header read each (0.06 s for 508 frames); a frame of another size past
     # the first few trained the second stage on crops of the wrong side
-    sizes = {image_size(p) for p in set(frames.image_paths)}  # a second stage's crops repeat
+    size_of = {p: image_size(p) for p in set(frames.image_paths)}  # a second stage's crops repeat
+    sizes = set(size_of.values())
     if len(sizes) > 1:
-        raise DataError(f"frames come in several sizes {sorted(sizes)}; the tracker needs one size",
-                        frames.root)
+        # the sizes alone left a project of two cameras to find which videos are which
+        videos: dict[tuple[int, int], set[str]] = {}
+        for path, video in zip(frames.image_paths, frames.videos, strict=True):
+            videos.setdefault(size_of[path], set()).add(str(video))
+        which = "; ".join(f"{w}x{h}: videos {sorted(videos[w, h])[:3]}"
+                          f"{' ...' if len(videos[w, h]) > 3 else ''}" for w, h in sorted(sizes))
+        raise DataError(f"frames come in several sizes {sorted(sizes)} ({which}); the tracker "
+                        "needs one size: train a run per camera, or resize the frames and their "
+                        "labels to one size", frames.root)
     return sizes.pop()
 
 
