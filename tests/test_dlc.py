@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,20 @@ def test_deeplabcut_project_is_read_whole(tmp_path):
     assert one.root == root and all(p.is_file() for p in one.image_paths)
 
 
+def test_a_projects_labeled_data_folder_or_config_names_the_project_folder(tmp_path):
+    # both were refused as if the set were broken ("is this a labeled set in DeepLabCut's
+    # layout?", "labels must be a .csv or .h5 file") while its project folder reads whole
+    root = _project(tmp_path)
+    for given in (root / "labeled-data", root / "config.yaml"):
+        with pytest.raises(DataError) as err:
+            read_labels(given)
+        said = str(err.value)
+        above = " above it" if given.name == "labeled-data" else ""
+        assert said.startswith(f"{given}: ") and "DeepLabCut project" in said
+        assert said.endswith(f"pass the project folder{above} ({root})")
+    assert len(read_labels(root)) == 4
+
+
 def test_deeplabcut_project_tables_must_agree(tmp_path):
     with pytest.raises(DataError, match=r"vid1/CollectedData_me.csv: keypoints \['eye', 'lip'\] "
                                         r"differ from those of .*vid0/CollectedData_me.csv"):
@@ -222,6 +237,15 @@ def test_deeplabcut_project_tables_must_agree(tmp_path):
                              names=(["eye", "nose"], ["eye", "lip"])))
     with pytest.raises(DataError, match=r"vid1/CollectedData_you.csv: scorer 'you' differs"):
         read_labels(_project(tmp_path / "b", fmt=("csv", "csv"), scorer=("me", "you")))
+
+
+def test_deeplabcut_project_tables_name_the_keypoints_that_differ(tmp_path):
+    # the message listed both tables' keypoints whole and left the difference to find
+    for names, diff in [(["eye", "nose", "lip"], "unexpected ['lip']"), (["nose"], "missing ['eye']"),
+                        (["eye", "lip"], "missing ['nose']; unexpected ['lip']")]:
+        with pytest.raises(DataError, match=re.escape(f"CollectedData_me.csv ({diff}): every")):
+            read_labels(_project(tmp_path / diff[:12], fmt=("csv", "csv"),
+                                 names=(["eye", "nose"], names)))
 
 
 def test_deeplabcut_project_tables_are_joined_by_keypoint_name(tmp_path):

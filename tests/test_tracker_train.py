@@ -17,6 +17,10 @@ from vit_facemap.refine import RefineConfig
 from vit_facemap.synthetic import write_synthetic_set
 from vit_facemap.train import TrainConfig, fit, keypoint_loss, profile_config
 
+# most tests here evaluate runs on the frames they trained on, as the warning says; one test
+# checks the warning itself
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*trained on \(its split\.json\)")
+
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
@@ -834,7 +838,8 @@ def test_validation_frames_without_labels_are_refused(tmp_path, capsys):
         assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
                      "test", "--config", str(cfg), "--device", "cpu", "--quiet",
                      "--val-groups", frames.videos[1]]) == 2
-    assert "validation frame(s) have no labeled keypoint" in _error(capsys)
+    assert (f"the validation frames (videos ['{frames.videos[1]}']) have no labeled keypoint"
+            in _error(capsys))
     assert not (tmp_path / "run").exists()
 
 
@@ -1322,3 +1327,87 @@ def test_a_run_stopped_before_its_second_stages_is_not_finished(tiny_set, tmp_pa
 
     shutil.rmtree(run / "refine")
     assert not is_finished(run)
+
+
+@pytest.mark.parametrize("section, over, said", [
+    ("model", {"model": {"dept": 2}}, "unknown model settings ['dept']"),
+    ("augment", {"augment": {"rotat": 5}}, "unknown augment settings ['rotat']"),
+    ("refine", {"refine": {"shar": 0.5}}, "unknown refine settings ['shar']"),
+    ("model", {"model": 6}, "'model' must be a JSON object of settings, got int"),
+])
+def test_a_misspelt_config_key_in_a_section_is_named_with_its_section(
+        tiny_set, tmp_path, capsys, section, over, said):
+    # was "ModelConfig.__init__() got an unexpected keyword argument 'dept'"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(over))
+    assert main(["train", "--data", str(tiny_set), "--out", str(tmp_path / "run"), "--profile",
+                 "test", "--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: bad training config: {said}" in err and "__init__" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_warns_of_frames_the_run_trained_on(tiny_set, tmp_path, recwarn):
+    # evaluating a run on the set it trained on gave its training frames' errors as the
+    # model's, with no word
+    import shutil
+
+    from vit_facemap.dlc import find_label_file
+    from vit_facemap.errors import DataWarning
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_set), "--out", str(run), "--profile", "test",
+                 "--device", "cpu", "--quiet", "--val-groups", "1"]) == 0
+    split = json.loads((run / "split.json").read_text())
+    frames = read_labels(tiny_set)
+    evaluate = ["evaluate", str(run), "--device", "cpu", "--quiet", "--scales", "1", "--json"]
+    assert main(evaluate + [str(tmp_path / "all.json"), "--data", str(tiny_set)]) == 0
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)
+            and "trained on" in str(w.message)]
+    assert said == [f"{tiny_set}: {len(split['train'])} of its {len(frames)} frames are frames "
+                    f"{run} trained on (its split.json); their errors flatter the model: "
+                    "evaluate on videos it did not train on (train --val-groups)"]
+    recwarn.clear()
+    held = tmp_path / "held"  # the held-out video alone: nothing to warn of
+    shutil.copytree(tiny_set, held)
+    keep = [i for i, name in enumerate(frames.index) if name in set(split["val"])]
+    write_labels(read_labels(held).subset(keep), find_label_file(held), overwrite=True)
+    assert main(evaluate + [str(tmp_path / "held.json"), "--data", str(held)]) == 0
+    assert not [w for w in recwarn if "trained on" in str(w.message)]
+
+
+def test_a_data_warning_prints_as_one_line_of_the_command():
+    # it printed as Python's "/.../commands/train.py:97: DataWarning: ..." followed by the
+    # package's line of code that warned ("  frames = load_set(args.data, decode=False)")
+    import subprocess
+    import sys
+
+    code = ("import warnings\nfrom vit_facemap.errors import DataWarning, run_reporting\n"
+            "def command():\n"
+            "    warnings.warn('set: 2 frames have no labels', DataWarning)\n"
+            "    warnings.warn('other', UserWarning)\n"
+            "run_reporting('vit-facemap train', command)\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stderr.splitlines()
+    assert err[0] == "vit-facemap train: warning: set: 2 frames have no labels"
+    assert "UserWarning: other" in err[1]  # others keep Python's format
+
+
+def test_frames_of_two_sizes_are_refused_naming_the_videos_of_each(tiny_set, tmp_path, capsys):
+    # a project of two cameras was told the sizes alone, not which videos are which
+    import shutil
+
+    from PIL import Image
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    frames = read_labels(data)
+    small, large = sorted(set(map(str, frames.videos)))
+    for path in frames.subset(frames.videos == large).image_paths:
+        Image.new("L", (80, 60)).save(path)
+    with pytest.warns(DataWarning, match="frames come in 2 sizes"):
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--profile",
+                     "test", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"several sizes [(64, 48), (80, 60)] (64x48: videos ['{small}']; 80x60: videos "
+            f"['{large}']); the tracker needs one size") in err

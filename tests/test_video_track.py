@@ -760,3 +760,15 @@ def test_resume_refuses_frames_resized_to_another_size(tmp_path, video):
     with pytest.raises(DataError, match=r"other settings \(resize\)"):
         track_video(SpotPredictor(frame_size=(32, 24)), video, tmp_path,
                     opts(resize=True, resume=True))
+
+
+def test_a_video_given_as_the_run_is_named_a_file(video, tmp_path, capsys):
+    # 'track VIDEO RUN' (the two swapped) said "not a trained run: config.json is missing"
+    from vit_facemap.cli import main
+
+    (tmp_path / "run").mkdir()
+    assert main(["track", str(video), str(tmp_path / "run"), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{video}: a file, not a run folder" in err and "config.json" not in err
+    assert not (tmp_path / "o").exists()

@@ -181,6 +181,11 @@ def find_label_file(root: str | Path) -> Path:
     if not root.exists():
         raise DataError("no such file or folder", root)
     if root.is_file():
+        if root.suffix.lower() in (".yaml", ".yml") and (root.parent / "labeled-data").is_dir():
+            # a DeepLabCut project's config.yaml was "labels must be a .csv or .h5 file",
+            # which left the user to guess that the project folder is what to give
+            raise DataError("a DeepLabCut project's config, not a labels table: pass the "
+                            f"project folder ({root.parent})", root)
         return root
     found = _table_in(root)
     if found is None:
@@ -198,6 +203,12 @@ def find_label_files(root: str | Path) -> list[Path]:
     videos = root / "labeled-data"
     tables = [t for d in sorted(videos.iterdir()) if d.is_dir()
               for t in [_table_in(d)] if t is not None] if videos.is_dir() else []
+    if not tables and root.name == "labeled-data" and any(
+            _table_in(d) is not None for d in root.iterdir() if d.is_dir()):
+        # a project's labeled-data/ itself: its tables are one level down, where the general
+        # message ("is this a labeled set?") sent the user looking for what is wrong with them
+        raise DataError("the labeled-data folder of a DeepLabCut project: pass the project "
+                        f"folder above it ({root.parent})", root)
     if not tables:
         raise DataError(NO_TABLE, root)
     return tables
@@ -396,9 +407,14 @@ def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> L
                             f"the project {root}, as DeepLabCut writes them), found "
                             f"'{frames.index[0]}'", file)
         if sorted(frames.bodyparts) != sorted(first.bodyparts):
+            # the two full lists (12 names each for g7c1) left the user to find the one
+            # keypoint a video's table lacks or adds; name it, as evaluate does
+            missing = [b for b in first.bodyparts if b not in frames.bodyparts]
+            extra = [b for b in frames.bodyparts if b not in first.bodyparts]
+            diff = "; ".join(f"{what} {names}" for what, names in
+                             (("missing", missing), ("unexpected", extra)) if names)
             raise DataError(f"keypoints {frames.bodyparts} differ from those of {files[0]} "
-                            f"({first.bodyparts}): every video's table needs the same "
-                            "keypoints", file)
+                            f"({diff}): every video's table needs the same keypoints", file)
         if frames.scorer != first.scorer:
             raise DataError(f"scorer '{frames.scorer}' differs from '{first.scorer}' of "
                             f"{files[0]}: a project's tables need one scorer", file)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,11 +56,26 @@ USER_ERRORS: tuple[type[BaseException], ...] = (DataError, RunExistsError, FileN
                                                 NotADirectoryError)
 
 
+def _warning_line(prog: str, default: Callable[..., str]) -> Callable[..., str]:
+    """Python's warning format, but one line ``prog: warning: ...`` for a DataWarning: the
+    default showed the package's source file and line, and the line of code that warned
+    ("  frames = load_set(args.data, decode=False)"), above a message meant for the user."""
+    def line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             line: str | None = None) -> str:
+        if issubclass(category, DataWarning):
+            return f"{prog}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+    return line
+
+
 def run_reporting(prog: str, func: Callable[[], int | None], on_interrupt: str = "") -> int:
     """``func()``'s exit status; a user mistake prints ``prog: error: ...`` and gives 2.
-    ``on_interrupt`` is said after "interrupted" (Ctrl-C): how to continue the work."""
+    ``on_interrupt`` is said after "interrupted" (Ctrl-C): how to continue the work.
+    A :class:`DataWarning` prints as ``prog: warning: ...``."""
     try:
-        status = int(func() or 0)
+        with warnings.catch_warnings():
+            warnings.formatwarning = _warning_line(prog, warnings.formatwarning)
+            status = int(func() or 0)
         sys.stdout.flush()  # a reader gone is found here, not in Python's flush at exit
         return status
     except USER_ERRORS as exc:

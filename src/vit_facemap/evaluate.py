@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, write_labels
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
@@ -75,6 +76,28 @@ def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
         check_output(path, overwrite)
 
 
+def _warn_trained_frames(run_dir: str | Path, data: str | Path,
+                         frames: LabeledFrames) -> None:
+    """Warn when the set holds frames the run trained on (its split.json). Training on a
+    whole DeepLabCut project (the default, no --val-groups) and evaluating on that project
+    gave near-duplicate frames' errors as the model's, with nothing to tell them apart."""
+    from vit_facemap.train import read_split
+
+    try:
+        split = read_split(Path(run_dir))
+    except DataError:  # an unreadable split.json: nothing to compare with, as for none
+        return
+    if split is None:
+        return
+    trained = set(split["train"])
+    n = sum(i in trained for i in frames.index)
+    if n:
+        warnings.warn(f"{data}: {n} of its {len(frames)} frames are frames "
+                      f"{run_dir} trained on (its split.json); their errors flatter the model: "
+                      "evaluate on videos it did not train on (train --val-groups)",
+                      DataWarning, stacklevel=3)
+
+
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
                  predictions_out: str | Path | None = None, device: str = "auto",
                  overwrite: bool = True, progress: bool = True,
@@ -96,6 +119,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     predictor = load_predictor(run_dir, device, scales=scales)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
+    _warn_trained_frames(run_dir, data, frames)
     pred, conf, seconds = predict_frames(predictor, frames, progress=progress)
     metrics = keypoint_metrics(pred, frames.keypoints, frames.bodyparts)
     metrics["per_video"] = group_metrics(pred, frames.keypoints, frames.bodyparts, frames.videos)

@@ -144,11 +144,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
-        model = ModelConfig(**d.pop("model", {}))
-        augment = AugmentConfig(**d.pop("augment", {}))
+        model = _section("model", ModelConfig, d.pop("model", {}))
+        augment = _section("augment", AugmentConfig, d.pop("augment", {}))
         # runs saved before the second stage existed trained one stage, and those saved
         # before groups could be chosen refined the eye alone
-        refine = RefineConfig(**{"auto": "eye", **d.pop("refine", {"share": 0.0})})
+        refine = d.pop("refine", {"share": 0.0})
+        refine = _section("refine", RefineConfig,
+                          {"auto": "eye", **refine} if isinstance(refine, dict) else refine)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
@@ -165,6 +167,19 @@ class TrainConfig:
         d["refine"] = {**d["refine"], "share": 0.0}
         d["model"] = {**d["model"], **model}
         return TrainConfig.from_dict(d)
+
+
+def _section(name: str, cls: type, d: Any) -> Any:
+    """``cls(**d)`` for the ``name`` section of a training config. A misspelt key was
+    refused as Python's "ModelConfig.__init__() got an unexpected keyword argument 'dept'",
+    which names neither the section nor the config's own words; it reads like the
+    top level's "unknown training settings"."""
+    if not isinstance(d, dict):
+        raise ValueError(f"'{name}' must be a JSON object of settings, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown {name} settings {unknown}")
+    return cls(**d)
 
 
 def profile_config(profile: str) -> TrainConfig:
@@ -381,10 +396,18 @@ def _finish_replacing(out: Path, backup: Path | None, ok: bool) -> None:
 def _frame_size(frames: LabeledFrames) -> tuple[int, int]:
     # every frame: a header read each (0.06 s for 508 frames); a frame of another size past
     # the first few trained the second stage on crops of the wrong side
-    sizes = {image_size(p) for p in set(frames.image_paths)}  # a second stage's crops repeat
+    size_of = {p: image_size(p) for p in set(frames.image_paths)}  # a second stage's crops repeat
+    sizes = set(size_of.values())
     if len(sizes) > 1:
-        raise DataError(f"frames come in several sizes {sorted(sizes)}; the tracker needs one size",
-                        frames.root)
+        # the sizes alone left a project of two cameras to find which videos are which
+        videos: dict[tuple[int, int], set[str]] = {}
+        for path, video in zip(frames.image_paths, frames.videos, strict=True):
+            videos.setdefault(size_of[path], set()).add(str(video))
+        which = "; ".join(f"{w}x{h}: videos {sorted(videos[w, h])[:3]}"
+                          f"{' ...' if len(videos[w, h]) > 3 else ''}" for w, h in sorted(sizes))
+        raise DataError(f"frames come in several sizes {sorted(sizes)} ({which}); the tracker "
+                        "needs one size: train a run per camera, or resize the frames and their "
+                        "labels to one size", frames.root)
     return sizes.pop()
 
 
@@ -443,11 +466,14 @@ def fit(
         except ValueError as exc:
             raise DataError(str(exc)) from None
     frame_size = _frame_size(train_frames)  # bad data fails before a run it replaces is touched
-    if val_frames is not None and len(val_frames) and not np.isfinite(val_frames.keypoints).any():
+    if (val_frames is not None and boxes is None and len(val_frames)
+            and not np.isfinite(val_frames.keypoints).any()):
         # every score was NaN, which is never below the best so far: the run ended "trained"
         # with no model.safetensors (a held-out video that is not labeled yet)
-        raise DataError(f"the {len(val_frames)} validation frame(s) have no labeled keypoint, so "
-                        "no epoch can be scored; hold out labeled videos", val_frames.root)
+        videos = sorted(set(map(str, val_frames.videos)))
+        raise DataError(f"the validation frames (videos {videos}) have no labeled keypoint, so "
+                        "no epoch can be scored; hold out videos with labels (--val-groups)",
+                        val_frames.root)
     # a second stage (boxes given) is part of a run its caller already set aside
     backup = prepare_run_dir(out, overwrite, resume, keep_replaced=boxes is None)
     threads = torch.get_num_threads()  # config.num_threads is for this run only
@@ -994,6 +1020,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[KeypointModel, d
     """The trained model (eval mode) and the run's saved configuration."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
+    if run_dir.is_file():
+        # a video given where the run goes ('track VIDEO RUN', the two swapped) was "not a
+        # trained run: config.json is missing", as if a run folder had lost a file
+        raise DataError("a file, not a run folder: give the folder 'vit-facemap train --out' "
+                        "wrote", run_dir)
     if not cfg_path.is_file():
         raise DataError(f"not a trained run: {CONFIG_FILE} is missing", run_dir)
     if run_config(run_dir)[0] == CLASSIFIER:
