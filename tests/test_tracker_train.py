@@ -1386,7 +1386,10 @@ def test_a_data_warning_prints_as_one_line_of_the_command():
             "def command():\n"
             "    warnings.warn('set: 2 frames have no labels', DataWarning)\n"
             "    warnings.warn('other', UserWarning)\n"
-            "run_reporting('vit-facemap train', command)\n")
+            "before = warnings.formatwarning\n"
+            "run_reporting('vit-facemap train', command)\n"
+            # the format is the command's alone: it leaked into everything after it
+            "assert warnings.formatwarning is before\n")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stderr.splitlines()
     assert err[0] == "vit-facemap train: warning: set: 2 frames have no labels"

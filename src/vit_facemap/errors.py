@@ -73,9 +73,14 @@ def run_reporting(prog: str, func: Callable[[], int | None], on_interrupt: str =
     ``on_interrupt`` is said after "interrupted" (Ctrl-C): how to continue the work.
     A :class:`DataWarning` prints as ``prog: warning: ...``."""
     try:
-        with warnings.catch_warnings():
-            warnings.formatwarning = _warning_line(prog, warnings.formatwarning)
+        # set for this command only: catch_warnings does not restore formatwarning, and each
+        # command run in one process (the tests, a notebook) wrapped the format again
+        default = warnings.formatwarning
+        warnings.formatwarning = _warning_line(prog, default)
+        try:
             status = int(func() or 0)
+        finally:
+            warnings.formatwarning = default
         sys.stdout.flush()  # a reader gone is found here, not in Python's flush at exit
         return status
     except USER_ERRORS as exc:
