@@ -958,6 +958,25 @@ def test_resuming_a_run_whose_config_cannot_be_read_names_the_file(tmp_path, cap
     assert "config.json: cannot read the run to resume" in _error(capsys)
 
 
+@pytest.mark.parametrize("mapping", ["left out", None, [1, 2]])
+def test_resuming_a_run_whose_crop_box_was_edited_names_the_file(tmp_path, capsys, mapping):
+    """The rest of config.json read, a crop box ("mapping") left out or not an object
+    failed --resume with a KeyError or TypeError traceback."""
+    data = write_synthetic_set(tmp_path / "set", n_frames=8, n_videos=2, seed=1, size=(64, 48))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run), "--device", "cpu", "--quiet"]
+    (tmp_path / "cfg.json").write_text(json.dumps({"steps": 2, "num_threads": 1}))
+    assert main(args + ["--profile", "test", "--config", str(tmp_path / "cfg.json")]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    if mapping == "left out":
+        del saved["mapping"]
+    else:
+        saved["mapping"] = mapping
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(args + ["--resume"]) == 2  # the run's own settings: --profile left out
+    assert "config.json: cannot read the run to resume" in _error(capsys)
+
+
 def test_evaluate_checks_every_output_before_predicting(tiny_set, tmp_path, capsys):
     frames = read_labels(tiny_set)
     run = tmp_path / "run"

@@ -517,6 +517,9 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             # out, and a mask_slips run trained on after --resume with the labels it had masked
             config = TrainConfig.from_dict(saved["train"])
             list(saved["bodyparts"])
+            # the first stage's crop box, read here: a hand-edited one (left out, null) was a
+            # KeyError or TypeError traceback further down
+            saved_mapping = InputMapping(**saved["mapping"]) if boxes is None else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # hand-edited or truncated: a KeyError traceback said nothing of the file
             raise DataError(f"cannot read the run to resume ({exc!r})", out / CONFIG_FILE) from None
@@ -548,7 +551,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         if saved["bodyparts"] != run_config["bodyparts"]:
             raise DataError("the run to resume was trained on other keypoints", out / CONFIG_FILE)
         if boxes is None:
-            mapping = InputMapping(**saved["mapping"])
+            mapping = saved_mapping
         run_config = saved
     # saved with the run: one decoded before the radius followed sigma keeps its window
     radius = int(run_config.get("decode_radius", DEFAULT_RADIUS))
