@@ -1385,7 +1385,8 @@ def test_evaluate_warns_of_frames_the_run_trained_on(tiny_set, tmp_path, recwarn
             and "trained on" in str(w.message)]
     assert said == [f"{tiny_set}: {len(split['train'])} of its {len(frames)} frames are frames "
                     f"{run} trained on (its split.json); their errors flatter the model: "
-                    "evaluate on videos it did not train on (train --val-groups)"]
+                    "evaluate on frames it did not train on (such as the videos held out by "
+                    "train --val-groups)"]
     recwarn.clear()
     held = tmp_path / "held"  # the held-out video alone: nothing to warn of
     shutil.copytree(tiny_set, held)

@@ -94,7 +94,8 @@ def _warn_trained_frames(run_dir: str | Path, data: str | Path,
     if n:
         warnings.warn(f"{data}: {n} of its {len(frames)} frames are frames "
                       f"{run_dir} trained on (its split.json); their errors flatter the model: "
-                      "evaluate on videos it did not train on (train --val-groups)",
+                      "evaluate on frames it did not train on (such as the videos held out by "
+                      "train --val-groups)",
                       DataWarning, stacklevel=3)
 
 
