@@ -779,13 +779,18 @@ def test_validation_interval_and_best_weights(tiny_set, tmp_path):
     assert pd.read_csv(tmp_path / "run2" / "metrics.csv")["val_mean_px"].notna().all()
 
 
-def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
-    frames = read_labels(tiny_set)
+def _one_slip(frames: LabeledFrames) -> tuple[LabeledFrames, np.ndarray]:
+    """``frames`` with 'eye top' of the first video's first frame clicked where that video's
+    nose tip sits, and the rows of that video."""
     rows = np.flatnonzero(frames.videos == frames.videos[0])
     kp = frames.keypoints.copy()
-    # 'eye top' of one frame clicked where this video's nose tip sits
     kp[rows[0], 0] = np.nanmedian(kp[rows, frames.bodyparts.index("nose tip")], axis=0)
-    bad = LabeledFrames(frames.root, frames.index, kp, frames.bodyparts)
+    return LabeledFrames(frames.root, frames.index, kp, frames.bodyparts), rows
+
+
+def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
+    frames = read_labels(tiny_set)
+    bad, rows = _one_slip(frames)
     cfg = _config(2)
     cfg.mask_slips = True
     with pytest.warns(UserWarning, match="left out 1 training label"):
@@ -798,18 +803,13 @@ def test_fit_can_leave_out_slipped_labels(tiny_set, tmp_path):
     assert "masked_labels" not in json.loads((tmp_path / "kept" / "config.json").read_text())
 
 
-
 def test_a_resumed_run_leaves_out_the_slipped_labels_it_left_out(tiny_set, tmp_path, monkeypatch):
     """--resume without --config hands fit the default profile's settings: whether slipped
     labels were masked followed those (mask_slips off), not the run's own, so the rest of a
     mask_slips run trained on the labels it had left out."""
     from safetensors.torch import load_file
 
-    frames = read_labels(tiny_set)
-    rows = np.flatnonzero(frames.videos == frames.videos[0])
-    kp = frames.keypoints.copy()
-    kp[rows[0], 0] = np.nanmedian(kp[rows, frames.bodyparts.index("nose tip")], axis=0)
-    bad = LabeledFrames(frames.root, frames.index, kp, frames.bodyparts)
+    bad, _ = _one_slip(read_labels(tiny_set))
     cfg = _config(8)
     cfg.mask_slips, cfg.keep = True, "last"
     with pytest.warns(UserWarning, match="left out 1 training label"):
