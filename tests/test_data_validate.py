@@ -340,6 +340,21 @@ def test_sixteen_bit_frames_keep_their_grey_levels(tmp_path):
                                   np.round(ramp[:4, :4] // 1000 / 257.0).astype(np.uint8))
 
 
+def test_float_frames_are_scaled_by_the_range_they_are_stored_in(tmp_path):
+    from vit_facemap.images import load_image
+
+    # PIL's convert("L") rounded a 0..1 frame to 0 and 1: black, without a word
+    ramp = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
+    expected = np.round(ramp * 255).astype(np.uint8)
+    for name, stored in (("unit.tif", ramp), ("byte.tif", ramp * 255)):
+        Image.fromarray(stored).save(tmp_path / name)
+        for mode in (None, "L"):
+            np.testing.assert_array_equal(load_image(tmp_path / name, mode), expected)
+        assert load_image(tmp_path / name, "RGB").shape == (48, 64, 3)
+    Image.fromarray(ramp * 2 - 1).save(tmp_path / "signed.tif")
+    with pytest.raises(DataError, match=r"signed.tif: float frame holds values from -1 to 1"):
+        load_image(tmp_path / "signed.tif")
+
 def test_image_too_large_to_decode(tmp_path, monkeypatch):
     from vit_facemap.images import image_size, load_image
 

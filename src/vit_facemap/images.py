@@ -18,6 +18,8 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
 
     ``mode`` forces ``"L"`` (grayscale) or ``"RGB"``. RGB frames whose channels are
     equal are returned as they are stored; convert with ``mode="L"`` when a model is gray.
+    16-bit frames are mapped from the 16-bit range; 32-bit float frames are read as 0..1
+    when no value exceeds 1 and as 0..255 otherwise (other ranges are refused).
     """
     return load_image_and_peak(path, mode)[0]
 
@@ -49,18 +51,38 @@ def load_image_and_peak(path: str | Path, mode: str | None = None
                 gray = np.clip(np.round(deep / 257.0), 0, 255).astype(np.uint8)
                 peak = int(deep.max())
                 return (np.repeat(gray[..., None], 3, axis=-1) if mode == "RGB" else gray), peak
-            if mode is not None:
+            # PIL's convert rounds and clips float ("F") values: a frame stored as 0..1
+            # came out 0 or 1 (black) without a word; it is scaled below, out of this try
+            if mode is not None and im.mode != "F":
                 im = im.convert(mode)
-            elif im.mode not in ("L", "RGB"):
+            elif im.mode not in ("L", "RGB", "F"):
                 im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
             arr = np.asarray(im)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image too large to decode safely ({exc})", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode image ({exc})", path) from exc
+    if arr.dtype.kind == "f":  # one channel: PIL has no float colour mode
+        gray = _float_to_uint8(arr, path)
+        return (np.repeat(gray[..., None], 3, axis=-1) if mode == "RGB" else gray), None
     if arr.dtype != np.uint8:
         arr = np.clip(arr / max(1, arr.max()) * 255, 0, 255).astype(np.uint8)
     return arr, None
+
+
+def _float_to_uint8(deep: np.ndarray, path: Path) -> np.ndarray:
+    """A 32-bit float frame as 8 bits: values within 0..1 scaled by 255, values within
+    0..255 kept; any other range is refused, as no scale for it is known. (A frame of a
+    0..255 set whose values all lie within 0..1, all but black, is read as 0..1.)"""
+    if not np.isfinite(deep).all():
+        raise DataError("float frame holds NaN or infinite values; save it as 8-bit "
+                        "(0..255)", path)
+    lo, hi = float(deep.min()), float(deep.max())
+    if lo < 0 or hi > 255:
+        raise DataError(f"float frame holds values from {lo:g} to {hi:g}, outside 0..1 and "
+                        "0..255, so its grey scale is unknown; save it as 8-bit (0..255)", path)
+    scale = 255.0 if hi <= 1 else 1.0
+    return np.clip(np.round(deep * scale), 0, 255).astype(np.uint8)
 
 
 # A 16-bit frame whose values all lie below this holds 12 bits or fewer: mapped from the
