@@ -286,6 +286,28 @@ def test_a_short_row_is_an_error(tmp_path):
         read_labels(tmp_path)
 
 
+
+@pytest.mark.parametrize(("text", "message"), [
+    # a trailing comma on each line: was "expected one scorer, found [..., 'Unnamed: 5_level_0']"
+    ("".join(line + ",\n" for line in (HEADER + "labeled-data,v1,img001.png,1,2").splitlines()),
+     r"the header's last column \(6\) is empty: a comma at the end of each line"),
+    # a keypoint name left out: was "keypoint 'Unnamed: 4_level_1' has no 'y' column"
+    (HEADER.replace("a,a", "a,") + "labeled-data,v1,img001.png,1,2\n",
+     "header row 'bodyparts' has an empty cell in column 5"),
+    # a scorer cell left out: was "expected 1 or 3 index columns ..., found 4"
+    (HEADER.replace(",,,me,me", ",,,,me") + "labeled-data,v1,img001.png,1,2\n",
+     "header row 'scorer' has an empty cell in column 4"),
+    # a spreadsheet set to decimal commas: was "not a DeepLabCut labels table"
+    ((HEADER + "labeled-data,v1,img001.png,1.5,2\n").replace(",", ";").replace("1.5", "1,5"),
+     "cells are separated by semicolons, not commas"),
+    ('scorer,me,me\nbodyparts,a,a\ncoords,x,y\nlabeled-data/v1/img001.png,"1,5",2\n',
+     "keypoint 'a' column 'x' is not numeric: .*; a decimal comma"),
+])
+def test_a_malformed_header_or_cell_is_named(tmp_path, text, message):
+    (tmp_path / "CollectedData_me.csv").write_text(text)
+    with pytest.raises(DataError, match=rf"CollectedData_me.csv: {message}"):
+        read_labels(tmp_path)
+
 def test_duplicate_frames_are_an_error_when_read(tmp_path):
     (tmp_path / "CollectedData_me.csv").write_text(HEADER + "labeled-data,v1,img001.png,1,2\n"
                                                    "labeled-data,v1,img001.png,3,4\n")

@@ -234,6 +234,13 @@ def _csv_layout(path: Path) -> tuple[int, int, int]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = [row for _, row in zip(range(4), csv.reader(fh), strict=False)]
     first = [r[0].strip().lower() if r else "" for r in rows]
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        if first and first[0].startswith("scorer" + sep):
+            # a spreadsheet set to decimal commas saves CSV so ('123,4' in ';'-separated
+            # cells): it was "not a DeepLabCut labels table", which sent the user elsewhere
+            raise DataError(f"cells are separated by {name}, not commas (a spreadsheet set to "
+                            "decimal commas saves CSV so?): save the table as comma-separated "
+                            "CSV with '.' as the decimal point", path)
     n_header = 4 if first[1:2] == ["individuals"] else 3
     expected = ["scorer", "individuals", "bodyparts", "coords"] if n_header == 4 else list(HEADER_NAMES)
     if first[:n_header] != expected:
@@ -245,14 +252,31 @@ def _csv_layout(path: Path) -> tuple[int, int, int]:
         )
     header = rows[:n_header]
     _check_row_lengths(path, len(header[-1]))
-    scorer_row = header[0]
-    n = 1
-    while n < len(scorer_row) and scorer_row[n].strip() == "":
-        n += 1
+    def leading_blanks(row: list[str]) -> int:
+        n = 1
+        while n < len(row) and row[n].strip() == "":
+            n += 1
+        return n
+
+    # the index columns are those blank in every header row: a keypoint column whose
+    # scorer cell alone is blank is a blank cell (below), not a fourth index column
+    n = min(leading_blanks(row) for row in header)
     if n not in (1, 3):
         raise DataError(
             f"expected 1 or 3 index columns before the first keypoint column, found {n}", path
         )
+    for row in header:
+        blank = [c for c in range(n, len(row)) if row[c].strip() == ""]
+        # pandas named such a cell 'Unnamed: 7_level_0', and the error that followed spoke of
+        # a second scorer or a keypoint without a 'y' column
+        if blank == [len(row) - 1] and all(r[-1].strip() == "" for r in header):
+            raise DataError(f"the header's last column ({len(row)}) is empty: a comma at the "
+                            "end of each line? remove it", path)
+        if blank:
+            raise DataError(f"header row '{row[0]}' has an empty cell in column "
+                            f"{blank[0] + 1}: every keypoint column needs its "
+                            f"{' / '.join(expected)} written out "
+                            "(DeepLabCut's tables repeat them)", path)
     seen: set[tuple[str, ...]] = set()
     for column in zip(*(r[n:] for r in header[1:]), strict=False):  # (individual,) bodypart, coord
         if column in seen:
@@ -304,10 +328,14 @@ def _frame_from_table(df: pd.DataFrame, root: Path, path: Path) -> LabeledFrames
         for c, name in enumerate(("x", "y")):
             if name not in sub.columns:
                 raise DataError(f"keypoint '{bp}' has no '{name}' column", path)
+            cells = sub[name].squeeze(axis=1) if sub[name].ndim == 2 else sub[name]
             try:
-                xy[:, k, c] = pd.to_numeric(sub[name].squeeze(axis=1) if sub[name].ndim == 2 else sub[name])
+                xy[:, k, c] = pd.to_numeric(cells)
             except (ValueError, TypeError) as exc:
-                raise DataError(f"keypoint '{bp}' column '{name}' is not numeric: {exc}", path) from exc
+                comma = any("," in str(v) for v in cells)  # '123,4', quoted in a CSV
+                hint = "; a decimal comma? write '.' as the decimal point" if comma else ""
+                raise DataError(f"keypoint '{bp}' column '{name}' is not numeric: {exc}{hint}",
+                                path) from exc
         if lik is not None:
             lik[:, k] = pd.to_numeric(sub["likelihood"]) if "likelihood" in sub.columns else np.nan
     rows = list(df.index) if isinstance(df.index, pd.MultiIndex) else [(i,) for i in df.index]
