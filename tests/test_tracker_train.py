@@ -1434,3 +1434,50 @@ def test_frames_of_two_sizes_are_refused_naming_the_videos_of_each(tiny_set, tmp
     err = capsys.readouterr().err
     assert (f"several sizes [(64, 48), (80, 60)] (64x48: videos ['{small}']; 80x60: videos "
             f"['{large}']); the tracker needs one size") in err
+
+
+
+def test_prediction_uses_mixed_precision_only_when_the_run_trained_with_it(tiny_set, tmp_path,
+                                                                          monkeypatch):
+    """A run trained with amp false was predicted, and validated, under CUDA autocast all the
+    same. No GPU here: autocast is recorded, and the predictor's tensors stay on the CPU."""
+    import contextlib
+
+    import vit_facemap.train as train_module
+    from vit_facemap.predict import KeypointPredictor
+
+    seen = []
+
+    def autocast(device_type, enabled=True):
+        seen.append(enabled)
+        return contextlib.nullcontext()
+    monkeypatch.setattr(torch, "autocast", autocast)
+
+    class Net(torch.nn.Module):
+        stride = 1
+
+        def forward(self, x):
+            return {"coords": torch.zeros(len(x), 2, 2), "vis": torch.zeros(len(x), 2)}
+
+    for train, expected in (({"amp": False}, False), ({"amp": True}, True), (None, True)):
+        cfg = {"bodyparts": ["a", "b"], **({"train": train} if train else {})}
+        p = KeypointPredictor(Net(), cfg, "cpu")
+        p.device = "cuda"  # as on a GPU, without moving tensors to one
+        monkeypatch.setattr(p, "_to_device", torch.from_numpy)
+        seen.clear()
+        p._run(np.zeros((3, 1, 8, 8), np.float32))
+        assert seen == [expected], train
+    seen.clear()
+    train_module.inference_autocast("cuda", amp=False), train_module.inference_autocast("cpu")
+    assert seen == [False, False]
+    # the validation during training: given the run's amp
+    asked = []
+    real = train_module.inference_autocast
+    monkeypatch.setattr(train_module, "inference_autocast",
+                        lambda device, amp=True: (asked.append(amp), real(device, amp))[1])
+    frames = read_labels(tiny_set)
+    cfg = _config(4)
+    cfg.amp = False
+    fit(cfg, frames.subset(range(12)), tmp_path / "run", val_frames=frames.subset(range(12, 16)),
+        device="cpu", progress=False)
+    assert asked and not any(asked)

@@ -69,6 +69,9 @@ class KeypointPredictor:
         self.channels: int = int(run_config.get("channels", 1))
         # the heatmap window the run was validated with (runs saved without one used 2)
         self.radius: int = int(run_config.get("decode_radius", DEFAULT_RADIUS))
+        # mixed precision only for a run trained with it: one trained in full precision
+        # (amp false) was predicted under autocast on a GPU all the same
+        self.amp: bool = bool((run_config.get("train") or {}).get("amp", True))
         # a second stage has no fixed box: each frame gets one around the first stage's
         # estimate of its group
         self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None
@@ -103,7 +106,7 @@ class KeypointPredictor:
             cfg = self.model.config
             x = np.zeros((self.batch_size, self.channels, cfg.input_h, cfg.input_w), np.float32)
             # the same autocast as _run: a graph compiled without it is compiled again
-            with torch.inference_mode(), inference_autocast(self.device):
+            with torch.inference_mode(), inference_autocast(self.device, self.amp):
                 forward(self._to_device(self._pad(x, force=True)))
         except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
             self.compile_error = f"{type(exc).__name__}: {first_line(exc)}"
@@ -164,7 +167,7 @@ class KeypointPredictor:
         for i in range(0, len(x), self.batch_size):
             chunk = x[i:i + self.batch_size]
             xb = self._to_device(self._pad(chunk))
-            with inference_autocast(self.device):
+            with inference_autocast(self.device, self.amp):
                 out = self._forward(xb)
             kp, conf = decode(out, self.model.stride, self.radius)
             kps.append(kp[: len(chunk)].cpu().numpy())

@@ -248,21 +248,23 @@ def decode(out: dict[str, torch.Tensor], stride: int, radius: int = DEFAULT_RADI
     return out["coords"].float(), torch.sigmoid(out["vis"].float())
 
 
-def inference_autocast(device: str) -> torch.autocast:
-    """Mixed precision for prediction on a GPU, none on the CPU."""
-    return torch.autocast(device_type="cuda", enabled=device.startswith("cuda"))
+def inference_autocast(device: str, amp: bool = True) -> torch.autocast:
+    """Mixed precision for prediction on a GPU when the run trained with it (``amp``, its
+    TrainConfig.amp), none on the CPU."""
+    return torch.autocast(device_type="cuda", enabled=amp and device.startswith("cuda"))
 
 
 @torch.inference_mode()
 def predict_inputs(model: KeypointModel, images: np.ndarray | torch.Tensor, device: str,
-                   batch_size: int = 32, radius: int = DEFAULT_RADIUS
+                   batch_size: int = 32, radius: int = DEFAULT_RADIUS, amp: bool = True
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoints (input pixels) and confidence for normalised inputs (N, C, h, w)."""
+    """Keypoints (input pixels) and confidence for normalised inputs (N, C, h, w);
+    ``amp``: the run's TrainConfig.amp."""
     model.eval()
     kps, confs = [], []
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(images[i:i + batch_size]).to(device)
-        with inference_autocast(device):
+        with inference_autocast(device, amp):
             out = model(x)
         kp, conf = decode(out, model.stride, radius)
         kps.append(kp.cpu().numpy())
@@ -708,7 +710,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         due = step - last_val_step >= config.val_every_steps or last_epoch
         if val_x is not None and due:
             last_val_step = step
-            pred, _ = predict_inputs(model, val_x, device, radius=radius)
+            pred, _ = predict_inputs(model, val_x, device, radius=radius, amp=config.amp)
             err = errors_px(to_frame(val_back, pred), val_frames.keypoints)
             row["val_mean_px"] = float(np.nanmean(err))
             row["val_median_px"] = float(np.nanmedian(err))
@@ -915,7 +917,8 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
         model1, run1 = load_run(out, device)
         vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
-                                  radius=int(run1.get("decode_radius", DEFAULT_RADIUS)))
+                                  radius=int(run1.get("decode_radius", DEFAULT_RADIUS)),
+                                  amp=bool(run1["train"].get("amp", True)))
         centres = group_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
