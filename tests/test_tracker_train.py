@@ -126,6 +126,43 @@ def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monk
     assert mb["step"].tolist() == [2, 4, 6, 8, 10, 12]
 
 
+
+def test_a_resumed_run_restores_the_gpus_random_state(tiny_set, tmp_path, monkeypatch):
+    """last.pt held the CPU's random state but not the GPU's, where drop path draws: a run
+    resumed on a GPU trained on other masks. No GPU here: torch.cuda's state is faked."""
+    import vit_facemap.train as train_module
+
+    fake, restored = torch.arange(8, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: fake + 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device: restored.append((state, device)))
+    assert torch.equal(train_module.cuda_rng_state("cuda:0"), fake + 1)
+    assert train_module.cuda_rng_state("cpu") is None  # a CPU-only machine has none
+    train_module.set_cuda_rng_state(fake, "cuda:0")
+    train_module.set_cuda_rng_state(None, "cuda:0")  # saved on the CPU, or before this
+    train_module.set_cuda_rng_state(fake, "cpu")  # a GPU run resumed on the CPU
+    assert len(restored) == 1 and torch.equal(restored[0][0], fake)
+    assert restored[0][1] == "cuda:0"
+    # through fit: the state saved with the weights is the one restored on --resume
+    real_set = train_module.set_cuda_rng_state
+    monkeypatch.setattr(train_module, "cuda_rng_state", lambda device: fake)
+    monkeypatch.setattr(train_module, "set_cuda_rng_state",
+                        lambda state, device: restored.append((state, device)))
+    frames = read_labels(tiny_set)
+    run = tmp_path / "run"
+    _interrupt_at(monkeypatch, "save_weights", 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(8), frames, run, device="cpu", progress=False)
+    restored.clear()
+    assert fit(_config(8), frames, run, device="cpu", resume=True, progress=False)["steps"] == 8
+    assert len(restored) == 1 and torch.equal(restored[0][0], fake)
+    # a state saved before it held the GPU's resumes as before
+    state = torch.load(run / "last.pt", weights_only=False)
+    del state["cuda_rng"]
+    torch.save(state, run / "last.pt")
+    monkeypatch.setattr(train_module, "set_cuda_rng_state", real_set)
+    assert fit(_config(8), frames, run, device="cpu", resume=True, progress=False)["steps"] == 8
+
 def test_overwrite_never_loses_the_run_it_replaces(tiny_set, tmp_path, monkeypatch):
     import vit_facemap.train as train_module
 

@@ -207,6 +207,18 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cuda_rng_state(device: str) -> torch.Tensor | None:
+    """The random state of the GPU a run trains on (drop path draws there); None on the CPU."""
+    return torch.cuda.get_rng_state(device) if device.startswith("cuda") else None
+
+
+def set_cuda_rng_state(state: torch.Tensor | None, device: str) -> None:
+    """Restore :func:`cuda_rng_state`'s ``state`` when resuming on a GPU; a state saved on the
+    CPU or by an earlier version (None), or a resume on the CPU, leaves the GPU's as it is."""
+    if state is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state.cpu(), device)  # map_location moved it with the weights
+
+
 def heatmap_to_input(cells: torch.Tensor, stride: int) -> torch.Tensor:
     """Heatmap cell coordinates -> input pixel coordinates (cell j covers pixels [j*s, (j+1)*s))."""
     return cells * stride + (stride - 1) / 2
@@ -637,6 +649,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                             f"another model): {first_line(exc)}", out / STATE_FILE) from None
         elapsed_before = state.get("train_s", 0.0)
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it with the weights
+        # the GPU's too: without it a resumed run drew other drop-path masks on a GPU
+        set_cuda_rng_state(state.get("cuda_rng"), device)
         random.setstate(state["python_rng"])
         if "augmenter" not in state:  # saved before the augmentation streams were
             augmenter.rng = np.random.default_rng(config.seed + 1000 * epoch)
@@ -728,6 +742,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "step": step, "epoch": epoch, "best": best, "last_val_step": last_val_step,
                     "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": cuda_rng_state(device),
                     "python_rng": random.getstate(), "loader_rng": gen.get_state(),
                     "augmenter": augmenter.random_state(), "scaler": scaler.state_dict(),
                     "history": history, "pretrain_steps": pre_steps, "pretrain_s": pretrain_s,
