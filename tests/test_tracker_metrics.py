@@ -94,6 +94,20 @@ def test_group_metrics_split_the_frames_by_group():
         group_metrics(pred, true, bp, ["a", "b"])
 
 
+
+def test_frames_without_any_label_are_counted_apart():
+    """n_frames counts the frames scored, unlabeled ones too (DeepLabCut keeps frames
+    extracted but not labeled yet): "4 frames: mean 2.31 px" came from 2 of them."""
+    true = np.full((4, 2, 2), np.nan)
+    true[0] = [[0.0, 0.0], [3.0, 4.0]]
+    true[1, 0] = [1.0, 1.0]
+    true[2, 1] = [np.nan, 2.0]  # an x without its y: no label
+    pred = np.zeros_like(true)
+    m = keypoint_metrics(pred, true, ["a", "b"])
+    assert (m["n_frames"], m["n_labeled_frames"], m["n_keypoints_labeled"]) == (4, 2, 3)
+    g = group_metrics(pred, true, ["a", "b"], ["v", "v", "w", "w"])
+    assert [(g[k]["n_frames"], g[k]["n_labeled_frames"]) for k in "vw"] == [(2, 2), (2, 0)]
+
 def test_group_metrics_judge_a_frame_by_the_same_threshold_as_the_whole_set():
     """A frame without its own reference length gets the median of the whole evaluated set,
     not of its group: its PCK threshold must not change with how the frames are grouped."""

@@ -375,6 +375,33 @@ def test_evaluate_scores_a_known_offset_exactly(tiny_set, tmp_path, monkeypatch)
                                + offset, atol=1e-6)
 
 
+
+def test_evaluate_says_how_many_of_its_frames_are_labeled(tmp_path, monkeypatch, capsys):
+    """'4 frames: mean ...' from the labels of 3: a frame not labeled yet counts in n_frames
+    (its meaning is kept) but no error comes from it."""
+    import vit_facemap.predict as predict_module
+    from vit_facemap.dlc import find_label_file
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, seed=1, size=(64, 48))
+    labels = read_labels(data)
+    labels.keypoints[0] = np.nan
+    write_labels(labels, find_label_file(data), overwrite=True)
+
+    class Zero:
+        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
+
+        def predict(self, batch):
+            return np.zeros((len(batch), len(self.bodyparts), 2)), np.zeros((len(batch), 12))
+
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Zero())
+    (tmp_path / "run").mkdir()
+    with pytest.warns(DataWarning, match="have no labeled keypoint"):
+        assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
+                     str(tmp_path / "m.json"), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("4 frames (3 labeled): mean ")
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert (saved["n_frames"], saved["n_labeled_frames"]) == (4, 3)
+
 def _error(capsys) -> str:
     """The one line a command printed for a user mistake (no traceback)."""
     err = capsys.readouterr().err.strip()

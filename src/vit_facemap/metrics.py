@@ -13,6 +13,10 @@ a reference length has no PCK (None, overall, per keypoint and per group).
 A prediction that is NaN where a label exists is a miss of infinite error: it makes
 ``mean_px`` and ``rmse_px`` (and the mean of its keypoint and group) infinite, never a
 smaller number from the frames that were predicted; ``median_px`` and PCK stay finite.
+
+``n_frames`` counts every frame scored, those without any label too (DeepLabCut keeps frames
+extracted but not yet labeled); the means are over the labeled keypoints,
+``n_keypoints_labeled``, of the ``n_labeled_frames`` frames with at least one label.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ def keypoint_metrics(
         "reference_median_px": float(np.nanmedian(ref)) if not np.isnan(ref).all() else None,
         "mean_normalised": overall["mean_normalised"],
         "n_frames": len(true),
+        # the frames the errors come from: n_frames also counts frames without any label
+        "n_labeled_frames": int((~np.isnan(true).any(-1)).any(-1).sum()),
         "n_keypoints_labeled": overall["n"],
         "per_keypoint": {bp: _summary(err[:, k], correct[:, k], norm[:, k], has_ref[:, k])
                          for k, bp in enumerate(bodyparts)},
@@ -130,8 +136,8 @@ def group_metrics(
     pred: np.ndarray, true: np.ndarray, bodyparts: Sequence[str], groups: Sequence[str],
     pck_threshold: float = 0.1,
 ) -> dict[str, dict[str, Any]]:
-    """Mean and median error, PCK, frame and labeled-keypoint count of each group of frames
-    (a video, an animal).
+    """Mean and median error, PCK, frame, labeled-frame and labeled-keypoint count of each
+    group of frames (a video, an animal).
 
     A mean over all frames hides an animal or a rig that the model cannot follow; this is
     the same table per group, keyed by the group's name. The reference lengths of PCK are
@@ -150,5 +156,5 @@ def group_metrics(
                              reference=(ref[rows], ref_name))
         # the overall mean is over labeled keypoints: their count lets groups be pooled
         out[g] = {k: m[k] for k in ("mean_px", "median_px", "pck", "n_frames",
-                                    "n_keypoints_labeled")}
+                                    "n_labeled_frames", "n_keypoints_labeled")}
     return out

@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate a trained tracker on a labeled set",
         description="Predict every frame of a labeled set (DeepLabCut layout, the run's keypoint "
                     "names) and write errors in frame pixels as JSON, plus a DeepLabCut table of "
-                    "the predictions with likelihoods.",
+                    "the predictions with likelihoods. Its n_frames counts every frame, those "
+                    "without any label too; the errors come from the n_keypoints_labeled "
+                    "keypoints of its n_labeled_frames frames.",
     )
     p.add_argument("run_dir", help="run folder written by `vit-facemap train`")
     p.add_argument("--data", required=True, help="labeled set folder or its CollectedData file")
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     m = evaluate_run(args.run_dir, args.data, out, args.predictions, device=args.device,
                      overwrite=args.overwrite, progress=not args.quiet, scales=args.scales)
     pck = "none (no reference length)" if m["pck"] is None else f"{m['pck']:.3f}"
-    print(f"{m['n_frames']} frames: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "
+    labeled = "" if m["n_labeled_frames"] == m["n_frames"] else f" ({m['n_labeled_frames']} labeled)"
+    print(f"{m['n_frames']} frames{labeled}: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "
           f"PCK@{m['pck_threshold']} {pck} -> {out}")
     return 0
