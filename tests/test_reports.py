@@ -489,3 +489,25 @@ def test_tracker_findings_neither_lead_nor_trail_without_a_margin(rows):
     f = tracker_findings(inf).loc["schroeder"]
     assert f["verdict"].startswith("no margin (both mean errors are infinite); interval not")
     assert "nan" not in f["verdict"] and "trails" not in f["verdict"]
+
+
+def test_tracker_findings_take_a_model_without_a_mean_error(rows):
+    # mean_px null (no held-out label the model was scored on) was a TypeError, and a NaN
+    # mean could be named the next best
+    for r in rows:
+        r["per_keypoint_mean_px"] = {"eye": 1.0}
+    three = [rows[2], rows[3], _row("schroeder", "cnn", 7.0, {"Io": (2, 7.0)}, {"s2": (2, 7.0)})]
+    for missing in (None, np.nan):
+        three[0]["mean_px"] = missing  # the mean shape
+        f = tracker_findings(three).loc["schroeder"]
+        assert (f["next best"], f["margin px"]) == ("cnn", 2.0)
+        three[0]["mean_px"], three[1]["mean_px"] = 99.0, missing  # the default
+        f = tracker_findings(three).loc["schroeder"]
+        assert np.isnan(f["default mean px"]) and np.isnan(f["margin px"])
+        assert f["default leads"] == "no interval"
+        assert f["verdict"].startswith("no margin (hybrid's mean error is not recorded)")
+        three[1]["mean_px"] = 5.0
+    # a set whose other models have no mean error has no next best: left out
+    alone = [{**rows[0], "mean_px": None}, rows[1]]
+    with pytest.raises(DataError, match="no set"):
+        tracker_findings(alone)

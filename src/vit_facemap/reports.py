@@ -241,13 +241,19 @@ def margin_interval(default_row: Mapping, other_row: Mapping, *, seed: int = 0
     return found, ""
 
 
-def _verdict(margin: float, interval: dict | None, why: str) -> str:
+def _mean_px(row: Mapping) -> float:
+    """A row's mean error, NaN where it has none (null: no held-out label to score)."""
+    return np.nan if row["mean_px"] is None else float(row["mean_px"])
+
+
+def _verdict(margin: float, interval: dict | None, why: str,
+             no_margin: str = "both mean errors are infinite") -> str:
     # a tie neither leads nor trails; two infinite means (both missed a prediction) have no
-    # margin at all (inf - inf)
+    # margin at all (inf - inf), nor has a default without a mean error (``no_margin``)
     lead = (f"leads by {margin:.2f} px" if margin > 0 else
             f"trails by {-margin:.2f} px" if margin < 0 else
             "level with it (margin 0.00 px)" if margin == 0 else
-            "no margin (both mean errors are infinite)")
+            f"no margin ({no_margin})")
     if interval is None:
         return f"{lead}; interval not available ({why})"
     span = (f"{interval['level']:.0%} interval [{interval['low']:.2f}, "
@@ -268,8 +274,9 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
     distinguishable`` where it does not, and ``no interval`` for a table written without
     per-frame errors or for too few held-out groups to draw one from (fewer than
     :data:`vit_facemap.bootstrap.MIN_GROUPS`); ``verdict`` says it in words, with the interval and what was resampled.
-    A set without the default model, or without another model, is left out; one without the
-    reference says its keypoints were ``not compared``.
+    A set without the default model, or without another model that has a mean error, is left
+    out; one without the reference says its keypoints were ``not compared``. A default
+    without a mean error (null: no held-out label it was scored on) has no margin.
     """
     found = []
     for set_name, set_rows in _by_set(_rows(rows, ("set", "model", "mean_px"))).items():
@@ -277,10 +284,21 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
         if default not in mine or len(mine) < 2:
             continue
         d = mine[default]
-        others = sorted((r["mean_px"], m) for m, r in mine.items() if m != default)
+        d_px = _mean_px(d)
+        # a mean of null (or NaN) was a TypeError here, and a NaN one sorted anywhere, so it
+        # could be named the next best
+        others = sorted((px, m) for m, r in mine.items()
+                        if m != default and not np.isnan(px := _mean_px(r)))
+        if not others:
+            continue
         best_px, best = others[0]
-        margin = best_px - d["mean_px"]
-        interval, why = margin_interval(d, mine[best])
+        margin = best_px - d_px
+        no_margin = "both mean errors are infinite"
+        if np.isnan(d_px):
+            no_margin = f"{default}'s mean error is not recorded"
+            interval, why = None, "no margin to draw it for"
+        else:
+            interval, why = margin_interval(d, mine[best])
         leads = ("no interval" if interval is None else "not distinguishable"
                  if not excludes_zero(interval) else "yes" if margin > 0 else "NO")
         # without the reference's row nothing was compared: "none" would claim that the
@@ -296,10 +314,10 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
                     for k, v in d["per_keypoint_mean_px"].items()
                     if v is not None and ref.get(k) is not None and v >= ref[k]]
             worse = ", ".join(miss) or "none"
-        found.append({"set": set_name, "default mean px": d["mean_px"],
+        found.append({"set": set_name, "default mean px": d_px,
                       "next best": best, "its mean px": best_px,
                       "margin px": margin, "default leads": leads,
-                      "verdict": _verdict(margin, interval, why),
+                      "verdict": _verdict(margin, interval, why, no_margin),
                       f"keypoints not beating {reference}": worse})
     if not found:
         raise DataError(f"no set of the tracker table has the model {default!r} and another")
