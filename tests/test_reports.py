@@ -111,6 +111,15 @@ def test_tracker_rows_reads_finished_tables_only(tmp_path, rows):
     assert tracker_rows(path) == rows
 
 
+@pytest.mark.parametrize("row", [None, 3, "set model mean_px", {"loss": 0.1}])
+def test_tracker_rows_refuse_rows_of_another_file(tmp_path, row):
+    # an AttributeError in the tables, or a message that did not name the file
+    path = tmp_path / "tracker.json"
+    path.write_text(json.dumps({"rows": [row], "complete": True}))
+    with pytest.raises(DataError, match=r"tracker.json: row 0 is not a result of benchmarks/"):
+        tracker_rows(path)
+
+
 def _summary(vit_f1=0.9, hog_f1=0.6, vit_auc=0.40, with_maps=True):
     def entry(f1, auc):
         return {"accuracy": f1, "balanced_accuracy": f1, "macro_f1": f1, "wall_s": 12.0,

@@ -74,6 +74,12 @@ def tracker_rows(path: str | Path) -> list[dict]:
         raise DataError("no 'rows' list; not a table of benchmarks/tracker.py", path)
     if saved.get("complete") is False:
         raise DataError("the benchmark stopped part-way; its table is incomplete", path)
+    # checked here, where the file is known: a row that is no object was an AttributeError
+    # in the tables, and one of another tool's a message that did not name the file
+    for i, r in enumerate(saved["rows"]):
+        if not isinstance(r, dict) or not all(k in r for k in ("set", "model")):
+            raise DataError(f"row {i} is not a result of benchmarks/tracker.py (an object with "
+                            "'set' and 'model')", path)
     return saved["rows"]
 
 
