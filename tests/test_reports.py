@@ -261,6 +261,20 @@ def test_speed_table_adds_the_benchmark(tmp_path):
         speed_table(300.0, 40.0, 30.0, (1.0,), bench)
 
 
+def test_speed_table_names_a_file_of_another_kind(tmp_path):
+    bench = tmp_path / "track_speed.json"
+    # TypeErrors and AttributeErrors that did not name the file
+    for other in (None, 3, {"decode_fps": 9.0, "results": None},
+                  {"decode_fps": 9.0, "results": {"generate_s": 0.1}},
+                  {"decode_fps": 9.0, "results": [None]}):
+        bench.write_text(json.dumps(other))
+        with pytest.raises(DataError, match="track_speed.json.*not a result of benchmarks/"):
+            speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+    bench.write_text(json.dumps({"decode_fps": 9.0, "results": [
+        {"model": "vit", "model_fps": 20.0, "end_to_end_fps": 15.0, "scales": None}]}))
+    assert speed_table(300.0, 40.0, 30.0, (1.0,), bench)["box_sizes"].tolist()[4:] == ["1", "1"]
+
+
 def test_tracker_findings_say_where_the_default_falls_short(rows):
     for r, per in zip(rows, ({"eye": 4.0, "nose": 20.0}, {"eye": 4.5, "nose": 6.0},
                              {"eye": 90.0, "nose": 100.0}, {"eye": 3.0, "nose": 7.0}),

@@ -525,13 +525,22 @@ def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
             b = json.loads(Path(benchmark).read_text())
         except ValueError as e:
             raise DataError(f"{benchmark}: not valid JSON ({e})") from None
+        # a JSON of another kind (null, a list, a number; results not a list of objects)
+        # was a TypeError or AttributeError that did not name the file
+        if not isinstance(b, dict):
+            raise DataError("not a result of benchmarks/track_speed.py (no JSON object)",
+                            benchmark)
         _require(b, ("decode_fps", "results"), f"{benchmark}")
+        if not isinstance(b["results"], list) or not all(isinstance(r, dict)
+                                                         for r in b["results"]):
+            raise DataError("'results' is not a list of objects; not a result of "
+                            "benchmarks/track_speed.py", benchmark)
         rows.append(dict(source="benchmark", model="-", stage="decode only", box_sizes="-",
                          frames_per_s=b["decode_fps"]))
         for r in b["results"]:
             _require(r, ("model", "model_fps", "end_to_end_fps"), f"a result in {benchmark}")
             # results written before box sizes were recorded predicted from the box alone
-            s = _sizes(r.get("scales", [1.0]))
+            s = _sizes(r.get("scales") or [1.0])
             rows.append(dict(source="benchmark", model=r["model"], stage="model only",
                              box_sizes=s, frames_per_s=r["model_fps"]))
             rows.append(dict(source="benchmark", model=r["model"], stage="end to end",
