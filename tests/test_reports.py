@@ -275,6 +275,16 @@ def test_speed_table_names_a_file_of_another_kind(tmp_path):
     assert speed_table(300.0, 40.0, 30.0, (1.0,), bench)["box_sizes"].tolist()[4:] == ["1", "1"]
 
 
+def test_speed_table_tells_compiled_models_apart(tmp_path):
+    # track_speed.py --compile: the same model eager and compiled, two rows of one name
+    bench = tmp_path / "track_speed.json"
+    bench.write_text(json.dumps({"decode_fps": 9.0, "results": [
+        {"model": "vit", "model_fps": 20.0, "end_to_end_fps": 15.0, "compiled": False},
+        {"model": "vit", "model_fps": 26.0, "end_to_end_fps": 17.0, "compiled": True}]}))
+    t = speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+    assert t["model"].tolist()[4:] == ["vit", "vit", "vit (compiled)", "vit (compiled)"]
+
+
 def test_tracker_findings_say_where_the_default_falls_short(rows):
     for r, per in zip(rows, ({"eye": 4.0, "nose": 20.0}, {"eye": 4.5, "nose": 6.0},
                              {"eye": 90.0, "nose": 100.0}, {"eye": 3.0, "nose": 7.0}),
