@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -197,7 +198,10 @@ def _main(argv: list[str] | None) -> int:
     record = describe(vars(args), device, video=source, frame_size=[info.width, info.height],
                       decode_fps=dec, results=rows, load_average=os.getloadavg(),
                       wall_s=total["wall_s"],
-                      command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+                      # the arguments parsed (main(argv) in a notebook or a test: not
+                      # sys.argv's), as a line to type at the repository's root
+                      command=shlex.join(["python", "benchmarks/track_speed.py",
+                                          *(sys.argv[1:] if argv is None else argv)]))
     write_json(record, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} ({total['wall_s']:.0f} s)")
     return 0

@@ -3,6 +3,7 @@ and record what they ran (tiny generated data: seconds each)."""
 
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -314,7 +315,11 @@ def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     assert str(out) in line and "--overwrite" in line
     assert out.read_text() == "{}"
     assert SPEED.main([*args, "--overwrite"]) == 0  # replaced when asked
-    assert json.loads(out.read_text())["settings"]["frames"] == 2
+    record = json.loads(out.read_text())
+    assert record["settings"]["frames"] == 2
+    # the command run, not the program that called main (pytest's own arguments)
+    assert record["command"] == shlex.join(["python", "benchmarks/track_speed.py", *args,
+                                            "--overwrite"])
 
 
 # --- bench_data.py ------------------------------------------------------------------------
