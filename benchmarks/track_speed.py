@@ -32,6 +32,7 @@ import shlex
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -190,6 +191,13 @@ def _main(argv: list[str] | None) -> int:
             if not Path(r).is_dir():
                 raise DataError("not a run folder", r)
         device = resolve_device(args.device)
+        for r in args.runs:
+            # a folder that is no trained run (a classifier's, one without weights) was
+            # refused only when its turn came, after the clip, decoding and the untrained
+            # models had been timed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unfinished run is said when it is timed
+                load_predictor(r, device, scales=args.scales)
         check_output(args.out, args.overwrite)
         if args.video is not None:
             probe(args.video)  # a missing or broken video is named before any work

@@ -306,6 +306,20 @@ def test_track_speed_checks_arguments_before_work(tmp_path, capsys, extra, words
     assert not out.exists()
 
 
+def test_track_speed_refuses_a_folder_that_is_no_run_before_work(tmp_path, capsys):
+    # refused by load_predictor only after the clip, decoding and every untrained model
+    not_run = tmp_path / "not_a_run"
+    not_run.mkdir()
+    out = tmp_path / "speed.json"
+    assert SPEED.main(["--models", "", "--runs", str(not_run), "--frames", "2", "--repeats", "1",
+                       "--threads", "1", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert "decode only" not in printed.out and "video:" not in printed.out
+    line = printed.err.strip().splitlines()[-1]
+    assert str(not_run) in line and "config.json is missing" in line
+    assert not out.exists()
+
+
 def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     out = tmp_path / "speed.json"
     out.write_text("{}")
