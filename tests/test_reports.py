@@ -66,6 +66,20 @@ def test_tracker_table_shows_clean_errors_all_steps_and_what_was_held_out(rows):
                                                                    "1 animal, 1 video"]
 
 
+def test_tracker_table_leaves_a_column_null_in_every_row_blank(rows):
+    # all null (no held-out label scored, no reference length for a PCK): a column of
+    # objects, shown as 'None' where one missing number is blank
+    for r in rows:
+        r.update(mean_px=None, pck=None)
+    t = tracker_table(rows)
+    assert t["mean_px"].isna().all() and t["pck"].isna().all()
+    assert "None" not in t.to_html(na_rep="-")
+    assert t["n_train"].tolist() == [10] * 4  # counts stay whole numbers
+    rows[0]["pck"] = "high"
+    with pytest.raises(DataError, match="'pck' holds values that are not numbers"):
+        tracker_table(rows)
+
+
 def test_tracker_table_names_a_row_without_errors(rows):
     del rows[1]["mean_px"]
     with pytest.raises(DataError, match="row 1 .*hybrid.*'mean_px'"):

@@ -120,6 +120,15 @@ def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.D
     if all(held_out(r) is not None for r in rows):
         table["held_out"] = [held_out(r) for r in rows]
     table = table[[c for c in TRACKER_COLUMNS if c in table.columns]]
+    # a column null in every row (no model with a PCK, or a mean error) stayed one of
+    # objects, shown as 'None' where a single missing number is blank
+    for c in table.columns.difference(["set", "model", "held_out"]):
+        if not pd.api.types.is_numeric_dtype(table[c]):
+            try:
+                table[c] = table[c].astype(float)
+            except (TypeError, ValueError):
+                raise DataError(f"the tracker table's {c!r} holds values that are not "
+                                "numbers; it was edited by hand: run the benchmark again") from None
     return table.rename(columns=TRACKER_SHORT_NAMES) if short_names else table
 
 
