@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -189,6 +191,13 @@ def _main(argv: list[str] | None) -> int:
             if not Path(r).is_dir():
                 raise DataError("not a run folder", r)
         device = resolve_device(args.device)
+        for r in args.runs:
+            # a folder that is no trained run (a classifier's, one without weights) was
+            # refused only when its turn came, after the clip, decoding and the untrained
+            # models had been timed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unfinished run is said when it is timed
+                load_predictor(r, device, scales=args.scales)
         check_output(args.out, args.overwrite)
         if args.video is not None:
             probe(args.video)  # a missing or broken video is named before any work
@@ -197,7 +206,10 @@ def _main(argv: list[str] | None) -> int:
     record = describe(vars(args), device, video=source, frame_size=[info.width, info.height],
                       decode_fps=dec, results=rows, load_average=os.getloadavg(),
                       wall_s=total["wall_s"],
-                      command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+                      # the arguments parsed (main(argv) in a notebook or a test: not
+                      # sys.argv's), as a line to type at the repository's root
+                      command=shlex.join(["python", "benchmarks/track_speed.py",
+                                          *(sys.argv[1:] if argv is None else argv)]))
     write_json(record, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} ({total['wall_s']:.0f} s)")
     return 0

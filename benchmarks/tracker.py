@@ -456,7 +456,13 @@ def _main(argv: list[str] | None) -> int:
         print(f"{table_path}: a finished table of these settings; kept")
         return 0
     if args.reuse and state == "partial":
-        rows = json.loads(table_path.read_text())["rows"]
+        saved = json.loads(table_path.read_text())
+        rows = saved["rows"]
+        # the wall time of the runs that computed the kept rows: without it the table's
+        # wall_s was that of the resumed part alone
+        earlier_s = saved["provenance"].get("wall_s")
+        if isinstance(earlier_s, int | float):
+            t_start -= earlier_s
         print(f"{table_path}: stopped part-way with these settings; resuming after "
               f"{len(rows)} rows", flush=True)
     elif table_path.exists() and not args.overwrite:

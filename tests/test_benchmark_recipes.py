@@ -54,12 +54,15 @@ def test_saved_table_is_reused_only_when_finished_with_the_same_settings(tmp_pat
 
     # a table stopped part-way with these settings is finished, not started again
     # (its finished rows are kept, not computed again: the marker survives)
-    partial = {**first, "complete": False, "rows": [{**first["rows"][0], "marker": 1}]}
+    partial = {**first, "complete": False, "rows": [{**first["rows"][0], "marker": 1}],
+               "provenance": {**first["provenance"], "wall_s": 1000.0}}
     table.write_text(json.dumps(partial))
     assert BENCH.main(base + ["--reuse"]) == 0
     assert "resuming" in capsys.readouterr().out
     resumed = json.loads(table.read_text())
     assert resumed["complete"] is True and [r.get("marker") for r in resumed["rows"]] == [1]
+    # the table's wall time counts the run that computed the kept rows (was the resumed part's)
+    assert resumed["provenance"]["wall_s"] >= 1000.0
 
     # one written for another recipe, or other code, is not reused: refused without
     # --overwrite (saying why), replaced with it

@@ -3,6 +3,7 @@ and record what they ran (tiny generated data: seconds each)."""
 
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +306,20 @@ def test_track_speed_checks_arguments_before_work(tmp_path, capsys, extra, words
     assert not out.exists()
 
 
+def test_track_speed_refuses_a_folder_that_is_no_run_before_work(tmp_path, capsys):
+    # refused by load_predictor only after the clip, decoding and every untrained model
+    not_run = tmp_path / "not_a_run"
+    not_run.mkdir()
+    out = tmp_path / "speed.json"
+    assert SPEED.main(["--models", "", "--runs", str(not_run), "--frames", "2", "--repeats", "1",
+                       "--threads", "1", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert "decode only" not in printed.out and "video:" not in printed.out
+    line = printed.err.strip().splitlines()[-1]
+    assert str(not_run) in line and "config.json is missing" in line
+    assert not out.exists()
+
+
 def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     out = tmp_path / "speed.json"
     out.write_text("{}")
@@ -314,7 +329,11 @@ def test_track_speed_keeps_earlier_results(tmp_path, capsys):
     assert str(out) in line and "--overwrite" in line
     assert out.read_text() == "{}"
     assert SPEED.main([*args, "--overwrite"]) == 0  # replaced when asked
-    assert json.loads(out.read_text())["settings"]["frames"] == 2
+    record = json.loads(out.read_text())
+    assert record["settings"]["frames"] == 2
+    # the command run, not the program that called main (pytest's own arguments)
+    assert record["command"] == shlex.join(["python", "benchmarks/track_speed.py", *args,
+                                            "--overwrite"])
 
 
 # --- bench_data.py ------------------------------------------------------------------------

@@ -66,6 +66,20 @@ def test_tracker_table_shows_clean_errors_all_steps_and_what_was_held_out(rows):
                                                                    "1 animal, 1 video"]
 
 
+def test_tracker_table_leaves_a_column_null_in_every_row_blank(rows):
+    # all null (no held-out label scored, no reference length for a PCK): a column of
+    # objects, shown as 'None' where one missing number is blank
+    for r in rows:
+        r.update(mean_px=None, pck=None)
+    t = tracker_table(rows)
+    assert t["mean_px"].isna().all() and t["pck"].isna().all()
+    assert "None" not in t.to_html(na_rep="-")
+    assert t["n_train"].tolist() == [10] * 4  # counts stay whole numbers
+    rows[0]["pck"] = "high"
+    with pytest.raises(DataError, match="'pck' holds values that are not numbers"):
+        tracker_table(rows)
+
+
 def test_tracker_table_names_a_row_without_errors(rows):
     del rows[1]["mean_px"]
     with pytest.raises(DataError, match="row 1 .*hybrid.*'mean_px'"):
@@ -109,6 +123,15 @@ def test_tracker_rows_reads_finished_tables_only(tmp_path, rows):
         tracker_rows(path)
     path.write_text(json.dumps({"rows": rows, "complete": True}))
     assert tracker_rows(path) == rows
+
+
+@pytest.mark.parametrize("row", [None, 3, "set model mean_px", {"loss": 0.1}])
+def test_tracker_rows_refuse_rows_of_another_file(tmp_path, row):
+    # an AttributeError in the tables, or a message that did not name the file
+    path = tmp_path / "tracker.json"
+    path.write_text(json.dumps({"rows": [row], "complete": True}))
+    with pytest.raises(DataError, match=r"tracker.json: row 0 is not a result of benchmarks/"):
+        tracker_rows(path)
 
 
 def _summary(vit_f1=0.9, hog_f1=0.6, vit_auc=0.40, with_maps=True):
@@ -250,6 +273,30 @@ def test_speed_table_adds_the_benchmark(tmp_path):
     bench.write_text(json.dumps({"results": []}))
     with pytest.raises(DataError, match="track_speed.json lacks 'decode_fps'"):
         speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+
+
+def test_speed_table_names_a_file_of_another_kind(tmp_path):
+    bench = tmp_path / "track_speed.json"
+    # TypeErrors and AttributeErrors that did not name the file
+    for other in (None, 3, {"decode_fps": 9.0, "results": None},
+                  {"decode_fps": 9.0, "results": {"generate_s": 0.1}},
+                  {"decode_fps": 9.0, "results": [None]}):
+        bench.write_text(json.dumps(other))
+        with pytest.raises(DataError, match="track_speed.json.*not a result of benchmarks/"):
+            speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+    bench.write_text(json.dumps({"decode_fps": 9.0, "results": [
+        {"model": "vit", "model_fps": 20.0, "end_to_end_fps": 15.0, "scales": None}]}))
+    assert speed_table(300.0, 40.0, 30.0, (1.0,), bench)["box_sizes"].tolist()[4:] == ["1", "1"]
+
+
+def test_speed_table_tells_compiled_models_apart(tmp_path):
+    # track_speed.py --compile: the same model eager and compiled, two rows of one name
+    bench = tmp_path / "track_speed.json"
+    bench.write_text(json.dumps({"decode_fps": 9.0, "results": [
+        {"model": "vit", "model_fps": 20.0, "end_to_end_fps": 15.0, "compiled": False},
+        {"model": "vit", "model_fps": 26.0, "end_to_end_fps": 17.0, "compiled": True}]}))
+    t = speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+    assert t["model"].tolist()[4:] == ["vit", "vit", "vit (compiled)", "vit (compiled)"]
 
 
 def test_tracker_findings_say_where_the_default_falls_short(rows):
@@ -489,3 +536,25 @@ def test_tracker_findings_neither_lead_nor_trail_without_a_margin(rows):
     f = tracker_findings(inf).loc["schroeder"]
     assert f["verdict"].startswith("no margin (both mean errors are infinite); interval not")
     assert "nan" not in f["verdict"] and "trails" not in f["verdict"]
+
+
+def test_tracker_findings_take_a_model_without_a_mean_error(rows):
+    # mean_px null (no held-out label the model was scored on) was a TypeError, and a NaN
+    # mean could be named the next best
+    for r in rows:
+        r["per_keypoint_mean_px"] = {"eye": 1.0}
+    three = [rows[2], rows[3], _row("schroeder", "cnn", 7.0, {"Io": (2, 7.0)}, {"s2": (2, 7.0)})]
+    for missing in (None, np.nan):
+        three[0]["mean_px"] = missing  # the mean shape
+        f = tracker_findings(three).loc["schroeder"]
+        assert (f["next best"], f["margin px"]) == ("cnn", 2.0)
+        three[0]["mean_px"], three[1]["mean_px"] = 99.0, missing  # the default
+        f = tracker_findings(three).loc["schroeder"]
+        assert np.isnan(f["default mean px"]) and np.isnan(f["margin px"])
+        assert f["default leads"] == "no interval"
+        assert f["verdict"].startswith("no margin (hybrid's mean error is not recorded)")
+        three[1]["mean_px"] = 5.0
+    # a set whose other models have no mean error has no next best: left out
+    alone = [{**rows[0], "mean_px": None}, rows[1]]
+    with pytest.raises(DataError, match="no set"):
+        tracker_findings(alone)

@@ -74,6 +74,12 @@ def tracker_rows(path: str | Path) -> list[dict]:
         raise DataError("no 'rows' list; not a table of benchmarks/tracker.py", path)
     if saved.get("complete") is False:
         raise DataError("the benchmark stopped part-way; its table is incomplete", path)
+    # checked here, where the file is known: a row that is no object was an AttributeError
+    # in the tables, and one of another tool's a message that did not name the file
+    for i, r in enumerate(saved["rows"]):
+        if not isinstance(r, dict) or not all(k in r for k in ("set", "model")):
+            raise DataError(f"row {i} is not a result of benchmarks/tracker.py (an object with "
+                            "'set' and 'model')", path)
     return saved["rows"]
 
 
@@ -114,6 +120,15 @@ def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.D
     if all(held_out(r) is not None for r in rows):
         table["held_out"] = [held_out(r) for r in rows]
     table = table[[c for c in TRACKER_COLUMNS if c in table.columns]]
+    # a column null in every row (no model with a PCK, or a mean error) stayed one of
+    # objects, shown as 'None' where a single missing number is blank
+    for c in table.columns.difference(["set", "model", "held_out"]):
+        if not pd.api.types.is_numeric_dtype(table[c]):
+            try:
+                table[c] = table[c].astype(float)
+            except (TypeError, ValueError):
+                raise DataError(f"the tracker table's {c!r} holds values that are not "
+                                "numbers; it was edited by hand: run the benchmark again") from None
     return table.rename(columns=TRACKER_SHORT_NAMES) if short_names else table
 
 
@@ -241,13 +256,19 @@ def margin_interval(default_row: Mapping, other_row: Mapping, *, seed: int = 0
     return found, ""
 
 
-def _verdict(margin: float, interval: dict | None, why: str) -> str:
+def _mean_px(row: Mapping) -> float:
+    """A row's mean error, NaN where it has none (null: no held-out label to score)."""
+    return np.nan if row["mean_px"] is None else float(row["mean_px"])
+
+
+def _verdict(margin: float, interval: dict | None, why: str,
+             no_margin: str = "both mean errors are infinite") -> str:
     # a tie neither leads nor trails; two infinite means (both missed a prediction) have no
-    # margin at all (inf - inf)
+    # margin at all (inf - inf), nor has a default without a mean error (``no_margin``)
     lead = (f"leads by {margin:.2f} px" if margin > 0 else
             f"trails by {-margin:.2f} px" if margin < 0 else
             "level with it (margin 0.00 px)" if margin == 0 else
-            "no margin (both mean errors are infinite)")
+            f"no margin ({no_margin})")
     if interval is None:
         return f"{lead}; interval not available ({why})"
     span = (f"{interval['level']:.0%} interval [{interval['low']:.2f}, "
@@ -268,8 +289,9 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
     distinguishable`` where it does not, and ``no interval`` for a table written without
     per-frame errors or for too few held-out groups to draw one from (fewer than
     :data:`vit_facemap.bootstrap.MIN_GROUPS`); ``verdict`` says it in words, with the interval and what was resampled.
-    A set without the default model, or without another model, is left out; one without the
-    reference says its keypoints were ``not compared``.
+    A set without the default model, or without another model that has a mean error, is left
+    out; one without the reference says its keypoints were ``not compared``. A default
+    without a mean error (null: no held-out label it was scored on) has no margin.
     """
     found = []
     for set_name, set_rows in _by_set(_rows(rows, ("set", "model", "mean_px"))).items():
@@ -277,10 +299,21 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
         if default not in mine or len(mine) < 2:
             continue
         d = mine[default]
-        others = sorted((r["mean_px"], m) for m, r in mine.items() if m != default)
+        d_px = _mean_px(d)
+        # a mean of null (or NaN) was a TypeError here, and a NaN one sorted anywhere, so it
+        # could be named the next best
+        others = sorted((px, m) for m, r in mine.items()
+                        if m != default and not np.isnan(px := _mean_px(r)))
+        if not others:
+            continue
         best_px, best = others[0]
-        margin = best_px - d["mean_px"]
-        interval, why = margin_interval(d, mine[best])
+        margin = best_px - d_px
+        no_margin = "both mean errors are infinite"
+        if np.isnan(d_px):
+            no_margin = f"{default}'s mean error is not recorded"
+            interval, why = None, "no margin to draw it for"
+        else:
+            interval, why = margin_interval(d, mine[best])
         leads = ("no interval" if interval is None else "not distinguishable"
                  if not excludes_zero(interval) else "yes" if margin > 0 else "NO")
         # without the reference's row nothing was compared: "none" would claim that the
@@ -296,10 +329,10 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
                     for k, v in d["per_keypoint_mean_px"].items()
                     if v is not None and ref.get(k) is not None and v >= ref[k]]
             worse = ", ".join(miss) or "none"
-        found.append({"set": set_name, "default mean px": d["mean_px"],
+        found.append({"set": set_name, "default mean px": d_px,
                       "next best": best, "its mean px": best_px,
                       "margin px": margin, "default leads": leads,
-                      "verdict": _verdict(margin, interval, why),
+                      "verdict": _verdict(margin, interval, why, no_margin),
                       f"keypoints not beating {reference}": worse})
     if not found:
         raise DataError(f"no set of the tracker table has the model {default!r} and another")
@@ -501,15 +534,26 @@ def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
             b = json.loads(Path(benchmark).read_text())
         except ValueError as e:
             raise DataError(f"{benchmark}: not valid JSON ({e})") from None
+        # a JSON of another kind (null, a list, a number; results not a list of objects)
+        # was a TypeError or AttributeError that did not name the file
+        if not isinstance(b, dict):
+            raise DataError("not a result of benchmarks/track_speed.py (no JSON object)",
+                            benchmark)
         _require(b, ("decode_fps", "results"), f"{benchmark}")
+        if not isinstance(b["results"], list) or not all(isinstance(r, dict)
+                                                         for r in b["results"]):
+            raise DataError("'results' is not a list of objects; not a result of "
+                            "benchmarks/track_speed.py", benchmark)
         rows.append(dict(source="benchmark", model="-", stage="decode only", box_sizes="-",
                          frames_per_s=b["decode_fps"]))
         for r in b["results"]:
             _require(r, ("model", "model_fps", "end_to_end_fps"), f"a result in {benchmark}")
             # results written before box sizes were recorded predicted from the box alone
-            s = _sizes(r.get("scales", [1.0]))
-            rows.append(dict(source="benchmark", model=r["model"], stage="model only",
+            s = _sizes(r.get("scales") or [1.0])
+            # --compile times each model twice, eager and compiled: both read as one model
+            model = f"{r['model']} (compiled)" if r.get("compiled") else r["model"]
+            rows.append(dict(source="benchmark", model=model, stage="model only",
                              box_sizes=s, frames_per_s=r["model_fps"]))
-            rows.append(dict(source="benchmark", model=r["model"], stage="end to end",
+            rows.append(dict(source="benchmark", model=model, stage="end to end",
                              box_sizes=s, frames_per_s=r["end_to_end_fps"]))
     return pd.DataFrame(rows)
