@@ -319,6 +319,28 @@ def test_labels_without_any_images(tmp_path):
     assert "which is missing" in str(report.errors[0])
 
 
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_labels_whose_frames_are_elsewhere_in_the_folder_say_where(tmp_path, beside):
+    # a DeepLabCut project's labeled-data/<video>/ folder copied out of its project (its
+    # frames beside the table), or a set without its labeled-data/ level: the message said
+    # only that <folder>/labeled-data was missing, with the frames in plain sight
+    import shutil
+
+    frames = make_set(tmp_path / "set")
+    video = frames.videos[0]
+    folder = tmp_path / "copy"
+    shutil.copytree(tmp_path / "set" / "labeled-data" / video, folder / ("" if beside else video))
+    table = write_labels(frames.subset(frames.videos == video), folder / "CollectedData_x.csv")
+    report = validate_set(read_labels(table))
+    name = Path(frames.index[0]).name
+    found = folder / name if beside else folder / video / name
+    assert [str(e) for e in report.errors] == [
+        f"{table}: none of the 2 images of the table exist (expected under "
+        f"{folder / 'labeled-data'}, which is missing; e.g. {frames.index[0]}); {name} is at "
+        f"{found}: the table's paths are read from {folder}; give the DeepLabCut project "
+        "folder these frames belong in, or put them where the paths say"]
+
 def test_sixteen_bit_frames_keep_their_grey_levels(tmp_path):
     from vit_facemap.images import load_image
 

@@ -1460,6 +1460,33 @@ def test_evaluate_warns_of_frames_the_run_trained_on(tiny_set, tmp_path, recwarn
     assert not [w for w in recwarn if "trained on" in str(w.message)]
 
 
+
+def test_evaluate_warns_of_other_frames_of_videos_the_run_trained_on(tiny_set, tmp_path,
+                                                                     recwarn):
+    # further frames of a training video, near-duplicates of the frames it trained on, were
+    # scored as unseen frames without a word
+    import shutil
+
+    from vit_facemap.dlc import find_label_file
+
+    frames = read_labels(tiny_set)
+    halves = {}
+    half = len(frames) // 2  # the first four frames of each of the two videos, then the others
+    for name, rows in (("trained", range(half)), ("other", range(half, len(frames)))):
+        halves[name] = tmp_path / name
+        shutil.copytree(tiny_set, halves[name])
+        write_labels(frames.subset(list(rows)), find_label_file(halves[name]), overwrite=True)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(halves["trained"]), "--out", str(run), "--profile",
+                 "test", "--device", "cpu", "--quiet"]) == 0
+    assert main(["evaluate", str(run), "--device", "cpu", "--quiet", "--scales", "1", "--json",
+                 str(tmp_path / "m.json"), "--data", str(halves["other"])]) == 0
+    said = [str(w.message) for w in recwarn if "trained on" in str(w.message)]
+    videos = ", ".join(sorted(set(frames.videos)))
+    assert said == [f"{halves['other']}: 8 of its 8 frames are other frames of videos {run} "
+                    f"trained on ({videos}): near-duplicates of its training frames, their "
+                    "errors flatter the model: evaluate on videos it did not train on"]
+
 def test_a_data_warning_prints_as_one_line_of_the_command():
     # it printed as Python's "/.../commands/train.py:97: DataWarning: ..." followed by the
     # package's line of code that warned ("  frames = load_set(args.data, decode=False)")

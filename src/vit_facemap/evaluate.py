@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, write_labels
+from vit_facemap.dlc import LabeledFrames, find_label_files, is_set_file, video_of, write_labels
 from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
@@ -78,9 +78,10 @@ def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
 
 def _warn_trained_frames(run_dir: str | Path, data: str | Path,
                          frames: LabeledFrames) -> None:
-    """Warn when the set holds frames the run trained on (its split.json). Training on a
-    whole DeepLabCut project (the default, no --val-groups) and evaluating on that project
-    gave near-duplicate frames' errors as the model's, with nothing to tell them apart."""
+    """Warn when the set holds frames the run trained on (its split.json), or other frames
+    of the videos it trained on. Training on a whole DeepLabCut project (the default, no
+    --val-groups) and evaluating on that project gave near-duplicate frames' errors as the
+    model's, with nothing to tell them apart."""
     from vit_facemap.train import read_split
 
     try:
@@ -97,6 +98,19 @@ def _warn_trained_frames(run_dir: str | Path, data: str | Path,
                       "evaluate on frames it did not train on (such as the videos held out by "
                       "train --val-groups)",
                       DataWarning, stacklevel=3)
+    # further frames of a video it trained on are near-duplicates of its training frames
+    # (frames of one video are split together, never apart), and flatter it as much; they
+    # were scored as unseen without a word
+    videos = {video_of(i) for i in split["train"]} - {""}
+    near = [v for i, v in zip(frames.index, frames.videos, strict=True)
+            if i not in trained and v in videos]
+    if near:
+        names = sorted(set(near))
+        shown = ", ".join(names[:5]) + (f" ... and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.warn(f"{data}: {len(near)} of its {len(frames)} frames are other frames of "
+                      f"videos {run_dir} trained on ({shown}): near-duplicates of its training "
+                      "frames, their errors flatter the model: evaluate on videos it did not "
+                      "train on", DataWarning, stacklevel=3)
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,

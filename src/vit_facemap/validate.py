@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -112,6 +112,21 @@ def _label_path(frames: LabeledFrames) -> Path:
         return frames.root
 
 
+def _found_elsewhere(frames: LabeledFrames, label_file: Path) -> str:
+    """Where the first frame is, when it is beside the table or in ``<video>/`` there rather
+    than where its path points; "" when not. A DeepLabCut project's labeled-data/<video>/
+    folder copied out of its project keeps its frames beside the table, and the message
+    said only that <folder>/labeled-data was missing, with the frames in plain sight."""
+    first = PurePosixPath(frames.index[0])
+    folder = label_file.parent if label_file.is_file() else frames.root
+    for candidate in (folder / first.name, folder.joinpath(*first.parts[-2:])):
+        if candidate.is_file():
+            return (f"; {first.name} is at {candidate}: the table's paths are read from "
+                    f"{frames.root}; give the DeepLabCut project folder these frames belong in, "
+                    "or put them where the paths say")
+    return ""
+
+
 def _message(exc: DataError) -> str:
     """The message of a DataError without the path prefix it adds."""
     text = str(exc)
@@ -197,7 +212,7 @@ def validate_set(
         where = frames.root / "labeled-data"
         err(Problem(label_file, f"none of the {len(frames)} images of the table exist "
                                 f"(expected under {where}{'' if where.is_dir() else ', which is missing'}; "
-                                f"e.g. {frames.index[0]})"))
+                                f"e.g. {frames.index[0]}){_found_elsewhere(frames, label_file)}"))
         return report
     outside: list[str] = []
     shallow: list[str] = []  # 16-bit frames holding 12 bits or fewer
