@@ -402,6 +402,39 @@ def test_evaluate_says_how_many_of_its_frames_are_labeled(tmp_path, monkeypatch,
     saved = json.loads((tmp_path / "m.json").read_text())
     assert (saved["n_frames"], saved["n_labeled_frames"]) == (4, 3)
 
+
+def test_evaluate_scores_the_other_keypoints_when_one_is_never_labeled(tmp_path, monkeypatch):
+    """A held-out set in which nobody labeled one keypoint (out of view in those frames) was
+    refused, so a run got no numbers at all; the others are scored and that one is null."""
+    import vit_facemap.predict as predict_module
+    from vit_facemap.dlc import find_label_file
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, seed=1, size=(64, 48))
+    labels = read_labels(data)
+    gone = labels.bodyparts[-1]
+    labels.keypoints[:, -1] = np.nan
+    write_labels(labels, find_label_file(data), overwrite=True)
+    truth = read_labels(data).keypoints
+
+    class Shifted:  # every prediction 3 px right of its label: the error is known
+        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
+
+        def predict(self, batch):
+            kp = np.nan_to_num(truth[: len(batch)]) + [3.0, 0.0]
+            return kp, np.ones(kp.shape[:2])
+
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Shifted())
+    (tmp_path / "run").mkdir()
+    with pytest.warns(DataWarning, match=rf"\['{gone}'\] are missing in all 4 frames"):
+        assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
+                     str(tmp_path / "m.json"), "--quiet"]) == 0
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["mean_px"] == pytest.approx(3.0)
+    assert saved["per_keypoint"][gone]["mean_px"] is None
+    assert saved["per_keypoint"][labels.bodyparts[0]]["mean_px"] == pytest.approx(3.0)
+    assert saved["n_keypoints_labeled"] == 4 * (len(labels.bodyparts) - 1)
+
+
 def _error(capsys) -> str:
     """The one line a command printed for a user mistake (no traceback)."""
     err = capsys.readouterr().err.strip()

@@ -122,8 +122,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     ``scales``: the box sizes the predictor averages over (default
     :data:`vit_facemap.config.TEST_SCALES`).
 
-    Raises :class:`~vit_facemap.errors.DataError` when the set's keypoint names differ from
-    the run's.
+    Raises :class:`~vit_facemap.errors.DataError` when the set lacks one of the run's
+    keypoints; keypoints the run does not predict are left out, and one labeled in none of
+    the set's frames is not scored (``per_keypoint`` null), each with a warning.
     """
     from vit_facemap.predict import load_predictor
 
