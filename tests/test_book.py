@@ -160,6 +160,20 @@ def test_dropdown_renders_as_details_and_summary():
     assert render.render_node(node, ctx).startswith('<details class="dropdown"><summary>')
 
 
+def test_error_output_shows_its_traceback_as_lines():
+    # as MyST 1.11 writes a cell's error (a raises-exception cell): the traceback's lines
+    # joined into one string, not the notebook's list
+    node = {"type": "output", "jupyter_data": {
+        "output_type": "error", "ename": "ValueError", "evalue": "bad frame",
+        "traceback": "Traceback (most recent call last)\n\x1b[0;31mValueError\x1b[0m: bad frame"}}
+    page = render.Page("nb", "T", 1, {})
+    html = render.render_node(node, render.Context(page, {"nb": page}))
+    assert html == ('<pre class="output error">ValueError: bad frame\nTraceback (most recent '
+                    'call last)\nValueError: bad frame</pre>')
+    node["jupyter_data"]["traceback"] = ["Traceback (most recent call last)", "ValueError: x"]
+    assert "last)\nValueError: x</pre>" in render.render_node(node, render.Context(page, {"nb": page}))
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

@@ -164,7 +164,9 @@ def _output(node: Node, ctx: Context) -> str:
             text = text.get("content", "")
         return f'<pre class="output {cls}">{esc(text)}</pre>'
     if kind == "error":
-        tb = "\n".join(data.get("traceback", []))
+        # the site's AST holds the traceback as one string (MyST joins the notebook's lines)
+        tb = data.get("traceback", [])
+        tb = tb if isinstance(tb, str) else "\n".join(tb)
         tb = re.sub(r"\x1b\[[0-9;]*m", "", tb)
         return f'<pre class="output error">{esc(data.get("ename"))}: {esc(data.get("evalue"))}\n{esc(tb)}</pre>'
     bundle = data.get("data") or {}
