@@ -174,6 +174,32 @@ def test_error_output_shows_its_traceback_as_lines():
     assert "last)\nValueError: x</pre>" in render.render_node(node, render.Context(page, {"nb": page}))
 
 
+def test_notebook_outputs_that_myst_moved_to_files_are_shown_whole(tmp_path):
+    # as MyST 1.11 writes an output of more than 25,000 characters into the site: the text in
+    # public/<hash>.<ext>, the AST keeping only its path (a stream its first 61 characters)
+    site = _site(tmp_path)
+    rows = "".join(f"<tr><td>animal {i}</td></tr>" for i in range(1500))
+    (site / "public/h1.html").write_text(f"<table>{rows}</table>")
+    (site / "public/h2.txt").write_text("epoch 1\n" * 4000)
+    table = {"type": "output", "jupyter_data": {"output_type": "execute_result", "data": {
+        "text/html": {"content_type": "text/html", "hash": "h1", "path": "/h1.html"},
+        "text/plain": {"content_type": "text/plain", "hash": "h3", "path": "/h3.txt"}}}}
+    stream = {"type": "output", "jupyter_data": {"output_type": "stream", "name": "stdout",
+                                                 "text": "epoch 1\n" * 7 + "epoch...",
+                                                 "hash": "h2", "path": "/h2.txt"}}
+    nb = json.loads((site / "content/nb.json").read_text())
+    nb["mdast"]["children"][0]["children"].append({"type": "outputs",
+                                                   "children": [table, stream]})
+    (site / "content/nb.json").write_text(json.dumps(nb))
+    render.render_book(site, tmp_path / "html")
+    page = (tmp_path / "html/nb.html").read_text()
+    assert f'<div class="output html"><table>{rows}</table></div>' in page
+    assert '<pre class="output stdout">' + "epoch 1\n" * 4000 + "</pre>" in page
+    (site / "public/h1.html").unlink()
+    with pytest.raises(RuntimeError, match="page 'nb': a notebook output is stored in /h1.html"):
+        render.render_book(site, tmp_path / "html2")
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

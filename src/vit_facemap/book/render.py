@@ -56,6 +56,8 @@ class Context:
     problems: list[str] = field(default_factory=list)
     # the site's files that the book holds beside its pages (figures, linked files)
     files: set[str] = field(default_factory=set)
+    # the site's folder of those files (``_build/site/public``)
+    public: Path | None = None
 
     def href(self, url: str | None, html_id: str | None, *, written: str | None = None) -> str:
         anchor = f"#{html_id}" if html_id else ""
@@ -154,18 +156,36 @@ def _math(node: Node, display: bool) -> str:
     return f'<{tag} class="math-source">{esc(node.get("value", ""))}</{tag}>'
 
 
+def _stored(item: Node, key: str, ctx: Context) -> Any:
+    """``item[key]`` of an output, or the text that MyST moved out of the AST.
+
+    MyST writes an output of more than 25,000 characters to a file of the site (``path``)
+    and leaves ``key`` out of the AST (a stream or error keeps its first 61 characters and
+    '...'); its theme fetches the file, so the book reads it.
+    """
+    path = item.get("path")
+    if not path:
+        return item.get(key, "")
+    file = ctx.public / str(path).lstrip("/") if ctx.public else None
+    if file is None or not file.is_file():
+        ctx.problems.append(f"page {ctx.page.slug!r}: a notebook output is stored in {path}, "
+                            "which the site does not hold")
+        return item.get(key, "")
+    return file.read_text(encoding="utf-8", errors="replace")
+
+
 def _output(node: Node, ctx: Context) -> str:
     data = node.get("jupyter_data") or {}
     kind = data.get("output_type")
     if kind == "stream":
         cls = "stderr" if data.get("name") == "stderr" else "stdout"
-        text = data.get("text", "")
+        text = _stored(data, "text", ctx)
         if isinstance(text, dict):
             text = text.get("content", "")
         return f'<pre class="output {cls}">{esc(text)}</pre>'
     if kind == "error":
         # the site's AST holds the traceback as one string (MyST joins the notebook's lines)
-        tb = data.get("traceback", [])
+        tb = _stored(data, "traceback", ctx) or []
         tb = tb if isinstance(tb, str) else "\n".join(tb)
         tb = re.sub(r"\x1b\[[0-9;]*m", "", tb)
         return f'<pre class="output error">{esc(data.get("ename"))}: {esc(data.get("evalue"))}\n{esc(tb)}</pre>'
@@ -178,18 +198,18 @@ def _output(node: Node, ctx: Context) -> str:
                 alt = (bundle.get("text/plain") or {}).get("content", "output")
                 return f'<img class="output-image" src="{esc(src)}" alt="{esc(alt)}">'
     if "text/html" in bundle:
-        content = bundle["text/html"].get("content", "")
+        content = _stored(bundle["text/html"], "content", ctx)
         return f'<div class="output html">{content}</div>'
     if "text/markdown" in bundle:
         # MyST (1.11) does not parse a Markdown output into children: render its source
-        source = bundle["text/markdown"].get("content", "")
+        source = _stored(bundle["text/markdown"], "content", ctx)
         body = children(node, ctx) if node.get("children") else markdown_html(
             "".join(source) if isinstance(source, list) else source)
         return f'<div class="output markdown">{body}</div>'
     if "text/latex" in bundle:
-        return f'<pre class="output">{esc(bundle["text/latex"].get("content", ""))}</pre>'
+        return f'<pre class="output">{esc(_stored(bundle["text/latex"], "content", ctx))}</pre>'
     if "text/plain" in bundle:
-        return f'<pre class="output">{esc(bundle["text/plain"].get("content", ""))}</pre>'
+        return f'<pre class="output">{esc(_stored(bundle["text/plain"], "content", ctx))}</pre>'
     return ""
 
 
@@ -517,9 +537,9 @@ def _slugify(text: str) -> str:
 
 def render_page(project: dict[str, Any], pages: list[Page], i: int,
                 record: dict[str, Any] | None = None, *,
-                files: set[str] | None = None) -> tuple[str, Context]:
+                files: set[str] | None = None, public: Path | None = None) -> tuple[str, Context]:
     page = pages[i]
-    ctx = Context(page, {p.slug: p for p in pages}, files=set(files or ()))
+    ctx = Context(page, {p.slug: p for p in pages}, files=set(files or ()), public=public)
     body = []
     fm = page.data.get("frontmatter", {})
     if page.slug == "index":
@@ -596,7 +616,8 @@ def _write_book(site_dir: Path, out_dir: Path, project: dict[str, Any], pages: l
     shutil.copy2(STATIC / "style.css", out_dir / "style.css")
     written, unknown, problems = [], set(), []
     for i, page in enumerate(pages):
-        doc, ctx = render_page(project, pages, i, record, files=files)
+        doc, ctx = render_page(project, pages, i, record, files=files,
+                               public=public if public.is_dir() else None)
         unknown |= ctx.unknown
         problems += ctx.problems
         path = out_dir / page.filename
