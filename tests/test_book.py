@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -198,6 +199,18 @@ def test_notebook_outputs_that_myst_moved_to_files_are_shown_whole(tmp_path):
     (site / "public/h1.html").unlink()
     with pytest.raises(RuntimeError, match="page 'nb': a notebook output is stored in /h1.html"):
         render.render_book(site, tmp_path / "html2")
+
+
+def test_a_small_svg_figure_is_shown_not_its_text():
+    # as MyST 1.11 writes an SVG output of up to 25,000 characters: in the AST, with no file
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><circle r="2"/></svg>'
+    node = {"type": "output", "jupyter_data": {"output_type": "display_data", "data": {
+        "image/svg+xml": {"content_type": "image/svg+xml", "content": svg},
+        "text/plain": {"content_type": "text/plain", "content": "<Figure size 640x480>"}}}}
+    page = render.Page("nb", "T", 1, {})
+    html = render.render_node(node, render.Context(page, {"nb": page}))
+    src = re.search(r'<img class="output-image" src="data:image/svg\+xml;base64,([^"]+)"', html)
+    assert src and base64.b64decode(src.group(1)).decode() == svg
 
 
 def test_render_needs_site(tmp_path):

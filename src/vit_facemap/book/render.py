@@ -11,6 +11,7 @@ put in the AST, which browsers display natively.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -194,6 +195,10 @@ def _output(node: Node, ctx: Context) -> str:
         if mime in bundle:
             item = bundle[mime]
             src = item.get("path", "").lstrip("/")
+            if not src and item.get("content") and mime == "image/svg+xml":
+                # MyST keeps an SVG of up to 25,000 characters in the AST, with no file
+                svg = base64.b64encode(str(item["content"]).encode()).decode()
+                src = f"data:{mime};base64,{svg}"
             if src:
                 alt = (bundle.get("text/plain") or {}).get("content", "output")
                 return f'<img class="output-image" src="{esc(src)}" alt="{esc(alt)}">'
