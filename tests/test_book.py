@@ -213,6 +213,23 @@ def test_a_small_svg_figure_is_shown_not_its_text():
     assert src and base64.b64decode(src.group(1)).decode() == svg
 
 
+def test_table_cells_keep_their_spans():
+    # as MyST 1.11 writes a raw HTML table of a page: <th colspan="2">, <td rowspan="2">
+    def cell(text, **attrs):
+        return {"type": "tableCell", "children": [_text(text)], **attrs}
+
+    node = {"type": "table", "children": [
+        {"type": "tableRow", "children": [cell("set", header=True, rowspan=2),
+                                          cell("error px", header=True, colspan=2)]},
+        {"type": "tableRow", "children": [cell("mean", header=True), cell("median", header=True)]},
+        {"type": "tableRow", "children": [cell("g7c1"), cell("3.1", align="right"), cell("2.5")]}]}
+    page = render.Page("nb", "T", 1, {})
+    assert render.render_node(node, render.Context(page, {"nb": page})) == (
+        '<table class="table"><tr><th rowspan="2">set</th><th colspan="2">error px</th></tr>'
+        "<tr><th>mean</th><th>median</th></tr>"
+        '<tr><td>g7c1</td><td style="text-align:right">3.1</td><td>2.5</td></tr></table>')
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

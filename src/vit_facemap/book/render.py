@@ -314,8 +314,12 @@ def _table(node: Node, ctx: Context) -> str:
         cells = []
         for cell in row.get("children", []):
             tag = "th" if cell.get("header") else "td"
-            align = f' style="text-align:{esc(cell["align"])}"' if cell.get("align") else ""
-            cells.append(f"<{tag}{align}>{children(cell, ctx)}</{tag}>")
+            attrs = f' style="text-align:{esc(cell["align"])}"' if cell.get("align") else ""
+            # a raw HTML table of a page reaches the AST with its cells' spans
+            for span in ("colspan", "rowspan"):
+                if cell.get(span):
+                    attrs += f' {span}="{int(cell[span])}"'
+            cells.append(f"<{tag}{attrs}>{children(cell, ctx)}</{tag}>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return '<table class="table">' + "".join(rows) + "</table>"
 
