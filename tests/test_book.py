@@ -230,6 +230,18 @@ def test_table_cells_keep_their_spans():
         '<tr><td>g7c1</td><td style="text-align:right">3.1</td><td>2.5</td></tr></table>')
 
 
+def test_iframe_becomes_a_link_to_its_page():
+    # as MyST 1.11 writes :::{iframe} https://... with :title: (and no placeholder image)
+    node = {"type": "iframe", "src": "https://www.youtube.com/embed/abc", "width": "100%",
+            "title": "Tracked keypoints, whole video"}
+    page = render.Page("nb", "T", 1, {})
+    ctx = render.Context(page, {"nb": page})
+    assert render.render_node(node, ctx) == (
+        '<div class="iframe"><p><a href="https://www.youtube.com/embed/abc">Tracked keypoints, '
+        "whole video</a></p></div>")
+    assert not ctx.unknown
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

@@ -358,6 +358,14 @@ def _image(node: Node, ctx: Context) -> str:
     return f'<img src="{esc(src)}" alt="{esc(node.get("alt", ""))}">'
 
 
+def _iframe(node: Node, ctx: Context) -> str:
+    # a :::{iframe}: the page it embeds cannot load in a book opened offline, so its
+    # placeholder image (if given) and a link to it
+    src = str(node.get("src", ""))
+    link = f'<a href="{esc(src)}">{esc(node.get("title") or src)}</a>'
+    return f'<div class="iframe">{children(node, ctx)}<p>{link}</p></div>'
+
+
 def _admonition(node: Node, ctx: Context) -> str:
     kind = node.get("kind", "note")
     return f'<aside class="admonition {esc(kind)}">{children(node, ctx)}</aside>'
@@ -396,6 +404,7 @@ RENDERERS: dict[str, Callable[[Node, Context], str]] = {
     "break": lambda n, c: "<br>",
     "link": _link,
     "image": _image,
+    "iframe": _iframe,
     "math": _math_block,
     "inlineMath": lambda n, c: _math(n, False),
     "crossReference": _cross_reference,
