@@ -242,6 +242,22 @@ def test_iframe_becomes_a_link_to_its_page():
     assert not ctx.unknown
 
 
+def test_embed_of_a_notebook_cell_shows_its_output_not_its_removed_code():
+    # as MyST 1.11 writes ```{embed} #tbl-speed``` of a labeled cell without a caption (no
+    # figure around it): the cell's code, removed by its remove-input tag, and outputs
+    output = {"type": "output", "jupyter_data": {"output_type": "stream", "name": "stdout",
+                                                 "text": "31.4 frames/s"}}
+    node = {"type": "embed", "source": {"label": "tbl-speed", "url": "/tracking"}, "children": [
+        {"type": "code", "lang": "python", "executable": True, "visibility": "remove",
+         "value": "best_fps(model)"},
+        {"type": "outputs", "visibility": "show", "children": [output]}]}
+    page = render.Page("results", "T", 1, {})
+    html = render.render_node(node, render.Context(page, {"results": page}))
+    assert "31.4 frames/s" in html and "best_fps" not in html
+    node["children"][0]["visibility"] = "show"  # a cell whose code is shown: shown here too
+    assert "best_fps" in render.render_node(node, render.Context(page, {"results": page}))
+
+
 def test_render_needs_site(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         render.load_site(tmp_path)

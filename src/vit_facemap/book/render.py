@@ -366,6 +366,15 @@ def _iframe(node: Node, ctx: Context) -> str:
     return f'<div class="iframe">{children(node, ctx)}<p>{link}</p></div>'
 
 
+def _embed(node: Node, ctx: Context) -> str:
+    # an {embed} of a notebook cell holds the cell's code too: the code the cell removes
+    # (remove-input, as every labeled cell has) stays on the notebook's page, as on MyST's
+    # site and in the PDF, instead of being folded into the page that embeds the output
+    return "".join(render_node(c, ctx) for c in node.get("children", [])
+                   if not (c.get("type") == "code" and c.get("executable")
+                           and c.get("visibility") == "remove"))
+
+
 def _admonition(node: Node, ctx: Context) -> str:
     kind = node.get("kind", "note")
     return f'<aside class="admonition {esc(kind)}">{children(node, ctx)}</aside>'
@@ -431,7 +440,7 @@ RENDERERS: dict[str, Callable[[Node, Context], str]] = {
     "definitionDescription": _simple("dd"),
     "comment": lambda n, c: "",
     "html": lambda n, c: n.get("value", ""),
-    "embed": children,
+    "embed": _embed,
     "include": children,
     "mystDirective": children,
     "mystRole": children,
