@@ -120,6 +120,21 @@ def test_render_fails_on_embed_without_output(tmp_path):
         render.render_book(_site(tmp_path, with_output=False), tmp_path / "html")
 
 
+def test_render_takes_an_embedded_markdown_table_for_content(tmp_path):
+    # as MyST 1.11 writes :::{figure} #tbl-md (:kind: table) of a :::{table} in a notebook's
+    # Markdown cell: the table itself, which is no cell output
+    site = _site(tmp_path)
+    index = json.loads((site / "content/index.json").read_text())
+    index["mdast"]["children"][0]["children"].append({
+        "type": "container", "kind": "table", "html_id": "tbl-a", "label": "tbl-a",
+        "source": {"url": "/nb", "label": "tbl-md", "location": "/_build/executed/01_nb.ipynb"},
+        "children": [{"type": "table", "children": [{"type": "tableRow", "children": [
+            {"type": "tableCell", "children": [_text("lr 0.001")]}]}]}]})
+    (site / "content/index.json").write_text(json.dumps(index))
+    render.render_book(site, tmp_path / "html")
+    assert "<td>lr 0.001</td>" in (tmp_path / "html/index.html").read_text()
+
+
 def _add_to_index(site: Path, *nodes) -> None:
     index = json.loads((site / "content/index.json").read_text())
     index["mdast"]["children"][0]["children"].append({"type": "paragraph", "children": list(nodes)})

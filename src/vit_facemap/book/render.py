@@ -267,6 +267,8 @@ def _container(node: Node, ctx: Context) -> str:
 def _has_output(node: Node) -> bool:
     if node.get("type") in ("image", "output") and (node.get("jupyter_data") or node.get("url")):
         return True
+    if node.get("type") in ("table", "math"):  # embedded from a Markdown cell: no output
+        return True
     return any(_has_output(c) for c in node.get("children", []))
 
 
