@@ -435,6 +435,35 @@ def test_evaluate_scores_the_other_keypoints_when_one_is_never_labeled(tmp_path,
     assert saved["n_keypoints_labeled"] == 4 * (len(labels.bodyparts) - 1)
 
 
+def test_evaluate_warns_of_frames_shaped_unlike_the_training_frames(tmp_path):
+    """The crop box scales with the frame in x and y apart: frames of another aspect ratio
+    were predicted from a stretched face without a word; frames of the training frames'
+    shape at another size are not warned of."""
+    import warnings
+
+    from vit_facemap.evaluate import predict_frames
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=3, n_videos=1, seed=1, size=(64, 48))
+    frames = read_labels(data)
+
+    class Stub:
+        bodyparts, scales, device = frames.bodyparts, (1.0,), "cpu"
+
+        def __init__(self, frame_size):
+            self.frame_size = frame_size
+
+        def predict(self, batch):
+            return np.zeros((len(batch), len(self.bodyparts), 2)), np.ones((len(batch), 1))
+
+    with pytest.warns(DataWarning, match=r"frames of 64x48 have another aspect ratio than the "
+                                         r"run's training frames \(48x48\)"):
+        predict_frames(Stub((48, 48)), frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict_frames(Stub((128, 96)), frames)  # the same shape, twice the size
+        predict_frames(Stub(None), frames)  # a run saved without its frame size
+
+
 def _error(capsys) -> str:
     """The one line a command printed for a user mistake (no traceback)."""
     err = capsys.readouterr().err.strip()

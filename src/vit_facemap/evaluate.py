@@ -24,7 +24,10 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
     """Predictions (N, K, 2), confidences (N, K) and model+decode time (s) for a labeled set.
 
     Frames of different sizes are predicted in separate batches (each maps back exactly).
+    The crop box scales with the frame, so frames of another aspect ratio than the run's
+    training frames get a warning: their faces reach the model stretched.
     """
+    sizes: set[tuple[int, int]] = set()
     kps = np.full(frames.keypoints.shape, np.nan)
     confs = np.zeros(frames.keypoints.shape[:2])
     seconds = 0.0
@@ -35,6 +38,7 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for j, img in enumerate(images):
             by_shape.setdefault(img.shape, []).append(j)
+            sizes.add((img.shape[1], img.shape[0]))
         for js in by_shape.values():
             batch = np.stack([images[j] for j in js])
             t = time.perf_counter()
@@ -43,7 +47,27 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
             for j, k, c in zip(js, kp, conf, strict=True):
                 kps[rows[j]] = k
                 confs[rows[j]] = c
+    _warn_stretched(sizes, getattr(predictor, "frame_size", None), frames)
     return kps, confs, seconds
+
+
+def _warn_stretched(sizes: set[tuple[int, int]], train_size: tuple[int, int] | None,
+                    frames: LabeledFrames) -> None:
+    """Warn of frames whose aspect ratio is not the training frames': the box is scaled
+    with the frame in x and y apart, so a frame cropped or padded otherwise than the
+    training frames was predicted from a stretched face without a word (``track`` refuses
+    such videos)."""
+    if not train_size:
+        return
+    aspect = train_size[0] / train_size[1]
+    other = sorted(s for s in sizes if abs(s[0] / s[1] / aspect - 1) > 0.01)
+    if other:
+        shown = ", ".join(f"{w}x{h}" for w, h in other)
+        warnings.warn(f"{frames.root}: frames of {shown} have another aspect ratio than the "
+                      f"run's training frames ({train_size[0]}x{train_size[1]}); the crop box "
+                      "is scaled with the frame, so the face reaches the model stretched and "
+                      "its errors are larger than on frames shaped like the training ones",
+                      DataWarning, stacklevel=3)
 
 
 def check_outputs(json_out: str | Path | None, table_out: str | Path | None,
