@@ -464,6 +464,33 @@ def test_evaluate_warns_of_frames_shaped_unlike_the_training_frames(tmp_path):
         predict_frames(Stub(None), frames)  # a run saved without its frame size
 
 
+def test_evaluate_refuses_a_set_in_which_no_keypoint_is_labeled(tmp_path, monkeypatch, capsys):
+    """A keypoint labeled in no frame is left unscored, but a set with no label at all has
+    nothing to score: it was refused so before, and then ended in a TypeError (a null mean
+    formatted as a number) after a warning that 'the others are' scored."""
+    import vit_facemap.predict as predict_module
+    from vit_facemap.dlc import find_label_file
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, seed=1, size=(64, 48))
+    labels = read_labels(data)
+    labels.keypoints[:] = np.nan
+    write_labels(labels, find_label_file(data), overwrite=True)
+
+    class Zero:
+        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
+
+        def predict(self, batch):
+            n = len(self.bodyparts)
+            return np.zeros((len(batch), n, 2)), np.zeros((len(batch), n))
+
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Zero())
+    (tmp_path / "run").mkdir()
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
+                 str(tmp_path / "m.json"), "--quiet"]) == 2
+    assert "none of the run's keypoints is labeled in any of the 4 frames" in _error(capsys)
+    assert not (tmp_path / "m.json").exists()
+
+
 def _error(capsys) -> str:
     """The one line a command printed for a user mistake (no traceback)."""
     err = capsys.readouterr().err.strip()
