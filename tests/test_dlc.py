@@ -300,6 +300,9 @@ def test_a_short_row_is_an_error(tmp_path):
     # a spreadsheet set to decimal commas: was "not a DeepLabCut labels table"
     ((HEADER + "labeled-data,v1,img001.png,1.5,2\n").replace(",", ";").replace("1.5", "1,5"),
      "cells are separated by semicolons, not commas"),
+    # tab-separated with '.' decimals: was asked about decimal commas it did not have
+    ((HEADER + "labeled-data,v1,img001.png,1.5,2\n").replace(",", "\t"),
+     r"cells are separated by tabs, not commas \(a spreadsheet's text or TSV export\?\)"),
     ('scorer,me,me\nbodyparts,a,a\ncoords,x,y\nlabeled-data/v1/img001.png,"1,5",2\n',
      "keypoint 'a' column 'x' is not numeric: .*; a decimal comma"),
 ])

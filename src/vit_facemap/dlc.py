@@ -234,13 +234,16 @@ def _csv_layout(path: Path) -> tuple[int, int, int]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = [row for _, row in zip(range(4), csv.reader(fh), strict=False)]
     first = [r[0].strip().lower() if r else "" for r in rows]
-    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+    # a spreadsheet set to decimal commas saves CSV with semicolons ('123,4' in ';'-separated
+    # cells), and a "text" export uses tabs: it was "not a DeepLabCut labels table", which
+    # sent the user elsewhere. Only the semicolons hint at decimal commas: a tab-separated
+    # table with '.' decimals was asked about decimal commas it did not have
+    for sep, name, why in ((";", "semicolons", "a spreadsheet set to decimal commas saves "
+                                               "CSV so?"),
+                           ("\t", "tabs", "a spreadsheet's text or TSV export?")):
         if first and first[0].startswith("scorer" + sep):
-            # a spreadsheet set to decimal commas saves CSV so ('123,4' in ';'-separated
-            # cells): it was "not a DeepLabCut labels table", which sent the user elsewhere
-            raise DataError(f"cells are separated by {name}, not commas (a spreadsheet set to "
-                            "decimal commas saves CSV so?): save the table as comma-separated "
-                            "CSV with '.' as the decimal point", path)
+            raise DataError(f"cells are separated by {name}, not commas ({why}): save the "
+                            "table as comma-separated CSV with '.' as the decimal point", path)
     n_header = 4 if first[1:2] == ["individuals"] else 3
     expected = ["scorer", "individuals", "bodyparts", "coords"] if n_header == 4 else list(HEADER_NAMES)
     if first[:n_header] != expected:
