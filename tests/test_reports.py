@@ -558,3 +558,6 @@ def test_tracker_findings_take_a_model_without_a_mean_error(rows):
     alone = [{**rows[0], "mean_px": None}, rows[1]]
     with pytest.raises(DataError, match="no set"):
         tracker_findings(alone)
+    # and the message says why: the set has another model, without a mean error
+    with pytest.raises(DataError, match="'hybrid' and another model with a mean error"):
+        tracker_findings([{**r, "mean_px": None} for r in rows])

@@ -335,7 +335,11 @@ def tracker_findings(rows: Sequence[Mapping], default: str = "hybrid",
                       "verdict": _verdict(margin, interval, why, no_margin),
                       f"keypoints not beating {reference}": worse})
     if not found:
-        raise DataError(f"no set of the tracker table has the model {default!r} and another")
+        # a set whose other models have no mean error is left out too: "and another" alone
+        # denied the models the table holds
+        raise DataError(f"no set of the tracker table has the model {default!r} and another "
+                        "model with a mean error (mean_px is null where no held-out label "
+                        "was scored)")
     return pd.DataFrame(found).set_index("set")
 
 
