@@ -189,20 +189,20 @@ def validate_set(
         which = [f"{frames.index[r]} '{names[c]}'" for r, c in zip(rows, cols, strict=True)]
         err(Problem(label_file, f"keypoints with only one of x / y: {_listed(which)}"))
     never = [names[k] for k in np.flatnonzero(missing.all(axis=0))]
-    if never and expected_bodyparts is not None and len(never) < len(names):
-        # evaluating a run: a keypoint nobody labeled in these frames (hidden, out of view)
-        # has no error, but the others do; refusing the set gave no numbers at all
-        warn(Problem(label_file, f"keypoint(s) {never} are missing in all {len(frames)} "
-                                 "frames: they are not scored (per_keypoint null), the others are"))
-    elif never and expected_bodyparts is not None:
-        # no keypoint labeled at all: nothing is scored, and evaluate ended in a TypeError
-        # formatting its null mean
+    if never and expected_bodyparts is None:
+        err(Problem(label_file, f"keypoint(s) {never} are missing in all {len(frames)} frames: "
+                                "nothing to learn them from (drop the column or label them)"))
+    elif never and len(never) == len(names):
+        # evaluating a run on a set without any label: nothing is scored, and evaluate ended
+        # in a TypeError formatting its null mean
         err(Problem(label_file, f"none of the run's keypoints is labeled in any of the "
                                 f"{len(frames)} frames: nothing to score them against (label "
                                 "them, or evaluate on a set that has them)"))
     elif never:
-        err(Problem(label_file, f"keypoint(s) {never} are missing in all {len(frames)} frames: "
-                                "nothing to learn them from (drop the column or label them)"))
+        # evaluating a run: a keypoint nobody labeled in these frames (hidden, out of view)
+        # has no error, but the others do; refusing the set gave no numbers at all
+        warn(Problem(label_file, f"keypoint(s) {never} are missing in all {len(frames)} "
+                                 "frames: they are not scored (per_keypoint null), the others are"))
     blank = [frames.index[i] for i in np.flatnonzero(missing.all(axis=1))]
     if blank and len(blank) < len(frames):
         warn(Problem(label_file, f"{len(blank)} frame(s) have no labeled keypoint: {_listed(blank)}"))
