@@ -16,7 +16,7 @@ from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
-from vit_facemap.validate import load_set
+from vit_facemap.validate import _listed, load_set
 
 
 def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
@@ -129,12 +129,10 @@ def _warn_trained_frames(run_dir: str | Path, data: str | Path,
     near = [v for i, v in zip(frames.index, frames.videos, strict=True)
             if i not in trained and v in videos]
     if near:
-        names = sorted(set(near))
-        shown = ", ".join(names[:5]) + (f" ... and {len(names) - 5} more" if len(names) > 5 else "")
         warnings.warn(f"{data}: {len(near)} of its {len(frames)} frames are other frames of "
-                      f"videos {run_dir} trained on ({shown}): near-duplicates of its training "
-                      "frames, their errors flatter the model: evaluate on videos it did not "
-                      "train on", DataWarning, stacklevel=3)
+                      f"videos {run_dir} trained on ({_listed(sorted(set(near)))}): "
+                      "near-duplicates of its training frames, their errors flatter the model: "
+                      "evaluate on videos it did not train on", DataWarning, stacklevel=3)
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
