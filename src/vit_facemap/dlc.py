@@ -428,6 +428,15 @@ def _read_table(file: Path) -> LabeledFrames:
     return frames
 
 
+def keypoint_difference(got: Sequence[str], want: Sequence[str]) -> str:
+    """``"missing [...]; unexpected [...]"``: the keypoints of ``want`` that ``got`` lacks and
+    those it has besides (each part only when not empty; "" for the same names)."""
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    return "; ".join(f"{what} {names}" for what, names in
+                     (("missing", missing), ("unexpected", extra)) if names)
+
+
 def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> LabeledFrames:
     """The per-video tables of a DeepLabCut project as one set: same keypoints in the same
     order, one scorer, image paths relative to the project."""
@@ -440,10 +449,7 @@ def _join_tables(parts: list[LabeledFrames], files: list[Path], root: Path) -> L
         if sorted(frames.bodyparts) != sorted(first.bodyparts):
             # the two full lists (12 names each for g7c1) left the user to find the one
             # keypoint a video's table lacks or adds; name it, as evaluate does
-            missing = [b for b in first.bodyparts if b not in frames.bodyparts]
-            extra = [b for b in frames.bodyparts if b not in first.bodyparts]
-            diff = "; ".join(f"{what} {names}" for what, names in
-                             (("missing", missing), ("unexpected", extra)) if names)
+            diff = keypoint_difference(frames.bodyparts, first.bodyparts)
             raise DataError(f"keypoints {frames.bodyparts} differ from those of {files[0]} "
                             f"({diff}): every video's table needs the same keypoints", file)
         if frames.scorer != first.scorer:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from vit_facemap.dlc import LabeledFrames, find_label_file, read_labels
+from vit_facemap.dlc import LabeledFrames, find_label_file, keypoint_difference, read_labels
 from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import (
     SIXTEEN_BIT_LOW,
@@ -89,19 +89,12 @@ def check_keypoint_names(
     if got == want:
         return
     where = f" of {source}" if source is not None else ""
-    missing = [k for k in want if k not in got]
-    extra = [k for k in got if k not in want]
-    if not missing and not extra:
+    diff = keypoint_difference(got, want)
+    if not diff:
         msg = (f"keypoints are in a different order than those{where}: "
                f"labels have {got}, expected {want}")
     else:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing}")
-        if extra:
-            parts.append(f"unexpected {extra}")
-        msg = (f"keypoint names differ from those{where}: {'; '.join(parts)} "
-               f"(expected {want})")
+        msg = f"keypoint names differ from those{where}: {diff} (expected {want})"
     raise DataError(msg, _label_path(frames))
 
 
