@@ -46,6 +46,7 @@ from vit_facemap.train import (
     inference_autocast,
     load_run,
     stage_dirs,
+    trained_with_amp,
 )
 from vit_facemap.transforms import InputMapping, normalise, to_channels
 
@@ -71,7 +72,7 @@ class KeypointPredictor:
         self.radius: int = int(run_config.get("decode_radius", DEFAULT_RADIUS))
         # mixed precision only for a run trained with it: one trained in full precision
         # (amp false) was predicted under autocast on a GPU all the same
-        self.amp: bool = bool((run_config.get("train") or {}).get("amp", True))
+        self.amp: bool = trained_with_amp(run_config)
         # a second stage has no fixed box: each frame gets one around the first stage's
         # estimate of its group
         self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None

@@ -260,6 +260,12 @@ def decode(out: dict[str, torch.Tensor], stride: int, radius: int = DEFAULT_RADI
     return out["coords"].float(), torch.sigmoid(out["vis"].float())
 
 
+def trained_with_amp(run_config: dict[str, Any]) -> bool:
+    """Whether a saved run trained in mixed precision (its TrainConfig.amp): its prediction
+    follows it. Runs saved without the setting predicted under autocast, and still do."""
+    return bool((run_config.get("train") or {}).get("amp", True))
+
+
 def inference_autocast(device: str, amp: bool = True) -> torch.autocast:
     """Mixed precision for prediction on a GPU when the run trained with it (``amp``, its
     TrainConfig.amp), none on the CPU."""
@@ -933,7 +939,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
         vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
                                   radius=int(run1.get("decode_radius", DEFAULT_RADIUS)),
-                                  amp=bool(run1["train"].get("amp", True)))
+                                  amp=trained_with_amp(run1))
         centres = group_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
