@@ -376,28 +376,44 @@ def test_evaluate_scores_a_known_offset_exactly(tiny_set, tmp_path, monkeypatch)
 
 
 
-def test_evaluate_says_how_many_of_its_frames_are_labeled(tmp_path, monkeypatch, capsys):
-    """'4 frames: mean ...' from the labels of 3: a frame not labeled yet counts in n_frames
-    (its meaning is kept) but no error comes from it."""
-    import vit_facemap.predict as predict_module
+def _four_frames(tmp_path, blank) -> tuple:
+    """A generated set of 4 frames of one video whose labels at ``blank`` (an index of the
+    (frames, keypoints, 2) array) are removed, and its labels as read back."""
     from vit_facemap.dlc import find_label_file
 
     data = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, seed=1, size=(64, 48))
     labels = read_labels(data)
-    labels.keypoints[0] = np.nan
+    labels.keypoints[blank] = np.nan
     write_labels(labels, find_label_file(data), overwrite=True)
+    return data, read_labels(data)
 
-    class Zero:
-        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
 
-        def predict(self, batch):
-            return np.zeros((len(batch), len(self.bodyparts), 2)), np.zeros((len(batch), 12))
+def _stub_predictor(bodyparts, predict, **attrs):
+    """A stand-in for a trained run's predictor: ``predict(batch)`` gives (keypoints,
+    confidences)."""
+    return type("Stub", (), {"bodyparts": bodyparts, "scales": (1.0,), "device": "cpu",
+                             "predict": lambda self, batch: predict(batch), **attrs})()
 
-    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Zero())
+
+def _evaluate_with(predictor, data, tmp_path, monkeypatch) -> int:
+    """``vit-facemap evaluate`` of ``data`` by ``predictor`` (loading a run patched out), with
+    its JSON at tmp_path/m.json."""
+    import vit_facemap.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: predictor)
     (tmp_path / "run").mkdir()
+    return main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
+                 str(tmp_path / "m.json"), "--quiet"])
+
+
+def test_evaluate_says_how_many_of_its_frames_are_labeled(tmp_path, monkeypatch, capsys):
+    """'4 frames: mean ...' from the labels of 3: a frame not labeled yet counts in n_frames
+    (its meaning is kept) but no error comes from it."""
+    data, labels = _four_frames(tmp_path, np.s_[0])
+    zero = _stub_predictor(labels.bodyparts, lambda batch: (
+        np.zeros((len(batch), len(labels.bodyparts), 2)), np.zeros((len(batch), 12))))
     with pytest.warns(DataWarning, match="have no labeled keypoint"):
-        assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
-                     str(tmp_path / "m.json"), "--quiet"]) == 0
+        assert _evaluate_with(zero, data, tmp_path, monkeypatch) == 0
     assert capsys.readouterr().out.startswith("4 frames (3 labeled): mean ")
     saved = json.loads((tmp_path / "m.json").read_text())
     assert (saved["n_frames"], saved["n_labeled_frames"]) == (4, 3)
@@ -406,28 +422,16 @@ def test_evaluate_says_how_many_of_its_frames_are_labeled(tmp_path, monkeypatch,
 def test_evaluate_scores_the_other_keypoints_when_one_is_never_labeled(tmp_path, monkeypatch):
     """A held-out set in which nobody labeled one keypoint (out of view in those frames) was
     refused, so a run got no numbers at all; the others are scored and that one is null."""
-    import vit_facemap.predict as predict_module
-    from vit_facemap.dlc import find_label_file
+    data, labels = _four_frames(tmp_path, np.s_[:, -1])
+    gone, truth = labels.bodyparts[-1], labels.keypoints
 
-    data = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, seed=1, size=(64, 48))
-    labels = read_labels(data)
-    gone = labels.bodyparts[-1]
-    labels.keypoints[:, -1] = np.nan
-    write_labels(labels, find_label_file(data), overwrite=True)
-    truth = read_labels(data).keypoints
+    def shifted(batch):  # every prediction 3 px right of its label: the error is known
+        kp = np.nan_to_num(truth[: len(batch)]) + [3.0, 0.0]
+        return kp, np.ones(kp.shape[:2])
 
-    class Shifted:  # every prediction 3 px right of its label: the error is known
-        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
-
-        def predict(self, batch):
-            kp = np.nan_to_num(truth[: len(batch)]) + [3.0, 0.0]
-            return kp, np.ones(kp.shape[:2])
-
-    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Shifted())
-    (tmp_path / "run").mkdir()
     with pytest.warns(DataWarning, match=rf"\['{gone}'\] are missing in all 4 frames"):
-        assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
-                     str(tmp_path / "m.json"), "--quiet"]) == 0
+        assert _evaluate_with(_stub_predictor(labels.bodyparts, shifted), data, tmp_path,
+                              monkeypatch) == 0
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["mean_px"] == pytest.approx(3.0)
     assert saved["per_keypoint"][gone]["mean_px"] is None
@@ -446,47 +450,29 @@ def test_evaluate_warns_of_frames_shaped_unlike_the_training_frames(tmp_path):
     data = write_synthetic_set(tmp_path / "set", n_frames=3, n_videos=1, seed=1, size=(64, 48))
     frames = read_labels(data)
 
-    class Stub:
-        bodyparts, scales, device = frames.bodyparts, (1.0,), "cpu"
-
-        def __init__(self, frame_size):
-            self.frame_size = frame_size
-
-        def predict(self, batch):
-            return np.zeros((len(batch), len(self.bodyparts), 2)), np.ones((len(batch), 1))
+    def stub(frame_size):
+        return _stub_predictor(frames.bodyparts, lambda batch: (
+            np.zeros((len(batch), len(frames.bodyparts), 2)), np.ones((len(batch), 1))),
+            frame_size=frame_size)
 
     with pytest.warns(DataWarning, match=r"frames of 64x48 have another aspect ratio than the "
                                          r"run's training frames \(48x48\)"):
-        predict_frames(Stub((48, 48)), frames)
+        predict_frames(stub((48, 48)), frames)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        predict_frames(Stub((128, 96)), frames)  # the same shape, twice the size
-        predict_frames(Stub(None), frames)  # a run saved without its frame size
+        predict_frames(stub((128, 96)), frames)  # the same shape, twice the size
+        predict_frames(stub(None), frames)  # a run saved without its frame size
 
 
 def test_evaluate_refuses_a_set_in_which_no_keypoint_is_labeled(tmp_path, monkeypatch, capsys):
     """A keypoint labeled in no frame is left unscored, but a set with no label at all has
     nothing to score: it was refused so before, and then ended in a TypeError (a null mean
     formatted as a number) after a warning that 'the others are' scored."""
-    import vit_facemap.predict as predict_module
-    from vit_facemap.dlc import find_label_file
-
-    data = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=1, seed=1, size=(64, 48))
-    labels = read_labels(data)
-    labels.keypoints[:] = np.nan
-    write_labels(labels, find_label_file(data), overwrite=True)
-
-    class Zero:
-        bodyparts, scales, device = labels.bodyparts, (1.0,), "cpu"
-
-        def predict(self, batch):
-            n = len(self.bodyparts)
-            return np.zeros((len(batch), n, 2)), np.zeros((len(batch), n))
-
-    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: Zero())
-    (tmp_path / "run").mkdir()
-    assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--json",
-                 str(tmp_path / "m.json"), "--quiet"]) == 2
+    data, labels = _four_frames(tmp_path, np.s_[:])
+    n = len(labels.bodyparts)
+    zero = _stub_predictor(labels.bodyparts, lambda batch: (
+        np.zeros((len(batch), n, 2)), np.zeros((len(batch), n))))
+    assert _evaluate_with(zero, data, tmp_path, monkeypatch) == 2
     assert "none of the run's keypoints is labeled in any of the 4 frames" in _error(capsys)
     assert not (tmp_path / "m.json").exists()
 
