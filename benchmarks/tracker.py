@@ -8,7 +8,8 @@ Every model is trained and evaluated by the same harness on the same group split
   closer to judging on further frames of the same rig, but easier than a new video;
 - ``schroeder``: leave-animal-out, a seeded group split holding out ``--test-animals``
   animals (``vit_facemap.splits.groups_for``: the set's ``animals.csv``, else the session
-  names).
+  names). ``--seed`` seeds the split and the training; ``--split-seed`` fixes the split
+  while ``--seed`` varies the training alone.
 
 Models: mean shape, HOG + random forest (Dolensek settings), plain ViT with CLS regression
 (the original ViT_Facemap head), plain ViT with a heatmap head, the hybrid conv-stem ViT
@@ -344,6 +345,9 @@ def _main(argv: list[str] | None) -> int:
                         "out (a stand-in for further frames of the same rig), or both")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--split-seed", type=seed_arg, default=None,
+                   help="seed of the held-out animals (default: --seed); fixed while --seed "
+                        "varies, it measures how much of a gap is the training seed")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test")
     p.add_argument("--profile", default="default", help="base recipe (vit_facemap.train profiles)")
     p.add_argument("--synthetic", action="store_true",
@@ -446,7 +450,8 @@ def _main(argv: list[str] | None) -> int:
         frames = load_set(folder, decode=False)
         slips = label_slips(frames)  # found on the whole set, once for all its splits
         for key, split_name, train_mask, test_mask in splits_of(
-                set_name, frames, args.test_animals, args.seed, args.both_directions,
+                set_name, frames, args.test_animals,
+                args.seed if args.split_seed is None else args.split_seed, args.both_directions,
                 args.g7c1_split):
             plan.append((set_name, key, split_name, frames, slips, train_mask, test_mask))
 
@@ -522,7 +527,8 @@ def saved_state(table: Path, args: argparse.Namespace, cfg: TrainConfig,
         return None, "not a table of this benchmark"
 
     def settings(a: dict) -> dict:
-        return {k: v for k, v in a.items() if k not in _NOT_SETTINGS}
+        # an option left unset reads as one a table saved before the option existed lacks
+        return {k: v for k, v in a.items() if k not in _NOT_SETTINGS and v is not None}
 
     now = settings(jsonable(vars(args)))
     if settings(saved_args) != now:

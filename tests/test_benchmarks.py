@@ -152,6 +152,41 @@ def test_tracker_test_animals_that_cannot_be_honoured_is_an_error(tmp_path):
     assert len(set(frames.videos[test])) == 1  # the default on a small set
 
 
+def test_tracker_split_seed_fixes_the_held_out_animals_while_the_seed_varies(tmp_path,
+                                                                             monkeypatch):
+    class Given(Exception):
+        pass
+
+    def fit(config, train, run_dir, val, **kwargs):
+        raise Given(config.seed, sorted(set(val.videos)))
+    monkeypatch.setattr(TRACKER, "fit", fit)
+
+    def given(*extra: str) -> tuple[int, list[str]]:
+        with pytest.raises(Given) as caught:
+            TRACKER.main(_tracker_args(tmp_path / "t", "--models", "hybrid", "--monitor", *extra))
+        return caught.value.args
+
+    held = {s: given("--seed", str(s))[1] for s in range(4)}
+    assert len({tuple(v) for v in held.values()}) > 1  # --seed alone moves the split
+    for s in range(4):
+        assert given("--seed", str(s), "--split-seed", "0") == (s, held[0])
+
+
+def test_tracker_reuses_a_table_saved_before_split_seed_existed(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert TRACKER.main(_tracker_args(out, "--reuse")) == 0
+    table = out / "tracker.json"
+    saved = json.loads(table.read_text())
+    del saved["provenance"]["args"]["split_seed"]
+    table.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert TRACKER.main(_tracker_args(out, "--reuse")) == 0
+    assert "kept" in capsys.readouterr().out
+    # but a split seed given is another split
+    assert TRACKER.main(_tracker_args(out, "--reuse", "--split-seed", "3")) == 2
+    assert "split_seed" in _one_error_line(capsys)
+
+
 def test_tracker_reuse_notices_changed_data(tmp_path, capsys):
     out = tmp_path / "t"
     args = _tracker_args(out, "--reuse")
