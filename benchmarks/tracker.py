@@ -127,6 +127,14 @@ ABLATIONS = {
                      "the tokens)", lambda c: _model(c, input_w=288, input_h=192)),
     "hybrid_eye_hires": ("default recipe with a 192x192 eye-stage input (1.5x the side)",
                          lambda c: _set(c, refine=replace(c.refine, input_size=192))),
+    "hybrid_wide_point": ("default recipe with one-point second stages (the schroeder nose) on "
+                          "crops 1.5 times as wide (0.3 of the face box): a first estimate tens "
+                          "of pixels off still puts the point in the crop",
+                          lambda c: _set(c, refine=replace(c.refine, point_side=0.3))),
+    "hybrid_wide_point_jitter": ("hybrid_wide_point with the second stages' training crops "
+                                 "shifted by up to 0.2 of their side (0.12 by default)",
+                                 lambda c: _set(c, refine=replace(c.refine, point_side=0.3,
+                                                                  jitter=0.2))),
     "hybrid_flip": ("default recipe with horizontal flips (half the samples), left / right "
                     "keypoint names swapped", lambda c: _set(c, augment=replace(
                         c.augment, hflip=0.5, flip_pairs="auto"))),
