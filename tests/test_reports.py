@@ -108,6 +108,35 @@ def test_per_group_table_names_a_broken_group(rows):
         per_group_table(rows)
 
 
+def test_per_group_table_counts_the_frames_with_labels(rows):
+    # 2 held-out frames of Io, one without any label: its errors come from 1
+    for r in rows[2:]:
+        r["per_animal"]["Io"]["n_labeled_frames"] = 1
+    rows[0]["per_video"]["v1"]["n_labeled_frames"] = 2  # hybrid's row has no count for v1
+    t = per_group_table(rows)
+    assert t.loc[("schroeder", "Io", 1)].tolist() == [48.0, 5.0]
+    assert ("schroeder", "Io", 2) not in t.index
+    # a group with a row written before the count: all frames, one line for both models
+    assert t.loc[("g7c1", "v1", 3)].tolist() == [15.0, 8.0]
+    assert len(t) == 4
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"per_animal": None}, r"row 1 \(hybrid\): 'per_animal' is not an object"),
+    ({"per_video": {"v1": 8.0}}, r"row 1 \(hybrid\): 'per_video' is not an object"),
+    ({"pck": "high"}, r"row 1 \(hybrid\): 'pck' is 'high', not a number"),
+    ({"train_s": True}, r"row 1 \(hybrid\): 'train_s' is True, not a number"),
+])
+def test_tracker_rows_name_the_file_of_a_hand_edited_value(tmp_path, rows, edit, message):
+    # the tables get rows, not the file: per_animal null was a TypeError there, and a
+    # column of text a message without the file's name
+    path = tmp_path / "tracker.json"
+    rows[1].update(edit)
+    path.write_text(json.dumps({"rows": rows, "complete": True}))
+    with pytest.raises(DataError, match=f"tracker.json: {message}"):
+        tracker_rows(path)
+
+
 def test_tracker_rows_reads_finished_tables_only(tmp_path, rows):
     path = tmp_path / "tracker.json"
     with pytest.raises(DataError, match="no tracker table"):
@@ -268,11 +297,27 @@ def test_speed_table_adds_the_benchmark(tmp_path):
         {"model": "cnn", "model_fps": 25.0, "end_to_end_fps": 18.0, "scales": [1.0, 1.2]}]}))
     t = speed_table(300.0, 40.0, 30.0, (1.0,), bench)
     assert len(t) == 8
+    # a file written without its device (by hand): "-", not this page's
+    assert t["device"].tolist() == ["cpu"] * 4 + ["-"] * 4
     assert t[t["model"] == "vit"]["box_sizes"].tolist() == ["1", "1"]
     assert t[t["model"] == "cnn"]["frames_per_s"].tolist() == [25.0, 18.0]
     bench.write_text(json.dumps({"results": []}))
     with pytest.raises(DataError, match="track_speed.json lacks 'decode_fps'"):
         speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+
+
+def test_speed_table_shows_the_device_of_each_row(tmp_path):
+    # the benchmark may have timed its models on a GPU, this page on the CPU
+    t = speed_table(300.0, 40.0, 30.0, (1.0,), device="cuda")
+    assert t["device"].tolist() == ["cpu", "cuda", "cuda"]
+    bench = tmp_path / "track_speed.json"
+    result = {"model": "vit", "model_fps": 900.0, "end_to_end_fps": 240.0}
+    for device, shown in (({"device": "cuda", "gpu": "NVIDIA H200"}, "NVIDIA H200"),
+                          ({"device": "cpu", "cpu_count": 2}, "cpu")):
+        bench.write_text(json.dumps({"decode_fps": 250.0, "device": device,
+                                     "results": [result]}))
+        t = speed_table(300.0, 40.0, 30.0, (1.0,), bench)
+        assert t["device"].tolist() == ["cpu"] * 4 + [shown] * 2
 
 
 def test_speed_table_names_a_file_of_another_kind(tmp_path):

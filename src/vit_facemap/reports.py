@@ -80,7 +80,26 @@ def tracker_rows(path: str | Path) -> list[dict]:
         if not isinstance(r, dict) or not all(k in r for k in ("set", "model")):
             raise DataError(f"row {i} is not a result of benchmarks/tracker.py (an object with "
                             "'set' and 'model')", path)
+        _check_row_values(r, f"row {i} ({r['model']})", path)
     return saved["rows"]
+
+
+def _check_row_values(row: Mapping, what: str, path: Path) -> None:
+    """A hand-edited value the tables cannot read, named with its row and file: the tables
+    get rows, not the file, and failed with a TypeError (``per_animal: null``) or a message
+    that named the column alone."""
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+    for c in TRACKER_COLUMNS:
+        if c not in ("set", "model", "held_out") and c in row and not number(row[c]):
+            raise DataError(f"{what}: {c!r} is {row[c]!r}, not a number; it was edited by "
+                            "hand: run the benchmark again", path)
+    for key in ("per_animal", "per_video"):
+        groups = row.get(key, {})
+        if not isinstance(groups, dict) or not all(isinstance(g, dict) for g in groups.values()):
+            raise DataError(f"{what}: {key!r} is not an object of each group's errors; it was "
+                            "edited by hand: run the benchmark again", path)
 
 
 def _total_steps(r: Mapping) -> float:
@@ -195,7 +214,8 @@ def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
 
     A set whose held-out frames come from one animal is broken down by video instead (the
     choice is made per set, so all of its models are shown by the same groups). The index is
-    (set, held out, frames); models keep the order of the rows.
+    (set, held out, frames), frames counting those with a label; models keep the order of
+    the rows.
     """
     rows = _rows(rows, ("set", "model", "per_animal", "per_video"))
     labels = set_labels(rows)
@@ -207,12 +227,17 @@ def per_group_table(rows: Sequence[Mapping]) -> pd.DataFrame:
         groups = r["per_animal"] if len(animals[s]) > 1 else r["per_video"]
         for g, v in groups.items():
             _require(v, ("n_frames", "mean_px"), f"{r['model']}'s errors for {g!r}")
-            long.append({"set": s, "held out": g, "frames": v["n_frames"],
-                         "model": r["model"],
+            long.append({"set": s, "held out": g, "n_frames": v["n_frames"],
+                         "labeled": v.get("n_labeled_frames"), "model": r["model"],
                          "mean_px": np.nan if v["mean_px"] is None else v["mean_px"]})
     if not long:
         raise DataError("the tracker table has no per-animal or per-video errors")
     long = pd.DataFrame(long)
+    # the frames the errors come from (a frame without any label has none); a group with a
+    # row written before n_labeled_frames was recorded counts all of its frames, in every
+    # model's row, so that the group stays one line of the table
+    counted = long.groupby(["set", "held out"])["labeled"].transform(lambda c: c.notna().all())
+    long["frames"] = long["labeled"].where(counted, long["n_frames"]).astype(int)
     twice = long.duplicated(["set", "held out", "model"])
     if twice.any():
         first = long[twice].iloc[0]
@@ -519,20 +544,33 @@ def _sizes(scales: Sequence[float]) -> str:
     return ", ".join(f"{s:g}" for s in scales)
 
 
+def _device_of(record: Mapping) -> str:
+    """The device a speed benchmark ran its models on (``runinfo.describe``'s record):
+    the GPU's name where it has one, "-" for a file written without it."""
+    d = record.get("device")
+    if not isinstance(d, dict):
+        return "-"
+    return str(d.get("gpu") or d.get("device") or "-")
+
+
 def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
-                scales: Sequence[float], benchmark: str | Path | None = None) -> pd.DataFrame:
-    """Frames/s of decoding, the model alone and the whole tracking pipeline on this clip.
+                scales: Sequence[float], benchmark: str | Path | None = None, *,
+                device: str = "cpu") -> pd.DataFrame:
+    """Frames/s of decoding, the model alone and the whole tracking pipeline on this clip,
+    whose models ran on ``device``.
 
     Rows of the speed benchmark (``benchmarks/track_speed.py``'s JSON) are added when
-    ``benchmark`` names a file that exists.
+    ``benchmark`` names a file that exists, with the device it recorded (it may have run
+    on another: a GPU's frames/s beside this page's CPU ones).
     """
     here = _sizes(scales)
-    rows = [dict(source="this clip", model="-", stage="decode only", box_sizes="-",
-                 frames_per_s=decode_fps),
+    # decoding runs on the CPU whatever the models' device
+    rows = [dict(source="this clip", model="-", stage="decode only", device="cpu",
+                 box_sizes="-", frames_per_s=decode_fps),
             dict(source="this clip", model="default (this run)", stage="model only",
-                 box_sizes=here, frames_per_s=model_fps),
+                 device=device, box_sizes=here, frames_per_s=model_fps),
             dict(source="this clip", model="default (this run)", stage="end to end",
-                 box_sizes=here, frames_per_s=end_to_end_fps)]
+                 device=device, box_sizes=here, frames_per_s=end_to_end_fps)]
     if benchmark is not None and Path(benchmark).is_file():
         try:
             b = json.loads(Path(benchmark).read_text())
@@ -548,8 +586,9 @@ def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
                                                          for r in b["results"]):
             raise DataError("'results' is not a list of objects; not a result of "
                             "benchmarks/track_speed.py", benchmark)
-        rows.append(dict(source="benchmark", model="-", stage="decode only", box_sizes="-",
-                         frames_per_s=b["decode_fps"]))
+        rows.append(dict(source="benchmark", model="-", stage="decode only", device="cpu",
+                         box_sizes="-", frames_per_s=b["decode_fps"]))
+        device_there = _device_of(b)
         for r in b["results"]:
             _require(r, ("model", "model_fps", "end_to_end_fps"), f"a result in {benchmark}")
             # results written before box sizes were recorded predicted from the box alone
@@ -557,7 +596,8 @@ def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
             # --compile times each model twice, eager and compiled: both read as one model
             model = f"{r['model']} (compiled)" if r.get("compiled") else r["model"]
             rows.append(dict(source="benchmark", model=model, stage="model only",
-                             box_sizes=s, frames_per_s=r["model_fps"]))
+                             device=device_there, box_sizes=s, frames_per_s=r["model_fps"]))
             rows.append(dict(source="benchmark", model=model, stage="end to end",
-                             box_sizes=s, frames_per_s=r["end_to_end_fps"]))
+                             device=device_there, box_sizes=s,
+                             frames_per_s=r["end_to_end_fps"]))
     return pd.DataFrame(rows)
