@@ -215,7 +215,9 @@ def splits_of(name: str, frames: LabeledFrames, test_animals: int | None, seed: 
 
 def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
     """Frames per second of ``predictor.predict`` on in-memory uint8 frames (batches of 32)."""
-    predictor.predict(images[:8])
+    # warm up on a batch of the timed size: a smaller first batch left the allocations of
+    # a full one (and oneDNN's kernels for its shape) inside the timing
+    predictor.predict(images[:32])
     t = time.perf_counter()
     n = 0
     for _ in range(repeats):
