@@ -115,6 +115,25 @@ def test_render_book_writes_linked_pages(tmp_path):
     assert (out / "abc.png").exists() and (out / "style.css").exists()
 
 
+def test_render_lists_references_by_author_unnumbered(tmp_path):
+    # MyST orders them by first citation; numbered in that order they read as numbered
+    # citations beside the text's author-year ones
+    site = _site(tmp_path)
+    index = json.loads((site / "content/index.json").read_text())
+    # by the text a reader sees: not by its tags (<i> before 'a') nor by case ('Z' before 'a')
+    index["references"]["cite"] = {"order": ["zed2019", "doe2020", "ab2021"], "data": {
+        "zed2019": {"html": "Zed, Z. (2019). Last."},
+        "doe2020": {"html": "<i>doe</i>, J. (2020). Middle."},
+        "ab2021": {"html": "ab, A. (2021). First."}}}
+    (site / "content/index.json").write_text(json.dumps(index))
+    render.render_book(site, tmp_path / "html")
+    page = (tmp_path / "html" / "index.html").read_text()
+    refs = page[page.index('<section class="bibliography">'):]
+    assert "<ol>" not in refs and "<ul>" in refs
+    found = [refs.index(f'id="cite-{k}"') for k in ("ab2021", "doe2020", "zed2019")]
+    assert found == sorted(found)
+
+
 def test_render_fails_on_embed_without_output(tmp_path):
     with pytest.raises(RuntimeError, match="fig-a"):
         render.render_book(_site(tmp_path, with_output=False), tmp_path / "html")
@@ -174,6 +193,16 @@ def test_dropdown_renders_as_details_and_summary():
     assert not ctx.unknown
     del node["open"]
     assert render.render_node(node, ctx).startswith('<details class="dropdown"><summary>')
+
+
+def test_image_keeps_its_width():
+    # :::{figure} images/x.png with :width: 60%, as MyST writes its image node
+    page = render.Page("index", "T", 0, {})
+    ctx = render.Context(page, {"index": page})
+    node = {"type": "image", "url": "/x-1a2b.png", "alt": "A face", "width": "60%"}
+    assert render.render_node(node, ctx) == '<img src="x-1a2b.png" alt="A face" style="width: 60%">'
+    del node["width"]
+    assert render.render_node(node, ctx) == '<img src="x-1a2b.png" alt="A face">'
 
 
 def test_error_output_shows_its_traceback_as_lines():

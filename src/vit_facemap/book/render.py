@@ -357,7 +357,10 @@ def _link(node: Node, ctx: Context) -> str:
 def _image(node: Node, ctx: Context) -> str:
     src = node.get("urlSource") if str(node.get("url", "")).startswith("http") else None
     src = (src or node.get("url", "")).lstrip("/")
-    return f'<img src="{esc(src)}" alt="{esc(node.get("alt", ""))}">'
+    # an {image} or {figure} of a file keeps its :width: (MyST 1.x drops it from figures
+    # that embed a notebook's output, which have nothing to carry it)
+    width = f' style="width: {esc(node["width"])}"' if node.get("width") else ""
+    return f'<img src="{esc(src)}" alt="{esc(node.get("alt", ""))}"{width}>'
 
 
 def _iframe(node: Node, ctx: Context) -> str:
@@ -489,13 +492,23 @@ def title_block(project: dict[str, Any], page: Page, ctx: Context) -> str:
 
 
 def bibliography(page: Page) -> str:
+    """The page's references, by first author as its author-year citations find them.
+
+    MyST lists them in the order they are first cited; a numbered list in that order read as
+    numbered citations, which the text does not have.
+    """
     cite = (page.data.get("references") or {}).get("cite") or {}
     order, data = cite.get("order") or [], cite.get("data") or {}
-    if not order:
+    entries = [(label, data[label].get("html", esc(label))) for label in order if label in data]
+    if not entries:
         return ""
-    items = "".join(f'<li id="cite-{esc(label)}">{data[label].get("html", esc(label))}</li>'
-                    for label in order if label in data)
-    return f'<section class="bibliography"><h2>References</h2><ol>{items}</ol></section>'
+
+    def by_author(entry: tuple[str, str]) -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", entry[1])).casefold()
+
+    items = "".join(f'<li id="cite-{esc(label)}">{text}</li>'
+                    for label, text in sorted(entries, key=by_author))
+    return f'<section class="bibliography"><h2>References</h2><ul>{items}</ul></section>'
 
 
 def navigation(project: dict[str, Any], pages: list[Page], current: Page) -> str:
