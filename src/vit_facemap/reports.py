@@ -34,6 +34,8 @@ from .errors import DataError
 TRACKER_COLUMNS = ("set", "model", "mean_px", "clean_mean_px", "median_px", "rmse_px", "pck",
                    "one_scale_mean_px", "stage1_mean_px", "train_mean_px", "train_s",
                    "total_steps", "predict_fps", "n_train", "n_test", "held_out")
+# the columns of text; every other one holds numbers (or is blank)
+TRACKER_TEXT_COLUMNS = ("set", "model", "held_out")
 # short headers, so the table fits the width of a page of the paper
 TRACKER_SHORT_NAMES = {
     "mean_px": "mean px", "clean_mean_px": "clean px", "median_px": "median px",
@@ -92,7 +94,7 @@ def _check_row_values(row: Mapping, what: str, path: Path) -> None:
         return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
 
     for c in TRACKER_COLUMNS:
-        if c not in ("set", "model", "held_out") and c in row and not number(row[c]):
+        if c not in TRACKER_TEXT_COLUMNS and c in row and not number(row[c]):
             raise DataError(f"{what}: {c!r} is {row[c]!r}, not a number; it was edited by "
                             "hand: run the benchmark again", path)
     for key in ("per_animal", "per_video"):
@@ -141,7 +143,7 @@ def tracker_table(rows: Sequence[Mapping], *, short_names: bool = False) -> pd.D
     table = table[[c for c in TRACKER_COLUMNS if c in table.columns]]
     # a column null in every row (no model with a PCK, or a mean error) stayed one of
     # objects, shown as 'None' where a single missing number is blank
-    for c in table.columns.difference(["set", "model", "held_out"]):
+    for c in table.columns.difference(TRACKER_TEXT_COLUMNS):
         if not pd.api.types.is_numeric_dtype(table[c]):
             try:
                 table[c] = table[c].astype(float)
