@@ -142,6 +142,16 @@ ABLATIONS = {
                                "shift (16%) of its augmentation, for rigs filmed from other angles",
                                lambda c: _set(c, augment=replace(c.augment, rotate=30.0, scale=0.3,
                                                                  translate=0.16))),
+    # schroeder's animals the default recipe loses (FG001-FG003, Oephelia) have eyes 36-51
+    # px wide, eyelid to eyelid; those it follows, 60-67 px
+    "hybrid_wide_scale": ("default recipe with faces scaled by 0.6-1.4 in both stages' training "
+                          "inputs (0.85-1.15 by default), to span animals of other sizes in "
+                          "the frame", lambda c: _set(c, augment=replace(c.augment, scale=0.4),
+                                                      refine=replace(c.refine, zoom=0.4))),
+    "hybrid_flip_wide_scale": ("hybrid_flip and hybrid_wide_scale together",
+                               lambda c: _set(c, augment=replace(c.augment, scale=0.4, hflip=0.5,
+                                                                 flip_pairs="auto"),
+                                              refine=replace(c.refine, zoom=0.4))),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
