@@ -1,4 +1,5 @@
-"""What is in a labeled set: frames, videos, animals, keypoints, missing labels, spread.
+"""What is in a labeled set: frames, videos, animals, keypoints, missing labels, spread, and
+how each video frames the face.
 
 Used by ``vit-facemap data inspect`` and by the data notebook. The numbers come from the
 labels table and the images themselves (validated on the way, see
@@ -16,6 +17,7 @@ import pandas as pd
 
 from vit_facemap.dlc import LabeledFrames, read_labels
 from vit_facemap.labelcheck import describe_slips, label_slips
+from vit_facemap.poses import describe_poses, video_poses
 from vit_facemap.splits import groups_for, read_animals
 from vit_facemap.validate import validate_set
 
@@ -43,6 +45,8 @@ class SetSummary:
     warnings: list[str] = field(default_factory=list)
     # labels lying where another keypoint usually is (vit_facemap.labelcheck)
     label_slips: list[dict] = field(default_factory=list)
+    # each video's face size, turn and side against the set's typical pose (vit_facemap.poses)
+    poses: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +106,7 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
     missing = frames.missing
     spread = keypoint_spread(frames) if len(frames) else pd.DataFrame()
     slips = label_slips(frames)
+    poses = video_poses(frames)
     return SetSummary(
         source=str(source if source is not None else report.source),
         n_frames=len(frames),
@@ -120,8 +125,9 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
                 for k, row in spread.drop(columns=["labeled", "missing"], errors="ignore")
                 .to_dict(orient="index").items()},
         errors=[str(p) for p in report.errors],
-        warnings=[str(p) for p in report.warnings] + describe_slips(slips),
+        warnings=[str(p) for p in report.warnings] + describe_slips(slips) + describe_poses(poses),
         label_slips=slips.round(1).to_dict(orient="records"),
+        poses=poses.to_dict(orient="records"),
     )
 
 
@@ -158,6 +164,14 @@ def format_summary(s: SetSummary) -> str:
     lines.append("")
     lines.append("frames per video:")
     lines += [f"  {v}: {n}" for v, n in s.frames_per_video.items()]
+    if s.poses:
+        lines.append("")
+        lines.append(f"face per video ({s.poses[0]['n_keypoints']} keypoints fitted to the set's "
+                     "typical pose; scale is over the median video's size):")
+        lines.append(f"  {'video':<36}{'size px':>9}{'scale':>7}{'turn':>7}  side")
+        lines += [f"  {p['video']:<36}{p['size_px']:>9.1f}{p['scale']:>7.2f}"
+                  f"{p['rotation_deg']:>+7.1f}  {'mirrored' if p['mirrored'] else 'typical'}"
+                  for p in s.poses]
     lines += [f"warning: {w}" for w in s.warnings]
     lines += [f"error: {e}" for e in s.errors]
     return "\n".join(lines)

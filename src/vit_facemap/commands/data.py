@@ -1,8 +1,9 @@
 """``vit-facemap data ...``: look at, generate and fetch labeled sets.
 
 - ``data inspect DIR [--json]``: frames, videos, animals, keypoints, missing labels, image
-  sizes and per-keypoint spread; every problem found is listed, and the exit status is 2
-  when there is one.
+  sizes, per-keypoint spread and each video's face size, turn and side (warning of those
+  the default augmentation does not bridge); every problem found is listed, and the exit
+  status is 2 when there is one.
 - ``data synthetic OUT``: write a generated labeled set (or a state-classification set).
 - ``data fetch NAME --dest DIR``: download a public set and convert it to this layout.
 """

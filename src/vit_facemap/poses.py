@@ -1,0 +1,133 @@
+"""How each video frames the face: its size, turn and side, against the set's typical pose.
+
+A network trained on faces of one size facing one way does not follow a new animal filmed
+larger, smaller or from the other side: on ``schroeder``, the animals the default recipe
+loses when they are held out have faces 0.6-0.8 times the typical size or face right where
+most face left (``benchmarks/tracker.py``'s per-animal columns; the closing notes of #4).
+:func:`video_poses` measures this from the labels alone, so ``vit-facemap data inspect``
+can say so before anything is trained.
+
+Each video's mean labeled pose is fitted to the set's typical pose by a similarity
+transform (scale, rotation and, where it fits better, a reflection: SciPy's orthogonal
+Procrustes). The typical pose is itself found by generalised Procrustes analysis over the
+videos' poses, each weighted alike. ``size`` is the root mean square distance of a
+video's mean keypoints from their centre; ``scale`` is that size over the median video's.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import orthogonal_procrustes
+from scipy.stats import circmean
+
+from vit_facemap.augment import AugmentConfig
+from vit_facemap.dlc import LabeledFrames
+
+POSE_COLUMNS = ["video", "n_frames", "n_keypoints", "size_px", "scale", "rotation_deg",
+                "mirrored"]
+
+
+def _centred(pose: np.ndarray) -> tuple[np.ndarray, float]:
+    """``pose`` about its centre and its size (RMS distance from the centre)."""
+    c = pose - pose.mean(axis=0)
+    return c, float(np.sqrt((c ** 2).sum(axis=1).mean()))
+
+
+def _fit(pose: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, bool, float]:
+    """Unit-size ``pose`` rotated (and reflected where that fits better) onto the unit-size
+    ``reference``; whether it was reflected; its rotation in degrees."""
+    r, _ = orthogonal_procrustes(pose, reference)
+    mirrored = bool(np.linalg.det(r) < 0)
+    # the rotation part: a left-right mirror first (x -> -x), then r's rotation
+    rot = np.diag([-1.0, 1.0]) @ r if mirrored else r
+    angle = float(np.degrees(np.arctan2(rot[0, 1], rot[0, 0])))
+    return pose @ r, mirrored, angle
+
+
+def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
+    """One row per video (columns :data:`POSE_COLUMNS`) of a labeled set.
+
+    Only keypoints labeled in every video enter the fit (a pose needs the same points on
+    both sides); a set with fewer than three such keypoints, or one video, gives an empty
+    table. ``mirrored`` is relative to the typical pose, which follows the videos that
+    make up the most: in a set filmed mostly from the left, the videos filmed from the
+    right are the mirrored ones.
+    """
+    videos = frames.videos
+    names = sorted(set(videos.tolist()))
+    if len(names) < 2 or len(frames.bodyparts) < 3:
+        return pd.DataFrame(columns=POSE_COLUMNS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a keypoint never labeled in a video
+        means = np.stack([np.nanmean(frames.keypoints[videos == v], axis=0) for v in names])
+    shared = np.isfinite(means).all(axis=(0, 2))
+    if shared.sum() < 3:
+        return pd.DataFrame(columns=POSE_COLUMNS)
+    sizes, unit = [], []
+    for pose in means[:, shared]:
+        c, size = _centred(pose)
+        sizes.append(size)
+        unit.append(c / size if size > 0 else c)
+    # start from the video with most frames: a typical pose, not an average of both sides
+    counts = np.array([(videos == v).sum() for v in names])
+    reference = unit[int(np.argmax(counts))]
+    for _ in range(iterations):
+        fitted = [_fit(u, reference)[0] for u in unit]
+        reference, _ = _centred(np.mean(fitted, axis=0))
+        reference = reference / max(_centred(reference)[1], 1e-12)
+    fits = [_fit(u, reference) for u in unit]
+    mirrored = np.array([f[1] for f in fits])
+    if mirrored.sum() > len(names) / 2:
+        # the reference ended up on the minority side: name the minority as mirrored
+        mirrored = ~mirrored
+    median = float(np.median(sizes))
+    # the typical pose's own turn is arbitrary (it started from one video): turns are
+    # given from the videos' circular mean
+    angles = np.array([f[2] for f in fits])
+    mean_angle = np.degrees(circmean(np.radians(angles), high=np.pi, low=-np.pi))
+    turn = (angles - mean_angle + 180.0) % 360.0 - 180.0
+    return pd.DataFrame({
+        "video": names,
+        "n_frames": counts,
+        "n_keypoints": int(shared.sum()),
+        "size_px": np.round(sizes, 1),
+        "scale": np.round(np.array(sizes) / median, 3) if median > 0 else np.nan,
+        "rotation_deg": np.round(turn, 1),
+        "mirrored": mirrored,
+    })
+
+
+def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None) -> list[str]:
+    """Warnings for what ``augment`` (default: :class:`AugmentConfig`'s defaults) does not
+    bridge: videos filmed from the other side without flips, a spread of face sizes wider
+    than its scale range, and videos turned further than its rotation from the mean."""
+    if poses.empty:
+        return []
+    a = augment if augment is not None else AugmentConfig()
+    out = []
+    flipped = poses.loc[poses["mirrored"], "video"].tolist()
+    if flipped and a.hflip == 0:
+        out.append(f"{len(flipped)} of {len(poses)} videos show the face from the other side "
+                   f"({', '.join(flipped)}): a model learns each side from its own videos "
+                   "alone unless training flips the frames (augment.hflip: 0.5, "
+                   "augment.flip_pairs: auto)")
+    bridged = (1 + a.scale) / (1 - a.scale)
+    small, large = poses.loc[poses["scale"].idxmin()], poses.loc[poses["scale"].idxmax()]
+    if large["scale"] / small["scale"] > bridged:
+        out.append(f"face sizes differ by a factor of {large['scale'] / small['scale']:.2f} "
+                   f"between videos (smallest {small['video']}, {small['size_px']:g} px; largest "
+                   f"{large['video']}, {large['size_px']:g} px), more than the {bridged:.2f} "
+                   f"that scaling by {1 - a.scale:g}-{1 + a.scale:g} bridges: an animal filmed "
+                   "at either end may not be followed when it is held out (augment.scale "
+                   "widens the range)")
+    turned = poses[poses["rotation_deg"].abs() > a.rotate]
+    if len(turned):
+        listed = ", ".join(f"{v} ({d:+.1f})" for v, d in zip(turned["video"],
+                                                            turned["rotation_deg"], strict=True))
+        out.append(f"{len(turned)} of {len(poses)} videos show the face turned by more than the "
+                   f"{a.rotate:g} degrees training rotates it (augment.rotate), from the videos' "
+                   f"mean: {listed}")
+    return out

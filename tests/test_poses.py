@@ -1,0 +1,107 @@
+"""Each video's face size, turn and side from the labels (vit_facemap.poses)."""
+
+import numpy as np
+import pytest
+
+from vit_facemap.augment import AugmentConfig
+from vit_facemap.dlc import LabeledFrames
+from vit_facemap.inspect import format_summary, summarize
+from vit_facemap.poses import describe_poses, video_poses
+
+# a face seen from the left: nose, eye corners, pupil, mouth, ear (no symmetry to hide a flip)
+FACE = np.array([[100, 200], [260, 150], [320, 140], [290, 130], [150, 260], [420, 120]], float)
+
+
+def _turn(pose: np.ndarray, degrees: float = 0.0, scale: float = 1.0, mirror: bool = False
+          ) -> np.ndarray:
+    c = pose.mean(0)
+    p = pose - c
+    if mirror:
+        p[:, 0] = -p[:, 0]
+    t = np.radians(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return (p @ rot.T) * scale + c + 50
+
+
+def _frames(videos: dict[str, np.ndarray], n: int = 4, seed: int = 0) -> LabeledFrames:
+    rng = np.random.default_rng(seed)
+    index, kps = [], []
+    for name, pose in videos.items():
+        for i in range(n):
+            index.append(f"labeled-data/{name}/img{i:03d}.png")
+            kps.append(pose + rng.normal(0, 1.0, pose.shape))
+    return LabeledFrames(root="/nowhere", index=index, keypoints=np.stack(kps),
+                         bodyparts=[f"p{k}" for k in range(len(FACE))])
+
+
+def _set() -> LabeledFrames:
+    return _frames({"a1": _turn(FACE), "a2": _turn(FACE, 3), "a3": _turn(FACE, -3, 1.05),
+                    "small": _turn(FACE, scale=0.6), "right": _turn(FACE, mirror=True),
+                    "tilted": _turn(FACE, 30)})
+
+
+def test_video_poses_finds_size_side_and_turn():
+    p = video_poses(_set()).set_index("video")
+    assert p["mirrored"].tolist() == [False, False, False, True, False, False]  # sorted names
+    assert p.loc["right", "mirrored"]
+    assert p.loc["small", "scale"] == pytest.approx(0.6, abs=0.03)
+    assert p.loc["a1", "scale"] == pytest.approx(1.0, abs=0.03)
+    # turns are from the videos' circular mean, which the tilted video pulls by about 5
+    turn = p["rotation_deg"] - p.loc["a1", "rotation_deg"]
+    assert abs(turn["tilted"]) == pytest.approx(30, abs=2)
+    assert abs(turn["right"]) < 2 and abs(turn["small"]) < 2
+    assert (p["n_keypoints"] == len(FACE)).all() and (p["n_frames"] == 4).all()
+    assert p.loc["a1", "size_px"] == pytest.approx(
+        np.sqrt(((FACE - FACE.mean(0)) ** 2).sum(1).mean()), rel=0.02)
+
+
+def test_mirrored_names_the_minority_side():
+    # the video with most frames faces the other way from most videos
+    frames = _frames({"b": _turn(FACE), "c": _turn(FACE, 5), "d": _turn(FACE, -5)})
+    big = _frames({"a": _turn(FACE, mirror=True)}, n=12)
+    both = LabeledFrames(root="/nowhere", index=big.index + frames.index,
+                         keypoints=np.concatenate([big.keypoints, frames.keypoints]),
+                         bodyparts=frames.bodyparts)
+    p = video_poses(both).set_index("video")
+    assert p["mirrored"].to_dict() == {"a": True, "b": False, "c": False, "d": False}
+
+
+def test_keypoints_missing_in_a_video_are_left_out_of_the_fit():
+    frames = _set()
+    frames.keypoints[frames.videos == "a2", 5] = np.nan
+    p = video_poses(frames)
+    assert (p["n_keypoints"] == len(FACE) - 1).all()
+    assert p.set_index("video").loc["right", "mirrored"]
+    # fewer than three keypoints shared by every video, or one video: nothing to fit
+    frames.keypoints[frames.videos == "a1", :4] = np.nan
+    assert video_poses(frames).empty
+    assert video_poses(_frames({"only": FACE})).empty
+    assert describe_poses(video_poses(frames)) == []
+
+
+def test_describe_poses_warns_of_what_the_augmentation_does_not_bridge():
+    p = video_poses(_set())
+    side, size, turn = describe_poses(p)
+    assert "1 of 6 videos show the face from the other side (right)" in side
+    assert "augment.hflip" in side
+    assert "smallest small" in size and "1.35 that scaling by 0.85-1.15" in size
+    assert "tilted" in turn and "15 degrees" in turn and "a1" not in turn
+    # flips and wide enough scale and rotation ranges leave nothing to say
+    wide = AugmentConfig(hflip=0.5, flip_pairs="auto", scale=0.4, rotate=40)
+    assert describe_poses(p, wide) == []
+    # a set filmed alike gives no warning
+    alike = video_poses(_frames({"a": _turn(FACE), "b": _turn(FACE, 4, 1.05), "c": _turn(FACE, -4)}))
+    assert not alike["mirrored"].any()
+    assert describe_poses(alike) == []
+
+
+def test_inspect_reports_the_poses():
+    s = summarize(_set(), check_images=False)
+    assert [p["video"] for p in s.poses] == ["a1", "a2", "a3", "right", "small", "tilted"]
+    assert any("other side (right)" in w for w in s.warnings)
+    text = format_summary(s)
+    assert "face per video (6 keypoints" in text
+    table = text.split("face per video")[1].splitlines()
+    line = next(ln for ln in table if ln.strip().startswith("right"))
+    assert line.endswith("mirrored")
+    assert s.to_dict()["poses"][4]["scale"] == pytest.approx(0.6, abs=0.03)
