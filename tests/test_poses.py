@@ -81,7 +81,8 @@ def test_keypoints_missing_in_a_video_are_left_out_of_the_fit():
 
 def test_describe_poses_warns_of_what_the_augmentation_does_not_bridge():
     p = video_poses(_set())
-    side, size, turn = describe_poses(p)
+    narrow = AugmentConfig(scale=0.15)
+    side, size, turn = describe_poses(p, narrow)
     assert "1 of 6 videos show the face from the other side (right)" in side
     assert "augment.hflip" in side
     assert "smallest small" in size and "1.35 that scaling by 0.85-1.15" in size
@@ -92,7 +93,12 @@ def test_describe_poses_warns_of_what_the_augmentation_does_not_bridge():
     # a set filmed alike gives no warning
     alike = video_poses(_frames({"a": _turn(FACE), "b": _turn(FACE, 4, 1.05), "c": _turn(FACE, -4)}))
     assert not alike["mirrored"].any()
-    assert describe_poses(alike) == []
+    assert describe_poses(alike, narrow) == []
+    # the default scales faces by 0.6-1.4: a spread of 1 to 0.6 (1.67) is bridged, 0.4 is not
+    sizes = describe_poses(p)
+    assert len(sizes) == 2 and not any("face sizes" in w for w in sizes)
+    tiny = video_poses(_frames({"a": _turn(FACE), "b": _turn(FACE, 2), "c": _turn(FACE, scale=0.4)}))
+    assert any("face sizes differ by a factor of 2.5" in w or "factor of 2.4" in w for w in describe_poses(tiny))
 
 
 def test_inspect_reports_the_poses():

@@ -56,7 +56,9 @@ class RefineConfig:
     point_side: float = 0.2     # a one-point group's crop side, as a share of the first stage's box
     input_size: int = 128       # crop side in model input pixels
     jitter: float = 0.12        # training crop centre shift, uniform, in crop sides
-    zoom: float = 0.15          # training crop side scaled by a factor in [1 - zoom, 1 + zoom]
+    # training crop side scaled by a factor in [1 - zoom, 1 + zoom]: the crop side is fixed
+    # in frame pixels, so an animal filmed smaller shows a smaller eye in it (as augment.scale)
+    zoom: float = 0.4
     copies: int = 4             # training crops cut per labeled frame
 
     def __post_init__(self) -> None:
