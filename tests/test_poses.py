@@ -111,3 +111,16 @@ def test_inspect_reports_the_poses():
     line = next(ln for ln in table if ln.strip().startswith("right"))
     assert line.endswith("mirrored")
     assert s.to_dict()["poses"][4]["scale"] == pytest.approx(0.6, abs=0.03)
+
+
+def test_a_face_seen_from_the_front_is_not_its_own_mirror_image():
+    # both sides labeled: a mirror puts the left points where the right ones are
+    front = np.array([[-50, 0], [50, 0], [0, 40], [0, 80], [-90, -60], [90, -60]], float) + 200
+    frames = _frames({f"v{i}": _turn(front, d, s) for i, (d, s) in
+                      enumerate([(0, 1), (5, 0.95), (-6, 1.05), (3, 1.0), (-2, 0.9)])}, seed=3)
+    p = video_poses(frames)
+    assert not p["mirrored"].any()
+    # the same set with one video filmed through a mirror (names kept) is told apart
+    frames.keypoints[frames.videos == "v3"] = _turn(front, 3, mirror=True)
+    assert video_poses(frames).set_index("video")["mirrored"].to_dict() == {
+        "v0": False, "v1": False, "v2": False, "v3": True, "v4": False}

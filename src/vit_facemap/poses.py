@@ -1,11 +1,16 @@
 """How each video frames the face: its size, turn and side, against the set's typical pose.
 
 A network trained on faces of one size facing one way does not follow a new animal filmed
-larger, smaller or from the other side: on ``schroeder``, the animals the default recipe
-loses when they are held out have faces 0.6-0.8 times the typical size or face right where
-most face left (``benchmarks/tracker.py``'s per-animal columns; the closing notes of #4).
+larger, smaller or from the other side: on ``schroeder``, the animals a recipe scaling faces
+by 0.85-1.15 lost when they were held out (``benchmarks/tracker.py``'s per-animal columns,
+``--ablations hybrid_narrow_scale``) have faces 0.7-0.9 times the median video's size, face
+right where most face left, or are turned further than training turned them.
 :func:`video_poses` measures this from the labels alone, so ``vit-facemap data inspect``
 can say so before anything is trained.
+
+A reflection is chosen only where it fits better, and keypoints named for an image side
+keep their names under it, so a face seen from the front (both sides labeled) is not taken
+for its own mirror image.
 
 Each video's mean labeled pose is fitted to the set's typical pose by a similarity
 transform (scale, rotation and, where it fits better, a reflection: SciPy's orthogonal
