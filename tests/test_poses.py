@@ -1,5 +1,8 @@
 """Each video's face size, turn and side from the labels (vit_facemap.poses)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -124,3 +127,13 @@ def test_a_face_seen_from_the_front_is_not_its_own_mirror_image():
     frames.keypoints[frames.videos == "v3"] = _turn(front, 3, mirror=True)
     assert video_poses(frames).set_index("video")["mirrored"].to_dict() == {
         "v0": False, "v1": False, "v2": False, "v3": True, "v4": False}
+
+
+def test_inspecting_a_set_does_not_load_torch():
+    # the pose warnings read AugmentConfig's defaults; albumentations (and torch with it)
+    # waits for a KeypointAugmenter
+    code = ("import sys, vit_facemap.inspect, vit_facemap.poses; "
+            "loaded = sorted({'torch', 'albumentations'} & set(sys.modules)); "
+            "sys.exit(f'loaded {loaded}' if loaded else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

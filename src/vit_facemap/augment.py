@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import albumentations as A
 import numpy as np
 
 from vit_facemap.config import check_fields
@@ -141,6 +140,10 @@ class KeypointAugmenter:
             seen |= {a, b}
             i, j = bodyparts.index(a), bodyparts.index(b)
             self.swap[i], self.swap[j] = j, i
+        # imported here: albumentations loads torch, and AugmentConfig alone (its defaults, as
+        # `data inspect` reads them through vit_facemap.poses) needs neither
+        import albumentations as A
+
         geo = A.Affine(
             scale=(1 - c.scale, 1 + c.scale), translate_percent=(-c.translate, c.translate),
             rotate=(-c.rotate, c.rotate), border_mode=0, fill=0, p=c.p_geometric,
