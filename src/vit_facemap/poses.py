@@ -62,7 +62,7 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
     right are the mirrored ones.
     """
     videos = frames.videos
-    names = sorted(set(videos.tolist()))
+    names, counts = np.unique(videos, return_counts=True)
     if len(names) < 2 or len(frames.bodyparts) < 3:
         return pd.DataFrame(columns=POSE_COLUMNS)
     with warnings.catch_warnings():
@@ -77,12 +77,10 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
         sizes.append(size)
         unit.append(c / size if size > 0 else c)
     # start from the video with most frames: a typical pose, not an average of both sides
-    counts = np.array([(videos == v).sum() for v in names])
     reference = unit[int(np.argmax(counts))]
     for _ in range(iterations):
-        fitted = [_fit(u, reference)[0] for u in unit]
-        reference, _ = _centred(np.mean(fitted, axis=0))
-        reference = reference / max(_centred(reference)[1], 1e-12)
+        reference, size = _centred(np.mean([_fit(u, reference)[0] for u in unit], axis=0))
+        reference = reference / max(size, 1e-12)
     fits = [_fit(u, reference) for u in unit]
     mirrored = np.array([f[1] for f in fits])
     if mirrored.sum() > len(names) / 2:
@@ -95,7 +93,7 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
     mean_angle = np.degrees(circmean(np.radians(angles), high=np.pi, low=-np.pi))
     turn = (angles - mean_angle + 180.0) % 360.0 - 180.0
     return pd.DataFrame({
-        "video": names,
+        "video": names.tolist(),
         "n_frames": counts,
         "n_keypoints": int(shared.sum()),
         "size_px": np.round(sizes, 1),
