@@ -149,6 +149,13 @@ ABLATIONS = {
                             "training inputs (the earlier default; 0.6-1.4 now)",
                             lambda c: _set(c, augment=replace(c.augment, scale=0.15),
                                            refine=replace(c.refine, zoom=0.15))),
+    # which stage's wider range carries the gain: each narrowed alone
+    "hybrid_narrow_zoom": ("default recipe with the eye and nose stages' crops zoomed by 0.85-1.15 "
+                           "only (the first stage keeps 0.6-1.4)",
+                           lambda c: _set(c, refine=replace(c.refine, zoom=0.15))),
+    "hybrid_narrow_first": ("default recipe with the first stage's faces scaled by 0.85-1.15 only "
+                            "(the eye and nose stages keep 0.6-1.4)",
+                            lambda c: _set(c, augment=replace(c.augment, scale=0.15))),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),

@@ -81,3 +81,22 @@ def test_saved_table_is_reused_only_when_finished_with_the_same_settings(tmp_pat
     assert "seed" in capsys.readouterr().err
     assert BENCH.main(base + ["--reuse", "--seed", "1", "--overwrite"]) == 0
     assert json.loads(table.read_text())["provenance"]["args"]["seed"] == 1
+
+
+@pytest.mark.parametrize(("name", "changed"), [
+    ("hybrid_narrow_scale", {"augment.scale", "refine.zoom"}),
+    ("hybrid_narrow_first", {"augment.scale"}),
+    ("hybrid_narrow_zoom", {"refine.zoom"}),
+])
+def test_scale_ablations_narrow_only_the_stage_they_name(name, changed):
+    # the three runs that tell which stage's scale range carries the gain differ from the
+    # default in these fields and no other
+    default = profile_config("default")
+    cfg = BENCH.ABLATIONS[name][1](copy.deepcopy(default))
+    diff = {f"{part}.{k}" for part in ("augment", "refine")
+            for k, v in getattr(cfg, part).__dict__.items()
+            if getattr(getattr(default, part), k) != v}
+    assert diff == changed
+    # narrowed to the earlier default's 0.85-1.15
+    assert all(getattr(getattr(cfg, f.split(".")[0]), f.split(".")[1]) == 0.15 for f in changed)
+    assert cfg.model == default.model and cfg.crop == default.crop
