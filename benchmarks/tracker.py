@@ -147,15 +147,12 @@ ABLATIONS = {
     # times the median video's size (vit_facemap.poses); the default now scales by 0.6-1.4
     "hybrid_narrow_scale": ("default recipe with faces scaled by 0.85-1.15 in both stages' "
                             "training inputs (the earlier default; 0.6-1.4 now)",
-                            lambda c: _set(c, augment=replace(c.augment, scale=0.15),
-                                           refine=replace(c.refine, zoom=0.15))),
+                            lambda c: _narrow_zoom(_narrow_first(c))),
     # which stage's wider range carries the gain: each narrowed alone
     "hybrid_narrow_zoom": ("default recipe with the eye and nose stages' crops zoomed by 0.85-1.15 "
-                           "only (the first stage keeps 0.6-1.4)",
-                           lambda c: _set(c, refine=replace(c.refine, zoom=0.15))),
+                           "only (the first stage keeps 0.6-1.4)", lambda c: _narrow_zoom(c)),
     "hybrid_narrow_first": ("default recipe with the first stage's faces scaled by 0.85-1.15 only "
-                            "(the eye and nose stages keep 0.6-1.4)",
-                            lambda c: _set(c, augment=replace(c.augment, scale=0.15))),
+                            "(the eye and nose stages keep 0.6-1.4)", lambda c: _narrow_first(c)),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
@@ -172,6 +169,18 @@ def _model(c: TrainConfig, **kw) -> TrainConfig:
 def _one(c: TrainConfig) -> TrainConfig:
     """One stage: the whole budget to the network on the face box."""
     return _set(c, refine=RefineConfig(share=0.0))
+
+
+# the scale range of the earlier default (0.85-1.15), which the hybrid_narrow_* ablations restore
+EARLIER_SCALE = 0.15
+
+
+def _narrow_first(c: TrainConfig) -> TrainConfig:
+    return _set(c, augment=replace(c.augment, scale=EARLIER_SCALE))
+
+
+def _narrow_zoom(c: TrainConfig) -> TrainConfig:
+    return _set(c, refine=replace(c.refine, zoom=EARLIER_SCALE))
 
 
 def _set(c: TrainConfig, **kw) -> TrainConfig:
