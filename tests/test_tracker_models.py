@@ -140,6 +140,43 @@ def test_weights_from_a_local_file(tmp_path):
     assert np.allclose(hyb.eval()(x)["heatmap"].detach(), same.eval()(x)["heatmap"].detach())
 
 
+@pytest.mark.parametrize("family", ["hybrid", "vit"])
+def test_without_positions_a_shifted_face_shifts_the_heatmap(family):
+    # the hybrid_no_pos ablation rests on this: with no learned position per token, a blob
+    # moved by whole tokens on a blank frame moves the heatmap by as much (away from the
+    # borders, which the stem's padding marks), as in a fully convolutional network
+    torch.manual_seed(0)
+    blob = torch.rand(1, 1, 24, 24)
+    x = torch.zeros(2, 1, 128, 192)
+    x[0, :, 32:56, 48:72] = blob
+    x[1, :, 48:72, 80:104] = blob  # one token down, two right (16-pixel tokens)
+    moved = {}
+    for pos in (True, False):
+        model = build_model(ModelConfig(family=family, depth=2, pos_embed=pos), 3).eval()
+        assert (model.backbone.vit.pos_embed is not None) == pos
+        with torch.no_grad():
+            h = model(x)["heatmap"]
+        d = 16 // model.stride
+        first, second = h[0, :, 4:20, 6:30], h[1, :, 4 + d:20 + d, 6 + 2 * d:30 + 2 * d]
+        moved[pos] = (first - second).abs().max().item() / first.abs().max().item()
+    assert moved[False] < 1e-4
+    assert moved[True] > 0.05  # learned positions make where the face sits matter
+
+
+def test_weights_with_positions_start_a_model_without(tmp_path):
+    kw = dict(size="tiny", patch_size=16, input_size=(64, 64), in_chans=1, depth=1, embed_dim=32,
+              num_heads=2)
+    source = build_vit(**kw)
+    path = save_weights(source.vit, tmp_path / "vit.safetensors")
+    target = build_vit(**kw, pos_embed=False, weights=str(path))
+    assert target.vit.pos_embed is None
+    assert torch.equal(target.vit.blocks[0].attn.qkv.weight, source.vit.blocks[0].attn.qkv.weight)
+    # the other way a file lacks what the model needs, and says which
+    bare = save_weights(target.vit, tmp_path / "bare.safetensors")
+    with pytest.raises(ValueError, match="missing: pos_embed"):
+        build_vit(**kw, weights=str(bare))
+
+
 def test_weights_of_another_model_are_refused(tmp_path):
     """A file that fits only part of the backbone must not leave the rest random unnoticed."""
     from vit_facemap.errors import DataError

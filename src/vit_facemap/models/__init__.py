@@ -45,6 +45,9 @@ class ModelConfig:
     input_w: int = 192
     input_h: int = 128
     drop_path: float = 0.0
+    # ViT and hybrid: a learned absolute position per token (timm's); False leaves it out, so a
+    # token knows where it sits only from the stem's borders, as in a fully convolutional net
+    pos_embed: bool = True
     weights: str | None = None      # pretrained backbone: a file (.safetensors, .pth) or hf-hub:org/name
 
     def __post_init__(self) -> None:
@@ -130,7 +133,7 @@ class KeypointModel(nn.Module):
                 patch_size=c.patch_size, input_size=c.input_size, in_chans=c.channels,
                 **c.dims(), hybrid=c.family == "hybrid",
                 stem_widths=tuple(c.stem_widths), timm_name=c.timm_name, weights=c.weights,
-                drop_path=c.drop_path,
+                drop_path=c.drop_path, pos_embed=c.pos_embed,
             )
         else:
             from vit_facemap.models.cnn import CNNBackbone

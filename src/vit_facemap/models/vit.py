@@ -93,13 +93,15 @@ def build_vit(
     timm_name: str | None = None,
     weights: str | None = None,
     drop_path: float = 0.0,
+    pos_embed: bool = True,
 ) -> ViTBackbone:
     """A ViT backbone for ``input_size`` = (width, height).
 
     ``timm_name`` builds a registered timm model (e.g. ``vit_small_patch8_224``,
     ``vit_base_r50_s16_224``) instead of the ``size`` / ``patch_size`` recipe (not with
     ``hybrid``, this project's own stem); ``weights`` (a safetensors or .pth file, or
-    ``hf-hub:org/name``) starts the backbone from a file.
+    ``hf-hub:org/name``) starts the backbone from a file. ``pos_embed=False`` builds it
+    without timm's learned absolute position embedding.
     """
     w, h = input_size
     if hybrid and timm_name:
@@ -115,11 +117,12 @@ def build_vit(
                 args[key] = value
         vit = VisionTransformer(
             img_size=(h, w), patch_size=1, in_chans=in_chans, num_classes=0,
-            embed_layer=partial(HybridEmbed, backbone=stem), drop_path_rate=drop_path, **args,
+            embed_layer=partial(HybridEmbed, backbone=stem), drop_path_rate=drop_path,
+            pos_embed="learn" if pos_embed else "none", **args,
         )
     else:
         kwargs: dict = dict(img_size=(h, w), in_chans=in_chans, num_classes=0,
-                            drop_path_rate=drop_path)
+                            drop_path_rate=drop_path, pos_embed="learn" if pos_embed else "none")
         if timm_name is None:
             timm_name = f"vit_{size}_patch16_224"
             kwargs["patch_size"] = patch_size
