@@ -137,3 +137,18 @@ def test_inspecting_a_set_does_not_load_torch():
             "sys.exit(f'loaded {loaded}' if loaded else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keypoints_on_a_line_have_no_side(seed):
+    # a line is its own mirror image across itself: which side a video showed, and its turn
+    # (off by 90-180 degrees), were decided by one pixel of labelling noise
+    line = np.array([[100, 200], [200, 200], [260, 200], [400, 200], [450, 200], [500, 200]], float)
+    turns = [0, 5, -6, 3, -2, 10]
+    frames = _frames({f"v{i}": _turn(line, d, s) for i, (d, s) in
+                      enumerate(zip(turns, [1, 0.95, 1.05, 1, 0.9, 1], strict=True))}, seed=seed)
+    p = video_poses(frames)
+    assert not p["mirrored"].any()
+    relative = (p["rotation_deg"] - p["rotation_deg"].iloc[0]).abs().to_numpy()
+    np.testing.assert_allclose(relative, np.abs(turns), atol=1.5)
+    assert p["scale"].tolist() == pytest.approx([1, 0.95, 1.05, 1, 0.9, 1], abs=0.01)

@@ -35,21 +35,40 @@ POSE_COLUMNS = ["video", "n_frames", "n_keypoints", "size_px", "scale", "rotatio
                 "mirrored"]
 
 
+# keypoints whose spread across their line is under 5% of their spread along it (5 px on a
+# 100 px face, within labelling noise) have no side to tell: which side a video shows would
+# be decided by the noise, and the rotation with it (by up to 180 degrees)
+LINE_WIDTH = 0.05
+
+
 def _centred(pose: np.ndarray) -> tuple[np.ndarray, float]:
     """``pose`` about its centre and its size (RMS distance from the centre)."""
     c = pose - pose.mean(axis=0)
     return c, float(np.sqrt((c ** 2).sum(axis=1).mean()))
 
 
-def _fit(pose: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, bool, float]:
+def _fit(pose: np.ndarray, reference: np.ndarray, axis: np.ndarray | None = None
+         ) -> tuple[np.ndarray, bool, float]:
     """Unit-size ``pose`` rotated (and reflected where that fits better) onto the unit-size
-    ``reference``; whether it was reflected; its rotation in degrees."""
+    ``reference``; whether it was reflected; its rotation in degrees. ``axis``: the direction
+    of a ``reference`` whose points lie on a line, which a reflection across that line leaves
+    in place, so there the fit is kept a rotation."""
     r, _ = orthogonal_procrustes(pose, reference)
     mirrored = bool(np.linalg.det(r) < 0)
+    if mirrored and axis is not None:
+        r = r @ (2 * np.outer(axis, axis) - np.eye(2))
+        mirrored = False
     # the rotation part: a left-right mirror first (x -> -x), then r's rotation
     rot = np.diag([-1.0, 1.0]) @ r if mirrored else r
     angle = float(np.degrees(np.arctan2(rot[0, 1], rot[0, 0])))
     return pose @ r, mirrored, angle
+
+
+def _line_axis(pose: np.ndarray) -> np.ndarray | None:
+    """The direction of a centred ``pose`` whose points lie on a line (within
+    :data:`LINE_WIDTH` of its length), else None."""
+    _, s, vt = np.linalg.svd(pose, full_matrices=False)
+    return vt[0] if s[1] <= LINE_WIDTH * s[0] else None
 
 
 def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
@@ -59,7 +78,8 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
     both sides); a set with fewer than three such keypoints, or one video, gives an empty
     table. ``mirrored`` is relative to the typical pose, which follows the videos that
     make up the most: in a set filmed mostly from the left, the videos filmed from the
-    right are the mirrored ones.
+    right are the mirrored ones. Keypoints that lie on a line (:data:`LINE_WIDTH`) have no
+    side: no video is called mirrored there.
     """
     videos = frames.videos
     names, counts = np.unique(videos, return_counts=True)
@@ -78,10 +98,12 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
         unit.append(c / size if size > 0 else c)
     # start from the video with most frames: a typical pose, not an average of both sides
     reference = unit[int(np.argmax(counts))]
+    axis = _line_axis(reference)
     for _ in range(iterations):
-        reference, size = _centred(np.mean([_fit(u, reference)[0] for u in unit], axis=0))
+        reference, size = _centred(np.mean([_fit(u, reference, axis)[0] for u in unit], axis=0))
         reference = reference / max(size, 1e-12)
-    fits = [_fit(u, reference) for u in unit]
+        axis = _line_axis(reference)
+    fits = [_fit(u, reference, axis) for u in unit]
     mirrored = np.array([f[1] for f in fits])
     if mirrored.sum() > len(names) / 2:
         # the reference ended up on the minority side: name the minority as mirrored
