@@ -320,6 +320,19 @@ def test_speed_table_shows_the_device_of_each_row(tmp_path):
         assert t["device"].tolist() == ["cpu"] * 4 + [shown] * 2
 
 
+def test_the_page_names_its_gpu_as_the_benchmark_does(monkeypatch):
+    # the tracking page passed "cuda" where the benchmark's rows beside it name the GPU
+    import torch
+
+    from vit_facemap.runinfo import device_name
+
+    assert device_name("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
+    assert device_name("cuda") == "NVIDIA H200"
+    assert device_name("cpu") == "cpu"
+
+
 def test_speed_table_names_a_file_of_another_kind(tmp_path):
     bench = tmp_path / "track_speed.json"
     # TypeErrors and AttributeErrors that did not name the file

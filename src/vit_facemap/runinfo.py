@@ -62,6 +62,12 @@ def device_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def device_name(device: str) -> str:
+    """The GPU's name for a CUDA ``device`` (as :func:`device_info` records it), else
+    ``device`` itself: a table beside the benchmarks' rows, which record the name."""
+    return str(device_info(device).get("gpu") or device)
+
+
 def jsonable(obj: Any, *, nan_as_null: bool = False) -> Any:
     """Dataclasses, paths and numpy scalars as plain JSON values.
 
