@@ -100,3 +100,19 @@ def test_scale_ablations_narrow_only_the_stage_they_name(name, changed):
     # narrowed to the earlier default's 0.85-1.15
     assert all(v == 0.15 for v in diff.values())
     assert cfg.model == default.model and cfg.crop == default.crop
+
+
+def test_the_ablations_the_manuscript_and_readme_name_exist():
+    # a renamed or dropped ablation would leave the text telling readers to run a name the
+    # benchmark refuses
+    import re
+
+    texts = [*sorted((ROOT / "content").glob("*.md")), ROOT / "README.md"]
+    named = set()
+    for path in texts:
+        text = path.read_text()
+        for listed in re.findall(r"--ablations ([a-z0-9_,]+)", text):
+            named.update(listed.split(","))
+        named.update(re.findall(r"`((?:hybrid|cnn|fmnet)_[a-z0-9_]+)`", text))
+    assert {"hybrid_flip", "hybrid_no_pos", "hybrid_narrow_scale"} <= named  # the scan reads them
+    assert named - set(BENCH.ABLATIONS) == set()
