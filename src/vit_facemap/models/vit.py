@@ -122,7 +122,9 @@ def build_vit(
         )
     else:
         kwargs: dict = dict(img_size=(h, w), in_chans=in_chans, num_classes=0,
-                            drop_path_rate=drop_path, pos_embed="learn" if pos_embed else "none")
+                            drop_path_rate=drop_path)
+        if not pos_embed:  # only then: a registered model keeps its own default otherwise
+            kwargs["pos_embed"] = "none"
         if timm_name is None:
             timm_name = f"vit_{size}_patch16_224"
             kwargs["patch_size"] = patch_size
