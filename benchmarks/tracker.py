@@ -153,9 +153,9 @@ ABLATIONS = {
                            "only (the first stage keeps 0.6-1.4)", lambda c: _narrow_zoom(c)),
     "hybrid_narrow_first": ("default recipe with the first stage's faces scaled by 0.85-1.15 only "
                             "(the eye and nose stages keep 0.6-1.4)", lambda c: _narrow_first(c)),
-    # FMnet and the ResNet are fully convolutional: they follow a face by what it looks like
-    # wherever it is; the ViT's learned positions could tie its keypoints to where faces
-    # sat in the training videos (held-out animals filmed smaller or shifted were lost)
+    # FMnet and the ResNet, fully convolutional, find the eye of held-out animals filmed
+    # small, turned or mirrored where the default recipe misses it at 6 minutes: whether the
+    # ViT's learned positions, which can tie keypoints to where faces sat in training, are why
     "hybrid_no_pos": ("default recipe without the ViT's learned position embedding (both "
                       "stages)", lambda c: _model(c, pos_embed=False)),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
