@@ -104,6 +104,8 @@ def build_vit(
     without timm's learned absolute position embedding.
     """
     w, h = input_size
+    # passed only to leave it out: a registered model keeps its own default otherwise
+    positions = {} if pos_embed else {"pos_embed": "none"}
     if hybrid and timm_name:
         raise ValueError(f"timm_name {timm_name!r} names a registered model; the hybrid family "
                          "is this project's conv stem (use family 'vit' for timm's hybrids)")
@@ -118,13 +120,11 @@ def build_vit(
         vit = VisionTransformer(
             img_size=(h, w), patch_size=1, in_chans=in_chans, num_classes=0,
             embed_layer=partial(HybridEmbed, backbone=stem), drop_path_rate=drop_path,
-            pos_embed="learn" if pos_embed else "none", **args,
+            **positions, **args,
         )
     else:
         kwargs: dict = dict(img_size=(h, w), in_chans=in_chans, num_classes=0,
-                            drop_path_rate=drop_path)
-        if not pos_embed:  # only then: a registered model keeps its own default otherwise
-            kwargs["pos_embed"] = "none"
+                            drop_path_rate=drop_path, **positions)
         if timm_name is None:
             timm_name = f"vit_{size}_patch16_224"
             kwargs["patch_size"] = patch_size
