@@ -158,6 +158,15 @@ ABLATIONS = {
     # ViT's learned positions, which can tie keypoints to where faces sat in training, are why
     "hybrid_no_pos": ("default recipe without the ViT's learned position embedding (both "
                       "stages)", lambda c: _model(c, pos_embed=False)),
+    # which stage the positions cost or help: the first, which must find the face's parts
+    # wherever the animal sits, or the crop stages, which place them to a few pixels
+    "hybrid_no_pos_first": ("default recipe without the ViT's learned position embedding in the "
+                            "first stage only (the eye and nose stages keep it)",
+                            lambda c: _set(_model(c, pos_embed=False), refine=replace(
+                                c.refine, model={"pos_embed": True}))),
+    "cnn_first": ("ResNet-18 first stage, the default's hybrid ViT eye and nose stages",
+                  lambda c: _first_stage(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
+                                         n_up=2)),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                        n_up=2)),
@@ -169,6 +178,13 @@ def _model(c: TrainConfig, **kw) -> TrainConfig:
     c = copy.deepcopy(c)
     c.model = ModelConfig(**{**c.model.__dict__, **kw})
     return c
+
+
+def _first_stage(c: TrainConfig, **kw) -> TrainConfig:
+    """Another first-stage network; the second stages keep the recipe's own."""
+    first = _model(c, **kw)
+    own = {k: v for k, v in c.model.__dict__.items() if getattr(first.model, k) != v}
+    return _set(first, refine=replace(c.refine, model={**own, **c.refine.model}))
 
 
 def _one(c: TrainConfig) -> TrainConfig:

@@ -116,3 +116,21 @@ def test_the_ablations_the_manuscript_and_readme_name_exist():
         named.update(re.findall(r"`((?:hybrid|cnn|fmnet)_[a-z0-9_]+)`", text))
     assert {"hybrid_flip", "hybrid_no_pos", "hybrid_narrow_scale"} <= named  # the scan reads them
     assert named - set(BENCH.ABLATIONS) == set()
+
+
+@pytest.mark.parametrize(("name", "first"), [
+    ("hybrid_no_pos_first", "hybrid_no_pos"), ("cnn_first", "cnn_two_stage")])
+def test_first_stage_ablations_change_the_first_stage_alone(name, first):
+    # each asks which stage a network choice helps: its first stage is that of the ablation
+    # changing both, its eye and nose stages the default's
+    from dataclasses import replace
+
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    cfg = BENCH.ABLATIONS[name][1](copy.deepcopy(default))
+    both = BENCH.ABLATIONS[first][1](copy.deepcopy(default))
+    assert cfg.model == both.model != default.model
+    assert _refine_stage_config(cfg, 2).model == _refine_stage_config(default, 2).model
+    assert replace(cfg.refine, model={}) == default.refine
+    assert cfg.augment == default.augment and cfg.steps == default.steps

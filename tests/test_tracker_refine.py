@@ -87,6 +87,50 @@ def test_refine_settings_that_cut_no_crop_are_refused(eye_set, tmp_path):
         assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_second_stages_take_their_own_model_settings(eye_set, tmp_path):
+    # a first stage without positions and eye stages with them: each folder saves and
+    # rebuilds the network it trained
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.model.pos_embed = False
+    cfg.refine.model = {"pos_embed": True}
+    run = tmp_path / "run"
+    fit(cfg, frames, run, None, device="cpu", progress=False)
+    first = json.loads((run / "config.json").read_text())
+    second = json.loads((run / "refine" / "eye" / "config.json").read_text())
+    assert first["train"]["model"]["pos_embed"] is False
+    assert first["train"]["refine"]["model"] == {"pos_embed": True}
+    assert second["train"]["model"]["pos_embed"] is True
+    assert second["train"]["model"]["input_w"] == second["train"]["model"]["input_h"] == 32
+    predictor = load_predictor(run, "cpu")
+    assert predictor.model.backbone.vit.pos_embed is None
+    assert predictor.refiners[0].model.backbone.vit.pos_embed is not None
+    # the setting round-trips through a saved recipe, and older recipes lack it
+    assert TrainConfig.from_dict(first["train"]).refine.model == {"pos_embed": True}
+    assert TrainConfig.from_dict({"refine": {"share": 0.3}}).refine.model == {}
+
+
+@pytest.mark.parametrize(("model", "error"), [
+    ({"dept": 2}, r"unknown refine model settings \['dept'\]"),
+    ({"family": "fmnet"}, r"refine input_size 40 and model \{'family': 'fmnet'\}: FMnet input "
+                          r"40x40"),
+])
+def test_second_stage_model_settings_it_cannot_build_are_refused_before_training(
+        eye_set, tmp_path, model, error):
+    cfg = _config(0.5)
+    cfg.refine = RefineConfig(**{**asdict(cfg.refine), "input_size": 40, "model": model})
+    with pytest.raises(ValueError, match=error):
+        fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_second_stage_model_settings_cannot_change_the_crop_size():
+    with pytest.raises(ValueError, match="cannot set input_w / input_h.*refine input_size"):
+        RefineConfig(model={"input_w": 64})
+    with pytest.raises(ValueError, match=r"bad refine settings: model=\['pos_embed'\]"):
+        RefineConfig(model=["pos_embed"])
+
+
 def test_a_run_saved_with_crop_settings_now_refused_still_loads(eye_set, tmp_path):
     # such runs trained (without a word) and predict from their saved crop side: refusing
     # the settings when a config was made refused the run's config.json, so predict, track

@@ -110,6 +110,8 @@ def _fits(value, hint) -> bool:
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return isinstance(value, list | tuple) and all(
             _fits(v, args[0]) for v in value) if args else isinstance(value, list | tuple)
+    if origin is dict:
+        return isinstance(value, dict)
     if dataclasses.is_dataclass(hint):
         return isinstance(value, hint)  # its own fields it checks itself
     return True

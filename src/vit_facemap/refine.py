@@ -21,7 +21,8 @@ points; ``groups`` names them explicitly. A group of one point
 has no extent, so its crop side is ``point_side`` of the first stage's box. The run
 keeps each group's network in ``<run>/refine/<group>/`` (an ordinary run folder whose
 ``config.json`` names the refined keypoints and the crop side), so a run without that
-folder predicts with one stage.
+folder predicts with one stage. ``model`` changes second-stage model settings from the
+first stage's (a first stage without positions and second stages with them, say).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +62,9 @@ class RefineConfig:
     # in frame pixels, so an animal filmed smaller shows a smaller eye in it (as augment.scale)
     zoom: float = 0.4
     copies: int = 4             # training crops cut per labeled frame
+    # model settings the second stages change from the first stage's (e.g. {"pos_embed":
+    # true}, or another family's); empty: the first stage's network at the crop size
+    model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self, "refine")
@@ -70,6 +75,9 @@ class RefineConfig:
         if self.auto not in AUTO:
             raise ValueError(f"refine auto must be one of {tuple(AUTO)}, got {self.auto!r}")
         self.groups = [[str(p) for p in g] for g in self.groups]
+        if {"input_w", "input_h"} & set(self.model):
+            raise ValueError("refine model settings cannot set input_w / input_h: a second "
+                             "stage's input is the square crop of side refine input_size")
 
     def check_crops(self) -> None:
         """Refuse training crop settings that cut no crop (train.fit, before it trains).

@@ -883,10 +883,19 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
 def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
     """The recipe of one group's second stage: its share of the budget, square crops."""
     rc = recipe.refine
+    unknown = sorted(set(rc.model) - set(ModelConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown refine model settings {unknown}")
     try:
-        return recipe.stage(rc.share / n_groups, input_w=rc.input_size, input_h=rc.input_size)
+        return recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
+                                                    "input_h": rc.input_size})
     except ValueError as exc:
-        raise ValueError(f"refine input_size {rc.input_size}: {exc}") from None
+        raise ValueError(f"{_refine_what(rc)}: {exc}") from None
+
+
+def _refine_what(rc: RefineConfig) -> str:
+    """How errors name a second stage's model: its crop size, and its own settings if any."""
+    return f"refine input_size {rc.input_size}" + (f" and model {rc.model}" if rc.model else "")
 
 
 def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
@@ -897,7 +906,7 @@ def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     except ValueError as exc:
         raise DataError(str(exc)) from None
     config = _refine_stage_config(recipe, n_groups)
-    _check_model(config.model, f"refine input_size {recipe.refine.input_size}")
+    _check_model(config.model, _refine_what(recipe.refine))
 
 
 def _check_model(model: ModelConfig, what: str, weights: bool = False) -> None:
