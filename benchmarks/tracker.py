@@ -164,6 +164,12 @@ ABLATIONS = {
                             "first stage only (the eye and nose stages keep it)",
                             lambda c: _set(_model(c, pos_embed=False), refine=replace(
                                 c.refine, model={"pos_embed": True}))),
+    # one stage with the whole budget found FG001's eye where the default's first stage, with
+    # 55% of it, did not, and lost FG003's: a first stage with more of the budget, the eye
+    # and nose stages kept
+    "hybrid_long_first": ("default recipe with 75% of the budget to the first stage (55% by "
+                          "default), the eye and nose stages sharing the rest",
+                          lambda c: _set(c, refine=replace(c.refine, share=0.25))),
     "cnn_first": ("ResNet-18 first stage, the default's hybrid ViT eye and nose stages",
                   lambda c: _first_stage(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
                                          n_up=2)),
