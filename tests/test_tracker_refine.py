@@ -111,7 +111,8 @@ def test_second_stages_take_their_own_model_settings(eye_set, tmp_path):
 
 
 @pytest.mark.parametrize(("model", "error"), [
-    ({"dept": 2}, r"unknown refine model settings \['dept'\]"),
+    ({"dept": 2}, r"refine input_size 40 and model \{'dept': 2\}: unknown model settings "
+                  r"\['dept'\]"),
     ({"family": "fmnet"}, r"refine input_size 40 and model \{'family': 'fmnet'\}: FMnet input "
                           r"40x40"),
 ])
@@ -122,6 +123,11 @@ def test_second_stage_model_settings_it_cannot_build_are_refused_before_training
     with pytest.raises(ValueError, match=error):
         fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_second_stage_model_settings_are_checked_when_a_recipe_is_read():
+    with pytest.raises(ValueError, match=r"unknown refine model settings \['dept'\]"):
+        TrainConfig.from_dict({"refine": {"share": 0.3, "model": {"dept": 2}}})
 
 
 def test_second_stage_model_settings_cannot_change_the_crop_size():

@@ -136,6 +136,9 @@ class TrainConfig:
             raise ValueError(f"crop must be 'labels' or 'full', got {self.crop!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
+        unknown = sorted(set(self.refine.model) - set(ModelConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown refine model settings {unknown}")
         if self.pretrain_share > 0 and self.model.family == "fmnet":
             # refused when pre-training starts, after the run's files are written
             raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
@@ -164,7 +167,7 @@ class TrainConfig:
         d["warmup_steps"] = int(round(self.warmup_steps * share))
         if self.max_minutes is not None:
             d["max_minutes"] = self.max_minutes * share
-        d["refine"] = {**d["refine"], "share": 0.0}
+        d["refine"] = {**d["refine"], "share": 0.0, "model": {}}  # a stage has no stages of its own
         d["model"] = {**d["model"], **model}
         return TrainConfig.from_dict(d)
 
@@ -883,9 +886,6 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
 def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
     """The recipe of one group's second stage: its share of the budget, square crops."""
     rc = recipe.refine
-    unknown = sorted(set(rc.model) - set(ModelConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown refine model settings {unknown}")
     try:
         return recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
                                                     "input_h": rc.input_size})
