@@ -162,8 +162,7 @@ ABLATIONS = {
     # wherever the animal sits, or the crop stages, which place them to a few pixels
     "hybrid_no_pos_first": ("default recipe without the ViT's learned position embedding in the "
                             "first stage only (the eye and nose stages keep it)",
-                            lambda c: _set(_model(c, pos_embed=False), refine=replace(
-                                c.refine, model={"pos_embed": True}))),
+                            lambda c: _first_stage(c, pos_embed=False)),
     # one stage with the whole budget found FG001's eye where the default's first stage, with
     # 55% of it, did not, and lost FG003's: a first stage with more of the budget, the eye
     # and nose stages kept
@@ -189,7 +188,9 @@ def _model(c: TrainConfig, **kw) -> TrainConfig:
 def _first_stage(c: TrainConfig, **kw) -> TrainConfig:
     """Another first-stage network; the second stages keep the recipe's own."""
     first = _model(c, **kw)
-    own = {k: v for k, v in c.model.__dict__.items() if getattr(first.model, k) != v}
+    # a second stage's input is its crop, whatever the first stage's
+    own = {k: v for k, v in c.model.__dict__.items()
+           if getattr(first.model, k) != v and k not in ("input_w", "input_h")}
     return _set(first, refine=replace(c.refine, model={**own, **c.refine.model}))
 
 

@@ -105,9 +105,11 @@ def test_second_stages_take_their_own_model_settings(eye_set, tmp_path):
     predictor = load_predictor(run, "cpu")
     assert predictor.model.backbone.vit.pos_embed is None
     assert predictor.refiners[0].model.backbone.vit.pos_embed is not None
-    # the setting round-trips through a saved recipe, and older recipes lack it
+    # the setting round-trips through a saved recipe; a run saved before it existed loads
     assert TrainConfig.from_dict(first["train"]).refine.model == {"pos_embed": True}
-    assert TrainConfig.from_dict({"refine": {"share": 0.3}}).refine.model == {}
+    del first["train"]["refine"]["model"]
+    (run / "config.json").write_text(json.dumps(first))
+    assert len(load_predictor(run, "cpu").refiners) == 1
 
 
 @pytest.mark.parametrize(("model", "error"), [
@@ -120,19 +122,41 @@ def test_second_stage_model_settings_it_cannot_build_are_refused_before_training
         eye_set, tmp_path, model, error):
     cfg = _config(0.5)
     cfg.refine = RefineConfig(**{**asdict(cfg.refine), "input_size": 40, "model": model})
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(DataError, match=error):  # a user's mistake: one line, no traceback
         fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-def test_second_stage_model_settings_are_checked_when_a_recipe_is_read():
-    with pytest.raises(ValueError, match=r"unknown refine model settings \['dept'\]"):
-        TrainConfig.from_dict({"refine": {"share": 0.3, "model": {"dept": 2}}})
+def test_second_stage_weights_that_do_not_fit_are_refused_before_training(eye_set, tmp_path):
+    # a file made for the first stage's hybrid meets a CNN second stage only when that
+    # stage starts, after the first had spent its budget
+    from vit_facemap.models import build_model
+    from vit_facemap.models.weights import save_weights
+
+    cfg = _config(0.5)
+    cfg.model.weights = str(save_weights(build_model(cfg.model, 9), tmp_path / "w.safetensors"))
+    cfg.refine.model = {"family": "cnn", "timm_name": "resnet18"}
+    with pytest.raises(DataError, match="w.safetensors"):
+        fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize(("model", "error"), [
+    ({"dept": 2}, r"unknown refine model settings \['dept'\]"),
+    ({"pos_embed": "yes"}, r"refine model settings \{'pos_embed': 'yes'\}: bad model settings: "
+                           r"pos_embed='yes' \(expected bool\)"),
+    ({"family": "resnet"}, r"refine model settings .*unknown model family 'resnet'"),
+])
+def test_second_stage_model_settings_are_checked_when_a_recipe_is_read(model, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig.from_dict({"refine": {"share": 0.3, "model": model}})
 
 
 def test_second_stage_model_settings_cannot_change_the_crop_size():
     with pytest.raises(ValueError, match="cannot set input_w / input_h.*refine input_size"):
         RefineConfig(model={"input_w": 64})
+    with pytest.raises(ValueError, match="cannot set channels"):
+        RefineConfig(model={"channels": 3})
     with pytest.raises(ValueError, match=r"bad refine settings: model=\['pos_embed'\]"):
         RefineConfig(model=["pos_embed"])
 

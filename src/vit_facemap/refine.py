@@ -3,9 +3,9 @@
 The first stage sees the whole face box shrunk to the model input: on ``schroeder`` one
 input pixel is about four frame pixels and the pupil is five input pixels wide, so a
 pupil point cannot be placed to a few frame pixels however well the network learns. The
-second stage is a keypoint model of the same family trained on square crops around the
-eye (``factor`` times the eye's typical extent in the training labels, resized to
-``input_size``), at close to the frame's own resolution. At prediction time the crop is
+second stage is a keypoint model, by default of the first stage's network (see ``model``),
+trained on square crops around the eye (``factor`` times the eye's typical extent in the
+training labels, resized to ``input_size``), at close to the frame's own resolution. At prediction time the crop is
 centred on the first stage's estimate of the refined keypoints, and their positions and
 confidences are replaced by the second stage's.
 
@@ -78,6 +78,10 @@ class RefineConfig:
         if {"input_w", "input_h"} & set(self.model):
             raise ValueError("refine model settings cannot set input_w / input_h: a second "
                              "stage's input is the square crop of side refine input_size")
+        if "channels" in self.model:
+            # tracking decodes a video's frames gray or in colour for the first stage alone
+            raise ValueError("refine model settings cannot set channels: a second stage sees "
+                             "the frames as the first stage reads them")
 
     def check_crops(self) -> None:
         """Refuse training crop settings that cut no crop (train.fit, before it trains).

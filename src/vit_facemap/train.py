@@ -136,9 +136,15 @@ class TrainConfig:
             raise ValueError(f"crop must be 'labels' or 'full', got {self.crop!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
-        unknown = sorted(set(self.refine.model) - set(ModelConfig.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown refine model settings {unknown}")
+        if self.refine.model:
+            # a bad value met first when the second stages are built, after the first stage
+            unknown = sorted(map(str, set(self.refine.model) - set(ModelConfig.__dataclass_fields__)))
+            if unknown:
+                raise ValueError(f"unknown refine model settings {unknown}")
+            try:
+                ModelConfig(**{**asdict(self.model), **self.refine.model})
+            except ValueError as exc:
+                raise ValueError(f"refine model settings {self.refine.model}: {exc}") from None
         if self.pretrain_share > 0 and self.model.family == "fmnet":
             # refused when pre-training starts, after the run's files are written
             raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
@@ -884,7 +890,8 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
 
 
 def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
-    """The recipe of one group's second stage: its share of the budget, square crops."""
+    """The recipe of one group's second stage: its share of the budget, square crops, the
+    first stage's model with ``refine.model``'s settings over it."""
     rc = recipe.refine
     try:
         return recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
@@ -900,13 +907,17 @@ def _refine_what(rc: RefineConfig) -> str:
 
 def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     """Refuse a second stage's recipe its network cannot take (a crop size its patches or
-    strides do not tile), as building it would after the first stage."""
+    strides do not tile, settings of ``refine.model`` it cannot build, a weights file that
+    does not fit it), as building it would after the first stage."""
     try:
         recipe.refine.check_crops()  # not when a saved run is read: such runs still load
+        config = _refine_stage_config(recipe, n_groups)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    config = _refine_stage_config(recipe, n_groups)
-    _check_model(config.model, _refine_what(recipe.refine))
+    # a stage of its own network would meet a weights file made for the first stage's
+    # only when its training starts, after the first stage spent its budget
+    _check_model(config.model, _refine_what(recipe.refine),
+                 weights=bool(recipe.refine.model) and config.model.weights is not None)
 
 
 def _check_model(model: ModelConfig, what: str, weights: bool = False) -> None:
