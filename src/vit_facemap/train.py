@@ -138,11 +138,8 @@ class TrainConfig:
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if self.refine.model:
             # a bad value met first when the second stages are built, after the first stage
-            unknown = sorted(map(str, set(self.refine.model) - set(ModelConfig.__dataclass_fields__)))
-            if unknown:
-                raise ValueError(f"unknown refine model settings {unknown}")
             try:
-                ModelConfig(**{**asdict(self.model), **self.refine.model})
+                _section("refine model", ModelConfig, {**asdict(self.model), **self.refine.model})
             except ValueError as exc:
                 raise ValueError(f"refine model settings {self.refine.model}: {exc}") from None
         if self.pretrain_share > 0 and self.model.family == "fmnet":
@@ -185,7 +182,7 @@ def _section(name: str, cls: type, d: Any) -> Any:
     top level's "unknown training settings"."""
     if not isinstance(d, dict):
         raise ValueError(f"'{name}' must be a JSON object of settings, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    unknown = sorted(map(str, set(d) - set(cls.__dataclass_fields__)))
     if unknown:
         raise ValueError(f"unknown {name} settings {unknown}")
     return cls(**d)
