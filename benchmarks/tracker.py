@@ -82,6 +82,8 @@ from vit_facemap.runinfo import (
 from vit_facemap.splits import group_split, groups_for, later_frames_split
 from vit_facemap.train import TrainConfig, fit, profile_config
 
+# the ResNet-18 peer's model settings (stride 16), alone or in the two-stage recipe
+RESNET18 = {"family": "cnn", "timm_name": "resnet18", "cnn_out_index": 3, "n_up": 2}
 NEURAL = {
     # name: (description, function of the default TrainConfig -> TrainConfig)
     # The peers keep their authors' networks (the ResNet-18 cut at stride 16, trained from
@@ -95,7 +97,7 @@ NEURAL = {
     "vit_heatmap": ("plain ViT/16 + deconvolution heatmap head",
                     lambda c: _one(_model(c, family="vit", patch_size=16, n_up=2))),
     "cnn": ("ResNet-18 (stride 16) + deconvolution heatmap head",
-            lambda c: _one(_model(c, family="cnn", timm_name="resnet18", cnn_out_index=3, n_up=2))),
+            lambda c: _one(_model(c, **RESNET18))),
     "fmnet": ("Facemap FMnet (facemap.pose.facemap_network)",
               lambda c: _one(_model(c, family="fmnet"))),
 }
@@ -170,11 +172,9 @@ ABLATIONS = {
                           "default), the eye and nose stages sharing the rest",
                           lambda c: _set(c, refine=replace(c.refine, share=0.25))),
     "cnn_first": ("ResNet-18 first stage, the default's hybrid ViT eye and nose stages",
-                  lambda c: _first_stage(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
-                                         n_up=2)),
+                  lambda c: _first_stage(c, **RESNET18)),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
-                      lambda c: _model(c, family="cnn", timm_name="resnet18", cnn_out_index=3,
-                                       n_up=2)),
+                      lambda c: _model(c, **RESNET18)),
     "fmnet_two_stage": ("FMnet in our two-stage recipe", lambda c: _model(c, family="fmnet")),
 }
 
