@@ -157,11 +157,7 @@ class TrainConfig:
         refine = d.pop("refine", {"share": 0.0})
         refine = _section("refine", RefineConfig,
                           {"auto": "eye", **refine} if isinstance(refine, dict) else refine)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        return cls(model=model, augment=augment, refine=refine, **d)
+        return _section("training", cls, {**d, "model": model, "augment": augment, "refine": refine})
 
     def stage(self, share: float, **model: Any) -> TrainConfig:
         """This recipe with ``share`` of its steps and minutes, one stage, other model settings."""
@@ -178,8 +174,8 @@ class TrainConfig:
 def _section(name: str, cls: type, d: Any) -> Any:
     """``cls(**d)`` for the ``name`` section of a training config. A misspelt key was
     refused as Python's "ModelConfig.__init__() got an unexpected keyword argument 'dept'",
-    which names neither the section nor the config's own words; it reads like the
-    top level's "unknown training settings"."""
+    which names neither the section nor the config's own words; the top level is read by
+    it too ("unknown training settings")."""
     if not isinstance(d, dict):
         raise ValueError(f"'{name}' must be a JSON object of settings, got {type(d).__name__}")
     unknown = sorted(map(str, set(d) - set(cls.__dataclass_fields__)))
