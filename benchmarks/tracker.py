@@ -173,6 +173,11 @@ ABLATIONS = {
                           lambda c: _set(c, refine=replace(c.refine, share=0.25))),
     "cnn_first": ("ResNet-18 first stage, the default's hybrid ViT eye and nose stages",
                   lambda c: _first_stage(c, **RESNET18)),
+    # the ResNet-18 first stage finds eyes the hybrid's misses: its features under the ViT's
+    # blocks (a ViT-R50-style hybrid, attention and rollout kept) in the first stage
+    "resnet_stem_first": ("ResNet-18 (to stride 16) as the first stage's ViT stem, the "
+                          "default's hybrid ViT eye and nose stages",
+                          lambda c: _first_stage(c, stem="resnet18")),
     "cnn_two_stage": ("ResNet-18 heatmap model in our two-stage recipe",
                       lambda c: _model(c, **RESNET18)),
     "fmnet_two_stage": ("FMnet in our two-stage recipe", lambda c: _model(c, family="fmnet")),

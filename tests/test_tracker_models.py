@@ -393,3 +393,46 @@ def test_gaussian_target_and_cross_entropy_by_hand():
     assert float(g[0, 2, 1] / g[0, 2, 3]) == pytest.approx(e ** 4)
     ce = heatmap_cross_entropy(torch.zeros(1, 2, 6, 8), c, vis, 1.0)
     assert ce[0].tolist() == pytest.approx([math.log(48), 0.0])
+
+
+def test_a_resnet_stem_gives_the_hybrid_cnn_tokens_and_keeps_its_attention(tmp_path):
+    # the resnet_stem_first ablation: ResNet-18 features (stride 16) as the ViT's tokens, its
+    # stride-4 map fused by the skip head, attention rollout as for the conv stem
+    from dataclasses import asdict
+
+    from vit_facemap.models.vit import TimmStem
+    from vit_facemap.rollout import attention_rollout
+
+    cfg = ModelConfig(stem="resnet18", depth=1, input_w=96, input_h=64)
+    model = build_model(cfg, 3).eval()
+    assert isinstance(model.backbone.stem, TimmStem)
+    assert model.backbone.grid == (4, 6) and model.stride == 4
+    assert model.backbone.stem.skip_channels == 64  # ResNet-18's layer1
+    x = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        h = model(x)["heatmap"]
+    assert h.shape == (2, 3, 16, 24)
+    # cut at stride 16: ResNet-18's last stage (8.4 M weights) is not built
+    assert not any(k.startswith("net.layer4") for k in model.backbone.stem.state_dict())
+    maps = attention_rollout(model, x).maps
+    assert maps.shape == (2, 4, 6) and np.isfinite(maps).all()
+    # the saved config rebuilds the same network
+    again = build_model(ModelConfig(**asdict(cfg)), 3).eval()
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again(x)["heatmap"], h)
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"family": "vit", "stem": "resnet18"}, "only the hybrid family has a stem"),
+    ({"family": "cnn", "stem": "resnet18"}, "only the hybrid family has a stem"),
+    ({"stem": "resnet_18"}, "neither 'conv' nor a CNN timm knows"),
+])
+def test_a_stem_the_model_cannot_take_is_refused_when_the_recipe_is_read(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kw)
+
+
+def test_a_stem_cut_at_its_stride_4_stage_is_refused():
+    with pytest.raises(ValueError, match="not coarser than its stride-4 stage"):
+        build_model(ModelConfig(stem="resnet18", cnn_out_index=1, depth=1), 3)

@@ -36,9 +36,12 @@ class ModelConfig:
     num_heads: int | None = None
     patch_size: int = 16            # plain ViT only
     stem_widths: list[int] = field(default_factory=lambda: [24, 48, 96, 128])  # hybrid conv stem
+    # hybrid: "conv" (the stem_widths stack) or a timm CNN cut at cnn_out_index ("resnet18",
+    # as in the ViT-R50 hybrid), whose deeper features find a face's parts more like a CNN
+    stem: str = "conv"
     skip: bool = True               # hybrid heatmap head: fuse the stem's fine map (stride 4)
     timm_name: str | None = None    # a registered timm model instead (vit or cnn)
-    cnn_out_index: int = 3          # CNN: which stage feeds the head (3: stride 16 for ResNets)
+    cnn_out_index: int = 3          # CNN or CNN stem: the stage used (3: stride 16 for ResNets)
     decoder_channels: int = 64
     n_up: int = 2                   # 2x deconvolutions in the heatmap head
     channels: int = 1               # 1 (gray) or 3 (RGB)
@@ -77,6 +80,15 @@ class ModelConfig:
         if self.family == "hybrid" and (not self.stem_widths or min(self.stem_widths) < 1):
             raise ValueError("model stem_widths must be one or more widths of at least 1, got "
                              f"{self.stem_widths}")
+        if self.stem != "conv":
+            if self.family != "hybrid":
+                raise ValueError(f"model stem {self.stem!r}: only the hybrid family has a stem "
+                                 f"to choose (family {self.family!r})")
+            import timm  # refused when the recipe is read, not after the data are loaded
+
+            if ":" not in self.stem and not timm.is_model(self.stem):
+                raise ValueError(f"model stem {self.stem!r} is neither 'conv' nor a CNN timm "
+                                 "knows")
         if self.family in ("vit", "hybrid") and self.timm_name is None:
             dims = self.dims()
             if dims["embed_dim"] % dims["num_heads"]:
@@ -133,7 +145,8 @@ class KeypointModel(nn.Module):
                 patch_size=c.patch_size, input_size=c.input_size, in_chans=c.channels,
                 **c.dims(), hybrid=c.family == "hybrid",
                 stem_widths=tuple(c.stem_widths), timm_name=c.timm_name, weights=c.weights,
-                drop_path=c.drop_path, pos_embed=c.pos_embed,
+                drop_path=c.drop_path, pos_embed=c.pos_embed, stem=c.stem,
+                cnn_out_index=c.cnn_out_index,
             )
         else:
             from vit_facemap.models.cnn import CNNBackbone

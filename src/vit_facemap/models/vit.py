@@ -55,6 +55,45 @@ class ConvStem(nn.Module):
         return x
 
 
+class TimmStem(nn.Module):
+    """A timm CNN cut at ``out_index`` (stride 16 for ResNets) as the hybrid's patch
+    embedding, as in the ViT-R50 hybrid of Dosovitskiy et al. (2021) but at a CPU size.
+
+    Like :class:`ConvStem` it keeps its stride-4 map in ``self.skip`` for the heatmap head.
+    """
+
+    def __init__(self, name: str, in_chans: int, out_index: int = 3) -> None:
+        super().__init__()
+        if ":" not in name and not timm.is_model(name):  # hf-hub:..., local-dir:...
+            raise ValueError(f"model stem {name!r} is neither 'conv' nor a CNN timm knows")
+        try:
+            info = timm.create_model(name, features_only=True, in_chans=in_chans).feature_info
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"model stem {name!r}: timm cannot build it as a feature "
+                             f"extractor ({first_line(exc)})") from None
+        reductions = info.reduction()
+        if not 0 <= out_index < len(reductions):
+            raise ValueError(f"cnn_out_index {out_index}: stem {name} has feature stages 0 to "
+                             f"{len(reductions) - 1}")
+        # the stride-4 stage feeds the skip head (the first when none is at 4)
+        skip_index = next((i for i, r in enumerate(reductions) if r == 4), 0)
+        if skip_index >= out_index:
+            raise ValueError(f"cnn_out_index {out_index}: stem {name}'s stage {out_index} is not "
+                             "coarser than its stride-4 stage, which the heatmap head fuses")
+        # cut after out_index: the stages beyond it would be computed and never used
+        self.net = timm.create_model(name, features_only=True, in_chans=in_chans,
+                                     out_indices=(skip_index, out_index))
+        self.num_features = info.channels()[out_index]
+        self.stride = reductions[out_index]
+        self.skip_channels = info.channels()[skip_index]
+        self.skip_stride = reductions[skip_index]
+        self.skip: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.skip, out = self.net(x)
+        return out
+
+
 class ViTBackbone(nn.Module):
     """A timm ViT; ``forward`` returns (grid features (B, D, h, w), CLS token (B, D))."""
 
@@ -67,10 +106,10 @@ class ViTBackbone(nn.Module):
         self.stride = h_in // self.grid[0]
 
     @property
-    def stem(self) -> ConvStem | None:
-        """The hybrid's conv stem (None for a plain ViT)."""
+    def stem(self) -> ConvStem | TimmStem | None:
+        """The hybrid's stem (None for a plain ViT or one of timm's hybrids)."""
         backbone = getattr(self.vit.patch_embed, "backbone", None)
-        return backbone if isinstance(backbone, ConvStem) else None
+        return backbone if isinstance(backbone, ConvStem | TimmStem) else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.vit.forward_features(x)
@@ -94,6 +133,8 @@ def build_vit(
     weights: str | None = None,
     drop_path: float = 0.0,
     pos_embed: bool = True,
+    stem: str = "conv",
+    cnn_out_index: int = 3,
 ) -> ViTBackbone:
     """A ViT backbone for ``input_size`` = (width, height).
 
@@ -101,7 +142,8 @@ def build_vit(
     ``vit_base_r50_s16_224``) instead of the ``size`` / ``patch_size`` recipe (not with
     ``hybrid``, this project's own stem); ``weights`` (a safetensors or .pth file, or
     ``hf-hub:org/name``) starts the backbone from a file. ``pos_embed=False`` builds it
-    without timm's learned absolute position embedding.
+    without timm's learned absolute position embedding. ``stem`` (hybrid only) is "conv",
+    the ``stem_widths`` stack, or a timm CNN (``resnet18``) cut at ``cnn_out_index``.
     """
     w, h = input_size
     # passed only to leave it out: a registered model keeps its own default otherwise
@@ -109,17 +151,20 @@ def build_vit(
     if hybrid and timm_name:
         raise ValueError(f"timm_name {timm_name!r} names a registered model; the hybrid family "
                          "is this project's conv stem (use family 'vit' for timm's hybrids)")
+    if stem != "conv" and not hybrid:
+        raise ValueError(f"model stem {stem!r}: only the hybrid family has a stem to choose")
     if hybrid:
-        stem = ConvStem(in_chans, tuple(stem_widths))
-        if h % stem.stride or w % stem.stride:
-            raise ValueError(f"input {w}x{h} must be a multiple of the stem stride {stem.stride}")
+        net = (ConvStem(in_chans, tuple(stem_widths)) if stem == "conv"
+               else TimmStem(stem, in_chans, cnn_out_index))
+        if h % net.stride or w % net.stride:
+            raise ValueError(f"input {w}x{h} must be a multiple of the stem stride {net.stride}")
         args = dict(SIZES[size])
         for key, value in (("depth", depth), ("embed_dim", embed_dim), ("num_heads", num_heads)):
             if value is not None:
                 args[key] = value
         vit = VisionTransformer(
             img_size=(h, w), patch_size=1, in_chans=in_chans, num_classes=0,
-            embed_layer=partial(HybridEmbed, backbone=stem), drop_path_rate=drop_path,
+            embed_layer=partial(HybridEmbed, backbone=net), drop_path_rate=drop_path,
             **positions, **args,
         )
     else:
