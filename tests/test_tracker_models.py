@@ -1,5 +1,6 @@
 """Model families, heads, decoding and weights loaded from a local file."""
 
+import json
 import math
 
 import numpy as np
@@ -401,7 +402,7 @@ def test_a_resnet_stem_gives_the_hybrid_cnn_tokens_and_keeps_its_attention(tmp_p
     from dataclasses import asdict
 
     from vit_facemap.models.vit import TimmStem
-    from vit_facemap.rollout import attention_rollout
+    from vit_facemap.rollout import _MEASURED, attention_rollout, token_shift
 
     cfg = ModelConfig(stem="resnet18", depth=1, input_w=96, input_h=64)
     model = build_model(cfg, 3).eval()
@@ -416,9 +417,14 @@ def test_a_resnet_stem_gives_the_hybrid_cnn_tokens_and_keeps_its_attention(tmp_p
     assert not any(k.startswith("net.layer4") for k in model.backbone.stem.state_dict())
     maps = attention_rollout(model, x).maps
     assert maps.shape == (2, 4, 6) and np.isfinite(maps).all()
-    # the saved config rebuilds the same network
-    again = build_model(ModelConfig(**asdict(cfg)), 3).eval()
-    again.load_state_dict(model.state_dict())
+    # where a CNN stem centres its tokens is measured, not assumed as for the conv stem; a
+    # ResNet's (stride-2 convolutions and pooling) comes out near that of the conv stem
+    assert model.backbone.vit.patch_embed in _MEASURED
+    assert abs(token_shift(model.backbone.vit) - 15 / 32) < 0.1
+    # the config as a run saves it (JSON) and the weights file rebuild the same network
+    saved = json.loads(json.dumps(asdict(cfg)))
+    again = load_weights(build_model(ModelConfig(**saved), 3),
+                         save_weights(model, tmp_path / "model.safetensors")).eval()
     with torch.no_grad():
         assert torch.equal(again(x)["heatmap"], h)
 
@@ -433,6 +439,10 @@ def test_a_stem_the_model_cannot_take_is_refused_when_the_recipe_is_read(kw, mat
         ModelConfig(**kw)
 
 
-def test_a_stem_cut_at_its_stride_4_stage_is_refused():
-    with pytest.raises(ValueError, match="not coarser than its stride-4 stage"):
-        build_model(ModelConfig(stem="resnet18", cnn_out_index=1, depth=1), 3)
+@pytest.mark.parametrize(("index", "match"), [
+    (1, r"stage 1 \(stride 4\) is not coarser than the map the heatmap head fuses \(stride 4\)"),
+    (5, "cnn_out_index 5: stem resnet18 has feature stages 0 to 4"),
+])
+def test_a_stem_cut_where_the_head_cannot_use_it_is_refused(index, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(ModelConfig(stem="resnet18", cnn_out_index=index, depth=1), 3)

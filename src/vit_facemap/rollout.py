@@ -195,8 +195,13 @@ def token_shift(vit: nn.Module) -> float:
     embed = vit.patch_embed
     if isinstance(embed, PatchEmbed):
         return 0.0
+    from vit_facemap.models.vit import TimmStem
+
+    # a timm CNN chosen as the hybrid's stem may be anything (a ConvNeXt's 4x4 patchify
+    # stem centres its tokens otherwise): measured, not assumed
     if isinstance(embed, ConvStemEmbed) or (
             isinstance(embed, HybridEmbed)
+            and not isinstance(getattr(embed, "backbone", None), TimmStem)
             and tuple(getattr(embed.proj, "kernel_size", (1, 1))) == (1, 1)):
         p = int(embed.img_size[0]) // int(embed.grid_size[0])
         return (p - 1) / (2 * p)

@@ -37,7 +37,8 @@ class ModelConfig:
     patch_size: int = 16            # plain ViT only
     stem_widths: list[int] = field(default_factory=lambda: [24, 48, 96, 128])  # hybrid conv stem
     # hybrid: "conv" (the stem_widths stack) or a timm CNN cut at cnn_out_index ("resnet18",
-    # as in the ViT-R50 hybrid), whose deeper features find a face's parts more like a CNN
+    # as in the ViT-R50 hybrid), whose deeper features find a face's parts more like a CNN;
+    # trained with the ViT (weights start the whole hybrid, not the CNN alone)
     stem: str = "conv"
     skip: bool = True               # hybrid heatmap head: fuse the stem's fine map (stride 4)
     timm_name: str | None = None    # a registered timm model instead (vit or cnn)
@@ -84,7 +85,7 @@ class ModelConfig:
             if self.family != "hybrid":
                 raise ValueError(f"model stem {self.stem!r}: only the hybrid family has a stem "
                                  f"to choose (family {self.family!r})")
-            import timm  # refused when the recipe is read, not after the data are loaded
+            import timm  # an unknown name is refused when the recipe is read
 
             if ":" not in self.stem and not timm.is_model(self.stem):
                 raise ValueError(f"model stem {self.stem!r} is neither 'conv' nor a CNN timm "

@@ -68,7 +68,8 @@ class TimmStem(nn.Module):
             raise ValueError(f"model stem {name!r} is neither 'conv' nor a CNN timm knows")
         try:
             info = timm.create_model(name, features_only=True, in_chans=in_chans).feature_info
-        except (RuntimeError, TypeError) as exc:
+        except (AssertionError, RuntimeError, TypeError, OSError) as exc:
+            # OSError: an hf-hub: stem that cannot be fetched
             raise ValueError(f"model stem {name!r}: timm cannot build it as a feature "
                              f"extractor ({first_line(exc)})") from None
         reductions = info.reduction()
@@ -77,9 +78,10 @@ class TimmStem(nn.Module):
                              f"{len(reductions) - 1}")
         # the stride-4 stage feeds the skip head (the first when none is at 4)
         skip_index = next((i for i, r in enumerate(reductions) if r == 4), 0)
-        if skip_index >= out_index:
-            raise ValueError(f"cnn_out_index {out_index}: stem {name}'s stage {out_index} is not "
-                             "coarser than its stride-4 stage, which the heatmap head fuses")
+        if reductions[skip_index] >= reductions[out_index]:
+            raise ValueError(f"cnn_out_index {out_index}: stem {name}'s stage {out_index} "
+                             f"(stride {reductions[out_index]}) is not coarser than the map "
+                             f"the heatmap head fuses (stride {reductions[skip_index]})")
         # cut after out_index: the stages beyond it would be computed and never used
         self.net = timm.create_model(name, features_only=True, in_chans=in_chans,
                                      out_indices=(skip_index, out_index))
@@ -150,7 +152,8 @@ def build_vit(
     positions = {} if pos_embed else {"pos_embed": "none"}
     if hybrid and timm_name:
         raise ValueError(f"timm_name {timm_name!r} names a registered model; the hybrid family "
-                         "is this project's conv stem (use family 'vit' for timm's hybrids)")
+                         "is this project's (choose its CNN with the stem setting, or use "
+                         "family 'vit' for timm's hybrids)")
     if stem != "conv" and not hybrid:
         raise ValueError(f"model stem {stem!r}: only the hybrid family has a stem to choose")
     if hybrid:
