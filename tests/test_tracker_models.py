@@ -271,7 +271,7 @@ def test_model_config_sizes_and_strides():
     assert TrainConfig.from_dict(merged).model.dims()["embed_dim"] == 384
     with pytest.raises(ValueError, match="unknown ViT size"):
         ModelConfig(size="huge")
-    with pytest.raises(ValueError, match="hybrid family is this project's conv stem"):
+    with pytest.raises(ValueError, match=r"hybrid family is this project's \(choose its CNN with the stem setting"):
         build_model(ModelConfig(family="hybrid", timm_name="vit_base_r50_s16_224"), 3)
     # a registered model's own patch decides what input sizes are whole
     with pytest.raises(ValueError, match="multiple of vit_small_patch32_224's patch size 32x32"):
