@@ -24,6 +24,14 @@ SIZES = {  # timm's ViT sizes
 HEADS = ("heatmap", "regression")
 
 
+def timm_knows(name: str) -> bool:
+    """Whether timm can build ``name``: a registered model, or a hub or local source
+    (``hf-hub:org/name``, ``local-dir:...``) that only building can check."""
+    import timm
+
+    return ":" in name or timm.is_model(name)
+
+
 @dataclass
 class ModelConfig:
     family: str = "hybrid"          # vit | hybrid | cnn | fmnet
@@ -85,9 +93,7 @@ class ModelConfig:
             if self.family != "hybrid":
                 raise ValueError(f"model stem {self.stem!r}: only the hybrid family has a stem "
                                  f"to choose (family {self.family!r})")
-            import timm  # an unknown name is refused when the recipe is read
-
-            if ":" not in self.stem and not timm.is_model(self.stem):
+            if not timm_knows(self.stem):  # refused when the recipe is read
                 raise ValueError(f"model stem {self.stem!r} is neither 'conv' nor a CNN timm "
                                  "knows")
         if self.family in ("vit", "hybrid") and self.timm_name is None:

@@ -6,6 +6,8 @@ import timm
 import torch
 from torch import nn
 
+from vit_facemap.models import timm_knows
+
 
 class CNNBackbone(nn.Module):
     """timm ``features_only`` network cut at ``out_index``; returns (feature map, pooled vector)."""
@@ -13,7 +15,7 @@ class CNNBackbone(nn.Module):
     def __init__(self, name: str = "resnet18", in_chans: int = 1, out_index: int = 3,
                  weights: str | None = None) -> None:
         super().__init__()
-        if ":" not in name and not timm.is_model(name):  # hf-hub:..., local-dir:...
+        if not timm_knows(name):
             raise ValueError(f"timm_name {name!r} is not a model timm knows")
         try:
             self.net = timm.create_model(name, features_only=True, out_indices=(out_index,),

@@ -21,7 +21,7 @@ from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 
 from vit_facemap.errors import first_line
-from vit_facemap.models import SIZES
+from vit_facemap.models import SIZES, timm_knows
 
 
 class ConvStem(nn.Module):
@@ -64,7 +64,7 @@ class TimmStem(nn.Module):
 
     def __init__(self, name: str, in_chans: int, out_index: int = 3) -> None:
         super().__init__()
-        if ":" not in name and not timm.is_model(name):  # hf-hub:..., local-dir:...
+        if not timm_knows(name):
             raise ValueError(f"model stem {name!r} is neither 'conv' nor a CNN timm knows")
         try:
             info = timm.create_model(name, features_only=True, in_chans=in_chans).feature_info
@@ -180,7 +180,7 @@ def build_vit(
                                ("num_heads", num_heads)):
                 if value is not None:
                     kwargs[key] = value
-        if ":" not in timm_name and not timm.is_model(timm_name):  # hf-hub:..., local-dir:...
+        if not timm_knows(timm_name):
             raise ValueError(f"timm_name {timm_name!r} is not a model timm knows")
         try:
             vit = timm.create_model(timm_name, **kwargs)
