@@ -42,7 +42,7 @@ import torch
 from vit_facemap.commands import SCALES_HELP, scales_arg, seed_arg
 from vit_facemap.config import real_set
 from vit_facemap.errors import DataError, run_reporting
-from vit_facemap.models import ModelConfig, build_model, count_parameters
+from vit_facemap.models import ModelConfig, build_model, count_parameters, with_settings
 from vit_facemap.predict import KeypointPredictor, load_predictor
 from vit_facemap.refine import refine_groups
 from vit_facemap.runinfo import check_output, describe, resolve_device, timed, write_json
@@ -70,9 +70,10 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
     }
     refiners, extra = [], ""
     if name == "vit":
-        # the default recipe's second stages: the same network on a crop around each group
+        # the default recipe's second stages: its second-stage network on a crop around each group
         rc = TrainConfig().refine
-        cfg2 = ModelConfig(**{**asdict(cfg), "input_w": rc.input_size, "input_h": rc.input_size})
+        cfg2 = ModelConfig(**with_settings(asdict(cfg), {**rc.model, "input_w": rc.input_size,
+                                                         "input_h": rc.input_size}))
         groups = refine_groups(G7C1_KEYPOINTS, rc)
         for idx in groups.values():
             model2 = build_model(cfg2, len(idx)).to(device).eval()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vit_facemap.models import KeypointModel, ModelConfig, build_model
+from vit_facemap.models import KeypointModel, ModelConfig, build_model, with_settings
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.models.heads import (
     decode_radius,
@@ -267,7 +267,7 @@ def test_model_config_sizes_and_strides():
 
     from vit_facemap.train import TrainConfig, profile_config
     merged = asdict(profile_config("default"))
-    merged["model"].update(family="vit", size="small")
+    merged["model"] = with_settings(merged["model"], dict(family="vit", size="small"))
     assert TrainConfig.from_dict(merged).model.dims()["embed_dim"] == 384
     with pytest.raises(ValueError, match="unknown ViT size"):
         ModelConfig(size="huge")
@@ -397,7 +397,7 @@ def test_gaussian_target_and_cross_entropy_by_hand():
 
 
 def test_a_resnet_stem_gives_the_hybrid_cnn_tokens_and_keeps_its_attention(tmp_path):
-    # the resnet_stem_first ablation: ResNet-18 features (stride 16) as the ViT's tokens, its
+    # the default first stage: ResNet-18 features (stride 16) as the ViT's tokens, its
     # stride-4 map fused by the skip head, attention rollout as for the conv stem
     from dataclasses import asdict
 
@@ -446,3 +446,34 @@ def test_a_stem_the_model_cannot_take_is_refused_when_the_recipe_is_read(kw, mat
 def test_a_stem_cut_where_the_head_cannot_use_it_is_refused(index, match):
     with pytest.raises(ValueError, match=match):
         build_model(ModelConfig(stem="resnet18", cnn_out_index=index, depth=1), 3)
+
+
+def test_the_default_recipe_has_a_resnet_stem_first_stage_and_conv_stem_crop_stages():
+    from dataclasses import asdict
+
+    from vit_facemap.commands.train import merge_config
+    from vit_facemap.train import TrainConfig, _refine_stage_config, profile_config
+
+    default = TrainConfig()
+    assert default.model == ModelConfig(stem="resnet18")
+    for profile in ("quick", "default", "full"):
+        assert profile_config(profile).model.stem == "resnet18"
+    # the eye and nose stages: the first stage's settings with the small conv stem
+    second = _refine_stage_config(default, 2).model
+    assert second == ModelConfig(input_w=128, input_h=128)
+    # a dict without a model section is the default recipe's network; a saved run's section
+    # without "stem" (written before it existed) had the conv stem
+    assert TrainConfig.from_dict({"steps": 10}).model == default.model
+    saved = {k: v for k, v in asdict(default.model).items() if k != "stem"}
+    assert TrainConfig.from_dict({"model": saved}).model.stem == "conv"
+    # a config file that moves the first stage to another family leaves the stem behind;
+    # other model settings keep it, and a stem given with a family without one is refused
+    cnn = merge_config(default, {"model": {"family": "cnn", "timm_name": "resnet18"}})
+    assert cnn.model.family == "cnn" and cnn.model.stem == "conv"
+    assert build_model(cnn.model, 3).stride == 4
+    assert merge_config(default, {"model": {"depth": 2}}).model.stem == "resnet18"
+    with pytest.raises(ValueError, match="only the hybrid family has a stem"):
+        merge_config(default, {"model": {"family": "vit", "stem": "resnet18"}})
+    assert with_settings({"family": "hybrid", "stem": "resnet18"}, {"family": "fmnet"}) == {
+        "family": "fmnet", "stem": "conv"}
+    assert with_settings({"family": "hybrid", "stem": "resnet18"}, {"depth": 2})["stem"] == "resnet18"

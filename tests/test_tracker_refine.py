@@ -326,6 +326,33 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     assert load_predictor(run, "cpu").refiners == []
 
 
+def test_the_default_layout_trains_a_resnet_stem_first_stage_and_conv_stem_eye_stage(
+        eye_set, tmp_path):
+    # the default recipe's networks at test size: a ResNet-18 stem under the first stage's
+    # ViT, the small conv stem in the eye stage (refine.model); each folder rebuilds its own
+    from vit_facemap.models.vit import TimmStem
+    from vit_facemap.rollout import attention_rollout
+
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.model.stem = "resnet18"
+    cfg.refine.model = {"stem": "conv"}
+    run = tmp_path / "run"
+    s = fit(cfg, frames, run, None, device="cpu", progress=False)
+    assert s["steps"] == 4 and s["refine"]["eye"]["steps"] == 4
+    second = json.loads((run / "refine" / "eye" / "config.json").read_text())
+    assert second["train"]["model"]["stem"] == "conv"
+    predictor = load_predictor(run, "cpu")
+    assert isinstance(predictor.model.backbone.stem, TimmStem)
+    assert not isinstance(predictor.refiners[0].model.backbone.stem, TimmStem)
+    images = np.stack([load_image(p) for p in frames.image_paths[:3]])
+    kp, conf = predictor.predict(images)
+    assert kp.shape == (3, 9, 2) and np.isfinite(kp).all() and np.all((conf >= 0) & (conf <= 1))
+    x = torch.rand(2, 1, cfg.model.input_h, cfg.model.input_w)
+    maps = attention_rollout(predictor.model, x).maps
+    assert maps.shape == (2, *predictor.model.backbone.grid) and np.isfinite(maps).all()
+
+
 def test_second_stage_crops_scale_with_the_frames(eye_set, tmp_path, monkeypatch):
     """The same frames at twice the size: the same places, in the larger frames' pixels. The
     networks are replaced by one that answers a fixed corner of its input, so the keypoints

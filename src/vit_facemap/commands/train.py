@@ -60,11 +60,25 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def merge_config(config: TrainConfig, over: dict) -> TrainConfig:
+    """``config`` (a profile's recipe) with a config file's settings ``over`` over it; a
+    model section that moves to another family drops the recipe's stem with it
+    (``models.with_settings``)."""
     from dataclasses import asdict
 
+    from vit_facemap.models import with_settings
+    from vit_facemap.train import TrainConfig
+
+    merged = _merge(asdict(config), over)
+    if isinstance(over.get("model"), dict):
+        merged["model"] = with_settings(asdict(config.model), over["model"])
+    return TrainConfig.from_dict(merged)
+
+
+def run(args: argparse.Namespace) -> int:
+
     from vit_facemap.runinfo import write_json
-    from vit_facemap.train import TrainConfig, fit, is_finished, profile_config, stage_dirs
+    from vit_facemap.train import fit, is_finished, profile_config, stage_dirs
     from vit_facemap.validate import load_set
 
     config = profile_config(args.profile or "default")
@@ -84,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("bad training config: give a JSON object of settings "
                             f"({{\"steps\": 2000, ...}}), not a {type(over).__name__}", path)
         try:
-            config = TrainConfig.from_dict(_merge(asdict(config), over))
+            config = merge_config(config, over)
         except (TypeError, ValueError) as exc:
             raise DataError(f"bad training config: {exc}", path) from exc
     if args.seed is not None:

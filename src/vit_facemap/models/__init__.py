@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,18 @@ SIZES = {  # timm's ViT sizes
     "base": dict(depth=12, embed_dim=768, num_heads=12),
 }
 HEADS = ("heatmap", "regression")
+
+
+def with_settings(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Model settings ``base`` with ``changes`` over them. A change to a family with no stem
+    to choose (all but the hybrid) also resets a ``stem`` that ``changes`` does not name:
+    the default recipe's first stage has a ResNet stem, which ``ModelConfig`` refuses on a
+    plain ViT or a CNN, and moving that recipe to another family should not need
+    ``"stem": "conv"`` said as well."""
+    out = {**base, **changes}
+    if out.get("family", "hybrid") != "hybrid" and "stem" not in changes:
+        out["stem"] = "conv"
+    return out
 
 
 def timm_knows(name: str) -> bool:
