@@ -136,7 +136,9 @@ def test_second_stage_weights_that_do_not_fit_are_refused_before_training(eye_se
     cfg = _config(0.5)
     cfg.model.weights = str(save_weights(build_model(cfg.model, 9), tmp_path / "w.safetensors"))
     cfg.refine.model = {"family": "cnn", "timm_name": "resnet18"}
-    with pytest.raises(DataError, match="w.safetensors"):
+    with pytest.raises(DataError, match=r"w.safetensors: refine input_size 32 and model .*: the "
+                                        r"second stages start from the first stage's weights, "
+                                        r"weights do not fit.*refine model 'weights'\) or none"):
         fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
     assert not (tmp_path / "run" / "config.json").exists()
 

@@ -19,6 +19,7 @@ class DataError(ValueError):
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else Path(path)
+        self.message = message
         super().__init__(f"{self.path}: {message}" if self.path is not None else message)
 
 

@@ -930,8 +930,17 @@ def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
         raise DataError(str(exc)) from None
     # a stage of its own network would meet a weights file made for the first stage's
     # only when its training starts, after the first stage spent its budget
-    _check_model(config.model, _refine_what(recipe.refine),
-                 weights=bool(recipe.refine.model) and config.model.weights is not None)
+    what = _refine_what(recipe.refine)
+    weights = bool(recipe.refine.model) and config.model.weights is not None
+    try:
+        _check_model(config.model, what, weights=weights)
+    except DataError as exc:
+        if not weights or exc.path is None:
+            raise
+        # the default's second stages have their own stem: say which network the file met
+        raise DataError(f"{what}: the second stages start from the first stage's weights, "
+                        f"{exc.message}; give them their own file (refine model 'weights') "
+                        "or none (null)", exc.path) from None
 
 
 def _check_model(model: ModelConfig, what: str, weights: bool = False) -> None:

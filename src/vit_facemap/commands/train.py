@@ -76,7 +76,6 @@ def merge_config(config: TrainConfig, over: dict) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from vit_facemap.runinfo import write_json
     from vit_facemap.train import fit, is_finished, profile_config, stage_dirs
     from vit_facemap.validate import load_set
