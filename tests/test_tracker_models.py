@@ -449,7 +449,7 @@ def test_a_stem_cut_where_the_head_cannot_use_it_is_refused(index, match):
 
 
 def test_the_default_recipe_has_a_resnet_stem_first_stage_and_conv_stem_crop_stages():
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from vit_facemap.commands.train import merge_config
     from vit_facemap.train import TrainConfig, _refine_stage_config, profile_config
@@ -475,5 +475,25 @@ def test_the_default_recipe_has_a_resnet_stem_first_stage_and_conv_stem_crop_sta
     with pytest.raises(ValueError, match="only the hybrid family has a stem"):
         merge_config(default, {"model": {"family": "vit", "stem": "resnet18"}})
     assert with_settings({"family": "hybrid", "stem": "resnet18"}, {"family": "fmnet"}) == {
-        "family": "fmnet", "stem": "conv"}
+        "family": "fmnet", "stem": "conv", "weights": None}
     assert with_settings({"family": "hybrid", "stem": "resnet18"}, {"depth": 2})["stem"] == "resnet18"
+    # a config's second-stage settings merge into the default's, which keep the conv stem
+    merged = merge_config(default, {"refine": {"model": {"pos_embed": False}}})
+    assert merged.refine.model == {"stem": "conv", "pos_embed": False}
+    # second stages of another family need not say the stem either
+    cnn_eyes = TrainConfig(refine=replace(default.refine, model={"family": "cnn"}))
+    assert _refine_stage_config(cnn_eyes, 2).model.stem == "conv"
+    # a weights file stays with the network it was made for unless the change names one
+    w = {"family": "hybrid", "stem": "resnet18", "weights": "first.safetensors"}
+    assert with_settings(w, {"stem": "conv"})["weights"] is None
+    assert with_settings(w, {"depth": 2})["weights"] == "first.safetensors"
+    assert with_settings(w, {"stem": "conv", "weights": "own.pth"})["weights"] == "own.pth"
+    # masked pre-training reconstructs pixels through the ResNet stem as through the conv stem
+    from vit_facemap.models.mae import MaskedImageModel
+
+    net = build_model(ModelConfig(stem="resnet18", depth=1, input_w=64, input_h=48), 3)
+    mim = MaskedImageModel(net.backbone, 1)
+    x = torch.rand(2, 1, 48, 64)
+    loss = mim(x, mim.random_mask(x, 0.5, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert torch.isfinite(loss) and net.backbone.stem.net.conv1.weight.grad.abs().sum() > 0

@@ -128,14 +128,15 @@ def test_second_stage_model_settings_it_cannot_build_are_refused_before_training
 
 
 def test_second_stage_weights_that_do_not_fit_are_refused_before_training(eye_set, tmp_path):
-    # a file made for the first stage's hybrid meets a CNN second stage only when that
-    # stage starts, after the first had spent its budget
+    # a file made for the first stage's hybrid meets a deeper second stage only when that
+    # stage starts, after the first had spent its budget (a second stage of another family
+    # or stem does not get the file: models.with_settings)
     from vit_facemap.models import build_model
     from vit_facemap.models.weights import save_weights
 
     cfg = _config(0.5)
     cfg.model.weights = str(save_weights(build_model(cfg.model, 9), tmp_path / "w.safetensors"))
-    cfg.refine.model = {"family": "cnn", "timm_name": "resnet18"}
+    cfg.refine.model = {"depth": 2}
     with pytest.raises(DataError, match=r"w.safetensors: refine input_size 32 and model .*: the "
                                         r"second stages start from the first stage's weights, "
                                         r"weights do not fit.*refine model 'weights'\) or none"):
@@ -332,18 +333,25 @@ def test_the_default_layout_trains_a_resnet_stem_first_stage_and_conv_stem_eye_s
         eye_set, tmp_path):
     # the default recipe's networks at test size: a ResNet-18 stem under the first stage's
     # ViT, the small conv stem in the eye stage (refine.model); each folder rebuilds its own
+    from vit_facemap.models import build_model
     from vit_facemap.models.vit import TimmStem
+    from vit_facemap.models.weights import save_weights
     from vit_facemap.rollout import attention_rollout
 
     frames = read_labels(eye_set)
     cfg = _config(0.5)
     cfg.model.stem = "resnet18"
-    cfg.refine.model = {"stem": "conv"}
+    assert cfg.refine.model == TrainConfig().refine.model == {"stem": "conv"}
+    # a weights file made for the first stage starts the first stage alone: no conv-stem
+    # second stage could take it (it was refused before the first stage trained)
+    cfg.model.weights = str(save_weights(build_model(cfg.model, 9), tmp_path / "w.safetensors"))
     run = tmp_path / "run"
     s = fit(cfg, frames, run, None, device="cpu", progress=False)
     assert s["steps"] == 4 and s["refine"]["eye"]["steps"] == 4
     second = json.loads((run / "refine" / "eye" / "config.json").read_text())
-    assert second["train"]["model"]["stem"] == "conv"
+    assert second["train"]["model"]["stem"] == "conv" and second["train"]["model"]["weights"] is None
+    first = json.loads((run / "config.json").read_text())
+    assert first["train"]["model"]["weights"] == cfg.model.weights
     predictor = load_predictor(run, "cpu")
     assert isinstance(predictor.model.backbone.stem, TimmStem)
     assert not isinstance(predictor.refiners[0].model.backbone.stem, TimmStem)

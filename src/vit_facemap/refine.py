@@ -3,7 +3,8 @@
 The first stage sees the whole face box shrunk to the model input: on ``schroeder`` one
 input pixel is about four frame pixels and the pupil is five input pixels wide, so a
 pupil point cannot be placed to a few frame pixels however well the network learns. The
-second stage is a keypoint model, by default of the first stage's network (see ``model``),
+second stage is a keypoint model, by default the first stage's network with the small conv
+stem (see ``model``),
 trained on square crops around the eye (``factor`` times the eye's typical extent in the
 training labels, resized to ``input_size``), at close to the frame's own resolution. At prediction time the crop is
 centred on the first stage's estimate of the refined keypoints, and their positions and
@@ -63,8 +64,11 @@ class RefineConfig:
     zoom: float = 0.4
     copies: int = 4             # training crops cut per labeled frame
     # model settings the second stages change from the first stage's (e.g. {"pos_embed":
-    # true}, or another family's); empty: the first stage's network at the crop size
-    model: dict[str, Any] = field(default_factory=dict)
+    # true}, or another family's); by default the small conv stem, which places points in a
+    # crop as well as the default first stage's ResNet stem at a fraction of its cost; empty:
+    # the first stage's network at the crop size (a first-stage weights file stays with the
+    # first stage when the stem or family differs: models.with_settings)
+    model: dict[str, Any] = field(default_factory=lambda: {"stem": "conv"})
 
     def __post_init__(self) -> None:
         check_fields(self, "refine")

@@ -102,11 +102,6 @@ def default_model() -> ModelConfig:
     return ModelConfig(stem=DEFAULT_STEM)
 
 
-def default_refine() -> RefineConfig:
-    """The second stages of the default recipe: the first stage's settings, conv stem."""
-    return RefineConfig(model={"stem": "conv"})
-
-
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=default_model)
@@ -127,7 +122,7 @@ class TrainConfig:
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
     pretrain_share: float = 0.0     # share of steps and time budget for masked image modelling
     #                                 (supervised training gets the rest)
-    refine: RefineConfig = field(default_factory=default_refine)  # second, top-down eye and nose stages
+    refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye and nose stages
     # leave out training labels that sit where another keypoint usually is (slipped or
     # swapped labels, vit_facemap.labelcheck), as if they were missing
     mask_slips: bool = False
@@ -915,8 +910,10 @@ def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
 
 
 def _refine_what(rc: RefineConfig) -> str:
-    """How errors name a second stage's model: its crop size, and its own settings if any."""
-    return f"refine input_size {rc.input_size}" + (f" and model {rc.model}" if rc.model else "")
+    """How errors name a second stage's model: its crop size, and its own settings if any
+    beyond the default's."""
+    own = rc.model and rc.model != RefineConfig().model
+    return f"refine input_size {rc.input_size}" + (f" and model {rc.model}" if own else "")
 
 
 def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:

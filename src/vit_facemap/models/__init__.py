@@ -30,10 +30,15 @@ def with_settings(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, An
     to choose (all but the hybrid) also resets a ``stem`` that ``changes`` does not name:
     the default recipe's first stage has a ResNet stem, which ``ModelConfig`` refuses on a
     plain ViT or a CNN, and moving that recipe to another family should not need
-    ``"stem": "conv"`` said as well."""
+    ``"stem": "conv"`` said as well. Likewise a change of family, stem or timm network leaves
+    behind a ``weights`` file that ``changes`` does not name: it was made for the base's
+    network (the default's first stage, say, whose file no conv-stem second stage fits)."""
     out = {**base, **changes}
     if out.get("family", "hybrid") != "hybrid" and "stem" not in changes:
         out["stem"] = "conv"
+    if "weights" not in changes and any(out.get(k) != base.get(k)
+                                        for k in ("family", "stem", "timm_name")):
+        out["weights"] = None
     return out
 
 

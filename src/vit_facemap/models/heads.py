@@ -42,7 +42,8 @@ class HeatmapHead(nn.Module):
 
 
 class SkipHeatmapHead(nn.Module):
-    """Token grid upsampled to stride 4 and fused with the conv stem's stride-4 map.
+    """Token grid upsampled to stride 4 and fused with the stem's stride-4 map (the conv
+    stem's, or a CNN stem's stride-4 stage).
 
     The transformer sees the face at stride 16 (cheap on a CPU); the skip brings back
     the stem's fine detail so peaks land within a pixel. A U-Net-like variant of the

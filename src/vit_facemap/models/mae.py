@@ -2,8 +2,8 @@
 
 Nothing can be downloaded, so the backbone learns what mouse faces look like from the
 training frames (and any unlabeled frames) before it learns keypoints. We use the SimMIM
-form of masked auto-encoding because it works for every backbone here, hybrid conv-stem
-ViTs included: random patches of the input are blanked, the backbone sees the blanked
+form of masked auto-encoding because it works for every backbone here, hybrid ViTs with
+either stem included: random patches of the input are blanked, the backbone sees the blanked
 image, and a linear layer on the token grid reconstructs the pixels of the blanked
 patches (L1 loss on those pixels only).
 """

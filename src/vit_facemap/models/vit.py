@@ -1,9 +1,9 @@
 """Vision Transformer backbones (timm) that return a token grid for the keypoint heads.
 
 Plain ViTs of any size and patch (``vit_tiny_patch16_224``-style, built by timm at the
-configured input size and channel count) and a hybrid with a small convolutional stem in
-place of the patch embedding (the idea of timm's ``vit_*_r50_*`` hybrids, at a size that
-trains on a CPU). Weights come from a local file or the hub
+configured input size and channel count) and a hybrid whose tokens come from convolutional
+layers in place of the patch embedding, a small stem or a timm CNN cut at stride 16 (the
+idea of timm's ``vit_*_r50_*`` hybrids, at a size that trains on a CPU). Weights come from a local file or the hub
 (:func:`vit_facemap.models.weights.load_pretrained`: position embeddings resampled to the
 input's token grid, input channels adapted, every tensor of the backbone required).
 """
