@@ -33,7 +33,7 @@ import random
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,7 @@ def profile_config(profile: str) -> TrainConfig:
         return TrainConfig(steps=300, warmup_steps=30)
     if profile == "full":
         return TrainConfig(steps=20000, batch_size=32, warmup_steps=1000,
-                           model=ModelConfig(stem=DEFAULT_STEM, depth=8, input_w=256, input_h=192))
+                           model=replace(default_model(), depth=8, input_w=256, input_h=192))
     if profile == "default":
         # 2 CPU cores, 30 minutes in all: at most 28 minutes of training, the rest for
         # reading frames and saving (each stage stops at its share of steps or of minutes)
@@ -934,7 +934,8 @@ def _check_refine_stage(recipe: TrainConfig, n_groups: int) -> None:
     except DataError as exc:
         if not weights or exc.path is None:
             raise
-        # the default's second stages have their own stem: say which network the file met
+        # a second stage of another family or stem does not get the file (with_settings):
+        # this one is the first stage's kind of network, changed so the file no longer fits
         raise DataError(f"{what}: the second stages start from the first stage's weights, "
                         f"{exc.message}; give them their own file (refine model 'weights') "
                         "or none (null)", exc.path) from None
