@@ -425,6 +425,10 @@ def _main(argv: list[str] | None) -> int:
                         "curves in metrics.csv; the validation passes count against --minutes, "
                         "more for models slow to predict (weights of the last step are evaluated "
                         "either way)")
+    p.add_argument("--val-every", type=int, default=None,
+                   help="with --monitor, validate after the epoch in which this many steps "
+                        "passed (default: the profile's); a long schedule on a GPU otherwise "
+                        "spends much of --minutes on validation passes")
     p.add_argument("--out", default="_build/results/tracker")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier table and run folders in --out")
@@ -452,6 +456,8 @@ def _main(argv: list[str] | None) -> int:
             cfg.steps = args.steps
         if args.minutes is not None:
             cfg.max_minutes = args.minutes
+        if args.val_every is not None:
+            cfg.val_every_steps = args.val_every
         cfg.__post_init__()
         if args.test_animals is not None and args.test_animals < 1:
             raise DataError(f"--test-animals must be at least 1, got {args.test_animals}")

@@ -11,6 +11,7 @@ import pytest
 
 from vit_facemap.errors import DataError
 from vit_facemap.runinfo import resolve_device
+from vit_facemap.train import TrainConfig, profile_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +87,7 @@ def test_tracker_refused_run_keeps_the_generated_set_of_the_table(tmp_path, caps
     (["--device", "cudax"], "cudax"),
     (["--test-animals", "3"], "--test-animals 3"),  # the generated set has 3 videos
     (["--steps", "0"], "steps"),
+    (["--val-every", "0"], "val_every_steps >= 1"),
     (["--models", ","], "no model"),  # used to save an empty table as finished
     (["--models", "mean_shape", "--ablations", "mean_shape"], "'mean_shape' given twice"),
 ])
@@ -242,6 +244,23 @@ def test_tracker_trains_without_validation_frames_unless_monitored(tiny_tracker,
     train, val = given.value.args
     assert len(val) == row["n_test"] and len(train) == row["n_train"]
     assert not set(train.videos) & set(val.videos)
+
+
+def test_tracker_val_every_sets_the_validation_interval_of_every_model(tmp_path, monkeypatch):
+    # a long GPU schedule validated every 50 steps spent much of its minutes on validation
+    class Given(Exception):
+        pass
+
+    def fit(config, train, run_dir, val, **kwargs):
+        raise Given(config.val_every_steps, config.refine.share)
+    monkeypatch.setattr(TRACKER, "fit", fit)
+    for extra, every in (([], profile_config("test").val_every_steps), (["--val-every", "7"], 7)):
+        with pytest.raises(Given) as given:
+            TRACKER.main(_tracker_args(tmp_path / "t", "--models", "hybrid", "--monitor",
+                                       *extra))
+        assert given.value.args[0] == every
+    # a second stage is made from the recipe with stage(): it keeps the interval
+    assert TrainConfig(val_every_steps=7).stage(0.5).val_every_steps == 7
 
 
 def test_tracker_counts_the_steps_of_every_stage(tmp_path):
