@@ -168,19 +168,25 @@ def test_tracker_test_animals_that_cannot_be_honoured_is_an_error(tmp_path):
     assert len(set(frames.videos[test])) == 1  # the default on a small set
 
 
-def test_tracker_split_seed_fixes_the_held_out_animals_while_the_seed_varies(tmp_path,
-                                                                             monkeypatch):
+def _first_fit(monkeypatch, out: Path, *extra: str):
+    """The config, training and validation frames that the benchmark (hybrid, --monitor)
+    passes to its first ``fit``, which is stopped there: no model trains."""
     class Given(Exception):
         pass
 
     def fit(config, train, run_dir, val, **kwargs):
-        raise Given(config.seed, sorted(set(val.videos)))
+        raise Given(config, train, val)
     monkeypatch.setattr(TRACKER, "fit", fit)
+    with pytest.raises(Given) as given:
+        TRACKER.main(_tracker_args(out, "--models", "hybrid", "--monitor", *extra))
+    return given.value.args
 
+
+def test_tracker_split_seed_fixes_the_held_out_animals_while_the_seed_varies(tmp_path,
+                                                                             monkeypatch):
     def given(*extra: str) -> tuple[int, list[str]]:
-        with pytest.raises(Given) as caught:
-            TRACKER.main(_tracker_args(tmp_path / "t", "--models", "hybrid", "--monitor", *extra))
-        return caught.value.args
+        config, _, val = _first_fit(monkeypatch, tmp_path / "t", *extra)
+        return config.seed, sorted(set(val.videos))
 
     held = {s: given("--seed", str(s))[1] for s in range(4)}
     assert len({tuple(v) for v in held.values()}) > 1  # --seed alone moves the split
@@ -232,33 +238,16 @@ def test_tracker_trains_without_validation_frames_unless_monitored(tiny_tracker,
     [row] = json.loads((tiny_tracker / "tracker.json").read_text())["rows"]
     assert row["total_steps"] == row["steps"]  # one stage (the test profile's)
     # with --monitor, training scores the held-out frames as it goes (what fit is given)
-
-    class Given(Exception):
-        pass
-
-    def fit(config, train, run_dir, val, **kwargs):
-        raise Given(train, val)
-    monkeypatch.setattr(TRACKER, "fit", fit)
-    with pytest.raises(Given) as given:
-        TRACKER.main(_tracker_args(tmp_path / "t", "--models", "hybrid", "--monitor"))
-    train, val = given.value.args
+    _, train, val = _first_fit(monkeypatch, tmp_path / "t")
     assert len(val) == row["n_test"] and len(train) == row["n_train"]
     assert not set(train.videos) & set(val.videos)
 
 
-def test_tracker_val_every_sets_the_validation_interval_of_every_model(tmp_path, monkeypatch):
+def test_tracker_val_every_sets_the_validation_interval(tmp_path, monkeypatch):
     # a long GPU schedule validated every 50 steps spent much of its minutes on validation
-    class Given(Exception):
-        pass
-
-    def fit(config, train, run_dir, val, **kwargs):
-        raise Given(config.val_every_steps, config.refine.share)
-    monkeypatch.setattr(TRACKER, "fit", fit)
     for extra, every in (([], profile_config("test").val_every_steps), (["--val-every", "7"], 7)):
-        with pytest.raises(Given) as given:
-            TRACKER.main(_tracker_args(tmp_path / "t", "--models", "hybrid", "--monitor",
-                                       *extra))
-        assert given.value.args[0] == every
+        config, _, _ = _first_fit(monkeypatch, tmp_path / "t", *extra)
+        assert config.val_every_steps == every
     # a second stage is made from the recipe with stage(): it keeps the interval
     assert TrainConfig(val_every_steps=7).stage(0.5).val_every_steps == 7
 
