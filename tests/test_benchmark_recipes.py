@@ -138,3 +138,20 @@ def test_first_stage_ablations_change_the_first_stage_alone(name, first):
     assert _refine_stage_config(cfg, 2) == _refine_stage_config(default, 2)
     assert replace(cfg.refine, model=default.refine.model) == default.refine
     assert cfg.augment == default.augment and cfg.steps == default.steps
+
+
+def test_every_ablation_changes_the_default_recipe():
+    # an ablation equal to the default (as hybrid_parts became when the default took its
+    # crop stages) would spend a benchmark run measuring nothing
+    default = profile_config("default")
+    same = [n for n, (_, make) in BENCH.ABLATIONS.items() if make(copy.deepcopy(default)) == default]
+    assert same == []
+
+
+def test_eye_nose_ablation_is_the_earlier_default():
+    from dataclasses import replace
+
+    default = profile_config("default")
+    cfg = BENCH.ABLATIONS["hybrid_eye_nose"][1](copy.deepcopy(default))
+    assert (cfg.refine.share, cfg.refine.auto) == (0.45, "eye+nose")
+    assert replace(cfg, refine=default.refine) == default

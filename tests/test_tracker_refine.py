@@ -48,19 +48,25 @@ def _config(share=0.5) -> TrainConfig:
 
 
 def test_refined_groups_by_name():
-    # the default: the eye and the nose, each its own second stage
+    # the default: each face part a set labels, its own second stage; schroeder labels the
+    # eye and the nose alone, so its groups are those of the earlier default (eye+nose)
     assert refine_groups(SCHROEDER, RefineConfig()) == {"nose": [0], "eye": list(range(1, 9))}
+    assert refine_groups(SCHROEDER, RefineConfig(auto="eye+nose")) == refine_groups(
+        SCHROEDER, RefineConfig())
     assert refine_groups(SCHROEDER, RefineConfig(auto="eye")) == {"eye": list(range(1, 9))}
     assert refine_groups(SCHROEDER, RefineConfig(auto="parts")) == {"nose": [0],
                                                                    "eye": list(range(1, 9))}
     g7 = ["eye top", "eye front", "nose tip", "whisker 1", "Lip", "ear"]
-    assert refine_groups(g7, RefineConfig()) == {"eye": [0, 1], "nose": [2]}
+    assert refine_groups(g7, RefineConfig()) == {
+        "eye": [0, 1], "nose": [2], "whisker": [3], "mouth": [4]}
+    assert refine_groups(g7, RefineConfig(auto="eye+nose")) == {"eye": [0, 1], "nose": [2]}
     assert refine_groups(g7, RefineConfig(auto="eye")) == {"eye": [0, 1]}
     assert refine_groups(g7, RefineConfig(auto="parts")) == {
         "eye": [0, 1], "nose": [2], "whisker": [3], "mouth": [4]}  # the ear stays in stage 1
     assert refine_groups(g7, RefineConfig(groups=[["nose tip", "ear"], ["Lip"]])) == {
         "group1": [2, 5], "group2": [4]}
-    assert refine_groups(["nose", "mouth"], RefineConfig()) == {"nose": [0]}
+    assert refine_groups(["nose", "mouth"], RefineConfig()) == {"nose": [0], "mouth": [1]}
+    assert refine_groups(["nose", "mouth"], RefineConfig(auto="eye+nose")) == {"nose": [0]}
     assert refine_groups(["nose", "mouth"], RefineConfig(auto="eye")) == {}
     with pytest.raises(ValueError, match="not among the keypoints"):
         refine_groups(g7, RefineConfig(groups=[["pupil"]]))
@@ -561,6 +567,10 @@ def test_old_configs_train_one_stage():
     assert TrainConfig.from_dict(d).refine.auto == "eye"
     d["refine"] = asdict(TrainConfig().refine)
     assert TrainConfig.from_dict(d).refine == TrainConfig().refine
+    # a run saved under the earlier default (eye and nose stages, 45%) keeps its recipe
+    d["refine"] = {**asdict(TrainConfig().refine), "share": 0.45, "auto": "eye+nose"}
+    assert (TrainConfig.from_dict(d).refine.share, TrainConfig.from_dict(d).refine.auto) == (
+        0.45, "eye+nose")
     assert TrainConfig().refine.share > 0  # the recipe has the second stage
     st = TrainConfig(steps=1000, warmup_steps=100, max_minutes=10.0).stage(0.3, input_w=64)
     assert (st.steps, st.warmup_steps, st.max_minutes, st.model.input_w) == (300, 30, 3.0, 64)

@@ -15,10 +15,12 @@ side and resized by up to ``zoom``, so the second stage learns to work from an i
 first estimate; ``copies`` such crops are cut per labeled frame.
 
 Keypoints are refined in groups, one second-stage network per group, each with an equal
-part of ``share`` of the budget. By default (``auto="eye+nose"``) there are two groups:
-every keypoint whose name holds "eye" or "pupil", and every one whose name holds "nose";
-``auto="eye"`` makes the first alone, ``auto="parts"`` also groups the whisker and mouth
-points; ``groups`` names them explicitly. A group of one point
+part of ``share`` of the budget. By default (``auto="parts"``) there is a group for each
+part of the face a set labels: every keypoint whose name holds "eye" or "pupil", every one
+whose name holds "nose", "whisker", and "mouth", "lip", "jaw", "chin" or "tongue" (four
+groups on ``g7c1``, the eye and nose on ``schroeder``); ``auto="eye+nose"`` makes the first
+two alone (the default until the whisker and mouth stages were measured to help), and
+``auto="eye"`` the first; ``groups`` names them explicitly. A group of one point
 has no extent, so its crop side is ``point_side`` of the first stage's box. The run
 keeps each group's network in ``<run>/refine/<group>/`` (an ordinary run folder whose
 ``config.json`` names the refined keypoints and the crop side), so a run without that
@@ -52,9 +54,9 @@ AUTO = {"eye": ("eye",), "eye+nose": ("eye", "nose"), "parts": tuple(AUTO_GROUPS
 
 @dataclass
 class RefineConfig:
-    share: float = 0.45         # share of the training budget (steps and minutes) for stage 2; 0: off
+    share: float = 0.5          # share of the training budget (steps and minutes) for stage 2; 0: off
     groups: list[list[str]] = field(default_factory=list)  # keypoint groups; empty: see auto
-    auto: str = "eye+nose"      # eye: eye and pupil points | eye+nose: and the nose | parts: all four
+    auto: str = "parts"         # eye: eye and pupil points | eye+nose: and the nose | parts: all four
     factor: float = 2.0         # crop side, in units of the group's median extent
     point_side: float = 0.2     # a one-point group's crop side, as a share of the first stage's box
     input_size: int = 128       # crop side in model input pixels

@@ -91,9 +91,10 @@ SPLIT_FILE = "split.json"
 
 # The default recipe's first stage, which must find the face's parts wherever and however
 # large the animal sits, is a hybrid ViT whose tokens come from a ResNet-18 cut at stride 16
-# (trained with it from scratch); the eye and nose stages, which place points in a crop, keep
-# the small conv stem. On held-out schroeder animals filmed unlike the rest the conv-stem
-# first stage lost eyes that this one finds (benchmarks/tracker.py, ablation conv_stem_first).
+# (trained with it from scratch); the crop stages (eye, nose, whiskers, mouth), which place
+# points in a crop, keep the small conv stem. On held-out schroeder animals filmed unlike
+# the rest the conv-stem first stage lost eyes that this one finds (benchmarks/tracker.py,
+# ablation conv_stem_first).
 DEFAULT_STEM = "resnet18"
 
 
@@ -122,7 +123,7 @@ class TrainConfig:
     val_every_steps: int = 50       # validate after the epoch in which this many steps passed
     pretrain_share: float = 0.0     # share of steps and time budget for masked image modelling
     #                                 (supervised training gets the rest)
-    refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down eye and nose stages
+    refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down crop stages
     # leave out training labels that sit where another keypoint usually is (slipped or
     # swapped labels, vit_facemap.labelcheck), as if they were missing
     mask_slips: bool = False
