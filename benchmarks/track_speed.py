@@ -85,7 +85,7 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
                               # crop's side does not change the cost (it is resized)
                               "side_px": rc.factor * frame_size[0] / 6},
             }, device))
-        extra = f" + {' and '.join(groups)} stages {rc.input_size}x{rc.input_size}"
+        extra = f" + {', '.join(groups)} stages {rc.input_size}x{rc.input_size}"
     predictor = KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)
     n_params = count_parameters(model) + sum(count_parameters(r.model) for r in refiners)
     predictor.model_name = f"{name} (untrained: {cfg.family}, input {cfg.input_w}x{cfg.input_h}" \

@@ -131,7 +131,7 @@ ABLATIONS = {
                           lambda c: _set(c, mask_slips=True)),
     "hybrid_hires": ("default recipe with a 288x192 first-stage input (1.5x the side, 2.25x "
                      "the tokens)", lambda c: _model(c, input_w=288, input_h=192)),
-    "hybrid_eye_hires": ("default recipe with a 192x192 eye-stage input (1.5x the side)",
+    "hybrid_eye_hires": ("default recipe with a 192x192 crop-stage input (1.5x the side)",
                          lambda c: _set(c, refine=replace(c.refine, input_size=192))),
     "hybrid_wide_point": ("default recipe with one-point second stages (the schroeder nose) on "
                           "crops 1.5 times as wide (0.3 of the face box): a first estimate tens "

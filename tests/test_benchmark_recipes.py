@@ -123,7 +123,7 @@ def test_the_ablations_the_manuscript_and_readme_name_exist():
     ("conv_stem_first", None)])
 def test_first_stage_ablations_change_the_first_stage_alone(name, first):
     # each asks which stage a network choice helps: its first stage is that of the ablation
-    # changing both, its eye and nose stages the default's
+    # changing both, its crop stages the default's
     from dataclasses import replace
 
     from vit_facemap.train import _refine_stage_config

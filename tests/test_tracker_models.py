@@ -458,7 +458,7 @@ def test_the_default_recipe_has_a_resnet_stem_first_stage_and_conv_stem_crop_sta
     assert default.model == ModelConfig(stem="resnet18")
     for profile in ("quick", "default", "full"):
         assert profile_config(profile).model.stem == "resnet18"
-    # the eye and nose stages: the first stage's settings with the small conv stem
+    # the crop stages: the first stage's settings with the small conv stem
     second = _refine_stage_config(default, 2).model
     assert second == ModelConfig(input_w=128, input_h=128)
     # a dict without a model section is the default recipe's network; a saved run's section

@@ -572,6 +572,8 @@ def test_old_configs_train_one_stage():
     assert (TrainConfig.from_dict(d).refine.share, TrainConfig.from_dict(d).refine.auto) == (
         0.45, "eye+nose")
     assert TrainConfig().refine.share > 0  # the recipe has the second stage
+    # the recipe measured as the benchmark's hybrid_parts; the methods say "half of the budget"
+    assert (TrainConfig().refine.share, TrainConfig().refine.auto) == (0.5, "parts")
     st = TrainConfig(steps=1000, warmup_steps=100, max_minutes=10.0).stage(0.3, input_w=64)
     assert (st.steps, st.warmup_steps, st.max_minutes, st.model.input_w) == (300, 30, 3.0, 64)
     assert st.refine.share == 0.0

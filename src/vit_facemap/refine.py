@@ -16,11 +16,12 @@ first estimate; ``copies`` such crops are cut per labeled frame.
 
 Keypoints are refined in groups, one second-stage network per group, each with an equal
 part of ``share`` of the budget. By default (``auto="parts"``) there is a group for each
-part of the face a set labels: every keypoint whose name holds "eye" or "pupil", every one
-whose name holds "nose", "whisker", and "mouth", "lip", "jaw", "chin" or "tongue" (four
-groups on ``g7c1``, the eye and nose on ``schroeder``); ``auto="eye+nose"`` makes the first
-two alone (the default until the whisker and mouth stages were measured to help), and
-``auto="eye"`` the first; ``groups`` names them explicitly. A group of one point
+part of the face a set labels: the keypoints whose names hold "eye" or "pupil"; those
+holding "nose"; those holding "whisker"; and those holding "mouth", "lip", "jaw", "chin"
+or "tongue" (four groups on ``g7c1``, the eye and nose on ``schroeder``);
+``auto="eye+nose"`` makes the first two alone (the default until the whisker and mouth
+stages were measured to help), and ``auto="eye"`` the first; ``groups`` names them
+explicitly. A group of one point
 has no extent, so its crop side is ``point_side`` of the first stage's box. The run
 keeps each group's network in ``<run>/refine/<group>/`` (an ordinary run folder whose
 ``config.json`` names the refined keypoints and the crop side), so a run without that
