@@ -14,8 +14,8 @@ Every model is trained and evaluated by the same harness on the same group split
 Models: mean shape, HOG + random forest (Dolensek settings), plain ViT with CLS regression
 (the original ViT_Facemap head), plain ViT with a heatmap head, the hybrid ViT (the
 default recipe: ResNet-18 stem in the first stage, small conv stem in the crop stages of
-the eye, nose, whiskers and mouth), a ResNet-18 with the same heatmap head, Facemap's FMnet (if the
-``facemap`` package is installed), plus ablations of the default recipe. Neural models get
+the eye, nose, whiskers and mouth), a ResNet-18 with the same heatmap head, Facemap's FMnet
+(if the ``facemap`` package is installed), plus ablations of the default recipe. Neural models get
 the same wall-time budget (``--minutes``) and the same step cap (both the ``--profile``'s
 own unless given); the weights of the last step are evaluated, never the best held-out
 epoch. ``--monitor`` also scores the held-out frames during training, for learning curves.

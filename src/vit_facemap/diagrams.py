@@ -244,7 +244,8 @@ def vit_diagram(frame: np.ndarray, settings: DiagramSettings | None = None, *,
 # The overview's stages: (column, row, colour, title, what it is); rows are the three tools.
 OVERVIEW = [
     (0, 1, "#8C8C8C", "labeled frames", "a few hundred side views,\nDeepLabCut layout"),
-    (1, 0, COLORS["patch"], "keypoint tracker", "hybrid ViT, heatmaps + eye,\nnose, whisker, mouth\ncrop stages"),
+    (1, 0, COLORS["patch"], "keypoint tracker",
+     "hybrid ViT, heatmaps + eye,\nnose, whisker, mouth\ncrop stages"),
     (2, 0, COLORS["patch"], "keypoints", "eye, pupil, nose,\nwhiskers, mouth"),
     (3, 0, COLORS["norm"], "facial measures", "pupil / eye width,\neye aperture, positions"),
     (1, 1, COLORS["cls"], "eye locator", "coarse map + crop stage\nfinds the eye box"),

@@ -21,11 +21,10 @@ holding "nose"; those holding "whisker"; and those holding "mouth", "lip", "jaw"
 or "tongue" (four groups on ``g7c1``, the eye and nose on ``schroeder``);
 ``auto="eye+nose"`` makes the first two alone (the default until the whisker and mouth
 stages were measured to help), and ``auto="eye"`` the first; ``groups`` names them
-explicitly. A group of one point
-has no extent, so its crop side is ``point_side`` of the first stage's box. The run
-keeps each group's network in ``<run>/refine/<group>/`` (an ordinary run folder whose
-``config.json`` names the refined keypoints and the crop side), so a run without that
-folder predicts with one stage. ``model`` changes second-stage model settings from the
+explicitly. A group of one point has no extent, so its crop side is ``point_side`` of the
+first stage's box. The run keeps each group's network in ``<run>/refine/<group>/`` (an
+ordinary run folder whose ``config.json`` names the refined keypoints and the crop side),
+so a run without that folder predicts with one stage. ``model`` changes second-stage model settings from the
 first stage's (a first stage without positions and second stages with them, say).
 """
 
