@@ -572,7 +572,8 @@ def test_old_configs_train_one_stage():
     kept = TrainConfig.from_dict(d).refine
     assert (kept.share, kept.auto) == (0.45, "eye+nose")
     assert TrainConfig().refine.share > 0  # the recipe has the second stage
-    # the recipe measured as the benchmark's hybrid_parts; the methods say "half of the budget"
+    # a crop stage per face part, half of the budget: what the methods say (measured against
+    # the earlier default, the benchmark's hybrid_eye_nose)
     assert (TrainConfig().refine.share, TrainConfig().refine.auto) == (0.5, "parts")
     st = TrainConfig(steps=1000, warmup_steps=100, max_minutes=10.0).stage(0.3, input_w=64)
     assert (st.steps, st.warmup_steps, st.max_minutes, st.model.input_w) == (300, 30, 3.0, 64)

@@ -24,8 +24,9 @@ stages were measured to help), and ``auto="eye"`` the first; ``groups`` names th
 explicitly. A group of one point has no extent, so its crop side is ``point_side`` of the
 first stage's box. The run keeps each group's network in ``<run>/refine/<group>/`` (an
 ordinary run folder whose ``config.json`` names the refined keypoints and the crop side),
-so a run without that folder predicts with one stage. ``model`` changes second-stage model settings from the
-first stage's (a first stage without positions and second stages with them, say).
+so a run without that folder predicts with one stage. ``model`` changes second-stage model
+settings from the first stage's (a first stage without positions and second stages with
+them, say).
 """
 
 from __future__ import annotations
