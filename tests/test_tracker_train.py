@@ -103,15 +103,19 @@ def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
     assert s3["steps"] == 4
 
 
-@pytest.mark.parametrize("where", ["save_weights", "_write_metrics"])
-def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monkeypatch, where):
+# with a moving average of the weights too: one not restored would start again from the
+# resumed weights, and the saved (averaged) weights would differ
+@pytest.mark.parametrize("where,ema", [("save_weights", 0.0), ("_write_metrics", 0.0),
+                                       ("save_weights", 0.9)])
+def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monkeypatch, where,
+                                                        ema):
     from safetensors.torch import load_file
 
     frames = read_labels(tiny_set)
     videos = frames.videos
     tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
     cfg = _config(12)  # six epochs of two steps, validated every four steps
-    cfg.keep, cfg.val_every_steps = "last", 4
+    cfg.keep, cfg.val_every_steps, cfg.ema = "last", 4, ema
     fit(cfg, tr, tmp_path / "a", va, device="cpu", progress=False)
     _interrupt_at(monkeypatch, where, 3)  # in the third epoch: before its weights, or its row
     with pytest.raises(KeyboardInterrupt):
@@ -1023,6 +1027,32 @@ def test_clip_zero_means_no_clipping(tiny_set, tmp_path):
     a, b = (load_file(tmp_path / x / "model.safetensors") for x in ("off", "huge"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+def test_a_run_with_ema_saves_and_scores_the_averaged_weights(tiny_set, tmp_path):
+    from safetensors.torch import load_file
+
+    frames = read_labels(tiny_set)
+    videos = frames.videos
+    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    for ema in (0.0, 0.9):
+        cfg = _config(6)
+        cfg.keep, cfg.ema = "last", ema
+        fit(cfg, tr, tmp_path / str(ema), va, device="cpu", progress=False)
+    off, on = (torch.load(tmp_path / x / "last.pt", weights_only=False) for x in ("0.0", "0.9"))
+    assert off["ema"] is None
+    saved = load_file(tmp_path / "0.9" / "model.safetensors")
+    assert all(torch.equal(saved[k], on["ema"][k]) for k in saved)
+    assert not all(torch.equal(saved[k], on["model"][k]) for k in saved)
+    # the same training steps (the average is kept aside, not trained)
+    assert all(torch.equal(off["model"][k], on["model"][k]) for k in saved)
+    # the validation row is the averaged weights' error: predicted again from the saved file
+    from vit_facemap.evaluate import predict_frames
+
+    kp, _, _ = predict_frames(load_predictor(tmp_path / "0.9", "cpu", scales=(1.0,)), va)
+    err = np.nanmean(np.linalg.norm(kp - va.keypoints, axis=-1))
+    last = pd.read_csv(tmp_path / "0.9" / "metrics.csv")["val_mean_px"].dropna().iloc[-1]
+    assert err == pytest.approx(last, rel=1e-4)
+
+
 @pytest.mark.parametrize("settings,problem", [
     ({"steps": "abc"}, "steps='abc' .expected int"),
     ({"batch_size": 0}, "batch_size >= 1"),
@@ -1035,6 +1065,7 @@ def test_clip_zero_means_no_clipping(tiny_set, tmp_path):
     ({"refine": {"copies": 1.5}}, "copies=1.5"),
     ({"lr": float("nan")}, "lr > 0"),
     ({"steps": True}, "steps=True"),
+    ({"ema": 1.0}, "0 <= ema < 1"),
     # refused only when pre-training started, after the run folder was written
     ({"pretrain_share": 0.5, "model": {"family": "fmnet", "input_w": 64, "input_h": 48}},
      "pretrain_share: masked pre-training needs a ViT or CNN backbone, not fmnet"),

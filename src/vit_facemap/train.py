@@ -4,9 +4,10 @@ A run directory holds everything needed to use or continue a run:
 
 - ``config.json``: the :class:`TrainConfig`, keypoint names, frame size and crop box;
 - ``model.safetensors``: the weights (best validation epoch, or the last one without a
-  validation split);
-- ``last.pt``: the full training state for ``--resume`` (weights, optimiser, schedule,
-  epoch, random states), written after every epoch;
+  validation split; with ``ema``, the moving average of the weights, which is also what
+  validation scores);
+- ``last.pt``: the full training state for ``--resume`` (weights and their average,
+  optimiser, schedule, epoch, random states), written after every epoch;
 - ``metrics.csv``: one row per epoch (loss, validation errors in frame pixels, lr, time);
 - ``split.json``: which frames train and validate, written when training starts (a resumed
   run continues with it: ``vit-facemap train --resume`` rebuilds the split from it);
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -113,6 +115,10 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 150
     clip: float = 1.0               # gradient-norm clipping threshold; 0: no clipping
+    # decay of an exponential moving average of the weights (timm's ModelEmaV3, warm-up on:
+    # the decay grows with the steps up to this value); the average is what validation
+    # scores and what the run saves; 0: off
+    ema: float = 0.0
     sigma: float = 1.0              # heatmap target width, in heatmap cells
     coord_weight: float = 0.1       # weight of the L1 loss on soft-argmax coordinates
     crop: str = "labels"            # labels: box around the training labels; full: whole frame
@@ -144,6 +150,8 @@ class TrainConfig:
             low.append("max_minutes > 0 (or null for no time budget)")
         if not 0 <= self.pretrain_share < 1 or not 0 < self.mask_ratio < 1:
             low.append("0 <= pretrain_share < 1 and 0 < mask_ratio < 1")
+        if not 0 <= self.ema < 1:
+            low.append("0 <= ema < 1")
         if low:
             raise ValueError(f"training settings need {', '.join(low)}")
         if self.crop not in ("labels", "full"):
@@ -657,12 +665,14 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     last_val_step = 0
     elapsed_before = 0.0
     loader_rng = None
+    ema_state = None
     if resume:
         try:
             state = torch.load(out / STATE_FILE, map_location=device, weights_only=False)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             step, epoch, best = state["step"], state["epoch"], state["best"]
+            ema_state = state.get("ema")
             if "augmenter" in state:
                 augmenter.set_random_state(state["augmenter"])
             # empty when saved with mixed precision off (on the CPU): a run started there and
@@ -692,6 +702,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         pre_steps = state.get("pretrain_steps", 0)
         pretrain_s = state.get("pretrain_s", 0.0)
         pretrain_loss = state.get("pretrain_loss")
+    # the average starts from the weights training starts from (pre-trained, or resumed)
+    ema = ModelEmaV3(model, decay=config.ema, use_warmup=True) if config.ema > 0 else None
+    if ema is not None and ema_state is not None:
+        ema.module.load_state_dict(ema_state)
+    kept = model if ema is None else ema.module  # the weights validated and saved
     if config.pretrain_share > 0:
         config = _after_pretraining(config, pre_steps, pretrain_s)
     # warm-up as a share of training, capped so that a short run still decays
@@ -730,6 +745,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             scaler.step(opt)
             scaler.update()
             step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -749,7 +766,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         due = step - last_val_step >= config.val_every_steps or last_epoch
         if val_x is not None and due:
             last_val_step = step
-            pred, _ = predict_inputs(model, val_x, device, radius=radius, amp=config.amp)
+            pred, _ = predict_inputs(kept, val_x, device, radius=radius, amp=config.amp)
             err = errors_px(to_frame(val_back, pred), val_frames.keypoints)
             row["val_mean_px"] = float(np.nanmean(err))
             row["val_median_px"] = float(np.nanmedian(err))
@@ -763,8 +780,9 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         # state holds the rows, so metrics.csv never keeps a row the resumed run writes again
         if improved:
             best = score if score is not None and score < best else best
-            save_weights(model, out / WEIGHTS_FILE)
+            save_weights(kept, out / WEIGHTS_FILE)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "ema": None if ema is None else ema.module.state_dict(),
                     "step": step, "epoch": epoch, "best": best, "last_val_step": last_val_step,
                     "train_s": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
                     "cuda_rng": cuda_rng_state(device),
