@@ -116,8 +116,9 @@ class TrainConfig:
     warmup_steps: int = 150
     clip: float = 1.0               # gradient-norm clipping threshold; 0: no clipping
     # decay of an exponential moving average of the weights (timm's ModelEmaV3, warm-up on:
-    # the decay grows with the steps up to this value); the average is what validation
-    # scores and what the run saves; 0: off
+    # the decay is 1 - (1 + step)^(-2/3), at most this value, so 0.998 is reached only after
+    # some 11000 steps: 0.99 at step 1000); the average is what validation scores and what
+    # the run saves; 0: off
     ema: float = 0.0
     sigma: float = 1.0              # heatmap target width, in heatmap cells
     coord_weight: float = 0.1       # weight of the L1 loss on soft-argmax coordinates
