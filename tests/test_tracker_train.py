@@ -29,6 +29,13 @@ def tiny_set(tmp_path_factory):
     return folder
 
 
+def _first_video_apart(folder):
+    """The set's frames of its first video (to train on) and of the others (to validate)."""
+    frames = read_labels(folder)
+    videos = frames.videos
+    return frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+
+
 def _config(steps=6) -> TrainConfig:
     cfg = profile_config("test")
     cfg.steps = steps
@@ -78,10 +85,9 @@ def test_an_interrupted_command_says_how_to_continue(tmp_path, monkeypatch, caps
 
 
 def test_fit_resume_and_no_overwrite(tiny_set, tmp_path):
-    frames = read_labels(tiny_set)
-    assert np.isnan(frames.keypoints).any()  # the loss must cope with missing keypoints
-    videos = frames.videos
-    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    # the loss must cope with missing keypoints
+    assert np.isnan(read_labels(tiny_set).keypoints).any()
+    tr, va = _first_video_apart(tiny_set)
     run = tmp_path / "run"
     s = fit(_config(4), tr, run, va, device="cpu", progress=False)
     assert s["steps"] == 4 and s["epochs"] == 2  # 8 frames, batch 4: two steps per epoch
@@ -111,9 +117,7 @@ def test_an_interrupted_run_resumes_as_if_never_stopped(tiny_set, tmp_path, monk
                                                         ema):
     from safetensors.torch import load_file
 
-    frames = read_labels(tiny_set)
-    videos = frames.videos
-    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    tr, va = _first_video_apart(tiny_set)
     cfg = _config(12)  # six epochs of two steps, validated every four steps
     cfg.keep, cfg.val_every_steps, cfg.ema = "last", 4, ema
     fit(cfg, tr, tmp_path / "a", va, device="cpu", progress=False)
@@ -1027,12 +1031,13 @@ def test_clip_zero_means_no_clipping(tiny_set, tmp_path):
     a, b = (load_file(tmp_path / x / "model.safetensors") for x in ("off", "huge"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+
 def test_a_run_with_ema_saves_and_scores_the_averaged_weights(tiny_set, tmp_path):
     from safetensors.torch import load_file
 
-    frames = read_labels(tiny_set)
-    videos = frames.videos
-    tr, va = frames.subset(videos == videos[0]), frames.subset(videos != videos[0])
+    from vit_facemap.evaluate import predict_frames
+
+    tr, va = _first_video_apart(tiny_set)
     for ema in (0.0, 0.9):
         cfg = _config(6)
         cfg.keep, cfg.ema = "last", ema
@@ -1045,8 +1050,6 @@ def test_a_run_with_ema_saves_and_scores_the_averaged_weights(tiny_set, tmp_path
     # the same training steps (the average is kept aside, not trained)
     assert all(torch.equal(off["model"][k], on["model"][k]) for k in saved)
     # the validation row is the averaged weights' error: predicted again from the saved file
-    from vit_facemap.evaluate import predict_frames
-
     kp, _, _ = predict_frames(load_predictor(tmp_path / "0.9", "cpu", scales=(1.0,)), va)
     err = np.nanmean(np.linalg.norm(kp - va.keypoints, axis=-1))
     last = pd.read_csv(tmp_path / "0.9" / "metrics.csv")["val_mean_px"].dropna().iloc[-1]
