@@ -3,10 +3,18 @@
 import json
 
 import numpy as np
+import pytest
 
 from vit_facemap.cli import main
 from vit_facemap.dlc import LabeledFrames, write_labels
-from vit_facemap.labelcheck import describe_slips, label_slips, mask_slips
+from vit_facemap.errors import DataError
+from vit_facemap.labelcheck import (
+    FLOOR_PER_PAIR,
+    describe_slips,
+    label_repeatability,
+    label_slips,
+    mask_slips,
+)
 
 
 def _row(rng, a=(0, 0), b=(50, 0), c=(100, 0)):
@@ -133,3 +141,73 @@ def test_a_slipped_run_is_followed_both_ways_in_labeling_order(tmp_path):
     assert list(zip(slips["keypoint"], slips["near"], strict=True)) == [("a", "b"), ("b", "c")]
     slips = label_slips(LabeledFrames(tmp_path, index, kp[:, ::-1], ["d", "c", "b", "a"]))
     assert list(zip(slips["keypoint"], slips["near"], strict=True)) == [("b", "c"), ("a", "b")]
+
+
+def _write_video(root, video, images):
+    from PIL import Image
+    index = []
+    for i, img in enumerate(images):
+        rel = f"labeled-data/{video}/img{i:03d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / rel)
+        index.append(rel)
+    return index
+
+
+def test_label_repeatability_measures_the_scatter_of_labels_on_unchanged_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    sigma, shift, n = 1.5, 15, 30
+    # video v: n copies of a frame and n of the frame moved right by 15 px; keypoint a moves
+    # with it and its labels scatter by sigma; b is labeled in one frame only
+    index = _write_video(tmp_path, "v", [img] * n + [np.roll(img, shift, axis=1)] * n)
+    index += _write_video(tmp_path, "w", [img] * 3)  # a second video: no pairs across videos
+    kp = np.full((2 * n + 3, 2, 2), np.nan)
+    kp[:, 0] = 24 + rng.normal(0, sigma, (2 * n + 3, 2))
+    kp[n:2 * n, 0, 0] += shift
+    kp[3, 1] = [30, 30]
+    frames = LabeledFrames(tmp_path, index, kp, ["a", "b"])
+    same = [np.linalg.norm(kp[i, 0] - kp[j, 0]) for lo, hi in ((0, n), (n, 2 * n), (2 * n, 2 * n + 3))
+            for i in range(lo, hi) for j in range(i + 1, hi)]
+    table = label_repeatability(frames, half=8, closest=len(same)).set_index("keypoint")
+    a = table.loc["a"]
+    assert a["pairs"] == 2 * n * (2 * n - 1) // 2 + 3 and a["used"] == len(same)
+    assert a["image_diff"] == 0  # only pairs of the same frame were kept, not moved ones
+    assert np.isclose(a["pair_px"], np.median(same))
+    assert np.isclose(a["floor_px"], a["pair_px"] * FLOOR_PER_PAIR)
+    # a tracker finding the true place scores sigma sqrt(pi / 2) against Gaussian labels
+    assert abs(a["floor_px"] - sigma * np.sqrt(np.pi / 2)) < 0.15 * sigma
+    assert 8 < a["moving_px"] < 20  # more than half the pairs straddle the 15-px move
+    b = table.loc["b"]
+    assert b["pairs"] == 0 and np.isnan(b["floor_px"])
+    # fewer kept pairs: the moved frames' pairs never come before the unchanged ones
+    assert label_repeatability(frames, half=8, closest=5).loc[0, "image_diff"] == 0
+
+
+def test_the_floor_of_a_median_pair_distance_is_a_gaussian_scatter_s_mean_error():
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(0, 2.0, (2, 200_000, 2))  # two labels of each of many places
+    pair = np.median(np.linalg.norm(first - second, axis=-1))
+    assert np.isclose(pair * FLOOR_PER_PAIR, np.linalg.norm(first, axis=-1).mean(), rtol=0.01)
+
+
+def test_label_repeatability_compares_the_frames_around_each_label(tmp_path):
+    # a spot that moved from one side to the other, labeled where it is: the frames are the
+    # same midway between the two labels, not around them
+    frames = []
+    for x in (10, 54):
+        img = np.full((64, 64), 100, np.uint8)
+        img[30:35, x - 2:x + 3] = 255
+        frames.append(img)
+    index = _write_video(tmp_path, "v", frames)
+    labels = LabeledFrames(tmp_path, index, np.array([[[10.0, 32.0]], [[54.0, 32.0]]]), ["spot"])
+    row = label_repeatability(labels, half=8).iloc[0]
+    assert row["pairs"] == 1 and row["image_diff"] > 5 and row["pair_px"] == 44
+
+
+def test_label_repeatability_names_a_missing_frame_and_refuses_bad_settings(tmp_path):
+    frames = _frames(tmp_path, slip=False)  # labels only: the image files do not exist
+    with pytest.raises(DataError, match="img000.png"):
+        label_repeatability(frames)
+    with pytest.raises(ValueError, match="half and closest"):
+        label_repeatability(frames, half=0)

@@ -1,4 +1,4 @@
-"""Labels that slipped onto another keypoint's place.
+"""Labels that slipped onto another keypoint's place, and how far labels scatter.
 
 When a labeler skips a keypoint in DeepLabCut's labeling tool, or clicks the parts in the
 wrong order, the following labels of that frame can land one place off: "whisker 3" where
@@ -8,6 +8,10 @@ several. :func:`label_slips` finds labels that lie far from where their keypoint
 the rest of the video and close to where another keypoint sits. It reports, never edits:
 the set on disk stays as it is, and training can leave the flagged labels out
 (``TrainConfig.mask_slips``) the way it leaves out missing ones.
+
+:func:`label_repeatability` measures the other kind of label error, the scatter of a
+labeler's clicks around the right place, from frames that show a keypoint's surroundings
+(nearly) unchanged: a held-out error near that scatter is as low as the labels can show.
 """
 
 from __future__ import annotations
@@ -17,10 +21,16 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from vit_facemap.dlc import LabeledFrames
+from vit_facemap.images import load_image
 
 SLIP_COLUMNS = ["frame", "keypoint", "near", "offset_px", "near_px", "typical_px"]
+# a Gaussian scatter's mean distance from the true place over the median distance of two
+# labels: sqrt(pi / 2) sigma over 2 sqrt(ln 2) sigma
+FLOOR_PER_PAIR = float(np.sqrt(np.pi / (8 * np.log(2))))
+REPEAT_COLUMNS = ["keypoint", "pairs", "used", "image_diff", "pair_px", "floor_px", "moving_px"]
 
 
 def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.0,
@@ -157,3 +167,94 @@ def describe_slips(slips: pd.DataFrame, limit: int | None = None) -> list[str]:
     if len(slips) > limit:
         lines.append(f"... and {len(slips) - limit} more")
     return lines
+
+
+def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int = 50,
+                        progress: bool = False) -> pd.DataFrame:
+    """How far the labels of each keypoint scatter where the image did not change.
+
+    Two frames of one video whose pixels around a keypoint are the same show the keypoint
+    in the same place, so their two labels of it would coincide if clicks did not scatter.
+    For every pair of frames of one video with the keypoint labeled in both, the mean
+    absolute gray-level difference of the two frames is taken over the square of side
+    ``2 * half`` around each of the two labels, and the larger of the two kept (both
+    places must look alike: a labeler who clicks one whisker in one frame and its
+    neighbour in the next, on frames that are the same, has scattered); the ``closest``
+    pairs with the smallest
+    difference are kept, and the distance between their two labels measured. If each
+    label scatters around the true place independently, alike and Gaussian, with SD
+    sigma per axis, the distance between two labels has median 2 sqrt(ln 2) sigma and a
+    label's distance from the true place has mean sqrt(pi / 2) sigma, so ``floor_px``,
+    ``pair_px`` times sqrt(pi / (8 ln 2)) (about 0.75), is the mean error that a tracker
+    finding the true place in every frame would still score against these labels. The
+    median, not the mean, of the kept pairs is used so that one slipped label (see
+    :func:`label_slips`) among them does not set it.
+
+    Where even the closest pairs differ in the square (``image_diff``, gray levels, well
+    above the camera's noise of one or two levels), the keypoint may have moved between
+    them and ``floor_px`` overstates the scatter; a keypoint on a plain patch (a whisker
+    tip on fur) can move without changing the square much, which also overstates it.
+    Frame pixels are read in gray (:func:`vit_facemap.images.load_image`); ``half`` is in
+    those pixels. Pairs are only made within a video (frames of the same size), one video
+    at a time, so memory holds one video's frames.
+
+    Columns: ``keypoint``, ``pairs`` (same-video pairs with both labels), ``used`` (pairs
+    kept), ``image_diff`` (the largest difference among them), ``pair_px`` (their median
+    label distance), ``floor_px`` and ``moving_px`` (median label distance over all pairs: how far
+    the keypoint moves between frames in general). A keypoint without a pair gets NaN.
+    """
+    if half < 1 or closest < 1:
+        raise ValueError(f"half and closest must be >= 1, got half={half}, closest={closest}")
+    k_all = len(frames.bodyparts)
+    diffs: list[list[np.ndarray]] = [[] for _ in range(k_all)]
+    dists: list[list[np.ndarray]] = [[] for _ in range(k_all)]
+    videos = frames.videos
+    paths = frames.image_paths
+    for video in tqdm(np.unique(videos), desc="label repeatability", disable=not progress):
+        idx = np.flatnonzero(videos == video)
+        images = [load_image(paths[i], mode="L") for i in idx]
+        for k in range(k_all):
+            diff, dist = _pairs(images, frames.keypoints[idx, k], half)
+            diffs[k].append(diff)
+            dists[k].append(dist)
+    rows = []
+    for k, name in enumerate(frames.bodyparts):
+        diff, dist = np.concatenate(diffs[k]), np.concatenate(dists[k])
+        if not len(diff):
+            rows.append((name, 0, 0, np.nan, np.nan, np.nan, np.nan))
+            continue
+        keep = np.argsort(diff, kind="stable")[:closest]
+        pair_px = float(np.median(dist[keep]))
+        rows.append((name, len(diff), len(keep), float(diff[keep].max()), pair_px,
+                     pair_px * FLOOR_PER_PAIR, float(np.median(dist))))
+    return pd.DataFrame(rows, columns=REPEAT_COLUMNS)
+
+
+def _pairs(images: list[np.ndarray], kp: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image difference around the point and label distance of every pair of one video's
+    frames with the point labeled in both (and of the same size)."""
+    labeled = np.flatnonzero(np.isfinite(kp).all(-1))
+    diff, dist = [], []
+    for a, i in enumerate(labeled):
+        for j in labeled[a + 1:]:
+            if images[i].shape != images[j].shape:
+                continue
+            # around both labels: a square between two labels far apart can miss both
+            d = [_square_diff(images[i], images[j], kp[m], half) for m in (i, j)]
+            if not np.isfinite(d).all():
+                continue
+            diff.append(max(d))
+            dist.append(float(np.linalg.norm(kp[i] - kp[j])))
+    return np.asarray(diff, dtype=np.float64), np.asarray(dist, dtype=np.float64)
+
+
+def _square_diff(a: np.ndarray, b: np.ndarray, centre: np.ndarray, half: int) -> float:
+    """Mean absolute difference of two frames over the square of side 2 * half around
+    ``centre`` (cut at the frame's edge; NaN if it lies outside)."""
+    h, w = a.shape
+    cx, cy = np.round(centre).astype(int)
+    x0, x1 = max(cx - half, 0), min(cx + half, w)
+    y0, y1 = max(cy - half, 0), min(cy + half, h)
+    if x1 <= x0 or y1 <= y0:
+        return float("nan")
+    return float(np.abs(a[y0:y1, x0:x1].astype(np.int16) - b[y0:y1, x0:x1]).mean())
