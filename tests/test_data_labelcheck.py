@@ -175,13 +175,17 @@ def test_label_repeatability_measures_the_scatter_of_labels_on_unchanged_frames(
     assert a["image_diff"] == 0  # only pairs of the same frame were kept, not moved ones
     assert np.isclose(a["pair_px"], np.median(same))
     assert np.isclose(a["floor_px"], a["pair_px"] * FLOOR_PER_PAIR)
+    assert np.isclose(a["mean_floor_px"], np.mean(same) / np.sqrt(2))
+    assert a["frames"] == 2 * n + 3
     # a tracker finding the true place scores sigma sqrt(pi / 2) against Gaussian labels
     assert abs(a["floor_px"] - sigma * np.sqrt(np.pi / 2)) < 0.15 * sigma
     assert 8 < a["moving_px"] < 20  # more than half the pairs straddle the 15-px move
     b = table.loc["b"]
     assert b["pairs"] == 0 and np.isnan(b["floor_px"])
-    # fewer kept pairs: the moved frames' pairs never come before the unchanged ones
+    # fewer kept pairs: the moved frames' pairs never come before the unchanged ones; one
+    # more, and the largest difference kept is that moved pair's
     assert label_repeatability(frames, half=8, closest=5).loc[0, "image_diff"] == 0
+    assert label_repeatability(frames, half=8, closest=len(same) + 1).loc[0, "image_diff"] > 5
 
 
 def test_the_floor_of_a_median_pair_distance_is_a_gaussian_scatter_s_mean_error():
@@ -192,17 +196,23 @@ def test_the_floor_of_a_median_pair_distance_is_a_gaussian_scatter_s_mean_error(
 
 
 def test_label_repeatability_compares_the_frames_around_each_label(tmp_path):
-    # a spot that moved from one side to the other, labeled where it is: the frames are the
-    # same midway between the two labels, not around them
-    frames = []
-    for x in (10, 54):
+    def frame(*xs):
         img = np.full((64, 64), 100, np.uint8)
-        img[30:35, x - 2:x + 3] = 255
-        frames.append(img)
-    index = _write_video(tmp_path, "v", frames)
-    labels = LabeledFrames(tmp_path, index, np.array([[[10.0, 32.0]], [[54.0, 32.0]]]), ["spot"])
-    row = label_repeatability(labels, half=8).iloc[0]
-    assert row["pairs"] == 1 and row["image_diff"] > 5 and row["pair_px"] == 44
+        for x in xs:
+            img[30:35, x - 2:x + 3] = 255
+        return img
+
+    # a spot at x = 10 in the first frame, at 54 in the second, and each label on a spot:
+    # the frames are the same midway between the two labels (moved), the same around the
+    # first label but not the second (a spot appeared), or the reverse
+    for name, frames in (("moved", [frame(10), frame(54)]), ("appeared", [frame(10), frame(10, 54)]),
+                         ("vanished", [frame(10, 54), frame(54)])):
+        index = _write_video(tmp_path / name, "v", frames)
+        labels = LabeledFrames(tmp_path / name, index, np.array([[[10.0, 32.0]], [[54.0, 32.0]]]),
+                               ["spot"])
+        row = label_repeatability(labels, half=8).iloc[0]
+        assert row["pairs"] == 1 and row["frames"] == 2 and row["pair_px"] == 44, name
+        assert row["image_diff"] > 5, name  # the pair is not taken for an unchanged one
 
 
 def test_label_repeatability_names_a_missing_frame_and_refuses_bad_settings(tmp_path):

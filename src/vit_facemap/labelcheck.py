@@ -30,7 +30,8 @@ SLIP_COLUMNS = ["frame", "keypoint", "near", "offset_px", "near_px", "typical_px
 # a Gaussian scatter's mean distance from the true place over the median distance of two
 # labels: sqrt(pi / 2) sigma over 2 sqrt(ln 2) sigma
 FLOOR_PER_PAIR = float(np.sqrt(np.pi / (8 * np.log(2))))
-REPEAT_COLUMNS = ["keypoint", "pairs", "used", "image_diff", "pair_px", "floor_px", "moving_px"]
+REPEAT_COLUMNS = ["keypoint", "pairs", "used", "frames", "image_diff", "pair_px", "floor_px",
+                  "mean_floor_px", "moving_px"]
 
 
 def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.0,
@@ -177,84 +178,87 @@ def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int =
     in the same place, so their two labels of it would coincide if clicks did not scatter.
     For every pair of frames of one video with the keypoint labeled in both, the mean
     absolute gray-level difference of the two frames is taken over the square of side
-    ``2 * half`` around each of the two labels, and the larger of the two kept (both
+    ``2 * half + 1`` around each of the two labels, and the larger of the two kept (both
     places must look alike: a labeler who clicks one whisker in one frame and its
-    neighbour in the next, on frames that are the same, has scattered); the ``closest``
-    pairs with the smallest
-    difference are kept, and the distance between their two labels measured. If each
-    label scatters around the true place independently, alike and Gaussian, with SD
-    sigma per axis, the distance between two labels has median 2 sqrt(ln 2) sigma and a
-    label's distance from the true place has mean sqrt(pi / 2) sigma, so ``floor_px``,
-    ``pair_px`` times sqrt(pi / (8 ln 2)) (about 0.75), is the mean error that a tracker
-    finding the true place in every frame would still score against these labels. The
-    median, not the mean, of the kept pairs is used so that one slipped label (see
-    :func:`label_slips`) among them does not set it.
+    neighbour in the next, on frames that are the same, has scattered). The ``closest``
+    pairs with the smallest difference are kept, and the distances between their two
+    labels measured.
 
-    Where even the closest pairs differ in the square (``image_diff``, gray levels, well
-    above the camera's noise of one or two levels), the keypoint may have moved between
-    them and ``floor_px`` overstates the scatter; a keypoint on a plain patch (a whisker
-    tip on fur) can move without changing the square much, which also overstates it.
-    Frame pixels are read in gray (:func:`vit_facemap.images.load_image`); ``half`` is in
-    those pixels. Pairs are only made within a video (frames of the same size), one video
-    at a time, so memory holds one video's frames.
+    If each label scatters around the true place independently, alike and Gaussian, with
+    SD sigma per axis, the distance between two labels has median 2 sqrt(ln 2) sigma and
+    mean sqrt(pi) sigma, and a label's distance from the true place has mean sqrt(pi / 2)
+    sigma. So ``floor_px``, the kept pairs' median distance ``pair_px`` times
+    sqrt(pi / (8 ln 2)) (about 0.75), is the mean error that a tracker finding the true
+    place in every frame would still score against these labels; ``mean_floor_px``, their
+    mean distance over sqrt(2), is the same for Gaussian scatter, and higher where some
+    labels of unchanged frames lie far apart (a whisker clicked on its neighbour), which a
+    mean error counts in full.
 
-    Columns: ``keypoint``, ``pairs`` (same-video pairs with both labels), ``used`` (pairs
-    kept), ``image_diff`` (the largest difference among them), ``pair_px`` (their median
-    label distance), ``floor_px`` and ``moving_px`` (median label distance over all pairs: how far
-    the keypoint moves between frames in general). A keypoint without a pair gets NaN.
+    These are estimates, not bounds. Where even the closest pairs differ in the squares
+    (``image_diff``, gray levels; compare the keypoints whose closest pairs differ least)
+    the keypoint may have moved between them and the floors overstate the scatter, as they
+    do where ``pair_px`` is near ``moving_px``; a keypoint on a plain patch can move without
+    changing its square much. Clicks on similar frames that agree more than independent
+    ones would understate it. The kept pairs share frames (``frames`` counts them), so one
+    frame's label can enter many of them. Labels placed on a coarse grid make the distances
+    take few values. Frame pixels are read in gray (:func:`vit_facemap.images.load_image`);
+    ``half`` is in those pixels. One video's frames are held in memory at a time.
+
+    Columns: ``keypoint``, ``pairs`` (pairs of frames of one video and one size with both
+    labels and both squares inside the frame), ``used`` (pairs kept), ``frames`` (frames
+    among them), ``image_diff`` (the largest difference among them), ``pair_px`` (their
+    median label distance), ``floor_px``, ``mean_floor_px`` and ``moving_px`` (median label
+    distance over all pairs: how far the keypoint moves between frames in general). A
+    keypoint without a pair gets NaN.
     """
     if half < 1 or closest < 1:
         raise ValueError(f"half and closest must be >= 1, got half={half}, closest={closest}")
-    k_all = len(frames.bodyparts)
-    diffs: list[list[np.ndarray]] = [[] for _ in range(k_all)]
-    dists: list[list[np.ndarray]] = [[] for _ in range(k_all)]
+    n_kp = len(frames.bodyparts)
+    found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(n_kp)]
     videos = frames.videos
     paths = frames.image_paths
     for video in tqdm(np.unique(videos), desc="label repeatability", disable=not progress):
-        idx = np.flatnonzero(videos == video)
-        images = [load_image(paths[i], mode="L") for i in idx]
-        for k in range(k_all):
-            diff, dist = _pairs(images, frames.keypoints[idx, k], half)
-            diffs[k].append(diff)
-            dists[k].append(dist)
-    rows = []
+        rows = np.flatnonzero(videos == video)
+        images = [load_image(paths[i], mode="L") for i in rows]
+        for shape in {im.shape for im in images}:
+            same = [a for a, im in enumerate(images) if im.shape == shape]
+            stack = np.stack([images[a] for a in same])
+            for k in range(n_kp):
+                found[k].append(_pairs(stack, frames.keypoints[rows[same], k], rows[same], half))
+    out = []
     for k, name in enumerate(frames.bodyparts):
-        diff, dist = np.concatenate(diffs[k]), np.concatenate(dists[k])
+        diff, dist, members = (np.concatenate(x) for x in zip(*found[k], strict=True))
         if not len(diff):
-            rows.append((name, 0, 0, np.nan, np.nan, np.nan, np.nan))
+            out.append((name, 0, 0, 0, *[np.nan] * 5))
             continue
         keep = np.argsort(diff, kind="stable")[:closest]
         pair_px = float(np.median(dist[keep]))
-        rows.append((name, len(diff), len(keep), float(diff[keep].max()), pair_px,
-                     pair_px * FLOOR_PER_PAIR, float(np.median(dist))))
-    return pd.DataFrame(rows, columns=REPEAT_COLUMNS)
+        out.append((name, len(diff), len(keep), len(np.unique(members[keep])),
+                    float(diff[keep].max()), pair_px, pair_px * FLOOR_PER_PAIR,
+                    float(dist[keep].mean() / np.sqrt(2)), float(np.median(dist))))
+    return pd.DataFrame(out, columns=REPEAT_COLUMNS)
 
 
-def _pairs(images: list[np.ndarray], kp: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image difference around the point and label distance of every pair of one video's
-    frames with the point labeled in both (and of the same size)."""
+def _pairs(stack: np.ndarray, kp: np.ndarray, rows: np.ndarray, half: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every pair of frames of ``stack`` (one video, one size) with the point labeled in
+    both: the image difference around the two labels, the label distance, and the pair's
+    two rows of the set (``(pairs, 2)``)."""
     labeled = np.flatnonzero(np.isfinite(kp).all(-1))
-    diff, dist = [], []
+    n = len(labeled)
+    h, w = stack.shape[1:]
+    # around[a, b]: frames a and b compared over the square around frame a's label
+    around = np.full((n, n), np.nan)
     for a, i in enumerate(labeled):
-        for j in labeled[a + 1:]:
-            if images[i].shape != images[j].shape:
-                continue
-            # around both labels: a square between two labels far apart can miss both
-            d = [_square_diff(images[i], images[j], kp[m], half) for m in (i, j)]
-            if not np.isfinite(d).all():
-                continue
-            diff.append(max(d))
-            dist.append(float(np.linalg.norm(kp[i] - kp[j])))
-    return np.asarray(diff, dtype=np.float64), np.asarray(dist, dtype=np.float64)
-
-
-def _square_diff(a: np.ndarray, b: np.ndarray, centre: np.ndarray, half: int) -> float:
-    """Mean absolute difference of two frames over the square of side 2 * half around
-    ``centre`` (cut at the frame's edge; NaN if it lies outside)."""
-    h, w = a.shape
-    cx, cy = np.round(centre).astype(int)
-    x0, x1 = max(cx - half, 0), min(cx + half, w)
-    y0, y1 = max(cy - half, 0), min(cy + half, h)
-    if x1 <= x0 or y1 <= y0:
-        return float("nan")
-    return float(np.abs(a[y0:y1, x0:x1].astype(np.int16) - b[y0:y1, x0:x1]).mean())
+        cx, cy = np.round(kp[i]).astype(int)
+        x0, x1 = max(cx - half, 0), min(cx + half + 1, w)
+        y0, y1 = max(cy - half, 0), min(cy + half + 1, h)
+        if x1 > x0 and y1 > y0:  # else the label lies outside the frame: no square
+            crops = stack[labeled, y0:y1, x0:x1].astype(np.int16)
+            around[a] = np.abs(crops - crops[a]).mean(axis=(1, 2))
+    a, b = np.triu_indices(n, 1)
+    diff = np.maximum(around[a, b], around[b, a])
+    ok = np.isfinite(diff)
+    a, b = labeled[a[ok]], labeled[b[ok]]
+    dist = np.linalg.norm(kp[a] - kp[b], axis=-1)
+    return diff[ok], dist, np.stack([rows[a], rows[b]], axis=-1)
