@@ -1,6 +1,7 @@
 """Labels that slipped onto another keypoint's place: found, reported, left out of training."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -184,7 +185,9 @@ def test_label_repeatability_measures_the_scatter_of_labels_on_unchanged_frames(
     assert b["pairs"] == 0 and np.isnan(b["floor_px"])
     # fewer kept pairs: the moved frames' pairs never come before the unchanged ones; one
     # more, and the largest difference kept is that moved pair's
-    assert label_repeatability(frames, half=8, closest=5).loc[0, "image_diff"] == 0
+    fewest = label_repeatability(frames, half=8, closest=5)
+    assert fewest.loc[0, "image_diff"] == 0 and fewest.loc[0, "frames"] <= 10
+    assert fewest.attrs["settings"] == {"half": 8, "closest": 5}
     assert label_repeatability(frames, half=8, closest=len(same) + 1).loc[0, "image_diff"] > 5
 
 
@@ -213,6 +216,32 @@ def test_label_repeatability_compares_the_frames_around_each_label(tmp_path):
         row = label_repeatability(labels, half=8).iloc[0]
         assert row["pairs"] == 1 and row["frames"] == 2 and row["pair_px"] == 44, name
         assert row["image_diff"] > 5, name  # the pair is not taken for an unchanged one
+
+
+def test_label_repeatability_squares_their_edges_sizes_and_frames(tmp_path):
+    base = np.full((64, 64), 100, np.uint8)
+    # the square around x = 32 with half 8 is columns 24-40: a change in column 40 counts,
+    # one in column 41 does not
+    for column, seen in ((40, True), (41, False), (23, False), (24, True)):
+        changed = base.copy()
+        changed[:, column] = 255
+        folder = tmp_path / f"column{column}"
+        index = _write_video(folder, "v", [base, changed])
+        labels = LabeledFrames(folder, index, np.full((2, 1, 2), 32.0), ["p"])
+        assert (label_repeatability(labels, half=8).loc[0, "image_diff"] > 0) == seen, column
+    # frames of two sizes in one video pair only with their own size; a label far outside
+    # the frame has no square and no pair
+    index = _write_video(tmp_path / "sizes", "v", [base] * 3 + [base[:48]] * 2)
+    kp = np.full((5, 1, 2), 20.0)
+    labels = LabeledFrames(tmp_path / "sizes", index, kp, ["p"])
+    assert label_repeatability(labels, half=8).loc[0, "pairs"] == 3 + 1
+    kp[0] = [-100, 20]
+    labels = LabeledFrames(tmp_path / "sizes", index, kp, ["p"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty square on the way
+        assert label_repeatability(labels, half=8).loc[0, "pairs"] == 1 + 1
+    with pytest.raises(ValueError, match="no frames"):
+        label_repeatability(LabeledFrames(tmp_path, [], np.zeros((0, 1, 2)), ["p"]))
 
 
 def test_label_repeatability_names_a_missing_frame_and_refuses_bad_settings(tmp_path):

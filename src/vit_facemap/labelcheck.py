@@ -190,9 +190,10 @@ def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int =
     sigma. So ``floor_px``, the kept pairs' median distance ``pair_px`` times
     sqrt(pi / (8 ln 2)) (about 0.75), is the mean error that a tracker finding the true
     place in every frame would still score against these labels; ``mean_floor_px``, their
-    mean distance over sqrt(2), is the same for Gaussian scatter, and higher where some
-    labels of unchanged frames lie far apart (a whisker clicked on its neighbour), which a
-    mean error counts in full.
+    mean distance over sqrt(2), is the same for Gaussian scatter, and higher where a few
+    labels of unchanged frames lie far apart (a whisker clicked on its neighbour); it then
+    overstates what those labels cost a mean error, by up to about sqrt(2) (a share p of
+    far labels puts about 2p of the pairs far apart), and is a rough guide.
 
     These are estimates, not bounds. Where even the closest pairs differ in the squares
     (``image_diff``, gray levels; compare the keypoints whose closest pairs differ least)
@@ -205,14 +206,16 @@ def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int =
     ``half`` is in those pixels. One video's frames are held in memory at a time.
 
     Columns: ``keypoint``, ``pairs`` (pairs of frames of one video and one size with both
-    labels and both squares inside the frame), ``used`` (pairs kept), ``frames`` (frames
+    labels and both squares reaching into the frame; a square is cut at the frame's edge), ``used`` (pairs kept), ``frames`` (frames
     among them), ``image_diff`` (the largest difference among them), ``pair_px`` (their
     median label distance), ``floor_px``, ``mean_floor_px`` and ``moving_px`` (median label
     distance over all pairs: how far the keypoint moves between frames in general). A
-    keypoint without a pair gets NaN.
+    keypoint without a pair gets NaN. The settings are in the table's ``attrs["settings"]``.
     """
     if half < 1 or closest < 1:
         raise ValueError(f"half and closest must be >= 1, got half={half}, closest={closest}")
+    if not len(frames):
+        raise ValueError("no frames: label repeatability needs frames of one video to compare")
     n_kp = len(frames.bodyparts)
     found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(n_kp)]
     videos = frames.videos
@@ -220,7 +223,7 @@ def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int =
     for video in tqdm(np.unique(videos), desc="label repeatability", disable=not progress):
         rows = np.flatnonzero(videos == video)
         images = [load_image(paths[i], mode="L") for i in rows]
-        for shape in {im.shape for im in images}:
+        for shape in sorted({im.shape for im in images}):
             same = [a for a, im in enumerate(images) if im.shape == shape]
             stack = np.stack([images[a] for a in same])
             for k in range(n_kp):
@@ -236,7 +239,9 @@ def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int =
         out.append((name, len(diff), len(keep), len(np.unique(members[keep])),
                     float(diff[keep].max()), pair_px, pair_px * FLOOR_PER_PAIR,
                     float(dist[keep].mean() / np.sqrt(2)), float(np.median(dist))))
-    return pd.DataFrame(out, columns=REPEAT_COLUMNS)
+    table = pd.DataFrame(out, columns=REPEAT_COLUMNS)
+    table.attrs["settings"] = {"half": half, "closest": closest}
+    return table
 
 
 def _pairs(stack: np.ndarray, kp: np.ndarray, rows: np.ndarray, half: int
