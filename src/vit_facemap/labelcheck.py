@@ -206,11 +206,12 @@ def label_repeatability(frames: LabeledFrames, *, half: int = 24, closest: int =
     ``half`` is in those pixels. One video's frames are held in memory at a time.
 
     Columns: ``keypoint``, ``pairs`` (pairs of frames of one video and one size with both
-    labels and both squares reaching into the frame; a square is cut at the frame's edge), ``used`` (pairs kept), ``frames`` (frames
-    among them), ``image_diff`` (the largest difference among them), ``pair_px`` (their
-    median label distance), ``floor_px``, ``mean_floor_px`` and ``moving_px`` (median label
-    distance over all pairs: how far the keypoint moves between frames in general). A
-    keypoint without a pair gets NaN. The settings are in the table's ``attrs["settings"]``.
+    labels and both squares reaching into the frame; a square is cut at the frame's edge),
+    ``used`` (pairs kept), ``frames`` (frames among them), ``image_diff`` (the largest
+    difference among them), ``pair_px`` (their median label distance), ``floor_px``,
+    ``mean_floor_px`` and ``moving_px`` (median label distance over all pairs: how far the
+    keypoint moves between frames in general). A keypoint without a pair gets NaN. The
+    settings are in the table's ``attrs["settings"]``.
     """
     if half < 1 or closest < 1:
         raise ValueError(f"half and closest must be >= 1, got half={half}, closest={closest}")
