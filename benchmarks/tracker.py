@@ -111,7 +111,7 @@ ABLATIONS = {
     "hybrid_no_augment": ("default recipe without augmentation",
                           lambda c: _set(c, augment=AugmentConfig(
                               rotate=0, scale=0, translate=0, brightness=0, contrast=0, blur=0,
-                              noise=0, p_geometric=0))),
+                              noise=0, p_geometric=0, hflip=0))),
     "hybrid_mim": ("default recipe after masked-image pre-training on the training frames "
                    "(30% of the budget)", lambda c: _set(c, pretrain_share=0.3)),
     "hybrid_regression": ("hybrid backbone, CLS-token regression head",
@@ -146,9 +146,13 @@ ABLATIONS = {
                                  "shifted by up to 0.2 of their side (0.12 by default)",
                                  lambda c: _set(c, refine=replace(c.refine, point_side=0.3,
                                                                   jitter=0.2))),
-    "hybrid_flip": ("default recipe with horizontal flips (half the samples), left / right "
+    # the default flips where names pair left / right or videos face both ways (hflip
+    # "auto": schroeder yes, g7c1 no); these two set it either way on any set
+    "hybrid_flip": ("default recipe with horizontal flips on (half the samples), left / right "
                     "keypoint names swapped", lambda c: _set(c, augment=replace(
                         c.augment, hflip=0.5, flip_pairs="auto"))),
+    "hybrid_no_flip": ("default recipe without horizontal flips (the default until they were "
+                       "made automatic)", lambda c: _set(c, augment=replace(c.augment, hflip=0.0))),
     "hybrid_strong_geometry": ("default recipe with twice its rotation (30 degrees) and shift (16%), "
                                "and faces scaled by 0.7-1.3 (twice the earlier default's 15%, less "
                                "than the 40% of the default now), for rigs filmed from other angles",

@@ -537,6 +537,36 @@ def test_flip_pairs_of_each_second_stage(eye_set, tmp_path):
         assert not (tmp_path / "run2" / "model.safetensors").exists()
 
 
+def test_auto_flips_are_decided_once_and_saved_with_the_run(eye_set, tmp_path):
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.steps, cfg.refine.auto = 6, "eye+nose"
+    assert cfg.augment.hflip == "auto"
+    fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    # saved as decided, with the reason: a resumed run and the second stages flip alike
+    assert run["train"]["augment"]["hflip"] == 0.5
+    assert run["hflip_auto"].startswith("auto: on, the keypoints pair left / right")
+    for group in ("eye", "nose"):
+        stage = json.loads((tmp_path / "run" / "refine" / group / "config.json").read_text())
+        assert stage["train"]["augment"]["hflip"] == 0.5
+    info = json.loads((tmp_path / "run" / "runinfo.json").read_text())
+    assert info["summary"]["flip_pairs"] == [["leftpupil", "rightpupil"], ["lefteyelid", "righteyelid"]]
+    # names that do not pair, videos filmed from one side: no flips
+    g7c1 = write_synthetic_set(tmp_path / "g7c1", n_frames=8, n_videos=2, seed=1, size=(96, 72),
+                               layout="g7c1")
+    one = _config(0.0)
+    one.steps = 4
+    fit(one, read_labels(g7c1), tmp_path / "run_g7c1", None, device="cpu", progress=False)
+    run = json.loads((tmp_path / "run_g7c1" / "config.json").read_text())
+    assert run["train"]["augment"]["hflip"] == 0.0 and run["hflip_auto"].startswith("auto: off")
+    # a number given is kept, and no reason is recorded
+    one.augment.hflip = 0.0
+    fit(one, frames, tmp_path / "run_off", None, device="cpu", progress=False)
+    run = json.loads((tmp_path / "run_off" / "config.json").read_text())
+    assert run["train"]["augment"]["hflip"] == 0.0 and "hflip_auto" not in run
+
+
 def test_replacing_a_two_stage_run_that_fails_restores_both_stages(eye_set, tmp_path,
                                                                      monkeypatch):
     import vit_facemap.train as train_module

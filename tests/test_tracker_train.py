@@ -615,6 +615,14 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     assert "--seed 4 is not the seed of the run" in _error(capsys)
     assert main(args + ["--resume", "--val-groups", other]) == 2
     assert f"--val-groups {other}" in _error(capsys)
+    # flips: the run saved what "auto" decided (no flips for these names and videos), so the
+    # same --config resumes and one that turns flips on is another setting
+    flips = tmp_path / "flips.json"
+    flips.write_text(json.dumps({"steps": 8, "num_threads": 1, "keep": "last",
+                                 "augment": {"hflip": 0.5}}))
+    on = [str(flips) if a.endswith("cfg.json") else a for a in args]
+    assert main(on + ["--resume"]) == 2
+    assert "augment.hflip 0.5 (the run's: 0.0)" in _error(capsys)
     assert (run / "last.pt").read_bytes() == state
     # so are other frames given to fit itself
     with pytest.raises(DataError, match="other frames"):

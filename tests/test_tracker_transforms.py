@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
+from vit_facemap.augment import (
+    AUTO_HFLIP,
+    AugmentConfig,
+    KeypointAugmenter,
+    mirror_pairs,
+    resolve_hflip,
+)
 from vit_facemap.transforms import (
     InputMapping,
     full_frame_box,
@@ -127,9 +133,12 @@ def test_augment_keypoints_leaving_become_missing():
     assert n_lost > 0  # the corner point leaves the image sometimes
 
 
-def test_flip_needs_pairs_and_swaps_them():
-    with pytest.raises(ValueError, match="flip_pairs"):
-        KeypointAugmenter(AugmentConfig(hflip=0.5), ["l", "r"])
+def test_flip_needs_side_names_paired_and_swaps_them():
+    # an empty list leaves "l" and "r" on the wrong sides of the mirror image
+    with pytest.raises(ValueError, match=r"\['l', 'r'\] name a side but are in no flip pair"):
+        KeypointAugmenter(AugmentConfig(hflip=0.5, flip_pairs=[]), ["l", "r"])
+    with pytest.raises(ValueError, match=r"\['r'\] name a side"):
+        KeypointAugmenter(AugmentConfig(hflip=0.5, flip_pairs=[["l", "m"]]), ["l", "r", "m"])
     cfg = AugmentConfig(rotate=0, scale=0, translate=0, p_geometric=0, hflip=1.0, brightness=0,
                         contrast=0, blur=0, noise=0, flip_pairs=[["l", "r"]])
     aug = KeypointAugmenter(cfg, ["l", "r", "m"])
@@ -174,8 +183,9 @@ def test_auto_flip_pairs_swap_like_declared_ones():
     _, out = aug(img, kp)
     np.testing.assert_allclose(out[:, 1], kp[:, 1])
     np.testing.assert_allclose(out[:, 0], 19.0 - kp[:, 0], atol=1.0)
-    with pytest.raises(ValueError, match="or 'auto'"):
-        KeypointAugmenter(AugmentConfig(**kw), bp)
+    # "auto" is the default
+    _, default = KeypointAugmenter(AugmentConfig(**kw), bp)(img, kp)
+    np.testing.assert_allclose(default, auto)
     with pytest.raises(ValueError, match="list of name pairs or 'auto'"):
         KeypointAugmenter(AugmentConfig(**kw, flip_pairs="Auto"), bp)
     # a side name without a partner would keep its label on the wrong side of the mirror
@@ -391,3 +401,47 @@ def test_label_box_leaves_out_keypoints_with_a_missing_coordinate():
     kp = np.array([[[100.0, 50.0], [300.0, 100.0], [np.nan, 900.0]]])
     assert label_box(kp, (864, 646), (192, 128), margin=0.1) == label_box(
         kp[:, :2], (864, 646), (192, 128), margin=0.1)
+
+
+SCHROEDER = ["nose", "leftpupil", "dorsalpupil", "rightpupil", "lefteyelid", "righteyelid"]
+G7C1 = ["eye front", "eye back", "nose tip", "whisker 1", "mouth"]
+
+
+def test_auto_flips_where_names_pair_or_videos_face_the_other_way():
+    auto = AugmentConfig()
+    assert auto.hflip == "auto" and auto.flip_pairs == "auto"
+    p, why = resolve_hflip(auto, SCHROEDER)
+    assert p == AUTO_HFLIP == 0.5 and "leftpupil/rightpupil, lefteyelid/righteyelid" in why
+    # anatomical names: off, unless some training videos face the other way
+    assert resolve_hflip(auto, G7C1) == (0.0, resolve_hflip(auto, G7C1, [])[1])
+    assert "auto: off" in resolve_hflip(auto, G7C1)[1]
+    p, why = resolve_hflip(auto, G7C1, ["cam2", "cam3"])
+    assert p == 0.5 and "2 training video(s)" in why and "cam2, cam3" in why
+    # listed pairs count as names that pair; an empty list pairs nothing
+    assert resolve_hflip(AugmentConfig(flip_pairs=[["eye1", "eye2"]]), ["eye1", "eye2"])[0] == 0.5
+    assert resolve_hflip(AugmentConfig(flip_pairs=[]), ["eye1", "eye2"])[0] == 0.0
+    # a side name out of every pair would land on the wrong side: off, even with such videos
+    p, why = resolve_hflip(auto, ["lefteye", "righteye", "left paw"], ["cam2"])
+    assert p == 0.0 and "['left paw']" in why
+    # a number is kept as given
+    assert resolve_hflip(AugmentConfig(hflip=0.0), SCHROEDER) == (0.0, "set in the recipe")
+    assert resolve_hflip(AugmentConfig(hflip=0.3), G7C1)[0] == 0.3
+    with pytest.raises(ValueError, match="hflip is a probability or 'auto'"):
+        AugmentConfig(hflip="sometimes")
+
+
+def test_auto_flips_off_draws_as_no_flips():
+    """Where "auto" leaves flips off, training sees the augmentations it saw before flips
+    were automatic: the flip's own random draw is skipped, not taken and ignored."""
+    kw = dict(rotate=20, scale=0.2, translate=0.1, p_geometric=0.9)
+    off = KeypointAugmenter(AugmentConfig(**kw), G7C1, seed=4)
+    assert off.hflip == 0.0
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (24, 32), dtype=np.uint8)
+    kp = rng.uniform(2, 20, (len(G7C1), 2))
+    a = [off(img, kp) for _ in range(5)]
+    none = KeypointAugmenter(AugmentConfig(**kw, hflip=0.0), G7C1, seed=4)
+    b = [none(img, kp) for _ in range(5)]
+    assert _same(a, b)
+    on = KeypointAugmenter(AugmentConfig(**kw), SCHROEDER, seed=4)
+    assert on.hflip == 0.5 and on.pairs == [["leftpupil", "rightpupil"], ["lefteyelid", "righteyelid"]]

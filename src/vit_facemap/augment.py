@@ -10,6 +10,13 @@ point in the mirror image (``eye front``, ``nose tip``). Side names are read as 
 way the mouse faces. A set whose names mean something else under a mirror (``eye1`` /
 ``eye2`` for image sides) must list its pairs or not flip. Missing keypoints ride along at
 a dummy position and come back as NaN.
+
+Flips are on by default only where the training set calls for them (``hflip="auto"``,
+:func:`resolve_hflip`): where keypoint names pair left / right, or where some videos show
+the face from the other side. On ``schroeder`` (paired names, two animals filmed facing
+the other way) flips cut the error on all four held-out splits measured; on ``g7c1`` (one
+side, anatomical names) they cost about 0.3 px (``benchmarks/tracker.py --ablations
+hybrid_flip``), so there "auto" leaves them off.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,6 +73,42 @@ def mirror_pairs(bodyparts: Sequence[str]) -> list[list[str]]:
     return pairs
 
 
+# the flip probability "auto" stands for where a set calls for flips: a mirrored face as
+# often as the one filmed
+AUTO_HFLIP = 0.5
+
+
+def resolve_hflip(config: AugmentConfig, bodyparts: Sequence[str],
+                  mirrored_videos: Sequence[str] = ()) -> tuple[float, str]:
+    """The flip probability of ``config`` for a set with these keypoint names, and why.
+
+    A number is kept as given. ``"auto"`` is :data:`AUTO_HFLIP` where the flip pairs
+    (``flip_pairs``, or the names :func:`mirror_pairs` pairs) are not empty or where
+    ``mirrored_videos`` (:func:`vit_facemap.poses.video_poses`' ``mirrored`` videos of the
+    training set) are, and 0 otherwise; also 0 where a name of one side is in no pair,
+    which a flip would put on the wrong side of the mirror image.
+    """
+    if config.hflip != "auto":
+        return float(config.hflip), "set in the recipe"
+    names = list(bodyparts)
+    pairs = mirror_pairs(names) if config.flip_pairs == "auto" else config.flip_pairs
+    if isinstance(pairs, str):  # a bad setting: KeypointAugmenter names it
+        return AUTO_HFLIP, "auto"
+    paired = {n for p in pairs for n in p}
+    lone = [n for n in side_names(names) if n not in paired]
+    if lone:
+        return 0.0, (f"auto: off, the keypoints {lone} name a side of the image but are in no "
+                     "flip pair (flip_pairs lists the pairs)")
+    if pairs:
+        listed = ", ".join("/".join(p) for p in pairs)
+        return AUTO_HFLIP, f"auto: on, the keypoints pair left / right ({listed})"
+    if len(mirrored_videos):
+        return AUTO_HFLIP, (f"auto: on, {len(mirrored_videos)} training video(s) show the face "
+                            f"from the other side ({', '.join(mirrored_videos)})")
+    return 0.0, ("auto: off, no keypoint names pair left / right and no training video shows "
+                 "the face from the other side")
+
+
 @dataclass
 class AugmentConfig:
     rotate: float = 15.0          # degrees, uniform in [-rotate, rotate]
@@ -78,13 +121,18 @@ class AugmentConfig:
     contrast: float = 0.25
     blur: float = 0.2             # probability of a Gaussian blur
     noise: float = 0.2            # probability of Gaussian noise
-    hflip: float = 0.0            # probability; needs flip_pairs
-    flip_pairs: list[list[str]] | str = field(default_factory=list)  # or "auto": mirror_pairs
+    # probability, or "auto": on where the set calls for flips (resolve_hflip)
+    hflip: float | str = "auto"
+    flip_pairs: list[list[str]] | str = "auto"  # or a list of name pairs (mirror_pairs)
     p_geometric: float = 0.9
 
     def __post_init__(self) -> None:
         check_fields(self, "augmentation")
+        if isinstance(self.hflip, str) and self.hflip != "auto":
+            raise ValueError(f"augmentation hflip is a probability or 'auto', got {self.hflip!r}")
         for name in ("hflip", "blur", "noise", "p_geometric"):
+            if name == "hflip" and self.hflip == "auto":
+                continue
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augmentation {name} is a probability, got {getattr(self, name)}")
         # a scale of 1 or more drew factors down to 0 or below (an input shrunk to a point,
@@ -103,7 +151,9 @@ class KeypointAugmenter:
 
     ``pairs_required=False`` lets a group of keypoints cut from a set whose pairs were
     checked as a whole (a second stage's, :mod:`vit_facemap.refine`) flip without pairs:
-    none of its keypoints has a partner (the nose alone).
+    none of its keypoints has a partner (the nose alone). ``hflip="auto"`` is resolved from
+    the names alone (:func:`resolve_hflip`; training resolves it with the videos too) and
+    kept as ``hflip``.
     """
 
     def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0, *,
@@ -111,20 +161,19 @@ class KeypointAugmenter:
         self.config = config
         c = config
         bodyparts = list(bodyparts)
+        self.hflip = hflip = resolve_hflip(c, bodyparts)[0]
         auto = c.flip_pairs == "auto"
         pairs = mirror_pairs(bodyparts) if auto else c.flip_pairs
         if isinstance(pairs, str):
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
-        if c.hflip > 0 and not pairs and not auto and pairs_required:
-            raise ValueError("horizontal flips need flip_pairs naming left/right keypoints "
-                             "(e.g. [['leftpupil', 'rightpupil']]), or 'auto'; none were given")
-        if c.hflip > 0 and auto:
+        if hflip > 0 and (auto or pairs_required):
             paired = {n for p in pairs for n in p}
             lone = [n for n in side_names(bodyparts) if n not in paired]
             if lone:
                 # a lone side name would keep its label on the wrong side of a mirrored face
-                raise ValueError(f"flip_pairs='auto': the keypoints {lone} name a side but have no "
-                                 "partner of the other side; list flip_pairs or set hflip=0")
+                raise ValueError(f"horizontal flips: the keypoints {lone} name a side but are in "
+                                 f"no flip pair (flip_pairs={c.flip_pairs!r}); list their pairs "
+                                 "in flip_pairs or set hflip=0")
         self.pairs = [list(p) for p in pairs]
         self.swap = np.arange(len(bodyparts))
         seen: set[str] = set()
@@ -209,7 +258,7 @@ class KeypointAugmenter:
         dummy = np.where(missing[:, None], 0.0, kp)
         out = self.geometric(image=image, keypoints=dummy)
         image, kp = out["image"], np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)
-        if self.config.hflip > 0 and self.rng.random() < self.config.hflip:
+        if self.hflip > 0 and self.rng.random() < self.hflip:
             out = self.flip(image=image, keypoints=kp)
             image, kp = out["image"], np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)
             kp, missing = kp[self.swap], missing[self.swap]

@@ -125,7 +125,8 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
                 for k, row in spread.drop(columns=["labeled", "missing"], errors="ignore")
                 .to_dict(orient="index").items()},
         errors=[str(p) for p in report.errors],
-        warnings=[str(p) for p in report.warnings] + describe_slips(slips) + describe_poses(poses),
+        warnings=[str(p) for p in report.warnings] + describe_slips(slips)
+        + describe_poses(poses, bodyparts=frames.bodyparts),
         label_slips=slips.round(1).to_dict(orient="records"),
         poses=poses.to_dict(orient="records"),
     )

@@ -22,13 +22,14 @@ video's mean keypoints from their centre; ``scale`` is that size over the median
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from scipy.stats import circmean
 
-from vit_facemap.augment import AugmentConfig
+from vit_facemap.augment import AugmentConfig, resolve_hflip
 from vit_facemap.dlc import LabeledFrames
 
 POSE_COLUMNS = ["video", "n_frames", "n_keypoints", "size_px", "scale", "rotation_deg",
@@ -125,16 +126,19 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
     })
 
 
-def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None) -> list[str]:
+def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None,
+                   bodyparts: Sequence[str] = ()) -> list[str]:
     """Warnings for what ``augment`` (default: :class:`AugmentConfig`'s defaults) does not
     bridge: videos filmed from the other side without flips, a spread of face sizes wider
-    than its scale range, and videos turned further than its rotation from the mean."""
+    than its scale range, and videos turned further than its rotation from the mean.
+    ``bodyparts``: the set's keypoint names, which decide whether ``hflip="auto"`` flips
+    (:func:`vit_facemap.augment.resolve_hflip`)."""
     if poses.empty:
         return []
     a = augment if augment is not None else AugmentConfig()
     out = []
-    flipped = poses.loc[poses["mirrored"], "video"].tolist()
-    if flipped and a.hflip == 0:
+    flipped = poses.loc[poses["mirrored"].astype(bool), "video"].tolist()
+    if flipped and resolve_hflip(a, bodyparts, flipped)[0] == 0:
         out.append(f"{len(flipped)} of {len(poses)} videos show the face from the other side "
                    f"({', '.join(flipped)}): a model learns each side from its own videos "
                    "alone unless training flips the frames (augment.hflip: 0.5, "

@@ -27,6 +27,7 @@ of steps done is recorded).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -45,7 +46,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs
+from vit_facemap.augment import AugmentConfig, KeypointAugmenter, mirror_pairs, resolve_hflip
 from vit_facemap.config import check_fields, check_seed
 from vit_facemap.datasets import KeypointDataset, load_inputs
 from vit_facemap.dlc import LabeledFrames
@@ -61,6 +62,7 @@ from vit_facemap.models.heads import (
     soft_argmax,
 )
 from vit_facemap.models.weights import load_weights, save_weights
+from vit_facemap.poses import video_poses
 from vit_facemap.refine import (
     REFINE_DIR,
     RefineConfig,
@@ -582,6 +584,17 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             warnings.warn(f"left out {len(masked)} training label(s) that sit where another "
                           "keypoint usually is (listed in config.json: masked_labels)",
                           stacklevel=2)
+    flips = None
+    if boxes is None and config.augment.hflip == "auto":
+        # resolved once, on the first stage's training frames, and saved resolved: the
+        # second stages and a resumed run flip as the first stage decided
+        poses = video_poses(train_frames)
+        mirrored = poses.loc[poses["mirrored"].astype(bool), "video"].tolist() if len(poses) else []
+        hflip, flips = resolve_hflip(config.augment, list(train_frames.bodyparts), mirrored)
+        # a copy, not replace(): the caller's config stays as given, and its other settings
+        # are checked below, where a bad one is a one-line DataError
+        config = copy.copy(config)
+        config.augment = replace(config.augment, hflip=hflip)
     mapping = None if boxes is not None else crop_mapping(config, train_frames.keypoints, frame_size)
     run_config = {
         "train": asdict(config), "bodyparts": list(train_frames.bodyparts),
@@ -591,6 +604,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     }
     if masked:
         run_config["masked_labels"] = masked
+    if flips is not None:
+        run_config["hflip_auto"] = flips  # why "auto" came to train.augment.hflip
     if extra_info and extra_info.get("profile"):
         # runinfo.json comes only when the first stage ends: a run interrupted before
         # that is resumed with the profile it started with from here

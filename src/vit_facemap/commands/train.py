@@ -242,11 +242,16 @@ def _resumed_profile(args: argparse.Namespace, config: TrainConfig) -> str | Non
                 return named
         return None
     try:
-        own = TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())["train"])
-    except (OSError, ValueError, KeyError, TypeError):
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        own = TrainConfig.from_dict(saved["train"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return args.profile or "default"  # no run to read: fit says what is wrong
+    given = asdict(config)
+    if config.augment.hflip == "auto" and "hflip_auto" in saved:
+        # the run decided "auto" when it started and saved the decision (hflip_auto says why)
+        given["augment"]["hflip"] = own.augment.hflip
     # the seed is _resumed_split's to check (--seed left out: the run's own)
-    differ = _differences(jsonable({**asdict(config), "seed": None}),
+    differ = _differences(jsonable({**given, "seed": None}),
                           jsonable({**asdict(own), "seed": None}))
     if differ:
         raise DataError(f"--profile and --config give settings other than the run's "
