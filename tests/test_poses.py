@@ -13,6 +13,7 @@ from vit_facemap.poses import describe_poses, video_poses
 
 # a face seen from the left: nose, eye corners, pupil, mouth, ear (no symmetry to hide a flip)
 FACE = np.array([[100, 200], [260, 150], [320, 140], [290, 130], [150, 260], [420, 120]], float)
+NAMES = [f"p{k}" for k in range(len(FACE))]  # no side words: the points are anatomical
 
 
 def _turn(pose: np.ndarray, degrees: float = 0.0, scale: float = 1.0, mirror: bool = False
@@ -34,7 +35,7 @@ def _frames(videos: dict[str, np.ndarray], n: int = 4, seed: int = 0) -> Labeled
             index.append(f"labeled-data/{name}/img{i:03d}.png")
             kps.append(pose + rng.normal(0, 1.0, pose.shape))
     return LabeledFrames(root="/nowhere", index=index, keypoints=np.stack(kps),
-                         bodyparts=[f"p{k}" for k in range(len(FACE))])
+                         bodyparts=NAMES)
 
 
 def _set() -> LabeledFrames:
@@ -79,41 +80,45 @@ def test_keypoints_missing_in_a_video_are_left_out_of_the_fit():
     frames.keypoints[frames.videos == "a1", :4] = np.nan
     assert video_poses(frames).empty
     assert video_poses(_frames({"only": FACE})).empty
-    assert describe_poses(video_poses(frames)) == []
+    assert describe_poses(video_poses(frames), bodyparts=NAMES) == []
 
 
 def test_describe_poses_warns_of_what_the_augmentation_does_not_bridge():
     p = video_poses(_set())
     narrow = AugmentConfig(scale=0.15, hflip=0)
-    side, size, turn = describe_poses(p, narrow)
+    side, size, turn = describe_poses(p, narrow, bodyparts=NAMES)
     assert "1 of 6 videos show the face from the other side (right)" in side
     assert "augment.hflip" in side
     assert "smallest small" in size and "1.35 that scaling by 0.85-1.15" in size
     assert "tilted" in turn and "15 degrees" in turn and "a1" not in turn
     # flips and wide enough scale and rotation ranges leave nothing to say
     wide = AugmentConfig(hflip=0.5, flip_pairs="auto", scale=0.4, rotate=40)
-    assert describe_poses(p, wide) == []
+    assert describe_poses(p, wide, bodyparts=NAMES) == []
     # a set filmed alike gives no warning
     alike = video_poses(_frames({"a": _turn(FACE), "b": _turn(FACE, 4, 1.05), "c": _turn(FACE, -4)}))
     assert not alike["mirrored"].any()
-    assert describe_poses(alike, narrow) == []
+    assert describe_poses(alike, narrow, bodyparts=NAMES) == []
     # the default scales faces by 0.6-1.4: a spread of 1 to 0.6 (1.67) is bridged, 0.4 is
-    # not; it flips where some videos face the other way ("auto"), so the turn alone is left
-    (turned,) = describe_poses(p)
+    # not; it flips where a training video faces the other way ("auto"), which the one
+    # such video held out would not be: said so, beside the turn
+    held, turned = describe_poses(p, bodyparts=NAMES)
+    assert "other side (right)" in held and "only where one of them is among the training" in held
     assert "tilted" in turned
-    # ... unless a name of one side has no partner, which keeps "auto" from flipping
-    names = ["p0", "p1", "p2", "left ear", "p4", "p5"]
-    side, _ = describe_poses(p, bodyparts=names)
-    assert "other side (right)" in side
+    # names that pair left / right flip whatever the videos: the turn alone is left
+    (turned,) = describe_poses(p, bodyparts=["p0", "p1", "left eye", "right eye", "p4", "p5"])
+    assert "tilted" in turned
+    # a name of one side without a partner keeps "auto" from flipping at all
+    side, _ = describe_poses(p, bodyparts=["p0", "p1", "p2", "left ear", "p4", "p5"])
+    assert "other side (right)" in side and "learns each side from its own videos alone" in side
     tiny = video_poses(_frames({"a": _turn(FACE), "b": _turn(FACE, 2), "c": _turn(FACE, scale=0.4)}))
-    assert any("face sizes differ by a factor of 2.5" in w or "factor of 2.4" in w for w in describe_poses(tiny))
+    assert any("face sizes differ by a factor of 2.5" in w or "factor of 2.4" in w for w in describe_poses(tiny, bodyparts=NAMES))
 
 
 def test_inspect_reports_the_poses():
     s = summarize(_set(), check_images=False)
     assert [p["video"] for p in s.poses] == ["a1", "a2", "a3", "right", "small", "tilted"]
-    # the default flips where a video faces the other way, so that is no warning here
-    assert not any("other side" in w for w in s.warnings)
+    # the default flips only where such a video is among the training videos
+    assert any("other side (right)" in w and "among the training videos" in w for w in s.warnings)
     text = format_summary(s)
     assert "face per video (6 keypoints" in text
     table = text.split("face per video")[1].splitlines()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vit_facemap.datasets import load_inputs
-from vit_facemap.dlc import read_labels
+from vit_facemap.dlc import find_label_file, read_labels, write_labels
 from vit_facemap.errors import DataError
 from vit_facemap.images import load_image
 from vit_facemap.predict import load_predictor
@@ -543,6 +543,7 @@ def test_auto_flips_are_decided_once_and_saved_with_the_run(eye_set, tmp_path):
     cfg.steps, cfg.refine.auto = 6, "eye+nose"
     assert cfg.augment.hflip == "auto"
     fit(cfg, frames, tmp_path / "run", None, device="cpu", progress=False)
+    assert cfg.augment.hflip == "auto"  # the caller's config is left as given
     run = json.loads((tmp_path / "run" / "config.json").read_text())
     # saved as decided, with the reason: a resumed run and the second stages flip alike
     assert run["train"]["augment"]["hflip"] == 0.5
@@ -560,6 +561,20 @@ def test_auto_flips_are_decided_once_and_saved_with_the_run(eye_set, tmp_path):
     fit(one, read_labels(g7c1), tmp_path / "run_g7c1", None, device="cpu", progress=False)
     run = json.loads((tmp_path / "run_g7c1" / "config.json").read_text())
     assert run["train"]["augment"]["hflip"] == 0.0 and run["hflip_auto"].startswith("auto: off")
+    # the same names with one of three videos labeled as seen from the other side: on, with
+    # a warning that the names are taken as the same points in the mirror image
+    mirrored = write_synthetic_set(tmp_path / "mirrored", n_frames=9, n_videos=3, seed=1,
+                                   size=(96, 72), layout="g7c1")
+    labels = read_labels(mirrored)
+    last = labels.videos == sorted(set(labels.videos))[-1]
+    labels.keypoints[last, :, 0] = 95 - labels.keypoints[last, :, 0]
+    write_labels(labels, find_label_file(mirrored), overwrite=True)
+    with pytest.warns(UserWarning, match=r"flips half the samples because 1 training video\(s\) "
+                                         r"show the face from the other side.*taken to be the same"):
+        fit(one, read_labels(mirrored), tmp_path / "run_mirrored", None, device="cpu",
+            progress=False)
+    run = json.loads((tmp_path / "run_mirrored" / "config.json").read_text())
+    assert run["train"]["augment"]["hflip"] == 0.5 and "1 training video(s)" in run["hflip_auto"]
     # a number given is kept, and no reason is recorded
     one.augment.hflip = 0.0
     fit(one, frames, tmp_path / "run_off", None, device="cpu", progress=False)

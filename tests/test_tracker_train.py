@@ -636,6 +636,19 @@ def test_cli_resume_keeps_the_runs_split(tmp_path, monkeypatch, capsys):
     assert main(args + ["--resume", "--val-groups", val_video, "--seed", "3"]) == 0  # the same
 
 
+def test_cli_resume_of_a_run_from_before_automatic_flips(tmp_path, monkeypatch, capsys):
+    # such a run saved the number it was given (0.0) and no pairs; the --profile and
+    # --config it started with now say "auto", which is not another setting
+    data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {}, [])
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["augment"]["hflip"] == 0.0 and "hflip_auto" in saved
+    saved["train"]["augment"]["flip_pairs"] = []
+    del saved["hflip_auto"]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((run / "runinfo.json").read_text())["summary"]["steps"] == 8
+
+
 def test_cli_resume_of_a_finished_run_says_nothing_was_left(tmp_path, monkeypatch, capsys):
     # it printed "trained 8 steps in 0 s" and rewrote runinfo.json with this call's time
     data, run, args = _interrupted_cli_run(tmp_path, monkeypatch, {}, [])

@@ -413,8 +413,8 @@ def test_auto_flips_where_names_pair_or_videos_face_the_other_way():
     p, why = resolve_hflip(auto, SCHROEDER)
     assert p == AUTO_HFLIP == 0.5 and "leftpupil/rightpupil, lefteyelid/righteyelid" in why
     # anatomical names: off, unless some training videos face the other way
-    assert resolve_hflip(auto, G7C1) == (0.0, resolve_hflip(auto, G7C1, [])[1])
-    assert "auto: off" in resolve_hflip(auto, G7C1)[1]
+    assert resolve_hflip(auto, G7C1) == (0.0, "auto: off, no keypoint names pair left / right "
+                                         "and no training video shows the face from the other side")
     p, why = resolve_hflip(auto, G7C1, ["cam2", "cam3"])
     assert p == 0.5 and "2 training video(s)" in why and "cam2, cam3" in why
     # listed pairs count as names that pair; an empty list pairs nothing
@@ -439,7 +439,9 @@ def test_auto_flips_off_draws_as_no_flips():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (24, 32), dtype=np.uint8)
     kp = rng.uniform(2, 20, (len(G7C1), 2))
+    before = off.rng.bit_generator.state
     a = [off(img, kp) for _ in range(5)]
+    assert off.rng.bit_generator.state == before  # no flip was drawn
     none = KeypointAugmenter(AugmentConfig(**kw, hflip=0.0), G7C1, seed=4)
     b = [none(img, kp) for _ in range(5)]
     assert _same(a, b)

@@ -2,21 +2,23 @@
 
 Geometry (rotation, scale, translation, optional horizontal flip) moves the keypoints
 with the pixels; keypoints that leave the image become missing (NaN), never clipped to
-the border. Flipping swaps left/right keypoints, so it is only allowed with a declared
-pairing: ``flip_pairs`` lists them, or ``"auto"`` pairs the names that differ only in
-left / right (:func:`mirror_pairs`) and takes every other name to be anatomical, the same
-point in the mirror image (``eye front``, ``nose tip``). Side names are read as sides of the
+the border. Flipping swaps left/right keypoints: ``flip_pairs`` lists them, or ``"auto"``
+pairs the names that differ only in left / right (:func:`mirror_pairs`); every other name is
+taken to be anatomical, the same point in the mirror image (``eye front``, ``nose tip``), and
+a name with a side word that is in no pair is refused. Side names are read as sides of the
 *image*, as in ``schroeder``, where ``lefteyelid`` is the image-left eye corner whichever
-way the mouse faces. A set whose names mean something else under a mirror (``eye1`` /
-``eye2`` for image sides) must list its pairs or not flip. Missing keypoints ride along at
-a dummy position and come back as NaN.
+way the mouse faces. A set whose names mean something else under a mirror without a side
+word (``eye1`` / ``eye2`` for image sides) must list its pairs or set ``hflip=0``: "auto"
+cannot tell. Missing keypoints ride along at a dummy position and come back as NaN.
 
 Flips are on by default only where the training set calls for them (``hflip="auto"``,
 :func:`resolve_hflip`): where keypoint names pair left / right, or where some videos show
 the face from the other side. On ``schroeder`` (paired names, two animals filmed facing
-the other way) flips cut the error on all four held-out splits measured; on ``g7c1`` (one
-side, anatomical names) they cost about 0.3 px (``benchmarks/tracker.py --ablations
-hybrid_flip``), so there "auto" leaves them off.
+the other way) flips lowered the mean error on each of four held-out splits (28-minute
+runs, one seed each; issue #4's notes), most where a held-out animal faces the other way,
+while some animals that face like most training animals lost up to about 1 px; on ``g7c1``
+(one side, anatomical names) they cost about 0.3 px (``benchmarks/tracker.py --ablations
+hybrid_flip,hybrid_no_flip``), so there "auto" leaves them off.
 """
 
 from __future__ import annotations
@@ -92,8 +94,6 @@ def resolve_hflip(config: AugmentConfig, bodyparts: Sequence[str],
         return float(config.hflip), "set in the recipe"
     names = list(bodyparts)
     pairs = mirror_pairs(names) if config.flip_pairs == "auto" else config.flip_pairs
-    if isinstance(pairs, str):  # a bad setting: KeypointAugmenter names it
-        return AUTO_HFLIP, "auto"
     paired = {n for p in pairs for n in p}
     lone = [n for n in side_names(names) if n not in paired]
     if lone:
@@ -130,6 +130,9 @@ class AugmentConfig:
         check_fields(self, "augmentation")
         if isinstance(self.hflip, str) and self.hflip != "auto":
             raise ValueError(f"augmentation hflip is a probability or 'auto', got {self.hflip!r}")
+        if isinstance(self.flip_pairs, str) and self.flip_pairs != "auto":
+            raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got "
+                             f"{self.flip_pairs!r}")
         for name in ("hflip", "blur", "noise", "p_geometric"):
             if name == "hflip" and self.hflip == "auto":
                 continue
@@ -149,11 +152,11 @@ class AugmentConfig:
 class KeypointAugmenter:
     """Callable ``(image (H, W[, C]) uint8, keypoints (K, 2)) -> (image, keypoints)``.
 
-    ``pairs_required=False`` lets a group of keypoints cut from a set whose pairs were
-    checked as a whole (a second stage's, :mod:`vit_facemap.refine`) flip without pairs:
-    none of its keypoints has a partner (the nose alone). ``hflip="auto"`` is resolved from
-    the names alone (:func:`resolve_hflip`; training resolves it with the videos too) and
-    kept as ``hflip``.
+    ``pairs_required=False`` skips the check of side names against a listed set of pairs,
+    for a group of keypoints cut from a set whose pairs were checked as a whole (a second
+    stage's, :mod:`vit_facemap.refine`, whose list holds only the pairs inside the group).
+    ``hflip="auto"`` is resolved from the names alone (:func:`resolve_hflip`; training
+    resolves it with the videos too) and kept as ``hflip``.
     """
 
     def __init__(self, config: AugmentConfig, bodyparts: list[str], seed: int = 0, *,

@@ -126,23 +126,28 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
     })
 
 
-def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None,
-                   bodyparts: Sequence[str] = ()) -> list[str]:
+def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None, *,
+                   bodyparts: Sequence[str]) -> list[str]:
     """Warnings for what ``augment`` (default: :class:`AugmentConfig`'s defaults) does not
     bridge: videos filmed from the other side without flips, a spread of face sizes wider
     than its scale range, and videos turned further than its rotation from the mean.
-    ``bodyparts``: the set's keypoint names, which decide whether ``hflip="auto"`` flips
-    (:func:`vit_facemap.augment.resolve_hflip`)."""
+    ``bodyparts``: the set's keypoint names, which with the videos decide whether
+    ``hflip="auto"`` flips (:func:`vit_facemap.augment.resolve_hflip`)."""
     if poses.empty:
         return []
     a = augment if augment is not None else AugmentConfig()
     out = []
     flipped = poses.loc[poses["mirrored"].astype(bool), "video"].tolist()
+    side = (f"{len(flipped)} of {len(poses)} videos show the face from the other side "
+            f"({', '.join(flipped)}): ")
     if flipped and resolve_hflip(a, bodyparts, flipped)[0] == 0:
-        out.append(f"{len(flipped)} of {len(poses)} videos show the face from the other side "
-                   f"({', '.join(flipped)}): a model learns each side from its own videos "
-                   "alone unless training flips the frames (augment.hflip: 0.5, "
-                   "augment.flip_pairs: auto)")
+        out.append(side + "a model learns each side from its own videos alone unless training "
+                   "flips the frames (augment.hflip: 0.5, augment.flip_pairs: auto)")
+    elif flipped and resolve_hflip(a, bodyparts)[0] == 0:
+        # "auto" decides on the training videos: with these held out it does not flip
+        out.append(side + "training flips the frames (augment.hflip: auto) only where one of "
+                   "them is among the training videos; held out, they meet a model that saw "
+                   "one side alone (augment.hflip: 0.5 flips always)")
     bridged = (1 + a.scale) / (1 - a.scale)
     small, large = poses.loc[poses["scale"].idxmin()], poses.loc[poses["scale"].idxmax()]
     if large["scale"] / small["scale"] > bridged:

@@ -591,6 +591,13 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         poses = video_poses(train_frames)
         mirrored = poses.loc[poses["mirrored"].astype(bool), "video"].tolist() if len(poses) else []
         hflip, flips = resolve_hflip(config.augment, list(train_frames.bodyparts), mirrored)
+        if hflip > 0 and resolve_hflip(config.augment, list(train_frames.bodyparts))[0] == 0:
+            # the videos alone turned flips on: a name meaning an image side without a side
+            # word (eye1 / eye2) would now be wrong in every mirrored sample
+            warnings.warn(f"training flips half the samples because {flips.split(', ', 1)[1]}; "
+                          f"the keypoints {list(train_frames.bodyparts)} are taken to be the same "
+                          "points in the mirror image (augment.flip_pairs lists pairs that swap, "
+                          "augment.hflip: 0 turns flips off)", stacklevel=2)
         # a copy, not replace(): the caller's config stays as given, and its other settings
         # are checked below, where a bad one is a one-line DataError
         config = copy.copy(config)
@@ -818,7 +825,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         "pretrain_s": pretrain_s, "pretrain_steps": pre_steps, "pretrain_final_loss": pretrain_loss,
         "n_train_frames": len(train_frames),
         # the keypoints a horizontal flip swaps, as resolved for these names ("auto" included)
-        "flip_pairs": augmenter.pairs if config.augment.hflip > 0 else [],
+        "flip_pairs": augmenter.pairs if augmenter.hflip > 0 else [],
         "n_val_frames": 0 if val_frames is None else len(val_frames),
         "train_videos": sorted(set(train_frames.videos.tolist())),
         "val_videos": [] if val_frames is None else sorted(set(val_frames.videos.tolist())),

@@ -242,14 +242,17 @@ def _resumed_profile(args: argparse.Namespace, config: TrainConfig) -> str | Non
                 return named
         return None
     try:
-        saved = json.loads((out / CONFIG_FILE).read_text())
-        own = TrainConfig.from_dict(saved["train"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        own = TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())["train"])
+    except (OSError, ValueError, KeyError, TypeError):
         return args.profile or "default"  # no run to read: fit says what is wrong
     given = asdict(config)
-    if config.augment.hflip == "auto" and "hflip_auto" in saved:
-        # the run decided "auto" when it started and saved the decision (hflip_auto says why)
+    if config.augment.hflip == "auto":
+        # a run decides "auto" when it starts and saves the number (hflip_auto says why); a
+        # run from before "auto" saved the number it was given, and the pairs do not matter
+        # to a run that does not flip
         given["augment"]["hflip"] = own.augment.hflip
+        if config.augment.flip_pairs == "auto" and own.augment.hflip == 0:
+            given["augment"]["flip_pairs"] = own.augment.flip_pairs
     # the seed is _resumed_split's to check (--seed left out: the run's own)
     differ = _differences(jsonable({**given, "seed": None}),
                           jsonable({**asdict(own), "seed": None}))
