@@ -14,8 +14,9 @@ cannot tell. Missing keypoints ride along at a dummy position and come back as N
 Flips are on by default only where the training set calls for them (``hflip="auto"``,
 :func:`resolve_hflip`): where keypoint names pair left / right, or where some videos show
 the face from the other side. On ``schroeder`` (paired names, two animals filmed facing
-the other way) flips lowered the mean error on each of four held-out splits (28-minute
-runs, one seed each; issue #4's notes), most where a held-out animal faces the other way,
+the other way) flips lowered the mean error on three of four held-out splits and left the
+fourth within the spread between seeds (28-minute runs; issue #4's notes), most where a
+held-out animal faces the other way,
 while some animals that face like most training animals lost up to about 1 px; on ``g7c1``
 (one side, anatomical names) they cost about 0.3 px (``benchmarks/tracker.py --ablations
 hybrid_flip,hybrid_no_flip``), so there "auto" leaves them off.
