@@ -76,6 +76,17 @@ def mirror_pairs(bodyparts: Sequence[str]) -> list[list[str]]:
     return pairs
 
 
+def _pairs_and_lone(config: AugmentConfig, bodyparts: list[str]
+                    ) -> tuple[list[list[str]] | str, list[str]]:
+    """The flip pairs of ``config`` for these names ("auto": :func:`mirror_pairs`), and the
+    names with a side word in none of them (none where the pairs are a bad string)."""
+    pairs = mirror_pairs(bodyparts) if config.flip_pairs == "auto" else config.flip_pairs
+    if isinstance(pairs, str):
+        return pairs, []
+    paired = {n for p in pairs for n in p}
+    return pairs, [n for n in side_names(bodyparts) if n not in paired]
+
+
 # the flip probability "auto" stands for where a set calls for flips: a mirrored face as
 # often as the one filmed
 AUTO_HFLIP = 0.5
@@ -93,10 +104,7 @@ def resolve_hflip(config: AugmentConfig, bodyparts: Sequence[str],
     """
     if config.hflip != "auto":
         return float(config.hflip), "set in the recipe"
-    names = list(bodyparts)
-    pairs = mirror_pairs(names) if config.flip_pairs == "auto" else config.flip_pairs
-    paired = {n for p in pairs for n in p}
-    lone = [n for n in side_names(names) if n not in paired]
+    pairs, lone = _pairs_and_lone(config, list(bodyparts))
     if lone:
         return 0.0, (f"auto: off, the keypoints {lone} name a side of the image but are in no "
                      "flip pair (flip_pairs lists the pairs)")
@@ -167,17 +175,14 @@ class KeypointAugmenter:
         bodyparts = list(bodyparts)
         self.hflip = hflip = resolve_hflip(c, bodyparts)[0]
         auto = c.flip_pairs == "auto"
-        pairs = mirror_pairs(bodyparts) if auto else c.flip_pairs
+        pairs, lone = _pairs_and_lone(c, bodyparts)
         if isinstance(pairs, str):
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
-        if hflip > 0 and (auto or pairs_required):
-            paired = {n for p in pairs for n in p}
-            lone = [n for n in side_names(bodyparts) if n not in paired]
-            if lone:
-                # a lone side name would keep its label on the wrong side of a mirrored face
-                raise ValueError(f"horizontal flips: the keypoints {lone} name a side but are in "
-                                 f"no flip pair (flip_pairs={c.flip_pairs!r}); list their pairs "
-                                 "in flip_pairs or set hflip=0")
+        if hflip > 0 and (auto or pairs_required) and lone:
+            # a lone side name would keep its label on the wrong side of a mirrored face
+            raise ValueError(f"horizontal flips: the keypoints {lone} name a side but are in "
+                             f"no flip pair (flip_pairs={c.flip_pairs!r}); list their pairs "
+                             "in flip_pairs or set hflip=0")
         self.pairs = [list(p) for p in pairs]
         self.swap = np.arange(len(bodyparts))
         seen: set[str] = set()

@@ -126,6 +126,13 @@ def video_poses(frames: LabeledFrames, *, iterations: int = 5) -> pd.DataFrame:
     })
 
 
+def mirrored_videos(poses: pd.DataFrame) -> list[str]:
+    """The videos of a :func:`video_poses` table that show the face from the other side."""
+    if poses.empty:
+        return []
+    return poses.loc[poses["mirrored"].astype(bool), "video"].tolist()
+
+
 def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None, *,
                    bodyparts: Sequence[str]) -> list[str]:
     """Warnings for what ``augment`` (default: :class:`AugmentConfig`'s defaults) does not
@@ -137,7 +144,7 @@ def describe_poses(poses: pd.DataFrame, augment: AugmentConfig | None = None, *,
         return []
     a = augment if augment is not None else AugmentConfig()
     out = []
-    flipped = poses.loc[poses["mirrored"].astype(bool), "video"].tolist()
+    flipped = mirrored_videos(poses)
     side = (f"{len(flipped)} of {len(poses)} videos show the face from the other side "
             f"({', '.join(flipped)}): ")
     if flipped and resolve_hflip(a, bodyparts, flipped)[0] == 0:

@@ -62,7 +62,7 @@ from vit_facemap.models.heads import (
     soft_argmax,
 )
 from vit_facemap.models.weights import load_weights, save_weights
-from vit_facemap.poses import video_poses
+from vit_facemap.poses import mirrored_videos, video_poses
 from vit_facemap.refine import (
     REFINE_DIR,
     RefineConfig,
@@ -588,8 +588,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     if boxes is None and config.augment.hflip == "auto":
         # resolved once, on the first stage's training frames, and saved resolved: the
         # second stages and a resumed run flip as the first stage decided
-        poses = video_poses(train_frames)
-        mirrored = poses.loc[poses["mirrored"].astype(bool), "video"].tolist() if len(poses) else []
+        mirrored = mirrored_videos(video_poses(train_frames))
         hflip, flips = resolve_hflip(config.augment, list(train_frames.bodyparts), mirrored)
         if hflip > 0 and resolve_hflip(config.augment, list(train_frames.bodyparts))[0] == 0:
             # the videos alone turned flips on: a name meaning an image side without a side
