@@ -593,7 +593,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         if hflip > 0 and resolve_hflip(config.augment, list(train_frames.bodyparts))[0] == 0:
             # the videos alone turned flips on: a name meaning an image side without a side
             # word (eye1 / eye2) would now be wrong in every mirrored sample
-            warnings.warn(f"training flips half the samples because {flips.split(', ', 1)[1]}; "
+            warnings.warn(f"training flips half the samples because {len(mirrored)} training "
+                          f"video(s) show the face from the other side ({', '.join(mirrored)}); "
                           f"the keypoints {list(train_frames.bodyparts)} are taken to be the same "
                           "points in the mirror image (augment.flip_pairs lists pairs that swap, "
                           "augment.hflip: 0 turns flips off)", stacklevel=2)
