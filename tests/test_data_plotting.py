@@ -131,6 +131,29 @@ def test_plot_predictions_uses_the_keypoint_colours_and_a_legend(tmp_path):
     plt.close("all")
 
 
+def test_plot_predictions_draws_the_frames_picked_for_a_set_in_their_order(tmp_path):
+    import pytest
+
+    from vit_facemap.dlc import LabeledFrames
+    from vit_facemap.plotting import plot_predictions
+
+    truth = load_set(write_synthetic_set(tmp_path / "s", n_frames=6, n_videos=2, seed=2))
+    pred = LabeledFrames(tmp_path, list(truth.index), truth.keypoints + 2.0, truth.bodyparts)
+    picked = [truth.index[4], truth.index[1]]
+    fig = plot_predictions([("a", truth, pred), ("b", truth, pred)], n_frames=2,
+                           picks={"a": picked, "b": picked[::-1] + [truth.index[0]]})
+    panels = [ax for ax in fig.axes if ax.images]
+    # the picked frames, in the order given, n_frames of them
+    for ax, row in zip(panels, [4, 1, 1, 4], strict=True):
+        np.testing.assert_allclose(ax.collections[0].get_offsets(), truth.keypoints[row])
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"a: frame elsewhere.png to draw has no prediction"):
+        plot_predictions([("a", truth, pred)], picks={"a": ["elsewhere.png"]})
+    with pytest.raises(ValueError, match=r"no frames picked for 'b' \(picks names \['a'\]\)"):
+        plot_predictions([("a", truth, pred), ("b", truth, pred)], picks={"a": picked})
+    plt.close("all")
+
+
 def test_plot_predictions_titles_frames_by_their_video_whatever_the_layout(tmp_path):
     # the video a frame is titled with is dlc.video_of's: a frame path without a folder
     # (a table that names images alone) has none, and broke the figure

@@ -14,6 +14,7 @@ from vit_facemap.reports import (
     classifier_table,
     macro_f1_interval,
     per_group_table,
+    shared_misses,
     speed_table,
     tracker_curves,
     tracker_findings,
@@ -619,3 +620,61 @@ def test_tracker_findings_take_a_model_without_a_mean_error(rows):
     # and the message says why: the set has another model, without a mean error
     with pytest.raises(DataError, match="'hybrid' and another model with a mean error"):
         tracker_findings([{**r, "mean_px": None} for r in rows])
+
+
+def _scored(set_name, model, errors):
+    """A row with per-frame errors of two keypoints on frames f0, f1, ... of animals a, b."""
+    frames = [f"labeled-data/s/f{i}.png" for i in range(len(errors))]
+    return {"set": set_name, "model": model, "mean_px": 1.0,
+            "per_keypoint_mean_px": {"eye": 1.0, "nose": 1.0},
+            "per_frame": {"frames": frames, "animals": ["a", "b"] * (len(errors) // 2),
+                          "errors_px": [[None if e is None else float(e) for e in f]
+                                        for f in errors]}}
+
+
+def test_shared_misses_rank_frames_by_the_closest_models_error():
+    nan = None
+    rows = [
+        # f1's nose: both far off (a wrong label); f2's eye: one model far off, the other
+        # close (that model's miss); f3: no nose label, and one missed (inf) prediction
+        _scored("s", "cnn", [[1, 2], [40, 300], [90, 2], [5, nan]]),
+        _scored("s", "hybrid", [[1, 3], [60, 250], [3, 1], [float("inf"), nan]]),
+        _scored("s", "mean_shape", [[9, 9], [9, 9], [9, 9], [9, nan]]),  # not asked for
+    ]
+    found = shared_misses(rows, ["cnn", "hybrid"], n=3)
+    assert found["frame"].tolist() == ["labeled-data/s/f1.png", "labeled-data/s/f3.png",
+                                       "labeled-data/s/f2.png"]
+    assert found["keypoint"].tolist() == ["nose", "eye", "eye"]
+    assert found["closest px"].tolist() == [250.0, 5.0, 3.0]
+    assert found["animal"].tolist() == ["b", "b", "a"]
+    # f1's eye, 40 px off at best, is not missed by half as much as its nose: one label
+    assert found["labels"].tolist() == [1, 1, 1]
+    assert found[["cnn", "hybrid"]].to_numpy().tolist() == [[300, 250], [5, float("inf")],
+                                                            [90, 3]]
+    assert list(found.columns) == ["set", "frame", "animal", "keypoint", "closest px",
+                                   "labels", "cnn", "hybrid"]
+    # a frame whose labels all slipped counts every label missed by more than half as much
+    rows[0]["per_frame"]["errors_px"][1][0] = 200.0
+    rows[1]["per_frame"]["errors_px"][1][0] = 180.0
+    assert shared_misses(rows, ["cnn", "hybrid"], n=1)["labels"].tolist() == [2]
+    # one model: its own largest misses; a frame without any label is never listed
+    one = shared_misses(rows, ["hybrid"], n=10)
+    assert one["hybrid"].tolist() == [float("inf"), 250.0, 3.0, 3.0]
+    rows[1]["per_frame"]["errors_px"][3] = [nan, nan]
+    assert len(shared_misses(rows, ["hybrid"], n=10)) == 3
+
+
+def test_shared_misses_refuse_what_they_cannot_compare():
+    rows = [_scored("s", "cnn", [[1, 2], [3, 4]]), _scored("s", "hybrid", [[1, 2], [3, 4]])]
+    rows[1]["per_frame"]["frames"] = rows[1]["per_frame"]["frames"][::-1]
+    with pytest.raises(DataError, match="'s': 'hybrid' was scored on other held-out frames "
+                                        "than 'cnn'"):
+        shared_misses(rows, ["cnn", "hybrid"])
+    with pytest.raises(DataError, match=r"no set of the tracker table has per-frame errors of "
+                                        r"\['fmnet'\]"):
+        shared_misses(rows, ["fmnet"])
+    rows[0]["per_keypoint_mean_px"] = {"eye": 1.0}
+    with pytest.raises(DataError, match="'cnn' has errors for 2 keypoints and names 1"):
+        shared_misses(rows[:1], ["cnn"])
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        shared_misses(rows, ["cnn"], n=0)

@@ -156,12 +156,15 @@ def plot_states(data, n_per_class: int = 3, *, panel_width: float = 2.6) -> Figu
 
 
 def plot_predictions(examples: Sequence[tuple[str, LabeledFrames, LabeledFrames]],
-                     n_frames: int = 3, *, panel_width: float = 3.2) -> Figure:
+                     n_frames: int = 3, *, panel_width: float = 3.2,
+                     picks: Mapping[str, Sequence[str]] | None = None) -> Figure:
     """Held-out frames with hand-placed keypoints (circles) and predictions (crosses).
 
     ``examples`` holds ``(set name, hand labels, predictions)`` per set, one row each;
-    ``n_frames`` predicted frames spread evenly over the predictions are drawn, each looked
-    up in the hand labels by its index (relative path). Keypoints take the colours of
+    ``n_frames`` predicted frames spread evenly over the predictions are drawn or, where
+    ``picks`` is given, the first ``n_frames`` of ``picks[set name]`` (frame indices,
+    relative paths; a set it does not name is an error), each looked up in the hand labels
+    by its index. Keypoints take the colours of
     :func:`keypoint_colors`, as in the other figures of frames, and each row has a legend
     of its set's keypoints.
     """
@@ -179,10 +182,20 @@ def plot_predictions(examples: Sequence[tuple[str, LabeledFrames, LabeledFrames]
             raise ValueError(f"{name}: predicted frame {missing[0]} is not among the hand labels")
         colors = keypoint_colors(pred.bodyparts)
         rgba = [colors[n] for n in pred.bodyparts]
-        picks = np.unique(np.linspace(0, len(pred) - 1, n_frames).astype(int))
+        if picks is not None:
+            if name not in picks:
+                raise ValueError(f"no frames picked for {name!r} (picks names "
+                                 f"{list(picks)})")
+            where = {idx: i for i, idx in enumerate(pred.index)}
+            unknown = [idx for idx in picks[name] if idx not in where]
+            if unknown:
+                raise ValueError(f"{name}: frame {unknown[0]} to draw has no prediction")
+            chosen = [where[idx] for idx in picks[name]][:n_frames]
+        else:
+            chosen = np.unique(np.linspace(0, len(pred) - 1, n_frames).astype(int)).tolist()
         for ax in row_axes:
             ax.set_axis_off()
-        for ax, i in zip(row_axes, picks, strict=False):
+        for ax, i in zip(row_axes, chosen, strict=False):
             j = lookup[pred.index[i]]
             img = load_image(truth.image_paths[j])
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
