@@ -132,6 +132,8 @@ def test_plot_predictions_uses_the_keypoint_colours_and_a_legend(tmp_path):
 
 
 def test_plot_predictions_draws_the_frames_picked_for_a_set_in_their_order(tmp_path):
+    from pathlib import PurePath
+
     import pytest
 
     from vit_facemap.dlc import LabeledFrames
@@ -146,6 +148,8 @@ def test_plot_predictions_draws_the_frames_picked_for_a_set_in_their_order(tmp_p
     # the picked frames, in the order given, n_frames of them
     for ax, row in zip(panels, [4, 1, 1, 4], strict=True):
         np.testing.assert_allclose(ax.collections[0].get_offsets(), truth.keypoints[row])
+    # titled by file, the name a table of the picked frames gives
+    assert panels[0].get_title() == f"a: {PurePath(truth.index[4]).stem}"
     plt.close("all")
     with pytest.raises(ValueError, match=r"a: frame elsewhere.png to draw has no prediction"):
         plot_predictions([("a", truth, pred)], picks={"a": ["elsewhere.png"]})

@@ -668,13 +668,34 @@ def test_shared_misses_refuse_what_they_cannot_compare():
     rows = [_scored("s", "cnn", [[1, 2], [3, 4]]), _scored("s", "hybrid", [[1, 2], [3, 4]])]
     rows[1]["per_frame"]["frames"] = rows[1]["per_frame"]["frames"][::-1]
     with pytest.raises(DataError, match="'s': 'hybrid' was scored on other held-out frames "
-                                        "than 'cnn'"):
+                                        "or keypoints than 'cnn'"):
         shared_misses(rows, ["cnn", "hybrid"])
-    with pytest.raises(DataError, match=r"no set of the tracker table has per-frame errors of "
-                                        r"\['fmnet'\]"):
+    rows[1]["per_frame"]["frames"] = rows[0]["per_frame"]["frames"]
+    rows[1]["per_frame"]["errors_px"] = [[1], [3]]  # one keypoint fewer
+    with pytest.raises(DataError, match=r"'hybrid' was scored on other .* \(2 x 1 errors, 2 "
+                                        r"frames x 2 keypoints\)"):
+        shared_misses(rows, ["cnn", "hybrid"])
+    # a model asked for that has no per-frame errors would narrow "closest" unseen
+    del rows[1]["per_frame"]
+    with pytest.raises(DataError, match="'s': the 'hybrid' row has no per-frame errors"):
+        shared_misses(rows, ["cnn", "hybrid"])
+    with pytest.raises(DataError, match=r"no set of the tracker table has a labeled held-out "
+                                        r"frame scored by \['fmnet'\]"):
         shared_misses(rows, ["fmnet"])
     rows[0]["per_keypoint_mean_px"] = {"eye": 1.0}
-    with pytest.raises(DataError, match="'cnn' has errors for 2 keypoints and names 1"):
+    with pytest.raises(DataError, match=r"'cnn' was scored on other .* \(2 x 2 errors, 2 "
+                                        r"frames x 1 keypoints\)"):
         shared_misses(rows[:1], ["cnn"])
     with pytest.raises(ValueError, match="n must be at least 1"):
         shared_misses(rows, ["cnn"], n=0)
+    with pytest.raises(ValueError, match="no models to compare"):
+        shared_misses(rows, [])
+
+
+def test_shared_misses_count_a_label_every_model_missed_as_one_of_its_frame():
+    inf = float("inf")
+    rows = [_scored("s", "cnn", [[inf, 300], [1, 1]]), _scored("s", "hybrid", [[inf, 280], [2, 0]])]
+    found = shared_misses(rows, ["cnn", "hybrid"], n=2)
+    assert found["keypoint"].tolist() == ["eye", "eye"]
+    assert found["closest px"].tolist() == [inf, 1.0]
+    assert found["labels"].tolist() == [1, 1]  # the missed label itself; 280 px is not inf

@@ -4,6 +4,7 @@ states) and of the tracker benchmark's training logs."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -203,7 +204,10 @@ def plot_predictions(examples: Sequence[tuple[str, LabeledFrames, LabeledFrames]
             ax.scatter(t[:, 0], t[:, 1], s=40, facecolors="none", edgecolors=rgba, linewidths=1.2)
             ax.scatter(pred.keypoints[i, :, 0], pred.keypoints[i, :, 1], s=30, marker="x",
                        c=rgba)
-            ax.set_title(f"{name}: {video_of(pred.index[i])[:24]}", fontsize=8)
+            # a picked frame is named by its file, which a table beside the figure lists
+            shown = (PurePath(pred.index[i]).stem[:32] if picks is not None
+                     else video_of(pred.index[i])[:24])
+            ax.set_title(f"{name}: {shown}", fontsize=8)
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[n], label=n)
                    for n in pred.bodyparts]
         row_axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),

@@ -376,54 +376,64 @@ def shared_misses(rows: Sequence[Mapping], models: Sequence[str], *, n: int = 3
     misses by the most.
 
     A label that one tracker misses says something about that tracker; one that every
-    tracker misses by far is more often a wrong label, or a view that no training frame
+    tracker misses by far points to a wrong label, or to a view that no training frame
     showed. For each label (held-out frame and keypoint) the smallest error over ``models``
     is taken (``closest px``); each frame is represented by its label with the largest, and
     the ``n`` frames with the largest are listed, largest first, with every model's error of
     that label (``inf``: a missed prediction) and how many of the frame's labels every model
-    misses by more than half of it (``labels``, itself included: a frame whose labels slipped
-    one place has several). With one model these are its own largest misses. A set is left
-    out where none of ``models`` has per-frame errors; models scored on different frames
-    are refused.
+    misses by more than half of it (``labels``, itself always included: a frame whose labels
+    slipped one place has several). With one model these are its own largest misses.
+
+    A set that has none of ``models`` is left out; one of ``models`` in a set without
+    per-frame errors, or scored on other frames (or keypoints) than the others, is refused.
 
     Columns: ``set``, ``frame``, ``animal``, ``keypoint``, ``closest px``, ``labels``, one
     per model.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if not len(models):
+        raise ValueError("no models to compare")
     found = []
     for set_name, set_rows in _by_set(_rows(rows, ("set", "model"))).items():
         mine = {r["model"]: r for r in set_rows}
-        scored = {m: per for m in models if m in mine and (per := _per_frame(mine[m]))}
-        if not scored:
+        asked = [m for m in models if m in mine]
+        if not asked:
             continue
-        (first, (frames, animals, _)), *rest = scored.items()
-        for m, per in rest:
-            if per[0] != frames:
-                raise DataError(f"{set_name!r}: {m!r} was scored on other held-out frames "
-                                f"than {first!r}; run the benchmark again")
+        scored = {m: _per_frame(mine[m]) for m in asked}
+        for m, per in scored.items():
+            if per is None:
+                raise DataError(f"{set_name!r}: the {m!r} row has no per-frame errors; run the "
+                                "benchmark again")
+        first = asked[0]
         _require(mine[first], ("per_keypoint_mean_px",), f"the {first!r} row of {set_name!r}")
         names = list(mine[first]["per_keypoint_mean_px"])
+        frames, animals, _ = scored[first]
+        for m, (other, _, e) in scored.items():
+            if other != frames or e.shape != (len(frames), len(names)):
+                raise DataError(f"{set_name!r}: {m!r} was scored on other held-out frames or "
+                                f"keypoints than {first!r} ({e.shape[0]} x {e.shape[-1]} errors, "
+                                f"{len(frames)} frames x {len(names)} keypoints); run the "
+                                "benchmark again")
         errors = np.stack([per[2] for per in scored.values()])  # (models, frames, keypoints)
-        if errors.shape[2] != len(names):
-            raise DataError(f"{set_name!r}: {first!r} has errors for {errors.shape[2]} "
-                            f"keypoints and names {len(names)}")
-        # a keypoint without a label in a frame has no error (NaN) from any model
-        labeled = np.isfinite(errors).any(0) | np.isinf(errors).any(0)
-        closest = np.where(labeled, np.nanmin(np.where(np.isnan(errors), np.inf, errors), 0),
-                           -np.inf)
+        # a keypoint without a label in a frame has no error (NaN) in any model's row
+        labeled = ~np.isnan(errors).any(0)
+        closest = np.where(labeled, errors.min(0), -np.inf)
         worst = closest.argmax(1)
         per_frame = closest[np.arange(len(frames)), worst]
         for f in np.argsort(-per_frame, kind="stable")[:n]:
             k = worst[f]
             if not labeled[f, k]:
                 break
+            alike = closest[f] > closest[f, k] / 2
+            alike[k] = True
             found.append({"set": set_name, "frame": frames[f], "animal": animals[f],
                           "keypoint": names[k], "closest px": float(closest[f, k]),
-                          "labels": int((closest[f] > closest[f, k] / 2).sum()),
+                          "labels": int(alike.sum()),
                           **{m: float(errors[i, f, k]) for i, m in enumerate(scored)}})
     if not found:
-        raise DataError(f"no set of the tracker table has per-frame errors of {list(models)}")
+        raise DataError(f"no set of the tracker table has a labeled held-out frame scored by "
+                        f"{list(models)}")
     return pd.DataFrame(found)
 
 
