@@ -574,3 +574,46 @@ def test_data_fingerprint_follows_the_labels_and_images(tmp_path):
     table = next(root.rglob("CollectedData*.csv"))
     table.write_text(table.read_text().replace("\n", "\n", 1) + "\n")
     assert data_fingerprint(root)["tables_sha256"] != first["tables_sha256"]
+
+
+# --- crop_shift.py ------------------------------------------------------------------------
+
+
+CROP_SHIFT = _script("crop_shift")
+
+
+def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones(tmp_path,
+                                                                               capsys):
+    from vit_facemap.dlc import read_labels
+    from vit_facemap.refine import RefineConfig
+    from vit_facemap.synthetic import write_synthetic_set
+    from vit_facemap.train import fit
+
+    data = tmp_path / "set"
+    write_synthetic_set(data, n_frames=8, n_videos=2, seed=3, size=(96, 72), layout="schroeder")
+    frames = read_labels(data)
+    cfg = profile_config("test")
+    cfg.steps, cfg.num_threads = 4, 1
+    cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=2)
+    held = frames.videos == sorted(set(frames.videos))[-1]
+    fit(cfg, frames.subset(~held), tmp_path / "run", frames.subset(held), device="cpu",
+        progress=False)
+    out = tmp_path / "shift.json"
+    args = ["--run", str(tmp_path / "run"), str(data), "--shifts", "0.1", "--threads", "1",
+            "--out", str(out)]
+    assert CROP_SHIFT.main(args) == 0
+    record = json.loads(out.read_text())
+    rows = record["rows"]
+    assert [r["crop_shift"] for r in rows] == [0.0, 0.1]  # one crop always, first
+    assert {(r["n_test"], r["second_stages"]) for r in rows} == {(int(held.sum()), 1)}
+    assert all(np.isfinite(r["mean_px"]) and r["predict_fps"] > 0 for r in rows)
+    assert record["wall_s"] > 0 and record["settings"]["shifts"] == [0.1]
+    capsys.readouterr()
+    assert CROP_SHIFT.main(args) == 2  # an earlier result is kept
+    assert "already exists" in _one_error_line(capsys)
+    # a folder without split.json has no known held-out frames: said before any work
+    assert CROP_SHIFT.main(["--run", str(tmp_path), str(data), "--out",
+                            str(tmp_path / "x.json")]) == 2
+    assert "no split.json" in _one_error_line(capsys) and not (tmp_path / "x.json").exists()
+    with pytest.raises(SystemExit):
+        CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0.6"])

@@ -18,6 +18,7 @@ from vit_facemap.predict import load_predictor
 from vit_facemap.refine import (
     RefineConfig,
     crop_mappings,
+    crop_offsets,
     crop_side,
     group_centres,
     group_extent,
@@ -701,3 +702,60 @@ def test_second_stage_replaces_its_points_and_their_confidences_only():
         assert (box.box_w, box.box_h) == (40, 40)
         np.testing.assert_allclose(new_kp[f, 1:], box.to_frame(np.array([[4.0, 8.0], [28.0, 16.0]])))
     assert not np.shares_memory(new_kp, kp) and np.isnan(kp[1, 1, 0])  # the input is kept
+
+
+def test_crop_offsets_are_the_crop_and_four_shifted_copies():
+    np.testing.assert_array_equal(crop_offsets(0), [[0, 0]])
+    np.testing.assert_allclose(crop_offsets(np.float32(0.1)),
+                               [[0, 0], [-0.1, 0], [0.1, 0], [0, -0.1], [0, 0.1]], atol=1e-7)
+    for bad in (-0.01, 0.5, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match="crop_shift must be a share of the crop's side"):
+            crop_offsets(bad)
+
+
+def test_second_stage_averages_its_shifted_crops():
+    """With crop_shift, each frame's refined points are the mean of what the stage saw in
+    its crop and in four copies moved by that share of the side; confidences likewise. The
+    views differ (a content-dependent answer), so a stage that kept the first crop alone, or
+    moved the crops by another amount, gives other numbers."""
+    from vit_facemap.predict import KeypointPredictor
+
+    seen = []
+
+    def answer(x):  # a point at the brightness-weighted centre of each input
+        seen.append(len(x))
+        h, w = x.shape[-2:]
+        img = x.reshape(len(x), h, w) - x.min()
+        yy, xx = np.mgrid[:h, :w]
+        c = np.stack([(img * xx).sum((1, 2)), (img * yy).sum((1, 2))], -1) / img.sum((1, 2))[:, None]
+        return np.repeat(c[:, None], 2, 1), np.tile([[0.2, 0.4]], (len(x), 1)) + c[:, :1] / 100
+
+    info = {"refine_of": {"indices": [1, 2], "side_px": 20, "frame_size": [96, 72]}}
+    stage = _stub_predictor(info, (1.0,), None)
+    stage._run = answer
+    frames = np.zeros((2, 72, 96), np.uint8)
+    frames[:, 30:40, 50:56] = 255  # a bright patch near the group, off its centre
+    kp = np.array([[[10.0, 12.0], [50.0, 30.0], [60.0, 40.0]]] * 2)
+    conf = np.full((2, 3), 0.5)
+    one_kp, one_conf = stage.refine_keypoints(frames, kp, conf)
+    assert seen == [2]
+    with pytest.raises(ValueError, match="crop_shift must be"):
+        KeypointPredictor(_Stub(), {"bodyparts": SCHROEDER[:3], "channels": 1, **info}, "cpu",
+                          crop_shift=0.6)
+    # the first stage hands its shift to its second stages, as it does its scales
+    first = KeypointPredictor(_Stub(), {"bodyparts": SCHROEDER[:3], "channels": 1}, "cpu",
+                              refiners=[stage], scales=(1.0,), crop_shift=0.1)
+    assert stage.crop_shift == 0.1
+    seen.clear()
+    new_kp, new_conf = stage.refine_keypoints(frames, kp, conf)
+    assert seen == [2] * 5 and first.crop_shift == 0.1
+    views = []
+    for dx, dy in crop_offsets(0.1):
+        stage.crop_shift = 0.0
+        moved = kp.copy()
+        moved[:, 1:] += np.array([dx, dy]) * 20
+        views.append(stage.refine_keypoints(frames, moved, conf))
+    np.testing.assert_allclose(new_kp[:, 1:], np.mean([v[0][:, 1:] for v in views], 0))
+    np.testing.assert_allclose(new_conf[:, 1:], np.mean([v[1][:, 1:] for v in views], 0))
+    assert not np.allclose(new_kp, one_kp)
+    np.testing.assert_array_equal(new_kp[:, 0], kp[:, 0])

@@ -517,9 +517,17 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
                  "--device", "cpu", "--quiet", "--overwrite", "--scales", "1"]) == 0
     assert json.loads(out.read_text())["scales"] == [1.0]
+    assert json.loads(out.read_text())["crop_shift"] == 0.0
+    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
+                 "--device", "cpu", "--quiet", "--overwrite", "--scales", "1",
+                 "--crop-shift", "0.05"]) == 0
+    assert json.loads(out.read_text())["crop_shift"] == 0.05
     with pytest.raises(SystemExit):  # argparse: a usage error
         main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out), "--scales", "0,1"])
-    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
+              "--crop-shift", "0.5"])
+    assert "expected a share of the crop's side in [0, 0.5)" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out)]) == 2
     err = _error(capsys)
     assert str(out) in err and "already exists" in err

@@ -138,11 +138,13 @@ def _warn_trained_frames(run_dir: str | Path, data: str | Path,
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
                  predictions_out: str | Path | None = None, device: str = "auto",
                  overwrite: bool = True, progress: bool = True,
-                 scales: Sequence[float] | None = None) -> dict[str, Any]:
+                 scales: Sequence[float] | None = None, crop_shift: float = 0.0
+                 ) -> dict[str, Any]:
     """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
 
     ``scales``: the box sizes the predictor averages over (default
-    :data:`vit_facemap.config.TEST_SCALES`).
+    :data:`vit_facemap.config.TEST_SCALES`); ``crop_shift``: the second stages' test-time
+    shift (:func:`vit_facemap.predict.load_predictor`).
 
     Raises :class:`~vit_facemap.errors.DataError` when the set lacks one of the run's
     keypoints; keypoints the run does not predict are left out, and one labeled in none of
@@ -154,7 +156,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
     check_outputs(json_out, predictions_out, overwrite, run_dir, data)
     start = time.perf_counter()
-    predictor = load_predictor(run_dir, device, scales=scales)
+    predictor = load_predictor(run_dir, device, scales=scales, crop_shift=crop_shift)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
     _warn_trained_frames(run_dir, data, frames)
@@ -163,6 +165,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["per_video"] = group_metrics(pred, frames.keypoints, frames.bodyparts, frames.videos)
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
     metrics["scales"] = list(predictor.scales)
+    metrics["crop_shift"] = predictor.crop_shift
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     # loading the run, reading the frames, predicting and scoring

@@ -22,6 +22,12 @@ keypoints and confidences in frame pixels, at three times the model compute;
 ``scales=(1.0,)`` predicts from the box alone. The averaged confidence does not say
 whether the views agreed. ``benchmarks/tracker.py`` scores every run both ways
 (``one_scale_*``).
+
+``crop_shift`` (off by default) also averages each second stage over its crop moved by
+that share of its side left, right, up and down (:func:`vit_facemap.refine.crop_offsets`),
+at five times the second stages' compute. ``benchmarks/crop_shift.py`` measures what it buys
+and costs on trained runs; it is off by default because it slows tracking several-fold for
+about a tenth of a pixel.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import torch
 from vit_facemap.config import check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
-from vit_facemap.refine import crop_mappings, group_centres, refine_groups
+from vit_facemap.refine import crop_mappings, crop_offsets, group_centres, refine_groups
 from vit_facemap.runinfo import resolve_device
 from vit_facemap.train import (
     CONFIG_FILE,
@@ -56,13 +62,17 @@ class KeypointPredictor:
 
     ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`) applies to the second stages
     in ``refiners`` too: one predictor looks at a frame at one set of box sizes.
+    ``crop_shift`` (a share of the crop's side; 0: one crop) is the second stages' test-time
+    shift (:func:`vit_facemap.refine.crop_offsets`).
     """
 
     def __init__(self, model: torch.nn.Module, run_config: dict, device: str = "cpu",
                  batch_size: int = 64, refiners: list[KeypointPredictor] | None = None,
-                 scales: Sequence[float] | None = None) -> None:
+                 scales: Sequence[float] | None = None, crop_shift: float = 0.0) -> None:
         self.model = model
         self.scales = check_scales(scales)
+        crop_offsets(crop_shift)  # refused here, not at the first frame
+        self.crop_shift = float(crop_shift)
         self.device = device
         self.bodyparts: list[str] = list(run_config["bodyparts"])
         fs = run_config.get("frame_size")
@@ -80,6 +90,7 @@ class KeypointPredictor:
         self.refiners = list(refiners or [])
         for refiner in self.refiners:
             refiner.scales = self.scales
+            refiner.crop_shift = self.crop_shift
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -222,7 +233,12 @@ class KeypointPredictor:
         if len(ok) == 0:
             return kp, conf
         size = self.model.config.input_w
-        kp2, conf2 = self.predict_in_boxes(frames[ok], crop_mappings(centres[ok], side, size))
+        # the mean over the crop and its shifted copies (one crop where crop_shift is 0)
+        views = [self.predict_in_boxes(frames[ok], crop_mappings(centres[ok] + o * side, side,
+                                                                 size))
+                 for o in crop_offsets(self.crop_shift)]
+        kp2 = np.mean([v[0] for v in views], axis=0)
+        conf2 = np.mean([v[1] for v in views], axis=0)
         kp, conf = kp.copy(), conf.copy()
         kp[np.ix_(ok, idx)] = kp2
         conf[np.ix_(ok, idx)] = conf2
@@ -230,13 +246,15 @@ class KeypointPredictor:
 
 
 def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True,
-                   scales: Sequence[float] | None = None) -> KeypointPredictor:
+                   scales: Sequence[float] | None = None, crop_shift: float = 0.0
+                   ) -> KeypointPredictor:
     """The predictor of a trained run (``vit-facemap train`` output folder).
 
     A run with a second stage predicts with both; ``refine=False`` uses the first alone
     (to measure what the second stage adds). Every stage averages over the box sizes
     ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`, see the module docs);
-    ``(1.0,)`` needs a third of the model compute.
+    ``(1.0,)`` needs a third of the model compute. The second stages also average over
+    crops shifted by ``crop_shift`` of their side (0: none; see the module docs).
     """
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
@@ -272,4 +290,5 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
             warnings.warn(f"{run_dir}: training stopped before the second stage of {missing} "
                           "began; their keypoints come from the first stage (`vit-facemap "
                           "train ... --resume` finishes it)", RuntimeWarning, stacklevel=2)
-    return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales)
+    return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales,
+                             crop_shift=crop_shift)

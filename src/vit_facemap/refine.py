@@ -31,6 +31,8 @@ them, say).
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,6 +174,24 @@ def crop_mappings(centres: np.ndarray, sides: np.ndarray | float, input_size: in
         out.append(InputMapping(int(round(cx - s / 2)), int(round(cy - s / 2)), s, s,
                                 input_size, input_size))
     return out
+
+
+def crop_offsets(shift: float) -> np.ndarray:
+    """Where a second stage looks, as offsets (n, 2) of its crop's centre in crop sides: the
+    crop itself, and for ``shift`` > 0 four more moved by ``shift`` left, right, up and down
+    (test-time shifts; :class:`vit_facemap.predict.KeypointPredictor` averages the five).
+
+    Raises ValueError for a shift outside [0, 0.5): half a side moves the estimate to the
+    crop's edge.
+    """
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) \
+            or not (math.isfinite(shift) and 0 <= shift < 0.5):
+        raise ValueError(f"crop_shift must be a share of the crop's side in [0, 0.5), got "
+                         f"{shift!r}")
+    if shift == 0:
+        return np.zeros((1, 2))
+    s = float(shift)
+    return np.array([(0, 0), (-s, 0), (s, 0), (0, -s), (0, s)])
 
 
 def training_crops(keypoints: np.ndarray, idx: Sequence[int], side: float, config: RefineConfig,
