@@ -189,14 +189,27 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     other.scales = (0.9, 1.0, 1.1)
     with pytest.raises(DataError, match="scales"):
         track_video(other, video, tmp_path / "b", opts(resume=True))
-    # a state written before box sizes were recorded was predicted from the box alone
+    # nor frames predicted with other test-time shifts of the crop stages
+    other = SpotPredictor()
+    other.crop_shift = 0.05
+    with pytest.raises(DataError, match="crop_shift"):
+        track_video(other, video, tmp_path / "b", opts(resume=True))
+    # a state written before box sizes (and crop shifts) were recorded was predicted from
+    # the box alone, with one crop
     state = output_paths(video, tmp_path / "b")["state"]
     saved = json.loads(state.read_text())
-    del saved["key"]["scales"]
+    del saved["key"]["scales"], saved["key"]["crop_shift"]
     state.write_text(json.dumps(saved))
     assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["resumed_from"] == 8
     record = json.loads(output_paths(video, tmp_path / "b")["summary"].read_text())
-    assert record["predictor"]["scales"] == [1.0]
+    assert record["predictor"]["scales"] == [1.0] and record["predictor"]["crop_shift"] == 0.0
+    # a finished video is not skipped as tracked "with these settings" by another shift,
+    # also where its summary was written before the shift was recorded
+    summary = output_paths(video, tmp_path / "b")["summary"]
+    del record["resume_key"]["crop_shift"]
+    summary.write_text(json.dumps(record))
+    with pytest.raises(RunExistsError, match="crop_shift"):
+        track_video(other, video, tmp_path / "b", opts(resume=True))
 
 
 
@@ -435,10 +448,11 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     from vit_facemap.cli import main
 
     fake = types.ModuleType("vit_facemap.predict")
-    asked = []
+    asked, shifts = [], []
 
-    def load_predictor(run_dir, device="auto", scales=None):
+    def load_predictor(run_dir, device="auto", scales=None, crop_shift=0.0):
         asked.append(scales)
+        shifts.append(crop_shift)
         return SpotPredictor()
 
     fake.load_predictor = load_predictor
@@ -459,7 +473,12 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert asked[0] is None  # the predictor's default box sizes
     assert main(["track", "run", str(video), "--out", str(tmp_path / "o2"), "--stop", "4",
                  "--crop", "0,0,96,72", "--no-progress", "--scales", "1,1.2"]) == 0
-    assert asked[-1] == (1.0, 1.2)
+    assert asked[-1] == (1.0, 1.2) and shifts[-1] == 0.0
+    assert main(["track", "run", str(video), "--out", str(tmp_path / "o2s"), "--stop", "4",
+                 "--crop", "0,0,96,72", "--no-progress", "--crop-shift", "0.05"]) == 0
+    assert shifts[-1] == 0.05
+    with pytest.raises(SystemExit):
+        main(["track", "run", str(video), "--out", str(out), "--crop-shift", "-0.1"])
     for bad in ("1,,1.1", "0", "-1", "inf", "nan", "a"):
         with pytest.raises(SystemExit):  # argparse's usage error
             main(["track", "run", str(video), "--out", str(out), "--scales", bad])
@@ -602,7 +621,7 @@ def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch,
     from vit_facemap.cli import main
 
     fake = types.ModuleType("vit_facemap.predict")
-    fake.load_predictor = lambda run_dir, device="auto", scales=None: SpotPredictor()
+    fake.load_predictor = lambda run_dir, device="auto", scales=None, crop_shift=0.0: SpotPredictor()
     monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
     out = tmp_path / "out"
     out.mkdir()
