@@ -1,14 +1,15 @@
 """What the second stages' test-time shift (``crop_shift``) buys and costs on trained runs.
 
-Each ``--run RUN DATA`` pair names a trained run (a ``vit-facemap train`` folder, or
-``OUT/runs/<set>/<model>`` of ``benchmarks/tracker.py``) and the labeled set it was trained
-from. The run's held-out frames (``split.json``'s ``val``) are predicted with one crop per
-second stage (shift 0) and with each ``--shifts`` value
-(:func:`vit_facemap.refine.crop_offsets`: the crop and four copies moved by that share of its
-side). The script prints, and writes to ``--out`` with the settings, device, versions and
-wall time, for each run and shift: mean and median error (frame pixels), per keypoint and
-per held-out animal, and the frames/s of ``predict`` on the first 64 held-out frames in
-memory. Nothing is trained; a run takes a minute or two on 2 CPU cores.
+Each ``--run RUN DATA`` pair names a trained run (a ``vit-facemap train`` folder with a
+validation split, or ``OUT/runs/<set>/<model>`` of ``benchmarks/tracker.py --monitor``, as
+the book's runs are) and the labeled set it was trained from. The run's held-out frames
+(``split.json``'s ``val``) are predicted with one crop per second stage (shift 0) and with
+each ``--shifts`` value (:func:`vit_facemap.refine.crop_offsets`: the crop and four copies
+moved by that share of its side). For each run and shift the script prints, and writes to
+``--out`` with the settings, device, versions and wall time: mean and median error (frame
+pixels), per keypoint, per held-out animal and per frame (for a paired comparison), and the
+frames/s of ``predict`` on the first 64 held-out frames in memory (best of two passes,
+after a warm-up). Nothing is trained.
 
     python benchmarks/crop_shift.py --run RUN_G7C1 ../shared/data/g7c1 \\
         --run RUN_SCHROEDER ../shared/data/schroeder --out _build/results/crop_shift.json
@@ -17,7 +18,6 @@ memory. Nothing is trained; a run takes a minute or two on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,51 +25,62 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tracker import fps_of, per_keypoint_means, score  # noqa: E402
+from vit_facemap.commands import crop_shift_arg
+from vit_facemap.dlc import LabeledFrames
+from vit_facemap.errors import DataError, run_reporting
+from vit_facemap.evaluate import predict_frames
+from vit_facemap.images import load_image
+from vit_facemap.metrics import group_metrics, keypoint_metrics, scored_errors
+from vit_facemap.predict import KeypointPredictor, load_predictor
+from vit_facemap.reports import best_fps
+from vit_facemap.runinfo import check_output, describe, resolve_device, write_json
+from vit_facemap.splits import groups_for
+from vit_facemap.train import SPLIT_FILE, read_split
+from vit_facemap.validate import load_set
 
-from vit_facemap.commands import crop_shift_arg  # noqa: E402
-from vit_facemap.dlc import LabeledFrames  # noqa: E402
-from vit_facemap.errors import DataError, run_reporting  # noqa: E402
-from vit_facemap.images import load_image  # noqa: E402
-from vit_facemap.metrics import group_metrics  # noqa: E402
-from vit_facemap.predict import load_predictor  # noqa: E402
-from vit_facemap.runinfo import check_output, describe, write_json  # noqa: E402
-from vit_facemap.splits import groups_for  # noqa: E402
-from vit_facemap.train import SPLIT_FILE  # noqa: E402
-from vit_facemap.validate import load_set  # noqa: E402
 
-
-def held_out(run: Path, data: Path) -> LabeledFrames:
-    """The labeled frames of ``data`` that ``run`` held out (its split's ``val``)."""
-    split = run / SPLIT_FILE
-    if not split.is_file():
+def held_out(run: Path, data: Path, bodyparts: list[str]) -> LabeledFrames:
+    """The labeled frames of ``data`` that ``run`` held out (its split's ``val``), with the
+    run's keypoints."""
+    split = read_split(run)
+    if split is None:
         raise DataError(f"no {SPLIT_FILE}: not a trained run folder, so its held-out frames "
                         "are unknown", run)
-    val = set(json.loads(split.read_text()).get("val") or [])
-    frames = load_set(data, decode=False)
+    if not split["val"]:
+        raise DataError(f"the run held no frames out ({SPLIT_FILE}: val is empty); train "
+                        "with a validation split (benchmarks/tracker.py --monitor)", run)
+    val = set(split["val"])
+    frames = load_set(data, expected_bodyparts=bodyparts, expected_source=run, decode=False)
     rows = [i for i, name in enumerate(frames.index) if name in val]
-    if not rows:
-        raise DataError(f"none of the run's {len(val)} held-out frames is in this set (another "
-                        "set than the run was trained from?)", data)
+    if len(rows) < len(val):
+        raise DataError(f"{len(val) - len(rows)} of the run's {len(val)} held-out frames are "
+                        "not in this set (another set than the run was trained from?)", data)
     return frames.subset(rows)
 
 
-def measure(run: Path, data: Path, test: LabeledFrames, shifts: list[float], device: str
-            ) -> list[dict]:
-    """One row per shift (0 first) for one run and its held-out frames ``test``."""
+def measure(predictor: KeypointPredictor, run: Path, data: Path, test: LabeledFrames,
+            shifts: list[float]) -> list[dict]:
+    """One row per shift for one run and its held-out frames ``test``."""
     images = np.stack([load_image(p) for p in test.image_paths[:64]])
     animals = groups_for(test, "animal")
     rows = []
-    for shift in [0.0, *shifts]:
-        predictor = load_predictor(run, device, crop_shift=shift)
-        m, (pred, _) = score(predictor, test)
-        rows.append({"run": str(run), "data": str(data), "crop_shift": shift,
-                     "second_stages": len(predictor.refiners), "n_test": len(test),
-                     "mean_px": m["mean_px"], "median_px": m["median_px"],
-                     "per_keypoint_mean_px": per_keypoint_means(m),
-                     "per_animal": group_metrics(pred, test.keypoints, test.bodyparts, animals),
-                     "predict_fps": fps_of(predictor, images)})
+    for shift in shifts:
+        predictor.crop_shift = shift
+        pred, _, _ = predict_frames(predictor, test)
+        m = keypoint_metrics(pred, test.keypoints, test.bodyparts)
+        predictor.predict(images[:32])  # warm-up: allocations outside the timing
+        errors = scored_errors(pred, test.keypoints)
+        rows.append({
+            "run": str(run), "data": str(data), "crop_shift": shift,
+            "scales": list(predictor.scales), "second_stages": len(predictor.refiners),
+            "n_test": len(test), "mean_px": m["mean_px"], "median_px": m["median_px"],
+            "per_keypoint_mean_px": {k: v["mean_px"] for k, v in m["per_keypoint"].items()},
+            "per_animal": group_metrics(pred, test.keypoints, test.bodyparts, animals),
+            "per_frame": {"frames": list(test.index), "animals": animals.tolist(),
+                          "errors_px": [[None if np.isnan(e) else round(float(e), 3)
+                                         for e in f] for f in errors]},
+            "predict_fps": best_fps(lambda: predictor.predict(images), len(images)),
+        })
         r = rows[-1]
         print(f"{run} shift {shift:g}: mean {r['mean_px']:.3f} px, median "
               f"{r['median_px']:.3f} px, {r['predict_fps']:.1f} frames/s", flush=True)
@@ -86,22 +97,28 @@ def _main(argv: list[str] | None) -> int:
                    help="a trained run folder and the labeled set it was trained from")
     p.add_argument("--shifts", type=lambda t: [crop_shift_arg(s) for s in t.split(",")],
                    default=[0.05, 0.1], help="shares of the crop side, comma-separated "
-                   "(default 0.05,0.1); 0, one crop, is always measured")
+                   "(default 0.05,0.1); 0, one crop, is always measured first")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path("_build/results/crop_shift.json"))
     p.add_argument("--overwrite", action="store_true", help="replace an earlier --out")
     args = p.parse_args(argv)
     check_output(args.out, args.overwrite)
+    args.device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
+    shifts = sorted({0.0, *args.shifts})
     start = time.perf_counter()
-    # every run's held-out frames first: a folder that is no run stops the script before
-    # the others were measured for nothing
-    runs = [(Path(run), Path(data), held_out(Path(run), Path(data))) for run, data in args.run]
+    # every run and its held-out frames first: a folder that is no run stops the script
+    # before the others were measured for nothing
+    runs = []
+    for run, data in args.run:
+        predictor = load_predictor(run, args.device)
+        runs.append((predictor, Path(run), Path(data),
+                     held_out(Path(run), Path(data), predictor.bodyparts)))
     rows = []
     with torch.inference_mode():
-        for run, data, test in runs:
-            rows += measure(run, data, test, [s for s in args.shifts if s > 0], args.device)
+        for predictor, run, data, test in runs:
+            rows += measure(predictor, run, data, test, shifts)
     record = describe(vars(args), args.device, rows=rows, wall_s=time.perf_counter() - start)
     write_json(record, args.out, overwrite=args.overwrite)
     print(f"-> {args.out}")

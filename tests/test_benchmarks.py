@@ -608,12 +608,27 @@ def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones
     assert {(r["n_test"], r["second_stages"]) for r in rows} == {(int(held.sum()), 1)}
     assert all(np.isfinite(r["mean_px"]) and r["predict_fps"] > 0 for r in rows)
     assert record["wall_s"] > 0 and record["settings"]["shifts"] == [0.1]
+    # the shift reached the eye stage: its points moved, the nose (first stage) did not
+    eye = [k for k in rows[0]["per_keypoint_mean_px"] if k != "nose"]
+    assert [rows[0]["per_keypoint_mean_px"][k] for k in eye] != \
+        [rows[1]["per_keypoint_mean_px"][k] for k in eye]
+    assert rows[0]["per_keypoint_mean_px"]["nose"] == rows[1]["per_keypoint_mean_px"]["nose"]
+    assert len(rows[0]["per_frame"]["errors_px"]) == int(held.sum())
     capsys.readouterr()
     assert CROP_SHIFT.main(args) == 2  # an earlier result is kept
     assert "already exists" in _one_error_line(capsys)
-    # a folder without split.json has no known held-out frames: said before any work
+    # a folder that is no run, or a run that held nothing out: said before any work
     assert CROP_SHIFT.main(["--run", str(tmp_path), str(data), "--out",
                             str(tmp_path / "x.json")]) == 2
-    assert "no split.json" in _one_error_line(capsys) and not (tmp_path / "x.json").exists()
+    assert "not a trained run" in _one_error_line(capsys) and not (tmp_path / "x.json").exists()
+    import shutil
+    shutil.copytree(tmp_path / "run", tmp_path / "all_trained")
+    split = tmp_path / "all_trained" / "split.json"
+    split.write_text(json.dumps({**json.loads(split.read_text()), "val": []}))
+    assert CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--run",
+                            str(tmp_path / "all_trained"), str(data), "--out",
+                            str(tmp_path / "x.json")]) == 2
+    assert "the run held no frames out" in _one_error_line(capsys)
+    assert not (tmp_path / "x.json").exists()
     with pytest.raises(SystemExit):
         CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0.6"])

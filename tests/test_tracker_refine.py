@@ -708,16 +708,18 @@ def test_crop_offsets_are_the_crop_and_four_shifted_copies():
     np.testing.assert_array_equal(crop_offsets(0), [[0, 0]])
     np.testing.assert_allclose(crop_offsets(np.float32(0.1)),
                                [[0, 0], [-0.1, 0], [0.1, 0], [0, -0.1], [0, 0.1]], atol=1e-7)
-    for bad in (-0.01, 0.5, float("nan"), True, "0.1"):
+    for bad in (-0.01, 0.5, float("nan"), True, np.bool_(False), "0.1"):
         with pytest.raises(ValueError, match="crop_shift must be a share of the crop's side"):
             crop_offsets(bad)
 
 
 def test_second_stage_averages_its_shifted_crops():
     """With crop_shift, each frame's refined points are the mean of what the stage saw in
-    its crop and in four copies moved by that share of the side; confidences likewise. The
-    views differ (a content-dependent answer), so a stage that kept the first crop alone, or
-    moved the crops by another amount, gives other numbers."""
+    its crop and in four copies moved by that share of the side (in the pixels of frames
+    twice as wide as the run's), all in one pass; confidences likewise. The views differ (a
+    content-dependent answer), so a stage that kept the first crop alone, or moved the crops
+    by another amount, gives other numbers. A frame whose group has no estimate is left as
+    it was."""
     from vit_facemap.predict import KeypointPredictor
 
     seen = []
@@ -733,29 +735,39 @@ def test_second_stage_averages_its_shifted_crops():
     info = {"refine_of": {"indices": [1, 2], "side_px": 20, "frame_size": [96, 72]}}
     stage = _stub_predictor(info, (1.0,), None)
     stage._run = answer
-    frames = np.zeros((2, 72, 96), np.uint8)
-    frames[:, 30:40, 50:56] = 255  # a bright patch near the group, off its centre
-    kp = np.array([[[10.0, 12.0], [50.0, 30.0], [60.0, 40.0]]] * 2)
-    conf = np.full((2, 3), 0.5)
-    one_kp, one_conf = stage.refine_keypoints(frames, kp, conf)
+    frames = np.zeros((3, 144, 192), np.uint8)  # twice the width the crop side was set for
+    frames[:, 60:80, 100:112] = 255  # a bright patch near the group, off its centre
+    kp = np.array([[[10.0, 12.0], [100.0, 60.0], [120.0, 80.0]]] * 3)
+    kp[1, 1:] = np.nan  # no estimate of the group in frame 1
+    conf = np.full((3, 3), 0.5)
+    one_kp, _ = stage.refine_keypoints(frames, kp, conf)
     assert seen == [2]
     with pytest.raises(ValueError, match="crop_shift must be"):
         KeypointPredictor(_Stub(), {"bodyparts": SCHROEDER[:3], "channels": 1, **info}, "cpu",
                           crop_shift=0.6)
-    # the first stage hands its shift to its second stages, as it does its scales
+    # the first stage hands its shift to its second stages, as it does its scales, and
+    # again when it is set later
     first = KeypointPredictor(_Stub(), {"bodyparts": SCHROEDER[:3], "channels": 1}, "cpu",
                               refiners=[stage], scales=(1.0,), crop_shift=0.1)
     assert stage.crop_shift == 0.1
+    first.crop_shift = 0.0
+    assert stage.crop_shift == 0.0
+    with pytest.raises(ValueError, match="crop_shift must be"):
+        first.crop_shift = -1
+    first.crop_shift = 0.1
     seen.clear()
     new_kp, new_conf = stage.refine_keypoints(frames, kp, conf)
-    assert seen == [2] * 5 and first.crop_shift == 0.1
+    assert seen == [2 * 5]  # one pass: a compiled graph pads one short batch
     views = []
+    first.crop_shift = 0.0
     for dx, dy in crop_offsets(0.1):
-        stage.crop_shift = 0.0
         moved = kp.copy()
-        moved[:, 1:] += np.array([dx, dy]) * 20
+        moved[:, 1:] += np.array([dx, dy]) * 40  # the side: 20 px at 96 wide, 40 at 192
         views.append(stage.refine_keypoints(frames, moved, conf))
-    np.testing.assert_allclose(new_kp[:, 1:], np.mean([v[0][:, 1:] for v in views], 0))
-    np.testing.assert_allclose(new_conf[:, 1:], np.mean([v[1][:, 1:] for v in views], 0))
-    assert not np.allclose(new_kp, one_kp)
+    np.testing.assert_allclose(new_kp[[0, 2], 1:], np.mean([v[0][[0, 2], 1:] for v in views], 0))
+    np.testing.assert_allclose(new_conf[[0, 2], 1:],
+                               np.mean([v[1][[0, 2], 1:] for v in views], 0))
+    assert not np.allclose(new_kp[[0, 2]], one_kp[[0, 2]])
     np.testing.assert_array_equal(new_kp[:, 0], kp[:, 0])
+    np.testing.assert_array_equal(new_kp[1], kp[1])
+    np.testing.assert_array_equal(new_conf[1], conf[1])

@@ -518,10 +518,13 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
                  "--device", "cpu", "--quiet", "--overwrite", "--scales", "1"]) == 0
     assert json.loads(out.read_text())["scales"] == [1.0]
     assert json.loads(out.read_text())["crop_shift"] == 0.0
-    assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
-                 "--device", "cpu", "--quiet", "--overwrite", "--scales", "1",
-                 "--crop-shift", "0.05"]) == 0
-    assert json.loads(out.read_text())["crop_shift"] == 0.05
+    # this run has no crop stage: a shift is ignored with a warning, not recorded as used
+    with pytest.warns(RuntimeWarning, match="no second .crop. stage to shift; crop_shift "
+                                            "0.05 ignored"):
+        assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
+                     "--device", "cpu", "--quiet", "--overwrite", "--scales", "1",
+                     "--crop-shift", "0.05"]) == 0
+    assert json.loads(out.read_text())["crop_shift"] == 0.0
     with pytest.raises(SystemExit):  # argparse: a usage error
         main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out), "--scales", "0,1"])
     with pytest.raises(SystemExit):

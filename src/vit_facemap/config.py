@@ -61,6 +61,17 @@ def check_scales(scales: Sequence[float] | None) -> tuple[float, ...]:
     return out
 
 
+def check_crop_shift(shift: object) -> float:
+    """``shift``, the crop stages' test-time shift (a share of a crop's side), as a float in
+    [0, 0.5); ValueError otherwise (half a side would put the first stage's estimate on the
+    crop's edge)."""
+    if isinstance(shift, bool | np.bool_) or not isinstance(shift, numbers.Real) \
+            or not (math.isfinite(shift) and 0 <= shift < 0.5):
+        raise ValueError(f"crop_shift must be a share of the crop's side in [0, 0.5), got "
+                         f"{shift!r}")
+    return float(shift)
+
+
 def data_root(path: str | Path | None = None) -> Path | None:
     """The folder of real labeled sets: ``path``, else ``$VIT_FACEMAP_DATA``.
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit_facemap.config import check_scales
+from vit_facemap.config import check_crop_shift, check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
 from vit_facemap.refine import crop_mappings, crop_offsets, group_centres, refine_groups
@@ -71,8 +71,6 @@ class KeypointPredictor:
                  scales: Sequence[float] | None = None, crop_shift: float = 0.0) -> None:
         self.model = model
         self.scales = check_scales(scales)
-        crop_offsets(crop_shift)  # refused here, not at the first frame
-        self.crop_shift = float(crop_shift)
         self.device = device
         self.bodyparts: list[str] = list(run_config["bodyparts"])
         fs = run_config.get("frame_size")
@@ -90,7 +88,7 @@ class KeypointPredictor:
         self.refiners = list(refiners or [])
         for refiner in self.refiners:
             refiner.scales = self.scales
-            refiner.crop_shift = self.crop_shift
+        self.crop_shift = crop_shift  # refused here, not at the first frame
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -98,6 +96,19 @@ class KeypointPredictor:
         if device == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
+
+    @property
+    def crop_shift(self) -> float:
+        """The second stages' test-time shift (a share of a crop's side; 0: one crop)."""
+        return self._crop_shift
+
+    @crop_shift.setter
+    def crop_shift(self, shift: float) -> None:
+        # handed on to the second stages whenever it is set, so that what a summary records
+        # (vit_facemap.track) is what they do
+        self._crop_shift = check_crop_shift(shift)
+        for refiner in self.refiners:
+            refiner.crop_shift = self._crop_shift
 
     def compile(self, batch_size: int | None = None) -> bool:
         """Compile the network with ``torch.compile``; True if it worked (else eager mode stays).
@@ -205,9 +216,10 @@ class KeypointPredictor:
             raise ValueError(f"{len(boxes)} crop boxes for {len(frames)} frames")
         return self._predict_boxes(frames, boxes)
 
-    def _predict_boxes(self, frames: np.ndarray, boxes: list[InputMapping]
+    def _predict_boxes(self, frames: np.ndarray | Sequence[np.ndarray], boxes: list[InputMapping]
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """The mean over ``self.scales`` of the keypoints (frame pixels) and confidences."""
+        """The mean over ``self.scales`` of the keypoints (frame pixels) and confidences, one
+        box per frame (a frame may be listed more than once)."""
         # every box size in one pass, so a compiled graph pads one short batch, not one per size
         scaled = [b.scaled(s) for s in self.scales for b in boxes]
         x = normalise(np.stack([to_channels(b.apply(f), self.channels)
@@ -233,12 +245,13 @@ class KeypointPredictor:
         if len(ok) == 0:
             return kp, conf
         size = self.model.config.input_w
-        # the mean over the crop and its shifted copies (one crop where crop_shift is 0)
-        views = [self.predict_in_boxes(frames[ok], crop_mappings(centres[ok] + o * side, side,
-                                                                 size))
-                 for o in crop_offsets(self.crop_shift)]
-        kp2 = np.mean([v[0] for v in views], axis=0)
-        conf2 = np.mean([v[1] for v in views], axis=0)
+        # the mean over the crop and its shifted copies (one crop where crop_shift is 0), all
+        # in one pass, so a compiled graph pads one short batch
+        offsets = crop_offsets(self.crop_shift)
+        boxes = [b for o in offsets for b in crop_mappings(centres[ok] + o * side, side, size)]
+        kp2, conf2 = self._predict_boxes(list(frames[ok]) * len(offsets), boxes)
+        kp2 = kp2.reshape(len(offsets), len(ok), *kp2.shape[1:]).mean(0)
+        conf2 = conf2.reshape(len(offsets), len(ok), -1).mean(0)
         kp, conf = kp.copy(), conf.copy()
         kp[np.ix_(ok, idx)] = kp2
         conf[np.ix_(ok, idx)] = conf2
@@ -290,5 +303,10 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
             warnings.warn(f"{run_dir}: training stopped before the second stage of {missing} "
                           "began; their keypoints come from the first stage (`vit-facemap "
                           "train ... --resume` finishes it)", RuntimeWarning, stacklevel=2)
+    if crop_shift and not refiners:
+        # recorded as used (evaluate's JSON, a track summary) it would be a setting that was not
+        warnings.warn(f"{run_dir}: no second (crop) stage to shift; crop_shift {crop_shift} "
+                      "ignored", RuntimeWarning, stacklevel=2)
+        crop_shift = 0.0
     return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales,
                              crop_shift=crop_shift)

@@ -31,8 +31,6 @@ them, say).
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vit_facemap.config import check_fields
+from vit_facemap.config import check_crop_shift, check_fields
 from vit_facemap.transforms import InputMapping
 
 REFINE_DIR = "refine"
@@ -180,17 +178,11 @@ def crop_offsets(shift: float) -> np.ndarray:
     """Where a second stage looks, as offsets (n, 2) of its crop's centre in crop sides: the
     crop itself, and for ``shift`` > 0 four more moved by ``shift`` left, right, up and down
     (test-time shifts; :class:`vit_facemap.predict.KeypointPredictor` averages the five).
-
-    Raises ValueError for a shift outside [0, 0.5): half a side moves the estimate to the
-    crop's edge.
+    A ``shift`` outside [0, 0.5) is a ValueError (:func:`vit_facemap.config.check_crop_shift`).
     """
-    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) \
-            or not (math.isfinite(shift) and 0 <= shift < 0.5):
-        raise ValueError(f"crop_shift must be a share of the crop's side in [0, 0.5), got "
-                         f"{shift!r}")
-    if shift == 0:
+    s = check_crop_shift(shift)
+    if s == 0:
         return np.zeros((1, 2))
-    s = float(shift)
     return np.array([(0, 0), (-s, 0), (s, 0), (0, -s), (0, s)])
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from vit_facemap.config import MAX_SEED, TEST_SCALES, check_scales, check_seed
+from vit_facemap.config import (
+    MAX_SEED,
+    TEST_SCALES,
+    check_crop_shift,
+    check_scales,
+    check_seed,
+)
 
 SCALES_HELP = ("crop-box sizes each stage sees a frame at, averaged (comma list of factors; "
                f"default {','.join(f'{s:g}' for s in TEST_SCALES)}; 1 alone needs a third of "
@@ -26,22 +32,18 @@ def seed_arg(text: str) -> int:
 
 def crop_shift_arg(text: str) -> float:
     """``--crop-shift``: a share of the second stages' crop side in [0, 0.5)."""
-    from vit_facemap.refine import crop_offsets  # numpy and OpenCV, not at the CLI's start
-
     try:
-        shift = float(text)
-        crop_offsets(shift)
+        return check_crop_shift(float(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a share of the crop's side in [0, 0.5) (e.g. 0.05), got {text!r}"
         ) from None
-    return shift
 
 
 CROP_SHIFT_HELP = ("also average each second (crop) stage over its crop moved by this share "
-                   "of its side left, right, up and down (0, the default: one crop; 0.05 "
-                   "lowered the mean error by about 0.1 px on most runs measured, at five "
-                   "times the second stages' compute: benchmarks/crop_shift.py)")
+                   "of its side left, right, up and down (0, the default: one crop; e.g. 0.05, "
+                   "at five times the second stages' compute; benchmarks/crop_shift.py "
+                   "measures what it buys)")
 
 
 def scales_arg(text: str) -> tuple[float, ...]:
