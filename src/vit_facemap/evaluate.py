@@ -165,7 +165,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["per_video"] = group_metrics(pred, frames.keypoints, frames.bodyparts, frames.videos)
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
     metrics["scales"] = list(predictor.scales)
-    metrics["crop_shift"] = predictor.crop_shift
+    # 0 (one crop) for a predictor without crop stages to shift
+    metrics["crop_shift"] = float(getattr(predictor, "crop_shift", 0.0))
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     # loading the run, reading the frames, predicting and scoring
