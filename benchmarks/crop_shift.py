@@ -30,7 +30,7 @@ from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError, run_reporting
 from vit_facemap.evaluate import predict_frames
 from vit_facemap.images import load_image
-from vit_facemap.metrics import group_metrics, keypoint_metrics, scored_errors
+from vit_facemap.metrics import group_metrics, keypoint_metrics, per_frame_record
 from vit_facemap.predict import KeypointPredictor, load_predictor
 from vit_facemap.reports import best_fps
 from vit_facemap.runinfo import check_output, describe, resolve_device, write_json
@@ -69,16 +69,13 @@ def measure(predictor: KeypointPredictor, run: Path, data: Path, test: LabeledFr
         pred, _, _ = predict_frames(predictor, test)
         m = keypoint_metrics(pred, test.keypoints, test.bodyparts)
         predictor.predict(images[:32])  # warm-up: allocations outside the timing
-        errors = scored_errors(pred, test.keypoints)
         rows.append({
             "run": str(run), "data": str(data), "crop_shift": shift,
             "scales": list(predictor.scales), "second_stages": len(predictor.refiners),
             "n_test": len(test), "mean_px": m["mean_px"], "median_px": m["median_px"],
             "per_keypoint_mean_px": {k: v["mean_px"] for k, v in m["per_keypoint"].items()},
             "per_animal": group_metrics(pred, test.keypoints, test.bodyparts, animals),
-            "per_frame": {"frames": list(test.index), "animals": animals.tolist(),
-                          "errors_px": [[None if np.isnan(e) else round(float(e), 3)
-                                         for e in f] for f in errors]},
+            "per_frame": per_frame_record(pred, test.keypoints, test.index, animals.tolist()),
             "predict_fps": best_fps(lambda: predictor.predict(images), len(images)),
         })
         r = rows[-1]

@@ -66,7 +66,7 @@ from vit_facemap.errors import DataError, RunExistsError, argument_errors, run_r
 from vit_facemap.evaluate import predict_frames
 from vit_facemap.images import load_image
 from vit_facemap.labelcheck import label_slips, mask_slips
-from vit_facemap.metrics import group_metrics, keypoint_metrics, scored_errors
+from vit_facemap.metrics import group_metrics, keypoint_metrics, per_frame_record
 from vit_facemap.models import ModelConfig, count_parameters, with_settings
 from vit_facemap.models.fmnet import facemap_available
 from vit_facemap.predict import load_predictor
@@ -368,11 +368,8 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
     # every held-out keypoint's error (None: no label; Infinity: a missed prediction), with
     # the frames and their animals: what vit_facemap.reports bootstraps the gap between two
     # models from (vit_facemap.bootstrap)
-    err = scored_errors(pred, test.keypoints)
-    row["per_frame"] = {"frames": list(test.index),
-                        "animals": groups_for(test, "animal").tolist(),
-                        "errors_px": [[None if np.isnan(e) else round(float(e), 3) for e in f]
-                                      for f in err]}
+    row["per_frame"] = per_frame_record(pred, test.keypoints, test.index,
+                                        groups_for(test, "animal").tolist())
     # the same error on the frames the model trained on: a model that cannot get near its
     # own training labels is limited by its fit (budget, resolution) or by the labels'
     # scatter, and is rarely much closer to new labels of the same kind (measured against

@@ -72,6 +72,17 @@ def scored_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(err) & ~np.isnan(true).any(-1), np.inf, err)
 
 
+def per_frame_record(pred: np.ndarray, true: np.ndarray, frames: Sequence[str],
+                     animals: Sequence[str]) -> dict[str, list]:
+    """Every keypoint's error per frame as a result saves it (:func:`scored_errors`, to
+    0.001 px; None: no label; inf: a missed prediction), with the frames and their animals:
+    what :mod:`vit_facemap.reports` reads back to bootstrap the gap between two models."""
+    err = scored_errors(pred, true)
+    return {"frames": list(frames), "animals": list(animals),
+            "errors_px": [[None if np.isnan(e) else round(float(e), 3) for e in f]
+                          for f in err]}
+
+
 def _summary(err: np.ndarray, correct: np.ndarray, norm: np.ndarray,
              has_ref: np.ndarray) -> dict[str, float | int]:
     ok = ~np.isnan(err)
