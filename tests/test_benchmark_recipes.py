@@ -102,6 +102,19 @@ def test_scale_ablations_narrow_only_the_stage_they_name(name, changed):
     assert cfg.model == default.model and cfg.crop == default.crop
 
 
+def test_mid_geometry_sits_between_the_default_and_strong_geometry():
+    # the run asks whether half of strong geometry's extra rotation and shift keeps its gain
+    # on animals filmed unlike the rest: only those two fields may move, the scale kept
+    default = profile_config("default")
+    mid = BENCH.ABLATIONS["hybrid_mid_geometry"][1](copy.deepcopy(default))
+    strong = BENCH.ABLATIONS["hybrid_strong_geometry"][1](copy.deepcopy(default))
+    changed = {k for k, v in mid.augment.__dict__.items() if getattr(default.augment, k) != v}
+    assert changed == {"rotate", "translate"}
+    for k in changed:
+        assert getattr(default.augment, k) < getattr(mid.augment, k) < getattr(strong.augment, k)
+    assert (mid.model, mid.refine, mid.crop) == (default.model, default.refine, default.crop)
+
+
 def test_the_ablations_the_manuscript_and_readme_name_exist():
     # a renamed or dropped ablation would leave the text telling readers to run a name the
     # benchmark refuses
