@@ -126,6 +126,9 @@ class AugmentConfig:
     # at the small end were lost (benchmarks/tracker.py --ablations hybrid_narrow_scale)
     scale: float = 0.4
     translate: float = 0.08       # fraction of the input size
+    # degrees, uniform in [-shear, shear] along each axis: a face filmed from above or at a
+    # slant is skewed as well as turned, which rotation and per-axis scale alone do not make
+    shear: float = 0.0
     brightness: float = 0.25
     contrast: float = 0.25
     blur: float = 0.2             # probability of a Gaussian blur
@@ -152,10 +155,13 @@ class AugmentConfig:
         if not 0 <= self.scale < 1:
             raise ValueError(f"augmentation scale must be in [0, 1) (images are scaled by a "
                              f"factor in [1 - scale, 1 + scale]), got {self.scale}")
-        for name in ("rotate", "translate", "brightness", "contrast"):
+        for name in ("rotate", "translate", "brightness", "contrast", "shear"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"augmentation {name} must be a finite number, got "
                                  f"{getattr(self, name)}")
+        # past 45 degrees an axis folds onto the other and the face is no longer a face
+        if not 0 <= self.shear <= 45:
+            raise ValueError(f"augmentation shear must be in [0, 45] degrees, got {self.shear}")
 
 
 class KeypointAugmenter:
@@ -204,7 +210,8 @@ class KeypointAugmenter:
 
         geo = A.Affine(
             scale=(1 - c.scale, 1 + c.scale), translate_percent=(-c.translate, c.translate),
-            rotate=(-c.rotate, c.rotate), border_mode=0, fill=0, p=c.p_geometric,
+            rotate=(-c.rotate, c.rotate), shear=(-c.shear, c.shear), border_mode=0, fill=0,
+            p=c.p_geometric,
         )
         self.geometric = A.Compose(
             [geo], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
