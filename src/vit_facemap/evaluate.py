@@ -16,6 +16,7 @@ from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
+from vit_facemap.track import crop_shift_of
 from vit_facemap.validate import _listed, load_set
 
 
@@ -165,8 +166,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["per_video"] = group_metrics(pred, frames.keypoints, frames.bodyparts, frames.videos)
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
     metrics["scales"] = list(predictor.scales)
-    # 0 (one crop) for a predictor without crop stages to shift
-    metrics["crop_shift"] = float(getattr(predictor, "crop_shift", 0.0))
+    metrics["crop_shift"] = crop_shift_of(predictor)
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     # loading the run, reading the frames, predicting and scoring
