@@ -1,7 +1,7 @@
 """The tracker's second, top-down stage: crop geometry, training, run folders, prediction."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from vit_facemap.augment import AugmentConfig
 from vit_facemap.datasets import load_inputs
 from vit_facemap.dlc import find_label_file, read_labels, write_labels
 from vit_facemap.errors import DataError
@@ -169,6 +170,54 @@ def test_second_stage_model_settings_cannot_change_the_crop_size():
         RefineConfig(model={"channels": 3})
     with pytest.raises(ValueError, match=r"bad refine settings: model=\['pos_embed'\]"):
         RefineConfig(model=["pos_embed"])
+
+
+def test_second_stages_take_their_own_augmentation_settings(eye_set, tmp_path):
+    # wide rotation for the first stage, which must find a face filmed at an angle, and a
+    # narrow one for the eye stage; every other setting is the first stage's
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.augment = replace(cfg.augment, rotate=30.0, translate=0.16)
+    cfg.refine.augment = {"rotate": 5.0}
+    run = tmp_path / "run"
+    fit(cfg, frames, run, None, device="cpu", progress=False)
+    first = json.loads((run / "config.json").read_text())["train"]
+    second = json.loads((run / "refine" / "eye" / "config.json").read_text())["train"]
+    assert first["augment"]["rotate"] == 30.0 and first["refine"]["augment"] == {"rotate": 5.0}
+    assert second["augment"]["rotate"] == 5.0 and second["refine"]["augment"] == {}
+    assert second["augment"]["translate"] == 0.16
+    same = {k for k in first["augment"] if first["augment"][k] == second["augment"][k]}
+    assert set(first["augment"]) - same == {"rotate"}
+    assert TrainConfig.from_dict(first).refine.augment == {"rotate": 5.0}
+    # a run saved before the setting existed loads, its stages as they trained
+    first_file = json.loads((run / "config.json").read_text())
+    del first_file["train"]["refine"]["augment"]
+    (run / "config.json").write_text(json.dumps(first_file))
+    assert len(load_predictor(run, "cpu").refiners) == 1
+
+
+def test_without_own_augmentation_settings_a_second_stage_augments_as_the_first():
+    from vit_facemap.train import _refine_stage_config
+
+    cfg = TrainConfig(augment=AugmentConfig(rotate=30.0, shear=10.0))
+    assert _refine_stage_config(cfg, 2).augment == cfg.augment
+    cfg.refine.augment = {"shear": 0.0}
+    assert _refine_stage_config(cfg, 2).augment == replace(cfg.augment, shear=0.0)
+    assert cfg.augment.shear == 10.0  # the recipe itself is left as it was
+
+
+@pytest.mark.parametrize(("augment", "error"), [
+    ({"rotat": 5}, r"refine augment settings \{'rotat': 5\}: unknown refine augment settings "
+                   r"\['rotat'\]"),
+    ({"scale": 1.5}, r"refine augment settings \{'scale': 1.5\}: augmentation scale must be in "
+                     r"\[0, 1\)"),
+    ({"shear": "10"}, r"bad augmentation settings: shear='10'"),
+    ({"hflip": 0.5}, r"refine augment settings cannot set \['hflip'\]: the second stages "
+                     r"flip as the first stage does"),
+])
+def test_second_stage_augmentation_settings_are_checked_when_a_recipe_is_read(augment, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig.from_dict({"refine": {"share": 0.3, "augment": augment}})
 
 
 def test_a_run_saved_with_crop_settings_now_refused_still_loads(eye_set, tmp_path):

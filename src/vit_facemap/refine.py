@@ -26,7 +26,8 @@ first stage's box. The run keeps each group's network in ``<run>/refine/<group>/
 ordinary run folder whose ``config.json`` names the refined keypoints and the crop side),
 so a run without that folder predicts with one stage. ``model`` changes second-stage model
 settings from the first stage's (a first stage without positions and second stages with
-them, say).
+them, say), and ``augment`` its augmentation settings (wider rotation for the first stage
+alone, say).
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class RefineConfig:
     # the first stage's network at the crop size (a first-stage weights file stays with the
     # first stage when the stem or family differs: models.with_settings)
     model: dict[str, Any] = field(default_factory=lambda: {"stem": "conv"})
+    # augmentation settings the second stages change from the first stage's (e.g. {"rotate":
+    # 15.0}): a first stage that must find a face filmed from another angle may want wider
+    # geometry than a crop stage placing an eyelid to a pixel; empty: the first stage's
+    augment: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self, "refine")
@@ -89,6 +94,12 @@ class RefineConfig:
             # tracking decodes a video's frames gray or in colour for the first stage alone
             raise ValueError("refine model settings cannot set channels: a second stage sees "
                              "the frames as the first stage reads them")
+        flips = sorted({"hflip", "flip_pairs"} & set(self.augment))
+        if flips:
+            # a stage's flip pairs are the first stage's cut to its group: a stage flipping
+            # where the first stage does not would have no pairs to swap
+            raise ValueError(f"refine augment settings cannot set {flips}: the second stages "
+                             "flip as the first stage does")
 
     def check_crops(self) -> None:
         """Refuse training crop settings that cut no crop (train.fit, before it trains).

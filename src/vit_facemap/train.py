@@ -168,6 +168,12 @@ class TrainConfig:
                          with_settings(asdict(self.model), self.refine.model))
             except ValueError as exc:
                 raise ValueError(f"refine model settings {self.refine.model}: {exc}") from None
+        if self.refine.augment:
+            try:
+                _section("refine augment", AugmentConfig,
+                         {**asdict(self.augment), **self.refine.augment})
+            except ValueError as exc:
+                raise ValueError(f"refine augment settings {self.refine.augment}: {exc}") from None
         if self.pretrain_share > 0 and self.model.family == "fmnet":
             # refused when pre-training starts, after the run's files are written
             raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
@@ -194,7 +200,8 @@ class TrainConfig:
         d["warmup_steps"] = int(round(self.warmup_steps * share))
         if self.max_minutes is not None:
             d["max_minutes"] = self.max_minutes * share
-        d["refine"] = {**d["refine"], "share": 0.0, "model": {}}  # a stage has no stages of its own
+        # a stage has no stages of its own
+        d["refine"] = {**d["refine"], "share": 0.0, "model": {}, "augment": {}}
         d["model"] = with_settings(d["model"], model)
         return TrainConfig.from_dict(d)
 
@@ -942,13 +949,17 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
 
 def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
     """The recipe of one group's second stage: its share of the budget, square crops, the
-    first stage's model with ``refine.model``'s settings over it."""
+    first stage's model and augmentation with ``refine.model``'s and ``refine.augment``'s
+    settings over them."""
     rc = recipe.refine
     try:
-        return recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
-                                                    "input_h": rc.input_size})
+        config = recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
+                                                      "input_h": rc.input_size})
     except ValueError as exc:
         raise ValueError(f"{_refine_what(rc)}: {exc}") from None
+    # checked with the recipe (TrainConfig.__post_init__); the stage saves the settings it used
+    config.augment = replace(config.augment, **rc.augment)
+    return config
 
 
 def _refine_what(rc: RefineConfig) -> str:
