@@ -103,6 +103,8 @@ NEURAL = {
     "fmnet": ("Facemap FMnet (facemap.pose.facemap_network)",
               lambda c: _one(_model(c, family="fmnet"))),
 }
+# hybrid_strong_geometry's ranges: twice the default's rotation and shift, a narrower scale
+STRONG_GEOMETRY = {"rotate": 30.0, "scale": 0.3, "translate": 0.16}
 ABLATIONS = {
     "hybrid_no_crop": ("default recipe on the whole frame (no crop to the face)",
                        lambda c: _set(c, crop="full")),
@@ -156,8 +158,13 @@ ABLATIONS = {
     "hybrid_strong_geometry": ("default recipe with twice its rotation (30 degrees) and shift (16%), "
                                "and faces scaled by 0.7-1.3 (twice the earlier default's 15%, less "
                                "than the 40% of the default now), for rigs filmed from other angles",
-                               lambda c: _set(c, augment=replace(c.augment, rotate=30.0, scale=0.3,
-                                                                 translate=0.16))),
+                               lambda c: _set(c, augment=replace(c.augment, **STRONG_GEOMETRY))),
+    # the second stages place points on a crop around the first stage's estimate: a wider
+    # geometry may help the first stage find a face filmed from another angle (FG001's nose)
+    # and cost the crop stages' precision (split 0's eyelids)
+    "hybrid_strong_geometry_first": ("hybrid_strong_geometry in the first stage alone: the crop "
+                                     "stages keep the default's rotation, scale and shift",
+                                     lambda c: _first_augment(c, **STRONG_GEOMETRY)),
     # hybrid_strong_geometry pulled in animals filmed unlike the rest (schroeder splits 1, 3)
     # and lost split 0's eyelids, with the scale range narrowed too: half its extra rotation
     # and shift, the default's scale kept, to see whether the gain survives without the cost
@@ -175,10 +182,13 @@ ABLATIONS = {
     # times the median video's size (vit_facemap.poses); the default now scales by 0.6-1.4
     "hybrid_narrow_scale": ("default recipe with faces scaled by 0.85-1.15 in both stages' "
                             "training inputs (the earlier default; 0.6-1.4 now)",
-                            lambda c: _narrow_zoom(_narrow_first(c))),
+                            lambda c: _narrow_zoom(_set(c, augment=replace(
+                                c.augment, scale=EARLIER_SCALE)))),
     # which stage's wider range carries the gain: each narrowed alone
     "hybrid_narrow_zoom": ("default recipe with the crop stages' crops zoomed by 0.85-1.15 "
                            "only (the first stage keeps 0.6-1.4)", lambda c: _narrow_zoom(c)),
+    # until the second stages could keep their own augmentation (refine.augment) this one
+    # narrowed their input scaling too, all but their crop zoom
     "hybrid_narrow_first": ("default recipe with the first stage's faces scaled by 0.85-1.15 only "
                             "(the crop stages keep 0.6-1.4)", lambda c: _narrow_first(c)),
     # FMnet and the ResNet, fully convolutional, find the eye of held-out animals filmed
@@ -235,7 +245,14 @@ EARLIER_SCALE = 0.15
 
 
 def _narrow_first(c: TrainConfig) -> TrainConfig:
-    return _set(c, augment=replace(c.augment, scale=EARLIER_SCALE))
+    return _first_augment(c, scale=EARLIER_SCALE)
+
+
+def _first_augment(c: TrainConfig, **kw) -> TrainConfig:
+    """Other augmentation settings for the first stage; the second stages keep the recipe's."""
+    kept = {k: getattr(c.augment, k) for k in kw}
+    return _set(c, augment=replace(c.augment, **kw),
+                refine=replace(c.refine, augment={**kept, **c.refine.augment}))
 
 
 def _narrow_zoom(c: TrainConfig) -> TrainConfig:

@@ -2,6 +2,7 @@
 
 import copy
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,23 +84,41 @@ def test_saved_table_is_reused_only_when_finished_with_the_same_settings(tmp_pat
     assert json.loads(table.read_text())["provenance"]["args"]["seed"] == 1
 
 
-@pytest.mark.parametrize(("name", "changed"), [
-    ("hybrid_narrow_scale", {"augment.scale", "refine.zoom"}),
-    ("hybrid_narrow_first", {"augment.scale"}),
-    ("hybrid_narrow_zoom", {"refine.zoom"}),
+@pytest.mark.parametrize(("name", "scales"), [
+    ("hybrid_narrow_scale", (0.15, 0.15, 0.15)),
+    ("hybrid_narrow_first", (0.15, 0.4, 0.4)),
+    ("hybrid_narrow_zoom", (0.4, 0.4, 0.15)),
 ])
-def test_scale_ablations_narrow_only_the_stage_they_name(name, changed):
-    # the three runs that tell which stage's scale range carries the gain differ from the
-    # default in these fields and no other
+def test_scale_ablations_narrow_only_the_stage_they_name(name, scales):
+    # the three runs that tell which stage's scale range carries the gain: (first stage's
+    # input scale, crop stages' input scale, crop zoom), narrowed to the earlier default's
+    # 0.85-1.15 where named; the crop stages took the first stage's input scale until
+    # refine.augment let hybrid_narrow_first keep theirs
+    from vit_facemap.train import _refine_stage_config
+
     default = profile_config("default")
     cfg = BENCH.ABLATIONS[name][1](copy.deepcopy(default))
-    diff = {f"{part}.{k}": v for part in ("augment", "refine")
-            for k, v in getattr(cfg, part).__dict__.items()
-            if getattr(getattr(default, part), k) != v}
-    assert set(diff) == changed
-    # narrowed to the earlier default's 0.85-1.15
-    assert all(v == 0.15 for v in diff.values())
+    stage = _refine_stage_config(cfg, 2)
+    assert (cfg.augment.scale, stage.augment.scale, cfg.refine.zoom) == scales
+    assert replace(cfg.augment, scale=default.augment.scale) == default.augment
+    assert replace(stage.augment, scale=default.augment.scale) == default.augment
+    assert replace(cfg.refine, zoom=default.refine.zoom, augment={}) == default.refine
     assert cfg.model == default.model and cfg.crop == default.crop
+
+
+def test_strong_geometry_first_changes_the_first_stage_alone():
+    # whether strong geometry's gain on animals filmed from other angles comes from the
+    # first stage and its cost on split 0's eyelids from the crop stages
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    strong = BENCH.ABLATIONS["hybrid_strong_geometry"][1](copy.deepcopy(default))
+    first = BENCH.ABLATIONS["hybrid_strong_geometry_first"][1](copy.deepcopy(default))
+    assert first.augment == strong.augment != default.augment
+    assert _refine_stage_config(first, 2).augment == _refine_stage_config(default, 2).augment
+    assert _refine_stage_config(strong, 2).augment == strong.augment
+    assert (first.model, first.crop) == (default.model, default.crop)
+    assert replace(first.refine, augment={}) == default.refine
 
 
 def test_mid_geometry_sits_between_the_default_and_strong_geometry():
