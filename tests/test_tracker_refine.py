@@ -820,3 +820,80 @@ def test_second_stage_averages_its_shifted_crops():
     np.testing.assert_array_equal(new_kp[:, 0], kp[:, 0])
     np.testing.assert_array_equal(new_kp[1], kp[1])
     np.testing.assert_array_equal(new_conf[1], conf[1])
+
+
+@pytest.fixture(scope="module")
+def flip_runs(eye_set, tmp_path_factory):
+    """A two-stage run trained with flips (schroeder's names pair left / right) and one
+    trained without."""
+    frames = read_labels(eye_set)
+    runs = {}
+    for name, hflip in (("flipped", "auto"), ("unflipped", 0.0)):
+        cfg = _config(0.5)
+        cfg.augment = replace(cfg.augment, hflip=hflip)
+        runs[name] = tmp_path_factory.mktemp("flip") / name
+        fit(cfg, frames, runs[name], None, device="cpu", progress=False)
+    return runs
+
+
+def test_flipped_views_make_each_stage_mirror_symmetric(flip_runs):
+    """With flip, a stage's answer for a mirrored input is its answer for the input,
+    mirrored (x -> width - 1 - x, pixel centres at whole numbers) with left and right
+    keypoints swapped: the averaged heatmap is symmetric by construction. A predictor that
+    did not mirror the heatmap back, swapped no names, or averaged keypoints instead would
+    break it for a network that is not symmetric itself (none trained is)."""
+    predictor = load_predictor(flip_runs["flipped"], "cpu", flip=True)
+    assert predictor.flip and all(r.flip for r in predictor.refiners)
+    rng = np.random.default_rng(0)
+    for stage, names in ((predictor, SCHROEDER), (predictor.refiners[0], SCHROEDER[1:])):
+        assert stage.bodyparts == names
+        cfg = stage.model.config
+        x = rng.normal(size=(3, 1, cfg.input_h, cfg.input_w)).astype(np.float32)
+        with torch.inference_mode():
+            kp, conf = stage._run(x)
+            kp_m, conf_m = stage._run(np.ascontiguousarray(x[..., ::-1]))
+            stage.flip = False
+            plain, _ = stage._run(x)
+            plain_m, _ = stage._run(np.ascontiguousarray(x[..., ::-1]))
+            stage.flip = True
+        swap = [names.index(n.replace("left", "#").replace("right", "left").replace("#", "right"))
+                for n in names]
+        assert swap != list(range(len(names)))  # the pupils and eyelids swap
+        back = kp_m[:, swap].copy()
+        back[..., 0] = cfg.input_w - 1 - back[..., 0]
+        np.testing.assert_allclose(back, kp, atol=1e-3)
+        np.testing.assert_allclose(conf_m[:, swap], conf, atol=1e-5)
+        mirrored_plain = plain_m[:, swap].copy()
+        mirrored_plain[..., 0] = cfg.input_w - 1 - mirrored_plain[..., 0]
+        assert not np.allclose(mirrored_plain, plain, atol=1e-3)  # the network alone is not
+
+
+def test_flip_is_off_by_default_and_changes_nothing_then(flip_runs, eye_set):
+    frames = read_labels(eye_set)
+    images = np.stack([load_image(p) for p in frames.image_paths[:4]])
+    default = load_predictor(flip_runs["flipped"], "cpu")
+    assert not default.flip and not any(r.flip for r in default.refiners)
+    kp, conf = default.predict(images)
+    flipped = load_predictor(flip_runs["flipped"], "cpu", flip=True)
+    kp_f, conf_f = flipped.predict(images)
+    assert not np.allclose(kp, kp_f)
+    flipped.flip = False  # handed on to the second stages, as crop_shift is
+    assert not any(r.flip for r in flipped.refiners)
+    np.testing.assert_array_equal(flipped.predict(images)[0], kp)
+
+
+def test_flip_needs_a_run_trained_on_mirrored_faces(flip_runs):
+    with pytest.warns(RuntimeWarning, match=r"unflipped: test-time flips need a network "
+                                            r"trained on mirrored faces.*; flip ignored"):
+        predictor = load_predictor(flip_runs["unflipped"], "cpu", flip=True)
+    assert not predictor.flip
+    with pytest.raises(ValueError, match=r"trained without flips \(train.augment.hflip 0\)"):
+        predictor.flip = True
+    with pytest.raises(ValueError, match="flip must be True or False, got 'yes'"):
+        load_predictor(flip_runs["flipped"], "cpu", flip="yes")
+    predictor = load_predictor(flip_runs["flipped"], "cpu")
+    predictor.model.stride = 7  # a heatmap whose cells do not tile the input
+    predictor.flip = True
+    with pytest.raises(ValueError, match=r"input width \(64\) that is a whole number of "
+                                         r"heatmap cells \(7 pixels\)"):
+        predictor.predict(np.zeros((1, 72, 96), np.uint8))

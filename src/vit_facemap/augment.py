@@ -87,6 +87,38 @@ def _pairs_and_lone(config: AugmentConfig, bodyparts: list[str]
     return pairs, [n for n in side_names(bodyparts) if n not in paired]
 
 
+def _swap(pairs: Sequence[Sequence[str]], bodyparts: list[str]) -> np.ndarray:
+    """The keypoint order of the mirror image: index i of a flipped face holds keypoint
+    ``swap[i]`` of the face as filmed."""
+    swap = np.arange(len(bodyparts))
+    seen: set[str] = set()
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"a flip pair names two different keypoints, got {list(pair)}")
+        a, b = pair
+        if a not in bodyparts or b not in bodyparts:
+            raise ValueError(f"flip pair {a!r}/{b!r} is not among the keypoints {bodyparts}")
+        twice = sorted({a, b} & seen)
+        if twice:
+            raise ValueError(f"flip pairs name {twice} more than once: {[list(p) for p in pairs]}")
+        seen |= {a, b}
+        i, j = bodyparts.index(a), bodyparts.index(b)
+        swap[i], swap[j] = j, i
+    return swap
+
+
+def flip_swap(config: AugmentConfig, bodyparts: Sequence[str]) -> np.ndarray | None:
+    """The keypoint order of the mirror image (:func:`_swap`) for a network trained with
+    ``config``, or None where it trained without flips (it never saw a mirrored face)."""
+    names = list(bodyparts)
+    if resolve_hflip(config, names)[0] == 0:
+        return None
+    pairs, _ = _pairs_and_lone(config, names)
+    if isinstance(pairs, str):
+        raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got {pairs!r}")
+    return _swap(pairs, names)
+
+
 # the flip probability "auto" stands for where a set calls for flips: a mirrored face as
 # often as the one filmed
 AUTO_HFLIP = 0.5
@@ -190,20 +222,7 @@ class KeypointAugmenter:
                              f"no flip pair (flip_pairs={c.flip_pairs!r}); list their pairs "
                              "in flip_pairs or set hflip=0")
         self.pairs = [list(p) for p in pairs]
-        self.swap = np.arange(len(bodyparts))
-        seen: set[str] = set()
-        for pair in self.pairs:
-            if len(pair) != 2 or pair[0] == pair[1]:
-                raise ValueError(f"a flip pair names two different keypoints, got {pair}")
-            a, b = pair
-            if a not in bodyparts or b not in bodyparts:
-                raise ValueError(f"flip pair {a!r}/{b!r} is not among the keypoints {bodyparts}")
-            twice = sorted({a, b} & seen)
-            if twice:
-                raise ValueError(f"flip pairs name {twice} more than once: {self.pairs}")
-            seen |= {a, b}
-            i, j = bodyparts.index(a), bodyparts.index(b)
-            self.swap[i], self.swap[j] = j, i
+        self.swap = _swap(self.pairs, bodyparts)
         # imported here: albumentations loads torch, and AugmentConfig alone (its defaults, as
         # `data inspect` reads them through vit_facemap.poses) needs neither
         import albumentations as A

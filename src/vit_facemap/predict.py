@@ -28,6 +28,10 @@ that share of its side left, right, up and down (:func:`vit_facemap.refine.crop_
 at five times the second stages' compute. ``benchmarks/crop_shift.py`` measures what it buys
 and costs on trained runs; it is off by default because it slows tracking several-fold for
 about a tenth of a pixel.
+
+``flip`` (off by default) also shows every stage the mirrored input, where the run trained
+on mirrored faces, and averages the two heatmaps (the mirrored one mirrored back, its left
+and right keypoints swapped) before the keypoints are read off, at twice the model compute.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vit_facemap.augment import flip_swap
 from vit_facemap.config import check_crop_shift, check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
@@ -68,7 +73,8 @@ class KeypointPredictor:
 
     def __init__(self, model: torch.nn.Module, run_config: dict, device: str = "cpu",
                  batch_size: int = 64, refiners: list[KeypointPredictor] | None = None,
-                 scales: Sequence[float] | None = None, crop_shift: float = 0.0) -> None:
+                 scales: Sequence[float] | None = None, crop_shift: float = 0.0,
+                 flip: bool = False) -> None:
         self.model = model
         self.scales = check_scales(scales)
         self.device = device
@@ -89,6 +95,9 @@ class KeypointPredictor:
         for refiner in self.refiners:
             refiner.scales = self.scales
         self.crop_shift = crop_shift  # refused here, not at the first frame
+        self._augment = (run_config.get("train") or {}).get("augment", {})
+        self._flip_swap: np.ndarray | None = None
+        self.flip = flip
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -109,6 +118,38 @@ class KeypointPredictor:
         self._crop_shift = check_crop_shift(shift)
         for refiner in self.refiners:
             refiner.crop_shift = self._crop_shift
+
+    @property
+    def flip(self) -> bool:
+        """Whether every stage averages its heatmaps with those of the mirrored input."""
+        return self._flip
+
+    @flip.setter
+    def flip(self, flip: bool) -> None:
+        if not isinstance(flip, bool | np.bool_):
+            raise ValueError(f"flip must be True or False, got {flip!r}")
+        why = self.why_no_flip() if flip else None
+        if why:
+            raise ValueError(why)
+        self._flip = bool(flip)
+        for refiner in self.refiners:  # trained with the first stage's flips
+            refiner.flip = self._flip
+
+    def why_no_flip(self) -> str | None:
+        """Why this run cannot average over mirrored views (see :attr:`flip`); None if it can."""
+        if self.model.config.head != "heatmap":
+            return ("test-time flips average heatmaps; this run's network regresses "
+                    "coordinates (model head 'regression')")
+        if self._flip_swap is None:
+            # read when first asked for: a run saved with settings refused since still loads
+            augment = TrainConfig.from_dict({"augment": self._augment}).augment
+            self._flip_swap = flip_swap(augment, self.bodyparts)
+        if self._flip_swap is None:
+            # a mirrored view would show the network a face it never saw
+            return ("test-time flips need a network trained on mirrored faces; this run "
+                    "trained without flips (train.augment.hflip 0)")
+        return next((f"second stage {r.refine_of['group']}: {why}" for r in self.refiners
+                     if (why := r.why_no_flip())), None)
 
     def compile(self, batch_size: int | None = None) -> bool:
         """Compile the network with ``torch.compile``; True if it worked (else eager mode stays).
@@ -192,10 +233,31 @@ class KeypointPredictor:
             xb = self._to_device(self._pad(chunk))
             with inference_autocast(self.device, self.amp):
                 out = self._forward(xb)
+                if self._flip:
+                    out = self._with_mirror(out, xb)
             kp, conf = decode(out, self.model.stride, self.radius)
             kps.append(kp[: len(chunk)].cpu().numpy())
             confs.append(conf[: len(chunk)].cpu().numpy())
         return np.concatenate(kps), np.clip(np.concatenate(confs), 0.0, 1.0)
+
+    def _with_mirror(self, out: dict[str, torch.Tensor], xb: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        """``out`` with its heatmaps averaged with those of the mirrored input, mirrored back
+        and their left / right keypoints swapped.
+
+        Heatmaps, not keypoints, are averaged: where one view finds the point and the other
+        a wrong place, the mean of two keypoints is neither, while the mean heatmap keeps the
+        stronger peak. A heatmap cell covers ``stride`` input pixels from the left edge, so
+        the mirrored heatmap is the mirror of the mirrored input's heatmap exactly when the
+        input's width is a whole number of cells.
+        """
+        heat = out["heatmap"].float()
+        if heat.shape[-1] * self.model.stride != xb.shape[-1]:
+            raise ValueError(f"test-time flips need an input width ({xb.shape[-1]}) that is a "
+                             f"whole number of heatmap cells ({self.model.stride} pixels)")
+        mirrored = self._forward(torch.flip(xb, dims=[-1]))["heatmap"].float()
+        swap = torch.as_tensor(self._flip_swap, device=heat.device)
+        return {**out, "heatmap": (heat + torch.flip(mirrored, dims=[-1])[:, swap]) / 2}
 
     @torch.inference_mode()
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,15 +321,17 @@ class KeypointPredictor:
 
 
 def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True,
-                   scales: Sequence[float] | None = None, crop_shift: float = 0.0
-                   ) -> KeypointPredictor:
+                   scales: Sequence[float] | None = None, crop_shift: float = 0.0,
+                   flip: bool = False) -> KeypointPredictor:
     """The predictor of a trained run (``vit-facemap train`` output folder).
 
     A run with a second stage predicts with both; ``refine=False`` uses the first alone
     (to measure what the second stage adds). Every stage averages over the box sizes
     ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`, see the module docs);
     ``(1.0,)`` needs a third of the model compute. The second stages also average over
-    crops shifted by ``crop_shift`` of their side (0: none; see the module docs).
+    crops shifted by ``crop_shift`` of their side (0: none; see the module docs). ``flip``
+    averages every stage's heatmaps with those of the mirrored frame, where the run trained
+    with flips (a run without them predicts without, and says so).
     """
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
@@ -308,5 +372,13 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
         warnings.warn(f"{run_dir}: no second (crop) stage to shift; crop_shift {crop_shift} "
                       "ignored", RuntimeWarning, stacklevel=2)
         crop_shift = 0.0
-    return KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales,
-                             crop_shift=crop_shift)
+    predictor = KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales,
+                                  crop_shift=crop_shift)
+    why = predictor.why_no_flip() if isinstance(flip, bool | np.bool_) and flip else None
+    if why:
+        # one switch for every run of a benchmark or a batch of videos: recorded as used, a
+        # flip that was not made would be a setting that was not
+        warnings.warn(f"{run_dir}: {why}; flip ignored", RuntimeWarning, stacklevel=2)
+        flip = False
+    predictor.flip = flip
+    return predictor
