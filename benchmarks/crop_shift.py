@@ -1,11 +1,14 @@
-"""What the second stages' test-time shift (``crop_shift``) buys and costs on trained runs.
+"""What the test-time views (the crop stages' ``crop_shift``, mirrored inputs: ``flip``)
+buy and cost on trained runs.
 
 Each ``--run RUN DATA`` pair names a trained run (a ``vit-facemap train`` folder with a
 validation split, or ``OUT/runs/<set>/<model>`` of ``benchmarks/tracker.py --monitor``, as
 the book's runs are) and the labeled set it was trained from. The run's held-out frames
 (``split.json``'s ``val``) are predicted with one crop per second stage (shift 0) and with
 each ``--shifts`` value (:func:`vit_facemap.refine.crop_offsets`: the crop and four copies
-moved by that share of its side). For each run and shift the script prints, and writes to
+moved by that share of its side); with ``--flip``, each shift again with every stage's
+heatmaps averaged with those of the mirrored input (:attr:`KeypointPredictor.flip`; a run
+trained without flips is measured without). For each run and setting the script prints, and writes to
 ``--out`` with the settings, device, versions and wall time: mean and median error (frame
 pixels), per keypoint, per held-out animal and per frame (for a paired comparison), and the
 frames/s of ``predict`` on the first 64 held-out frames in memory (best of two passes,
@@ -18,6 +21,7 @@ after a warm-up). Nothing is trained.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -59,18 +63,19 @@ def held_out(run: Path, data: Path, bodyparts: list[str]) -> LabeledFrames:
 
 
 def measure(predictor: KeypointPredictor, run: Path, data: Path, test: LabeledFrames,
-            shifts: list[float]) -> list[dict]:
-    """One row per shift for one run and its held-out frames ``test``."""
+            shifts: list[float], flips: list[bool] | None = None) -> list[dict]:
+    """One row per shift and flip setting for one run and its held-out frames ``test``."""
     images = np.stack([load_image(p) for p in test.image_paths[:64]])
     animals = groups_for(test, "animal")
     rows = []
-    for shift in shifts:
+    for flip, shift in itertools.product(flips or [False], shifts):
+        predictor.flip = flip
         predictor.crop_shift = shift
         pred, _, _ = predict_frames(predictor, test)
         m = keypoint_metrics(pred, test.keypoints, test.bodyparts)
         predictor.predict(images[:32])  # warm-up: allocations outside the timing
         rows.append({
-            "run": str(run), "data": str(data), "crop_shift": shift,
+            "run": str(run), "data": str(data), "crop_shift": shift, "flip": flip,
             "scales": list(predictor.scales), "second_stages": len(predictor.refiners),
             "n_test": len(test), "mean_px": m["mean_px"], "median_px": m["median_px"],
             "per_keypoint_mean_px": {k: v["mean_px"] for k, v in m["per_keypoint"].items()},
@@ -79,7 +84,7 @@ def measure(predictor: KeypointPredictor, run: Path, data: Path, test: LabeledFr
             "predict_fps": best_fps(lambda: predictor.predict(images), len(images)),
         })
         r = rows[-1]
-        print(f"{run} shift {shift:g}: mean {r['mean_px']:.3f} px, median "
+        print(f"{run} shift {shift:g}{', flipped' if flip else ''}: mean {r['mean_px']:.3f} px, median "
               f"{r['median_px']:.3f} px, {r['predict_fps']:.1f} frames/s", flush=True)
     return rows
 
@@ -95,6 +100,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--shifts", type=lambda t: [crop_shift_arg(s) for s in t.split(",")],
                    default=[0.05, 0.1], help="shares of the crop side, comma-separated "
                    "(default 0.05,0.1); 0, one crop, is always measured first")
+    p.add_argument("--flip", action="store_true", help="measure each shift again with the "
+                   "mirrored inputs' heatmaps averaged in, on runs trained with flips")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path("_build/results/crop_shift.json"))
@@ -115,7 +122,11 @@ def _main(argv: list[str] | None) -> int:
     rows = []
     with torch.inference_mode():
         for predictor, run, data, test in runs:
-            rows += measure(predictor, run, data, test, shifts)
+            why = predictor.why_no_flip() if args.flip else None
+            if why:
+                print(f"{run}: {why}; measured without flips", flush=True)
+            flips = [False, True] if args.flip and not why else [False]
+            rows += measure(predictor, run, data, test, shifts, flips)
     record = describe(vars(args), args.device, rows=rows, wall_s=time.perf_counter() - start)
     write_json(record, args.out, overwrite=args.overwrite)
     print(f"-> {args.out}")

@@ -600,11 +600,15 @@ def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones
         progress=False)
     out = tmp_path / "shift.json"
     args = ["--run", str(tmp_path / "run"), str(data), "--shifts", "0.1", "--threads", "1",
-            "--out", str(out)]
+            "--out", str(out), "--flip"]
     assert CROP_SHIFT.main(args) == 0
     record = json.loads(out.read_text())
-    rows = record["rows"]
-    assert [r["crop_shift"] for r in rows] == [0.0, 0.1]  # one crop always, first
+    rows, flipped = record["rows"][:2], record["rows"][2:]
+    # one crop always, first; each shift again with mirrored views (the names pair, so the
+    # run trained with flips)
+    assert [(r["crop_shift"], r["flip"]) for r in record["rows"]] == [
+        (0.0, False), (0.1, False), (0.0, True), (0.1, True)]
+    assert flipped[0]["mean_px"] != rows[0]["mean_px"]
     assert {(r["n_test"], r["second_stages"]) for r in rows} == {(int(held.sum()), 1)}
     assert all(np.isfinite(r["mean_px"]) and r["predict_fps"] > 0 for r in rows)
     assert record["wall_s"] > 0 and record["settings"]["shifts"] == [0.1]
