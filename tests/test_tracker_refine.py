@@ -13,7 +13,7 @@ import torch
 from vit_facemap.augment import AugmentConfig
 from vit_facemap.datasets import load_inputs
 from vit_facemap.dlc import find_label_file, read_labels, write_labels
-from vit_facemap.errors import DataError
+from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.predict import load_predictor
 from vit_facemap.refine import (
@@ -897,3 +897,16 @@ def test_flip_needs_a_run_trained_on_mirrored_faces(flip_runs):
     with pytest.raises(ValueError, match=r"input width \(64\) that is a whole number of "
                                          r"heatmap cells \(7 pixels\)"):
         predictor.predict(np.zeros((1, 72, 96), np.uint8))
+
+
+def test_evaluate_records_the_flips_it_made(flip_runs, eye_set, tmp_path):
+    from vit_facemap.evaluate import evaluate_run
+
+    with pytest.warns(DataWarning, match="frames .* trained on"):  # all it has: tiny set
+        plain = evaluate_run(flip_runs["flipped"], eye_set, tmp_path / "a.json",
+                             progress=False, device="cpu")
+        flipped = evaluate_run(flip_runs["flipped"], eye_set, tmp_path / "b.json",
+                               progress=False, device="cpu", flip=True)
+    assert (plain["flip"], flipped["flip"]) == (False, True)
+    assert json.loads((tmp_path / "b.json").read_text())["flip"] is True
+    assert flipped["mean_px"] != plain["mean_px"]

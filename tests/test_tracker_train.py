@@ -525,6 +525,13 @@ def test_cli_exit_codes(tiny_set, tmp_path, capsys):
                      "--device", "cpu", "--quiet", "--overwrite", "--scales", "1",
                      "--crop-shift", "0.05"]) == 0
     assert json.loads(out.read_text())["crop_shift"] == 0.0
+    # nor did it train on mirrored faces (its names do not pair): no flip either
+    assert json.loads(out.read_text())["flip"] is False
+    with pytest.warns(RuntimeWarning, match="trained without flips .*; flip ignored"):
+        assert main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out),
+                     "--device", "cpu", "--quiet", "--overwrite", "--scales", "1",
+                     "--flip"]) == 0
+    assert json.loads(out.read_text())["flip"] is False
     with pytest.raises(SystemExit):  # argparse: a usage error
         main(["evaluate", str(run), "--data", str(tiny_set), "--json", str(out), "--scales", "0,1"])
     with pytest.raises(SystemExit):

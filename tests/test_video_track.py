@@ -194,22 +194,32 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     other.crop_shift = 0.05
     with pytest.raises(DataError, match="crop_shift"):
         track_video(other, video, tmp_path / "b", opts(resume=True))
-    # a state written before box sizes (and crop shifts) were recorded was predicted from
-    # the box alone, with one crop
+    # nor frames predicted with mirrored views averaged in
+    flipped = SpotPredictor()
+    flipped.flip = True
+    with pytest.raises(DataError, match=r"other settings \(flip\)"):
+        track_video(flipped, video, tmp_path / "b", opts(resume=True))
+    # a state written before box sizes (and crop shifts, flips) were recorded was predicted
+    # from the box alone, with one crop, unmirrored
     state = output_paths(video, tmp_path / "b")["state"]
     saved = json.loads(state.read_text())
-    del saved["key"]["scales"], saved["key"]["crop_shift"]
+    assert saved["key"]["flip"] is False
+    del saved["key"]["scales"], saved["key"]["crop_shift"], saved["key"]["flip"]
     state.write_text(json.dumps(saved))
     assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["resumed_from"] == 8
     record = json.loads(output_paths(video, tmp_path / "b")["summary"].read_text())
     assert record["predictor"]["scales"] == [1.0] and record["predictor"]["crop_shift"] == 0.0
+    assert record["predictor"]["flip"] is False
     # a finished video is not skipped as tracked "with these settings" by another shift,
     # also where its summary was written before the shift was recorded
     summary = output_paths(video, tmp_path / "b")["summary"]
-    del record["resume_key"]["crop_shift"]
+    del record["resume_key"]["crop_shift"], record["resume_key"]["flip"]
     summary.write_text(json.dumps(record))
     with pytest.raises(RunExistsError, match="crop_shift"):
         track_video(other, video, tmp_path / "b", opts(resume=True))
+    with pytest.raises(RunExistsError, match="flip"):
+        track_video(flipped, video, tmp_path / "b", opts(resume=True))
+    assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["skipped"]
 
 
 
@@ -448,11 +458,12 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     from vit_facemap.cli import main
 
     fake = types.ModuleType("vit_facemap.predict")
-    asked, shifts = [], []
+    asked, shifts, flips = [], [], []
 
-    def load_predictor(run_dir, device="auto", scales=None, crop_shift=0.0):
+    def load_predictor(run_dir, device="auto", scales=None, crop_shift=0.0, flip=False):
         asked.append(scales)
         shifts.append(crop_shift)
+        flips.append(flip)
         return SpotPredictor()
 
     fake.load_predictor = load_predictor
@@ -476,7 +487,10 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert asked[-1] == (1.0, 1.2) and shifts[-1] == 0.0
     assert main(["track", "run", str(video), "--out", str(tmp_path / "o2s"), "--stop", "4",
                  "--crop", "0,0,96,72", "--no-progress", "--crop-shift", "0.05"]) == 0
-    assert shifts[-1] == 0.05
+    assert shifts[-1] == 0.05 and flips[-1] is False
+    assert main(["track", "run", str(video), "--out", str(tmp_path / "o2f"), "--stop", "4",
+                 "--crop", "0,0,96,72", "--no-progress", "--flip"]) == 0
+    assert flips[-1] is True
     with pytest.raises(SystemExit):
         main(["track", "run", str(video), "--out", str(out), "--crop-shift", "-0.1"])
     for bad in ("1,,1.1", "0", "-1", "inf", "nan", "a"):
@@ -621,7 +635,8 @@ def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch,
     from vit_facemap.cli import main
 
     fake = types.ModuleType("vit_facemap.predict")
-    fake.load_predictor = lambda run_dir, device="auto", scales=None, crop_shift=0.0: SpotPredictor()
+    fake.load_predictor = (lambda run_dir, device="auto", scales=None, crop_shift=0.0,
+                           flip=False: SpotPredictor())
     monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
     out = tmp_path / "out"
     out.mkdir()

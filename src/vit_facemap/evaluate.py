@@ -16,7 +16,7 @@ from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
-from vit_facemap.track import crop_shift_of
+from vit_facemap.track import crop_shift_of, flip_of
 from vit_facemap.validate import _listed, load_set
 
 
@@ -139,13 +139,13 @@ def _warn_trained_frames(run_dir: str | Path, data: str | Path,
 def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | None = None,
                  predictions_out: str | Path | None = None, device: str = "auto",
                  overwrite: bool = True, progress: bool = True,
-                 scales: Sequence[float] | None = None, crop_shift: float = 0.0
-                 ) -> dict[str, Any]:
+                 scales: Sequence[float] | None = None, crop_shift: float = 0.0,
+                 flip: bool = False) -> dict[str, Any]:
     """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
 
     ``scales``: the box sizes the predictor averages over (default
     :data:`vit_facemap.config.TEST_SCALES`); ``crop_shift``: the second stages' test-time
-    shift (:func:`vit_facemap.predict.load_predictor`).
+    shift; ``flip``: mirrored views averaged in (both :func:`vit_facemap.predict.load_predictor`).
 
     Raises :class:`~vit_facemap.errors.DataError` when the set lacks one of the run's
     keypoints; keypoints the run does not predict are left out, and one labeled in none of
@@ -157,7 +157,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
     check_outputs(json_out, predictions_out, overwrite, run_dir, data)
     start = time.perf_counter()
-    predictor = load_predictor(run_dir, device, scales=scales, crop_shift=crop_shift)
+    predictor = load_predictor(run_dir, device, scales=scales, crop_shift=crop_shift, flip=flip)
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
     _warn_trained_frames(run_dir, data, frames)
@@ -167,6 +167,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
     metrics["scales"] = list(predictor.scales)
     metrics["crop_shift"] = crop_shift_of(predictor)
+    metrics["flip"] = flip_of(predictor)  # False where the run could not flip (warned)
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     # loading the run, reading the frames, predicting and scoring

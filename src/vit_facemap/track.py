@@ -160,6 +160,7 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         # frames predicted at other box sizes would not match the rest of the video
         "scales": scales_of(predictor),
         "crop_shift": crop_shift_of(predictor),
+        "flip": flip_of(predictor),
         # nor would those of another model with the same keypoints (a run trained again)
         "model": model_digest(predictor),
     }
@@ -176,8 +177,9 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
                         "pass --overwrite to start again", video)
     # states written before box sizes were recorded were predicted from the box alone; those
     # written before the model was recorded cannot tell it, and are taken at their word
-    # (and before the crop stages' shift was, with one crop)
-    saved = {"scales": [1.0], "crop_shift": 0.0, "model": key["model"], **state.get("key", {})}
+    # (and before the crop stages' shift was, with one crop; before flips, without them)
+    saved = {"scales": [1.0], "crop_shift": 0.0, "flip": False, "model": key["model"],
+             **state.get("key", {})}
     differs = sorted(k for k in key if saved.get(k) != key[k])
     if differs:
         raise DataError(
@@ -196,15 +198,16 @@ def _finished_key(record: dict) -> dict:
     """The settings a finished run's summary was tracked with, as :func:`_state_key` gives
     them; for summaries written before they were recorded there, the ones it holds."""
     if "resume_key" in record:
-        # one written before the crop stages' shift was recorded tracked with one crop
-        return {"crop_shift": 0.0, **record["resume_key"]}
+        # one written before the crop stages' shift was recorded tracked with one crop,
+        # and one written before flips were, without them
+        return {"crop_shift": 0.0, "flip": False, **record["resume_key"]}
     settings = record.get("settings") or {}
     predictor = record.get("predictor") or {}
     return {"frame_size": record.get("frame_size"), "start": settings.get("start"),
             "stop": settings.get("stop"), "crop": record.get("crop"),
             "resize": record.get("resize"), "scorer": settings.get("scorer"),
             "bodyparts": predictor.get("bodyparts"), "scales": predictor.get("scales", [1.0]),
-            "crop_shift": predictor.get("crop_shift", 0.0)}
+            "crop_shift": predictor.get("crop_shift", 0.0), "flip": predictor.get("flip", False)}
 
 
 def _unfinished_replacement(paths: dict[str, Path], out_dir: Path) -> Path | None:
@@ -513,6 +516,11 @@ def crop_shift_of(predictor: Predictor) -> float:
     return float(getattr(predictor, "crop_shift", 0.0))
 
 
+def flip_of(predictor: Predictor) -> bool:
+    """Whether a predictor averages in mirrored views (False for any other)."""
+    return bool(getattr(predictor, "flip", False))
+
+
 def _predictor_info(predictor: Predictor) -> dict[str, Any]:
     out = {"type": type(predictor).__name__, "bodyparts": list(predictor.bodyparts),
            "frame_size": getattr(predictor, "frame_size", None),
@@ -522,6 +530,7 @@ def _predictor_info(predictor: Predictor) -> dict[str, Any]:
             out[name] = str(getattr(predictor, name))
     out["scales"] = scales_of(predictor)
     out["crop_shift"] = crop_shift_of(predictor)
+    out["flip"] = flip_of(predictor)
     # which stages ran compiled (a second stage that failed to compile runs eager)
     refiners = getattr(predictor, "refiners", [])
     if refiners:

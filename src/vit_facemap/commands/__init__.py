@@ -46,6 +46,11 @@ CROP_SHIFT_HELP = ("also average each second (crop) stage over its crop moved by
                    "measures what it buys)")
 
 
+FLIP_HELP = ("also show every stage the mirrored frame and average the two heatmaps, on runs "
+             "trained with flips (off by default; twice the model compute; "
+             "benchmarks/crop_shift.py --flip measures what it buys)")
+
+
 def scales_arg(text: str) -> tuple[float, ...]:
     """``--scales`` values: comma-separated positive box-size factors, e.g. ``0.9,1,1.1``."""
     try:

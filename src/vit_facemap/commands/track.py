@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vit_facemap.commands import CROP_SHIFT_HELP, SCALES_HELP, crop_shift_arg, scales_arg
+from vit_facemap.commands import (
+    CROP_SHIFT_HELP,
+    FLIP_HELP,
+    SCALES_HELP,
+    crop_shift_arg,
+    scales_arg,
+)
 from vit_facemap.errors import DataError, RunExistsError
 
 # A compile costs up to a minute on 2 CPU cores; where it pays (it did not for the default
@@ -32,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--crop-shift", type=crop_shift_arg, default=0.0, help=CROP_SHIFT_HELP)
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--decode-threads", type=int, default=0,
                    help="FFmpeg decoding threads (default 0: one)")
@@ -101,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay, nwb=args.nwb, overwrite=args.overwrite, resume=args.resume,
         progress=not args.no_progress, extra={"run": str(args.run)})
     predictor = load_predictor(args.run, device=args.device, scales=args.scales,
-                               crop_shift=args.crop_shift)
+                               crop_shift=args.crop_shift, flip=args.flip)
     if args.compile != "off":
         n = 0
         for video in args.videos:
