@@ -8,7 +8,8 @@ the book's runs are) and the labeled set it was trained from. The run's held-out
 each ``--shifts`` value (:func:`vit_facemap.refine.crop_offsets`: the crop and four copies
 moved by that share of its side); with ``--flip``, each shift again with every stage's
 heatmaps averaged with those of the mirrored input (:attr:`KeypointPredictor.flip`; a run
-trained without flips is measured without). For each run and setting the script prints, and writes to
+trained without flips is measured without). Each stage looks through ``--scales`` box sizes
+(default: the predictor's). For each run and setting the script prints, and writes to
 ``--out`` with the settings, device, versions and wall time: mean and median error (frame
 pixels), per keypoint, per held-out animal and per frame (for a paired comparison), and the
 frames/s of ``predict`` on the first 64 held-out frames in memory (best of two passes,
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit_facemap.commands import crop_shift_arg
+from vit_facemap.commands import SCALES_HELP, crop_shift_arg, scales_arg
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError, run_reporting
 from vit_facemap.evaluate import predict_frames
@@ -102,6 +103,7 @@ def _main(argv: list[str] | None) -> int:
                    "(default 0.05,0.1); 0, one crop, is always measured first")
     p.add_argument("--flip", action="store_true", help="measure each shift again with the "
                    "mirrored inputs' heatmaps averaged in, on runs trained with flips")
+    p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path("_build/results/crop_shift.json"))
@@ -116,17 +118,15 @@ def _main(argv: list[str] | None) -> int:
     # before the others were measured for nothing
     runs = []
     for run, data in args.run:
-        predictor = load_predictor(run, args.device)
+        # a run trained without flips is measured without (load_predictor says why)
+        predictor = load_predictor(run, args.device, scales=args.scales, flip=args.flip)
         runs.append((predictor, Path(run), Path(data),
                      held_out(Path(run), Path(data), predictor.bodyparts)))
     rows = []
     with torch.inference_mode():
         for predictor, run, data, test in runs:
-            why = predictor.why_no_flip() if args.flip else None
-            if why:
-                print(f"{run}: {why}; measured without flips", flush=True)
-            flips = [False, True] if args.flip and not why else [False]
-            rows += measure(predictor, run, data, test, shifts, flips)
+            rows += measure(predictor, run, data, test, shifts,
+                            [False, True] if predictor.flip else [False])
     record = describe(vars(args), args.device, rows=rows, wall_s=time.perf_counter() - start)
     write_json(record, args.out, overwrite=args.overwrite)
     print(f"-> {args.out}")

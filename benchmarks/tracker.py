@@ -182,13 +182,13 @@ ABLATIONS = {
     # times the median video's size (vit_facemap.poses); the default now scales by 0.6-1.4
     "hybrid_narrow_scale": ("default recipe with faces scaled by 0.85-1.15 in both stages' "
                             "training inputs (the earlier default; 0.6-1.4 now)",
-                            lambda c: _narrow_zoom(_set(c, augment=replace(
-                                c.augment, scale=EARLIER_SCALE)))),
+                            lambda c: _narrow_zoom(_narrow_first(c))),
     # which stage's wider range carries the gain: each narrowed alone
-    "hybrid_narrow_zoom": ("default recipe with the crop stages' crops zoomed by 0.85-1.15 "
-                           "only (the first stage keeps 0.6-1.4)", lambda c: _narrow_zoom(c)),
-    # until the second stages could keep their own augmentation (refine.augment) this one
-    # narrowed their input scaling too, all but their crop zoom
+    # until the stages could take their own augmentation (refine.augment), hybrid_narrow_zoom
+    # narrowed the crop stages' zoom alone and hybrid_narrow_first both stages' input scale
+    "hybrid_narrow_zoom": ("default recipe with the crop stages' crops zoomed and their inputs "
+                           "scaled by 0.85-1.15 only (the first stage keeps 0.6-1.4)",
+                           lambda c: _narrow_zoom(c)),
     "hybrid_narrow_first": ("default recipe with the first stage's faces scaled by 0.85-1.15 only "
                             "(the crop stages keep 0.6-1.4)", lambda c: _narrow_first(c)),
     # FMnet and the ResNet, fully convolutional, find the eye of held-out animals filmed
@@ -256,7 +256,9 @@ def _first_augment(c: TrainConfig, **kw) -> TrainConfig:
 
 
 def _narrow_zoom(c: TrainConfig) -> TrainConfig:
-    return _set(c, refine=replace(c.refine, zoom=EARLIER_SCALE))
+    # a crop stage's faces are scaled twice: by its crop side (zoom) and by its input scale
+    return _set(c, refine=replace(c.refine, zoom=EARLIER_SCALE,
+                                  augment={**c.refine.augment, "scale": EARLIER_SCALE}))
 
 
 def _set(c: TrainConfig, **kw) -> TrainConfig:

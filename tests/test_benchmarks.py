@@ -609,6 +609,7 @@ def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones
     assert [(r["crop_shift"], r["flip"]) for r in record["rows"]] == [
         (0.0, False), (0.1, False), (0.0, True), (0.1, True)]
     assert flipped[0]["mean_px"] != rows[0]["mean_px"]
+    assert {tuple(r["scales"]) for r in record["rows"]} == {(0.9, 1.0, 1.1)}
     assert {(r["n_test"], r["second_stages"]) for r in rows} == {(int(held.sum()), 1)}
     assert all(np.isfinite(r["mean_px"]) and r["predict_fps"] > 0 for r in rows)
     assert record["wall_s"] > 0 and record["settings"]["shifts"] == [0.1]
@@ -636,3 +637,9 @@ def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(SystemExit):
         CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0.6"])
+    # the box sizes are the predictor's unless given
+    assert CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0",
+                            "--scales", "1", "--threads", "1", "--out",
+                            str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())["rows"]
+    assert [r["scales"] for r in one] == [[1.0]] and one[0]["mean_px"] != rows[0]["mean_px"]

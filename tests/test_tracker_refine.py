@@ -214,6 +214,7 @@ def test_without_own_augmentation_settings_a_second_stage_augments_as_the_first(
     ({"shear": "10"}, r"bad augmentation settings: shear='10'"),
     ({"hflip": 0.5}, r"refine augment settings cannot set \['hflip'\]: the second stages "
                      r"flip as the first stage does"),
+    ({"flip_pairs": []}, r"cannot set \['flip_pairs'\]"),
 ])
 def test_second_stage_augmentation_settings_are_checked_when_a_recipe_is_read(augment, error):
     with pytest.raises(ValueError, match=error):
@@ -840,7 +841,7 @@ def test_flipped_views_make_each_stage_mirror_symmetric(flip_runs):
     """With flip, a stage's answer for a mirrored input is its answer for the input,
     mirrored (x -> width - 1 - x, pixel centres at whole numbers) with left and right
     keypoints swapped: the averaged heatmap is symmetric by construction. A predictor that
-    did not mirror the heatmap back, swapped no names, or averaged keypoints instead would
+    did not mirror the heatmap back, swapped no names or mirrored about another line would
     break it for a network that is not symmetric itself (none trained is)."""
     predictor = load_predictor(flip_runs["flipped"], "cpu", flip=True)
     assert predictor.flip and all(r.flip for r in predictor.refiners)
@@ -893,10 +894,52 @@ def test_flip_needs_a_run_trained_on_mirrored_faces(flip_runs):
         load_predictor(flip_runs["flipped"], "cpu", flip="yes")
     predictor = load_predictor(flip_runs["flipped"], "cpu")
     predictor.model.stride = 7  # a heatmap whose cells do not tile the input
-    predictor.flip = True
     with pytest.raises(ValueError, match=r"input width \(64\) that is a whole number of "
                                          r"heatmap cells \(7 pixels\)"):
-        predictor.predict(np.zeros((1, 72, 96), np.uint8))
+        predictor.flip = True  # refused when set, not at the first frame
+    predictor = load_predictor(flip_runs["flipped"], "cpu")
+    predictor.model.config.head = "regression"
+    with pytest.raises(ValueError, match="average heatmaps; this run's network regresses"):
+        predictor.flip = True
+    # a second stage that cannot flip keeps every stage from flipping
+    predictor = load_predictor(flip_runs["flipped"], "cpu")
+    predictor.refiners[0].model.config.head = "regression"
+    assert predictor.why_no_flip().startswith("second stage eye: test-time flips average")
+    with pytest.raises(ValueError, match="second stage eye"):
+        predictor.flip = True
+    assert not predictor.flip and not predictor.refiners[0].flip
+
+
+def test_heatmaps_not_keypoints_are_averaged():
+    """Where the two views disagree, the stronger peak of the mean heatmap wins: a network
+    that sees the point (logit 50) and, in one fixed place of its own, something stronger
+    (60) answers that place unflipped, and the point once its mirror is averaged in (the
+    mean of the two views' keypoints would land between the two wrong places)."""
+    from vit_facemap.predict import KeypointPredictor
+
+    class Peaks(torch.nn.Module):
+        stride = 4
+
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(input_w=32, input_h=16, head="heatmap")
+
+        def forward(self, x):
+            cells = torch.nn.functional.avg_pool2d(x, 4)  # (B, 1, 4, 8)
+            bias = torch.zeros_like(cells)
+            bias[..., 1, 1] = 60.0
+            return {"heatmap": 50.0 * cells + bias}
+
+    x = np.zeros((1, 1, 16, 32), np.float32)
+    x[..., 4:8, 20:24] = 1.0  # the point: cell (1, 5), input pixel x 21.5
+    cfg = {"bodyparts": ["nose"], "channels": 1, "train": {"augment": {"hflip": 0.5}}}
+    predictor = KeypointPredictor(Peaks(), cfg, "cpu", scales=(1.0,), flip=True)
+    with torch.inference_mode():
+        kp, _ = predictor._run(x)
+        predictor.flip = False
+        plain, _ = predictor._run(x)
+    assert plain[0, 0, 0] == pytest.approx(5.5, abs=0.01)  # the network's own place, cell 1
+    assert kp[0, 0, 0] == pytest.approx(21.5, abs=0.01)
 
 
 def test_evaluate_records_the_flips_it_made(flip_runs, eye_set, tmp_path):

@@ -30,8 +30,10 @@ and costs on trained runs; it is off by default because it slows tracking severa
 about a tenth of a pixel.
 
 ``flip`` (off by default) also shows every stage the mirrored input, where the run trained
-on mirrored faces, and averages the two heatmaps (the mirrored one mirrored back, its left
-and right keypoints swapped) before the keypoints are read off, at twice the model compute.
+on mirrored faces, and averages the two heatmaps' logits (the mirrored one mirrored back, its
+left and right keypoints swapped) before the keypoints are read off, at twice the model
+compute. A run that trained without flips, or regresses coordinates, cannot: asked for it,
+:func:`load_predictor` warns and predicts without.
 """
 
 from __future__ import annotations
@@ -95,8 +97,10 @@ class KeypointPredictor:
         for refiner in self.refiners:
             refiner.scales = self.scales
         self.crop_shift = crop_shift  # refused here, not at the first frame
-        self._augment = (run_config.get("train") or {}).get("augment", {})
-        self._flip_swap: np.ndarray | None = None
+        # None where the network trained without mirrored faces
+        augment = (run_config.get("train") or {}).get("augment", {})
+        self._flip_swap = flip_swap(TrainConfig.from_dict({"augment": augment}).augment,
+                                    self.bodyparts)
         self.flip = flip
         self.batch_size = batch_size
         self.compiled = False
@@ -140,10 +144,11 @@ class KeypointPredictor:
         if self.model.config.head != "heatmap":
             return ("test-time flips average heatmaps; this run's network regresses "
                     "coordinates (model head 'regression')")
-        if self._flip_swap is None:
-            # read when first asked for: a run saved with settings refused since still loads
-            augment = TrainConfig.from_dict({"augment": self._augment}).augment
-            self._flip_swap = flip_swap(augment, self.bodyparts)
+        if self.model.config.input_w % self.model.stride:
+            # a heatmap cell covers stride input pixels from the left edge: mirrored cells
+            # are mirrored pixels only when the cells tile the width
+            return (f"test-time flips need an input width ({self.model.config.input_w}) that "
+                    f"is a whole number of heatmap cells ({self.model.stride} pixels)")
         if self._flip_swap is None:
             # a mirrored view would show the network a face it never saw
             return ("test-time flips need a network trained on mirrored faces; this run "
@@ -242,19 +247,15 @@ class KeypointPredictor:
 
     def _with_mirror(self, out: dict[str, torch.Tensor], xb: torch.Tensor
                      ) -> dict[str, torch.Tensor]:
-        """``out`` with its heatmaps averaged with those of the mirrored input, mirrored back
-        and their left / right keypoints swapped.
+        """``out`` with its heatmap logits averaged with those of the mirrored input, mirrored
+        back and their left / right keypoints swapped (a geometric mean of the two views'
+        probability maps, as decode's softmax reads them).
 
         Heatmaps, not keypoints, are averaged: where one view finds the point and the other
         a wrong place, the mean of two keypoints is neither, while the mean heatmap keeps the
-        stronger peak. A heatmap cell covers ``stride`` input pixels from the left edge, so
-        the mirrored heatmap is the mirror of the mirrored input's heatmap exactly when the
-        input's width is a whole number of cells.
+        stronger peak.
         """
         heat = out["heatmap"].float()
-        if heat.shape[-1] * self.model.stride != xb.shape[-1]:
-            raise ValueError(f"test-time flips need an input width ({xb.shape[-1]}) that is a "
-                             f"whole number of heatmap cells ({self.model.stride} pixels)")
         mirrored = self._forward(torch.flip(xb, dims=[-1]))["heatmap"].float()
         swap = torch.as_tensor(self._flip_swap, device=heat.device)
         return {**out, "heatmap": (heat + torch.flip(mirrored, dims=[-1])[:, swap]) / 2}

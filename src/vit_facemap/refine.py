@@ -94,12 +94,6 @@ class RefineConfig:
             # tracking decodes a video's frames gray or in colour for the first stage alone
             raise ValueError("refine model settings cannot set channels: a second stage sees "
                              "the frames as the first stage reads them")
-        flips = sorted({"hflip", "flip_pairs"} & set(self.augment))
-        if flips:
-            # a stage's flip pairs are the first stage's cut to its group: a stage flipping
-            # where the first stage does not would have no pairs to swap
-            raise ValueError(f"refine augment settings cannot set {flips}: the second stages "
-                             "flip as the first stage does")
 
     def check_crops(self) -> None:
         """Refuse training crop settings that cut no crop (train.fit, before it trains).

@@ -169,11 +169,7 @@ class TrainConfig:
             except ValueError as exc:
                 raise ValueError(f"refine model settings {self.refine.model}: {exc}") from None
         if self.refine.augment:
-            try:
-                _section("refine augment", AugmentConfig,
-                         {**asdict(self.augment), **self.refine.augment})
-            except ValueError as exc:
-                raise ValueError(f"refine augment settings {self.refine.augment}: {exc}") from None
+            stage_augment(self)  # a bad value met first when the second stages start
         if self.pretrain_share > 0 and self.model.family == "fmnet":
             # refused when pre-training starts, after the run's files are written
             raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
@@ -957,9 +953,23 @@ def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
                                                       "input_h": rc.input_size})
     except ValueError as exc:
         raise ValueError(f"{_refine_what(rc)}: {exc}") from None
-    # checked with the recipe (TrainConfig.__post_init__); the stage saves the settings it used
-    config.augment = replace(config.augment, **rc.augment)
+    config.augment = stage_augment(recipe)  # saved with the stage: the settings it used
     return config
+
+
+def stage_augment(recipe: TrainConfig) -> AugmentConfig:
+    """The second stages' augmentation: the recipe's with ``refine.augment``'s settings over it."""
+    rc = recipe.refine
+    flips = sorted({"hflip", "flip_pairs"} & set(rc.augment))
+    if flips:
+        # a stage's flip pairs are the first stage's cut to its group: a stage flipping
+        # where the first stage does not would have no pairs to swap
+        raise ValueError(f"refine augment settings cannot set {flips}: the second stages "
+                         "flip as the first stage does")
+    try:
+        return _section("refine augment", AugmentConfig, {**asdict(recipe.augment), **rc.augment})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"refine augment settings {rc.augment}: {exc}") from None
 
 
 def _refine_what(rc: RefineConfig) -> str:

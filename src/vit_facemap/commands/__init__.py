@@ -47,8 +47,8 @@ CROP_SHIFT_HELP = ("also average each second (crop) stage over its crop moved by
 
 
 FLIP_HELP = ("also show every stage the mirrored frame and average the two heatmaps, on runs "
-             "trained with flips (off by default; twice the model compute; "
-             "benchmarks/crop_shift.py --flip measures what it buys)")
+             "trained with flips (others warn and predict without; off by default; twice the "
+             "model compute; benchmarks/crop_shift.py --flip measures what it buys)")
 
 
 def scales_arg(text: str) -> tuple[float, ...]:
