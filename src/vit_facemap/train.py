@@ -968,7 +968,7 @@ def stage_augment(recipe: TrainConfig) -> AugmentConfig:
                          "flip as the first stage does")
     try:
         return _section("refine augment", AugmentConfig, {**asdict(recipe.augment), **rc.augment})
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise ValueError(f"refine augment settings {rc.augment}: {exc}") from None
 
 
