@@ -1,6 +1,7 @@
 """The tracker's second, top-down stage: crop geometry, training, run folders, prediction."""
 
 import json
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from vit_facemap.augment import AugmentConfig
+from vit_facemap.config import FLIP_SCALES, TEST_SCALES
 from vit_facemap.datasets import load_inputs
 from vit_facemap.dlc import find_label_file, read_labels, write_labels
 from vit_facemap.errors import DataError, DataWarning
@@ -353,7 +355,9 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     saved = json.loads((run / "refine" / "eye" / "config.json").read_text())
     assert saved["refine_of"]["parts"] == SCHROEDER[1:]
     assert saved["mapping"] is None and saved["bodyparts"] == SCHROEDER[1:]
-    both, first = load_predictor(run, "cpu"), load_predictor(run, "cpu", refine=False)
+    # three box sizes, no mirrored view (the names pair, so by default it flips)
+    both = load_predictor(run, "cpu", flip=False)
+    first = load_predictor(run, "cpu", refine=False, flip=False)
     assert len(both.refiners) == 1 and first.refiners == []
     # a stage's folder reads as a run: evaluate and track failed at the first frame
     with pytest.raises(DataError, match=r"second stage of a run.*use the run folder"):
@@ -371,7 +375,7 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     assert eye.scales == both.scales and len(both.scales) > 1
     side = float(eye.refine_of["side_px"]) * images.shape[2] / float(eye.refine_of["frame_size"][0])
     boxes = crop_mappings(group_centres(kp1, eye.refine_of["indices"]), side, eye.model.config.input_w)
-    one = load_predictor(run, "cpu", scales=(1.0,)).refiners[0]
+    one = load_predictor(run, "cpu", scales=(1.0,), flip=False).refiners[0]
     single = [one.predict_in_boxes(images, [b.scaled(f) for b in boxes]) for f in both.scales]
     np.testing.assert_allclose(eye.predict_in_boxes(images, boxes)[0],
                                np.mean([k for k, _ in single], 0), atol=1e-5)
@@ -869,18 +873,36 @@ def test_flipped_views_make_each_stage_mirror_symmetric(flip_runs):
         assert not np.allclose(mirrored_plain, plain, atol=1e-3)  # the network alone is not
 
 
-def test_flip_is_off_by_default_and_changes_nothing_then(flip_runs, eye_set):
+def test_flip_is_the_default_where_a_run_can_and_then_from_the_box_alone(flip_runs, eye_set):
+    """By default a run trained with flips predicts from the box and its mirror image (every
+    stage); one trained without flips from three box sizes, without a word; ``flip=False``
+    predicts as before flips were the default, and the flip switch alone changes nothing
+    else."""
     frames = read_labels(eye_set)
     images = np.stack([load_image(p) for p in frames.image_paths[:4]])
     default = load_predictor(flip_runs["flipped"], "cpu")
-    assert not default.flip and not any(r.flip for r in default.refiners)
+    assert default.flip and all(r.flip for r in default.refiners)
+    assert default.scales == FLIP_SCALES == (1.0,)
+    assert all(r.scales == FLIP_SCALES for r in default.refiners)
     kp, conf = default.predict(images)
-    flipped = load_predictor(flip_runs["flipped"], "cpu", flip=True)
-    kp_f, conf_f = flipped.predict(images)
-    assert not np.allclose(kp, kp_f)
-    flipped.flip = False  # handed on to the second stages, as crop_shift is
-    assert not any(r.flip for r in flipped.refiners)
-    np.testing.assert_array_equal(flipped.predict(images)[0], kp)
+    explicit = load_predictor(flip_runs["flipped"], "cpu", flip=True, scales=(1.0,))
+    np.testing.assert_array_equal(explicit.predict(images)[0], kp)
+    plain = load_predictor(flip_runs["flipped"], "cpu", flip=False)
+    assert not plain.flip and plain.scales == TEST_SCALES
+    assert all(r.scales == TEST_SCALES and not r.flip for r in plain.refiners)
+    # the box sizes given are kept whether the run flips or not
+    sized = load_predictor(flip_runs["flipped"], "cpu", scales=(0.9, 1.1))
+    assert sized.flip and all(r.scales == (0.9, 1.1) for r in (sized, *sized.refiners))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a run that cannot flip is not told it cannot
+        unflipped = load_predictor(flip_runs["unflipped"], "cpu")
+    assert not unflipped.flip and unflipped.scales == TEST_SCALES
+    explicit.flip = False  # handed on to the second stages, as crop_shift is
+    assert not any(r.flip for r in explicit.refiners)
+    one_view = load_predictor(flip_runs["flipped"], "cpu", flip=False, scales=(1.0,))
+    kp_1, _ = one_view.predict(images)
+    assert not np.allclose(kp, kp_1)
+    np.testing.assert_array_equal(explicit.predict(images)[0], kp_1)
 
 
 def test_flip_needs_a_run_trained_on_mirrored_faces(flip_runs):
@@ -890,19 +912,22 @@ def test_flip_needs_a_run_trained_on_mirrored_faces(flip_runs):
     assert not predictor.flip
     with pytest.raises(ValueError, match=r"trained without flips \(train.augment.hflip 0\)"):
         predictor.flip = True
-    with pytest.raises(ValueError, match="flip must be True or False, got 'yes'"):
+    with pytest.raises(ValueError, match=r"flip must be True, False or None \(where the run "
+                                         r"can\), got 'yes'"):
         load_predictor(flip_runs["flipped"], "cpu", flip="yes")
-    predictor = load_predictor(flip_runs["flipped"], "cpu")
+    with pytest.raises(ValueError, match="flip must be True or False, got None"):
+        predictor.flip = None  # the predictor itself has no "where it can"
+    predictor = load_predictor(flip_runs["flipped"], "cpu", flip=False)
     predictor.model.stride = 7  # a heatmap whose cells do not tile the input
     with pytest.raises(ValueError, match=r"input width \(64\) that is a whole number of "
                                          r"heatmap cells \(7 pixels\)"):
         predictor.flip = True  # refused when set, not at the first frame
-    predictor = load_predictor(flip_runs["flipped"], "cpu")
+    predictor = load_predictor(flip_runs["flipped"], "cpu", flip=False)
     predictor.model.config.head = "regression"
     with pytest.raises(ValueError, match="average heatmaps; this run's network regresses"):
         predictor.flip = True
     # a second stage that cannot flip keeps every stage from flipping
-    predictor = load_predictor(flip_runs["flipped"], "cpu")
+    predictor = load_predictor(flip_runs["flipped"], "cpu", flip=False)
     predictor.refiners[0].model.config.head = "regression"
     assert predictor.why_no_flip().startswith("second stage eye: test-time flips average")
     with pytest.raises(ValueError, match="second stage eye"):
@@ -947,9 +972,10 @@ def test_evaluate_records_the_flips_it_made(flip_runs, eye_set, tmp_path):
 
     with pytest.warns(DataWarning, match="frames .* trained on"):  # all it has: tiny set
         plain = evaluate_run(flip_runs["flipped"], eye_set, tmp_path / "a.json",
-                             progress=False, device="cpu")
+                             progress=False, device="cpu", flip=False)
         flipped = evaluate_run(flip_runs["flipped"], eye_set, tmp_path / "b.json",
-                               progress=False, device="cpu", flip=True)
+                               progress=False, device="cpu")
     assert (plain["flip"], flipped["flip"]) == (False, True)
+    assert (plain["scales"], flipped["scales"]) == ([0.9, 1.0, 1.1], [1.0])
     assert json.loads((tmp_path / "b.json").read_text())["flip"] is True
     assert flipped["mean_px"] != plain["mean_px"]

@@ -197,7 +197,10 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     # nor frames predicted with mirrored views averaged in
     flipped = SpotPredictor()
     flipped.flip = True
-    with pytest.raises(DataError, match=r"other settings \(flip\)"):
+    # the values each run used, so that a video begun before flips were the default
+    # resumes with the settings it began with
+    with pytest.raises(DataError, match=r"other settings \(flip: False then, True now\); "
+                                        r"pass those settings, or --overwrite"):
         track_video(flipped, video, tmp_path / "b", opts(resume=True))
     # a state written before box sizes (and crop shifts, flips) were recorded was predicted
     # from the box alone, with one crop, unmirrored
@@ -217,7 +220,7 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     summary.write_text(json.dumps(record))
     with pytest.raises(RunExistsError, match="crop_shift"):
         track_video(other, video, tmp_path / "b", opts(resume=True))
-    with pytest.raises(RunExistsError, match="flip"):
+    with pytest.raises(RunExistsError, match=r"\(flip: False then, True now\); pass --overwrite"):
         track_video(flipped, video, tmp_path / "b", opts(resume=True))
     assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["skipped"]
 
@@ -460,7 +463,7 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     fake = types.ModuleType("vit_facemap.predict")
     asked, shifts, flips = [], [], []
 
-    def load_predictor(run_dir, device="auto", scales=None, crop_shift=0.0, flip=False):
+    def load_predictor(run_dir, device="auto", scales=None, crop_shift=0.0, flip=None):
         asked.append(scales)
         shifts.append(crop_shift)
         flips.append(flip)
@@ -487,10 +490,13 @@ def test_command_line(tmp_path, video, monkeypatch, capsys):
     assert asked[-1] == (1.0, 1.2) and shifts[-1] == 0.0
     assert main(["track", "run", str(video), "--out", str(tmp_path / "o2s"), "--stop", "4",
                  "--crop", "0,0,96,72", "--no-progress", "--crop-shift", "0.05"]) == 0
-    assert shifts[-1] == 0.05 and flips[-1] is False
+    assert shifts[-1] == 0.05 and flips[-1] is None  # the predictor's: where the run can
     assert main(["track", "run", str(video), "--out", str(tmp_path / "o2f"), "--stop", "4",
                  "--crop", "0,0,96,72", "--no-progress", "--flip"]) == 0
     assert flips[-1] is True
+    assert main(["track", "run", str(video), "--out", str(tmp_path / "o2n"), "--stop", "4",
+                 "--crop", "0,0,96,72", "--no-progress", "--no-flip"]) == 0
+    assert flips[-1] is False
     with pytest.raises(SystemExit):
         main(["track", "run", str(video), "--out", str(out), "--crop-shift", "-0.1"])
     for bad in ("1,,1.1", "0", "-1", "inf", "nan", "a"):
@@ -636,7 +642,7 @@ def test_command_line_never_writes_over_its_inputs(tmp_path, video, monkeypatch,
 
     fake = types.ModuleType("vit_facemap.predict")
     fake.load_predictor = (lambda run_dir, device="auto", scales=None, crop_shift=0.0,
-                           flip=False: SpotPredictor())
+                           flip=None: SpotPredictor())
     monkeypatch.setitem(sys.modules, "vit_facemap.predict", fake)
     out = tmp_path / "out"
     out.mkdir()
@@ -791,7 +797,8 @@ def test_resume_refuses_frames_resized_to_another_size(tmp_path, video):
     with pytest.raises(KeyboardInterrupt):
         track_video(SpotPredictor(frame_size=(48, 36), fail_after=1), video, tmp_path,
                     opts(resize=True))
-    with pytest.raises(DataError, match=r"other settings \(resize\)"):
+    with pytest.raises(DataError, match=r"other settings \(resize: \[48, 36\] then, "
+                                        r"\[32, 24\] now\)"):
         track_video(SpotPredictor(frame_size=(32, 24)), video, tmp_path,
                     opts(resize=True, resume=True))
 

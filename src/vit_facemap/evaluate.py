@@ -140,12 +140,13 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
                  predictions_out: str | Path | None = None, device: str = "auto",
                  overwrite: bool = True, progress: bool = True,
                  scales: Sequence[float] | None = None, crop_shift: float = 0.0,
-                 flip: bool = False) -> dict[str, Any]:
+                 flip: bool | None = None) -> dict[str, Any]:
     """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
 
-    ``scales``: the box sizes the predictor averages over (default
-    :data:`vit_facemap.config.TEST_SCALES`); ``crop_shift``: the second stages' test-time
-    shift; ``flip``: mirrored views averaged in (both :func:`vit_facemap.predict.load_predictor`).
+    ``scales``: the box sizes the predictor averages over; ``crop_shift``: the second
+    stages' test-time shift; ``flip``: mirrored views averaged in (None: wherever the run
+    can); all as :func:`vit_facemap.predict.load_predictor` takes them, and recorded in the
+    metrics as made.
 
     Raises :class:`~vit_facemap.errors.DataError` when the set lacks one of the run's
     keypoints; keypoints the run does not predict are left out, and one labeled in none of

@@ -16,12 +16,13 @@ A run with a second, top-down stage (``<run>/refine/<group>/``, see
 each group's network on a crop around the first stage's estimate of that group (the eye
 and the nose, by default), whose keypoints and confidences replace the first stage's.
 
-Each stage looks at every frame through its box at a few sizes (``scales``, by default
-:data:`vit_facemap.config.TEST_SCALES`: 0.9, 1 and 1.1 times the box) and averages the
-keypoints and confidences in frame pixels, at three times the model compute;
-``scales=(1.0,)`` predicts from the box alone. The averaged confidence does not say
-whether the views agreed. ``benchmarks/tracker.py`` scores every run both ways
-(``one_scale_*``).
+Each stage looks at every frame through its box at a few sizes (``scales``) and averages
+the keypoints and confidences in frame pixels: by default (:func:`load_predictor`) at
+:data:`vit_facemap.config.TEST_SCALES` (0.9, 1 and 1.1 times the box, at three times the
+model compute) where the run cannot flip, and at :data:`vit_facemap.config.FLIP_SCALES`
+(the box alone) where it flips. ``scales=(1.0,)`` predicts from the box alone. The averaged
+confidence does not say whether the views agreed. ``benchmarks/tracker.py`` scores every
+run from one view as well (the box alone, not mirrored: ``one_scale_*``).
 
 ``crop_shift`` (off by default) also averages each second stage over its crop moved by
 that share of its side left, right, up and down (:func:`vit_facemap.refine.crop_offsets`),
@@ -29,11 +30,14 @@ at five times the second stages' compute. ``benchmarks/crop_shift.py`` measures 
 and costs on trained runs; it is off by default because it slows tracking several-fold for
 about a tenth of a pixel.
 
-``flip`` (off by default) also shows every stage the mirrored input, where the run trained
-on mirrored faces, and averages the two heatmaps' logits (the mirrored one mirrored back, its
-left and right keypoints swapped) before the keypoints are read off, at twice the model
-compute. A run that trained without flips, or regresses coordinates, cannot: asked for it,
-:func:`load_predictor` warns and predicts without.
+``flip`` also shows every stage the mirrored input, where the run trained on mirrored faces,
+and averages the two heatmaps' logits (the mirrored one mirrored back, its left and right
+keypoints swapped) before the keypoints are read off, at twice the model compute per box
+size. :func:`load_predictor` flips by default wherever the run can (``flip=None``), with
+the box alone; ``flip=False`` predicts as versions before this default did (three box
+sizes, no mirrored view). A run that trained without flips, or regresses coordinates,
+cannot: by default it predicts without; asked for it, :func:`load_predictor` warns and
+predicts without.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import numpy as np
 import torch
 
 from vit_facemap.augment import flip_swap
-from vit_facemap.config import check_crop_shift, check_scales
+from vit_facemap.config import FLIP_SCALES, check_crop_shift, check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS
 from vit_facemap.refine import crop_mappings, crop_offsets, group_centres, refine_groups
@@ -78,7 +82,6 @@ class KeypointPredictor:
                  scales: Sequence[float] | None = None, crop_shift: float = 0.0,
                  flip: bool = False) -> None:
         self.model = model
-        self.scales = check_scales(scales)
         self.device = device
         self.bodyparts: list[str] = list(run_config["bodyparts"])
         fs = run_config.get("frame_size")
@@ -94,8 +97,7 @@ class KeypointPredictor:
         self.mapping = InputMapping(**run_config["mapping"]) if run_config.get("mapping") else None
         self.refine_of: dict | None = run_config.get("refine_of")
         self.refiners = list(refiners or [])
-        for refiner in self.refiners:
-            refiner.scales = self.scales
+        self.scales = scales  # handed on to the second stages
         self.crop_shift = crop_shift  # refused here, not at the first frame
         # None where the network trained without mirrored faces
         augment = (run_config.get("train") or {}).get("augment", {})
@@ -109,6 +111,18 @@ class KeypointPredictor:
         if device == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """The box sizes (factors of the box) every stage averages over."""
+        return self._scales
+
+    @scales.setter
+    def scales(self, scales: Sequence[float] | None) -> None:
+        # one predictor looks at a frame at one set of box sizes, second stages included
+        self._scales = check_scales(scales)
+        for refiner in self.refiners:
+            refiner.scales = self._scales
 
     @property
     def crop_shift(self) -> float:
@@ -323,17 +337,22 @@ class KeypointPredictor:
 
 def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True,
                    scales: Sequence[float] | None = None, crop_shift: float = 0.0,
-                   flip: bool = False) -> KeypointPredictor:
+                   flip: bool | None = None) -> KeypointPredictor:
     """The predictor of a trained run (``vit-facemap train`` output folder).
 
     A run with a second stage predicts with both; ``refine=False`` uses the first alone
-    (to measure what the second stage adds). Every stage averages over the box sizes
-    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`, see the module docs);
-    ``(1.0,)`` needs a third of the model compute. The second stages also average over
-    crops shifted by ``crop_shift`` of their side (0: none; see the module docs). ``flip``
-    averages every stage's heatmaps with those of the mirrored frame, where the run trained
-    with flips (a run without them predicts without, and says so).
+    (to measure what the second stage adds). ``flip`` averages every stage's heatmaps with
+    those of the mirrored frame: None (the default) wherever the run can (it trained with
+    flips and has a heatmap head), True asks for it (a run that cannot predicts without,
+    and says so), False never. Every stage averages over the box sizes ``scales``; None
+    takes :data:`vit_facemap.config.FLIP_SCALES` (the box alone) for a predictor that
+    flips and :data:`vit_facemap.config.TEST_SCALES` for one that does not (see the module
+    docs). The second stages also average over crops shifted by ``crop_shift`` of their
+    side (0: none; see the module docs).
     """
+    if flip is not None and not isinstance(flip, bool | np.bool_):
+        # before the run is read: a typo in a script fails at once
+        raise ValueError(f"flip must be True, False or None (where the run can), got {flip!r}")
     device = resolve_device(device)
     model, run_config = load_run(run_dir, device)
     if run_config.get("mapping") is None:
@@ -375,11 +394,15 @@ def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = Tru
         crop_shift = 0.0
     predictor = KeypointPredictor(model, run_config, device, refiners=refiners, scales=scales,
                                   crop_shift=crop_shift)
-    why = predictor.why_no_flip() if isinstance(flip, bool | np.bool_) and flip else None
-    if why:
+    why = predictor.why_no_flip() if flip is None or flip else None
+    if flip is None:
+        flip = why is None
+    elif flip and why:
         # one switch for every run of a benchmark or a batch of videos: recorded as used, a
         # flip that was not made would be a setting that was not
         warnings.warn(f"{run_dir}: {why}; flip ignored", RuntimeWarning, stacklevel=2)
         flip = False
-    predictor.flip = flip
+    predictor.flip = bool(flip)
+    if scales is None and predictor.flip:
+        predictor.scales = FLIP_SCALES
     return predictor

@@ -184,7 +184,8 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
     if differs:
         raise DataError(
             f"cannot resume: the half-done run in {paths['state'].name} used other settings "
-            f"({', '.join(differs)}); pass --overwrite to start again", video)
+            f"({_differences(saved, key, differs)}); pass those settings, or --overwrite to "
+            "start again", video)
     rows = np.fromfile(paths["partial"], dtype=np.float64) if paths["partial"].exists() \
         else np.empty(0)
     whole = len(rows) // n_cols * n_cols  # a crash mid-write leaves a partial row
@@ -192,6 +193,19 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
         with open(paths["partial"], "r+b") as fh:
             fh.truncate(whole * 8)
     return rows[:whole].reshape(-1, n_cols)
+
+
+# settings a user passes again to resume a run, shown with their values (a video's name,
+# its size or the model's digest would only lengthen the message)
+_SHOWN = {"scales", "crop_shift", "flip", "start", "stop", "crop", "resize", "scorer"}
+
+
+def _differences(saved: dict, key: dict, differs: list[str]) -> str:
+    """``differs`` for a message; the settings a user chooses with the value each run used
+    (the default flips changed with a version: a run tracked before it resumes with the
+    settings it had)."""
+    return ", ".join(f"{k}: {saved.get(k)!r} then, {key[k]!r} now" if k in _SHOWN else k
+                     for k in differs)
 
 
 def _finished_key(record: dict) -> dict:
@@ -307,7 +321,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         if differs:
             raise RunExistsError(
                 paths["summary"], f"the finished run there used other settings "
-                f"({', '.join(differs)}); pass --overwrite to track again")
+                f"({_differences(saved, key, differs)}); pass --overwrite to track again")
         summary["skipped"] = (f"frames {summary.get('first_frame')} to "
                               f"{summary.get('last_frame')} already tracked with these "
                               "settings")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from vit_facemap.config import (
+    FLIP_SCALES,
     MAX_SEED,
     TEST_SCALES,
     check_crop_shift,
@@ -17,8 +18,9 @@ from vit_facemap.config import (
 )
 
 SCALES_HELP = ("crop-box sizes each stage sees a frame at, averaged (comma list of factors; "
-               f"default {','.join(f'{s:g}' for s in TEST_SCALES)}; 1 alone needs a third of "
-               "the model compute)")
+               f"default {','.join(f'{s:g}' for s in FLIP_SCALES)} where the mirrored frame is "
+               f"averaged in, else {','.join(f'{s:g}' for s in TEST_SCALES)}; each size costs "
+               "one pass of the model, two with the mirrored frame)")
 
 
 def seed_arg(text: str) -> int:
@@ -46,9 +48,11 @@ CROP_SHIFT_HELP = ("also average each second (crop) stage over its crop moved by
                    "measures what it buys)")
 
 
-FLIP_HELP = ("also show every stage the mirrored frame and average the two heatmaps, on runs "
-             "trained with flips (others warn and predict without; off by default; twice the "
-             "model compute; benchmarks/crop_shift.py --flip measures what it buys)")
+FLIP_HELP = ("also show every stage the mirrored frame and average the two heatmaps (default: "
+             "on wherever the run trained with flips, others predict without; --flip asks "
+             "for it and warns where the run cannot; --no-flip predicts from the frame alone, "
+             "at three box sizes unless --scales says otherwise, as versions before this "
+             "default did; benchmarks/crop_shift.py --flip measures what it buys)")
 
 
 def scales_arg(text: str) -> tuple[float, ...]:

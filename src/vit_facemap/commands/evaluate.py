@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--crop-shift", type=crop_shift_arg, default=0.0, help=CROP_SHIFT_HELP)
-    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help=FLIP_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

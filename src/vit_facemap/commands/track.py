@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
     p.add_argument("--crop-shift", type=crop_shift_arg, default=0.0, help=CROP_SHIFT_HELP)
-    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help=FLIP_HELP)
     p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--decode-threads", type=int, default=0,
                    help="FFmpeg decoding threads (default 0: one)")
