@@ -9,7 +9,7 @@ each ``--shifts`` value (:func:`vit_facemap.refine.crop_offsets`: the crop and f
 moved by that share of its side); with ``--flip``, each shift again with every stage's
 heatmaps averaged with those of the mirrored input (:attr:`KeypointPredictor.flip`; a run
 trained without flips is measured without). Each stage looks through ``--scales`` box sizes
-(default: the predictor's). For each run and setting the script prints, and writes to
+(default: :data:`vit_facemap.config.TEST_SCALES`, with flips and without). For each run and setting the script prints, and writes to
 ``--out`` with the settings, device, versions and wall time: mean and median error (frame
 pixels), per keypoint, per held-out animal and per frame (for a paired comparison), and the
 frames/s of ``predict`` on the first 64 held-out frames in memory (best of two passes,
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit_facemap.commands import SCALES_HELP, crop_shift_arg, scales_arg
+from vit_facemap.commands import crop_shift_arg, scales_arg
+from vit_facemap.config import TEST_SCALES
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.errors import DataError, run_reporting
 from vit_facemap.evaluate import predict_frames
@@ -103,7 +104,9 @@ def _main(argv: list[str] | None) -> int:
                    "(default 0.05,0.1); 0, one crop, is always measured first")
     p.add_argument("--flip", action="store_true", help="measure each shift again with the "
                    "mirrored inputs' heatmaps averaged in, on runs trained with flips")
-    p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
+    p.add_argument("--scales", type=scales_arg, default=None, help="crop-box sizes each stage "
+                   "sees a frame at, averaged, with flips and without (comma list of factors; "
+                   f"default {','.join(f'{s:g}' for s in TEST_SCALES)})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path("_build/results/crop_shift.json"))
@@ -119,7 +122,9 @@ def _main(argv: list[str] | None) -> int:
     runs = []
     for run, data in args.run:
         # a run trained without flips is measured without (load_predictor says why)
-        predictor = load_predictor(run, args.device, scales=args.scales, flip=args.flip)
+        # at the same box sizes with flips and without, so that a row differs in one thing
+        predictor = load_predictor(run, args.device, scales=args.scales or TEST_SCALES,
+                                   flip=args.flip)
         runs.append((predictor, Path(run), Path(data),
                      held_out(Path(run), Path(data), predictor.bodyparts)))
     rows = []

@@ -48,7 +48,7 @@ from vit_facemap.refine import refine_groups
 from vit_facemap.runinfo import check_output, describe, resolve_device, timed, write_json
 from vit_facemap.synthetic import G7C1_KEYPOINTS, generate_frames
 from vit_facemap.testvideo import write_clip
-from vit_facemap.track import TrackOptions, scales_of, track_video
+from vit_facemap.track import TrackOptions, flip_of, scales_of, track_video
 from vit_facemap.train import TrainConfig
 from vit_facemap.transforms import full_frame_box
 from vit_facemap.video import iter_batches, probe
@@ -94,7 +94,8 @@ def untrained_predictor(name: str, frame_size: tuple[int, int], device: str,
 
 
 def gflops_per_frame(predictor) -> float | None:
-    """Forward-pass GFLOP per frame at the model's input size, every stage and box size."""
+    """Forward-pass GFLOP per frame at the model's input size, every stage, box size and
+    mirrored view."""
     from torch.utils.flop_counter import FlopCounterMode
 
     total = 0.0
@@ -106,7 +107,8 @@ def gflops_per_frame(predictor) -> float | None:
                 p.model(x)
         except RuntimeError:  # an operator the counter cannot trace
             return None
-        total += counter.get_total_flops() / 1e9 * len(scales_of(p))
+        # a mirrored view is one more pass per box size
+        total += counter.get_total_flops() / 1e9 * len(scales_of(p)) * (1 + flip_of(p))
     return total
 
 
@@ -267,7 +269,7 @@ def _measure(args: argparse.Namespace, names: list[str], device: str):
                 summary = max(e2e, key=lambda s: s["fps"])
                 row = {"model": name, "description": getattr(predictor, "model_name", name),
                        "compiled": compiled, "compile_s": predictor.compile_s,
-                       "scales": list(predictor.scales),
+                       "scales": list(predictor.scales), "flip": flip_of(predictor),
                        "compile_error": predictor.compile_error,
                        "gflop_per_frame": gflops_per_frame(predictor),
                        "resized_to": None if want == size else list(want),

@@ -366,9 +366,11 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         summary = fit(c, train, run_dir, test if args.monitor else None, device=device,
                       overwrite=overwrite, progress=not args.no_progress)
         predictor = load_predictor(run_dir, device)
-        # what averaging over box sizes buys (vit_facemap.predict): the same weights, one size
-        ms, _ = score(load_predictor(run_dir, device, scales=(1.0,)), test)
-        row.update(scales=list(predictor.scales), one_scale_mean_px=ms["mean_px"],
+        # what averaging over views buys (box sizes, or the mirrored frame where the run
+        # flips; vit_facemap.predict): the same weights from one view, the box not mirrored
+        ms, _ = score(load_predictor(run_dir, device, scales=(1.0,), flip=False), test)
+        row.update(scales=list(predictor.scales), flip=predictor.flip,
+                   one_scale_mean_px=ms["mean_px"],
                    one_scale_median_px=ms["median_px"], one_scale_pck=ms["pck"],
                    one_scale_per_keypoint_mean_px=per_keypoint_means(ms))
         # "steps" is the first stage's; train_s is all stages' (second stages included), with

@@ -344,6 +344,7 @@ def test_track_speed_times_a_run_of_another_frame_size_on_the_given_frames(tmp_p
     record = json.loads(out.read_text())
     [row] = record["results"]
     assert row["resized_to"] == [96, 72] and row["frames"] == 5  # --frames honoured
+    assert row["flip"] is False and row["scales"] == [0.9, 1.0, 1.1]  # its names do not pair
     # track_video's own frames/s leave out the files it writes at the end; the whole call not
     assert 0 < row["end_to_end_written_fps"] <= row["end_to_end_fps"]
     assert record["wall_s"] > 0 and record["device"]["device"] == "cpu"

@@ -295,9 +295,14 @@ def test_speed_table_adds_the_benchmark(tmp_path):
     assert len(speed_table(300.0, 40.0, 30.0, (1.0,), bench)) == 3  # absent: left out
     bench.write_text(json.dumps({"decode_fps": 250.0, "results": [
         {"model": "vit", "model_fps": 20.0, "end_to_end_fps": 15.0},  # written before scales
-        {"model": "cnn", "model_fps": 25.0, "end_to_end_fps": 18.0, "scales": [1.0, 1.2]}]}))
-    t = speed_table(300.0, 40.0, 30.0, (1.0,), bench)
-    assert len(t) == 8
+        {"model": "cnn", "model_fps": 25.0, "end_to_end_fps": 18.0, "scales": [1.0, 1.2]},
+        {"model": "run", "model_fps": 9.0, "end_to_end_fps": 8.0, "scales": [1.0], "flip": True}]}))
+    t = speed_table(300.0, 40.0, 30.0, (1.0,), bench, flip=True)
+    assert len(t) == 10
+    # a mirrored view costs a pass of the model as a box size does: said beside the sizes
+    assert t["box_sizes"].tolist()[1:3] == ["1 + mirrored"] * 2
+    assert t[t["model"] == "run"]["box_sizes"].tolist() == ["1 + mirrored"] * 2
+    t = t[t["model"] != "run"]
     # a file written without its device (by hand): "-", not this page's
     assert t["device"].tolist() == ["cpu"] * 4 + ["-"] * 4
     assert t[t["model"] == "vit"]["box_sizes"].tolist() == ["1", "1"]

@@ -40,7 +40,7 @@ TRACKER_TEXT_COLUMNS = ("set", "model", "held_out")
 TRACKER_SHORT_NAMES = {
     "mean_px": "mean px", "clean_mean_px": "clean px", "median_px": "median px",
     "rmse_px": "RMSE px", "pck": "PCK",
-    "one_scale_mean_px": "one size px", "stage1_mean_px": "stage 1 px",
+    "one_scale_mean_px": "one view px", "stage1_mean_px": "stage 1 px",
     "train_mean_px": "fit px", "train_s": "train s", "total_steps": "steps",
     "predict_fps": "frames/s", "n_train": "train", "n_test": "test", "held_out": "held out",
 }
@@ -609,8 +609,9 @@ def best_fps(work: Callable[[], Any], n_frames: int, repeats: int = 2) -> float:
     return n_frames / max(min(times), 1e-9)
 
 
-def _sizes(scales: Sequence[float]) -> str:
-    return ", ".join(f"{s:g}" for s in scales)
+def _sizes(scales: Sequence[float], flip: bool = False) -> str:
+    # a mirrored view doubles the model's work per frame, as a second box size would
+    return ", ".join(f"{s:g}" for s in scales) + (" + mirrored" if flip else "")
 
 
 def _device_of(record: Mapping) -> str:
@@ -624,15 +625,16 @@ def _device_of(record: Mapping) -> str:
 
 def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
                 scales: Sequence[float], benchmark: str | Path | None = None, *,
-                device: str = "cpu") -> pd.DataFrame:
+                device: str = "cpu", flip: bool = False) -> pd.DataFrame:
     """Frames/s of decoding, the model alone and the whole tracking pipeline on this clip,
-    whose models ran on ``device``.
+    whose models ran on ``device`` at the box sizes ``scales``, and with the mirrored frame
+    where ``flip``.
 
     Rows of the speed benchmark (``benchmarks/track_speed.py``'s JSON) are added when
     ``benchmark`` names a file that exists, with the device it recorded (it may have run
     on another: a GPU's frames/s beside this page's CPU ones).
     """
-    here = _sizes(scales)
+    here = _sizes(scales, flip)
     # decoding runs on the CPU whatever the models' device
     rows = [dict(source="this clip", model="-", stage="decode only", device="cpu",
                  box_sizes="-", frames_per_s=decode_fps),
@@ -660,8 +662,9 @@ def speed_table(decode_fps: float, model_fps: float, end_to_end_fps: float,
         device_there = _device_of(b)
         for r in b["results"]:
             _require(r, ("model", "model_fps", "end_to_end_fps"), f"a result in {benchmark}")
-            # results written before box sizes were recorded predicted from the box alone
-            s = _sizes(r.get("scales") or [1.0])
+            # results written before box sizes were recorded predicted from the box alone,
+            # and those before flips were, without them
+            s = _sizes(r.get("scales") or [1.0], bool(r.get("flip", False)))
             # --compile times each model twice, eager and compiled: both read as one model
             model = f"{r['model']} (compiled)" if r.get("compiled") else r["model"]
             rows.append(dict(source="benchmark", model=model, stage="model only",
