@@ -220,7 +220,8 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     summary.write_text(json.dumps(record))
     with pytest.raises(RunExistsError, match="crop_shift"):
         track_video(other, video, tmp_path / "b", opts(resume=True))
-    with pytest.raises(RunExistsError, match=r"\(flip: False then, True now\); pass --overwrite"):
+    with pytest.raises(RunExistsError, match=r"\(flip: False then, True now\); pass those "
+                                             r"settings to skip it, or --overwrite"):
         track_video(flipped, video, tmp_path / "b", opts(resume=True))
     assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["skipped"]
 

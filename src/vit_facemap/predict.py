@@ -71,8 +71,10 @@ from vit_facemap.transforms import InputMapping, normalise, to_channels
 class KeypointPredictor:
     """A trained keypoint model with its crop box; see :meth:`predict`.
 
-    ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`) applies to the second stages
-    in ``refiners`` too: one predictor looks at a frame at one set of box sizes.
+    Built as given (no mirrored views unless ``flip``); :func:`load_predictor` chooses the
+    default views of a trained run. ``scales`` (None: :data:`vit_facemap.config.TEST_SCALES`)
+    applies to the second stages in ``refiners`` too: one predictor looks at a frame at one
+    set of box sizes.
     ``crop_shift`` (a share of the crop's side; 0: one crop) is the second stages' test-time
     shift (:func:`vit_facemap.refine.crop_offsets`).
     """

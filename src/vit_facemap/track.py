@@ -321,7 +321,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
         if differs:
             raise RunExistsError(
                 paths["summary"], f"the finished run there used other settings "
-                f"({_differences(saved, key, differs)}); pass --overwrite to track again")
+                f"({_differences(saved, key, differs)}); pass those settings to skip it, or "
+                "--overwrite to track again")
         summary["skipped"] = (f"frames {summary.get('first_frame')} to "
                               f"{summary.get('last_frame')} already tracked with these "
                               "settings")
