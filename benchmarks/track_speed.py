@@ -13,7 +13,9 @@ depend on the weights) on the same video and machine:
   ``end_to_end_written``, the frames over the wall time of the whole call.
 
 Each is the best of ``--repeats`` passes over the first ``--frames`` frames, after a warm-up
-batch for the model. A run trained at another frame size gets its frames scaled to that size
+batch for the model. Trained runs are timed with the views ``track`` gives them by default
+(the box and its mirror image for a run trained with flips, three box sizes otherwise;
+``--no-flip`` / ``--scales`` choose others); each row records its ``scales`` and ``flip``. A run trained at another frame size gets its frames scaled to that size
 (``resized_to`` in its row).
 
 Without ``--video`` a clip is assembled from the real g7c1 frames in frame-name order
@@ -171,6 +173,9 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--scales", type=scales_arg, default=None, help=SCALES_HELP)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="trained runs (--runs) also see the mirrored frame (default: where a "
+                        "run trained with flips, as `track` does; the untrained models never)")
     p.add_argument("--repeats", type=int, default=2,
                    help="timings of decoding, the model and end to end (best of)")
     p.add_argument("--seed", type=seed_arg, default=0)
@@ -200,7 +205,7 @@ def _main(argv: list[str] | None) -> int:
             # models had been timed
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # an unfinished run is said when it is timed
-                load_predictor(r, device, scales=args.scales)
+                load_predictor(r, device, scales=args.scales, flip=args.flip)
         check_output(args.out, args.overwrite)
         if args.video is not None:
             probe(args.video)  # a missing or broken video is named before any work
@@ -246,7 +251,8 @@ def _measure(args: argparse.Namespace, names: list[str], device: str):
         rows = []
         predictors = [(n, lambda n=n: untrained_predictor(n, size, device, args.scales))
                       for n in names]
-        predictors += [(str(r), lambda r=r: load_predictor(r, device, scales=args.scales))
+        predictors += [(str(r), lambda r=r: load_predictor(r, device, scales=args.scales,
+                                                           flip=args.flip))
                        for r in args.runs]
         for name, make in predictors:
             for compiled in (False, True) if args.compile else (False,):

@@ -419,7 +419,9 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                    clean_pck=mc["pck"])
     if getattr(predictor, "refiners", None):
         # what the second (crop) stages bought: the same run's first stage alone
-        m1, _ = score(load_predictor(run_dir, device, refine=False), test)
+        # at the whole run's views: a second stage that cannot flip keeps the run from it
+        m1, _ = score(load_predictor(run_dir, device, refine=False, flip=predictor.flip,
+                                     scales=predictor.scales), test)
         row.update(stage1_mean_px=m1["mean_px"], stage1_median_px=m1["median_px"],
                    stage1_pck=m1["pck"],
                    refine_steps={g: r["steps"] for g, r in summary["refine"].items()},

@@ -237,6 +237,9 @@ def test_tracker_trains_without_validation_frames_unless_monitored(tiny_tracker,
     assert split["val"] == []  # the budget goes to training only
     [row] = json.loads((tiny_tracker / "tracker.json").read_text())["rows"]
     assert row["total_steps"] == row["steps"]  # one stage (the test profile's)
+    # generated g7c1-like names do not pair: three box sizes, and the one-view score apart
+    assert (row["flip"], row["scales"]) == (False, [0.9, 1.0, 1.1])
+    assert np.isfinite(row["one_scale_mean_px"]) and row["one_scale_mean_px"] != row["mean_px"]
     # with --monitor, training scores the held-out frames as it goes (what fit is given)
     _, train, val = _first_fit(monkeypatch, tmp_path / "t")
     assert len(val) == row["n_test"] and len(train) == row["n_train"]
@@ -348,6 +351,36 @@ def test_track_speed_times_a_run_of_another_frame_size_on_the_given_frames(tmp_p
     # track_video's own frames/s leave out the files it writes at the end; the whole call not
     assert 0 < row["end_to_end_written_fps"] <= row["end_to_end_fps"]
     assert record["wall_s"] > 0 and record["device"]["device"] == "cpu"
+
+
+def test_track_speed_times_a_run_that_flips_with_its_default_views(tmp_path):
+    """A run trained with flips is timed as `track` runs it by default, the box and its
+    mirror image (two passes per frame), and with --no-flip at three box sizes (three)."""
+    from vit_facemap.dlc import read_labels
+    from vit_facemap.synthetic import generate_frames, write_synthetic_set
+    from vit_facemap.testvideo import write_clip
+    from vit_facemap.train import fit
+
+    data = write_synthetic_set(tmp_path / "set", n_frames=6, n_videos=2, seed=3, size=(96, 72),
+                               layout="schroeder")
+    cfg = profile_config("test")
+    cfg.steps, cfg.num_threads = 2, 1
+    fit(cfg, read_labels(data), tmp_path / "run", None, device="cpu", progress=False)
+    video = tmp_path / "clip.mp4"
+    write_clip(list(generate_frames(4, seed=0, size=(96, 72), n_videos=1).images), video,
+               fps=30, n_frames=4)
+    rows = []
+    for name, extra in (("default", []), ("plain", ["--no-flip"])):
+        out = tmp_path / f"{name}.json"
+        assert SPEED.main(["--models", "", "--runs", str(tmp_path / "run"), "--video", str(video),
+                           "--frames", "3", "--repeats", "1", "--threads", "1",
+                           "--out", str(out), *extra]) == 0
+        [row] = json.loads(out.read_text())["results"]
+        rows.append(row)
+    flipped, plain = rows
+    assert (flipped["flip"], flipped["scales"]) == (True, [1.0])
+    assert (plain["flip"], plain["scales"]) == (False, [0.9, 1.0, 1.1])
+    assert flipped["gflop_per_frame"] == pytest.approx(plain["gflop_per_frame"] * 2 / 3)
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -638,7 +671,7 @@ def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(SystemExit):
         CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0.6"])
-    # the box sizes are the predictor's unless given
+    # the box sizes are TEST_SCALES unless given, with flips and without
     assert CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0",
                             "--scales", "1", "--threads", "1", "--out",
                             str(tmp_path / "one.json")]) == 0

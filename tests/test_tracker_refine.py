@@ -930,6 +930,10 @@ def test_flip_needs_a_run_trained_on_mirrored_faces(flip_runs):
     predictor = load_predictor(flip_runs["flipped"], "cpu", flip=False)
     predictor.refiners[0].model.config.head = "regression"
     assert predictor.why_no_flip().startswith("second stage eye: test-time flips average")
+    predictor.scales = (0.9, 1.1)  # handed on to the second stages, and checked
+    assert predictor.refiners[0].scales == (0.9, 1.1)
+    with pytest.raises(ValueError, match="scales must be one or more positive"):
+        predictor.scales = (0.0,)
     with pytest.raises(ValueError, match="second stage eye"):
         predictor.flip = True
     assert not predictor.flip and not predictor.refiners[0].flip
@@ -975,7 +979,26 @@ def test_evaluate_records_the_flips_it_made(flip_runs, eye_set, tmp_path):
                              progress=False, device="cpu", flip=False)
         flipped = evaluate_run(flip_runs["flipped"], eye_set, tmp_path / "b.json",
                                progress=False, device="cpu")
-    assert (plain["flip"], flipped["flip"]) == (False, True)
+        # numpy's booleans are taken (a flag read from an array of settings)
+        sized = evaluate_run(flip_runs["flipped"], eye_set, tmp_path / "c.json",
+                             progress=False, device="cpu", flip=np.bool_(True),
+                             scales=TEST_SCALES)
+    assert (plain["flip"], flipped["flip"], sized["flip"]) == (False, True, True)
     assert (plain["scales"], flipped["scales"]) == ([0.9, 1.0, 1.1], [1.0])
+    assert sized["scales"] == [0.9, 1.0, 1.1]
     assert json.loads((tmp_path / "b.json").read_text())["flip"] is True
-    assert flipped["mean_px"] != plain["mean_px"]
+    # at the same box sizes, the mirrored view alone changes the result
+    assert sized["mean_px"] != plain["mean_px"] and flipped["mean_px"] != plain["mean_px"]
+
+
+def test_evaluate_command_flips_by_default_where_the_run_can(flip_runs, eye_set, tmp_path):
+    from vit_facemap.cli import main
+
+    args = ["evaluate", str(flip_runs["flipped"]), "--data", str(eye_set), "--device", "cpu",
+            "--quiet"]
+    with pytest.warns(DataWarning, match="frames .* trained on"):
+        assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+        assert main([*args, "--json", str(tmp_path / "b.json"), "--no-flip"]) == 0
+    views = [json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab"]
+    assert [(m["flip"], m["scales"]) for m in views] == [(True, [1.0]),
+                                                         (False, [0.9, 1.0, 1.1])]

@@ -283,7 +283,8 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
     frames = read_labels(tiny_set)
     run = tmp_path / "run"
     fit(_config(4), frames, run, None, device="cpu", progress=False)
-    p = load_predictor(run, device="cpu")
+    # three box sizes, no mirrored view, whatever the default views of tiny_set's names
+    p = load_predictor(run, device="cpu", flip=False)
     assert p.bodyparts == frames.bodyparts and p.frame_size == (64, 48) and p.channels == 1
     from vit_facemap.images import load_image
 
@@ -297,7 +298,8 @@ def test_predictor_api_and_evaluate(tiny_set, tmp_path):
     with pytest.raises(ValueError, match=r"look like one colour frame: add a batch axis"):
         p.predict(np.repeat(batch[0, ..., None], 3, axis=-1))
     # each box size alone, then their mean: what the default predictor returns
-    single = [load_predictor(run, device="cpu", scales=(f,)).predict(batch) for f in p.scales]
+    single = [load_predictor(run, device="cpu", scales=(f,), flip=False).predict(batch)
+              for f in p.scales]
     assert len(p.scales) > 1 and not np.allclose(single[0][0], single[-1][0])
     assert np.allclose(kp, np.mean([k for k, _ in single], 0), atol=1e-5)
     assert np.allclose(conf, np.mean([c for _, c in single], 0), atol=1e-6)
@@ -856,7 +858,7 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
     cfg.refine = RefineConfig(share=0.5, auto="eye", input_size=32, copies=1)  # an eye stage too
     fit(cfg, frames, run, None, device="cpu", progress=False)
     batch = np.stack([load_image(q) for q in frames.image_paths[:5]])
-    eager = load_predictor(run, device="cpu")
+    eager = load_predictor(run, device="cpu", flip=False)
     assert len(eager.refiners) == 1
     kp, conf = eager.predict(batch)
 
@@ -869,7 +871,7 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
         return forward
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    p = load_predictor(run, device="cpu")
+    p = load_predictor(run, device="cpu", flip=False)
     assert p.compile(batch_size=4) and p.compiled and p.compile_s is not None
     assert p.refiners[0].compiled  # the eye stage is compiled with the first
     seen.clear()
@@ -883,14 +885,14 @@ def test_predictor_compile_pads_batches_and_falls_back(tiny_set, tmp_path, monke
         raise RuntimeError("no C compiler")
 
     monkeypatch.setattr(torch, "compile", broken)
-    q = load_predictor(run, device="cpu")
+    q = load_predictor(run, device="cpu", flip=False)
     with pytest.warns(RuntimeWarning, match="eager mode"):
         assert not q.compile()
     assert not q.compiled and "no C compiler" in q.compile_error
     assert np.allclose(q.predict(batch)[0], kp, atol=1e-6)
 
     # a second stage that fails to compile stays eager on its own, and the first says so
-    r = load_predictor(run, device="cpu")
+    r = load_predictor(run, device="cpu", flip=False)
 
     def refiner_broken(model, **kw):
         if model is r.refiners[0].model:
@@ -937,7 +939,7 @@ def test_validation_scores_frames_of_other_sizes_in_their_own_pixels(tiny_set, t
     fit(cfg, train, tmp_path / "run", val, device="cpu", progress=False)
     logged = pd.read_csv(tmp_path / "run" / "metrics.csv")["val_mean_px"].iloc[-1]
     # the predictor maps each frame back through the box of its own size
-    predictor = load_predictor(tmp_path / "run", "cpu", scales=(1.0,))
+    predictor = load_predictor(tmp_path / "run", "cpu", scales=(1.0,), flip=False)
     errors = []
     for path, true in zip(val.image_paths, val.keypoints, strict=True):
         kp, _ = predictor.predict(load_image(path))
@@ -1089,7 +1091,8 @@ def test_a_run_with_ema_saves_and_scores_the_averaged_weights(tiny_set, tmp_path
     # the same training steps (the average is kept aside, not trained)
     assert all(torch.equal(off["model"][k], on["model"][k]) for k in saved)
     # the validation row is the averaged weights' error: predicted again from the saved file
-    kp, _, _ = predict_frames(load_predictor(tmp_path / "0.9", "cpu", scales=(1.0,)), va)
+    kp, _, _ = predict_frames(load_predictor(tmp_path / "0.9", "cpu", scales=(1.0,),
+                                             flip=False), va)
     err = np.nanmean(np.linalg.norm(kp - va.keypoints, axis=-1))
     last = pd.read_csv(tmp_path / "0.9" / "metrics.csv")["val_mean_px"].dropna().iloc[-1]
     assert err == pytest.approx(last, rel=1e-4)

@@ -200,7 +200,8 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     # the values each run used, so that a video begun before flips were the default
     # resumes with the settings it began with
     with pytest.raises(DataError, match=r"other settings \(flip: False then, True now\); "
-                                        r"pass those settings, or --overwrite"):
+                                        r"pass the settings it used \(--flip / --no-flip\) "
+                                        r"to resume it, or --overwrite to start again"):
         track_video(flipped, video, tmp_path / "b", opts(resume=True))
     # a state written before box sizes (and crop shifts, flips) were recorded was predicted
     # from the box alone, with one crop, unmirrored
@@ -220,8 +221,9 @@ def test_resume_continues_after_interrupt(tmp_path, video):
     summary.write_text(json.dumps(record))
     with pytest.raises(RunExistsError, match="crop_shift"):
         track_video(other, video, tmp_path / "b", opts(resume=True))
-    with pytest.raises(RunExistsError, match=r"\(flip: False then, True now\); pass those "
-                                             r"settings to skip it, or --overwrite"):
+    with pytest.raises(RunExistsError, match=r"\(flip: False then, True now\); pass the "
+                                             r"settings it used \(--flip / --no-flip\) to "
+                                             r"skip it, or --overwrite to track again"):
         track_video(flipped, video, tmp_path / "b", opts(resume=True))
     assert track_video(SpotPredictor(), video, tmp_path / "b", opts(resume=True))["skipped"]
 
@@ -240,13 +242,16 @@ def test_resume_does_not_join_or_skip_the_results_of_another_model(tmp_path, vid
         return spot
 
     track_video(predictor(0), video, tmp_path / "done", opts(stop=10))
-    with pytest.raises(RunExistsError, match=r"used other settings \(model\)"):
+    # a model cannot be passed as a setting: no advice to pass it
+    with pytest.raises(RunExistsError, match=r"used other settings \(model\); pass "
+                                             r"--overwrite to track again"):
         track_video(predictor(1), video, tmp_path / "done", opts(resume=True, stop=10))
     assert track_video(predictor(0), video, tmp_path / "done", opts(resume=True, stop=10))[
         "skipped"]
     with pytest.raises(KeyboardInterrupt):
         track_video(predictor(0, fail_after=1), video, tmp_path / "half", opts())
-    with pytest.raises(DataError, match=r"other settings \(model\)"):
+    with pytest.raises(DataError, match=r"other settings \(model\); pass --overwrite to "
+                                        r"start again"):
         track_video(predictor(1), video, tmp_path / "half", opts(resume=True))
     assert track_video(predictor(0), video, tmp_path / "half", opts(resume=True))["complete"]
 

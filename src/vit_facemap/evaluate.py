@@ -168,7 +168,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
     metrics["scales"] = list(predictor.scales)
     metrics["crop_shift"] = crop_shift_of(predictor)
-    metrics["flip"] = flip_of(predictor)  # False where the run could not flip (warned)
+    # False where the run cannot flip (warned only where flip=True was asked for)
+    metrics["flip"] = flip_of(predictor)
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     # loading the run, reading the frames, predicting and scoring

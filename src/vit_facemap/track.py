@@ -184,8 +184,7 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
     if differs:
         raise DataError(
             f"cannot resume: the half-done run in {paths['state'].name} used other settings "
-            f"({_differences(saved, key, differs)}); pass those settings, or --overwrite to "
-            "start again", video)
+            + _differences(saved, key, differs, ("to resume it", "to start again")), video)
     rows = np.fromfile(paths["partial"], dtype=np.float64) if paths["partial"].exists() \
         else np.empty(0)
     whole = len(rows) // n_cols * n_cols  # a crash mid-write leaves a partial row
@@ -195,17 +194,24 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
     return rows[:whole].reshape(-1, n_cols)
 
 
-# settings a user passes again to resume a run, shown with their values (a video's name,
-# its size or the model's digest would only lengthen the message)
-_SHOWN = {"scales", "crop_shift", "flip", "start", "stop", "crop", "resize", "scorer"}
+# the settings a user chooses, with the options of `vit-facemap track` that set them; each
+# is shown with its value then and now (a video's name, its size or the model's digest would
+# only lengthen the message, and cannot be passed)
+_OPTIONS = {"scales": "--scales", "crop_shift": "--crop-shift", "flip": "--flip / --no-flip",
+            "start": "--start", "stop": "--stop", "crop": "--crop", "resize": "--resize",
+            "scorer": "--scorer"}
 
 
-def _differences(saved: dict, key: dict, differs: list[str]) -> str:
-    """``differs`` for a message; the settings a user chooses with the value each run used
-    (the default flips changed with a version: a run tracked before it resumes with the
-    settings it had)."""
-    return ", ".join(f"{k}: {saved.get(k)!r} then, {key[k]!r} now" if k in _SHOWN else k
+def _differences(saved: dict, key: dict, differs: list[str], again: str) -> str:
+    """What differs, for a message, and what to do: the settings a user chooses with the
+    value each run used and their options, since the default views changed with a version
+    (a run tracked before it goes on with the settings it had)."""
+    said = ", ".join(f"{k}: {saved.get(k)!r} then, {key[k]!r} now" if k in _OPTIONS else k
                      for k in differs)
+    if all(k in _OPTIONS for k in differs):
+        options = ", ".join(_OPTIONS[k] for k in differs)
+        return f"({said}); pass the settings it used ({options}) {again[0]}, or --overwrite {again[1]}"
+    return f"({said}); pass --overwrite {again[1]}"
 
 
 def _finished_key(record: dict) -> dict:
@@ -320,9 +326,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
                          and k in saved and saved[k] != key[k])
         if differs:
             raise RunExistsError(
-                paths["summary"], f"the finished run there used other settings "
-                f"({_differences(saved, key, differs)}); pass those settings to skip it, or "
-                "--overwrite to track again")
+                paths["summary"], "the finished run there used other settings "
+                + _differences(saved, key, differs, ("to skip it", "to track again")))
         summary["skipped"] = (f"frames {summary.get('first_frame')} to "
                               f"{summary.get('last_frame')} already tracked with these "
                               "settings")

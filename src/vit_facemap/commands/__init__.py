@@ -48,10 +48,11 @@ CROP_SHIFT_HELP = ("also average each second (crop) stage over its crop moved by
                    "measures what it buys)")
 
 
-FLIP_HELP = ("also show every stage the mirrored frame and average the two heatmaps (default: "
-             "on wherever the run trained with flips, others predict without; --flip asks "
-             "for it and warns where the run cannot; --no-flip predicts from the frame alone, "
-             "at three box sizes unless --scales says otherwise, as versions before this "
+FLIP_HELP = ("also show every stage the mirrored frame and average the two heatmaps, then from "
+             "the box alone unless --scales says otherwise (default: on wherever the run can, "
+             "a heatmap run trained with flips; others predict without; --flip asks for it "
+             "and warns where the run cannot; --no-flip predicts from the frame alone, at "
+             "three box sizes unless --scales says otherwise, as versions before this "
              "default did; benchmarks/crop_shift.py --flip measures what it buys)")
 
 
