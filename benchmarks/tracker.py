@@ -380,6 +380,10 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
             r["pretrain_s"] for r in summary.get("refine", {}).values())
         row.update(description=description, train_s=summary["train_s"] + pretrain_s,
                    pretrain_s=pretrain_s, steps=summary["steps"],
+                   # steps of all stages whose learning rate followed the clock: a row with
+                   # any is not reproduced exactly by its seed (vit_facemap.train)
+                   clock_paced_steps=summary["clock_paced_steps"] + sum(
+                       r["clock_paced_steps"] for r in summary.get("refine", {}).values()),
                    total_steps=summary["total_steps"],
                    epochs=summary["epochs"],
                    # every stage the tracker runs, as track_speed.py counts them

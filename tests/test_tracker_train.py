@@ -782,6 +782,28 @@ def test_schedule_follows_steps_or_time_whichever_is_further():
     assert training_progress(50, 0.0, TrainConfig(steps=100)) == pytest.approx(0.5)
 
 
+def test_steps_paced_by_the_clock_are_counted(tiny_set, tmp_path, monkeypatch):
+    """A run whose learning rate followed the steps throughout says so (0); one whose clock
+    ran ahead of its steps counts the steps it paced, which its seed alone does not fix.
+    The clock is a fake that moves 10 s per reading: a 1-minute budget of 6 steps is then
+    paced by the clock from the second step on."""
+    from types import SimpleNamespace
+
+    import vit_facemap.train as train_module
+
+    frames = read_labels(tiny_set)
+    summary = fit(_config(6), frames, tmp_path / "steps", None, device="cpu", progress=False)
+    assert summary["clock_paced_steps"] == 0 and summary["steps"] == 6
+    assert json.loads((tmp_path / "steps" / "runinfo.json").read_text())["summary"][
+        "clock_paced_steps"] == 0
+    readings = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+    cfg = _config(6)
+    cfg.max_minutes = 1.0
+    summary = fit(cfg, frames, tmp_path / "clock", None, device="cpu", progress=False)
+    assert 1 <= summary["clock_paced_steps"] <= summary["steps"] < 6
+
+
 def test_schedule_stays_at_zero_past_the_end_and_never_starts_at_zero():
     """A time budget can carry progress past 1: the cosine stays at 0 there, it does not
     rise again (the clamp dropped passed every test); the first step learns a little."""

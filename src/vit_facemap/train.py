@@ -22,7 +22,10 @@ With ``max_minutes`` the schedule is also budgeted in wall time: training progre
 larger of steps done / ``steps`` and time spent / ``max_minutes``, warm-up and cosine decay
 follow that progress, and training ends when it reaches 1. A slow machine therefore runs
 fewer steps but still completes the learning-rate schedule within the budget (the number
-of steps done is recorded).
+of steps done is recorded). A step whose learning rate followed the clock rather than the
+step count depends on how fast the machine ran at that moment, so the seed alone no longer
+fixes the run: the summary counts such steps (``clock_paced_steps``; 0: the schedule
+followed the steps throughout, and the same seed, machine and threads give the same run).
 """
 
 from __future__ import annotations
@@ -688,7 +691,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, epoch, best, history = 0, 0, math.inf, []
-    last_val_step = 0
+    last_val_step = clock_paced = 0
     elapsed_before = 0.0
     loader_rng = None
     ema_state = None
@@ -728,6 +731,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         pre_steps = state.get("pretrain_steps", 0)
         pretrain_s = state.get("pretrain_s", 0.0)
         pretrain_loss = state.get("pretrain_loss")
+        clock_paced = state.get("clock_paced_steps", 0)  # saved before it was counted: 0
     # the average starts from the weights training starts from (pre-trained, or resumed)
     ema = ModelEmaV3(model, decay=config.ema, use_warmup=True) if config.ema > 0 else None
     if ema is not None and ema_state is not None:
@@ -755,6 +759,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             progress_now = training_progress(step, time.perf_counter() - t0, config)
             if progress_now >= 1:
                 break
+            if progress_now > step / max(1, config.steps):
+                clock_paced += 1  # this step's learning rate came from the clock
             for g in opt.param_groups:
                 g["lr"] = config.lr * lr_factor(progress_now, warmup)
             x, kp = x.to(device, non_blocking=True), kp.to(device)
@@ -815,7 +821,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                     "python_rng": random.getstate(), "loader_rng": gen.get_state(),
                     "augmenter": augmenter.random_state(), "scaler": scaler.state_dict(),
                     "history": history, "pretrain_steps": pre_steps, "pretrain_s": pretrain_s,
-                    "pretrain_loss": pretrain_loss},
+                    "pretrain_loss": pretrain_loss, "clock_paced_steps": clock_paced},
                    out / (STATE_FILE + ".tmp"))
         (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
         _write_metrics(out / METRICS_FILE, history)
@@ -825,6 +831,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         "steps": step, "epochs": epoch, "train_s": train_s, "load_s": load_s,
         "best_val_mean_px": None if math.isinf(best) else best,
         "stopped_by_time_budget": step < config.steps,
+        "clock_paced_steps": clock_paced,
         "pretrain_s": pretrain_s, "pretrain_steps": pre_steps, "pretrain_final_loss": pretrain_loss,
         "n_train_frames": len(train_frames),
         # the keypoints a horizontal flip swaps, as resolved for these names ("auto" included)
