@@ -9,11 +9,11 @@ each ``--shifts`` value (:func:`vit_facemap.refine.crop_offsets`: the crop and f
 moved by that share of its side); with ``--flip``, each shift again with every stage's
 heatmaps averaged with those of the mirrored input (:attr:`KeypointPredictor.flip`; a run
 trained without flips is measured without). Each stage looks through ``--scales`` box sizes
-(default: :data:`vit_facemap.config.TEST_SCALES`, with flips and without). For each run and setting the script prints, and writes to
-``--out`` with the settings, device, versions and wall time: mean and median error (frame
-pixels), per keypoint, per held-out animal and per frame (for a paired comparison), and the
-frames/s of ``predict`` on the first 64 held-out frames in memory (best of two passes,
-after a warm-up). Nothing is trained.
+(default: :data:`vit_facemap.config.TEST_SCALES`, with flips and without). For each run and
+setting the script prints, and writes to ``--out`` with the settings, device, versions and
+wall time: mean and median error (frame pixels), per keypoint, per held-out animal and per
+frame (for a paired comparison), and the frames/s of ``predict`` on the first 64 held-out
+frames in memory (best of two passes, after a warm-up). Nothing is trained.
 
     python benchmarks/crop_shift.py --run RUN_G7C1 ../shared/data/g7c1 \\
         --run RUN_SCHROEDER ../shared/data/schroeder --out _build/results/crop_shift.json

@@ -15,8 +15,9 @@ depend on the weights) on the same video and machine:
 Each is the best of ``--repeats`` passes over the first ``--frames`` frames, after a warm-up
 batch for the model. Trained runs are timed with the views ``track`` gives them by default
 (the box and its mirror image for a run trained with flips, three box sizes otherwise;
-``--no-flip`` / ``--scales`` choose others); each row records its ``scales`` and ``flip``. A run trained at another frame size gets its frames scaled to that size
-(``resized_to`` in its row).
+``--no-flip`` / ``--scales`` choose others); each row records its ``scales`` and ``flip``.
+A run trained at another frame size gets its frames scaled to that size (``resized_to`` in
+its row).
 
 Without ``--video`` a clip is assembled from the real g7c1 frames in frame-name order
 (``$VIT_FACEMAP_DATA``), else from generated frames of the same size; it says which.

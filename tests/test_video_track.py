@@ -803,8 +803,9 @@ def test_resume_refuses_frames_resized_to_another_size(tmp_path, video):
     with pytest.raises(KeyboardInterrupt):
         track_video(SpotPredictor(frame_size=(48, 36), fail_after=1), video, tmp_path,
                     opts(resize=True))
+    # the model's size, not an option: no advice to pass it
     with pytest.raises(DataError, match=r"other settings \(resize: \[48, 36\] then, "
-                                        r"\[32, 24\] now\)"):
+                                        r"\[32, 24\] now\); pass --overwrite to start again"):
         track_video(SpotPredictor(frame_size=(32, 24)), video, tmp_path,
                     opts(resize=True, resume=True))
 

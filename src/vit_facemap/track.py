@@ -196,21 +196,24 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
 
 # the settings a user chooses, with the options of `vit-facemap track` that set them; each
 # is shown with its value then and now (a video's name, its size or the model's digest would
-# only lengthen the message, and cannot be passed)
+# only lengthen the message, and cannot be passed). The size frames were resized to is
+# shown too, but it is the model's as much as --resize's: no option restores it
 _OPTIONS = {"scales": "--scales", "crop_shift": "--crop-shift", "flip": "--flip / --no-flip",
-            "start": "--start", "stop": "--stop", "crop": "--crop", "resize": "--resize",
-            "scorer": "--scorer"}
+            "start": "--start", "stop": "--stop", "crop": "--crop", "scorer": "--scorer"}
+_SHOWN = {*_OPTIONS, "resize"}
 
 
-def _differences(saved: dict, key: dict, differs: list[str], again: str) -> str:
-    """What differs, for a message, and what to do: the settings a user chooses with the
-    value each run used and their options, since the default views changed with a version
-    (a run tracked before it goes on with the settings it had)."""
-    said = ", ".join(f"{k}: {saved.get(k)!r} then, {key[k]!r} now" if k in _OPTIONS else k
+def _differences(saved: dict, key: dict, differs: list[str], again: tuple[str, str]) -> str:
+    """What differs, for a message, and what to do (``again``: the words after passing the
+    old settings, and after --overwrite): the settings a user chooses with the value each run
+    used and their options, since the default views changed with a version (a run tracked
+    before it goes on with the settings it had)."""
+    said = ", ".join(f"{k}: {saved.get(k)!r} then, {key[k]!r} now" if k in _SHOWN else k
                      for k in differs)
     if all(k in _OPTIONS for k in differs):
         options = ", ".join(_OPTIONS[k] for k in differs)
-        return f"({said}); pass the settings it used ({options}) {again[0]}, or --overwrite {again[1]}"
+        return (f"({said}); pass the settings it used ({options}) {again[0]}, or --overwrite "
+                f"{again[1]}")
     return f"({said}); pass --overwrite {again[1]}"
 
 
