@@ -81,7 +81,7 @@ from vit_facemap.runinfo import (
     write_json,
 )
 from vit_facemap.splits import group_split, groups_for, later_frames_split
-from vit_facemap.train import TrainConfig, fit, profile_config
+from vit_facemap.train import TrainConfig, all_stages, fit, profile_config
 
 # the ResNet-18 peer's model settings (stride 16), alone or in the two-stage recipe
 RESNET18 = {"family": "cnn", "timm_name": "resnet18", "cnn_out_index": 3, "n_up": 2}
@@ -376,14 +376,12 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
         # "steps" is the first stage's; train_s is all stages' (second stages included), with
         # their masked pre-training, which fit times apart (pretrain_s) but which spends the
         # same budget: without it hybrid_mim's row left out 30% of its training time
-        pretrain_s = summary["pretrain_s"] + sum(
-            r["pretrain_s"] for r in summary.get("refine", {}).values())
+        pretrain_s = all_stages(summary, "pretrain_s")
         row.update(description=description, train_s=summary["train_s"] + pretrain_s,
                    pretrain_s=pretrain_s, steps=summary["steps"],
                    # steps of all stages whose learning rate followed the clock: a row with
                    # any is not reproduced exactly by its seed (vit_facemap.train)
-                   clock_paced_steps=summary["clock_paced_steps"] + sum(
-                       r["clock_paced_steps"] for r in summary.get("refine", {}).values()),
+                   clock_paced_steps=all_stages(summary, "clock_paced_steps"),
                    total_steps=summary["total_steps"],
                    epochs=summary["epochs"],
                    # every stage the tracker runs, as track_speed.py counts them

@@ -759,7 +759,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
             progress_now = training_progress(step, time.perf_counter() - t0, config)
             if progress_now >= 1:
                 break
-            if progress_now > step / max(1, config.steps):
+            if progress_now > training_progress(step, 0.0, config):
                 clock_paced += 1  # this step's learning rate came from the clock
             for g in opt.param_groups:
                 g["lr"] = config.lr * lr_factor(progress_now, warmup)
@@ -852,10 +852,14 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     # "steps" counts the first stage (as a stage's own run does); this, every stage's, for
     # the command's message and the benchmark's table (set last: a run interrupted in its
     # second stage describes the first alone)
-    summary["total_steps"] = summary["steps"] + sum(
-        s2["steps"] for s2 in summary.get("refine", {}).values())
+    summary["total_steps"] = all_stages(summary, "steps")
     write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
     return summary
+
+
+def all_stages(summary: dict, key: str) -> float:
+    """``key`` of a :func:`fit` summary summed over the first stage and its second stages."""
+    return summary[key] + sum(s2[key] for s2 in summary.get("refine", {}).values())
 
 
 def _seed_worker(worker_id: int) -> None:
