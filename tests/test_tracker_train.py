@@ -785,8 +785,9 @@ def test_schedule_follows_steps_or_time_whichever_is_further():
 def test_steps_paced_by_the_clock_are_counted(tiny_set, tmp_path, monkeypatch):
     """A run whose learning rate followed the steps throughout says so (0); one whose clock
     ran ahead of its steps counts the steps it paced, which its seed alone does not fix.
-    The clock is a fake that moves 10 s per reading: a 1-minute budget of 6 steps is then
-    paced by the clock from the second step on."""
+    The clock is a fake that moves 15 s per reading: a 1-minute budget of 6 steps (10 s a
+    step) is then paced by the clock from the second step on; the first takes its progress
+    from the time saved, none in a new run."""
     from types import SimpleNamespace
 
     import vit_facemap.train as train_module
@@ -796,12 +797,17 @@ def test_steps_paced_by_the_clock_are_counted(tiny_set, tmp_path, monkeypatch):
     assert summary["clock_paced_steps"] == 0 and summary["steps"] == 6
     assert json.loads((tmp_path / "steps" / "runinfo.json").read_text())["summary"][
         "clock_paced_steps"] == 0
-    readings = iter(range(0, 10**6, 10))
+    # a time budget the steps stay ahead of: the first step was counted as clock-paced too
+    roomy = _config(6)
+    roomy.max_minutes = 600.0
+    summary = fit(roomy, frames, tmp_path / "roomy", None, device="cpu", progress=False)
+    assert summary["clock_paced_steps"] == 0 and summary["steps"] == 6
+    readings = iter(range(0, 10**6, 15))
     monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
     cfg = _config(6)
     cfg.max_minutes = 1.0
     summary = fit(cfg, frames, tmp_path / "clock", None, device="cpu", progress=False)
-    assert 1 <= summary["clock_paced_steps"] <= summary["steps"] < 6
+    assert summary["clock_paced_steps"] == summary["steps"] - 1 and 2 <= summary["steps"] < 6
 
 
 def test_schedule_stays_at_zero_past_the_end_and_never_starts_at_zero():
