@@ -27,8 +27,6 @@ of steps done is recorded). A step whose learning rate followed the clock rather
 step count depends on how fast the machine ran at that moment, so the seed alone no longer
 fixes the run: the summary counts such steps (``clock_paced_steps``; 0: the schedule
 followed the steps throughout, and the same seed, machine and threads give the same run).
-The first step of a run, or of a resumed one, reads no clock: its progress is that of the
-steps and time saved (0 in a new run).
 """
 
 from __future__ import annotations
@@ -762,18 +760,13 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
                         num_workers=config.num_workers, worker_init_fn=_seed_worker)
     t0 = time.perf_counter() - elapsed_before
     progress_now = training_progress(step, elapsed_before, config)
-    first_step = step
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress)
     while progress_now < 1:
         model.train()
         losses = []
         epoch_start_progress = progress_now
         for x, kp in loader:
-            # the first step takes its progress from the time saved (0 in a new run), not
-            # from how long the loader took to start: otherwise every time-budgeted stage
-            # counted its first step as paced by the clock, and its seed fixed no run
-            seconds = elapsed_before if step == first_step else time.perf_counter() - t0
-            progress_now = training_progress(step, seconds, config)
+            progress_now = training_progress(step, time.perf_counter() - t0, config)
             if progress_now >= 1:
                 break
             if progress_now > training_progress(step, 0.0, config):
