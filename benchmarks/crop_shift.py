@@ -1,5 +1,5 @@
 """What the test-time views (the crop stages' ``crop_shift``, mirrored inputs: ``flip``)
-buy and cost on trained runs.
+and reading each video's frames on its side (``facing``) buy and cost on trained runs.
 
 Each ``--run RUN DATA`` pair names a trained run (a ``vit-facemap train`` folder with a
 validation split, or ``OUT/runs/<set>/<model>`` of ``benchmarks/tracker.py --monitor``, as
@@ -8,7 +8,10 @@ the book's runs are) and the labeled set it was trained from. The run's held-out
 each ``--shifts`` value (:func:`vit_facemap.refine.crop_offsets`: the crop and four copies
 moved by that share of its side); with ``--flip``, each shift again with every stage's
 heatmaps averaged with those of the mirrored input (:attr:`KeypointPredictor.flip`; a run
-trained without flips is measured without). Each stage looks through ``--scales`` box sizes
+trained without flips is measured without); with ``--facing both``, each of those with the
+frames predicted alone (``frame``) and with those facing against their video predicted
+again on its side (``video``, the default; :func:`vit_facemap.evaluate.predict_frames`,
+rows say how many in ``facing_redone``). Each stage looks through ``--scales`` box sizes
 (default: :data:`vit_facemap.config.TEST_SCALES`, with flips and without). For each run and
 setting the script prints, and writes to ``--out`` with the settings, device, versions and
 wall time: mean and median error (frame pixels), per keypoint, per held-out animal and per
@@ -65,19 +68,22 @@ def held_out(run: Path, data: Path, bodyparts: list[str]) -> LabeledFrames:
 
 
 def measure(predictor: KeypointPredictor, run: Path, data: Path, test: LabeledFrames,
-            shifts: list[float], flips: list[bool] | None = None) -> list[dict]:
-    """One row per shift and flip setting for one run and its held-out frames ``test``."""
+            shifts: list[float], flips: list[bool] | None = None,
+            facings: tuple[str, ...] = ("video",)) -> list[dict]:
+    """One row per shift, flip and facing setting for one run and its held-out frames
+    ``test``."""
     images = np.stack([load_image(p) for p in test.image_paths[:64]])
     animals = groups_for(test, "animal")
     rows = []
-    for flip, shift in itertools.product(flips or [False], shifts):
+    for flip, shift, facing in itertools.product(flips or [False], shifts, facings):
         predictor.flip = flip
         predictor.crop_shift = shift
-        pred, _, _ = predict_frames(predictor, test)
+        pred, _, _, redone = predict_frames(predictor, test, facing=facing)
         m = keypoint_metrics(pred, test.keypoints, test.bodyparts)
         predictor.predict(images[:32])  # warm-up: allocations outside the timing
         rows.append({
             "run": str(run), "data": str(data), "crop_shift": shift, "flip": flip,
+            "facing": facing, "facing_redone": redone,
             "scales": list(predictor.scales), "second_stages": len(predictor.refiners),
             "n_test": len(test), "mean_px": m["mean_px"], "median_px": m["median_px"],
             "per_keypoint_mean_px": {k: v["mean_px"] for k, v in m["per_keypoint"].items()},
@@ -86,7 +92,8 @@ def measure(predictor: KeypointPredictor, run: Path, data: Path, test: LabeledFr
             "predict_fps": best_fps(lambda: predictor.predict(images), len(images)),
         })
         r = rows[-1]
-        print(f"{run} shift {shift:g}{', flipped' if flip else ''}: mean {r['mean_px']:.3f} px, median "
+        print(f"{run} shift {shift:g}{', flipped' if flip else ''}, facing {facing} "
+              f"({redone} redone): mean {r['mean_px']:.3f} px, median "
               f"{r['median_px']:.3f} px, {r['predict_fps']:.1f} frames/s", flush=True)
     return rows
 
@@ -107,6 +114,9 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--scales", type=scales_arg, default=None, help="crop-box sizes each stage "
                    "sees a frame at, averaged, with flips and without (comma list of factors; "
                    f"default {','.join(f'{s:g}' for s in TEST_SCALES)})")
+    p.add_argument("--facing", choices=("video", "frame", "both"), default="video",
+                   help="video (default): frames facing against their video predicted again on "
+                   "its side; frame: each frame alone; both: each setting both ways")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path("_build/results/crop_shift.json"))
@@ -131,7 +141,8 @@ def _main(argv: list[str] | None) -> int:
     with torch.inference_mode():
         for predictor, run, data, test in runs:
             rows += measure(predictor, run, data, test, shifts,
-                            [False, True] if predictor.flip else [False])
+                            [False, True] if predictor.flip else [False],
+                            ("frame", "video") if args.facing == "both" else (args.facing,))
     record = describe(vars(args), args.device, rows=rows, wall_s=time.perf_counter() - start)
     write_json(record, args.out, overwrite=args.overwrite)
     print(f"-> {args.out}")

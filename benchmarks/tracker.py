@@ -328,10 +328,14 @@ def fps_of(predictor, images: np.ndarray, repeats: int = 2) -> float:
     return n / (time.perf_counter() - t)
 
 
-def score(predictor, frames: LabeledFrames) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """Metrics of ``predictor`` on labeled ``frames``, and its (keypoints, confidences)."""
-    pred, conf, _ = predict_frames(predictor, frames)
-    return keypoint_metrics(pred, frames.keypoints, frames.bodyparts), (pred, conf)
+def score(predictor, frames: LabeledFrames, facing: str = "video"
+          ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """Metrics of ``predictor`` on labeled ``frames`` (with ``facing_redone``, the frames
+    predicted again on their video's side: vit_facemap.evaluate.predict_frames), and its
+    (keypoints, confidences)."""
+    pred, conf, _, redone = predict_frames(predictor, frames, facing=facing)
+    m = keypoint_metrics(pred, frames.keypoints, frames.bodyparts)
+    return {**m, "facing_redone": redone}, (pred, conf)
 
 
 def per_keypoint_means(metrics: dict) -> dict[str, float]:
@@ -397,6 +401,12 @@ def run_one(model_name: str, set_name: str, split_name: str, train: LabeledFrame
                # other processes on the machine slow every timing: record how busy it was
                load_average_1min=os.getloadavg()[0])
     row["per_keypoint_mean_px"] = per_keypoint_means(m)
+    row["facing_redone"] = m["facing_redone"]
+    if m["facing_redone"]:
+        # what reading those frames' noses on their video's side bought: each frame alone
+        mf, _ = score(predictor, test, facing="frame")
+        row.update(frame_facing_mean_px=mf["mean_px"],
+                   frame_facing_per_keypoint_mean_px=per_keypoint_means(mf))
     # one animal or session the model cannot follow dominates the mean (FG001 on schroeder)
     row["per_animal"] = group_metrics(pred, test.keypoints, test.bodyparts,
                                       groups_for(test, "animal"))

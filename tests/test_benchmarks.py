@@ -674,6 +674,9 @@ def test_crop_shift_scores_a_runs_held_out_frames_with_one_crop_and_shifted_ones
     # the box sizes are TEST_SCALES unless given, with flips and without
     assert CROP_SHIFT.main(["--run", str(tmp_path / "run"), str(data), "--shifts", "0",
                             "--scales", "1", "--threads", "1", "--out",
-                            str(tmp_path / "one.json")]) == 0
+                            str(tmp_path / "one.json"), "--facing", "both"]) == 0
     one = json.loads((tmp_path / "one.json").read_text())["rows"]
-    assert [r["scales"] for r in one] == [[1.0]] and one[0]["mean_px"] != rows[0]["mean_px"]
+    assert [r["scales"] for r in one] == [[1.0]] * 2 and one[0]["mean_px"] != rows[0]["mean_px"]
+    # each frame alone, then per video (the names hold a nose and an eye)
+    assert [r["facing"] for r in one] == ["frame", "video"] and one[0]["facing_redone"] == 0
+    assert rows[0]["facing"] == "video" and all(r["facing_redone"] >= 0 for r in record["rows"])

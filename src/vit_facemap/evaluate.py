@@ -16,26 +16,55 @@ from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
-from vit_facemap.track import crop_shift_of, flip_of
+from vit_facemap.track import FACING, crop_shift_of, flip_of
 from vit_facemap.validate import _listed, load_set
 
 
 def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Predictions (N, K, 2), confidences (N, K) and model+decode time (s) for a labeled set.
+                   progress: bool = False, facing: str = "video"
+                   ) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Predictions (N, K, 2), confidences (N, K), model+decode time (s) for a labeled set,
+    and how many frames were predicted again on their video's side.
 
     Frames of different sizes are predicted in separate batches (each maps back exactly).
     The crop box scales with the frame, so frames of another aspect ratio than the run's
     training frames get a warning: their faces reach the model stretched.
+
+    ``facing="video"`` (where the predictor can: its ``can_face``) predicts again the frames whose face points the other way
+    from most of their video's (:func:`vit_facemap.predict.video_facing`), with their nose
+    read on the video's side of the eye: a head-fixed animal does not turn round within a
+    video. ``"frame"``: each frame as it comes.
     """
+    if facing not in FACING:
+        raise ValueError(f"facing must be one of {FACING}, got {facing!r}")
     sizes: set[tuple[int, int]] = set()
     kps = np.full(frames.keypoints.shape, np.nan)
     confs = np.zeros(frames.keypoints.shape[:2])
+    seconds = _predict_rows(predictor, frames, np.arange(len(frames)), None, kps, confs,
+                            batch_size, progress, sizes)
+    redo = np.zeros(0, dtype=np.int64)
+    if facing == "video" and getattr(predictor, "can_face", False):
+        from vit_facemap.predict import video_facing
+
+        sides = predictor.facing_of(kps)
+        want = video_facing(sides, frames.videos)
+        redo = np.flatnonzero((want != 0) & (sides != want))
+        seconds += _predict_rows(predictor, frames, redo, want, kps, confs, batch_size,
+                                 False, sizes)
+    _warn_stretched(sizes, getattr(predictor, "frame_size", None), frames)
+    return kps, confs, seconds, len(redo)
+
+
+def _predict_rows(predictor: Any, frames: LabeledFrames, rows: np.ndarray,
+                  facing: np.ndarray | None, kps: np.ndarray, confs: np.ndarray,
+                  batch_size: int, progress: bool, sizes: set[tuple[int, int]]) -> float:
+    """Predict ``rows`` of ``frames`` into ``kps``/``confs`` (with each row's ``facing``
+    side where given); the model+decode time (s)."""
     seconds = 0.0
     paths = frames.image_paths
-    for start in tqdm(range(0, len(frames), batch_size), desc="predict", disable=not progress):
-        rows = list(range(start, min(len(frames), start + batch_size)))
-        images = [load_image(paths[i]) for i in rows]
+    for start in tqdm(range(0, len(rows), batch_size), desc="predict", disable=not progress):
+        chunk = rows[start:start + batch_size]
+        images = [load_image(paths[i]) for i in chunk]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for j, img in enumerate(images):
             by_shape.setdefault(img.shape, []).append(j)
@@ -43,13 +72,14 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
         for js in by_shape.values():
             batch = np.stack([images[j] for j in js])
             t = time.perf_counter()
-            kp, conf = predictor.predict(batch)
+            if facing is None:
+                kp, conf = predictor.predict(batch)
+            else:
+                kp, conf = predictor.predict(batch, facing=facing[chunk[js]])
             seconds += time.perf_counter() - t
-            for j, k, c in zip(js, kp, conf, strict=True):
-                kps[rows[j]] = k
-                confs[rows[j]] = c
-    _warn_stretched(sizes, getattr(predictor, "frame_size", None), frames)
-    return kps, confs, seconds
+            kps[chunk[js]] = kp
+            confs[chunk[js]] = conf
+    return seconds
 
 
 def _warn_stretched(sizes: set[tuple[int, int]], train_size: tuple[int, int] | None,
@@ -140,13 +170,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
                  predictions_out: str | Path | None = None, device: str = "auto",
                  overwrite: bool = True, progress: bool = True,
                  scales: Sequence[float] | None = None, crop_shift: float = 0.0,
-                 flip: bool | None = None) -> dict[str, Any]:
+                 flip: bool | None = None, facing: str = "video") -> dict[str, Any]:
     """Metrics of a run on a labeled set; writes JSON and a per-frame DeepLabCut table.
 
     ``scales``: the box sizes the predictor averages over; ``crop_shift``: the second
     stages' test-time shift; ``flip``: mirrored views averaged in (None: wherever the run
     can); all as :func:`vit_facemap.predict.load_predictor` takes them, and recorded in the
-    metrics as made.
+    metrics as made. ``facing``: as :func:`predict_frames` takes it (recorded with the
+    number of frames predicted again, ``facing_redone``).
 
     Raises :class:`~vit_facemap.errors.DataError` when the set lacks one of the run's
     keypoints; keypoints the run does not predict are left out, and one labeled in none of
@@ -154,6 +185,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     """
     from vit_facemap.predict import load_predictor
 
+    if facing not in FACING:  # before the run is loaded
+        raise ValueError(f"facing must be one of {FACING}, got {facing!r}")
     if json_out is not None and predictions_out is None:
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
     check_outputs(json_out, predictions_out, overwrite, run_dir, data)
@@ -162,7 +195,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     frames = load_set(data, expected_bodyparts=predictor.bodyparts, expected_source=run_dir,
                       decode=False)
     _warn_trained_frames(run_dir, data, frames)
-    pred, conf, seconds = predict_frames(predictor, frames, progress=progress)
+    pred, conf, seconds, redone = predict_frames(predictor, frames, progress=progress,
+                                                 facing=facing)
     metrics = keypoint_metrics(pred, frames.keypoints, frames.bodyparts)
     metrics["per_video"] = group_metrics(pred, frames.keypoints, frames.bodyparts, frames.videos)
     metrics["predict_fps"] = len(frames) / seconds if seconds > 0 else None
@@ -170,6 +204,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["crop_shift"] = crop_shift_of(predictor)
     # False where the run cannot flip (warned only where flip=True was asked for)
     metrics["flip"] = flip_of(predictor)
+    metrics["facing"] = facing if getattr(predictor, "can_face", False) else "frame"
+    metrics["facing_redone"] = redone
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)
     # loading the run, reading the frames, predicting and scoring

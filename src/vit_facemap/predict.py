@@ -38,6 +38,15 @@ the box alone; ``flip=False`` predicts as versions before this default did (thre
 sizes, no mirrored view). A run that trained without flips, or regresses coordinates,
 cannot: by default it predicts without; asked for it, :func:`load_predictor` warns and
 predicts without.
+
+``predict(frames, facing=...)`` reads the nose points off the first stage's heatmaps on one
+side of the eye alone: the side a frame's face points to (+1: the nose right of the eye, -1:
+left; :func:`facing_points` finds the points by name). On an animal that faces the other
+way from most training animals, the first stage now and then puts the nose where a typical
+animal's would be, on the far side of the eye, with confidence, and no crop around that
+place can find it. In a head-fixed recording every frame of a video faces one way, so the
+side most of a video's frames show (:func:`video_facing`) corrects the few that disagree;
+:func:`vit_facemap.evaluate.predict_frames` does this per video by default.
 """
 
 from __future__ import annotations
@@ -53,13 +62,20 @@ import torch
 from vit_facemap.augment import flip_swap
 from vit_facemap.config import FLIP_SCALES, check_crop_shift, check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
-from vit_facemap.models.heads import DEFAULT_RADIUS
-from vit_facemap.refine import crop_mappings, crop_offsets, group_centres, refine_groups
+from vit_facemap.models.heads import DEFAULT_RADIUS, local_soft_argmax
+from vit_facemap.refine import (
+    AUTO_GROUPS,
+    crop_mappings,
+    crop_offsets,
+    group_centres,
+    refine_groups,
+)
 from vit_facemap.runinfo import resolve_device
 from vit_facemap.train import (
     CONFIG_FILE,
     TrainConfig,
     decode,
+    heatmap_to_input,
     inference_autocast,
     load_run,
     stage_dirs,
@@ -106,6 +122,9 @@ class KeypointPredictor:
         self._flip_swap = flip_swap(TrainConfig.from_dict({"augment": augment}).augment,
                                     self.bodyparts)
         self.flip = flip
+        # nose and eye points (None: names without both, or a head without heatmaps)
+        heatmaps = getattr(getattr(model, "config", None), "head", None) == "heatmap"
+        self._facing = facing_points(self.bodyparts) if heatmaps else None
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -246,8 +265,52 @@ class KeypointPredictor:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
         return frames
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints in input pixels and confidence for normalised inputs, in batches."""
+    @property
+    def can_face(self) -> bool:
+        """Whether :meth:`predict` takes ``facing``: a first stage with a heatmap head whose
+        keypoint names hold a nose and an eye (:func:`facing_points`)."""
+        return self._facing is not None and self.mapping is not None
+
+    def facing_of(self, keypoints: np.ndarray) -> np.ndarray:
+        """The side (B,) each frame's face points to in ``keypoints`` (B, K, 2): +1 where its
+        nose points lie right of the eye's centre, -1 left, 0 where either is missing (or
+        where the run's keypoints name no nose or eye)."""
+        kp = np.asarray(keypoints, dtype=np.float64)
+        if self._facing is None:
+            return np.zeros(len(kp), dtype=np.int64)
+        nose, eye = self._facing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # frames without the points
+            ahead = np.nanmean(kp[:, nose, 0], axis=1) - group_centres(kp, eye)[:, 0]
+        return np.nan_to_num(np.sign(ahead)).astype(np.int64)
+
+    def _decode_facing(self, heat: torch.Tensor, kp: torch.Tensor, conf: torch.Tensor,
+                       side: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kp``/``conf`` (input pixels) with the nose points of the rows whose ``side`` is
+        +1 or -1 read off their heatmaps right or left of the decoded eye's centre alone."""
+        rows = torch.as_tensor(np.flatnonzero(side[: len(kp)]), device=kp.device)
+        if not len(rows):
+            return kp, conf
+        nose, eye = self._facing
+        eye_x = kp[rows][:, eye, 0]
+        centre = (eye_x.amin(1) + eye_x.amax(1)) / 2
+        w = heat.shape[-1]
+        cell_x = heatmap_to_input(torch.arange(w, device=kp.device, dtype=torch.float32),
+                                  self.model.stride)
+        want = torch.as_tensor(side[: len(kp)], device=kp.device)[rows]
+        wrong = torch.sign(cell_x[None] - centre[:, None]) != want[:, None]  # (R, W)
+        logits = heat[rows][:, nose].float().masked_fill(wrong[:, None, None, :], -1e4)
+        cells, mass = local_soft_argmax(logits, self.radius)
+        kp, conf = kp.clone(), conf.clone()
+        kp[rows[:, None], torch.as_tensor(nose, device=kp.device)] = heatmap_to_input(
+            cells, self.model.stride)
+        conf[rows[:, None], torch.as_tensor(nose, device=kp.device)] = mass
+        return kp, conf
+
+    def _run(self, x: np.ndarray, facing: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints in input pixels and confidence for normalised inputs, in batches
+        (``facing``: one side per input, see :meth:`predict`)."""
         kps, confs = [], []
         for i in range(0, len(x), self.batch_size):
             chunk = x[i:i + self.batch_size]
@@ -257,6 +320,9 @@ class KeypointPredictor:
                 if self._flip:
                     out = self._with_mirror(out, xb)
             kp, conf = decode(out, self.model.stride, self.radius)
+            if facing is not None:
+                kp, conf = self._decode_facing(out["heatmap"], kp, conf,
+                                               facing[i:i + self.batch_size])
             kps.append(kp[: len(chunk)].cpu().numpy())
             confs.append(conf[: len(chunk)].cpu().numpy())
         return np.concatenate(kps), np.clip(np.concatenate(confs), 0.0, 1.0)
@@ -277,10 +343,26 @@ class KeypointPredictor:
         return {**out, "heatmap": (heat + torch.flip(mirrored, dims=[-1])[:, swap]) / 2}
 
     @torch.inference_mode()
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (B, K, 2) in the frames' pixels and confidence (B, K) in [0, 1]."""
+    def predict(self, frames: np.ndarray, facing: int | np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (B, K, 2) in the frames' pixels and confidence (B, K) in [0, 1].
+
+        ``facing`` (one for all frames or one per frame): +1 or -1 reads the first stage's
+        nose points on that side of its eye alone (see the module docs and
+        :meth:`facing_of`), 0 or None anywhere. A run that cannot (:attr:`can_face`) refuses
+        a side.
+        """
         frames = self._as_batch(frames)
-        kp, conf = self._predict_boxes(frames, [self._frame_box(frames)] * len(frames))
+        if facing is not None:
+            facing = np.broadcast_to(np.asarray(facing), (len(frames),))
+            if not np.isin(facing, (-1, 0, 1)).all():
+                raise ValueError(f"facing must be -1, 0 or +1 per frame, got {np.unique(facing)}")
+            if facing.any() and not self.can_face:
+                raise ValueError("facing needs a first stage with heatmaps and keypoints named "
+                                 f"for a nose and an eye; this run has {self.bodyparts}")
+            facing = facing.astype(np.int64) if facing.any() else None
+        kp, conf = self._predict_boxes(frames, [self._frame_box(frames)] * len(frames),
+                                       facing)
         for refiner in self.refiners:
             kp, conf = refiner.refine_keypoints(frames, kp, conf)
         return kp, conf
@@ -295,16 +377,18 @@ class KeypointPredictor:
             raise ValueError(f"{len(boxes)} crop boxes for {len(frames)} frames")
         return self._predict_boxes(frames, boxes)
 
-    def _predict_boxes(self, frames: np.ndarray | Sequence[np.ndarray], boxes: list[InputMapping]
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_boxes(self, frames: np.ndarray | Sequence[np.ndarray], boxes: list[InputMapping],
+                       facing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The mean over ``self.scales`` of the keypoints (frame pixels) and confidences, one
-        box per frame (a frame may be listed more than once)."""
+        box per frame (a frame may be listed more than once; ``facing``: one side per frame)."""
         # every box size in one pass, so a compiled graph pads one short batch, not one per size
         scaled = [b.scaled(s) for s in self.scales for b in boxes]
         x = normalise(np.stack([to_channels(b.apply(f), self.channels)
                                 for b, f in zip(scaled, list(frames) * len(self.scales),
                                                 strict=True)]))
-        kp, conf = self._run(x)
+        # a box maps input x to frame x increasing, so a side in one is the side in the other
+        kp, conf = (self._run(x) if facing is None
+                    else self._run(x, np.tile(facing, len(self.scales))))
         kp = np.stack([b.to_frame(p) for b, p in zip(scaled, kp, strict=True)])
         n = len(frames)
         return (kp.reshape(len(self.scales), n, *kp.shape[1:]).mean(0),
@@ -335,6 +419,39 @@ class KeypointPredictor:
         kp[np.ix_(ok, idx)] = kp2
         conf[np.ix_(ok, idx)] = conf2
         return kp, conf
+
+
+def facing_points(bodyparts: Sequence[str]) -> tuple[list[int], list[int]] | None:
+    """Indices of the nose points and of the eye points (names as
+    :data:`vit_facemap.refine.AUTO_GROUPS` groups them); None without both."""
+    def having(words: Sequence[str]) -> list[int]:
+        return [i for i, n in enumerate(bodyparts) if any(w in n.lower() for w in words)]
+
+    nose, eye = having(AUTO_GROUPS["nose"]), having(AUTO_GROUPS["eye"])
+    return (nose, eye) if nose and eye else None
+
+
+def majority_side(right: int, left: int, share: float = 2 / 3) -> int:
+    """+1 or -1 where at least ``share`` of the ``right`` + ``left`` frames showing a side
+    agree on it, else 0."""
+    if right + left and max(right, left) >= share * (right + left):
+        return 1 if right > left else -1
+    return 0
+
+
+def video_facing(sides: np.ndarray, videos: np.ndarray, share: float = 2 / 3) -> np.ndarray:
+    """Each frame's video's side (+1 / -1), where at least ``share`` of the video's frames
+    that show one (``sides`` not 0) agree on it (:func:`majority_side`); 0 in a video
+    without such a majority."""
+    sides = np.asarray(sides)
+    videos = np.asarray(videos)
+    if sides.shape != videos.shape:
+        raise ValueError(f"{sides.shape} sides for {videos.shape} videos")
+    out = np.zeros(len(sides), dtype=np.int64)
+    for v in np.unique(videos):
+        m = videos == v
+        out[m] = majority_side(int((sides[m] > 0).sum()), int((sides[m] < 0).sum()), share)
+    return out
 
 
 def load_predictor(run_dir: str | Path, device: str = "auto", refine: bool = True,

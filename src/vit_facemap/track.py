@@ -19,6 +19,11 @@ background thread while the predictor runs on the previous batch, and writes:
 - optionally ``<video>_<scorer>_overlay.mp4`` with the keypoints drawn on the frames, and
   ``<video>_<scorer>.nwb`` (NWB with ndx-pose, when ``pynwb`` and ``ndx-pose`` are installed).
 
+By default (``facing="video"``, where the predictor can: ``can_face``) a frame whose face
+points the other way from most of the video's frames so far, its own batch included, is
+predicted again with its nose read on the video's side of the eye
+(:mod:`vit_facemap.predict`); the summary says how many (``facing_redone``).
+
 While it runs, every batch is appended to ``<video>_<scorer>.partial.bin`` beside a small
 ``.state.json``; an interrupted run continues from the next frame with ``resume=True``.
 A truncated or corrupt video stops at the first bad frame: the frames before it are
@@ -66,6 +71,9 @@ class Predictor(Protocol):
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+FACING = ("video", "frame")
+
+
 @dataclass
 class TrackOptions:
     """How to track one video (saved in the summary JSON and the resume state)."""
@@ -82,6 +90,10 @@ class TrackOptions:
     measures: bool = True
     overlay: bool = False
     nwb: bool = False  # also write NWB (ndx-pose); needs the optional pynwb + ndx-pose
+    # "video": frames whose face points the other way from most of the video's frames so
+    # far are predicted again on its side (a head-fixed animal does not turn round; see
+    # vit_facemap.predict); "frame": each frame alone
+    facing: str = "video"
     overwrite: bool = False
     resume: bool = False
     progress: bool = True
@@ -96,6 +108,8 @@ class TrackOptions:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.decode_threads < 0:
             raise DataError(f"decode_threads must be 0 or more, got {self.decode_threads}")
+        if self.facing not in FACING:
+            raise DataError(f"facing must be one of {FACING}, got {self.facing!r}")
         # the scorer is part of every output's file name: a separator would put the files
         # in another folder (--scorer ../../x outside --out)
         if not self.scorer or any(c in self.scorer for c in ("/", "\\", "\0")):
@@ -161,6 +175,7 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "scales": scales_of(predictor),
         "crop_shift": crop_shift_of(predictor),
         "flip": flip_of(predictor),
+        "facing": facing_mode(options, predictor),
         # nor would those of another model with the same keypoints (a run trained again)
         "model": model_digest(predictor),
     }
@@ -177,9 +192,10 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
                         "pass --overwrite to start again", video)
     # states written before box sizes were recorded were predicted from the box alone; those
     # written before the model was recorded cannot tell it, and are taken at their word
-    # (and before the crop stages' shift was, with one crop; before flips, without them)
-    saved = {"scales": [1.0], "crop_shift": 0.0, "flip": False, "model": key["model"],
-             **state.get("key", {})}
+    # (and before the crop stages' shift was, with one crop; before flips, without them;
+    # before facing, frame by frame)
+    saved = {"scales": [1.0], "crop_shift": 0.0, "flip": False, "facing": "frame",
+             "model": key["model"], **state.get("key", {})}
     differs = sorted(k for k in key if saved.get(k) != key[k])
     if differs:
         raise DataError(
@@ -199,6 +215,7 @@ def _load_partial(paths: dict[str, Path], key: dict, n_cols: int, video: Path) -
 # only lengthen the message, and cannot be passed). The size frames were resized to is
 # shown too, but it is the model's as much as --resize's: no option restores it
 _OPTIONS = {"scales": "--scales", "crop_shift": "--crop-shift", "flip": "--flip / --no-flip",
+            "facing": "--facing",
             "start": "--start", "stop": "--stop", "crop": "--crop", "scorer": "--scorer"}
 _SHOWN = {*_OPTIONS, "resize"}
 
@@ -221,16 +238,17 @@ def _finished_key(record: dict) -> dict:
     """The settings a finished run's summary was tracked with, as :func:`_state_key` gives
     them; for summaries written before they were recorded there, the ones it holds."""
     if "resume_key" in record:
-        # one written before the crop stages' shift was recorded tracked with one crop,
-        # and one written before flips were, without them
-        return {"crop_shift": 0.0, "flip": False, **record["resume_key"]}
+        # one written before the crop stages' shift was recorded tracked with one crop, one
+        # written before flips were, without them, and one before facing was, frame by frame
+        return {"crop_shift": 0.0, "flip": False, "facing": "frame", **record["resume_key"]}
     settings = record.get("settings") or {}
     predictor = record.get("predictor") or {}
     return {"frame_size": record.get("frame_size"), "start": settings.get("start"),
             "stop": settings.get("stop"), "crop": record.get("crop"),
             "resize": record.get("resize"), "scorer": settings.get("scorer"),
             "bodyparts": predictor.get("bodyparts"), "scales": predictor.get("scales", [1.0]),
-            "crop_shift": predictor.get("crop_shift", 0.0), "flip": predictor.get("flip", False)}
+            "crop_shift": predictor.get("crop_shift", 0.0), "flip": predictor.get("flip", False),
+            "facing": "frame"}
 
 
 def _unfinished_replacement(paths: dict[str, Path], out_dir: Path) -> Path | None:
@@ -353,6 +371,13 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
 
     import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
 
+    facing = facing_mode(options, predictor) == "video"
+    # the sides of the frames tracked before (resumed): the same votes as had it not stopped
+    votes = np.zeros(2, dtype=np.int64)
+    if facing and len(rows):
+        sides = predictor.facing_of(rows[:, 3:].reshape(len(rows), k, 3)[..., :2])
+        votes += [(sides > 0).sum(), (sides < 0).sum()]
+    redone = 0
     total = (options.stop if options.stop is not None else (info.n_frames or 0)) - first
     overlay = _Overlay(paths["overlay"], info.fps) if options.overlay else None
     # an overlay cannot be appended to: a resumed run draws the frames tracked before
@@ -392,6 +417,10 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
                         redraw_s += time.perf_counter() - a0
                     m0 = time.perf_counter()
                     xy, conf = _predict(predictor, batch.frames)
+                    if facing:
+                        xy, conf, votes, n = _face_batch(predictor, batch.frames, xy, conf,
+                                                         votes)
+                        redone += n
                     model_s += time.perf_counter() - m0
                     if overlay is not None:
                         overlay.add(batch.frames, xy)
@@ -453,6 +482,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     summary.update(
         complete=error is None, error=None if error is None else str(error),
         frames_this_run=n_new, resumed_from=first if first != options.start else None,
+        facing=facing_mode(options, predictor), facing_redone=redone,
         wall_s=wall, redraw_s=redraw_s if redraw is not None else None,
         fps=n_new / (wall - redraw_s) if wall - redraw_s > 0 else None,
         model_fps=n_new / model_s if model_s > 0 else None,
@@ -494,14 +524,16 @@ def _stored_points(rows: np.ndarray, indices: np.ndarray, box, resize) -> np.nda
     return xy
 
 
-def _predict(predictor: Predictor, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _predict(predictor: Predictor, frames: np.ndarray, facing: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    kw = {} if facing is None else {"facing": facing}
     try:
         import torch
 
         with torch.inference_mode():
-            xy, conf = predictor.predict(frames)
+            xy, conf = predictor.predict(frames, **kw)
     except ImportError:  # pragma: no cover - torch is a dependency
-        xy, conf = predictor.predict(frames)
+        xy, conf = predictor.predict(frames, **kw)
     xy, conf = np.asarray(xy, dtype=np.float64), np.asarray(conf, dtype=np.float64)
     b, k = len(frames), len(predictor.bodyparts)
     if xy.shape != (b, k, 2) or conf.shape != (b, k):
@@ -537,6 +569,30 @@ def scales_of(predictor: Predictor) -> list[float]:
 def crop_shift_of(predictor: Predictor) -> float:
     """The crop stages' test-time shift of a predictor (0, one crop, for any other)."""
     return float(getattr(predictor, "crop_shift", 0.0))
+
+
+def facing_mode(options: TrackOptions, predictor: Predictor) -> str:
+    """How a video's frames are told which way the face points: ``options.facing`` where
+    the predictor can be told (``can_face``), else "frame"."""
+    return options.facing if getattr(predictor, "can_face", False) else "frame"
+
+
+def _face_batch(predictor: Predictor, frames: np.ndarray, xy: np.ndarray, conf: np.ndarray,
+                votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A batch's keypoints with its frames that face the other way from most of the video's
+    frames so far (``votes``: frames tracked facing right, left; this batch's own sides
+    added) predicted again on the video's side; the votes with the batch's final sides
+    added (what a resumed run counts from the stored rows), and how many were redone."""
+    from vit_facemap.predict import majority_side
+
+    sides = predictor.facing_of(xy)
+    want = majority_side(int(votes[0] + (sides > 0).sum()), int(votes[1] + (sides < 0).sum()))
+    redo = np.flatnonzero(sides != want) if want else np.zeros(0, dtype=np.int64)
+    if len(redo):
+        xy, conf = xy.copy(), conf.copy()
+        xy[redo], conf[redo] = _predict(predictor, frames[redo], facing=want)
+        sides = predictor.facing_of(xy)
+    return xy, conf, votes + [(sides > 0).sum(), (sides < 0).sum()], len(redo)
 
 
 def flip_of(predictor: Predictor) -> bool:

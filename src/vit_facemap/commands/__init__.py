@@ -56,6 +56,12 @@ FLIP_HELP = ("also show every stage the mirrored frame and average the two heatm
              "default did; benchmarks/crop_shift.py --flip measures what it buys)")
 
 
+FACING_HELP = ("video (the default): frames whose face points the other way from most of their "
+               "video's are predicted again with the nose read on the video's side of the eye "
+               "(a head-fixed animal does not turn round; runs whose keypoints name a nose and "
+               "an eye); frame: each frame alone")
+
+
 def scales_arg(text: str) -> tuple[float, ...]:
     """``--scales`` values: comma-separated positive box-size factors, e.g. ``0.9,1,1.1``."""
     try:

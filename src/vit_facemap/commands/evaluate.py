@@ -6,6 +6,7 @@ import argparse
 
 from vit_facemap.commands import (
     CROP_SHIFT_HELP,
+    FACING_HELP,
     FLIP_HELP,
     SCALES_HELP,
     crop_shift_arg,
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-shift", type=crop_shift_arg, default=0.0, help=CROP_SHIFT_HELP)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help=FLIP_HELP)
+    p.add_argument("--facing", choices=("video", "frame"), default="video", help=FACING_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.json)
     m = evaluate_run(args.run_dir, args.data, out, args.predictions, device=args.device,
                      overwrite=args.overwrite, progress=not args.quiet, scales=args.scales,
-                     crop_shift=args.crop_shift, flip=args.flip)
+                     crop_shift=args.crop_shift, flip=args.flip,
+                     facing=args.facing)
     pck = "none (no reference length)" if m["pck"] is None else f"{m['pck']:.3f}"
     labeled = "" if m["n_labeled_frames"] == m["n_frames"] else f" ({m['n_labeled_frames']} labeled)"
     print(f"{m['n_frames']} frames{labeled}: mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, "

@@ -7,6 +7,7 @@ import sys
 
 from vit_facemap.commands import (
     CROP_SHIFT_HELP,
+    FACING_HELP,
     FLIP_HELP,
     SCALES_HELP,
     crop_shift_arg,
@@ -40,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--crop-shift", type=crop_shift_arg, default=0.0, help=CROP_SHIFT_HELP)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help=FLIP_HELP)
+    p.add_argument("--facing", choices=("video", "frame"), default="video",
+                   help=FACING_HELP.replace("most of their video's", "most of the video's "
+                                            "frames so far"))
     p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--decode-threads", type=int, default=0,
                    help="FFmpeg decoding threads (default 0: one)")
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, prefetch=args.prefetch, decode_threads=args.decode_threads,
         scorer=args.scorer, formats=formats, measures=not args.no_measures,
         overlay=args.overlay, nwb=args.nwb, overwrite=args.overwrite, resume=args.resume,
+        facing=args.facing,
         progress=not args.no_progress, extra={"run": str(args.run)})
     predictor = load_predictor(args.run, device=args.device, scales=args.scales,
                                crop_shift=args.crop_shift, flip=args.flip)
