@@ -64,7 +64,7 @@ from vit_facemap.config import FLIP_SCALES, check_crop_shift, check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS, local_soft_argmax
 from vit_facemap.refine import (
-    AUTO_GROUPS,
+    RefineConfig,
     crop_mappings,
     crop_offsets,
     group_centres,
@@ -422,13 +422,10 @@ class KeypointPredictor:
 
 
 def facing_points(bodyparts: Sequence[str]) -> tuple[list[int], list[int]] | None:
-    """Indices of the nose points and of the eye points (names as
-    :data:`vit_facemap.refine.AUTO_GROUPS` groups them); None without both."""
-    def having(words: Sequence[str]) -> list[int]:
-        return [i for i, n in enumerate(bodyparts) if any(w in n.lower() for w in words)]
-
-    nose, eye = having(AUTO_GROUPS["nose"]), having(AUTO_GROUPS["eye"])
-    return (nose, eye) if nose and eye else None
+    """Indices of the nose points and of the eye points (named as the crop stages' groups
+    are, :func:`vit_facemap.refine.refine_groups`); None without both."""
+    groups = refine_groups(bodyparts, RefineConfig(auto="eye+nose"))
+    return (groups["nose"], groups["eye"]) if {"nose", "eye"} <= set(groups) else None
 
 
 def majority_side(right: int, left: int, share: float = 2 / 3) -> int:
