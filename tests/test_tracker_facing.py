@@ -88,6 +88,16 @@ def test_the_nose_is_read_on_the_side_a_frame_is_said_to_face(face_run, face_set
     assert predictor.facing_of(predictor.predict(frames, facing=1)[0]).tolist() == [1, 1, 1]
     with pytest.raises(ValueError, match="-1, 0 or \\+1"):
         predictor.predict(frames, facing=2)
+    # an eye at the map's right edge leaves no cell right of it: the nose stays as read
+    def edge(xb):
+        heat = _two_peaks(predictor, len(xb))
+        eye = facing_points(predictor.bodyparts)[1]
+        heat[:, eye] = 0.0
+        heat[:, eye, heat.shape[2] // 2, -1] = 30.0
+        return {"heatmap": heat}
+
+    predictor._forward = edge
+    np.testing.assert_allclose(predictor.predict(frames, facing=1)[0], predictor.predict(frames)[0])
 
 
 def test_a_run_without_a_nose_and_an_eye_refuses_a_side(face_run, face_set):

@@ -287,7 +287,8 @@ class KeypointPredictor:
     def _decode_facing(self, heat: torch.Tensor, kp: torch.Tensor, conf: torch.Tensor,
                        side: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``kp``/``conf`` (input pixels) with the nose points of the rows whose ``side`` is
-        +1 or -1 read off their heatmaps right or left of the decoded eye's centre alone."""
+        +1 or -1 read off their heatmaps right or left of the decoded eye's centre alone
+        (left as read where no heatmap cell lies on that side)."""
         rows = torch.as_tensor(np.flatnonzero(side[: len(kp)]), device=kp.device)
         if not len(rows):
             return kp, conf
@@ -299,6 +300,11 @@ class KeypointPredictor:
                                   self.model.stride)
         want = torch.as_tensor(side[: len(kp)], device=kp.device)[rows]
         wrong = torch.sign(cell_x[None] - centre[:, None]) != want[:, None]  # (R, W)
+        # an eye at the map's edge leaves no cell on the asked side: that nose stays as read
+        some = (~wrong).any(1)
+        rows, wrong = rows[some], wrong[some]
+        if not len(rows):
+            return kp, conf
         logits = heat[rows][:, nose].float().masked_fill(wrong[:, None, None, :], -1e4)
         cells, mass = local_soft_argmax(logits, self.radius)
         kp, conf = kp.clone(), conf.clone()
