@@ -16,7 +16,7 @@ from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
-from vit_facemap.track import FACING, crop_shift_of, flip_of
+from vit_facemap.track import FACING, crop_shift_of, facing_mode, flip_of
 from vit_facemap.validate import _listed, load_set
 
 
@@ -30,10 +30,11 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
     The crop box scales with the frame, so frames of another aspect ratio than the run's
     training frames get a warning: their faces reach the model stretched.
 
-    ``facing="video"`` (where the predictor can: its ``can_face``) predicts again the frames whose face points the other way
-    from most of their video's (:func:`vit_facemap.predict.video_facing`), with their nose
-    read on the video's side of the eye: a head-fixed animal does not turn round within a
-    video. ``"frame"``: each frame as it comes.
+    ``facing="video"`` (where the predictor can: its ``can_face``) predicts again the frames
+    whose face points the other way from most of their video's
+    (:func:`vit_facemap.predict.video_facing`), with their nose read on the video's side of
+    the eye: a head-fixed animal does not turn round within a video. ``"frame"``: each frame
+    as it comes.
     """
     if facing not in FACING:
         raise ValueError(f"facing must be one of {FACING}, got {facing!r}")
@@ -43,7 +44,7 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
     seconds = _predict_rows(predictor, frames, np.arange(len(frames)), None, kps, confs,
                             batch_size, progress, sizes)
     redo = np.zeros(0, dtype=np.int64)
-    if facing == "video" and getattr(predictor, "can_face", False):
+    if facing_mode(facing, predictor) == "video":
         from vit_facemap.predict import video_facing
 
         sides = predictor.facing_of(kps)
@@ -204,7 +205,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     metrics["crop_shift"] = crop_shift_of(predictor)
     # False where the run cannot flip (warned only where flip=True was asked for)
     metrics["flip"] = flip_of(predictor)
-    metrics["facing"] = facing if getattr(predictor, "can_face", False) else "frame"
+    metrics["facing"] = facing_mode(facing, predictor)
     metrics["facing_redone"] = redone
     metrics["run"] = str(run_dir)
     metrics["data"] = str(data)

@@ -175,7 +175,7 @@ def _state_key(options: TrackOptions, predictor: Predictor, info, box, resize) -
         "scales": scales_of(predictor),
         "crop_shift": crop_shift_of(predictor),
         "flip": flip_of(predictor),
-        "facing": facing_mode(options, predictor),
+        "facing": facing_mode(options.facing, predictor),
         # nor would those of another model with the same keypoints (a run trained again)
         "model": model_digest(predictor),
     }
@@ -371,7 +371,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
 
     import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
 
-    facing = facing_mode(options, predictor) == "video"
+    facing = facing_mode(options.facing, predictor) == "video"
     # the sides of the frames tracked before (resumed): the same votes as had it not stopped
     votes = np.zeros(2, dtype=np.int64)
     if facing and len(rows):
@@ -482,7 +482,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     summary.update(
         complete=error is None, error=None if error is None else str(error),
         frames_this_run=n_new, resumed_from=first if first != options.start else None,
-        facing=facing_mode(options, predictor), facing_redone=redone,
+        facing=facing_mode(options.facing, predictor), facing_redone=redone,
         wall_s=wall, redraw_s=redraw_s if redraw is not None else None,
         fps=n_new / (wall - redraw_s) if wall - redraw_s > 0 else None,
         model_fps=n_new / model_s if model_s > 0 else None,
@@ -571,10 +571,10 @@ def crop_shift_of(predictor: Predictor) -> float:
     return float(getattr(predictor, "crop_shift", 0.0))
 
 
-def facing_mode(options: TrackOptions, predictor: Predictor) -> str:
-    """How a video's frames are told which way the face points: ``options.facing`` where
-    the predictor can be told (``can_face``), else "frame"."""
-    return options.facing if getattr(predictor, "can_face", False) else "frame"
+def facing_mode(facing: str, predictor: Predictor) -> str:
+    """How a video's frames are told which way the face points: ``facing`` ("video" or
+    "frame") where the predictor can be told (``can_face``), else "frame"."""
+    return facing if getattr(predictor, "can_face", False) else "frame"
 
 
 def _face_batch(predictor: Predictor, frames: np.ndarray, xy: np.ndarray, conf: np.ndarray,

@@ -57,7 +57,8 @@ FLIP_HELP = ("also show every stage the mirrored frame and average the two heatm
 
 
 FACING_HELP = ("video (the default): frames whose face points the other way from most of their "
-               "video's are predicted again with the nose read on the video's side of the eye "
+               "video's (in track, of its frames so far) are predicted again with the nose read "
+               "on the video's side of the eye "
                "(a head-fixed animal does not turn round; runs whose keypoints name a nose and "
                "an eye); frame: each frame alone")
 

@@ -41,9 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--crop-shift", type=crop_shift_arg, default=0.0, help=CROP_SHIFT_HELP)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help=FLIP_HELP)
-    p.add_argument("--facing", choices=("video", "frame"), default="video",
-                   help=FACING_HELP.replace("most of their video's", "most of the video's "
-                                            "frames so far"))
+    p.add_argument("--facing", choices=("video", "frame"), default="video", help=FACING_HELP)
     p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead (default 4)")
     p.add_argument("--decode-threads", type=int, default=0,
                    help="FFmpeg decoding threads (default 0: one)")
