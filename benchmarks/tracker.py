@@ -14,8 +14,9 @@ Every model is trained and evaluated by the same harness on the same group split
 Models: mean shape, HOG + random forest (Dolensek settings), plain ViT with CLS regression
 (the original ViT_Facemap head), plain ViT with a heatmap head, the hybrid ViT (the
 default recipe: ResNet-18 stem in the first stage, small conv stem in the crop stages of
-the eye, nose, whiskers and mouth), a ResNet-18 with the same heatmap head, Facemap's FMnet
-(if the ``facemap`` package is installed), plus ablations of the default recipe. Neural models get
+the eye, nose, whiskers and mouth, on contrast-equalised crops), a ResNet-18 with the same
+heatmap head, Facemap's FMnet (if the ``facemap`` package is installed), plus ablations of
+the default recipe. Neural models get
 the same wall-time budget (``--minutes``) and the same step cap (both the ``--profile``'s
 own unless given); the weights of the last step are evaluated, never the best held-out
 epoch. ``--monitor`` also scores the held-out frames during training, for learning curves.
@@ -92,7 +93,8 @@ NEURAL = {
     # training loop, one network on the face box; the two-stage ablations below give them
     # our second (crop) stages as well.
     "hybrid": ("hybrid ViT + skip heatmap head, two stages: ResNet-18 stem in the first, small "
-               "conv stem in the eye, nose, whisker and mouth crop stages (default recipe)",
+               "conv stem in the eye, nose, whisker and mouth crop stages, whose crops are "
+               "contrast-equalised (default recipe)",
                lambda c: c),
     "vit_regression": ("plain ViT/16, CLS-token regression (original study's head)",
                        lambda c: _one(_model(c, family="vit", head="regression", patch_size=16))),
@@ -207,6 +209,12 @@ ABLATIONS = {
     "hybrid_long_first": ("default recipe with 75% of the budget to the first stage (50% by "
                           "default), the crop stages sharing the rest",
                           lambda c: _set(c, refine=replace(c.refine, share=0.25))),
+    # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
+    # the pupil on the corneal reflections at a quarter of its labeled width
+    "hybrid_no_equalize": ("default recipe without the crop stages' local contrast "
+                           "equalisation (CLAHE; the default until it was measured)",
+                           lambda c: _set(c, refine=replace(
+                               c.refine, model={**c.refine.model, "equalize": 0.0}))),
     "cnn_first": ("ResNet-18 first stage, the default's hybrid ViT crop stages",
                   lambda c: _first_stage(c, **RESNET18)),
     # the earlier default: the small conv stem in the first stage too, which lost the eyes of

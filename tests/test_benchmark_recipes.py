@@ -187,3 +187,17 @@ def test_eye_nose_ablation_is_the_earlier_default():
     cfg = BENCH.ABLATIONS["hybrid_eye_nose"][1](copy.deepcopy(default))
     assert (cfg.refine.share, cfg.refine.auto) == (0.45, "eye+nose")
     assert replace(cfg, refine=default.refine) == default
+
+
+def test_no_equalize_turns_off_the_crop_stages_equalisation_alone():
+    # the earlier default: the crop stages' networks as before CLAHE, nothing else changed
+    from dataclasses import replace
+
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    cfg = BENCH.ABLATIONS["hybrid_no_equalize"][1](copy.deepcopy(default))
+    stage, stage0 = _refine_stage_config(cfg, 2), _refine_stage_config(default, 2)
+    assert (stage.model.equalize, stage0.model.equalize, default.model.equalize) == (0.0, 2.0, 0.0)
+    assert replace(stage.model, equalize=2.0) == stage0.model
+    assert replace(cfg, refine=default.refine) == default

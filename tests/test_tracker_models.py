@@ -458,9 +458,11 @@ def test_the_default_recipe_has_a_resnet_stem_first_stage_and_conv_stem_crop_sta
     assert default.model == ModelConfig(stem="resnet18")
     for profile in ("quick", "default", "full"):
         assert profile_config(profile).model.stem == "resnet18"
-    # the crop stages: the first stage's settings with the small conv stem
+    # the crop stages: the first stage's settings with the small conv stem, on crops whose
+    # contrast is equalised (the first stage's inputs are not)
     second = _refine_stage_config(default, 2).model
-    assert second == ModelConfig(input_w=128, input_h=128)
+    assert second == ModelConfig(input_w=128, input_h=128, equalize=2.0)
+    assert default.model.equalize == 0.0
     # a dict without a model section is the default recipe's network; a saved run's section
     # without "stem" (written before it existed) had the conv stem
     assert TrainConfig.from_dict({"steps": 10}).model == default.model
@@ -479,7 +481,7 @@ def test_the_default_recipe_has_a_resnet_stem_first_stage_and_conv_stem_crop_sta
     assert with_settings({"family": "hybrid", "stem": "resnet18"}, {"depth": 2})["stem"] == "resnet18"
     # a config's second-stage settings merge into the default's, which keep the conv stem
     merged = merge_config(default, {"refine": {"model": {"pos_embed": False}}})
-    assert merged.refine.model == {"stem": "conv", "pos_embed": False}
+    assert merged.refine.model == {"stem": "conv", "equalize": 2.0, "pos_embed": False}
     # second stages of another family need not say the stem either
     cnn_eyes = TrainConfig(refine=replace(default.refine, model={"family": "cnn"}))
     assert _refine_stage_config(cnn_eyes, 2).model.stem == "conv"

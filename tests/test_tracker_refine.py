@@ -402,7 +402,7 @@ def test_the_default_layout_trains_a_resnet_stem_first_stage_and_conv_stem_eye_s
     frames = read_labels(eye_set)
     cfg = _config(0.5)
     cfg.model.stem = "resnet18"
-    assert cfg.refine.model == TrainConfig().refine.model == {"stem": "conv"}
+    assert cfg.refine.model == TrainConfig().refine.model == {"stem": "conv", "equalize": 2.0}
     # a weights file made for the first stage starts the first stage alone: no conv-stem
     # second stage could take it (it was refused before the first stage trained)
     cfg.model.weights = str(save_weights(build_model(cfg.model, 9), tmp_path / "w.safetensors"))
@@ -411,11 +411,15 @@ def test_the_default_layout_trains_a_resnet_stem_first_stage_and_conv_stem_eye_s
     assert s["steps"] == 4 and s["refine"]["eye"]["steps"] == 4
     second = json.loads((run / "refine" / "eye" / "config.json").read_text())
     assert second["train"]["model"]["stem"] == "conv" and second["train"]["model"]["weights"] is None
+    # the crop stage's inputs are equalised (CLAHE), the first stage's are not: each saved with
+    # its network and read back by the predictor
+    assert (second["train"]["model"]["equalize"], cfg.model.equalize) == (2.0, 0.0)
     first = json.loads((run / "config.json").read_text())
     assert first["train"]["model"]["weights"] == cfg.model.weights
     predictor = load_predictor(run, "cpu")
     assert isinstance(predictor.model.backbone.stem, TimmStem)
     assert not isinstance(predictor.refiners[0].model.backbone.stem, TimmStem)
+    assert (predictor.equalize, predictor.refiners[0].equalize) == (0.0, 2.0)
     images = np.stack([load_image(p) for p in frames.image_paths[:3]])
     kp, conf = predictor.predict(images)
     assert kp.shape == (3, 9, 2) and np.isfinite(kp).all() and np.all((conf >= 0) & (conf <= 1))
@@ -697,6 +701,37 @@ def _stub_predictor(run_config, scales, answer):
     p = KeypointPredictor(_Stub(), cfg, "cpu", scales=scales)
     p._run = answer
     return p
+
+
+def test_a_predictor_equalises_its_inputs_as_its_network_trained():
+    """The inputs a predictor hands its network are the crop equalised with the network's
+    own ``equalize`` (as load_inputs gave them in training), and unchanged for a network
+    saved without the setting (runs from before it)."""
+    from vit_facemap.predict import KeypointPredictor
+    from vit_facemap.transforms import equalize, normalise
+
+    box = InputMapping(8, 4, 32, 24, 32, 24)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(20, 60, (2, 40, 48), dtype=np.uint8)  # a dark, low-contrast frame
+    raw = normalise(np.stack([box.apply(f)[..., None] for f in frames]))
+    for clip in (None, 0.0, 2.0):
+        stub = _Stub()
+        if clip is not None:
+            stub.config.equalize = clip
+        cfg = {"bodyparts": SCHROEDER[:3], "channels": 1, "mapping": asdict(box),
+               "frame_size": [48, 40]}
+        p = KeypointPredictor(stub, cfg, "cpu", scales=(1.0,))
+        seen = []
+
+        def answer(x, seen=seen):
+            seen.append(x)
+            return np.zeros((len(x), 3, 2)), np.ones((len(x), 3))
+        p._run = answer
+        p.predict(frames)
+        want = (raw if not clip else
+                normalise(np.stack([equalize(box.apply(f)[..., None], clip) for f in frames])))
+        assert np.array_equal(seen[0], want), clip
+    assert seen[0].std() > 2 * raw.std()  # the equalised crop spreads the grey levels
 
 
 def test_box_sizes_are_averaged_per_frame_in_frame_pixels():

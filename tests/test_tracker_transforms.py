@@ -12,6 +12,7 @@ from vit_facemap.augment import (
 )
 from vit_facemap.transforms import (
     InputMapping,
+    equalize,
     full_frame_box,
     label_box,
     normalise,
@@ -115,6 +116,32 @@ def test_channels_and_normalise():
     assert to_channels(np.zeros((4, 5, 3), np.uint8), 1).shape == (4, 5, 1)
     x = normalise(np.zeros((2, 4, 5, 1), np.uint8))
     assert x.shape == (2, 1, 4, 5) and x.dtype == np.float32
+
+
+def test_equalize_spreads_a_dark_input_and_keeps_its_shape():
+    """CLAHE on a model input: off at 0 (the same array), a dark low-contrast gray input
+    spread over more grey levels, an RGB input with equal channels kept gray, bad inputs
+    refused with the setting's name."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(10, 30, (32, 48, 1), dtype=np.uint8)
+    assert equalize(dark, 0.0) is dark
+    out = equalize(dark, 2.0)
+    assert out.shape == dark.shape and out.dtype == np.uint8
+    assert out.std() > 2 * dark.std() and out.max() - out.min() > 2 * (dark.max() - dark.min())
+    rgb = equalize(np.repeat(dark, 3, axis=-1), 2.0)
+    assert rgb.shape == (32, 48, 3)
+    assert np.abs(rgb.astype(int) - rgb[..., :1]).max() <= 1  # still gray
+    assert rgb.std() > 2 * dark.std()  # its lightness spread as the gray input's
+    with pytest.raises(ValueError, match="clip limit must be >= 0"):
+        equalize(dark, -1.0)
+    with pytest.raises(ValueError, match="uint8"):
+        equalize(dark.astype(np.float32), 2.0)
+    from vit_facemap.models import ModelConfig
+
+    assert ModelConfig().equalize == 0.0 and ModelConfig(equalize=2).equalize == 2.0
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="model equalize"):
+            ModelConfig(equalize=bad)
 
 
 def test_augment_keypoints_leaving_become_missing():

@@ -12,18 +12,19 @@ from tqdm import tqdm
 from vit_facemap.augment import KeypointAugmenter
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.images import load_image
-from vit_facemap.transforms import InputMapping, normalise, to_channels
+from vit_facemap.transforms import InputMapping, equalize, normalise, to_channels
 
 
 def load_inputs(
     frames: LabeledFrames, mapping: InputMapping | Sequence[InputMapping], channels: int,
     frame_size: tuple[int, int] | None = None, progress: bool = False,
+    equalize_clip: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model-sized uint8 inputs (N, h, w, C) and keypoints in input pixels (N, K, 2).
 
     ``mapping`` is one crop box for all frames, or one per frame (in the frame's own
     pixels, as the second, top-down stage uses); a frame listed several times in a row
-    is read once.
+    is read once. ``equalize_clip``: the model's ``equalize`` (local contrast, CLAHE; 0: off).
     """
     per_frame = not isinstance(mapping, InputMapping)
     if per_frame and len(mapping) != len(frames):
@@ -38,7 +39,7 @@ def load_inputs(
         size = (frame.shape[1], frame.shape[0])
         m = mapping[i] if per_frame else mapping.for_frame_size(frame_size, size)
         img = to_channels(frame, 3 if frame.ndim == 3 and channels == 3 else 1)
-        img = to_channels(m.apply(img), channels)
+        img = equalize(to_channels(m.apply(img), channels), equalize_clip)
         images.append(img)
         kps.append(m.to_input(kp))
     return np.stack(images), np.stack(kps).astype(np.float32)

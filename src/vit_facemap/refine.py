@@ -4,7 +4,7 @@ The first stage sees the whole face box shrunk to the model input: on ``schroede
 input pixel is about four frame pixels and the pupil is five input pixels wide, so a
 pupil point cannot be placed to a few frame pixels however well the network learns. The
 second stage is a keypoint model, by default the first stage's network with the small conv
-stem (see ``model``),
+stem and the crop's local contrast equalised (see ``model``),
 trained on square crops around the eye (``factor`` times the eye's typical extent in the
 training labels, resized to ``input_size``), at close to the frame's own resolution. At prediction time the crop is
 centred on the first stage's estimate of the refined keypoints, and their positions and
@@ -69,10 +69,12 @@ class RefineConfig:
     copies: int = 4             # training crops cut per labeled frame
     # model settings the second stages change from the first stage's (e.g. {"pos_embed":
     # true}, or another family's); by default the small conv stem, which places points in a
-    # crop as well as the default first stage's ResNet stem at a fraction of its cost; empty:
-    # the first stage's network at the crop size (a first-stage weights file stays with the
-    # first stage when the stem or family differs: models.with_settings)
-    model: dict[str, Any] = field(default_factory=lambda: {"stem": "conv"})
+    # crop as well as the default first stage's ResNet stem at a fraction of its cost, and
+    # each crop's local contrast equalised (CLAHE, clip limit 2: transforms.equalize), which
+    # lets the eye stage see the pupil of an eye filmed dark; empty: the first stage's
+    # network at the crop size (a first-stage weights file stays with the first stage when
+    # the stem or family differs: models.with_settings)
+    model: dict[str, Any] = field(default_factory=lambda: {"stem": "conv", "equalize": 2.0})
     # augmentation settings the second stages change from the first stage's (e.g. {"rotate":
     # 15.0}): a first stage that must find a face filmed from another angle may want wider
     # geometry than a crop stage placing an eyelid to a pixel; empty: the first stage's

@@ -100,9 +100,9 @@ SPLIT_FILE = "split.json"
 # The default recipe's first stage, which must find the face's parts wherever and however
 # large the animal sits, is a hybrid ViT whose tokens come from a ResNet-18 cut at stride 16
 # (trained with it from scratch); the crop stages (eye, nose, whiskers, mouth), which place
-# points in a crop, keep the small conv stem. On held-out schroeder animals filmed unlike
-# the rest the conv-stem first stage lost eyes that this one finds (benchmarks/tracker.py,
-# ablation conv_stem_first).
+# points in a crop, keep the small conv stem (on contrast-equalised crops: refine.py). On
+# held-out schroeder animals filmed unlike the rest the conv-stem first stage lost eyes that
+# this one finds (benchmarks/tracker.py, ablation conv_stem_first).
 DEFAULT_STEM = "resnet18"
 
 
@@ -670,14 +670,15 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
 
     t_load = time.perf_counter()
     x_tr, k_tr = load_inputs(train_frames, boxes if boxes is not None else mapping,
-                             config.model.channels, frame_size, progress)
+                             config.model.channels, frame_size, progress, config.model.equalize)
     augmenter = KeypointAugmenter(config.augment, list(train_frames.bodyparts), seed=config.seed,
                                   pairs_required=boxes is None)
     train_ds = KeypointDataset(x_tr, k_tr, augmenter)
     val_x, val_back = None, None
     val_map = val_boxes if boxes is not None else mapping
     if val_frames is not None and len(val_frames) and val_map is not None:
-        vx, _ = load_inputs(val_frames, val_map, config.model.channels, frame_size, progress)
+        vx, _ = load_inputs(val_frames, val_map, config.model.channels, frame_size, progress,
+                            config.model.equalize)
         val_x = torch.from_numpy(normalise(vx))
         # load_inputs scales the first stage's box to each frame's size; predictions go back
         # through that same box (a second stage's boxes are already in each frame's pixels)
@@ -1061,7 +1062,8 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     if val_frames is not None and len(val_frames):
         # validated where it will work: around the first stage's estimates, not the labels
         model1, run1 = load_run(out, device)
-        vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size)
+        vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size,
+                            equalize_clip=recipe.model.equalize)
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
                                   radius=int(run1.get("decode_radius", DEFAULT_RADIUS)),
                                   amp=trained_with_amp(run1))

@@ -159,6 +159,33 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(image[..., :1], 3, axis=-1)
 
 
+EQUALIZE_TILES = 4  # CLAHE tiles along each side of the model input
+
+
+def equalize(image: np.ndarray, clip: float) -> np.ndarray:
+    """A model-sized uint8 input (H, W, C) with its local contrast equalised (OpenCV's CLAHE
+    over 4 x 4 tiles, ``clip`` its clip limit), or as it is where ``clip`` is 0.
+
+    An eye filmed dark shows its pupil's edge in a few grey levels, which the fixed
+    statistics of :func:`normalise` pass on as they are; equalising each input tile by tile
+    spreads them as in a well-lit eye. An RGB input is equalised in its lightness alone
+    (CIELAB's L), so its colours keep their balance.
+    """
+    if clip < 0:
+        raise ValueError(f"equalize clip limit must be >= 0 (0: off), got {clip}")
+    if clip == 0:
+        return image
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"equalize takes a uint8 (H, W, 1 or 3) image, got {image.dtype} "
+                         f"{image.shape}")
+    clahe = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(EQUALIZE_TILES, EQUALIZE_TILES))
+    if image.shape[-1] == 1:
+        return clahe.apply(np.ascontiguousarray(image[..., 0]))[..., None]
+    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 def normalise(batch: np.ndarray) -> np.ndarray:
     """uint8 (B, H, W, C) -> float32 (B, C, H, W) around zero (fixed statistics, set-independent)."""
     x = batch.astype(np.float32) / 255.0

@@ -78,6 +78,9 @@ class ModelConfig:
     # ViT and hybrid: a learned absolute position per token (timm's); False leaves it out, so a
     # token knows where it sits only from the stem's borders, as in a fully convolutional net
     pos_embed: bool = True
+    # local contrast equalisation of every input (CLAHE clip limit, transforms.equalize; 0:
+    # off), in training and prediction alike; the default recipe's crop stages use it
+    equalize: float = 0.0
     weights: str | None = None      # pretrained backbone: a file (.safetensors, .pth) or hf-hub:org/name
 
     def __post_init__(self) -> None:
@@ -104,6 +107,10 @@ class ModelConfig:
             raise ValueError(f"model n_up must be at least 0, got {self.n_up}")
         if not 0 <= self.drop_path <= 1:
             raise ValueError(f"model drop_path must be in [0, 1], got {self.drop_path}")
+        if not self.equalize >= 0:  # NaN too
+            raise ValueError(f"model equalize (a CLAHE clip limit) must be >= 0 (0: off), got "
+                             f"{self.equalize}")
+        self.equalize = float(self.equalize)
         if self.family == "hybrid" and (not self.stem_widths or min(self.stem_widths) < 1):
             raise ValueError("model stem_widths must be one or more widths of at least 1, got "
                              f"{self.stem_widths}")
