@@ -210,7 +210,8 @@ ABLATIONS = {
                           "default), the crop stages sharing the rest",
                           lambda c: _set(c, refine=replace(c.refine, share=0.25))),
     # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
-    # the pupil on the corneal reflections at a quarter of its labeled width
+    # the pupil on the corneal reflections at a quarter of its labeled width (about half
+    # with the equalisation; issue #4's notes)
     "hybrid_no_equalize": ("default recipe without the crop stages' local contrast "
                            "equalisation (CLAHE; the default until it was measured)",
                            lambda c: _set(c, refine=replace(
