@@ -343,6 +343,14 @@ def test_load_inputs_per_frame_boxes(eye_set):
                                equal_nan=True)
     with pytest.raises(ValueError, match="crop boxes"):
         load_inputs(frames, boxes[:2], 1)
+    # a network trained on equalised crops is trained on each crop equalised as the predictor
+    # equalises it (test_a_predictor_equalises_its_inputs_as_its_network_trained), keypoints
+    # untouched
+    from vit_facemap.transforms import equalize
+
+    xe, ke = load_inputs(frames, boxes, 1, equalize_clip=2.0)
+    assert np.array_equal(xe, np.stack([equalize(c, 2.0) for c in x])) and not np.array_equal(xe, x)
+    np.testing.assert_array_equal(ke, k)
 
 
 def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
