@@ -389,6 +389,10 @@ def test_channels_and_normalise_values():
     (dict(brightness=float("nan")), "brightness must be a finite number"),
     (dict(shear=float("nan")), "shear must be a finite number"),
     (dict(shear=-5.0), r"shear must be in \[0, 45\] degrees"),
+    (dict(rotate=-15.0), "rotate is the half-width of a range around 0 and must be >= 0"),
+    (dict(translate=-0.1), "translate is the half-width"),
+    (dict(brightness=-0.2), "brightness is the half-width"),
+    (dict(contrast=-0.2), "contrast is the half-width"),
     (dict(shear=60.0), r"shear must be in \[0, 45\] degrees"),
 ])
 def test_augment_settings_that_wreck_the_inputs_are_refused(kw, problem):

@@ -191,6 +191,13 @@ class AugmentConfig:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"augmentation {name} must be a finite number, got "
                                  f"{getattr(self, name)}")
+        # each is the half-width of a range drawn around 0 (+- degrees, +- share of the side,
+        # +- change), so a sign means nothing: -15 was handed to albumentations as the
+        # reversed range (15, -15) and drawn as +-15 without a word
+        for name in ("rotate", "translate", "brightness", "contrast"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augmentation {name} is the half-width of a range around 0 and "
+                                 f"must be >= 0, got {getattr(self, name)}")
         # past 45 degrees an axis folds onto the other and the face is no longer a face
         if not 0 <= self.shear <= 45:
             raise ValueError(f"augmentation shear must be in [0, 45] degrees, got {self.shear}")
