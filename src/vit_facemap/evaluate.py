@@ -16,7 +16,7 @@ from vit_facemap.errors import DataError, DataWarning
 from vit_facemap.images import load_image
 from vit_facemap.metrics import group_metrics, keypoint_metrics
 from vit_facemap.runinfo import check_output, check_outputs_apart, describe, write_json
-from vit_facemap.track import FACING, crop_shift_of, facing_mode, flip_of
+from vit_facemap.track import check_facing, crop_shift_of, facing_mode, flip_of
 from vit_facemap.validate import _listed, load_set
 
 
@@ -36,8 +36,7 @@ def predict_frames(predictor: Any, frames: LabeledFrames, batch_size: int = 32,
     the eye: a head-fixed animal does not turn round within a video. ``"frame"``: each frame
     as it comes.
     """
-    if facing not in FACING:
-        raise ValueError(f"facing must be one of {FACING}, got {facing!r}")
+    check_facing(facing)
     sizes: set[tuple[int, int]] = set()
     kps = np.full(frames.keypoints.shape, np.nan)
     confs = np.zeros(frames.keypoints.shape[:2])
@@ -186,8 +185,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, json_out: str | Path | N
     """
     from vit_facemap.predict import load_predictor
 
-    if facing not in FACING:  # before the run is loaded
-        raise ValueError(f"facing must be one of {FACING}, got {facing!r}")
+    check_facing(facing)  # before the run is loaded
     if json_out is not None and predictions_out is None:
         predictions_out = Path(json_out).with_suffix(".predictions.csv")
     check_outputs(json_out, predictions_out, overwrite, run_dir, data)

@@ -74,6 +74,13 @@ class Predictor(Protocol):
 FACING = ("video", "frame")
 
 
+def check_facing(facing: str) -> str:
+    """``facing`` if it is one of :data:`FACING`, else a DataError naming them."""
+    if facing not in FACING:
+        raise DataError(f"facing must be one of {FACING}, got {facing!r}")
+    return facing
+
+
 @dataclass
 class TrackOptions:
     """How to track one video (saved in the summary JSON and the resume state)."""
@@ -108,8 +115,7 @@ class TrackOptions:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.decode_threads < 0:
             raise DataError(f"decode_threads must be 0 or more, got {self.decode_threads}")
-        if self.facing not in FACING:
-            raise DataError(f"facing must be one of {FACING}, got {self.facing!r}")
+        check_facing(self.facing)
         # the scorer is part of every output's file name: a separator would put the files
         # in another folder (--scorer ../../x outside --out)
         if not self.scorer or any(c in self.scorer for c in ("/", "\\", "\0")):
@@ -371,7 +377,8 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
 
     import torch  # noqa: F401  (imported here so its first import is not timed as tracking)
 
-    facing = facing_mode(options.facing, predictor) == "video"
+    mode = key["facing"]  # facing_mode, as the resume key holds it
+    facing = mode == "video"
     # the sides of the frames tracked before (resumed): the same votes as had it not stopped
     votes = np.zeros(2, dtype=np.int64)
     if facing and len(rows):
@@ -482,7 +489,7 @@ def track_video(predictor: Predictor, video: str | Path, out_dir: str | Path,
     summary.update(
         complete=error is None, error=None if error is None else str(error),
         frames_this_run=n_new, resumed_from=first if first != options.start else None,
-        facing=facing_mode(options.facing, predictor), facing_redone=redone,
+        facing=mode, facing_redone=redone,
         wall_s=wall, redraw_s=redraw_s if redraw is not None else None,
         fps=n_new / (wall - redraw_s) if wall - redraw_s > 0 else None,
         model_fps=n_new / model_s if model_s > 0 else None,
