@@ -12,7 +12,7 @@ from tqdm import tqdm
 from vit_facemap.augment import KeypointAugmenter
 from vit_facemap.dlc import LabeledFrames
 from vit_facemap.images import load_image
-from vit_facemap.transforms import InputMapping, equalize, normalise, to_channels
+from vit_facemap.transforms import InputMapping, model_input, normalise, to_channels
 
 
 def load_inputs(
@@ -39,8 +39,7 @@ def load_inputs(
         size = (frame.shape[1], frame.shape[0])
         m = mapping[i] if per_frame else mapping.for_frame_size(frame_size, size)
         img = to_channels(frame, 3 if frame.ndim == 3 and channels == 3 else 1)
-        img = equalize(to_channels(m.apply(img), channels), equalize_clip)
-        images.append(img)
+        images.append(model_input(img, m, channels, equalize_clip))
         kps.append(m.to_input(kp))
     return np.stack(images), np.stack(kps).astype(np.float32)
 

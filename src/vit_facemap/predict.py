@@ -81,7 +81,7 @@ from vit_facemap.train import (
     stage_dirs,
     trained_with_amp,
 )
-from vit_facemap.transforms import InputMapping, equalize, normalise, to_channels
+from vit_facemap.transforms import InputMapping, model_input, normalise
 
 
 class KeypointPredictor:
@@ -105,8 +105,9 @@ class KeypointPredictor:
         fs = run_config.get("frame_size")
         self.frame_size: tuple[int, int] | None = (int(fs[0]), int(fs[1])) if fs else None
         self.channels: int = int(run_config.get("channels", 1))
+        net = getattr(model, "config", None)  # the network's ModelConfig (None in stubs)
         # the local contrast equalisation the network trained on (runs saved before it: none)
-        self.equalize: float = float(getattr(getattr(model, "config", None), "equalize", 0.0))
+        self.equalize: float = float(getattr(net, "equalize", 0.0))
         # the heatmap window the run was validated with (runs saved without one used 2)
         self.radius: int = int(run_config.get("decode_radius", DEFAULT_RADIUS))
         # mixed precision only for a run trained with it: one trained in full precision
@@ -125,7 +126,7 @@ class KeypointPredictor:
                                     self.bodyparts)
         self.flip = flip
         # nose and eye points (None: names without both, or a head without heatmaps)
-        heatmaps = getattr(getattr(model, "config", None), "head", None) == "heatmap"
+        heatmaps = getattr(net, "head", None) == "heatmap"
         self._facing = facing_points(self.bodyparts) if heatmaps else None
         self.batch_size = batch_size
         self.compiled = False
@@ -391,7 +392,7 @@ class KeypointPredictor:
         box per frame (a frame may be listed more than once; ``facing``: one side per frame)."""
         # every box size in one pass, so a compiled graph pads one short batch, not one per size
         scaled = [b.scaled(s) for s in self.scales for b in boxes]
-        x = normalise(np.stack([equalize(to_channels(b.apply(f), self.channels), self.equalize)
+        x = normalise(np.stack([model_input(f, b, self.channels, self.equalize)
                                 for b, f in zip(scaled, list(frames) * len(self.scales),
                                                 strict=True)]))
         # a box maps input x to frame x increasing, so a side in one is the side in the other

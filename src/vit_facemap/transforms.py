@@ -186,6 +186,15 @@ def equalize(image: np.ndarray, clip: float) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+def model_input(image: np.ndarray, box: InputMapping, channels: int,
+                equalize_clip: float = 0.0) -> np.ndarray:
+    """What a network sees of ``image``: ``box`` cut out and resized, as ``channels``, its
+    local contrast equalised with ``equalize_clip`` (:func:`equalize`; 0: as it is), uint8
+    (h, w, C). Training (:func:`vit_facemap.datasets.load_inputs`) and prediction
+    (:class:`vit_facemap.predict.KeypointPredictor`) both cut inputs with it."""
+    return equalize(to_channels(box.apply(image), channels), equalize_clip)
+
+
 def normalise(batch: np.ndarray) -> np.ndarray:
     """uint8 (B, H, W, C) -> float32 (B, C, H, W) around zero (fixed statistics, set-independent)."""
     x = batch.astype(np.float32) / 255.0
