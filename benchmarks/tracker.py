@@ -216,6 +216,19 @@ ABLATIONS = {
                            "equalisation (CLAHE; the default until it was measured)",
                            lambda c: _set(c, refine=replace(
                                c.refine, model={**c.refine.model, "equalize": 0.0}))),
+    # FG002's pupil is two thirds of its eye's width (median of its labels), wider than any
+    # training animal's video (0.10-0.47)
+    "hybrid_pupil": ("default recipe with the crop stages' pupils scaled by 0.5-2 times in "
+                     "training (augment pupil 1.0)",
+                     lambda c: _set(c, refine=replace(
+                         c.refine, augment={**c.refine.augment, "pupil": 1.0}))),
+    # FG002's eye stage placed its pupil on the corneal reflections, which sit at the pupil's
+    # centre in the training animals and beside it in FG002's eye
+    "hybrid_glints": ("default recipe with half the eye crops' corneal reflections painted "
+                      "out and one to three drawn elsewhere in the eye in training "
+                      "(augment glints 0.5)",
+                      lambda c: _set(c, refine=replace(
+                          c.refine, augment={**c.refine.augment, "glints": 0.5}))),
     "cnn_first": ("ResNet-18 first stage, the default's hybrid ViT crop stages",
                   lambda c: _first_stage(c, **RESNET18)),
     # the earlier default: the small conv stem in the first stage too, which lost the eyes of

@@ -8,7 +8,10 @@ from vit_facemap.augment import (
     AugmentConfig,
     KeypointAugmenter,
     mirror_pairs,
+    pupil_groups,
+    replace_glints,
     resolve_hflip,
+    scale_pupil,
 )
 from vit_facemap.transforms import (
     InputMapping,
@@ -394,6 +397,9 @@ def test_channels_and_normalise_values():
     (dict(brightness=-0.2), "brightness is the half-width"),
     (dict(contrast=-0.2), "contrast is the half-width"),
     (dict(shear=60.0), r"shear must be in \[0, 45\] degrees"),
+    (dict(pupil=-0.5), r"pupil must be >= 0 \(pupils are scaled by a factor in"),
+    (dict(pupil=float("nan")), "pupil must be a finite number"),
+    (dict(glints=1.5), "glints is a probability"),
 ])
 def test_augment_settings_that_wreck_the_inputs_are_refused(kw, problem):
     """scale=1 drew factors in [0, 2]: inputs shrunk to a few pixels (to 0.17 of their size in
@@ -508,3 +514,127 @@ def test_auto_flips_off_draws_as_no_flips():
     assert _same(a, b)
     on = KeypointAugmenter(AugmentConfig(**kw), SCHROEDER, seed=4)
     assert on.hflip == 0.5 and on.pairs == [["leftpupil", "rightpupil"], ["lefteyelid", "righteyelid"]]
+
+
+EYE = ["leftpupil", "dorsalpupil", "rightpupil", "ventralpupil",
+       "lefteyelid", "dorsaleyelid", "righteyelid", "ventraleyelid"]
+
+
+def _eye(h: int = 96, w: int = 128, radius: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """A grey eye (ellipse 80 x 40 px) on light fur with a dark pupil left of its centre."""
+    ys, xs = np.mgrid[:h, :w]
+    img = np.full((h, w), 180, np.uint8)
+    img[((xs - 64) / 40) ** 2 + ((ys - 48) / 20) ** 2 < 1] = 110
+    px, py = 58.0, 49.0
+    img[(xs - px) ** 2 + (ys - py) ** 2 < radius ** 2] = 20
+    kp = np.array([[px - radius, py], [px, py - radius], [px + radius, py], [px, py + radius],
+                   [24, 48], [64, 28], [104, 48], [64, 68]], dtype=float)
+    return img, kp
+
+
+def test_pupil_and_eye_outline_are_found_by_name():
+    assert pupil_groups(["nose", *EYE]) == ([1, 2, 3, 4], [5, 6, 7, 8])
+    assert pupil_groups(G7C1) == ([], [0, 1])  # g7c1's eye corners, and no pupil
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.7])
+def test_scale_pupil_scales_the_dark_disc_with_its_points(factor):
+    img, kp = _eye()
+    out, moved = scale_pupil(img, kp, range(4), range(4, 8), factor)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    # the pupil's width in its points and in its pixels (dark along its centre row)
+    assert moved[2, 0] - moved[0, 0] == pytest.approx(16 * factor, rel=0.05)
+    dark, was = np.flatnonzero(out[49] < 65), np.flatnonzero(img[49] < 65)
+    assert dark.max() - dark.min() == pytest.approx((was.max() - was.min()) * factor, abs=1.0)
+    # the pupil's centre stays; beyond the rim (1.2 times the eye) nothing moves
+    np.testing.assert_allclose(moved[:4].mean(0), kp[:4].mean(0), atol=0.5)
+    np.testing.assert_array_equal(out[:, :12], img[:, :12])
+    np.testing.assert_array_equal(out[:16], img[:16])
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.8])
+def test_scale_pupil_moves_pixels_and_points_together(factor):
+    """A blurred dot lands where the keypoint map puts its centre: in the pupil, where the
+    map scales, and in the iris and eyelids along the pupil's row, where it squeezes or
+    stretches (across the knee between them a dot is bent, and its centroid shifts)."""
+    img, kp = _eye()
+    ys, xs = np.mgrid[:img.shape[0], :img.shape[1]]
+    rng = np.random.default_rng(0)
+    for x, y in [*rng.uniform([55, 47], [61, 51], (4, 2)), *rng.uniform([82, 49], [98, 49], (4, 2))]:
+        dot = np.clip(200 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / 2.0), 0, 255)
+        out, moved = scale_pupil(dot.astype(np.uint8), np.vstack([kp, [x, y]]), range(4),
+                                 range(4, 8), factor)
+        m = out.astype(float)
+        centroid = np.array([(xs * m).sum(), (ys * m).sum()]) / m.sum()
+        assert np.abs(centroid - moved[-1]).max() < 0.1, (x, y, centroid, moved[-1])
+
+
+def test_scale_pupil_leaves_an_eye_it_cannot_read():
+    img, kp = _eye()
+    for bad in ([0, 1], [4, 5]):  # two pupil points, or two eyelid points, labeled
+        k = kp.copy()
+        k[bad] = np.nan
+        out, moved = scale_pupil(img, k, range(4), range(4, 8), 1.5)
+        np.testing.assert_array_equal(out, img)
+        np.testing.assert_array_equal(moved, k)
+    out, moved = scale_pupil(img, kp + np.array([[60, 0]] * 4 + [[0, 0]] * 4), range(4), range(4, 8), 1.5)
+    np.testing.assert_array_equal(out, img)  # a pupil labeled outside its eye
+    spot = kp.copy()
+    spot[:4] = kp[:4].mean(0)
+    np.testing.assert_array_equal(scale_pupil(img, spot, range(4), range(4, 8), 1.5)[0], img)
+
+
+def test_pupil_augmentation_varies_pupils_and_draws_nothing_without_one():
+    img, kp = _eye()
+    still = dict(_STILL, hflip=0.0)
+    widths = []
+    aug = KeypointAugmenter(AugmentConfig(**still, pupil=1.0), EYE, seed=0)
+    for _ in range(30):
+        _, k = aug(img, kp)
+        widths.append(k[2, 0] - k[0, 0])
+    assert min(widths) < 16 * 0.8 and max(widths) > 16 * 1.25
+    assert 16 * 0.5 - 0.01 <= min(widths) and max(widths) <= 16 * 2 + 0.01
+    # a set without a pupil draws the augmentations it drew before the setting existed
+    names, kw = ["a", "b", "c", "d", "e", "f", "g", "h"], dict(_STILL, hflip=0.5, flip_pairs=[])
+    with_pupil = KeypointAugmenter(AugmentConfig(**kw, pupil=1.0), names, seed=3)
+    without = KeypointAugmenter(AugmentConfig(**kw), names, seed=3)
+    for _ in range(5):
+        np.testing.assert_array_equal(with_pupil(img, kp)[1], without(img, kp)[1])
+
+
+def test_replace_glints_paints_out_the_eyes_reflections_and_draws_spots_where_asked():
+    img, kp = _eye()
+    img[47:50, 57:60] = 250  # a reflection on the pupil
+    img[5:8, 5:8] = 250      # a light patch of fur outside the eye
+    rim = kp[4:]
+    out = replace_glints(img, rim, np.zeros((0, 4)))
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert out[47:50, 57:60].max() < 120  # filled from the dark pupil round it
+    np.testing.assert_array_equal(out[:20], img[:20])  # nothing outside the eye changes
+    # a spot at the eye's centre and one half way to its rim, each of the asked peak
+    out = replace_glints(img, rim, np.array([[0.0, 0.0, 1.5, 240.0], [0.5, 0.0, 1.0, 200.0]]))
+    assert out[48, 64] == 240
+    (y, x), = np.argwhere(out == 200)
+    assert ((x - 64) / 40) ** 2 + ((y - 48) / 20) ** 2 == pytest.approx(0.25, abs=0.01)
+    assert out[47:50, 57:60].max() < 120
+    np.testing.assert_array_equal(out[:20], img[:20])
+    colour = replace_glints(np.repeat(img[..., None], 3, -1), rim, np.array([[0, 0, 1.5, 240.0]]))
+    assert colour.shape == (*img.shape, 3) and (colour[48, 64] == 240).all()
+
+
+def test_glint_augmentation_leaves_keypoints_and_draws_nothing_when_off():
+    img, kp = _eye()
+    img[47:50, 57:60] = 250
+    still = dict(_STILL, hflip=0.0)
+    aug = KeypointAugmenter(AugmentConfig(**still, glints=1.0), EYE, seed=0)
+    changed = 0
+    for _ in range(5):
+        out, k = aug(img, kp)
+        np.testing.assert_array_equal(k, kp)
+        changed += out[47:50, 57:60].max() < 250
+    assert changed == 5
+    off = KeypointAugmenter(AugmentConfig(**still), EYE, seed=0)
+    np.testing.assert_array_equal(off(img, kp)[0], img)
+    # nor where the eye has no pupil to place (its corners alone, as g7c1's)
+    corners = KeypointAugmenter(AugmentConfig(**still, glints=1.0), ["a", "b", "c", "d", *EYE[4:]])
+    np.testing.assert_array_equal(corners(img, kp)[0], img)

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from vit_facemap.config import check_fields
@@ -169,6 +170,16 @@ class AugmentConfig:
     hflip: float | str = "auto"
     flip_pairs: list[list[str]] | str = "auto"  # or a list of name pairs (mirror_pairs)
     p_geometric: float = 0.9
+    # Two settings for an eye whose pupil is unlike the training animals' (both need points
+    # named "pupil" and other "eye" points; off by default: on the held-out FG002, whose
+    # pupil is wider than any training animal's and lit off-centre, neither moved its pupil
+    # points closer, benchmarks/tracker.py --ablations hybrid_pupil,hybrid_glints):
+    # pupil scaled inside the eye by a factor drawn log-uniformly in [1 / (1 + pupil),
+    # 1 + pupil] (scale_pupil); 0: off
+    pupil: float = 0.0
+    # probability that the eye's corneal reflections are painted out and one to three drawn
+    # at random places in it (replace_glints)
+    glints: float = 0.0
 
     def __post_init__(self) -> None:
         check_fields(self, "augmentation")
@@ -177,7 +188,7 @@ class AugmentConfig:
         if isinstance(self.flip_pairs, str) and self.flip_pairs != "auto":
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got "
                              f"{self.flip_pairs!r}")
-        for name in ("hflip", "blur", "noise", "p_geometric"):
+        for name in ("hflip", "blur", "noise", "p_geometric", "glints"):
             if name == "hflip" and self.hflip == "auto":
                 continue
             if not 0 <= getattr(self, name) <= 1:
@@ -187,13 +198,16 @@ class AugmentConfig:
         if not 0 <= self.scale < 1:
             raise ValueError(f"augmentation scale must be in [0, 1) (images are scaled by a "
                              f"factor in [1 - scale, 1 + scale]), got {self.scale}")
-        for name in ("rotate", "translate", "brightness", "contrast", "shear"):
+        for name in ("rotate", "translate", "brightness", "contrast", "shear", "pupil"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"augmentation {name} must be a finite number, got "
                                  f"{getattr(self, name)}")
         # each is the half-width of a range drawn around 0 (+- degrees, +- share of the side,
         # +- change), so a sign means nothing: -15 was handed to albumentations as the
         # reversed range (15, -15) and drawn as +-15 without a word
+        if self.pupil < 0:
+            raise ValueError(f"augmentation pupil must be >= 0 (pupils are scaled by a factor in "
+                             f"[1 / (1 + pupil), 1 + pupil]), got {self.pupil}")
         for name in ("rotate", "translate", "brightness", "contrast"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augmentation {name} is the half-width of a range around 0 and "
@@ -201,6 +215,149 @@ class AugmentConfig:
         # past 45 degrees an axis folds onto the other and the face is no longer a face
         if not 0 <= self.shear <= 45:
             raise ValueError(f"augmentation shear must be in [0, 45] degrees, got {self.shear}")
+
+
+def pupil_groups(bodyparts: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Indices of the pupil's points (names with "pupil") and of the eye's outline (other
+    names with "eye": eyelids, eye corners), for :func:`scale_pupil`."""
+    low = [str(b).lower() for b in bodyparts]
+    pupil = [i for i, b in enumerate(low) if "pupil" in b]
+    outline = [i for i, b in enumerate(low) if "eye" in b and "pupil" not in b]
+    return pupil, outline
+
+
+RIM = 1.2  # scale_pupil's rim, in units of the eye outline's ellipse
+
+
+def _eye_frame(outline: np.ndarray, rim: float = RIM) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and the matrix taking image points to eye coordinates, in which the ellipse
+    along the outline's main axes through its outermost point, widened ``rim`` times, is the
+    unit circle."""
+    centre = outline.mean(0)
+    _, vecs = np.linalg.eigh(np.cov((outline - centre).T))
+    half = np.abs((outline - centre) @ vecs).max(0)
+    to_eye = np.diag(1.0 / np.maximum(half, 1.0)) @ vecs.T
+    reach = np.linalg.norm((outline - centre) @ to_eye.T, axis=1).max()
+    # the rim a little outside the outline: the ellipse misses the eye's corners, and where
+    # the warp ends (in the fur, not on the eyelid margin) shows no edge an eyelid point
+    # could be learned from
+    return centre, to_eye / (rim * max(reach, 1e-9))
+
+
+def _to_rim(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Distance from ``p`` (inside the unit circle) to the circle along unit directions ``d``."""
+    pd = d @ p
+    return -pd + np.sqrt(pd ** 2 + 1.0 - p @ p)
+
+
+def scale_pupil(image: np.ndarray, keypoints: np.ndarray, pupil: Sequence[int],
+                outline: Sequence[int], factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pupil dilated (``factor`` > 1) or constricted (< 1) inside the eye.
+
+    In eye coordinates (:func:`_eye_frame`: the ellipse of the outline's points, widened to
+    ``RIM`` times, as the unit circle) each point's place between the pupil's centre (0) and
+    the rim (1) along its ray is mapped piecewise linearly: scaled by ``factor`` up to a knee
+    a little outside the pupil's median point, the iris and eyelids between knee and rim
+    squeezed or stretched to fit, the rim and all outside it unmoved. A pupil that already
+    fills its eye is dilated less (its scaled edge stays inside 0.95 of the rim). The
+    keypoints move by the map the pixels move by. Returns the inputs as they are where fewer
+    than three pupil or outline points are labeled or the pupil's centre is not well inside
+    the eye.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    pts, rim = kp[list(pupil)], kp[list(outline)]
+    pts, rim = pts[np.isfinite(pts).all(1)], rim[np.isfinite(rim).all(1)]
+    if len(pts) < 3 or len(rim) < 3 or factor == 1.0:
+        return image, kp
+    centre, to_eye = _eye_frame(rim)
+    p = (pts.mean(0) - centre) @ to_eye.T
+    if p @ p > 0.8 ** 2:
+        return image, kp
+
+    def place(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = (x - centre) @ to_eye.T - p
+        r = np.linalg.norm(d, axis=-1)
+        unit = d / np.maximum(r, 1e-12)[..., None]
+        reach = _to_rim(p, unit.reshape(-1, 2)).reshape(r.shape)
+        return r / reach, unit, reach
+
+    t_pts = place(pts)[0]
+    # the knee sits a little outside the pupil's edge, so its dark-to-iris gradient scales
+    # whole; an image point at t maps to s t below it
+    knee = min(1.2 * float(np.median(t_pts)), 0.8)
+    if knee < 1e-3:  # the pupil's points on one spot: no size to scale
+        return image, kp
+    s = min(float(factor), 0.95 / knee)
+
+    def forward(t: np.ndarray) -> np.ndarray:
+        return np.where(t < knee, s * t,
+                        np.where(t < 1.0, s * knee + (t - knee) * (1 - s * knee) / (1 - knee), t))
+
+    def back(t: np.ndarray) -> np.ndarray:
+        return np.where(t < s * knee, t / s,
+                        np.where(t < 1.0, knee + (t - s * knee) * (1 - knee) / (1 - s * knee), t))
+
+    def move(x: np.ndarray, fn: Any) -> np.ndarray:
+        t, unit, reach = place(x)
+        u = p + unit * (fn(t) * reach)[..., None]
+        return centre + u @ np.linalg.inv(to_eye).T
+
+    # only pixels inside the rim move: the map is made over the rim's bounding box
+    h, w = image.shape[:2]
+    half = np.linalg.norm(np.linalg.inv(to_eye), axis=1)
+    x0, y0 = np.maximum(np.floor(centre - half), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(centre + half) + 1, [w, h]).astype(int)
+    out = image.copy()
+    if x1 > x0 and y1 > y0:
+        grid = np.stack(np.meshgrid(np.arange(x0, x1, dtype=np.float64),
+                                    np.arange(y0, y1, dtype=np.float64)), -1)
+        src = move(grid, back).astype(np.float32)
+        out[y0:y1, x0:x1] = cv2.remap(image, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REFLECT_101
+                                      ).reshape(out[y0:y1, x0:x1].shape)
+    moved = kp.copy()
+    ok = np.isfinite(kp).all(1)
+    moved[ok] = move(kp[ok], forward)
+    return out, moved
+
+
+def replace_glints(image: np.ndarray, outline: np.ndarray, spots: np.ndarray) -> np.ndarray:
+    """The eye's corneal reflections painted out and ``spots`` painted in their stead.
+
+    ``outline``: the eye's outline points (at least three, labeled); the reflections are the
+    pixels inside its ellipse brighter than halfway from the eye's median to white, filled
+    from their surroundings (OpenCV's Telea inpainting). ``spots``: (N, 4) rows of x, y in
+    eye coordinates (the unit disc of the outline's ellipse, its axes in no set order or
+    sense), Gaussian sigma in pixels and peak grey level. The keypoints do not move: where the network saw the pupil's centre
+    under the reflection in every training animal, it placed the pupil of an animal lit from
+    elsewhere on its reflection (FG002, issue #4's notes).
+    """
+    centre, to_eye = _eye_frame(np.asarray(outline, dtype=np.float64), rim=1.0)
+    h, w = image.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    u = (np.stack([xs, ys], -1) - centre) @ to_eye.T
+    inside = (u ** 2).sum(-1) < 1.0
+    gray = image if image.ndim == 2 else image.mean(-1)
+    gray = gray.reshape(h, w)
+    if not inside.any():
+        return image
+    median = float(np.median(gray[inside]))
+    bright = inside & (gray > median + 0.5 * (255 - median))
+    out = image
+    if bright.any():
+        # the halo round a reflection is lighter than the eye but under the threshold
+        mask = cv2.dilate(bright.astype(np.uint8), np.ones((5, 5), np.uint8))
+        out = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA).reshape(image.shape)
+    if len(spots):
+        at = centre + np.asarray(spots, dtype=np.float64)[:, :2] @ np.linalg.inv(to_eye).T
+        glow = np.zeros((h, w))
+        for (x, y), (sigma, peak) in zip(at, np.asarray(spots)[:, 2:], strict=True):
+            glow = np.maximum(glow, peak * np.exp(-((xs - x) ** 2 + (ys - y) ** 2)
+                                                   / (2 * sigma ** 2)))
+        if image.ndim == 3:
+            glow = glow[..., None]
+        out = np.maximum(out, glow).astype(np.uint8)
+    return out
 
 
 class KeypointAugmenter:
@@ -230,6 +387,15 @@ class KeypointAugmenter:
                              "in flip_pairs or set hflip=0")
         self.pairs = [list(p) for p in pairs]
         self.swap = _swap(self.pairs, bodyparts)
+        pupil, outline = pupil_groups(bodyparts)
+        # None where the pupil cannot be scaled: no draw is made, so a set without a pupil
+        # draws the same augmentations as before the setting existed
+        self.pupil = ((pupil, outline) if c.pupil > 0 and len(pupil) >= 3 and len(outline) >= 3
+                      else None)
+        # reflections mislead only where there is a pupil to place (g7c1's eye stage places
+        # its corners alone), and a set without one draws as it did before the setting
+        self.glints = (outline if c.glints > 0 and len(pupil) >= 3 and len(outline) >= 3
+                       else None)
         # imported here: albumentations loads torch, and AugmentConfig alone (its defaults, as
         # `data inspect` reads them through vit_facemap.poses) needs neither
         import albumentations as A
@@ -296,6 +462,20 @@ class KeypointAugmenter:
 
     def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kp = np.asarray(keypoints, dtype=np.float64)
+        if self.pupil is not None:
+            span = math.log1p(self.config.pupil)
+            image, kp = scale_pupil(image, kp, *self.pupil,
+                                    factor=math.exp(self.rng.uniform(-span, span)))
+        if self.glints is not None and self.rng.random() < self.config.glints:
+            rim = kp[self.glints]
+            rim = rim[np.isfinite(rim).all(1)]
+            if len(rim) >= 3:
+                n = int(self.rng.integers(1, 4))
+                radius, angle = 0.8 * np.sqrt(self.rng.random(n)), self.rng.uniform(0, 2 * np.pi, n)
+                spots = np.column_stack([radius * np.cos(angle), radius * np.sin(angle),
+                                         self.rng.uniform(0.8, 2.5, n),
+                                         self.rng.uniform(180, 255, n)])
+                image = replace_glints(image, rim, spots)
         missing = np.isnan(kp).any(-1)
         dummy = np.where(missing[:, None], 0.0, kp)
         out = self.geometric(image=image, keypoints=dummy)
