@@ -20,6 +20,10 @@ held-out animal faces the other way,
 while some animals that face like most training animals lost up to about 1 px; on ``g7c1``
 (one side, anatomical names) they cost about 0.3 px (``benchmarks/tracker.py --ablations
 hybrid_flip,hybrid_no_flip``), so there "auto" leaves them off.
+
+Two settings for eye crops, off by default, change a pupil rather than the whole input:
+``pupil`` scales it inside the eye (:func:`scale_pupil`) and ``glints`` moves the corneal
+reflections off it (:func:`replace_glints`).
 """
 
 from __future__ import annotations
@@ -337,10 +341,9 @@ def replace_glints(image: np.ndarray, outline: np.ndarray, spots: np.ndarray) ->
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     u = (np.stack([xs, ys], -1) - centre) @ to_eye.T
     inside = (u ** 2).sum(-1) < 1.0
-    gray = image if image.ndim == 2 else image.mean(-1)
-    gray = gray.reshape(h, w)
     if not inside.any():
         return image
+    gray = image.reshape(h, w, -1).mean(-1)
     median = float(np.median(gray[inside]))
     bright = inside & (gray > median + 0.5 * (255 - median))
     out = image
