@@ -209,13 +209,13 @@ class AugmentConfig:
         # each is the half-width of a range drawn around 0 (+- degrees, +- share of the side,
         # +- change), so a sign means nothing: -15 was handed to albumentations as the
         # reversed range (15, -15) and drawn as +-15 without a word
-        if self.pupil < 0:
-            raise ValueError(f"augmentation pupil must be >= 0 (pupils are scaled by a factor in "
-                             f"[1 / (1 + pupil), 1 + pupil]), got {self.pupil}")
         for name in ("rotate", "translate", "brightness", "contrast"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augmentation {name} is the half-width of a range around 0 and "
                                  f"must be >= 0, got {getattr(self, name)}")
+        if self.pupil < 0:
+            raise ValueError(f"augmentation pupil must be >= 0 (pupils are scaled by a factor in "
+                             f"[1 / (1 + pupil), 1 + pupil]), got {self.pupil}")
         # past 45 degrees an axis folds onto the other and the face is no longer a face
         if not 0 <= self.shear <= 45:
             raise ValueError(f"augmentation shear must be in [0, 45] degrees, got {self.shear}")
@@ -223,7 +223,8 @@ class AugmentConfig:
 
 def pupil_groups(bodyparts: Sequence[str]) -> tuple[list[int], list[int]]:
     """Indices of the pupil's points (names with "pupil") and of the eye's outline (other
-    names with "eye": eyelids, eye corners), for :func:`scale_pupil`."""
+    names with "eye": eyelids, eye corners), for :func:`scale_pupil` and
+    :func:`replace_glints`."""
     low = [str(b).lower() for b in bodyparts]
     pupil = [i for i, b in enumerate(low) if "pupil" in b]
     outline = [i for i, b in enumerate(low) if "eye" in b and "pupil" not in b]
@@ -274,6 +275,7 @@ def scale_pupil(image: np.ndarray, keypoints: np.ndarray, pupil: Sequence[int],
     if len(pts) < 3 or len(rim) < 3 or factor == 1.0:
         return image, kp
     centre, to_eye = _eye_frame(rim)
+    from_eye = np.linalg.inv(to_eye)
     p = (pts.mean(0) - centre) @ to_eye.T
     if p @ p > 0.8 ** 2:
         return image, kp
@@ -304,11 +306,11 @@ def scale_pupil(image: np.ndarray, keypoints: np.ndarray, pupil: Sequence[int],
     def move(x: np.ndarray, fn: Any) -> np.ndarray:
         t, unit, reach = place(x)
         u = p + unit * (fn(t) * reach)[..., None]
-        return centre + u @ np.linalg.inv(to_eye).T
+        return centre + u @ from_eye.T
 
     # only pixels inside the rim move: the map is made over the rim's bounding box
     h, w = image.shape[:2]
-    half = np.linalg.norm(np.linalg.inv(to_eye), axis=1)
+    half = np.linalg.norm(from_eye, axis=1)
     x0, y0 = np.maximum(np.floor(centre - half), 0).astype(int)
     x1, y1 = np.minimum(np.ceil(centre + half) + 1, [w, h]).astype(int)
     out = image.copy()
@@ -332,9 +334,10 @@ def replace_glints(image: np.ndarray, outline: np.ndarray, spots: np.ndarray) ->
     pixels inside its ellipse brighter than halfway from the eye's median to white, filled
     from their surroundings (OpenCV's Telea inpainting). ``spots``: (N, 4) rows of x, y in
     eye coordinates (the unit disc of the outline's ellipse, its axes in no set order or
-    sense), Gaussian sigma in pixels and peak grey level. The keypoints do not move: where the network saw the pupil's centre
-    under the reflection in every training animal, it placed the pupil of an animal lit from
-    elsewhere on its reflection (FG002, issue #4's notes).
+    sense), Gaussian sigma in pixels and peak grey level. The keypoints do not move: where
+    the network saw the pupil's centre under the reflection in every training animal, it
+    placed the pupil of an animal lit from elsewhere on its reflection (FG002, issue #4's
+    notes).
     """
     centre, to_eye = _eye_frame(np.asarray(outline, dtype=np.float64), rim=1.0)
     h, w = image.shape[:2]
@@ -391,14 +394,13 @@ class KeypointAugmenter:
         self.pairs = [list(p) for p in pairs]
         self.swap = _swap(self.pairs, bodyparts)
         pupil, outline = pupil_groups(bodyparts)
-        # None where the pupil cannot be scaled: no draw is made, so a set without a pupil
-        # draws the same augmentations as before the setting existed
-        self.pupil = ((pupil, outline) if c.pupil > 0 and len(pupil) >= 3 and len(outline) >= 3
-                      else None)
-        # reflections mislead only where there is a pupil to place (g7c1's eye stage places
-        # its corners alone), and a set without one draws as it did before the setting
-        self.glints = (outline if c.glints > 0 and len(pupil) >= 3 and len(outline) >= 3
-                       else None)
+        # None where the setting is off or the set has no pupil and eye outline to work on
+        # (reflections mislead only where there is a pupil to place; g7c1's eye stage places
+        # its corners alone): no draw is made, so such a set draws the same augmentations as
+        # before the settings existed
+        eye = len(pupil) >= 3 and len(outline) >= 3
+        self.pupil = (pupil, outline) if eye and c.pupil > 0 else None
+        self.glints = outline if eye and c.glints > 0 else None
         # imported here: albumentations loads torch, and AugmentConfig alone (its defaults, as
         # `data inspect` reads them through vit_facemap.poses) needs neither
         import albumentations as A
