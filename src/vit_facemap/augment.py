@@ -177,7 +177,8 @@ class AugmentConfig:
     # Two settings for an eye whose pupil is unlike the training animals' (both need points
     # named "pupil" and other "eye" points; off by default: on the held-out FG002, whose
     # pupil is wider than any training animal's and lit off-centre, neither moved its pupil
-    # points closer, benchmarks/tracker.py --ablations hybrid_pupil,hybrid_glints):
+    # points more than a fraction of a pixel closer, one run each, benchmarks/tracker.py
+    # --ablations hybrid_pupil,hybrid_glints):
     # pupil scaled inside the eye by a factor drawn log-uniformly in [1 / (1 + pupil),
     # 1 + pupil] (scale_pupil); 0: off
     pupil: float = 0.0
