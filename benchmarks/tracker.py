@@ -216,6 +216,11 @@ ABLATIONS = {
                            "equalisation (CLAHE; the default until it was measured)",
                            lambda c: _set(c, refine=replace(
                                c.refine, model={**c.refine.model, "equalize": 0.0}))),
+    # the first stage sees whole frames unequalised: equalised too, as a test of whether
+    # lighting that differs between animals is what puts its nose off on a held-out one
+    "hybrid_equalize_first": ("default recipe with the first stage's input equalised as the "
+                              "crop stages' are (CLAHE clip limit 2)",
+                              lambda c: _first_stage(c, equalize=2.0)),
     # FG002's pupil is two thirds of its eye's width (median of its labels), wider than any
     # training animal's video (0.10-0.47)
     "hybrid_pupil": ("default recipe with the crop stages' pupils scaled by 0.5-2 times in "

@@ -201,3 +201,16 @@ def test_no_equalize_turns_off_the_crop_stages_equalisation_alone():
     assert (stage.model.equalize, stage0.model.equalize, default.model.equalize) == (0.0, 2.0, 0.0)
     assert replace(stage.model, equalize=2.0) == stage0.model
     assert replace(cfg, refine=default.refine) == default
+
+
+def test_equalize_first_equalises_the_first_stage_and_keeps_the_crop_stages():
+    from dataclasses import replace
+
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    cfg = BENCH.ABLATIONS["hybrid_equalize_first"][1](copy.deepcopy(default))
+    assert (cfg.model.equalize, default.model.equalize) == (2.0, 0.0)
+    assert replace(cfg.model, equalize=0.0) == default.model
+    assert _refine_stage_config(cfg, 2).model == _refine_stage_config(default, 2).model
+    assert replace(cfg, model=default.model) == default
