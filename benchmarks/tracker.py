@@ -32,7 +32,8 @@ that is NaN where a label exists is a miss of infinite error: it makes ``mean_px
 Each row also gives the error on the training frames themselves (``train_mean_px``,
 ``train_median_px``, per keypoint: how well the model fits the labels it learned from), and
 the errors with the test labels that ``vit_facemap.labelcheck`` flags
-as slipped onto another keypoint's place (found on the whole set) left out: ``clean_*``.
+as slipped onto another keypoint's place or strayed off the face (found on the whole set)
+left out: ``clean_*``.
 
 Writes ``tracker.json`` (rows + provenance: settings, resolved device, code and data
 fingerprints, wall time) and ``tracker.csv`` to ``--out``, and one run folder per model
@@ -644,7 +645,7 @@ def _main(argv: list[str] | None) -> int:
 
     for set_name, key, split_name, frames, slips, train_mask, test_mask in plan:
         train, test = frames.subset(train_mask), frames.subset(test_mask)
-        # the same test frames without labels that slipped onto another keypoint's place
+        # the same test frames without labels that slipped or strayed (labelcheck)
         clean = mask_slips(test, slips[slips["frame"].isin(test.index)])
         for model_name in models:
             if (set_name, split_name, model_name) in done:

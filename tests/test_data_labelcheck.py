@@ -1,4 +1,5 @@
-"""Labels that slipped onto another keypoint's place: found, reported, left out of training."""
+"""Labels that slipped onto another keypoint's place or strayed off the face: found, reported,
+left out of training."""
 
 import json
 import warnings
@@ -96,6 +97,25 @@ def test_a_label_far_from_its_place_but_near_no_other_is_not_flagged(tmp_path):
     frames.keypoints[5, :2] = [[100, 200], [150, 200]]  # 'a' and 'b' together
     frames.keypoints[7] = [[100, 200], [np.nan, np.nan], [200, 100]]  # 'a', with 'b' missing
     assert label_slips(frames).empty
+
+
+def test_a_label_farther_off_than_the_face_is_wide_is_a_stray(tmp_path):
+    # the face spans 100 px ('a' to 'c'): a click 150 px off lies on no pose of it
+    frames = _frames(tmp_path, slip=False)
+    frames.keypoints[4, 0] = [100, 250]
+    frames.keypoints[6, 2] = [200, 195]  # 95 px off, within the face's width: not flagged
+    slips = label_slips(frames)
+    assert list(zip(slips["frame"], slips["keypoint"], slips["near"], strict=True)) == [
+        ("labeled-data/v/img004.png", "a", "")]
+    assert np.isclose(slips["offset_px"].iloc[0], 150, atol=2) and slips["near_px"].isna().all()
+    assert np.isnan(mask_slips(frames, slips).keypoints[4, 0]).all()
+    assert describe_slips(slips)[0].endswith("farther than the labeled face is wide (stray click?)")
+    # a slip in the same video is still reported as one, and the stray beside it
+    frames.keypoints[3] = [[150, 100], [200, 100], [np.nan, np.nan]]
+    assert list(label_slips(frames)["near"]) == ["b", "c", ""]
+    # one keypoint labeled: no face width to judge by
+    one = LabeledFrames(tmp_path, frames.index, frames.keypoints[:, :1], ["a"])
+    assert label_slips(one).empty
 
 
 def test_a_swap_stays_flagged_when_the_partner_scatters_widely(tmp_path):

@@ -1,11 +1,14 @@
-"""Labels that slipped onto another keypoint's place, and how far labels scatter.
+"""Labels that slipped onto another keypoint's place or strayed off the face, and how far
+labels scatter.
 
 When a labeler skips a keypoint in DeepLabCut's labeling tool, or clicks the parts in the
 wrong order, the following labels of that frame can land one place off: "whisker 3" where
 the mouth is, "mouth" where the lip is, and the lip missing. Such a label is not noise
 around the right place but a confident label at the wrong one; the `g7c1` set has
 several. :func:`label_slips` finds labels that lie far from where their keypoint sits in
-the rest of the video and close to where another keypoint sits. It reports, never edits:
+the rest of the video and close to where another keypoint sits, and stray clicks that lie
+farther from it than the labeled face is wide (a nose on the head plate). It reports,
+never edits:
 the set on disk stays as it is, and training can leave the flagged labels out
 (``TrainConfig.mask_slips``) the way it leaves out missing ones.
 
@@ -36,7 +39,7 @@ REPEAT_COLUMNS = ["keypoint", "pairs", "used", "frames", "image_diff", "pair_px"
 
 def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.0,
                 min_px: float = 10.0, min_frames: int = 5) -> pd.DataFrame:
-    """Labels that sit where another keypoint usually is, one row each.
+    """Labels that sit where another keypoint usually is, or far off the face, one row each.
 
     Within each video of at least ``min_frames`` frames, a keypoint's usual place is the
     median of its labels and its typical scatter the median distance of its labels from
@@ -49,6 +52,12 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     keypoint is labeled in the same frame, not flagged itself, not off its own place onto
     another's (a swap), and at least a ``ratio``-th of the label's offset away from it: the
     face moved, and the two labels are distinct points.
+
+    A label near no other keypoint's place is flagged as a stray (``near`` empty,
+    ``near_px`` NaN) when it lies farther from its usual place than the labeled face is
+    wide (the largest distance between two keypoints' usual places in the video), and more
+    than ``factor`` times its typical scatter and ``min_px`` from it: no pose of a face
+    carries one of its points that far.
 
     Distances, and so ``min_px``, are in pixels of the frames as stored: the same labels
     at another scale can be judged differently where keypoints lie only a few times
@@ -75,11 +84,20 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
             dist = np.linalg.norm(pts[:, :, None, :] - usual[None, None], axis=-1)
             own = np.diagonal(dist, axis1=1, axis2=2)
             typical = np.nanmedian(own, axis=0)
+        placed = usual[np.isfinite(usual[:, 0])]
+        span = (np.linalg.norm(placed[:, None] - placed[None], axis=-1).max()
+                if len(placed) > 1 else np.inf)
+        far = np.maximum(np.maximum(factor * typical, min_px), span)
+        with np.errstate(invalid="ignore"):
+            stray = own > far  # NaN (a missing label, a keypoint never labeled): False
         for f in range(len(idx)):
-            flagged = _slips_in_frame(pts[f], own[f], dist[f], typical, factor, ratio, min_px)
+            flagged = {k: (names[j], near) for k, (j, near) in _slips_in_frame(
+                pts[f], own[f], dist[f], typical, factor, ratio, min_px).items()}
+            for k in np.flatnonzero(stray[f]):
+                flagged.setdefault(int(k), ("", np.nan))
             for k in sorted(flagged):
-                j, near = flagged[k]
-                rows.append((frames.index[idx[f]], names[k], names[j], float(own[f, k]),
+                near_name, near = flagged[k]
+                rows.append((frames.index[idx[f]], names[k], near_name, float(own[f, k]),
                              float(near), float(typical[k])))
     return pd.DataFrame(rows, columns=SLIP_COLUMNS)
 
@@ -162,8 +180,9 @@ def describe_slips(slips: pd.DataFrame, limit: int | None = None) -> list[str]:
     """One line per flagged label (at most ``limit``, then a count of the rest)."""
     limit = len(slips) if limit is None else limit
     lines = [f"{r.frame}: '{r.keypoint}' lies {r.offset_px:.0f} px from its usual place "
-             f"(typically {r.typical_px:.0f}) and {r.near_px:.0f} px from where '{r.near}' "
-             "usually is (slipped or swapped label?)"
+             f"(typically {r.typical_px:.0f}) and "
+             + (f"{r.near_px:.0f} px from where '{r.near}' usually is (slipped or swapped "
+                "label?)" if r.near else "farther than the labeled face is wide (stray click?)")
              for r in slips.head(limit).itertuples()]
     if len(slips) > limit:
         lines.append(f"... and {len(slips) - limit} more")

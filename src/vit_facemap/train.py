@@ -138,7 +138,8 @@ class TrainConfig:
     #                                 (supervised training gets the rest)
     refine: RefineConfig = field(default_factory=RefineConfig)  # second, top-down crop stages
     # leave out training labels that sit where another keypoint usually is (slipped or
-    # swapped labels, vit_facemap.labelcheck), as if they were missing
+    # swapped labels) or far off the face (stray clicks; vit_facemap.labelcheck), as if
+    # they were missing
     mask_slips: bool = False
     mask_ratio: float = 0.5         # share of patches blanked in pre-training
     num_threads: int = 2
