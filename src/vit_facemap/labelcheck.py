@@ -53,8 +53,8 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     another's (a swap), and at least a ``ratio``-th of the label's offset away from it: the
     face moved, and the two labels are distinct points.
 
-    A label near no other keypoint's place is flagged as a stray (``near`` empty,
-    ``near_px`` NaN) when it lies farther from its usual place than the labeled face is
+    A label not flagged so is flagged as a stray (``near`` empty, ``near_px`` NaN) when it
+    lies farther from its usual place than the labeled face is
     wide (the largest distance between two keypoints' usual places in the video), and more
     than ``factor`` times its typical scatter and ``min_px`` from it: no pose of a face
     carries one of its points that far.
