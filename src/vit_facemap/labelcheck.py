@@ -54,10 +54,10 @@ def label_slips(frames: LabeledFrames, *, factor: float = 4.0, ratio: float = 3.
     face moved, and the two labels are distinct points.
 
     A label not flagged so is flagged as a stray (``near`` empty, ``near_px`` NaN) when it
-    lies farther from its usual place than the labeled face is
-    wide (the largest distance between two keypoints' usual places in the video), and more
-    than ``factor`` times its typical scatter and ``min_px`` from it: no pose of a face
-    carries one of its points that far.
+    lies farther from its usual place than the labeled face is wide (the largest distance
+    between two keypoints' usual places in the video), and more than ``factor`` times its
+    typical scatter and ``min_px`` from it: no pose of a face carries one of its points that
+    far.
 
     Distances, and so ``min_px``, are in pixels of the frames as stored: the same labels
     at another scale can be judged differently where keypoints lie only a few times
