@@ -137,7 +137,7 @@ ABLATIONS = {
                    "rising with the steps, capped at 0.998), saved in their place",
                    lambda c: _set(c, ema=0.998)),
     "hybrid_mask_slips": ("default recipe leaving out training labels that sit where another "
-                          "keypoint usually is (vit_facemap.labelcheck)",
+                          "keypoint usually is or far off the face (vit_facemap.labelcheck)",
                           lambda c: _set(c, mask_slips=True)),
     "hybrid_hires": ("default recipe with a 288x192 first-stage input (1.5x the side, 2.25x "
                      "the tokens)", lambda c: _model(c, input_w=288, input_h=192)),

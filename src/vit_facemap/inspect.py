@@ -43,7 +43,7 @@ class SetSummary:
     spread: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # labels lying where another keypoint usually is (vit_facemap.labelcheck)
+    # labels lying where another keypoint usually is or far off the face (vit_facemap.labelcheck)
     label_slips: list[dict] = field(default_factory=list)
     # each video's face size, turn and side against the set's typical pose (vit_facemap.poses)
     poses: list[dict] = field(default_factory=list)

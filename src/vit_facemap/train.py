@@ -599,8 +599,8 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         masked = slips.round(1).to_dict(orient="records")
         if masked:
             warnings.warn(f"left out {len(masked)} training label(s) that sit where another "
-                          "keypoint usually is (listed in config.json: masked_labels)",
-                          stacklevel=2)
+                          "keypoint usually is or far off the face (listed in config.json: "
+                          "masked_labels)", stacklevel=2)
     flips = None
     if boxes is None and config.augment.hflip == "auto":
         # resolved once, on the first stage's training frames, and saved resolved: the
