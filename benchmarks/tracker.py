@@ -217,6 +217,12 @@ ABLATIONS = {
                            "equalisation (CLAHE; the default until it was measured)",
                            lambda c: _set(c, refine=replace(
                                c.refine, model={**c.refine.model, "equalize": 0.0}))),
+    # clip 4 gave FG002's pupil points the lowest error of any run on two splits (one run
+    # each, on a slow hour that also cost split 2's first stage; issue #4's notes)
+    "hybrid_equalize4": ("default recipe with the crop stages' local contrast equalisation at "
+                         "clip limit 4 (2 by default)",
+                         lambda c: _set(c, refine=replace(
+                             c.refine, model={**c.refine.model, "equalize": 4.0}))),
     # the first stage sees whole frames unequalised: equalised too, as a test of whether
     # lighting that differs between animals is what puts its nose off on a held-out one
     "hybrid_equalize_first": ("default recipe with the first stage's input equalised as the "

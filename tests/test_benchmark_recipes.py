@@ -203,6 +203,19 @@ def test_no_equalize_turns_off_the_crop_stages_equalisation_alone():
     assert replace(cfg, refine=default.refine) == default
 
 
+def test_equalize4_raises_the_crop_stages_clip_limit_alone():
+    from dataclasses import replace
+
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    cfg = BENCH.ABLATIONS["hybrid_equalize4"][1](copy.deepcopy(default))
+    stage, stage0 = _refine_stage_config(cfg, 2), _refine_stage_config(default, 2)
+    assert (stage.model.equalize, stage0.model.equalize, cfg.model.equalize) == (4.0, 2.0, 0.0)
+    assert replace(stage.model, equalize=2.0) == stage0.model
+    assert replace(cfg, refine=default.refine) == default
+
+
 def test_equalize_first_equalises_the_first_stage_and_keeps_the_crop_stages():
     from dataclasses import replace
 
