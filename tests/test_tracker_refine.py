@@ -23,6 +23,7 @@ from vit_facemap.refine import (
     crop_mappings,
     crop_offsets,
     crop_side,
+    estimate_centres,
     group_centres,
     group_extent,
     refine_groups,
@@ -292,6 +293,29 @@ def test_centres_and_extent_by_hand():
     assert crop_side(spread[:1], [0, 1], 400.0, cfg) == pytest.approx(8.0)  # 2 * 2 < 8
 
 
+def test_estimate_centres_leave_out_a_point_far_off():
+    eye = np.array([[100, 50], [120, 50], [110, 45], [110, 55]], float)
+    off = eye.copy()
+    off[3] = [110, 200]  # one point put on the cheek, 150 px off
+    kp = np.stack([eye, off, [[np.nan, np.nan]] * 4, [[0, 0], [100, 0], [np.nan] * 2, [np.nan] * 2]])
+    c = estimate_centres(kp, [0, 1, 2, 3], 40.0)
+    # nothing far off: the box's middle, as training centres its crops
+    np.testing.assert_allclose(c[0], group_centres(kp, [0, 1, 2, 3])[0])
+    # the far point left out; group_centres would centre the crop at y 122.5, off the eye
+    np.testing.assert_allclose(c[1], [110, 47.5])
+    assert group_centres(kp, [0, 1, 2, 3])[1, 1] == pytest.approx(122.5)
+    assert np.isnan(c[2]).all()
+    # two points farther apart than the crop: neither is the odd one out, their middle stays
+    np.testing.assert_allclose(c[3], [50, 0])
+    # points scattered farther than the crop around their median: the median
+    scattered = np.array([[[0, 0], [100, 0], [0, 90], [100, 100], [48, 52]]], float)
+    np.testing.assert_allclose(estimate_centres(scattered, range(5), 40.0), [[48, 52]])
+    np.testing.assert_allclose(group_centres(scattered, range(5)), [[50, 50]])
+    # a side per frame: with a crop of 400 px the point is near enough to count
+    np.testing.assert_allclose(estimate_centres(kp, [0, 1, 2, 3], [40, 400, 40, 40])[1],
+                               group_centres(kp, [0, 1, 2, 3])[1])
+
+
 def test_crop_boxes_round_trip():
     (m,) = crop_mappings(np.array([[50.0, 40.0]]), 20.0, 64)
     assert (m.x0, m.y0, m.box_w, m.box_h, m.input_w) == (40, 30, 20, 20, 64)
@@ -382,12 +406,24 @@ def test_two_stage_run_predicts_eye_with_second_stage(eye_set, tmp_path):
     eye = both.refiners[0]
     assert eye.scales == both.scales and len(both.scales) > 1
     side = float(eye.refine_of["side_px"]) * images.shape[2] / float(eye.refine_of["frame_size"][0])
-    boxes = crop_mappings(group_centres(kp1, eye.refine_of["indices"]), side, eye.model.config.input_w)
+    boxes = crop_mappings(estimate_centres(kp1, eye.refine_of["indices"], side), side,
+                          eye.model.config.input_w)
     one = load_predictor(run, "cpu", scales=(1.0,), flip=False).refiners[0]
     single = [one.predict_in_boxes(images, [b.scaled(f) for b in boxes]) for f in both.scales]
     np.testing.assert_allclose(eye.predict_in_boxes(images, boxes)[0],
                                np.mean([k for k, _ in single], 0), atol=1e-5)
     np.testing.assert_allclose(kp2[:, 1:], np.mean([k for k, _ in single], 0), atol=1e-5)
+    # an estimate with one eye point put far off (here the labels, whose points lie near
+    # one another) gets the crops of the estimate without it
+    near = va.keypoints.astype(np.float64)
+    far, gone = near.copy(), near.copy()
+    far[:, 1] += 10 * side
+    gone[:, 1] = np.nan
+    idx = eye.refine_of["indices"]
+    np.testing.assert_array_equal(estimate_centres(gone, idx, side), group_centres(gone, idx))
+    assert not np.allclose(group_centres(far, idx), group_centres(gone, idx))
+    np.testing.assert_array_equal(eye.refine_keypoints(images, far, c1)[0][:, 1:],
+                                  eye.refine_keypoints(images, gone, c1)[0][:, 1:])
     # the second stage alone cannot place a whole frame
     with pytest.raises(ValueError, match="second-stage"):
         both.refiners[0].predict(images)

@@ -67,6 +67,7 @@ from vit_facemap.refine import (
     RefineConfig,
     crop_mappings,
     crop_offsets,
+    estimate_centres,
     group_centres,
     refine_groups,
 )
@@ -412,7 +413,7 @@ class KeypointPredictor:
         idx = list(info["indices"])
         # the crop scales with the frame, like the first stage's box
         side = float(info["side_px"]) * frames.shape[2] / float(info["frame_size"][0])
-        centres = group_centres(kp, idx)
+        centres = estimate_centres(kp, idx, side)
         ok = np.flatnonzero(np.isfinite(centres).all(-1))
         if len(ok) == 0:
             return kp, conf

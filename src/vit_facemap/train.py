@@ -72,7 +72,7 @@ from vit_facemap.refine import (
     RefineConfig,
     crop_mappings,
     crop_side,
-    group_centres,
+    estimate_centres,
     refine_groups,
     training_crops,
 )
@@ -1068,16 +1068,17 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
         pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
                                   radius=int(run1.get("decode_radius", DEFAULT_RADIUS)),
                                   amp=trained_with_amp(run1))
-        centres = group_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx)
+        # the crop scales with each frame's width, as prediction cuts it
+        # (KeypointPredictor.refine_keypoints); validation frames may have another size
+        sides = side * np.array([image_size(p)[0] for p in val_frames.image_paths]) / train_size[0]
+        centres = estimate_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx,
+                                   sides)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
               & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
         val_crops = LabeledFrames(val_frames.root, [val_frames.index[r] for r in np.flatnonzero(ok)],
                                   val_frames.keypoints[ok][:, idx], parts, val_frames.scorer)
-        # the crop scales with each frame's width, as prediction cuts it
-        # (KeypointPredictor.refine_keypoints); validation frames may have another size
-        widths = np.array([image_size(val_frames.image_paths[r])[0] for r in np.flatnonzero(ok)])
-        val_boxes = crop_mappings(centres[ok], side * widths / train_size[0], rc.input_size)
+        val_boxes = crop_mappings(centres[ok], sides[ok], rc.input_size)
     folder = out / REFINE_DIR / name
     again = resume and (folder / STATE_FILE).is_file()
     info = {"refine_of": {"group": name, "parts": parts, "indices": idx, "side_px": side,
