@@ -308,11 +308,14 @@ def test_estimate_centres_leave_out_a_point_far_off():
     # two points farther apart than the crop: neither is the odd one out, their middle stays
     np.testing.assert_allclose(c[3], [50, 0])
     # points scattered farther than the crop around their median: the median
-    scattered = np.array([[[0, 0], [100, 0], [0, 90], [100, 100], [48, 52]]], float)
-    np.testing.assert_allclose(estimate_centres(scattered, range(5), 40.0), [[48, 52]])
-    np.testing.assert_allclose(group_centres(scattered, range(5)), [[50, 50]])
-    # a side per frame: with a crop of 400 px the point is near enough to count
+    scattered = np.array([[[0, 0], [100, 0], [0, 90], [100, 100]]], float)
+    np.testing.assert_allclose(estimate_centres(scattered, range(4), 40.0), [[50, 45]])
+    np.testing.assert_allclose(group_centres(scattered, range(4)), [[50, 50]])
+    # a side per frame: with a crop of 400 px the point is near enough to count, and a
+    # point within one side but beyond half of it stays (the end of an elongated group)
     np.testing.assert_allclose(estimate_centres(kp, [0, 1, 2, 3], [40, 400, 40, 40])[1],
+                               group_centres(kp, [0, 1, 2, 3])[1])
+    np.testing.assert_allclose(estimate_centres(kp, [0, 1, 2, 3], 200.0)[1],
                                group_centres(kp, [0, 1, 2, 3])[1])
 
 

@@ -8,7 +8,7 @@ stem and the crop's local contrast equalised (see ``model``),
 trained on square crops around the eye (``factor`` times the eye's typical extent in the
 training labels, resized to ``input_size``), at close to the frame's own resolution. At prediction time the crop is
 centred on the first stage's estimate of the refined keypoints (less any point put farther
-off than half the crop from the others' median: :func:`estimate_centres`), and their
+off than the crop is wide from the group's median: :func:`estimate_centres`), and their
 positions and confidences are replaced by the second stage's.
 
 Training crops are centred on the labels' centre, shifted by up to ``jitter`` of the crop
@@ -152,21 +152,23 @@ def group_centres(keypoints: np.ndarray, idx: Sequence[int]) -> np.ndarray:
 def estimate_centres(keypoints: np.ndarray, idx: Sequence[int], side: np.ndarray | float
                      ) -> np.ndarray:
     """Where a second stage centres its crop (N, 2) on a first-stage estimate: the middle of
-    the points ``idx`` (:func:`group_centres`) less those farther than half the crop
-    ``side`` from the points' median.
+    the points ``idx`` (:func:`group_centres`) less those farther than the crop ``side``
+    from the points' median.
 
     One point put far off (an eyelid on the cheek, say) moves a box's middle by half its
-    error, enough to cut the crop beside the eye the other points found; such a point would
-    lie outside a crop around the rest. Where none is that far, this is
-    :func:`group_centres`, where the training crops are centred (on the labels); where all
-    are, the median.
+    error, enough to cut the crop beside the eye the other points found. A point half a
+    side from the median already lies outside a crop around it, but an elongated group's
+    end (a nose's bottom on ``g7c1``) can sit that far and be right, and leaving it out
+    cost that nose's crop stage; a whole side lies beyond its reach. Where no point is that
+    far, this is :func:`group_centres`, where the training crops are centred (on the
+    labels); where all are, the median.
     """
     kp = np.asarray(keypoints, dtype=np.float64)[:, list(idx)]
-    half = np.broadcast_to(np.asarray(side, dtype=np.float64), (len(kp),))[:, None] / 2
+    reach = np.broadcast_to(np.asarray(side, dtype=np.float64), (len(kp),))[:, None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames are expected
         median = np.nanmedian(kp, axis=1)
-    far = np.linalg.norm(kp - median[:, None], axis=-1) > half
+    far = np.linalg.norm(kp - median[:, None], axis=-1) > reach
     centres = group_centres(np.where(far[..., None], np.nan, kp), range(len(idx)))
     # every point that far (two points farther apart than the crop, an estimate scattered
     # over the face): no odd one out, and the median is the middle of where they are
