@@ -218,7 +218,8 @@ ABLATIONS = {
                            lambda c: _set(c, refine=replace(
                                c.refine, model={**c.refine.model, "equalize": 0.0}))),
     # clip 4 gave FG002's pupil points the lowest error of any run on two splits (one run
-    # each, on a slow hour that also cost split 2's first stage; issue #4's notes)
+    # each, on a slow hour that also cost split 2's first stage); beside the default in one
+    # hour on split 2 it was no better (issue #4's notes), so it stays an ablation
     "hybrid_equalize4": ("default recipe with the crop stages' local contrast equalisation at "
                          "clip limit 4 (2 by default)",
                          lambda c: _set(c, refine=replace(
