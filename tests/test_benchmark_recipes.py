@@ -189,29 +189,18 @@ def test_eye_nose_ablation_is_the_earlier_default():
     assert replace(cfg, refine=default.refine) == default
 
 
-def test_no_equalize_turns_off_the_crop_stages_equalisation_alone():
-    # the earlier default: the crop stages' networks as before CLAHE, nothing else changed
-    from dataclasses import replace
-
+# hybrid_no_equalize: the earlier default, the crop stages' networks as before CLAHE;
+# hybrid_equalize4: a stronger clip limit; nothing else changed in either
+@pytest.mark.parametrize(("name", "clip"), [("hybrid_no_equalize", 0.0),
+                                            ("hybrid_equalize4", 4.0)])
+def test_crop_stage_equalize_ablations_change_the_clip_limit_alone(name, clip):
     from vit_facemap.train import _refine_stage_config
 
     default = profile_config("default")
-    cfg = BENCH.ABLATIONS["hybrid_no_equalize"][1](copy.deepcopy(default))
+    cfg = BENCH.ABLATIONS[name][1](copy.deepcopy(default))
     stage, stage0 = _refine_stage_config(cfg, 2), _refine_stage_config(default, 2)
-    assert (stage.model.equalize, stage0.model.equalize, default.model.equalize) == (0.0, 2.0, 0.0)
-    assert replace(stage.model, equalize=2.0) == stage0.model
-    assert replace(cfg, refine=default.refine) == default
-
-
-def test_equalize4_raises_the_crop_stages_clip_limit_alone():
-    from dataclasses import replace
-
-    from vit_facemap.train import _refine_stage_config
-
-    default = profile_config("default")
-    cfg = BENCH.ABLATIONS["hybrid_equalize4"][1](copy.deepcopy(default))
-    stage, stage0 = _refine_stage_config(cfg, 2), _refine_stage_config(default, 2)
-    assert (stage.model.equalize, stage0.model.equalize, cfg.model.equalize) == (4.0, 2.0, 0.0)
+    assert (stage.model.equalize, stage0.model.equalize) == (clip, 2.0)
+    assert cfg.model.equalize == default.model.equalize == 0.0
     assert replace(stage.model, equalize=2.0) == stage0.model
     assert replace(cfg, refine=default.refine) == default
 
