@@ -11,7 +11,7 @@ from vit_facemap.dlc import read_labels
 from vit_facemap.evaluate import predict_frames
 from vit_facemap.images import load_image
 from vit_facemap.predict import facing_points, load_predictor, video_facing
-from vit_facemap.refine import RefineConfig
+from vit_facemap.refine import EYE_OUTLIER, RefineConfig, eye_boxes, nose_offsets
 from vit_facemap.synthetic import LAYOUTS, write_synthetic_set
 from vit_facemap.train import fit, profile_config
 
@@ -98,6 +98,107 @@ def test_the_nose_is_read_on_the_side_a_frame_is_said_to_face(face_run, face_set
 
     predictor._forward = edge
     np.testing.assert_allclose(predictor.predict(frames, facing=1)[0], predictor.predict(frames)[0])
+
+
+def test_an_eye_point_put_far_off_leaves_the_eye_box():
+    eye = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 6.0], [0.0, 6.0]])
+    far = eye.copy()
+    far[3] = [200.0, 300.0]  # one point on the cheek
+    kp = np.stack([eye, far, np.full_like(eye, np.nan)])
+    centre, size = eye_boxes(kp, range(4))
+    np.testing.assert_allclose(centre[0], [5.0, 3.0])
+    assert size[0] == pytest.approx(np.hypot(10.0, 6.0))
+    # the three points left: a 10 x 6 box's right half and its left top corner
+    np.testing.assert_allclose(centre[1], [5.0, 3.0])
+    assert size[1] == pytest.approx(np.hypot(10.0, 6.0))
+    assert np.isnan(centre[2]).all() and np.isnan(size[2])
+    # a point just within the outlier distance stays
+    median = np.median(eye, 0)
+    near = eye.copy()
+    dist = np.median(np.linalg.norm(eye - median, axis=1))
+    near[3] = median + [0.0, 0.99 * EYE_OUTLIER * dist]
+    assert eye_boxes(near[None], range(4))[1][0] > size[0]
+
+
+def test_nose_offsets_are_the_labels_range_in_eye_sizes():
+    eye = np.array([[0.0, 0.0], [30.0, 0.0], [30.0, 40.0], [0.0, 40.0]])  # size 50
+    frames = []
+    for nose, shift in (([115.0, 20.0], 0.0), ([-85.0, 45.0], 7.0), ([np.nan, np.nan], 0.0)):
+        frames.append(np.vstack([np.array(nose)[None] + shift, eye + shift]))
+    frames.append(np.vstack([[[100.0, 20.0]], eye[:3], [[np.nan, np.nan]]]))  # an eye point missing
+    kp = np.stack(frames)
+    # from the middle (15, 20): 100 px right, level; 100 px left, 25 px down
+    np.testing.assert_allclose(nose_offsets(kp, [0], [1, 2, 3, 4]), [[2.0, 2.0, 0.0, 0.5]])
+    assert nose_offsets(kp[2:], [0], [1, 2, 3, 4]) is None  # never with the whole eye
+    np.testing.assert_allclose(nose_offsets(kp, [0, 0], [1, 2, 3, 4]), [[2.0, 2.0, 0.0, 0.5]] * 2)
+
+
+def test_a_first_stage_saves_where_its_labels_put_the_nose(face_run, face_set):
+    saved = json.loads((face_run / "config.json").read_text())
+    labels = read_labels(face_set)
+    assert "masked_labels" not in saved  # trained on the labels as read
+    np.testing.assert_allclose(saved["nose_offsets"],
+                               nose_offsets(labels.keypoints, *facing_points(labels.bodyparts)))
+    assert load_predictor(face_run, "cpu").nose_offsets is not None
+
+
+def test_the_nose_is_read_where_the_labels_put_it_from_the_eye(face_run, face_set):
+    predictor = load_predictor(face_run, "cpu", scales=(1.0,), flip=False)
+    cfg = predictor.model.config
+    h, w = cfg.input_h // predictor.model.stride, cfg.input_w // predictor.model.stride
+    assert h >= 12 and w >= 16
+    nose, eye = facing_points(predictor.bodyparts)
+    mid, row = w // 2, h // 2
+
+    def heat(sized: bool = True):
+        def forward(xb):
+            out = torch.zeros(len(xb), len(predictor.bodyparts), h, w)
+            for k, i in enumerate(eye):  # a 2 x 2 cell eye (or all on one cell)
+                dy, dx = ((-1, -1), (-1, 1), (1, 1), (1, -1))[k % 4] if sized else (0, 0)
+                out[:, i, row + dy, mid + dx] = 30.0
+            out[:, nose, h - 1, mid] = 30.0  # far below the eye: 5 or more cells
+            out[:, nose, row, mid + 4] = 20.0  # level with it, 4 cells right
+            return {"heatmap": out}
+        return forward
+
+    frames = np.stack([load_image(p) for p in read_labels(face_set).image_paths[:2]])
+    predictor._forward = heat()
+    predictor.nose_offsets = None
+    anywhere = predictor.predict(frames)[0]
+    # 1 to 1.5 eye sizes (2.8 cells) across, within 0.2 up or down, then NOSE_MARGIN more
+    predictor.nose_offsets = np.array([[1.0, 1.5, -0.2, 0.2]])
+    kp, conf = predictor.predict(frames)
+    middle, size = eye_boxes(kp, eye)
+    below = (anywhere[:, nose[0]] - middle) / size[:, None]
+    level = (kp[:, nose[0]] - middle) / size[:, None]
+    # the stronger peak, 5 cells below (1.77 eye sizes); the weaker, 4 cells right (1.41)
+    np.testing.assert_allclose(below, [[0.0, 5 / 8**0.5]] * 2, atol=0.05)
+    np.testing.assert_allclose(level, [[4 / 8**0.5, 0.0]] * 2, atol=0.05)
+    other = [i for i in range(len(predictor.bodyparts)) if i not in nose]
+    np.testing.assert_allclose(kp[:, other], anywhere[:, other])
+    assert ((conf >= 0) & (conf <= 1)).all()
+    # a side as well: the best cell left of the eye within the offsets (no peak there)
+    left = predictor.predict(frames, facing=-1)[0]
+    off = (left[:, nose[0]] - middle) / size[:, None]
+    assert (off[:, 0] < 0).all() and (off[:, 0] >= -2.5 - 0.2).all()
+    assert (np.abs(off[:, 1]) <= 1.2 + 0.2).all()  # 0.2: a cell's reach of the soft-argmax
+    # an eye of no size gives no scale: the side alone counts, and here allows either peak
+    predictor._forward = heat(sized=False)
+    predictor.nose_offsets = None
+    unscaled = predictor.predict(frames)[0]
+    predictor.nose_offsets = np.array([[1.0, 1.5, -0.2, 0.2]])
+    np.testing.assert_allclose(predictor.predict(frames)[0], unscaled)
+
+
+def test_an_eye_point_put_far_off_does_not_turn_the_face(face_run):
+    predictor = load_predictor(face_run, "cpu")
+    nose, eye = facing_points(predictor.bodyparts)
+    kp = np.zeros((1, len(predictor.bodyparts), 2))
+    kp[0, eye] = [[0, 0], [10, 0], [10, 6], [0, 6], [2, 1], [8, 1], [8, 5], [2, 5]]
+    kp[0, nose] = [40.0, 3.0]
+    assert predictor.facing_of(kp).tolist() == [1]
+    kp[0, eye[0]] = [400.0, 3.0]  # the box's middle would lie right of the nose
+    assert predictor.facing_of(kp).tolist() == [1]
 
 
 def test_a_run_without_a_nose_and_an_eye_refuses_a_side(face_run, face_set):

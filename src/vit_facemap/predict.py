@@ -47,6 +47,14 @@ animal's would be, on the far side of the eye, with confidence, and no crop arou
 place can find it. In a head-fixed recording every frame of a video faces one way, so the
 side most of a video's frames show (:func:`video_facing`) corrects the few that disagree;
 :func:`vit_facemap.evaluate.predict_frames` does this per video by default.
+
+Every frame's first-stage nose is also read only where the training labels put a nose from
+the eye the first stage found (:attr:`KeypointPredictor.nose_offsets`, saved with runs
+trained since: :func:`vit_facemap.refine.nose_offsets`), widened by :data:`NOSE_MARGIN`. A
+first stage unsure of an unfamiliar face can put its strongest nose peak far below the eye
+or beyond the face, and enough such frames also outvote a video's side. The eye is the box
+of its points less any put far off (:func:`vit_facemap.refine.eye_boxes`), here and in
+:meth:`KeypointPredictor.facing_of`.
 """
 
 from __future__ import annotations
@@ -64,11 +72,11 @@ from vit_facemap.config import FLIP_SCALES, check_crop_shift, check_scales
 from vit_facemap.errors import DataError, DataWarning, first_line
 from vit_facemap.models.heads import DEFAULT_RADIUS, local_soft_argmax
 from vit_facemap.refine import (
-    RefineConfig,
     crop_mappings,
     crop_offsets,
     estimate_centres,
-    group_centres,
+    eye_boxes,
+    facing_points,
     refine_groups,
 )
 from vit_facemap.runinfo import resolve_device
@@ -83,6 +91,12 @@ from vit_facemap.train import (
     trained_with_amp,
 )
 from vit_facemap.transforms import InputMapping, model_input, normalise
+
+#: How far past the training labels' :func:`~vit_facemap.refine.nose_offsets` (in eye sizes,
+#: each way) a first stage's nose may lie from its eye. Left out of every animal in turn,
+#: ``schroeder``'s other animals' range missed the held-out one's by at most 0.42 eye sizes,
+#: and ``g7c1``'s other video's by 0.84.
+NOSE_MARGIN = 1.0
 
 
 class KeypointPredictor:
@@ -129,6 +143,13 @@ class KeypointPredictor:
         # nose and eye points (None: names without both, or a head without heatmaps)
         heatmaps = getattr(net, "head", None) == "heatmap"
         self._facing = facing_points(self.bodyparts) if heatmaps else None
+        # where the training labels put each nose point from the eye (first stages saved
+        # since the rule came; None: read anywhere)
+        offsets = run_config.get("nose_offsets")
+        self.nose_offsets: np.ndarray | None = (
+            np.asarray(offsets, dtype=np.float64)
+            if offsets is not None and self._facing is not None and self.mapping is not None
+            else None)
         self.batch_size = batch_size
         self.compiled = False
         self.compile_s: float | None = None
@@ -277,39 +298,60 @@ class KeypointPredictor:
 
     def facing_of(self, keypoints: np.ndarray) -> np.ndarray:
         """The side (B,) each frame's face points to in ``keypoints`` (B, K, 2): +1 where its
-        nose points lie right of the eye's centre, -1 left, 0 where either is missing (or
-        where the run's keypoints name no nose or eye)."""
+        nose points lie right of the eye's middle (:func:`vit_facemap.refine.eye_boxes`),
+        -1 left, 0 where either is missing (or where the run's keypoints name no nose or
+        eye)."""
         kp = np.asarray(keypoints, dtype=np.float64)
         if self._facing is None:
             return np.zeros(len(kp), dtype=np.int64)
         nose, eye = self._facing
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # frames without the points
-            ahead = np.nanmean(kp[:, nose, 0], axis=1) - group_centres(kp, eye)[:, 0]
+            ahead = np.nanmean(kp[:, nose, 0], axis=1) - eye_boxes(kp, eye)[0][:, 0]
         return np.nan_to_num(np.sign(ahead)).astype(np.int64)
 
-    def _decode_facing(self, heat: torch.Tensor, kp: torch.Tensor, conf: torch.Tensor,
-                       side: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``kp``/``conf`` (input pixels) with the nose points of the rows whose ``side`` is
-        +1 or -1 read off their heatmaps right or left of the decoded eye's centre alone
-        (left as read where no heatmap cell lies on that side)."""
-        rows = torch.as_tensor(np.flatnonzero(side[: len(kp)]), device=kp.device)
+    def _decode_nose(self, heat: torch.Tensor, kp: torch.Tensor, conf: torch.Tensor,
+                     side: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kp``/``conf`` (input pixels) with the nose points read again off their heatmaps
+        from the cells that can hold them, given the decoded eye: on the frame's ``side`` of
+        the eye's centre where it is +1 or -1, and within the run's :attr:`nose_offsets`
+        widened by :data:`NOSE_MARGIN` eye sizes where it has them. A nose point none of
+        whose cells qualifies stays as read (an eye at the map's edge, say)."""
+        n = len(kp)  # a compiled predictor's padded batch: more rows than sides
+        want = torch.zeros(n, device=kp.device)
+        if side is not None:
+            want[:len(side)] = torch.as_tensor(side[:n], device=kp.device, dtype=torch.float32)
+        offsets = self.nose_offsets
+        rows = (torch.arange(n, device=kp.device) if offsets is not None
+                else torch.nonzero(want).flatten())
         if not len(rows):
             return kp, conf
         nose, eye = self._facing
-        eye_x = kp[rows][:, eye, 0]
-        centre = (eye_x.amin(1) + eye_x.amax(1)) / 2
-        w = heat.shape[-1]
+        centre, size = (torch.as_tensor(a, device=kp.device, dtype=torch.float32)
+                        for a in eye_boxes(kp[rows].cpu().numpy(), eye))
+        h, w = heat.shape[-2:]
         cell_x = heatmap_to_input(torch.arange(w, device=kp.device, dtype=torch.float32),
                                   self.model.stride)
-        want = torch.as_tensor(side[: len(kp)], device=kp.device)[rows]
-        wrong = torch.sign(cell_x[None] - centre[:, None]) != want[:, None]  # (R, W)
-        # an eye at the map's edge leaves no cell on the asked side: that nose stays as read
-        some = (~wrong).any(1)
-        rows, wrong = rows[some], wrong[some]
-        if not len(rows):
-            return kp, conf
-        logits = heat[rows][:, nose].float().masked_fill(wrong[:, None, None, :], -1e4)
+        cell_y = heatmap_to_input(torch.arange(h, device=kp.device, dtype=torch.float32),
+                                  self.model.stride)
+        across = cell_x[None] - centre[:, :1]  # (R, W)
+        down = cell_y[None] - centre[:, 1:]  # (R, H)
+        want = want[rows][:, None]
+        ok = ((torch.sign(across) == want) | (want == 0))[:, None, None, :]  # (R, 1, 1, W)
+        ok = ok.expand(len(rows), len(nose), h, w)
+        if offsets is not None:
+            size = size[:, None, None]  # (R, 1, 1)
+            lim = torch.as_tensor(offsets, device=kp.device, dtype=torch.float32)[None]
+            lim = lim + NOSE_MARGIN * torch.tensor([-1.0, 1.0, -1.0, 1.0], device=kp.device)
+            a = across.abs()[:, None] / size  # (R, 1, W)
+            d = down[:, None] / size  # (R, 1, H)
+            ok_x = (a >= lim[..., 0:1]) & (a <= lim[..., 1:2])  # (R, N, W)
+            ok_y = (d >= lim[..., 2:3]) & (d <= lim[..., 3:4])  # (R, N, H)
+            # an eye of no size (its points on one cell) gives no scale: the side alone
+            sized = (size > 0)[..., None]  # (R, 1, 1, 1)
+            ok = ok & ((ok_x[:, :, None, :] & ok_y[:, :, :, None]) | ~sized)
+        ok = ok | ~ok.flatten(2).any(-1)[..., None, None]
+        logits = heat[rows][:, nose].float().masked_fill(~ok, -1e4)
         cells, mass = local_soft_argmax(logits, self.radius)
         kp, conf = kp.clone(), conf.clone()
         kp[rows[:, None], torch.as_tensor(nose, device=kp.device)] = heatmap_to_input(
@@ -330,9 +372,11 @@ class KeypointPredictor:
                 if self._flip:
                     out = self._with_mirror(out, xb)
             kp, conf = decode(out, self.model.stride, self.radius)
-            if facing is not None:
-                kp, conf = self._decode_facing(out["heatmap"], kp, conf,
-                                               facing[i:i + self.batch_size])
+            if self._facing is not None and (facing is not None
+                                             or self.nose_offsets is not None):
+                kp, conf = self._decode_nose(
+                    out["heatmap"], kp, conf,
+                    None if facing is None else facing[i:i + self.batch_size])
             kps.append(kp[: len(chunk)].cpu().numpy())
             confs.append(conf[: len(chunk)].cpu().numpy())
         return np.concatenate(kps), np.clip(np.concatenate(confs), 0.0, 1.0)
@@ -429,13 +473,6 @@ class KeypointPredictor:
         kp[np.ix_(ok, idx)] = kp2
         conf[np.ix_(ok, idx)] = conf2
         return kp, conf
-
-
-def facing_points(bodyparts: Sequence[str]) -> tuple[list[int], list[int]] | None:
-    """Indices of the nose points and of the eye points (named as the crop stages' groups
-    are, :func:`vit_facemap.refine.refine_groups`); None without both."""
-    groups = refine_groups(bodyparts, RefineConfig(auto="eye+nose"))
-    return (groups["nose"], groups["eye"]) if {"nose", "eye"} <= set(groups) else None
 
 
 def majority_side(right: int, left: int, share: float = 2 / 3) -> int:

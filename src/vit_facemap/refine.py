@@ -177,6 +177,65 @@ def estimate_centres(keypoints: np.ndarray, idx: Sequence[int], side: np.ndarray
     return centres
 
 
+def facing_points(bodyparts: Sequence[str]) -> tuple[list[int], list[int]] | None:
+    """Indices of the nose points and of the eye points (named as the crop stages' groups
+    are, :func:`refine_groups`); None without both."""
+    groups = refine_groups(bodyparts, RefineConfig(auto="eye+nose"))
+    return (groups["nose"], groups["eye"]) if {"nose", "eye"} <= set(groups) else None
+
+
+#: An eye point farther from the eye points' median than this many times their median
+#: distance from it is left out of :func:`eye_boxes`. In the labels of both sets the
+#: farthest point lies at most 4.0 times the median distance (a corner of a wide eye
+#: around a small pupil); one eyelid put on the cheek lies about 17 times.
+EYE_OUTLIER = 8.0
+
+
+def eye_boxes(keypoints: np.ndarray, eye: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Middle (N, 2) and size (N,) of each frame's eye: the middle and diagonal of the box
+    of the ``eye`` points, less any point farther from their median than
+    :data:`EYE_OUTLIER` times the points' median distance from it (NaN without points).
+
+    One eyelid point put on the cheek would move the box's middle by half its error and
+    stretch the box several-fold.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)[:, list(eye)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frames without the points
+        median = np.nanmedian(kp, axis=1)
+        dist = np.linalg.norm(kp - median[:, None], axis=-1)
+        far = dist > EYE_OUTLIER * np.nanmedian(dist, axis=1, keepdims=True)
+        kept = np.where(far[..., None], np.nan, kp)
+        low, high = np.nanmin(kept, axis=1), np.nanmax(kept, axis=1)
+    return (low + high) / 2, np.linalg.norm(high - low, axis=-1)
+
+
+def nose_offsets(keypoints: np.ndarray, nose: Sequence[int], eye: Sequence[int]
+                 ) -> list[list[float]] | None:
+    """Where each ``nose`` point lies from the eye in a set's labels, in eye sizes
+    (:func:`eye_boxes`): per point, the least and largest horizontal distance from the
+    eye's middle (either side) and the least and largest vertical offset (down positive),
+    each divided by the eye's size, over the frames with every eye point and that point
+    labeled. None where a nose point has no such frame.
+
+    Ratios, not pixels, so that they hold at any zoom; the horizontal side is left out, so
+    that they hold for faces that point either way.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    whole = np.isfinite(kp[:, list(eye)]).all((1, 2))
+    centre, size = eye_boxes(kp, eye)
+    out = []
+    for j in nose:
+        ok = whole & np.isfinite(kp[:, j]).all(-1) & (size > 0)
+        if not ok.any():
+            return None
+        off = (kp[ok, j] - centre[ok]) / size[ok, None]
+        across, down = np.abs(off[:, 0]), off[:, 1]
+        out.append([float(across.min()), float(across.max()), float(down.min()),
+                    float(down.max())])
+    return out
+
+
 def group_extent(keypoints: np.ndarray, idx: Sequence[int]) -> float:
     """Median over frames of the larger side of the points' bounding box (0 for a single point)."""
     kp = np.asarray(keypoints, dtype=np.float64)[:, list(idx)]

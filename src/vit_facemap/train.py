@@ -2,7 +2,9 @@
 
 A run directory holds everything needed to use or continue a run:
 
-- ``config.json``: the :class:`TrainConfig`, keypoint names, frame size and crop box;
+- ``config.json``: the :class:`TrainConfig`, keypoint names, frame size and crop box (and,
+  for a first stage whose keypoints name a nose and an eye, where the labels put the nose
+  from the eye: :func:`vit_facemap.refine.nose_offsets`);
 - ``model.safetensors``: the weights (best validation epoch, or the last one without a
   validation split; with ``ema``, the moving average of the weights, which is also what
   validation scores);
@@ -73,6 +75,8 @@ from vit_facemap.refine import (
     crop_mappings,
     crop_side,
     estimate_centres,
+    facing_points,
+    nose_offsets,
     refine_groups,
     training_crops,
 )
@@ -628,6 +632,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     }
     if masked:
         run_config["masked_labels"] = masked
+    facing = facing_points(train_frames.bodyparts) if boxes is None else None
+    offsets = None if facing is None else nose_offsets(train_frames.keypoints, *facing)
+    if offsets is not None:
+        # where prediction may read the nose from the eye (vit_facemap.predict.NOSE_MARGIN)
+        run_config["nose_offsets"] = offsets
     if flips is not None:
         run_config["hflip_auto"] = flips  # why "auto" came to train.augment.hflip
     if extra_info and extra_info.get("profile"):
