@@ -34,7 +34,7 @@ alone, say).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +149,19 @@ def group_centres(keypoints: np.ndarray, idx: Sequence[int]) -> np.ndarray:
         return (np.nanmin(kp, axis=1) + np.nanmax(kp, axis=1)) / 2
 
 
+def _box_less_far(kp: np.ndarray, reach: Callable[[np.ndarray], np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The low and high corners (N, 2) of the box of each frame's points ``kp`` (N, P, 2)
+    less those farther from the points' median than ``reach`` of their distances (N, P)
+    from it allows, and that median (N, 2); NaN where no point is left."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames are expected
+        median = np.nanmedian(kp, axis=1)
+        dist = np.linalg.norm(kp - median[:, None], axis=-1)
+        kept = np.where((dist > reach(dist))[..., None], np.nan, kp)
+        return np.nanmin(kept, axis=1), np.nanmax(kept, axis=1), median
+
+
 def estimate_centres(keypoints: np.ndarray, idx: Sequence[int], side: np.ndarray | float
                      ) -> np.ndarray:
     """Where a second stage centres its crop (N, 2) on a first-stage estimate: the middle of
@@ -165,11 +178,8 @@ def estimate_centres(keypoints: np.ndarray, idx: Sequence[int], side: np.ndarray
     """
     kp = np.asarray(keypoints, dtype=np.float64)[:, list(idx)]
     reach = np.broadcast_to(np.asarray(side, dtype=np.float64), (len(kp),))[:, None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames are expected
-        median = np.nanmedian(kp, axis=1)
-    far = np.linalg.norm(kp - median[:, None], axis=-1) > reach
-    centres = group_centres(np.where(far[..., None], np.nan, kp), range(len(idx)))
+    low, high, median = _box_less_far(kp, lambda dist: reach)
+    centres = (low + high) / 2
     # every point that far (two points farther apart than the crop, an estimate scattered
     # over the face): no odd one out, and the median is the middle of where they are
     lost = ~np.isfinite(centres).all(-1)
@@ -200,13 +210,8 @@ def eye_boxes(keypoints: np.ndarray, eye: Sequence[int]) -> tuple[np.ndarray, np
     stretch the box several-fold.
     """
     kp = np.asarray(keypoints, dtype=np.float64)[:, list(eye)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # frames without the points
-        median = np.nanmedian(kp, axis=1)
-        dist = np.linalg.norm(kp - median[:, None], axis=-1)
-        far = dist > EYE_OUTLIER * np.nanmedian(dist, axis=1, keepdims=True)
-        kept = np.where(far[..., None], np.nan, kp)
-        low, high = np.nanmin(kept, axis=1), np.nanmax(kept, axis=1)
+    low, high, _ = _box_less_far(
+        kp, lambda dist: EYE_OUTLIER * np.nanmedian(dist, axis=1, keepdims=True))
     return (low + high) / 2, np.linalg.norm(high - low, axis=-1)
 
 
