@@ -108,16 +108,16 @@ def test_an_eye_point_put_far_off_leaves_the_eye_box():
     centre, size = eye_boxes(kp, range(4))
     np.testing.assert_allclose(centre[0], [5.0, 3.0])
     assert size[0] == pytest.approx(np.hypot(10.0, 6.0))
-    # the three points left: a 10 x 6 box's right half and its left top corner
+    # the three points left still span the 10 x 6 box
     np.testing.assert_allclose(centre[1], [5.0, 3.0])
     assert size[1] == pytest.approx(np.hypot(10.0, 6.0))
     assert np.isnan(centre[2]).all() and np.isnan(size[2])
-    # a point just within the outlier distance stays
-    median = np.median(eye, 0)
-    near = eye.copy()
-    dist = np.median(np.linalg.norm(eye - median, axis=1))
-    near[3] = median + [0.0, 0.99 * EYE_OUTLIER * dist]
-    assert eye_boxes(near[None], range(4))[1][0] > size[0]
+    # four points 1 from their median (0, 0), a fifth below: it stays within EYE_OUTLIER
+    cross = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0], [0.0, 0.0]])
+    for reach, kept in ((0.99, True), (1.01, False)):
+        cross[4, 1] = reach * EYE_OUTLIER
+        expected = np.hypot(2.0, 1.0 + cross[4, 1]) if kept else np.hypot(2.0, 2.0)
+        assert eye_boxes(cross[None], range(5))[1][0] == pytest.approx(expected)
 
 
 def test_nose_offsets_are_the_labels_range_in_eye_sizes():
