@@ -7,7 +7,7 @@ import pytest
 
 from vit_facemap.cli import main
 from vit_facemap.dlc import LabeledFrames
-from vit_facemap.inspect import inspect_set, keypoint_spread
+from vit_facemap.inspect import format_summary, inspect_set, keypoint_spread
 from vit_facemap.synthetic import write_synthetic_set
 
 
@@ -174,3 +174,42 @@ def test_inspect_says_where_the_animals_come_from(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["animals_from"] == "animals.csv" and out["animals"] == {
         "M1": ["synthetic_video00", "synthetic_video01"], "M2": ["synthetic_video02"]}
+
+
+def test_inspect_reports_the_label_floors(synthetic_set, capsys):
+    """Per keypoint, the floors of labelcheck.label_repeatability on the set less its flagged
+    labels (as the data and tracker pages compute them), in the JSON and the text."""
+    from vit_facemap.dlc import read_labels
+    from vit_facemap.labelcheck import label_repeatability, label_slips, mask_slips
+
+    frames = read_labels(synthetic_set)
+    expected = label_repeatability(mask_slips(frames, label_slips(frames))).set_index("keypoint")
+    assert main(["data", "inspect", str(synthetic_set), "--json"]) == 0
+    floors = json.loads(capsys.readouterr().out)["label_floors"]
+    assert list(floors) == list(frames.bodyparts)
+    for k, row in expected.iterrows():
+        for col in ("floor_px", "mean_floor_px", "moving_px"):
+            got = np.nan if floors[k][col] is None else floors[k][col]  # JSON: NaN as null
+            assert got == pytest.approx(row[col], abs=5e-4, nan_ok=True), (k, col)
+        assert floors[k]["pairs"] == row["pairs"] and floors[k]["used"] == row["used"]
+    assert expected["floor_px"].notna().sum() >= 6  # most keypoints have unchanged pairs
+    assert main(["data", "inspect", str(synthetic_set)]) == 0
+    text = capsys.readouterr().out
+    assert "mean floor" in text
+    top = next(line for line in text.splitlines() if line.startswith("eye top "))
+    assert top.split()[-2:] == [f"{expected.loc['eye top', c]:.1f}"
+                                for c in ("floor_px", "mean_floor_px")]
+    # skipped where asked, and where the pixels are not decoded
+    for flag in ("--no-floors", "--headers-only", "--no-images"):
+        assert main(["data", "inspect", str(synthetic_set), "--json", flag]) == 0
+        assert json.loads(capsys.readouterr().out)["label_floors"] == {}, flag
+        assert "mean floor" not in format_summary(inspect_set(synthetic_set, floors=False))
+
+
+def test_inspect_leaves_out_the_floors_of_a_set_with_a_broken_image(tmp_path, capsys):
+    folder = write_synthetic_set(tmp_path / "set", n_frames=4, n_videos=2, seed=0)
+    p = folder / "labeled-data/synthetic_video00/img0000.png"
+    p.write_bytes(p.read_bytes()[:100])
+    assert main(["data", "inspect", str(folder), "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["label_floors"] == {} and "cannot decode image" in out["errors"][0]

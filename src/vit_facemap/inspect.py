@@ -1,5 +1,5 @@
-"""What is in a labeled set: frames, videos, animals, keypoints, missing labels, spread, and
-how each video frames the face.
+"""What is in a labeled set: frames, videos, animals, keypoints, missing labels, spread, how
+each video frames the face, and how far its labels scatter (the label floors).
 
 Used by ``vit-facemap data inspect`` and by the data notebook. The numbers come from the
 labels table and the images themselves (validated on the way, see
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from vit_facemap.dlc import LabeledFrames, read_labels
-from vit_facemap.labelcheck import describe_slips, label_slips
+from vit_facemap.labelcheck import describe_slips, label_repeatability, label_slips, mask_slips
 from vit_facemap.poses import describe_poses, video_poses
 from vit_facemap.splits import groups_for, read_animals
 from vit_facemap.validate import validate_set
@@ -47,6 +47,10 @@ class SetSummary:
     label_slips: list[dict] = field(default_factory=list)
     # each video's face size, turn and side against the set's typical pose (vit_facemap.poses)
     poses: list[dict] = field(default_factory=list)
+    # per keypoint, how far its labels scatter where the frames did not change, in pixels
+    # (vit_facemap.labelcheck.label_repeatability, flagged labels left out); empty where the
+    # pixels were not read or an image could not be
+    label_floors: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,8 +93,12 @@ def keypoint_spread(frames: LabeledFrames) -> pd.DataFrame:
 
 
 def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool = True,
-              source: str | Path | None = None) -> SetSummary:
-    """Count and check a labeled set already read into memory."""
+              floors: bool = True, source: str | Path | None = None) -> SetSummary:
+    """Count and check a labeled set already read into memory.
+
+    ``floors``: also measure the label floors (:func:`label_floors`), which reads every
+    frame's pixels again; only where they were decoded and all of them could be.
+    """
     report = validate_set(frames, check_images=check_images, decode=decode)
     videos = frames.videos
     table = read_animals(frames.root) or {}
@@ -107,6 +115,8 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
     spread = keypoint_spread(frames) if len(frames) else pd.DataFrame()
     slips = label_slips(frames)
     poses = video_poses(frames)
+    readable = check_images and decode and not report.errors and len(frames)
+    scatter = label_floors(mask_slips(frames, slips)) if floors and readable else {}
     return SetSummary(
         source=str(source if source is not None else report.source),
         n_frames=len(frames),
@@ -129,10 +139,26 @@ def summarize(frames: LabeledFrames, *, check_images: bool = True, decode: bool 
         + describe_poses(poses, bodyparts=frames.bodyparts),
         label_slips=slips.round(1).to_dict(orient="records"),
         poses=poses.to_dict(orient="records"),
+        label_floors=scatter,
     )
 
 
-def inspect_set(path: str | Path, *, check_images: bool = True, decode: bool = True) -> SetSummary:
+def label_floors(frames: LabeledFrames) -> dict[str, dict[str, float]]:
+    """Per keypoint, :func:`~vit_facemap.labelcheck.label_repeatability` at its defaults
+    (the data and tracker pages' settings): ``floor_px`` and ``mean_floor_px``, the mean
+    error a tracker that finds every keypoint's true place would still score against these
+    labels, ``moving_px`` (how far it moves between frames), ``image_diff`` and the pairs
+    of frames used; NaN for a keypoint without a pair of unchanged frames. A held-out error
+    near the floor is as low as these labels can show."""
+    table = label_repeatability(frames).set_index("keypoint")
+    cols = ["floor_px", "mean_floor_px", "moving_px", "image_diff", "pairs", "used"]
+    return {str(k): {c: (round(float(row[c]), 3) if c not in ("pairs", "used") else int(row[c]))
+                     for c in cols}
+            for k, row in table.iterrows()}
+
+
+def inspect_set(path: str | Path, *, check_images: bool = True, decode: bool = True,
+                floors: bool = True) -> SetSummary:
     """Read a labeled set (folder or label file) and summarize it.
 
     A table that cannot be read raises :class:`~vit_facemap.errors.DataError`; problems
@@ -140,7 +166,7 @@ def inspect_set(path: str | Path, *, check_images: bool = True, decode: bool = T
     ``errors`` so that all of them can be shown at once.
     """
     frames = read_labels(path)
-    return summarize(frames, check_images=check_images, decode=decode)
+    return summarize(frames, check_images=check_images, decode=decode, floors=floors)
 
 
 def format_summary(s: SetSummary) -> str:
@@ -156,12 +182,20 @@ def format_summary(s: SetSummary) -> str:
     if s.image_modes:
         lines.append(f"colour:     {', '.join(f'{k} ({n})' for k, n in s.image_modes.items())}")
     lines.append("")
-    lines.append(f"{'keypoint':<18}{'missing':>8}{'mean x':>9}{'mean y':>9}{'SD':>8}{'SD in video':>13}")
+    head = f"{'keypoint':<18}{'missing':>8}{'mean x':>9}{'mean y':>9}{'SD':>8}{'SD in video':>13}"
+    lines.append(head + (f"{'floor':>8}{'mean floor':>12}" if s.label_floors else ""))
     for k in s.keypoints:
         sp = s.spread.get(k, {})
-        lines.append(f"{k:<18}{s.missing[k]:>8}{sp.get('mean_x', np.nan):>9.1f}"
-                     f"{sp.get('mean_y', np.nan):>9.1f}{sp.get('sd', np.nan):>8.1f}"
-                     f"{sp.get('sd_within_video', np.nan):>13.1f}")
+        line = (f"{k:<18}{s.missing[k]:>8}{sp.get('mean_x', np.nan):>9.1f}"
+                f"{sp.get('mean_y', np.nan):>9.1f}{sp.get('sd', np.nan):>8.1f}"
+                f"{sp.get('sd_within_video', np.nan):>13.1f}")
+        if s.label_floors:
+            fl = s.label_floors.get(k, {})
+            line += f"{fl.get('floor_px', np.nan):>8.1f}{fl.get('mean_floor_px', np.nan):>12.1f}"
+        lines.append(line)
+    if s.label_floors:
+        lines.append("(px; floor, mean floor: how far the labels scatter where the frames did not")
+        lines.append(" change, the mean error a perfect tracker would still score against them)")
     lines.append("")
     lines.append("frames per video:")
     lines += [f"  {v}: {n}" for v, n in s.frames_per_video.items()]

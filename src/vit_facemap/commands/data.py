@@ -1,9 +1,10 @@
 """``vit-facemap data ...``: look at, generate and fetch labeled sets.
 
 - ``data inspect DIR [--json]``: frames, videos, animals, keypoints, missing labels, image
-  sizes, per-keypoint spread and each video's face size, turn and side (warning of those
-  the default augmentation does not bridge); every problem found is listed, and the exit
-  status is 2 when there is one.
+  sizes, per-keypoint spread and label floors (how far the labels scatter where the frames
+  did not change), and each video's face size, turn and side (warning of those the default
+  augmentation does not bridge); every problem found is listed, and the exit status is 2
+  when there is one.
 - ``data synthetic OUT``: write a generated labeled set (or a state-classification set).
 - ``data fetch NAME --dest DIR``: download a public set and convert it to this layout.
 """
@@ -36,7 +37,11 @@ def register(subparsers) -> None:
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.add_argument("--no-images", action="store_true", help="check the labels table only")
     q.add_argument("--headers-only", action="store_true",
-                   help="read image sizes from headers without decoding the pixels (faster)")
+                   help="read image sizes from headers without decoding the pixels (faster; "
+                        "no label floors)")
+    q.add_argument("--no-floors", action="store_true",
+                   help="skip the label floors, which compare every pair of frames of a video "
+                        "(slow on videos of thousands of labeled frames)")
     q.set_defaults(func=run_inspect)
 
     g = sub.add_parser("synthetic", help="write generated frames with known keypoints or states")
@@ -69,7 +74,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     from vit_facemap.inspect import format_summary, inspect_set
     from vit_facemap.runinfo import jsonable
 
-    summary = inspect_set(args.path, check_images=not args.no_images, decode=not args.headers_only)
+    summary = inspect_set(args.path, check_images=not args.no_images, decode=not args.headers_only,
+                          floors=not args.no_floors)
     if args.json:
         print(json.dumps(jsonable(summary.to_dict(), nan_as_null=True), indent=2,
                          allow_nan=False))
