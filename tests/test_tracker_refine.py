@@ -532,6 +532,42 @@ def test_second_stage_validates_frames_of_another_size_with_scaled_crops(eye_set
     assert seen["val_boxes"] and all(abs(b.box_w - side) <= 1 for b in seen["val_boxes"])
 
 
+def test_second_stage_validates_around_the_first_stage_as_prediction_reads_it(eye_set, tmp_path,
+                                                                             monkeypatch):
+    """The second stage's validation crops are centred where prediction centres them: on
+    the first stage's keypoints as the run's predictor reads them (mirrored views, the nose
+    within its offsets, each video's side), not on one plain view of the first stage."""
+    import vit_facemap.train as train_module
+    from vit_facemap.evaluate import predict_frames
+
+    seen = {}
+    real = train_module.fit
+
+    def spy(config, frames, out, val_frames=None, **kw):
+        if kw.get("boxes") is not None:
+            seen.update(val_boxes=kw["val_boxes"], val=val_frames,
+                        info=kw["stage_info"]["refine_of"])
+        return real(config, frames, out, val_frames, **kw)
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.augment.hflip = 0.5  # so that the predictor mirrors
+    real(cfg, frames.subset(np.arange(8)), tmp_path / "run", frames.subset(np.arange(8, 12)),
+         device="cpu", progress=False)
+    first = load_predictor(tmp_path / "run", "cpu", refine=False)
+    assert first._flip and first.nose_offsets is not None
+    kp1 = predict_frames(first, frames.subset(np.arange(8, 12)), facing="video")[0]
+    info, side = seen["info"], seen["info"]["side_px"]
+    centres = estimate_centres(kp1, info["indices"], np.full(4, side))
+    ok = np.isfinite(centres).all(-1) & np.isfinite(
+        frames.keypoints[8:][:, info["indices"]]).all(-1).any(-1)
+    want = crop_mappings(centres[ok], np.full(ok.sum(), side), cfg.refine.input_size)
+    assert len(seen["val_boxes"]) == ok.sum() > 0
+    for got, box in zip(seen["val_boxes"], want, strict=True):
+        assert (got.x0, got.y0, got.box_w) == (box.x0, box.y0, box.box_w)
+
+
 def test_training_frames_of_several_sizes_are_refused_past_the_twentieth(tmp_path):
     """Only the first 20 frames' sizes were compared: a larger frame after them trained the
     first stage through a scaled box and the second stage on crops of the first size's side,

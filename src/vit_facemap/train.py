@@ -1070,18 +1070,18 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     config.augment.flip_pairs = flip_pairs
     val_crops, val_boxes = None, None
     if val_frames is not None and len(val_frames):
-        # validated where it will work: around the first stage's estimates, not the labels
-        model1, run1 = load_run(out, device)
-        vx, _ = load_inputs(val_frames, m1, recipe.model.channels, train_size,
-                            equalize_clip=recipe.model.equalize)
-        pred1, _ = predict_inputs(model1, torch.from_numpy(normalise(vx)), device,
-                                  radius=int(run1.get("decode_radius", DEFAULT_RADIUS)),
-                                  amp=trained_with_amp(run1))
+        # validated where it will work: around the first stage's estimates as prediction
+        # reads them (mirrored views, the nose within its offsets, each video's side), not
+        # the labels; imported here, as predict imports this module
+        from vit_facemap.evaluate import predict_frames
+        from vit_facemap.predict import load_predictor
+
+        pred1, _, _, _ = predict_frames(load_predictor(out, device, refine=False), val_frames,
+                                        facing="video")
         # the crop scales with each frame's width, as prediction cuts it
         # (KeypointPredictor.refine_keypoints); validation frames may have another size
         sides = side * np.array([image_size(p)[0] for p in val_frames.image_paths]) / train_size[0]
-        centres = estimate_centres(to_frame(_frame_boxes(m1, train_size, val_frames), pred1), idx,
-                                   sides)
+        centres = estimate_centres(pred1, idx, sides)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
               & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
