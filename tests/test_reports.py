@@ -339,6 +339,28 @@ def test_the_page_names_its_gpu_as_the_benchmark_does(monkeypatch):
     assert device_name("cpu") == "cpu"
 
 
+def test_provenance_names_the_processor_and_torch_s_kernels(tmp_path, monkeypatch):
+    """Seeded CPU runs repeat on one machine and can differ on another: the record names the
+    processor model (not just "x86_64") and the vector instructions torch's kernels use."""
+    import platform
+
+    import torch
+
+    from vit_facemap.runinfo import cpu_model, device_info
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+                    "flags\t\t: fpu sse2 avx2\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_model(info) == "AMD EPYC 7B13"
+    monkeypatch.setattr(platform, "processor", lambda: "arm")
+    assert cpu_model(tmp_path / "none") == "arm"  # no such file (macOS, Windows)
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # an ARM board names no model
+    assert cpu_model(info) == "arm"
+    record = device_info("cpu")
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["cpu_model"] == cpu_model() and record["cpu_model"]
+
+
 def test_speed_table_names_a_file_of_another_kind(tmp_path):
     bench = tmp_path / "track_speed.json"
     # TypeErrors and AttributeErrors that did not name the file

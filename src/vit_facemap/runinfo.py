@@ -47,13 +47,33 @@ def versions() -> dict[str, str]:
     return out
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The processor's model name as Linux lists it in ``cpuinfo`` ("AMD EPYC 7B13", ...);
+    elsewhere, or where the file names none, what :func:`platform.processor` says (often
+    only the architecture)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
 def device_info(device: str = "cpu") -> dict[str, Any]:
+    """Where a result was computed. Seeded CPU training repeats on one machine, but its
+    floats can differ on another processor, whose vector instructions torch uses in its
+    kernels (``cpu_capability``: "AVX2", "AVX512", ...): two results to compare need both."""
     import torch
 
     info: dict[str, Any] = {
         "device": device,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
