@@ -865,9 +865,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
         # written before the second stage starts, so an interrupted run still describes stage 1
         write_json(describe(recipe, device, summary=summary, **(extra_info or {})), out / "runinfo.json")
         summary["refine"] = {}
+        val_kp1 = (_first_stage_keypoints(out, device, val_frames)
+                   if val_frames is not None and len(val_frames) else None)
         for name, idx in groups.items():
-            s2 = _fit_refine(recipe, name, idx, len(groups), train_frames, val_frames, out, device,
-                             resume, progress, stage_pairs[name])
+            s2 = _fit_refine(recipe, name, idx, len(groups), train_frames, val_frames, val_kp1,
+                             out, device, resume, progress, stage_pairs[name])
             summary["refine"][name] = s2
             summary["train_s"] += s2["train_s"]
     # "steps" counts the first stage (as a stage's own run does); this, every stage's, for
@@ -1052,11 +1054,23 @@ def _check_model(model: ModelConfig, what: str, weights: bool = False) -> None:
             raise DataError(f"{what}: {exc}") from None
 
 
+def _first_stage_keypoints(out: Path, device: str, frames: LabeledFrames) -> np.ndarray:
+    """The run's first-stage keypoints (frame pixels) on ``frames`` as prediction reads them
+    (mirrored views, the nose within its offsets, each video's side): where prediction
+    centres the second stages' crops, and so where they are validated."""
+    # imported here: predict imports this module
+    from vit_facemap.evaluate import predict_frames
+    from vit_facemap.predict import load_predictor
+
+    return predict_frames(load_predictor(out, device, refine=False), frames, facing="video")[0]
+
+
 def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
-                train_frames: LabeledFrames, val_frames: LabeledFrames | None, out: Path,
-                device: str, resume: bool, progress: bool, flip_pairs: list[list[str]] | str
-                ) -> dict[str, Any]:
-    """Train one group's second stage on crops around its keypoints (:mod:`vit_facemap.refine`)."""
+                train_frames: LabeledFrames, val_frames: LabeledFrames | None,
+                val_kp1: np.ndarray | None, out: Path, device: str, resume: bool,
+                progress: bool, flip_pairs: list[list[str]] | str) -> dict[str, Any]:
+    """Train one group's second stage on crops around its keypoints (:mod:`vit_facemap.refine`),
+    validated on crops around ``val_kp1``, the first stage's keypoints on ``val_frames``."""
     rc = recipe.refine
     parts = [train_frames.bodyparts[i] for i in idx]
     run1 = json.loads((out / CONFIG_FILE).read_text())
@@ -1069,19 +1083,12 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     config = _refine_stage_config(recipe, n_groups)
     config.augment.flip_pairs = flip_pairs
     val_crops, val_boxes = None, None
-    if val_frames is not None and len(val_frames):
-        # validated where it will work: around the first stage's estimates as prediction
-        # reads them (mirrored views, the nose within its offsets, each video's side), not
-        # the labels; imported here, as predict imports this module
-        from vit_facemap.evaluate import predict_frames
-        from vit_facemap.predict import load_predictor
-
-        pred1, _, _, _ = predict_frames(load_predictor(out, device, refine=False), val_frames,
-                                        facing="video")
-        # the crop scales with each frame's width, as prediction cuts it
+    if val_frames is not None and val_kp1 is not None:
+        # validated where it will work: around the first stage's estimates, not the labels.
+        # The crop scales with each frame's width, as prediction cuts it
         # (KeypointPredictor.refine_keypoints); validation frames may have another size
         sides = side * np.array([image_size(p)[0] for p in val_frames.image_paths]) / train_size[0]
-        centres = estimate_centres(pred1, idx, sides)
+        centres = estimate_centres(val_kp1, idx, sides)
         # frames without a label of this group cannot score it
         ok = (np.isfinite(centres).all(-1)
               & np.isfinite(val_frames.keypoints[:, idx]).all(-1).any(-1))
