@@ -121,6 +121,20 @@ def test_strong_geometry_first_changes_the_first_stage_alone():
     assert replace(first.refine, augment={}) == default.refine
 
 
+def test_strong_geometry_crops_changes_the_crop_stages_alone():
+    # the converse of hybrid_strong_geometry_first: the two add up to hybrid_strong_geometry
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    strong = BENCH.ABLATIONS["hybrid_strong_geometry"][1](copy.deepcopy(default))
+    crops = BENCH.ABLATIONS["hybrid_strong_geometry_crops"][1](copy.deepcopy(default))
+    assert crops.augment == default.augment
+    for stage in (1, 2):
+        assert _refine_stage_config(crops, stage).augment == strong.augment
+    assert (crops.model, crops.crop) == (default.model, default.crop)
+    assert replace(crops.refine, augment=default.refine.augment) == default.refine
+
+
 def test_mid_geometry_sits_between_the_default_and_strong_geometry():
     # the run asks whether half of strong geometry's extra rotation and shift keeps its gain
     # on animals filmed unlike the rest: only those two fields may move, the scale kept
