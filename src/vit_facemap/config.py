@@ -126,7 +126,11 @@ def _fits(value, hint) -> bool:
         return isinstance(value, list | tuple) and all(
             _fits(v, args[0]) for v in value) if args else isinstance(value, list | tuple)
     if origin is dict:
-        return isinstance(value, dict)
+        # keys and values too: {"nose": 30} where settings were wanted failed as Python's
+        # "'int' object is not a mapping", far from the config that held it
+        args = typing.get_args(hint)
+        return isinstance(value, dict) and (not args or all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
     if dataclasses.is_dataclass(hint):
         return isinstance(value, hint)  # its own fields it checks itself
     return True
