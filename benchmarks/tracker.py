@@ -176,6 +176,15 @@ ABLATIONS = {
                                      lambda c: _set(c, refine=replace(
                                          c.refine, augment={**c.refine.augment,
                                                             **STRONG_GEOMETRY}))),
+    # on split 1 the crop stages alone kept most of the gain (4.64 px; FG001 6.29), and on
+    # split 0 they cost the nose and the ventral eyelid (3.74 against 3.24): the nose stage
+    # carries the gain, the eye stage only a cost
+    "hybrid_strong_geometry_nose": ("hybrid_strong_geometry in the nose stage alone: the "
+                                    "first stage and the other crop stages keep the default's "
+                                    "rotation, scale and shift",
+                                    lambda c: _set(c, refine=replace(
+                                        c.refine, group_augment={**c.refine.group_augment,
+                                                                 "nose": dict(STRONG_GEOMETRY)}))),
     # hybrid_strong_geometry pulled in animals filmed unlike the rest (schroeder splits 1, 3)
     # and lost split 0's eyelids, with the scale range narrowed too: half its extra rotation
     # and shift, the default's scale kept, to see whether the gain survives without the cost

@@ -135,6 +135,20 @@ def test_strong_geometry_crops_changes_the_crop_stages_alone():
     assert replace(crops.refine, augment=default.refine.augment) == default.refine
 
 
+def test_strong_geometry_nose_changes_the_nose_stage_alone():
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    strong = BENCH.ABLATIONS["hybrid_strong_geometry"][1](copy.deepcopy(default))
+    nose = BENCH.ABLATIONS["hybrid_strong_geometry_nose"][1](copy.deepcopy(default))
+    assert nose.augment == default.augment
+    assert _refine_stage_config(nose, 2, "nose").augment == strong.augment
+    for group in ("eye", "whisker", "mouth", None):
+        assert _refine_stage_config(nose, 4, group).augment == default.augment
+    assert (nose.model, nose.crop) == (default.model, default.crop)
+    assert replace(nose.refine, group_augment={}) == default.refine
+
+
 def test_mid_geometry_sits_between_the_default_and_strong_geometry():
     # the run asks whether half of strong geometry's extra rotation and shift keeps its gain
     # on animals filmed unlike the rest: only those two fields may move, the scale kept

@@ -224,6 +224,51 @@ def test_second_stage_augmentation_settings_are_checked_when_a_recipe_is_read(au
         TrainConfig.from_dict({"refine": {"share": 0.3, "augment": augment}})
 
 
+def test_one_group_takes_its_own_augmentation_settings(eye_set, tmp_path):
+    # wider shifts for the nose stage alone, whose point may lie far from the first estimate;
+    # the eye stage keeps refine.augment over the first stage's
+    frames = read_labels(eye_set)
+    cfg = _config(0.5)
+    cfg.refine.auto = "parts"
+    cfg.refine.augment = {"rotate": 5.0}
+    cfg.refine.group_augment = {"nose": {"rotate": 30.0, "translate": 0.16}}
+    run = tmp_path / "run"
+    fit(cfg, frames, run, None, device="cpu", progress=False)
+    first = json.loads((run / "config.json").read_text())["train"]
+    eye = json.loads((run / "refine" / "eye" / "config.json").read_text())["train"]
+    nose = json.loads((run / "refine" / "nose" / "config.json").read_text())["train"]
+    assert first["augment"]["rotate"] == cfg.augment.rotate
+    assert (eye["augment"]["rotate"], eye["augment"]["translate"]) == (5.0, cfg.augment.translate)
+    assert (nose["augment"]["rotate"], nose["augment"]["translate"]) == (30.0, 0.16)
+    # flip pairs are each stage's own (the first stage's cut to its group)
+    assert {k for k in eye["augment"] if k != "flip_pairs"
+            and eye["augment"][k] != nose["augment"][k]} == {"rotate", "translate"}
+    assert TrainConfig.from_dict(first).refine.group_augment == cfg.refine.group_augment
+    assert len(load_predictor(run, "cpu").refiners) == 2
+
+
+def test_group_augmentation_for_a_group_the_set_does_not_make_is_refused(eye_set, tmp_path):
+    # a misspelt group would train with the shared settings and nothing said
+    cfg = _config(0.5)  # the eye stage alone
+    cfg.refine.group_augment = {"nose": {"rotate": 30.0}}
+    with pytest.raises(DataError, match=r"group_augment names \['nose'\], which are not among "
+                                        r"this set's second-stage groups \['eye'\]"):
+        fit(cfg, read_labels(eye_set), tmp_path / "run", None, device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize(("group_augment", "error"), [
+    ({"nose": {"rotat": 5}}, r"unknown refine group_augment 'nose' settings \['rotat'\]"),
+    ({"nose": {"hflip": 0.5}}, r"refine group_augment 'nose' settings cannot set \['hflip'\]"),
+    ({"nose": 30}, r"bad refine settings: group_augment=\{'nose': 30\} \(expected "
+                   r"dict\[str, dict\[str, Any\]\]\)"),
+    ([30], r"bad refine settings: group_augment=\[30\]"),
+])
+def test_group_augmentation_settings_are_checked_when_a_recipe_is_read(group_augment, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig.from_dict({"refine": {"share": 0.3, "group_augment": group_augment}})
+
+
 def test_a_run_saved_with_crop_settings_now_refused_still_loads(eye_set, tmp_path):
     # such runs trained (without a word) and predict from their saved crop side: refusing
     # the settings when a config was made refused the run's config.json, so predict, track

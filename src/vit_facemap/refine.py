@@ -27,8 +27,8 @@ first stage's box. The run keeps each group's network in ``<run>/refine/<group>/
 ordinary run folder whose ``config.json`` names the refined keypoints and the crop side),
 so a run without that folder predicts with one stage. ``model`` changes second-stage model
 settings from the first stage's (a first stage without positions and second stages with
-them, say), and ``augment`` its augmentation settings (wider rotation for the first stage
-alone, say).
+them, say), ``augment`` its augmentation settings (wider rotation for the first stage
+alone, say), and ``group_augment`` one group's over those (wider shifts for the nose alone).
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ class RefineConfig:
     # 15.0}): a first stage that must find a face filmed from another angle may want wider
     # geometry than a crop stage placing an eyelid to a pixel; empty: the first stage's
     augment: dict[str, Any] = field(default_factory=dict)
+    # one group's augmentation settings over ``augment``, by group name (e.g. {"nose":
+    # {"translate": 0.16}}): a one-point stage must find its point tens of pixels from a
+    # first estimate where an eye stage places eyelids to a pixel; empty: ``augment``'s
+    group_augment: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self, "refine")

@@ -177,8 +177,10 @@ class TrainConfig:
                          with_settings(asdict(self.model), self.refine.model))
             except ValueError as exc:
                 raise ValueError(f"refine model settings {self.refine.model}: {exc}") from None
-        if self.refine.augment:
-            stage_augment(self)  # a bad value met first when the second stages start
+        if self.refine.augment or self.refine.group_augment:
+            # a bad value met first when the second stages start
+            for group in [None, *self.refine.group_augment]:
+                stage_augment(self, group)
         if self.pretrain_share > 0 and self.model.family == "fmnet":
             # refused when pre-training starts, after the run's files are written
             raise ValueError("pretrain_share: masked pre-training needs a ViT or CNN backbone, "
@@ -663,6 +665,11 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     if groups:
         # fail now, not after the first stage has spent its budget
         _check_refine_stage(recipe, len(groups))
+        unknown = sorted(set(config.refine.group_augment) - set(groups))
+        if unknown:
+            # a misspelt name would train that group with the shared settings unnoticed
+            raise DataError(f"refine group_augment names {unknown}, which are not among this "
+                            f"set's second-stage groups {list(groups)}")
     for name, idx in groups.items():
         if not np.isfinite(train_frames.keypoints[:, idx]).all(-1).any():
             raise DataError(f"refine group {name!r} ({[train_frames.bodyparts[i] for i in idx]}) "
@@ -977,33 +984,39 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
     return [mapping.for_frame_size(frame_size, size) for size in sizes]
 
 
-def _refine_stage_config(recipe: TrainConfig, n_groups: int) -> TrainConfig:
+def _refine_stage_config(recipe: TrainConfig, n_groups: int,
+                         group: str | None = None) -> TrainConfig:
     """The recipe of one group's second stage: its share of the budget, square crops, the
     first stage's model and augmentation with ``refine.model``'s and ``refine.augment``'s
-    settings over them."""
+    settings over them (and ``refine.group_augment``'s for ``group``)."""
     rc = recipe.refine
     try:
         config = recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
                                                       "input_h": rc.input_size})
     except ValueError as exc:
         raise ValueError(f"{_refine_what(rc)}: {exc}") from None
-    config.augment = stage_augment(recipe)  # saved with the stage: the settings it used
+    # saved with the stage: the settings it used
+    config.augment = stage_augment(recipe, group)
     return config
 
 
-def stage_augment(recipe: TrainConfig) -> AugmentConfig:
-    """The second stages' augmentation: the recipe's with ``refine.augment``'s settings over it."""
+def stage_augment(recipe: TrainConfig, group: str | None = None) -> AugmentConfig:
+    """A second stage's augmentation: the recipe's with ``refine.augment``'s settings over
+    it, and ``refine.group_augment``'s for ``group`` over those."""
     rc = recipe.refine
-    flips = sorted({"hflip", "flip_pairs"} & set(rc.augment))
+    own = rc.group_augment.get(group, {}) if group is not None else {}
+    what = f"refine group_augment {group!r}" if own else "refine augment"
+    given = {**rc.augment, **own}
+    flips = sorted({"hflip", "flip_pairs"} & set(given))
     if flips:
         # a stage's flip pairs are the first stage's cut to its group: a stage flipping
         # where the first stage does not would have no pairs to swap
-        raise ValueError(f"refine augment settings cannot set {flips}: the second stages "
+        raise ValueError(f"{what} settings cannot set {flips}: the second stages "
                          "flip as the first stage does")
     try:
-        return _section("refine augment", AugmentConfig, {**asdict(recipe.augment), **rc.augment})
+        return _section(what, AugmentConfig, {**asdict(recipe.augment), **given})
     except ValueError as exc:
-        raise ValueError(f"refine augment settings {rc.augment}: {exc}") from None
+        raise ValueError(f"{what} settings {given}: {exc}") from None
 
 
 def _refine_what(rc: RefineConfig) -> str:
@@ -1080,7 +1093,7 @@ def _fit_refine(recipe: TrainConfig, name: str, idx: list[int], n_groups: int,
     rows, boxes = training_crops(train_frames.keypoints, idx, side, rc, recipe.seed)
     crops = LabeledFrames(train_frames.root, [train_frames.index[r] for r in rows],
                           train_frames.keypoints[rows][:, idx], parts, train_frames.scorer)
-    config = _refine_stage_config(recipe, n_groups)
+    config = _refine_stage_config(recipe, n_groups, name)
     config.augment.flip_pairs = flip_pairs
     val_crops, val_boxes = None, None
     if val_frames is not None and val_kp1 is not None:
