@@ -1004,7 +1004,7 @@ def stage_augment(recipe: TrainConfig, group: str | None = None) -> AugmentConfi
     """A second stage's augmentation: the recipe's with ``refine.augment``'s settings over
     it, and ``refine.group_augment``'s for ``group`` over those."""
     rc = recipe.refine
-    own = rc.group_augment.get(group, {}) if group is not None else {}
+    own = rc.group_augment.get(group, {})
     what = f"refine group_augment {group!r}" if own else "refine augment"
     given = {**rc.augment, **own}
     flips = sorted({"hflip", "flip_pairs"} & set(given))
