@@ -173,18 +173,14 @@ ABLATIONS = {
     # where the default's moved it further (36 -> 38): whether the crop stages carry it alone
     "hybrid_strong_geometry_crops": ("hybrid_strong_geometry in the crop stages alone: the "
                                      "first stage keeps the default's rotation, scale and shift",
-                                     lambda c: _set(c, refine=replace(
-                                         c.refine, augment={**c.refine.augment,
-                                                            **STRONG_GEOMETRY}))),
+                                     lambda c: _crop_augment(c, **STRONG_GEOMETRY)),
     # on split 1 the crop stages alone kept most of the gain (4.64 px; FG001 6.29), and on
     # split 0 they cost the nose and the ventral eyelid (3.74 against 3.24): the nose stage
     # carries the gain, the eye stage only a cost
     "hybrid_strong_geometry_nose": ("hybrid_strong_geometry in the nose stage alone: the "
                                     "first stage and the other crop stages keep the default's "
                                     "rotation, scale and shift",
-                                    lambda c: _set(c, refine=replace(
-                                        c.refine, group_augment={**c.refine.group_augment,
-                                                                 "nose": dict(STRONG_GEOMETRY)}))),
+                                    lambda c: _crop_augment(c, "nose", **STRONG_GEOMETRY)),
     # hybrid_strong_geometry pulled in animals filmed unlike the rest (schroeder splits 1, 3)
     # and lost split 0's eyelids, with the scale range narrowed too: half its extra rotation
     # and shift, the default's scale kept, to see whether the gain survives without the cost
@@ -305,6 +301,15 @@ def _first_augment(c: TrainConfig, **kw) -> TrainConfig:
     kept = {k: getattr(c.augment, k) for k in kw}
     return _set(c, augment=replace(c.augment, **kw),
                 refine=replace(c.refine, augment={**kept, **c.refine.augment}))
+
+
+def _crop_augment(c: TrainConfig, group: str | None = None, **kw) -> TrainConfig:
+    """Other augmentation settings for the crop stages (``group``'s alone where named); the
+    first stage keeps the recipe's."""
+    if group is None:
+        return _set(c, refine=replace(c.refine, augment={**c.refine.augment, **kw}))
+    own = {**c.refine.group_augment.get(group, {}), **kw}
+    return _set(c, refine=replace(c.refine, group_augment={**c.refine.group_augment, group: own}))
 
 
 def _narrow_zoom(c: TrainConfig) -> TrainConfig:

@@ -129,8 +129,8 @@ def test_strong_geometry_crops_changes_the_crop_stages_alone():
     strong = BENCH.ABLATIONS["hybrid_strong_geometry"][1](copy.deepcopy(default))
     crops = BENCH.ABLATIONS["hybrid_strong_geometry_crops"][1](copy.deepcopy(default))
     assert crops.augment == default.augment
-    for stage in (1, 2):
-        assert _refine_stage_config(crops, stage).augment == strong.augment
+    for n_groups in (1, 2):
+        assert _refine_stage_config(crops, n_groups).augment == strong.augment
     assert (crops.model, crops.crop) == (default.model, default.crop)
     assert replace(crops.refine, augment=default.refine.augment) == default.refine
 
