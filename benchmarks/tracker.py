@@ -181,6 +181,12 @@ ABLATIONS = {
                                     "first stage and the other crop stages keep the default's "
                                     "rotation, scale and shift",
                                     lambda c: _crop_augment(c, "nose", **STRONG_GEOMETRY)),
+    # the nose stage alone carried both the gain (split 1: FG001 far-off noses pulled in) and
+    # the cost (splits 0 and 2: good noses moved off): most samples at the default's ranges,
+    # a tail at twice them, to see whether the far-off ones are learned without the cost
+    "hybrid_wide_tail_nose": ("default recipe with the nose stage's rotation and shift drawn "
+                              "from twice their ranges in 30% of its samples (augment.wide)",
+                              lambda c: _crop_augment(c, "nose", wide=0.3)),
     # hybrid_strong_geometry pulled in animals filmed unlike the rest (schroeder splits 1, 3)
     # and lost split 0's eyelids, with the scale range narrowed too: half its extra rotation
     # and shift, the default's scale kept, to see whether the gain survives without the cost

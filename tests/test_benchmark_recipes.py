@@ -149,6 +149,18 @@ def test_strong_geometry_nose_changes_the_nose_stage_alone():
     assert replace(nose.refine, group_augment={}) == default.refine
 
 
+def test_wide_tail_nose_adds_the_tail_to_the_nose_stage_alone():
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    tail = BENCH.ABLATIONS["hybrid_wide_tail_nose"][1](copy.deepcopy(default))
+    assert tail.augment == default.augment
+    assert _refine_stage_config(tail, 2, "nose").augment == replace(default.augment, wide=0.3)
+    for group in ("eye", "whisker", "mouth", None):
+        assert _refine_stage_config(tail, 4, group).augment == default.augment
+    assert replace(tail.refine, group_augment={}) == default.refine
+
+
 def test_mid_geometry_sits_between_the_default_and_strong_geometry():
     # the run asks whether half of strong geometry's extra rotation and shift keeps its gain
     # on animals filmed unlike the rest: only those two fields may move, the scale kept

@@ -335,6 +335,27 @@ def test_shear_skews_each_axis_and_is_off_by_default():
                                    np.asarray(plain(image=img, keypoints=kp)["keypoints"]))
 
 
+def test_wide_tail_draws_some_turns_past_the_range_and_none_when_off():
+    img = np.zeros((48, 64), np.uint8)
+    centre = np.array([31.5, 23.5])
+    kp = np.array([[41.5, 23.5]])  # 10 pixels right of the centre
+
+    def angles(wide: float) -> np.ndarray:
+        aug = KeypointAugmenter(AugmentConfig(**{**_STILL, "rotate": 10, "p_geometric": 1.0,
+                                                 "wide": wide}), ["a"], seed=0)
+        d = np.array([aug(img, kp)[1][0] - centre for _ in range(200)])
+        return np.degrees(np.abs(np.arctan2(d[:, 1], d[:, 0])))
+
+    assert angles(0.0).max() <= 10.01
+    # a quarter of the draws from +-20 degrees, half of those past 10: about 25 of 200
+    past = int((angles(0.25) > 10.01).sum())
+    assert 10 <= past <= 45
+    assert (angles(1.0) > 10.01).sum() > 70 and angles(1.0).max() <= 20.01
+    assert AugmentConfig().wide == 0
+    with pytest.raises(ValueError, match="wide is a probability"):
+        AugmentConfig(wide=1.5)
+
+
 def test_label_box_by_hand():
     # labels span x 100..300, y 50..100; margin 0.1 of the larger side (200): 20 on each side,
     # so 80..320 by 30..120, 241 x 91 pixels; grown to the input's 3:2 it is 241 x 161

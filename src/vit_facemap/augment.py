@@ -174,6 +174,12 @@ class AugmentConfig:
     hflip: float | str = "auto"
     flip_pairs: list[list[str]] | str = "auto"  # or a list of name pairs (mirror_pairs)
     p_geometric: float = 0.9
+    # probability that a sample's rotation and shift are drawn from ranges twice as wide
+    # (the scale range kept): a tail of far-turned, far-shifted inputs for a crop stage whose
+    # first estimate is sometimes far off, without every sample drawn that wide (training on
+    # twice the ranges throughout brought far-off noses in and moved good ones off,
+    # benchmarks/tracker.py --ablations hybrid_strong_geometry_nose); 0: off
+    wide: float = 0.0
     # Two settings for an eye whose pupil is unlike the training animals' (both need points
     # named "pupil" and other "eye" points; off by default: on the held-out FG002, whose
     # pupil is wider than any training animal's and lit off-centre, neither moved its pupil
@@ -193,7 +199,7 @@ class AugmentConfig:
         if isinstance(self.flip_pairs, str) and self.flip_pairs != "auto":
             raise ValueError(f"flip_pairs must be a list of name pairs or 'auto', got "
                              f"{self.flip_pairs!r}")
-        for name in ("hflip", "blur", "noise", "p_geometric", "glints"):
+        for name in ("hflip", "blur", "noise", "p_geometric", "glints", "wide"):
             if name == "hflip" and self.hflip == "auto":
                 continue
             if not 0 <= getattr(self, name) <= 1:
@@ -406,11 +412,17 @@ class KeypointAugmenter:
         # `data inspect` reads them through vit_facemap.poses) needs neither
         import albumentations as A
 
-        geo = A.Affine(
-            scale=(1 - c.scale, 1 + c.scale), translate_percent=(-c.translate, c.translate),
-            rotate=(-c.rotate, c.rotate), shear=(-c.shear, c.shear), border_mode=0, fill=0,
-            p=c.p_geometric,
-        )
+        def affine(widen: float, p: float) -> Any:
+            return A.Affine(
+                scale=(1 - c.scale, 1 + c.scale),
+                translate_percent=(-widen * c.translate, widen * c.translate),
+                rotate=(-widen * c.rotate, widen * c.rotate), shear=(-c.shear, c.shear),
+                border_mode=0, fill=0, p=p,
+            )
+        # without the tail the one transform of before, so its draws (and a saved run's
+        # random state) are those of a recipe from before the setting existed
+        geo = (A.OneOf([affine(1.0, 1.0 - c.wide), affine(2.0, c.wide)], p=c.p_geometric)
+               if c.wide > 0 else affine(1.0, c.p_geometric))
         self.geometric = A.Compose(
             [geo], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             seed=seed,
