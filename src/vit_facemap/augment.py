@@ -178,7 +178,9 @@ class AugmentConfig:
     # (the scale range kept): a tail of far-turned, far-shifted inputs for a crop stage whose
     # first estimate is sometimes far off, without every sample drawn that wide (training on
     # twice the ranges throughout brought far-off noses in and moved good ones off,
-    # benchmarks/tracker.py --ablations hybrid_strong_geometry_nose); 0: off
+    # benchmarks/tracker.py --ablations hybrid_strong_geometry_nose); 0: off (a 30% tail
+    # in the nose stage left schroeder split 1's far-off noses where they were: 6.52 px
+    # against the default's 6.76 on one machine, --ablations hybrid_wide_tail_nose)
     wide: float = 0.0
     # Two settings for an eye whose pupil is unlike the training animals' (both need points
     # named "pupil" and other "eye" points; off by default: on the held-out FG002, whose
