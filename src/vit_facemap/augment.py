@@ -175,12 +175,11 @@ class AugmentConfig:
     flip_pairs: list[list[str]] | str = "auto"  # or a list of name pairs (mirror_pairs)
     p_geometric: float = 0.9
     # probability that a sample's rotation and shift are drawn from ranges twice as wide
-    # (the scale range kept): a tail of far-turned, far-shifted inputs for a crop stage whose
-    # first estimate is sometimes far off, without every sample drawn that wide (training on
-    # twice the ranges throughout brought far-off noses in and moved good ones off,
-    # benchmarks/tracker.py --ablations hybrid_strong_geometry_nose); 0: off (a 30% tail
-    # in the nose stage left schroeder split 1's far-off noses where they were: 6.52 px
-    # against the default's 6.76 on one machine, --ablations hybrid_wide_tail_nose)
+    # (the scale range kept); 0: off. For a crop stage whose first estimate is sometimes far
+    # off: twice the ranges in every sample brought far-off noses in and moved good ones off
+    # (benchmarks/tracker.py --ablations hybrid_strong_geometry_nose), and a 30% tail in the
+    # nose stage left schroeder split 1's far-off noses where they were (6.52 px against the
+    # default's 6.76 on one machine, --ablations hybrid_wide_tail_nose)
     wide: float = 0.0
     # Two settings for an eye whose pupil is unlike the training animals' (both need points
     # named "pupil" and other "eye" points; off by default: on the held-out FG002, whose
