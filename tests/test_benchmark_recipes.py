@@ -161,6 +161,23 @@ def test_wide_tail_nose_adds_the_tail_to_the_nose_stage_alone():
     assert replace(tail.refine, group_augment={}) == default.refine
 
 
+def test_long_first_moves_minutes_to_the_first_stage_and_keeps_the_crop_stages_steps():
+    from vit_facemap.train import _refine_stage_config
+
+    default = profile_config("default")
+    long = BENCH.ABLATIONS["hybrid_long_first"][1](copy.deepcopy(default))
+    first, first_default = long.stage(1 - long.refine.share), default.stage(1 - default.refine.share)
+    assert first.max_minutes == pytest.approx(0.75 * default.max_minutes)
+    assert first_default.max_minutes == pytest.approx(0.5 * default.max_minutes)
+    assert first.steps > first_default.steps
+    for n_groups in (2, 4):  # schroeder's eye and nose; g7c1's four parts
+        crop = _refine_stage_config(long, n_groups)
+        crop_default = _refine_stage_config(default, n_groups)
+        assert crop.steps == crop_default.steps
+        assert crop.max_minutes == pytest.approx(crop_default.max_minutes / 2)
+    assert replace(long, steps=default.steps, refine=replace(long.refine, share=0.5)) == default
+
+
 def test_mid_geometry_sits_between_the_default_and_strong_geometry():
     # the run asks whether half of strong geometry's extra rotation and shift keeps its gain
     # on animals filmed unlike the rest: only those two fields may move, the scale kept
