@@ -230,7 +230,8 @@ ABLATIONS = {
     # minutes on a fast machine, so the default leaves part of its 28 minutes unused there,
     # while a slow one (no AVX-512) runs only 750-850 first-stage steps in its 14 minutes.
     # There (one seed, split 2) this row scored 5.27 px against the default's 7.19: 998
-    # first-stage steps took the nose from 34.8 to 18.9 px, the crop stages ran 800 steps each
+    # first-stage steps took the nose from 34.8 to 18.9 px, the crop stages ran 800 steps each;
+    # on split 0 3.53 against 3.84 (the nose 18.9 -> 14.9, the eye points 0.06-0.08 px worse)
     "hybrid_long_first": ("default recipe with 75% of the minutes to the first stage (50% by "
                           "default); the crop stages keep their steps in the other 25%",
                           lambda c: _long_first(c, 0.25)),
