@@ -231,7 +231,10 @@ ABLATIONS = {
     # while a slow one (no AVX-512) runs only 750-850 first-stage steps in its 14 minutes.
     # There (one seed, split 2) this row scored 5.27 px against the default's 7.19: 998
     # first-stage steps took the nose from 34.8 to 18.9 px, the crop stages ran 800 steps each;
-    # on split 0 3.53 against 3.84 (the nose 18.9 -> 14.9, the eye points 0.06-0.08 px worse)
+    # on split 0 3.53 against 3.84 (the nose 18.9 -> 14.9, the eye points 0.06-0.08 px worse);
+    # on split 1 6.65 against 7.44 (1196 first-stage steps against 737; the pupils 0.25 px
+    # worse, the eye stage stopped by its clock at 901 steps); on g7c1 (--g7c1-split later)
+    # 8.83 against 9.18 (1198 against 764; the crop stages ran 452-500 of their 500 steps)
     "hybrid_long_first": ("default recipe with 75% of the minutes to the first stage (50% by "
                           "default); the crop stages keep their steps in the other 25%",
                           lambda c: _long_first(c, 0.25)),
