@@ -224,20 +224,16 @@ ABLATIONS = {
     "hybrid_no_pos_first": ("default recipe without the ViT's learned position embedding in the "
                             "first stage only (the crop stages keep it)",
                             lambda c: _first_stage(c, pos_embed=False)),
-    # one stage with the whole budget found FG001's eye where the default's first stage, with
-    # 55% of it (then the default's), did not, and lost FG003's: a first stage with more of
-    # the budget, the crop stages kept. The crop stages reach their step caps in a few
-    # minutes on a fast machine, so the default leaves part of its 28 minutes unused there,
-    # while a slow one (no AVX-512) runs only 750-850 first-stage steps in its 14 minutes.
-    # There (one seed, split 2) this row scored 5.27 px against the default's 7.19: 998
-    # first-stage steps took the nose from 34.8 to 18.9 px, the crop stages ran 800 steps each;
-    # on split 0 3.53 against 3.84 (the nose 18.9 -> 14.9, the eye points 0.06-0.08 px worse);
-    # on split 1 6.65 against 7.44 (1196 first-stage steps against 737; the pupils 0.25 px
-    # worse, the eye stage stopped by its clock at 901 steps); on g7c1 (--g7c1-split later)
-    # 8.83 against 9.18 (1198 against 764; the crop stages ran 452-500 of their 500 steps)
-    "hybrid_long_first": ("default recipe with 75% of the minutes to the first stage (50% by "
-                          "default); the crop stages keep their steps in the other 25%",
-                          lambda c: _long_first(c, 0.25)),
+    # the default until 75% of the minutes went to the first stage. The crop stages reach
+    # their step caps in a few minutes on a fast machine, so it left part of its 28 minutes
+    # unused there, while a slow one (no AVX-512) ran only 740-850 first-stage steps in its
+    # 14 minutes. There (one seed each, as hybrid_long_first against the default) it lost on
+    # every split tried: schroeder split 0 3.84 px against 3.53, split 1 7.44 against 6.65,
+    # split 2 7.19 against 5.27 (the nose 34.8 against 18.9), g7c1 later frames 9.18 against
+    # 8.83; its eye stage, not stopped by its clock, kept the pupils 0.06-0.25 px closer
+    "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (75% by "
+                          "default; the default until then); the crop stages keep their steps",
+                          lambda c: _crop_minutes(c, 0.5)),
     # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
     # the pupil on the corneal reflections at a quarter of its labeled width (about half
     # with the equalisation; issue #4's notes)
@@ -333,10 +329,10 @@ def _narrow_zoom(c: TrainConfig) -> TrainConfig:
                                   augment={**c.refine.augment, "scale": EARLIER_SCALE}))
 
 
-def _long_first(c: TrainConfig, share: float) -> TrainConfig:
+def _crop_minutes(c: TrainConfig, share: float) -> TrainConfig:
     """``c`` with ``share`` of its minutes to the crop stages, which keep their steps: the
-    step total grows so that ``share`` of it is what they had; the first stage's cap grows
-    with it, so its clock, not its steps, ends it on 2 cores."""
+    step total changes so that ``share`` of it is what they had, and the first stage's cap
+    with it."""
     crop_steps = c.steps * c.refine.share
     return _set(c, steps=int(round(crop_steps / share)), refine=replace(c.refine, share=share))
 

@@ -161,21 +161,23 @@ def test_wide_tail_nose_adds_the_tail_to_the_nose_stage_alone():
     assert replace(tail.refine, group_augment={}) == default.refine
 
 
-def test_long_first_moves_minutes_to_the_first_stage_and_keeps_the_crop_stages_steps():
+def test_default_gives_the_first_stage_three_quarters_of_the_minutes():
     from vit_facemap.train import _refine_stage_config
 
     default = profile_config("default")
-    long = BENCH.ABLATIONS["hybrid_long_first"][1](copy.deepcopy(default))
-    first, first_default = long.stage(1 - long.refine.share), default.stage(1 - default.refine.share)
+    even = BENCH.ABLATIONS["hybrid_even_split"][1](copy.deepcopy(default))
+    first, first_even = default.stage(1 - default.refine.share), even.stage(1 - even.refine.share)
     assert first.max_minutes == pytest.approx(0.75 * default.max_minutes)
-    assert first_default.max_minutes == pytest.approx(0.5 * default.max_minutes)
-    assert first.steps > first_default.steps
+    assert first_even.max_minutes == pytest.approx(0.5 * default.max_minutes)
+    # the default's first stage runs until its clock on 2 cores; the old split capped it at
+    # 2000 steps, which a fast machine reached before its 14 minutes ended
+    assert (first.steps, first_even.steps) == (6000, 2000)
     for n_groups in (2, 4):  # schroeder's eye and nose; g7c1's four parts
-        crop = _refine_stage_config(long, n_groups)
-        crop_default = _refine_stage_config(default, n_groups)
-        assert crop.steps == crop_default.steps
-        assert crop.max_minutes == pytest.approx(crop_default.max_minutes / 2)
-    assert replace(long, steps=default.steps, refine=replace(long.refine, share=0.5)) == default
+        crop = _refine_stage_config(default, n_groups)
+        crop_even = _refine_stage_config(even, n_groups)
+        assert crop.steps == crop_even.steps == 2000 // n_groups
+        assert crop.max_minutes == pytest.approx(crop_even.max_minutes / 2)
+    assert replace(even, steps=default.steps, refine=replace(even.refine, share=0.25)) == default
 
 
 def test_mid_geometry_sits_between_the_default_and_strong_geometry():

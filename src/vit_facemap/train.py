@@ -241,8 +241,13 @@ def profile_config(profile: str) -> TrainConfig:
                            model=replace(default_model(), depth=8, input_w=256, input_h=192))
     if profile == "default":
         # 2 CPU cores, 30 minutes in all: at most 28 minutes of training, the rest for
-        # reading frames and saving (each stage stops at its share of steps or of minutes)
-        return TrainConfig(max_minutes=28.0)
+        # reading frames and saving (each stage stops at its share of steps or of minutes).
+        # The crop stages get a quarter: their 2000 steps (1000 each on schroeder) take a
+        # fast machine a few minutes. The first stage gets three quarters under a 6000-step
+        # cap that its clock reaches first on 2 cores: on a slow machine (no AVX-512) its
+        # steps set the nose, and half the minutes lost 0.3-1.9 px on each split tried
+        # (benchmarks/tracker.py's hybrid_even_split)
+        return TrainConfig(max_minutes=28.0, steps=8000, refine=RefineConfig(share=0.25))
     raise ValueError(f"unknown profile {profile!r}")
 
 
