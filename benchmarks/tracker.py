@@ -230,7 +230,11 @@ ABLATIONS = {
     # 14 minutes. There (one seed each, as hybrid_long_first against the default) it lost on
     # every split tried: schroeder split 0 3.84 px against 3.53, split 1 7.44 against 6.65,
     # split 2 7.19 against 5.27 (the nose 34.8 against 18.9), g7c1 later frames 9.18 against
-    # 8.83; its eye stage, not stopped by its clock, kept the pupils 0.06-0.25 px closer
+    # 8.83; its eye stage, not stopped by its clock, kept the pupils 0.06-0.25 px closer.
+    # At the book's 6 minutes the trade turns (same slow machine, the book's splits): the
+    # crop stages' 1.5 minutes run about half their steps, and it wins, g7c1 9.81 against
+    # 10.31 and schroeder split 0 4.78 against 4.98, though its first stage alone is worse
+    # (11.75 against 10.22, 14.70 against 11.92)
     "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (75% by "
                           "default; the default until then); the crop stages keep their steps",
                           lambda c: _crop_minutes(c, 0.5)),
