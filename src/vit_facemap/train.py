@@ -245,7 +245,8 @@ def profile_config(profile: str) -> TrainConfig:
         # The crop stages get a quarter: their 2000 steps (1000 each on schroeder) take a
         # fast machine a few minutes. The first stage gets three quarters under a 6000-step
         # cap that its clock reaches first on 2 cores: on a slow machine (no AVX-512) its
-        # steps set the nose, and half the minutes lost 0.3-1.9 px on each split tried
+        # steps set the nose, and half the minutes lost 0.3-1.9 px on each split tried. At
+        # 6 minutes the crop stages' share runs too few steps and half won by 0.2-0.5 px
         # (benchmarks/tracker.py's hybrid_even_split)
         return TrainConfig(max_minutes=28.0, steps=8000, refine=RefineConfig(share=0.25))
     raise ValueError(f"unknown profile {profile!r}")
