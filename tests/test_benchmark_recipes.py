@@ -162,11 +162,11 @@ def test_wide_tail_nose_adds_the_tail_to_the_nose_stage_alone():
 
 
 def test_default_gives_the_first_stage_three_quarters_of_the_minutes():
-    from vit_facemap.train import _refine_stage_config
+    from vit_facemap.train import _first_stage_config, _refine_stage_config
 
     default = profile_config("default")
     even = BENCH.ABLATIONS["hybrid_even_split"][1](copy.deepcopy(default))
-    first, first_even = default.stage(1 - default.refine.share), even.stage(1 - even.refine.share)
+    first, first_even = _first_stage_config(default), _first_stage_config(even)
     assert first.max_minutes == pytest.approx(0.75 * default.max_minutes)
     assert first_even.max_minutes == pytest.approx(0.5 * default.max_minutes)
     # the default's first stage runs until its clock on 2 cores; the old split capped it at

@@ -688,7 +688,7 @@ def _fit(config: TrainConfig, train_frames: LabeledFrames, frame_size: tuple[int
     else:
         _check_split(out, split, first_stage=boxes is None)
     if groups:
-        config = recipe.stage(1 - recipe.refine.share)
+        config = _first_stage_config(recipe)
     n_k = len(train_frames.bodyparts)
 
     t_load = time.perf_counter()
@@ -988,6 +988,11 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
     if len(set(sizes)) == 1:
         return mapping.for_frame_size(frame_size, sizes[0])
     return [mapping.for_frame_size(frame_size, size) for size in sizes]
+
+
+def _first_stage_config(recipe: TrainConfig) -> TrainConfig:
+    """The recipe of a two-stage run's first stage: what the second stages leave of the budget."""
+    return recipe.stage(1 - recipe.refine.share)
 
 
 def _refine_stage_config(recipe: TrainConfig, n_groups: int,
