@@ -2,7 +2,7 @@
 
 import copy
 import importlib.util
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -275,3 +275,30 @@ def test_equalize_first_equalises_the_first_stage_and_keeps_the_crop_stages():
     assert replace(cfg.model, equalize=0.0) == default.model
     assert _refine_stage_config(cfg, 2).model == _refine_stage_config(default, 2).model
     assert replace(cfg, model=default.model) == default
+
+
+def test_a_short_budget_gives_the_crop_stages_their_minimum_minutes():
+    from vit_facemap.train import _first_stage_config, _refine_stage_config
+
+    default = profile_config("default")
+    for minutes, crop_minutes in ((28.0, 7.0), (6.0, 3.0), (4.0, 2.0)):  # 4: half at most
+        c = replace(default, max_minutes=minutes)
+        assert _first_stage_config(c).max_minutes == pytest.approx(minutes - crop_minutes)
+        for n_groups in (2, 4):
+            crop = _refine_stage_config(c, n_groups)
+            assert crop.max_minutes == pytest.approx(crop_minutes / n_groups)
+            assert crop.steps == 2000 // n_groups  # the floor moves minutes, never steps
+        assert _first_stage_config(c).steps == 6000
+    off = replace(default, max_minutes=6.0, refine=replace(default.refine, min_minutes=0.0))
+    assert _first_stage_config(off).max_minutes == pytest.approx(4.5)
+
+
+def test_min_minutes_is_checked_and_old_configs_load_without_it():
+    from vit_facemap.refine import RefineConfig
+    from vit_facemap.train import TrainConfig
+
+    with pytest.raises(ValueError, match="min_minutes"):
+        RefineConfig(min_minutes=-1.0)
+    saved = asdict(profile_config("default"))
+    del saved["refine"]["min_minutes"]  # a config.json written before the field
+    assert TrainConfig.from_dict(saved).refine.min_minutes == 0.0

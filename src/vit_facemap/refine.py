@@ -58,6 +58,9 @@ AUTO = {"eye": ("eye",), "eye+nose": ("eye", "nose"), "parts": tuple(AUTO_GROUPS
 @dataclass
 class RefineConfig:
     share: float = 0.5          # share of the training budget (steps and minutes) for stage 2; 0: off
+    # the second stages' minutes in all, at least (at most half the budget): under a short
+    # budget their share of the minutes runs too few of their steps (issue #4's notes); 0: off
+    min_minutes: float = 0.0
     groups: list[list[str]] = field(default_factory=list)  # keypoint groups; empty: see auto
     auto: str = "parts"         # eye: eye and pupil points | eye+nose: and the nose | parts: all four
     factor: float = 2.0         # crop side, in units of the group's median extent
@@ -89,6 +92,8 @@ class RefineConfig:
         check_fields(self, "refine")
         if not 0.0 <= self.share < 1.0:
             raise ValueError(f"refine share must be in [0, 1), got {self.share}")
+        if not self.min_minutes >= 0.0:
+            raise ValueError(f"refine min_minutes must be >= 0, got {self.min_minutes}")
         if self.factor <= 0 or self.input_size < 16 or self.copies < 1:
             raise ValueError("refine factor must be > 0, input_size >= 16 and copies >= 1")
         if self.auto not in AUTO:

@@ -200,17 +200,26 @@ class TrainConfig:
                           {"auto": "eye", **refine} if isinstance(refine, dict) else refine)
         return _section("training", cls, {**d, "model": model, "augment": augment, "refine": refine})
 
-    def stage(self, share: float, **model: Any) -> TrainConfig:
-        """This recipe with ``share`` of its steps and minutes, one stage, other model settings."""
+    def stage(self, share: float, minutes_share: float | None = None, **model: Any) -> TrainConfig:
+        """This recipe with ``share`` of its steps and ``minutes_share`` of its minutes (by
+        default ``share``), one stage, other model settings."""
         d = asdict(self)
         d["steps"] = max(1, int(round(self.steps * share)))
         d["warmup_steps"] = int(round(self.warmup_steps * share))
         if self.max_minutes is not None:
-            d["max_minutes"] = self.max_minutes * share
+            d["max_minutes"] = self.max_minutes * (share if minutes_share is None else minutes_share)
         # a stage has no stages of its own
         d["refine"] = {**d["refine"], "share": 0.0, "model": {}, "augment": {}}
         d["model"] = with_settings(d["model"], model)
         return TrainConfig.from_dict(d)
+
+    def refine_minutes_share(self) -> float:
+        """The second stages' share of the minutes: ``refine.share``, raised to give them
+        ``refine.min_minutes`` in all, but never more than half the budget."""
+        rc = self.refine
+        if not rc.share or not rc.min_minutes or self.max_minutes is None:
+            return rc.share
+        return max(rc.share, min(rc.min_minutes / self.max_minutes, 0.5))
 
 
 def _section(name: str, cls: type, d: Any) -> Any:
@@ -247,8 +256,9 @@ def profile_config(profile: str) -> TrainConfig:
         # cap that its clock reaches first on 2 cores: on a slow machine (no AVX-512) its
         # steps set the nose, and half the minutes lost 0.3-1.9 px on each split tried. At
         # 6 minutes the crop stages' share runs too few steps and half won by 0.2-0.5 px
-        # (benchmarks/tracker.py's hybrid_even_split)
-        return TrainConfig(max_minutes=28.0, steps=8000, refine=RefineConfig(share=0.25))
+        # (benchmarks/tracker.py's hybrid_even_split), so they get 3 minutes at least
+        return TrainConfig(max_minutes=28.0, steps=8000,
+                           refine=RefineConfig(share=0.25, min_minutes=3.0))
     raise ValueError(f"unknown profile {profile!r}")
 
 
@@ -528,8 +538,9 @@ def fit(
     """Train a keypoint model on ``train_frames``; returns a summary (also in ``runinfo.json``).
 
     With ``config.refine.share > 0`` and keypoint groups to refine (by default the eye and
-    pupil points, and the nose points), the first stage gets ``1 - share`` of the budget and
-    a second, top-down stage per group (:mod:`vit_facemap.refine`) the rest, saved in
+    pupil points, and the nose points), the first stage gets ``1 - share`` of the budget
+    (fewer minutes where ``refine.min_minutes`` asks for more) and a second, top-down stage
+    per group (:mod:`vit_facemap.refine`) the rest, saved in
     ``out/refine/<group>/``.
     ``boxes`` / ``val_boxes`` (one crop box per frame) and ``stage_info`` are how that
     second stage is trained; callers leave them out.
@@ -992,7 +1003,7 @@ def _frame_boxes(mapping: InputMapping, frame_size: tuple[int, int], frames: Lab
 
 def _first_stage_config(recipe: TrainConfig) -> TrainConfig:
     """The recipe of a two-stage run's first stage: what the second stages leave of the budget."""
-    return recipe.stage(1 - recipe.refine.share)
+    return recipe.stage(1 - recipe.refine.share, 1 - recipe.refine_minutes_share())
 
 
 def _refine_stage_config(recipe: TrainConfig, n_groups: int,
@@ -1002,8 +1013,8 @@ def _refine_stage_config(recipe: TrainConfig, n_groups: int,
     settings over them (and ``refine.group_augment``'s for ``group``)."""
     rc = recipe.refine
     try:
-        config = recipe.stage(rc.share / n_groups, **{**rc.model, "input_w": rc.input_size,
-                                                      "input_h": rc.input_size})
+        config = recipe.stage(rc.share / n_groups, recipe.refine_minutes_share() / n_groups,
+                              **{**rc.model, "input_w": rc.input_size, "input_h": rc.input_size})
     except ValueError as exc:
         raise ValueError(f"{_refine_what(rc)}: {exc}") from None
     # saved with the stage: the settings it used
