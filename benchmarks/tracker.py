@@ -234,7 +234,10 @@ ABLATIONS = {
     # At the book's 6 minutes the trade turns (same slow machine, the book's splits): the
     # crop stages' 1.5 minutes run about half their steps, and it wins, g7c1 9.81 against
     # 10.31 and schroeder split 0 4.78 against 4.98, though its first stage alone is worse
-    # (11.75 against 10.22, 14.70 against 11.92)
+    # (11.75 against 10.22, 14.70 against 11.92). The default's refine.min_minutes now gives
+    # the crop stages these 3 minutes at 6, so there the two differ only in the first stage's
+    # step cap (2000 here, 6000 in the default); the re-executed book's default rows under the
+    # floor are g7c1 9.53 and schroeder split 0 4.29 (another run, same kind of machine)
     "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (75% by "
                           "default; the default until then); the crop stages keep their steps",
                           lambda c: _crop_minutes(c, 0.5)),

@@ -256,7 +256,8 @@ def profile_config(profile: str) -> TrainConfig:
         # cap that its clock reaches first on 2 cores: on a slow machine (no AVX-512) its
         # steps set the nose, and half the minutes lost 0.3-1.9 px on each split tried. At
         # 6 minutes the crop stages' share runs too few steps and half won by 0.2-0.5 px
-        # (benchmarks/tracker.py's hybrid_even_split), so they get 3 minutes at least
+        # (benchmarks/tracker.py's hybrid_even_split), so they get 3 minutes at least; the
+        # book re-executed with that floor: g7c1 9.53 px, schroeder split 0 4.29
         return TrainConfig(max_minutes=28.0, steps=8000,
                            refine=RefineConfig(share=0.25, min_minutes=3.0))
     raise ValueError(f"unknown profile {profile!r}")
