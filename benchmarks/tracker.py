@@ -239,7 +239,9 @@ ABLATIONS = {
     # step cap (2000 here, 6000 in the default); the re-executed book's default rows under the
     # floor are g7c1 9.53 and schroeder split 0 4.29 (another run, same kind of machine)
     "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (75% by "
-                          "default; the default until then); the crop stages keep their steps",
+                          "default from 12 minutes up, where the crop stages' 3-minute floor "
+                          "stops binding; the default until then); the crop stages keep their "
+                          "steps",
                           lambda c: _crop_minutes(c, 0.5)),
     # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
     # the pupil on the corneal reflections at a quarter of its labeled width (about half
