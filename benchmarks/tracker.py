@@ -236,8 +236,8 @@ ABLATIONS = {
     # 10.31 and schroeder split 0 4.78 against 4.98, though its first stage alone is worse
     # (11.75 against 10.22, 14.70 against 11.92). The default's refine.min_minutes now gives
     # the crop stages these 3 minutes at 6, so there the two differ only in the first stage's
-    # step cap (2000 here, 6000 in the default); the re-executed book's default rows under the
-    # floor are g7c1 9.53 and schroeder split 0 4.29 (another run, same kind of machine)
+    # step cap (2000 here, 6000 in the default); the book's rows under the floor are in
+    # vit_facemap.train.profile_config's comment, the other budgets' in the README
     "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (75% by "
                           "default from 12 minutes up, where the crop stages' 3-minute floor "
                           "stops binding; the default until then); the crop stages keep their "
