@@ -106,6 +106,9 @@ NEURAL = {
     "fmnet": ("Facemap FMnet (facemap.pose.facemap_network)",
               lambda c: _one(_model(c, family="fmnet"))),
 }
+# the default's crop-stage share and minimum minutes, named in hybrid_even_split's description
+_SHARE = profile_config("default").refine.share
+_FLOOR = profile_config("default").refine.min_minutes
 # hybrid_strong_geometry's ranges: twice the default's rotation and shift, a narrower scale
 STRONG_GEOMETRY = {"rotate": 30.0, "scale": 0.3, "translate": 0.16}
 ABLATIONS = {
@@ -235,13 +238,14 @@ ABLATIONS = {
     # crop stages' 1.5 minutes run about half their steps, and it wins, g7c1 9.81 against
     # 10.31 and schroeder split 0 4.78 against 4.98, though its first stage alone is worse
     # (11.75 against 10.22, 14.70 against 11.92). The default's refine.min_minutes now gives
-    # the crop stages these 3 minutes at 6, so there the two differ only in the first stage's
-    # step cap (2000 here, 6000 in the default); the book's rows under the floor are in
-    # vit_facemap.train.profile_config's comment, the other budgets' in the README
-    "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (75% by "
-                          "default from 12 minutes up, where the crop stages' 3-minute floor "
-                          "stops binding; the default until then); the crop stages keep their "
-                          "steps",
+    # the crop stages half up to 12 minutes, so there the two differ only in the first
+    # stage's step cap (2000 here, 6000 in the default), which its clock reaches first; the
+    # rows under the floor are in vit_facemap.train.profile_config's comment, the other
+    # budgets' in the README
+    "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (the "
+                          f"default's own split up to {2 * _FLOOR:g} minutes, where the crop "
+                          f"stages' {_FLOOR:g}-minute floor gives them half, and 75% from "
+                          f"{_FLOOR / _SHARE:g} minutes up); the crop stages keep their steps",
                           lambda c: _crop_minutes(c, 0.5)),
     # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
     # the pupil on the corneal reflections at a quarter of its labeled width (about half

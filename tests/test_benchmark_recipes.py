@@ -281,7 +281,8 @@ def test_a_short_budget_gives_the_crop_stages_their_minimum_minutes():
     from vit_facemap.train import _first_stage_config, _refine_stage_config
 
     default = profile_config("default")
-    for minutes, crop_minutes in ((28.0, 7.0), (6.0, 3.0), (4.0, 2.0)):  # 4: half at most
+    # 16: the floor binds below half; 6 and 4: half at most
+    for minutes, crop_minutes in ((28.0, 7.0), (16.0, 6.0), (6.0, 3.0), (4.0, 2.0)):
         c = replace(default, max_minutes=minutes)
         assert _first_stage_config(c).max_minutes == pytest.approx(minutes - crop_minutes)
         for n_groups in (2, 4):
@@ -289,6 +290,11 @@ def test_a_short_budget_gives_the_crop_stages_their_minimum_minutes():
             assert crop.max_minutes == pytest.approx(crop_minutes / n_groups)
             assert crop.steps == 2000 // n_groups  # the floor moves minutes, never steps
         assert _first_stage_config(c).steps == 6000
+    # up to twice the floor the default splits the minutes as hybrid_even_split does
+    c12 = replace(default, max_minutes=12.0)
+    even12 = BENCH.ABLATIONS["hybrid_even_split"][1](copy.deepcopy(c12))
+    assert _first_stage_config(c12).max_minutes == pytest.approx(6.0)
+    assert _first_stage_config(even12).max_minutes == pytest.approx(6.0)
     off = replace(default, max_minutes=6.0, refine=replace(default.refine, min_minutes=0.0))
     assert _first_stage_config(off).max_minutes == pytest.approx(4.5)
 

@@ -256,10 +256,14 @@ def profile_config(profile: str) -> TrainConfig:
         # cap that its clock reaches first on 2 cores: on a slow machine (no AVX-512) its
         # steps set the nose, and half the minutes lost 0.3-1.9 px on each split tried. At
         # 6 minutes the crop stages' share runs too few steps and half won by 0.2-0.5 px
-        # (benchmarks/tracker.py's hybrid_even_split), so they get 3 minutes at least; the
-        # book re-executed with that floor: g7c1 9.53 px, schroeder split 0 4.29
+        # (benchmarks/tracker.py's hybrid_even_split), so they get 6 minutes at least (half
+        # up to 12 minutes): at 12, 3 minutes left g7c1's crop stages on about 200 steps
+        # each and half won there too (seeds 0 and 1: g7c1 9.06 and 9.19 px against 9.59
+        # and 9.68, schroeder split 0 3.82 and 3.93 against 3.80 and 3.87; at 20, 6 minutes
+        # against 5 tied on g7c1, 9.27 against 9.20). The book re-executed at 6 minutes,
+        # where the crop stages get half either way: g7c1 9.53 px, schroeder split 0 4.29
         return TrainConfig(max_minutes=28.0, steps=8000,
-                           refine=RefineConfig(share=0.25, min_minutes=3.0))
+                           refine=RefineConfig(share=0.25, min_minutes=6.0))
     raise ValueError(f"unknown profile {profile!r}")
 
 
