@@ -107,8 +107,7 @@ NEURAL = {
               lambda c: _one(_model(c, family="fmnet"))),
 }
 # the default's crop-stage share and minimum minutes, named in hybrid_even_split's description
-_SHARE = profile_config("default").refine.share
-_FLOOR = profile_config("default").refine.min_minutes
+_DEFAULT_REFINE = profile_config("default").refine
 # hybrid_strong_geometry's ranges: twice the default's rotation and shift, a narrower scale
 STRONG_GEOMETRY = {"rotate": 30.0, "scale": 0.3, "translate": 0.16}
 ABLATIONS = {
@@ -243,9 +242,11 @@ ABLATIONS = {
     # rows under the floor are in vit_facemap.train.profile_config's comment, the other
     # budgets' in the README
     "hybrid_even_split": ("default recipe with 50% of the minutes to the first stage (the "
-                          f"default's own split up to {2 * _FLOOR:g} minutes, where the crop "
-                          f"stages' {_FLOOR:g}-minute floor gives them half, and 75% from "
-                          f"{_FLOOR / _SHARE:g} minutes up); the crop stages keep their steps",
+                          f"default's own split up to {2 * _DEFAULT_REFINE.min_minutes:g} "
+                          "minutes, where the crop stages' "
+                          f"{_DEFAULT_REFINE.min_minutes:g}-minute floor gives them half, and "
+                          f"75% from {_DEFAULT_REFINE.min_minutes / _DEFAULT_REFINE.share:g} "
+                          "minutes up); the crop stages keep their steps",
                           lambda c: _crop_minutes(c, 0.5)),
     # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
     # the pupil on the corneal reflections at a quarter of its labeled width (about half
