@@ -245,8 +245,9 @@ ABLATIONS = {
                           f"default's own split up to {2 * _DEFAULT_REFINE.min_minutes:g} "
                           "minutes, where the crop stages' "
                           f"{_DEFAULT_REFINE.min_minutes:g}-minute floor gives them half, and "
-                          f"75% from {_DEFAULT_REFINE.min_minutes / _DEFAULT_REFINE.share:g} "
-                          "minutes up); the crop stages keep their steps",
+                          f"{1 - _DEFAULT_REFINE.share:.0%} from "
+                          f"{_DEFAULT_REFINE.min_minutes / _DEFAULT_REFINE.share:g} minutes up); "
+                          "the crop stages keep their steps",
                           lambda c: _crop_minutes(c, 0.5)),
     # FG002's dark eye: the pupil's edge shows in a few grey levels, and the eye stage put
     # the pupil on the corneal reflections at a quarter of its labeled width (about half
