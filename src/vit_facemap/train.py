@@ -259,9 +259,11 @@ def profile_config(profile: str) -> TrainConfig:
         # (benchmarks/tracker.py's hybrid_even_split), so they get 6 minutes at least (half
         # up to 12 minutes): at 12, 3 minutes left g7c1's crop stages on about 200 steps
         # each and half won there too (seeds 0 and 1: g7c1 9.06 and 9.19 px against 9.59
-        # and 9.68, schroeder split 0 3.82 and 3.93 against 3.80 and 3.87; at 20, 6 minutes
-        # against 5 tied on g7c1, 9.27 against 9.20). The book re-executed at 6 minutes,
-        # where the crop stages get half either way: g7c1 9.53 px, schroeder split 0 4.29
+        # and 9.68, schroeder split 0 3.82 and 3.93 against 3.80 and 3.87; seed 0 at 16, 6
+        # minutes against 4: g7c1 9.23 against 9.43, schroeder 3.82 against 3.79; at 20, 6
+        # against 5: g7c1 9.27 against 9.20, schroeder 3.75 against 4.04). The book
+        # re-executed at 6 minutes, where the crop stages get half either way: g7c1 9.53 px,
+        # schroeder split 0 4.29
         return TrainConfig(max_minutes=28.0, steps=8000,
                            refine=RefineConfig(share=0.25, min_minutes=6.0))
     raise ValueError(f"unknown profile {profile!r}")
