@@ -264,8 +264,10 @@ def profile_config(profile: str) -> TrainConfig:
         # against 5: g7c1 9.27 against 9.20, schroeder 3.75 against 4.04). The book
         # re-executed at 6 minutes, where the crop stages get half either way: g7c1 9.53 px,
         # schroeder split 0 4.29. At 28 minutes 30% of the steps and minutes for the crop stages
-        # (share 0.3 against 0.25, seed 0, one pair) scored g7c1 9.11 against 9.17 px and
-        # schroeder split 0 3.32 against 3.47, within a seed's 0.45 px: kept at a quarter
+        # (share 0.3 against 0.25, seeds 0 and 1, each pair on one machine) scored g7c1 9.11 and
+        # 9.61 against 9.17 and 9.23 px and schroeder split 0 3.32 and 3.25 against 3.47 and
+        # 3.21, within a seed's 0.45 px: kept at a quarter. On a fast machine (seed 1) every
+        # crop stage reached its step cap and a run trained 25 of its 28 minutes
         return TrainConfig(max_minutes=28.0, steps=8000,
                            refine=RefineConfig(share=0.25, min_minutes=6.0))
     raise ValueError(f"unknown profile {profile!r}")
