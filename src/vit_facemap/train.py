@@ -269,8 +269,8 @@ def profile_config(profile: str) -> TrainConfig:
         # 3.21, within a seed's 0.45 px: kept at a quarter. On a fast machine every crop stage
         # reached its step cap and a run trained 25 of its 28 minutes; 12000 steps, which let
         # the crop stages run their minutes out (750 steps a group on g7c1), scored g7c1 9.10
-        # and 9.30 against 8.90 and 9.23 (seeds 0 and 1) and schroeder 3.33 against 3.21
-        # (seed 1): kept at 8000
+        # and 9.30 against 8.90 and 9.23 and schroeder 3.22 and 3.33 against 3.27 and 3.21
+        # (seeds 0 and 1): kept at 8000
         return TrainConfig(max_minutes=28.0, steps=8000,
                            refine=RefineConfig(share=0.25, min_minutes=6.0))
     raise ValueError(f"unknown profile {profile!r}")
