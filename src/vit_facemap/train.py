@@ -266,7 +266,9 @@ def profile_config(profile: str) -> TrainConfig:
         # schroeder split 0 4.29. At 28 minutes 30% of the steps and minutes for the crop stages
         # (share 0.3 against 0.25, seeds 0 and 1, each pair on one machine) scored g7c1 9.11 and
         # 9.61 against 9.17 and 9.23 px and schroeder split 0 3.32 and 3.25 against 3.47 and
-        # 3.21, within a seed's 0.45 px: kept at a quarter. On a fast machine every crop stage
+        # 3.21, within a seed's 0.45 px; 0.4 (seed 0, without AVX-512, where the first stage
+        # lost a fifth to a quarter of its steps) tied g7c1 (8.90 against 8.90) and lost
+        # schroeder's nose (3.42 against 3.28): kept at a quarter. On a fast machine every crop stage
         # reached its step cap and a run trained 25 of its 28 minutes; 12000 steps, which let
         # the crop stages run their minutes out (750 steps a group on g7c1), scored g7c1 9.10
         # and 9.30 against 8.90 and 9.23 and schroeder 3.22 and 3.33 against 3.27 and 3.21
