@@ -268,11 +268,11 @@ def profile_config(profile: str) -> TrainConfig:
         # 9.61 against 9.17 and 9.23 px and schroeder split 0 3.32 and 3.25 against 3.47 and
         # 3.21, within a seed's 0.45 px; 0.4 (seed 0, without AVX-512, where the first stage
         # lost a fifth to a quarter of its steps) tied g7c1 (8.90 against 8.90) and lost
-        # schroeder's nose (3.42 against 3.28): kept at a quarter. On a fast machine every crop stage
-        # reached its step cap and a run trained 25 of its 28 minutes; 12000 steps, which let
-        # the crop stages run their minutes out (750 steps a group on g7c1), scored g7c1 9.10
-        # and 9.30 against 8.90 and 9.23 and schroeder 3.22 and 3.33 against 3.27 and 3.21
-        # (seeds 0 and 1): kept at 8000
+        # schroeder's nose (3.42 against 3.28): kept at a quarter. On a fast machine (and on
+        # that pair's) every crop stage reached its step cap and a run trained 25-26 of its 28
+        # minutes; 12000 steps, which let the crop stages run their minutes out (750 steps a
+        # group on g7c1), scored g7c1 9.10 and 9.30 against 8.90 and 9.23 and schroeder 3.22
+        # and 3.33 against 3.27 and 3.21 (seeds 0 and 1, fast machine): kept at 8000
         return TrainConfig(max_minutes=28.0, steps=8000,
                            refine=RefineConfig(share=0.25, min_minutes=6.0))
     raise ValueError(f"unknown profile {profile!r}")
